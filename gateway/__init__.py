@@ -1,0 +1,1 @@
+"""The hub daemon: BLE, rules and alarms, the durable outbox and the uplink."""
