@@ -1,0 +1,371 @@
+"""The hub's configuration: one TOML file parsed once into validated, frozen types.
+
+Every error names the file, the key (dotted path) and what was expected, e.g.::
+
+    hub.toml: broker.url: expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT], got 'http://x'
+
+Relative paths in the file are resolved against the file's own directory, so a config and its key files can be
+moved together.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+__all__ = [
+    "BrokerConfig",
+    "ConfigError",
+    "DeviceConfig",
+    "DeviceKind",
+    "GatewayConfig",
+    "ResidentConfig",
+    "load_config",
+    "parse_config",
+]
+
+_HUB_ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
+_ADDRESS = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}(/P)?$")
+_LANGUAGES = ("en", "zh")
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be used; the message names the file and the key."""
+
+    def __init__(self, file: str, key: str, expected: str) -> None:
+        self.file = file
+        self.key = key
+        self.expected = expected
+        super().__init__(f"{file}: {key}: {expected}")
+
+
+class DeviceKind(enum.StrEnum):
+    """What a provisioned device is; decides which services the gateway subscribes to."""
+
+    BLOOD_PRESSURE = "blood_pressure"
+    GLUCOSE = "glucose"
+    OXIMETER = "oximeter"
+    THERMOMETER = "thermometer"
+    SCALE = "scale"
+    HEART_RATE = "heart_rate"
+    PENDANT = "pendant"
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerConfig:
+    """Where the uplink connects, and how it authenticates."""
+
+    host: str
+    port: int
+    tls: bool
+    username: str | None
+    password: str | None
+    ca_file: Path | None
+    client_cert: Path | None
+    client_key: Path | None
+    keepalive_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class ResidentConfig:
+    """A person living in the home; thresholds come from the doctor's profile plus per-value overrides."""
+
+    id: str
+    name: str
+    language: str
+    profiles: tuple[str, ...]
+    thresholds: Mapping[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceConfig:
+    """A provisioned BLE device; only these are ever connected to (invariant 6)."""
+
+    address: str
+    kind: DeviceKind
+    resident: str
+    name: str | None
+    user_id: int | None
+    pendant_key_file: Path | None
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """The whole, validated configuration of one hub."""
+
+    source: Path
+    hub_id: str
+    hub_key_file: Path
+    platform_key_file: Path
+    broker: BrokerConfig
+    storage_path: Path
+    storage_max_bytes: int
+    ble_link: str | None
+    ble_max_connections: int
+    clock_tolerance_s: float
+    residents: tuple[ResidentConfig, ...]
+    devices: tuple[DeviceConfig, ...]
+    fallback_command: tuple[str, ...] | None = None
+    fallback_webhook: str | None = None
+    panic_ack_timeout_s: float = 5.0
+    panic_cancel_window_s: float = 60.0
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def resident(self, resident_id: str) -> ResidentConfig:
+        """The resident with this id (validated to exist at load time for every device)."""
+        for r in self.residents:
+            if r.id == resident_id:
+                return r
+        raise KeyError(resident_id)
+
+    def device(self, address: str) -> DeviceConfig | None:
+        """The provisioned device at this address, or None for a stranger."""
+        wanted = address.upper()
+        for d in self.devices:
+            if d.address == wanted:
+                return d
+        return None
+
+
+class _Reader:
+    """Typed access to one TOML table that reports errors with the file and dotted key."""
+
+    def __init__(self, file: str, base: Path, table: Mapping[str, Any], prefix: str = "") -> None:
+        self.file = file
+        self.base = base
+        self.table = table
+        self.prefix = prefix
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    def fail(self, name: str, expected: str) -> ConfigError:
+        return ConfigError(self.file, self.key(name), expected)
+
+    def sub(self, name: str, *, required: bool = True) -> _Reader:
+        value = self.table.get(name)
+        if value is None:
+            if required:
+                raise self.fail(name, "missing table")
+            value = {}
+        if not isinstance(value, Mapping):
+            raise self.fail(name, f"expected a table, got {type(value).__name__}")
+        return _Reader(self.file, self.base, value, f"{self.key(name)}.")
+
+    def str_(self, name: str, default: str | None = None, *, required: bool = True) -> str:
+        value = self.table.get(name, default)
+        if value is None:
+            if required:
+                raise self.fail(name, "missing (expected a string)")
+            return ""
+        if not isinstance(value, str) or not value:
+            raise self.fail(name, f"expected a non-empty string, got {value!r}")
+        return value
+
+    def opt_str(self, name: str) -> str | None:
+        value = self.table.get(name)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value:
+            raise self.fail(name, f"expected a non-empty string, got {value!r}")
+        return value
+
+    def int_(self, name: str, default: int | None = None, *, lo: int, hi: int) -> int:
+        value = self.table.get(name, default)
+        if value is None:
+            raise self.fail(name, f"missing (expected an integer {lo}..{hi})")
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise self.fail(name, f"expected an integer {lo}..{hi}, got {value!r}")
+        return value
+
+    def opt_int(self, name: str, *, lo: int, hi: int) -> int | None:
+        if self.table.get(name) is None:
+            return None
+        return self.int_(name, lo=lo, hi=hi)
+
+    def float_(self, name: str, default: float, *, lo: float, hi: float) -> float:
+        value = self.table.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(name, f"expected a number {lo}..{hi}, got {value!r}")
+        if not math.isfinite(value) or not lo <= value <= hi:
+            raise self.fail(name, f"expected a number {lo}..{hi}, got {value!r}")
+        return float(value)
+
+    def path(self, name: str) -> Path:
+        p = Path(self.str_(name)).expanduser()
+        return p if p.is_absolute() else (self.base / p)
+
+    def opt_path(self, name: str) -> Path | None:
+        return self.path(name) if self.table.get(name) is not None else None
+
+    def list_(self, name: str) -> list[Any]:
+        value = self.table.get(name, [])
+        if not isinstance(value, list):
+            raise self.fail(name, f"expected an array, got {type(value).__name__}")
+        return value
+
+
+def _parse_size(reader: _Reader, name: str, default: int) -> int:
+    """Sizes may be integers (bytes) or strings with a unit: "64MB", "512 KiB"."""
+    value = reader.table.get(name, default)
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*", value, re.IGNORECASE)
+        if m:
+            units = {"b": 1, "kb": 1000, "kib": 1024, "mb": 10**6, "mib": 2**20, "gb": 10**9, "gib": 2**30}
+            size = int(float(m.group(1)) * units[(m.group(2) or "b").lower()])
+            if size > 0:
+                return size
+    raise reader.fail(name, f'expected a positive size in bytes or with a unit ("64MB"), got {value!r}')
+
+
+def _parse_broker(r: _Reader) -> BrokerConfig:
+    url = r.str_("url")
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise r.fail("url", f"expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT], got {url!r}")
+    try:
+        port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+    except ValueError:
+        raise r.fail("url", f"port out of range in {url!r}") from None
+    password = r.opt_str("password")
+    password_file = r.opt_path("password_file")
+    if password is None and password_file is not None:
+        try:
+            password = password_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise r.fail("password_file", f"cannot read {password_file}: {exc.strerror}") from None
+    return BrokerConfig(
+        host=parts.hostname,
+        port=port,
+        tls=parts.scheme == "mqtts",
+        username=r.opt_str("username"),
+        password=password,
+        ca_file=r.opt_path("ca_file"),
+        client_cert=r.opt_path("client_cert"),
+        client_key=r.opt_path("client_key"),
+        keepalive_s=r.int_("keepalive_s", 30, lo=5, hi=3600),
+    )
+
+
+def _parse_resident(r: _Reader) -> ResidentConfig:
+    rid = r.str_("id")
+    language = r.str_("language", "en")
+    if language not in _LANGUAGES:
+        raise r.fail("language", f"expected one of {', '.join(_LANGUAGES)}, got {language!r}")
+    profiles = r.list_("profiles")
+    if not all(isinstance(p, str) and p for p in profiles):
+        raise r.fail("profiles", "expected an array of profile names")
+    thresholds_reader = r.sub("thresholds", required=False)
+    thresholds: dict[str, float] = {}
+    for key in thresholds_reader.table:
+        thresholds[key] = thresholds_reader.float_(key, 0.0, lo=-1e6, hi=1e6)
+    return ResidentConfig(
+        id=rid,
+        name=r.str_("name", rid),
+        language=language,
+        profiles=tuple(profiles),
+        thresholds=thresholds,
+    )
+
+
+def _parse_device(r: _Reader, residents: set[str]) -> DeviceConfig:
+    address = r.str_("address").upper()
+    if not _ADDRESS.fullmatch(address):
+        raise r.fail("address", f"expected a Bluetooth address like AA:BB:CC:DD:EE:FF, got {address!r}")
+    kind_name = r.str_("kind")
+    try:
+        kind = DeviceKind(kind_name)
+    except ValueError:
+        kinds = ", ".join(k.value for k in DeviceKind)
+        raise r.fail("kind", f"expected one of {kinds}, got {kind_name!r}") from None
+    resident = r.str_("resident")
+    if resident not in residents:
+        raise r.fail("resident", f"no resident with id {resident!r} is configured")
+    key_file = r.opt_path("pendant_key_file")
+    if kind is DeviceKind.PENDANT and key_file is None:
+        raise r.fail("pendant_key_file", "missing: a pendant needs its per-device key file")
+    return DeviceConfig(
+        address=address,
+        kind=kind,
+        resident=resident,
+        name=r.opt_str("name"),
+        user_id=r.opt_int("user_id", lo=0, hi=254),
+        pendant_key_file=key_file,
+    )
+
+
+def parse_config(text: str, source: Path) -> GatewayConfig:
+    """Parse and validate the text of a hub config; `source` names the file in errors and anchors paths."""
+    file = str(source)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(file, "(syntax)", str(exc)) from None
+    top = _Reader(file, source.parent, data)
+    hub = top.sub("hub")
+    hub_id = hub.str_("id")
+    if not _HUB_ID.fullmatch(hub_id):
+        raise hub.fail("id", f"expected lowercase letters, digits and '-', 2..63 long, got {hub_id!r}")
+    platform = top.sub("platform")
+    storage = top.sub("storage")
+    ble = top.sub("ble", required=False)
+    alarms = top.sub("alarms", required=False)
+
+    residents: list[ResidentConfig] = []
+    for i, table in enumerate(top.list_("residents")):
+        if not isinstance(table, Mapping):
+            raise top.fail(f"residents[{i}]", "expected a table")
+        residents.append(_parse_resident(_Reader(file, source.parent, table, f"residents[{i}].")))
+    ids = [r.id for r in residents]
+    if len(set(ids)) != len(ids):
+        raise top.fail("residents", f"resident ids must be unique, got {ids}")
+    devices: list[DeviceConfig] = []
+    for i, table in enumerate(top.list_("devices")):
+        if not isinstance(table, Mapping):
+            raise top.fail(f"devices[{i}]", "expected a table")
+        devices.append(_parse_device(_Reader(file, source.parent, table, f"devices[{i}]."), set(ids)))
+    addresses = [d.address for d in devices]
+    if len(set(addresses)) != len(addresses):
+        raise top.fail("devices", "device addresses must be unique")
+
+    fallback = alarms.table.get("fallback_command")
+    if fallback is not None and (
+        not isinstance(fallback, list) or not fallback or not all(isinstance(a, str) for a in fallback)
+    ):
+        raise alarms.fail("fallback_command", "expected an array of strings (program and arguments)")
+    return GatewayConfig(
+        source=source,
+        hub_id=hub_id,
+        hub_key_file=hub.path("key_file"),
+        platform_key_file=platform.path("public_key_file"),
+        broker=_parse_broker(top.sub("broker")),
+        storage_path=storage.path("path"),
+        storage_max_bytes=_parse_size(storage, "max_bytes", 256 * 2**20),
+        ble_link=ble.opt_str("link"),
+        ble_max_connections=ble.int_("max_connections", 3, lo=1, hi=16),
+        clock_tolerance_s=ble.float_("clock_tolerance_s", 60.0, lo=1.0, hi=86400.0),
+        residents=tuple(residents),
+        devices=tuple(devices),
+        fallback_command=tuple(fallback) if fallback else None,
+        fallback_webhook=alarms.opt_str("fallback_webhook"),
+        panic_ack_timeout_s=alarms.float_("panic_ack_timeout_s", 5.0, lo=0.1, hi=600.0),
+        panic_cancel_window_s=alarms.float_("panic_cancel_window_s", 60.0, lo=1.0, hi=3600.0),
+    )
+
+
+def load_config(path: Path) -> GatewayConfig:
+    """Read and validate a hub config file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), "(file)", f"cannot read: {exc.strerror}") from None
+    return parse_config(text, path)

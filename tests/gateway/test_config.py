@@ -1,0 +1,114 @@
+"""The hub config: parsed once, validated, and every error names the file and the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.config import ConfigError, DeviceKind, load_config, parse_config
+
+GOOD = """
+[hub]
+id = "hub-0001"
+key_file = "keys/hub.key"
+
+[platform]
+public_key_file = "keys/platform.pub"
+
+[broker]
+url = "mqtts://broker.example:8883"
+username = "hub-0001"
+password = "s3cret"
+
+[storage]
+path = "var/outbox.sqlite"
+max_bytes = "64MB"
+
+[ble]
+link = "local:home"
+max_connections = 2
+
+[alarms]
+fallback_command = ["/usr/local/bin/send-sms", "+000"]
+panic_ack_timeout_s = 3
+
+[[residents]]
+id = "r1"
+name = "Wang Fang"
+language = "zh"
+profiles = ["hypertension", "type2_diabetes"]
+[residents.thresholds]
+"bp.systolic.critical" = 175
+
+[[devices]]
+address = "aa:bb:cc:dd:ee:01"
+kind = "blood_pressure"
+resident = "r1"
+
+[[devices]]
+address = "AA:BB:CC:DD:EE:02"
+kind = "pendant"
+resident = "r1"
+pendant_key_file = "/etc/carehub/pendant.key"
+"""
+
+
+def test_good_config_parses_into_typed_values(tmp_path: Path) -> None:
+    cfg = parse_config(GOOD, tmp_path / "hub.toml")
+    assert cfg.hub_id == "hub-0001"
+    assert cfg.hub_key_file == tmp_path / "keys/hub.key"
+    assert cfg.broker.tls
+    assert cfg.broker.port == 8883
+    assert cfg.storage_max_bytes == 64_000_000
+    assert cfg.ble_max_connections == 2
+    assert cfg.fallback_command == ("/usr/local/bin/send-sms", "+000")
+    assert cfg.panic_ack_timeout_s == 3.0
+    assert cfg.resident("r1").thresholds == {"bp.systolic.critical": 175.0}
+    assert cfg.device("AA:BB:CC:DD:EE:01") is not None
+    assert cfg.device("aa:bb:cc:dd:ee:01") is not None
+    assert cfg.device("AA:BB:CC:DD:EE:99") is None
+    pendant = cfg.device("AA:BB:CC:DD:EE:02")
+    assert pendant is not None
+    assert pendant.kind is DeviceKind.PENDANT
+    assert pendant.pendant_key_file == Path("/etc/carehub/pendant.key")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key"),
+    [
+        ('url = "mqtts://broker.example:8883"', 'url = "http://x"', "broker.url"),
+        ('id = "hub-0001"', 'id = "Hub/1"', "hub.id"),
+        ('max_bytes = "64MB"', 'max_bytes = "lots"', "storage.max_bytes"),
+        ("max_connections = 2", "max_connections = 0", "ble.max_connections"),
+        ('kind = "blood_pressure"', 'kind = "toaster"', "devices[0].kind"),
+        ('address = "aa:bb:cc:dd:ee:01"', 'address = "nope"', "devices[0].address"),
+        ('language = "zh"', 'language = "xx"', "residents[0].language"),
+        (
+            '"bp.systolic.critical" = 175',
+            '"bp.systolic.critical" = "high"',
+            "residents[0].thresholds.bp.systolic.critical",
+        ),
+        ('pendant_key_file = "/etc/carehub/pendant.key"', "", "devices[1].pendant_key_file"),
+        ('resident = "r1"\n\n[[devices]]', 'resident = "r9"\n\n[[devices]]', "devices[0].resident"),
+        ("panic_ack_timeout_s = 3", "panic_ack_timeout_s = -1", "alarms.panic_ack_timeout_s"),
+    ],
+)
+def test_errors_name_the_file_and_key(tmp_path: Path, old: str, new: str, key: str) -> None:
+    assert old in GOOD
+    with pytest.raises(ConfigError) as info:
+        parse_config(GOOD.replace(old, new, 1), tmp_path / "hub.toml")
+    assert info.value.key == key
+    assert str(info.value).startswith(f"{tmp_path / 'hub.toml'}: {key}: ")
+
+
+def test_missing_table_and_syntax_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"hub\.toml: broker: missing table"):
+        parse_config(GOOD.replace("[broker]", "[brokr]"), tmp_path / "hub.toml")
+    with pytest.raises(ConfigError, match=r"\(syntax\)"):
+        parse_config("[hub\n", tmp_path / "hub.toml")
+
+
+def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "absent.toml")
