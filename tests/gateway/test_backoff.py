@@ -11,21 +11,25 @@ from hypothesis import strategies as st
 from gateway.backoff import backoff_delay
 
 
+def seeded(seed: int) -> random.Random:
+    return random.Random(seed)  # noqa: S311 - reproducible jitter, not cryptography
+
+
 def test_no_jitter_doubles_until_the_cap():
-    rng = random.Random(1)
+    rng = seeded(1)
     delays = [backoff_delay(n, base=0.5, cap=10.0, jitter_fraction=0.0, rng=rng) for n in range(8)]
     assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0, 10.0]
 
 
 def test_seeded_rng_is_deterministic():
-    a = [backoff_delay(n, base=1.0, cap=60.0, jitter_fraction=0.3, rng=random.Random(42)) for n in range(10)]
-    b = [backoff_delay(n, base=1.0, cap=60.0, jitter_fraction=0.3, rng=random.Random(42)) for n in range(10)]
+    a = [backoff_delay(n, base=1.0, cap=60.0, jitter_fraction=0.3, rng=seeded(42)) for n in range(10)]
+    b = [backoff_delay(n, base=1.0, cap=60.0, jitter_fraction=0.3, rng=seeded(42)) for n in range(10)]
     assert a == b
     assert len(set(a)) > 1
 
 
 def test_huge_attempt_stays_at_cap():
-    assert backoff_delay(10**9, base=2.0, cap=30.0, jitter_fraction=0.0, rng=random.Random(0)) == 30.0
+    assert backoff_delay(10**9, base=2.0, cap=30.0, jitter_fraction=0.0, rng=seeded(0)) == 30.0
 
 
 @given(
@@ -37,7 +41,7 @@ def test_huge_attempt_stays_at_cap():
 )
 def test_within_jittered_envelope_and_cap(attempt, base, extra, jitter, seed):
     cap = base + extra
-    delay = backoff_delay(attempt, base=base, cap=cap, jitter_fraction=jitter, rng=random.Random(seed))
+    delay = backoff_delay(attempt, base=base, cap=cap, jitter_fraction=jitter, rng=seeded(seed))
     ceiling = min(cap, base * 2.0 ** min(attempt, 1023))
     assert delay <= cap
     assert ceiling * (1.0 - jitter) - 1e-9 <= delay <= ceiling + 1e-9
@@ -46,7 +50,7 @@ def test_within_jittered_envelope_and_cap(attempt, base, extra, jitter, seed):
 @given(base=st.floats(min_value=0.01, max_value=5.0), cap_factor=st.floats(min_value=1.0, max_value=1000.0))
 def test_envelope_is_monotone(base, cap_factor):
     cap = base * cap_factor
-    envelope = [backoff_delay(n, base=base, cap=cap, jitter_fraction=0.0, rng=random.Random(0)) for n in range(40)]
+    envelope = [backoff_delay(n, base=base, cap=cap, jitter_fraction=0.0, rng=seeded(0)) for n in range(40)]
     assert envelope == sorted(envelope)
     assert envelope[-1] == cap
 
@@ -57,4 +61,4 @@ def test_envelope_is_monotone(base, cap_factor):
 )
 def test_rejects_bad_arguments(attempt, base, cap, jitter):
     with pytest.raises(ValueError, match="must be"):
-        backoff_delay(attempt, base=base, cap=cap, jitter_fraction=jitter, rng=random.Random(0))
+        backoff_delay(attempt, base=base, cap=cap, jitter_fraction=jitter, rng=seeded(0))

@@ -19,6 +19,8 @@ import pytest
 
 from gateway.outbox import open_outbox
 
+REPO = Path(__file__).resolve().parents[2]
+
 CHILD = r"""
 import asyncio, sys
 from gateway.outbox import Lane, OutboxItem, open_outbox
@@ -49,8 +51,8 @@ asyncio.run(main())
 @pytest.mark.parametrize("seed", [1, 2, 3])
 async def test_every_reported_put_survives_sigkill(tmp_path: Path, seed: int):
     path = tmp_path / "outbox.db"
-    kill_after = random.Random(seed).randint(20, 600)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    kill_after = random.Random(seed).randint(20, 600)  # noqa: S311 - reproducible kill point
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = await asyncio.create_subprocess_exec(sys.executable, "-c", CHILD, str(path), stdout=subprocess.PIPE, env=env)
     assert proc.stdout is not None
     reported: list[int] = []
