@@ -1,0 +1,222 @@
+"""A real Mosquitto broker on a free loopback port, for tests and the demo.
+
+``async with MosquittoBroker(workdir) as broker:`` writes a config into ``workdir``, starts ``mosquitto -c`` on
+127.0.0.1 and returns once the broker has logged that it is running (no polling, no sleeps). :meth:`stop` and
+:meth:`start` take it down and bring it back on the same port, which is how tests simulate an outage.
+
+Mosquitto refuses to run as root unless told to; the generated config says ``user root`` when we are root, so the
+broker can read password and ACL files in private temporary directories.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+__all__ = ["BrokerError", "BrokerSecurity", "MosquittoBroker", "free_port", "mosquitto_available", "mosquitto_path"]
+
+_log = logging.getLogger(__name__)
+
+_SBIN_CANDIDATES = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
+_READY_MARKER = b" running"  # "mosquitto version 2.0.11 running"
+
+
+class BrokerError(RuntimeError):
+    """Mosquitto is missing, or it would not start."""
+
+
+def mosquitto_path() -> str | None:
+    """The mosquitto executable, or ``None`` when it is not installed."""
+    found = shutil.which("mosquitto")
+    if found:
+        return found
+    for candidate in _SBIN_CANDIDATES:
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def mosquitto_available() -> bool:
+    """Whether a mosquitto executable is installed."""
+    return mosquitto_path() is not None
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSecurity:
+    """Authentication and authorisation files for the broker (see ``carehub platform broker-config``).
+
+    Attributes:
+        password_file: Mosquitto password file (``user:$7$...`` lines).
+        acl_file: Mosquitto ACL file; ``None`` authenticates but lets every user use every topic.
+    """
+
+    password_file: Path
+    acl_file: Path | None = None
+
+
+class MosquittoBroker:
+    """One Mosquitto process, restartable on the same port.
+
+    Args:
+        workdir: where the config and the log go.
+        port: the port to listen on; a free one by default.
+        security: password (and ACL) files; ``None`` allows anonymous clients.
+        extra_lines: more config lines, appended verbatim.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        port: int | None = None,
+        security: BrokerSecurity | None = None,
+        extra_lines: Sequence[str] = (),
+    ) -> None:
+        self.workdir = workdir
+        self.host = "127.0.0.1"
+        self.port = port if port is not None else free_port()
+        self.security = security
+        self.extra_lines = tuple(extra_lines)
+        self.config_path = workdir / "mosquitto.conf"
+        self.log_path = workdir / "mosquitto.log"
+        self._proc: asyncio.subprocess.Process | None = None
+        self._drain: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        """``mqtt://127.0.0.1:PORT``."""
+        return f"mqtt://{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        """Whether the broker process is up."""
+        return self._proc is not None and self._proc.returncode is None
+
+    def config_text(self) -> str:
+        """The Mosquitto config this broker runs with."""
+        lines = [
+            "# written by carehub sim.broker",
+            f"listener {self.port} {self.host}",
+            "persistence false",
+            "log_dest stderr",  # stdout is block-buffered when piped; stderr is not
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+            "connection_messages true",
+            # Large backlogs are delivered through QoS 1 without the broker dropping queued messages.
+            "max_queued_messages 100000",
+            "max_inflight_messages 0",
+        ]
+        if os.geteuid() == 0:
+            lines.append("user root")
+        if self.security is None:
+            lines.append("allow_anonymous true")
+        else:
+            lines.append("allow_anonymous false")
+            lines.append(f"password_file {self.security.password_file}")
+            if self.security.acl_file is not None:
+                lines.append(f"acl_file {self.security.acl_file}")
+        lines.extend(self.extra_lines)
+        return "\n".join(lines) + "\n"
+
+    async def start(self) -> None:
+        """Start mosquitto and return once it has logged that it is running.
+
+        Raises:
+            BrokerError: mosquitto is not installed, or exited or stayed silent during startup.
+        """
+        if self.running:
+            return
+        exe = mosquitto_path()
+        if exe is None:
+            raise BrokerError("mosquitto is not installed (apt-get install mosquitto)")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(self.config_text(), encoding="utf-8")
+        proc = await asyncio.create_subprocess_exec(
+            exe,
+            "-c",
+            str(self.config_path),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        assert proc.stdout is not None
+        seen: list[bytes] = []
+        try:
+            async with asyncio.timeout(20):
+                while True:
+                    line = await proc.stdout.readline()
+                    if not line:
+                        await proc.wait()
+                        text = b"".join(seen).decode(errors="replace").strip()
+                        raise BrokerError(f"mosquitto exited with {proc.returncode} at startup: {text}")
+                    seen.append(line)
+                    if _READY_MARKER in line:
+                        break
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise BrokerError("mosquitto did not report running within 20 s") from None
+        self._proc = proc
+        with self.log_path.open("ab") as log:
+            log.writelines(seen)
+        self._drain = asyncio.create_task(self._drain_log(proc), name=f"mosquitto-log:{self.port}")
+        _log.info("mosquitto running on %s:%d (pid %d)", self.host, self.port, proc.pid)
+
+    async def _drain_log(self, proc: asyncio.subprocess.Process) -> None:
+        # The pipe must be read, or a chatty broker blocks on a full pipe.
+        assert proc.stdout is not None
+        with self.log_path.open("ab") as log:
+            async for line in proc.stdout:
+                log.write(line)
+                log.flush()
+
+    async def stop(self) -> None:
+        """Terminate the broker (SIGTERM, then SIGKILL after 10 s) and wait for it to exit."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.returncode is None:
+            proc.terminate()
+            try:
+                async with asyncio.timeout(10):
+                    await proc.wait()
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        drain, self._drain = self._drain, None
+        if drain is not None:
+            drain.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await drain
+
+    def log_text(self) -> str:
+        """Everything the broker has logged so far."""
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
