@@ -157,12 +157,14 @@ class MosquittoBroker:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
-        assert proc.stdout is not None
+        stdout = proc.stdout
+        if stdout is None:
+            raise BrokerError("mosquitto started without a log pipe")
         seen: list[bytes] = []
         try:
             async with asyncio.timeout(20):
                 while True:
-                    line = await proc.stdout.readline()
+                    line = await stdout.readline()
                     if not line:
                         await proc.wait()
                         text = b"".join(seen).decode(errors="replace").strip()
@@ -177,14 +179,13 @@ class MosquittoBroker:
         self._proc = proc
         with self.log_path.open("ab") as log:
             log.writelines(seen)
-        self._drain = asyncio.create_task(self._drain_log(proc), name=f"mosquitto-log:{self.port}")
+        self._drain = asyncio.create_task(self._drain_log(stdout), name=f"mosquitto-log:{self.port}")
         _log.info("mosquitto running on %s:%d (pid %d)", self.host, self.port, proc.pid)
 
-    async def _drain_log(self, proc: asyncio.subprocess.Process) -> None:
+    async def _drain_log(self, stream: asyncio.StreamReader) -> None:
         # The pipe must be read, or a chatty broker blocks on a full pipe.
-        assert proc.stdout is not None
         with self.log_path.open("ab") as log:
-            async for line in proc.stdout:
+            async for line in stream:
                 log.write(line)
                 log.flush()
 
