@@ -1,0 +1,1 @@
+"""The reference community platform: ingest workers, storage, signed acks, caregiver alarm acknowledgements."""

@@ -1,0 +1,161 @@
+"""Mosquitto configuration for a carehub site: password file, ACL and a config that uses them.
+
+Each hub logs in with its hub id as user name and may publish only to its own uplink and read only its own ack and
+down topics; the platform user may read every uplink (through a shared subscription) and write every ack and down
+topic. Passwords are stored in Mosquitto's ``$7$`` format (PBKDF2-SHA512, 101 iterations, 12-byte salt), which
+``mosquitto_passwd`` also writes, so no external tool is needed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "BrokerFiles",
+    "acl_text",
+    "hash_password",
+    "password_file_text",
+    "verify_password",
+    "write_broker_config",
+]
+
+_PBKDF2_ITERATIONS = 101  # what mosquitto_passwd 2.0 uses for $7$
+_SALT_LEN = 12
+_USER_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+TOPIC_ROOT = "carehub/v1"
+
+
+def _check_user(name: str) -> str:
+    if not _USER_RE.fullmatch(name):
+        raise ValueError(f"broker user name {name!r} must be 1-64 of A-Z a-z 0-9 _ . -")
+    return name
+
+
+def hash_password(password: str, *, salt: bytes | None = None) -> str:
+    """Mosquitto's ``$7$`` password hash of ``password``."""
+    if salt is None:
+        salt = os.urandom(_SALT_LEN)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, _PBKDF2_ITERATIONS)
+    return f"$7${_PBKDF2_ITERATIONS}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+def verify_password(password: str, hashed: str) -> bool:
+    """Whether ``hashed`` (a ``$7$`` entry) matches ``password``."""
+    parts = hashed.split("$")
+    if len(parts) != 5 or parts[1] != "7":
+        return False
+    try:
+        iterations = int(parts[2])
+        salt = base64.b64decode(parts[3], validate=True)
+        expected = base64.b64decode(parts[4], validate=True)
+    except ValueError:
+        return False
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
+    return secrets.compare_digest(digest, expected)
+
+
+def password_file_text(users: Mapping[str, str]) -> str:
+    """A Mosquitto password file for ``{user: password}``."""
+    return "".join(f"{_check_user(user)}:{hash_password(pw)}\n" for user, pw in sorted(users.items()))
+
+
+def acl_text(hubs: list[str] | tuple[str, ...], platform_user: str) -> str:
+    """The ACL: hubs confined to their own topics, the platform reading uplinks and writing acks and downs.
+
+    Mosquitto checks a shared subscription (``$share/group/filter``) against the filter without its prefix.
+    """
+    lines = ["# written by carehub platform broker-config", ""]
+    lines += [f"user {_check_user(platform_user)}"]
+    lines += [f"topic read {TOPIC_ROOT}/+/up", f"topic write {TOPIC_ROOT}/+/ack", f"topic write {TOPIC_ROOT}/+/down"]
+    for hub in sorted(set(hubs)):
+        lines += ["", f"user {_check_user(hub)}"]
+        lines += [f"topic write {TOPIC_ROOT}/{hub}/up", f"topic read {TOPIC_ROOT}/{hub}/ack"]
+        lines += [f"topic read {TOPIC_ROOT}/{hub}/down"]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerFiles:
+    """What :func:`write_broker_config` wrote.
+
+    Attributes:
+        config: ``mosquitto.conf``.
+        password_file: ``passwords`` (mode 0600).
+        acl_file: ``acl``.
+        credentials: ``credentials.toml`` (mode 0600): each user's clear-text password, for hub and platform
+            configs.
+        passwords: the same, in memory.
+    """
+
+    config: Path
+    password_file: Path
+    acl_file: Path
+    credentials: Path
+    passwords: Mapping[str, str]
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    path.chmod(0o600)
+
+
+def write_broker_config(
+    out_dir: Path,
+    hubs: list[str] | tuple[str, ...],
+    *,
+    platform_user: str = "platform",
+    port: int = 1883,
+    host: str = "127.0.0.1",
+    passwords: Mapping[str, str] | None = None,
+    acl: bool = True,
+) -> BrokerFiles:
+    """Write a Mosquitto config, password file, ACL and the generated credentials into ``out_dir``.
+
+    Args:
+        out_dir: created if missing.
+        hubs: hub ids; each becomes a broker user of the same name.
+        platform_user: the ingest workers' user name.
+        port: the listener port written into the config.
+        host: the listener address.
+        passwords: fixed passwords per user; missing users get a random one.
+        acl: ``False`` omits the ACL (every authenticated user may use every topic), for tests of the platform's
+            own hub-mismatch check.
+    """
+    if not hubs:
+        raise ValueError("at least one hub is needed")
+    users = [_check_user(platform_user), *(_check_user(h) for h in hubs)]
+    if len(set(users)) != len(users):
+        raise ValueError("hub ids and the platform user must all differ")
+    chosen = {user: (passwords or {}).get(user) or secrets.token_urlsafe(18) for user in users}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    password_file = out_dir / "passwords"
+    acl_file = out_dir / "acl"
+    config = out_dir / "mosquitto.conf"
+    credentials = out_dir / "credentials.toml"
+    _write_private(password_file, password_file_text(chosen))
+    acl_file.write_text(acl_text(list(hubs), platform_user), encoding="utf-8")
+    conf = [
+        "# written by carehub platform broker-config",
+        f"listener {port} {host}",
+        "allow_anonymous false",
+        f"password_file {password_file.resolve()}",
+    ]
+    if acl:
+        conf.append(f"acl_file {acl_file.resolve()}")
+    conf += ["persistence false", "max_queued_messages 100000"]
+    if os.geteuid() == 0:
+        conf.append("user root")
+    config.write_text("\n".join(conf) + "\n", encoding="utf-8")
+    cred_lines = ["# broker credentials written by carehub platform broker-config; keep private", ""]
+    cred_lines += [f'"{user}" = "{pw}"' for user, pw in chosen.items()]
+    _write_private(credentials, "\n".join(cred_lines) + "\n")
+    return BrokerFiles(config, password_file, acl_file, credentials, dict(chosen))
