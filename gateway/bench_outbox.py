@@ -1,0 +1,121 @@
+"""Outbox and uplink benchmarks for ``carehub bench --json``.
+
+* ``outbox_rows_per_s``: rows per second committed (fsynced) with group commit and many concurrent putters;
+* ``outbox_naive_rows_per_s``: the same machine and run, one commit per row;
+* ``backlog_drain_s``: seconds to deliver 10,080 buffered readings (a week at one per minute) through a real
+  Mosquitto to the reference platform, acked and removed from the outbox, once the broker is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+
+import nacl.public
+import nacl.signing
+
+from gateway.outbox import Lane, Outbox, OutboxItem, open_outbox
+from gateway.uplink import Uplink, UplinkSettings
+from sim.broker import MosquittoBroker, mosquitto_available
+from sim.platform.ingest import IngestWorker, WorkerSettings
+from sim.platform.storage import SqliteStorage
+from sim.platform.wire import HubWire, PlatformCodec, WireRecord
+
+__all__ = ["backlog_drain_s", "outbox_rows_per_s", "run_benchmarks"]
+
+_ENVELOPE = bytes(range(256)) * 2  # about the size of a sealed measurement envelope
+
+
+def _item(seq: int) -> OutboxItem:
+    return OutboxItem(seq, _ENVELOPE, Lane.ROUTINE, "measurement", (f"bench:{seq}",), 0.0)
+
+
+async def _put_rate(path: Path, rows: int, putters: int, *, group_commit: bool) -> float:
+    async with open_outbox(path, group_commit=group_commit) as ob:
+        seqs = iter(range(rows))
+
+        async def putter() -> None:
+            for seq in seqs:
+                await ob.put(_item(seq))
+
+        start = time.perf_counter()
+        async with asyncio.TaskGroup() as tg:
+            for n in range(putters):
+                tg.create_task(putter(), name=f"bench-putter-{n}")
+        return rows / (time.perf_counter() - start)
+
+
+async def outbox_rows_per_s(workdir: Path, *, rows: int = 4000, putters: int = 64, group_commit: bool = True) -> float:
+    """Rows per second through ``await outbox.put`` with ``putters`` concurrent callers."""
+    name = "group.db" if group_commit else "naive.db"
+    return await _put_rate(workdir / name, rows, putters, group_commit=group_commit)
+
+
+async def _empty(ob: Outbox) -> bool:
+    return (await ob.stats()).rows == 0
+
+
+async def backlog_drain_s(workdir: Path, *, readings: int = 10_080) -> float:
+    """Seconds from the uplink connecting to every buffered reading being acked by the platform."""
+    platform_sign = nacl.signing.SigningKey.generate()
+    platform_box = nacl.public.PrivateKey.generate()
+    hub_key = nacl.signing.SigningKey.generate()
+    wire = HubWire("bench-hub", hub_key, platform_box.public_key, platform_sign.verify_key)
+    async with open_outbox(workdir / "drain-outbox.db") as ob:
+        seqs = await ob.allocate_seqs(readings)
+        items = [
+            OutboxItem(
+                seq,
+                wire.seal(seq, [WireRecord(f"bench:{seq}", "measurement", "bp-1", {"systolic": 120}, 1.7e9 + seq)]),
+                Lane.ROUTINE,
+                "measurement",
+                (f"bench:{seq}",),
+                0.0,
+            )
+            for seq in seqs
+        ]
+        for start in range(0, readings, 1000):
+            await ob.put_many(items[start : start + 1000])
+        async with (
+            MosquittoBroker(workdir / "broker") as broker,
+            SqliteStorage(workdir / "drain-platform.db") as storage,
+        ):
+            await storage.enroll_hub("bench-hub", bytes(hub_key.verify_key))
+            codec = PlatformCodec(platform_sign, platform_box)
+            async with IngestWorker(WorkerSettings(broker.host, broker.port), storage, codec) as worker:
+                await worker.connected.wait()
+                settings = UplinkSettings(hub_id="bench-hub", host=broker.host, port=broker.port, ack_timeout=60.0)
+                start_time = time.perf_counter()
+                async with Uplink(settings, ob, wire) as up, asyncio.timeout(600):
+                    while True:
+                        up.acked.clear()
+                        if await _empty(ob):
+                            break
+                        await up.acked.wait()
+                elapsed = time.perf_counter() - start_time
+            stored = len(await storage.readings("bench-hub"))
+            if stored != readings:
+                raise RuntimeError(f"backlog drain stored {stored} of {readings} readings")
+    return elapsed
+
+
+async def run_benchmarks(workdir: Path | None = None) -> dict[str, float]:
+    """All three figures as a dict (``backlog_drain_s`` omitted when mosquitto is not installed)."""
+    with tempfile.TemporaryDirectory(prefix="carehub-bench-") as tmp:
+        base = workdir or Path(tmp)
+        results = {
+            "outbox_rows_per_s": round(await outbox_rows_per_s(base), 1),
+            "outbox_naive_rows_per_s": round(await outbox_rows_per_s(base, rows=400, group_commit=False), 1),
+        }
+        if mosquitto_available():
+            results["backlog_drain_s"] = round(await backlog_drain_s(base), 3)
+        return results
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    sys.stdout.write(json.dumps(asyncio.run(run_benchmarks())) + "\n")
