@@ -26,11 +26,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from bumble.controller import Controller
 from bumble.link import LocalLink
 from bumble.transport.common import PacketParser
 
-from sim.ble.world import drop_controller
+from sim.ble.world import SimController, drop_controller
 
 __all__ = ["Relay", "main", "open_relay"]
 
@@ -68,7 +67,7 @@ class Relay:
     async def serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Own one process's controller for as long as its connection lasts."""
         peer = writer.get_extra_info("peername")
-        controller = Controller(f"relay-{next(self._names)}", host_sink=_StreamSink(writer), link=self.link)
+        controller = SimController(f"relay-{next(self._names)}", host_sink=_StreamSink(writer), link=self.link)
         parser = PacketParser(controller)
         self.sessions += 1
         logger.info("process %s joined as %s", peer, controller.name)

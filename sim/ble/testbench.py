@@ -201,9 +201,20 @@ async def _serve(link: str, address: str, name: str, keystore: str | None) -> No
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with open_test_peripheral(link, address, name, keystore=keystore):
-        sys.stdout.write("READY\n")
+
+    def say(line: str) -> None:
+        sys.stdout.write(line + "\n")
         sys.stdout.flush()
+
+    def on_connection(connection: Connection) -> None:
+        peer = connection.peer_address.to_string(False)
+        say(f"CONNECTED {peer}")
+        connection.on(Connection.EVENT_DISCONNECTION, lambda reason: say(f"DISCONNECTED {peer} 0x{reason:02X}"))
+
+    async with open_test_peripheral(link, address, name, keystore=keystore) as peripheral:
+        # Connection events on stdout let a supervising test await them instead of guessing with sleeps.
+        peripheral.device.on(Device.EVENT_CONNECTION, on_connection)
+        say("READY")
         await stop.wait()
 
 

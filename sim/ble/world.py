@@ -34,6 +34,7 @@ from sim.ble.errors import RelayError
 
 __all__ = [
     "DEFAULT_ADVERTISING_INTERVAL_MS",
+    "SimController",
     "advertising_data",
     "drop_controller",
     "local_link",
@@ -58,6 +59,42 @@ def local_link(name: str) -> LocalLink:
     if link is None:
         link = links[name] = LocalLink()  # type: ignore[no-untyped-call]  # bumble leaves __init__ unannotated
     return link
+
+
+class SimController(Controller):
+    """bumble's virtual controller, with ``LE Create Connection Cancel`` done as the spec says.
+
+    bumble 0.0.236 acknowledges the cancel but keeps the connection pending and never reports the outcome, so a
+    host whose connect times out waits forever and the abandoned attempt may still connect later. Here the cancel
+    clears the pending attempt and reports an ``LE Connection Complete`` with status *Unknown Connection
+    Identifier* (Core v5.4, Vol 4, Part E, 7.8.13).
+    """
+
+    def on_hci_le_create_connection_cancel_command(
+        self, _command: hci.HCI_LE_Create_Connection_Cancel_Command
+    ) -> hci.HCI_StatusReturnParameters:
+        """Cancel the pending connection attempt, if any, and report it as failed."""
+        if self.pending_le_connection is None:
+            return hci.HCI_StatusReturnParameters(hci.HCI_ErrorCode.COMMAND_DISALLOWED_ERROR)
+        pending = self.pending_le_connection
+        self.pending_le_connection = None
+        result = hci.HCI_StatusReturnParameters(hci.HCI_ErrorCode.SUCCESS)
+        # The Command Complete goes out first; the Connection Complete follows it (call_soon keeps the order).
+        asyncio.get_running_loop().call_soon(
+            self.send_hci_packet,
+            hci.HCI_LE_Connection_Complete_Event(
+                status=hci.HCI_ErrorCode.UNKNOWN_CONNECTION_IDENTIFIER_ERROR,
+                connection_handle=0,
+                role=hci.Role.CENTRAL,
+                peer_address_type=pending.peer_address_type,
+                peer_address=pending.peer_address,
+                connection_interval=0,
+                peripheral_latency=0,
+                supervision_timeout=0,
+                central_clock_accuracy=0,
+            ),
+        )
+        return result
 
 
 def drop_controller(controller: Controller, reason: int = _CONNECTION_TIMEOUT) -> None:
@@ -119,7 +156,7 @@ async def open_device(
         advertising_interval_max=advertising_interval_ms,
     )
     if spec.kind is LinkKind.LOCAL:
-        controller = Controller(f"{name}@{spec}", link=local_link(spec.name))
+        controller = SimController(f"{name}@{spec}", link=local_link(spec.name))
         device = Device(config=config, host=Host(controller, AsyncPipeSink(controller)))
         try:
             device.keystore = _keystore(address, keystore)
