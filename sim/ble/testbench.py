@@ -26,6 +26,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from bumble import gatt
 from bumble.att import ATT_Error, Attribute, AttributeValue, ErrorCode
@@ -90,6 +91,8 @@ class TestPeripheral:
     writes_without_response: int = 0
     indications_sent: int = 0
     _commands: asyncio.Queue[tuple[Connection, bytes]] = field(default_factory=asyncio.Queue)
+    _order: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _running: set[asyncio.Task[None]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.battery: gatt.Characteristic[bytes] = gatt.Characteristic(
@@ -157,13 +160,40 @@ class TestPeripheral:
             auto_restart=True,
         )
 
-    async def run_commands(self) -> None:
-        """Carry out CONTROL commands outside the ATT write handler (indications wait for confirmations)."""
+    async def run_commands(self, group: asyncio.TaskGroup) -> None:
+        """Carry out CONTROL commands outside the ATT write handler (indications wait for confirmations).
+
+        Each command runs in its own task, in arrival order (a FIFO lock), and is cancelled if its connection
+        drops: bumble would otherwise wait 30 s for the confirmation of an indication sent into a dead link.
+        """
         while True:
             connection, command = await self._commands.get()
-            await self._execute(connection, Command(command[0]), command[1:])
+            task = group.create_task(
+                self._execute(connection, Command(command[0]), command[1:]),
+                name=f"testbench-{Command(command[0]).name.lower()}",
+            )
+
+            def cancel(_reason: int, task: asyncio.Task[None] = task) -> None:
+                task.cancel()
+
+            def forget(task: asyncio.Task[None], connection: Connection = connection, cancel: Any = cancel) -> None:
+                self._running.discard(task)
+                connection.remove_listener(Connection.EVENT_DISCONNECTION, cancel)
+
+            self._running.add(task)
+            connection.on(Connection.EVENT_DISCONNECTION, cancel)
+            task.add_done_callback(forget)
+
+    def cancel_pending(self) -> None:
+        """Abandon commands still running (the peripheral is going off the air)."""
+        for task in self._running:
+            task.cancel()
 
     async def _execute(self, connection: Connection, command: Command, argument: bytes) -> None:
+        async with self._order:
+            await self._run(connection, command, argument)
+
+    async def _run(self, connection: Connection, command: Command, argument: bytes) -> None:
         match command:
             case Command.NOTIFY_BATTERY:
                 self.battery_level = argument[0] if argument else self.battery_level
@@ -189,11 +219,12 @@ async def open_test_peripheral(
         peripheral = TestPeripheral(device, name)
         await peripheral.advertise()
         async with asyncio.TaskGroup() as group:
-            worker = group.create_task(peripheral.run_commands(), name=f"testbench-commands-{address}")
+            worker = group.create_task(peripheral.run_commands(group), name=f"testbench-commands-{address}")
             try:
                 yield peripheral
             finally:
                 worker.cancel()
+                peripheral.cancel_pending()
 
 
 async def _serve(link: str, address: str, name: str, keystore: str | None) -> None:
