@@ -16,6 +16,7 @@ from rich.table import Table
 
 from protocols import gatt
 from protocols.errors import DecodeError
+from sim.platform.cli import app as platform_app
 
 app = typer.Typer(
     name="carehub",
@@ -26,6 +27,7 @@ app = typer.Typer(
 )
 gateway_app = typer.Typer(help="Run or check the hub daemon.", no_args_is_help=True)
 app.add_typer(gateway_app, name="gateway")
+app.add_typer(platform_app, name="platform")
 
 _out = Console()
 _err = Console(stderr=True)
