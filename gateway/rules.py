@@ -1,0 +1,768 @@
+"""The alarm rules: observations (and the passing of time) in, findings out. Pure and synchronous.
+
+The gateway's intake turns each decoded measurement into a neutral :class:`Observation` in canonical units (the
+unit helpers live in `gateway.thresholds`) and hands it to :meth:`RuleEngine.evaluate`; a timer calls
+:meth:`RuleEngine.tick` with the injected clock's time. Both return an :class:`Evaluation`: the findings (what is
+out of range now, at which tier) and the conditions that this input showed to be back in range. The
+`gateway.alarms.AlarmBook` turns evaluations into alarm transitions. Nothing here does I/O, sleeps or reads a clock.
+
+Conditions and their message keys (the voice catalogue's keys, see `gateway.alarms.MESSAGE_KEYS`):
+
+- ``bp.high`` (systolic or diastolic) notice ``bp_high``, warning ``bp_very_high``. A *crisis* reading (above
+  ``bp.systolic.critical_high`` or ``bp.diastolic.critical_high``) is not believed at once: see
+  :class:`BpConfirmation`. While it waits it is a warning ``bp_crisis_remeasure``; confirmed it is critical
+  ``bp_crisis_confirmed``; a re-measurement below the crisis line downgrades it to that reading's own tier.
+- ``bp.low`` (systolic) warning / critical ``bp_low``.
+- ``glucose.low`` notice / warning ``glucose_low``, critical ``glucose_hypo_critical`` -- at once, with no
+  re-measurement: a level 2 hypoglycaemia can leave the resident unable to act (see `gateway.thresholds`).
+- ``glucose.high`` notice ``glucose_high``, warning / critical ``glucose_very_high``.
+- ``glucose.swing``: warning ``glucose_swing`` when a reading differs from the previous one by more than
+  ``glucose.swing.percent`` of the previous value, both taken within ``glucose.swing.window_s``.
+- ``spo2.low`` notice / warning ``spo2_low``, critical ``spo2_critical``.
+- ``pulse.low`` / ``pulse.high`` notice / warning ``pulse_abnormal``, critical ``pulse_critical``.
+- ``temperature.low`` notice ``temperature_low``, critical ``temperature_critical``; ``temperature.high`` notice /
+  warning ``temperature_fever``.
+- ``weight.gain_1d`` notice and ``weight.gain_3d`` warning ``weight_gain`` (only when ``weight.trend.enabled``):
+  the new weight minus the lowest weight of the last 1 / 3 days (window ends included) exceeds the threshold.
+- ``battery.low`` (subject: the device) meter notice / warning ``battery_low_meter``; pendant warning / critical
+  ``battery_low_pendant``.
+- ``device.silent`` (subject: the device): warning ``device_silent`` when a watched device has not been heard from
+  for longer than its ``silent_after``.
+- ``schedule.missed`` (subject: ``"<vital>@HH:MM"``): notice ``measure_reminder`` when no reading of the vital was
+  taken between ``window`` before the due time and ``grace`` after it; warning after a further ``escalate_after``.
+- ``reading.unreliable`` (subject: the device): tier INFO ``reading_unreliable``. Reported, never alarmed on: a
+  reading the device flagged (sensor status bits) is not compared with any threshold and enters no history.
+
+Readings are compared as given: a value that is NaN or infinite is "no reading" (thresholds.md §1 BLE note),
+never zero. Battery levels and the device being heard are taken from every observation, flagged or not.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, time, timedelta, tzinfo
+
+from gateway.config import DeviceKind
+from gateway.thresholds import SPECS, Key, Thresholds, Tier, resolve_thresholds
+
+__all__ = [
+    "BpConfirmation",
+    "BpCrisisState",
+    "BpStep",
+    "ConditionRef",
+    "DeviceWatch",
+    "Evaluation",
+    "Finding",
+    "Observation",
+    "ObservationContext",
+    "ResidentRules",
+    "RuleEngine",
+    "ScheduleEntry",
+    "Transition",
+    "UnknownResidentError",
+    "Vital",
+]
+
+_ROUND = 6  # differences and percentages are rounded to 1e-6 so binary noise cannot decide a boundary
+
+
+class Vital(enum.StrEnum):
+    """What a value measures, with its canonical unit."""
+
+    SYSTOLIC = "systolic"  # mmHg
+    DIASTOLIC = "diastolic"  # mmHg
+    MEAN_ARTERIAL = "mean_arterial"  # mmHg (reported, no rule: the MAP <65 trigger is unverified in thresholds.md)
+    PULSE = "pulse"  # beats per minute, from a cuff, an oximeter or a heart-rate band
+    GLUCOSE = "glucose"  # mg/dL
+    SPO2 = "spo2"  # percent
+    TEMPERATURE = "temperature"  # °C
+    WEIGHT = "weight"  # kg
+    BATTERY = "battery"  # percent of the device's battery
+
+
+@dataclass(frozen=True, slots=True)
+class ObservationContext:
+    """What the device said about the circumstances; carried into records, not used by the thresholds."""
+
+    meal: str | None = None  # glucose meal context, e.g. "preprandial", "postprandial", "fasting"
+    site: str | None = None  # temperature type / site, e.g. "armpit", "ear"
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One reading from one device, in canonical units (see :class:`Vital`).
+
+    Attributes:
+        resident: the resident the device is provisioned for.
+        device: the device's address or id.
+        kind: what the device is (a pendant's battery is judged more strictly than a meter's).
+        record_id: the reading's stable id (invariant 2), carried into findings' records by the gateway.
+        at: when the reading was taken, UTC-aware: hub time, or device time corrected to hub time when known.
+        values: the readings; NaN or infinite values count as absent.
+        unreliable: the device flagged the reading (sensor status bits): reported, never alarmed on.
+        context: optional circumstances (meal, site).
+    """
+
+    resident: str
+    device: str
+    kind: DeviceKind
+    record_id: str
+    at: datetime
+    values: Mapping[Vital, float]
+    unreliable: bool = False
+    context: ObservationContext | None = None
+
+    def __post_init__(self) -> None:
+        if self.at.tzinfo is None or self.at.utcoffset() is None:
+            raise ValueError(f"observation {self.record_id}: `at` must be timezone-aware, got {self.at!r}")
+
+    def value(self, vital: Vital) -> float | None:
+        """The finite value of `vital`, or None when absent or not a number."""
+        v = self.values.get(vital)
+        if v is None or not math.isfinite(v):
+            return None
+        return float(v)
+
+
+class Transition(enum.StrEnum):
+    """A finding that changes an open alarm in a way the alarm book must not decide on its own."""
+
+    NONE = "none"
+    CONFIRMED = "confirmed"  # a waiting BP crisis is now believed (re-measured, or not re-measured in time)
+    DOWNGRADED = "downgraded"  # a waiting or confirmed BP crisis was re-measured below the crisis line
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionRef:
+    """Names one alarmable condition of one resident; `subject` scopes it further (a device, a schedule slot)."""
+
+    resident: str
+    condition: str
+    subject: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """Something out of range, at a tier, with the message the resident should hear."""
+
+    resident: str
+    condition: str
+    tier: Tier
+    message: str
+    at: datetime
+    subject: str = ""
+    value: float | None = None
+    threshold: float | None = None
+    device: str | None = None
+    record_id: str | None = None
+    transition: Transition = Transition.NONE
+
+    @property
+    def ref(self) -> ConditionRef:
+        """The condition this finding is about."""
+        return ConditionRef(self.resident, self.condition, self.subject)
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """What one observation or tick showed: findings, and conditions now back in range."""
+
+    at: datetime
+    findings: tuple[Finding, ...] = ()
+    normal: tuple[ConditionRef, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleEntry:
+    """A measurement the resident is expected to take every day, e.g. blood pressure by 10:00.
+
+    A reading of `vital` (``SYSTOLIC`` for a blood-pressure schedule) taken from `window` before `due` onwards
+    satisfies the day's slot. Missing at ``due + grace``: notice; still missing ``escalate_after`` later: warning.
+    `due` is local time in the engine's zone.
+    """
+
+    vital: Vital
+    due: time
+    grace: timedelta = timedelta(hours=1)
+    escalate_after: timedelta = timedelta(hours=2)
+    window: timedelta = timedelta(hours=4)
+
+    @property
+    def subject(self) -> str:
+        """The slot's name as an alarm subject, e.g. ``"systolic@10:00"``."""
+        return f"{self.vital.value}@{self.due:%H:%M}"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceWatch:
+    """A device that must be heard from at least every `silent_after` (its own reporting rhythm plus slack)."""
+
+    device: str
+    silent_after: timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class ResidentRules:
+    """Everything the engine needs to judge one resident."""
+
+    thresholds: Thresholds = field(default_factory=resolve_thresholds)
+    schedule: tuple[ScheduleEntry, ...] = ()
+    devices: tuple[DeviceWatch, ...] = ()
+
+
+class UnknownResidentError(KeyError):
+    """An observation or update for a resident the engine was not configured with."""
+
+
+class BpCrisisState(enum.StrEnum):
+    """Where a resident's blood-pressure crisis confirmation stands."""
+
+    IDLE = "idle"  # no crisis reading waiting
+    AWAITING_REMEASURE = "awaiting_remeasure"  # a crisis reading was asked to be repeated after rest
+    CONFIRMED = "confirmed"  # the crisis was confirmed; stays until a reading below the crisis line
+
+
+class BpStep(enum.StrEnum):
+    """What one input did to the confirmation machine; the engine turns each into a finding."""
+
+    NONE = "none"  # idle, no crisis: judge the reading by its own tier
+    ASK_REMEASURE = "ask_remeasure"  # first crisis reading: warning, "rest, then measure again"
+    WAIT = "wait"  # a reading before the rest period was over: still waiting, instruction repeated
+    CONFIRM = "confirm"  # crisis confirmed: critical
+    STILL_CRITICAL = "still_critical"  # another crisis reading while confirmed
+    DOWNGRADE = "downgrade"  # re-measured below the crisis line: the reading's own tier
+
+
+@dataclass(slots=True)
+class BpConfirmation:
+    """The blood-pressure crisis state machine for one resident::
+
+        IDLE ──crisis──► AWAITING_REMEASURE ──crisis reading >= delay after──► CONFIRMED ──below crisis──► IDLE
+                              │  │  └──(tick) deadline passed, no re-measurement──► CONFIRMED
+                              │  └──reading < delay after (too early, not rested): stays, asks again
+                              └──reading >= delay after, below crisis──► IDLE (downgrade)
+
+    A reading only counts as the re-measurement once `delay` has passed since the first: an earlier one was taken
+    without the rest that the instruction asked for, and a reading older than the first (a meter's stored backlog)
+    is never a re-measurement. A reading that arrives after the deadline with no tick in between is handled as if
+    the tick had come first.
+    """
+
+    state: BpCrisisState = BpCrisisState.IDLE
+    since: datetime | None = None
+
+    def on_tick(self, now: datetime, deadline: timedelta) -> BpStep:
+        """Time passed: an unanswered request to re-measure confirms the crisis at its deadline."""
+        if self.state is BpCrisisState.AWAITING_REMEASURE and self.since is not None and now - self.since >= deadline:
+            self.state = BpCrisisState.CONFIRMED
+            return BpStep.CONFIRM
+        return BpStep.NONE
+
+    def on_reading(self, at: datetime, crisis: bool, delay: timedelta, deadline: timedelta) -> BpStep:
+        """A reliable blood-pressure reading taken at `at`; `crisis` says whether it is above the crisis line."""
+        if self.on_tick(at, deadline) is BpStep.CONFIRM:
+            # The deadline passed before this reading: the crisis stands confirmed, then this reading is judged.
+            return BpStep.CONFIRM if crisis else self._leave()
+        if self.state is BpCrisisState.IDLE:
+            if not crisis:
+                return BpStep.NONE
+            self.state = BpCrisisState.AWAITING_REMEASURE
+            self.since = at
+            return BpStep.ASK_REMEASURE
+        if self.state is BpCrisisState.AWAITING_REMEASURE:
+            since = self.since if self.since is not None else at
+            if at - since < delay:
+                return BpStep.WAIT
+            if crisis:
+                self.state = BpCrisisState.CONFIRMED
+                return BpStep.CONFIRM
+            return self._leave()
+        return BpStep.STILL_CRITICAL if crisis else self._leave()
+
+    def _leave(self) -> BpStep:
+        self.state = BpCrisisState.IDLE
+        self.since = None
+        return BpStep.DOWNGRADE
+
+
+@dataclass(frozen=True, slots=True)
+class _Level:
+    """One tier of a single-threshold rule: fires when the reading passes `key` under the key's comparison."""
+
+    tier: Tier
+    key: Key
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class _LevelRule:
+    """A condition judged on one vital by tiers, most urgent first."""
+
+    condition: str
+    vital: Vital
+    levels: tuple[_Level, ...]
+
+
+_BP_HIGH_SYS = _LevelRule(
+    "bp.high",
+    Vital.SYSTOLIC,
+    (
+        _Level(Tier.WARNING, Key.BP_SYS_WARNING_HIGH, "bp_very_high"),
+        _Level(Tier.NOTICE, Key.BP_SYS_NOTICE_HIGH, "bp_high"),
+    ),
+)
+_BP_HIGH_DIA = _LevelRule(
+    "bp.high",
+    Vital.DIASTOLIC,
+    (
+        _Level(Tier.WARNING, Key.BP_DIA_WARNING_HIGH, "bp_very_high"),
+        _Level(Tier.NOTICE, Key.BP_DIA_NOTICE_HIGH, "bp_high"),
+    ),
+)
+_LEVEL_RULES: tuple[_LevelRule, ...] = (
+    _LevelRule(
+        "bp.low",
+        Vital.SYSTOLIC,
+        (
+            _Level(Tier.CRITICAL, Key.BP_SYS_CRITICAL_LOW, "bp_low"),
+            _Level(Tier.WARNING, Key.BP_SYS_WARNING_LOW, "bp_low"),
+        ),
+    ),
+    _LevelRule(
+        "glucose.low",
+        Vital.GLUCOSE,
+        (
+            _Level(Tier.CRITICAL, Key.GLUCOSE_LOW_CRITICAL, "glucose_hypo_critical"),
+            _Level(Tier.WARNING, Key.GLUCOSE_LOW_WARNING, "glucose_low"),
+            _Level(Tier.NOTICE, Key.GLUCOSE_LOW_NOTICE, "glucose_low"),
+        ),
+    ),
+    _LevelRule(
+        "glucose.high",
+        Vital.GLUCOSE,
+        (
+            _Level(Tier.CRITICAL, Key.GLUCOSE_HIGH_CRITICAL, "glucose_very_high"),
+            _Level(Tier.WARNING, Key.GLUCOSE_HIGH_WARNING, "glucose_very_high"),
+            _Level(Tier.NOTICE, Key.GLUCOSE_HIGH_NOTICE, "glucose_high"),
+        ),
+    ),
+    _LevelRule(
+        "spo2.low",
+        Vital.SPO2,
+        (
+            _Level(Tier.CRITICAL, Key.SPO2_LOW_CRITICAL, "spo2_critical"),
+            _Level(Tier.WARNING, Key.SPO2_LOW_WARNING, "spo2_low"),
+            _Level(Tier.NOTICE, Key.SPO2_LOW_NOTICE, "spo2_low"),
+        ),
+    ),
+    _LevelRule(
+        "pulse.low",
+        Vital.PULSE,
+        (
+            _Level(Tier.CRITICAL, Key.PULSE_LOW_CRITICAL, "pulse_critical"),
+            _Level(Tier.NOTICE, Key.PULSE_LOW_NOTICE, "pulse_abnormal"),
+        ),
+    ),
+    _LevelRule(
+        "pulse.high",
+        Vital.PULSE,
+        (
+            _Level(Tier.CRITICAL, Key.PULSE_HIGH_CRITICAL, "pulse_critical"),
+            _Level(Tier.WARNING, Key.PULSE_HIGH_WARNING, "pulse_abnormal"),
+            _Level(Tier.NOTICE, Key.PULSE_HIGH_NOTICE, "pulse_abnormal"),
+        ),
+    ),
+    _LevelRule(
+        "temperature.low",
+        Vital.TEMPERATURE,
+        (
+            _Level(Tier.CRITICAL, Key.TEMP_LOW_CRITICAL, "temperature_critical"),
+            _Level(Tier.NOTICE, Key.TEMP_LOW_NOTICE, "temperature_low"),
+        ),
+    ),
+    _LevelRule(
+        "temperature.high",
+        Vital.TEMPERATURE,
+        (
+            _Level(Tier.WARNING, Key.TEMP_HIGH_WARNING, "temperature_fever"),
+            _Level(Tier.NOTICE, Key.TEMP_HIGH_NOTICE, "temperature_fever"),
+        ),
+    ),
+)
+_BATTERY_PENDANT = _LevelRule(
+    "battery.low",
+    Vital.BATTERY,
+    (
+        _Level(Tier.CRITICAL, Key.BATTERY_PENDANT_CRITICAL, "battery_low_pendant"),
+        _Level(Tier.WARNING, Key.BATTERY_PENDANT_WARNING, "battery_low_pendant"),
+    ),
+)
+_BATTERY_METER = _LevelRule(
+    "battery.low",
+    Vital.BATTERY,
+    (
+        _Level(Tier.WARNING, Key.BATTERY_METER_WARNING, "battery_low_meter"),
+        _Level(Tier.NOTICE, Key.BATTERY_METER_NOTICE, "battery_low_meter"),
+    ),
+)
+
+
+def _judge(rule: _LevelRule, value: float, thresholds: Thresholds) -> tuple[_Level, float] | None:
+    """The most urgent level `value` reaches under `rule`, with that level's threshold; None when in range."""
+    for level in rule.levels:
+        threshold = thresholds[level.key]
+        if SPECS[level.key].cmp.fires(value, threshold):
+            return level, threshold
+    return None
+
+
+@dataclass(slots=True)
+class _ResidentState:
+    rules: ResidentRules
+    bp: BpConfirmation = field(default_factory=BpConfirmation)
+    bp_crossing: tuple[float, float] = (math.nan, math.nan)  # the last crisis value and the line it crossed
+    glucose: deque[tuple[datetime, float]] = field(default_factory=deque)
+    weight: deque[tuple[datetime, float]] = field(default_factory=deque)
+    last_reading: dict[Vital, datetime] = field(default_factory=dict)
+
+
+def _remember(history: deque[tuple[datetime, float]], at: datetime, value: float, limit: int) -> None:
+    """Insert keeping time order (a meter's stored backlog may arrive late), dropping the oldest beyond `limit`."""
+    items = [*history, (at, value)]
+    items.sort(key=lambda item: item[0])
+    history.clear()
+    history.extend(items[-limit:])
+
+
+class RuleEngine:
+    """Judges residents' observations and the passing of time. Keeps a bounded in-memory history per resident.
+
+    Args:
+        residents: each resident's thresholds, measurement schedule and watched devices.
+        started_at: when the engine started; devices count as heard then, and schedule slots whose grace ended
+            before it are not judged (the engine holds no history from before it started).
+        local_zone: the home's time zone, for schedule due times.
+        history_limit: readings kept per resident and vital for the trend rules (weight, glucose swing).
+    """
+
+    def __init__(
+        self,
+        residents: Mapping[str, ResidentRules],
+        *,
+        started_at: datetime,
+        local_zone: tzinfo = UTC,
+        history_limit: int = 256,
+    ) -> None:
+        if history_limit < 2:
+            raise ValueError("history_limit must keep at least two readings")
+        self._residents = {rid: _ResidentState(rules) for rid, rules in residents.items()}
+        self._started_at = started_at
+        self._now = started_at
+        self._zone = local_zone
+        self._limit = history_limit
+        self._last_seen: dict[str, datetime] = {}
+
+    # -- configuration -------------------------------------------------------------------------------------------
+
+    def thresholds(self, resident: str) -> Thresholds:
+        """The resident's current thresholds."""
+        return self._state(resident).rules.thresholds
+
+    def set_thresholds(self, resident: str, thresholds: Thresholds) -> None:
+        """Replace the resident's thresholds (already validated, e.g. by :meth:`Thresholds.updated`)."""
+        state = self._state(resident)
+        state.rules = ResidentRules(thresholds, state.rules.schedule, state.rules.devices)
+
+    def bp_state(self, resident: str) -> BpCrisisState:
+        """Where the resident's BP crisis confirmation stands."""
+        return self._state(resident).bp.state
+
+    def _state(self, resident: str) -> _ResidentState:
+        try:
+            return self._residents[resident]
+        except KeyError:
+            raise UnknownResidentError(resident) from None
+
+    # -- inputs --------------------------------------------------------------------------------------------------
+
+    def evaluate(self, obs: Observation) -> Evaluation:
+        """Judge one observation against the resident's thresholds and recent history."""
+        state = self._state(obs.resident)
+        findings: list[Finding] = []
+        normal: list[ConditionRef] = []
+        seen = max(obs.at, self._now)
+        self._last_seen[obs.device] = max(self._last_seen.get(obs.device, seen), seen)
+        normal.append(ConditionRef(obs.resident, "device.silent", obs.device))
+        self._battery(obs, state, findings, normal)
+        if obs.unreliable:
+            findings.append(
+                Finding(
+                    obs.resident,
+                    "reading.unreliable",
+                    Tier.INFO,
+                    "reading_unreliable",
+                    obs.at,
+                    subject=obs.device,
+                    device=obs.device,
+                    record_id=obs.record_id,
+                )
+            )
+            return Evaluation(obs.at, tuple(findings), tuple(normal))
+        t = state.rules.thresholds
+        self._blood_pressure(obs, state, findings, normal)
+        for rule in _LEVEL_RULES:
+            value = obs.value(rule.vital)
+            if value is None:
+                continue
+            self._level(obs, rule, value, t, findings=findings, normal=normal)
+        self._glucose_swing(obs, state, findings, normal)
+        self._weight(obs, state, findings, normal)
+        self._schedule_seen(obs, state, normal)
+        return Evaluation(obs.at, tuple(findings), tuple(normal))
+
+    def tick(self, now: datetime) -> Evaluation:
+        """Time-driven rules at `now`: BP re-measurement deadlines, silent devices, missed measurements."""
+        self._now = max(self._now, now)
+        findings: list[Finding] = []
+        for rid, state in self._residents.items():
+            t = state.rules.thresholds
+            if state.bp.on_tick(now, timedelta(seconds=t[Key.BP_CONFIRM_DEADLINE_S])) is BpStep.CONFIRM:
+                findings.append(
+                    Finding(
+                        rid,
+                        "bp.high",
+                        Tier.CRITICAL,
+                        "bp_crisis_confirmed",
+                        now,
+                        value=state.bp_crossing[0],
+                        threshold=state.bp_crossing[1],
+                        transition=Transition.CONFIRMED,
+                    )
+                )
+            for watch in state.rules.devices:
+                last = self._last_seen.get(watch.device, self._started_at)
+                silent = now - last
+                if silent > watch.silent_after:
+                    findings.append(
+                        Finding(
+                            rid,
+                            "device.silent",
+                            Tier.WARNING,
+                            "device_silent",
+                            now,
+                            subject=watch.device,
+                            value=silent.total_seconds(),
+                            threshold=watch.silent_after.total_seconds(),
+                            device=watch.device,
+                        )
+                    )
+            for entry in state.rules.schedule:
+                tier = self._missed(state, entry, now)
+                if tier is not None:
+                    findings.append(
+                        Finding(rid, "schedule.missed", tier, "measure_reminder", now, subject=entry.subject)
+                    )
+        return Evaluation(now, tuple(findings))
+
+    # -- rules ---------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _finding(obs: Observation, condition: str, level: _Level, value: float, threshold: float) -> Finding:
+        return Finding(
+            obs.resident,
+            condition,
+            level.tier,
+            level.message,
+            obs.at,
+            value=value,
+            threshold=threshold,
+            device=obs.device,
+            record_id=obs.record_id,
+        )
+
+    def _level(
+        self,
+        obs: Observation,
+        rule: _LevelRule,
+        value: float,
+        t: Thresholds,
+        *,
+        findings: list[Finding],
+        normal: list[ConditionRef],
+        subject: str = "",
+    ) -> None:
+        judged = _judge(rule, value, t)
+        if judged is None:
+            normal.append(ConditionRef(obs.resident, rule.condition, subject))
+            return
+        level, threshold = judged
+        findings.append(replace(self._finding(obs, rule.condition, level, value, threshold), subject=subject))
+
+    def _battery(
+        self, obs: Observation, state: _ResidentState, findings: list[Finding], normal: list[ConditionRef]
+    ) -> None:
+        value = obs.value(Vital.BATTERY)
+        if value is None:
+            return
+        rule = _BATTERY_PENDANT if obs.kind is DeviceKind.PENDANT else _BATTERY_METER
+        self._level(obs, rule, value, state.rules.thresholds, findings=findings, normal=normal, subject=obs.device)
+
+    def _blood_pressure(
+        self, obs: Observation, state: _ResidentState, findings: list[Finding], normal: list[ConditionRef]
+    ) -> None:
+        t = state.rules.thresholds
+        sys_v, dia_v = obs.value(Vital.SYSTOLIC), obs.value(Vital.DIASTOLIC)
+        if sys_v is None and dia_v is None:
+            return
+        # The crisis line, and which value crossed it (systolic first).
+        crossing: tuple[float, float] | None = None
+        if sys_v is not None and SPECS[Key.BP_SYS_CRITICAL_HIGH].cmp.fires(sys_v, t[Key.BP_SYS_CRITICAL_HIGH]):
+            crossing = (sys_v, t[Key.BP_SYS_CRITICAL_HIGH])
+        elif dia_v is not None and SPECS[Key.BP_DIA_CRITICAL_HIGH].cmp.fires(dia_v, t[Key.BP_DIA_CRITICAL_HIGH]):
+            crossing = (dia_v, t[Key.BP_DIA_CRITICAL_HIGH])
+        step = state.bp.on_reading(
+            obs.at,
+            crossing is not None,
+            timedelta(seconds=t[Key.BP_CONFIRM_DELAY_S]),
+            timedelta(seconds=t[Key.BP_CONFIRM_DEADLINE_S]),
+        )
+        if step in (BpStep.ASK_REMEASURE, BpStep.WAIT, BpStep.CONFIRM, BpStep.STILL_CRITICAL):
+            tier, message = (
+                (Tier.WARNING, "bp_crisis_remeasure")
+                if step in (BpStep.ASK_REMEASURE, BpStep.WAIT)
+                else (Tier.CRITICAL, "bp_crisis_confirmed")
+            )
+            if crossing is not None:
+                state.bp_crossing = crossing
+            # A too-early re-measurement below the crisis line is reported against the crisis reading it follows.
+            value, threshold = crossing if crossing is not None else state.bp_crossing
+            findings.append(
+                Finding(
+                    obs.resident,
+                    "bp.high",
+                    tier,
+                    message,
+                    obs.at,
+                    value=value,
+                    threshold=threshold,
+                    device=obs.device,
+                    record_id=obs.record_id,
+                    transition=Transition.CONFIRMED if step is BpStep.CONFIRM else Transition.NONE,
+                )
+            )
+            return
+        # Not a crisis: the reading's own tier, the higher of systolic and diastolic (systolic on a tie).
+        best: tuple[_Level, float, float] | None = None
+        for rule, reading in ((_BP_HIGH_SYS, sys_v), (_BP_HIGH_DIA, dia_v)):
+            if reading is None:
+                continue
+            judged = _judge(rule, reading, t)
+            if judged is not None and (best is None or judged[0].tier > best[0].tier):
+                best = (judged[0], reading, judged[1])
+        if best is None:
+            normal.append(ConditionRef(obs.resident, "bp.high"))
+            return
+        finding = self._finding(obs, "bp.high", best[0], best[1], best[2])
+        if step is BpStep.DOWNGRADE:
+            finding = replace(finding, transition=Transition.DOWNGRADED)
+        findings.append(finding)
+
+    def _glucose_swing(
+        self, obs: Observation, state: _ResidentState, findings: list[Finding], normal: list[ConditionRef]
+    ) -> None:
+        value = obs.value(Vital.GLUCOSE)
+        if value is None:
+            return
+        t = state.rules.thresholds
+        window = timedelta(seconds=t[Key.GLUCOSE_SWING_WINDOW_S])
+        previous = [(at, v) for at, v in state.glucose if at < obs.at]
+        _remember(state.glucose, obs.at, value, self._limit)
+        if not t.enabled(Key.GLUCOSE_SWING_ENABLED) or not previous:
+            normal.append(ConditionRef(obs.resident, "glucose.swing"))
+            return
+        prev_at, prev = previous[-1]
+        if obs.at - prev_at > window or prev <= 0:
+            normal.append(ConditionRef(obs.resident, "glucose.swing"))
+            return
+        percent = round(abs(value - prev) / prev * 100.0, _ROUND)
+        threshold = t[Key.GLUCOSE_SWING_PERCENT]
+        if not SPECS[Key.GLUCOSE_SWING_PERCENT].cmp.fires(percent, threshold):
+            normal.append(ConditionRef(obs.resident, "glucose.swing"))
+            return
+        findings.append(
+            Finding(
+                obs.resident,
+                "glucose.swing",
+                Tier.WARNING,
+                "glucose_swing",
+                obs.at,
+                value=percent,
+                threshold=threshold,
+                device=obs.device,
+                record_id=obs.record_id,
+            )
+        )
+
+    def _weight(
+        self, obs: Observation, state: _ResidentState, findings: list[Finding], normal: list[ConditionRef]
+    ) -> None:
+        value = obs.value(Vital.WEIGHT)
+        if value is None:
+            return
+        t = state.rules.thresholds
+        earlier = [(at, v) for at, v in state.weight if at < obs.at]
+        _remember(state.weight, obs.at, value, self._limit)
+        for condition, days, key, tier in (
+            ("weight.gain_3d", 3, Key.WEIGHT_GAIN_3D_WARNING_KG, Tier.WARNING),
+            ("weight.gain_1d", 1, Key.WEIGHT_GAIN_1D_NOTICE_KG, Tier.NOTICE),
+        ):
+            since = obs.at - timedelta(days=days)
+            window = [v for at, v in earlier if at >= since]
+            threshold = t[key]
+            gain = round(value - min(window), _ROUND) if window else 0.0
+            if not t.enabled(Key.WEIGHT_TREND_ENABLED) or not SPECS[key].cmp.fires(gain, threshold):
+                normal.append(ConditionRef(obs.resident, condition))
+                continue
+            findings.append(
+                Finding(
+                    obs.resident,
+                    condition,
+                    tier,
+                    "weight_gain",
+                    obs.at,
+                    value=gain,
+                    threshold=threshold,
+                    device=obs.device,
+                    record_id=obs.record_id,
+                )
+            )
+
+    def _schedule_seen(self, obs: Observation, state: _ResidentState, normal: list[ConditionRef]) -> None:
+        for vital in obs.values:
+            if obs.value(vital) is None:
+                continue
+            previous = state.last_reading.get(vital)
+            state.last_reading[vital] = obs.at if previous is None else max(previous, obs.at)
+        now = max(self._now, obs.at)
+        normal.extend(
+            ConditionRef(obs.resident, "schedule.missed", entry.subject)
+            for entry in state.rules.schedule
+            if obs.value(entry.vital) is not None and self._missed(state, entry, now) is None
+        )
+
+    def _missed(self, state: _ResidentState, entry: ScheduleEntry, now: datetime) -> Tier | None:
+        """The tier of a missed slot at `now` (the latest slot whose grace has ended), or None when not missed."""
+        local = now.astimezone(self._zone)
+        slot = datetime.combine(local.date(), entry.due, tzinfo=self._zone)
+        if now < slot + entry.grace:
+            slot = datetime.combine(local.date() - timedelta(days=1), entry.due, tzinfo=self._zone)
+        if slot + entry.grace <= self._started_at:
+            return None
+        last = state.last_reading.get(entry.vital)
+        if last is not None and last >= slot - entry.window:
+            return None
+        return Tier.WARNING if now >= slot + entry.grace + entry.escalate_after else Tier.NOTICE
