@@ -22,7 +22,7 @@ import contextlib
 import dataclasses
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import ClassVar
 
@@ -199,7 +199,8 @@ class SimDevice(abc.ABC):
         self._waiters: set[asyncio.Event] = set()
         self._battery_char: gatt.Characteristic[bytes] | None = None
         self._time_char: gatt.Characteristic[bytes] | None = None
-        self._last_day = clock.monotonic()
+        self._tg: asyncio.TaskGroup | None = None
+        self._spawned: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ public state
 
@@ -260,6 +261,7 @@ class SimDevice(abc.ABC):
         device.on("characteristic_subscription", self._on_subscription)
         try:
             async with asyncio.TaskGroup() as tg:
+                self._tg = tg
                 habits = [
                     tg.create_task(self._advertiser(), name=f"{self.id}-advertiser"),
                     tg.create_task(self._deliverer(), name=f"{self.id}-deliverer"),
@@ -268,7 +270,8 @@ class SimDevice(abc.ABC):
                 try:
                     yield self
                 finally:
-                    for task in habits:
+                    self._tg = None
+                    for task in [*habits, *self._spawned]:
                         task.cancel()
         finally:
             if self._advertising and self._connection is None:
@@ -325,6 +328,16 @@ class SimDevice(abc.ABC):
         if properties & (P.NOTIFY | P.INDICATE):
             char.descriptors = [self.cccd(device, char)]
         return char
+
+    def spawn(self, coro: Coroutine[object, object, None], *, name: str) -> asyncio.Task[None]:
+        """Run ``coro`` in the device's task group (cancelled when the device is detached)."""
+        if self._tg is None:
+            coro.close()
+            raise RuntimeError(f"{self.id} is not attached to a link")
+        task = self._tg.create_task(coro, name=name)
+        self._spawned.add(task)
+        task.add_done_callback(self._spawned.discard)
+        return task
 
     def store_for_indication(self, characteristic: gatt.Characteristic[bytes], produced: Produced) -> None:
         """Keep ``produced`` until a subscribed hub confirms its indication (bounded, oldest dropped)."""
