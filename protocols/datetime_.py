@@ -116,9 +116,7 @@ class DateTime:
 
     def iso(self) -> str:
         """``YYYY-MM-DDTHH:MM:SS`` exactly as reported, unknown components as zeros."""
-        return (
-            f"{self.year:04d}-{self.month:02d}-{self.day:02d}T{self.hours:02d}:{self.minutes:02d}:{self.seconds:02d}"
-        )
+        return f"{self.year:04d}-{self.month:02d}-{self.day:02d}T{self.hours:02d}:{self.minutes:02d}:{self.seconds:02d}"
 
     def __str__(self) -> str:
         return self.iso()

@@ -68,8 +68,6 @@ class MderSpecial(enum.Enum):
     RESERVED = "reserved"
 
 
-
-
 def _special_mantissa(special: MderSpecial, m_max: int) -> int:
     """The signed mantissa (exponent 0) of a special value, given the format's largest normal mantissa."""
     return {
