@@ -404,13 +404,14 @@ def _check_value(key: str, value: object) -> tuple[Key, float]:
 
 
 def _check_order(values: Mapping[Key, float], changed: Iterable[Key]) -> None:
-    changed_set = set(changed)
+    # Blame the key of the pair that was set last: a resident's override over a profile, a profile over a default.
+    last_set = {key: i for i, key in enumerate(changed)}
     for lower, higher in _ORDER:
         a, b = values[lower], values[higher]
         strict = (lower, higher) in _STRICT
         if a < b or (a == b and not strict):
             continue
-        blamed = higher if higher in changed_set and lower not in changed_set else lower
+        blamed = higher if last_set.get(higher, -1) > last_set.get(lower, -1) else lower
         relation = "below" if strict else "at or below"
         raise ThresholdError(
             blamed.value,
