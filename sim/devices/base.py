@@ -559,7 +559,6 @@ class SimDevice(abc.ABC):
                 )
                 self._advertising = True
                 _log.info("%s: advertising", self.id)
-                self._notify_changed()
             elif not should and self._advertising:
                 if self._connection is None:
                     await device.stop_advertising()
@@ -571,6 +570,10 @@ class SimDevice(abc.ABC):
                 remaining = self._advertise_until - self.clock.monotonic()
                 sleeper = asyncio.ensure_future(self.clock.sleep(remaining))
                 kicked = asyncio.ensure_future(self._adv_kick.wait())
+                # Let the sleeper register with the clock before anyone learns that the window is open, so a
+                # test that then advances a manual clock past the window always wakes it.
+                await asyncio.sleep(0)
+                self._notify_changed()
                 try:
                     await asyncio.wait({sleeper, kicked}, return_when=asyncio.FIRST_COMPLETED)
                 finally:

@@ -6,7 +6,7 @@ import asyncio
 import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from bleak import BleakClient
@@ -15,7 +15,7 @@ from bleak.exc import BleakError
 import sim.ble
 from protocols.gatt import decode
 from protocols.gatt.bp import BloodPressureMeasurement
-from protocols.gatt.common import BatteryLevel
+from protocols.gatt.common import BatteryLevel, CurrentTime
 from protocols.gatt.glucose import GlucoseMeasurement, GlucoseMeasurementContext, Meal
 from protocols.gatt.racp import RacpResponse, RacpResponseCode
 from sim.clock import ManualClock
@@ -23,6 +23,7 @@ from sim.devices.base import SimDevice
 from sim.devices.blood_pressure import BloodPressureCuff
 from sim.devices.glucose import GlucoseMeter
 from sim.devices.options import DeviceOptions
+from sim.devices.vitals import HeartRateBand, PulseOximeter, Scale, Thermometer
 
 _links = itertools.count()
 START = datetime(2024, 3, 4, 7, 0, tzinfo=UTC)
@@ -251,7 +252,7 @@ async def test_racp_needs_indications_enabled(hub, clock):
         await meter.measure(120)
         await meter.wait_for(lambda: meter.advertising)
         async with hub.connect(meter) as client:
-            with pytest.raises(BleakError, match="0x81|129|CCCD|Application"):
+            with pytest.raises(BleakError, match=r"0x81|129|CCCD|Application"):
                 await client.write_gatt_char(uuid(0x2A52), bytes([1, 1]), response=True)
 
 
@@ -283,3 +284,158 @@ async def test_glucose_memory_overflow_drops_the_oldest(hub, clock):
         assert meter.sequences == [2, 3, 4]
         async with glucose_session(hub, meter) as session:
             assert await session.report(bytes([1, 1])) == ([2, 3, 4], response(1, RacpResponseCode.SUCCESS))
+
+
+# ---------------------------------------------------------------------------------------------------- habits
+
+
+async def test_stored_readings_survive_disconnect_and_arrive_on_reconnect(hub, clock):
+    cuff = BloodPressureCuff(bp_options(), clock)
+    async with running(cuff, hub):
+        first = await cuff.measure(130, 85, 70)
+        await cuff.wait_for(lambda: cuff.advertising)
+        async with hub.connect(cuff):
+            pass  # the hub connects but never subscribes: nothing is delivered
+        second = await cuff.measure(135, 88, 71)
+        assert cuff.stored_count() == 2
+        await cuff.wait_for(lambda: cuff.advertising)
+        inbox = Inbox()
+        async with hub.connect(cuff) as client:
+            await client.start_notify(uuid(0x2A35), inbox)
+            assert [await inbox.next(), await inbox.next()] == [first.raw, second.raw]
+            await cuff.wait_for(lambda: cuff.stored_count() == 0)
+
+
+async def test_memory_overflow_drops_the_oldest_indication(hub, clock):
+    cuff = BloodPressureCuff(bp_options(memory_size=2), clock)
+    async with running(cuff, hub):
+        readings = [await cuff.measure(120 + i, 80, 60) for i in range(4)]
+        assert cuff.stored_count() == 2
+        await cuff.wait_for(lambda: cuff.advertising)
+        inbox = Inbox()
+        async with hub.connect(cuff) as client:
+            await client.start_notify(uuid(0x2A35), inbox)
+            assert [await inbox.next(), await inbox.next()] == [r.raw for r in readings[2:]]
+
+
+async def test_device_sleeps_after_its_advertising_window(hub, clock):
+    cuff = BloodPressureCuff(bp_options(advertise_seconds=60), clock)
+    async with running(cuff, hub):
+        assert not cuff.advertising
+        await cuff.measure(120, 80)
+        await cuff.wait_for(lambda: cuff.advertising)
+        await clock.advance(61)
+        await cuff.wait_for(lambda: not cuff.advertising)
+
+
+async def test_writing_current_time_sets_the_clock_and_battery_change_resets_it(hub, clock):
+    cuff = BloodPressureCuff(bp_options(clock_drift_ppm=100), clock)
+    async with running(cuff, hub):
+        await clock.advance(10_000)
+        assert cuff.device_clock.now() == START.replace(tzinfo=None) + timedelta(seconds=10_001)
+        cuff.change_battery()
+        assert cuff.device_clock.now() == datetime(2000, 1, 1)  # noqa: DTZ001
+        await cuff.measure(120, 80)
+        await cuff.wait_for(lambda: cuff.advertising)
+        async with hub.connect(cuff) as client:
+            current = CurrentTime.from_bytes(bytes(await client.read_gatt_char(uuid(0x2A2B))))
+            assert current.device_time is not None
+            assert current.device_time.year == 2000
+            target = datetime(2024, 3, 4, 12, 0, 0)  # noqa: DTZ001
+            await client.write_gatt_char(uuid(0x2A2B), bytes(CurrentTime.from_datetime(target)), response=True)
+            assert cuff.device_clock.now() == target
+            inbox = Inbox()
+            await client.start_notify(uuid(0x2A35), inbox)
+            reading = BloodPressureMeasurement.from_bytes(await inbox.next())
+            assert reading.timestamp is not None
+            assert reading.timestamp.to_datetime() == datetime(2000, 1, 1)  # noqa: DTZ001
+
+
+async def test_bonded_meter_refuses_unencrypted_access_and_a_second_central(hub, clock):
+    cuff = BloodPressureCuff(bp_options(max_bonds=1), clock)
+    async with running(cuff, hub):
+        await cuff.measure(120, 80)
+        await cuff.wait_for(lambda: cuff.advertising)
+        async with hub.connect(cuff, pair=False) as client:
+            with pytest.raises(BleakError):
+                await client.read_gatt_char(uuid(0x2A49))
+        assert cuff.may_bond("C0:CA:4E:00:00:01")
+        cuff.bonded.add("C0:CA:4E:00:00:09")
+        assert not cuff.may_bond("C0:CA:4E:00:00:01")
+        assert cuff.may_bond("C0:CA:4E:00:00:09")
+
+
+@pytest.mark.parametrize(
+    ("factory", "service", "char", "props", "measure", "check"),
+    [
+        (
+            Thermometer,
+            0x1809,
+            0x2A1C,
+            {"indicate"},
+            lambda d: d.measure(38.4, site="ear"),
+            lambda m: float(m.value) == pytest.approx(38.4) and m.temperature_type == 3,
+        ),
+        (
+            Scale,
+            0x181D,
+            0x2A9D,
+            {"indicate"},
+            lambda d: d.measure(81.4),
+            lambda m: m.weight_raw * 0.005 == pytest.approx(81.4),
+        ),
+        (
+            PulseOximeter,
+            0x1822,
+            0x2A5E,
+            {"indicate"},
+            lambda d: d.measure(91, 104),
+            lambda m: float(m.spo2) == 91 and float(m.pulse_rate) == 104,
+        ),
+    ],
+)
+async def test_indicating_meters_deliver_decodable_readings(hub, clock, factory, service, char, props, measure, check):
+    device = factory(DeviceOptions(id="m-1", address="C0:00:00:00:00:05", name="Meter"), clock)
+    async with running(device, hub):
+        produced = await measure(device)
+        await device.wait_for(lambda: device.advertising)
+        inbox = Inbox()
+        async with hub.connect(device, pair=False) as client:
+            assert uuid(service) in {s.uuid for s in client.services}
+            found = {c.uuid: set(c.properties) for s in client.services for c in s.characteristics}
+            assert found[uuid(char)] == props
+            await client.start_notify(uuid(char), inbox)
+            raw = await inbox.next()
+    assert raw == produced.raw
+    assert check(decode(f"{char:04X}", raw))
+
+
+async def test_plx_streams_live_and_heart_rate_notifies(hub, clock):
+    oximeter = PulseOximeter(DeviceOptions(id="ox", address="C0:00:00:00:00:06", name="Ox"), clock)
+    async with running(oximeter, hub):
+        await oximeter.measure(97, 70)
+        await oximeter.wait_for(lambda: oximeter.advertising)
+        spot, live = Inbox(), Inbox()
+        async with hub.connect(oximeter, pair=False) as client:
+            props = {c.uuid: set(c.properties) for s in client.services for c in s.characteristics}
+            assert props[uuid(0x2A5F)] == {"notify"}
+            assert props[uuid(0x2A60)] == {"read"}
+            await client.start_notify(uuid(0x2A5E), spot)
+            await client.start_notify(uuid(0x2A5F), live)
+            await spot.next()
+            produced = await oximeter.measure(95, 72, mode="continuous")
+            assert await live.next() == produced.raw
+    band = HeartRateBand(DeviceOptions(id="hr", address="C0:00:00:00:00:07", name="HR"), clock)
+    async with running(band, hub):
+        await band.measure(64)
+        await band.wait_for(lambda: band.advertising)
+        beats = Inbox()
+        async with hub.connect(band, pair=False) as client:
+            assert {c.uuid: set(c.properties) for s in client.services for c in s.characteristics}[uuid(0x2A37)] == {
+                "notify"
+            }
+            await client.start_notify(uuid(0x2A37), beats)
+            produced = await band.measure(118)
+            raw = await beats.next()
+    assert raw == produced.raw
+    assert decode("2A37", raw).heart_rate == 118  # type: ignore[attr-defined]
