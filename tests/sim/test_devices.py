@@ -394,7 +394,9 @@ async def test_bonded_meter_refuses_unencrypted_access_and_a_second_central(hub,
         ),
     ],
 )
-async def test_indicating_meters_deliver_decodable_readings(hub, clock, factory, service, char, props, measure, check):
+async def test_indicating_meters_deliver_decodable_readings(  # noqa: PLR0917 - parametrized cases
+    hub, clock, factory, service, char, props, measure, check
+):
     device = factory(DeviceOptions(id="m-1", address="C0:00:00:00:00:05", name="Meter"), clock)
     async with running(device, hub):
         produced = await measure(device)

@@ -1,0 +1,136 @@
+"""Run a simulated home: every meter of a scenario on one link, the timeline replayed on a clock.
+
+    scenario = load_scenario("sim/scenarios/hypertension-diabetes.toml")
+    async with Home(scenario, link="local:home1", clock=CompressedClock(scenario.start_time, 3600)) as home:
+        await home.run()            # replays the timeline until the scenario's end
+    home.log                        # ground truth: every measurement produced, values and raw bytes
+
+Pendant devices are listed in ``home.skipped`` and their events are not replayed: the simulated pendant needs
+``protocols.pendant``, which has not landed yet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from types import TracebackType
+from typing import Self
+
+from sim.ble import open_peripheral_device
+from sim.clock import Clock, sleep_until
+from sim.devices.base import Produced, SimDevice
+from sim.devices.blood_pressure import BloodPressureCuff
+from sim.devices.glucose import GlucoseMeter
+from sim.devices.vitals import HeartRateBand, PulseOximeter, Scale, Thermometer
+from sim.scenario import DeviceKind, EventKind, Scenario, Scheduled
+
+_log = logging.getLogger(__name__)
+
+_FACTORIES: dict[DeviceKind, type[SimDevice]] = {
+    DeviceKind.BLOOD_PRESSURE: BloodPressureCuff,
+    DeviceKind.GLUCOSE: GlucoseMeter,
+    DeviceKind.PULSE_OXIMETER: PulseOximeter,
+    DeviceKind.THERMOMETER: Thermometer,
+    DeviceKind.SCALE: Scale,
+    DeviceKind.HEART_RATE: HeartRateBand,
+}
+
+
+class Home:
+    """All devices of ``scenario`` attached to ``link`` (an async context manager).
+
+    Args:
+        scenario: the validated scenario.
+        link: ``local[:name]`` or ``tcp:127.0.0.1:PORT``.
+        clock: the home clock (compressed for a fast day, manual in tests).
+        seed: overrides the scenario's jitter seed.
+        on_event: called with a one-line description of everything that happens (the CLI prints these).
+    """
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        *,
+        link: str,
+        clock: Clock,
+        seed: int | None = None,
+        on_event: Callable[[str], None] | None = None,
+    ) -> None:
+        self.scenario = scenario
+        self.link = link
+        self.clock = clock
+        self.schedule: tuple[Scheduled, ...] = scenario.schedule(seed)
+        self.log: list[Produced] = []
+        self.devices: dict[str, SimDevice] = {}
+        self.skipped: list[str] = []
+        self._say = on_event or (lambda _line: None)
+        self._stack = contextlib.AsyncExitStack()
+        for spec in scenario.devices:
+            factory = _FACTORIES.get(spec.kind)
+            if factory is None:
+                self.skipped.append(spec.id)
+                continue
+            self.devices[spec.id] = factory(spec.options, clock, on_produced=self._produced)
+
+    def _produced(self, produced: Produced) -> None:
+        self.log.append(produced)
+        self._say(
+            f"{produced.taken_at:%H:%M:%S} {produced.device} measured {dict(produced.values)} {produced.raw.hex()}"
+        )
+
+    async def __aenter__(self) -> Self:
+        try:
+            for device in self.devices.values():
+                opts = device.options
+                bumble_device = await self._stack.enter_async_context(
+                    open_peripheral_device(self.link, opts.address, opts.name)
+                )
+                await self._stack.enter_async_context(device.attach(bumble_device))
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._stack.aclose()
+
+    async def run(self) -> None:
+        """Replay the timeline in order on the home clock, then wait until the scenario's end."""
+        for scheduled in self.schedule:
+            await sleep_until(self.clock, scheduled.when)
+            await self.apply(scheduled)
+        await sleep_until(self.clock, self.scenario.end_time)
+
+    async def apply(self, scheduled: Scheduled) -> None:
+        """Make one timeline event happen now."""
+        event = scheduled.event
+        device = self.devices.get(event.device)
+        if device is None:
+            self._say(f"{scheduled.when:%H:%M:%S} {event.device} {event.kind.value} (skipped: no simulated pendant)")
+            return
+        values = dict(event.values)
+        match event.kind:
+            case EventKind.MEASURE:
+                await device.measure(**values)  # type: ignore[attr-defined]
+            case EventKind.BATTERY_CHANGE:
+                device.change_battery()
+                self._say(f"{scheduled.when:%H:%M:%S} {device.id} battery changed, clock reset")
+            case EventKind.BATTERY_LOW:
+                device.set_battery(float(values["level"]))
+                self._say(f"{scheduled.when:%H:%M:%S} {device.id} battery at {values['level']}%")
+            case EventKind.OUT_OF_RANGE:
+                await device.set_in_range(False)
+                self._say(f"{scheduled.when:%H:%M:%S} {device.id} out of range until {scheduled.until:%H:%M}")
+                if scheduled.until is not None:
+                    device.spawn(self._back_in_range(device, scheduled), name=f"{device.id}-back-in-range")
+            case _:
+                self._say(f"{scheduled.when:%H:%M:%S} {device.id} {event.kind.value} ignored")
+
+    async def _back_in_range(self, device: SimDevice, scheduled: Scheduled) -> None:
+        if scheduled.until is not None:
+            await sleep_until(self.clock, scheduled.until)
+        await device.set_in_range(True)
+        self._say(f"{self.clock.now():%H:%M:%S} {device.id} back in range")
