@@ -16,6 +16,11 @@ from sim.scenario import ScenarioError, load_scenario
 app = typer.Typer(help="Simulated homes: meters on a BLE link replaying a scenario.", no_args_is_help=True)
 
 
+@app.callback()
+def sim() -> None:
+    """Simulated homes: meters on a BLE link replaying a scenario."""
+
+
 @app.command()
 def home(
     scenario: Annotated[Path, typer.Option(help="Scenario TOML file.")],
