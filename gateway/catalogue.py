@@ -41,6 +41,7 @@ _EN: dict[str, str] = {
     "pulse_critical": "Your pulse is dangerously abnormal. Help is being called.",
     "temperature_fever": "You have a fever. Please drink water and rest.",
     "temperature_critical": "Your temperature is dangerous. Help is being called.",
+    "temperature_low": "Your temperature is low. Please keep warm and measure again.",
     "weight_gain": "Your weight went up quickly. Your doctor or nurse will be told.",
     # Devices and routine.
     "measure_reminder": "It is time for your measurement.",
@@ -75,6 +76,7 @@ _ZH: dict[str, str] = {
     "pulse_critical": "您的脉搏非常异常。正在为您呼叫帮助。",
     "temperature_fever": "您发烧了。请多喝水，好好休息。",
     "temperature_critical": "您的体温很危险。正在为您呼叫帮助。",
+    "temperature_low": "您的体温偏低。请注意保暖，再量一次。",
     "weight_gain": "您的体重上升很快。会通知您的医生或护士。",
     "measure_reminder": "该测量了。",
     "device_silent": "您的一台设备已经有一段时间没有消息了。",

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.alarms import MESSAGE_KEYS
 from gateway.catalogue import CATALOGUES, LANGUAGES, UnknownMessageError, render
 from gateway.feedback import (
     Cue,
@@ -38,6 +39,11 @@ def test_catalogues_cover_the_same_keys_in_every_language() -> None:
     for language in LANGUAGES:
         assert set(CATALOGUES[language]) == keys
         assert all(text.strip() for text in CATALOGUES[language].values())
+
+
+def test_catalogues_speak_every_alarm_message() -> None:
+    missing = [key for key in MESSAGE_KEYS if key not in CATALOGUES["en"]]
+    assert missing == []
 
 
 def test_render_falls_back_to_english_and_rejects_unknown_keys() -> None:
