@@ -1,0 +1,449 @@
+"""The panic pendant's GATT service (carehub wire protocol v1, ``docs/protocol.md`` §9).
+
+A custom 128-bit service with four characteristics; every frame is a fixed little-endian layout that MicroPython can
+take apart with ``struct``, followed by a 16-byte tag::
+
+    tag = HMAC-SHA256(key, label || len(pendant_id) || pendant_id || frame-without-tag)[:16]      (RFC 2104)
+
+``key`` is the pendant's 32-byte key provisioned at pairing, ``pendant_id`` its ASCII id (1 byte of length, then the
+bytes), and ``label`` one byte naming the frame type (``E`` event, ``C`` confirm, ``F`` feedback) so that a frame of
+one type can never pass as another. HMAC-SHA256 needs only ``hashlib.sha256``, which MicroPython has.
+
+Frames are at most 27 bytes: the hub requests an ATT MTU of at least 30 (``ATT_MTU - 3`` bytes fit in an
+indication or a write request).
+
+Repeat-until-confirmed: the pendant indicates each event and re-indicates the *same bytes* (same counter, same tag)
+until the hub writes a Confirm naming that counter. :class:`PendantVerifier` therefore accepts a frame whose counter
+equals the last accepted one as a repeat (``repeat=True``), and refuses older counters as replays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import hmac
+import re
+import struct
+import uuid
+from dataclasses import dataclass
+from typing import Final, Self
+
+from protocols.errors import AuthenticationError, DecodeError, EncodeError, ReplayError
+
+__all__ = [
+    "CONFIRM",
+    "CONFIRM_CHAR_UUID",
+    "DEVICE_INFO_CHAR_UUID",
+    "EVENT",
+    "EVENT_CHAR_UUID",
+    "FEEDBACK",
+    "FEEDBACK_CHAR_UUID",
+    "KEY_LEN",
+    "PROTOCOL_VERSION",
+    "SERVICE_UUID",
+    "TAG_LEN",
+    "ConfirmFrame",
+    "DeviceInfo",
+    "FeedbackFrame",
+    "FeedbackState",
+    "PendantEvent",
+    "PendantEventType",
+    "PendantVerifier",
+    "VerifiedEvent",
+    "compute_tag",
+]
+
+SERVICE_UUID: Final = uuid.UUID("978716ca-37a7-4944-8e50-bcfb9fb6a9d0")
+EVENT_CHAR_UUID: Final = uuid.UUID("978716cb-37a7-4944-8e50-bcfb9fb6a9d0")
+"""Event: read, indicate. The pendant's latest unconfirmed event frame."""
+CONFIRM_CHAR_UUID: Final = uuid.UUID("978716cc-37a7-4944-8e50-bcfb9fb6a9d0")
+"""Confirm: write (with response). The hub confirms an event counter."""
+FEEDBACK_CHAR_UUID: Final = uuid.UUID("978716cd-37a7-4944-8e50-bcfb9fb6a9d0")
+"""Feedback: write (with response). The hub sets what the pendant shows."""
+DEVICE_INFO_CHAR_UUID: Final = uuid.UUID("978716ce-37a7-4944-8e50-bcfb9fb6a9d0")
+"""Device Info: read. Protocol version and pendant id."""
+
+PROTOCOL_VERSION: Final = 1
+KEY_LEN: Final = 32
+TAG_LEN: Final = 16
+MIN_ATT_MTU: Final = 30
+_PENDANT_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,32}")
+_COUNTER_MAX: Final = 0xFFFF_FFFF
+
+# version u8 | event type u8 | counter u32 | battery % u8 (0xFF unknown) | uptime seconds u32   (11 bytes, then tag)
+EVENT: Final = struct.Struct("<BBIBI")
+# version u8 | confirmed event counter u32                                                       (5 bytes, then tag)
+CONFIRM: Final = struct.Struct("<BI")
+# version u8 | feedback state u8 | event counter u32 | feedback seq u16                          (8 bytes, then tag)
+FEEDBACK: Final = struct.Struct("<BBIH")
+# version u8 | pendant id length u8, then the id's ASCII bytes                                   (2 + n bytes)
+DEVICE_INFO: Final = struct.Struct("<BB")
+
+_LABEL_EVENT: Final = b"E"
+_LABEL_CONFIRM: Final = b"C"
+_LABEL_FEEDBACK: Final = b"F"
+_BATTERY_UNKNOWN: Final = 0xFF
+
+
+class PendantEventType(enum.IntEnum):
+    """What happened at the pendant (the ``event type`` byte)."""
+
+    PRESS = 1
+    LONG_PRESS = 2
+    CANCEL = 3
+    CHECKIN = 4
+    BATTERY_LOW = 5
+    HEARTBEAT = 6
+
+
+class FeedbackState(enum.IntEnum):
+    """What the pendant shows (the ``feedback state`` byte)."""
+
+    IDLE = 0
+    HELP_CALLED = 1
+    ANSWERED = 2
+    CANCELLED = 3
+    LOW_BATTERY = 4
+    NOT_CONNECTED = 5
+    """The hub cannot reach the platform; help is escalated locally."""
+    CHECKIN_OK = 6
+
+
+def _pendant_id_bytes(pendant_id: str) -> bytes:
+    if not isinstance(pendant_id, str) or _PENDANT_ID.fullmatch(pendant_id) is None:
+        raise EncodeError(f"{pendant_id!r} is not a pendant id (1..32 of A-Z a-z 0-9 . _ : -)")
+    return pendant_id.encode("ascii")
+
+
+def _check_key(key: bytes) -> None:
+    if not isinstance(key, bytes) or len(key) != KEY_LEN:
+        raise EncodeError(f"a pendant key has {KEY_LEN} bytes")
+
+
+def compute_tag(key: bytes, label: bytes, pendant_id: str, header: bytes) -> bytes:
+    """``HMAC-SHA256(key, label || len(id) || id || header)[:16]``.
+
+    Args:
+        key: the pendant's 32-byte key.
+        label: ``b"E"``, ``b"C"`` or ``b"F"``.
+        pendant_id: the pendant's id.
+        header: the frame without its tag.
+    """
+    _check_key(key)
+    pid = _pendant_id_bytes(pendant_id)
+    return hmac.new(key, label + bytes([len(pid)]) + pid + header, hashlib.sha256).digest()[:TAG_LEN]
+
+
+def _check_version(data: bytes, what: str) -> None:
+    if data[0] != PROTOCOL_VERSION:
+        raise DecodeError(what, 0, f"unsupported pendant protocol version {data[0]}")
+
+
+def _exact(data: bytes, size: int, what: str) -> None:
+    if len(data) != size:
+        raise DecodeError(what, min(len(data), size), f"expected {size} bytes, got {len(data)}")
+
+
+@dataclass(frozen=True, slots=True)
+class PendantEvent:
+    """An Event characteristic frame (27 bytes).
+
+    Attributes:
+        event: what happened.
+        counter: the pendant's event counter, 1..2**32-1, incremented (and persisted) for every new event.
+        battery: battery percentage 0..100, or ``None`` if unknown (sent as 0xFF).
+        uptime_seconds: seconds since the pendant booted.
+        tag: the 16-byte authentication tag (zeros until :meth:`sign`).
+    """
+
+    event: PendantEventType
+    counter: int
+    battery: int | None
+    uptime_seconds: int
+    tag: bytes = bytes(TAG_LEN)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.event, PendantEventType):
+            raise EncodeError("event must be a PendantEventType")
+        if not 1 <= self.counter <= _COUNTER_MAX:
+            raise EncodeError(f"counter must be in 1..{_COUNTER_MAX}")
+        if self.battery is not None and not 0 <= self.battery <= 100:
+            raise EncodeError("battery must be 0..100 or None")
+        if not 0 <= self.uptime_seconds <= _COUNTER_MAX:
+            raise EncodeError("uptime_seconds must fit in 32 bits")
+        if len(self.tag) != TAG_LEN:
+            raise EncodeError(f"tag must be {TAG_LEN} bytes")
+
+    def header(self) -> bytes:
+        """The frame without its tag (what the tag covers, after the label and id)."""
+        battery = _BATTERY_UNKNOWN if self.battery is None else self.battery
+        return EVENT.pack(PROTOCOL_VERSION, self.event, self.counter, battery, self.uptime_seconds)
+
+    def __bytes__(self) -> bytes:
+        return self.header() + self.tag
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        """Parse a frame (without checking its tag).
+
+        Raises:
+            DecodeError: wrong length, version, event type, battery or a zero counter.
+        """
+        what = "pendant event"
+        _exact(data, EVENT.size + TAG_LEN, what)
+        _check_version(data, what)
+        _, event, counter, battery, uptime = EVENT.unpack_from(data)
+        try:
+            kind = PendantEventType(event)
+        except ValueError:
+            raise DecodeError(what, 1, f"unknown event type {event}") from None
+        if counter == 0:
+            raise DecodeError(what, 2, "counter 0 is never sent")
+        if battery > 100 and battery != _BATTERY_UNKNOWN:
+            raise DecodeError(what, 6, f"battery {battery}% out of range")
+        return cls(kind, counter, None if battery == _BATTERY_UNKNOWN else battery, uptime, bytes(data[EVENT.size :]))
+
+    def sign(self, pendant_id: str, key: bytes) -> Self:
+        """A copy carrying the correct tag (the pendant's side)."""
+        return dataclasses.replace(self, tag=compute_tag(key, _LABEL_EVENT, pendant_id, self.header()))
+
+    def tag_valid(self, pendant_id: str, key: bytes) -> bool:
+        """Whether :attr:`tag` is right for this pendant and key (constant-time comparison)."""
+        return hmac.compare_digest(self.tag, compute_tag(key, _LABEL_EVENT, pendant_id, self.header()))
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedEvent:
+    """An authentic event.
+
+    Attributes:
+        event: the event.
+        repeat: the pendant re-sent the last accepted event because it has not seen a Confirm yet: confirm it again,
+            but do not act on it twice.
+    """
+
+    event: PendantEvent
+    repeat: bool
+
+
+class PendantVerifier:
+    """Authenticates one pendant's Event frames and keeps its counter high-water mark.
+
+    The gateway persists :attr:`last_counter` (and may persist :attr:`last_tag`) after each accepted new event and
+    passes them back in after a restart.
+    """
+
+    __slots__ = ("_key", "_last_counter", "_last_tag", "_pendant_id")
+
+    def __init__(self, pendant_id: str, key: bytes, last_counter: int = 0, last_tag: bytes | None = None) -> None:
+        """Verify frames of ``pendant_id`` under ``key``, accepting only counters above ``last_counter``."""
+        _pendant_id_bytes(pendant_id)
+        _check_key(key)
+        if not 0 <= last_counter <= _COUNTER_MAX:
+            raise EncodeError("last_counter must fit in 32 bits")
+        self._pendant_id = pendant_id
+        self._key = key
+        self._last_counter = last_counter
+        self._last_tag = last_tag
+
+    @property
+    def last_counter(self) -> int:
+        """The highest counter accepted so far (0 if none)."""
+        return self._last_counter
+
+    @property
+    def last_tag(self) -> bytes | None:
+        """The tag of the event with :attr:`last_counter`, if known."""
+        return self._last_tag
+
+    def verify(self, frame: bytes) -> VerifiedEvent:
+        """Authenticate an Event frame.
+
+        Returns:
+            The event, flagged ``repeat=True`` when it is the last accepted event again.
+
+        Raises:
+            DecodeError: not an Event frame.
+            AuthenticationError: the tag is wrong (another key, another pendant, altered bytes).
+            ReplayError: authentic, but its counter is below the last accepted one, or reuses it with other bytes.
+        """
+        event = PendantEvent.from_bytes(frame)
+        if not event.tag_valid(self._pendant_id, self._key):
+            raise AuthenticationError(f"pendant {self._pendant_id}: event tag does not verify")
+        if event.counter < self._last_counter:
+            raise ReplayError(f"pendant {self._pendant_id}: counter {event.counter} < last {self._last_counter}")
+        if event.counter == self._last_counter:
+            if self._last_tag is not None and not hmac.compare_digest(event.tag, self._last_tag):
+                raise ReplayError(f"pendant {self._pendant_id}: counter {event.counter} reused with other content")
+            self._last_tag = event.tag
+            return VerifiedEvent(event, repeat=True)
+        self._last_counter = event.counter
+        self._last_tag = event.tag
+        return VerifiedEvent(event, repeat=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmFrame:
+    """A Confirm write (21 bytes): the hub has durably recorded every event up to ``counter``.
+
+    The pendant accepts it when the tag verifies and ``counter`` is one it has sent; it then stops repeating every
+    event with a counter up to ``counter``. An old Confirm names an old counter, so replaying it silences nothing new.
+
+    Attributes:
+        counter: the highest event counter confirmed.
+        tag: the authentication tag.
+    """
+
+    counter: int
+    tag: bytes = bytes(TAG_LEN)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.counter <= _COUNTER_MAX:
+            raise EncodeError(f"counter must be in 1..{_COUNTER_MAX}")
+        if len(self.tag) != TAG_LEN:
+            raise EncodeError(f"tag must be {TAG_LEN} bytes")
+
+    def header(self) -> bytes:
+        """The frame without its tag."""
+        return CONFIRM.pack(PROTOCOL_VERSION, self.counter)
+
+    def __bytes__(self) -> bytes:
+        return self.header() + self.tag
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        """Parse a frame (without checking its tag).
+
+        Raises:
+            DecodeError: wrong length, version or a zero counter.
+        """
+        _exact(data, CONFIRM.size + TAG_LEN, "pendant confirm")
+        _check_version(data, "pendant confirm")
+        _, counter = CONFIRM.unpack_from(data)
+        if counter == 0:
+            raise DecodeError("pendant confirm", 1, "counter 0 is never confirmed")
+        return cls(counter, bytes(data[CONFIRM.size :]))
+
+    def sign(self, pendant_id: str, key: bytes) -> Self:
+        """A copy carrying the correct tag (the hub's side)."""
+        return dataclasses.replace(self, tag=compute_tag(key, _LABEL_CONFIRM, pendant_id, self.header()))
+
+    def verify(self, pendant_id: str, key: bytes) -> None:
+        """Check the tag (the pendant's side).
+
+        Raises:
+            AuthenticationError: the tag is wrong.
+        """
+        if not hmac.compare_digest(self.tag, compute_tag(key, _LABEL_CONFIRM, pendant_id, self.header())):
+            raise AuthenticationError(f"pendant {pendant_id}: confirm tag does not verify")
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackFrame:
+    """A Feedback write (24 bytes): what the pendant should show.
+
+    ``event_counter`` is the highest event counter the hub has accepted from the pendant; ``feedback_seq`` counts the
+    hub's feedback writes for that counter from 0. The pendant accepts the frame when the tag verifies,
+    ``event_counter`` is not above the last counter it sent, and ``(event_counter, feedback_seq)`` is greater than the
+    pair it last accepted (compared as a pair); after a reboot it starts from ``(its counter, 0xFFFF)``. So an old
+    "answered" cannot be replayed to mislead the resident.
+
+    Attributes:
+        state: what to show.
+        event_counter: the event the feedback refers to.
+        feedback_seq: the hub's write counter for that event.
+        tag: the authentication tag.
+    """
+
+    state: FeedbackState
+    event_counter: int
+    feedback_seq: int
+    tag: bytes = bytes(TAG_LEN)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.state, FeedbackState):
+            raise EncodeError("state must be a FeedbackState")
+        if not 0 <= self.event_counter <= _COUNTER_MAX:
+            raise EncodeError("event_counter must fit in 32 bits")
+        if not 0 <= self.feedback_seq <= 0xFFFF:
+            raise EncodeError("feedback_seq must fit in 16 bits")
+        if len(self.tag) != TAG_LEN:
+            raise EncodeError(f"tag must be {TAG_LEN} bytes")
+
+    def header(self) -> bytes:
+        """The frame without its tag."""
+        return FEEDBACK.pack(PROTOCOL_VERSION, self.state, self.event_counter, self.feedback_seq)
+
+    def __bytes__(self) -> bytes:
+        return self.header() + self.tag
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        """Parse a frame (without checking its tag).
+
+        Raises:
+            DecodeError: wrong length, version or state.
+        """
+        what = "pendant feedback"
+        _exact(data, FEEDBACK.size + TAG_LEN, what)
+        _check_version(data, what)
+        _, state, counter, seq = FEEDBACK.unpack_from(data)
+        try:
+            kind = FeedbackState(state)
+        except ValueError:
+            raise DecodeError(what, 1, f"unknown feedback state {state}") from None
+        return cls(kind, counter, seq, bytes(data[FEEDBACK.size :]))
+
+    def sign(self, pendant_id: str, key: bytes) -> Self:
+        """A copy carrying the correct tag (the hub's side)."""
+        return dataclasses.replace(self, tag=compute_tag(key, _LABEL_FEEDBACK, pendant_id, self.header()))
+
+    def verify(self, pendant_id: str, key: bytes) -> None:
+        """Check the tag (the pendant's side).
+
+        Raises:
+            AuthenticationError: the tag is wrong.
+        """
+        if not hmac.compare_digest(self.tag, compute_tag(key, _LABEL_FEEDBACK, pendant_id, self.header())):
+            raise AuthenticationError(f"pendant {pendant_id}: feedback tag does not verify")
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    """The Device Info characteristic: ``version u8 | id length u8 | id (ASCII)``.
+
+    Attributes:
+        pendant_id: the pendant's id (1..32 of ``A-Z a-z 0-9 . _ : -``).
+        version: the pendant protocol version it speaks.
+    """
+
+    pendant_id: str
+    version: int = PROTOCOL_VERSION
+
+    def __post_init__(self) -> None:
+        _pendant_id_bytes(self.pendant_id)
+        if not 0 <= self.version <= 0xFF:
+            raise EncodeError("version must fit in a byte")
+
+    def __bytes__(self) -> bytes:
+        pid = _pendant_id_bytes(self.pendant_id)
+        return DEVICE_INFO.pack(self.version, len(pid)) + pid
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        """Parse the characteristic value (any version; the caller decides whether it can talk to it).
+
+        Raises:
+            DecodeError: truncated, trailing bytes, or an invalid id.
+        """
+        what = "pendant device info"
+        if len(data) < DEVICE_INFO.size:
+            raise DecodeError(what, len(data), "truncated header")
+        version, length = DEVICE_INFO.unpack_from(data)
+        _exact(data, DEVICE_INFO.size + length, what)
+        raw = bytes(data[DEVICE_INFO.size :])
+        try:
+            return cls(raw.decode("ascii"), version)
+        except (UnicodeDecodeError, EncodeError) as exc:
+            raise DecodeError(what, DEVICE_INFO.size, "invalid pendant id") from exc
