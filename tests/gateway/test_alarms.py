@@ -1,0 +1,385 @@
+"""The alarm book: one alarm per condition, re-raise pacing, escalation, all-clear, snooze and acknowledgement."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.alarms import (
+    MESSAGE_KEYS,
+    AlarmBook,
+    AlarmEvent,
+    AlarmPolicy,
+    AlarmState,
+    CriticalSnoozeError,
+    InvalidSnoozeError,
+    UnknownAlarmError,
+)
+from gateway.config import DeviceKind
+from gateway.rules import (
+    ConditionRef,
+    DeviceWatch,
+    Evaluation,
+    Finding,
+    Observation,
+    ResidentRules,
+    RuleEngine,
+    Transition,
+    Vital,
+)
+from gateway.thresholds import Tier, resolve_thresholds
+
+T0 = datetime(2026, 3, 2, 7, 0, tzinfo=UTC)
+
+
+def book(policy: AlarmPolicy | None = None) -> AlarmBook:
+    ids = itertools.count(1)
+    return AlarmBook(policy, id_factory=lambda: f"a{next(ids)}")
+
+
+def finding(
+    condition: str,
+    tier: Tier,
+    at: datetime,
+    *,
+    message: str = "spo2_low",
+    value: float = 1.0,
+    transition: Transition = Transition.NONE,
+) -> Evaluation:
+    return Evaluation(
+        at, (Finding("r1", condition, tier, message, at, value=value, threshold=2.0, transition=transition),)
+    )
+
+
+def clear(condition: str, at: datetime) -> Evaluation:
+    return Evaluation(at, normal=(ConditionRef("r1", condition),))
+
+
+def states(events: list[AlarmEvent]) -> list[tuple[AlarmState, Tier]]:
+    return [(e.state, e.tier) for e in events]
+
+
+def test_a_new_finding_raises_an_alarm_with_its_details() -> None:
+    b = book()
+    (event,) = b.apply(finding("spo2.low", Tier.WARNING, T0, value=92))
+    assert (event.alarm_id, event.state, event.tier, event.message, event.value, event.threshold, event.at) == (
+        "a1",
+        AlarmState.RAISED,
+        Tier.WARNING,
+        "spo2_low",
+        92,
+        2.0,
+        T0,
+    )
+    assert event.as_record() == {
+        "alarm_id": "a1",
+        "condition": "spo2.low",
+        "tier": "warning",
+        "state": "raised",
+        "resident": "r1",
+        "message": "spo2_low",
+        "at": T0,
+        "value": 92,
+        "threshold": 2.0,
+    }
+
+
+def test_default_ids_are_uuid4_hex() -> None:
+    (event,) = AlarmBook().apply(finding("spo2.low", Tier.NOTICE, T0))
+    assert len(event.alarm_id) == 32
+    int(event.alarm_id, 16)
+
+
+def test_one_alarm_per_condition_repeats_update_quietly() -> None:
+    b = book()
+    b.apply(finding("spo2.low", Tier.WARNING, T0, value=92))
+    assert b.apply(finding("spo2.low", Tier.WARNING, T0 + timedelta(minutes=1), value=93)) == []
+    assert b.apply(finding("spo2.low", Tier.NOTICE, T0 + timedelta(minutes=2), value=94)) == []
+    (alarm,) = b.open_alarms()
+    assert (alarm.id, alarm.tier, alarm.value) == ("a1", Tier.WARNING, 93)  # never silently lowered
+    assert alarm.updated_at == T0 + timedelta(minutes=2)
+
+
+def test_conditions_and_subjects_are_separate_alarms() -> None:
+    b = book()
+    b.apply(finding("spo2.low", Tier.NOTICE, T0))
+    b.apply(finding("pulse.high", Tier.NOTICE, T0))
+    b.apply(Evaluation(T0, (Finding("r1", "battery.low", Tier.NOTICE, "battery_low_meter", T0, subject="d1"),)))
+    b.apply(Evaluation(T0, (Finding("r1", "battery.low", Tier.NOTICE, "battery_low_meter", T0, subject="d2"),)))
+    assert len(b.open_alarms()) == 4
+    assert b.get("r1", "battery.low", "d2") is not None
+
+
+def test_escalation_raises_the_tier_and_counts() -> None:
+    b = book()
+    b.apply(finding("spo2.low", Tier.NOTICE, T0))
+    events = b.apply(finding("spo2.low", Tier.CRITICAL, T0 + timedelta(minutes=1), message="spo2_critical"))
+    assert states(events) == [(AlarmState.ESCALATED, Tier.CRITICAL)]
+    assert events[0].message == "spo2_critical"
+    alarm = b.get("r1", "spo2.low")
+    assert alarm is not None
+    assert (alarm.escalations, alarm.peak_tier, alarm.raise_count) == (1, Tier.CRITICAL, 2)
+
+
+def test_confirmation_and_explicit_downgrade_of_a_bp_crisis() -> None:
+    b = book()
+    (raised,) = b.apply(finding("bp.high", Tier.WARNING, T0, message="bp_crisis_remeasure"))
+    (confirmed,) = b.apply(
+        finding("bp.high", Tier.CRITICAL, T0, message="bp_crisis_confirmed", transition=Transition.CONFIRMED)
+    )
+    assert (confirmed.state, confirmed.tier, confirmed.alarm_id) == (
+        AlarmState.CONFIRMED,
+        Tier.CRITICAL,
+        raised.alarm_id,
+    )
+    (down,) = b.apply(finding("bp.high", Tier.NOTICE, T0, message="bp_high", transition=Transition.DOWNGRADED))
+    assert (down.state, down.tier, down.message) == (AlarmState.DOWNGRADED, Tier.NOTICE, "bp_high")
+
+
+def test_same_tier_with_a_new_instruction_is_said_again() -> None:
+    b = book()
+    b.apply(finding("bp.high", Tier.WARNING, T0, message="bp_very_high"))
+    (event,) = b.apply(finding("bp.high", Tier.WARNING, T0 + timedelta(minutes=1), message="bp_crisis_remeasure"))
+    assert (event.state, event.message) == (AlarmState.RE_RAISED, "bp_crisis_remeasure")
+
+
+@pytest.mark.parametrize(
+    ("tier", "interval"),
+    [(Tier.CRITICAL, timedelta(minutes=5)), (Tier.WARNING, timedelta(minutes=30)), (Tier.NOTICE, timedelta(hours=4))],
+)
+def test_re_raised_at_the_tiers_interval(tier: Tier, interval: timedelta) -> None:
+    b = book()
+    b.apply(finding("spo2.low", tier, T0))
+    assert b.tick(T0 + interval - timedelta(seconds=1)) == []
+    assert states(b.tick(T0 + interval)) == [(AlarmState.RE_RAISED, tier)]
+    assert b.tick(T0 + interval + timedelta(seconds=1)) == []
+    assert states(b.tick(T0 + 2 * interval)) == [(AlarmState.RE_RAISED, tier)]
+
+
+def test_re_raise_intervals_are_configurable() -> None:
+    policy = AlarmPolicy(
+        reraise={Tier.CRITICAL: timedelta(minutes=1), Tier.WARNING: timedelta(minutes=2), Tier.NOTICE: timedelta(1)}
+    )
+    b = book(policy)
+    b.apply(finding("spo2.low", Tier.CRITICAL, T0))
+    assert len(b.tick(T0 + timedelta(minutes=1))) == 1
+    with pytest.raises(ValueError, match="reraise"):
+        AlarmPolicy(reraise={Tier.CRITICAL: timedelta(minutes=1)})
+
+
+def test_all_clear_closes_and_keeps_the_record() -> None:
+    b = book()
+    b.apply(finding("spo2.low", Tier.WARNING, T0))
+    (event,) = b.apply(clear("spo2.low", T0 + timedelta(minutes=3)))
+    assert (event.state, event.message, event.alarm_id) == (AlarmState.CLEARED, "all_clear", "a1")
+    assert b.open_alarms() == ()
+    assert b.closed[0].closed_at == T0 + timedelta(minutes=3)
+    assert b.tick(T0 + timedelta(hours=5)) == []
+    # The same condition again is a new alarm.
+    (again,) = b.apply(finding("spo2.low", Tier.WARNING, T0 + timedelta(hours=6)))
+    assert (again.state, again.alarm_id) == (AlarmState.RAISED, "a2")
+
+
+def test_normal_without_an_open_alarm_says_nothing() -> None:
+    assert book().apply(clear("spo2.low", T0)) == []
+
+
+def test_info_findings_never_become_alarms() -> None:
+    b = book()
+    ev = Evaluation(T0, (Finding("r1", "reading.unreliable", Tier.INFO, "reading_unreliable", T0, subject="d"),))
+    assert b.apply(ev) == []
+    assert b.open_alarms() == ()
+
+
+def test_snooze_holds_back_re_raises_until_it_ends() -> None:
+    b = book()
+    b.apply(finding("spo2.low", Tier.WARNING, T0))
+    event = b.snooze("a1", timedelta(hours=1), T0 + timedelta(minutes=1), by="caregiver")
+    assert (event.state, event.until, event.by) == (AlarmState.SNOOZED, T0 + timedelta(hours=1, minutes=1), "caregiver")
+    assert b.tick(T0 + timedelta(minutes=30)) == []
+    assert b.tick(T0 + timedelta(minutes=60, seconds=59)) == []
+    assert states(b.tick(T0 + timedelta(minutes=61))) == [(AlarmState.RE_RAISED, Tier.WARNING)]
+
+
+def test_snooze_never_silences_critical() -> None:
+    b = book()
+    b.apply(finding("glucose.low", Tier.CRITICAL, T0, message="glucose_hypo_critical"))
+    with pytest.raises(CriticalSnoozeError) as info:
+        b.snooze("a1", timedelta(minutes=10), T0, by="resident")
+    assert (info.value.alarm_id, info.value.condition) == ("a1", "glucose.low")
+    alarm = b.get("r1", "glucose.low")
+    assert alarm is not None
+    assert alarm.snoozed_until is None
+    assert states(b.tick(T0 + timedelta(minutes=5))) == [(AlarmState.RE_RAISED, Tier.CRITICAL)]
+
+
+def test_escalation_to_critical_ends_a_snooze() -> None:
+    b = book()
+    b.apply(finding("spo2.low", Tier.WARNING, T0))
+    b.snooze("a1", timedelta(hours=2), T0, by="resident")
+    events = b.apply(finding("spo2.low", Tier.CRITICAL, T0 + timedelta(minutes=10), message="spo2_critical"))
+    assert states(events) == [(AlarmState.ESCALATED, Tier.CRITICAL)]
+    assert states(b.tick(T0 + timedelta(minutes=15))) == [(AlarmState.RE_RAISED, Tier.CRITICAL)]
+    with pytest.raises(CriticalSnoozeError):
+        b.snooze("a1", timedelta(minutes=5), T0 + timedelta(minutes=16), by="resident")
+
+
+def test_invalid_snoozes_are_refused() -> None:
+    b = book()
+    b.apply(finding("spo2.low", Tier.NOTICE, T0))
+    with pytest.raises(InvalidSnoozeError):
+        b.snooze("a1", timedelta(0), T0, by="x")
+    with pytest.raises(InvalidSnoozeError):
+        b.snooze("a1", timedelta(hours=13), T0, by="x")
+    with pytest.raises(UnknownAlarmError):
+        b.snooze("nope", timedelta(minutes=5), T0, by="x")
+
+
+def test_acknowledgement_stops_re_raising_but_keeps_the_alarm_open() -> None:
+    b = book()
+    b.apply(finding("spo2.low", Tier.CRITICAL, T0, message="spo2_critical"))
+    event = b.acknowledge("a1", T0 + timedelta(minutes=2), by="dr.li")
+    assert event is not None
+    assert (event.state, event.by) == (AlarmState.ACKNOWLEDGED, "dr.li")
+    assert b.acknowledge("a1", T0 + timedelta(minutes=3), by="dr.li") is None  # delivered twice
+    assert b.tick(T0 + timedelta(hours=1)) == []
+    assert b.get("r1", "spo2.low") is not None
+    (cleared,) = b.apply(clear("spo2.low", T0 + timedelta(hours=2)))
+    assert cleared.state is AlarmState.CLEARED
+    assert b.closed[0].acknowledged_by == "dr.li"
+
+
+def test_escalation_after_acknowledgement_needs_attention_again() -> None:
+    b = book()
+    b.apply(finding("spo2.low", Tier.WARNING, T0))
+    b.acknowledge("a1", T0, by="nurse")
+    b.apply(finding("spo2.low", Tier.CRITICAL, T0 + timedelta(minutes=1), message="spo2_critical"))
+    assert states(b.tick(T0 + timedelta(minutes=6))) == [(AlarmState.RE_RAISED, Tier.CRITICAL)]
+
+
+def test_acknowledging_a_closed_or_unknown_alarm() -> None:
+    b = book()
+    b.apply(finding("spo2.low", Tier.WARNING, T0))
+    b.apply(clear("spo2.low", T0 + timedelta(minutes=1)))
+    event = b.acknowledge("a1", T0 + timedelta(minutes=2), by="nurse")
+    assert event is not None
+    assert event.state is AlarmState.ACKNOWLEDGED
+    assert b.by_id("a1") is not None
+    assert b.acknowledge("zzz", T0, by="nurse") is None
+
+
+def test_every_message_the_engine_or_book_uses_is_a_listed_key() -> None:
+    engine = RuleEngine(
+        {"r1": ResidentRules(resolve_thresholds(["heart_failure"]), devices=(DeviceWatch("d9", timedelta(hours=1)),))},
+        started_at=T0,
+    )
+    b = book()
+    seen: set[str] = set()
+    samples: list[dict[Vital, float]] = [{Vital.SYSTOLIC: s, Vital.DIASTOLIC: 70} for s in (85, 95, 145, 165, 190)] + [
+        {Vital.GLUCOSE: g} for g in (40, 60, 200, 300, 700, 100)
+    ]
+    samples += [{Vital.SPO2: s} for s in (94, 92, 88)] + [{Vital.PULSE: p} for p in (35, 45, 95, 120, 140)]
+    samples += [{Vital.TEMPERATURE: t} for t in (34, 35.5, 38.5, 40)] + [{Vital.WEIGHT: w} for w in (70, 73)]
+    samples += [{Vital.BATTERY: 5}]
+    at = T0
+    for values in samples:
+        at += timedelta(minutes=20)
+        for kind in (DeviceKind.GLUCOSE, DeviceKind.PENDANT):
+            evaluation = engine.evaluate(Observation("r1", "d1", kind, "x", at, values))
+            seen |= {f.message for f in evaluation.findings}
+            seen |= {e.message for e in b.apply(evaluation)}
+    evaluation = engine.evaluate(Observation("r1", "d1", DeviceKind.SCALE, "y", at, {Vital.WEIGHT: 1}, True))
+    seen |= {f.message for f in evaluation.findings}
+    seen |= {f.message for f in engine.tick(at + timedelta(hours=3)).findings}
+    assert seen <= set(MESSAGE_KEYS)
+    assert len(seen) >= 20
+    assert len(set(MESSAGE_KEYS)) == len(MESSAGE_KEYS)
+
+
+# -- property: random streams through the real engine ----------------------------------------------------------
+
+_VALUES = {
+    Vital.SYSTOLIC: st.sampled_from([85.0, 95.0, 130.0, 150.0, 170.0, 185.0, 200.0]),
+    Vital.GLUCOSE: st.sampled_from([45.0, 60.0, 100.0, 140.0, 200.0, 300.0, 650.0]),
+    Vital.SPO2: st.sampled_from([85.0, 90.0, 92.0, 94.0, 97.0]),
+    Vital.PULSE: st.sampled_from([35.0, 45.0, 70.0, 100.0, 120.0, 140.0]),
+    Vital.BATTERY: st.sampled_from([5.0, 15.0, 50.0]),
+}
+_step = st.one_of(
+    st.tuples(
+        st.just("obs"),
+        st.sampled_from(sorted(_VALUES)),
+        st.data(),
+        st.booleans(),
+        st.sampled_from([DeviceKind.PENDANT, DeviceKind.OXIMETER]),
+    ),
+    st.tuples(st.just("tick"), st.integers(1, 3600)),
+    st.tuples(st.just("snooze"), st.integers(0, 5)),
+    st.tuples(st.just("ack"), st.integers(0, 5)),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(steps=st.lists(_step, max_size=40), data=st.data())
+def test_random_streams_keep_the_alarm_invariants(steps: list[tuple[object, ...]], data: st.DataObject) -> None:
+    engine = RuleEngine({"r1": ResidentRules(resolve_thresholds())}, started_at=T0)
+    b = book()
+    now = T0
+    open_keys: dict[str, tuple[ConditionRef, Tier]] = {}
+    all_events: list[AlarmEvent] = []
+    for step in steps:
+        events: list[AlarmEvent] = []
+        if step[0] == "obs":
+            _, vital, _, unreliable, kind = step
+            assert isinstance(vital, Vital)
+            assert isinstance(kind, DeviceKind)
+            now += timedelta(seconds=data.draw(st.integers(1, 900)))
+            value = data.draw(_VALUES[vital])
+            evaluation = engine.evaluate(Observation("r1", "d", kind, "x", now, {vital: value}, bool(unreliable)))
+            if unreliable and vital is not Vital.BATTERY:
+                assert all(f.tier is Tier.INFO for f in evaluation.findings)
+            events = b.apply(evaluation)
+        elif step[0] == "tick":
+            seconds = step[1]
+            assert isinstance(seconds, int)
+            now += timedelta(seconds=seconds)
+            events = b.apply(engine.tick(now)) + b.tick(now)
+        else:
+            alarms = b.open_alarms()
+            index = step[1]
+            assert isinstance(index, int)
+            if not alarms:
+                continue
+            alarm = alarms[index % len(alarms)]
+            if step[0] == "ack":
+                event = b.acknowledge(alarm.id, now, by="carer")
+                events = [event] if event is not None else []
+            elif alarm.tier is Tier.CRITICAL:
+                with pytest.raises(CriticalSnoozeError):
+                    b.snooze(alarm.id, timedelta(minutes=30), now, by="resident")
+            else:
+                events = [b.snooze(alarm.id, timedelta(minutes=30), now, by="resident")]
+        for event in events:
+            ref = ConditionRef(event.resident, event.condition, event.subject)
+            if event.state is AlarmState.RAISED:
+                assert all(r != ref for r, _ in open_keys.values()), "two open alarms for one condition"
+                open_keys[event.alarm_id] = (ref, event.tier)
+            else:
+                assert event.alarm_id in open_keys or event.state is AlarmState.ACKNOWLEDGED, "event before a raise"
+            if event.state is AlarmState.ESCALATED or event.state is AlarmState.CONFIRMED:
+                assert event.tier > open_keys[event.alarm_id][1]
+            if event.state is AlarmState.SNOOZED:
+                assert event.tier is not Tier.CRITICAL
+            if event.state is AlarmState.CLEARED:
+                del open_keys[event.alarm_id]
+            elif event.alarm_id in open_keys:
+                open_keys[event.alarm_id] = (ref, event.tier)
+        all_events += events
+        refs = [a.ref for a in b.open_alarms()]
+        assert len(refs) == len(set(refs))
+        assert {a.id for a in b.open_alarms()} == set(open_keys)
+    assert all(e.message in MESSAGE_KEYS for e in all_events)
