@@ -279,12 +279,16 @@ def test_every_message_the_engine_or_book_uses_is_a_listed_key() -> None:
     )
     b = book()
     seen: set[str] = set()
-    samples: list[dict[Vital, float]] = [{Vital.SYSTOLIC: s, Vital.DIASTOLIC: 70} for s in (85, 95, 145, 165, 190)] + [
-        {Vital.GLUCOSE: g} for g in (40, 60, 200, 300, 700, 100)
+    series: list[tuple[Vital, tuple[float, ...]]] = [
+        (Vital.SYSTOLIC, (85.0, 95.0, 145.0, 165.0, 190.0)),
+        (Vital.GLUCOSE, (40.0, 60.0, 200.0, 300.0, 700.0, 100.0)),
+        (Vital.SPO2, (94.0, 92.0, 88.0)),
+        (Vital.PULSE, (35.0, 45.0, 95.0, 120.0, 140.0)),
+        (Vital.TEMPERATURE, (34.0, 35.5, 38.5, 40.0)),
+        (Vital.WEIGHT, (70.0, 73.0)),
+        (Vital.BATTERY, (5.0,)),
     ]
-    samples += [{Vital.SPO2: s} for s in (94, 92, 88)] + [{Vital.PULSE: p} for p in (35, 45, 95, 120, 140)]
-    samples += [{Vital.TEMPERATURE: t} for t in (34, 35.5, 38.5, 40)] + [{Vital.WEIGHT: w} for w in (70, 73)]
-    samples += [{Vital.BATTERY: 5}]
+    samples = [{vital: v, Vital.DIASTOLIC: 70.0} for vital, values in series for v in values]
     at = T0
     for values in samples:
         at += timedelta(minutes=20)
