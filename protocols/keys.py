@@ -49,10 +49,12 @@ __all__ = [
     "key_id",
     "load_hub_identity",
     "load_hub_public_key",
+    "load_pendant_key",
     "load_platform_identity",
     "load_platform_public_keys",
     "save_hub_identity",
     "save_hub_public_key",
+    "save_pendant_key",
     "save_platform_identity",
     "save_platform_public_keys",
     "sign_detached",
@@ -380,3 +382,26 @@ def load_platform_public_keys(path: str | os.PathLike[str]) -> PlatformPublicKey
     verify = _key_bytes(_need(fields, "ed25519-public", p), "ed25519-public", p)
     box = _key_bytes(_need(fields, "x25519-public", p), "x25519-public", p)
     return PlatformPublicKeys(nacl.signing.VerifyKey(verify), nacl.public.PublicKey(box))
+
+
+def save_pendant_key(path: str | os.PathLike[str], pendant_id: str, key: bytes) -> None:
+    """Write a pendant's 32-byte key (provisioned at pairing) to a private key file (mode 0600, atomic).
+
+    Raises:
+        KeyFileError: the key is not 32 bytes, or the file cannot be written.
+    """
+    if len(key) != KEY_LEN:
+        raise KeyFileError(f"{path}: a pendant key is {KEY_LEN} bytes, not {len(key)}")
+    text = f"# carehub pendant key: keep private\npendant {pendant_id}\npendant-key {key.hex()}\n"
+    _write_atomic(Path(path), text, 0o600)
+
+
+def load_pendant_key(path: str | os.PathLike[str]) -> tuple[str, bytes]:
+    """Read a pendant key file written by :func:`save_pendant_key`: ``(pendant id, key)``.
+
+    Raises:
+        KeyFileError: missing, too widely readable, or malformed.
+    """
+    p = Path(path)
+    fields = _read(p, private=True)
+    return _need(fields, "pendant", p), _key_bytes(_need(fields, "pendant-key", p), "pendant-key", p)

@@ -99,10 +99,16 @@ class AlarmState(enum.Enum):
 
     RAISED = "raised"
     RE_RAISED = "re_raised"
+    ESCALATED = "escalated"
+    """The tier went up while open, or a panic call was not acknowledged by the platform in time."""
     CONFIRMED = "confirmed"
+    DOWNGRADED = "downgraded"
+    """A re-measurement did not confirm a blood-pressure crisis; the alarm continues at the reading's own tier."""
     CLEARED = "cleared"
     ACKNOWLEDGED = "acknowledged"
     SNOOZED = "snoozed"
+    CANCELLED = "cancelled"
+    """The resident cancelled a panic call within the cancel window (a false alarm; it stays on record)."""
 
 
 class PanicEventType(enum.Enum):

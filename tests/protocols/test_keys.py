@@ -18,10 +18,12 @@ from protocols.keys import (
     key_id,
     load_hub_identity,
     load_hub_public_key,
+    load_pendant_key,
     load_platform_identity,
     load_platform_public_keys,
     save_hub_identity,
     save_hub_public_key,
+    save_pendant_key,
     save_platform_identity,
     save_platform_public_keys,
     sign_detached,
@@ -130,3 +132,15 @@ def test_signatures_are_bound_to_their_domain() -> None:
         verify_detached(key.verify_key, b"a\x00", b"messagE", signature)
     with pytest.raises(AuthenticationError):
         verify_detached(key.verify_key, b"a\x00", b"message", signature[:10])
+
+
+def test_pendant_key_file_round_trip_and_permissions(tmp_path: Path) -> None:
+    path = tmp_path / "pendant.key"
+    save_pendant_key(path, "AA:BB:CC:DD:EE:02", bytes(range(32)))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_pendant_key(path) == ("AA:BB:CC:DD:EE:02", bytes(range(32)))
+    path.chmod(0o644)
+    with pytest.raises(KeyFileError, match="chmod 600"):
+        load_pendant_key(path)
+    with pytest.raises(KeyFileError, match="32 bytes"):
+        save_pendant_key(tmp_path / "short.key", "p1", b"short")
