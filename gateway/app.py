@@ -1,0 +1,179 @@
+"""Wiring: the one place that builds the hub daemon from its config and runs its components together.
+
+Components and their owners (each an async context manager; this module enters them in dependency order and
+leaves them in reverse):
+
+- the outbox (`gateway.outbox`): SQLite on its own thread;
+- the feedback (`gateway.feedback`): voice task, LEDs, log;
+- the hub core (`gateway.intake.Hub`): rules, alarms, the panic lifecycle, records;
+- the uplink (`gateway.uplink`): MQTT to the platform;
+- the BLE manager (`gateway.ble`): connect-on-advertise sessions;
+- three tasks of this module: verified down-messages to the hub, platform acks of alarm records to the panic
+  lifecycle, and the periodic tick (on the injected clock's time; the tick interval is wall time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from bleak.backends.client import BaseBleakClient
+from bleak.backends.scanner import BaseBleakScanner
+
+from gateway.alarms import AlarmBook
+from gateway.ble import BleManager
+from gateway.config import DeviceKind, GatewayConfig
+from gateway.feedback import Feedback, LogFeedback
+from gateway.intake import FallbackNotifier, Hub
+from gateway.outbox import Outbox, open_outbox
+from gateway.panic import PanicLifecycle, PanicPolicy
+from gateway.rules import DeviceWatch, ResidentRules, RuleEngine
+from gateway.thresholds import resolve_thresholds
+from gateway.uplink import Uplink, UplinkSettings
+from protocols.keys import load_hub_identity, load_pendant_key, load_platform_public_keys
+from protocols.record import Record
+from sim.platform.wire import HubWire
+
+__all__ = ["Gateway", "open_gateway"]
+
+_log = logging.getLogger(__name__)
+
+# How long each kind may stay silent before the hub warns (a daily meter gets a day and a half; the pendant sends a
+# heartbeat every few hours).
+_SILENT_AFTER = {
+    DeviceKind.PENDANT: timedelta(hours=12),
+    DeviceKind.HEART_RATE: timedelta(days=2),
+}
+
+
+@dataclass(slots=True)
+class Gateway:
+    """A running hub, for tests, the demo and benchmarks."""
+
+    config: GatewayConfig
+    hub: Hub
+    outbox: Outbox
+    uplink: Uplink
+    ble: BleManager | None
+    feedback: Feedback
+
+
+def _rule_engine(config: GatewayConfig, now: datetime) -> RuleEngine:
+    residents = {}
+    for resident in config.residents:
+        watches = tuple(
+            DeviceWatch(d.address, _SILENT_AFTER.get(d.kind, timedelta(hours=36)))
+            for d in config.devices
+            if d.resident == resident.id
+        )
+        residents[resident.id] = ResidentRules(
+            thresholds=resolve_thresholds(resident.profiles, dict(resident.thresholds)), devices=watches
+        )
+    return RuleEngine(residents, started_at=now)
+
+
+@contextlib.asynccontextmanager
+async def open_gateway(
+    config: GatewayConfig,
+    *,
+    feedback: Feedback | None = None,
+    scanner_backend: type[BaseBleakScanner] | None = None,
+    client_backend: type[BaseBleakClient] | None = None,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    tick_interval: float = 1.0,
+    ble: bool = True,
+) -> AsyncIterator[Gateway]:
+    """Build and run the hub daemon; leaving the block shuts everything down in order."""
+    identity = load_hub_identity(config.hub_key_file)
+    platform = load_platform_public_keys(config.platform_key_file)
+    pendant_keys = {}
+    for device in config.devices:
+        if device.kind is DeviceKind.PENDANT and device.pendant_key_file is not None:
+            _, key = load_pendant_key(device.pendant_key_file)
+            pendant_keys[device.address] = key
+    policy = PanicPolicy(
+        ack_timeout=timedelta(seconds=config.panic_ack_timeout_s),
+        cancel_window=timedelta(seconds=config.panic_cancel_window_s),
+    )
+    panic = PanicLifecycle(policy=policy, language={r.id: r.language for r in config.residents})
+    broker = config.broker
+    settings = UplinkSettings(
+        hub_id=config.hub_id,
+        host=broker.host,
+        port=broker.port,
+        username=broker.username,
+        password=broker.password,
+        tls=broker.tls,
+        ca_file=broker.ca_file,
+        client_cert=broker.client_cert,
+        client_key=broker.client_key,
+        keepalive=broker.keepalive_s,
+    )
+    wire = HubWire(config.hub_id, identity.signing_key, platform.box_key, platform.verify_key)
+    async with contextlib.AsyncExitStack() as stack:
+        outbox = await stack.enter_async_context(open_outbox(config.storage_path, max_bytes=config.storage_max_bytes))
+        shown = await stack.enter_async_context(feedback or LogFeedback())
+        hub = Hub(
+            config,
+            identity=identity,
+            platform=platform,
+            outbox=outbox,
+            feedback=shown,
+            rules=_rule_engine(config, now()),
+            alarms=AlarmBook(),
+            panic=panic,
+            pendant_keys=pendant_keys,
+            fallback=FallbackNotifier(config.fallback_command, config.fallback_webhook),
+            now=now,
+        )
+        await hub.restore_pendants()
+        await hub.report_evictions()
+        uplink = await stack.enter_async_context(Uplink(settings, outbox, wire))
+        tasks = await stack.enter_async_context(asyncio.TaskGroup())
+        stack.callback(_cancel_all, tasks)
+        tasks.create_task(_down_messages(uplink, hub), name="gateway.down")
+        tasks.create_task(_alarm_deliveries(uplink, hub), name="gateway.alarm-acks")
+        tasks.create_task(_ticker(hub, tick_interval), name="gateway.tick")
+        manager = None
+        if ble:
+            manager = await stack.enter_async_context(
+                BleManager(
+                    config, hub, scanner_backend=scanner_backend, client_backend=client_backend, now=now
+                )
+            )
+            hub.set_pendant_writer(manager.write_pendant_state)
+        yield Gateway(config, hub, outbox, uplink, manager, shown)
+
+
+def _cancel_all(tasks: asyncio.TaskGroup) -> None:
+    for task in list(tasks._tasks):  # TaskGroup has no public cancel-all
+        task.cancel()
+
+
+async def _down_messages(uplink: Uplink, hub: Hub) -> None:
+    while True:
+        await hub.on_down(await uplink.down.get())
+
+
+async def _alarm_deliveries(uplink: Uplink, hub: Hub) -> None:
+    """Each alarm record, once the platform has acked it, tells the panic lifecycle its call was delivered."""
+    async with asyncio.TaskGroup() as waiters:
+        while True:
+            record: Record = await hub.alarm_records.get()
+            waiters.create_task(_await_ack(uplink, hub, record), name=f"gateway.ack.{record.record_id.hex()[:8]}")
+
+
+async def _await_ack(uplink: Uplink, hub: Hub, record: Record) -> None:
+    rid = record.record_id.hex()
+    await uplink.wait_acked(rid)
+    await hub.on_delivered([rid])
+
+
+async def _ticker(hub: Hub, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        await hub.tick()

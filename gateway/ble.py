@@ -1,0 +1,432 @@
+"""Meters and the pendant over Bluetooth LE, through bleak's public API only.
+
+The manager scans passively and connects when a *provisioned* device advertises (meters advertise for a short time
+after a measurement and sleep otherwise, so there is nothing to poll). Strangers are ignored and counted
+(invariant 6). Each connection is one session task:
+
+1. bond when the device kind requires it (blood pressure and glucose meters);
+2. read the Current Time; when the device clock is off by more than the configured tolerance, remember the offset,
+   write the hub's time and report the correction; readings timestamped with the wrong clock are corrected with
+   that offset and flagged;
+3. read the battery level;
+4. subscribe to the kind's measurement characteristics; for a glucose meter, ask the Record Access Control Point
+   for every record with a sequence number at or above the device's cursor, and advance the cursor in the same
+   transaction that makes the records durable (invariant 1);
+5. hand every notification to the :class:`ReadingSink`, which returns only once the reading is fsynced.
+
+Concurrency: bleak delivers notifications through callbacks on the event loop; each session bridges them into its
+own bounded queue and consumes that queue in order, so a slow disk slows the meter instead of losing readings. A
+session ends when the device disconnects; failures are classified once (:func:`classify_error`) and the device is
+retried after a per-device backoff (`gateway.backoff`), never in a tight loop. At most `max_connections` sessions
+run at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import random
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Protocol, Self
+
+from bleak import BleakClient, BleakScanner
+from bleak.backends.characteristic import BleakGATTCharacteristic
+from bleak.backends.client import BaseBleakClient
+from bleak.backends.device import BLEDevice
+from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
+from bleak.exc import BleakDeviceNotFoundError, BleakError
+
+from gateway.backoff import backoff_delay
+from gateway.config import DeviceConfig, DeviceKind, GatewayConfig
+from protocols import gatt
+from protocols.errors import DecodeError
+from protocols.pendant import CONFIRM_CHAR_UUID, EVENT_CHAR_UUID, FEEDBACK_CHAR_UUID, SERVICE_UUID
+
+__all__ = [
+    "BleManager",
+    "ErrorClass",
+    "Reading",
+    "ReadingSink",
+    "classify_error",
+    "uuid16",
+]
+
+_log = logging.getLogger(__name__)
+
+
+def uuid16(short: int) -> str:
+    """bleak's normalised 128-bit form of a 16-bit SIG UUID."""
+    return f"0000{short:04x}-0000-1000-8000-00805f9b34fb"
+
+
+# What each kind of device is subscribed to, and which service it advertises (GATT assigned numbers).
+_MEASUREMENTS: dict[DeviceKind, tuple[int, ...]] = {
+    DeviceKind.BLOOD_PRESSURE: (0x2A35,),
+    DeviceKind.GLUCOSE: (0x2A18, 0x2A34),
+    DeviceKind.OXIMETER: (0x2A5E, 0x2A5F),
+    DeviceKind.THERMOMETER: (0x2A1C,),
+    DeviceKind.SCALE: (0x2A9D,),
+    DeviceKind.HEART_RATE: (0x2A37,),
+    DeviceKind.PENDANT: (),
+}
+_SERVICES: dict[DeviceKind, str] = {
+    DeviceKind.BLOOD_PRESSURE: uuid16(0x1810),
+    DeviceKind.GLUCOSE: uuid16(0x1808),
+    DeviceKind.OXIMETER: uuid16(0x1822),
+    DeviceKind.THERMOMETER: uuid16(0x1809),
+    DeviceKind.SCALE: uuid16(0x181D),
+    DeviceKind.HEART_RATE: uuid16(0x180D),
+    DeviceKind.PENDANT: str(SERVICE_UUID),
+}
+_NEEDS_BOND = frozenset({DeviceKind.BLOOD_PRESSURE, DeviceKind.GLUCOSE, DeviceKind.PENDANT})
+_BATTERY_LEVEL = 0x2A19
+_CURRENT_TIME = 0x2A2B
+_RACP = 0x2A52
+
+
+class ErrorClass(enum.StrEnum):
+    """How a failed session is treated."""
+
+    GONE = "gone"  # the device stopped advertising or dropped the link: wait for its next advertisement
+    TRANSIENT = "transient"  # timeouts, busy controller: retry after a backoff
+    AUTH = "auth"  # bonding refused or insufficient authentication: report, retry slowly
+    PROTOCOL = "protocol"  # the device broke the GATT contract (missing service, ATT error, RACP failure)
+
+
+def classify_error(exc: BaseException) -> ErrorClass:
+    """Classify a session failure once, here, at the BLE boundary."""
+    if isinstance(exc, BleakDeviceNotFoundError):
+        return ErrorClass.GONE
+    if isinstance(exc, TimeoutError):
+        return ErrorClass.TRANSIENT
+    if isinstance(exc, _ProtocolViolationError):
+        return ErrorClass.PROTOCOL
+    text = str(exc).lower()
+    if any(word in text for word in ("pair", "auth", "encrypt", "bond")):
+        return ErrorClass.AUTH
+    if "disconnect" in text or "not connected" in text:
+        return ErrorClass.GONE
+    return ErrorClass.TRANSIENT
+
+
+class _ProtocolViolationError(BleakError):
+    """The device answered in a way the profile does not allow."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One measurement notification as it came off the air, with the session's clock knowledge."""
+
+    device: DeviceConfig
+    uuid: int
+    data: bytes
+    received_at: datetime
+    clock_offset: timedelta | None = None  # device clock minus hub clock, when it was found wrong this session
+
+
+class ReadingSink(Protocol):
+    """Where sessions deliver what they learn. Every coroutine returns only once its data is durable."""
+
+    async def store_readings(self, readings: Sequence[Reading], cursor: tuple[str, int] | None = None) -> None:
+        """Decode, record, seal and fsync `readings`; set the durable `cursor` (key, value) in the same commit."""
+
+    async def get_cursor(self, key: str) -> int | None:
+        """A durable cursor (e.g. the next RACP sequence number of a glucose meter)."""
+
+    async def device_status(self, device: DeviceConfig, fields: dict[str, object]) -> None:
+        """Battery level, link state, clock corrections, misbehaviour reports."""
+
+    async def pendant_frame(self, device: DeviceConfig, data: bytes) -> bytes | None:
+        """An event frame from a pendant; returns the confirm frame to write back, or None to stay silent."""
+
+
+@dataclass(slots=True)
+class BleStats:
+    """Counters for `carehub doctor` and the demo summary."""
+
+    unknown_devices: set[str] = field(default_factory=set)
+    unknown_adverts: int = 0
+    sessions: int = 0
+    readings: int = 0
+    malformed: int = 0
+    failures: Counter[ErrorClass] = field(default_factory=Counter)
+    last_seen: dict[str, datetime] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _DeviceState:
+    attempts: int = 0
+    not_before: float = 0.0
+    pendant_client: BleakClient | None = None
+
+
+class BleManager:
+    """Connect-on-advertise sessions for every provisioned device. An async context manager owning its tasks."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        sink: ReadingSink,
+        *,
+        scanner_backend: type[BaseBleakScanner] | None = None,
+        client_backend: type[BaseBleakClient] | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        monotonic: Callable[[], float] | None = None,
+        rng: random.Random | None = None,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self._config = config
+        self._sink = sink
+        self._scanner_backend = scanner_backend
+        self._client_backend = client_backend
+        self._now = now
+        self._monotonic = monotonic or asyncio.get_running_loop().time
+        self._rng = rng or random.Random()  # noqa: S311  backoff jitter, not cryptography
+        self._timeout = connect_timeout
+        self._slots = asyncio.Semaphore(config.ble_max_connections)
+        self._states: dict[str, _DeviceState] = {d.address: _DeviceState() for d in config.devices}
+        self._active: set[str] = set()
+        self._tasks: asyncio.TaskGroup | None = None
+        self._stack = contextlib.AsyncExitStack()
+        self.stats = BleStats()
+        self.scanning = asyncio.Event()
+
+    async def __aenter__(self) -> Self:
+        async with contextlib.AsyncExitStack() as stack:
+            self._tasks = await stack.enter_async_context(asyncio.TaskGroup())
+            self._tasks.create_task(self._scan(), name="ble.scan")
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._tasks is not None:
+            for task in list(self._tasks._tasks):  # TaskGroup has no public cancel-all
+                task.cancel()
+        await self._stack.__aexit__(None, None, None)
+
+    async def write_pendant_state(self, address: str, frame: bytes) -> bool:
+        """Write a feedback frame to a connected pendant; False when it is not connected right now."""
+        state = self._states.get(address.upper())
+        client = state.pendant_client if state else None
+        if client is None or not client.is_connected:
+            return False
+        try:
+            await client.write_gatt_char(str(FEEDBACK_CHAR_UUID), frame, response=True)
+        except (BleakError, TimeoutError) as exc:
+            self.stats.failures[classify_error(exc)] += 1
+            return False
+        return True
+
+    # -- scanning ---------------------------------------------------------------------------------------------
+
+    async def _scan(self) -> None:
+        services = sorted({_SERVICES[d.kind] for d in self._config.devices})
+        async with BleakScanner(
+            service_uuids=services or None, scanning_mode="passive", backend=self._scanner_backend
+        ) as scanner:
+            self.scanning.set()
+            async for device, adv in scanner.advertisement_data():
+                self._on_advertisement(device, adv)
+
+    def _on_advertisement(self, device: BLEDevice, adv: AdvertisementData) -> None:
+        address = device.address.upper()
+        cfg = self._config.device(address)
+        if cfg is None:
+            self.stats.unknown_adverts += 1
+            self.stats.unknown_devices.add(address)
+            return
+        self.stats.last_seen[address] = self._now()
+        state = self._states[address]
+        if address in self._active or self._monotonic() < state.not_before or self._tasks is None:
+            return
+        self._active.add(address)
+        self._tasks.create_task(self._session(cfg, device), name=f"ble.session.{address}")
+        _log.debug("advertisement from %s (rssi %s): connecting", address, adv.rssi)
+
+    # -- sessions ---------------------------------------------------------------------------------------------
+
+    async def _session(self, cfg: DeviceConfig, device: BLEDevice) -> None:
+        state = self._states[cfg.address]
+        try:
+            async with self._slots:
+                self.stats.sessions += 1
+                await self._run_session(cfg, device, state)
+            state.attempts = 0
+        except (BleakError, TimeoutError, OSError) as exc:
+            kind = classify_error(exc)
+            self.stats.failures[kind] += 1
+            state.attempts += 1
+            delay = backoff_delay(state.attempts - 1, base=1.0, cap=300.0, jitter_fraction=0.2, rng=self._rng)
+            state.not_before = self._monotonic() + delay
+            _log.warning("session with %s failed (%s: %s); retry in %.1f s", cfg.address, kind, exc, delay)
+            await self._sink.device_status(cfg, {"link": "failed", "error_class": kind.value, "error": str(exc)})
+        finally:
+            state.pendant_client = None
+            self._active.discard(cfg.address)
+
+    async def _run_session(self, cfg: DeviceConfig, device: BLEDevice, state: _DeviceState) -> None:
+        disconnected = asyncio.Event()
+        client = BleakClient(
+            device,
+            disconnected_callback=lambda _c: disconnected.set(),
+            timeout=self._timeout,
+            backend=self._client_backend,
+        )
+        async with client:
+            if cfg.kind in _NEEDS_BOND:
+                await client.pair()
+            await self._sink.device_status(cfg, {"link": "connected"})
+            offset = await self._sync_clock(client, cfg)
+            await self._read_battery(client, cfg)
+            queue: asyncio.Queue[tuple[int, bytes, datetime]] = asyncio.Queue(maxsize=256)
+
+            def bridge(uuid: int) -> Callable[[BleakGATTCharacteristic, bytearray], None]:
+                def on_value(_char: BleakGATTCharacteristic, data: bytearray) -> None:
+                    try:
+                        queue.put_nowait((uuid, bytes(data), self._now()))
+                    except asyncio.QueueFull:
+                        self.stats.malformed += 1
+                        _log.error("notification queue of %s full; dropping a notification", cfg.address)
+
+                return on_value
+
+            if cfg.kind is DeviceKind.PENDANT:
+                state.pendant_client = client
+                await client.start_notify(str(EVENT_CHAR_UUID), bridge(0))
+                await self._consume(cfg, client, queue, disconnected, offset)
+                return
+            chars = {c.uuid for s in client.services for c in s.characteristics}
+            for uuid in _MEASUREMENTS[cfg.kind]:
+                if uuid16(uuid) in chars:
+                    await client.start_notify(uuid16(uuid), bridge(uuid))
+            if cfg.kind is DeviceKind.GLUCOSE and uuid16(_RACP) in chars:
+                await self._transfer_records(cfg, client, queue, offset)
+            await self._consume(cfg, client, queue, disconnected, offset)
+
+    async def _consume(
+        self,
+        cfg: DeviceConfig,
+        client: BleakClient,
+        queue: asyncio.Queue[tuple[int, bytes, datetime]],
+        disconnected: asyncio.Event,
+        offset: timedelta | None,
+    ) -> None:
+        """Hand notifications to the sink, in order, until the device goes away."""
+        gone = asyncio.ensure_future(disconnected.wait())
+        try:
+            while True:
+                getter = asyncio.ensure_future(queue.get())
+                done, _ = await asyncio.wait({getter, gone}, return_when=asyncio.FIRST_COMPLETED)
+                if getter not in done:
+                    getter.cancel()
+                    break
+                await self._deliver(cfg, client, getter.result(), offset)
+            # Whatever arrived just before the link dropped is still ours to keep.
+            while not queue.empty():
+                await self._deliver(cfg, client, queue.get_nowait(), offset)
+        finally:
+            gone.cancel()
+        await self._sink.device_status(cfg, {"link": "disconnected"})
+
+    async def _deliver(
+        self, cfg: DeviceConfig, client: BleakClient, item: tuple[int, bytes, datetime], offset: timedelta | None
+    ) -> None:
+        uuid, data, at = item
+        if cfg.kind is DeviceKind.PENDANT:
+            confirm = await self._sink.pendant_frame(cfg, data)
+            if confirm is not None and client.is_connected:
+                with contextlib.suppress(BleakError, TimeoutError):
+                    await client.write_gatt_char(str(CONFIRM_CHAR_UUID), confirm, response=True)
+            return
+        try:
+            gatt.decode(uuid, data)
+        except DecodeError as exc:
+            self.stats.malformed += 1
+            _log.warning("malformed %04X from %s: %s", uuid, cfg.address, exc)
+            await self._sink.device_status(cfg, {"misbehaviour": str(exc), "raw": data.hex()})
+            return
+        self.stats.readings += 1
+        await self._sink.store_readings([Reading(cfg, uuid, data, at, offset)])
+
+    async def _read_battery(self, client: BleakClient, cfg: DeviceConfig) -> None:
+        try:
+            raw = await client.read_gatt_char(uuid16(_BATTERY_LEVEL))
+            level = gatt.decode(_BATTERY_LEVEL, bytes(raw)).as_dict()["battery_level"]
+        except (BleakError, DecodeError) as exc:
+            _log.info("no battery level from %s: %s", cfg.address, exc)
+            return
+        await self._sink.device_status(cfg, {"battery_level": level})
+
+    async def _sync_clock(self, client: BleakClient, cfg: DeviceConfig) -> timedelta | None:
+        """Compare the device clock with the hub's; fix it when off by more than the tolerance."""
+        chars = {c.uuid for s in client.services for c in s.characteristics}
+        if uuid16(_CURRENT_TIME) not in chars:
+            return None
+        try:
+            current = gatt.decode(_CURRENT_TIME, bytes(await client.read_gatt_char(uuid16(_CURRENT_TIME))))
+        except (BleakError, DecodeError) as exc:
+            _log.info("cannot read the clock of %s: %s", cfg.address, exc)
+            return None
+        hub_now = self._now()
+        device_now = getattr(current, "datetime", None)
+        device_dt = device_now() if callable(device_now) else device_now
+        offset = None if not isinstance(device_dt, datetime) else device_dt - hub_now.replace(tzinfo=None)
+        if offset is not None and abs(offset.total_seconds()) <= self._config.clock_tolerance_s:
+            return None
+        payload = bytes(gatt.CurrentTime.from_datetime(hub_now.replace(tzinfo=None), adjust_reason=0x01))
+        await client.write_gatt_char(uuid16(_CURRENT_TIME), payload, response=True)
+        await self._sink.device_status(
+            cfg,
+            {
+                "clock_correction": {
+                    "device_time": current.as_dict().get("timestamp"),
+                    "hub_time": hub_now.isoformat(),
+                    "offset_s": None if offset is None else offset.total_seconds(),
+                }
+            },
+        )
+        return offset
+
+    async def _transfer_records(
+        self,
+        cfg: DeviceConfig,
+        client: BleakClient,
+        queue: asyncio.Queue[tuple[int, bytes, datetime]],
+        offset: timedelta | None,
+    ) -> None:
+        """RACP: report stored records with sequence number >= cursor; store them and the new cursor together."""
+        key = f"racp:{cfg.address}"
+        start = await self._sink.get_cursor(key) or 0
+        responses: asyncio.Queue[bytes] = asyncio.Queue()
+        await client.start_notify(uuid16(_RACP), lambda _c, data: responses.put_nowait(bytes(data)))
+        request = gatt.RacpRequest.report_greater_or_equal(start)
+        await client.write_gatt_char(uuid16(_RACP), bytes(request), response=True)
+        async with asyncio.timeout(60):
+            reply = gatt.decode(_RACP, await responses.get())
+        code = reply.as_dict().get("response_code")
+        if code not in (gatt.RacpResponseCode.SUCCESS, gatt.RacpResponseCode.NO_RECORDS_FOUND):
+            raise _ProtocolViolationError(f"RACP report failed with response code {code}")
+        batch: list[Reading] = []
+        highest = start - 1
+        while not queue.empty():
+            uuid, data, at = queue.get_nowait()
+            try:
+                measurement = gatt.decode(uuid, data)
+            except DecodeError as exc:
+                self.stats.malformed += 1
+                await self._sink.device_status(cfg, {"misbehaviour": str(exc), "raw": data.hex()})
+                continue
+            seq = measurement.as_dict().get("sequence_number")
+            if isinstance(seq, int):
+                highest = max(highest, seq)
+            batch.append(Reading(cfg, uuid, data, at, offset))
+        self.stats.readings += len(batch)
+        await self._sink.store_readings(batch, cursor=(key, highest + 1) if highest >= start else None)
