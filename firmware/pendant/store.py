@@ -1,0 +1,211 @@
+# Flash store: the provisioned identity (pendant id, 32-byte key) and the event counter.
+#
+# Files under `root` (littlefs on the board):
+#
+#   pendant.key   magic b"PK" | version u8 | id length u8 | id | key (32) | counter floor u32 | check (4)
+#   ctr0, ctr1    magic b"PC" | counter limit u32 | flags u8 | check (4)          (two alternating slots)
+#
+# `check` is the first 4 bytes of SHA-256 over everything before it. A slot's limit L means "counters below L may
+# have been sent". Counters are reserved in blocks of _BLOCK *before* use (write-ahead): when the next counter reaches
+# the limit, the new limit next + _BLOCK is written to the *other* slot first, then the counter is handed out. So:
+#
+# - a crash (or battery pulled) at any point never lets a counter be sent twice: on boot the counter restarts at the
+#   highest surviving limit, past everything reserved (at most _BLOCK values are skipped);
+# - a crash while writing a slot tears only that slot; the other still holds the previous limit, and nothing from the
+#   block being reserved was used yet;
+# - one slot corrupt or missing (bit rot could have hit the newer one): restart _MARGIN past the surviving one;
+# - both slots lost: restart _LOST_JUMP past the floor in the key file, and write that floor back into the key file
+#   first, so a second total loss jumps again from there;
+# - key file missing or corrupt: not provisioned. Events are refused (the hub would reject them anyway) and the
+#   pendant shows the "not provisioned" pattern. The key file is replaced by write-new-then-rename, and a surviving
+#   pendant.key.new is used when pendant.key is gone (a crash between the two steps on a FAT file system).
+
+import hashlib
+import os
+import struct
+
+from frames import check_id
+from micropython import const
+
+_BLOCK = const(16)  # counters reserved per flash write
+_MARGIN = const(2 * _BLOCK)  # jump past the surviving slot when the other is corrupt
+_LOST_JUMP = const(1 << 20)  # jump past the key file's floor when both slots are lost
+_COUNTER_MAX = const(0xFFFFFFFF)
+_KEY_LEN = const(32)
+_CHECK_LEN = const(4)
+
+FLAG_BATTERY_LOW_SENT = const(0x01)
+
+_KEY_FILE = "pendant.key"
+_SLOT_FILES = ("ctr0", "ctr1")
+_KEY_MAGIC = b"PK\x01"
+_SLOT_MAGIC = b"PC"
+# magic "PC" | limit u32 | flags u8   (7 bytes, then check)
+_SLOT = "<2sIB"
+_SLOT_LEN = const(7)
+
+
+class CounterExhausted(Exception):
+    """The 32-bit event counter is used up; the pendant must be re-provisioned."""
+
+
+def _check(body: bytes) -> bytes:
+    return hashlib.sha256(body).digest()[:_CHECK_LEN]
+
+
+def _read(path: str):  # -> bytes | None
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _write(path: str, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def _sealed(body: bytes) -> bytes:
+    return body + _check(body)
+
+
+def _unseal(data):  # (bytes | None) -> bytes | None
+    if data is None or len(data) <= _CHECK_LEN:
+        return None
+    body = data[:-_CHECK_LEN]
+    return body if _check(body) == data[-_CHECK_LEN:] else None
+
+
+def _key_record(pendant_id: bytes, key: bytes, floor: int) -> bytes:
+    return _sealed(_KEY_MAGIC + bytes((len(pendant_id),)) + pendant_id + key + struct.pack("<I", floor))
+
+
+def _parse_key(data):  # -> tuple[bytes, bytes, int] | None
+    body = _unseal(data)
+    if body is None or body[:3] != _KEY_MAGIC or len(body) < 4:
+        return None
+    n = body[3]
+    if len(body) != 4 + n + _KEY_LEN + 4 or n == 0:
+        return None
+    return (bytes(body[4 : 4 + n]), bytes(body[4 + n : 4 + n + _KEY_LEN]), struct.unpack("<I", body[-4:])[0])
+
+
+def _parse_slot(data):  # -> tuple[int, int] | None
+    body = _unseal(data)
+    if body is None or len(body) != _SLOT_LEN:
+        return None
+    magic, limit, flags = struct.unpack(_SLOT, body)
+    return (limit, flags) if magic == _SLOT_MAGIC else None
+
+
+def _replace(root: str, name: str, data: bytes) -> None:
+    path = root + "/" + name
+    _write(path + ".new", data)
+    try:
+        os.rename(path + ".new", path)
+    except OSError:  # FAT will not rename over an existing file
+        os.remove(path)
+        os.rename(path + ".new", path)
+
+
+def provision(root: str, pendant_id: bytes, key: bytes, first_counter: int = 1) -> None:
+    """Write the identity and start the counter at `first_counter` (or past any counter already reserved here).
+
+    Run on the pendant at pairing, e.g. through `mpremote exec` (firmware/README.md).
+    """
+    if len(key) != _KEY_LEN:
+        raise ValueError("a pendant key has 32 bytes")
+    if not check_id(pendant_id):
+        raise ValueError("a pendant id is 1..32 of A-Z a-z 0-9 . _ : -")
+    start = max(first_counter, 1)
+    for name in _SLOT_FILES:
+        slot = _parse_slot(_read(root + "/" + name))
+        if slot is not None:
+            start = max(start, slot[0])
+    _replace(root, _KEY_FILE, _key_record(pendant_id, key, start))
+    for name in _SLOT_FILES:
+        _write(root + "/" + name, _sealed(struct.pack(_SLOT, _SLOT_MAGIC, start, 0)))
+
+
+class Store:
+    """The pendant's persistent state. Construct once per boot; recovery happens in the constructor.
+
+    Attributes:
+        pendant_id: the id (ASCII bytes), or None when not provisioned.
+        key: the 32-byte key, or None when not provisioned.
+        recovered: True when the counter store was found damaged and the counter jumped ahead.
+    """
+
+    def __init__(self, root: str) -> None:
+        self._root = root
+        self.pendant_id = None
+        self.key = None
+        self.recovered = False
+        self._next = 0
+        self._limit = 0
+        self._flags = 0
+        self._slot = 0  # the slot holding the current limit; the next reservation goes to the other one
+        ident = _parse_key(_read(root + "/" + _KEY_FILE))
+        if ident is None:
+            ident = _parse_key(_read(root + "/" + _KEY_FILE + ".new"))
+        if ident is None:
+            return
+        self.pendant_id, self.key, floor = ident
+        slots = [_parse_slot(_read(root + "/" + name)) for name in _SLOT_FILES]
+        good = [i for i in (0, 1) if slots[i] is not None]
+        if len(good) == 2:
+            self._slot = 0 if slots[0][0] >= slots[1][0] else 1  # type: ignore[index]
+            self._limit, self._flags = slots[self._slot]  # type: ignore[misc]
+        elif len(good) == 1:
+            self._slot = good[0]
+            limit, self._flags = slots[self._slot]  # type: ignore[misc]
+            self._limit = min(limit + _MARGIN, _COUNTER_MAX)
+            self.recovered = True
+        else:
+            self._limit = min(floor + _LOST_JUMP, _COUNTER_MAX)
+            self.recovered = True
+            _replace(root, _KEY_FILE, _key_record(self.pendant_id, self.key, self._limit))
+        self._limit = max(self._limit, floor, 1)
+        self._next = self._limit
+        if self.recovered:
+            self._persist(self._limit)
+
+    @property
+    def provisioned(self) -> bool:
+        return self.key is not None
+
+    @property
+    def last_issued(self) -> int:
+        """An upper bound of every counter this pendant may have sent (0 if none)."""
+        return self._next - 1
+
+    @property
+    def flags(self) -> int:
+        return self._flags
+
+    def set_flags(self, flags: int) -> None:
+        """Persist the flag byte (e.g. FLAG_BATTERY_LOW_SENT) with the current limit."""
+        if flags != self._flags:
+            self._flags = flags
+            self._persist(self._limit)
+
+    def next_counter(self) -> int:
+        """A counter never handed out before, on this pendant, across reboots. Persisted before it is returned.
+
+        Raises:
+            CounterExhausted: no 32-bit counter is left.
+        """
+        if self._next >= self._limit:
+            if self._next + _BLOCK > _COUNTER_MAX:
+                raise CounterExhausted()
+            self._persist(self._next + _BLOCK)
+        counter = self._next
+        self._next += 1
+        return counter
+
+    def _persist(self, limit: int) -> None:
+        other = 1 - self._slot
+        _write(self._root + "/" + _SLOT_FILES[other], _sealed(struct.pack(_SLOT, _SLOT_MAGIC, limit, self._flags)))
+        self._slot = other
+        self._limit = limit
