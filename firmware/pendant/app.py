@@ -85,6 +85,10 @@ class Pendant:
         self._button = None
         self.link = None
 
+    def wake(self) -> None:
+        """The link went up or down (called from the BLE IRQ: only sets a flag)."""
+        self._progress.set()
+
     # -- inputs -------------------------------------------------------------------------------------------------
 
     def measure_battery(self) -> None:
@@ -251,7 +255,7 @@ def main() -> None:
         asyncio.run(_not_provisioned(player))
         board.deepsleep(0)  # until the button is pressed; then this shows again
         return
-    link = Link(board.ble_on(), board.uuid, Secrets(hal.ROOT + "/bonds"), frames.device_info(pid))
     pendant = Pendant(board, store, player)
+    link = Link(board.ble_on(), board.uuid, Secrets(hal.ROOT + "/bonds"), frames.device_info(pid), pendant.wake)
     asyncio.run(pendant.run(link, board.woke_by_button(), board.woke_by_timer()))
     board.deepsleep(HEARTBEAT_MS)

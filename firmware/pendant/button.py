@@ -110,6 +110,8 @@ class Button:
         return NONE
 
     def _timers(self, now: int) -> int:
+        if self._raw != self._stable:
+            return NONE  # an edge is settling: its debounce deadline comes first and decides (held long or not)
         if self._state == _DOWN and time.ticks_diff(now, self._at) >= self._long:
             self._state = _IGNORE
             return LONG
@@ -121,6 +123,10 @@ class Button:
 
 async def watch(button: Button, flag, read_pressed, ticks_ms, emit) -> None:
     """Drive `button` forever: `flag` is the pin IRQ's ThreadSafeFlag, `read_pressed()` the level, `emit(gesture)`."""
+    # Sample once at the start: the press that woke the chip may have ended before the IRQ was armed.
+    gesture = button.update(read_pressed(), ticks_ms())
+    if gesture:
+        emit(gesture)
     while True:
         deadline = button.deadline()
         if deadline is None:

@@ -6,15 +6,15 @@
 #   ctr0, ctr1    magic b"PC" | counter limit u32 | flags u8 | check (4)          (two alternating slots)
 #
 # `check` is the first 4 bytes of SHA-256 over everything before it. A slot's limit L means "counters below L may
-# have been sent". Counters are reserved in blocks of _BLOCK *before* use (write-ahead): when the next counter reaches
-# the limit, the new limit next + _BLOCK is written to the *other* slot first, then the counter is handed out. So:
+# have been sent". Counters are reserved in blocks of BLOCK *before* use (write-ahead): when the next counter reaches
+# the limit, the new limit next + BLOCK is written to the *other* slot first, then the counter is handed out. So:
 #
 # - a crash (or battery pulled) at any point never lets a counter be sent twice: on boot the counter restarts at the
-#   highest surviving limit, past everything reserved (at most _BLOCK values are skipped);
+#   highest surviving limit, past everything reserved (at most BLOCK values are skipped);
 # - a crash while writing a slot tears only that slot; the other still holds the previous limit, and nothing from the
 #   block being reserved was used yet;
-# - one slot corrupt or missing (bit rot could have hit the newer one): restart _MARGIN past the surviving one;
-# - both slots lost: restart _LOST_JUMP past the floor in the key file, and write that floor back into the key file
+# - one slot corrupt or missing (bit rot could have hit the newer one): restart MARGIN past the surviving one;
+# - both slots lost: restart LOST_JUMP past the floor in the key file, and write that floor back into the key file
 #   first, so a second total loss jumps again from there;
 # - key file missing or corrupt: not provisioned. Events are refused (the hub would reject them anyway) and the
 #   pendant shows the "not provisioned" pattern. The key file is replaced by write-new-then-rename, and a surviving
@@ -27,9 +27,9 @@ import struct
 from frames import check_id
 from micropython import const
 
-_BLOCK = const(16)  # counters reserved per flash write
-_MARGIN = const(2 * _BLOCK)  # jump past the surviving slot when the other is corrupt
-_LOST_JUMP = const(1 << 20)  # jump past the key file's floor when both slots are lost
+BLOCK = const(16)  # counters reserved per flash write
+MARGIN = const(2 * BLOCK)  # jump past the surviving slot when the other is corrupt
+LOST_JUMP = const(1 << 20)  # jump past the key file's floor when both slots are lost
 _COUNTER_MAX = const(0xFFFFFFFF)
 _KEY_LEN = const(32)
 _CHECK_LEN = const(4)
@@ -160,10 +160,10 @@ class Store:
         elif len(good) == 1:
             self._slot = good[0]
             limit, self._flags = slots[self._slot]  # type: ignore[misc]
-            self._limit = min(limit + _MARGIN, _COUNTER_MAX)
+            self._limit = min(limit + MARGIN, _COUNTER_MAX)
             self.recovered = True
         else:
-            self._limit = min(floor + _LOST_JUMP, _COUNTER_MAX)
+            self._limit = min(floor + LOST_JUMP, _COUNTER_MAX)
             self.recovered = True
             _replace(root, _KEY_FILE, _key_record(self.pendant_id, self.key, self._limit))
         self._limit = max(self._limit, floor, 1)
@@ -197,9 +197,9 @@ class Store:
             CounterExhausted: no 32-bit counter is left.
         """
         if self._next >= self._limit:
-            if self._next + _BLOCK > _COUNTER_MAX:
+            if self._next + BLOCK > _COUNTER_MAX:
                 raise CounterExhausted()
-            self._persist(self._next + _BLOCK)
+            self._persist(self._next + BLOCK)
         counter = self._next
         self._next += 1
         return counter

@@ -1,0 +1,83 @@
+# The GATT server on the fake radio: service table, advertising, one connection, writes and bond secrets.
+import ble_link
+import frames
+from support import PID, Rig, check, equal, tmpdir
+
+
+def test_service_and_bonding_config():
+    r = Rig()
+    cfg = r.fake.settings
+    equal((cfg["bond"], cfg["le_secure"]), (True, True), "bonding with LE secure connections")
+    check(cfg["mtu"] >= 30, "MTU too small for the frames")
+    equal(r.fake.central_read(ble_link.INFO_UUID), frames.device_info(PID), "device info")
+    flags = r.fake.flags
+    equal(flags[r.fake.by_uuid[ble_link.EVENT_UUID]], 0x0002 | 0x0020, "event read+indicate")
+    equal(flags[r.fake.by_uuid[ble_link.CONFIRM_UUID]], 0x0008, "confirm write")
+    equal(flags[r.fake.by_uuid[ble_link.FEEDBACK_UUID]], 0x0008, "feedback write")
+
+
+def test_advert_carries_service_uuid():
+    adv = ble_link.advert(ble_link.SERVICE_UUID)
+    check(len(adv) <= 31, "advert too long")
+    equal(adv[3:5], b"\x11\x07", "complete 128-bit list")
+    equal(bytes(reversed(adv[5:])).hex(), ble_link.SERVICE_UUID.replace("-", ""), "uuid little-endian")
+
+
+def test_fast_and_slow_advertising():
+    r = Rig()
+    r.link.advertise(True)
+    r.link.advertise(False)
+    equal([i for i, _ in r.fake.adverts], [30_000, 1_000_000], "intervals")
+
+
+def test_second_central_refused_and_foreign_writes_ignored():
+    r = Rig()
+    r.fake.central_connect(5)
+    r.fake.handler(1, (6, 0, b"\x00" * 6))  # another central while connected
+    equal(r.fake.refused, [6], "second central refused")
+    r.fake.central_write(ble_link.CONFIRM_UUID, b"x", conn=6)
+    equal(r.link.pop_write(), None, "write from a stranger's connection")
+    r.fake.central_write(ble_link.CONFIRM_UUID, b"ok")
+    equal(r.link.pop_write(), (ble_link.WRITE_CONFIRM, b"ok"), "confirm write queued")
+
+
+def test_write_queue_bounded_keeps_newest():
+    r = Rig()
+    r.fake.central_connect()
+    for i in range(10):
+        r.fake.central_write(ble_link.FEEDBACK_UUID, bytes((i,)))
+    got = []
+    w = r.link.pop_write()
+    while w is not None:
+        got.append(w[1][0])
+        w = r.link.pop_write()
+    equal(got, [6, 7, 8, 9], "newest kept")
+
+
+def test_indicate_without_connection_is_refused():
+    r = Rig()
+    equal(r.link.indicate(b"frame"), False, "no hub")
+    equal(r.fake.central_read(ble_link.EVENT_UUID), b"frame", "value readable anyway")
+
+
+def test_secrets_persist_and_survive_torn_file():
+    root = tmpdir()
+    s = ble_link.Secrets(root + "/bonds")
+    s.set(1, b"peer-a", b"ltk-a")
+    s.set(2, b"peer-a", b"irk-a")
+    s.set(1, b"peer-b", b"ltk-b")
+    s2 = ble_link.Secrets(root + "/bonds")
+    equal(s2.get(1, 0, b"peer-b"), b"ltk-b", "by key")
+    equal(s2.get(1, 1, None), b"ltk-b", "by index")
+    equal(s2.get(3, 0, None), None, "missing")
+    s2.set(1, b"peer-a", None)
+    equal(ble_link.Secrets(root + "/bonds").get(1, 0, b"peer-a"), None, "deleted")
+    with open(root + "/bonds", "ab") as f:
+        f.write(b"\x01\x09abc")  # a torn record
+    equal(ble_link.Secrets(root + "/bonds").get(1, 0, b"peer-b"), b"ltk-b", "good records kept")
+
+
+def test_irq_secret_round_trip():
+    r = Rig()
+    r.fake.handler(30, (1, b"peer", b"value"))
+    equal(r.fake.handler(29, (1, 0, b"peer")), b"value", "stack gets the bond key back")
