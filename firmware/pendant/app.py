@@ -121,6 +121,7 @@ class Pendant:
         except CounterExhausted:
             self._player.show(feedback.NOT_PROVISIONED)
             return False
+        self.battery_pct = battery.percent(self._board.battery_mv())  # fresh in every event
         frame = frames.event_frame(key, pid, event, counter, self.battery_pct, self._board.uptime_s())
         self.pending.append((counter, event, frame, time.ticks_ms()))
         self._progress.set()

@@ -38,7 +38,7 @@ async def test_press_indicated_until_confirmed_then_sleeps():
     again = await _next_indication(r, 2)  # no Confirm yet: the same bytes again
     equal(again, first, "repeat is byte-identical")
     version, event, counter, battery_pct, _ = parse_event(first)
-    equal((version, event, battery_pct), (1, frames.EV_PRESS, 90), "press event, battery from the ADC")
+    equal((version, event, battery_pct), (1, frames.EV_PRESS, 64), "press event, battery from the ADC (3.9 V)")
     r.fake.central_write(ble_link.CONFIRM_UUID, confirm(counter))
     await until(lambda: not r.pendant.pending)
     n = len(r.fake.indications)
