@@ -10,8 +10,11 @@ backlog, so an alarm never queues behind a day of readings.
 * Frames are published QoS 1 to ``carehub/v1/<hub>/up`` with a bounded window of frames and bytes awaiting the
   platform's ack; a frame not acked within ``ack_timeout`` is released and its envelopes are sent again (the
   platform recognises the re-sent envelope and acks it without storing twice).
-* Acks arrive on ``carehub/v1/<hub>/ack``; each is verified (platform signature, hub id) by the :class:`UplinkWire`
-  before anything is deleted. Verified down-messages from ``carehub/v1/<hub>/down`` go to :attr:`Uplink.down`.
+* Acks (:class:`protocols.acks.Ack`) arrive on ``carehub/v1/<hub>/ack``; each is verified (platform signature, hub
+  id) by the :class:`UplinkWire` before anything is deleted; envelopes rejected for a permanent reason are dropped,
+  the others stay for a re-send. Down-messages (:class:`protocols.messages.DownMessage`) from
+  ``carehub/v1/<hub>/down`` are verified (signature, hub id, sequence number above the last accepted one) and go to
+  :attr:`Uplink.down`.
 * Lost connections are retried with :func:`gateway.backoff.backoff_delay`; everything in flight is sent again.
 
 The wire format (frames, acks, down-messages) is behind :class:`UplinkWire`, so this module holds only the I/O.
@@ -38,10 +41,11 @@ from gateway.backoff import backoff_delay
 from gateway.clock import Clock, SystemClock
 from gateway.errors import OutboxError, UplinkError
 from gateway.outbox import Lane, Outbox, OutboxItem
+from protocols.acks import Ack
 from protocols.errors import ProtocolError
+from protocols.messages import DownMessage
 
 __all__ = [
-    "AckReport",
     "Uplink",
     "UplinkMetrics",
     "UplinkSettings",
@@ -53,23 +57,12 @@ _log = logging.getLogger(__name__)
 _RECENT_ACKS = 65_536  # record ids remembered as acked, so a late waiter still learns the answer
 
 
-@dataclass(frozen=True, slots=True)
-class AckReport:
-    """A verified application-level ack.
-
-    Attributes:
-        stored: envelope sequence numbers the platform has committed (or had committed before).
-        rejected: envelope sequence numbers refused for good, with the platform's reason.
-        stored_record_ids: record ids the ack names as stored, when the ack carries them.
-    """
-
-    stored: tuple[int, ...]
-    rejected: tuple[tuple[int, str], ...] = ()
-    stored_record_ids: tuple[str, ...] = ()
-
-
 class UplinkWire(Protocol):
-    """The wire format the uplink speaks: topics, frames, and verification of what the platform sends."""
+    """The wire format the uplink speaks: topics, frames, and verification of what the platform sends.
+
+    ``sim.platform.wire.HubWire`` implements it over :mod:`protocols.topics`, :mod:`protocols.acks` and
+    :mod:`protocols.messages`.
+    """
 
     def up_topic(self) -> str:
         """This hub's uplink topic."""
@@ -87,12 +80,12 @@ class UplinkWire(Protocol):
         """One uplink frame carrying ``envelopes``."""
         ...
 
-    def open_ack(self, payload: bytes) -> AckReport:
+    def open_ack(self, payload: bytes) -> Ack:
         """Verify and decode an ack; raise :class:`ProtocolError` if it is not from the platform for this hub."""
         ...
 
-    def open_down(self, payload: bytes) -> object:
-        """Verify and decode a down-message; raise :class:`ProtocolError` if it is not authentic."""
+    def open_down(self, payload: bytes) -> DownMessage:
+        """Verify and decode a down-message; raise :class:`ProtocolError` if not authentic or a replay."""
         ...
 
 
@@ -221,7 +214,7 @@ class Uplink:
         self.wire = wire
         self.metrics = UplinkMetrics()
         #: Verified down-messages (alarm acknowledgements, threshold updates) for the alarm engine.
-        self.down: asyncio.Queue[object] = asyncio.Queue(maxsize=down_queue_size)
+        self.down: asyncio.Queue[DownMessage] = asyncio.Queue(maxsize=down_queue_size)
         #: Set while connected and subscribed.
         self.connected = asyncio.Event()
         #: Set on every verified ack (cleared by whoever waits on it).
@@ -447,23 +440,31 @@ class Uplink:
 
     async def _on_ack(self, payload: bytes) -> None:
         try:
-            report = self.wire.open_ack(payload)
+            ack = self.wire.open_ack(payload)
         except ProtocolError as exc:
             self.metrics.bad_acks += 1
             _log.warning("uplink %s: ignoring an ack that does not verify: %s", self.settings.hub_id, exc)
             return
-        done = [*report.stored, *(seq for seq, _ in report.rejected)]
-        for seq, reason in report.rejected:
+        # Permanently rejected envelopes can never succeed: drop them (logged). Transient rejections (a hub not yet
+        # enrolled) stay in the outbox and in flight until the ack timeout sends them again.
+        dropped = [r for r in ack.rejected if r.permanent]
+        hub = self.settings.hub_id
+        for r in ack.rejected:
+            reason = r.reason.value
             self.metrics.rejections[reason] = self.metrics.rejections.get(reason, 0) + 1
-            _log.error("uplink %s: platform permanently rejected envelope %d: %s", self.settings.hub_id, seq, reason)
+            if r.permanent:
+                _log.error("uplink %s: platform permanently rejected envelope %d: %s", hub, r.seq, reason)
+            else:
+                _log.warning("uplink %s: platform refused envelope %d for now: %s", hub, r.seq, reason)
+        done = [*ack.stored, *(r.seq for r in dropped)]
         try:
             await self.outbox.ack(done)
         except OutboxError as exc:
             # Nothing was deleted; the envelopes stay and will be acked again after a re-send.
             _log.error("uplink %s: could not remove acked envelopes: %s", self.settings.hub_id, exc)
             return
-        stored = set(report.stored)
-        acked_ids: list[str] = list(report.stored_record_ids)
+        stored = set(ack.stored)
+        acked_ids: list[str] = []
         for seq in done:
             fid = self._inflight.pop(seq, None)
             if fid is None:
@@ -479,7 +480,7 @@ class Uplink:
                         self.metrics.delivered_priority += 1
             if not any(i.envelope_seq in self._inflight for i in frame.items):
                 del self._frames[fid]
-        self.metrics.rejected_envelopes += len(report.rejected)
+        self.metrics.rejected_envelopes += len(dropped)
         self.metrics.last_ack_at = self._clock.wall()
         for rid in acked_ids:
             self._record_acked(rid)

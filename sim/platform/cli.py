@@ -6,22 +6,24 @@ Failures print one clear line on standard error and exit non-zero (2 for bad inp
 from __future__ import annotations
 
 import asyncio
+import datetime as _dt
 import json
-import time
 from pathlib import Path
 from typing import Annotated
 
 import aiomqtt
-import nacl.public
-import nacl.signing
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from protocols.errors import EncodeError, KeyFileError
+from protocols.keys import PlatformIdentity, load_hub_public_key, save_platform_identity, save_platform_public_keys
+from protocols.messages import AlarmAcknowledgement, DownBody, ThresholdUpdate
+from protocols.record import AlarmBody, PanicBody, Record
 from sim.platform.brokerconf import write_broker_config
-from sim.platform.config import PlatformConfig, PlatformConfigError, load_platform_config, write_key
-from sim.platform.ingest import IngestWorker, WorkerSettings
+from sim.platform.config import PlatformConfig, PlatformConfigError, load_platform_config
+from sim.platform.ingest import IngestWorker, WorkerSettings, publish_down
 from sim.platform.storage import SqliteStorage, StorageError, StoredReading
 from sim.platform.wire import PlatformCodec
 
@@ -60,7 +62,7 @@ def _worker_settings(cfg: PlatformConfig, suffix: str = "") -> WorkerSettings:
 
 def _codec(cfg: PlatformConfig) -> PlatformCodec:
     try:
-        return PlatformCodec(cfg.signing_key(), cfg.box_key())
+        return PlatformCodec(cfg.identity())
     except PlatformConfigError as exc:
         raise _fail(str(exc)) from None
 
@@ -79,8 +81,7 @@ def run(config: ConfigOption) -> None:
             await worker.connected.wait()
             _out.print(f"platform worker {cfg.client_id} ingesting from {cfg.host}:{cfg.port}")
             while True:
-                alarm = await worker.alarms.get()
-                _out.print(f"[bold red]ALARM[/] {alarm.hub} {alarm.kind} {alarm.record_id} {json.dumps(alarm.values)}")
+                _out.print(_alarm_line(await worker.alarms.get()), highlight=False)
 
     try:
         asyncio.run(main())
@@ -88,16 +89,29 @@ def run(config: ConfigOption) -> None:
         raise _fail(str(exc), 1) from None
 
 
+def _alarm_line(record: Record) -> str:
+    body = record.body
+    what = record.kind.value
+    if isinstance(body, AlarmBody):
+        what = f"alarm {body.alarm_id} {body.condition} {body.tier.value} {body.state.value}: {body.message}"
+    elif isinstance(body, PanicBody):
+        what = f"panic {body.event.value} from {body.pendant_id} (alarm {body.alarm_id or '-'})"
+    return f"[bold red]ALARM[/] {escape(record.hub_id)} {escape(what)} record {record.record_id.hex()}"
+
+
 def _reading_dict(r: StoredReading) -> dict[str, object]:
     return {
         "hub": r.hub,
-        "record_id": r.record_id,
         "kind": r.kind,
+        "record_id": r.record_id,
+        "record_seq": r.record_seq,
         "device": r.device,
-        "values": dict(r.values),
-        "recorded_at": r.recorded_at,
+        "values": None if r.values is None else dict(r.values),
+        "body": dict(r.body),
+        "hub_time": r.hub_time.isoformat(),
+        "device_time": r.device_time,
         "envelope_seq": r.envelope_seq,
-        "received_at": r.received_at,
+        "received_at": _dt.datetime.fromtimestamp(r.received_at, _dt.UTC).isoformat(),
     }
 
 
@@ -122,11 +136,19 @@ def readings(
         typer.echo(json.dumps([_reading_dict(r) for r in rows], ensure_ascii=False))
         return
     table = Table(title=f"readings{f' of {hub}' if hub else ''}")
-    for column in ("hub", "record", "kind", "device", "values", "recorded at"):
+    for column in ("hub", "kind", "record", "device", "values", "hub time", "device time"):
         table.add_column(column)
     for r in rows:
-        at = "—" if r.recorded_at is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.recorded_at))
-        table.add_row(r.hub, r.record_id, r.kind, r.device or "—", json.dumps(dict(r.values), ensure_ascii=False), at)
+        shown = r.values if r.values is not None else r.body
+        table.add_row(
+            r.hub,
+            r.kind,
+            r.record_id,
+            r.device or "—",
+            escape(json.dumps(dict(shown), ensure_ascii=False)),
+            r.hub_time.strftime("%Y-%m-%d %H:%M:%S"),
+            r.device_time or "—",
+        )
     _out.print(table)
 
 
@@ -148,66 +170,115 @@ def broker_config(
 @app.command()
 def keygen(
     out: Annotated[Path, typer.Option("--out", help="Directory for the key files.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing identity file.")] = False,
 ) -> None:
-    """Create the platform's Ed25519 signing key and X25519 box key (files mode 0600) and print the public halves."""
-    sign = nacl.signing.SigningKey.generate()
-    box = nacl.public.PrivateKey.generate()
+    """Create the platform's identity (platform.key, mode 0600) and its public keys for hubs (platform.pub)."""
+    private, public = out / "platform.key", out / "platform.pub"
+    if private.exists() and not force:
+        raise _fail(f"{private} exists; pass --force to replace the platform's keys (hubs must then be re-provisioned)")
+    identity = PlatformIdentity.generate()
     try:
-        write_key(out / "platform.sign", bytes(sign))
-        write_key(out / "platform.box", bytes(box))
-        (out / "platform.verify.pub").write_text(bytes(sign.verify_key).hex() + "\n", encoding="ascii")
-        (out / "platform.box.pub").write_text(bytes(box.public_key).hex() + "\n", encoding="ascii")
-    except OSError as exc:
+        out.mkdir(parents=True, exist_ok=True)
+        save_platform_identity(private, identity)
+        save_platform_public_keys(public, identity.public)
+    except (OSError, KeyFileError) as exc:
         raise _fail(f"{out}: {exc}", 1) from None
-    _out.print(f"verify key {bytes(sign.verify_key).hex()}")
-    _out.print(f"box public key {bytes(box.public_key).hex()}")
+    _out.print(f"wrote {private} (private) and {public} (install on hubs)", highlight=False)
+    _out.print(f"verify key {bytes(identity.public.verify_key).hex()}", highlight=False)
+    _out.print(
+        f"box public key {bytes(identity.public.box_key).hex()} (key id {identity.public.key_id})", highlight=False
+    )
 
 
 @app.command()
 def enroll(
     config: ConfigOption,
-    hub: Annotated[str, typer.Option("--hub", help="The hub id.")],
-    key: Annotated[str, typer.Option("--key", help="The hub's Ed25519 verify key, 64 hex digits.")],
+    key_file: Annotated[Path, typer.Option("--key-file", help="The hub's public key file (hub id and key).")],
 ) -> None:
-    """Register a hub's public key so its envelopes are accepted."""
+    """Register a hub from its public key file so its envelopes are accepted."""
     cfg = _config(config)
     try:
-        raw = bytes.fromhex(key)
-    except ValueError:
-        raise _fail(f"--key: not hex: {key!r}") from None
-    if len(raw) != 32:
-        raise _fail(f"--key: an Ed25519 verify key is 32 bytes, got {len(raw)}")
+        hub = load_hub_public_key(key_file)
+    except KeyFileError as exc:
+        raise _fail(str(exc)) from None
 
     async def main() -> None:
         async with SqliteStorage(cfg.database) as storage:
-            await storage.enroll_hub(hub, raw)
+            await storage.enroll_hub(hub)
 
     try:
         asyncio.run(main())
     except StorageError as exc:
         raise _fail(str(exc), 1) from None
-    _out.print(f"enrolled {hub}")
+    _out.print(f"enrolled {hub.hub_id} (key id {bytes(hub.verify_key).hex()[:16]}…)", highlight=False)
+
+
+def _send_down(cfg: PlatformConfig, hub: str, body: DownBody) -> int:
+    """Publish ``body`` to ``hub`` as a signed down-message; its seq comes from the platform database."""
+    codec = _codec(cfg)
+
+    async def main() -> int:
+        async with (
+            SqliteStorage(cfg.database) as storage,
+            aiomqtt.Client(cfg.host, cfg.port, username=cfg.username, password=cfg.password) as client,
+        ):
+            message = await publish_down(client, storage, codec, hub, body, issued_at=_dt.datetime.now(_dt.UTC))
+            return message.seq
+
+    try:
+        return asyncio.run(main())
+    except EncodeError as exc:
+        raise _fail(str(exc)) from None
+    except StorageError as exc:
+        raise _fail(str(exc), 1) from None
+    except aiomqtt.MqttError as exc:
+        raise _fail(f"broker {cfg.host}:{cfg.port}: {exc}", 1) from None
 
 
 @app.command("ack-alarm")
 def ack_alarm(
     config: ConfigOption,
     hub: Annotated[str, typer.Option("--hub", help="The hub that raised the alarm.")],
-    record: Annotated[str, typer.Option("--record", help="The alarm's record id.")],
-    caregiver: Annotated[str, typer.Option("--caregiver", help="Who is answering.")],
+    alarm: Annotated[str, typer.Option("--alarm", help="The alarm id (as in the hub's alarm or panic record).")],
+    caregiver: Annotated[str, typer.Option("--caregiver", help="Who is answering, as shown to the resident.")],
+    role: Annotated[str | None, typer.Option("--role", help="Their role (daughter, nurse...).")] = None,
 ) -> None:
     """Acknowledge an alarm as a caregiver: sends a signed down-message to the hub."""
     cfg = _config(config)
-    codec = _codec(cfg)
-
-    async def main() -> None:
-        async with aiomqtt.Client(cfg.host, cfg.port, username=cfg.username, password=cfg.password) as client:
-            await client.publish(
-                codec.down_topic(hub), codec.encode_alarm_ack(hub, record, caregiver, time.time()), qos=1
-            )
-
     try:
-        asyncio.run(main())
-    except aiomqtt.MqttError as exc:
-        raise _fail(f"broker {cfg.host}:{cfg.port}: {exc}", 1) from None
-    _out.print(f"acknowledged {record} on {hub} as {caregiver}")
+        body = AlarmAcknowledgement(alarm, caregiver, _dt.datetime.now(_dt.UTC), role)
+    except EncodeError as exc:
+        raise _fail(str(exc)) from None
+    seq = _send_down(cfg, hub, body)
+    _out.print(f"acknowledged alarm {alarm} on {hub} as {caregiver} (message {seq})", highlight=False)
+
+
+def _threshold(item: str) -> tuple[str, float | None]:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise _fail(f"--set {item!r}: expected KEY=NUMBER or KEY=default")
+    if value == "default":
+        return key, None
+    try:
+        return key, float(value)
+    except ValueError:
+        raise _fail(f"--set {item!r}: {value!r} is not a number") from None
+
+
+@app.command()
+def thresholds(
+    config: ConfigOption,
+    hub: Annotated[str, typer.Option("--hub", help="The resident's hub.")],
+    resident: Annotated[str, typer.Option("--resident", help="The resident id.")],
+    settings: Annotated[
+        list[str], typer.Option("--set", help="KEY=NUMBER (units implied by the key) or KEY=default; repeat.")
+    ],
+) -> None:
+    """Send a resident's new thresholds to the hub as a signed down-message."""
+    cfg = _config(config)
+    try:
+        body = ThresholdUpdate(resident, dict(_threshold(item) for item in settings))
+    except EncodeError as exc:
+        raise _fail(str(exc)) from None
+    seq = _send_down(cfg, hub, body)
+    _out.print(f"sent {len(body.values)} threshold(s) for {resident} to {hub} (message {seq})", highlight=False)

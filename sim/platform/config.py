@@ -13,24 +13,24 @@ Example::
     database = "platform.db"          # relative paths are relative to this file
 
     [keys]
-    signing_key = "keys/platform.sign"   # 32-byte Ed25519 seed, hex, mode 0600
-    box_key = "keys/platform.box"        # 32-byte X25519 private key, hex, mode 0600
+    identity = "keys/platform.key"    # protocols.keys platform identity file (Ed25519 seed, X25519 key), mode 0600
+
+``carehub platform keygen`` writes the identity file and the public key file (``platform.pub``) to install on hubs.
 """
 
 from __future__ import annotations
 
-import os
-import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import nacl.public
-import nacl.signing
+from protocols.errors import KeyFileError
+from protocols.keys import PlatformIdentity, load_platform_identity
+from protocols.topics import shared_uplink_filter
 
-__all__ = ["PlatformConfig", "PlatformConfigError", "load_key", "load_platform_config", "write_key"]
+__all__ = ["PlatformConfig", "PlatformConfigError", "load_platform_config"]
 
 
 class PlatformConfigError(ValueError):
@@ -49,43 +49,18 @@ class PlatformConfig:
     share_group: str
     client_id: str
     database: Path
-    signing_key_file: Path
-    box_key_file: Path
+    identity_file: Path
 
-    def signing_key(self) -> nacl.signing.SigningKey:
-        """The platform's Ed25519 signing key."""
-        return nacl.signing.SigningKey(load_key(self.signing_key_file))
+    def identity(self) -> PlatformIdentity:
+        """The platform's private keys, from :attr:`identity_file` (refused unless mode 0600).
 
-    def box_key(self) -> nacl.public.PrivateKey:
-        """The platform's X25519 private key."""
-        return nacl.public.PrivateKey(load_key(self.box_key_file))
-
-
-def write_key(path: Path, key: bytes) -> None:
-    """Write a 32-byte key as hex, readable only by its owner."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as fh:
-        fh.write(key.hex() + "\n")
-    path.chmod(0o600)
-
-
-def load_key(path: Path) -> bytes:
-    """Read a 32-byte hex key file; refuse one that others may read."""
-    try:
-        mode = stat.S_IMODE(path.stat().st_mode)
-        text = path.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PlatformConfigError(f"{path}: cannot read key file ({exc})") from exc
-    if mode & 0o077:
-        raise PlatformConfigError(f"{path}: key file is readable by others (mode {mode:o}); chmod 600 it")
-    try:
-        key = bytes.fromhex(text)
-    except ValueError:
-        raise PlatformConfigError(f"{path}: not a hex key") from None
-    if len(key) != 32:
-        raise PlatformConfigError(f"{path}: a key is 32 bytes, this is {len(key)}")
-    return key
+        Raises:
+            PlatformConfigError: the key file is missing, malformed or readable by others (names file and key).
+        """
+        try:
+            return load_platform_identity(self.identity_file)
+        except KeyFileError as exc:
+            raise PlatformConfigError(f"{self.path}: [keys] identity: {exc}") from exc
 
 
 def _get(table: dict[str, Any], key: str, path: Path, section: str, *, default: str | None = None) -> str:
@@ -115,6 +90,11 @@ def load_platform_config(path: Path) -> PlatformConfig:
     url = urlsplit(_get(broker, "url", path, "broker"))
     if url.scheme != "mqtt" or not url.hostname:
         raise PlatformConfigError(f"{path}: [broker] url must look like mqtt://host:port (TLS: use a local bridge)")
+    share_group = _get(broker, "share_group", path, "broker", default="ingest")
+    try:
+        shared_uplink_filter(share_group)
+    except ValueError:
+        raise PlatformConfigError(f"{path}: [broker] share_group must be 1-64 of A-Z a-z 0-9 _ -") from None
     base = path.parent
 
     def rel(value: str) -> Path:
@@ -127,9 +107,8 @@ def load_platform_config(path: Path) -> PlatformConfig:
         port=url.port or 1883,
         username=_get(broker, "username", path, "broker", default="") or None,
         password=_get(broker, "password", path, "broker", default="") or None,
-        share_group=_get(broker, "share_group", path, "broker", default="ingest"),
+        share_group=share_group,
         client_id=_get(broker, "client_id", path, "broker", default="carehub-platform"),
         database=rel(_get(storage, "database", path, "storage")),
-        signing_key_file=rel(_get(keys, "signing_key", path, "keys")),
-        box_key_file=rel(_get(keys, "box_key", path, "keys")),
+        identity_file=rel(_get(keys, "identity", path, "keys")),
     )

@@ -2,24 +2,29 @@
 
 One worker subscribes to ``$share/<group>/carehub/v1/+/up`` so several can share the load. For each frame it:
 
-1. splits the frame into envelopes (a malformed frame is counted and dropped);
-2. opens each envelope with the platform's private key against the registry of enrolled hubs, passing the hub
-   named by the topic as the expected signer, so an envelope from hub A on hub B's topic is refused
-   (``hub_mismatch``); every refusal is counted per reason and nothing of it is stored;
+1. splits the frame into envelopes (:func:`protocols.topics.decode_uplink`; a malformed frame is counted, dropped);
+2. opens each envelope with the platform's private key against the registry of enrolled hubs
+   (:func:`protocols.envelope.open_envelope`), passing the hub named by the topic as the expected signer, so an
+   envelope from hub A on hub B's topic is refused (``hub_mismatch``); every refusal is counted per reason and
+   nothing of it is stored;
 3. stores every accepted envelope of the frame in ONE transaction (:meth:`Storage.store_batch`), where a re-sent
    envelope (same hub and sequence number) is recognised as a replay and its records' ids dedup any record that
-   arrives again in a new envelope;
-4. only after that commit, publishes the signed ack to ``carehub/v1/<hub>/ack`` naming the stored envelopes
-   (replays included: their content is stored, so the hub may forget them).
+   arrives again in a new envelope; a :class:`protocols.envelope.ReplayWindow` of what this worker committed
+   recognises most re-sends without a transaction (the database stays the authority);
+4. only after that commit, publishes the platform-signed :class:`protocols.acks.Ack` to ``carehub/v1/<hub>/ack``
+   naming the stored envelopes (replays included: their content is stored, so the hub may forget them).
 
-Newly stored alarm and panic records are also offered on :attr:`IngestWorker.alarms` for a (simulated) caregiver,
-who answers with :meth:`IngestWorker.ack_alarm`.
+Newly stored alarm and panic records (:class:`protocols.record.Record`) are offered on :attr:`IngestWorker.alarms`
+for a (simulated) caregiver, who answers with :meth:`IngestWorker.ack_alarm`; :meth:`IngestWorker.update_thresholds`
+sends a resident's new thresholds. Both are platform-signed :class:`protocols.messages.DownMessage` with a per-hub
+sequence number allocated durably in storage.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as _dt
 import logging
 import random
 import socket
@@ -29,21 +34,26 @@ from types import TracebackType
 from typing import Protocol, Self
 
 import aiomqtt
+import nacl.signing
 
 from gateway.backoff import backoff_delay
 from gateway.clock import Clock, SystemClock
+from protocols.acks import Ack
+from protocols.envelope import OpenedEnvelope, ReplayWindow, SeqStatus
 from protocols.errors import EnvelopeError, EnvelopeRejection, ProtocolError
-from sim.platform.storage import EnvelopeToStore, Outcome, Storage, StoredReading
+from protocols.messages import AlarmAcknowledgement, DownBody, DownMessage, ThresholdUpdate
+from protocols.record import Record, RecordKind
+from sim.platform.storage import EnvelopeToStore, Outcome, Storage
 
-__all__ = ["ALARM_KINDS", "IngestStats", "IngestWorker", "PlatformWire", "WorkerSettings"]
+__all__ = ["ALARM_KINDS", "IngestStats", "IngestWorker", "PlatformWire", "WorkerSettings", "publish_down"]
 
 _log = logging.getLogger(__name__)
 
-ALARM_KINDS = frozenset({"alarm", "panic", "panic_event"})
+ALARM_KINDS = frozenset({RecordKind.ALARM, RecordKind.PANIC})
 
 
 class PlatformWire(Protocol):
-    """The wire format as the platform sees it."""
+    """The wire format as the platform sees it (implemented over :mod:`protocols` by ``PlatformCodec``)."""
 
     def uplink_filter(self, share_group: str) -> str:
         """The shared-subscription filter for every hub's uplink."""
@@ -61,23 +71,44 @@ class PlatformWire(Protocol):
         """A hub's down-message topic."""
         ...
 
-    def split_frame(self, payload: bytes) -> list[bytes]:
+    def split_frame(self, payload: bytes) -> Sequence[bytes]:
         """The envelopes in an uplink frame; raise :class:`ProtocolError` if malformed."""
         ...
 
     def open(
-        self, envelope: bytes, known_hubs: Mapping[str, bytes], expected_hub: str, received_at: float
-    ) -> EnvelopeToStore:
+        self, envelope: bytes, known_hubs: Mapping[str, nacl.signing.VerifyKey], expected_hub: str
+    ) -> OpenedEnvelope:
         """Open, verify and decode one envelope; raise :class:`EnvelopeError` to refuse it."""
         ...
 
-    def encode_ack(self, hub: str, stored: Sequence[EnvelopeToStore], rejected: Sequence[tuple[int, str]]) -> bytes:
-        """The platform-signed ack for ``hub``."""
+    def encode_ack(self, ack: Ack) -> bytes:
+        """The platform-signed ack."""
         ...
 
-    def encode_alarm_ack(self, hub: str, record_id: str, caregiver: str, at: float) -> bytes:
-        """A platform-signed alarm acknowledgement down-message."""
+    def encode_down(self, message: DownMessage) -> bytes:
+        """The platform-signed down-message."""
         ...
+
+
+async def publish_down(
+    client: aiomqtt.Client,
+    storage: Storage,
+    wire: PlatformWire,
+    hub: str,
+    body: DownBody,
+    *,
+    issued_at: _dt.datetime,
+) -> DownMessage:
+    """Sign ``body`` as the next down-message for ``hub`` (seq allocated durably first) and publish it (QoS 1).
+
+    Raises:
+        aiomqtt.MqttError: the publish failed (the allocated seq is skipped; gaps are harmless).
+        EncodeError: the body or hub id cannot be carried.
+    """
+    topic = wire.down_topic(hub)  # refuses an invalid hub id before a seq is allocated for it
+    message = DownMessage(hub, await storage.next_down_seq(hub), issued_at, body)
+    await client.publish(topic, wire.encode_down(message), qos=1)
+    return message
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +161,7 @@ class IngestWorker:
         self.wire = wire
         self.stats = IngestStats()
         #: Newly stored alarm and panic records, for the caregiver console.
-        self.alarms: asyncio.Queue[StoredReading] = asyncio.Queue(maxsize=1024)
+        self.alarms: asyncio.Queue[Record] = asyncio.Queue(maxsize=1024)
         #: Set after every committed batch (cleared by whoever waits on it).
         self.stored = asyncio.Event()
         #: Set after every counted rejection (cleared by whoever waits on it).
@@ -141,6 +172,9 @@ class IngestWorker:
         self._runner: asyncio.Task[None] | None = None
         self._clock = clock or SystemClock()
         self._rng = random.Random()  # noqa: S311 - backoff jitter, not cryptography
+        self._window = ReplayWindow()
+        self._ack_seqs: dict[str, int] = {}
+        self._down_lock = asyncio.Lock()
 
     async def __aenter__(self) -> Self:
         self._runner = asyncio.create_task(self._run(), name=f"ingest:{self.settings.client_id}")
@@ -155,17 +189,60 @@ class IngestWorker:
             with contextlib.suppress(asyncio.CancelledError):
                 await runner
 
-    async def ack_alarm(self, hub: str, record_id: str, caregiver: str, at: float) -> None:
-        """Publish a caregiver's signed acknowledgement of an alarm to the hub's down topic.
+    async def ack_alarm(
+        self,
+        hub: str,
+        alarm_id: str,
+        caregiver: str,
+        at: _dt.datetime,
+        *,
+        role: str | None = None,
+        note: str | None = None,
+    ) -> DownMessage:
+        """Publish a caregiver's signed acknowledgement of an alarm (for a panic alarm: the call was answered).
+
+        Args:
+            hub: the hub that raised the alarm.
+            alarm_id: the alarm's id (``AlarmBody.alarm_id`` / ``PanicBody.alarm_id``).
+            caregiver: who answered, as shown to the resident.
+            at: when they answered (timezone-aware).
+            role: their role, if known.
+            note: free text, if any.
+
+        Returns:
+            The message as published.
 
         Raises:
             aiomqtt.MqttError: not connected to the broker.
+            EncodeError: an argument the protocol cannot carry.
         """
+        return await self._send_down(hub, AlarmAcknowledgement(alarm_id, caregiver, at, role, note))
+
+    async def update_thresholds(
+        self, hub: str, resident_id: str, thresholds: Mapping[str, float | None]
+    ) -> DownMessage:
+        """Publish a resident's new threshold settings (keys as in ``../shared/thresholds.md``; ``None`` restores
+        the default for that key).
+
+        Returns:
+            The message as published.
+
+        Raises:
+            aiomqtt.MqttError: not connected to the broker.
+            EncodeError: an argument the protocol cannot carry.
+        """
+        return await self._send_down(hub, ThresholdUpdate(resident_id, thresholds))
+
+    async def _send_down(self, hub: str, body: DownBody) -> DownMessage:
         client = self._client
         if client is None or not self.connected.is_set():
             raise aiomqtt.MqttError("the platform is not connected to the broker")
-        payload = self.wire.encode_alarm_ack(hub, record_id, caregiver, at)
-        await client.publish(self.wire.down_topic(hub), payload, qos=1)
+        # One at a time: a later seq must not overtake an earlier one, or the hub refuses the earlier as a replay.
+        async with self._down_lock:
+            return await publish_down(client, self.storage, self.wire, hub, body, issued_at=self._now())
+
+    def _now(self) -> _dt.datetime:
+        return _dt.datetime.fromtimestamp(self._clock.wall(), _dt.UTC)
 
     async def _run(self) -> None:
         s = self.settings
@@ -214,33 +291,54 @@ class IngestWorker:
             await self._reject(EnvelopeRejection.MALFORMED.value, hub, f"frame: {exc}")
             return
         known = await self.storage.hubs()
-        accepted: list[EnvelopeToStore] = []
+        received_at = self._clock.wall()
+        opened_ok: list[OpenedEnvelope] = []
+        acked: list[int] = []
         for raw in envelopes:
             try:
-                accepted.append(self.wire.open(raw, known, hub, self._clock.wall()))
+                opened = self.wire.open(raw, known, hub)
             except EnvelopeError as exc:
                 await self._reject(exc.reason.value, hub, exc.detail)
+                continue
             except ProtocolError as exc:
                 await self._reject(EnvelopeRejection.MALFORMED.value, hub, str(exc))
-        if not accepted:
-            return
-        outcomes = await self.storage.store_batch(accepted)
-        # Committed: only now may the hub be told.
-        for env, outcome in zip(accepted, outcomes, strict=True):
-            if outcome.outcome is Outcome.REPLAYED:
-                self.stats.replays += 1
-                await self._reject(EnvelopeRejection.REPLAYED.value, hub, f"envelope {env.envelope_seq} seen before")
                 continue
-            self.stats.envelopes_stored += 1
-            self.stats.records_stored += len(outcome.new_record_ids)
-            self.stats.records_duplicate += len(outcome.duplicate_record_ids)
-            new = set(outcome.new_record_ids)
-            for reading in env.readings:
-                if reading.record_id in new and reading.kind in ALARM_KINDS:
-                    try:
-                        self.alarms.put_nowait(reading)
-                    except asyncio.QueueFull:
-                        _log.error("platform: alarm console queue full; %s not offered", reading.record_id)
-        self.stored.set()
-        await client.publish(self.wire.ack_topic(hub), self.wire.encode_ack(hub, accepted, ()), qos=1)
+            if self._window.check(hub, opened.seq) is SeqStatus.DUPLICATE:
+                await self._replayed(hub, opened.seq)
+                acked.append(opened.seq)
+            else:
+                opened_ok.append(opened)
+        if opened_ok:
+            outcomes = await self.storage.store_batch([EnvelopeToStore.from_opened(e, received_at) for e in opened_ok])
+            # Committed: only now may the hub be told.
+            for env, outcome in zip(opened_ok, outcomes, strict=True):
+                self._window.mark(hub, env.seq)
+                acked.append(env.seq)
+                if outcome.outcome is Outcome.REPLAYED:
+                    await self._replayed(hub, env.seq)
+                    continue
+                self._offer_alarms(env, outcome.new_record_ids)
+                self.stats.envelopes_stored += 1
+                self.stats.records_stored += len(outcome.new_record_ids)
+                self.stats.records_duplicate += len(outcome.duplicate_record_ids)
+            self.stored.set()
+        if not acked:
+            return
+        ack_seq = self._ack_seqs.get(hub, 0) + 1
+        self._ack_seqs[hub] = ack_seq
+        ack = Ack(hub, ack_seq, self._now(), stored=tuple(acked))
+        await client.publish(self.wire.ack_topic(hub), self.wire.encode_ack(ack), qos=1)
         self.stats.acks_sent += 1
+
+    async def _replayed(self, hub: str, seq: int) -> None:
+        self.stats.replays += 1
+        await self._reject(EnvelopeRejection.REPLAYED.value, hub, f"envelope {seq} seen before")
+
+    def _offer_alarms(self, env: OpenedEnvelope, new_record_ids: Sequence[str]) -> None:
+        new = set(new_record_ids)
+        for record in env.decoded:
+            if record.kind in ALARM_KINDS and record.record_id.hex() in new:
+                try:
+                    self.alarms.put_nowait(record)
+                except asyncio.QueueFull:
+                    _log.error("platform: alarm console queue full; %s not offered", record.record_id.hex())

@@ -15,20 +15,23 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import aiomqtt
-import nacl.public
-import nacl.signing
 import pytest
 
 from gateway.outbox import Lane, Outbox, OutboxItem, open_outbox
 from gateway.uplink import Uplink, UplinkSettings
+from protocols.keys import HubIdentity, PlatformIdentity, save_platform_identity
+from protocols.messages import AlarmAcknowledgement, DownMessage, ThresholdUpdate
+from protocols.record import AlarmBody, EvictionBody, MeasurementBody, PanicBody, Record
 from sim.broker import BrokerSecurity, MosquittoBroker, mosquitto_available
 from sim.platform.brokerconf import write_broker_config
 from sim.platform.ingest import IngestWorker, WorkerSettings
+from sim.platform.samples import T0, alarm_record, bp_record, eviction_record, panic_record
 from sim.platform.storage import SqliteStorage
-from sim.platform.wire import AlarmAck, HubWire, PlatformCodec, WireRecord
+from sim.platform.wire import HubWire, PlatformCodec
 
 pytestmark = [
     pytest.mark.integration,
@@ -41,39 +44,33 @@ BOUND = 30  # seconds: an upper bound for awaiting events, never a sleep
 
 @dataclass
 class Keys:
-    platform_sign: nacl.signing.SigningKey
-    platform_box: nacl.public.PrivateKey
-    hubs: dict[str, nacl.signing.SigningKey]
+    platform: PlatformIdentity
+    hubs: dict[str, HubIdentity]
 
     def hub_wire(self, hub: str) -> HubWire:
-        return HubWire(hub, self.hubs[hub], self.platform_box.public_key, self.platform_sign.verify_key)
+        return HubWire(self.hubs[hub], self.platform.public)
 
     def codec(self) -> PlatformCodec:
-        return PlatformCodec(self.platform_sign, self.platform_box)
+        return PlatformCodec(self.platform)
 
 
 @pytest.fixture
 def keys() -> Keys:
-    return Keys(
-        nacl.signing.SigningKey.generate(),
-        nacl.public.PrivateKey.generate(),
-        {h: nacl.signing.SigningKey.generate() for h in ("hubA", "hubB")},
-    )
+    return Keys(PlatformIdentity.generate(), {h: HubIdentity.generate(h) for h in ("hub-a", "hub-b")})
 
 
-def measurement(n: int, device: str = "bp-1") -> WireRecord:
-    # Made-up blood-pressure values, as a decoded 2A35 measurement would give them.
-    return WireRecord(
-        f"{device}:{n}", "measurement", device, {"systolic": 110 + n % 40, "diastolic": 70 + n % 20}, 1.7e9 + n
-    )
+def measurement(n: int, device: str = "bp-1", hub: str = "hub-a") -> Record:
+    return bp_record(hub, n, device=device)
 
 
-async def put_records(
-    ob: Outbox, wire: HubWire, records: list[WireRecord], lane: Lane = Lane.ROUTINE
-) -> list[OutboxItem]:
+def rid(record: Record) -> str:
+    return record.record_id.hex()
+
+
+async def put_records(ob: Outbox, wire: HubWire, records: list[Record], lane: Lane = Lane.ROUTINE) -> list[OutboxItem]:
     seqs = await ob.allocate_seqs(len(records))
     items = [
-        OutboxItem(seq, wire.seal(seq, [rec]), lane, rec.kind, (rec.record_id,), 0.0)
+        OutboxItem(seq, wire.seal(seq, [rec], T0), lane, rec.kind.value, (rid(rec),), 0.0)
         for seq, rec in zip(seqs, records, strict=True)
     ]
     await ob.put_many(items)
@@ -102,8 +99,8 @@ async def platform(
     tmp_path: Path, broker: MosquittoBroker, keys: Keys, **creds: str
 ) -> AsyncIterator[tuple[SqliteStorage, IngestWorker]]:
     async with SqliteStorage(tmp_path / "platform.db") as storage:
-        for hub, key in keys.hubs.items():
-            await storage.enroll_hub(hub, bytes(key.verify_key))
+        for identity in keys.hubs.values():
+            await storage.enroll_hub(identity.public)
         settings = WorkerSettings(broker.host, broker.port, share_group="ingest", **creds)  # type: ignore[arg-type]
         async with IngestWorker(settings, storage, keys.codec()) as worker:
             async with asyncio.timeout(BOUND):
@@ -111,16 +108,16 @@ async def platform(
             yield storage, worker
 
 
-def uplink_settings(broker: MosquittoBroker, hub: str = "hubA", **kw: object) -> UplinkSettings:
+def uplink_settings(broker: MosquittoBroker, hub: str = "hub-a", **kw: object) -> UplinkSettings:
     base: dict[str, object] = {"backoff_base": 0.05, "backoff_cap": 0.5, "ack_timeout": 5.0}
     base.update(kw)
     return UplinkSettings(hub_id=hub, host=broker.host, port=broker.port, **base)  # type: ignore[arg-type]
 
 
 async def test_records_arrive_exactly_once_with_identical_values(tmp_path, mosquitto, keys):
-    wire = keys.hub_wire("hubA")
+    wire = keys.hub_wire("hub-a")
     records = [measurement(n) for n in range(120)]
-    alarm = WireRecord("alarm:1", "alarm", "bp-1", {"rule": "systolic_high", "value": 190}, 1.7e9)
+    alarm = alarm_record("hub-a", "alarm-1", 1000)
     async with (
         platform(tmp_path, mosquitto, keys) as (storage, worker),
         open_outbox(tmp_path / "outbox.db") as ob,
@@ -129,21 +126,28 @@ async def test_records_arrive_exactly_once_with_identical_values(tmp_path, mosqu
         async with Uplink(uplink_settings(mosquitto, frame_max_envelopes=16), ob, wire) as up:
             await put_records(ob, wire, [alarm], Lane.PRIORITY)
             async with asyncio.timeout(BOUND):
-                await up.wait_acked("alarm:1")
+                await up.wait_acked(rid(alarm))
                 offered = await worker.alarms.get()
-            assert offered.record_id == "alarm:1"
+            assert offered == alarm
             await until(up.acked, lambda: _empty(ob))
             # The alarm overtook the backlog: it was not the last record stored.
             ids = await stored_ids(storage)
-            assert ids.index("alarm:1") < len(ids) - 1
+            assert ids.index(rid(alarm)) < len(ids) - 1
             assert up.metrics.delivered_priority == 1
             assert up.metrics.last_ack_at is not None
-        stored = {r.record_id: r for r in await storage.readings("hubA")}
-        assert sorted(stored) == sorted([r.record_id for r in records] + ["alarm:1"])
+        stored = {r.record_id: r for r in await storage.readings("hub-a")}
+        assert sorted(stored) == sorted([rid(r) for r in records] + [rid(alarm)])
         assert len(await stored_ids(storage)) == len(stored)
         for rec in records:
-            assert dict(stored[rec.record_id].values) == dict(rec.values)
-            assert stored[rec.record_id].recorded_at == rec.at
+            row = stored[rid(rec)]
+            assert isinstance(rec.body, MeasurementBody)
+            assert (row.kind, row.device, row.record_seq) == ("measurement", "bp-1", rec.seq)
+            assert row.values == rec.body.values
+            assert row.body["raw"] == rec.body.raw.hex()
+            assert (row.hub_time, row.device_time) == (rec.hub_time, rec.device_time)
+        assert isinstance(alarm.body, AlarmBody)
+        assert stored[rid(alarm)].body["condition"] == alarm.body.condition
+        assert stored[rid(alarm)].values is None
         assert await storage.rejections() == {}
 
 
@@ -152,7 +156,7 @@ async def _empty(ob: Outbox) -> bool:
 
 
 async def test_broker_outage_buffers_then_delivers_once(tmp_path, mosquitto, keys):
-    wire = keys.hub_wire("hubA")
+    wire = keys.hub_wire("hub-a")
     async with (
         platform(tmp_path, mosquitto, keys) as (storage, _worker),
         open_outbox(tmp_path / "outbox.db") as ob,
@@ -167,21 +171,21 @@ async def test_broker_outage_buffers_then_delivers_once(tmp_path, mosquitto, key
         await mosquitto.start()
         await until(up.acked, lambda: _empty(ob))
         ids = await stored_ids(storage)
-        assert sorted(ids) == sorted(f"bp-1:{n}" for n in range(200))
+        assert sorted(ids) == sorted(rid(measurement(n)) for n in range(200))
         assert up.metrics.connects >= 2
 
 
 PLATFORM_CHILD = r"""
-import asyncio, sys
-import nacl.public, nacl.signing
+import asyncio, pathlib, sys
+from protocols.keys import load_platform_identity
 from sim.platform.ingest import IngestWorker, WorkerSettings
 from sim.platform.storage import SqliteStorage
 from sim.platform.wire import PlatformCodec
 
 async def main():
-    db, port, sign, box = sys.argv[1], int(sys.argv[2]), bytes.fromhex(sys.argv[3]), bytes.fromhex(sys.argv[4])
-    codec = PlatformCodec(nacl.signing.SigningKey(sign), nacl.public.PrivateKey(box))
-    async with SqliteStorage(__import__("pathlib").Path(db)) as storage:
+    db, port, key_file = pathlib.Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    codec = PlatformCodec(load_platform_identity(key_file))
+    async with SqliteStorage(db) as storage:
         async with IngestWorker(WorkerSettings("127.0.0.1", port, client_id="child"), storage, codec) as worker:
             await worker.connected.wait()
             print("ready", flush=True)
@@ -192,14 +196,16 @@ asyncio.run(main())
 
 
 async def spawn_platform(tmp_path: Path, broker: MosquittoBroker, keys: Keys) -> asyncio.subprocess.Process:
+    key_file = tmp_path / "platform.key"
+    if not key_file.exists():
+        save_platform_identity(key_file, keys.platform)
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
         PLATFORM_CHILD,
         str(tmp_path / "platform.db"),
         str(broker.port),
-        bytes(keys.platform_sign).hex(),
-        bytes(keys.platform_box).hex(),
+        str(key_file),
         stdout=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
@@ -210,9 +216,9 @@ async def spawn_platform(tmp_path: Path, broker: MosquittoBroker, keys: Keys) ->
 
 
 async def test_platform_killed_mid_stream_loses_and_duplicates_nothing(tmp_path, mosquitto, keys):
-    wire = keys.hub_wire("hubA")
+    wire = keys.hub_wire("hub-a")
     async with SqliteStorage(tmp_path / "platform.db") as storage:
-        await storage.enroll_hub("hubA", bytes(keys.hubs["hubA"].verify_key))
+        await storage.enroll_hub(keys.hubs["hub-a"].public)
         proc = await spawn_platform(tmp_path, mosquitto, keys)
         async with open_outbox(tmp_path / "outbox.db") as ob:
             settings = uplink_settings(mosquitto, ack_timeout=1.0, frame_max_envelopes=8, max_inflight_frames=4)
@@ -231,72 +237,71 @@ async def test_platform_killed_mid_stream_loses_and_duplicates_nothing(tmp_path,
                     await proc.wait()
         ids = await stored_ids(storage)
         assert len(ids) == len(set(ids)) == 600
-        assert set(ids) == {f"bp-1:{n}" for n in range(600)}
+        assert set(ids) == {rid(measurement(n)) for n in range(600)}
 
 
 async def test_hub_cannot_publish_on_another_hubs_topic(tmp_path, keys):
-    files = write_broker_config(tmp_path / "conf", ["hubA", "hubB"])
+    files = write_broker_config(tmp_path / "conf", ["hub-a", "hub-b"])
     pw = files.passwords
     security = BrokerSecurity(files.password_file, files.acl_file)
     async with (
         MosquittoBroker(tmp_path / "broker", security=security) as broker,
         platform(tmp_path, broker, keys, username="platform", password=pw["platform"]) as (storage, worker),
     ):
-        wire_a = keys.hub_wire("hubA")
-        async with aiomqtt.Client(broker.host, broker.port, username="hubA", password=pw["hubA"]) as hub_a:
-            forged = wire_a.encode_frame([wire_a.seal(1, [measurement(1, "a")])])
-            await hub_a.publish("carehub/v1/hubB/up", forged, qos=1)  # dropped by the ACL, silently
-            own = wire_a.encode_frame([wire_a.seal(2, [measurement(2, "a")])])
-            await hub_a.publish("carehub/v1/hubA/up", own, qos=1)
+        wire_a = keys.hub_wire("hub-a")
+        async with aiomqtt.Client(broker.host, broker.port, username="hub-a", password=pw["hub-a"]) as hub_a:
+            forged = wire_a.encode_frame([wire_a.seal(1, [measurement(1, "a")], T0)])
+            await hub_a.publish("carehub/v1/hub-b/up", forged, qos=1)  # dropped by the ACL, silently
+            own = wire_a.encode_frame([wire_a.seal(2, [measurement(2, "a")], T0)])
+            await hub_a.publish("carehub/v1/hub-a/up", own, qos=1)
             await until(worker.stored, lambda: stored_ids(storage))
         # Per-publisher order: had the ACL passed the first frame, it would have been handled first.
-        assert await stored_ids(storage) == ["a:2"]
+        assert await stored_ids(storage) == [rid(measurement(2, "a"))]
         assert await storage.rejections() == {}
 
 
 async def test_without_acl_hub_mismatch_is_rejected_and_counted(tmp_path, mosquitto, keys):
-    wire_a = keys.hub_wire("hubA")
+    wire_a = keys.hub_wire("hub-a")
     async with (
         platform(tmp_path, mosquitto, keys) as (storage, worker),
         aiomqtt.Client(mosquitto.host, mosquitto.port) as hub_a,
     ):
-        frame = wire_a.encode_frame([wire_a.seal(1, [measurement(1, "a")])])
-        await hub_a.publish("carehub/v1/hubB/up", frame, qos=1)
+        frame = wire_a.encode_frame([wire_a.seal(1, [measurement(1, "a")], T0)])
+        await hub_a.publish("carehub/v1/hub-b/up", frame, qos=1)
         await until(worker.rejected, lambda: worker.stats.rejections.get("hub_mismatch"))
         assert await stored_ids(storage) == []
         assert await storage.rejections() == {"hub_mismatch": 1}
 
 
 async def test_forged_tampered_and_replayed_envelopes_are_rejected(tmp_path, mosquitto, keys):
-    wire_a = keys.hub_wire("hubA")
-    stranger = HubWire(
-        "hubA", nacl.signing.SigningKey.generate(), keys.platform_box.public_key, keys.platform_sign.verify_key
-    )
+    wire_a = keys.hub_wire("hub-a")
+    stranger = HubWire(HubIdentity.generate("hub-a"), keys.platform.public)  # claims hub-a, signs with another key
     async with (
         platform(tmp_path, mosquitto, keys) as (storage, worker),
         aiomqtt.Client(mosquitto.host, mosquitto.port) as client,
     ):
-        await client.subscribe("carehub/v1/hubA/ack", qos=1)
-        up = "carehub/v1/hubA/up"
-        good = wire_a.seal(1, [measurement(1)])
+        await client.subscribe("carehub/v1/hub-a/ack", qos=1)
+        up = "carehub/v1/hub-a/up"
+        good = wire_a.seal(1, [measurement(1)], T0)
         await client.publish(up, wire_a.encode_frame([good]), qos=1)
         await until(worker.stored, lambda: stored_ids(storage))
-        forged = stranger.seal(2, [measurement(2)])  # claims to be hubA, signed by another key
-        tampered = bytearray(wire_a.seal(3, [measurement(3)]))
+        forged = stranger.seal(2, [measurement(2)], T0)
+        tampered = bytearray(wire_a.seal(3, [measurement(3)], T0))
         tampered[-5] ^= 0x01
-        unknown = HubWire(
-            "hubZ", nacl.signing.SigningKey.generate(), keys.platform_box.public_key, keys.platform_sign.verify_key
-        ).seal(4, [measurement(4)])
+        unknown = HubWire(HubIdentity.generate("hub-z"), keys.platform.public).seal(
+            4, [measurement(4, hub="hub-z")], T0
+        )
         for payload in (forged, bytes(tampered), good, unknown):
             await client.publish(up, wire_a.encode_frame([payload]), qos=1)
         await client.publish(up, b"\xff not a frame", qos=1)
         expected = {"bad_signature": 1, "cannot_open": 1, "replayed": 1, "unknown_hub": 1, "malformed": 1}
         await until(worker.rejected, lambda: worker.stats.rejections == expected)
         assert await storage.rejections() == expected
-        assert await stored_ids(storage) == ["bp-1:1"]
+        assert await stored_ids(storage) == [rid(measurement(1))]
         # The replay is acked as stored (its content is), so an honest re-send empties the outbox.
         acks = [wire_a.open_ack(bytes(m.payload)) async for m in _take(client, 2)]
-        assert [a.stored for a in acks] == [(1,), (1,)]
+        assert [(a.hub_id, a.stored, a.rejected) for a in acks] == [("hub-a", (1,), ()), ("hub-a", (1,), ())]
+        assert acks[1].ack_seq > acks[0].ack_seq
 
 
 async def _take(client: aiomqtt.Client, n: int) -> AsyncIterator[aiomqtt.Message]:
@@ -310,16 +315,15 @@ async def _take(client: aiomqtt.Client, n: int) -> AsyncIterator[aiomqtt.Message
 
 
 async def test_full_outbox_evicts_routine_keeps_alarms_and_reports(tmp_path, mosquitto, keys):
-    wire = keys.hub_wire("hubA")
+    wire = keys.hub_wire("hub-a")
     async with (
         platform(tmp_path, mosquitto, keys) as (storage, _worker),
-        open_outbox(tmp_path / "outbox.db", max_bytes=20_000) as ob,
+        open_outbox(tmp_path / "outbox.db", max_bytes=40_000) as ob,
     ):
         # The broker is "down" for the hub: nothing is sent while the outbox overflows.
         routine = await put_records(ob, wire, [measurement(n) for n in range(100)])
-        alarms = await put_records(
-            ob, wire, [WireRecord(f"alarm:{n}", "alarm", "bp-1", {"n": n}, None) for n in range(5)], Lane.PRIORITY
-        )
+        alarm_records = [alarm_record("hub-a", f"alarm-{n}", 1000 + n) for n in range(5)]
+        alarms = await put_records(ob, wire, alarm_records, Lane.PRIORITY)
         stats = await ob.stats()
         assert stats.evicted_rows_total > 0
         pending = await ob.pending_evictions()
@@ -327,22 +331,12 @@ async def test_full_outbox_evicts_routine_keeps_alarms_and_reports(tmp_path, mos
         # Oldest routine first; no alarm ever evicted.
         assert pending.seqs == tuple(i.envelope_seq for i in routine[: pending.count])
         assert not set(pending.seqs) & {i.envelope_seq for i in alarms}
-        report = WireRecord(
-            "eviction:1",
-            "eviction_report",
-            None,
-            {
-                "count": pending.count,
-                "first_seq": pending.first_seq,
-                "last_seq": pending.last_seq,
-                "bytes": pending.size,
-                "record_ids": list(pending.record_ids),
-            },
-            None,
-        )
         seq = (await ob.allocate_seqs(1))[0]
+        report = eviction_record(
+            "hub-a", 2000, pending.count, pending.first_seq, pending.last_seq, pending.size, pending.record_ids
+        )
         await ob.put_many(
-            [OutboxItem(seq, wire.seal(seq, [report]), Lane.PRIORITY, "eviction_report", ("eviction:1",), 0.0)],
+            [OutboxItem(seq, wire.seal(seq, [report], T0), Lane.PRIORITY, "eviction", (rid(report),), 0.0)],
             settle=pending,
         )
         # The report is cleared with its settle; the report's own bytes may have evicted more, reported next time.
@@ -352,27 +346,58 @@ async def test_full_outbox_evicts_routine_keeps_alarms_and_reports(tmp_path, mos
         async with Uplink(uplink_settings(mosquitto), ob, wire) as up:
             await until(up.acked, lambda: _empty(ob))
         stored = {r.record_id: r for r in await storage.readings()}
-        assert {f"alarm:{n}" for n in range(5)} <= set(stored)
-        assert stored["eviction:1"].values["count"] == pending.count
+        assert {rid(a) for a in alarm_records} <= set(stored)
+        assert isinstance(report.body, EvictionBody)
+        assert stored[rid(report)].kind == "eviction"
+        assert stored[rid(report)].body["count"] == pending.count
+        assert stored[rid(report)].body["oldest_record_id"] == pending.record_ids[0]
         assert not {i.record_ids[0] for i in routine if i.envelope_seq in evicted} & set(stored)
         kept = {i.record_ids[0] for i in routine if i.envelope_seq not in evicted}
         assert kept <= set(stored)
         assert len(stored) == len(kept) + 5 + 1
 
 
-async def test_caregiver_alarm_ack_reaches_the_hub_verified(tmp_path, mosquitto, keys):
-    wire = keys.hub_wire("hubA")
+async def test_caregiver_ack_and_thresholds_reach_the_hub_verified(tmp_path, mosquitto, keys):
+    wire = keys.hub_wire("hub-a")
+    panic = panic_record("hub-a", "pendant-1", 7, "panic-7", 1)
     async with (
         platform(tmp_path, mosquitto, keys) as (storage, worker),
         open_outbox(tmp_path / "outbox.db") as ob,
         Uplink(uplink_settings(mosquitto), ob, wire) as up,
+        aiomqtt.Client(mosquitto.host, mosquitto.port) as eavesdropper,
     ):
-        await put_records(
-            ob, wire, [WireRecord("panic:7", "panic", "pendant-1", {"press": "long"}, None)], Lane.PRIORITY
-        )
+        await eavesdropper.subscribe("carehub/v1/hub-a/down", qos=1)
+        await put_records(ob, wire, [panic], Lane.PRIORITY)
         async with asyncio.timeout(BOUND):
             offered = await worker.alarms.get()
-            await worker.ack_alarm(offered.hub, offered.record_id, "Mei (daughter)", 1.7e9)
+            assert isinstance(offered.body, PanicBody)
+            assert offered.body.alarm_id is not None
+            answered = T0 + timedelta(seconds=40)
+            sent = await worker.ack_alarm(offered.hub_id, offered.body.alarm_id, "Mei Lin", answered, role="daughter")
             down = await up.down.get()
-        assert down == AlarmAck("hubA", "panic:7", "Mei (daughter)", 1.7e9)
-        assert await stored_ids(storage) == ["panic:7"]
+            [captured] = [bytes(m.payload) async for m in _take(eavesdropper, 1)]
+            update = await worker.update_thresholds("hub-a", "resident-1", {"bp.systolic.critical": 175.0})
+            second = await up.down.get()
+        assert down == sent
+        assert down == DownMessage(
+            "hub-a", 1, down.issued_at, AlarmAcknowledgement("panic-7", "Mei Lin", answered, "daughter")
+        )
+        assert second == update
+        assert second.seq == 2
+        assert second.body == ThresholdUpdate("resident-1", {"bp.systolic.critical": 175.0})
+        assert await stored_ids(storage) == [rid(panic)]
+        # A captured acknowledgement published again is refused by the hub as a replay.
+        await eavesdropper.publish("carehub/v1/hub-a/down", captured, qos=1)
+        forged = PlatformCodec(PlatformIdentity.generate()).encode_down(
+            DownMessage("hub-a", 99, T0, AlarmAcknowledgement("panic-7", "Stranger", T0))
+        )
+        await eavesdropper.publish("carehub/v1/hub-a/down", forged, qos=1)
+        # Both were PUBACKed by the broker, so they reach the hub before this genuine third message does.
+        third = await worker.update_thresholds("hub-a", "resident-1", {"bp.systolic.critical": None})
+        async with asyncio.timeout(BOUND):
+            assert await up.down.get() == third
+        assert up.metrics.bad_downs == 2
+        assert wire.last_down_seq == third.seq == 3
+    # Down-message sequence numbers survive a platform restart (durable in the platform database).
+    async with SqliteStorage(tmp_path / "platform.db") as storage:
+        assert await storage.next_down_seq("hub-a") == 4
