@@ -34,6 +34,7 @@ import button
 import feedback
 import frames
 from ble_link import WRITE_CONFIRM, Link
+from hal import Board
 from micropython import const
 from store import FLAG_BATTERY_LOW_SENT, CounterExhausted, Store
 
@@ -71,19 +72,18 @@ class Timings:
 class Pendant:
     """One wake of a provisioned pendant."""
 
-    def __init__(self, board, store: Store, player: feedback.Player, timings=None) -> None:
+    def __init__(self, board: Board, store: Store, player: feedback.Player, timings: Timings | None = None) -> None:
         self._board = board
         self._store = store
         self._player = player
         self._t = timings if timings is not None else Timings()
-        self.pending = []  # [(counter, event, frame, queued at)], oldest first
+        self.pending: list[tuple[int, int, bytes, int]] = []  # (counter, event, frame, queued at), oldest first
         self.failures = 0  # connection windows without a hub, since the last Confirm
         self.battery_pct = frames.BATTERY_UNKNOWN
         self._progress = asyncio.ThreadSafeFlag()  # an event queued, confirmed, or the link went up or down
         self._fb_pair = (store.last_issued, 0xFFFF)  # a reboot forgets nothing the hub said before it
         self._active_at = time.ticks_ms()
-        self._button = None
-        self.link = None
+        self._button: button.Button | None = None
 
     def wake(self) -> None:
         """The link went up or down (called from the BLE IRQ: only sets a flag)."""
@@ -205,17 +205,16 @@ class Pendant:
 
     async def run(self, link: Link, wake_pressed: bool = False, heartbeat: bool = False) -> None:
         """Serve one wake; returns when the pendant may deep-sleep. Raises if a task died (the watchdog resets us)."""
-        self.link = link
         board = self._board
         t = self._t
-        self._button = button.Button(board.ticks_ms(), wake_pressed, t.debounce_ms, t.long_ms, t.double_ms)
+        self._button = btn = button.Button(board.ticks_ms(), wake_pressed, t.debounce_ms, t.long_ms, t.double_ms)
         wdt = board.watchdog()
         self.measure_battery()
         if heartbeat:
             self.queue(frames.EV_HEARTBEAT)
         tasks = (
             asyncio.create_task(
-                button.watch(self._button, board.button_flag, board.pressed, board.ticks_ms, self.on_gesture)
+                button.watch(btn, board.button_flag, board.pressed, board.ticks_ms, self.on_gesture)
             ),
             asyncio.create_task(self._sender(link)),
             asyncio.create_task(self._receiver(link)),
@@ -245,7 +244,7 @@ async def _not_provisioned(player: feedback.Player) -> None:
 
 def main() -> None:
     """Entry point (main.py): one wake, then deep sleep."""
-    import hal  # imported here so tests can import this module with or without the fakes' board
+    import hal
     from ble_link import Secrets
 
     board = hal.Board()

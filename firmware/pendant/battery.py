@@ -36,7 +36,7 @@ def percent(mv: int) -> int:
     return 0
 
 
-def assess(pct: int, sent: bool):  # -> tuple[bool, bool]
+def assess(pct: int, sent: bool) -> tuple[bool, bool]:
     """(report now, sent flag to store) for a reading `pct` given whether low battery was already reported."""
     if pct < LOW_PCT:
         return (not sent, True)

@@ -20,7 +20,12 @@
 import asyncio
 import time
 
+from hal import Radio, Uuid
 from micropython import const
+
+_TYPING = const(0)  # firmware/mypy.ini treats this as true: typing exists for mypy only, never on the pendant
+if _TYPING:
+    from typing import Any, Callable
 
 _IRQ_CENTRAL_CONNECT = const(1)
 _IRQ_CENTRAL_DISCONNECT = const(2)
@@ -64,7 +69,7 @@ class Secrets:
 
     def __init__(self, path: str) -> None:
         self._path = path
-        self._items = []  # list of [sec_type, key, value], oldest first
+        self._items: list[tuple[int, bytes, bytes]] = []  # (sec_type, key, value), oldest first
         try:
             with open(path, "rb") as f:
                 data = f.read()
@@ -79,12 +84,12 @@ class Secrets:
                 value = bytes(data[i + 3 + klen : i + 3 + klen + vlen])
                 if len(value) != vlen:
                     break
-                self._items.append([sec_type, key, value])
+                self._items.append((sec_type, key, value))
                 i += 3 + klen + vlen
         except IndexError:
             pass  # a torn last record: keep what parsed, the hub re-pairs if its key was the torn one
 
-    def get(self, sec_type: int, index: int, key):  # -> bytes | None
+    def get(self, sec_type: int, index: int, key: bytes | None) -> bytes | None:
         if key is None:
             matches = [item for item in self._items if item[0] == sec_type]
             return matches[index][2] if index < len(matches) else None
@@ -93,11 +98,11 @@ class Secrets:
                 return item[2]
         return None
 
-    def set(self, sec_type: int, key: bytes, value) -> bool:
+    def set(self, sec_type: int, key: bytes, value: bytes | None) -> bool:
         key = bytes(key)
         self._items = [item for item in self._items if not (item[0] == sec_type and item[1] == key)]
         if value is not None:
-            self._items.append([sec_type, key, bytes(value)])
+            self._items.append((sec_type, key, bytes(value)))
         while len(self._items) > _MAX_SECRETS:
             self._items.pop(0)
         with open(self._path, "wb") as f:
@@ -109,17 +114,20 @@ class Secrets:
 class Link:
     """The pendant's GATT server: advertising, one connection, indications and the hub's writes."""
 
-    def __init__(self, ble, uuid, secrets: Secrets, info: bytes, on_change=None) -> None:
+    def __init__(
+        self, ble: Radio, uuid: Callable[[str], Uuid], secrets: Secrets, info: bytes,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
         # `on_change()` is called from the IRQ on connect and disconnect: it must only set a ThreadSafeFlag.
         self._ble = ble
         self._on_change = on_change
         self._secrets = secrets
-        self.conn = None  # connection handle of the hub, or None
+        self.conn: int | None = None  # connection handle of the hub
         self.encrypted = False
         self.indicating = False
         self.connect_flag = asyncio.ThreadSafeFlag()
         self.write_flag = asyncio.ThreadSafeFlag()
-        self._writes = []  # (WRITE_CONFIRM | WRITE_FEEDBACK, bytes)
+        self._writes: list[tuple[int, bytes]] = []  # (WRITE_CONFIRM | WRITE_FEEDBACK, bytes)
         self._adv = advert(SERVICE_UUID)
         ble.irq(self._irq)
         service = (
@@ -134,7 +142,7 @@ class Link:
         ((self._h_event, self._h_confirm, self._h_feedback, self._h_info),) = ble.gatts_register_services((service,))
         ble.gatts_write(self._h_info, info)
 
-    def _irq(self, event: int, data) -> object:
+    def _irq(self, event: int, data: tuple[Any, ...]) -> object:
         if event == _IRQ_CENTRAL_CONNECT:
             conn = data[0]
             if self.conn is not None:
@@ -217,7 +225,7 @@ class Link:
             return False
         return True
 
-    def pop_write(self):  # -> tuple[int, bytes] | None
+    def pop_write(self) -> tuple[int, bytes] | None:
         """The oldest queued write from the hub, or None."""
         return self._writes.pop(0) if self._writes else None
 

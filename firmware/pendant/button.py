@@ -23,6 +23,10 @@ import time
 
 from micropython import const
 
+_TYPING = const(0)  # firmware/mypy.ini treats this as true: typing exists for mypy only, never on the pendant
+if _TYPING:
+    from typing import Callable
+
 DEBOUNCE_MS = const(30)
 LONG_MS = const(2000)
 DOUBLE_MS = const(400)
@@ -60,9 +64,9 @@ class Button:
         """Released and nothing pending (no gesture can still be reported without a new edge)."""
         return self._state == _IDLE and self._raw == self._stable
 
-    def deadline(self):  # -> int | None
+    def deadline(self) -> int | None:
         """The tick at which update() must be called even if the pin does not change, or None."""
-        best = None
+        best: int | None = None
         if self._raw != self._stable:
             best = time.ticks_add(self._raw_at, self._debounce)
         if self._state == _DOWN:
@@ -121,7 +125,10 @@ class Button:
         return NONE
 
 
-async def watch(button: Button, flag, read_pressed, ticks_ms, emit) -> None:
+async def watch(
+    button: Button, flag: asyncio.ThreadSafeFlag, read_pressed: Callable[[], bool], ticks_ms: Callable[[], int],
+    emit: Callable[[int], None],
+) -> None:
     """Drive `button` forever: `flag` is the pin IRQ's ThreadSafeFlag, `read_pressed()` the level, `emit(gesture)`."""
     # Sample once at the start: the press that woke the chip may have ended before the IRQ was armed.
     gesture = button.update(read_pressed(), ticks_ms())

@@ -22,6 +22,10 @@ import asyncio
 import frames
 from micropython import const
 
+_TYPING = const(0)  # firmware/mypy.ini treats this as true: typing exists for mypy only, never on the pendant
+if _TYPING:
+    from typing import Awaitable, Callable
+
 PRESSED = const(100)
 NOT_PROVISIONED = const(101)
 
@@ -37,7 +41,7 @@ _PATTERNS = {
 }
 
 
-def pattern(state: int):  # -> tuple[int, tuple[int, ...]] | None
+def pattern(state: int) -> tuple[int, tuple[int, ...]] | None:
     """(repeat, steps) for a state, or None for IDLE and unknown states (nothing to show)."""
     return _PATTERNS.get(state)
 
@@ -45,11 +49,14 @@ def pattern(state: int):  # -> tuple[int, tuple[int, ...]] | None
 class Player:
     """Plays one pattern at a time on `led(on)` and `tone(hz)`; `sleep_ms` is injectable for tests."""
 
-    def __init__(self, led, tone, sleep_ms=asyncio.sleep_ms) -> None:
+    def __init__(
+        self, led: Callable[[bool], None], tone: Callable[[int], None],
+        sleep_ms: Callable[[int], Awaitable[None]] = asyncio.sleep_ms,
+    ) -> None:
         self._led = led
         self._tone = tone
         self._sleep_ms = sleep_ms
-        self._task = None
+        self._task: asyncio.Task[None] | None = None
         self.state = frames.FB_IDLE
 
     def show(self, state: int) -> None:
@@ -70,7 +77,7 @@ class Player:
     def playing(self) -> bool:
         return self._task is not None and not self._task.done()
 
-    async def _play(self, repeat: int, steps) -> None:
+    async def _play(self, repeat: int, steps: tuple[int, ...]) -> None:
         try:
             for _ in range(repeat):
                 for i in range(0, len(steps), 3):

@@ -80,7 +80,8 @@ def event_frame(key: bytes, pendant_id: bytes, event: int, counter: int, battery
 
 def event_counter(frame: bytes) -> int:
     """The counter of an Event frame this pendant built."""
-    return struct.unpack_from(_EVENT, frame)[2]
+    counter: int = struct.unpack_from(_EVENT, frame)[2]
+    return counter
 
 
 def confirm_counter(key: bytes, pendant_id: bytes, data: bytes) -> int:
@@ -90,10 +91,11 @@ def confirm_counter(key: bytes, pendant_id: bytes, data: bytes) -> int:
     header = data[:_CONFIRM_LEN]
     if not equal(tag(key, _LABEL_CONFIRM, pendant_id, header), data[_CONFIRM_LEN:]):
         return 0
-    return struct.unpack(_CONFIRM, header)[1]
+    counter: int = struct.unpack(_CONFIRM, header)[1]
+    return counter
 
 
-def feedback(key: bytes, pendant_id: bytes, data: bytes):  # -> tuple[int, int, int] | None
+def feedback(key: bytes, pendant_id: bytes, data: bytes) -> tuple[int, int, int] | None:
     """(state, event counter, feedback seq) of an authentic Feedback frame, or None when malformed or forged.
 
     Freshness (the pair ordering) is the caller's job: see app.Pendant.on_feedback().

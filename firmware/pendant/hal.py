@@ -22,6 +22,9 @@ _WDT_MS = const(8000)
 _IO_NO_INPUT_OUTPUT = const(3)  # "just works" pairing: the pendant has no display or keyboard
 _MTU = const(64)  # frames need ATT_MTU >= 30 (protocols.pendant.MIN_ATT_MTU)
 
+Radio = bluetooth.BLE  # the radio's type, for annotations in ble_link
+Uuid = bluetooth.UUID
+
 ROOT = ""  # littlefs root: files live at /pendant.key, /ctr0, /ctr1, /bonds
 GAP_NAME = "carehub-pendant"
 

@@ -30,7 +30,8 @@ def hmac_sha256(key: bytes, *parts: bytes) -> bytes:
         padded[i] ^= _IPAD ^ _OPAD
     outer = hashlib.sha256(padded)
     outer.update(inner.digest())
-    return outer.digest()
+    mac: bytes = outer.digest()
+    return mac
 
 
 def equal(a: bytes, b: bytes) -> bool:

@@ -50,13 +50,15 @@ class CounterExhausted(Exception):
 
 
 def _check(body: bytes) -> bytes:
-    return hashlib.sha256(body).digest()[:_CHECK_LEN]
+    digest: bytes = hashlib.sha256(body).digest()
+    return digest[:_CHECK_LEN]
 
 
-def _read(path: str):  # -> bytes | None
+def _read(path: str) -> bytes | None:
     try:
         with open(path, "rb") as f:
-            return f.read()
+            data: bytes = f.read()
+            return data
     except OSError:
         return None
 
@@ -70,7 +72,7 @@ def _sealed(body: bytes) -> bytes:
     return body + _check(body)
 
 
-def _unseal(data):  # (bytes | None) -> bytes | None
+def _unseal(data: bytes | None) -> bytes | None:
     if data is None or len(data) <= _CHECK_LEN:
         return None
     body = data[:-_CHECK_LEN]
@@ -81,7 +83,7 @@ def _key_record(pendant_id: bytes, key: bytes, floor: int) -> bytes:
     return _sealed(_KEY_MAGIC + bytes((len(pendant_id),)) + pendant_id + key + struct.pack("<I", floor))
 
 
-def _parse_key(data):  # -> tuple[bytes, bytes, int] | None
+def _parse_key(data: bytes | None) -> tuple[bytes, bytes, int] | None:
     body = _unseal(data)
     if body is None or body[:3] != _KEY_MAGIC or len(body) < 4:
         return None
@@ -91,7 +93,7 @@ def _parse_key(data):  # -> tuple[bytes, bytes, int] | None
     return (bytes(body[4 : 4 + n]), bytes(body[4 + n : 4 + n + _KEY_LEN]), struct.unpack("<I", body[-4:])[0])
 
 
-def _parse_slot(data):  # -> tuple[int, int] | None
+def _parse_slot(data: bytes | None) -> tuple[int, int] | None:
     body = _unseal(data)
     if body is None or len(body) != _SLOT_LEN:
         return None
@@ -139,8 +141,8 @@ class Store:
 
     def __init__(self, root: str) -> None:
         self._root = root
-        self.pendant_id = None
-        self.key = None
+        self.pendant_id: bytes | None = None
+        self.key: bytes | None = None
         self.recovered = False
         self._next = 0
         self._limit = 0
@@ -152,16 +154,17 @@ class Store:
         if ident is None:
             return
         self.pendant_id, self.key, floor = ident
-        slots = [_parse_slot(_read(root + "/" + name)) for name in _SLOT_FILES]
-        good = [i for i in (0, 1) if slots[i] is not None]
-        if len(good) == 2:
-            self._slot = 0 if slots[0][0] >= slots[1][0] else 1  # type: ignore[index]
-            self._limit, self._flags = slots[self._slot]  # type: ignore[misc]
-        elif len(good) == 1:
-            self._slot = good[0]
-            limit, self._flags = slots[self._slot]  # type: ignore[misc]
-            self._limit = min(limit + MARGIN, _COUNTER_MAX)
-            self.recovered = True
+        good = []  # (limit, flags, slot index) of each slot that checks out
+        for i in (0, 1):
+            slot = _parse_slot(_read(root + "/" + _SLOT_FILES[i]))
+            if slot is not None:
+                good.append((slot[0], slot[1], i))
+        if good:
+            best = max(good)
+            self._limit, self._flags, self._slot = best
+            if len(good) == 1:
+                self._limit = min(best[0] + MARGIN, _COUNTER_MAX)
+                self.recovered = True
         else:
             self._limit = min(floor + LOST_JUMP, _COUNTER_MAX)
             self.recovered = True
