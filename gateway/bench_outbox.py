@@ -13,15 +13,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import nacl.public
-import nacl.signing
-
 from gateway.outbox import Lane, Outbox, OutboxItem, open_outbox
 from gateway.uplink import Uplink, UplinkSettings
+from protocols.keys import HubIdentity, PlatformIdentity
 from sim.broker import MosquittoBroker, mosquitto_available
 from sim.platform.ingest import IngestWorker, WorkerSettings
+from sim.platform.samples import T0, bp_record
 from sim.platform.storage import SqliteStorage
-from sim.platform.wire import HubWire, PlatformCodec, WireRecord
+from sim.platform.wire import HubWire, PlatformCodec
 
 __all__ = ["backlog_drain_s", "outbox_rows_per_s", "run_benchmarks"]
 
@@ -58,23 +57,20 @@ async def _empty(ob: Outbox) -> bool:
 
 
 async def backlog_drain_s(workdir: Path, *, readings: int = 10_080) -> float:
-    """Seconds from the uplink connecting to every buffered reading being acked by the platform."""
-    platform_sign = nacl.signing.SigningKey.generate()
-    platform_box = nacl.public.PrivateKey.generate()
-    hub_key = nacl.signing.SigningKey.generate()
-    wire = HubWire("bench-hub", hub_key, platform_box.public_key, platform_sign.verify_key)
+    """Seconds from the uplink connecting to every buffered reading being acked by the platform.
+
+    Each reading is a real protocol v1 measurement record (a Blood Pressure Measurement value and its decoded
+    values) sealed into its own envelope, as the hub does.
+    """
+    platform = PlatformIdentity.generate()
+    hub = HubIdentity.generate("bench-hub")
+    wire = HubWire(hub, platform.public)
     async with open_outbox(workdir / "drain-outbox.db") as ob:
         seqs = await ob.allocate_seqs(readings)
+        records = [bp_record(hub.hub_id, seq) for seq in seqs]
         items = [
-            OutboxItem(
-                seq,
-                wire.seal(seq, [WireRecord(f"bench:{seq}", "measurement", "bp-1", {"systolic": 120}, 1.7e9 + seq)]),
-                Lane.ROUTINE,
-                "measurement",
-                (f"bench:{seq}",),
-                0.0,
-            )
-            for seq in seqs
+            OutboxItem(seq, wire.seal(seq, [rec], T0), Lane.ROUTINE, "measurement", (rec.record_id.hex(),), 0.0)
+            for seq, rec in zip(seqs, records, strict=True)
         ]
         for start in range(0, readings, 1000):
             await ob.put_many(items[start : start + 1000])
@@ -82,8 +78,8 @@ async def backlog_drain_s(workdir: Path, *, readings: int = 10_080) -> float:
             MosquittoBroker(workdir / "broker") as broker,
             SqliteStorage(workdir / "drain-platform.db") as storage,
         ):
-            await storage.enroll_hub("bench-hub", bytes(hub_key.verify_key))
-            codec = PlatformCodec(platform_sign, platform_box)
+            await storage.enroll_hub(hub.public)
+            codec = PlatformCodec(platform)
             async with IngestWorker(WorkerSettings(broker.host, broker.port), storage, codec) as worker:
                 await worker.connected.wait()
                 settings = UplinkSettings(hub_id="bench-hub", host=broker.host, port=broker.port, ack_timeout=60.0)

@@ -137,7 +137,7 @@ def readings(
         return
     table = Table(title=f"readings{f' of {hub}' if hub else ''}")
     for column in ("hub", "kind", "record", "device", "values", "hub time", "device time"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column == "record", min_width=32 if column == "record" else None)
     for r in rows:
         shown = r.values if r.values is not None else r.body
         table.add_row(

@@ -2,10 +2,10 @@
 
 Exactly-once lives here (invariant 2): ``store_batch`` writes every envelope of one uplink frame in ONE transaction;
 an envelope's ``(hub, seq)`` is its primary key, so a re-sent envelope is recognised and stores nothing; each
-reading's ``record_id`` is UNIQUE, so a record re-read from a meter and sealed into a new envelope is stored once.
-The platform publishes acks only after ``store_batch`` has returned, i.e. after the commit. Readings are the decoded
-fields of :class:`protocols.record.Record` (body as JSON). Down-message sequence numbers are allocated here too, per
-hub, durably, so they keep increasing across platform restarts.
+reading's ``(hub, record_id)`` is UNIQUE, so a record re-read from a meter and sealed into a new envelope is stored
+once. The platform publishes acks only after ``store_batch`` has returned, i.e. after the commit. Readings are the
+decoded fields of :class:`protocols.record.Record` (body as JSON). Down-message sequence numbers are allocated here
+too, per hub, durably, so they keep increasing across platform restarts.
 
 SQLite work runs on one dedicated thread per store; the event loop never blocks on the disk.
 """
@@ -77,7 +77,7 @@ class StoredReading:
 
     Attributes:
         hub: the hub that signed the envelope (and produced the record).
-        record_id: the record's stable id as 32 lowercase hex digits (unique across the platform).
+        record_id: the record's stable id as 32 lowercase hex digits (unique per hub).
         kind: the record kind (:class:`protocols.record.RecordKind` value: ``"measurement"``, ``"alarm"``...).
         record_seq: the hub's record sequence number.
         device: the device the record is about, if any.
@@ -193,9 +193,11 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS hubs (hub TEXT PRIMARY KEY, verify_key BLOB NOT NULL, enrolled_at REAL NOT NULL)",
     "CREATE TABLE IF NOT EXISTS envelopes (hub TEXT NOT NULL, seq INTEGER NOT NULL, received_at REAL NOT NULL,"
     " PRIMARY KEY (hub, seq))",
-    "CREATE TABLE IF NOT EXISTS readings (id INTEGER PRIMARY KEY, hub TEXT NOT NULL, record_id TEXT NOT NULL UNIQUE,"
+    # Record ids are unique per hub: a measurement's id covers the device, not the hub (protocol §3.7).
+    "CREATE TABLE IF NOT EXISTS readings (id INTEGER PRIMARY KEY, hub TEXT NOT NULL, record_id TEXT NOT NULL,"
     " kind TEXT NOT NULL, record_seq INTEGER NOT NULL, device TEXT, body_json TEXT NOT NULL,"
-    " hub_time_us INTEGER NOT NULL, device_time TEXT, envelope_seq INTEGER NOT NULL, received_at REAL NOT NULL)",
+    " hub_time_us INTEGER NOT NULL, device_time TEXT, envelope_seq INTEGER NOT NULL, received_at REAL NOT NULL,"
+    " UNIQUE (hub, record_id))",
     "CREATE INDEX IF NOT EXISTS readings_hub ON readings (hub, id)",
     "CREATE TABLE IF NOT EXISTS rejections (reason TEXT NOT NULL, hub TEXT NOT NULL, count INTEGER NOT NULL,"
     " PRIMARY KEY (reason, hub))",
