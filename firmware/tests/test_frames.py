@@ -59,3 +59,21 @@ def test_check_id_and_device_info():
     check(not frames.check_id(b"x" * 33), "too long")
     check(not frames.check_id(b"bad id"), "space")
     equal(frames.device_info(PID), b"\x01\x0a" + PID, "device info")
+
+
+def test_protocol_md_vectors():
+    # docs/protocol.md §9.5: key 00..1f, pendant id "pendant-0001".
+    key = bytes(range(32))
+    pid = b"pendant-0001"
+    equal(
+        frames.event_frame(key, pid, frames.EV_PRESS, 42, 87, 3600).hex(),
+        "01012a00000057100e0000b43673dd3ad64ca3b3313dd30947339b",
+        "event",
+    )
+    equal(frames.confirm_counter(key, pid, bytes.fromhex("012a00000062c56b9ef81b74eae07668cdaf8a6800")), 42, "confirm")
+    equal(
+        frames.feedback(key, pid, bytes.fromhex("01012a00000000008addf1969099d0a9b303ed57b916af64")),
+        (frames.FB_HELP_CALLED, 42, 0),
+        "feedback",
+    )
+    equal(frames.device_info(pid).hex(), "010c70656e64616e742d30303031", "device info")
