@@ -367,3 +367,44 @@ def test_cpython_confirm_and_feedback_accepted_by_firmware(
     )
     for (state, counter, seq), line in zip(specs, lines, strict=True):
         assert line == f"{max(counter, 1)} ({int(state)}, {counter}, {seq}) None 0 0 None"
+
+
+# -- heap and size ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every firmware module compiled with mpy-cross, as a board would load them."""
+    if MPY_CROSS is None:
+        pytest.skip("mpy-cross is not installed")
+    out = tmp_path_factory.mktemp("mpy")
+    for source in SOURCES:
+        subprocess.run([MPY_CROSS, "-o", str(out / (source.stem + ".mpy")), str(source)], check=True, timeout=60)
+    return out
+
+
+def test_compiled_size_budget(compiled: Path) -> None:
+    total = sum(p.stat().st_size for p in compiled.glob("*.mpy"))
+    assert len(list(compiled.glob("*.mpy"))) == len(SOURCES)
+    # Regression guard; firmware/README.md records the measured figure (about 15 KB).
+    assert total < 24 * 1024, total
+
+
+@needs_micropython
+def test_press_cycle_heap_budget(compiled: Path) -> None:
+    assert MICROPYTHON is not None
+    path = ":".join([".frozen", str(FIRMWARE / "tests" / "fakes"), str(compiled), str(FIRMWARE / "tests")])
+    result = subprocess.run(
+        [MICROPYTHON, str(FIRMWARE / "tests" / "heap_report.py")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MICROPYPATH": path},
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    figures = {name: int(value) for name, value in (line.split(" ") for line in result.stdout.split("\n") if line)}
+    assert set(figures) == {"import", "objects", "cycle", "peak"}
+    # Regression guards on the unix port (64-bit objects); firmware/README.md records the measured figures.
+    assert figures["cycle"] < 12 * 1024, figures
+    assert figures["peak"] < 48 * 1024, figures

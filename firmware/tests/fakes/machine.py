@@ -5,6 +5,7 @@ TIMER_WAKE = 4
 PWRON_RESET = 1
 
 _wake_reason = PWRON_RESET
+record = True  # heap_report.py turns off the write histories so they do not count as firmware heap
 pins = {}  # pin id -> Pin
 wdts = []
 sleeps = []  # deepsleep arguments
@@ -53,7 +54,8 @@ class Pin:
         if v is None:
             return self._value
         self._value = v
-        self.history.append(v)
+        if record:
+            self.history.append(v)
         return None
 
     def irq(self, handler=None, trigger=0):
@@ -85,7 +87,8 @@ class PWM:
         if duty is None:
             return self._duty
         self._duty = duty
-        self.history.append((self._freq, duty))
+        if record:
+            self.history.append((self._freq, duty))
         return None
 
     def tone(self) -> int:
