@@ -1,8 +1,9 @@
 # The pendant's behaviour: gestures become authenticated events, repeated until the hub confirms them; the hub's
 # feedback becomes LED and buzzer patterns; then deep sleep until the button (or the heartbeat timer) wakes us.
 #
-# One wake, in order: battery measured (battery_low queued once per discharge), a heartbeat queued on a timer wake,
-# the waking press recognised by the button driver, then three tasks under a supervisor that feeds the watchdog:
+# One wake, in order: battery measured (battery_low queued once per discharge; after the waking press is delivered
+# when a press woke us), a heartbeat queued on a timer wake, the waking press recognised by the button driver, then
+# three tasks under a supervisor that feeds the watchdog:
 #
 # - button: button.watch() -> on_gesture(): PRESS -> press event (with an immediate local chirp), LONG -> cancel
 #   event, DOUBLE -> check-in event. Each event takes a fresh counter from the store (persisted before use);
@@ -95,9 +96,9 @@ class Pendant:
         self.battery_pct = battery.percent(self._board.battery_mv())
         sent = bool(self._store.flags & FLAG_BATTERY_LOW_SENT)
         report, sent_now = battery.assess(self.battery_pct, sent)
-        if sent_now != sent:
-            self._store.set_flags(self._store.flags ^ FLAG_BATTERY_LOW_SENT)
-        if report:
+        if sent and not sent_now:  # recharged: the next discharge is reported again
+            self._store.set_flags(self._store.flags & ~FLAG_BATTERY_LOW_SENT)
+        if report:  # the flag is set once the hub confirms the event (on_write), so a reset before that resends it
             self._player.show(frames.FB_LOW_BATTERY)
             self.queue(frames.EV_BATTERY_LOW)
 
@@ -136,6 +137,8 @@ class Pendant:
             counter = frames.confirm_counter(key, pid, data)
             if counter == 0 or counter > self._store.last_issued:
                 return False
+            if any(p[1] == frames.EV_BATTERY_LOW for p in self.pending if p[0] <= counter):
+                self._store.set_flags(self._store.flags | FLAG_BATTERY_LOW_SENT)
             self.pending = [p for p in self.pending if p[0] > counter]
             self.failures = 0
             self._active_at = time.ticks_ms()
@@ -209,7 +212,11 @@ class Pendant:
         t = self._t
         self._button = btn = button.Button(board.ticks_ms(), wake_pressed, t.debounce_ms, t.long_ms, t.double_ms)
         wdt = board.watchdog()
-        self.measure_battery()
+        # Counters are confirmed in order, so whatever is queued first is delivered first. When a press woke us,
+        # battery_low waits until that press is delivered: help first, maintenance after.
+        battery_due = wake_pressed
+        if not battery_due:
+            self.measure_battery()
         if heartbeat:
             self.queue(frames.EV_HEARTBEAT)
         tasks = (
@@ -226,6 +233,9 @@ class Pendant:
                         await task  # re-raises what killed it; the watchdog is no longer fed
                         raise RuntimeError("pendant task ended")
                 wdt.feed()
+                if battery_due and not self.pending and btn.idle:
+                    battery_due = False
+                    self.measure_battery()
                 if self.may_sleep():
                     return
                 await asyncio.sleep_ms(t.feed_ms)

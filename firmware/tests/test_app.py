@@ -202,6 +202,25 @@ async def test_not_provisioned_refuses_events():
     equal(shown, [feedback.NOT_PROVISIONED, feedback.NOT_PROVISIONED], "not provisioned shown")
 
 
+async def test_low_battery_resent_after_reset_until_confirmed():
+    machine.ADC.uv = 1_820_000
+    root = tmpdir()
+    store.provision(root, PID, KEY)
+    r = Rig(root=root)
+    task = await _run(r)
+    await until(lambda: r.pendant.pending)
+    task.cancel()  # reset before the hub confirmed
+    r2 = Rig(root=root)
+    task = await _run(r2)
+    await until(lambda: r2.pendant.pending)
+    equal([p[1] for p in r2.pendant.pending], [frames.EV_BATTERY_LOW], "queued again on the next wake")
+    r2.fake.central_connect()
+    frame = await _next_indication(r2, 1)
+    r2.fake.central_write(ble_link.CONFIRM_UUID, confirm(frames.event_counter(frame)))
+    r2.player.stop()
+    await _finish(task)
+
+
 async def test_low_battery_event_once_per_discharge():
     machine.ADC.uv = 1_820_000  # 3.64 V: 12 %
     root = tmpdir()
@@ -221,6 +240,22 @@ async def test_low_battery_event_once_per_discharge():
         else:
             equal(r.pendant.pending, [], "reported again after a reboot")
         await _finish(task)
+
+
+async def test_waking_press_goes_before_battery_low():
+    machine.ADC.uv = 1_820_000  # low battery, and a press woke the pendant
+    r = Rig()
+    task = await _run(r, wake_pressed=True)
+    r.fake.central_connect()
+    first = await _next_indication(r, 1)
+    equal(first[1], frames.EV_PRESS, "help first")
+    r.fake.central_write(ble_link.CONFIRM_UUID, confirm(frames.event_counter(first)))
+    await until(lambda: r.fake.indications[-1][2][1] == frames.EV_BATTERY_LOW)
+    second = r.fake.indications[-1][2]
+    check(frames.event_counter(second) > frames.event_counter(first), "battery_low after the press")
+    r.fake.central_write(ble_link.CONFIRM_UUID, confirm(frames.event_counter(second)))
+    r.player.stop()
+    await _finish(task)
 
 
 async def test_heartbeat_on_timer_wake_given_up_without_hub():
