@@ -2,7 +2,7 @@
 import asyncio
 
 import button
-from support import Failed, equal
+from support import Failed, equal, until
 
 
 def _play(script, start_pressed=False):
@@ -91,10 +91,10 @@ async def test_driver_on_fake_pin():
         got.append(g)
         flag.set()
 
-    b = button.Button(board.ticks_ms(), False, 2, 50, 15)
+    b = button.Button(board.ticks_ms(), False, 2, 5000, 15)
     task = asyncio.create_task(button.watch(b, board.button_flag, board.pressed, board.ticks_ms, emit))
     pin.drive(0)  # pressed (pull-up, active low)
-    await asyncio.sleep_ms(5)  # hold the button 5 ms: the gesture's own duration, not a synchronisation
+    await until(lambda: not b.idle and b._stable)  # the driver has debounced the press
     pin.drive(1)
     try:
         await asyncio.wait_for_ms(flag.wait(), 1000)
