@@ -16,6 +16,7 @@ from rich.table import Table
 
 from protocols import gatt
 from protocols.errors import DecodeError
+from sim.cli import app as sim_app
 from sim.platform.cli import app as platform_app
 
 app = typer.Typer(
@@ -28,6 +29,7 @@ app = typer.Typer(
 gateway_app = typer.Typer(help="Run or check the hub daemon.", no_args_is_help=True)
 app.add_typer(gateway_app, name="gateway")
 app.add_typer(platform_app, name="platform")
+app.add_typer(sim_app, name="sim")
 
 _out = Console()
 _err = Console(stderr=True)
@@ -76,21 +78,67 @@ def decode(
     _out.print(table)
 
 
-@gateway_app.command("check")
-def gateway_check(
+@gateway_app.command("run")
+def gateway_run(
     config: Annotated[Path, typer.Option("--config", "-c", help="The hub's TOML config file.")],
+    check: Annotated[bool, typer.Option("--check", help="Only validate the config and the key files.")] = False,
+    voice: Annotated[bool, typer.Option("--voice/--no-voice", help="Speak to the resident with espeak-ng.")] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every step.")] = False,
 ) -> None:
-    """Validate a hub config file without starting anything."""
+    """Run the hub daemon (or, with --check, validate its configuration and keys)."""
+    import asyncio
+    import logging
+
     from gateway.config import ConfigError, load_config
+    from gateway.runner import GatewayStartError, check_gateway, run_gateway
 
     try:
         cfg = load_config(config)
-    except ConfigError as exc:
+        check_gateway(cfg)
+    except (ConfigError, GatewayStartError) as exc:
         raise _fail(str(exc)) from None
-    _out.print(
-        f"[green]ok[/] {config}: hub {cfg.hub_id}, {len(cfg.residents)} resident(s), "
-        f"{len(cfg.devices)} device(s), broker {cfg.broker.host}:{cfg.broker.port}"
-    )
+    if check:
+        _out.print(
+            f"[green]ok[/] {config}: hub {cfg.hub_id}, {len(cfg.residents)} resident(s), "
+            f"{len(cfg.devices)} device(s), broker {cfg.broker.host}:{cfg.broker.port}"
+        )
+        return
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        asyncio.run(run_gateway(cfg, voice=voice))
+    except GatewayStartError as exc:
+        raise _fail(str(exc), 1) from None
+
+
+@app.command()
+def demo(
+    hours: Annotated[float, typer.Option(help="Simulated hours of the day to play.", min=0.5, max=24)] = 18.0,
+    speed: Annotated[
+        float | None, typer.Option(help="Simulated seconds per real second (default: the day in about a minute).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for the scenario's timing jitter.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
+    outage: Annotated[bool, typer.Option("--outage/--no-outage", help="Stop the broker for a while.")] = True,
+    broker: Annotated[str, typer.Option(help="auto, mosquitto or embedded.")] = "auto",
+) -> None:
+    """Play a resident's day end to end: meters, pendant, hub, broker, platform, caregiver."""
+    import asyncio
+
+    from sim.demo import DemoOptions, run_demo
+    from sim.demo_view import DemoView
+
+    if broker not in ("auto", "mosquitto", "embedded"):
+        raise _fail(f"--broker: expected auto, mosquitto or embedded, got {broker!r}")
+    options = DemoOptions(hours=hours, speed=speed, seed=seed, outage=outage, broker=broker)
+    view = DemoView(_err if as_json else _out, quiet=as_json)
+    with view:
+        summary = asyncio.run(run_demo(options, say=view.say))
+    if as_json:
+        print(json.dumps(summary.as_dict(), ensure_ascii=False))
+    else:
+        view.print_summary(summary)
+    if not summary.ok:
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -113,9 +113,10 @@ async def open_gateway(
         client_key=broker.client_key,
         keepalive=broker.keepalive_s,
     )
-    wire = HubWire(config.hub_id, identity.signing_key, platform.box_key, platform.verify_key)
     async with contextlib.AsyncExitStack() as stack:
         outbox = await stack.enter_async_context(open_outbox(config.storage_path, max_bytes=config.storage_max_bytes))
+        last_down = await outbox.get_cursor("down_seq")
+        wire = HubWire(identity, platform, last_down_seq=last_down if isinstance(last_down, int) else None)
         shown = await stack.enter_async_context(feedback or LogFeedback())
         hub = Hub(
             config,

@@ -39,6 +39,7 @@ from gateway.panic import (
     Action,
     EmitRecord,
     NotifyFallback,
+    PanicCall,
     PanicLifecycle,
     PendantEventKind,
     SetPendantState,
@@ -186,7 +187,12 @@ class HubCounters:
     fallback_notifications: int = 0
     threshold_updates: int = 0
     evictions_reported: int = 0
-    first_alarm_local: dict[str, float] = field(default_factory=dict)
+    # Latencies in seconds of the event loop's clock: reading or pendant frame received -> local feedback started,
+    # and -> the platform's ack of the alarm record held by the hub.
+    alarm_detect_s: list[float] = field(default_factory=list)
+    alarm_delivery_s: list[float] = field(default_factory=list)
+    panic_local_s: list[float] = field(default_factory=list)
+    panic_platform_s: list[float] = field(default_factory=list)
 
 
 class FallbackNotifier:
@@ -291,6 +297,9 @@ class Hub:
         self._seq_lock = asyncio.Lock()
         self._alarm_revision: dict[str, int] = {}
         self._down_seq = 0
+        self._input_at = 0.0  # loop time the input being handled arrived
+        self._shown_at = 0.0  # loop time the last cue was shown
+        self._raised_at: dict[str, tuple[float, bool]] = {}  # alarm record id -> (input time, is a panic call)
         self.counters = HubCounters()
         self.alarm_records: asyncio.Queue[Record] = asyncio.Queue()
 
@@ -402,9 +411,10 @@ class Hub:
             threshold=event.threshold,
             resident_id=event.resident,
         )
+        record = self._record(alarm_record_id(self._identity.hub_id, event.alarm_id, state, revision), body)
         if state is AlarmState.RAISED:
             self.counters.alarms[tier.value] += 1
-        record = self._record(alarm_record_id(self._identity.hub_id, event.alarm_id, state, revision), body)
+            self._raised_at[record.record_id.hex()] = (self._input_at, False)
         self.alarm_records.put_nowait(record)
         return _Pending(record, Lane.PRIORITY)
 
@@ -418,12 +428,13 @@ class Hub:
         cue = Cue(event.message, self._language(event.resident), light, sound, urgent=event.tier >= Tier.CRITICAL)
         self._feedback.show(cue)
         if event.state.value == "raised":
-            self.counters.first_alarm_local.setdefault(event.alarm_id, asyncio.get_running_loop().time())
+            self.counters.alarm_detect_s.append(asyncio.get_running_loop().time() - self._input_at)
 
     # -- ReadingSink ------------------------------------------------------------------------------------------
 
     async def store_readings(self, readings: Sequence[Reading], cursor: tuple[str, int] | None = None) -> None:
         """Judge, tell and durably record meter readings (the BLE layer's sink)."""
+        self._input_at = asyncio.get_running_loop().time()
         pending: list[_Pending] = []
         for reading in readings:
             try:
@@ -540,6 +551,7 @@ class Hub:
 
     async def pendant_frame(self, device: DeviceConfig, data: bytes) -> bytes | None:
         """Authenticate a pendant event, act on it, make it durable, then return the Confirm to write back."""
+        self._input_at = asyncio.get_running_loop().time()
         verifier = self._verifier(device)
         if verifier is None:
             self.counters.pendant_rejected += 1
@@ -569,6 +581,8 @@ class Hub:
                 now=now,
             )
             pending.extend(await self._carry_out(actions, device.address, event.counter))
+            if kind is PendantEventKind.PRESS:
+                self.counters.panic_local_s.append(self._shown_at - self._input_at)
         if event.battery is not None:
             await self.device_status(device, {"battery_level": event.battery})
         await self._commit(pending, (f"pendant:{device.address}", event.counter))
@@ -584,6 +598,7 @@ class Hub:
             match action:
                 case ShowCue(cue):
                     self._feedback.show(cue)
+                    self._shown_at = asyncio.get_running_loop().time()
                 case EmitRecord(kind, fields):
                     pending.append(self._panic_record(kind, fields, pendant, counter))
                 case SetPendantState() | NotifyFallback():
@@ -633,9 +648,10 @@ class Hub:
             message=render(message_key, self._language(resident)),
             resident_id=resident or None,
         )
+        record = self._record(alarm_record_id(self._identity.hub_id, alarm_id, state, revision), body)
         if state is AlarmState.RAISED:
             self.counters.alarms[tier.value] += 1
-        record = self._record(alarm_record_id(self._identity.hub_id, alarm_id, state, revision), body)
+            self._raised_at[record.record_id.hex()] = (self._input_at, fields.get("condition") == "panic")
         self.alarm_records.put_nowait(record)
         return _Pending(record, Lane.PRIORITY)
 
@@ -657,10 +673,20 @@ class Hub:
 
     # -- platform and time ------------------------------------------------------------------------------------
 
+    def panic_calls(self) -> list[PanicCall]:
+        """Every panic call so far, open or closed."""
+        return list(self._panic.calls.values())
+
     async def on_delivered(self, record_ids: Iterable[str]) -> None:
         """The uplink saw the platform ack these records: a panic call's alarm has reached the platform."""
         now = self._now()
+        loop_now = asyncio.get_running_loop().time()
         for rid in record_ids:
+            started = self._raised_at.pop(rid, None)
+            if started is not None:
+                self.counters.alarm_delivery_s.append(loop_now - started[0])
+                if started[1]:
+                    self.counters.panic_platform_s.append(loop_now - started[0])
             for call in list(self._panic.calls.values()):
                 if (
                     call.delivered_at is None
@@ -676,6 +702,7 @@ class Hub:
             _log.warning("ignoring replayed down-message %s", message.seq)
             return
         self._down_seq = message.seq
+        await self._outbox.set_cursor("down_seq", message.seq)
         now = self._now()
         body = message.body
         if isinstance(body, AlarmAcknowledgement):

@@ -1,0 +1,97 @@
+"""Running the hub daemon as a service: start-up checks, feedback and BLE backend selection, signal handling."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import tempfile
+
+from bleak.backends.client import BaseBleakClient
+from bleak.backends.scanner import BaseBleakScanner
+
+from gateway.app import open_gateway
+from gateway.config import GatewayConfig
+from gateway.errors import OutboxError
+from gateway.feedback import (
+    FanOutFeedback,
+    Feedback,
+    FeedbackUnavailableError,
+    GpioFeedback,
+    LogFeedback,
+    VoiceFeedback,
+)
+from protocols.errors import KeyFileError
+from protocols.keys import load_hub_identity, load_pendant_key, load_platform_public_keys
+
+__all__ = ["GatewayStartError", "check_gateway", "run_gateway"]
+
+_log = logging.getLogger(__name__)
+
+
+class GatewayStartError(RuntimeError):
+    """The hub cannot start; the message says what to fix."""
+
+
+def check_gateway(config: GatewayConfig) -> None:
+    """Everything that can be checked before starting: key files, storage directory."""
+    try:
+        identity = load_hub_identity(config.hub_key_file)
+        load_platform_public_keys(config.platform_key_file)
+        for device in config.devices:
+            if device.pendant_key_file is not None:
+                load_pendant_key(device.pendant_key_file)
+    except KeyFileError as exc:
+        raise GatewayStartError(str(exc)) from None
+    if identity.hub_id != config.hub_id:
+        raise GatewayStartError(
+            f"{config.hub_key_file}: key belongs to hub {identity.hub_id!r}, config says {config.hub_id!r}"
+        )
+    directory = config.storage_path.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        raise GatewayStartError(f"{directory}: storage directory is not writable ({exc.strerror})") from None
+
+
+def _feedback(voice: bool) -> Feedback:
+    targets: list[Feedback] = [LogFeedback()]
+    if voice:
+        try:
+            targets.append(VoiceFeedback())
+        except FeedbackUnavailableError as exc:
+            _log.warning("no voice: %s", exc)
+    with contextlib.suppress(FeedbackUnavailableError):
+        targets.append(GpioFeedback())
+    return FanOutFeedback(targets)
+
+
+def _backends(config: GatewayConfig) -> tuple[type[BaseBleakScanner] | None, type[BaseBleakClient] | None]:
+    """bleak's platform backend, or the simulated radio when the config names a sim link."""
+    if config.ble_link is None:
+        return None, None
+    import sim.ble  # noqa: PLC0415  the simulated radio is needed only when the config asks for it
+
+    keystore = str(config.storage_path.parent / "bonds.json")
+    sim.ble.configure(link=config.ble_link, keystore=keystore, address=os.environ.get("CAREHUB_BLE_ADDRESS"))
+    return sim.ble.backend_for(config.ble_link)
+
+
+async def run_gateway(config: GatewayConfig, *, voice: bool = True) -> None:
+    """Run until SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    scanner, client = _backends(config)
+    try:
+        async with open_gateway(config, feedback=_feedback(voice), scanner_backend=scanner, client_backend=client):
+            _log.info("hub %s running", config.hub_id)
+            await stop.wait()
+    except OutboxError as exc:
+        raise GatewayStartError(str(exc)) from None
+    _log.info("hub %s stopped", config.hub_id)
