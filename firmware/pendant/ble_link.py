@@ -42,6 +42,7 @@ _FLAG_INDICATE = const(0x0020)
 _ADV_FAST_US = const(30_000)  # 30 ms while an event waits: the hub connects within a scan window
 _ADV_SLOW_US = const(1_000_000)  # 1 s when idle: low duty cycle, the hub can still reach us for feedback
 _MAX_WRITES = const(4)
+_WRITE_BUFFER = const(32)  # the stack keeps 20 bytes of a written value by default; Confirm is 21, Feedback 24
 _MAX_SECRETS = const(16)  # bond records kept (a few hubs, each a handful of key types)
 
 SERVICE_UUID = "978716ca-37a7-4944-8e50-bcfb9fb6a9d0"
@@ -140,6 +141,8 @@ class Link:
             ),
         )
         ((self._h_event, self._h_confirm, self._h_feedback, self._h_info),) = ble.gatts_register_services((service,))
+        ble.gatts_set_buffer(self._h_confirm, _WRITE_BUFFER)
+        ble.gatts_set_buffer(self._h_feedback, _WRITE_BUFFER)
         ble.gatts_write(self._h_info, info)
 
     def _irq(self, event: int, data: tuple[Any, ...]) -> object:

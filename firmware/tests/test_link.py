@@ -16,6 +16,17 @@ def test_service_and_bonding_config():
     equal(flags[r.fake.by_uuid[ble_link.FEEDBACK_UUID]], 0x0008, "feedback write")
 
 
+def test_write_buffers_hold_whole_frames():
+    # Without gatts_set_buffer a board keeps 20 bytes of a write: every Confirm (21) and Feedback (24) would fail.
+    r = Rig()
+    r.fake.central_connect()
+    frame = bytes(range(24))
+    r.fake.central_write(ble_link.FEEDBACK_UUID, frame)
+    equal(r.link.pop_write(), (ble_link.WRITE_FEEDBACK, frame), "whole feedback frame")
+    r.fake.central_write(ble_link.CONFIRM_UUID, frame[:21])
+    equal(r.link.pop_write(), (ble_link.WRITE_CONFIRM, frame[:21]), "whole confirm frame")
+
+
 def test_advert_carries_service_uuid():
     adv = ble_link.advert(ble_link.SERVICE_UUID)
     check(len(adv) <= 31, "advert too long")

@@ -17,6 +17,7 @@ _IRQ_GET_SECRET = 29
 _IRQ_SET_SECRET = 30
 
 last = None  # the most recent BLE(), for tests
+_DEFAULT_ATTR_LEN = 20  # MicroPython keeps this many bytes of a value a central writes, unless gatts_set_buffer()
 
 
 class UUID:
@@ -40,6 +41,7 @@ class BLE:
         self.values = {}  # handle -> bytes
         self.by_uuid = {}  # uuid string -> handle
         self.flags = {}  # handle -> flags
+        self.buffers = {}  # handle -> bytes kept of a central's write
         self.adverts = []  # (interval_us, adv_data) per gap_advertise call; interval None = stopped
         self.indications = []  # (conn, handle, value)
         self.indicated = asyncio.ThreadSafeFlag()
@@ -74,10 +76,14 @@ class BLE:
                 self.by_uuid[str(char_uuid)] = handle
                 self.flags[handle] = flags
                 self.values[handle] = b""
+                self.buffers[handle] = _DEFAULT_ATTR_LEN
                 handles.append(handle)
                 handle += 1
             result.append(tuple(handles))
         return tuple(result)
+
+    def gatts_set_buffer(self, handle, length, append=False) -> None:
+        self.buffers[handle] = length
 
     def gatts_write(self, handle, data, send_update=False) -> None:
         self.values[handle] = bytes(data)
@@ -121,7 +127,7 @@ class BLE:
 
     def central_write(self, uuid, data, conn=None) -> None:
         handle = self.by_uuid[uuid]
-        self.values[handle] = bytes(data)
+        self.values[handle] = bytes(data)[: self.buffers[handle]]  # longer writes are cut, as on a board
         self.handler(_IRQ_GATTS_WRITE, (self.conn if conn is None else conn, handle))
 
     def central_read(self, uuid):
