@@ -311,3 +311,36 @@ def test_main_deep_sleeps_with_button_wake():
     equal(esp32.ext0[-1][1], esp32.WAKEUP_ALL_LOW, "wake on button low")
     equal(machine.sleeps, [app.HEARTBEAT_MS], "heartbeat timer")
     check(board.woke_by_timer() and not board.woke_by_button(), "wake reason")
+
+
+async def test_button_pin_to_events():
+    # The whole path: the fake pin's edges -> HAL IRQ flag -> button driver -> gesture -> authenticated event.
+    r = Rig(timings=fast_timings(long_ms=5000, double_ms=200))
+    task = await _run(r)
+    pin = r.button_pin()
+    await until(lambda: r.pendant._button is not None)
+    b = r.pendant._button
+
+    async def press():
+        pin.drive(0)
+        await until(lambda: b._stable)  # debounced as pressed
+
+    async def release():
+        pin.drive(1)
+        await until(lambda: not b._stable)  # debounced as released
+
+    await press()
+    await release()
+    await press()  # within the double-press window: a check-in
+    await release()
+    r.fake.central_connect()
+    frame = await _next_indication(r, 1)
+    equal(frame[1], frames.EV_CHECKIN, "double press is a check-in")
+    r.fake.central_write(ble_link.CONFIRM_UUID, confirm(frames.event_counter(frame)))
+    await until(lambda: not r.pendant.pending)
+    await press()
+    await release()
+    frame = await _next_indication(r, len(r.fake.indications) + 1)
+    equal(frame[1], frames.EV_PRESS, "single press")
+    r.fake.central_write(ble_link.CONFIRM_UUID, confirm(frames.event_counter(frame)))
+    await _finish(task)
