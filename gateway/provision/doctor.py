@@ -1,0 +1,335 @@
+"""``carehub doctor``: check a hub and say, for each problem, what to do in one line.
+
+Checks, in order: the config loads; key files exist, parse, and private ones are mode 0600 (the config too, as it
+may hold the broker password); the clock is plausible; free space on the storage; the outbox backlog; the broker is
+reachable (TCP, then an MQTT CONNECT with the hub's credentials, both bounded); and per device what the hub can read
+at rest.
+
+What can be read per device: everything the hub learns from a device is sealed to the platform before it is stored
+(invariant 3), so the outbox cannot say when a device was last heard or its battery level. The doctor reads the
+outbox's cursors, which are stored in the clear - a glucose meter's next RACP record number (``racp:<address>``) and
+a pendant's last authenticated event counter (``pendant:<address>``) - and the latest installation report's battery
+levels and test time. The outbox is opened read-only (SQLite ``mode=ro``) so a doctor run never writes to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import shutil
+import sqlite3
+import stat
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import aiomqtt
+
+from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.outbox import SCHEMA_VERSION, Lane
+from gateway.provision.files import HubPaths
+from protocols.errors import KeyFileError
+from protocols.keys import load_hub_identity, load_pendant_key, load_platform_public_keys
+
+__all__ = ["Check", "Status", "check_broker", "outbox_summary", "run_doctor"]
+
+# The clock must not be before this software existed, nor absurdly far ahead.
+_CLOCK_FLOOR: Final = datetime(2024, 1, 1, tzinfo=UTC)
+_CLOCK_CEILING: Final = datetime(2100, 1, 1, tzinfo=UTC)
+_MIN_FREE: Final = 50 * 2**20
+_STALE_BACKLOG_S: Final = 3600.0
+
+
+class Status(enum.StrEnum):
+    """How a check came out."""
+
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One finding: what was checked, the result, and the one-line fix when it is not OK."""
+
+    name: str
+    status: Status
+    detail: str
+    fix: str = ""
+
+
+def _ok(name: str, detail: str) -> Check:
+    return Check(name, Status.OK, detail)
+
+
+def _private_mode(path: Path) -> int | None:
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return None
+
+
+def _key_checks(config: GatewayConfig) -> list[Check]:
+    checks: list[Check] = []
+    try:
+        identity = load_hub_identity(config.hub_key_file)
+        if identity.hub_id != config.hub_id:
+            checks.append(
+                Check(
+                    "hub key",
+                    Status.FAIL,
+                    f"{config.hub_key_file} belongs to hub {identity.hub_id!r}, the config says {config.hub_id!r}",
+                    "restore this hub's own key file, or re-run `carehub provision init` in a fresh directory",
+                )
+            )
+        else:
+            checks.append(_ok("hub key", f"{config.hub_key_file} (mode 0600, key id {identity.key_id})"))
+    except KeyFileError as exc:
+        checks.append(Check("hub key", Status.FAIL, str(exc), f"chmod 600 {config.hub_key_file}, or restore it"))
+    try:
+        load_platform_public_keys(config.platform_key_file)
+        checks.append(_ok("platform keys", str(config.platform_key_file)))
+    except KeyFileError as exc:
+        checks.append(
+            Check("platform keys", Status.FAIL, str(exc), "run `carehub provision init` again with platform.pub")
+        )
+    for device in config.devices:
+        if device.pendant_key_file is None:
+            continue
+        try:
+            load_pendant_key(device.pendant_key_file)
+            checks.append(_ok(f"pendant key {device.address}", f"{device.pendant_key_file} (mode 0600)"))
+        except KeyFileError as exc:
+            checks.append(
+                Check(
+                    f"pendant key {device.address}",
+                    Status.FAIL,
+                    str(exc),
+                    f"chmod 600 {device.pendant_key_file}, or pair the pendant again",
+                )
+            )
+    mode = _private_mode(config.source)
+    if mode is not None and mode & 0o077 and config.broker.password is not None:
+        checks.append(
+            Check(
+                "config file",
+                Status.WARN,
+                f"{config.source} holds the broker password and is mode {mode:04o}",
+                f"chmod 600 {config.source}",
+            )
+        )
+    return checks
+
+
+def _clock_check(now: datetime) -> Check:
+    if not _CLOCK_FLOOR <= now < _CLOCK_CEILING:
+        return Check(
+            "clock",
+            Status.FAIL,
+            f"the system clock says {now:%Y-%m-%d %H:%M} UTC",
+            "enable network time: sudo timedatectl set-ntp true (or set the date by hand)",
+        )
+    return _ok("clock", f"{now:%Y-%m-%d %H:%M:%S} UTC")
+
+
+def _storage_check(config: GatewayConfig, disk_usage: Callable[[Path], Any]) -> Check:
+    directory = config.storage_path.parent
+    probe = directory if directory.exists() else config.source.parent
+    usage = disk_usage(probe)
+    free = int(usage.free)
+    text = f"{free / 2**20:.0f} MiB free on {probe}"
+    if free < _MIN_FREE:
+        return Check("storage", Status.FAIL, text, "free space: remove old logs (sudo journalctl --vacuum-size=50M)")
+    if free < config.storage_max_bytes:
+        return Check(
+            "storage",
+            Status.WARN,
+            f"{text}, less than the outbox budget of {config.storage_max_bytes / 2**20:.0f} MiB",
+            "free space, or lower [storage] max_bytes in the config",
+        )
+    return _ok("storage", text)
+
+
+def outbox_summary(path: Path) -> dict[str, Any] | None:
+    """Read-only figures from the outbox: rows per lane, bytes, oldest row time, cursors. None if absent.
+
+    Raises:
+        sqlite3.Error: the file is not a readable outbox.
+    """
+    if not path.exists():
+        return None
+    conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+    try:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if version != SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(f"schema version {version}, this carehub reads {SCHEMA_VERSION}")
+        lanes = dict(conn.execute("SELECT lane, COUNT(*) FROM outbox GROUP BY lane").fetchall())
+        total, oldest = conn.execute("SELECT COALESCE(SUM(size), 0), MIN(created) FROM outbox").fetchone()
+        cursors = {str(k): v for k, v in conn.execute("SELECT key, value FROM cursors").fetchall()}
+    finally:
+        conn.close()
+    return {
+        "priority_rows": int(lanes.get(int(Lane.PRIORITY), 0)),
+        "routine_rows": int(lanes.get(int(Lane.ROUTINE), 0)),
+        "bytes": int(total),
+        "oldest": None if oldest is None else float(oldest),
+        "cursors": cursors,
+    }
+
+
+def _outbox_checks(config: GatewayConfig, now: float) -> tuple[list[Check], Mapping[str, Any]]:
+    try:
+        summary = outbox_summary(config.storage_path)
+    except sqlite3.Error as exc:
+        return [
+            Check(
+                "outbox",
+                Status.FAIL,
+                f"{config.storage_path}: {exc}",
+                "stop the hub, move the file aside and start it again (undelivered readings in it are lost)",
+            )
+        ], {}
+    if summary is None:
+        return [_ok("outbox", f"{config.storage_path} not created yet (the hub has not run)")], {}
+    rows = summary["priority_rows"] + summary["routine_rows"]
+    age = 0.0 if summary["oldest"] is None else now - summary["oldest"]
+    detail = (
+        f"{rows} envelopes waiting ({summary['priority_rows']} alarm/panic), "
+        f"{summary['bytes'] / 1024:.0f} KiB of {config.storage_max_bytes / 2**20:.0f} MiB"
+        + (f", oldest {age / 60:.0f} min" if rows else "")
+    )
+    if summary["priority_rows"]:
+        return [
+            Check("outbox", Status.FAIL, detail, "alarms are not reaching the platform: fix the broker check below")
+        ], summary["cursors"]
+    if rows and age > _STALE_BACKLOG_S:
+        return [
+            Check("outbox", Status.WARN, detail, "readings are not reaching the platform: see the broker check")
+        ], summary["cursors"]
+    return [_ok("outbox", detail)], summary["cursors"]
+
+
+async def check_broker(config: GatewayConfig, *, limit_s: float = 5.0) -> Check:
+    """TCP connect, then MQTT CONNECT with the configured credentials, each within ``limit_s`` seconds."""
+    b = config.broker
+    where = f"{b.host}:{b.port}"
+    try:
+        async with asyncio.timeout(limit_s):
+            _, writer = await asyncio.open_connection(b.host, b.port)
+            writer.close()
+            await writer.wait_closed()
+    except (OSError, TimeoutError) as exc:
+        return Check(
+            "broker",
+            Status.FAIL,
+            f"cannot open a TCP connection to {where} ({exc or 'timed out'})",
+            "check the hub's network (cable/Wi-Fi, DNS) and that the broker address in the config is right",
+        )
+    tls = None
+    if b.tls:
+        import ssl  # noqa: PLC0415 - only for TLS brokers
+
+        context = ssl.create_default_context(cafile=str(b.ca_file) if b.ca_file else None)
+        if b.client_cert is not None:
+            context.load_cert_chain(str(b.client_cert), str(b.client_key) if b.client_key else None)
+        tls = context
+    client = aiomqtt.Client(
+        b.host,
+        b.port,
+        username=b.username,
+        password=b.password,
+        identifier=f"carehub-doctor-{config.hub_id}-{uuid.uuid4().hex[:8]}",
+        tls_context=tls,
+        timeout=limit_s,
+    )
+    try:
+        async with asyncio.timeout(limit_s):
+            async with client:
+                pass
+    except aiomqtt.MqttCodeError as exc:
+        return Check(
+            "broker",
+            Status.FAIL,
+            f"{where} refused the hub's login ({exc})",
+            "the broker user/password in the config are wrong: ask the platform operator for the hub's credentials",
+        )
+    except (aiomqtt.MqttError, TimeoutError, OSError) as exc:
+        return Check(
+            "broker",
+            Status.FAIL,
+            f"{where} accepted TCP but MQTT failed ({exc or 'timed out'})",
+            "check the port is the MQTT listener and whether it needs TLS (mqtts://)",
+        )
+    return _ok("broker", f"{where}: TCP and MQTT login as {b.username or '(anonymous)'} ok")
+
+
+def _latest_report(paths: HubPaths) -> Mapping[str, Any]:
+    import json  # noqa: PLC0415 - only when a report exists
+
+    try:
+        data = json.loads((paths.reports / "latest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _device_checks(config: GatewayConfig, cursors: Mapping[str, Any], paths: HubPaths) -> list[Check]:
+    report = _latest_report(paths)
+    tested = {d.get("address"): d for d in report.get("devices", []) if isinstance(d, dict)}
+    checks = []
+    for device in config.devices:
+        parts = [f"{device.kind.value} of {device.resident}"]
+        if f"racp:{device.address}" in cursors:
+            parts.append(f"next stored record #{cursors[f'racp:{device.address}']}")
+        if f"pendant:{device.address}" in cursors:
+            parts.append(f"last event counter {cursors[f'pendant:{device.address}']}")
+        entry = tested.get(device.address)
+        if entry is None:
+            checks.append(
+                Check(
+                    f"device {device.address}",
+                    Status.WARN,
+                    "; ".join([*parts, "never tested"]),
+                    "run `carehub provision test` to prove it reaches the platform",
+                )
+            )
+            continue
+        battery = entry.get("battery")
+        parts.append(f"tested {report.get('finished_at', '?')}: {'ok' if entry.get('ok') else 'FAILED'}")
+        if isinstance(battery, int):
+            parts.append(f"battery {battery}% then")
+        if not entry.get("ok"):
+            checks.append(Check(f"device {device.address}", Status.WARN, "; ".join(parts), str(entry.get("detail"))))
+        elif isinstance(battery, int) and battery <= 20:
+            checks.append(
+                Check(f"device {device.address}", Status.WARN, "; ".join(parts), "replace the device's batteries")
+            )
+        else:
+            checks.append(_ok(f"device {device.address}", "; ".join(parts)))
+    return checks
+
+
+async def run_doctor(
+    config_path: Path,
+    *,
+    broker_limit_s: float = 5.0,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    disk_usage: Callable[[Path], Any] = shutil.disk_usage,
+) -> list[Check]:
+    """Every check, in order; a config that does not load ends the list early."""
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        return [Check("config", Status.FAIL, str(exc), "fix the key named, or re-run `carehub provision init`")]
+    checks = [_ok("config", f"{config_path} (hub {config.hub_id}, {len(config.devices)} devices)")]
+    checks += _key_checks(config)
+    checks.append(_clock_check(now()))
+    checks.append(_storage_check(config, disk_usage))
+    outbox, cursors = _outbox_checks(config, now().timestamp())
+    checks += outbox
+    checks.append(await check_broker(config, limit_s=broker_limit_s))
+    checks += _device_checks(config, cursors, HubPaths.for_config(config_path))
+    return checks

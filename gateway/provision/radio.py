@@ -1,0 +1,244 @@
+"""Finding and pairing the kit over bleak's public API, on whichever backend the caller chooses.
+
+``scanner_backend``/``client_backend`` are bleak backend classes: ``None`` for bleak's platform default (BlueZ on
+the hub), or the simulated radio's classes (``sim.ble.backend_for(link)``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from bleak import BleakClient, BleakScanner
+from bleak.backends.client import BaseBleakClient
+from bleak.backends.scanner import BaseBleakScanner
+from bleak.exc import BleakDeviceNotFoundError, BleakError
+
+from gateway.config import DeviceKind
+from gateway.provision.errors import BondRefusedError, DeviceNotFoundError, ProvisionError
+from protocols.pendant import SERVICE_UUID as PENDANT_SERVICE
+
+__all__ = [
+    "INSTRUCTIONS",
+    "SERVICE_KINDS",
+    "Found",
+    "PairResult",
+    "kind_of",
+    "open_radio",
+    "pair_device",
+    "scan_devices",
+]
+
+
+def _uuid16(short: int) -> str:
+    return f"0000{short:04x}-0000-1000-8000-00805f9b34fb"
+
+
+# Bluetooth SIG assigned numbers (GATT services) and the carehub pendant service (docs/protocol.md §9).
+SERVICE_KINDS: Final[dict[str, DeviceKind]] = {
+    _uuid16(0x1810): DeviceKind.BLOOD_PRESSURE,
+    _uuid16(0x1808): DeviceKind.GLUCOSE,
+    _uuid16(0x1822): DeviceKind.OXIMETER,
+    _uuid16(0x1809): DeviceKind.THERMOMETER,
+    _uuid16(0x181D): DeviceKind.SCALE,
+    _uuid16(0x180D): DeviceKind.HEART_RATE,
+    str(PENDANT_SERVICE): DeviceKind.PENDANT,
+}
+_SERVICE_OF: Final = {kind: uuid for uuid, kind in SERVICE_KINDS.items()}
+_BATTERY_LEVEL: Final = _uuid16(0x2A19)
+
+INSTRUCTIONS: Final[dict[DeviceKind, str]] = {
+    DeviceKind.BLOOD_PRESSURE: "Hold the cuff's Bluetooth (or START) button until 'P' blinks on the display.",
+    DeviceKind.GLUCOSE: "Turn the meter on with a strip-less press of its main button and hold it until the "
+    "Bluetooth symbol blinks.",
+    DeviceKind.OXIMETER: "Put the oximeter on a finger; it advertises while it measures.",
+    DeviceKind.THERMOMETER: "Press the thermometer's button once; it advertises for a minute.",
+    DeviceKind.SCALE: "Step on the scale and off again; it advertises while the weight is shown.",
+    DeviceKind.HEART_RATE: "Put the band on (the contacts must be moist); it advertises while it sees a pulse.",
+    DeviceKind.PENDANT: "Press and hold the pendant's button for 5 seconds until its light blinks blue.",
+}
+
+
+def kind_of(service_uuids: Collection[str]) -> DeviceKind | None:
+    """The kit kind advertising these services, or None for anything else."""
+    for uuid in service_uuids:
+        kind = SERVICE_KINDS.get(uuid.lower())
+        if kind is not None:
+            return kind
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A device heard during a scan.
+
+    Attributes:
+        address: its Bluetooth address (upper case).
+        name: advertised local name, if any.
+        kind: what kind of kit it is, by its advertised service, or None for a stranger.
+        rssi: signal strength of the last advertisement, dBm.
+        paired: whether the hub's config already has it.
+        last_seen: monotonic time of the last advertisement.
+    """
+
+    address: str
+    name: str | None
+    kind: DeviceKind | None
+    rssi: int | None
+    paired: bool
+    last_seen: float
+
+
+async def scan_devices(
+    seconds: float,
+    *,
+    paired: Collection[str] = (),
+    scanner_backend: type[BaseBleakScanner] | None = None,
+    only_kit: bool = True,
+) -> AsyncIterator[tuple[Found, ...]]:
+    """Scan for ``seconds``; yield the table of devices heard so far (strongest first) after each change.
+
+    Args:
+        seconds: how long to listen.
+        paired: addresses already in the config.
+        scanner_backend: bleak backend class, None for the platform default.
+        only_kit: leave out devices that advertise none of the kit's services.
+    """
+    known = {a.upper() for a in paired}
+    seen: dict[str, Found] = {}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    async with BleakScanner(backend=scanner_backend) as scanner:
+        generator = scanner.advertisement_data()
+        try:
+            while True:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return
+                try:
+                    async with asyncio.timeout(remaining):
+                        device, adv = await anext(generator)
+                except TimeoutError:
+                    return
+                kind = kind_of(adv.service_uuids)
+                if kind is None and only_kit:
+                    continue
+                address = device.address.upper()
+                found = Found(
+                    address, adv.local_name or device.name, kind, adv.rssi, address in known, time.monotonic()
+                )
+                before = seen.get(address)
+                seen[address] = found
+                if before is None or (before.name, before.kind, before.rssi) != (found.name, found.kind, found.rssi):
+                    yield tuple(sorted(seen.values(), key=lambda f: -(f.rssi if f.rssi is not None else -999)))
+        finally:
+            await generator.aclose()
+
+
+@dataclass(frozen=True, slots=True)
+class PairResult:
+    """A bonded device.
+
+    Attributes:
+        address: its address.
+        kind: its kind, from its GATT services.
+        name: its advertised name.
+        battery: battery level read after bonding, if it has the Battery service.
+    """
+
+    address: str
+    kind: DeviceKind
+    name: str | None
+    battery: int | None
+
+
+def _bond_refused(address: str, kind: DeviceKind | None, exc: BaseException) -> BondRefusedError:
+    how = INSTRUCTIONS.get(kind, "Put the device in pairing mode") if kind else "Put the device in pairing mode"
+    return BondRefusedError(
+        f"{address} refused to pair ({exc})",
+        "it may still be paired with another hub or phone: clear its pairings (see its manual, often by holding "
+        f"the Bluetooth button for 10 s), then {how[0].lower()}{how[1:]} and pair again",
+    )
+
+
+async def pair_device(
+    address: str,
+    *,
+    expect: DeviceKind | None = None,
+    scanner_backend: type[BaseBleakScanner] | None = None,
+    client_backend: type[BaseBleakClient] | None = None,
+    give_up_after: float = 20.0,
+) -> PairResult:
+    """Find the device, connect, bond (LE Secure Connections), and check it offers the service of its kind.
+
+    Raises:
+        DeviceNotFoundError: nothing advertises at ``address`` within ``give_up_after`` seconds.
+        BondRefusedError: the device refused bonding.
+        ProvisionError: the device is not the expected kind, or the link failed.
+    """
+    wanted = address.upper()
+    how = INSTRUCTIONS.get(expect, "") if expect else "Put the device in pairing mode."
+    extra: dict[str, Any] = {} if scanner_backend is None else {"backend": scanner_backend}
+    device = await BleakScanner.find_device_by_address(wanted, timeout=give_up_after, **extra)
+    if device is None:
+        raise DeviceNotFoundError(
+            f"nothing is advertising at {wanted}", f"{how} Then pair again within a minute (bring it near the hub)."
+        )
+    try:
+        async with BleakClient(device, backend=client_backend, timeout=give_up_after) as client:
+            try:
+                await client.pair()
+            except BleakError as exc:
+                raise _bond_refused(wanted, expect, exc) from exc
+            uuids = {s.uuid.lower() for s in client.services}
+            kind = kind_of(uuids)
+            if kind is None:
+                raise ProvisionError(
+                    f"{wanted} offers none of the kit's services", "check the address: this is not a carehub kit device"
+                )
+            if expect is not None and kind is not expect:
+                raise ProvisionError(
+                    f"{wanted} is a {kind.value}, not a {expect.value}", f"pair it as --kind {kind.value}"
+                )
+            battery: int | None = None
+            if client.services.get_characteristic(_BATTERY_LEVEL) is not None:
+                try:
+                    raw = await client.read_gatt_char(_BATTERY_LEVEL)
+                    battery = raw[0] if raw else None
+                except BleakError:
+                    battery = None
+    except BleakDeviceNotFoundError as exc:
+        raise DeviceNotFoundError(f"{wanted} stopped advertising ({exc})", f"{how} Then pair again.") from exc
+    except (BleakError, TimeoutError) as exc:
+        raise ProvisionError(
+            f"the Bluetooth link to {wanted} failed ({exc or type(exc).__name__})",
+            f"bring the device next to the hub; {how[0].lower()}{how[1:]} and pair again",
+        ) from exc
+    return PairResult(wanted, kind, device.name, battery)
+
+
+@contextlib.asynccontextmanager
+async def open_radio(
+    link: str | None, *, keystore: Path | None = None
+) -> AsyncIterator[tuple[type[BaseBleakScanner] | None, type[BaseBleakClient] | None]]:
+    """The bleak backends to use: the platform's (``link`` None) or the simulated radio on ``link``.
+
+    With a simulated link, the hub's central is opened here with the bond key store the gateway runner uses
+    (``data/bonds.json``), so bonds made while pairing are the ones the gateway later re-encrypts with.
+    """
+    if link is None:
+        yield None, None
+        return
+    import sim.ble  # noqa: PLC0415 - the simulated radio is needed only when a link is named
+
+    try:
+        spec = sim.ble.parse_link(link)
+    except sim.ble.LinkConfigError as exc:
+        raise ProvisionError(f"--link {link!r} is not usable ({exc})", "use local[:NAME] or tcp:HOST:PORT") from exc
+    async with sim.ble.open_central(spec, keystore=None if keystore is None else str(keystore)):
+        yield sim.ble.backend_for(spec)
