@@ -129,6 +129,10 @@ def demo(
 
     if broker not in ("auto", "mosquitto", "embedded"):
         raise _fail(f"--broker: expected auto, mosquitto or embedded, got {broker!r}")
+    import logging
+
+    # Connection warnings during the staged outage are expected; the demo reports the outage itself.
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     options = DemoOptions(hours=hours, speed=speed, seed=seed, outage=outage, broker=broker)
     view = DemoView(_err if as_json else _out, quiet=as_json)
     with view:

@@ -297,7 +297,8 @@ class Hub:
         self._seq_lock = asyncio.Lock()
         self._alarm_revision: dict[str, int] = {}
         self._down_seq = 0
-        self._input_at = 0.0  # loop time the input being handled arrived
+        self._input_at: float | None = None  # loop time the input being handled arrived (None: a timer tick)
+        self._alarm_peak: dict[str, AlarmTier] = {}
         self._shown_at = 0.0  # loop time the last cue was shown
         self._raised_at: dict[str, tuple[float, bool]] = {}  # alarm record id -> (input time, is a panic call)
         self.counters = HubCounters()
@@ -412,11 +413,22 @@ class Hub:
             resident_id=event.resident,
         )
         record = self._record(alarm_record_id(self._identity.hub_id, event.alarm_id, state, revision), body)
-        if state is AlarmState.RAISED:
-            self.counters.alarms[tier.value] += 1
+        self._count_alarm(event.alarm_id, tier)
+        if state is AlarmState.RAISED and self._input_at is not None:
             self._raised_at[record.record_id.hex()] = (self._input_at, False)
         self.alarm_records.put_nowait(record)
         return _Pending(record, Lane.PRIORITY)
+
+    def _count_alarm(self, alarm_id: str, tier: AlarmTier) -> None:
+        """Alarms by the highest tier each reached (a confirmed BP crisis counts once, as critical)."""
+        order = (AlarmTier.NOTICE, AlarmTier.WARNING, AlarmTier.CRITICAL)
+        before = self._alarm_peak.get(alarm_id)
+        if before is not None and order.index(before) >= order.index(tier):
+            return
+        if before is not None:
+            self.counters.alarms[before.value] -= 1
+        self._alarm_peak[alarm_id] = tier
+        self.counters.alarms[tier.value] += 1
 
     def _show_alarm(self, event: AlarmEvent) -> None:
         if event.state.value in ("acknowledged", "snoozed"):
@@ -427,7 +439,7 @@ class Hub:
         light, sound = _CUES.get(event.tier, (Light.NOTICE, Sound.NONE))
         cue = Cue(event.message, self._language(event.resident), light, sound, urgent=event.tier >= Tier.CRITICAL)
         self._feedback.show(cue)
-        if event.state.value == "raised":
+        if event.state.value == "raised" and self._input_at is not None:
             self.counters.alarm_detect_s.append(asyncio.get_running_loop().time() - self._input_at)
 
     # -- ReadingSink ------------------------------------------------------------------------------------------
@@ -581,7 +593,7 @@ class Hub:
                 now=now,
             )
             pending.extend(await self._carry_out(actions, device.address, event.counter))
-            if kind is PendantEventKind.PRESS:
+            if kind is PendantEventKind.PRESS and self._input_at is not None:
                 self.counters.panic_local_s.append(self._shown_at - self._input_at)
         if event.battery is not None:
             await self.device_status(device, {"battery_level": event.battery})
@@ -649,8 +661,8 @@ class Hub:
             resident_id=resident or None,
         )
         record = self._record(alarm_record_id(self._identity.hub_id, alarm_id, state, revision), body)
-        if state is AlarmState.RAISED:
-            self.counters.alarms[tier.value] += 1
+        self._count_alarm(alarm_id, tier)
+        if state is AlarmState.RAISED and self._input_at is not None:
             self._raised_at[record.record_id.hex()] = (self._input_at, fields.get("condition") == "panic")
         self.alarm_records.put_nowait(record)
         return _Pending(record, Lane.PRIORITY)
@@ -722,6 +734,7 @@ class Hub:
 
     async def tick(self) -> None:
         """Periodic work on the injected clock: re-raise, escalate, missed schedules and check-ins."""
+        self._input_at = None
         now = self._now()
         pending: list[_Pending] = []
         events = self._alarms.apply(self._rules.tick(now)) + self._alarms.tick(now)

@@ -28,7 +28,7 @@ from typing import Any, Self
 
 from gateway.app import Gateway, open_gateway
 from gateway.config import GatewayConfig, parse_config
-from gateway.feedback import FanOutFeedback, LogFeedback, RecordingFeedback
+from gateway.feedback import Cue, FanOutFeedback, RecordingFeedback
 from protocols.keys import (
     HubIdentity,
     HubPublicKey,
@@ -86,7 +86,7 @@ class DemoOptions:
     outage: bool = True
     broker: str = "auto"  # auto | mosquitto | embedded
     caregiver_delay_s: float = 120.0  # simulated seconds before the caregiver answers a panic call
-    settle_timeout_s: float = 60.0  # real seconds to wait for the last deliveries after the day
+    settle_timeout_s: float = 15.0  # real seconds to wait for the last deliveries after the day
 
     def real_speed(self) -> float:
         """The compression factor in use."""
@@ -189,6 +189,32 @@ def _provision(
     return parse_config(text, workdir / "hub.toml"), platform, hub.public
 
 
+class _SayFeedback:
+    """Shows what the resident hears and sees as a line of the demo's log."""
+
+    def __init__(self, say: Callable[[str], None], clock: CompressedClock) -> None:
+        self._say = say
+        self._clock = clock
+        self._last: tuple[str | None, str] | None = None
+
+    def show(self, cue: Cue) -> None:
+        key = (cue.message, cue.light.value)
+        if key == self._last:  # a re-raised alarm repeats itself; one line is enough here
+            return
+        self._last = key
+        self._say(
+            f"{self._clock.now():%H:%M} hub -> resident [{cue.light.value}/{cue.sound.value}]: {cue.text() or ''}"
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        return None
+
+
 class _Broker:
     """Mosquitto or amqtt behind one start/stop shape."""
 
@@ -227,7 +253,7 @@ async def run_demo(options: DemoOptions, *, say: Callable[[str], None] = lambda 
                 Home(scenario, link=link, clock=clock, seed=options.seed, on_event=say) as home,
                 open_gateway(
                     config,
-                    feedback=FanOutFeedback([recorder, LogFeedback()]),
+                    feedback=FanOutFeedback([recorder, _SayFeedback(say, clock)]),
                     scanner_backend=scanner,
                     client_backend=client,
                     now=clock.now,

@@ -129,20 +129,36 @@ class Scale(_Attached):
 
 
 class HeartRateBand(_Attached):
-    """A chest band: live heart rate notifications only (nothing is stored)."""
+    """A heart-rate band in spot-check use: live notifications; a sample taken while no hub listens is held (the
+    latest few, oldest dropped) and notified as soon as a hub subscribes, as spot-check bands do."""
 
     KIND = "heart_rate"
     SERVICE_UUID = 0x180D
+    _HELD = 8
 
     def profile_services(self, device: Device) -> Iterable[gatt.Service]:
         self.measurement_char = self.characteristic(device, 0x2A37, P.NOTIFY)
+        self._held: list[bytes] = []
         return [gatt.Service(gatt.GATT_HEART_RATE_SERVICE, [self.measurement_char])]
 
     async def measure(self, bpm: float) -> Produced:
-        """One heart-rate sample, notified when a hub listens; the band advertises while worn."""
+        """One heart-rate sample, notified when a hub listens, otherwise held for the next subscriber."""
         self._require("measurement_char")
         raw = bytes(HeartRateMeasurement(round(bpm), sensor_contact=True))
         produced = self.record("2A37", {"bpm": bpm}, raw)
-        await self.notify(self.measurement_char, raw)
+        if not await self.notify(self.measurement_char, raw):
+            self._held = [*self._held, raw][-self._HELD :]
         self.wake()
         return produced
+
+    def on_subscribed(self, characteristic: gatt.Characteristic[bytes], *, notify: bool, indicate: bool) -> None:
+        """A hub subscribed: send what was held."""
+        del indicate
+        if notify and characteristic is getattr(self, "measurement_char", None) and self._held:
+            held, self._held = self._held, []
+            self.spawn(self._send_held(held), name=f"{self.id}-held")
+
+    async def _send_held(self, held: list[bytes]) -> None:
+        for raw in held:
+            if not await self.notify(self.measurement_char, raw):
+                self._held.append(raw)

@@ -429,7 +429,7 @@ async def test_plx_streams_live_and_heart_rate_notifies(hub, clock):
             assert await live.next() == produced.raw
     band = HeartRateBand(DeviceOptions(id="hr", address="C0:00:00:00:00:07", name="HR"), clock)
     async with running(band, hub):
-        await band.measure(64)
+        held = await band.measure(64)
         await band.wait_for(lambda: band.advertising)
         beats = Inbox()
         async with hub.connect(band, pair=False) as client:
@@ -437,6 +437,8 @@ async def test_plx_streams_live_and_heart_rate_notifies(hub, clock):
                 "notify"
             }
             await client.start_notify(uuid(0x2A37), beats)
+            # The sample taken before anyone listened is held and sent on subscription, then the live one.
+            assert await beats.next() == held.raw
             produced = await band.measure(118)
             raw = await beats.next()
     assert raw == produced.raw
