@@ -290,15 +290,22 @@ def _num(value: float | None) -> str:
 class _Progress:
     say: Callable[[str, Mapping[str, Any]], None]
     batteries: dict[str, int] = field(default_factory=dict)
+    early: list[Arrival] = field(default_factory=list)  # arrivals of devices whose turn has not come yet
 
 
 async def _next_arrival(hub: HubUnderTest, device: DeviceConfig, want: str, progress: _Progress) -> Arrival:
+    """The device's first arrival of kind ``want``, including one that came before its turn (kept, not lost)."""
+    for i, arrival in enumerate(progress.early):
+        if arrival.address == device.address and arrival.what == want:
+            return progress.early.pop(i)
     while True:
         arrival = await hub.arrivals.get()
         if arrival.battery is not None:
             progress.batteries[arrival.address] = arrival.battery
         if arrival.address == device.address and arrival.what == want:
             return arrival
+        if arrival.what != "battery":
+            progress.early.append(arrival)
 
 
 async def _test_device(hub: HubUnderTest, device: DeviceConfig, limit_s: float, progress: _Progress) -> DeviceOutcome:
@@ -312,10 +319,10 @@ async def _test_device(hub: HubUnderTest, device: DeviceConfig, limit_s: float, 
     try:
         async with asyncio.timeout(limit_s):
             arrival = await _next_arrival(hub, device, want, progress)
-            arrival_s = arrival.at - started
+            arrival_s = max(0.0, arrival.at - started)
             progress.say("arrived", {"address": device.address, "seconds": round(arrival_s, 3)})
             await hub.wait_delivered()
-            delivery_s = loop.time() - arrival.at
+            delivery_s = loop.time() - max(arrival.at, started)
         ok, detail = True, "reached the platform and was acknowledged"
     except TimeoutError:
         if arrival_s is None:

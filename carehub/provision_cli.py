@@ -1,0 +1,479 @@
+"""``carehub provision ...`` and ``carehub doctor``: set up a hub in a home, from a terminal.
+
+Steps, each idempotent and resumable (state in the config's directory): ``init`` -> ``enroll`` -> ``resident`` ->
+``scan``/``pair`` -> ``thresholds`` -> ``test``; ``status`` shows what is done, ``pin`` and ``web`` offer the same
+workflow on a phone. Failures print one line, what happened and what to do, and exit non-zero (2 for bad input, 1
+for a failed run); the existing configuration is never left half-written.
+"""
+
+# ruff: noqa: PLR0917, T201 - typer options are positional parameters; the command line prints
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+
+from gateway.config import ConfigError, DeviceKind, GatewayConfig, load_config
+from gateway.provision.errors import ProvisionError, ThresholdInputError
+from gateway.provision.files import CONFIG_NAME, HubPaths, load_state
+
+__all__ = ["app", "doctor_command"]
+
+app = typer.Typer(
+    help="Set up a hub in a home: identity, enrollment, pairing, thresholds, installation test.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+_out = Console()
+_err = Console(stderr=True)
+
+DEFAULT_CONFIG = Path(os.environ.get("CAREHUB_CONFIG", f"/var/lib/carehub/{CONFIG_NAME}"))
+
+ConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", help="The hub's config file (its directory holds keys and state).")
+]
+LinkOption = Annotated[
+    str | None,
+    typer.Option(
+        "--link", help="Simulated radio link (local[:NAME] or tcp:HOST:PORT); default: the config's, else BlueZ."
+    ),
+]
+
+
+def _fail(exc: ProvisionError | str, code: int = 1) -> typer.Exit:
+    if isinstance(exc, ProvisionError):
+        text = f"[bold red]error:[/] {escape(exc.what)}. [bold]Fix:[/] {escape(exc.fix)}"
+        code = 2 if isinstance(exc, ThresholdInputError) else code
+    else:
+        text = f"[bold red]error:[/] {escape(exc)}"
+    _err.print(text, highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _load(config: Path) -> GatewayConfig:
+    try:
+        return load_config(config)
+    except ConfigError as exc:
+        raise _fail(f"{exc}. Fix: correct that key, or run `carehub provision init` again") from None
+
+
+def _link(config: Path, link: str | None) -> str | None:
+    if link is not None:
+        return link
+    try:
+        return load_config(config).ble_link
+    except ConfigError:
+        return None
+
+
+@app.command()
+def init(
+    config: ConfigOption = DEFAULT_CONFIG,
+    bundle: Annotated[Path | None, typer.Option("--bundle", help="Enrollment bundle from the platform.")] = None,
+    platform_key_id: Annotated[
+        str | None, typer.Option("--platform-key-id", help="The platform key id the operator gave you (checked).")
+    ] = None,
+    hub_id: Annotated[str | None, typer.Option("--hub-id", help="This hub's id (without --bundle).")] = None,
+    platform_keys: Annotated[
+        Path | None, typer.Option("--platform-keys", help="The platform's platform.pub (without --bundle).")
+    ] = None,
+    broker_url: Annotated[
+        str | None, typer.Option("--broker-url", help="mqtts://HOST:PORT (without --bundle).")
+    ] = None,
+    username: Annotated[str | None, typer.Option("--username", help="Broker user (default: the hub id).")] = None,
+    password: Annotated[
+        str | None, typer.Option("--password", envvar="CAREHUB_BROKER_PASSWORD", help="Broker password.")
+    ] = None,
+    link: LinkOption = None,
+) -> None:
+    """Create the hub's identity and write a validated config (from a bundle, or from keys and broker details)."""
+    from gateway.provision.steps import init_hub, load_platform_keys  # noqa: PLC0415 - loaded per command
+
+    paths = HubPaths.for_config(config)
+    try:
+        if bundle is not None:
+            from sim.platform.enrollment import BundleError, read_bundle  # noqa: PLC0415
+
+            try:
+                parsed = read_bundle(bundle.read_bytes(), expect_key_id=platform_key_id)
+            except (BundleError, OSError) as exc:
+                raise ProvisionError(
+                    f"cannot use the bundle {bundle}: {exc}", "ask the platform operator for a new enrollment bundle"
+                ) from exc
+            result = init_hub(
+                paths,
+                hub_id=parsed.hub_id,
+                platform=parsed.platform,
+                broker_url=parsed.broker_url,
+                username=parsed.username,
+                password=parsed.password,
+                link=link,
+            )
+        elif hub_id is None or platform_keys is None or broker_url is None:
+            raise _fail(
+                ProvisionError(
+                    "init needs a bundle, or --hub-id, --platform-keys and --broker-url",
+                    "pass --bundle FILE from the platform operator, or all three options",
+                ),
+                2,
+            )
+        else:
+            result = init_hub(
+                paths,
+                hub_id=hub_id,
+                platform=load_platform_keys(platform_keys),
+                broker_url=broker_url,
+                username=username or hub_id,
+                password=password,
+                link=link,
+            )
+    except ProvisionError as exc:
+        raise _fail(exc) from None
+    made = "created" if result.created_identity else "kept the existing"
+    _out.print(f"hub {result.config.hub_id}: {made} identity, key id [bold]{result.hub_key_id}[/]", highlight=False)
+    _out.print(f"platform key id {result.platform_key_id}; config {config} is valid", highlight=False)
+    _out.print(f"next: carehub provision enroll --config {config}", highlight=False)
+
+
+@app.command()
+def enroll(
+    config: ConfigOption = DEFAULT_CONFIG,
+    platform_config: Annotated[
+        Path | None,
+        typer.Option("--platform-config", help="The reference platform's config, to enroll directly (operator)."),
+    ] = None,
+    replace: Annotated[bool, typer.Option("--replace", help="Replace another key enrolled under this hub id.")] = False,
+) -> None:
+    """Register the hub's public key with the platform (or print what to hand the operator)."""
+    from gateway.provision.steps import ReferencePlatformEnroller, enroll_hub  # noqa: PLC0415
+
+    paths = HubPaths.for_config(config)
+    _load(config)
+    if platform_config is None:
+        _out.print(
+            f"Give the platform operator {paths.hub_pub} and ask them to run:\n"
+            f"  carehub platform enroll --config PLATFORM.toml --key-file hub.pub\n"
+            "then run `carehub provision test`: the platform acknowledges only enrolled hubs.",
+            highlight=False,
+        )
+        return
+    try:
+        receipt = asyncio.run(enroll_hub(paths, ReferencePlatformEnroller(platform_config), replace=replace))
+    except ProvisionError as exc:
+        raise _fail(exc) from None
+    _out.print(receipt, highlight=False)
+
+
+@app.command()
+def resident(
+    resident_id: Annotated[str, typer.Argument(metavar="ID", help="Short id, e.g. r1.")],
+    config: ConfigOption = DEFAULT_CONFIG,
+    name: Annotated[str | None, typer.Option("--name", help="The resident's name as the hub speaks it.")] = None,
+    language: Annotated[str | None, typer.Option("--language", help="Voice language: en or zh.")] = None,
+) -> None:
+    """Add a resident (or change their name or language)."""
+    from gateway.provision.steps import set_resident  # noqa: PLC0415
+
+    try:
+        cfg = set_resident(HubPaths.for_config(config), resident_id, name=name, language=language)
+    except ProvisionError as exc:
+        raise _fail(exc) from None
+    r = cfg.resident(resident_id)
+    _out.print(f"resident {r.id}: {r.name}, language {r.language}", highlight=False)
+
+
+def _scan_table(rows: tuple[Any, ...], seconds: float) -> Table:
+    table = Table(title=f"Health devices nearby (listening {seconds:g} s)")
+    for column in ("address", "kind", "name", "RSSI", "paired"):
+        table.add_column(column)
+    for f in rows:
+        table.add_row(
+            f.address,
+            f.kind.value if f.kind else "-",
+            f.name or "-",
+            "-" if f.rssi is None else f"{f.rssi} dBm",
+            "yes" if f.paired else "no",
+        )
+    return table
+
+
+@app.command()
+def scan(
+    config: ConfigOption = DEFAULT_CONFIG,
+    seconds: Annotated[float, typer.Option("--seconds", help="How long to listen.")] = 10.0,
+    link: LinkOption = None,
+    everything: Annotated[bool, typer.Option("--all", help="Show devices that are not kit, too.")] = False,
+) -> None:
+    """List nearby health devices live: kind (by service), name, signal, paired or not."""
+    from gateway.provision.radio import open_radio, scan_devices  # noqa: PLC0415
+
+    paths = HubPaths.for_config(config)
+    paired = [d.address for d in _load(config).devices]
+
+    async def main() -> None:
+        async with open_radio(_link(config, link), keystore=paths.bonds) as (scanner, _):
+            with Live(_scan_table((), seconds), console=_out, refresh_per_second=4) as live:
+                async for rows in scan_devices(
+                    seconds, paired=paired, scanner_backend=scanner, only_kit=not everything
+                ):
+                    live.update(_scan_table(rows, seconds))
+
+    try:
+        asyncio.run(main())
+    except ProvisionError as exc:
+        raise _fail(exc) from None
+
+
+def _pendant_key_arg(value: str | None) -> bytes | None:
+    if value is None:
+        return None
+    text = value
+    if value.startswith("@"):
+        try:
+            text = Path(value[1:]).read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ProvisionError(f"cannot read {value[1:]} ({exc})", "give the key as 64 hex digits") from exc
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise ProvisionError("--pendant-key is not 32 bytes of hex", "copy the 64 hex digits from the pendant's card")
+    return key
+
+
+@app.command()
+def pair(
+    address: Annotated[str, typer.Argument(help="The device's Bluetooth address (from `scan`).")],
+    resident_id: Annotated[str, typer.Option("--resident", help="Whose device it is.")],
+    config: ConfigOption = DEFAULT_CONFIG,
+    kind: Annotated[DeviceKind | None, typer.Option("--kind", help="Expected kind (checked).")] = None,
+    user: Annotated[int | None, typer.Option("--user", help="User slot on a multi-user meter (1, 2...).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="A label, e.g. 'bedroom cuff'.")] = None,
+    pendant_key: Annotated[
+        str | None, typer.Option("--pendant-key", help="A pendant's factory key: 64 hex digits or @FILE.")
+    ] = None,
+    link: LinkOption = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to find and bond the device.")] = 30.0,
+) -> None:
+    """Bond a device, assign it to a resident (and user slot), provision a pendant's key, add it to the config."""
+    from gateway.provision.document import load_document  # noqa: PLC0415
+    from gateway.provision.radio import INSTRUCTIONS, open_radio, pair_device  # noqa: PLC0415
+    from gateway.provision.steps import add_device, provision_pendant_key  # noqa: PLC0415
+
+    paths = HubPaths.for_config(config)
+    try:
+        key = _pendant_key_arg(pendant_key)
+        load_document(paths)
+        if kind is not None:
+            _out.print(f"[bold]{escape(INSTRUCTIONS[kind])}[/]", highlight=False)
+
+        async def main() -> Any:
+            async with open_radio(_link(config, link), keystore=paths.bonds) as (scanner, client):
+                return await pair_device(
+                    address, expect=kind, scanner_backend=scanner, client_backend=client, give_up_after=timeout
+                )
+
+        result = asyncio.run(main())
+        key_file = None
+        if result.kind is DeviceKind.PENDANT:
+            key_file, _, fresh = provision_pendant_key(paths, result.address, key)
+            if key is None and fresh:
+                _out.print(
+                    f"A new pendant key was made ({key_file}, mode 0600). The pendant (protocol v1) has no key "
+                    "characteristic: load this key into it with the kit's USB tool before it is used, or pair again "
+                    "with --pendant-key if it came with one.",
+                    highlight=False,
+                )
+        cfg = add_device(
+            paths,
+            address=result.address,
+            kind=result.kind,
+            resident=resident_id,
+            name=name or result.name,
+            user_id=user,
+            pendant_key_file=key_file,
+        )
+    except ProvisionError as exc:
+        raise _fail(exc) from None
+    battery = "" if result.battery is None else f", battery {result.battery}%"
+    _out.print(
+        f"paired {result.address} ({result.kind.value}{battery}) for {resident_id}; {len(cfg.devices)} devices now",
+        highlight=False,
+    )
+
+
+@app.command()
+def thresholds(
+    resident_id: Annotated[str | None, typer.Option("--resident", help="Whose thresholds.")] = None,
+    config: ConfigOption = DEFAULT_CONFIG,
+    profile: Annotated[
+        list[str] | None, typer.Option("--profile", help="Doctor's preset (repeat; replaces the list).")
+    ] = None,
+    edits: Annotated[
+        list[str] | None, typer.Option("--set", help="KEY=VALUE in the key's unit, or KEY=default (repeat).")
+    ] = None,
+    list_keys: Annotated[bool, typer.Option("--list", help="Show every key, unit, default and profile.")] = False,
+) -> None:
+    """Apply a doctor's profiles and per-value edits, validated; show the resulting values."""
+    from gateway.provision.steps import apply_thresholds, parse_edit  # noqa: PLC0415
+    from gateway.thresholds import DEFAULTS, PROFILES, SPECS  # noqa: PLC0415
+
+    if list_keys:
+        table = Table(title="threshold keys")
+        for column in ("key", "unit", "default", "plausible"):
+            table.add_column(column)
+        for k, spec in SPECS.items():
+            table.add_row(k.value, spec.unit, f"{spec.default:g}", f"{spec.lo:g}..{spec.hi:g}")
+        _out.print(table)
+        _out.print("profiles: " + ", ".join(PROFILES), highlight=False)
+        return
+    if resident_id is None:
+        raise _fail(ProvisionError("--resident is required", "name the resident, e.g. --resident r1"), 2)
+    try:
+        parsed = [parse_edit(e) for e in edits or []]
+        resolved = apply_thresholds(HubPaths.for_config(config), resident_id, profiles=profile, edits=parsed)
+    except ProvisionError as exc:
+        raise _fail(exc, 2) from None
+    table = Table(title=f"thresholds of {resident_id} (profiles: {', '.join(resolved.profiles) or 'defaults'})")
+    for column in ("key", "value", "unit", "default"):
+        table.add_column(column)
+    for k, v in resolved.values.items():
+        changed = v != DEFAULTS[k]
+        table.add_row(k.value, f"[bold]{v:g}[/]" if changed else f"{v:g}", SPECS[k].unit, f"{DEFAULTS[k]:g}")
+    _out.print(table)
+
+
+def _say(kind: str, data: Mapping[str, Any]) -> None:
+    if kind == "prompt":
+        _out.print(f"[bold]{escape(data['address'])} ({data['kind']}):[/] {escape(data['text'])}", highlight=False)
+    elif kind == "arrived":
+        _out.print(
+            f"  received after {data['seconds']:.2f} s, waiting for the platform's acknowledgement", highlight=False
+        )
+    elif kind == "result":
+        mark = "[green]ok[/]" if data["ok"] else "[red]FAILED[/]"
+        _out.print(f"  {mark} {escape(str(data['detail']))}", highlight=False)
+
+
+@app.command("test")
+def installation_test(
+    installer: Annotated[str, typer.Option("--installer", help="Your name or id, for the sign-off.")],
+    config: ConfigOption = DEFAULT_CONFIG,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds per device, prompt to acknowledgement.")] = 120.0,
+    link: LinkOption = None,
+) -> None:
+    """Take a test reading from every device and a pendant press; prove each reached the platform; write the report."""
+    from gateway.provision.files import mark_step  # noqa: PLC0415
+    from gateway.provision.radio import open_radio  # noqa: PLC0415
+    from gateway.provision.testrun import run_installation_test, write_report  # noqa: PLC0415
+
+    paths = HubPaths.for_config(config)
+    cfg = _load(config)
+    _out.print("Stop the hub service first (sudo systemctl stop carehub); the test runs the hub itself.")
+
+    async def main() -> Any:
+        async with open_radio(_link(config, link), keystore=cfg.storage_path.parent / "bonds.json") as (s, c):
+            return await run_installation_test(
+                cfg, installer=installer, per_device_timeout=timeout, scanner_backend=s, client_backend=c, progress=_say
+            )
+
+    try:
+        report = asyncio.run(main())
+        json_path, text_path = write_report(paths, report)
+        mark_step(paths, "test", {"passed": report.passed, "report": str(json_path)})
+    except ProvisionError as exc:
+        raise _fail(exc) from None
+    _out.print(report.to_text(), highlight=False, markup=False)
+    _out.print(f"report written to {json_path} and {text_path}", highlight=False)
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def pin(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Show a new one-time installer PIN for the web page (valid 24 h or one login)."""
+    from gateway.provision.pin import issue_pin  # noqa: PLC0415
+
+    try:
+        value = issue_pin(HubPaths.for_config(config))
+    except ProvisionError as exc:
+        raise _fail(exc) from None
+    _out.print(f"installer PIN: [bold]{value[:3]} {value[3:]}[/] (one login, 24 hours)", highlight=False)
+
+
+@app.command()
+def status(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Which steps are done, and what is configured."""
+    paths = HubPaths.for_config(config)
+    state = load_state(paths)
+    table = Table(title=f"provisioning of {config}")
+    table.add_column("step")
+    table.add_column("done at")
+    table.add_column("details")
+    for step, details in sorted(state.steps.items()):
+        rest = {k: v for k, v in details.items() if k != "at"}
+        table.add_row(step, str(details.get("at", "")), json.dumps(rest, ensure_ascii=False))
+    _out.print(table)
+    for step in ("init", "enroll", "test"):
+        if not state.done(step):
+            _out.print(f"not yet done: {step}", highlight=False)
+
+
+@app.command()
+def web(
+    config: ConfigOption = DEFAULT_CONFIG,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (the hub's LAN address).")] = "0.0.0.0",  # noqa: S104 - served to the installer's phone on the LAN, behind the PIN
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8080,
+    link: LinkOption = None,
+    platform_config: Annotated[
+        Path | None, typer.Option("--platform-config", help="Reference platform config, for enrolling from the page.")
+    ] = None,
+) -> None:
+    """Serve the installer web page on the local network (log in with the PIN from `carehub provision pin`)."""
+    from gateway.provision.web import WebSettings, serve  # noqa: PLC0415
+
+    settings = WebSettings(paths=HubPaths.for_config(config), link=_link(config, link), platform_config=platform_config)
+    _out.print(f"installer page on http://{host}:{port}/ - get a PIN with `carehub provision pin`", highlight=False)
+    try:
+        asyncio.run(serve(settings, host=host, port=port))
+    except KeyboardInterrupt:
+        return
+    except OSError as exc:
+        raise _fail(f"cannot listen on {host}:{port} ({exc.strerror})") from None
+
+
+def doctor_command(
+    config: ConfigOption = DEFAULT_CONFIG,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds allowed for the broker checks.")] = 5.0,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array instead of a table.")] = False,
+) -> None:
+    """Check a hub: keys, clock, storage, outbox backlog, broker, devices; each problem with its fix."""
+    from gateway.provision.doctor import Status, run_doctor  # noqa: PLC0415
+
+    checks = asyncio.run(run_doctor(config, broker_limit_s=timeout))
+    if as_json:
+        print(
+            json.dumps([{"check": c.name, "status": c.status.value, "detail": c.detail, "fix": c.fix} for c in checks])
+        )
+    else:
+        table = Table(title=f"carehub doctor: {config}")
+        for column in ("check", "status", "detail", "fix"):
+            table.add_column(column)
+        colour = {Status.OK: "green", Status.WARN: "yellow", Status.FAIL: "red"}
+        for c in checks:
+            table.add_row(c.name, f"[{colour[c.status]}]{c.status.value}[/]", escape(c.detail), escape(c.fix))
+        _out.print(table)
+    if any(c.status is Status.FAIL for c in checks):
+        raise typer.Exit(1)

@@ -1,0 +1,68 @@
+"""Fixtures for provisioning: the reference platform on a real Mosquitto, the carehub radio relay, and a simulated
+home (blood-pressure cuff and pendant) on that relay, so CLI commands running on their own event loop reach them."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from provision_kit import BOUND, Home, Platform, make_home
+
+from protocols.keys import PlatformIdentity, save_platform_identity, save_platform_public_keys
+from sim.broker import MosquittoBroker
+from sim.platform.ingest import IngestWorker, WorkerSettings
+from sim.platform.storage import SqliteStorage
+from sim.platform.wire import PlatformCodec
+
+
+@pytest.fixture
+async def platform(tmp_path: Path, mosquitto: MosquittoBroker) -> AsyncIterator[Platform]:
+    root = tmp_path / "platform"
+    root.mkdir()
+    identity = PlatformIdentity.generate()
+    save_platform_identity(root / "platform.key", identity)
+    save_platform_public_keys(root / "platform.pub", identity.public)
+    config = root / "platform.toml"
+    config.write_text(
+        f'[broker]\nurl = "mqtt://{mosquitto.host}:{mosquitto.port}"\n\n'
+        '[storage]\ndatabase = "platform.db"\n\n[keys]\nidentity = "platform.key"\n',
+        encoding="utf-8",
+    )
+    async with SqliteStorage(root / "platform.db") as storage:
+        settings = WorkerSettings(mosquitto.host, mosquitto.port, share_group="ingest")
+        async with IngestWorker(settings, storage, PlatformCodec(identity)) as worker:
+            async with asyncio.timeout(BOUND):
+                await worker.connected.wait()
+            yield Platform(root, config, root / "platform.pub", identity, storage, worker, mosquitto)
+
+
+@pytest.fixture
+async def relay_link() -> AsyncIterator[str]:
+    """``python -m sim.ble.relay --port 0``; the value is its ``tcp:`` link."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sim.ble.relay", "--port", "0", stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert process.stdout is not None
+        async with asyncio.timeout(BOUND):
+            while True:
+                line = (await process.stdout.readline()).decode()
+                assert line, "the relay exited before it was ready"
+                if line.startswith("READY"):
+                    break
+        yield f"tcp:127.0.0.1:{line.split()[1]}"
+    finally:
+        process.kill()
+        await process.wait()
+
+
+@pytest.fixture
+async def home(relay_link: str) -> AsyncIterator[Home]:
+    h = make_home(relay_link)
+    async with h.stack:
+        await h.attach(h.cuff)
+        await h.attach(h.pendant)
+        yield h

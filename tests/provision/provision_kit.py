@@ -1,0 +1,71 @@
+"""Shared pieces of the provisioning tests: the platform, the simulated home, constants."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import sim.ble
+from protocols.keys import PlatformIdentity
+from sim.broker import MosquittoBroker
+from sim.clock import ManualClock
+from sim.devices.base import SimDevice
+from sim.devices.blood_pressure import BloodPressureCuff
+from sim.devices.options import DeviceOptions
+from sim.devices.pendant import Pendant
+from sim.platform.ingest import IngestWorker
+from sim.platform.storage import SqliteStorage
+
+BOUND = 60.0  # seconds: an upper bound for awaiting events, never a sleep
+CUFF = "C0:00:00:00:00:01"
+PENDANT = "C0:00:00:00:00:0A"
+PENDANT_KEY = bytes(range(32))
+
+
+@dataclass
+class Platform:
+    """The reference platform: its config, its public key file, its storage and a running ingest worker."""
+
+    root: Path
+    config: Path
+    public_keys: Path
+    identity: PlatformIdentity
+    storage: SqliteStorage
+    worker: IngestWorker
+    broker: MosquittoBroker
+
+    @property
+    def broker_url(self) -> str:
+        return f"mqtt://{self.broker.host}:{self.broker.port}"
+
+
+@dataclass
+class Home:
+    """Simulated kit on a link: a cuff that needs bonding and a pendant with a factory key."""
+
+    link: str
+    clock: ManualClock
+    cuff: BloodPressureCuff
+    pendant: Pendant
+    stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+
+    async def attach(self, device: SimDevice) -> None:
+        opts = device.options
+        bumble = await self.stack.enter_async_context(
+            sim.ble.open_peripheral_device(self.link, opts.address, opts.name)
+        )
+        await self.stack.enter_async_context(device.attach(bumble))
+
+
+def make_home(link: str, *, cuff_max_bonds: int | None = None) -> Home:
+    clock = ManualClock(datetime(2024, 3, 4, 7, 0, tzinfo=UTC))
+    cuff = BloodPressureCuff(
+        DeviceOptions(id="bp-1", address=CUFF, name="BP-Cuff", bonding_required=True, max_bonds=cuff_max_bonds),
+        clock,
+    )
+    pendant = Pendant(
+        DeviceOptions(id="pendant-1", address=PENDANT, name="Pendant", bonding_required=True, key=PENDANT_KEY), clock
+    )
+    return Home(link, clock, cuff, pendant)
