@@ -98,6 +98,7 @@ async def open_gateway(
     policy = PanicPolicy(
         ack_timeout=timedelta(seconds=config.panic_ack_timeout_s),
         cancel_window=timedelta(seconds=config.panic_cancel_window_s),
+        repeat_interval=timedelta(seconds=config.panic_repeat_s),
     )
     panic = PanicLifecycle(policy=policy, language={r.id: r.language for r in config.residents})
     broker = config.broker

@@ -180,6 +180,7 @@ class BleManager:
         monotonic: Callable[[], float] | None = None,
         rng: random.Random | None = None,
         connect_timeout: float = 10.0,
+        idle_disconnect: float = 5.0,
     ) -> None:
         self._config = config
         self._sink = sink
@@ -189,6 +190,7 @@ class BleManager:
         self._monotonic = monotonic or asyncio.get_running_loop().time
         self._rng = rng or random.Random()  # noqa: S311  backoff jitter, not cryptography
         self._timeout = connect_timeout
+        self._idle_disconnect = idle_disconnect
         self._slots = asyncio.Semaphore(config.ble_max_connections)
         self._states: dict[str, _DeviceState] = {d.address: _DeviceState() for d in config.devices}
         self._active: set[str] = set()
@@ -256,7 +258,8 @@ class BleManager:
     async def _session(self, cfg: DeviceConfig, device: BLEDevice) -> None:
         state = self._states[cfg.address]
         try:
-            async with self._slots:
+            # The pendant never waits for a free slot: a call for help must get through while meters are busy.
+            async with contextlib.nullcontext() if cfg.kind is DeviceKind.PENDANT else self._slots:
                 self.stats.sessions += 1
                 await self._run_session(cfg, device, state)
             state.attempts = 0
@@ -321,10 +324,12 @@ class BleManager:
     ) -> None:
         """Hand notifications to the sink, in order, until the device goes away."""
         gone = asyncio.ensure_future(disconnected.wait())
+        # A meter that has said nothing for a while is released so its slot serves others; the pendant stays.
+        idle = None if cfg.kind is DeviceKind.PENDANT else self._idle_disconnect
         try:
             while True:
                 getter = asyncio.ensure_future(queue.get())
-                done, _ = await asyncio.wait({getter, gone}, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait({getter, gone}, timeout=idle, return_when=asyncio.FIRST_COMPLETED)
                 if getter not in done:
                     getter.cancel()
                     break

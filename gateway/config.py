@@ -116,6 +116,7 @@ class GatewayConfig:
     fallback_webhook: str | None = None
     panic_ack_timeout_s: float = 5.0
     panic_cancel_window_s: float = 60.0
+    panic_repeat_s: float = 30.0
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def resident(self, resident_id: str) -> ResidentConfig:
@@ -357,8 +358,9 @@ def parse_config(text: str, source: Path) -> GatewayConfig:
         devices=tuple(devices),
         fallback_command=tuple(fallback) if fallback else None,
         fallback_webhook=alarms.opt_str("fallback_webhook"),
-        panic_ack_timeout_s=alarms.float_("panic_ack_timeout_s", 5.0, lo=0.1, hi=600.0),
+        panic_ack_timeout_s=alarms.float_("panic_ack_timeout_s", 5.0, lo=0.1, hi=3600.0),
         panic_cancel_window_s=alarms.float_("panic_cancel_window_s", 60.0, lo=1.0, hi=3600.0),
+        panic_repeat_s=alarms.float_("panic_repeat_s", 30.0, lo=1.0, hi=36000.0),
     )
 
 

@@ -130,7 +130,7 @@ class DemoSummary:
         return self.lost == 0 and self.duplicates == 0
 
 
-def _config_text(scenario: Scenario, broker_url: str, pendant_keys: dict[str, Path]) -> str:
+def _config_text(scenario: Scenario, broker_url: str, pendant_keys: dict[str, Path], speed: float) -> str:
     lines = [
         "[hub]",
         f'id = "{_HUB_ID}"',
@@ -146,8 +146,10 @@ def _config_text(scenario: Scenario, broker_url: str, pendant_keys: dict[str, Pa
         "max_connections = 4",
         "clock_tolerance_s = 120",
         "[alarms]",
-        "panic_ack_timeout_s = 5",
-        "panic_cancel_window_s = 60",
+        # The panic policy runs on the simulated clock: five real seconds are `5 * speed` simulated ones.
+        f"panic_ack_timeout_s = {min(3600.0, 5 * speed):g}",
+        f"panic_repeat_s = {min(36000.0, 30 * speed):g}",
+        "panic_cancel_window_s = 120",
     ]
     for resident in scenario.residents:
         lines += [
@@ -171,7 +173,7 @@ def _config_text(scenario: Scenario, broker_url: str, pendant_keys: dict[str, Pa
 
 
 def _provision(
-    scenario: Scenario, workdir: Path, broker_url: str
+    scenario: Scenario, workdir: Path, broker_url: str, speed: float
 ) -> tuple[GatewayConfig, PlatformIdentity, HubPublicKey]:
     platform = PlatformIdentity.generate()
     save_platform_identity(workdir / "platform.key", platform)
@@ -184,7 +186,7 @@ def _provision(
             path = workdir / f"pendant-{device.id}.key"
             save_pendant_key(path, device.options.address, bytes(device.options.key))
             pendant_keys[device.id] = path
-    text = _config_text(scenario, broker_url, pendant_keys)
+    text = _config_text(scenario, broker_url, pendant_keys, speed)
     (workdir / "hub.toml").write_text(text, encoding="utf-8")
     return parse_config(text, workdir / "hub.toml"), platform, hub.public
 
@@ -238,7 +240,7 @@ async def run_demo(options: DemoOptions, *, say: Callable[[str], None] = lambda 
         (workdir / "broker").mkdir(exist_ok=True)
         broker = _Broker(options.broker, workdir)
         summary.broker = broker.name
-        config, platform_identity, hub_public = _provision(scenario, workdir, broker.impl.url)
+        config, platform_identity, hub_public = _provision(scenario, workdir, broker.impl.url, speed)
         link = f"local:demo-{int(time.time() * 1000) % 1_000_000}"
         scanner, client = sim_ble.backend_for(link)
         start = scenario.start_time
@@ -413,15 +415,27 @@ class DemoPlatform:
 
     async def caregiver(self, clock: CompressedClock, delay_s: float, say: Callable[[str], None]) -> None:
         """Answer every panic call after `delay_s` simulated seconds, as a family doctor on the platform would."""
+        cancelled: set[str] = set()
         async with asyncio.TaskGroup() as answers:
             while True:
                 record = await self.worker.alarms.get()
                 body = record.body
-                if isinstance(body, AlarmBody) and body.condition == "panic" and body.state is AlarmState.RAISED:
-                    answers.create_task(self._answer(body.alarm_id, clock, delay_s, say), name="demo.caregiver.answer")
+                if not isinstance(body, AlarmBody) or body.condition != "panic":
+                    continue
+                if body.state is AlarmState.CANCELLED:
+                    cancelled.add(body.alarm_id)
+                elif body.state is AlarmState.RAISED:
+                    answers.create_task(
+                        self._answer(body.alarm_id, clock, delay_s, say, cancelled), name="demo.caregiver.answer"
+                    )
 
-    async def _answer(self, alarm_id: str, clock: CompressedClock, delay_s: float, say: Callable[[str], None]) -> None:
+    async def _answer(
+        self, alarm_id: str, clock: CompressedClock, delay_s: float, say: Callable[[str], None], cancelled: set[str]
+    ) -> None:
         await clock.sleep(delay_s)
+        if alarm_id in cancelled:
+            say(f"{clock.now():%H:%M} platform: call {alarm_id} was cancelled by the resident; noted, no callback")
+            return
         await self.worker.ack_alarm(self._hub.hub_id, alarm_id, "Dr. Li", clock.now(), role="family doctor")
         say(f"{clock.now():%H:%M} platform: Dr. Li (family doctor) answered panic call {alarm_id}")
 

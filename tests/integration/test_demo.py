@@ -1,0 +1,54 @@
+"""`carehub demo` end to end, shortened: meters, pendant, hub, Mosquitto, platform and caregiver, with an outage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from carehub.cli import app
+from sim.broker import mosquitto_available
+from sim.demo import DemoOptions, run_demo
+
+pytestmark = pytest.mark.skipif(not mosquitto_available(), reason="mosquitto is not installed")
+
+
+async def test_demo_day_delivers_everything_once_and_answers_the_panic_call(tmp_path: Path) -> None:
+    lines: list[str] = []
+    # 06:00-24:00 at 2400x; the outage (40%..55% of the day, 13:12-15:54) covers the 14:05 panic press.
+    summary = await run_demo(
+        DemoOptions(hours=18, speed=2400, workdir=tmp_path, seed=7, caregiver_delay_s=60), say=lines.append
+    )
+    assert summary.produced >= 10
+    assert summary.lost == 0, summary.lost_readings
+    assert summary.duplicates == 0
+    assert summary.delivered == summary.produced
+    assert summary.alarms_critical >= 2  # the confirmed BP crisis and the panic call
+    assert summary.panic_presses == 2
+    assert summary.panic_answered == 1
+    assert summary.panic_cancelled == 1  # the false alarm, cancelled with a long press
+    assert summary.alarms_critical >= 3  # plus the night hypo (level 2)
+    assert "glucose_hypo_critical" in summary.spoken
+    assert "panic_cancelled" in summary.spoken
+    assert summary.fallback_notifications >= 1
+    # The press came during the outage: the hub escalated locally and called the fallback.
+    assert "panic_help_called" in summary.spoken
+    assert "siren" in summary.spoken
+    assert "panic_answered" in summary.spoken
+    assert summary.panic_local_p99_ms is not None
+    assert summary.panic_platform_p99_ms is not None
+    assert any("internet outage" in line for line in lines)
+    assert any("answered panic call" in line for line in lines)
+
+
+def test_demo_command_prints_json_and_exits_zero() -> None:
+    result = CliRunner().invoke(app, ["demo", "--hours", "2", "--speed", "900", "--json", "--no-outage"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    for key in ("produced", "delivered", "duplicates", "lost", "alarms_critical", "panic_local_p99_ms"):
+        assert key in summary
+    assert summary["lost"] == 0
+    assert summary["duplicates"] == 0
+    assert summary["produced"] == summary["delivered"] > 0
