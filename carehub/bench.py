@@ -1,0 +1,378 @@
+"""``carehub bench``: the hub's speed figures, every one measured on this machine in this run.
+
+* ``protocols_readings_per_s``: one core, decode a Blood Pressure Measurement notification (0x2A35), build its
+  measurement record, sign and seal it into an envelope (what the hub does per reading, minus the disk);
+* ``outbox_rows_per_s``, ``outbox_naive_rows_per_s``, ``group_commit_speedup``, ``backlog_drain_s``: the outbox
+  and uplink figures of :mod:`gateway.bench_outbox`;
+* ``e2e_readings_per_s``: readings from the hub's intake to the platform's ack through a real Mosquitto
+  (:func:`e2e_readings_per_s`; the BLE radio is excluded);
+* ``panic_local_p50_ms``, ``panic_local_p99_ms``, ``panic_platform_p50_ms``, ``panic_platform_p99_ms``: a simulated
+  pendant's press to the hub's local feedback, and to the platform's ack of the panic alarm
+  (:func:`panic_latencies`); ``panic_hub_*`` are the same measured by the hub from its receipt of the frame;
+* ``gateway_rss_mb``: resident memory of an idle ``carehub gateway run`` process, connected to the broker.
+
+Targets (reported, never asserted): panic local < 5 ms, panic platform < 25 ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from gateway.app import open_gateway
+from gateway.bench_outbox import backlog_drain_s, outbox_rows_per_s
+from gateway.ble import Reading
+from gateway.config import DeviceConfig, GatewayConfig, parse_config
+from gateway.feedback import RecordingFeedback
+from protocols import gatt
+from protocols.envelope import seal
+from protocols.keys import (
+    HubIdentity,
+    PlatformIdentity,
+    save_hub_identity,
+    save_pendant_key,
+    save_platform_public_keys,
+)
+from protocols.pendant import PendantEventType
+from protocols.record import MeasurementBody, Record, measurement_record_id
+from sim.broker import MosquittoBroker
+from sim.platform.ingest import IngestWorker, WorkerSettings
+from sim.platform.samples import bp_measurement
+from sim.platform.storage import SqliteStorage
+from sim.platform.wire import PlatformCodec
+
+__all__ = [
+    "BenchHome",
+    "e2e_readings_per_s",
+    "format_rows",
+    "gateway_rss_mb",
+    "panic_latencies",
+    "protocols_readings_per_s",
+    "run_all",
+]
+
+_HUB_ID = "bench-hub"
+_RESIDENT = "resident-1"
+_BP_UUID = gatt.BloodPressureMeasurement.UUID
+_METERS = tuple(f"C0:00:00:00:01:{n:02X}" for n in range(1, 5))
+_PENDANT = "C0:00:00:00:00:0A"
+_PENDANT_KEY = bytes(range(32))
+_BOUND_S = 120.0  # an upper bound for any awaited step, never a sleep
+
+
+# -- 1. protocols ----------------------------------------------------------------------------------------------
+
+
+def protocols_readings_per_s(iterations: int = 3000) -> float:
+    """Readings per second on one core: decode 0x2A35 -> measurement record -> signed, sealed envelope."""
+    identity = HubIdentity.generate(_HUB_ID)
+    platform = PlatformIdentity.generate().public
+    raws = [bytes(bp_measurement(n)) for n in range(iterations)]
+    received = datetime.now(UTC)
+    start = time.perf_counter()
+    for seq, raw in enumerate(raws):
+        m = gatt.decode(_BP_UUID, raw)
+        values = m.as_dict()
+        device_time = values.get("timestamp")
+        dt_text = device_time if isinstance(device_time, str) else None
+        record = Record(
+            record_id=measurement_record_id(_METERS[0], _BP_UUID, raw, None, dt_text, received),
+            hub_id=_HUB_ID,
+            seq=seq,
+            hub_time=received,
+            body=MeasurementBody(_BP_UUID, raw, values=values, resident_id=_RESIDENT),
+            device_id=_METERS[0],
+            device_time=dt_text,
+        )
+        seal(identity, platform.box_key, seq, received, [record.to_cbor()])
+    return iterations / (time.perf_counter() - start)
+
+
+# -- a provisioned hub, platform and broker -------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class BenchHome:
+    """Key files and a parsed config for one resident, a few meters and (optionally) a pendant."""
+
+    config: GatewayConfig
+    path: Path
+    platform: PlatformIdentity
+    hub: HubIdentity
+
+
+def provision(workdir: Path, broker_url: str, *, link: str | None = None, pendant: bool = False) -> BenchHome:
+    """Write keys and ``hub.toml`` into ``workdir`` the way ``sim.demo`` provisions its hub."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    platform = PlatformIdentity.generate()
+    save_platform_public_keys(workdir / "platform.pub", platform.public)
+    hub = HubIdentity.generate(_HUB_ID)
+    save_hub_identity(workdir / "hub.key", hub)
+    lines = [
+        "[hub]",
+        f'id = "{_HUB_ID}"',
+        'key_file = "hub.key"',
+        "[platform]",
+        'public_key_file = "platform.pub"',
+        "[broker]",
+        f'url = "{broker_url}"',
+        "[storage]",
+        'path = "hub-outbox.sqlite"',
+        'max_bytes = "256MB"',
+        "[ble]",
+        "max_connections = 4",
+    ]
+    if link is not None:
+        lines.append(f'link = "{link}"')
+    lines += ["[[residents]]", f'id = "{_RESIDENT}"', 'name = "Bench"', 'language = "en"', "profiles = []"]
+    for n, address in enumerate(_METERS):
+        lines += ["[[devices]]", f'address = "{address}"', 'kind = "blood_pressure"', f'resident = "{_RESIDENT}"']
+        lines.append(f'name = "BP-{n}"')
+    if pendant:
+        save_pendant_key(workdir / "pendant.key", _PENDANT, _PENDANT_KEY)
+        lines += ["[[devices]]", f'address = "{_PENDANT}"', 'kind = "pendant"', f'resident = "{_RESIDENT}"']
+        lines += ['name = "Pendant"', 'pendant_key_file = "pendant.key"']
+    text = "\n".join(lines) + "\n"
+    path = workdir / "hub.toml"
+    path.write_text(text, encoding="utf-8")
+    return BenchHome(parse_config(text, path), path, platform, hub)
+
+
+@contextlib.asynccontextmanager
+async def _platform(home: BenchHome, broker: MosquittoBroker, workdir: Path) -> AsyncIterator[SqliteStorage]:
+    async with SqliteStorage(workdir / "platform.db") as storage:
+        await storage.enroll_hub(home.hub.public)
+        codec = PlatformCodec(home.platform)
+        async with IngestWorker(WorkerSettings(broker.host, broker.port), storage, codec) as worker:
+            await worker.connected.wait()
+            yield storage
+
+
+# -- 3. end to end ---------------------------------------------------------------------------------------------
+
+
+async def _measurements(storage: SqliteStorage) -> int:
+    return sum(1 for r in await storage.readings(_HUB_ID) if r.kind == "measurement")
+
+
+async def e2e_readings_per_s(
+    workdir: Path, broker: MosquittoBroker, *, readings: int = 3000, meters: int = 16
+) -> float:
+    """Readings per second from ``Hub.store_readings`` to the platform's ack, through a real Mosquitto.
+
+    The real hub stack (:func:`gateway.app.open_gateway`, without BLE) and the reference platform; ``meters``
+    concurrent tasks each hand the hub their share of distinct Blood Pressure notifications, one reading per call
+    (as a meter's session does). The clock stops when the outbox is empty and the platform holds every measurement.
+    This excludes the BLE radio: its latencies are in ``sim/ble/README.md``.
+    """
+    home = provision(workdir, broker.url)
+    devices: list[DeviceConfig] = list(home.config.devices)
+    async with (
+        _platform(home, broker, workdir) as storage,
+        open_gateway(home.config, ble=False, feedback=RecordingFeedback()) as gw,
+    ):
+        await gw.uplink.connected.wait()
+        received = datetime.now(UTC)
+        batches = [
+            [
+                Reading(devices[i % len(devices)], _BP_UUID, bytes(bp_measurement(i)), received)
+                for i in range(t, readings, meters)
+            ]
+            for t in range(meters)
+        ]
+
+        async def meter(batch: list[Reading]) -> None:
+            for reading in batch:
+                await gw.hub.store_readings([reading])
+
+        start = time.perf_counter()
+        async with asyncio.timeout(_BOUND_S):
+            async with asyncio.TaskGroup() as tg:
+                for n, batch in enumerate(batches):
+                    tg.create_task(meter(batch), name=f"bench-meter-{n}")
+            while True:
+                gw.uplink.acked.clear()
+                if (await gw.outbox.stats()).rows == 0 and await _measurements(storage) >= readings:
+                    break
+                await gw.uplink.acked.wait()
+        elapsed = time.perf_counter() - start
+        stored = await _measurements(storage)
+    if stored != readings:
+        raise RuntimeError(f"end to end: the platform stored {stored} of {readings} readings")
+    return readings / elapsed
+
+
+# -- 4. panic --------------------------------------------------------------------------------------------------
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+async def _grown(values: list[float], size: int) -> None:
+    """Wait until ``values`` has more than ``size`` entries (the hub appends from its ack task)."""
+    while len(values) <= size:  # noqa: ASYNC110  the counters have no event; a benchmark polls, a test never does
+        await asyncio.sleep(0.0005)
+
+
+async def panic_latencies(workdir: Path, broker: MosquittoBroker, *, presses: int = 200) -> dict[str, float]:
+    """Press -> local feedback and press -> platform ack of the panic call, in milliseconds (p50, p99).
+
+    A simulated pendant (:mod:`sim.devices.pendant`) on an in-process bumble link, the full gateway with BLE and
+    the reference platform over Mosquitto, a real-time clock. Each cycle: press, wait for the platform's ack of the
+    call, then cancel it and wait for the pendant to be confirmed, so the next press opens a new call. The hub
+    measures from its receipt of the frame (``panic_hub_*``); the headline figures start at the press itself, so
+    they include the pendant's signing and the indication over the simulated radio.
+    """
+    import sim.ble  # noqa: PLC0415  the simulated radio is only needed here
+    from sim.clock import RealClock  # noqa: PLC0415
+    from sim.devices.options import DeviceOptions  # noqa: PLC0415
+    from sim.devices.pendant import Pendant  # noqa: PLC0415
+
+    link = f"local:bench-{os.getpid()}-{time.monotonic_ns()}"
+    home = provision(workdir, broker.url, link=link, pendant=True)
+    sim.ble.configure(link=link)
+    scanner, client = sim.ble.backend_for(link)
+    pendant = Pendant(
+        DeviceOptions(id="pendant-1", address=_PENDANT, name="Pendant", bonding_required=True, key=_PENDANT_KEY),
+        RealClock(),
+    )
+    feedback = RecordingFeedback()
+    local: list[float] = []
+    platform: list[float] = []
+    loop = asyncio.get_running_loop()
+    async with contextlib.AsyncExitStack() as stack:
+        storage = await stack.enter_async_context(_platform(home, broker, workdir))
+        del storage
+        device = await stack.enter_async_context(sim.ble.open_peripheral_device(link, _PENDANT, "Pendant"))
+        await stack.enter_async_context(pendant.attach(device))
+        gw = await stack.enter_async_context(
+            open_gateway(home.config, feedback=feedback, scanner_backend=scanner, client_backend=client)
+        )
+        stack.push_async_callback(sim.ble.close_centrals)
+        await gw.uplink.connected.wait()
+        counters = gw.hub.counters
+        for cycle in range(presses + 1):  # the first cycle connects and bonds: a warm-up, not counted
+            async with asyncio.timeout(_BOUND_S):
+                shown_before = len(feedback.shown)
+                n_local, n_platform = len(counters.panic_local_s), len(counters.panic_platform_s)
+                pressed_at = loop.time()
+                produced = await pendant.press(PendantEventType.PRESS)
+                await pendant.wait_confirmed(produced.sequence)
+                await _grown(counters.panic_local_s, n_local)
+                await _grown(counters.panic_platform_s, n_platform)
+                hub_local = counters.panic_local_s[n_local]
+                hub_platform = counters.panic_platform_s[n_platform]
+                shown_at = feedback.shown[shown_before].at
+                hub_received_at = shown_at - hub_local
+                if cycle:
+                    local.append(shown_at - pressed_at)
+                    platform.append(hub_received_at - pressed_at + hub_platform)
+                cancel = await pendant.press(PendantEventType.CANCEL)
+                await pendant.wait_confirmed(cancel.sequence)
+    hub_local_all = counters.panic_local_s[1:]
+    hub_platform_all = counters.panic_platform_s[1:]
+    return {
+        "panic_local_p50_ms": statistics.median(local) * 1000,
+        "panic_local_p99_ms": _percentile(local, 0.99) * 1000,
+        "panic_platform_p50_ms": statistics.median(platform) * 1000,
+        "panic_platform_p99_ms": _percentile(platform, 0.99) * 1000,
+        "panic_hub_local_p99_ms": _percentile(hub_local_all, 0.99) * 1000,
+        "panic_hub_platform_p99_ms": _percentile(hub_platform_all, 0.99) * 1000,
+    }
+
+
+# -- 5. memory -------------------------------------------------------------------------------------------------
+
+
+def _vm_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+async def gateway_rss_mb(workdir: Path, broker: MosquittoBroker) -> float:
+    """VmRSS of ``carehub gateway run --no-voice`` (simulated radio ``local:rss``), once its uplink is connected."""
+    home = provision(workdir, broker.url, link="local:rss")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "from carehub.cli import main; main()",
+        "gateway",
+        "run",
+        "--config",
+        str(home.path),
+        "--no-voice",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stderr is not None  # noqa: S101  piped above
+    seen: list[str] = []
+    try:
+        async with asyncio.timeout(_BOUND_S):
+            running = connected = False
+            while not (running and connected):
+                line = (await proc.stderr.readline()).decode(errors="replace")
+                if not line:
+                    raise RuntimeError("carehub gateway run exited early:\n" + "".join(seen[-20:]))
+                seen.append(line)
+                running = running or f"hub {_HUB_ID} running" in line
+                connected = connected or f"uplink {_HUB_ID} connected" in line
+        return _vm_rss_mb(proc.pid)
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                async with asyncio.timeout(10):
+                    await proc.communicate()
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+# -- all -------------------------------------------------------------------------------------------------------
+
+
+async def run_all(*, quick: bool = False) -> dict[str, float | int | str]:
+    """Every figure, as one flat dict (``quick``: smaller counts, for tests; it says so in ``"quick"``)."""
+    results: dict[str, float | int | str] = {"quick": quick}
+    with tempfile.TemporaryDirectory(prefix="carehub-bench-") as tmp:
+        base = Path(tmp)
+        results["protocols_readings_per_s"] = round(protocols_readings_per_s(500 if quick else 3000), 1)
+        rows = 1000 if quick else 4000
+        group = await outbox_rows_per_s(base, rows=rows)
+        naive = await outbox_rows_per_s(base, rows=200 if quick else 400, group_commit=False)
+        results["outbox_rows_per_s"] = round(group, 1)
+        results["outbox_naive_rows_per_s"] = round(naive, 1)
+        results["group_commit_speedup"] = round(group / naive, 2)
+        results["backlog_drain_readings"] = 1000 if quick else 10_080
+        (base / "drain").mkdir()
+        results["backlog_drain_s"] = round(await backlog_drain_s(base / "drain", readings=1000 if quick else 10_080), 3)
+        async with MosquittoBroker(base / "broker") as broker:
+            e2e = await e2e_readings_per_s(base / "e2e", broker, readings=500 if quick else 3000)
+            results["e2e_readings_per_s"] = round(e2e, 1)
+            panic = await panic_latencies(base / "panic", broker, presses=30 if quick else 200)
+            results.update({k: round(v, 3) for k, v in panic.items()})
+            results["gateway_rss_mb"] = round(await gateway_rss_mb(base / "rss", broker), 1)
+    return results
+
+
+def format_rows(results: dict[str, float | int | str]) -> Iterator[tuple[str, str]]:
+    """(figure, value) pairs for a table, in the order measured."""
+    for key, value in results.items():
+        yield key, f"{value:,}" if isinstance(value, int | float) else str(value)
