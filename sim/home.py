@@ -4,9 +4,11 @@
     async with Home(scenario, link="local:home1", clock=CompressedClock(scenario.start_time, 3600)) as home:
         await home.run()            # replays the timeline until the scenario's end
     home.log                        # ground truth: every measurement produced, values and raw bytes
+    home.pendant_events             # ground truth: every pendant event (counter, frame bytes)
 
-Pendant devices are listed in ``home.skipped`` and their events are not replayed: the simulated pendant needs
-``protocols.pendant``, which has not landed yet.
+Timeline ``press``, ``long_press``, ``cancel`` and ``checkin`` entries press the pendant's button
+(:meth:`sim.devices.pendant.Pendant.press`); ``battery_low`` on a pendant lowers its battery, and the pendant raises
+its own battery_low event when the level falls below 20 %.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
+from protocols.pendant import PendantEventType
 from sim.ble import open_peripheral_device
 from sim.clock import Clock, sleep_until
 from sim.devices.base import Produced, SimDevice
 from sim.devices.blood_pressure import BloodPressureCuff
 from sim.devices.glucose import GlucoseMeter
+from sim.devices.pendant import Pendant
 from sim.devices.vitals import HeartRateBand, PulseOximeter, Scale, Thermometer
 from sim.scenario import DeviceKind, EventKind, Scenario, Scheduled
 
@@ -34,6 +38,14 @@ _FACTORIES: dict[DeviceKind, type[SimDevice]] = {
     DeviceKind.THERMOMETER: Thermometer,
     DeviceKind.SCALE: Scale,
     DeviceKind.HEART_RATE: HeartRateBand,
+    DeviceKind.PENDANT: Pendant,
+}
+
+_PRESSES: dict[EventKind, PendantEventType] = {
+    EventKind.PRESS: PendantEventType.PRESS,
+    EventKind.LONG_PRESS: PendantEventType.LONG_PRESS,
+    EventKind.CANCEL: PendantEventType.CANCEL,
+    EventKind.CHECKIN: PendantEventType.CHECKIN,
 }
 
 
@@ -62,21 +74,27 @@ class Home:
         self.clock = clock
         self.schedule: tuple[Scheduled, ...] = scenario.schedule(seed)
         self.log: list[Produced] = []
+        self.pendant_events: list[Produced] = []
         self.devices: dict[str, SimDevice] = {}
-        self.skipped: list[str] = []
         self._say = on_event or (lambda _line: None)
         self._stack = contextlib.AsyncExitStack()
         for spec in scenario.devices:
-            factory = _FACTORIES.get(spec.kind)
-            if factory is None:
-                self.skipped.append(spec.id)
-                continue
-            self.devices[spec.id] = factory(spec.options, clock, on_produced=self._produced)
+            factory = _FACTORIES[spec.kind]
+            on_produced = self._pressed if spec.kind is DeviceKind.PENDANT else self._produced
+            self.devices[spec.id] = factory(spec.options, clock, on_produced=on_produced)
 
     def _produced(self, produced: Produced) -> None:
         self.log.append(produced)
         self._say(
             f"{produced.taken_at:%H:%M:%S} {produced.device} measured {dict(produced.values)} {produced.raw.hex()}"
+        )
+
+    def _pressed(self, produced: Produced) -> None:
+        self.pendant_events.append(produced)
+        values = produced.values
+        self._say(
+            f"{produced.taken_at:%H:%M:%S} {produced.device} {values['event']} (counter {values['counter']}, "
+            f"battery {values['battery']}%) {produced.raw.hex()}"
         )
 
     async def __aenter__(self) -> Self:
@@ -107,11 +125,12 @@ class Home:
     async def apply(self, scheduled: Scheduled) -> None:
         """Make one timeline event happen now."""
         event = scheduled.event
-        device = self.devices.get(event.device)
-        if device is None:
-            self._say(f"{scheduled.when:%H:%M:%S} {event.device} {event.kind.value} (skipped: no simulated pendant)")
-            return
+        device = self.devices[event.device]
         values = dict(event.values)
+        press = _PRESSES.get(event.kind)
+        if press is not None and isinstance(device, Pendant):
+            await device.press(press)
+            return
         match event.kind:
             case EventKind.MEASURE:
                 await device.measure(**values)  # type: ignore[attr-defined]
@@ -119,8 +138,11 @@ class Home:
                 device.change_battery()
                 self._say(f"{scheduled.when:%H:%M:%S} {device.id} battery changed, clock reset")
             case EventKind.BATTERY_LOW:
-                device.set_battery(float(values["level"]))
                 self._say(f"{scheduled.when:%H:%M:%S} {device.id} battery at {values['level']}%")
+                if isinstance(device, Pendant):
+                    await device.set_battery_level(float(values["level"]))
+                else:
+                    device.set_battery(float(values["level"]))
             case EventKind.OUT_OF_RANGE:
                 await device.set_in_range(False)
                 self._say(f"{scheduled.when:%H:%M:%S} {device.id} out of range until {scheduled.until:%H:%M}")

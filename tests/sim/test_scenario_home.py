@@ -35,5 +35,12 @@ async def test_example_day_produces_the_scenario_measurements():
     assert [p.values["systolic"] for p in bp] == [142, 192, 151]
     after_reset = [p for p in home.log if p.device == "glucose-1" and p.values["mg_dl"] == 168]
     assert after_reset[0].device_time.year == 2000
-    assert home.skipped == ["pendant-1"]
+    pendant_kinds = [(p.device, p.values["event"]) for p in home.pendant_events]
+    assert pendant_kinds == [
+        ("pendant-1", "checkin"),
+        ("pendant-1", "battery_low"),
+        ("pendant-1", "press"),
+        ("pendant-1", "cancel"),
+    ]
+    assert [p.sequence for p in home.pendant_events] == [1, 2, 3, 4]
     assert any("out of range" in line for line in lines)
