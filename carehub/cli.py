@@ -145,6 +145,31 @@ def demo(
         raise typer.Exit(1)
 
 
+@app.command()
+def bench(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="Smaller counts (seconds, for smoke tests).")] = False,
+) -> None:
+    """Measure the hub's speed figures on this machine: codec, outbox, end to end, panic latency, memory."""
+    import asyncio
+
+    from carehub.bench import format_rows, run_all
+    from sim.broker import mosquitto_available
+
+    if not mosquitto_available():
+        raise _fail("carehub bench needs mosquitto (apt-get install mosquitto)", 1)
+    results = asyncio.run(run_all(quick=quick))
+    if as_json:
+        print(json.dumps(results))
+        return
+    table = Table(title="carehub bench" + (" (quick)" if quick else ""))
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key, value in format_rows(results):
+        table.add_row(key, value)
+    _out.print(table)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

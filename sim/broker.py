@@ -115,6 +115,7 @@ class MosquittoBroker:
             "# written by carehub sim.broker",
             f"listener {self.port} {self.host}",
             "persistence false",
+            "set_tcp_nodelay true",  # acks are small; without it Nagle adds tens of ms to each round trip
             "log_dest stderr",  # stdout is block-buffered when piped; stderr is not
             "log_type error",
             "log_type warning",
