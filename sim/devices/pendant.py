@@ -387,7 +387,11 @@ class Pendant(SimDevice):
         await asyncio.wait(habits)
         self._advertise_until = float("-inf")
         self._adv_kick.set()
-        await self.wait_for(lambda: not self._advertising)
+        # The advertiser clears its kick only right before it parks or after its start command completed (then it
+        # is advertising), so "not advertising and kick consumed" means parked. Its HCI commands take a few loop
+        # turns on a local link (milliseconds over the relay); yield until then.
+        while self._advertising or self._adv_kick.is_set():  # noqa: ASYNC110 - the base signals no "parked" event
+            await asyncio.sleep(0)
 
     # ------------------------------------------------------------------ internals
 

@@ -1,0 +1,342 @@
+"""The simulated panic pendant seen from the hub's side: bleak over the sim backend, on an in-process link."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from bleak import BleakClient
+from bleak.exc import BleakError, BleakGATTProtocolError
+
+import sim.ble
+from protocols.errors import AuthenticationError
+from protocols.pendant import (
+    CONFIRM_CHAR_UUID,
+    DEVICE_INFO_CHAR_UUID,
+    EVENT_CHAR_UUID,
+    FEEDBACK_CHAR_UUID,
+    SERVICE_UUID,
+    ConfirmFrame,
+    DeviceInfo,
+    FeedbackFrame,
+    FeedbackState,
+    PendantEvent,
+    PendantEventType,
+    PendantVerifier,
+)
+from sim.clock import ManualClock
+from sim.devices.options import DeviceOptions
+from sim.devices.pendant import ATT_NOT_AUTHENTIC, ATT_STALE, PATTERNS, Pendant, Shown
+
+_links = itertools.count()
+START = datetime(2024, 3, 4, 18, 20, tzinfo=UTC)
+KEY = bytes(range(32))
+STRANGER_KEY = bytes(range(100, 132))
+ADDRESS = "C0:00:00:00:00:0A"
+EVENT = str(EVENT_CHAR_UUID)
+CONFIRM = str(CONFIRM_CHAR_UUID)
+FEEDBACK = str(FEEDBACK_CHAR_UUID)
+
+
+class Hub:
+    def __init__(self, link: str) -> None:
+        self.link = link
+        self.scanner, self.client = sim.ble.backend_for(link)
+
+    def connect(self, pendant: Pendant, *, pair: bool = True) -> BleakClient:
+        return BleakClient(pendant.options.address, backend=self.client, pair=pair, timeout=10)
+
+
+@pytest.fixture
+async def hub() -> AsyncIterator[Hub]:
+    link = f"local:pendant{next(_links)}"
+    async with sim.ble.open_central(link):
+        yield Hub(link)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(START)
+
+
+def pendant_options(**overrides: object) -> DeviceOptions:
+    base: dict[str, object] = {"id": "pendant-1", "address": ADDRESS, "name": "Care", "key": KEY, "battery": 80}
+    base.update(overrides)
+    return DeviceOptions(**base)  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def running(pendant: Pendant, hub: Hub) -> AsyncIterator[Pendant]:
+    async with (
+        sim.ble.open_peripheral_device(hub.link, pendant.options.address, pendant.options.name) as bumble_device,
+        pendant.attach(bumble_device),
+    ):
+        yield pendant
+
+
+class Inbox:
+    """Indications received by the hub, awaited without sleeping."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self.received = 0
+
+    def __call__(self, _char: object, data: bytearray) -> None:
+        self.received += 1
+        self.queue.put_nowait(bytes(data))
+
+    async def next(self) -> bytes:
+        async with asyncio.timeout(10):
+            return await self.queue.get()
+
+
+def confirm(counter: int, key: bytes = KEY) -> bytes:
+    return bytes(ConfirmFrame(counter).sign(ADDRESS, key))
+
+
+def feedback(state: FeedbackState, counter: int, seq: int, key: bytes = KEY) -> bytes:
+    return bytes(FeedbackFrame(state, counter, seq).sign(ADDRESS, key))
+
+
+async def refused(client: BleakClient, uuid: str, data: bytes) -> int:
+    """Write ``data`` and return the ATT error code of the refusal."""
+    with pytest.raises(BleakGATTProtocolError) as error:
+        await client.write_gatt_char(uuid, data, response=True)
+    return int(error.value.code)
+
+
+async def repeat_once(pendant: Pendant, clock: ManualClock, inbox: Inbox) -> bytes:
+    """Once the pendant has the hub's ATT confirmation of everything received and waits to repeat, let one
+    re-indication interval pass on the clock and return what the hub receives."""
+    await pendant.wait_for(lambda: len(pendant.indications) == inbox.received and pendant.repeat_armed)
+    await clock.advance(pendant.repeat_seconds)
+    return await inbox.next()
+
+
+async def test_service_surface_and_device_info(hub, clock):
+    pendant = Pendant(pendant_options(), clock)
+    async with running(pendant, hub):
+        await pendant.press("checkin")
+        await pendant.wait_for(lambda: pendant.advertising)
+        async with hub.connect(pendant) as client:
+            service = client.services.get_service(str(SERVICE_UUID))
+            assert service is not None
+            props = {c.uuid: set(c.properties) for c in service.characteristics}
+            assert props == {
+                EVENT: {"read", "indicate"},
+                CONFIRM: {"write"},
+                FEEDBACK: {"write"},
+                str(DEVICE_INFO_CHAR_UUID): {"read"},
+            }
+            info = DeviceInfo.from_bytes(bytes(await client.read_gatt_char(str(DEVICE_INFO_CHAR_UUID))))
+            assert info == DeviceInfo(ADDRESS)
+
+
+async def test_a_press_is_indicated_repeated_until_confirmed_then_stops(hub, clock):
+    pendant = Pendant(pendant_options(), clock)
+    verifier = PendantVerifier(ADDRESS, KEY)
+    async with running(pendant, hub):
+        produced = await pendant.press("press")
+        assert produced.sequence == 1
+        await pendant.wait_for(lambda: pendant.advertising)
+        inbox = Inbox()
+        async with hub.connect(pendant) as client:
+            await client.start_notify(EVENT, inbox)
+            first = await inbox.next()
+            assert first == produced.raw
+            verified = verifier.verify(first)
+            assert not verified.repeat
+            assert verified.event.event is PendantEventType.PRESS
+            assert (verified.event.counter, verified.event.battery) == (1, 80)
+
+            second = await repeat_once(pendant, clock, inbox)
+            assert second == first
+            assert verifier.verify(second).repeat
+
+            assert await refused(client, CONFIRM, confirm(1, STRANGER_KEY)) == ATT_NOT_AUTHENTIC
+            assert pendant.pending == [1]
+            assert await repeat_once(pendant, clock, inbox) == first
+
+            await client.write_gatt_char(CONFIRM, confirm(1), response=True)
+            assert await pendant.wait_confirmed(1) == clock.now()
+            assert pendant.confirmed_at == {1: clock.now()}
+            assert pendant.pending == []
+            sent = len(pendant.indications_of(1))
+            await clock.advance(pendant.repeat_seconds * 5)
+            await client.read_gatt_char(str(DEVICE_INFO_CHAR_UUID))  # a round trip after any repeat
+            assert inbox.queue.empty()
+            assert len(pendant.indications_of(1)) == sent == 3
+            assert [r.characteristic for r in pendant.rejected] == ["confirm"]
+
+
+async def test_events_wait_in_order_and_a_confirm_covers_every_earlier_counter(hub, clock):
+    pendant = Pendant(pendant_options(), clock)
+    verifier = PendantVerifier(ADDRESS, KEY)
+    async with running(pendant, hub):
+        press = await pendant.press(PendantEventType.PRESS)
+        cancel = await pendant.press(PendantEventType.CANCEL)
+        checkin = await pendant.press("checkin")
+        await pendant.wait_for(lambda: pendant.advertising)
+        inbox = Inbox()
+        async with hub.connect(pendant) as client:
+            assert bytes(await client.read_gatt_char(EVENT)) == press.raw  # the oldest unconfirmed
+            await client.start_notify(EVENT, inbox)
+            assert verifier.verify(await inbox.next()).event.counter == 1
+            await client.write_gatt_char(CONFIRM, confirm(1), response=True)
+            assert await inbox.next() == cancel.raw
+            await client.write_gatt_char(CONFIRM, confirm(3), response=True)  # covers 2 and 3
+            assert pendant.pending == []
+            assert set(pendant.confirmed_at) == {1, 2, 3}
+            assert bytes(await client.read_gatt_char(EVENT)) == checkin.raw  # the last one sent
+            # the hub confirming again after a crossed repeat is harmless; an older confirm or one ahead is not
+            await client.write_gatt_char(CONFIRM, confirm(3), response=True)
+            assert pendant.duplicate_confirms == 1
+            assert await refused(client, CONFIRM, confirm(2)) == ATT_STALE
+            assert await refused(client, CONFIRM, confirm(4)) == ATT_STALE
+            assert await refused(client, CONFIRM, b"\x01\x02") == ATT_NOT_AUTHENTIC
+            assert [r.code for r in pendant.rejected] == [ATT_STALE, ATT_STALE, ATT_NOT_AUTHENTIC]
+
+
+async def test_feedback_becomes_a_pattern_forged_or_stale_feedback_does_not(hub, clock):
+    pendant = Pendant(pendant_options(), clock)
+    async with running(pendant, hub):
+        await pendant.press("press")
+        await pendant.wait_for(lambda: pendant.advertising)
+        inbox = Inbox()
+        async with hub.connect(pendant) as client:
+            await client.start_notify(EVENT, inbox)
+            await inbox.next()
+            await client.write_gatt_char(CONFIRM, confirm(1), response=True)
+            help_called = feedback(FeedbackState.HELP_CALLED, 1, 0)
+            await client.write_gatt_char(FEEDBACK, help_called, response=True)
+            at = clock.now()
+            assert pendant.patterns == [Shown(at, FeedbackState.HELP_CALLED, PATTERNS[FeedbackState.HELP_CALLED])]
+            assert pendant.patterns[0].pattern.led.startswith("red")
+
+            forged = feedback(FeedbackState.ANSWERED, 1, 1, STRANGER_KEY)
+            assert await refused(client, FEEDBACK, forged) == ATT_NOT_AUTHENTIC
+            assert await refused(client, FEEDBACK, help_called) == ATT_STALE  # replayed
+            assert await refused(client, FEEDBACK, feedback(FeedbackState.ANSWERED, 2, 0)) == ATT_STALE  # never sent
+            assert len(pendant.patterns) == 1
+
+            await clock.advance(30)
+            answered = feedback(FeedbackState.ANSWERED, 1, 1)
+            await client.write_gatt_char(FEEDBACK, answered, response=True)
+            assert [(s.at, s.state) for s in pendant.patterns] == [
+                (at, FeedbackState.HELP_CALLED),
+                (clock.now(), FeedbackState.ANSWERED),
+            ]
+            assert pendant.showing is FeedbackState.ANSWERED
+        assert [(r.characteristic, r.code) for r in pendant.rejected] == [
+            ("feedback", ATT_NOT_AUTHENTIC),
+            ("feedback", ATT_STALE),
+            ("feedback", ATT_STALE),
+        ]
+
+        await pendant.reboot()  # the floor is now (own counter, 0xFFFF): the old "answered" cannot be replayed
+        await pendant.press("checkin")
+        await pendant.wait_for(lambda: pendant.advertising)
+        async with hub.connect(pendant) as client:
+            assert await refused(client, FEEDBACK, answered) == ATT_STALE
+            await client.write_gatt_char(FEEDBACK, feedback(FeedbackState.CHECKIN_OK, 2, 0), response=True)
+        assert [s.state for s in pendant.patterns][-1] is FeedbackState.CHECKIN_OK
+        assert len(pendant.patterns) == 3
+
+
+async def test_counters_survive_reboots_and_a_new_object_on_the_same_state_file(hub, clock, tmp_path: Path):
+    state = tmp_path / "pendant-1.json"
+    pendant = Pendant(pendant_options(), clock, state_file=state)
+    verifier = PendantVerifier(ADDRESS, KEY)
+    async with running(pendant, hub):
+        first = await pendant.press("press")
+        second = await pendant.press("cancel")
+        await clock.advance(600)
+        await pendant.reboot()
+        assert pendant.pending == []  # RAM is lost ...
+        assert pendant.uptime_seconds == 0
+        third = await pendant.press("press")  # ... the counter is not
+        assert [first.sequence, second.sequence, third.sequence] == [1, 2, 3]
+        await pendant.wait_for(lambda: pendant.advertising)
+        inbox = Inbox()
+        async with hub.connect(pendant) as client:
+            await client.start_notify(EVENT, inbox)
+            verifier.verify(first.raw)
+            verifier.verify(second.raw)
+            verified = verifier.verify(await inbox.next())
+            assert (verified.repeat, verified.event.counter, verified.event.uptime_seconds) == (False, 3, 0)
+    reborn = Pendant(pendant_options(), clock, state_file=state)
+    assert reborn.counter == 3
+    async with running(reborn, hub):
+        fourth = await reborn.press("checkin")
+    assert fourth.sequence == 4
+    assert not verifier.verify(fourth.raw).repeat
+
+
+async def test_battery_below_20_percent_raises_battery_low_once_per_discharge(hub, clock):
+    pendant = Pendant(pendant_options(battery=25), clock)
+    verifier = PendantVerifier(ADDRESS, KEY)
+    async with running(pendant, hub):
+        assert await pendant.set_battery_level(21) is None
+        low = await pendant.set_battery_level(15)
+        assert low is not None
+        assert low.values == {"event": "battery_low", "counter": 1, "battery": 15}
+        assert await pendant.set_battery_level(10) is None  # same discharge
+        pendant.change_battery()
+        pendant.set_battery(12)  # a drain, not awaited: the pendant notices by itself
+        await pendant.wait_for(lambda: pendant.counter == 2)
+        await pendant.wait_for(lambda: pendant.advertising)
+        inbox = Inbox()
+        async with hub.connect(pendant) as client:
+            await client.start_notify(EVENT, inbox)
+            event = verifier.verify(await inbox.next()).event
+            assert (event.event, event.battery) == (PendantEventType.BATTERY_LOW, 15)
+            await client.write_gatt_char(CONFIRM, confirm(1), response=True)
+            event = verifier.verify(await inbox.next()).event
+            assert (event.event, event.counter, event.battery) == (PendantEventType.BATTERY_LOW, 2, 12)
+
+
+async def test_a_strangers_key_cannot_make_frames_the_hub_accepts(hub, clock):
+    stranger = Pendant(pendant_options(key=STRANGER_KEY), clock)  # same address and id, another key
+    verifier = PendantVerifier(ADDRESS, KEY)
+    async with running(stranger, hub):
+        produced = await stranger.press("cancel")
+        await stranger.wait_for(lambda: stranger.advertising)
+        inbox = Inbox()
+        async with hub.connect(stranger) as client:
+            await client.start_notify(EVENT, inbox)
+            raw = await inbox.next()
+    assert raw == produced.raw
+    with pytest.raises(AuthenticationError):
+        verifier.verify(raw)
+    assert PendantEvent.from_bytes(raw).tag_valid(ADDRESS, STRANGER_KEY)
+    assert verifier.last_counter == 0
+
+
+async def test_event_confirm_and_feedback_need_an_encrypted_link(hub, clock):
+    pendant = Pendant(pendant_options(bonding_required=False), clock)
+    async with running(pendant, hub):
+        await pendant.press("press")
+        await pendant.wait_for(lambda: pendant.advertising)
+        async with hub.connect(pendant, pair=False) as client:
+            assert DeviceInfo.from_bytes(bytes(await client.read_gatt_char(str(DEVICE_INFO_CHAR_UUID))))
+            with pytest.raises(BleakError):
+                await client.read_gatt_char(EVENT)
+            with pytest.raises(BleakError):
+                await client.write_gatt_char(CONFIRM, confirm(1), response=True)
+            with pytest.raises(BleakError):
+                await client.write_gatt_char(FEEDBACK, feedback(FeedbackState.ANSWERED, 1, 0), response=True)
+        assert pendant.pending == [1]
+        assert pendant.patterns == []
+
+
+def test_a_pendant_needs_a_32_byte_key():
+    clock = ManualClock(START)
+    with pytest.raises(ValueError, match="32-byte key"):
+        Pendant(pendant_options(key=bytes(16)), clock)
+    with pytest.raises(ValueError, match="32-byte key"):
+        Pendant(pendant_options(key=None), clock)
