@@ -334,6 +334,10 @@ class BleManager:
                     getter.cancel()
                     break
                 await self._deliver(cfg, client, getter.result(), offset)
+            if not disconnected.is_set():
+                # Idle: close the link before the last drain. The stack confirms an indication as it arrives, so
+                # one arriving after the drain but before the disconnect would be confirmed and then dropped.
+                await client.disconnect()
             # Whatever arrived just before the link dropped is still ours to keep.
             while not queue.empty():
                 await self._deliver(cfg, client, queue.get_nowait(), offset)
