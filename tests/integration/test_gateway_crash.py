@@ -172,13 +172,21 @@ class Child:
 
 
 @contextlib.asynccontextmanager
-async def children() -> AsyncIterator[list[Child]]:
+async def children(logs: Path) -> AsyncIterator[list[Child]]:
+    """Child processes, killed at the end; their output is kept in ``logs`` for the post-mortem of a failure."""
     started: list[Child] = []
     try:
         yield started
     finally:
         for child in started:
             await child.kill()
+        _keep_logs(logs, started)
+
+
+def _keep_logs(logs: Path, started: list[Child]) -> None:
+    logs.mkdir(exist_ok=True)
+    for child in started:
+        (logs / f"{child.what.replace(' ', '-')}.log").write_text("\n".join(child.lines) + "\n", encoding="utf-8")
 
 
 async def test_hub_sigkilled_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path, mosquitto):
@@ -194,7 +202,7 @@ async def test_hub_sigkilled_at_random_moments_loses_and_duplicates_nothing(tmp_
     cli = ("-c", "from carehub.cli import main; main()")
 
     async with (
-        children() as procs,
+        children(tmp_path / "logs") as procs,
         SqliteStorage(tmp_path / "platform.sqlite") as storage,
     ):
         await storage.enroll_hub(hub_identity.public)
@@ -266,7 +274,10 @@ async def test_hub_sigkilled_at_random_moments_loses_and_duplicates_nothing(tmp_
             lost = sorted(key for key in expected if got[key] < expected[key])
             duplicated = sorted(key for key in got if got[key] > expected.get(key, 0))
             tail = "\n".join(gateway.lines[-20:])
-            assert not lost, f"{len(lost)} of {len(expected)} readings never reached the platform: {lost}\n{tail}"
+            assert not lost, (
+                f"{len(lost)} of {len(expected)} readings never reached the platform: {lost}\n"
+                f"{tail}\n(process logs: {tmp_path / 'logs'})"
+            )
             assert not duplicated, f"readings stored more than once or never produced: {duplicated}"
             assert all(n == 1 for n in ids.values())
             assert got == expected
