@@ -13,15 +13,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from provision_kit import BOUND, CUFF, make_home
+from provision_kit import CUFF, make_home
 from typer.testing import CliRunner
 
+import sim.ble
 from carehub.provision_cli import app
 from gateway.config import DeviceKind, GatewayConfig, load_config
 from gateway.outbox import Lane, OutboxItem, open_outbox
 from gateway.provision.doctor import Status, run_doctor
-from gateway.provision.errors import InstallationTestError
+from gateway.provision.errors import BondRefusedError, InstallationTestError
 from gateway.provision.files import HubPaths
+from gateway.provision.radio import pair_device
 from gateway.provision.steps import add_device, init_hub, set_resident
 from gateway.provision.testrun import REPORT_DOMAIN, Arrival, run_installation_test
 from protocols.keys import PlatformIdentity, load_hub_identity, verify_detached
@@ -44,31 +46,21 @@ def hub(tmp_path: Path, link: str | None = None, broker: str = "mqtt://127.0.0.1
     return paths
 
 
-async def test_device_that_refuses_to_bond(tmp_path: Path, relay_link: str) -> None:
-    paths = hub(tmp_path, link=relay_link)
+async def test_device_that_refuses_to_bond(tmp_path: Path) -> None:
+    link = "local:refuses"
+    paths = hub(tmp_path, link=link)
     before = paths.config.read_bytes()
-    home = make_home(relay_link, cuff_max_bonds=1)
+    home = make_home(link, cuff_max_bonds=1)
     home.cuff.bonded = {"11:22:33:44:55:66"}  # already bonded to the resident's phone
-    async with home.stack:
+    async with sim.ble.open_central(link), home.stack:
         await home.attach(home.cuff)
         home.cuff.wake()
-        args = [
-            "pair",
-            CUFF,
-            "--config",
-            str(paths.config),
-            "--resident",
-            "r1",
-            "--kind",
-            "blood_pressure",
-            "--timeout",
-            "10",
-        ]
-        async with asyncio.timeout(BOUND):
-            result = await asyncio.to_thread(CliRunner().invoke, app, args)
-    assert result.exit_code == 1
-    assert "refused to pair" in result.output
-    assert "clear its pairings" in result.output
+        scanner, client = sim.ble.backend_for(link)
+        with pytest.raises(BondRefusedError) as info:
+            await pair_device(CUFF, expect=DeviceKind.BLOOD_PRESSURE, scanner_backend=scanner, client_backend=client)
+    assert "refused to pair" in info.value.what
+    assert "clear its pairings" in info.value.fix
+    assert "hold the cuff's bluetooth" in info.value.fix.lower()
     assert paths.config.read_bytes() == before
 
 
