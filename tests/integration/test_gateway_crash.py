@@ -241,6 +241,8 @@ async def test_hub_sigkilled_at_random_moments_loses_and_duplicates_nothing(tmp_
                 assert not home_done.done(), f"the home ended after only {kills} kills; slow the scenario down"
                 await gateway.kill()
                 assert gateway.process.returncode == -9
+                measured = [line for line in home.lines if " measured " in line]
+                gateway.lines.append(f"SIGKILLED after home reading {len(measured)}: {measured[-1:]}")
                 kills += 1
                 gateway = await start_gateway(kills)
             # The last hub must have come up while the meters still run, or their last readings have nowhere to go.
