@@ -113,6 +113,7 @@ async def open_gateway(
         client_cert=broker.client_cert,
         client_key=broker.client_key,
         keepalive=broker.keepalive_s,
+        backoff_cap=broker.reconnect_max_s,
     )
     async with contextlib.AsyncExitStack() as stack:
         outbox = await stack.enter_async_context(open_outbox(config.storage_path, max_bytes=config.storage_max_bytes))

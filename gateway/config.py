@@ -71,6 +71,7 @@ class BrokerConfig:
     client_cert: Path | None
     client_key: Path | None
     keepalive_s: int
+    reconnect_max_s: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +255,7 @@ def _parse_broker(r: _Reader) -> BrokerConfig:
         client_cert=r.opt_path("client_cert"),
         client_key=r.opt_path("client_key"),
         keepalive_s=r.int_("keepalive_s", 30, lo=5, hi=3600),
+        reconnect_max_s=r.float_("reconnect_max_s", 30.0, lo=0.5, hi=3600.0),
     )
 
 

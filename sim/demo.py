@@ -139,6 +139,7 @@ def _config_text(scenario: Scenario, broker_url: str, pendant_keys: dict[str, Pa
         'public_key_file = "platform.pub"',
         "[broker]",
         f'url = "{broker_url}"',
+        "reconnect_max_s = 1  # the demo's day runs a thousand times faster than real time",
         "[storage]",
         'path = "hub-outbox.sqlite"',
         'max_bytes = "64MB"',
@@ -376,7 +377,7 @@ class DemoPlatform:
 
     def __init__(self, workdir: Path, host: str, port: int, identity: PlatformIdentity, hub: HubPublicKey) -> None:
         self._workdir = workdir
-        self._settings = WorkerSettings(host, port, client_id="carehub-demo-platform")
+        self._settings = WorkerSettings(host, port, client_id="carehub-demo-platform", backoff_cap=1.0)
         self._identity = identity
         self._hub = hub
         self._stack = contextlib.AsyncExitStack()
