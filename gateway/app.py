@@ -29,6 +29,7 @@ from gateway.ble import BleManager
 from gateway.config import DeviceKind, GatewayConfig
 from gateway.feedback import Feedback, LogFeedback
 from gateway.intake import FallbackNotifier, Hub
+from gateway.journal import IndicationJournal
 from gateway.outbox import Outbox, open_outbox
 from gateway.panic import PanicLifecycle, PanicPolicy
 from gateway.rules import DeviceWatch, ResidentRules, RuleEngine
@@ -143,9 +144,15 @@ async def open_gateway(
         tasks.create_task(_ticker(hub, tick_interval), name="gateway.tick")
         manager = None
         if ble:
+            journal = stack.enter_context(IndicationJournal(config.storage_path.with_suffix(".journal")))
             manager = await stack.enter_async_context(
                 BleManager(
-                    config, hub, scanner_backend=scanner_backend, client_backend=client_backend, now=now
+                    config,
+                    hub,
+                    scanner_backend=scanner_backend,
+                    client_backend=client_backend,
+                    now=now,
+                    journal=journal,
                 )
             )
             hub.set_pendant_writer(manager.write_pendant_state)

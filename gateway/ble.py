@@ -44,6 +44,7 @@ from bleak.exc import BleakDeviceNotFoundError, BleakError
 
 from gateway.backoff import backoff_delay
 from gateway.config import DeviceConfig, DeviceKind, GatewayConfig
+from gateway.journal import IndicationJournal, JournalEntry
 from protocols import gatt
 from protocols.errors import DecodeError
 from protocols.pendant import CONFIRM_CHAR_UUID, EVENT_CHAR_UUID, FEEDBACK_CHAR_UUID, SERVICE_UUID
@@ -181,6 +182,7 @@ class BleManager:
         rng: random.Random | None = None,
         connect_timeout: float = 10.0,
         idle_disconnect: float = 5.0,
+        journal: IndicationJournal | None = None,
     ) -> None:
         self._config = config
         self._sink = sink
@@ -191,6 +193,7 @@ class BleManager:
         self._rng = rng or random.Random()  # noqa: S311  backoff jitter, not cryptography
         self._timeout = connect_timeout
         self._idle_disconnect = idle_disconnect
+        self._journal = journal
         self._slots = asyncio.Semaphore(config.ble_max_connections)
         self._states: dict[str, _DeviceState] = {d.address: _DeviceState() for d in config.devices}
         self._active: set[str] = set()
@@ -200,6 +203,7 @@ class BleManager:
         self.scanning = asyncio.Event()
 
     async def __aenter__(self) -> Self:
+        await self._replay_journal()
         async with contextlib.AsyncExitStack() as stack:
             self._tasks = await stack.enter_async_context(asyncio.TaskGroup())
             self._tasks.create_task(self._scan(), name="ble.scan")
@@ -213,6 +217,24 @@ class BleManager:
             for task in list(self._tasks._tasks):  # TaskGroup has no public cancel-all
                 task.cancel()
         await self._stack.__aexit__(None, None, None)
+
+    async def _replay_journal(self) -> None:
+        """Store what an earlier run confirmed to meters but may not have committed (stable ids make it harmless)."""
+        if self._journal is None:
+            return
+        readings = []
+        for entry in self._journal.pending():
+            cfg = self._config.device(entry.address)
+            if cfg is not None:
+                readings.append(Reading(cfg, entry.uuid, entry.data, entry.received_at))
+        if readings:
+            _log.info("replaying %d journaled indication(s) from before a restart", len(readings))
+            await self._sink.store_readings(readings)
+        self._journal.done(0)
+
+    def _journaled(self, count: int = 1) -> None:
+        if self._journal is not None:
+            self._journal.done(count)
 
     async def write_pendant_state(self, address: str, frame: bytes) -> bool:
         """Write a feedback frame to a connected pendant; False when it is not connected right now."""
@@ -293,11 +315,15 @@ class BleManager:
 
             def bridge(uuid: int) -> Callable[[BleakGATTCharacteristic, bytearray], None]:
                 def on_value(_char: BleakGATTCharacteristic, data: bytearray) -> None:
-                    try:
-                        queue.put_nowait((uuid, bytes(data), self._now()))
-                    except asyncio.QueueFull:
+                    item = (uuid, bytes(data), self._now())
+                    if queue.full():
                         self.stats.malformed += 1
                         _log.error("notification queue of %s full; dropping a notification", cfg.address)
+                        return
+                    if self._journal is not None and cfg.kind is not DeviceKind.PENDANT:
+                        # Durable before this callback returns, i.e. before the stack confirms the indication.
+                        self._journal.append(JournalEntry(cfg.address, uuid, item[1], item[2]))
+                    queue.put_nowait(item)
 
                 return on_value
 
@@ -361,9 +387,11 @@ class BleManager:
             self.stats.malformed += 1
             _log.warning("malformed %04X from %s: %s", uuid, cfg.address, exc)
             await self._sink.device_status(cfg, {"misbehaviour": str(exc), "raw": data.hex()})
+            self._journaled()
             return
         self.stats.readings += 1
         await self._sink.store_readings([Reading(cfg, uuid, data, at, offset)])
+        self._journaled()
 
     async def _read_battery(self, client: BleakClient, cfg: DeviceConfig) -> None:
         try:
@@ -425,8 +453,10 @@ class BleManager:
             raise _ProtocolViolationError(f"RACP report failed with response code {code}")
         batch: list[Reading] = []
         highest = start - 1
+        drained = 0
         while not queue.empty():
             uuid, data, at = queue.get_nowait()
+            drained += 1
             try:
                 measurement = gatt.decode(uuid, data)
             except DecodeError as exc:
@@ -439,3 +469,4 @@ class BleManager:
             batch.append(Reading(cfg, uuid, data, at, offset))
         self.stats.readings += len(batch)
         await self._sink.store_readings(batch, cursor=(key, highest + 1) if highest >= start else None)
+        self._journaled(drained)

@@ -23,6 +23,7 @@ import sim.ble
 from gateway.app import Gateway, open_gateway
 from gateway.ble import Reading
 from gateway.config import DeviceConfig, parse_config
+from gateway.journal import IndicationJournal
 from protocols import gatt
 from protocols.envelope import open_envelope
 from protocols.errors import DecodeError
@@ -296,19 +297,17 @@ async def test_malformed_bytes_are_reported_and_the_hub_carries_on(tmp_path, mos
         assert r.gw.ble.stats.failures.total() == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="invariant 1 gap: the BLE stack confirms an indication before the hub's commit is fsynced, so the cuff "
-    "forgets a reading the hub has not made durable yet (gateway/ble.py bridge(); bleak offers no deferred confirm)",
-)
-async def test_cuff_keeps_its_reading_until_the_hub_has_made_it_durable(tmp_path, mosquitto):
+async def test_reading_is_durable_in_the_journal_before_the_cuff_forgets_it(tmp_path, mosquitto):
+    """Invariant 1 for indicating meters: the stack confirms the indication when the callback returns (the cuff
+    then forgets the reading), so the callback journals the raw bytes with fdatasync first; the outbox commit comes
+    later. Here the commit is held back, as if the hub were killed before it: the reading is still on disk."""
     clock = ManualClock(START)
     cuff = BloodPressureCuff(options(BP), clock)
     async with rig(tmp_path, mosquitto, [cuff]) as r:
         hub = r.gw.hub
         store = hub.store_readings
         entered = asyncio.Event()
-        disk = asyncio.Event()  # a slow fsync: the commit does not finish until the test says so
+        disk = asyncio.Event()  # a slow commit: it does not finish until the test says so
 
         async def slow_store(readings: Sequence[Reading], cursor: tuple[str, int] | None = None) -> None:
             entered.set()
@@ -316,18 +315,18 @@ async def test_cuff_keeps_its_reading_until_the_hub_has_made_it_durable(tmp_path
             await store(readings, cursor)
 
         hub.store_readings = slow_store  # type: ignore[method-assign]
-        await cuff.measure(150, 95)
+        produced = await cuff.measure(150, 95)
         async with asyncio.timeout(BOUND):
-            await entered.wait()  # the reading is on its way to the outbox, not yet durable
+            await entered.wait()
+            await cuff.wait_for(lambda: cuff.stored_count() == 0)  # confirmed: the cuff has forgotten it
         assert await r.measurements(BP) == []
-        # Were the hub killed now, only the cuff's memory could still give the reading back.
-        try:
-            async with asyncio.timeout(2.0):  # bounded: the cuff drops it only on an ATT confirmation
-                await cuff.wait_for(lambda: cuff.stored_count() == 0)
-        except TimeoutError:
-            pass
-        assert cuff.stored_count() == 1
+        journal = IndicationJournal(r.gw.config.storage_path.with_suffix(".journal"))
+        assert [(e.address, e.uuid, e.data) for e in journal.pending()] == [(BP, 0x2A35, produced.raw)]
         disk.set()
+        async with asyncio.timeout(BOUND):
+            await r.probe.until(lambda: r.probe.readings_of(BP))
+        # Once the reading is in the outbox and nothing else is in flight, the journal is emptied.
+        assert journal.pending() == []
 
 
 async def test_reading_indicated_while_an_idle_session_closes_is_not_lost(tmp_path, mosquitto):
