@@ -14,6 +14,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from carehub.provision_cli import app as provision_app
+from carehub.provision_cli import doctor_command
 from protocols import gatt
 from protocols.errors import DecodeError
 from sim.cli import app as sim_app
@@ -30,6 +32,8 @@ gateway_app = typer.Typer(help="Run or check the hub daemon.", no_args_is_help=T
 app.add_typer(gateway_app, name="gateway")
 app.add_typer(platform_app, name="platform")
 app.add_typer(sim_app, name="sim")
+app.add_typer(provision_app, name="provision")
+app.command("doctor")(doctor_command)
 
 _out = Console()
 _err = Console(stderr=True)

@@ -6,8 +6,6 @@ workflow on a phone. Failures print one line, what happened and what to do, and 
 for a failed run); the existing configuration is never left half-written.
 """
 
-# ruff: noqa: PLR0917, T201 - typer options are positional parameters; the command line prints
-
 from __future__ import annotations
 
 import asyncio

@@ -23,6 +23,7 @@ from protocols.messages import AlarmAcknowledgement, DownBody, ThresholdUpdate
 from protocols.record import AlarmBody, PanicBody, Record
 from sim.platform.brokerconf import write_broker_config
 from sim.platform.config import PlatformConfig, PlatformConfigError, load_platform_config
+from sim.platform.enrollment import bundle_command
 from sim.platform.ingest import IngestWorker, WorkerSettings, publish_down
 from sim.platform.storage import SqliteStorage, StorageError, StoredReading
 from sim.platform.wire import PlatformCodec
@@ -282,3 +283,6 @@ def thresholds(
         raise _fail(str(exc)) from None
     seq = _send_down(cfg, hub, body)
     _out.print(f"sent {len(body.values)} threshold(s) for {resident} to {hub} (message {seq})", highlight=False)
+
+
+app.command("bundle")(bundle_command)
