@@ -35,9 +35,9 @@ from gateway.panic import PanicLifecycle, PanicPolicy
 from gateway.rules import DeviceWatch, ResidentRules, RuleEngine
 from gateway.thresholds import resolve_thresholds
 from gateway.uplink import Uplink, UplinkSettings
+from gateway.wire import HubWire
 from protocols.keys import load_hub_identity, load_pendant_key, load_platform_public_keys
 from protocols.record import Record
-from sim.platform.wire import HubWire
 
 __all__ = ["Gateway", "open_gateway"]
 
