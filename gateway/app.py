@@ -26,13 +26,13 @@ from bleak.backends.scanner import BaseBleakScanner
 
 from gateway.alarms import AlarmBook
 from gateway.ble import BleManager
-from gateway.config import DeviceKind, GatewayConfig
+from gateway.config import SCHEDULABLE, DeviceKind, GatewayConfig
 from gateway.feedback import Feedback, LogFeedback
 from gateway.intake import FallbackNotifier, Hub
 from gateway.journal import IndicationJournal
 from gateway.outbox import Outbox, open_outbox
 from gateway.panic import PanicLifecycle, PanicPolicy
-from gateway.rules import DeviceWatch, ResidentRules, RuleEngine
+from gateway.rules import DeviceWatch, ResidentRules, RuleEngine, ScheduleEntry, Vital
 from gateway.thresholds import resolve_thresholds
 from gateway.uplink import Uplink, UplinkSettings
 from gateway.wire import HubWire
@@ -71,8 +71,14 @@ def _rule_engine(config: GatewayConfig, now: datetime) -> RuleEngine:
             for d in config.devices
             if d.resident == resident.id
         )
+        schedule = tuple(
+            ScheduleEntry(Vital(SCHEDULABLE[entry.vital]), entry.due, grace=timedelta(seconds=entry.grace_s))
+            for entry in resident.schedule
+        )
         residents[resident.id] = ResidentRules(
-            thresholds=resolve_thresholds(resident.profiles, dict(resident.thresholds)), devices=watches
+            thresholds=resolve_thresholds(resident.profiles, dict(resident.thresholds)),
+            schedule=schedule,
+            devices=watches,
         )
     return RuleEngine(residents, started_at=now)
 

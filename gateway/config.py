@@ -16,6 +16,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,6 +28,7 @@ __all__ = [
     "DeviceKind",
     "GatewayConfig",
     "ResidentConfig",
+    "ScheduleConfig",
     "load_config",
     "parse_config",
 ]
@@ -74,6 +76,26 @@ class BrokerConfig:
     reconnect_max_s: float = 30.0
 
 
+# Measurements a doctor can schedule, by the name used in the config -> the rule engine's vital sign.
+SCHEDULABLE = {
+    "blood_pressure": "systolic",
+    "glucose": "glucose",
+    "weight": "weight",
+    "spo2": "spo2",
+    "temperature": "temperature",
+    "pulse": "pulse",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleConfig:
+    """A measurement the resident should take every day: `vital` by `due` (local time), with `grace` to spare."""
+
+    vital: str
+    due: time
+    grace_s: float
+
+
 @dataclass(frozen=True, slots=True)
 class ResidentConfig:
     """A person living in the home; thresholds come from the doctor's profile plus per-value overrides."""
@@ -83,6 +105,7 @@ class ResidentConfig:
     language: str
     profiles: tuple[str, ...]
     thresholds: Mapping[str, float]
+    schedule: tuple[ScheduleConfig, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,12 +294,27 @@ def _parse_resident(r: _Reader) -> ResidentConfig:
     thresholds: dict[str, float] = {}
     for key in thresholds_reader.table:
         thresholds[key] = thresholds_reader.float_(key, 0.0, lo=-1e6, hi=1e6)
+    schedule: list[ScheduleConfig] = []
+    for i, table in enumerate(r.list_("schedule")):
+        if not isinstance(table, Mapping):
+            raise r.fail(f"schedule[{i}]", "expected a table")
+        entry = _Reader(r.file, r.base, table, f"{r.key(f'schedule[{i}]')}.")
+        vital = entry.str_("vital")
+        if vital not in SCHEDULABLE:
+            raise entry.fail("vital", f"expected one of {', '.join(SCHEDULABLE)}, got {vital!r}")
+        due_text = entry.str_("due")
+        try:
+            due = time.fromisoformat(due_text)
+        except ValueError:
+            raise entry.fail("due", f"expected a time of day HH:MM, got {due_text!r}") from None
+        schedule.append(ScheduleConfig(vital, due, entry.float_("grace_s", 3600.0, lo=60.0, hi=86400.0)))
     return ResidentConfig(
         id=rid,
         name=r.str_("name", rid),
         language=language,
         profiles=tuple(profiles),
         thresholds=thresholds,
+        schedule=tuple(schedule),
     )
 
 

@@ -38,6 +38,7 @@ id = "r1"
 name = "Wang Fang"
 language = "zh"
 profiles = ["hypertension", "type2_diabetes"]
+schedule = [{ vital = "blood_pressure", due = "10:00" }, { vital = "glucose", due = "08:30", grace_s = 1800 }]
 [residents.thresholds]
 "bp.systolic.critical" = 175
 
@@ -65,6 +66,10 @@ def test_good_config_parses_into_typed_values(tmp_path: Path) -> None:
     assert cfg.fallback_command == ("/usr/local/bin/send-sms", "+000")
     assert cfg.panic_ack_timeout_s == 3.0
     assert cfg.resident("r1").thresholds == {"bp.systolic.critical": 175.0}
+    assert [(e.vital, e.due.isoformat(), e.grace_s) for e in cfg.resident("r1").schedule] == [
+        ("blood_pressure", "10:00:00", 3600.0),
+        ("glucose", "08:30:00", 1800.0),
+    ]
     assert cfg.device("AA:BB:CC:DD:EE:01") is not None
     assert cfg.device("aa:bb:cc:dd:ee:01") is not None
     assert cfg.device("AA:BB:CC:DD:EE:99") is None
@@ -92,6 +97,8 @@ def test_good_config_parses_into_typed_values(tmp_path: Path) -> None:
         ('pendant_key_file = "/etc/carehub/pendant.key"', "", "devices[1].pendant_key_file"),
         ('resident = "r1"\n\n[[devices]]', 'resident = "r9"\n\n[[devices]]', "devices[0].resident"),
         ("panic_ack_timeout_s = 3", "panic_ack_timeout_s = -1", "alarms.panic_ack_timeout_s"),
+        ('due = "10:00"', 'due = "ten"', "residents[0].schedule[0].due"),
+        ('vital = "glucose"', 'vital = "mood"', "residents[0].schedule[1].vital"),
     ],
 )
 def test_errors_name_the_file_and_key(tmp_path: Path, old: str, new: str, key: str) -> None:
