@@ -27,9 +27,9 @@ import shutil
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from gateway.alarms import AlarmBook, AlarmEvent
+from gateway.alarms import Alarm, AlarmBook, AlarmEvent, CriticalSnoozeError, InvalidSnoozeError, UnknownAlarmError
 from gateway.ble import Reading
 from gateway.catalogue import render
 from gateway.config import DeviceConfig, GatewayConfig
@@ -51,7 +51,7 @@ from protocols import gatt
 from protocols.envelope import seal
 from protocols.errors import AuthenticationError, DecodeError, ProtocolError, ReplayError
 from protocols.keys import HubIdentity, PlatformPublicKeys
-from protocols.messages import AlarmAcknowledgement, DownMessage, ThresholdUpdate
+from protocols.messages import AlarmAcknowledgement, AlarmSnooze, DownMessage, ThresholdUpdate
 from protocols.pendant import (
     ConfirmFrame,
     FeedbackFrame,
@@ -186,6 +186,7 @@ class HubCounters:
     pendant_rejected: int = 0
     fallback_notifications: int = 0
     threshold_updates: int = 0
+    snoozes_refused: int = 0
     evictions_reported: int = 0
     # Latencies in seconds of the event loop's clock: reading or pendant frame received -> local feedback started,
     # and -> the platform's ack of the alarm record held by the hub.
@@ -685,6 +686,14 @@ class Hub:
 
     # -- platform and time ------------------------------------------------------------------------------------
 
+    def open_alarms(self) -> tuple[Alarm, ...]:
+        """The alarm book's open alarms (for `carehub doctor`, tests and the demo)."""
+        return self._alarms.open_alarms()
+
+    def alarm_by_id(self, alarm_id: str) -> Alarm | None:
+        """An open or recently closed alarm."""
+        return self._alarms.by_id(alarm_id)
+
     def panic_calls(self) -> list[PanicCall]:
         """Every panic call so far, open or closed."""
         return list(self._panic.calls.values())
@@ -726,11 +735,29 @@ class Hub:
                 if event is not None:
                     pending.append(self._alarm_pending(event))
             await self._commit(pending)
+        elif isinstance(body, AlarmSnooze):
+            await self._snooze(body, now)
         elif isinstance(body, ThresholdUpdate):
             current = self._rules.thresholds(body.resident_id)
             changes = {k: float(v) for k, v in body.values.items() if v is not None}
             self._rules.set_thresholds(body.resident_id, current.updated(changes))
             self.counters.threshold_updates += 1
+
+    async def _snooze(self, request: AlarmSnooze, now: datetime) -> None:
+        """A caregiver's snooze: applied below critical; a critical alarm is never silenced (the request is logged)."""
+        try:
+            event = self._alarms.snooze(
+                request.alarm_id, timedelta(seconds=request.duration_seconds), now, by=request.by
+            )
+        except CriticalSnoozeError:
+            self.counters.snoozes_refused += 1
+            _log.warning("refused %s's snooze of critical alarm %s", request.by, request.alarm_id)
+            return
+        except (UnknownAlarmError, InvalidSnoozeError) as exc:
+            self.counters.snoozes_refused += 1
+            _log.warning("cannot snooze alarm %s: %s", request.alarm_id, exc)
+            return
+        await self._commit([self._alarm_pending(event)])
 
     async def tick(self) -> None:
         """Periodic work on the injected clock: re-raise, escalate, missed schedules and check-ins."""

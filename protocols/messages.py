@@ -36,6 +36,7 @@ __all__ = [
     "DOWN_DOMAIN",
     "MAX_DOWN_BYTES",
     "AlarmAcknowledgement",
+    "AlarmSnooze",
     "DownBody",
     "DownMessage",
     "ThresholdUpdate",
@@ -139,10 +140,57 @@ class AlarmAcknowledgement:
         return cls(f.text("alarm_id"), f.text("by"), f.time("at"), f.opt_text("role"), f.opt_text("note", 2048))
 
 
-DownBody: TypeAlias = ThresholdUpdate | AlarmAcknowledgement
+@dataclass(frozen=True, slots=True)
+class AlarmSnooze:
+    """A caregiver asks the hub to stop re-announcing an alarm for a while.
+
+    The hub refuses it for a critical alarm (a critical alarm can never be silenced) and for a duration longer than
+    its own maximum; it records what it did either way.
+
+    Attributes:
+        alarm_id: the alarm (as in the hub's alarm records).
+        by: who asked.
+        duration_seconds: how long, 1..86400.
+        at: when they asked.
+    """
+
+    TYPE: ClassVar[str] = "alarm_snooze"
+    _KEYS: ClassVar[frozenset[str]] = frozenset({"alarm_id", "by", "duration_s", "at"})
+
+    alarm_id: str
+    by: str
+    duration_seconds: int
+    at: _dt.datetime
+
+    def __post_init__(self) -> None:
+        _text(self.alarm_id, "alarm_id")
+        _text(self.by, "by")
+        if not isinstance(self.duration_seconds, int) or not 1 <= self.duration_seconds <= 86_400:
+            raise EncodeError("duration_seconds must be an integer 1..86400")
+        cbor.to_micros(self.at)
+
+    def _to_map(self) -> dict[str, CborValue]:
+        return {
+            "alarm_id": self.alarm_id,
+            "by": self.by,
+            "duration_s": self.duration_seconds,
+            "at": cbor.to_micros(self.at),
+        }
+
+    @classmethod
+    def _from_map(cls, value: object) -> Self:
+        f = Fields(value, "down.alarm_snooze", cls._KEYS)
+        try:
+            return cls(f.text("alarm_id"), f.text("by"), f.uint("duration_s", 86_400), f.time("at"))
+        except EncodeError as exc:
+            raise DecodeError("down.alarm_snooze", None, str(exc)) from exc
+
+
+DownBody: TypeAlias = ThresholdUpdate | AlarmAcknowledgement | AlarmSnooze
 _BODIES: Final[dict[str, type[DownBody]]] = {
     ThresholdUpdate.TYPE: ThresholdUpdate,
     AlarmAcknowledgement.TYPE: AlarmAcknowledgement,
+    AlarmSnooze.TYPE: AlarmSnooze,
 }
 
 
@@ -168,8 +216,8 @@ class DownMessage:
         if not cbor.is_uint(self.seq):
             raise EncodeError("seq must be an unsigned 64-bit integer")
         cbor.to_micros(self.issued_at)
-        if not isinstance(self.body, ThresholdUpdate | AlarmAcknowledgement):
-            raise EncodeError("body must be a ThresholdUpdate or an AlarmAcknowledgement")
+        if not isinstance(self.body, ThresholdUpdate | AlarmAcknowledgement | AlarmSnooze):
+            raise EncodeError("body must be a ThresholdUpdate, an AlarmAcknowledgement or an AlarmSnooze")
 
 
 def sign_message(message: DownMessage, platform_signing_key: nacl.signing.SigningKey) -> bytes:

@@ -41,7 +41,7 @@ from gateway.clock import Clock, SystemClock
 from protocols.acks import Ack
 from protocols.envelope import OpenedEnvelope, ReplayWindow, SeqStatus
 from protocols.errors import EnvelopeError, EnvelopeRejection, ProtocolError
-from protocols.messages import AlarmAcknowledgement, DownBody, DownMessage, ThresholdUpdate
+from protocols.messages import AlarmAcknowledgement, AlarmSnooze, DownBody, DownMessage, ThresholdUpdate
 from protocols.record import Record, RecordKind
 from sim.platform.storage import EnvelopeToStore, Outcome, Storage
 
@@ -232,6 +232,15 @@ class IngestWorker:
             EncodeError: an argument the protocol cannot carry.
         """
         return await self._send_down(hub, ThresholdUpdate(resident_id, thresholds))
+
+    async def snooze_alarm(self, hub: str, alarm_id: str, by: str, duration_s: int, at: _dt.datetime) -> DownMessage:
+        """Ask the hub to stop re-announcing an alarm for `duration_s` (refused by the hub for a critical alarm).
+
+        Raises:
+            aiomqtt.MqttError: not connected to the broker.
+            EncodeError: an argument the protocol cannot carry.
+        """
+        return await self._send_down(hub, AlarmSnooze(alarm_id, by, duration_s, at))
 
     async def _send_down(self, hub: str, body: DownBody) -> DownMessage:
         client = self._client

@@ -15,6 +15,7 @@ from protocols.keys import sign_detached
 from protocols.messages import (
     DOWN_DOMAIN,
     AlarmAcknowledgement,
+    AlarmSnooze,
     DownMessage,
     ThresholdUpdate,
     sign_message,
@@ -45,11 +46,18 @@ bodies = st.one_of(
         role=st.none() | st.text(min_size=1, max_size=10),
         note=st.none() | st.text(min_size=1, max_size=50),
     ),
+    st.builds(
+        AlarmSnooze,
+        alarm_id=st.text(min_size=1, max_size=10),
+        by=st.text(min_size=1, max_size=10),
+        duration_seconds=st.integers(1, 86_400),
+        at=st.just(T0),
+    ),
 )
 
 
 @given(st.integers(0, 2**64 - 1), bodies)
-def test_messages_round_trip(seq: int, body: ThresholdUpdate | AlarmAcknowledgement) -> None:
+def test_messages_round_trip(seq: int, body: ThresholdUpdate | AlarmAcknowledgement | AlarmSnooze) -> None:
     message = DownMessage("home-a", seq, T0, body)
     assert verify_message(sign_message(message, PLATFORM), PLATFORM.verify_key, "home-a", None) == message
 
@@ -114,3 +122,10 @@ def test_invalid_messages_cannot_be_built() -> None:
         AlarmAcknowledgement("a", by="", at=T0)
     with pytest.raises(EncodeError):
         DownMessage("home-a", -1, T0, THRESHOLDS.body)
+
+
+def test_snooze_bounds() -> None:
+    with pytest.raises(EncodeError, match="duration_seconds"):
+        AlarmSnooze("a1", "nurse", 0, T0)
+    with pytest.raises(EncodeError, match="duration_seconds"):
+        AlarmSnooze("a1", "nurse", 86_401, T0)
