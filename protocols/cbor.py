@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as _dt
 import enum
 import math
-from typing import Final, TypeAlias, TypeVar
+from typing import Final, NoReturn, TypeAlias, TypeVar
 
 import cbor2
 
@@ -50,31 +50,39 @@ _INT_MIN: Final = -(2**64)
 _INT_MAX: Final = 2**64 - 1
 
 
-def _check(value: object, what: str, depth: int, error: type[DecodeError] | type[EncodeError]) -> None:
-    def fail(reason: str) -> None:
-        if error is DecodeError:
-            raise DecodeError(what, None, reason)
-        raise EncodeError(f"{what}: {reason}")
+def _fail(what: str, reason: str, error: type[DecodeError] | type[EncodeError]) -> NoReturn:
+    if error is DecodeError:
+        raise DecodeError(what, None, reason)
+    raise EncodeError(f"{what}: {reason}")
 
+
+_SCALARS: Final = frozenset({type(None), bool, float, str, bytes})
+
+
+def _check(value: object, what: str, depth: int, error: type[DecodeError] | type[EncodeError]) -> None:
     if depth > MAX_DEPTH:
-        fail(f"nested deeper than {MAX_DEPTH} levels")
-    if value is None or isinstance(value, bool | float | str | bytes):
+        _fail(what, f"nested deeper than {MAX_DEPTH} levels", error)
+    kind = type(value)
+    # Exact types first (the hot path of every record); subclasses (IntEnum, str enums) take the slower checks below.
+    if kind in _SCALARS:
         return
-    if isinstance(value, int):
-        if not _INT_MIN <= value <= _INT_MAX:
-            fail(f"integer {value} outside the 64-bit CBOR range")
+    if kind is int or (kind is not bool and isinstance(value, int)):
+        if not _INT_MIN <= value <= _INT_MAX:  # type: ignore[operator]
+            _fail(what, f"integer {value} outside the 64-bit CBOR range", error)
         return
-    if isinstance(value, list):
-        for item in value:
+    if kind is list or isinstance(value, list):
+        for item in value:  # type: ignore[attr-defined]
             _check(item, what, depth + 1, error)
         return
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                fail(f"map key {key!r} is not a text string")
+    if kind is dict or isinstance(value, dict):
+        for key, item in value.items():  # type: ignore[attr-defined]
+            if type(key) is not str and not isinstance(key, str):
+                _fail(what, f"map key {key!r} is not a text string", error)
             _check(item, what, depth + 1, error)
         return
-    fail(f"{type(value).__name__} is not part of the carehub CBOR data model")
+    if isinstance(value, bool | float | str | bytes):
+        return
+    _fail(what, f"{type(value).__name__} is not part of the carehub CBOR data model", error)
 
 
 def dumps(value: CborValue, what: str = "cbor") -> bytes:

@@ -708,12 +708,32 @@ def decode_record(data: bytes) -> Record:
     return Record.from_cbor(data)
 
 
+# The deterministic encoding orders a record's keys by length, then bytewise: "v", "id", "hub", ... so every
+# version-1 record starts with: map(9) "v" 1 "id" bstr(16) <16 bytes> "hub" text(n) <n bytes>.
+_PREFIX_V1: Final = bytes.fromhex("a961760162696450")
+_HUB_KEY: Final = bytes.fromhex("63687562")
+
+
 def peek_record_hub(data: bytes) -> str:
-    """The ``hub`` of an encoded record, checking only the outer map (cheap; used by envelope checks).
+    """The ``hub`` of an encoded record, read from its fixed-layout prefix (cheap; used by envelope checks).
+
+    A record that does not start the way every deterministic version-1 record does is decoded in full instead.
 
     Raises:
         DecodeError: not a version-1 record map.
     """
+    start = len(_PREFIX_V1) + RECORD_ID_LEN
+    text_at = start + len(_HUB_KEY)
+    if data[: len(_PREFIX_V1)] == _PREFIX_V1 and data[start:text_at] == _HUB_KEY and len(data) > text_at:
+        head = data[text_at]
+        length = head - 0x60
+        if 2 <= length <= 23 and len(data) > text_at + length:  # short text: hub ids are 2..63, most under 24
+            try:
+                hub = data[text_at + 1 : text_at + 1 + length].decode("ascii")
+            except UnicodeDecodeError:
+                hub = ""
+            if is_valid_hub_id(hub):
+                return hub
     return _record_fields(cbor.loads(data, "record")).text("hub", 63)
 
 

@@ -30,6 +30,7 @@ from protocols.record import (
     decode_record,
     measurement_record_id,
     panic_record_id,
+    peek_record_hub,
     status_record_id,
 )
 
@@ -338,3 +339,17 @@ def test_ids_of_other_kinds_differ_by_identity() -> None:
         "home-1", "a1", AlarmState.RAISED, 1
     )
     assert status_record_id("home-1", RecordKind.HUB_STATUS, 3) != status_record_id("home-1", RecordKind.EVICTION, 3)
+
+
+@pytest.mark.parametrize("hub", ["h1", "home-0042", "a" * 23, "b" * 24, "c" * 63])
+def test_peek_record_hub_reads_the_prefix_or_decodes(hub: str) -> None:
+    record = Record(
+        record_id=bytes(16),
+        hub_id=hub,
+        seq=1,
+        hub_time=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+        body=HubStatusBody(uptime_seconds=1, outbox_depth=0, free_storage_bytes=1, version="1"),
+    )
+    assert peek_record_hub(record.to_cbor()) == hub
+    with pytest.raises(DecodeError):
+        peek_record_hub(record.to_cbor()[:30])
