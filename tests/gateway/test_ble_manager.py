@@ -36,7 +36,6 @@ from sim.devices.blood_pressure import BloodPressureCuff
 from sim.devices.glucose import GlucoseMeter
 from sim.devices.options import DEFAULT_CLOCK, DeviceOptions
 
-
 HUB_ID = "ble-test-hub"
 # About one run in fifteen under a loaded 2-core CI machine, a session here stalls until the timeout (a bumble HCI
 # command whose completion is lost, as seen in sim/devices/base.py's advertiser); the cause is not found yet, so a
