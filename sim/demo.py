@@ -86,7 +86,7 @@ class DemoOptions:
     outage: bool = True
     broker: str = "auto"  # auto | mosquitto | embedded
     caregiver_delay_s: float = 120.0  # simulated seconds before the caregiver answers a panic call
-    settle_timeout_s: float = 15.0  # real seconds to wait for the last deliveries after the day
+    settle_timeout_s: float = 45.0  # real seconds at most to wait for the last deliveries (it ends as soon as all are acked)
 
     def real_speed(self) -> float:
         """The compression factor in use."""
@@ -252,7 +252,14 @@ async def run_demo(options: DemoOptions, *, say: Callable[[str], None] = lambda 
         await broker.impl.start()
         try:
             async with (
-                DemoPlatform(workdir, broker.impl.host, broker.impl.port, platform_identity, hub_public) as platform,
+                DemoPlatform(
+                    workdir,
+                    broker.impl.host,
+                    broker.impl.port,
+                    platform_identity,
+                    hub_public,
+                    shared=isinstance(broker.impl, MosquittoBroker),
+                ) as platform,
                 Home(scenario, link=link, clock=clock, seed=options.seed, on_event=say) as home,
                 open_gateway(
                     config,
@@ -375,9 +382,17 @@ def summary_json(summary: DemoSummary) -> str:
 class DemoPlatform:
     """The reference platform as the demo runs it: storage, one ingest worker, and a simulated caregiver."""
 
-    def __init__(self, workdir: Path, host: str, port: int, identity: PlatformIdentity, hub: HubPublicKey) -> None:
+    def __init__(
+        self, workdir: Path, host: str, port: int, identity: PlatformIdentity, hub: HubPublicKey, *, shared: bool
+    ) -> None:
         self._workdir = workdir
-        self._settings = WorkerSettings(host, port, client_id="carehub-demo-platform", backoff_cap=1.0)
+        self._settings = WorkerSettings(
+            host,
+            port,
+            client_id="carehub-demo-platform",
+            backoff_cap=1.0,
+            share_group="ingest" if shared else "",  # amqtt has no shared subscriptions
+        )
         self._identity = identity
         self._hub = hub
         self._stack = contextlib.AsyncExitStack()

@@ -21,6 +21,7 @@ from protocols.envelope import OpenedEnvelope, open_envelope
 from protocols.keys import PlatformIdentity, PlatformPublicKeys
 from protocols.messages import DownMessage, sign_message
 from protocols.topics import (
+    UPLINK_FILTER,
     TopicError,
     TopicKind,
     ack_topic,
@@ -51,8 +52,9 @@ class PlatformCodec:
         return self._identity.public
 
     def uplink_filter(self, share_group: str) -> str:
-        """``$share/<group>/carehub/v1/+/up``."""
-        return shared_uplink_filter(share_group)
+        """``$share/<group>/carehub/v1/+/up``; the plain ``carehub/v1/+/up`` for an empty group (a single worker on a
+        broker without shared subscriptions, such as the embedded one the demo falls back to)."""
+        return shared_uplink_filter(share_group) if share_group else UPLINK_FILTER
 
     def hub_of_uplink(self, topic: str) -> str | None:
         """The hub id of ``carehub/v1/<hub>/up``, or ``None`` for any other topic."""

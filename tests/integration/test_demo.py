@@ -12,9 +12,10 @@ from carehub.cli import app
 from sim.broker import mosquitto_available
 from sim.demo import DemoOptions, run_demo
 
-pytestmark = pytest.mark.skipif(not mosquitto_available(), reason="mosquitto is not installed")
+needs_mosquitto = pytest.mark.skipif(not mosquitto_available(), reason="mosquitto is not installed")
 
 
+@needs_mosquitto
 async def test_demo_day_delivers_everything_once_and_answers_the_panic_call(tmp_path: Path) -> None:
     lines: list[str] = []
     # 06:00-24:00 at 2400x; the outage (40%..55% of the day, 13:12-15:54) covers the 14:05 panic press.
@@ -45,6 +46,7 @@ async def test_demo_day_delivers_everything_once_and_answers_the_panic_call(tmp_
     assert any("answered panic call" in line for line in lines)
 
 
+@needs_mosquitto
 def test_demo_command_prints_json_and_exits_zero() -> None:
     result = CliRunner().invoke(app, ["demo", "--hours", "2", "--speed", "900", "--json", "--no-outage"])
     assert result.exit_code == 0, result.output
@@ -54,3 +56,12 @@ def test_demo_command_prints_json_and_exits_zero() -> None:
     assert summary["lost"] == 0
     assert summary["duplicates"] == 0
     assert summary["produced"] == summary["delivered"] > 0
+
+
+async def test_demo_on_the_embedded_broker_a_fresh_machine_uses(tmp_path: Path) -> None:
+    """Without Mosquitto (a fresh machine), the demo runs on amqtt in-process: same verdict."""
+    summary = await run_demo(DemoOptions(hours=4, speed=1200, workdir=tmp_path, seed=3, broker="embedded"))
+    assert summary.broker.startswith("amqtt")
+    assert summary.produced >= 5
+    assert summary.lost == 0, summary.lost_readings
+    assert summary.duplicates == 0
