@@ -86,7 +86,7 @@ class DemoOptions:
     outage: bool = True
     broker: str = "auto"  # auto | mosquitto | embedded
     caregiver_delay_s: float = 120.0  # simulated seconds before the caregiver answers a panic call
-    settle_timeout_s: float = 45.0  # real seconds at most to wait for the last deliveries (it ends as soon as all are acked)
+    settle_timeout_s: float = 45.0  # real seconds at most to wait for the last deliveries (ends once all are acked)
 
     def real_speed(self) -> float:
         """The compression factor in use."""
