@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import enum
-import struct
 from dataclasses import dataclass
 from typing import ClassVar, Final, Self
 
@@ -15,6 +14,7 @@ from protocols.errors import EncodeError
 from protocols.gatt.common import (
     U8,
     U16,
+    FeatureBits,
     JSONValue,
     Measurement,
     Reader,
@@ -347,37 +347,16 @@ class IntermediateCuffPressure(Measurement):
 
 
 @dataclass(frozen=True, slots=True)
-class BloodPressureFeature(Measurement):
+class BloodPressureFeature(FeatureBits):
     """Blood Pressure Feature, 0x2A49 (BLS 1.0 §3.3): a uint16 bit field, kept verbatim (RFU bits included)."""
 
     UUID: ClassVar[int] = 0x2A49
+    _NAME: ClassVar[str] = "Blood Pressure Feature"
+    _BITS: ClassVar[type[enum.IntFlag] | None] = BloodPressureFeatureBits
+    _KNOWN: ClassVar[int] = 0x01FF
     features: int
-
-    # features uint16
-    _LAYOUT: ClassVar[struct.Struct] = U16
-
-    def __post_init__(self) -> None:
-        check_uint("features", self.features, 16, optional=False)
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        """Decode exactly two bytes."""
-        r = Reader("2A49", data)
-        (features,) = r.unpack(cls._LAYOUT, "Blood Pressure Feature")
-        r.finish()
-        return cls(features)
-
-    def __bytes__(self) -> bytes:
-        return self._LAYOUT.pack(self.features)
 
     @property
     def flags(self) -> BloodPressureFeatureBits:
         """The known feature bits."""
-        return BloodPressureFeatureBits(self.features & 0x01FF)
-
-    def as_dict(self) -> dict[str, JSONValue]:
-        """``features`` (raw int) and ``feature_names``."""
-        return {
-            "features": self.features,
-            "feature_names": [f.name.lower() for f in BloodPressureFeatureBits if f & self.features and f.name],
-        }
+        return BloodPressureFeatureBits(self.features & self._KNOWN)

@@ -72,6 +72,44 @@ class Measurement(abc.ABC):
         return f"{cls.UUID:04X}"
 
 
+class FeatureBits(Measurement):
+    """A feature characteristic: one unsigned bit field read from the peripheral, kept verbatim (RFU bits included).
+
+    Subclasses are frozen dataclasses declaring ``features: int`` and set ``UUID``, ``_NAME`` (used in errors),
+    ``_LAYOUT`` (``U16`` or ``U32``) and, where the profile names the bits, ``_BITS`` and ``_KNOWN`` (the mask of named
+    bits) for :attr:`flags` and the ``feature_names`` of :meth:`as_dict`.
+    """
+
+    __slots__ = ()
+
+    features: int
+    _NAME: ClassVar[str]
+    _LAYOUT: ClassVar[struct.Struct] = U16
+    _BITS: ClassVar[type[enum.IntFlag] | None] = None
+    _KNOWN: ClassVar[int] = 0
+
+    def __post_init__(self) -> None:
+        check_uint("features", self.features, 8 * self._LAYOUT.size, optional=False)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        """Decode exactly the field's width."""
+        r = Reader(cls.uuid_hex(), data)
+        (features,) = r.unpack(cls._LAYOUT, cls._NAME)
+        r.finish()
+        return cls(features)  # type: ignore[call-arg]  # subclasses are dataclasses whose one field is `features`
+
+    def __bytes__(self) -> bytes:
+        return self._LAYOUT.pack(self.features)
+
+    def as_dict(self) -> dict[str, JSONValue]:
+        """``features`` (raw int), and ``feature_names`` where the profile names the bits."""
+        out: dict[str, JSONValue] = {"features": self.features}
+        if self._BITS is not None:
+            out["feature_names"] = [f.name.lower() for f in self._BITS if f & self.features and f.name]
+        return out
+
+
 class Reader:
     """A bounds-checked cursor over untrusted bytes of one characteristic."""
 

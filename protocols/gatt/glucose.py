@@ -16,6 +16,7 @@ from protocols.gatt.common import (
     S16,
     U8,
     U16,
+    FeatureBits,
     JSONValue,
     Measurement,
     Reader,
@@ -522,37 +523,16 @@ class GlucoseFeatureBits(enum.IntFlag):
 
 
 @dataclass(frozen=True, slots=True)
-class GlucoseFeature(Measurement):
+class GlucoseFeature(FeatureBits):
     """Glucose Feature, 0x2A51 (GLS 1.0 §3.108): a uint16 bit field, kept verbatim (RFU bits included)."""
 
     UUID: ClassVar[int] = 0x2A51
+    _NAME: ClassVar[str] = "Glucose Feature"
+    _BITS: ClassVar[type[enum.IntFlag] | None] = GlucoseFeatureBits
+    _KNOWN: ClassVar[int] = 0x07FF
     features: int
-
-    # features uint16
-    _LAYOUT: ClassVar[struct.Struct] = U16
-
-    def __post_init__(self) -> None:
-        check_uint("features", self.features, 16, optional=False)
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        """Decode exactly two bytes."""
-        r = Reader("2A51", data)
-        (features,) = r.unpack(cls._LAYOUT, "Glucose Feature")
-        r.finish()
-        return cls(features)
-
-    def __bytes__(self) -> bytes:
-        return self._LAYOUT.pack(self.features)
 
     @property
     def flags(self) -> GlucoseFeatureBits:
         """The known feature bits."""
-        return GlucoseFeatureBits(self.features & 0x07FF)
-
-    def as_dict(self) -> dict[str, JSONValue]:
-        """``features`` (raw int) and ``feature_names``."""
-        return {
-            "features": self.features,
-            "feature_names": [f.name.lower() for f in GlucoseFeatureBits if f & self.features and f.name],
-        }
+        return GlucoseFeatureBits(self.features & self._KNOWN)

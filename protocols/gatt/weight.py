@@ -21,6 +21,7 @@ from protocols.gatt.common import (
     U8,
     U16,
     U32,
+    FeatureBits,
     JSONValue,
     Measurement,
     Reader,
@@ -219,31 +220,17 @@ class WeightMeasurement(Measurement):
 
 
 @dataclass(frozen=True, slots=True)
-class WeightScaleFeature(Measurement):
+class WeightScaleFeature(FeatureBits):
     """Weight Scale Feature, 0x2A9E (WSS 1.0 §3.2): a uint32 kept verbatim (RFU bits included).
 
     Bits: 0 time stamp supported · 1 multiple users · 2 BMI supported · 3-6 weight resolution · 7-9 height resolution.
     """
 
     UUID: ClassVar[int] = 0x2A9E
-    features: int
-
+    _NAME: ClassVar[str] = "Weight Scale Feature"
     # features uint32
     _LAYOUT: ClassVar[struct.Struct] = U32
-
-    def __post_init__(self) -> None:
-        check_uint("features", self.features, 32, optional=False)
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        """Decode exactly four bytes."""
-        r = Reader("2A9E", data)
-        (features,) = r.unpack(cls._LAYOUT, "Weight Scale Feature")
-        r.finish()
-        return cls(features)
-
-    def __bytes__(self) -> bytes:
-        return self._LAYOUT.pack(self.features)
+    features: int
 
     @property
     def time_stamp_supported(self) -> bool:
