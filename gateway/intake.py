@@ -397,26 +397,31 @@ class Hub:
             return "en"
 
     def _alarm_pending(self, event: AlarmEvent, triggers: Iterable[bytes] = ()) -> _Pending:
-        state = _ALARM_STATES[event.state.value]
-        revision = self._alarm_revision.get(event.alarm_id, -1) + 1
-        self._alarm_revision[event.alarm_id] = revision
-        tier = _TIERS.get(event.tier, AlarmTier.NOTICE)
         body = AlarmBody(
             alarm_id=event.alarm_id,
             condition=event.condition if not event.subject else f"{event.condition}:{event.subject}",
-            tier=tier,
-            state=state,
-            revision=revision,
+            tier=_TIERS.get(event.tier, AlarmTier.NOTICE),
+            state=_ALARM_STATES[event.state.value],
+            revision=self._next_revision(event.alarm_id),
             message=render(event.message, self._language(event.resident)),
             trigger_record_ids=tuple(triggers),
             value=event.value,
             threshold=event.threshold,
             resident_id=event.resident,
         )
-        record = self._record(alarm_record_id(self._identity.hub_id, event.alarm_id, state, revision), body)
-        self._count_alarm(event.alarm_id, tier)
-        if state is AlarmState.RAISED and self._input_at is not None:
-            self._raised_at[record.record_id.hex()] = (self._input_at, False)
+        return self._alarm_step(body)
+
+    def _next_revision(self, alarm_id: str) -> int:
+        revision = self._alarm_revision.get(alarm_id, -1) + 1
+        self._alarm_revision[alarm_id] = revision
+        return revision
+
+    def _alarm_step(self, body: AlarmBody) -> _Pending:
+        """One alarm step as a priority-lane record: counted, timed from its input, offered to the ack watcher."""
+        record = self._record(alarm_record_id(self._identity.hub_id, body.alarm_id, body.state, body.revision), body)
+        self._count_alarm(body.alarm_id, body.tier)
+        if body.state is AlarmState.RAISED and self._input_at is not None:
+            self._raised_at[record.record_id.hex()] = (self._input_at, body.condition == "panic")
         self.alarm_records.put_nowait(record)
         return _Pending(record, Lane.PRIORITY)
 
@@ -642,9 +647,6 @@ class Hub:
             return _Pending(record, Lane.PRIORITY)
         alarm_id = str(fields["alarm_id"])
         state = _ALARM_STATES[str(fields["state"])]
-        revision = self._alarm_revision.get(alarm_id, -1) + 1
-        self._alarm_revision[alarm_id] = revision
-        tier = AlarmTier(str(fields["tier"]))
         resident = str(fields.get("resident") or "")
         message_key = {
             AlarmState.RAISED: "panic_help_called",
@@ -655,18 +657,13 @@ class Hub:
         body = AlarmBody(
             alarm_id=alarm_id,
             condition=str(fields["condition"]),
-            tier=tier,
+            tier=AlarmTier(str(fields["tier"])),
             state=state,
-            revision=revision,
+            revision=self._next_revision(alarm_id),
             message=render(message_key, self._language(resident)),
             resident_id=resident or None,
         )
-        record = self._record(alarm_record_id(self._identity.hub_id, alarm_id, state, revision), body)
-        self._count_alarm(alarm_id, tier)
-        if state is AlarmState.RAISED and self._input_at is not None:
-            self._raised_at[record.record_id.hex()] = (self._input_at, fields.get("condition") == "panic")
-        self.alarm_records.put_nowait(record)
-        return _Pending(record, Lane.PRIORITY)
+        return self._alarm_step(body)
 
     async def _write_pendant_state(self, address: str, state: str) -> None:
         if self._pendant_writer is None:
