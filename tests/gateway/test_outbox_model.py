@@ -89,3 +89,61 @@ async def run(ops: list[tuple[str, object, int]], path: Path) -> None:
 def test_outbox_matches_model(ops: list[tuple[str, object, int]]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         asyncio.run(run(ops, Path(tmp) / "o.db"))
+
+
+# -- concurrent puts share one commit and one eviction pass -----------------------------------------------------
+
+group_strategy = st.lists(
+    st.lists(st.tuples(st.sampled_from(list(Lane)), st.integers(min_value=1, max_value=90)), min_size=1, max_size=8),
+    max_size=12,
+)
+
+
+async def run_groups(groups: list[list[tuple[Lane, int]]], path: Path) -> None:
+    lanes: dict[int, Lane] = {}
+    seq = 0
+    async with open_outbox(path, max_bytes=MAX_BYTES) as ob:
+        for group in groups:
+            before = {i.envelope_seq for i in await ob.peek_batch(1000, 10**9)}
+            items = []
+            for lane, size in group:
+                items.append(OutboxItem(seq, b"g" * size, lane, "k", (f"r{seq}",), 0.0))
+                lanes[seq] = lane
+                seq += 1
+            # Gathered puts are handed to the database thread together: one transaction, one eviction pass.
+            results = await asyncio.gather(*(ob.put(item) for item in items))
+            present = {i.envelope_seq for i in await ob.peek_batch(1000, 10**9)}
+            evicted = {s for r in results if r.evicted for s in r.evicted.seqs}
+            # Nothing vanishes without a record: every row is present or in this group's eviction report.
+            assert before | {i.envelope_seq for i in items} == present | evicted
+            assert not evicted & present
+            assert all(lanes[s] is Lane.ROUTINE for s in evicted)
+            # Oldest routine rows go first.
+            routine_left = [s for s in present if lanes[s] is Lane.ROUTINE]
+            assert not evicted or not routine_left or max(evicted) < min(routine_left)
+            stats = await ob.stats()
+            assert stats.over_limit == (stats.total_bytes > MAX_BYTES)
+            if stats.over_limit:
+                assert stats.routine_rows == 0
+            pending = await ob.pending_evictions()
+            assert set(pending.seqs if pending else ()) >= evicted
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(groups=group_strategy)
+def test_concurrent_puts_keep_the_eviction_rules(groups: list[list[tuple[Lane, int]]]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(run_groups(groups, Path(tmp) / "o.db"))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ids=st.lists(st.tuples(st.text(max_size=12)), min_size=1, max_size=5))
+def test_record_ids_round_trip_whatever_their_characters(ids: list[tuple[str, ...]]) -> None:
+    async def go(path: Path) -> None:
+        async with open_outbox(path) as ob:
+            items = [OutboxItem(n, b"x", Lane.ROUTINE, "k", rid, 0.0) for n, rid in enumerate(ids)]
+            await asyncio.gather(*(ob.put(i) for i in items))
+            assert [i.record_ids for i in await ob.peek_batch(100, 10**9)] == ids
+
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(go(Path(tmp) / "o.db"))
