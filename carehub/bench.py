@@ -42,6 +42,7 @@ from protocols.keys import (
     PlatformIdentity,
     save_hub_identity,
     save_pendant_key,
+    save_platform_identity,
     save_platform_public_keys,
 )
 from protocols.pendant import PendantEventType
@@ -166,20 +167,90 @@ async def _measurements(storage: SqliteStorage) -> int:
     return sum(1 for r in await storage.readings(_HUB_ID) if r.kind == "measurement")
 
 
+@contextlib.asynccontextmanager
+async def _platform_process(home: BenchHome, broker: MosquittoBroker, workdir: Path) -> AsyncIterator[Path]:
+    """The reference platform as its own ``carehub platform run`` process (in production it is another machine,
+    so it must not share the hub's core); yields its database, enrolled with the bench hub."""
+    save_platform_identity(workdir / "platform.key", home.platform)
+    database = workdir / "platform.db"
+    async with SqliteStorage(database) as storage:
+        await storage.enroll_hub(home.hub.public)
+    config = workdir / "platform.toml"
+    config.write_text(
+        "\n".join(
+            [
+                "[broker]",
+                f'url = "{broker.url}"',
+                'client_id = "bench-platform"',
+                "[storage]",
+                'database = "platform.db"',
+                "[keys]",
+                'identity = "platform.key"',
+            ]
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "from carehub.cli import main; main()",
+        *("platform", "run", "--config", str(config)),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"},
+    )
+    try:
+        await _expect_line(proc, "ingesting from")
+        yield database
+    finally:
+        await _stop_process(proc, signal.SIGINT)
+
+
+async def _expect_line(proc: asyncio.subprocess.Process, needle: str) -> None:
+    """Read ``proc``'s piped output until a line contains ``needle`` (bounded)."""
+    stream = proc.stdout if proc.stdout is not None else proc.stderr
+    assert stream is not None  # noqa: S101  the caller pipes one of them
+    seen: list[str] = []
+    async with asyncio.timeout(_BOUND_S):
+        while True:
+            line = (await stream.readline()).decode(errors="replace")
+            if not line:
+                raise RuntimeError(f"a bench process exited before {needle!r}:\n" + "".join(seen[-20:]))
+            seen.append(line)
+            if needle in line:
+                return
+
+
+async def _stop_process(proc: asyncio.subprocess.Process, how: signal.Signals) -> None:
+    if proc.returncode is not None:
+        return
+    proc.send_signal(how)
+    try:
+        async with asyncio.timeout(10):
+            await proc.communicate()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+
+
 async def e2e_readings_per_s(
     workdir: Path, broker: MosquittoBroker, *, readings: int = 3000, meters: int = 16
 ) -> float:
     """Readings per second from ``Hub.store_readings`` to the platform's ack, through a real Mosquitto.
 
-    The real hub stack (:func:`gateway.app.open_gateway`, without BLE) and the reference platform; ``meters``
-    concurrent tasks each hand the hub their share of distinct Blood Pressure notifications, one reading per call
-    (as a meter's session does). The clock stops when the outbox is empty and the platform holds every measurement.
-    This excludes the BLE radio: its latencies are in ``sim/ble/README.md``.
+    The real hub stack (:func:`gateway.app.open_gateway`, without BLE) in this process and the reference platform
+    in its own (:func:`_platform_process`); ``meters`` concurrent tasks each hand the hub their share of distinct
+    Blood Pressure notifications, one reading per call (as a meter's session does). The clock stops when every
+    reading has been stored by the hub and acknowledged by the platform (the outbox is empty); the platform's
+    database is then checked to hold each reading once. This excludes the BLE radio: its latencies are in
+    ``sim/ble/README.md``.
     """
     home = provision(workdir, broker.url)
     devices: list[DeviceConfig] = list(home.config.devices)
     async with (
-        _platform(home, broker, workdir) as storage,
+        _platform_process(home, broker, workdir) as database,
         open_gateway(home.config, ble=False, feedback=RecordingFeedback()) as gw,
     ):
         await gw.uplink.connected.wait()
@@ -203,11 +274,12 @@ async def e2e_readings_per_s(
                     tg.create_task(meter(batch), name=f"bench-meter-{n}")
             while True:
                 gw.uplink.acked.clear()
-                if (await gw.outbox.stats()).rows == 0 and await _measurements(storage) >= readings:
+                if (await gw.outbox.stats()).rows == 0:
                     break
                 await gw.uplink.acked.wait()
         elapsed = time.perf_counter() - start
-        stored = await _measurements(storage)
+    async with SqliteStorage(database) as storage:
+        stored = await _measurements(storage)  # record ids are unique per hub there: no reading twice
     if stored != readings:
         raise RuntimeError(f"end to end: the platform stored {stored} of {readings} readings")
     return readings / elapsed
