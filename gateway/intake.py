@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import math
 import os
 import shutil
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -82,6 +83,26 @@ from protocols.record import (
 __all__ = ["FallbackNotifier", "Hub", "HubCounters", "observation_of"]
 
 _log = logging.getLogger(__name__)
+
+# Latency bookkeeping for the input being handled, per task: several inputs (a meter's readings, a pendant frame,
+# the timer tick, the uplink's down-messages) interleave at every await, so instance attributes would mix them up.
+_INPUT_AT: contextvars.ContextVar[float | None] = contextvars.ContextVar("carehub_input_at", default=None)
+"""Loop time the input being handled arrived (``None``: no input, e.g. the timer tick)."""
+_SHOWN_AT: contextvars.ContextVar[float | None] = contextvars.ContextVar("carehub_shown_at", default=None)
+"""Loop time the cue for the input being handled was shown."""
+
+
+@contextlib.contextmanager
+def _handling_input() -> Iterator[None]:
+    """Mark the input arriving now for the rest of this call (and only this call) in the current task."""
+    input_token = _INPUT_AT.set(asyncio.get_running_loop().time())
+    shown_token = _SHOWN_AT.set(None)
+    try:
+        yield
+    finally:
+        _SHOWN_AT.reset(shown_token)
+        _INPUT_AT.reset(input_token)
+
 
 _SEQ_BLOCK = 256  # envelope sequence numbers reserved per outbox transaction; a crash only leaves a gap
 _TIERS = {Tier.NOTICE: AlarmTier.NOTICE, Tier.WARNING: AlarmTier.WARNING, Tier.CRITICAL: AlarmTier.CRITICAL}
@@ -298,9 +319,7 @@ class Hub:
         self._seq_lock = asyncio.Lock()
         self._alarm_revision: dict[str, int] = {}
         self._down_seq = 0
-        self._input_at: float | None = None  # loop time the input being handled arrived (None: a timer tick)
         self._alarm_peak: dict[str, AlarmTier] = {}
-        self._shown_at = 0.0  # loop time the last cue was shown
         self._raised_at: dict[str, tuple[float, bool]] = {}  # alarm record id -> (input time, is a panic call)
         self.counters = HubCounters()
         self.alarm_records: asyncio.Queue[Record] = asyncio.Queue()
@@ -420,8 +439,9 @@ class Hub:
         """One alarm step as a priority-lane record: counted, timed from its input, offered to the ack watcher."""
         record = self._record(alarm_record_id(self._identity.hub_id, body.alarm_id, body.state, body.revision), body)
         self._count_alarm(body.alarm_id, body.tier)
-        if body.state is AlarmState.RAISED and self._input_at is not None:
-            self._raised_at[record.record_id.hex()] = (self._input_at, body.condition == "panic")
+        input_at = _INPUT_AT.get()
+        if body.state is AlarmState.RAISED and input_at is not None:
+            self._raised_at[record.record_id.hex()] = (input_at, body.condition == "panic")
         self.alarm_records.put_nowait(record)
         return _Pending(record, Lane.PRIORITY)
 
@@ -445,14 +465,18 @@ class Hub:
         light, sound = _CUES.get(event.tier, (Light.NOTICE, Sound.NONE))
         cue = Cue(event.message, self._language(event.resident), light, sound, urgent=event.tier >= Tier.CRITICAL)
         self._feedback.show(cue)
-        if event.state.value == "raised" and self._input_at is not None:
-            self.counters.alarm_detect_s.append(asyncio.get_running_loop().time() - self._input_at)
+        input_at = _INPUT_AT.get()
+        if event.state.value == "raised" and input_at is not None:
+            self.counters.alarm_detect_s.append(asyncio.get_running_loop().time() - input_at)
 
     # -- ReadingSink ------------------------------------------------------------------------------------------
 
     async def store_readings(self, readings: Sequence[Reading], cursor: tuple[str, int] | None = None) -> None:
         """Judge, tell and durably record meter readings (the BLE layer's sink)."""
-        self._input_at = asyncio.get_running_loop().time()
+        with _handling_input():
+            await self._store_readings(readings, cursor)
+
+    async def _store_readings(self, readings: Sequence[Reading], cursor: tuple[str, int] | None) -> None:
         pending: list[_Pending] = []
         for reading in readings:
             try:
@@ -569,7 +593,10 @@ class Hub:
 
     async def pendant_frame(self, device: DeviceConfig, data: bytes) -> bytes | None:
         """Authenticate a pendant event, act on it, make it durable, then return the Confirm to write back."""
-        self._input_at = asyncio.get_running_loop().time()
+        with _handling_input():
+            return await self._pendant_frame(device, data)
+
+    async def _pendant_frame(self, device: DeviceConfig, data: bytes) -> bytes | None:
         verifier = self._verifier(device)
         if verifier is None:
             self.counters.pendant_rejected += 1
@@ -599,8 +626,9 @@ class Hub:
                 now=now,
             )
             pending.extend(await self._carry_out(actions, device.address, event.counter))
-            if kind is PendantEventKind.PRESS and self._input_at is not None:
-                self.counters.panic_local_s.append(self._shown_at - self._input_at)
+            input_at, shown_at = _INPUT_AT.get(), _SHOWN_AT.get()
+            if kind is PendantEventKind.PRESS and input_at is not None and shown_at is not None:
+                self.counters.panic_local_s.append(shown_at - input_at)
         if event.battery is not None:
             await self.device_status(device, {"battery_level": event.battery})
         await self._commit(pending, (f"pendant:{device.address}", event.counter))
@@ -616,7 +644,7 @@ class Hub:
             match action:
                 case ShowCue(cue):
                     self._feedback.show(cue)
-                    self._shown_at = asyncio.get_running_loop().time()
+                    _SHOWN_AT.set(asyncio.get_running_loop().time())
                 case EmitRecord(kind, fields):
                     pending.append(self._panic_record(kind, fields, pendant, counter))
                 case SetPendantState() | NotifyFallback():
@@ -758,7 +786,6 @@ class Hub:
 
     async def tick(self) -> None:
         """Periodic work on the injected clock: re-raise, escalate, missed schedules and check-ins."""
-        self._input_at = None
         now = self._now()
         pending: list[_Pending] = []
         events = self._alarms.apply(self._rules.tick(now)) + self._alarms.tick(now)
