@@ -9,7 +9,7 @@
 * ``panic_local_p50_ms``, ``panic_local_p99_ms``, ``panic_platform_p50_ms``, ``panic_platform_p99_ms``: a simulated
   pendant's press to the hub's local feedback, and to the platform's ack of the panic alarm
   (:func:`panic_latencies`); ``panic_hub_*`` are the same measured by the hub from its receipt of the frame;
-* ``gateway_rss_mb``: resident memory of an idle ``carehub gateway run`` process, connected to the broker.
+* ``gateway_rss_mb``: resident memory of an idle hub daemon (``carehub-hub``), connected to the broker.
 
 Targets (reported, never asserted): panic local < 5 ms, panic platform < 25 ms. The bench's Mosquitto runs with
 ``set_tcp_nodelay true`` (see :func:`run_all`).
@@ -378,14 +378,13 @@ def _vm_rss_mb(pid: int) -> float:
 
 
 async def gateway_rss_mb(workdir: Path, broker: MosquittoBroker) -> float:
-    """VmRSS of ``carehub gateway run --no-voice`` (simulated radio ``local:rss``), once its uplink is connected."""
+    """VmRSS of the hub daemon as its service runs it (``carehub-hub``, i.e. ``python -m gateway``, with
+    ``--no-voice``) on the simulated radio ``local:rss``, once its uplink is connected."""
     home = provision(workdir, broker.url, link="local:rss")
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
-        "-c",
-        "from carehub.cli import main; main()",
+        "-m",
         "gateway",
-        "run",
         "--config",
         str(home.path),
         "--no-voice",
@@ -402,7 +401,7 @@ async def gateway_rss_mb(workdir: Path, broker: MosquittoBroker) -> float:
             while not (running and connected):
                 line = (await proc.stderr.readline()).decode(errors="replace")
                 if not line:
-                    raise RuntimeError("carehub gateway run exited early:\n" + "".join(seen[-20:]))
+                    raise RuntimeError("carehub-hub exited early:\n" + "".join(seen[-20:]))
                 seen.append(line)
                 running = running or f"hub {_HUB_ID} running" in line
                 connected = connected or f"uplink {_HUB_ID} connected" in line

@@ -1,27 +1,37 @@
 """The ``carehub`` command: one entry point for residents' hubs, installers, the simulator and the platform.
 
 Failures print one clear line on standard error and exit non-zero (2 for bad input, 1 for a failed run).
+
+The command groups of the installer, the simulator and the platform pull in heavy modules (aiohttp, the simulated
+devices, the platform's storage). :func:`main` imports only the group its command line names, so the resident's
+daemon (``carehub gateway run``) does not carry the others in memory; ``carehub --help`` (no group named) loads
+them all. :data:`app` (the full command, for tests and tools) is built on first use.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
+from functools import cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from carehub.provision_cli import app as provision_app
-from carehub.provision_cli import doctor_command
-from protocols import gatt
-from protocols.errors import DecodeError
-from sim.cli import app as sim_app
-from sim.platform.cli import app as platform_app
+__all__ = ["LAZY_GROUPS", "build_app", "main"]
 
-app = typer.Typer(
+#: Command groups imported only when named: name -> (module, attribute). ``doctor`` is a command, not a group.
+LAZY_GROUPS: dict[str, tuple[str, str]] = {
+    "platform": ("sim.platform.cli", "app"),
+    "sim": ("sim.cli", "app"),
+    "provision": ("carehub.provision_cli", "app"),
+    "doctor": ("carehub.provision_cli", "doctor_command"),
+}
+
+_root = typer.Typer(
     name="carehub",
     help="carehub: a home health hub that keeps an elderly resident safe and their readings flowing.",
     no_args_is_help=True,
@@ -29,11 +39,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 gateway_app = typer.Typer(help="Run or check the hub daemon.", no_args_is_help=True)
-app.add_typer(gateway_app, name="gateway")
-app.add_typer(platform_app, name="platform")
-app.add_typer(sim_app, name="sim")
-app.add_typer(provision_app, name="provision")
-app.command("doctor")(doctor_command)
+_root.add_typer(gateway_app, name="gateway")
 
 _out = Console()
 _err = Console(stderr=True)
@@ -44,7 +50,7 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-@app.command()
+@_root.command()
 def decode(
     uuid: Annotated[str, typer.Argument(help='Characteristic UUID: "2A35", "0x2A35" or the 128-bit form.')],
     hex_bytes: Annotated[
@@ -54,6 +60,9 @@ def decode(
     pretty: Annotated[bool, typer.Option("--pretty", help="Print a table instead of JSON.")] = False,
 ) -> None:
     """Decode one captured GATT notification or read (e.g. from nRF Connect) and print its values."""
+    from protocols import gatt
+    from protocols.errors import DecodeError
+
     cleaned = hex_bytes.replace(" ", "").replace(":", "").replace("-", "")
     cleaned = cleaned.removeprefix("0x")
     try:
@@ -89,32 +98,27 @@ def gateway_run(
     voice: Annotated[bool, typer.Option("--voice/--no-voice", help="Speak to the resident with espeak-ng.")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every step.")] = False,
 ) -> None:
-    """Run the hub daemon (or, with --check, validate its configuration and keys)."""
-    import asyncio
-    import logging
+    """Run the hub daemon (or, with --check, validate its configuration and keys).
 
-    from gateway.config import ConfigError, load_config
-    from gateway.runner import GatewayStartError, check_gateway, run_gateway
+    A service runs the same daemon as ``carehub-hub`` (:mod:`gateway.__main__`), which leaves this toolkit out.
+    """
+    from gateway.config import ConfigError
+    from gateway.runner import GatewayStartError, load_checked, serve, summary
 
     try:
-        cfg = load_config(config)
-        check_gateway(cfg)
+        cfg = load_checked(config)
     except (ConfigError, GatewayStartError) as exc:
         raise _fail(str(exc)) from None
     if check:
-        _out.print(
-            f"[green]ok[/] {config}: hub {cfg.hub_id}, {len(cfg.residents)} resident(s), "
-            f"{len(cfg.devices)} device(s), broker {cfg.broker.host}:{cfg.broker.port}"
-        )
+        _out.print(f"[green]ok[/] {summary(cfg, config)}")
         return
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
-        asyncio.run(run_gateway(cfg, voice=voice))
+        serve(cfg, voice=voice, verbose=verbose)
     except GatewayStartError as exc:
         raise _fail(str(exc), 1) from None
 
 
-@app.command()
+@_root.command()
 def demo(
     hours: Annotated[float, typer.Option(help="Simulated hours of the day to play.", min=0.5, max=24)] = 18.0,
     speed: Annotated[
@@ -149,7 +153,7 @@ def demo(
         raise typer.Exit(1)
 
 
-@app.command()
+@_root.command()
 def bench(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
     quick: Annotated[bool, typer.Option("--quick", help="Smaller counts (seconds, for smoke tests).")] = False,
@@ -174,9 +178,47 @@ def bench(
     _out.print(table)
 
 
+def build_app(only: str | None = None) -> typer.Typer:
+    """The ``carehub`` command with every lazy group registered, or (``only``) just the one named, if any."""
+    app = typer.Typer(
+        name=_root.info.name,
+        help=_root.info.help,
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+    app.registered_commands = list(_root.registered_commands)
+    app.registered_groups = list(_root.registered_groups)
+    names = LAZY_GROUPS if only is None else [only] if only in LAZY_GROUPS else []
+    for name in names:
+        module, attribute = LAZY_GROUPS[name]
+        target = getattr(importlib.import_module(module), attribute)
+        if isinstance(target, typer.Typer):
+            app.add_typer(target, name=name)
+        else:
+            app.command(name)(target)
+    return app
+
+
+def _named_command(argv: list[str]) -> str | None:
+    """The first word of the command line that is not an option (the command or group it names)."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
+@cache
+def _full_app() -> typer.Typer:
+    return build_app()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        return _full_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def main() -> None:
     """Console-script entry point."""
     try:
-        app()
+        build_app(_named_command(sys.argv[1:]))()
     except KeyboardInterrupt:
         sys.exit(130)

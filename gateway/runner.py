@@ -8,12 +8,13 @@ import logging
 import os
 import signal
 import tempfile
+from pathlib import Path
 
 from bleak.backends.client import BaseBleakClient
 from bleak.backends.scanner import BaseBleakScanner
 
 from gateway.app import open_gateway
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, load_config
 from gateway.errors import OutboxError
 from gateway.feedback import (
     FanOutFeedback,
@@ -26,7 +27,7 @@ from gateway.feedback import (
 from protocols.errors import KeyFileError
 from protocols.keys import load_hub_identity, load_pendant_key, load_platform_public_keys
 
-__all__ = ["GatewayStartError", "check_gateway", "run_gateway"]
+__all__ = ["GatewayStartError", "check_gateway", "load_checked", "run_gateway", "serve", "summary"]
 
 _log = logging.getLogger(__name__)
 
@@ -95,3 +96,33 @@ async def run_gateway(config: GatewayConfig, *, voice: bool = True) -> None:
     except OutboxError as exc:
         raise GatewayStartError(str(exc)) from None
     _log.info("hub %s stopped", config.hub_id)
+
+
+def load_checked(path: Path) -> GatewayConfig:
+    """Parse the config at ``path`` and check its key files and storage directory.
+
+    Raises:
+        gateway.config.ConfigError: the config is invalid (names the file and key).
+        GatewayStartError: a key file or the storage directory is unusable.
+    """
+    config = load_config(path)
+    check_gateway(config)
+    return config
+
+
+def summary(config: GatewayConfig, path: Path) -> str:
+    """One line saying what a valid config provisions (``--check``)."""
+    return (
+        f"{path}: hub {config.hub_id}, {len(config.residents)} resident(s), {len(config.devices)} device(s), "
+        f"broker {config.broker.host}:{config.broker.port}"
+    )
+
+
+def serve(config: GatewayConfig, *, voice: bool, verbose: bool) -> None:
+    """Log to standard error and run the daemon until SIGINT or SIGTERM.
+
+    Raises:
+        GatewayStartError: the outbox cannot be opened.
+    """
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    asyncio.run(run_gateway(config, voice=voice))

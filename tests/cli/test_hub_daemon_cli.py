@@ -1,0 +1,89 @@
+"""`carehub-hub` (python -m gateway), the daemon as its service runs it, and the lazily loaded `carehub` groups."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from carehub.bench import provision
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_check_accepts_a_provisioned_hub(tmp_path: Path) -> None:
+    home = provision(tmp_path, "mqtt://127.0.0.1:1883")
+    result = run("-m", "gateway", "--config", str(home.path), "--check")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"ok {home.path}: hub bench-hub, 1 resident(s), 4 device(s)")
+
+
+def test_a_bad_config_names_the_file_and_key(tmp_path: Path) -> None:
+    home = provision(tmp_path, "mqtt://127.0.0.1:1883")
+    home.path.write_text(home.path.read_text(encoding="utf-8").replace("max_connections = 4", "max_connections = -1"))
+    result = run("-m", "gateway", "--config", str(home.path), "--check")
+    assert result.returncode == 2
+    assert str(home.path) in result.stderr
+    assert "max_connections" in result.stderr
+
+
+def test_a_missing_key_file_is_refused_before_start(tmp_path: Path) -> None:
+    home = provision(tmp_path, "mqtt://127.0.0.1:1883")
+    (tmp_path / "hub.key").unlink()
+    result = run("-m", "gateway", "--config", str(home.path))
+    assert result.returncode == 2
+    assert "hub.key" in result.stderr
+
+
+def test_the_daemon_leaves_the_command_line_toolkit_out() -> None:
+    toolkit = "{'typer', 'rich', 'pydantic', 'aiohttp', 'carehub'}"
+    probe = f"import sys, gateway.__main__; print(sorted({{m.split('.')[0] for m in sys.modules}} & {toolkit}))"
+    result = run("-c", probe)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_carehub_imports_only_the_group_it_runs() -> None:
+    probe = (
+        "import sys\n"
+        "from carehub.cli import main\n"
+        "sys.argv = ['carehub', 'gateway', '--help']\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in ('sim.platform.cli', 'sim.cli', 'carehub.provision_cli') if m in sys.modules))\n"
+    )
+    result = run("-c", probe)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_full_help_lists_every_group() -> None:
+    result = run("-c", "from carehub.cli import main; main()", "--help")
+    assert result.returncode == 0, result.stderr
+    for group in ("gateway", "platform", "sim", "provision", "doctor", "demo", "bench", "decode"):
+        assert group in result.stdout
+
+
+def test_the_service_unit_runs_the_daemon_with_options_it_accepts() -> None:
+    import configparser  # noqa: PLC0415
+    import shlex  # noqa: PLC0415
+    import tomllib  # noqa: PLC0415
+
+    from gateway.__main__ import _parser  # noqa: PLC0415
+
+    root = Path(__file__).resolve().parents[2]
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read(root / "deploy" / "carehub-hub.service", encoding="utf-8")
+    scripts = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
+    assert scripts["carehub-hub"] == "gateway.__main__:main"
+    for key in ("ExecStartPre", "ExecStart"):
+        program, *args = shlex.split(unit["Service"][key])
+        assert Path(program).name == "carehub-hub"
+        _parser().parse_args(args)  # exits (SystemExit) on an option the daemon does not know
+    assert unit["Service"]["Restart"] == "always"
+    assert unit["Unit"]["StartLimitIntervalSec"] == "0"
