@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway.app import open_gateway
-from gateway.bench_outbox import backlog_drain_s, outbox_rows_per_s
+from gateway.bench_outbox import backlog_drain_s, group_and_naive_rows_per_s
 from gateway.ble import Reading
 from gateway.config import DeviceConfig, GatewayConfig, parse_config
 from gateway.feedback import RecordingFeedback
@@ -426,9 +426,9 @@ async def run_all(*, quick: bool = False) -> dict[str, float | int | str]:
     with tempfile.TemporaryDirectory(prefix="carehub-bench-") as tmp:
         base = Path(tmp)
         results["protocols_readings_per_s"] = round(protocols_readings_per_s(500 if quick else 3000), 1)
-        rows = 1000 if quick else 4000
-        group = await outbox_rows_per_s(base, rows=rows)
-        naive = await outbox_rows_per_s(base, rows=200 if quick else 400, group_commit=False)
+        group, naive = await group_and_naive_rows_per_s(
+            base, rounds=1 if quick else 5, rows=1000 if quick else 8000, naive_rows=200 if quick else 800
+        )
         results["outbox_rows_per_s"] = round(group, 1)
         results["outbox_naive_rows_per_s"] = round(naive, 1)
         results["group_commit_speedup"] = round(group / naive, 2)

@@ -180,6 +180,11 @@ class _Put:
     items: tuple[OutboxItem, ...]
     cursors: dict[str, CursorValue]
     settle: Eviction | None
+    outbox: Outbox
+
+    def run_alone(self, conn: sqlite3.Connection) -> PutResult:
+        """Store this put in its own statements (the path when it is alone or its group failed)."""
+        return self.outbox._insert(conn, self.items, self.cursors, self.settle)
 
 
 @dataclass(slots=True)
@@ -507,10 +512,17 @@ class Outbox:
     def _insert_group(self, conn: sqlite3.Connection, run: list[_Put]) -> list[PutResult]:
         """Several puts in one statement (the optimistic path; any failure reruns each put alone)."""
         items = [item for put in run for item in put.items]
-        conn.executemany(_INSERT, map(_row, items))
-        for item in items:
-            self._rows[item.lane] += 1
-            self._bytes += item.size
+        conn.executemany(
+            _INSERT,
+            [
+                (i.envelope_seq, i.lane.value, i.kind, _json_ids(i.record_ids), i.created, len(i.envelope), i.envelope)
+                for i in items
+            ],
+        )
+        priority = sum(1 for i in items if i.lane is Lane.PRIORITY)
+        self._rows[Lane.PRIORITY] += priority
+        self._rows[Lane.ROUTINE] += len(items) - priority
+        self._bytes += sum(len(i.envelope) for i in items)
         for put in run:
             for key, value in put.cursors.items():
                 _write_cursor(conn, key, value)
@@ -619,7 +631,7 @@ class Outbox:
 
     # ---------------------------------------------------------------- the async API
 
-    async def _submit(self, fn: Callable[[Any], _T], *, write: bool, put: _Put | None = None) -> _T:
+    def _enqueue(self, fn: Callable[[Any], _T], write: bool, put: _Put | None = None) -> asyncio.Future[_T]:
         if self._closed:
             raise OutboxClosedError(self.path, "the outbox is closed")
         loop = asyncio.get_running_loop()
@@ -627,13 +639,33 @@ class Outbox:
         if not self._submitted:
             loop.call_soon(self._hand_over)
         self._submitted.append(_Job(fn, future, write, put))
-        return await future
+        return future
+
+    async def _submit(self, fn: Callable[[Any], _T], *, write: bool) -> _T:
+        return await self._enqueue(fn, write)
 
     def _hand_over(self) -> None:
         """Pass the jobs submitted since the last hand-over to the database thread (runs on the event loop)."""
         if self._submitted:
             self._jobs.put(self._submitted)
             self._submitted = []
+
+    def _enqueue_put(
+        self, batch: tuple[OutboxItem, ...], cursors: Mapping[str, CursorValue] | None, settle: Eviction | None
+    ) -> asyncio.Future[PutResult]:
+        put = _Put(batch, dict(cursors) if cursors else {}, settle, self)
+        return self._enqueue(put.run_alone, True, put)
+
+    def _signal(self, batch: tuple[OutboxItem, ...], result: PutResult) -> PutResult:
+        if batch:
+            self.item_put.set()
+            for item in batch:
+                if item.lane is Lane.PRIORITY:
+                    self.priority_put.set()
+                    break
+        if result.evicted is not None:
+            self.evicted.set()
+        return result
 
     async def put(self, item: OutboxItem, *, cursors: Mapping[str, CursorValue] | None = None) -> PutResult:
         """Store one envelope; return only once it is committed and fsynced.
@@ -646,7 +678,8 @@ class Outbox:
             ValueError: the envelope sequence number is already in the outbox.
             OutboxError: the database failed; the row is not stored.
         """
-        return await self.put_many((item,), cursors=cursors)
+        batch = (item,)
+        return self._signal(batch, await self._enqueue_put(batch, cursors, None))
 
     async def put_many(
         self,
@@ -667,19 +700,7 @@ class Outbox:
             What the commit evicted and whether the outbox is over its budget.
         """
         batch = tuple(items)
-        put = _Put(batch, dict(cursors) if cursors else {}, settle)
-        result = await self._submit(
-            lambda conn: self._insert(conn, put.items, put.cursors, put.settle), write=True, put=put
-        )
-        if batch:
-            self.item_put.set()
-            for item in batch:
-                if item.lane is Lane.PRIORITY:
-                    self.priority_put.set()
-                    break
-        if result.evicted is not None:
-            self.evicted.set()
-        return result
+        return self._signal(batch, await self._enqueue_put(batch, cursors, settle))
 
     async def peek_batch(self, limit: int, max_bytes: int, *, exclude: Collection[int] = ()) -> list[OutboxItem]:
         """The next envelopes to send: priority lane first, then oldest first.
