@@ -515,7 +515,7 @@ class Outbox:
         conn.executemany(
             _INSERT,
             [
-                (i.envelope_seq, i.lane.value, i.kind, _json_ids(i.record_ids), i.created, len(i.envelope), i.envelope)
+                (i.envelope_seq, int(i.lane), i.kind, _json_ids(i.record_ids), i.created, len(i.envelope), i.envelope)
                 for i in items
             ],
         )
