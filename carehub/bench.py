@@ -33,7 +33,7 @@ from pathlib import Path
 from gateway.app import open_gateway
 from gateway.bench_outbox import backlog_drain_s, group_and_naive_rows_per_s
 from gateway.ble import Reading
-from gateway.config import DeviceConfig, GatewayConfig, parse_config
+from gateway.config import DeviceConfig, GatewayConfig, parse_config, render_config
 from gateway.feedback import RecordingFeedback
 from protocols import gatt
 from protocols.envelope import seal
@@ -120,31 +120,34 @@ def provision(workdir: Path, broker_url: str, *, link: str | None = None, pendan
     save_platform_public_keys(workdir / "platform.pub", platform.public)
     hub = HubIdentity.generate(_HUB_ID)
     save_hub_identity(workdir / "hub.key", hub)
-    lines = [
-        "[hub]",
-        f'id = "{_HUB_ID}"',
-        'key_file = "hub.key"',
-        "[platform]",
-        'public_key_file = "platform.pub"',
-        "[broker]",
-        f'url = "{broker_url}"',
-        "[storage]",
-        'path = "hub-outbox.sqlite"',
-        'max_bytes = "256MB"',
-        "[ble]",
-        "max_connections = 4",
+    devices: list[dict[str, object]] = [
+        {"address": address, "kind": "blood_pressure", "resident": _RESIDENT, "name": f"BP-{n}"}
+        for n, address in enumerate(_METERS)
     ]
-    if link is not None:
-        lines.append(f'link = "{link}"')
-    lines += ["[[residents]]", f'id = "{_RESIDENT}"', 'name = "Bench"', 'language = "en"', "profiles = []"]
-    for n, address in enumerate(_METERS):
-        lines += ["[[devices]]", f'address = "{address}"', 'kind = "blood_pressure"', f'resident = "{_RESIDENT}"']
-        lines.append(f'name = "BP-{n}"')
     if pendant:
         save_pendant_key(workdir / "pendant.key", _PENDANT, _PENDANT_KEY)
-        lines += ["[[devices]]", f'address = "{_PENDANT}"', 'kind = "pendant"', f'resident = "{_RESIDENT}"']
-        lines += ['name = "Pendant"', 'pendant_key_file = "pendant.key"']
-    text = "\n".join(lines) + "\n"
+        devices.append(
+            {
+                "address": _PENDANT,
+                "kind": "pendant",
+                "resident": _RESIDENT,
+                "name": "Pendant",
+                "pendant_key_file": "pendant.key",
+            }
+        )
+    ble: dict[str, object] = {"max_connections": 4}
+    if link is not None:
+        ble["link"] = link
+    data: dict[str, object] = {
+        "hub": {"id": _HUB_ID, "key_file": "hub.key"},
+        "platform": {"public_key_file": "platform.pub"},
+        "broker": {"url": broker_url},
+        "storage": {"path": "hub-outbox.sqlite", "max_bytes": "256MB"},
+        "ble": ble,
+        "residents": [{"id": _RESIDENT, "name": "Bench", "language": "en", "profiles": []}],
+        "devices": devices,
+    }
+    text = render_config(data, header="carehub bench hub")
     path = workdir / "hub.toml"
     path.write_text(text, encoding="utf-8")
     return BenchHome(parse_config(text, path), path, platform, hub)

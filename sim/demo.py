@@ -27,7 +27,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from gateway.app import Gateway, open_gateway
-from gateway.config import GatewayConfig, parse_config
+from gateway.config import GatewayConfig, parse_config, render_config
 from gateway.feedback import Cue, FanOutFeedback, RecordingFeedback
 from protocols.keys import (
     HubIdentity,
@@ -131,46 +131,42 @@ class DemoSummary:
 
 
 def _config_text(scenario: Scenario, broker_url: str, pendant_keys: dict[str, Path], speed: float) -> str:
-    lines = [
-        "[hub]",
-        f'id = "{_HUB_ID}"',
-        'key_file = "hub.key"',
-        "[platform]",
-        'public_key_file = "platform.pub"',
-        "[broker]",
-        f'url = "{broker_url}"',
-        "reconnect_max_s = 1  # the demo's day runs a thousand times faster than real time",
-        "[storage]",
-        'path = "hub-outbox.sqlite"',
-        'max_bytes = "64MB"',
-        "[ble]",
-        "max_connections = 4",
-        "clock_tolerance_s = 120",
-        "[alarms]",
-        # The panic policy runs on the simulated clock: five real seconds are `5 * speed` simulated ones.
-        f"panic_ack_timeout_s = {min(3600.0, 5 * speed):g}",
-        f"panic_repeat_s = {min(36000.0, 30 * speed):g}",
-        "panic_cancel_window_s = 120",
-    ]
-    for resident in scenario.residents:
-        lines += [
-            "[[residents]]",
-            f'id = "{resident.id}"',
-            f'name = "{resident.name}"',
-            f'language = "{resident.language}"',
-            'profiles = ["hypertension", "type2_diabetes"]',
-        ]
+    devices: list[dict[str, object]] = []
     for device in scenario.devices:
-        lines += [
-            "[[devices]]",
-            f'address = "{device.options.address}"',
-            f'kind = "{_KINDS[device.kind]}"',
-            f'resident = "{device.resident}"',
-            f'name = "{device.options.name}"',
-        ]
+        entry: dict[str, object] = {
+            "address": device.options.address,
+            "kind": _KINDS[device.kind],
+            "resident": device.resident,
+            "name": device.options.name,
+        }
         if device.id in pendant_keys:
-            lines.append(f'pendant_key_file = "{pendant_keys[device.id].name}"')
-    return "\n".join(lines) + "\n"
+            entry["pendant_key_file"] = pendant_keys[device.id].name
+        devices.append(entry)
+    data: dict[str, object] = {
+        "hub": {"id": _HUB_ID, "key_file": "hub.key"},
+        "platform": {"public_key_file": "platform.pub"},
+        # The demo's day runs a thousand times faster than real time: reconnect within a second.
+        "broker": {"url": broker_url, "reconnect_max_s": 1},
+        "storage": {"path": "hub-outbox.sqlite", "max_bytes": "64MB"},
+        "ble": {"max_connections": 4, "clock_tolerance_s": 120},
+        # The panic policy runs on the simulated clock: five real seconds are `5 * speed` simulated ones.
+        "alarms": {
+            "panic_ack_timeout_s": min(3600.0, 5 * speed),
+            "panic_repeat_s": min(36000.0, 30 * speed),
+            "panic_cancel_window_s": 120,
+        },
+        "residents": [
+            {
+                "id": r.id,
+                "name": r.name,
+                "language": r.language,
+                "profiles": ["hypertension", "type2_diabetes"],
+            }
+            for r in scenario.residents
+        ],
+        "devices": devices,
+    }
+    return render_config(data, header="carehub demo hub")
 
 
 def _provision(

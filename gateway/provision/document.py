@@ -9,89 +9,19 @@ comments are not (the file says so in its header).
 
 from __future__ import annotations
 
-import math
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from gateway.config import ConfigError, GatewayConfig, parse_config
+from gateway.config import ConfigError, GatewayConfig, parse_config, render_config
 from gateway.provision.errors import NotInitialisedError, ProvisionError
 from gateway.provision.files import HubPaths, Writer, write_atomic
 
-__all__ = ["commit_document", "load_document", "relative", "render_toml", "upsert_device", "upsert_resident"]
+__all__ = ["commit_document", "load_document", "relative", "upsert_device", "upsert_resident"]
 
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
-_HEADER = "# carehub hub config, written by `carehub provision`; hand edits are kept, comments are not.\n"
-
-
-def _key(name: str) -> str:
-    return name if _BARE_KEY.fullmatch(name) else _string(name)
-
-
-def _string(text: str) -> str:
-    out = ['"']
-    for ch in text:
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\u{ord(ch):04X}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
-
-
-def _value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"a config value must be finite, got {value!r}")
-        text = repr(value)
-        return text if any(c in text for c in ".en") else f"{text}.0"
-    if isinstance(value, str):
-        return _string(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_value(v) for v in value) + "]"
-    if isinstance(value, Mapping):
-        return "{ " + ", ".join(f"{_key(str(k))} = {_value(v)}" for k, v in value.items()) + " }"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
-
-
-def _is_table_array(value: object) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(v, Mapping) for v in value)
-
-
-def render_toml(data: Mapping[str, Any]) -> str:
-    """TOML text for ``data``: top-level scalars, then ``[tables]``, then ``[[arrays of tables]]``.
-
-    Tables nested deeper than one level are written inline (``thresholds = { "bp.systolic.critical_high" = 175.0 }``).
-    """
-    lines = [_HEADER.rstrip("\n")]
-    for name, value in data.items():
-        if not isinstance(value, Mapping) and not _is_table_array(value):
-            lines.append(f"{_key(name)} = {_value(value)}")
-    for name, value in data.items():
-        if isinstance(value, Mapping):
-            lines += ["", f"[{_key(name)}]"]
-            lines += [f"{_key(str(k))} = {_value(v)}" for k, v in value.items()]
-    for name, value in data.items():
-        if _is_table_array(value):
-            for entry in value:
-                lines += ["", f"[[{_key(name)}]]"]
-                lines += [f"{_key(str(k))} = {_value(v)}" for k, v in entry.items()]
-    return "\n".join(lines) + "\n"
+_HEADER = "carehub hub config, written by `carehub provision`; hand edits are kept, comments are not."
 
 
 def load_document(paths: HubPaths) -> dict[str, Any]:
@@ -124,7 +54,7 @@ def commit_document(paths: HubPaths, data: Mapping[str, Any], *, writer: Writer 
         ProvisionError: the document does not validate (the file is unchanged).
         ConfigWriteError: the file could not be written (the file is unchanged).
     """
-    text = render_toml(data)
+    text = render_config(data, header=_HEADER)
     try:
         config = parse_config(text, paths.config)
     except ConfigError as exc:

@@ -13,8 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.config import DeviceKind, load_config
-from gateway.provision.document import render_toml
+from gateway.config import DeviceKind, load_config, render_config
 from gateway.provision.errors import ConfigWriteError, EnrollmentRejectedError, ProvisionError, ThresholdInputError
 from gateway.provision.files import HubPaths, load_state
 from gateway.provision.steps import (
@@ -268,7 +267,7 @@ def test_bundle_round_trip_and_tampering():
 
 @given(st.text(min_size=1, max_size=40))
 def test_any_name_survives_the_toml_writer(name):
-    text = render_toml(
+    text = render_config(
         {
             "hub": {"id": "hub-1", "key_file": "k"},
             "platform": {"public_key_file": "p"},
