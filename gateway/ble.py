@@ -42,6 +42,7 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
 from bleak.exc import BleakDeviceNotFoundError, BleakError
 
+from gateway.aio import raise_if_cancelling
 from gateway.backoff import backoff_delay
 from gateway.config import DeviceConfig, DeviceKind, GatewayConfig
 from gateway.journal import IndicationJournal, JournalEntry
@@ -354,6 +355,7 @@ class BleManager:
         idle = None if cfg.kind is DeviceKind.PENDANT else self._idle_disconnect
         try:
             while True:
+                raise_if_cancelling()  # bumble's calls may have lost a cancellation; the pendant never idles out
                 getter = asyncio.ensure_future(queue.get())
                 done, _ = await asyncio.wait({getter, gone}, timeout=idle, return_when=asyncio.FIRST_COMPLETED)
                 if getter not in done:

@@ -37,6 +37,7 @@ from typing import Protocol, Self
 
 import aiomqtt
 
+from gateway.aio import keep_cancellation, raise_if_cancelling
 from gateway.backoff import backoff_delay
 from gateway.clock import Clock, SystemClock
 from gateway.errors import OutboxError, UplinkError
@@ -228,6 +229,7 @@ class Uplink:
         self._acked_records: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._record_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._runner: asyncio.Task[None] | None = None
+        self._closing = False
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -242,6 +244,7 @@ class Uplink:
         runner, self._runner = self._runner, None
         if runner is None:
             return
+        self._closing = True
         runner.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await runner
@@ -304,14 +307,23 @@ class Uplink:
             max_queued_incoming_messages=1024,
         )
 
+    def _raise_if_closing(self) -> None:
+        # aiomqtt's calls can lose the runner's cancellation (see gateway.aio). The runner cannot ask its task
+        # (Python 3.11's TaskGroup leaves a parent's cancellation count raised after a child failed), so it checks
+        # the flag __aexit__ sets before it cancels.
+        if self._closing:
+            raise asyncio.CancelledError
+
     async def _run(self) -> None:
         attempt = 0
         while True:
+            self._raise_if_closing()
             try:
                 client = self._client()
                 async with client:
                     await client.subscribe(self.wire.ack_topic(), qos=1)
                     await client.subscribe(self.wire.down_topic(), qos=1)
+                    self._raise_if_closing()
                     self.metrics.connects += 1
                     attempt = 0
                     self.connected.set()
@@ -385,6 +397,7 @@ class Uplink:
                 await self._publish(client, tuple(items))
                 sent = True
             if not sent:
+                raise_if_cancelling()
                 await _wait_any(self._wake, self.outbox.item_put, self.outbox.priority_put)
 
     async def _publish(self, client: aiomqtt.Client, items: tuple[OutboxItem, ...]) -> None:
@@ -397,7 +410,7 @@ class Uplink:
             self._inflight[item.envelope_seq] = frame_id
         self._update_gauges()
         self._wake.set()  # the expiry task learns about the new deadline
-        await client.publish(self.wire.up_topic(), payload, qos=1)
+        await keep_cancellation(client.publish(self.wire.up_topic(), payload, qos=1))
         self.metrics.frames_sent += 1
         self.metrics.envelopes_sent += len(items)
 

@@ -32,6 +32,7 @@ from bumble import gatt
 from bumble.att import ATT_Error, Attribute, AttributeValue, ErrorCode
 from bumble.device import Connection, Device
 
+from gateway.aio import raise_if_cancelling
 from sim.ble.world import advertising_data, open_peripheral_device
 
 __all__ = [
@@ -167,6 +168,7 @@ class TestPeripheral:
         drops: bumble would otherwise wait 30 s for the confirmation of an indication sent into a dead link.
         """
         while True:
+            raise_if_cancelling()  # bumble's indications can lose this task's cancellation
             connection, command = await self._commands.get()
             task = group.create_task(
                 self._execute(connection, Command(command[0]), command[1:]),

@@ -31,6 +31,7 @@ from bumble.core import UUID
 from bumble.device import Connection, Device
 from bumble.pairing import PairingConfig, PairingDelegate
 
+from gateway.aio import raise_if_cancelling
 from protocols.datetime_ import DateTime
 from protocols.gatt.common import BatteryLevel, CurrentTime
 from sim.ble.world import advertising_data
@@ -565,6 +566,8 @@ class SimDevice(abc.ABC):
                 self._advertising = False
                 _log.info("%s: asleep", self.id)
                 self._notify_changed()
+            # bumble sends HCI commands through asyncio.wait_for, which can lose this task's cancellation.
+            raise_if_cancelling()
             self._adv_kick.clear()
             if self._advertising:
                 remaining = self._advertise_until - self.clock.monotonic()
@@ -591,6 +594,7 @@ class SimDevice(abc.ABC):
 
     async def _deliverer(self) -> None:
         while True:
+            raise_if_cancelling()  # indications go through bumble, which can lose a cancellation
             await self._deliver_kick.wait()
             self._deliver_kick.clear()
             for handle, queue in self._stored.items():

@@ -54,6 +54,7 @@ from bumble import att, gatt
 from bumble.core import UUID
 from bumble.device import Connection, Device
 
+from gateway.aio import raise_if_cancelling
 from protocols.errors import AuthenticationError, DecodeError
 from protocols.pendant import (
     CONFIRM_CHAR_UUID,
@@ -475,6 +476,7 @@ class Pendant(SimDevice):
         of the queue, the connection or the subscription changes (a Confirm, a new hub, a lost link).
         """
         while True:
+            raise_if_cancelling()  # indications go through bumble, which can lose this task's cancellation
             await self.wait_for(lambda: bool(self._pending))
             _, connected, subscribed = self._repeat_state()
             pause = self.repeat_seconds

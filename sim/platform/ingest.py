@@ -36,6 +36,7 @@ from typing import Protocol, Self
 import aiomqtt
 import nacl.signing
 
+from gateway.aio import keep_cancellation
 from gateway.backoff import backoff_delay
 from gateway.clock import Clock, SystemClock
 from protocols.acks import Ack
@@ -268,7 +269,7 @@ class IngestWorker:
                     socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
                 )
                 async with client:
-                    await client.subscribe(self.wire.uplink_filter(s.share_group), qos=1)
+                    await keep_cancellation(client.subscribe(self.wire.uplink_filter(s.share_group), qos=1))
                     self._client = client
                     self.connected.set()
                     attempt = 0
@@ -336,7 +337,7 @@ class IngestWorker:
         ack_seq = self._ack_seqs.get(hub, 0) + 1
         self._ack_seqs[hub] = ack_seq
         ack = Ack(hub, ack_seq, self._now(), stored=tuple(acked))
-        await client.publish(self.wire.ack_topic(hub), self.wire.encode_ack(ack), qos=1)
+        await keep_cancellation(client.publish(self.wire.ack_topic(hub), self.wire.encode_ack(ack), qos=1))
         self.stats.acks_sent += 1
 
     async def _replayed(self, hub: str, seq: int) -> None:
