@@ -1,4 +1,4 @@
-"""The indication journal: durable lines, torn tails ignored, emptied once nothing is in flight."""
+"""The indication journal: durable lines, torn tails ignored, emptied once nothing is in flight, sealed at rest."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -53,3 +54,65 @@ def test_round_trip(items: list[tuple[int, bytes]]) -> None:
         for uuid, data in items:
             journal.append(JournalEntry("C0:11:00:00:00:01", uuid, data, AT))
         assert [(e.uuid, e.data) for e in journal.pending()] == items
+
+
+BP = JournalEntry("C0:11:00:00:00:01", 0x2A35, bytes.fromhex("1e8c0054005f00e8070304071e00"), AT)
+
+
+def test_nothing_of_an_entry_is_readable_in_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    with IndicationJournal(path) as journal:
+        journal.append(BP)
+        raw = path.read_bytes()
+        for clue in (BP.address, BP.data.hex(), BP.data, BP.received_at.isoformat()):
+            assert (clue.encode() if isinstance(clue, str) else clue) not in raw
+        assert journal.key_path.stat().st_mode & 0o777 == 0o600
+        assert [e.data for e in journal.pending()] == [BP.data]
+
+
+def test_emptied_entries_cannot_be_read_even_with_the_hubs_files(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What the file system freed at the truncation (recovered from the SD card) was sealed with a key now gone."""
+    path = tmp_path / "j"
+    with IndicationJournal(path) as journal:
+        journal.append(BP)
+        freed = path.read_bytes()
+        old_key = journal.key_path.read_bytes()
+        journal.done()
+        assert path.read_bytes() == b""
+        assert journal.key_path.read_bytes() != old_key
+    path.write_bytes(freed)  # the thief's best case: the old blocks, the current key file, every other hub file
+    assert IndicationJournal(path).pending() == []
+    assert "cannot be read" in caplog.text
+
+
+def test_a_replayed_journal_gets_a_new_key_once_emptied(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    with IndicationJournal(path) as journal:
+        journal.append(BP)
+    with IndicationJournal(path) as restarted:  # after a crash: the same key reads what was left
+        key = restarted.key_path.read_bytes()
+        assert [e.data for e in restarted.pending()] == [BP.data]
+        restarted.done(0)  # replayed into the outbox
+        assert restarted.pending() == []
+        assert restarted.key_path.read_bytes() != key
+
+
+def test_a_garbled_entry_is_skipped_and_the_others_kept(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    with IndicationJournal(path) as journal:
+        journal.append(BP)
+        with path.open("ab") as raw:
+            raw.write(b"00ff\n")  # not an entry of this journal
+        journal.append(JournalEntry("C0:11:00:00:00:03", 0x2A9D, b"\x00", AT))
+        assert [e.address for e in journal.pending()] == [BP.address, "C0:11:00:00:00:03"]
+
+
+def test_a_lost_key_file_is_reported_not_a_crash(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "j"
+    with IndicationJournal(path) as journal:
+        journal.append(BP)
+    journal.key_path.unlink()
+    assert IndicationJournal(path).pending() == []
+    assert "no readable key" in caplog.text
