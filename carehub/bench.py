@@ -209,11 +209,25 @@ async def _platform_process(home: BenchHome, broker: MosquittoBroker, workdir: P
         stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"},
     )
+    drain: asyncio.Task[None] | None = None
     try:
         await _expect_line(proc, "ingesting from")
+        # The platform prints a line per alarm; unread, a full pipe would stop it mid-run.
+        drain = asyncio.create_task(_discard_output(proc), name="bench.platform-output")
         yield database
     finally:
+        if drain is not None:
+            drain.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await drain
         await _stop_process(proc, signal.SIGINT)
+
+
+async def _discard_output(proc: asyncio.subprocess.Process) -> None:
+    stream = proc.stdout
+    assert stream is not None  # noqa: S101  the caller pipes it
+    while await stream.read(1 << 16):
+        pass
 
 
 async def _expect_line(proc: asyncio.subprocess.Process, needle: str) -> None:
@@ -297,7 +311,8 @@ async def backlog_drain_s(workdir: Path, broker: MosquittoBroker, *, readings: i
     """Seconds from the uplink connecting to every buffered reading being acked by the platform.
 
     ``readings`` real protocol v1 measurement records (a Blood Pressure Measurement value and its decoded values),
-    each sealed into its own envelope as the hub does, wait in the hub's outbox while the broker is away; the clock
+    each sealed into its own envelope as the hub does when readings come one at a time (one a minute for a week),
+    wait in the hub's outbox while the broker is away; the clock
     starts when the uplink connects and stops when the outbox is empty. The platform runs in its own process
     (:func:`_platform_process`), whose database is then checked to hold each reading once.
     """
