@@ -6,9 +6,10 @@ down-messages. For each input, in this order (invariant 5, then invariants 1-4):
 1. judge it: the rule engine and the alarm book (`gateway.rules`, `gateway.alarms`) or the panic lifecycle
    (`gateway.panic`) decide what it means;
 2. tell the resident at once: cues go to the feedback (a synchronous, non-blocking call);
-3. make records (`protocols.record`), sign and seal each into its own envelope (`protocols.envelope`), and put
-   them in the outbox in one transaction, alarms and panic events in the priority lane; the coroutine returns
-   only after the commit is fsynced, and a meter's RACP cursor is committed in the same transaction;
+3. make records (`protocols.record`), sign and seal them (`protocols.envelope`), and put them in the outbox in one
+   transaction, alarms and panic events in the priority lane, each in its own envelope; routine records handed
+   over in the same loop turn share envelopes (:meth:`Hub._commit`); the coroutine returns only after the commit
+   is fsynced, and a meter's RACP cursor is committed in the same transaction;
 4. confirm to the pendant only after its event is durable; write its feedback state.
 
 Time comes from an injected ``now`` callable; periodic work (re-raising alarms, escalating an unanswered panic
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import json
 import logging
 import math
@@ -49,7 +51,7 @@ from gateway.panic import (
 from gateway.rules import Observation, RuleEngine, Vital
 from gateway.thresholds import Tier
 from protocols import gatt
-from protocols.envelope import seal
+from protocols.envelope import MAX_ENVELOPE_BYTES, seal
 from protocols.errors import AuthenticationError, DecodeError, ProtocolError, ReplayError
 from protocols.keys import HubIdentity, PlatformPublicKeys
 from protocols.messages import AlarmAcknowledgement, AlarmSnooze, DownMessage, ThresholdUpdate
@@ -104,7 +106,7 @@ def _handling_input() -> Iterator[None]:
         _INPUT_AT.reset(input_token)
 
 
-_SEQ_BLOCK = 256  # envelope sequence numbers reserved per outbox transaction; a crash only leaves a gap
+_SEQ_BLOCK = 256  # record/envelope sequence numbers reserved per outbox transaction; a crash only leaves a gap
 _TIERS = {Tier.NOTICE: AlarmTier.NOTICE, Tier.WARNING: AlarmTier.WARNING, Tier.CRITICAL: AlarmTier.CRITICAL}
 _ALARM_STATES = {
     "raised": AlarmState.RAISED,
@@ -282,6 +284,43 @@ class _Pending:
     lane: Lane
 
 
+@dataclass(slots=True)
+class _SealRequest:
+    """One caller's routine records waiting to share envelopes with others of the same loop turn."""
+
+    pending: Sequence[_Pending]
+    cursor: tuple[str, int] | None
+    done: asyncio.Future[None]
+
+
+# Routine records sealed together: at most this many per envelope, and this many CBOR bytes, which leaves room for
+# the envelope's own fields, signature and seal within protocols.envelope.MAX_ENVELOPE_BYTES.
+_RECORDS_PER_ENVELOPE = 64
+_RECORD_BYTES_PER_ENVELOPE = MAX_ENVELOPE_BYTES - 4096
+
+
+def _envelope_chunks(records: Sequence[Record], encoded: Sequence[bytes]) -> Iterator[tuple[list[Record], list[bytes]]]:
+    """``records`` (and their CBOR) in order, in runs of one kind within the per-envelope bounds."""
+    chunk: list[Record] = []
+    chunk_cbor: list[bytes] = []
+    size = 0
+    for record, cbor in zip(records, encoded, strict=True):
+        full = len(chunk) >= _RECORDS_PER_ENVELOPE or size + len(cbor) > _RECORD_BYTES_PER_ENVELOPE
+        if chunk and (full or record.kind is not chunk[0].kind):
+            yield chunk, chunk_cbor
+            chunk, chunk_cbor, size = [], [], 0
+        chunk.append(record)
+        chunk_cbor.append(cbor)
+        size += len(cbor)
+    if chunk:
+        yield chunk, chunk_cbor
+
+
+def _numbered(record: Record, seq: int) -> Record:
+    """``record`` with the hub's sequence number ``seq``."""
+    return dataclasses.replace(record, seq=seq)
+
+
 class Hub:
     """Judges, tells, records. Implements :class:`gateway.ble.ReadingSink`."""
 
@@ -323,6 +362,8 @@ class Hub:
         self._raised_at: dict[str, tuple[float, bool]] = {}  # alarm record id -> (input time, is a panic call)
         self.counters = HubCounters()
         self.alarm_records: asyncio.Queue[Record] = asyncio.Queue()
+        self._to_seal: list[_SealRequest] = []
+        self._sealers: set[asyncio.Task[None]] = set()
 
     def set_pendant_writer(self, writer: Callable[[str, bytes], Awaitable[bool]]) -> None:
         """Where pendant feedback frames go (the BLE manager, once it runs)."""
@@ -330,39 +371,77 @@ class Hub:
 
     # -- records and the outbox -------------------------------------------------------------------------------
 
-    async def _next_seqs(self, count: int) -> list[int]:
+    async def _next_seqs(self, count: int) -> range:
+        """``count`` consecutive sequence numbers (a shorter rest of the reserved block is skipped: a gap, no reuse)."""
         async with self._seq_lock:
-            out: list[int] = []
-            while len(out) < count:
-                if not self._seqs:
-                    self._seqs = await self._outbox.allocate_seqs(max(_SEQ_BLOCK, count))
-                take = min(count - len(out), len(self._seqs))
-                out.extend(self._seqs[:take])
-                self._seqs = self._seqs[take:]
+            if len(self._seqs) < count:
+                self._seqs = await self._outbox.allocate_seqs(max(_SEQ_BLOCK, count))
+            out, self._seqs = self._seqs[:count], self._seqs[count:]
             return out
 
     async def _commit(self, pending: Sequence[_Pending], cursor: tuple[str, int] | None = None) -> None:
-        """Seal each record into its own envelope and commit them all, with the cursor, in one transaction."""
+        """Seal ``pending`` and commit it, with the cursor, in one transaction; return once it is durable.
+
+        Everything handed over in the same turn of the event loop (meters reporting together, a RACP batch, an
+        alarm and the reading that raised it) is committed together: each priority-lane record (an alarm step, a
+        panic event) in an envelope of its own, the routine records sharing envelopes, so one signature and one
+        sealed box serve many readings - most of the hub's work per reading under load. Nothing waits for a timer.
+        """
         if not pending and cursor is None:
             return
-        seqs = await self._next_seqs(len(pending)) if pending else []
-        now = self._now()
-        items = []
-        for seq, p in zip(seqs, pending, strict=True):
-            record = Record(
-                record_id=p.record.record_id,
-                hub_id=p.record.hub_id,
-                seq=seq,
-                hub_time=p.record.hub_time,
-                body=p.record.body,
-                device_id=p.record.device_id,
-                device_time=p.record.device_time,
+        loop = asyncio.get_running_loop()
+        request = _SealRequest(pending, cursor, loop.create_future())
+        if not self._to_seal:
+            loop.call_soon(self._start_sealing)
+        self._to_seal.append(request)
+        await request.done
+
+    def _start_sealing(self) -> None:
+        requests, self._to_seal = self._to_seal, []
+        task = asyncio.create_task(self._seal_together(requests), name="gateway.intake.seal")
+        self._sealers.add(task)
+        task.add_done_callback(self._sealers.discard)
+
+    async def _seal_together(self, requests: list[_SealRequest]) -> None:
+        """Commit the records of ``requests`` and their cursors in one transaction; settle each caller."""
+        try:
+            priority = [p.record for r in requests for p in r.pending if p.lane is Lane.PRIORITY]
+            routine = [p.record for r in requests for p in r.pending if p.lane is not Lane.PRIORITY]
+            seqs = await self._next_seqs(len(priority) + len(routine)) if priority or routine else range(0)
+            numbered = [_numbered(r, seq) for r, seq in zip([*priority, *routine], seqs, strict=True)]
+            encoded = [r.to_cbor() for r in numbered]
+            now = self._now()
+            cut = len(priority)
+            items = [
+                self._envelope([r], [e], now, Lane.PRIORITY) for r, e in zip(numbered[:cut], encoded[:cut], strict=True)
+            ]
+            items.extend(
+                self._envelope(chunk, chunk_cbor, now, Lane.ROUTINE)
+                for chunk, chunk_cbor in _envelope_chunks(numbered[cut:], encoded[cut:])
             )
-            envelope = seal(self._identity, self._platform.box_key, seq, now, [record.to_cbor()])
-            items.append(
-                OutboxItem(seq, envelope, p.lane, record.kind.value, (record.record_id.hex(),), now.timestamp())
-            )
-        cursors = None if cursor is None else {cursor[0]: cursor[1]}
+            cursors = {r.cursor[0]: r.cursor[1] for r in requests if r.cursor is not None}
+            await self._put(items, cursors or None)
+        except asyncio.CancelledError:
+            for r in requests:
+                r.done.cancel()
+            raise
+        except Exception as exc:  # noqa: BLE001 - handed to every caller, which re-raises it
+            for r in requests:
+                if not r.done.done():
+                    r.done.set_exception(exc)
+        else:
+            for r in requests:
+                if not r.done.done():
+                    r.done.set_result(None)
+
+    def _envelope(self, records: Sequence[Record], encoded: Sequence[bytes], now: datetime, lane: Lane) -> OutboxItem:
+        """Numbered ``records`` (``encoded`` as CBOR) sealed into one envelope, numbered as its first record."""
+        seq = records[0].seq
+        envelope = seal(self._identity, self._platform.box_key, seq, now, encoded)
+        ids = tuple(r.record_id.hex() for r in records)
+        return OutboxItem(seq, envelope, lane, records[0].kind.value, ids, now.timestamp())
+
+    async def _put(self, items: list[OutboxItem], cursors: dict[str, int] | None) -> None:
         result = await self._outbox.put_many(items, cursors=cursors)
         if result.evicted is not None:
             await self.report_evictions()
@@ -389,8 +468,7 @@ class Hub:
                 newest_record_id=ids[-1] if ids else None,
             ),
         )
-        envelope = seal(self._identity, self._platform.box_key, seq, now, [record.to_cbor()])
-        item = OutboxItem(seq, envelope, Lane.PRIORITY, "eviction", (record.record_id.hex(),), now.timestamp())
+        item = self._envelope([record], [record.to_cbor()], now, Lane.PRIORITY)
         await self._outbox.put_many([item], settle=eviction)
         self.counters.evictions_reported += 1
 

@@ -86,7 +86,8 @@ class OutboxItem:
         envelope: the sealed envelope, opaque to the outbox.
         lane: priority (alarms, panic events) or routine.
         kind: the record kind, for statistics and eviction reports (``"measurement"``, ``"alarm"``...).
-        record_ids: the stable ids of the records inside the envelope.
+        record_ids: the stable ids of the records inside the envelope, in order; they carry consecutive record
+            sequence numbers from ``envelope_seq`` on.
         created: wall-clock time the row was made, seconds since the epoch.
     """
 
@@ -113,10 +114,13 @@ class OutboxItem:
 class Eviction:
     """Routine rows dropped to keep the outbox within its budget, for the eviction-report record.
 
+    An envelope's records are numbered consecutively from its sequence number (:attr:`OutboxItem.record_ids`), so
+    the record sequence numbers evicted are known from the rows.
+
     Attributes:
-        count: how many envelopes were evicted.
-        first_seq: the lowest evicted envelope sequence number.
-        last_seq: the highest evicted envelope sequence number.
+        count: how many records (readings) were evicted.
+        first_seq: the lowest evicted record sequence number.
+        last_seq: the highest evicted record sequence number.
         seqs: every evicted envelope sequence number, ascending.
         record_ids: the ids of every record inside the evicted envelopes.
         size: the evicted bytes.
@@ -136,9 +140,9 @@ class Eviction:
             return None
         ordered = sorted(rows)
         return Eviction(
-            count=len(ordered),
+            count=sum(max(1, len(ids)) for _, ids, _ in ordered),
             first_seq=ordered[0][0],
-            last_seq=ordered[-1][0],
+            last_seq=max(seq + max(1, len(ids)) - 1 for seq, ids, _ in ordered),
             seqs=tuple(r[0] for r in ordered),
             record_ids=tuple(rid for r in ordered for rid in r[1]),
             size=sum(r[2] for r in ordered),

@@ -11,7 +11,7 @@ import pytest
 
 from gateway.clock import ManualClock
 from gateway.errors import OutboxCorruptError, OutboxError, OutboxSchemaError, OutboxUnwritableError
-from gateway.outbox import SCHEMA_VERSION, Lane, OutboxItem, open_outbox
+from gateway.outbox import SCHEMA_VERSION, Eviction, Lane, OutboxItem, open_outbox
 
 
 def item(seq: int, lane: Lane = Lane.ROUTINE, size: int = 10, kind: str = "measurement") -> OutboxItem:
@@ -220,3 +220,11 @@ async def test_use_after_close_is_a_typed_error(tmp_path: Path):
         pass
     with pytest.raises(OutboxError, match="closed"):
         await ob.stats()
+
+
+def test_eviction_counts_records_and_their_sequence_numbers_in_shared_envelopes():
+    # Envelope 2 holds records 2-3, envelope 5 records 5-7 (numbered consecutively from the envelope's seq).
+    eviction = Eviction.merge([(5, ("c", "d", "e"), 30), (2, ("a", "b"), 20)])
+    assert eviction is not None
+    assert (eviction.count, eviction.first_seq, eviction.last_seq) == (5, 2, 7)
+    assert (eviction.seqs, eviction.record_ids, eviction.size) == ((2, 5), ("a", "b", "c", "d", "e"), 50)
