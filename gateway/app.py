@@ -140,6 +140,7 @@ async def open_gateway(
             fallback=FallbackNotifier(config.fallback_command, config.fallback_webhook),
             now=now,
         )
+        stack.push_async_callback(hub.settle)  # before the outbox closes: what is being sealed is committed
         await hub.restore_pendants()
         await hub.report_evictions()
         uplink = await stack.enter_async_context(Uplink(settings, outbox, wire))

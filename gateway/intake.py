@@ -396,7 +396,20 @@ class Hub:
         self._to_seal.append(request)
         await request.done
 
+    async def settle(self) -> None:
+        """Wait until what callers have handed over is committed (or failed); for shutdown, before the outbox closes.
+
+        Commits already under way finish even when their callers were cancelled: the readings in them were confirmed
+        to the meters, so they are stored rather than left to the indication journal's replay.
+        """
+        while self._to_seal or self._sealers:
+            if self._to_seal:
+                self._start_sealing()
+            await asyncio.gather(*self._sealers, return_exceptions=True)
+
     def _start_sealing(self) -> None:
+        if not self._to_seal:
+            return  # settle() started them already
         requests, self._to_seal = self._to_seal, []
         task = asyncio.create_task(self._seal_together(requests), name="gateway.intake.seal")
         self._sealers.add(task)

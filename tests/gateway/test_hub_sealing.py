@@ -119,3 +119,12 @@ async def test_cursors_of_every_caller_commit_with_the_shared_envelope(tmp_path:
         )
         assert len(await rows(gw)) == 1
         assert [await gw.hub.get_cursor(f"racp:{METERS[n]}") for n in range(3)] == [10, 11, 12]
+
+
+async def test_a_commit_under_way_at_shutdown_is_finished(tmp_path: Path) -> None:
+    async with hub(tmp_path) as (gw, _, _):
+        storing = asyncio.create_task(gw.hub.store_readings([reading(gw, 1)]))
+        await asyncio.sleep(0)  # a loop turn: the reading is handed over, not yet sealed
+        storing.cancel()  # the meter's session ends with the hub
+    async with hub(tmp_path) as (gw, _, _):
+        assert len(await rows(gw)) == 1
