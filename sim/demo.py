@@ -316,12 +316,17 @@ async def _outage(
 
 
 async def _settle(gateway: Gateway, home: Home, limit_s: float) -> None:
-    """Wait until every produced reading has reached the hub and every record has been acked."""
+    """Wait until every produced reading has reached the hub, every record has been acked and no panic call is open.
+
+    A call still open at the end of the day is answered by the caregiver once the platform has it; that may be only
+    after the uplink's ack timeout re-sent what the broker dropped while the platform was reconnecting.
+    """
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(limit_s):
             while True:
                 stats = await gateway.outbox.stats()
-                if stats.rows == 0 and gateway.hub.counters.readings >= len(home.log):
+                calls_open = any(c.state.value not in ("answered", "cancelled") for c in gateway.hub.panic_calls())
+                if stats.rows == 0 and gateway.hub.counters.readings >= len(home.log) and not calls_open:
                     return
                 gateway.uplink.acked.clear()
                 with contextlib.suppress(TimeoutError):
