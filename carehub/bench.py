@@ -75,6 +75,9 @@ _METERS = tuple(f"C0:00:00:00:01:{n:02X}" for n in range(1, 5))
 _PENDANT = "C0:00:00:00:00:0A"
 _PENDANT_KEY = bytes(range(32))
 _BOUND_S = 120.0  # an upper bound for any awaited step, never a sleep
+# The reference platform scales out with ingest workers sharing the uplink subscription; two keep up with one hub
+# here (one alone is the bottleneck of a backlog drain: opening and verifying each envelope).
+_PLATFORM_WORKERS = 2
 
 
 # -- 1. protocols ----------------------------------------------------------------------------------------------
@@ -176,29 +179,40 @@ async def _measurements(storage: SqliteStorage) -> int:
 
 
 @contextlib.asynccontextmanager
-async def _platform_process(home: BenchHome, broker: MosquittoBroker, workdir: Path) -> AsyncIterator[Path]:
-    """The reference platform as its own ``carehub platform run`` process (in production it is another machine,
-    so it must not share the hub's core); yields its database, enrolled with the bench hub."""
+async def _platform_process(
+    home: BenchHome, broker: MosquittoBroker, workdir: Path, *, workers: int = 1
+) -> AsyncIterator[Path]:
+    """The reference platform as ``workers`` ``carehub platform run`` processes sharing the uplink subscription and
+    one database (in production it is other machines, so it must not share the hub's core); yields the database,
+    enrolled with the bench hub."""
     save_platform_identity(workdir / "platform.key", home.platform)
     database = workdir / "platform.db"
     async with SqliteStorage(database) as storage:
         await storage.enroll_hub(home.hub.public)
-    config = workdir / "platform.toml"
-    config.write_text(
-        "\n".join(
-            [
-                "[broker]",
-                f'url = "{broker.url}"',
-                'client_id = "bench-platform"',
-                "[storage]",
-                'database = "platform.db"',
-                "[keys]",
-                'identity = "platform.key"',
-            ]
-        )
-        + "\n",
-        encoding="utf-8",
-    )
+    async with contextlib.AsyncExitStack() as stack:
+        for n in range(workers):
+            config = workdir / f"platform-{n}.toml"
+            config.write_text(
+                "\n".join(
+                    [
+                        "[broker]",
+                        f'url = "{broker.url}"',
+                        f'client_id = "bench-platform-{n}"',
+                        "[storage]",
+                        'database = "platform.db"',
+                        "[keys]",
+                        'identity = "platform.key"',
+                    ]
+                )
+                + "\n",
+                encoding="utf-8",
+            )
+            await stack.enter_async_context(_platform_worker(config))
+        yield database
+
+
+@contextlib.asynccontextmanager
+async def _platform_worker(config: Path) -> AsyncIterator[None]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
@@ -214,7 +228,7 @@ async def _platform_process(home: BenchHome, broker: MosquittoBroker, workdir: P
         await _expect_line(proc, "ingesting from")
         # The platform prints a line per alarm; unread, a full pipe would stop it mid-run.
         drain = asyncio.create_task(_discard_output(proc), name="bench.platform-output")
-        yield database
+        yield
     finally:
         if drain is not None:
             drain.cancel()
@@ -263,16 +277,16 @@ async def e2e_readings_per_s(
     """Readings per second from ``Hub.store_readings`` to the platform's ack, through a real Mosquitto.
 
     The real hub stack (:func:`gateway.app.open_gateway`, without BLE) in this process and the reference platform
-    in its own (:func:`_platform_process`); ``meters`` concurrent tasks each hand the hub their share of distinct
-    Blood Pressure notifications, one reading per call (as a meter's session does). The clock stops when every
-    reading has been stored by the hub and acknowledged by the platform (the outbox is empty); the platform's
-    database is then checked to hold each reading once. This excludes the BLE radio: its latencies are in
-    ``sim/ble/README.md``.
+    in processes of its own (:func:`_platform_process`); ``meters`` concurrent tasks each hand the hub their share
+    of distinct Blood Pressure notifications, one reading per call (as a meter's session does). The clock stops
+    when every reading has been stored by the hub and acknowledged by the platform (the outbox is empty); the
+    platform's database is then checked to hold each reading once. This excludes the BLE radio: its latencies are
+    in ``sim/ble/README.md``.
     """
     home = provision(workdir, broker.url)
     devices: list[DeviceConfig] = list(home.config.devices)
     async with (
-        _platform_process(home, broker, workdir) as database,
+        _platform_process(home, broker, workdir, workers=_PLATFORM_WORKERS) as database,
         open_gateway(home.config, ble=False, feedback=RecordingFeedback()) as gw,
     ):
         await gw.uplink.connected.wait()
@@ -312,9 +326,9 @@ async def backlog_drain_s(workdir: Path, broker: MosquittoBroker, *, readings: i
 
     ``readings`` real protocol v1 measurement records (a Blood Pressure Measurement value and its decoded values),
     each sealed into its own envelope as the hub does when readings come one at a time (one a minute for a week),
-    wait in the hub's outbox while the broker is away; the clock
-    starts when the uplink connects and stops when the outbox is empty. The platform runs in its own process
-    (:func:`_platform_process`), whose database is then checked to hold each reading once.
+    wait in the hub's outbox while the broker is away; the clock starts when the uplink connects and stops when the
+    outbox is empty. The platform runs in processes of its own (:func:`_platform_process`), whose database is then
+    checked to hold each reading once.
     """
     home = provision(workdir, broker.url)
     wire = HubWire(home.hub, home.platform.public)
@@ -327,7 +341,7 @@ async def backlog_drain_s(workdir: Path, broker: MosquittoBroker, *, readings: i
             items.append(OutboxItem(seq, envelope, Lane.ROUTINE, "measurement", (record.record_id.hex(),), 0.0))
         for start in range(0, readings, 1000):
             await ob.put_many(items[start : start + 1000])
-        async with _platform_process(home, broker, workdir) as database:
+        async with _platform_process(home, broker, workdir, workers=_PLATFORM_WORKERS) as database:
             settings = UplinkSettings(hub_id=_HUB_ID, host=broker.host, port=broker.port, ack_timeout=60.0)
             start_time = time.perf_counter()
             async with Uplink(settings, ob, wire) as up, asyncio.timeout(_BOUND_S):
