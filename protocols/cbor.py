@@ -56,33 +56,61 @@ def _fail(what: str, reason: str, error: type[DecodeError] | type[EncodeError]) 
     raise EncodeError(f"{what}: {reason}")
 
 
-_SCALARS: Final = frozenset({type(None), bool, float, str, bytes})
+_PLAIN_SCALARS: Final = frozenset({type(None), bool, str, bytes})
 
 
-def _check(value: object, what: str, depth: int, error: type[DecodeError] | type[EncodeError]) -> None:
+def _check(
+    value: object, what: str, depth: int, error: type[DecodeError] | type[EncodeError], *, order: bool = False
+) -> bool:
+    """Raise ``error`` unless ``value`` is in the data model; with ``order``, return whether its plain encoding is
+    the deterministic one.
+
+    ``cbor2``'s plain encoder writes maps in their own order and floats in 64 bits; everything else it writes as
+    the deterministic encoding does. So without floats, and with every map's keys already in deterministic order
+    (ASCII keys: shorter first, then bytewise, as their encodings sort), the plain encoding is the deterministic
+    one, and much cheaper to make than ``canonical=True``, which sorts every map again. Decoded maps keep the order
+    of the bytes, so :func:`loads` checks a deterministic input this way.
+    """
     if depth > MAX_DEPTH:
         _fail(what, f"nested deeper than {MAX_DEPTH} levels", error)
     kind = type(value)
     # Exact types first (the hot path of every record); subclasses (IntEnum, str enums) take the slower checks below.
-    if kind in _SCALARS:
-        return
+    if kind in _PLAIN_SCALARS:
+        return True
+    if kind is float:
+        return False
     if kind is int or (kind is not bool and isinstance(value, int)):
         if not _INT_MIN <= value <= _INT_MAX:  # type: ignore[operator]
             _fail(what, f"integer {value} outside the 64-bit CBOR range", error)
-        return
+        return True
     if kind is list or isinstance(value, list):
+        plain = True
         for item in value:  # type: ignore[attr-defined]
-            _check(item, what, depth + 1, error)
-        return
+            if not _check(item, what, depth + 1, error, order=order):
+                plain = False
+        return plain
     if kind is dict or isinstance(value, dict):
+        plain = order
+        previous = ""
         for key, item in value.items():  # type: ignore[attr-defined]
             if type(key) is not str and not isinstance(key, str):
                 _fail(what, f"map key {key!r} is not a text string", error)
-            _check(item, what, depth + 1, error)
-        return
-    if isinstance(value, bool | float | str | bytes):
-        return
+            if plain:
+                size = len(key)
+                plain = key.isascii() and (size > len(previous) or (size == len(previous) and key > previous))
+                previous = key
+            if not _check(item, what, depth + 1, error, order=order):
+                plain = False
+        return plain
+    if isinstance(value, bool | str | bytes):
+        return True
+    if isinstance(value, float):
+        return False
     _fail(what, f"{type(value).__name__} is not part of the carehub CBOR data model", error)
+
+
+def _encode(value: object, *, plain: bool) -> bytes:
+    return bytes(cbor2.dumps(value) if plain else cbor2.dumps(value, canonical=True))
 
 
 def dumps(value: CborValue, what: str = "cbor") -> bytes:
@@ -98,9 +126,9 @@ def dumps(value: CborValue, what: str = "cbor") -> bytes:
     Raises:
         EncodeError: ``value`` holds a type outside the data model, a non-text map key or an out-of-range integer.
     """
-    _check(value, what, 0, EncodeError)
+    _check(value, what, 0, EncodeError)  # the builders' maps are in no particular order: sorted while encoding
     try:
-        return bytes(cbor2.dumps(value, canonical=True))
+        return _encode(value, plain=False)
     except (cbor2.CBOREncodeError, ValueError, TypeError, OverflowError) as exc:
         raise EncodeError(f"{what}: cannot encode ({exc})") from exc
 
@@ -125,9 +153,9 @@ def loads(data: bytes, what: str = "cbor") -> CborValue:
         value: object = cbor2.loads(data, max_depth=MAX_DEPTH + 1, allow_indefinite=False, allow_duplicate_keys=False)
     except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, EOFError, RecursionError) as exc:
         raise DecodeError(what, None, f"not well-formed CBOR ({exc})") from exc
-    _check(value, what, 0, DecodeError)
+    plain = _check(value, what, 0, DecodeError, order=True)
     try:
-        again = cbor2.dumps(value, canonical=True)
+        again = _encode(value, plain=plain)
     except (cbor2.CBOREncodeError, ValueError, TypeError, OverflowError) as exc:  # pragma: no cover - checked above
         raise DecodeError(what, None, f"value cannot be re-encoded ({exc})") from exc
     if again != data:

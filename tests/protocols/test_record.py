@@ -353,3 +353,37 @@ def test_peek_record_hub_reads_the_prefix_or_decodes(hub: str) -> None:
     assert peek_record_hub(record.to_cbor()) == hub
     with pytest.raises(DecodeError):
         peek_record_hub(record.to_cbor()[:30])
+
+
+cbor_values = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**64), 2**64 - 1),
+        st.floats(allow_nan=False),
+        st.text(max_size=6),
+        st.binary(max_size=6),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(st.one_of(st.text(max_size=30), st.sampled_from(["a", "b", "aa", "z", "é", "ab"])), inner),
+    ),
+    max_leaves=16,
+)
+
+
+@given(cbor_values)
+def test_encoding_is_the_deterministic_one_whatever_the_map_order(value: cbor.CborValue) -> None:
+    expected = bytes(cbor2.dumps(value, canonical=True))
+    assert cbor.dumps(value) == expected  # the plain fast path (ordered keys, no floats) included
+    assert cbor.loads(expected) == value
+    shuffled = bytes(cbor2.dumps(value))  # maps in their own order, floats in 64 bits
+    if shuffled != expected:
+        with pytest.raises(DecodeError, match="deterministic"):
+            cbor.loads(shuffled)
+
+
+@given(st.dictionaries(st.text(max_size=30), st.integers(0, 99), min_size=2))
+def test_maps_in_deterministic_key_order_encode_as_cbor2_canonical(value: dict[str, int]) -> None:
+    ordered = dict(sorted(value.items(), key=lambda kv: (len(kv[0].encode()), kv[0].encode())))
+    assert cbor.dumps(ordered) == bytes(cbor2.dumps(value, canonical=True)) == bytes(cbor2.dumps(ordered))
