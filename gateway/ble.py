@@ -90,6 +90,7 @@ _NEEDS_BOND = frozenset({DeviceKind.BLOOD_PRESSURE, DeviceKind.GLUCOSE, DeviceKi
 _BATTERY_LEVEL = 0x2A19
 _CURRENT_TIME = 0x2A2B
 _RACP = 0x2A52
+_QUEUE_LIMIT = 256  # notifications of one device waiting to be stored
 
 
 class ErrorClass(enum.StrEnum):
@@ -157,6 +158,7 @@ class BleStats:
     sessions: int = 0
     readings: int = 0
     malformed: int = 0
+    overflowed: int = 0  # notifications beyond the per-device queue (journaled, or a pendant's repeated frame)
     failures: Counter[ErrorClass] = field(default_factory=Counter)
     last_seen: dict[str, datetime] = field(default_factory=dict)
 
@@ -312,18 +314,22 @@ class BleManager:
             await self._sink.device_status(cfg, {"link": "connected"})
             offset = await self._sync_clock(client, cfg)
             await self._read_battery(client, cfg)
-            queue: asyncio.Queue[tuple[int, bytes, datetime]] = asyncio.Queue(maxsize=256)
+            queue: asyncio.Queue[tuple[int, bytes, datetime]] = asyncio.Queue(maxsize=_QUEUE_LIMIT)
 
             def bridge(uuid: int) -> Callable[[BleakGATTCharacteristic, bytearray], None]:
                 def on_value(_char: BleakGATTCharacteristic, data: bytearray) -> None:
                     item = (uuid, bytes(data), self._now())
-                    if queue.full():
-                        self.stats.malformed += 1
-                        _log.error("notification queue of %s full; dropping a notification", cfg.address)
-                        return
-                    if self._journal is not None and cfg.kind is not DeviceKind.PENDANT:
+                    journal = None if cfg.kind is DeviceKind.PENDANT else self._journal
+                    if journal is not None:
                         # Durable before this callback returns, i.e. before the stack confirms the indication.
-                        self._journal.append(JournalEntry(cfg.address, uuid, item[1], item[2]))
+                        journal.append(JournalEntry(cfg.address, uuid, item[1], item[2]))
+                    if queue.full():
+                        # A device sending faster than readings can be stored: the reading stays in the journal
+                        # (stored at the next start; the journal is not emptied meanwhile) rather than in memory.
+                        self.stats.overflowed += 1
+                        kept = "dropped (it repeats)" if journal is None else "kept in the journal for the next start"
+                        _log.error("notification queue of %s full; a notification %s", cfg.address, kept)
+                        return
                     queue.put_nowait(item)
 
                 return on_value

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+import gateway.ble
 import sim.ble
 from gateway.app import Gateway, open_gateway
 from gateway.ble import Reading
@@ -326,6 +327,44 @@ async def test_reading_is_durable_in_the_journal_before_the_cuff_forgets_it(tmp_
         async with asyncio.timeout(BOUND):
             await r.probe.until(lambda: r.probe.readings_of(BP))
         # Once the reading is in the outbox and nothing else is in flight, the journal is emptied.
+        assert journal.pending() == []
+
+
+async def test_readings_beyond_the_queue_wait_in_the_journal_for_the_next_start(tmp_path, mosquitto, monkeypatch):
+    """A meter indicating faster than the hub stores (here: a queue of one, the store held back) has every reading
+    confirmed; the one the queue cannot take stays in the journal and is stored at the next start."""
+    monkeypatch.setattr(gateway.ble, "_QUEUE_LIMIT", 1)
+    clock = ManualClock(START)
+    cuff = BloodPressureCuff(options(BP), clock)
+    async with rig(tmp_path, mosquitto, [cuff]) as r:
+        hub = r.gw.hub
+        store = hub.store_readings
+        entered = asyncio.Event()
+        disk = asyncio.Event()
+
+        async def slow_store(readings: Sequence[Reading], cursor: tuple[str, int] | None = None) -> None:
+            entered.set()
+            await disk.wait()
+            await store(readings, cursor)
+
+        hub.store_readings = slow_store  # type: ignore[method-assign]
+        first = await cuff.measure(150, 95)
+        async with asyncio.timeout(BOUND):
+            await entered.wait()  # the first reading is being stored; the queue is empty again
+        produced = [first, await cuff.measure(151, 95), await cuff.measure(152, 95)]
+        async with asyncio.timeout(BOUND):
+            await cuff.wait_for(lambda: cuff.stored_count() == 0)  # all three confirmed: the cuff forgot them
+        assert r.gw.ble is not None
+        assert r.gw.ble.stats.overflowed == 1
+        disk.set()
+        await r.probe.until(lambda: len(r.probe.readings_of(BP)) == 2)
+        journal = IndicationJournal(r.gw.config.storage_path.with_suffix(".journal"))
+        assert produced[2].raw in [e.data for e in journal.pending()]  # kept, not emptied with the third in flight
+    stamp = gatt.decode(0x2A35, produced[2].raw).as_dict()["timestamp"]
+    third = measurement_record_id(BP, 0x2A35, produced[2].raw, None, stamp, START).hex()
+    async with rig(tmp_path, mosquitto, [BloodPressureCuff(options(BP), clock)]) as restarted:
+        items = await restarted.gw.outbox.peek_batch(10_000, 1 << 30)
+        assert third in {rid for item in items for rid in item.record_ids}
         assert journal.pending() == []
 
 
