@@ -108,20 +108,7 @@ async def open_gateway(
         repeat_interval=timedelta(seconds=config.panic_repeat_s),
     )
     panic = PanicLifecycle(policy=policy, language={r.id: r.language for r in config.residents})
-    broker = config.broker
-    settings = UplinkSettings(
-        hub_id=config.hub_id,
-        host=broker.host,
-        port=broker.port,
-        username=broker.username,
-        password=broker.password,
-        tls=broker.tls,
-        ca_file=broker.ca_file,
-        client_cert=broker.client_cert,
-        client_key=broker.client_key,
-        keepalive=broker.keepalive_s,
-        backoff_cap=broker.reconnect_max_s,
-    )
+    settings = UplinkSettings.from_config(config)
     async with contextlib.AsyncExitStack() as stack:
         outbox = await stack.enter_async_context(open_outbox(config.storage_path, max_bytes=config.storage_max_bytes))
         last_down = await outbox.get_cursor("down_seq")

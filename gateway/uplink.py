@@ -40,6 +40,7 @@ import aiomqtt
 from gateway.aio import keep_cancellation, raise_if_cancelling
 from gateway.backoff import backoff_delay
 from gateway.clock import Clock, SystemClock
+from gateway.config import GatewayConfig
 from gateway.errors import OutboxError, UplinkError
 from gateway.outbox import Lane, Outbox, OutboxItem
 from protocols.acks import Ack
@@ -147,6 +148,63 @@ class UplinkSettings:
             raise UplinkError("ack_timeout must be positive")
         if self.client_key is not None and self.client_cert is None:
             raise UplinkError("client_key given without client_cert")
+
+    @classmethod
+    def from_config(cls, config: GatewayConfig) -> UplinkSettings:
+        """The broker part of a hub's config (window sizes and timings at their defaults)."""
+        b = config.broker
+        return cls(
+            hub_id=config.hub_id,
+            host=b.host,
+            port=b.port,
+            username=b.username,
+            password=b.password,
+            tls=b.tls,
+            ca_file=b.ca_file,
+            client_cert=b.client_cert,
+            client_key=b.client_key,
+            keepalive=b.keepalive_s,
+            backoff_cap=b.reconnect_max_s,
+        )
+
+
+def mqtt_client(
+    settings: UplinkSettings, *, identifier: str | None = None, timeout: float | None = None
+) -> aiomqtt.Client:
+    """The MQTT client the uplink connects with (``carehub doctor`` checks the broker with the same one).
+
+    TLS verifies the broker's certificate against ``ca_file`` (or the system's CAs) and its name or address against
+    ``host``, unless ``tls_insecure``; TCP_NODELAY, as acks are small.
+
+    Raises:
+        UplinkError: a configured TLS file does not exist.
+    """
+    s = settings
+    tls_params: aiomqtt.TLSParameters | None = None
+    if s.tls:
+        for path in (s.ca_file, s.client_cert, s.client_key):
+            if path is not None and not path.is_file():
+                raise UplinkError(f"TLS file {path} does not exist")
+        tls_params = aiomqtt.TLSParameters(
+            ca_certs=None if s.ca_file is None else str(s.ca_file),
+            certfile=None if s.client_cert is None else str(s.client_cert),
+            keyfile=None if s.client_key is None else str(s.client_key),
+            cert_reqs=ssl.CERT_REQUIRED,
+        )
+    return aiomqtt.Client(
+        s.host,
+        s.port,
+        username=s.username,
+        password=s.password,
+        identifier=identifier or f"carehub-hub-{s.hub_id}",
+        clean_session=True,
+        keepalive=s.keepalive,
+        tls_params=tls_params,
+        tls_insecure=s.tls_insecure if s.tls else None,
+        socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
+        max_queued_incoming_messages=1024,
+        timeout=timeout,
+    )
 
 
 @dataclass(slots=True)
@@ -281,31 +339,7 @@ class Uplink:
     # ---------------------------------------------------------------- connection management
 
     def _client(self) -> aiomqtt.Client:
-        s = self.settings
-        tls_params: aiomqtt.TLSParameters | None = None
-        if s.tls:
-            for path in (s.ca_file, s.client_cert, s.client_key):
-                if path is not None and not path.is_file():
-                    raise UplinkError(f"TLS file {path} does not exist")
-            tls_params = aiomqtt.TLSParameters(
-                ca_certs=None if s.ca_file is None else str(s.ca_file),
-                certfile=None if s.client_cert is None else str(s.client_cert),
-                keyfile=None if s.client_key is None else str(s.client_key),
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
-        return aiomqtt.Client(
-            s.host,
-            s.port,
-            username=s.username,
-            password=s.password,
-            identifier=f"carehub-hub-{s.hub_id}",
-            clean_session=True,
-            keepalive=s.keepalive,
-            tls_params=tls_params,
-            tls_insecure=s.tls_insecure if s.tls else None,
-            socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
-            max_queued_incoming_messages=1024,
-        )
+        return mqtt_client(self.settings)
 
     def _raise_if_closing(self) -> None:
         # aiomqtt's calls can lose the runner's cancellation (see gateway.aio). The runner cannot ask its task

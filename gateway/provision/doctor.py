@@ -29,8 +29,10 @@ from typing import Any, Final
 import aiomqtt
 
 from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.errors import UplinkError
 from gateway.outbox import SCHEMA_VERSION, Lane
 from gateway.provision.files import HubPaths
+from gateway.uplink import UplinkSettings, mqtt_client
 from protocols.errors import KeyFileError
 from protocols.keys import load_hub_identity, load_pendant_key, load_platform_public_keys
 
@@ -213,7 +215,11 @@ def _outbox_checks(config: GatewayConfig, now: float) -> tuple[list[Check], Mapp
 
 
 async def check_broker(config: GatewayConfig, *, limit_s: float = 5.0) -> Check:
-    """TCP connect, then MQTT CONNECT with the configured credentials, each within ``limit_s`` seconds."""
+    """TCP connect, then MQTT CONNECT with the configured credentials and TLS, each within ``limit_s`` seconds.
+
+    The MQTT client is the uplink's own (:func:`gateway.uplink.mqtt_client`): the check verifies the broker's
+    certificate exactly as the running hub will.
+    """
     b = config.broker
     where = f"{b.host}:{b.port}"
     try:
@@ -228,23 +234,14 @@ async def check_broker(config: GatewayConfig, *, limit_s: float = 5.0) -> Check:
             f"cannot open a TCP connection to {where} ({exc or 'timed out'})",
             "check the hub's network (cable/Wi-Fi, DNS) and that the broker address in the config is right",
         )
-    tls = None
-    if b.tls:
-        import ssl  # noqa: PLC0415 - only for TLS brokers
-
-        context = ssl.create_default_context(cafile=str(b.ca_file) if b.ca_file else None)
-        if b.client_cert is not None:
-            context.load_cert_chain(str(b.client_cert), str(b.client_key) if b.client_key else None)
-        tls = context
-    client = aiomqtt.Client(
-        b.host,
-        b.port,
-        username=b.username,
-        password=b.password,
-        identifier=f"carehub-doctor-{config.hub_id}-{uuid.uuid4().hex[:8]}",
-        tls_context=tls,
-        timeout=limit_s,
-    )
+    try:
+        client = mqtt_client(
+            UplinkSettings.from_config(config),
+            identifier=f"carehub-doctor-{config.hub_id}-{uuid.uuid4().hex[:8]}",  # never the running hub's session
+            timeout=limit_s,
+        )
+    except UplinkError as exc:
+        return Check("broker", Status.FAIL, str(exc), "put the broker's TLS files where the config says, then retry")
     try:
         async with asyncio.timeout(limit_s):
             async with client:
@@ -257,6 +254,14 @@ async def check_broker(config: GatewayConfig, *, limit_s: float = 5.0) -> Check:
             "the broker user/password in the config are wrong: ask the platform operator for the hub's credentials",
         )
     except (aiomqtt.MqttError, TimeoutError, OSError) as exc:
+        if "certificate" in str(exc).lower():
+            return Check(
+                "broker",
+                Status.FAIL,
+                f"{where} sent a TLS certificate the hub does not accept ({exc})",
+                "the config's ca_file must be the CA that signed the broker's certificate, and the broker URL a name"
+                " or address that certificate is for",
+            )
         return Check(
             "broker",
             Status.FAIL,
