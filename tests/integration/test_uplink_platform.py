@@ -151,6 +151,33 @@ async def test_records_arrive_exactly_once_with_identical_values(tmp_path, mosqu
         assert await storage.rejections() == {}
 
 
+async def test_two_workers_sharing_the_subscription_store_each_record_once(tmp_path, mosquitto, keys):
+    """The platform scales out: workers in one MQTT share group, each with its own database connection, split the
+    frames between them; every record is stored once and every envelope acked."""
+    wire = keys.hub_wire("hub-a")
+    records = [measurement(n) for n in range(300)]
+    async with SqliteStorage(tmp_path / "platform.db") as storage:
+        await storage.enroll_hub(keys.hubs["hub-a"].public)
+    async with contextlib.AsyncExitStack() as stack:
+        workers = []
+        for n in range(2):
+            own = await stack.enter_async_context(SqliteStorage(tmp_path / "platform.db"))
+            settings = WorkerSettings(mosquitto.host, mosquitto.port, share_group="ingest", client_id=f"ingest-{n}")
+            worker = await stack.enter_async_context(IngestWorker(settings, own, keys.codec()))
+            async with asyncio.timeout(BOUND):
+                await worker.connected.wait()
+            workers.append(worker)
+        ob = await stack.enter_async_context(open_outbox(tmp_path / "outbox.db"))
+        await put_records(ob, wire, records)
+        up = await stack.enter_async_context(Uplink(uplink_settings(mosquitto, frame_max_envelopes=16), ob, wire))
+        await until(up.acked, lambda: _empty(ob))
+        assert all(w.stats.frames > 0 for w in workers)  # the broker shared the frames out
+        assert sum(w.stats.records_stored for w in workers) == len(records)
+    async with SqliteStorage(tmp_path / "platform.db") as storage:
+        ids = await stored_ids(storage)
+    assert sorted(ids) == sorted(rid(r) for r in records)
+
+
 async def _empty(ob: Outbox) -> bool:
     return (await ob.stats()).rows == 0
 
