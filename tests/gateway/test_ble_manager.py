@@ -170,6 +170,22 @@ class _SignallingSet(set[str]):
         self._event.set()
 
 
+def hold_commits(r: Rig) -> tuple[asyncio.Event, asyncio.Event]:
+    """Make the hub's commits slow: each store waits for the second event (set by the test); the first is set when
+    a store has begun."""
+    hub = r.gw.hub
+    store = hub.store_readings
+    entered, disk = asyncio.Event(), asyncio.Event()
+
+    async def slow_store(readings: Sequence[Reading], cursor: tuple[str, int] | None = None) -> None:
+        entered.set()
+        await disk.wait()
+        await store(readings, cursor)
+
+    hub.store_readings = slow_store  # type: ignore[method-assign]
+    return entered, disk
+
+
 def options(address: str, **overrides: Any) -> DeviceOptions:
     base: dict[str, Any] = {"id": address.replace(":", ""), "address": address, "name": "Meter"}
     base.update(overrides)
@@ -305,17 +321,7 @@ async def test_reading_is_durable_in_the_journal_before_the_cuff_forgets_it(tmp_
     clock = ManualClock(START)
     cuff = BloodPressureCuff(options(BP), clock)
     async with rig(tmp_path, mosquitto, [cuff]) as r:
-        hub = r.gw.hub
-        store = hub.store_readings
-        entered = asyncio.Event()
-        disk = asyncio.Event()  # a slow commit: it does not finish until the test says so
-
-        async def slow_store(readings: Sequence[Reading], cursor: tuple[str, int] | None = None) -> None:
-            entered.set()
-            await disk.wait()
-            await store(readings, cursor)
-
-        hub.store_readings = slow_store  # type: ignore[method-assign]
+        entered, disk = hold_commits(r)
         produced = await cuff.measure(150, 95)
         async with asyncio.timeout(BOUND):
             await entered.wait()
@@ -337,17 +343,7 @@ async def test_readings_beyond_the_queue_wait_in_the_journal_for_the_next_start(
     clock = ManualClock(START)
     cuff = BloodPressureCuff(options(BP), clock)
     async with rig(tmp_path, mosquitto, [cuff]) as r:
-        hub = r.gw.hub
-        store = hub.store_readings
-        entered = asyncio.Event()
-        disk = asyncio.Event()
-
-        async def slow_store(readings: Sequence[Reading], cursor: tuple[str, int] | None = None) -> None:
-            entered.set()
-            await disk.wait()
-            await store(readings, cursor)
-
-        hub.store_readings = slow_store  # type: ignore[method-assign]
+        entered, disk = hold_commits(r)
         first = await cuff.measure(150, 95)
         async with asyncio.timeout(BOUND):
             await entered.wait()  # the first reading is being stored; the queue is empty again
