@@ -10,7 +10,7 @@ ids are stable, so a reading stored twice is still stored once at the platform).
 
 Invariant 3 (nothing readable at rest): each entry is encrypted (XSalsa20-Poly1305, PyNaCl's SecretBox) with a
 journal key kept beside the journal (``<journal>.key``, mode 0600). The hub must be able to read back what a crash
-left, so that key cannot be one only the platform holds; instead it is replaced with a fresh one each time the
+left, so that key cannot be one only the platform holds; instead it is overwritten with a fresh one each time the
 journal is emptied. Entries whose readings are already in the outbox were therefore written under a key that no
 longer exists, and blocks the file system freed at the truncation reveal nothing even to someone holding the hub's
 keys; only what a crash left in flight (to be stored at the next start) is readable with the current key.
@@ -32,9 +32,6 @@ from typing import Self
 import nacl.exceptions
 import nacl.secret
 import nacl.utils
-
-from gateway.provision.errors import ConfigWriteError
-from gateway.provision.files import write_atomic
 
 __all__ = ["IndicationJournal", "JournalEntry"]
 
@@ -136,15 +133,35 @@ class IndicationJournal:
     def _rotate(self) -> None:
         key = nacl.utils.random(nacl.secret.SecretBox.KEY_SIZE)
         try:
-            write_atomic(self.key_path, key.hex().encode("ascii") + b"\n", mode=0o600)
-        except ConfigWriteError as exc:
+            self._write_key(key)
+        except OSError as exc:
             if self._box is None:
-                raise OSError(f"indication journal {self.path}: cannot write its key ({exc})") from exc
+                raise OSError(f"indication journal {self.path}: cannot write its key {self.key_path} ({exc})") from exc
             # Storage trouble: keep the old key (entries stay readable, none is lost) and try again next time.
             _log.error("indication journal %s: key not replaced (%s)", self.path, exc)
             return
         self._box = nacl.secret.SecretBox(key)
         self._written = False
+
+    def _write_key(self, key: bytes) -> None:
+        """Overwrite the key file in place and sync it before any entry is written under the new key.
+
+        In place, not by rename: the old key's bytes are overwritten rather than left in a freed block, and one
+        fdatasync suffices. A write torn by a crash is harmless: the journal is empty whenever its key is replaced.
+        """
+        created = not self.key_path.exists()
+        fd = os.open(self.key_path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        try:
+            os.pwrite(fd, key.hex().encode("ascii") + b"\n", 0)  # always 65 bytes: the old key is covered
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        if created:  # make the new directory entry durable too
+            dir_fd = os.open(self.key_path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
 
 
 def _open_line(box: nacl.secret.SecretBox, line: str) -> JournalEntry | None:

@@ -79,9 +79,11 @@ def test_emptied_entries_cannot_be_read_even_with_the_hubs_files(
         journal.append(BP)
         freed = path.read_bytes()
         old_key = journal.key_path.read_bytes()
+        inode = journal.key_path.stat().st_ino
         journal.done()
         assert path.read_bytes() == b""
         assert journal.key_path.read_bytes() != old_key
+        assert journal.key_path.stat().st_ino == inode  # overwritten in place, not left behind in a freed block
     path.write_bytes(freed)  # the thief's best case: the old blocks, the current key file, every other hub file
     assert IndicationJournal(path).pending() == []
     assert "cannot be read" in caplog.text
