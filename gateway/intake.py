@@ -286,11 +286,10 @@ class _Pending:
 
 @dataclass(slots=True)
 class _SealRequest:
-    """One caller's routine records waiting to share envelopes with others of the same loop turn."""
+    """One caller's records and cursor, committed with everything else handed over in the same loop turn."""
 
     pending: Sequence[_Pending]
     cursor: tuple[str, int] | None
-    done: asyncio.Future[None]
 
 
 # Routine records sealed together: at most this many per envelope, and this many CBOR bytes, which leaves room for
@@ -314,11 +313,6 @@ def _envelope_chunks(records: Sequence[Record], encoded: Sequence[bytes]) -> Ite
         size += len(cbor)
     if chunk:
         yield chunk, chunk_cbor
-
-
-def _numbered(record: Record, seq: int) -> Record:
-    """``record`` with the hub's sequence number ``seq``."""
-    return dataclasses.replace(record, seq=seq)
 
 
 class Hub:
@@ -362,8 +356,9 @@ class Hub:
         self._raised_at: dict[str, tuple[float, bool]] = {}  # alarm record id -> (input time, is a panic call)
         self.counters = HubCounters()
         self.alarm_records: asyncio.Queue[Record] = asyncio.Queue()
-        self._to_seal: list[_SealRequest] = []
-        self._sealers: set[asyncio.Task[None]] = set()
+        self._to_seal: list[_SealRequest] = []  # this loop turn's requests, until their sealer takes them
+        self._sealer: asyncio.Task[None] | None = None  # the task that will commit them, once one is handed over
+        self._sealers: set[asyncio.Task[None]] = set()  # every commit not finished yet
 
     def set_pendant_writer(self, writer: Callable[[str, bytes], Awaitable[bool]]) -> None:
         """Where pendant feedback frames go (the BLE manager, once it runs)."""
@@ -389,12 +384,15 @@ class Hub:
         """
         if not pending and cursor is None:
             return
-        loop = asyncio.get_running_loop()
-        request = _SealRequest(pending, cursor, loop.create_future())
-        if not self._to_seal:
-            loop.call_soon(self._start_sealing)
-        self._to_seal.append(request)
-        await request.done
+        sealer = self._sealer
+        if sealer is None:
+            # The first caller of this loop turn: the sealer's first step runs after the other callers of the turn.
+            sealer = self._sealer = asyncio.create_task(self._seal_together(), name="gateway.intake.seal")
+            self._sealers.add(sealer)
+            sealer.add_done_callback(self._sealers.discard)
+        self._to_seal.append(_SealRequest(pending, cursor))
+        # Shielded: a caller cancelled meanwhile (its session ending) does not cancel the others' commit.
+        await asyncio.shield(sealer)
 
     async def settle(self) -> None:
         """Wait until what callers have handed over is committed (or failed); for shutdown, before the outbox closes.
@@ -402,50 +400,28 @@ class Hub:
         Commits already under way finish even when their callers were cancelled: the readings in them were confirmed
         to the meters, so they are stored rather than left to the indication journal's replay.
         """
-        while self._to_seal or self._sealers:
-            if self._to_seal:
-                self._start_sealing()
+        while self._sealers:
             await asyncio.gather(*self._sealers, return_exceptions=True)
 
-    def _start_sealing(self) -> None:
-        if not self._to_seal:
-            return  # settle() started them already
-        requests, self._to_seal = self._to_seal, []
-        task = asyncio.create_task(self._seal_together(requests), name="gateway.intake.seal")
-        self._sealers.add(task)
-        task.add_done_callback(self._sealers.discard)
-
-    async def _seal_together(self, requests: list[_SealRequest]) -> None:
-        """Commit the records of ``requests`` and their cursors in one transaction; settle each caller."""
-        try:
-            priority = [p.record for r in requests for p in r.pending if p.lane is Lane.PRIORITY]
-            routine = [p.record for r in requests for p in r.pending if p.lane is not Lane.PRIORITY]
-            seqs = await self._next_seqs(len(priority) + len(routine)) if priority or routine else range(0)
-            numbered = [_numbered(r, seq) for r, seq in zip([*priority, *routine], seqs, strict=True)]
-            encoded = [r.to_cbor() for r in numbered]
-            now = self._now()
-            cut = len(priority)
-            items = [
-                self._envelope([r], [e], now, Lane.PRIORITY) for r, e in zip(numbered[:cut], encoded[:cut], strict=True)
-            ]
-            items.extend(
-                self._envelope(chunk, chunk_cbor, now, Lane.ROUTINE)
-                for chunk, chunk_cbor in _envelope_chunks(numbered[cut:], encoded[cut:])
-            )
-            cursors = {r.cursor[0]: r.cursor[1] for r in requests if r.cursor is not None}
-            await self._put(items, cursors or None)
-        except asyncio.CancelledError:
-            for r in requests:
-                r.done.cancel()
-            raise
-        except Exception as exc:  # noqa: BLE001 - handed to every caller, which re-raises it
-            for r in requests:
-                if not r.done.done():
-                    r.done.set_exception(exc)
-        else:
-            for r in requests:
-                if not r.done.done():
-                    r.done.set_result(None)
+    async def _seal_together(self) -> None:
+        """Commit the records and cursors handed over in this loop turn in one transaction."""
+        requests, self._to_seal, self._sealer = self._to_seal, [], None
+        priority = [p.record for r in requests for p in r.pending if p.lane is Lane.PRIORITY]
+        routine = [p.record for r in requests for p in r.pending if p.lane is not Lane.PRIORITY]
+        seqs = await self._next_seqs(len(priority) + len(routine)) if priority or routine else range(0)
+        numbered = [dataclasses.replace(r, seq=seq) for r, seq in zip([*priority, *routine], seqs, strict=True)]
+        encoded = [r.to_cbor() for r in numbered]
+        now = self._now()
+        cut = len(priority)
+        items = [
+            self._envelope([r], [e], now, Lane.PRIORITY) for r, e in zip(numbered[:cut], encoded[:cut], strict=True)
+        ]
+        items.extend(
+            self._envelope(chunk, chunk_cbor, now, Lane.ROUTINE)
+            for chunk, chunk_cbor in _envelope_chunks(numbered[cut:], encoded[cut:])
+        )
+        cursors = {r.cursor[0]: r.cursor[1] for r in requests if r.cursor is not None}
+        await self._put(items, cursors or None)
 
     def _envelope(self, records: Sequence[Record], encoded: Sequence[bytes], now: datetime, lane: Lane) -> OutboxItem:
         """Numbered ``records`` (``encoded`` as CBOR) sealed into one envelope, numbered as its first record."""

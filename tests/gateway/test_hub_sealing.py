@@ -124,7 +124,9 @@ async def test_cursors_of_every_caller_commit_with_the_shared_envelope(tmp_path:
 async def test_a_commit_under_way_at_shutdown_is_finished(tmp_path: Path) -> None:
     async with hub(tmp_path) as (gw, _, _):
         storing = asyncio.create_task(gw.hub.store_readings([reading(gw, 1)]))
-        await asyncio.sleep(0)  # a loop turn: the reading is handed over, not yet sealed
+        handed_over = asyncio.Event()
+        asyncio.get_running_loop().call_soon(handed_over.set)  # runs after the store's first step (FIFO)
+        await handed_over.wait()  # the reading is handed over, its commit not finished
         storing.cancel()  # the meter's session ends with the hub
     async with hub(tmp_path) as (gw, _, _):
         assert len(await rows(gw)) == 1
