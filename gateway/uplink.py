@@ -292,7 +292,7 @@ class Uplink:
     # ---------------------------------------------------------------- lifecycle
 
     async def __aenter__(self) -> Self:
-        self._client()  # configuration errors (missing TLS files) surface here, not in the background
+        mqtt_client(self.settings)  # configuration errors (missing TLS files) surface here, not in the background
         self._runner = asyncio.create_task(self._run(), name=f"uplink:{self.settings.hub_id}")
         return self
 
@@ -338,9 +338,6 @@ class Uplink:
 
     # ---------------------------------------------------------------- connection management
 
-    def _client(self) -> aiomqtt.Client:
-        return mqtt_client(self.settings)
-
     def _raise_if_closing(self) -> None:
         # aiomqtt's calls can lose the runner's cancellation (see gateway.aio). The runner cannot ask its task
         # (Python 3.11's TaskGroup leaves a parent's cancellation count raised after a child failed), so it checks
@@ -353,7 +350,7 @@ class Uplink:
         while True:
             self._raise_if_closing()
             try:
-                client = self._client()
+                client = mqtt_client(self.settings)
                 async with client:
                     await client.subscribe(self.wire.ack_topic(), qos=1)
                     await client.subscribe(self.wire.down_topic(), qos=1)

@@ -109,10 +109,6 @@ def _check(
     _fail(what, f"{type(value).__name__} is not part of the carehub CBOR data model", error)
 
 
-def _encode(value: object, *, plain: bool) -> bytes:
-    return bytes(cbor2.dumps(value) if plain else cbor2.dumps(value, canonical=True))
-
-
 def dumps(value: CborValue, what: str = "cbor") -> bytes:
     """Encode ``value`` deterministically (RFC 8949 §4.2.1).
 
@@ -128,7 +124,7 @@ def dumps(value: CborValue, what: str = "cbor") -> bytes:
     """
     _check(value, what, 0, EncodeError)  # the builders' maps are in no particular order: sorted while encoding
     try:
-        return _encode(value, plain=False)
+        return bytes(cbor2.dumps(value, canonical=True))
     except (cbor2.CBOREncodeError, ValueError, TypeError, OverflowError) as exc:
         raise EncodeError(f"{what}: cannot encode ({exc})") from exc
 
@@ -155,7 +151,7 @@ def loads(data: bytes, what: str = "cbor") -> CborValue:
         raise DecodeError(what, None, f"not well-formed CBOR ({exc})") from exc
     plain = _check(value, what, 0, DecodeError, order=True)
     try:
-        again = _encode(value, plain=plain)
+        again = cbor2.dumps(value) if plain else cbor2.dumps(value, canonical=True)
     except (cbor2.CBOREncodeError, ValueError, TypeError, OverflowError) as exc:  # pragma: no cover - checked above
         raise DecodeError(what, None, f"value cannot be re-encoded ({exc})") from exc
     if again != data:
