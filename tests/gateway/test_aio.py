@@ -11,10 +11,13 @@ import pytest
 from gateway.aio import keep_cancellation, raise_if_cancelling
 
 
-async def _race(wrap: Callable[[Awaitable[None]], Awaitable[None]]) -> asyncio.Task[None]:
-    """A sender that publishes through wait_for, then idles; cancelled in the loop turn its publish completes."""
+async def _race(wrap: Callable[[Awaitable[None]], Awaitable[None]]) -> tuple[asyncio.Task[None], asyncio.Event]:
+    """A sender that publishes through wait_for, then idles; cancelled in the loop turn its publish completes.
+
+    Returns the sender and an event it sets when it goes on to its idle wait."""
     confirmation: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     entered = asyncio.Event()
+    idling = asyncio.Event()
 
     async def publish() -> None:  # what aiomqtt does with every publish: wait_for with a timeout
         entered.set()
@@ -22,17 +25,18 @@ async def _race(wrap: Callable[[Awaitable[None]], Awaitable[None]]) -> asyncio.T
 
     async def sender() -> None:
         await wrap(publish())
+        idling.set()
         await asyncio.Event().wait()  # the sender's idle wait for more to send
 
     task = asyncio.create_task(sender())
     await entered.wait()
     confirmation.set_result(None)  # the broker's PUBACK and ...
     task.cancel()  # ... the shutdown arrive in the same turn of the loop
-    return task
+    return task, idling
 
 
 async def test_the_cancellation_reaches_the_task() -> None:
-    task = await _race(keep_cancellation)
+    task, _ = await _race(keep_cancellation)
     async with asyncio.timeout(10):  # a bound, not a wait: the task ends at once
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -44,9 +48,9 @@ async def test_without_it_the_task_would_wait_forever() -> None:
     async def plain(aw: Awaitable[None]) -> None:
         await aw
 
-    task = await _race(plain)
-    for _ in range(10):  # loop turns, not time: the cancelled task would have ended within two
-        await asyncio.sleep(0)
+    task, idling = await _race(plain)
+    async with asyncio.timeout(10):  # a bound, not a wait: it gets there at once
+        await idling.wait()
     assert not task.done()  # the control case: it went on to its idle wait, cancelled in name only
     assert task.cancelling() == 1
     task.cancel()
@@ -66,7 +70,7 @@ async def test_a_loop_head_check_ends_a_task_cancelled_in_name_only() -> None:
         await aw
         raise_if_cancelling()
 
-    task = await _race(checked)
+    task, _ = await _race(checked)
     async with asyncio.timeout(10):  # a bound, not a wait
         with pytest.raises(asyncio.CancelledError):
             await task
