@@ -32,7 +32,7 @@ import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
 from pathlib import Path
@@ -178,25 +178,18 @@ class OutboxStats:
 
 
 @dataclass(slots=True)
-class _Put:
-    """What one :meth:`Outbox.put_many` call stores, kept as data so a group of puts shares one INSERT."""
-
-    items: tuple[OutboxItem, ...]
-    cursors: dict[str, CursorValue]
-    settle: Eviction | None
-    outbox: Outbox
-
-    def run_alone(self, conn: sqlite3.Connection) -> PutResult:
-        """Store this put in its own statements (the path when it is alone or its group failed)."""
-        return self.outbox._insert(conn, self.items, self.cursors, self.settle)
-
-
-@dataclass(slots=True)
 class _Job:
-    fn: Callable[[Any], Any]  # receives the connection, or None before open
+    """One call of the async API, waiting for the database thread.
+
+    A put (``fn`` is None) is kept as data, so that consecutive puts in a group share one INSERT statement.
+    """
+
     future: asyncio.Future[Any]
+    fn: Callable[[Any], Any] | None  # receives the connection, or None before open; None for a put
     write: bool
-    put: _Put | None = None  # a put_many call (fn then runs it alone)
+    items: tuple[OutboxItem, ...] = ()
+    cursors: Mapping[str, CursorValue] | None = None
+    settle: Eviction | None = None
 
 
 # Schema version 1. Each migration takes the database from version N to N+1 inside one transaction.
@@ -220,7 +213,15 @@ def _migrate_to_1(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
 
 
-_MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_migrate_to_1,)
+def _migrate_to_2(conn: sqlite3.Connection) -> None:
+    # Only priority rows (lane 0) are indexed: routine rows, nearly all of them, are found in seq order by the
+    # table itself (seq is its rowid). Each routine insert then writes one B-tree instead of two, which cut a
+    # 64-row group commit by about a tenth here and writes one page less per commit to the SD card.
+    conn.execute("DROP INDEX outbox_lane_seq")
+    conn.execute("CREATE INDEX outbox_priority ON outbox (seq) WHERE lane = 0")
+
+
+_MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_migrate_to_1, _migrate_to_2)
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 
 
@@ -290,7 +291,7 @@ class Outbox:
         self._closed = True
         done = asyncio.get_running_loop().create_future()
         self._hand_over()
-        self._jobs.put([_Job(self._close_conn, done, write=False)])
+        self._jobs.put([_Job(done, self._close_conn, write=False)])
         self._jobs.put(None)
         with contextlib.suppress(OutboxError):
             # Close the connection even if the awaiting task is being cancelled.
@@ -383,13 +384,13 @@ class Outbox:
         writes = [job for job in batch if job.write]
         if conn is None:
             # Only the open and close jobs run without a connection.
-            outcomes.extend(self._call(job.fn, None) for job in batch)
+            outcomes.extend(self._call(job, None) for job in batch)
             self._resolve(batch, outcomes)
             return
         in_txn = False
         try:
             if not writes:
-                outcomes = [self._call(job.fn, conn) for job in batch]
+                outcomes = [self._call(job, conn) for job in batch]
             else:
                 conn.execute("BEGIN IMMEDIATE")
                 in_txn = True
@@ -425,35 +426,43 @@ class Outbox:
 
     def _optimistic(self, batch: list[_Job], conn: sqlite3.Connection) -> list[tuple[bool, Any]]:
         outcomes: list[tuple[bool, Any]] = []
-        run: list[_Put] = []
+        run: list[_Job] = []
         for job in batch:
-            if job.put is not None:
-                run.append(job.put)
+            if job.fn is None:
+                run.append(job)
                 continue
             outcomes.extend(self._call_puts(run, conn))
             run = []
-            outcomes.append(self._call(job.fn, conn))
+            outcomes.append(self._call(job, conn))
         outcomes.extend(self._call_puts(run, conn))
         return outcomes
 
-    def _call_puts(self, run: list[_Put], conn: sqlite3.Connection) -> list[tuple[bool, Any]]:
+    def _call_puts(self, run: list[_Job], conn: sqlite3.Connection) -> list[tuple[bool, Any]]:
         if not run:
             return []
-        ok, value = self._call(lambda c: self._insert_group(c, run), conn)
-        return list(zip([True] * len(run), value, strict=True)) if ok else [(False, value)] * len(run)
+        ok, value = self._guarded(lambda: self._insert_group(conn, run))
+        return [(True, result) for result in value] if ok else [(False, value)] * len(run)
 
     def _isolated(self, job: _Job, conn: sqlite3.Connection) -> tuple[bool, Any]:
         conn.execute("SAVEPOINT job")
-        ok, value = self._call(job.fn, conn)
+        ok, value = self._call(job, conn)
         if not ok:
             conn.execute("ROLLBACK TO job")
             self._recount(conn)
         conn.execute("RELEASE job")
         return ok, value
 
-    def _call(self, fn: Callable[[Any], Any], conn: sqlite3.Connection | None) -> tuple[bool, Any]:
+    def _call(self, job: _Job, conn: sqlite3.Connection | None) -> tuple[bool, Any]:
+        fn = job.fn
+        if fn is not None:
+            return self._guarded(lambda: fn(conn))
+        if conn is None:
+            return False, OutboxClosedError(self.path, "the outbox is not open")
+        return self._guarded(lambda: self._insert(conn, job.items, job.cursors, job.settle))
+
+    def _guarded(self, fn: Callable[[], Any]) -> tuple[bool, Any]:
         try:
-            return True, fn(conn)
+            return True, fn()
         except sqlite3.Error as exc:
             return False, OutboxError(self.path, str(exc))
         except Exception as exc:  # noqa: BLE001 - handed to the awaiting caller, which re-raises it
@@ -464,7 +473,7 @@ class Outbox:
         if loop is None or loop.is_closed():
             return
         with contextlib.suppress(RuntimeError):  # the loop closed while we committed
-            loop.call_soon_threadsafe(_settle_all, [job.future for job in batch], outcomes)
+            loop.call_soon_threadsafe(self._settle, batch, outcomes)
 
     def _recount(self, conn: sqlite3.Connection) -> None:
         rows = [0, 0]
@@ -496,7 +505,7 @@ class Outbox:
         self,
         conn: sqlite3.Connection,
         items: Sequence[OutboxItem],
-        cursors: Mapping[str, CursorValue],
+        cursors: Mapping[str, CursorValue] | None,
         settle: Eviction | None,
     ) -> PutResult:
         for item in items:
@@ -506,14 +515,15 @@ class Outbox:
                 raise ValueError(f"envelope seq {item.envelope_seq} is already in the outbox") from exc
             self._rows[item.lane] += 1
             self._bytes += item.size
-        for key, value in cursors.items():
-            _write_cursor(conn, key, value)
+        if cursors:
+            for key, value in cursors.items():
+                _write_cursor(conn, key, value)
         if settle is not None:
             conn.executemany("DELETE FROM eviction_log WHERE seq = ?", [(s,) for s in settle.seqs])
         evicted = self._evict(conn)
         return PutResult(evicted=evicted, over_limit=self._bytes > self.max_bytes)
 
-    def _insert_group(self, conn: sqlite3.Connection, run: list[_Put]) -> list[PutResult]:
+    def _insert_group(self, conn: sqlite3.Connection, run: list[_Job]) -> list[PutResult]:
         """Several puts in one statement (the optimistic path; any failure reruns each put alone)."""
         items = [item for put in run for item in put.items]
         conn.executemany(
@@ -528,8 +538,9 @@ class Outbox:
         self._rows[Lane.ROUTINE] += len(items) - priority
         self._bytes += sum(len(i.envelope) for i in items)
         for put in run:
-            for key, value in put.cursors.items():
-                _write_cursor(conn, key, value)
+            if put.cursors:
+                for key, value in put.cursors.items():
+                    _write_cursor(conn, key, value)
             if put.settle is not None:
                 conn.executemany("DELETE FROM eviction_log WHERE seq = ?", [(s,) for s in put.settle.seqs])
         # Rows are evicted once for the group; the last put reports it (its caller settles the report).
@@ -544,9 +555,7 @@ class Outbox:
             return None
         victims: list[tuple[int, tuple[str, ...], int]] = []
         freed = 0
-        for seq, record_ids, size in conn.execute(
-            "SELECT seq, record_ids, size FROM outbox WHERE lane = ? ORDER BY seq", (int(Lane.ROUTINE),)
-        ):
+        for seq, record_ids, size in conn.execute(_ROUTINE_OLDEST_FIRST):
             if freed >= excess:
                 break
             victims.append((int(seq), tuple(json.loads(record_ids)), int(size)))
@@ -590,9 +599,7 @@ class Outbox:
     def _peek(self, conn: sqlite3.Connection, limit: int, max_bytes: int, exclude: frozenset[int]) -> list[OutboxItem]:
         out: list[OutboxItem] = []
         used = 0
-        for seq, lane, kind, record_ids, created, size, envelope in conn.execute(
-            "SELECT seq, lane, kind, record_ids, created, size, envelope FROM outbox ORDER BY lane, seq"
-        ):
+        for seq, lane, kind, record_ids, created, size, envelope in _rows_to_send(conn):
             if seq in exclude:
                 continue
             if out and used + int(size) > max_bytes:
@@ -635,14 +642,21 @@ class Outbox:
 
     # ---------------------------------------------------------------- the async API
 
-    def _enqueue(self, fn: Callable[[Any], _T], write: bool, put: _Put | None = None) -> asyncio.Future[_T]:
+    def _enqueue(
+        self,
+        fn: Callable[[Any], _T] | None,
+        write: bool,
+        items: tuple[OutboxItem, ...] = (),
+        cursors: Mapping[str, CursorValue] | None = None,
+        settle: Eviction | None = None,
+    ) -> asyncio.Future[_T]:
         if self._closed:
             raise OutboxClosedError(self.path, "the outbox is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[_T] = loop.create_future()
         if not self._submitted:
             loop.call_soon(self._hand_over)
-        self._submitted.append(_Job(fn, future, write, put))
+        self._submitted.append(_Job(future, fn, write, items, cursors, settle))
         return future
 
     async def _submit(self, fn: Callable[[Any], _T], *, write: bool) -> _T:
@@ -654,22 +668,33 @@ class Outbox:
             self._jobs.put(self._submitted)
             self._submitted = []
 
-    def _enqueue_put(
-        self, batch: tuple[OutboxItem, ...], cursors: Mapping[str, CursorValue] | None, settle: Eviction | None
-    ) -> asyncio.Future[PutResult]:
-        put = _Put(batch, dict(cursors) if cursors else {}, settle, self)
-        return self._enqueue(put.run_alone, True, put)
+    def _settle(self, batch: list[_Job], outcomes: list[tuple[bool, Any]]) -> None:
+        """Complete a group's futures and signal what it stored (runs on the event loop after the commit).
 
-    def _signal(self, batch: tuple[OutboxItem, ...], result: PutResult) -> PutResult:
-        if batch:
+        The events are set here, once per group, rather than by each caller: a row that is committed is
+        signalled even when the task that put it has been cancelled meanwhile.
+        """
+        stored = priority = evicted = False
+        for job, (ok, value) in zip(batch, outcomes, strict=True):
+            if ok and job.items:
+                stored = True
+                if not priority:
+                    priority = any(item.lane is Lane.PRIORITY for item in job.items)
+                if value.evicted is not None:
+                    evicted = True
+            future = job.future
+            if future.done():
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+        if stored:
             self.item_put.set()
-            for item in batch:
-                if item.lane is Lane.PRIORITY:
-                    self.priority_put.set()
-                    break
-        if result.evicted is not None:
+        if priority:
+            self.priority_put.set()
+        if evicted:
             self.evicted.set()
-        return result
 
     async def put(self, item: OutboxItem, *, cursors: Mapping[str, CursorValue] | None = None) -> PutResult:
         """Store one envelope; return only once it is committed and fsynced.
@@ -682,8 +707,8 @@ class Outbox:
             ValueError: the envelope sequence number is already in the outbox.
             OutboxError: the database failed; the row is not stored.
         """
-        batch = (item,)
-        return self._signal(batch, await self._enqueue_put(batch, cursors, None))
+        result: PutResult = await self._enqueue(None, True, (item,), cursors)
+        return result
 
     async def put_many(
         self,
@@ -703,8 +728,8 @@ class Outbox:
         Returns:
             What the commit evicted and whether the outbox is over its budget.
         """
-        batch = tuple(items)
-        return self._signal(batch, await self._enqueue_put(batch, cursors, settle))
+        result: PutResult = await self._enqueue(None, True, tuple(items), cursors, settle)
+        return result
 
     async def peek_batch(self, limit: int, max_bytes: int, *, exclude: Collection[int] = ()) -> list[OutboxItem]:
         """The next envelopes to send: priority lane first, then oldest first.
@@ -750,14 +775,18 @@ class Outbox:
         return await self._submit(self._stats, write=False)
 
 
-def _settle_all(futures: list[asyncio.Future[Any]], outcomes: list[tuple[bool, Any]]) -> None:
-    for future, (ok, value) in zip(futures, outcomes, strict=True):
-        if future.done():
-            continue
-        if ok:
-            future.set_result(value)
-        else:
-            future.set_exception(value)
+# Lane 0 is Lane.PRIORITY and lane 1 Lane.ROUTINE (stored values, never renumbered). They are literals, not
+# parameters, so that SQLite sees the priority query is covered by the partial index outbox_priority.
+_SEND_ORDER: Final = (
+    "SELECT seq, lane, kind, record_ids, created, size, envelope FROM outbox WHERE lane = 0 ORDER BY seq",
+    "SELECT seq, lane, kind, record_ids, created, size, envelope FROM outbox WHERE lane = 1 ORDER BY seq",
+)
+_ROUTINE_OLDEST_FIRST: Final = "SELECT seq, record_ids, size FROM outbox WHERE lane = 1 ORDER BY seq"
+
+
+def _rows_to_send(conn: sqlite3.Connection) -> Iterator[tuple[Any, ...]]:
+    for query in _SEND_ORDER:
+        yield from conn.execute(query)
 
 
 _INSERT: Final = (

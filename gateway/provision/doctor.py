@@ -166,8 +166,8 @@ def outbox_summary(path: Path) -> dict[str, Any] | None:
     conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
     try:
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-        if version != SCHEMA_VERSION:
-            raise sqlite3.DatabaseError(f"schema version {version}, this carehub reads {SCHEMA_VERSION}")
+        if not 1 <= version <= SCHEMA_VERSION:  # the tables read here are the same in every version
+            raise sqlite3.DatabaseError(f"schema version {version}, this carehub reads 1 to {SCHEMA_VERSION}")
         lanes = dict(conn.execute("SELECT lane, COUNT(*) FROM outbox GROUP BY lane").fetchall())
         total, oldest = conn.execute("SELECT COALESCE(SUM(size), 0), MIN(created) FROM outbox").fetchone()
         cursors = {str(k): v for k, v in conn.execute("SELECT key, value FROM cursors").fetchall()}

@@ -11,7 +11,7 @@ import pytest
 
 from gateway.clock import ManualClock
 from gateway.errors import OutboxCorruptError, OutboxError, OutboxSchemaError, OutboxUnwritableError
-from gateway.outbox import SCHEMA_VERSION, Eviction, Lane, OutboxItem, open_outbox
+from gateway.outbox import _MIGRATIONS, _SEND_ORDER, SCHEMA_VERSION, Eviction, Lane, OutboxItem, open_outbox
 
 
 def item(seq: int, lane: Lane = Lane.ROUTINE, size: int = 10, kind: str = "measurement") -> OutboxItem:
@@ -228,3 +228,63 @@ def test_eviction_counts_records_and_their_sequence_numbers_in_shared_envelopes(
     assert eviction is not None
     assert (eviction.count, eviction.first_seq, eviction.last_seq) == (5, 2, 7)
     assert (eviction.seqs, eviction.record_ids, eviction.size) == ((2, 5), ("a", "b", "c", "d", "e"), 50)
+
+
+async def test_version_1_database_is_migrated_with_its_rows(tmp_path: Path):
+    # A database as carehub wrote it before schema version 2 (one index over both lanes).
+    path = tmp_path / "o.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    _MIGRATIONS[0](conn)
+    conn.execute("PRAGMA user_version = 1")
+    for seq, lane in [(1, Lane.ROUTINE), (2, Lane.PRIORITY), (3, Lane.ROUTINE), (4, Lane.PRIORITY)]:
+        i = item(seq, lane)
+        conn.execute(
+            "INSERT INTO outbox (seq, lane, kind, record_ids, created, size, envelope) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (seq, int(lane), i.kind, f'["{i.record_ids[0]}"]', i.created, i.size, i.envelope),
+        )
+    conn.close()
+    async with open_outbox(path) as ob:
+        assert await ob.peek_batch(10, 10_000) == [item(2, Lane.PRIORITY), item(4, Lane.PRIORITY), item(1), item(3)]
+        stats = await ob.stats()
+        assert (stats.priority_rows, stats.routine_rows) == (2, 2)
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "outbox_lane_seq" not in indexes
+    assert "outbox_priority" in indexes
+    conn.close()
+
+
+async def test_lanes_are_read_in_seq_order_without_sorting(tmp_path: Path):
+    # Routine rows are read in the table's own (rowid = seq) order and priority rows through the partial index, so
+    # neither query sorts the lane it reads: a peek over a large backlog stops after `limit` rows.
+    path = tmp_path / "o.db"
+    async with open_outbox(path):
+        pass
+    conn = sqlite3.connect(path)
+    plans = {query: conn.execute(f"EXPLAIN QUERY PLAN {query}").fetchall() for query in _SEND_ORDER}
+    conn.close()
+    priority, routine = (" ".join(str(step[3]) for step in plans[query]) for query in _SEND_ORDER)
+    assert "USING INDEX outbox_priority" in priority
+    assert routine == "SCAN outbox"
+    assert not any("TEMP B-TREE" in str(step[3]) for steps in plans.values() for step in steps)
+
+
+async def test_a_committed_row_is_signalled_even_if_its_caller_was_cancelled(tmp_path: Path):
+    async with open_outbox(tmp_path / "o.db") as ob:
+        putter = asyncio.create_task(ob.put(item(0, Lane.PRIORITY)))
+        cancelled = asyncio.Event()
+
+        def cancel() -> None:
+            putter.cancel()
+            cancelled.set()
+
+        # The loop runs callbacks in order: the task's first step (up to its wait for the commit), then the cancel.
+        asyncio.get_running_loop().call_soon(cancel)
+        await cancelled.wait()
+        stats = await ob.stats()  # handed to the database thread after the put, so settled after it
+        assert stats.priority_rows == 1
+        assert ob.item_put.is_set()
+        assert ob.priority_put.is_set()
+        with pytest.raises(asyncio.CancelledError):
+            await putter

@@ -20,7 +20,7 @@ import sim.ble
 from carehub.provision_cli import app
 from gateway.config import DeviceKind, GatewayConfig, load_config
 from gateway.outbox import Lane, OutboxItem, open_outbox
-from gateway.provision.doctor import Status, run_doctor
+from gateway.provision.doctor import Status, outbox_summary, run_doctor
 from gateway.provision.errors import BondRefusedError, InstallationTestError
 from gateway.provision.files import HubPaths
 from gateway.provision.radio import pair_device
@@ -190,3 +190,21 @@ def test_doctor_cli_on_a_broken_config(tmp_path: Path) -> None:
     [check] = json.loads(result.output)
     assert check["check"] == "config"
     assert "hub.id" in check["detail"]
+
+
+def test_doctor_reads_every_outbox_schema_it_can_migrate_and_refuses_newer(tmp_path: Path) -> None:
+    from gateway.outbox import _MIGRATIONS, SCHEMA_VERSION  # noqa: PLC0415
+
+    old = tmp_path / "v1.db"
+    with sqlite3.connect(old) as conn:  # a hub not yet restarted since the upgrade: the gateway migrates at start
+        _MIGRATIONS[0](conn)
+        conn.execute("PRAGMA user_version = 1")
+    summary = outbox_summary(old)
+    assert summary is not None
+    assert (summary["priority_rows"], summary["routine_rows"], summary["bytes"]) == (0, 0, 0)
+    newer = tmp_path / "newer.db"
+    with sqlite3.connect(newer) as conn:
+        _MIGRATIONS[0](conn)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(sqlite3.DatabaseError, match="schema version"):
+        outbox_summary(newer)
