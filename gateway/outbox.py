@@ -188,6 +188,7 @@ class _Job:
     fn: Callable[[Any], Any] | None  # receives the connection, or None before open; None for a put
     write: bool
     items: tuple[OutboxItem, ...] = ()
+    priority: bool = False  # some of the items are in the priority lane
     cursors: Mapping[str, CursorValue] | None = None
     settle: Eviction | None = None
 
@@ -525,18 +526,17 @@ class Outbox:
 
     def _insert_group(self, conn: sqlite3.Connection, run: list[_Job]) -> list[PutResult]:
         """Several puts in one statement (the optimistic path; any failure reruns each put alone)."""
-        items = [item for put in run for item in put.items]
-        conn.executemany(
-            _INSERT,
-            [
-                (i.envelope_seq, int(i.lane), i.kind, _json_ids(i.record_ids), i.created, len(i.envelope), i.envelope)
-                for i in items
-            ],
-        )
-        priority = sum(1 for i in items if i.lane is Lane.PRIORITY)
+        # Per-row work here is paid once per row under load: list comprehensions, no generator per row.
+        rows = [
+            (i.envelope_seq, int(i.lane), i.kind, _json_ids(i.record_ids), i.created, len(i.envelope), i.envelope)
+            for put in run
+            for i in put.items
+        ]
+        conn.executemany(_INSERT, rows)
+        priority = [row[1] for row in rows].count(Lane.PRIORITY)
         self._rows[Lane.PRIORITY] += priority
-        self._rows[Lane.ROUTINE] += len(items) - priority
-        self._bytes += sum(len(i.envelope) for i in items)
+        self._rows[Lane.ROUTINE] += len(rows) - priority
+        self._bytes += sum([row[5] for row in rows])
         for put in run:
             if put.cursors:
                 for key, value in put.cursors.items():
@@ -646,7 +646,9 @@ class Outbox:
         self,
         fn: Callable[[Any], _T] | None,
         write: bool,
+        *,
         items: tuple[OutboxItem, ...] = (),
+        priority: bool = False,
         cursors: Mapping[str, CursorValue] | None = None,
         settle: Eviction | None = None,
     ) -> asyncio.Future[_T]:
@@ -656,7 +658,7 @@ class Outbox:
         future: asyncio.Future[_T] = loop.create_future()
         if not self._submitted:
             loop.call_soon(self._hand_over)
-        self._submitted.append(_Job(future, fn, write, items, cursors, settle))
+        self._submitted.append(_Job(future, fn, write, items, priority, cursors, settle))
         return future
 
     async def _submit(self, fn: Callable[[Any], _T], *, write: bool) -> _T:
@@ -678,8 +680,7 @@ class Outbox:
         for job, (ok, value) in zip(batch, outcomes, strict=True):
             if ok and job.items:
                 stored = True
-                if not priority:
-                    priority = any(item.lane is Lane.PRIORITY for item in job.items)
+                priority = priority or job.priority
                 if value.evicted is not None:
                     evicted = True
             future = job.future
@@ -707,7 +708,9 @@ class Outbox:
             ValueError: the envelope sequence number is already in the outbox.
             OutboxError: the database failed; the row is not stored.
         """
-        result: PutResult = await self._enqueue(None, True, (item,), cursors)
+        result: PutResult = await self._enqueue(
+            None, True, items=(item,), priority=item.lane is Lane.PRIORITY, cursors=cursors
+        )
         return result
 
     async def put_many(
@@ -728,7 +731,11 @@ class Outbox:
         Returns:
             What the commit evicted and whether the outbox is over its budget.
         """
-        result: PutResult = await self._enqueue(None, True, tuple(items), cursors, settle)
+        batch = tuple(items)
+        priority = any(item.lane is Lane.PRIORITY for item in batch)
+        result: PutResult = await self._enqueue(
+            None, True, items=batch, priority=priority, cursors=cursors, settle=settle
+        )
         return result
 
     async def peek_batch(self, limit: int, max_bytes: int, *, exclude: Collection[int] = ()) -> list[OutboxItem]:
