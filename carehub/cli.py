@@ -130,8 +130,7 @@ def demo(
     broker: Annotated[str, typer.Option(help="auto, mosquitto or embedded.")] = "auto",
 ) -> None:
     """Play a resident's day end to end: meters, pendant, hub, broker, platform, caregiver."""
-    import asyncio
-
+    from gateway import aio
     from sim.demo import DemoOptions, run_demo
     from sim.demo_view import DemoView
 
@@ -144,7 +143,7 @@ def demo(
     options = DemoOptions(hours=hours, speed=speed, seed=seed, outage=outage, broker=broker)
     view = DemoView(_err if as_json else _out, quiet=as_json)
     with view:
-        summary = asyncio.run(run_demo(options, say=view.say))
+        summary = aio.run(run_demo(options, say=view.say))
     if as_json:
         print(json.dumps(summary.as_dict(), ensure_ascii=False))
     else:
@@ -159,14 +158,13 @@ def bench(
     quick: Annotated[bool, typer.Option("--quick", help="Smaller counts (seconds, for smoke tests).")] = False,
 ) -> None:
     """Measure the hub's speed figures on this machine: codec, outbox, end to end, panic latency, memory."""
-    import asyncio
-
     from carehub.bench import format_rows, run_all
+    from gateway import aio
     from sim.broker import mosquitto_available
 
     if not mosquitto_available():
         raise _fail("carehub bench needs mosquitto (apt-get install mosquitto)", 1)
-    results = asyncio.run(run_all(quick=quick))
+    results = aio.run(run_all(quick=quick))
     if as_json:
         print(json.dumps(results))
         return

@@ -8,7 +8,6 @@ for a failed run); the existing configuration is never left half-written.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from collections.abc import Mapping
@@ -21,6 +20,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from gateway import aio
 from gateway.config import ConfigError, DeviceKind, GatewayConfig, load_config
 from gateway.provision.errors import ProvisionError, ThresholdInputError
 from gateway.provision.files import CONFIG_NAME, HubPaths, load_state
@@ -167,7 +167,7 @@ def enroll(
         )
         return
     try:
-        receipt = asyncio.run(enroll_hub(paths, ReferencePlatformEnroller(platform_config), replace=replace))
+        receipt = aio.run(enroll_hub(paths, ReferencePlatformEnroller(platform_config), replace=replace))
     except ProvisionError as exc:
         raise _fail(exc) from None
     _out.print(receipt, highlight=False)
@@ -228,7 +228,7 @@ def scan(
                     live.update(_scan_table(rows, seconds))
 
     try:
-        asyncio.run(main())
+        aio.run(main())
     except ProvisionError as exc:
         raise _fail(exc) from None
 
@@ -283,7 +283,7 @@ def pair(
                     address, expect=kind, scanner_backend=scanner, client_backend=client, give_up_after=timeout
                 )
 
-        result = asyncio.run(main())
+        result = aio.run(main())
         key_file = None
         if result.kind is DeviceKind.PENDANT:
             key_file, _, fresh = provision_pendant_key(paths, result.address, key)
@@ -388,7 +388,7 @@ def installation_test(
             )
 
     try:
-        report = asyncio.run(main())
+        report = aio.run(main())
         json_path, text_path = write_report(paths, report)
         mark_step(paths, "test", {"passed": report.passed, "report": str(json_path)})
     except ProvisionError as exc:
@@ -445,7 +445,7 @@ def web(
     settings = WebSettings(paths=HubPaths.for_config(config), link=_link(config, link), platform_config=platform_config)
     _out.print(f"installer page on http://{host}:{port}/ - get a PIN with `carehub provision pin`", highlight=False)
     try:
-        asyncio.run(serve(settings, host=host, port=port))
+        aio.run(serve(settings, host=host, port=port))
     except KeyboardInterrupt:
         return
     except OSError as exc:
@@ -460,7 +460,7 @@ def doctor_command(
     """Check a hub: keys, clock, storage, outbox backlog, broker, devices; each problem with its fix."""
     from gateway.provision.doctor import Status, run_doctor  # noqa: PLC0415
 
-    checks = asyncio.run(run_doctor(config, broker_limit_s=timeout))
+    checks = aio.run(run_doctor(config, broker_limit_s=timeout))
     if as_json:
         print(
             json.dumps([{"check": c.name, "status": c.status.value, "detail": c.detail, "fix": c.fix} for c in checks])

@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import shutil
+import time
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -88,16 +89,17 @@ _log = logging.getLogger(__name__)
 
 # Latency bookkeeping for the input being handled, per task: several inputs (a meter's readings, a pendant frame,
 # the timer tick, the uplink's down-messages) interleave at every await, so instance attributes would mix them up.
+# Times are time.monotonic(), not the loop's time: uvloop's is in whole milliseconds, taken once per loop turn.
 _INPUT_AT: contextvars.ContextVar[float | None] = contextvars.ContextVar("carehub_input_at", default=None)
-"""Loop time the input being handled arrived (``None``: no input, e.g. the timer tick)."""
+"""Monotonic time the input being handled arrived (``None``: no input, e.g. the timer tick)."""
 _SHOWN_AT: contextvars.ContextVar[float | None] = contextvars.ContextVar("carehub_shown_at", default=None)
-"""Loop time the cue for the input being handled was shown."""
+"""Monotonic time the cue for the input being handled was shown."""
 
 
 @contextlib.contextmanager
 def _handling_input() -> Iterator[None]:
     """Mark the input arriving now for the rest of this call (and only this call) in the current task."""
-    input_token = _INPUT_AT.set(asyncio.get_running_loop().time())
+    input_token = _INPUT_AT.set(time.monotonic())
     shown_token = _SHOWN_AT.set(None)
     try:
         yield
@@ -534,7 +536,7 @@ class Hub:
         self._feedback.show(cue)
         input_at = _INPUT_AT.get()
         if event.state.value == "raised" and input_at is not None:
-            self.counters.alarm_detect_s.append(asyncio.get_running_loop().time() - input_at)
+            self.counters.alarm_detect_s.append(time.monotonic() - input_at)
 
     # -- ReadingSink ------------------------------------------------------------------------------------------
 
@@ -711,7 +713,7 @@ class Hub:
             match action:
                 case ShowCue(cue):
                     self._feedback.show(cue)
-                    _SHOWN_AT.set(asyncio.get_running_loop().time())
+                    _SHOWN_AT.set(time.monotonic())
                 case EmitRecord(kind, fields):
                     pending.append(self._panic_record(kind, fields, pendant, counter))
                 case SetPendantState() | NotifyFallback():
@@ -793,13 +795,13 @@ class Hub:
     async def on_delivered(self, record_ids: Iterable[str]) -> None:
         """The uplink saw the platform ack these records: a panic call's alarm has reached the platform."""
         now = self._now()
-        loop_now = asyncio.get_running_loop().time()
+        now_mono = time.monotonic()
         for rid in record_ids:
             started = self._raised_at.pop(rid, None)
             if started is not None:
-                self.counters.alarm_delivery_s.append(loop_now - started[0])
+                self.counters.alarm_delivery_s.append(now_mono - started[0])
                 if started[1]:
-                    self.counters.panic_platform_s.append(loop_now - started[0])
+                    self.counters.panic_platform_s.append(now_mono - started[0])
             for call in list(self._panic.calls.values()):
                 if (
                     call.delivered_at is None

@@ -13,6 +13,7 @@ from pathlib import Path
 from bleak.backends.client import BaseBleakClient
 from bleak.backends.scanner import BaseBleakScanner
 
+from gateway import aio
 from gateway.app import open_gateway
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import OutboxError
@@ -125,4 +126,4 @@ def serve(config: GatewayConfig, *, voice: bool, verbose: bool) -> None:
         GatewayStartError: the outbox cannot be opened.
     """
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    asyncio.run(run_gateway(config, voice=voice))
+    aio.run(run_gateway(config, voice=voice))

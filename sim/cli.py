@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from gateway import aio
 from sim.clock import CompressedClock
 from sim.home import Home
 from sim.scenario import ScenarioError, load_scenario
@@ -45,7 +45,7 @@ def home(
             await running.run()
         return [json.dumps(p.as_dict()) for p in running.log]
 
-    lines = asyncio.run(run())
+    lines = aio.run(run())
     if log is not None:
         log.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     typer.echo(f"{len(lines)} measurements produced")

@@ -28,6 +28,7 @@ from bleak import BleakClient, BleakScanner
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 
+from gateway import aio
 from sim.ble import backend_for, open_central
 from sim.ble.testbench import CONTROL, INDICATE, Command, indication_record, open_test_peripheral
 
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--indications", type=int, default=200, choices=range(1, 256), metavar="1..255")
     args = parser.parse_args(argv)
     for mode in ("local", "tcp") if args.mode == "both" else (args.mode,):
-        report = asyncio.run(measure(mode, args.rounds, args.indications))
+        report = aio.run(measure(mode, args.rounds, args.indications))
         sys.stdout.write("\n".join(report.lines()) + "\n")
 
 

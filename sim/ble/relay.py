@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from bumble.link import LocalLink
 from bumble.transport.common import PacketParser
 
+from gateway import aio
 from sim.ble.world import SimController, drop_controller
 
 __all__ = ["Relay", "main", "open_relay"]
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--verbose", action="store_true", help="log process joins and departures")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
-    asyncio.run(_serve(args.host, args.port))
+    aio.run(_serve(args.host, args.port))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from bumble import gatt
 from bumble.att import ATT_Error, Attribute, AttributeValue, ErrorCode
 from bumble.device import Connection, Device
 
+from gateway import aio
 from gateway.aio import raise_if_cancelling
 from sim.ble.world import advertising_data, open_peripheral_device
 
@@ -259,7 +260,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", default="carehub-test")
     parser.add_argument("--keystore", default=None, help="JSON file for the peripheral's bond keys")
     args = parser.parse_args(argv)
-    asyncio.run(_serve(args.link, args.address, args.name, args.keystore))
+    aio.run(_serve(args.link, args.address, args.name, args.keystore))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ Failures print one clear line on standard error and exit non-zero (2 for bad inp
 
 from __future__ import annotations
 
-import asyncio
 import datetime as _dt
 import json
 from pathlib import Path
@@ -17,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from gateway import aio
 from protocols.errors import EncodeError, KeyFileError
 from protocols.keys import PlatformIdentity, load_hub_public_key, save_platform_identity, save_platform_public_keys
 from protocols.messages import AlarmAcknowledgement, DownBody, ThresholdUpdate
@@ -85,7 +85,7 @@ def run(config: ConfigOption) -> None:
                 _out.print(_alarm_line(await worker.alarms.get()), highlight=False)
 
     try:
-        asyncio.run(main())
+        aio.run(main())
     except StorageError as exc:
         raise _fail(str(exc), 1) from None
 
@@ -130,7 +130,7 @@ def readings(
             return await storage.readings(hub)
 
     try:
-        rows = asyncio.run(main())
+        rows = aio.run(main())
     except StorageError as exc:
         raise _fail(str(exc), 1) from None
     if as_json:
@@ -208,7 +208,7 @@ def enroll(
             await storage.enroll_hub(hub)
 
     try:
-        asyncio.run(main())
+        aio.run(main())
     except StorageError as exc:
         raise _fail(str(exc), 1) from None
     _out.print(f"enrolled {hub.hub_id} (key id {bytes(hub.verify_key).hex()[:16]}…)", highlight=False)
@@ -227,7 +227,7 @@ def _send_down(cfg: PlatformConfig, hub: str, body: DownBody) -> int:
             return message.seq
 
     try:
-        return asyncio.run(main())
+        return aio.run(main())
     except EncodeError as exc:
         raise _fail(str(exc)) from None
     except StorageError as exc:

@@ -1,4 +1,4 @@
-"""gateway.aio.keep_cancellation: a cancellation swallowed by asyncio.wait_for (as in aiomqtt's publish) is kept."""
+"""gateway.aio: a cancellation swallowed by asyncio.wait_for (as in aiomqtt's publish) is kept; the event loop."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import sys
 from collections.abc import Awaitable, Callable
 
 import pytest
+import uvloop
 
+from gateway import aio
 from gateway.aio import keep_cancellation, raise_if_cancelling
 
 
@@ -74,3 +76,14 @@ async def test_a_loop_head_check_ends_a_task_cancelled_in_name_only() -> None:
     async with asyncio.timeout(10):  # a bound, not a wait
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+def test_carehub_processes_run_on_uvloop():
+    async def loop_type() -> type[asyncio.AbstractEventLoop]:
+        return type(asyncio.get_running_loop())
+
+    assert aio.run(loop_type()) is uvloop.Loop
+
+
+async def test_the_tests_run_on_the_same_loop_as_the_processes():
+    assert isinstance(asyncio.get_running_loop(), uvloop.Loop)
