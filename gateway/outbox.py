@@ -815,6 +815,8 @@ def _row(item: OutboxItem) -> tuple[int, int, str, str, float, int, bytes]:
 
 def _json_ids(ids: tuple[str, ...]) -> str:
     """``json.dumps(list(ids))``, five times faster (the C string encoder, without the generic dispatch)."""
+    if len(ids) == 1:  # most envelopes under load: one reading each
+        return "[" + encode_basestring_ascii(ids[0]) + "]"
     return "[" + ", ".join(map(encode_basestring_ascii, ids)) + "]"
 
 

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.clock import ManualClock
 from gateway.errors import OutboxCorruptError, OutboxError, OutboxSchemaError, OutboxUnwritableError
-from gateway.outbox import _MIGRATIONS, _SEND_ORDER, SCHEMA_VERSION, Eviction, Lane, OutboxItem, open_outbox
+from gateway.outbox import _MIGRATIONS, _SEND_ORDER, SCHEMA_VERSION, Eviction, Lane, OutboxItem, _json_ids, open_outbox
 
 
 def item(seq: int, lane: Lane = Lane.ROUTINE, size: int = 10, kind: str = "measurement") -> OutboxItem:
@@ -288,3 +291,9 @@ async def test_a_committed_row_is_signalled_even_if_its_caller_was_cancelled(tmp
         assert ob.priority_put.is_set()
         with pytest.raises(asyncio.CancelledError):
             await putter
+
+
+@given(st.lists(st.text(), max_size=5).map(tuple))
+def test_record_ids_are_stored_as_the_json_list_json_dumps_writes(ids: tuple[str, ...]):
+    assert _json_ids(ids) == json.dumps(list(ids))
+    assert tuple(json.loads(_json_ids(ids))) == ids
