@@ -658,7 +658,9 @@ class Outbox:
         future: asyncio.Future[_T] = loop.create_future()
         if not self._submitted:
             loop.call_soon(self._hand_over)
-        self._submitted.append(_Job(future, fn, write, items, priority, cursors, settle))
+        # The cursors are copied: the caller may reuse its mapping while the job waits for the thread.
+        copied = dict(cursors) if cursors else None
+        self._submitted.append(_Job(future, fn, write, items, priority, copied, settle))
         return future
 
     async def _submit(self, fn: Callable[[Any], _T], *, write: bool) -> _T:
