@@ -527,11 +527,7 @@ class Outbox:
     def _insert_group(self, conn: sqlite3.Connection, run: list[_Job]) -> list[PutResult]:
         """Several puts in one statement (the optimistic path; any failure reruns each put alone)."""
         # Per-row work here is paid once per row under load: list comprehensions, no generator per row.
-        rows = [
-            (i.envelope_seq, int(i.lane), i.kind, _json_ids(i.record_ids), i.created, len(i.envelope), i.envelope)
-            for put in run
-            for i in put.items
-        ]
+        rows = [_row(item) for put in run for item in put.items]
         conn.executemany(_INSERT, rows)
         priority = [row[1] for row in rows].count(Lane.PRIORITY)
         self._rows[Lane.PRIORITY] += priority
@@ -642,25 +638,28 @@ class Outbox:
 
     # ---------------------------------------------------------------- the async API
 
-    def _enqueue(
-        self,
-        fn: Callable[[Any], _T] | None,
-        write: bool,
-        *,
-        items: tuple[OutboxItem, ...] = (),
-        priority: bool = False,
-        cursors: Mapping[str, CursorValue] | None = None,
-        settle: Eviction | None = None,
-    ) -> asyncio.Future[_T]:
+    def _future(self) -> asyncio.Future[Any]:
+        """A future for a job about to be submitted; the first job of a loop turn schedules the turn's hand-over."""
         if self._closed:
             raise OutboxClosedError(self.path, "the outbox is closed")
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[_T] = loop.create_future()
         if not self._submitted:
             loop.call_soon(self._hand_over)
+        return loop.create_future()
+
+    def _enqueue(self, fn: Callable[[Any], _T], write: bool) -> asyncio.Future[_T]:
+        future: asyncio.Future[_T] = self._future()
+        self._submitted.append(_Job(future, fn, write))
+        return future
+
+    def _enqueue_put(
+        self, items: tuple[OutboxItem, ...], cursors: Mapping[str, CursorValue] | None, settle: Eviction | None
+    ) -> asyncio.Future[PutResult]:
+        future: asyncio.Future[PutResult] = self._future()
+        priority = any(item.lane is Lane.PRIORITY for item in items)
         # The cursors are copied: the caller may reuse its mapping while the job waits for the thread.
         copied = dict(cursors) if cursors else None
-        self._submitted.append(_Job(future, fn, write, items, priority, copied, settle))
+        self._submitted.append(_Job(future, None, True, items, priority, copied, settle))
         return future
 
     async def _submit(self, fn: Callable[[Any], _T], *, write: bool) -> _T:
@@ -710,10 +709,7 @@ class Outbox:
             ValueError: the envelope sequence number is already in the outbox.
             OutboxError: the database failed; the row is not stored.
         """
-        result: PutResult = await self._enqueue(
-            None, True, items=(item,), priority=item.lane is Lane.PRIORITY, cursors=cursors
-        )
-        return result
+        return await self._enqueue_put((item,), cursors, None)
 
     async def put_many(
         self,
@@ -733,12 +729,7 @@ class Outbox:
         Returns:
             What the commit evicted and whether the outbox is over its budget.
         """
-        batch = tuple(items)
-        priority = any(item.lane is Lane.PRIORITY for item in batch)
-        result: PutResult = await self._enqueue(
-            None, True, items=batch, priority=priority, cursors=cursors, settle=settle
-        )
-        return result
+        return await self._enqueue_put(tuple(items), cursors, settle)
 
     async def peek_batch(self, limit: int, max_bytes: int, *, exclude: Collection[int] = ()) -> list[OutboxItem]:
         """The next envelopes to send: priority lane first, then oldest first.
