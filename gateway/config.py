@@ -10,7 +10,6 @@ moved together.
 
 from __future__ import annotations
 
-import enum
 import math
 import re
 import tomllib
@@ -20,6 +19,8 @@ from datetime import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from protocols.devices import DeviceKind
 
 __all__ = [
     "BrokerConfig",
@@ -47,18 +48,6 @@ class ConfigError(ValueError):
         self.key = key
         self.expected = expected
         super().__init__(f"{file}: {key}: {expected}")
-
-
-class DeviceKind(enum.StrEnum):
-    """What a provisioned device is; decides which services the gateway subscribes to."""
-
-    BLOOD_PRESSURE = "blood_pressure"
-    GLUCOSE = "glucose"
-    OXIMETER = "oximeter"
-    THERMOMETER = "thermometer"
-    SCALE = "scale"
-    HEART_RATE = "heart_rate"
-    PENDANT = "pendant"
 
 
 @dataclass(frozen=True, slots=True)

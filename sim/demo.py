@@ -29,6 +29,7 @@ from typing import Any, Self
 from gateway.app import Gateway, open_gateway
 from gateway.config import GatewayConfig, parse_config, render_config
 from gateway.feedback import Cue, FanOutFeedback, RecordingFeedback
+from protocols.devices import DeviceKind
 from protocols.keys import (
     HubIdentity,
     HubPublicKey,
@@ -47,22 +48,12 @@ from sim.home import Home
 from sim.platform.ingest import IngestWorker, WorkerSettings
 from sim.platform.storage import SqliteStorage
 from sim.platform.wire import PlatformCodec
-from sim.scenario import DeviceKind as SimKind
 from sim.scenario import Scenario, load_scenario
 
 __all__ = ["DEFAULT_SCENARIO", "DemoOptions", "DemoSummary", "percentile", "run_demo"]
 
 DEFAULT_SCENARIO = Path(__file__).parent / "scenarios" / "demo-day.toml"
 _HUB_ID = "demo-hub"
-_KINDS = {
-    SimKind.BLOOD_PRESSURE: "blood_pressure",
-    SimKind.GLUCOSE: "glucose",
-    SimKind.PULSE_OXIMETER: "oximeter",
-    SimKind.THERMOMETER: "thermometer",
-    SimKind.SCALE: "scale",
-    SimKind.HEART_RATE: "heart_rate",
-    SimKind.PENDANT: "pendant",
-}
 
 
 def percentile(values: Sequence[float], p: float) -> float | None:
@@ -135,7 +126,7 @@ def _config_text(scenario: Scenario, broker_url: str, pendant_keys: dict[str, Pa
     for device in scenario.devices:
         entry: dict[str, object] = {
             "address": device.options.address,
-            "kind": _KINDS[device.kind],
+            "kind": device.kind.value,
             "resident": device.resident,
             "name": device.options.name,
         }
@@ -179,7 +170,7 @@ def _provision(
     save_hub_identity(workdir / "hub.key", hub)
     pendant_keys: dict[str, Path] = {}
     for device in scenario.devices:
-        if device.kind is SimKind.PENDANT and device.options.key is not None:
+        if device.kind is DeviceKind.PENDANT and device.options.key is not None:
             path = workdir / f"pendant-{device.id}.key"
             save_pendant_key(path, device.options.address, bytes(device.options.key))
             pendant_keys[device.id] = path
@@ -337,7 +328,7 @@ async def _settle(gateway: Gateway, home: Home, limit_s: float) -> None:
 async def _summarise(
     summary: DemoSummary, home: Home, gateway: Gateway, platform: DemoPlatform, recorder: RecordingFeedback
 ) -> None:
-    addresses = {spec.id: spec.options.address for spec in home.scenario.devices if spec.kind is not SimKind.PENDANT}
+    addresses = {spec.id: spec.options.address for spec in home.scenario.devices if spec.kind is not DeviceKind.PENDANT}
     produced: Counter[tuple[str | None, bytes]] = Counter()
     for p in home.log:
         if p.device not in addresses:  # pendant events become panic records, not measurements

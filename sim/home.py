@@ -19,6 +19,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
+from protocols.devices import DeviceKind
 from protocols.pendant import PendantEventType
 from sim.ble import open_peripheral_device
 from sim.clock import Clock, sleep_until
@@ -27,14 +28,14 @@ from sim.devices.blood_pressure import BloodPressureCuff
 from sim.devices.glucose import GlucoseMeter
 from sim.devices.pendant import Pendant
 from sim.devices.vitals import HeartRateBand, PulseOximeter, Scale, Thermometer
-from sim.scenario import DeviceKind, EventKind, Scenario, Scheduled
+from sim.scenario import EventKind, Scenario, Scheduled
 
 _log = logging.getLogger(__name__)
 
 _FACTORIES: dict[DeviceKind, type[SimDevice]] = {
     DeviceKind.BLOOD_PRESSURE: BloodPressureCuff,
     DeviceKind.GLUCOSE: GlucoseMeter,
-    DeviceKind.PULSE_OXIMETER: PulseOximeter,
+    DeviceKind.OXIMETER: PulseOximeter,
     DeviceKind.THERMOMETER: Thermometer,
     DeviceKind.SCALE: Scale,
     DeviceKind.HEART_RATE: HeartRateBand,

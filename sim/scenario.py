@@ -18,7 +18,7 @@ Format (see ``sim/scenarios/hypertension-diabetes.toml`` for a complete example)
 
     [[devices]]
     id = "bp-1"
-    kind = "blood_pressure"    # blood_pressure glucose pulse_oximeter thermometer scale heart_rate pendant
+    kind = "blood_pressure"    # blood_pressure glucose oximeter thermometer scale heart_rate pendant
     address = "C0:00:00:00:01:01"
     name = "BP-Cuff"
     resident = "r1"
@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from protocols.devices import DeviceKind
 from sim.devices.options import DeviceOptions
 
 _ADDRESS = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}$")
@@ -68,18 +69,6 @@ class ScenarioError(ValueError):
         self.expected = expected
         suffix = "" if got is None else f", got {got!r}"
         super().__init__(f"{file}: {key}: expected {expected}{suffix}")
-
-
-class DeviceKind(enum.Enum):
-    """The simulated products."""
-
-    BLOOD_PRESSURE = "blood_pressure"
-    GLUCOSE = "glucose"
-    PULSE_OXIMETER = "pulse_oximeter"
-    THERMOMETER = "thermometer"
-    SCALE = "scale"
-    HEART_RATE = "heart_rate"
-    PENDANT = "pendant"
 
 
 class EventKind(enum.Enum):
@@ -118,7 +107,7 @@ MEASURE_FIELDS: Mapping[DeviceKind, Mapping[str, tuple[str | tuple[str, ...], bo
         "carbohydrate": (CARBOHYDRATES, False),
         "carbohydrate_g": ("number", False),
     },
-    DeviceKind.PULSE_OXIMETER: {"spo2": ("number", True), "pulse": ("number", True), "mode": (PLX_MODES, False)},
+    DeviceKind.OXIMETER: {"spo2": ("number", True), "pulse": ("number", True), "mode": (PLX_MODES, False)},
     DeviceKind.THERMOMETER: {"celsius": ("number", True), "site": (TEMPERATURE_SITES, False)},
     DeviceKind.SCALE: {"kg": ("number", True)},
     DeviceKind.HEART_RATE: {"bpm": ("number", True)},
@@ -404,7 +393,7 @@ class _Parser:
         self.unknown(table, _DEVICE_KEYS, where)
         kind_text = table.get("kind")
         try:
-            kind = DeviceKind(kind_text)
+            kind = DeviceKind(str(kind_text))
         except ValueError as error:
             raise self.fail(f"{where}.kind", f"one of {', '.join(k.value for k in DeviceKind)}", kind_text) from error
         address = self.string(table, "address", where)

@@ -45,7 +45,7 @@ class _Attached(SimDevice):
 class PulseOximeter(_Attached):
     """A fingertip oximeter: spot-check readings stored and indicated; a live continuous stream while worn."""
 
-    KIND = "pulse_oximeter"
+    KIND = "oximeter"
     SERVICE_UUID = 0x1822
 
     def profile_services(self, device: Device) -> Iterable[gatt.Service]:

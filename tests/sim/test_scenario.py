@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sim.scenario import DeviceKind, EventKind, ScenarioError, load_scenario, parse_scenario
+from protocols.devices import DeviceKind
+from sim.scenario import EventKind, ScenarioError, load_scenario, parse_scenario
 
 EXAMPLE = Path(__file__).parents[2] / "sim" / "scenarios" / "hypertension-diabetes.toml"
 
