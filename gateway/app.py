@@ -80,7 +80,7 @@ def _rule_engine(config: GatewayConfig, now: datetime) -> RuleEngine:
             schedule=schedule,
             devices=watches,
         )
-    return RuleEngine(residents, started_at=now)
+    return RuleEngine(residents, started_at=now, local_zone=config.timezone)
 
 
 @contextlib.asynccontextmanager
@@ -106,6 +106,7 @@ async def open_gateway(
         ack_timeout=timedelta(seconds=config.panic_ack_timeout_s),
         cancel_window=timedelta(seconds=config.panic_cancel_window_s),
         repeat_interval=timedelta(seconds=config.panic_repeat_s),
+        local_zone=config.timezone,
     )
     panic = PanicLifecycle(policy=policy, language={r.id: r.language for r in config.residents})
     settings = UplinkSettings.from_config(config)

@@ -6,10 +6,22 @@ Every error names the file, the key (dotted path) and what was expected, e.g.::
 
 Relative paths in the file are resolved against the file's own directory, so a config and its key files can be
 moved together.
+
+Keys of ``[hub]``:
+
+- ``id``: the hub's id (lowercase letters, digits and '-', 2..63 long), as enrolled on the platform.
+- ``key_file``: the hub's Ed25519 identity.
+- ``timezone``: the home's time zone, an IANA name such as ``"Asia/Shanghai"`` or ``"Europe/Berlin"``.
+  Measurement schedules (``residents[].schedule[].due``), the daily check-in deadline and every other "local time"
+  are read in this zone; records always carry UTC. ``carehub provision init`` writes the installer's zone. When the
+  key is absent the hub takes the system's zone (``TZ``, ``/etc/localtime``; see `gateway.clock.system_zone`) and
+  falls back to UTC, with a note (:attr:`GatewayConfig.timezone_note`, shown by ``carehub doctor``), when the
+  system names none.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import tomllib
@@ -19,7 +31,9 @@ from datetime import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
+from gateway.clock import HomeZone, ZoneNameError, ZoneSource, system_zone, zone_named
 from protocols.devices import DeviceKind
 
 __all__ = [
@@ -34,6 +48,8 @@ __all__ = [
     "parse_config",
     "render_config",
 ]
+
+_log = logging.getLogger(__name__)
 
 _HUB_ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 _ADDRESS = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}(/P)?$")
@@ -112,7 +128,11 @@ class DeviceConfig:
 
 @dataclass(frozen=True, slots=True)
 class GatewayConfig:
-    """The whole, validated configuration of one hub."""
+    """The whole, validated configuration of one hub.
+
+    `home_zone` is the home's time zone with where it came from (``[hub] timezone``, or the system's when absent);
+    :attr:`timezone` is the zone itself, the one every local-time rule is built with.
+    """
 
     source: Path
     hub_id: str
@@ -126,12 +146,28 @@ class GatewayConfig:
     clock_tolerance_s: float
     residents: tuple[ResidentConfig, ...]
     devices: tuple[DeviceConfig, ...]
+    home_zone: HomeZone
     fallback_command: tuple[str, ...] | None = None
     fallback_webhook: str | None = None
     panic_ack_timeout_s: float = 5.0
     panic_cancel_window_s: float = 60.0
     panic_repeat_s: float = 30.0
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def timezone(self) -> ZoneInfo:
+        """The home's time zone: schedules and check-in deadlines are local times in it."""
+        return self.home_zone.zone
+
+    @property
+    def timezone_note(self) -> str:
+        """Empty when ``hub.toml`` names the zone; otherwise where it came from and what to do about it."""
+        zone = self.home_zone
+        if zone.source is ZoneSource.CONFIG:
+            return ""
+        if zone.note:
+            return zone.note
+        return f"[hub] timezone is not set; using the system's zone {zone.name} (from {zone.source.value})"
 
     def resident(self, resident_id: str) -> ResidentConfig:
         """The resident with this id (validated to exist at load time for every device)."""
@@ -240,6 +276,20 @@ def _parse_size(reader: _Reader, name: str, default: int) -> int:
             if size > 0:
                 return size
     raise reader.fail(name, f'expected a positive size in bytes or with a unit ("64MB"), got {value!r}')
+
+
+def _parse_zone(hub: _Reader) -> HomeZone:
+    """``[hub] timezone``: an IANA name checked against the system's zone database; the system's zone when absent."""
+    name = hub.opt_str("timezone")
+    if name is None:
+        zone = system_zone()
+        if zone.source is ZoneSource.FALLBACK:
+            _log.warning("%s: hub.timezone: %s", hub.file, zone.note)
+        return zone
+    try:
+        return HomeZone(zone_named(name), ZoneSource.CONFIG)
+    except ZoneNameError as exc:
+        raise hub.fail("timezone", f'expected an IANA time zone name like "Asia/Shanghai": {exc}') from None
 
 
 def _parse_broker(r: _Reader) -> BrokerConfig:
@@ -386,6 +436,7 @@ def parse_config(text: str, source: Path) -> GatewayConfig:
         clock_tolerance_s=ble.float_("clock_tolerance_s", 60.0, lo=1.0, hi=86400.0),
         residents=tuple(residents),
         devices=tuple(devices),
+        home_zone=_parse_zone(hub),
         fallback_command=tuple(fallback) if fallback else None,
         fallback_webhook=alarms.opt_str("fallback_webhook"),
         panic_ack_timeout_s=alarms.float_("panic_ack_timeout_s", 5.0, lo=0.1, hi=3600.0),
