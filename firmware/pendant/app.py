@@ -3,7 +3,7 @@
 #
 # One wake, in order: battery measured (battery_low queued once per discharge; after the waking press is delivered
 # when a press woke us), a heartbeat queued on a timer wake, the waking press recognised by the button driver, then
-# three tasks under a supervisor that feeds the watchdog:
+# four tasks under a supervisor that feeds the watchdog:
 #
 # - button: button.watch() -> on_gesture(): PRESS -> press event (with an immediate local chirp), LONG -> cancel
 #   event, DOUBLE -> check-in event. Each event takes a fresh counter from the store (persisted before use);
@@ -11,6 +11,7 @@
 #   re-indicate the same bytes every retry_ms until a valid Confirm covers it. It never gives up on a press, a cancel,
 #   a check-in or battery_low; only a heartbeat is dropped after heartbeat_give_up_ms. After every not_connected_after
 #   failed connection windows the resident sees NOT_CONNECTED (and the sender keeps trying);
+# - keeper: bond keys the BLE IRQ handed over (kept in RAM there) are written to flash from this task;
 # - receiver: the hub's writes: Confirm (valid tag, counter not above the last issued one) drops every pending
 #   event up to it; Feedback (valid tag, event counter not above the last issued one, (counter, seq) above the last
 #   accepted pair) plays its pattern.
@@ -225,6 +226,7 @@ class Pendant:
             ),
             asyncio.create_task(self._sender(link)),
             asyncio.create_task(self._receiver(link)),
+            asyncio.create_task(link.keep_secrets()),  # bond keys the IRQ kept in RAM go to flash here
         )
         try:
             while True:
@@ -243,6 +245,7 @@ class Pendant:
             for task in tasks:
                 task.cancel()
             link.disconnect()
+            link.save_secrets()  # deep sleep loses RAM: bond keys not yet written go to flash now
             self._player.stop()
 
 

@@ -15,7 +15,9 @@
 #   supersedes an older one; a newer Feedback supersedes an older one);
 # - a write that arrives before the app waits: stays queued, the flag stays set, next_write() returns it at once;
 # - an indication whose confirmation never comes (hub gone without a disconnect yet): the sender re-indicates
-#   after its retry interval; INDICATE_DONE only clears `indicating`.
+#   after its retry interval; INDICATE_DONE only clears `indicating`;
+# - bond keys from the stack (_IRQ_SET_SECRET): kept in RAM by the IRQ, written to flash by keep_secrets() (a task),
+#   never inside the IRQ; _IRQ_GET_SECRET answers from RAM.
 
 import asyncio
 import time
@@ -66,11 +68,19 @@ def advert(uuid_text: str) -> bytes:
 
 
 class Secrets:
-    """Bond keys the BLE stack asks us to keep, persisted to one file (type u8 | key len u8 | key | len u8 | value)."""
+    """Bond keys the BLE stack asks us to keep (type u8 | key len u8 | key | len u8 | value per record).
+
+    The stack hands them over in an IRQ (_IRQ_SET_SECRET), where nothing may touch flash: a flash write there stalls
+    the BLE host (connection supervision timeouts) and on a board can run while the flash cache is off. So, as
+    micropython-lib's aioble does, set() only changes the records in RAM and raises `dirty`; the link's keeper task
+    (Link.keep_secrets) writes the file from task context, and Pendant.run() flushes whatever is left before sleep.
+    """
 
     def __init__(self, path: str) -> None:
         self._path = path
         self._items: list[tuple[int, bytes, bytes]] = []  # (sec_type, key, value), oldest first
+        self.dirty = asyncio.ThreadSafeFlag()  # set (from the IRQ) when RAM holds records the file does not
+        self._unsaved = False
         try:
             with open(path, "rb") as f:
                 data = f.read()
@@ -100,16 +110,38 @@ class Secrets:
         return None
 
     def set(self, sec_type: int, key: bytes, value: bytes | None) -> bool:
+        """Keep (or, with value None, forget) a secret in RAM; called from the IRQ, so no flash I/O here."""
         key = bytes(key)
-        self._items = [item for item in self._items if not (item[0] == sec_type and item[1] == key)]
+        found = False
+        kept = []
+        for item in self._items:
+            if item[0] == sec_type and item[1] == key:
+                found = True
+            else:
+                kept.append(item)
+        if value is None and not found:
+            return False  # nothing to delete: the stack is told so, the file stays as it is
         if value is not None:
-            self._items.append((sec_type, key, bytes(value)))
-        while len(self._items) > _MAX_SECRETS:
-            self._items.pop(0)
+            kept.append((sec_type, key, bytes(value)))
+        while len(kept) > _MAX_SECRETS:
+            kept.pop(0)
+        self._items = kept
+        self._unsaved = True
+        self.dirty.set()
+        return True
+
+    @property
+    def unsaved(self) -> bool:
+        return self._unsaved
+
+    def save(self) -> None:
+        """Write the records to flash if RAM changed since the last save (task context only, never the IRQ)."""
+        if not self._unsaved:
+            return
+        self._unsaved = False  # an IRQ landing during the write sets it (and `dirty`) again: saved on the next turn
         with open(self._path, "wb") as f:
             for sec_type_, key_, value_ in self._items:
                 f.write(bytes((sec_type_, len(key_))) + key_ + bytes((len(value_),)) + value_)
-        return True
 
 
 class Link:
@@ -227,6 +259,16 @@ class Link:
             self.indicating = False
             return False
         return True
+
+    async def keep_secrets(self) -> None:
+        """The keeper task: whenever the IRQ changed the bond records in RAM, write them to flash (here, not there)."""
+        while True:
+            await self._secrets.dirty.wait()
+            self._secrets.save()
+
+    def save_secrets(self) -> None:
+        """Write bond records still only in RAM (before deep sleep, which loses RAM)."""
+        self._secrets.save()
 
     def pop_write(self) -> tuple[int, bytes] | None:
         """The oldest queued write from the hub, or None."""

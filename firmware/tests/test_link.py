@@ -1,7 +1,10 @@
 # The GATT server on the fake radio: service table, advertising, one connection, writes and bond secrets.
+import asyncio
+
 import ble_link
+import bluetooth
 import frames
-from support import PID, Rig, check, equal, tmpdir
+from support import PID, Failed, Rig, check, equal, tmpdir, until
 
 
 def test_service_and_bonding_config():
@@ -77,11 +80,15 @@ def test_secrets_persist_and_survive_torn_file():
     s.set(1, b"peer-a", b"ltk-a")
     s.set(2, b"peer-a", b"irk-a")
     s.set(1, b"peer-b", b"ltk-b")
+    equal(ble_link.Secrets(root + "/bonds").get(1, 0, b"peer-b"), None, "set() alone writes nothing")
+    s.save()
     s2 = ble_link.Secrets(root + "/bonds")
     equal(s2.get(1, 0, b"peer-b"), b"ltk-b", "by key")
     equal(s2.get(1, 1, None), b"ltk-b", "by index")
     equal(s2.get(3, 0, None), None, "missing")
-    s2.set(1, b"peer-a", None)
+    equal(s2.set(1, b"peer-a", None), True, "deleted")
+    equal(s2.set(1, b"peer-a", None), False, "nothing left to delete")
+    s2.save()
     equal(ble_link.Secrets(root + "/bonds").get(1, 0, b"peer-a"), None, "deleted")
     with open(root + "/bonds", "ab") as f:
         f.write(b"\x01\x09abc")  # a torn record
@@ -92,3 +99,54 @@ def test_irq_secret_round_trip():
     r = Rig()
     r.fake.handler(30, (1, b"peer", b"value"))
     equal(r.fake.handler(29, (1, 0, b"peer")), b"value", "stack gets the bond key back")
+
+
+def test_fake_radio_refuses_flash_io_inside_the_irq():
+    # The guard the next tests rely on: a handler that opens a file while the stack is in its IRQ fails.
+    del bluetooth.irq_file_access[:]
+    fake = bluetooth.BLE()
+    path = tmpdir() + "/x"
+
+    def handler(event, data):
+        with open(path, "wb") as f:
+            f.write(b"x")
+
+    fake.irq(handler)
+    try:
+        fake.handler(30, (1, b"k", b"v"))
+        raise Failed("open() inside the IRQ went through")
+    except OSError:
+        pass
+    equal(bluetooth.irq_file_access, [(30, path)], "recorded")
+    with open(path, "wb") as f:  # outside the IRQ, files work
+        f.write(b"x")
+    del bluetooth.irq_file_access[:]
+
+
+async def test_bond_keys_reach_flash_from_the_keeper_task_not_the_irq():
+    del bluetooth.irq_file_access[:]
+    r = Rig()
+    keeper = asyncio.create_task(r.link.keep_secrets())
+    r.fake.central_connect()
+    r.fake.handler(30, (1, b"peer", b"ltk"))  # what NimBLE does when pairing completes
+    r.fake.handler(30, (2, b"peer", b"irk"))
+    equal(bluetooth.irq_file_access, [], "the IRQ handler opened a file")
+    equal(r.fake.handler(29, (1, 0, b"peer")), b"ltk", "answered from RAM at once")
+    await until(lambda: ble_link.Secrets(r.root + "/bonds").get(2, 0, b"peer") == b"irk")
+    equal(ble_link.Secrets(r.root + "/bonds").get(1, 0, b"peer"), b"ltk", "both records on flash")
+    r.fake.handler(30, (1, b"peer", None))  # the hub unpaired
+    await until(lambda: ble_link.Secrets(r.root + "/bonds").get(1, 0, b"peer") is None)
+    keeper.cancel()
+    equal(bluetooth.irq_file_access, [], "the IRQ handler opened a file")
+
+
+async def test_bond_keys_from_the_last_moment_are_saved_before_sleep():
+    from support import fast_timings
+
+    del bluetooth.irq_file_access[:]
+    r = Rig(timings=fast_timings(awake_ms=0))
+    r.fake.central_connect()
+    r.fake.handler(30, (1, b"peer", b"ltk"))
+    await r.pendant.run(r.link)  # nothing to do: it returns (deep sleep next), flushing what RAM holds
+    equal(ble_link.Secrets(r.root + "/bonds").get(1, 0, b"peer"), b"ltk", "saved before sleep")
+    equal(bluetooth.irq_file_access, [], "the IRQ handler opened a file")
