@@ -518,23 +518,24 @@ pre{white-space:pre-wrap;font-size:.85rem;background:#f4f6f8;padding:.5rem}.row{
 <textarea id="bundle" rows="4"></textarea>
 <label for="pkid">Platform key id (from the operator, optional)</label><input id="pkid">
 <button id="init-btn">Set up</button><p id="init-msg"></p></section>
-<section><h2>2. Enroll with the platform</h2><button id="enroll-btn">Enroll</button><p id="enroll-msg"></p></section>
-<section><h2>3. Residents</h2><div id="residents"></div>
+<section id="enroll-sec"><h2>2. Enroll with the platform</h2>
+<button id="enroll-btn">Enroll</button><p id="enroll-msg"></p></section>
+<section id="residents-sec"><h2>3. Residents</h2><div id="residents"></div>
 <div class="row"><div><label for="rid">Id</label><input id="rid" placeholder="r1"></div>
 <div><label for="rname">Name</label><input id="rname"></div>
 <div><label for="rlang">Voice</label><select id="rlang"><option>en</option><option>zh</option></select></div></div>
 <button id="resident-btn">Save resident</button><p id="resident-msg"></p></section>
-<section><h2>4. Pair the kit</h2><p id="paired"></p><button id="scan-btn">Scan for devices</button>
+<section id="pair-sec"><h2>4. Pair the kit</h2><p id="paired"></p><button id="scan-btn">Scan for devices</button>
 <table><thead><tr><th>Device</th><th>Kind</th><th>Signal</th><th></th></tr></thead><tbody id="found"></tbody></table>
 <div id="pair-form" class="hidden"><p id="pair-what"></p><p id="pair-how"></p>
 <label for="pres">Resident</label><select id="pres"></select>
 <label for="puser">User slot on the meter (multi-user meters)</label><input id="puser" inputmode="numeric">
 <label for="pkey">Pendant key from its card (pendants; empty makes a new one)</label><input id="pkey">
 <button id="pair-btn">Pair</button></div><p id="pair-msg"></p></section>
-<section><h2>5. Doctor's thresholds</h2><label for="tres">Resident</label><select id="tres"></select>
+<section id="thr-sec"><h2>5. Doctor's thresholds</h2><label for="tres">Resident</label><select id="tres"></select>
 <div id="profiles"></div><label for="tset">Changes, one per line (bp.systolic.critical_high=175)</label>
 <textarea id="tset" rows="3"></textarea><button id="thr-btn">Apply</button><p id="thr-msg"></p></section>
-<section><h2>6. Test and sign off</h2><label for="installer">Your name</label><input id="installer">
+<section id="test-sec"><h2>6. Test and sign off</h2><label for="installer">Your name</label><input id="installer">
 <button id="test-btn">Run the installation test</button><ul id="log"></ul><pre id="report"></pre></section>
 </div></main>
 <script nonce="{nonce}">
@@ -555,17 +556,31 @@ function option(sel, value, text) { const o = document.createElement("option"); 
 async function refresh() {
   state = await api("/api/state");
   $("hub").textContent = state.hub_id ? "- " + state.hub_id : "";
-  $("init-sec").querySelector("h2").textContent = "1. Set up the hub" + (state.initialised ? " (done)" : "");
   const res = state.residents || [];
+  const steps = state.steps || [];
+  const done = {"init-sec": state.initialised, "enroll-sec": steps.includes("enroll"),
+    "residents-sec": res.length > 0, "pair-sec": (state.devices || []).length > 0,
+    "thr-sec": steps.some(s => s.startsWith("thresholds:")), "test-sec": steps.includes("test")};
+  for (const [id, ok] of Object.entries(done)) { const h = $(id).querySelector("h2");
+    h.textContent = h.textContent.replace(/ \\(done\\)$/, "") + (ok ? " (done)" : ""); }
   $("residents").textContent = res.map(r => r.id + ": " + r.name + " (" + r.language + ")").join(", ") || "none yet";
-  for (const sel of [$("pres"), $("tres")]) { sel.textContent = ""; res.forEach(r => option(sel, r.id, r.name)); }
+  for (const sel of [$("pres"), $("tres")]) { const keep = sel.value; sel.textContent = "";
+    res.forEach(r => option(sel, r.id, r.name)); if (res.some(r => r.id === keep)) sel.value = keep; }
   const paired = (state.devices || []).map(d => d.kind + " " + d.address).join(", ");
   $("paired").textContent = "Paired: " + (paired || "none");
   const box = $("profiles"); box.textContent = "";
   state.profiles.forEach(p => { const l = document.createElement("label"); const c = document.createElement("input");
     c.type = "checkbox"; c.value = p; c.className = "profile"; c.style.width = "auto"; l.appendChild(c);
     l.append(" " + p); box.appendChild(l); });
+  tickProfiles();
 }
+// The doctor's profiles of the chosen resident start ticked: applying one override must keep them.
+function tickProfiles() {
+  const r = (state.residents || []).find(x => x.id === $("tres").value);
+  const have = r ? r.profiles : [];
+  document.querySelectorAll(".profile").forEach(c => { c.checked = have.includes(c.value); });
+}
+$("tres").onchange = tickProfiles;
 $("login-btn").onclick = async () => {
   try { await api("/api/login", {pin: $("pin").value.replace(/\\s/g, "")});
     $("login").classList.add("hidden"); $("app").classList.remove("hidden"); await refresh();
@@ -575,7 +590,7 @@ $("init-btn").onclick = async () => { try { const r = await api("/api/init", {bu
   platform_key_id: $("pkid").value}); say("init-msg", "hub " + r.hub_id + ", key id " + r.hub_key_id, true);
   await refresh(); } catch (e) { say("init-msg", e.message); } };
 $("enroll-btn").onclick = async () => { try { const r = await api("/api/enroll", {});
-  say("enroll-msg", r.receipt, true); } catch (e) { say("enroll-msg", e.message); } };
+  say("enroll-msg", r.receipt, true); await refresh(); } catch (e) { say("enroll-msg", e.message); } };
 $("resident-btn").onclick = async () => { try { await api("/api/resident", {id: $("rid").value,
   name: $("rname").value, language: $("rlang").value}); say("resident-msg", "saved", true); await refresh();
   } catch (e) { say("resident-msg", e.message); } };

@@ -12,10 +12,19 @@ from aiohttp import web
 from provision_kit import BOUND, CUFF, Platform, make_home
 
 import sim.ble
+from gateway.config import load_config
 from gateway.provision.files import HubPaths
 from gateway.provision.pin import issue_pin
-from gateway.provision.steps import ReferencePlatformEnroller, enroll_hub, init_hub, set_resident
+from gateway.provision.steps import (
+    ReferencePlatformEnroller,
+    apply_thresholds,
+    effective_thresholds,
+    enroll_hub,
+    init_hub,
+    set_resident,
+)
 from gateway.provision.web import WebSettings, make_app
+from gateway.thresholds import Key
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(
@@ -107,3 +116,55 @@ async def test_pair_and_test_from_a_phone(tmp_path: Path, platform: Platform, br
             assert (paths.reports / "latest.json").exists()
         finally:
             await runner.cleanup()
+
+
+async def test_thresholds_keep_the_doctors_profile_and_steps_show_done(
+    tmp_path: Path, platform: Platform, browser: object
+) -> None:
+    """Issue 16.1: applying one override from the page kept ``profiles = ["hypertension"]`` only if the page showed
+    it ticked; it did not, so the profile was dropped and diastolic critical went from 110 to 120. Step 2 never
+    showed as done after enrolment."""
+    paths = HubPaths.for_config(tmp_path / "hub" / "hub.toml")
+    init_hub(
+        paths,
+        hub_id="hub-thr",
+        platform=platform.identity.public,
+        broker_url=platform.broker_url,
+        username="hub-thr",
+        password=None,
+        link="local:web-thr",
+    )
+    await enroll_hub(paths, ReferencePlatformEnroller(platform.config))
+    set_resident(paths, "r1", name="Wang Fang")
+    apply_thresholds(paths, "r1", profiles=["hypertension"])
+    before = effective_thresholds(load_config(paths.config), "r1")
+    assert before[Key.BP_DIA_CRITICAL_HIGH] == 110.0  # the hypertension profile (shared/thresholds.md)
+    pin = issue_pin(paths)
+    app = make_app(WebSettings(paths, link="local:web-thr", scan_seconds=1.0, test_timeout=BOUND))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        page = await browser.new_page(viewport={"width": 390, "height": 844})  # type: ignore[attr-defined]
+        page.set_default_timeout(BOUND * 1000)
+        await page.goto(f"http://127.0.0.1:{port}/")
+        await page.fill("#pin", pin)
+        await page.click("#login-btn")
+        await page.wait_for_selector("#hub:has-text('hub-thr')")
+        for section in ("init-sec", "enroll-sec", "residents-sec", "thr-sec"):
+            assert (await page.inner_text(f"#{section} h2")).endswith("(done)"), section
+        assert not (await page.inner_text("#pair-sec h2")).endswith("(done)")
+        assert await page.is_checked(".profile[value='hypertension']")
+        await page.fill("#tset", "bp.systolic.critical_high=175")
+        await page.click("#thr-btn")
+        await page.wait_for_selector("#thr-msg:has-text('saved')")
+        assert await page.is_checked(".profile[value='hypertension']")
+    finally:
+        await runner.cleanup()
+    config = load_config(paths.config)
+    assert config.resident("r1").profiles == ("hypertension",)
+    after = effective_thresholds(config, "r1")
+    assert after[Key.BP_SYS_CRITICAL_HIGH] == 175.0
+    assert after[Key.BP_DIA_CRITICAL_HIGH] == 110.0
