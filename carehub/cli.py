@@ -1,6 +1,9 @@
 """The ``carehub`` command: one entry point for residents' hubs, installers, the simulator and the platform.
 
-Failures print one clear line on standard error and exit non-zero (2 for bad input, 1 for a failed run).
+Failures print one clear line on standard error and exit non-zero (2 for bad input - an unknown or invalid option,
+a missing config, a missing optional extra - and 1 for a failed run). Output is written completely or the command
+fails (:mod:`carehub.output`); path options are made absolute while the command line is parsed
+(:mod:`carehub.params`).
 
 The command groups of the installer, the simulator and the platform pull in heavy modules (aiohttp, the simulated
 devices, the platform's storage). :func:`main` imports only the group its command line names, so the resident's
@@ -10,18 +13,26 @@ them all. :data:`app` (the full command, for tests and tools) is built on first 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import sys
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
+import typer.main
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from typer._click.exceptions import NoArgsIsHelpError  # typer's own click: no public name for "no args, show help"
 
-__all__ = ["LAZY_GROUPS", "build_app", "main"]
+from carehub import output
+from carehub.params import absolute_path, positive_number
+
+__all__ = ["EXTRAS", "LAZY_GROUPS", "build_app", "main", "run"]
 
 #: Command groups imported only when named: name -> (module, attribute). ``doctor`` is a command, not a group.
 LAZY_GROUPS: dict[str, tuple[str, str]] = {
@@ -31,14 +42,19 @@ LAZY_GROUPS: dict[str, tuple[str, str]] = {
     "doctor": ("carehub.provision_cli", "doctor_command"),
 }
 
+#: Optional dependencies -> the extra of ``pyproject.toml`` that installs them. A command that needs one that is
+#: missing says which extra to install, in one line (exit status 2); ``carehub --help`` works without any of them.
+EXTRAS: dict[str, str] = {"bumble": "sim", "amqtt": "sim", "aiohttp": "installer", "gpiozero": "pi"}
+
 _root = typer.Typer(
     name="carehub",
     help="carehub: a home health hub that keeps an elderly resident safe and their readings flowing.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
-gateway_app = typer.Typer(help="Run or check the hub daemon.", no_args_is_help=True)
+gateway_app = typer.Typer(help="Run or check the hub daemon.", no_args_is_help=True, rich_markup_mode=None)
 _root.add_typer(gateway_app, name="gateway")
 
 _out = Console()
@@ -46,13 +62,20 @@ _err = Console(stderr=True)
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    _err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    _report(message)
     return typer.Exit(code)
+
+
+def _report(message: str) -> None:
+    """One line on standard error: ``error: message`` (newlines in ``message`` folded)."""
+    _err.print(f"[bold red]error:[/] {escape(' '.join(message.split()))}", highlight=False, soft_wrap=True)
 
 
 @_root.command()
 def decode(
-    uuid: Annotated[str, typer.Argument(help='Characteristic UUID: "2A35", "0x2A35" or the 128-bit form.')],
+    uuid: Annotated[
+        str, typer.Argument(metavar="UUID", help='Characteristic UUID: "2A35", "0x2A35" or the 128-bit form.')
+    ],
     hex_bytes: Annotated[
         str,
         typer.Argument(metavar="HEX", help="The notification's bytes in hex (spaces and colons allowed)."),
@@ -81,7 +104,7 @@ def decode(
         raise _fail(str(exc)) from None
     values = measurement.as_dict()
     if not pretty:
-        print(json.dumps(values, ensure_ascii=False))
+        output.emit(json.dumps(values, ensure_ascii=False))
         return
     table = Table(title=type(measurement).__name__, show_header=True)
     table.add_column("field")
@@ -93,20 +116,25 @@ def decode(
 
 @gateway_app.command("run")
 def gateway_run(
-    config: Annotated[Path, typer.Option("--config", "-c", help="The hub's TOML config file.")],
+    config: Annotated[Path, typer.Option("--config", "-c", help="The hub's TOML config file.", callback=absolute_path)],
     check: Annotated[bool, typer.Option("--check", help="Only validate the config and the key files.")] = False,
     voice: Annotated[bool, typer.Option("--voice/--no-voice", help="Speak to the resident with espeak-ng.")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every step.")] = False,
 ) -> None:
     """Run the hub daemon (or, with --check, validate its configuration and keys).
 
-    A service runs the same daemon as ``carehub-hub`` (:mod:`gateway.__main__`), which leaves this toolkit out.
+    The service runs the same daemon as carehub-hub, which takes the same options without loading this toolkit.
     """
     from gateway.config import ConfigError
+    from gateway.provision.errors import NotInitialisedError
+    from gateway.provision.files import HubPaths, require_config
     from gateway.runner import GatewayStartError, load_checked, serve, summary
 
     try:
+        require_config(HubPaths.for_config(config))
         cfg = load_checked(config)
+    except NotInitialisedError as exc:
+        raise _fail(f"{exc.what}. Fix: {exc.fix}") from None
     except (ConfigError, GatewayStartError) as exc:
         raise _fail(str(exc)) from None
     if check:
@@ -120,9 +148,17 @@ def gateway_run(
 
 @_root.command()
 def demo(
-    hours: Annotated[float, typer.Option(help="Simulated hours of the day to play.", min=0.5, max=24)] = 18.0,
+    hours: Annotated[
+        float, typer.Option(help="Simulated hours of the day to play.", min=0.5, max=24, callback=positive_number)
+    ] = 18.0,
     speed: Annotated[
-        float | None, typer.Option(help="Simulated seconds per real second (default: the day in about a minute).")
+        float | None,
+        typer.Option(
+            help="Simulated seconds per real second, 1 (real time) to 86400 (default: the day in about a minute).",
+            min=1.0,
+            max=86400.0,
+            callback=positive_number,
+        ),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for the scenario's timing jitter.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
@@ -145,7 +181,7 @@ def demo(
     with view:
         summary = aio.run(run_demo(options, say=view.say))
     if as_json:
-        print(json.dumps(summary.as_dict(), ensure_ascii=False))
+        output.emit(json.dumps(summary.as_dict(), ensure_ascii=False))
     else:
         view.print_summary(summary)
     if not summary.ok:
@@ -166,7 +202,7 @@ def bench(
         raise _fail("carehub bench needs mosquitto (apt-get install mosquitto)", 1)
     results = aio.run(run_all(quick=quick))
     if as_json:
-        print(json.dumps(results))
+        output.emit(json.dumps(results))
         return
     table = Table(title="carehub bench" + (" (quick)" if quick else ""))
     table.add_column("figure")
@@ -176,21 +212,52 @@ def bench(
     _out.print(table)
 
 
+def _missing_extra(exc: ModuleNotFoundError) -> str | None:
+    """The one-line message for a missing optional dependency, or None when ``exc`` is not about one."""
+    module = (exc.name or "").partition(".")[0]
+    extra = EXTRAS.get(module)
+    if extra is None:
+        return None
+    return f"this command needs carehub's [{extra}] extra ({module} is not installed): pip install 'carehub[{extra}]'"
+
+
+def _unavailable_group(message: str) -> typer.Typer:
+    """A stand-in listed by ``carehub --help`` for a group whose extra is missing."""
+    stand_in = typer.Typer(help=f"(unavailable: {message})", add_completion=False, rich_markup_mode=None)
+
+    @stand_in.callback(invoke_without_command=True)
+    def unavailable() -> None:
+        raise _fail(message)
+
+    return stand_in
+
+
 def build_app(only: str | None = None) -> typer.Typer:
-    """The ``carehub`` command with every lazy group registered, or (``only``) just the one named, if any."""
+    """The ``carehub`` command with every lazy group registered, or (``only``) just the one named, if any.
+
+    Raises:
+        ModuleNotFoundError: ``only`` names a group whose optional extra is not installed (see :data:`EXTRAS`).
+    """
     app = typer.Typer(
         name=_root.info.name,
         help=_root.info.help,
         no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_enable=False,
+        rich_markup_mode=None,
     )
     app.registered_commands = list(_root.registered_commands)
     app.registered_groups = list(_root.registered_groups)
     names = LAZY_GROUPS if only is None else [only] if only in LAZY_GROUPS else []
     for name in names:
         module, attribute = LAZY_GROUPS[name]
-        target = getattr(importlib.import_module(module), attribute)
+        try:
+            target = getattr(importlib.import_module(module), attribute)
+        except ModuleNotFoundError as exc:
+            message = _missing_extra(exc)
+            if message is None or only is not None:
+                raise
+            target = _unavailable_group(message)
         if isinstance(target, typer.Typer):
             app.add_typer(target, name=name)
         else:
@@ -198,7 +265,7 @@ def build_app(only: str | None = None) -> typer.Typer:
     return app
 
 
-def _named_command(argv: list[str]) -> str | None:
+def _named_command(argv: Sequence[str]) -> str | None:
     """The first word of the command line that is not an option (the command or group it names)."""
     return next((arg for arg in argv if not arg.startswith("-")), None)
 
@@ -214,9 +281,45 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def main() -> None:
-    """Console-script entry point."""
+def _invoke(argv: list[str]) -> int:
+    """Parse ``argv`` and run the command it names; every failure becomes one line and an exit status."""
     try:
-        build_app(_named_command(sys.argv[1:]))()
+        command = typer.main.get_command(build_app(_named_command(argv)))
+        result = command.main(argv, prog_name="carehub", standalone_mode=False)
+    except NoArgsIsHelpError as exc:
+        exc.show()
+        return exc.exit_code
+    except typer.TyperException as exc:  # usage errors: unknown option, invalid or missing value
+        path = getattr(getattr(exc, "ctx", None), "command_path", None)
+        hint = f" (see `{path} --help`)" if isinstance(path, str) else ""
+        _report(f"{exc.format_message()}{hint}")
+        return exc.exit_code
+    except typer.Abort:
+        _report("aborted")
+        return 1
+    except ModuleNotFoundError as exc:
+        message = _missing_extra(exc)
+        if message is None:
+            raise
+        _report(message)
+        return 2
+    return result if isinstance(result, int) else 0
+
+
+def run(argv: Sequence[str]) -> int:
+    """Run ``carehub ARGV...`` and return its exit status; output is complete or the status says it is not."""
+    try:
+        with output.complete_output():
+            return _invoke(list(argv))
+    except output.OutputClosedError as exc:
+        # If standard error is gone too, the exit status is all that is left to say it.
+        with contextlib.suppress(output.OutputClosedError):
+            output.write_all(2, f"error: {exc}\n".encode())
+        return 1
     except KeyboardInterrupt:
-        sys.exit(130)
+        return 130
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Console-script entry point: ``carehub`` (``argv`` defaults to the process's arguments)."""
+    sys.exit(run(sys.argv[1:] if argv is None else argv))

@@ -3,7 +3,9 @@
 Steps, each idempotent and resumable (state in the config's directory): ``init`` -> ``enroll`` -> ``resident`` ->
 ``scan``/``pair`` -> ``thresholds`` -> ``test``; ``status`` shows what is done, ``pin`` and ``web`` offer the same
 workflow on a phone. Failures print one line, what happened and what to do, and exit non-zero (2 for bad input, 1
-for a failed run); the existing configuration is never left half-written.
+for a failed run); the existing configuration is never left half-written. Every command but ``init`` first checks
+that the hub has a config and, when it has none, says so in the same words (exit status 2) without creating
+anything.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from carehub import output
+from carehub.params import absolute_path, optional_absolute_path, positive_number
 from gateway import aio
 from gateway.config import ConfigError, DeviceKind, GatewayConfig, load_config
-from gateway.provision.errors import ProvisionError, ThresholdInputError
-from gateway.provision.files import CONFIG_NAME, HubPaths, load_state
+from gateway.provision.errors import NotInitialisedError, ProvisionError, ThresholdInputError
+from gateway.provision.files import CONFIG_NAME, HubPaths, load_state, require_config
 
 __all__ = ["app", "doctor_command"]
 
@@ -31,6 +35,7 @@ app = typer.Typer(
     help="Set up a hub in a home: identity, enrollment, pairing, thresholds, installation test.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,
 )
 
 _out = Console()
@@ -39,7 +44,13 @@ _err = Console(stderr=True)
 DEFAULT_CONFIG = Path(os.environ.get("CAREHUB_CONFIG", f"/var/lib/carehub/{CONFIG_NAME}"))
 
 ConfigOption = Annotated[
-    Path, typer.Option("--config", "-c", help="The hub's config file (its directory holds keys and state).")
+    Path,
+    typer.Option(
+        "--config",
+        "-c",
+        help="The hub's config file (its directory holds keys and state).",
+        callback=absolute_path,
+    ),
 ]
 LinkOption = Annotated[
     str | None,
@@ -52,14 +63,25 @@ LinkOption = Annotated[
 def _fail(exc: ProvisionError | str, code: int = 1) -> typer.Exit:
     if isinstance(exc, ProvisionError):
         text = f"[bold red]error:[/] {escape(exc.what)}. [bold]Fix:[/] {escape(exc.fix)}"
-        code = 2 if isinstance(exc, ThresholdInputError) else code
+        code = 2 if isinstance(exc, ThresholdInputError | NotInitialisedError) else code
     else:
         text = f"[bold red]error:[/] {escape(exc)}"
     _err.print(text, highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
+def _initialised(config: Path) -> HubPaths:
+    """The hub's paths, once it is known to have a config (else one line and exit status 2; nothing is created)."""
+    paths = HubPaths.for_config(config)
+    try:
+        require_config(paths)
+    except NotInitialisedError as exc:
+        raise _fail(exc) from None
+    return paths
+
+
 def _load(config: Path) -> GatewayConfig:
+    _initialised(config)
     try:
         return load_config(config)
     except ConfigError as exc:
@@ -78,13 +100,21 @@ def _link(config: Path, link: str | None) -> str | None:
 @app.command()
 def init(
     config: ConfigOption = DEFAULT_CONFIG,
-    bundle: Annotated[Path | None, typer.Option("--bundle", help="Enrollment bundle from the platform.")] = None,
+    bundle: Annotated[
+        Path | None,
+        typer.Option("--bundle", help="Enrollment bundle from the platform.", callback=optional_absolute_path),
+    ] = None,
     platform_key_id: Annotated[
         str | None, typer.Option("--platform-key-id", help="The platform key id the operator gave you (checked).")
     ] = None,
     hub_id: Annotated[str | None, typer.Option("--hub-id", help="This hub's id (without --bundle).")] = None,
     platform_keys: Annotated[
-        Path | None, typer.Option("--platform-keys", help="The platform's platform.pub (without --bundle).")
+        Path | None,
+        typer.Option(
+            "--platform-keys",
+            help="The platform's platform.pub (without --bundle).",
+            callback=optional_absolute_path,
+        ),
     ] = None,
     broker_url: Annotated[
         str | None, typer.Option("--broker-url", help="mqtts://HOST:PORT (without --bundle).")
@@ -149,7 +179,11 @@ def enroll(
     config: ConfigOption = DEFAULT_CONFIG,
     platform_config: Annotated[
         Path | None,
-        typer.Option("--platform-config", help="The reference platform's config, to enroll directly (operator)."),
+        typer.Option(
+            "--platform-config",
+            help="The reference platform's config, to enroll directly (operator).",
+            callback=optional_absolute_path,
+        ),
     ] = None,
     replace: Annotated[bool, typer.Option("--replace", help="Replace another key enrolled under this hub id.")] = False,
 ) -> None:
@@ -183,8 +217,9 @@ def resident(
     """Add a resident (or change their name or language)."""
     from gateway.provision.steps import set_resident  # noqa: PLC0415
 
+    paths = _initialised(config)
     try:
-        cfg = set_resident(HubPaths.for_config(config), resident_id, name=name, language=language)
+        cfg = set_resident(paths, resident_id, name=name, language=language)
     except ProvisionError as exc:
         raise _fail(exc) from None
     r = cfg.resident(resident_id)
@@ -209,7 +244,7 @@ def _scan_table(rows: tuple[Any, ...], seconds: float) -> Table:
 @app.command()
 def scan(
     config: ConfigOption = DEFAULT_CONFIG,
-    seconds: Annotated[float, typer.Option("--seconds", help="How long to listen.")] = 10.0,
+    seconds: Annotated[float, typer.Option("--seconds", help="How long to listen.", callback=positive_number)] = 10.0,
     link: LinkOption = None,
     everything: Annotated[bool, typer.Option("--all", help="Show devices that are not kit, too.")] = False,
 ) -> None:
@@ -253,7 +288,7 @@ def _pendant_key_arg(value: str | None) -> bytes | None:
 
 @app.command()
 def pair(
-    address: Annotated[str, typer.Argument(help="The device's Bluetooth address (from `scan`).")],
+    address: Annotated[str, typer.Argument(metavar="ADDRESS", help="The device's Bluetooth address (from `scan`).")],
     resident_id: Annotated[str, typer.Option("--resident", help="Whose device it is.")],
     config: ConfigOption = DEFAULT_CONFIG,
     kind: Annotated[DeviceKind | None, typer.Option("--kind", help="Expected kind (checked).")] = None,
@@ -263,14 +298,16 @@ def pair(
         str | None, typer.Option("--pendant-key", help="A pendant's factory key: 64 hex digits or @FILE.")
     ] = None,
     link: LinkOption = None,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to find and bond the device.")] = 30.0,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds to find and bond the device.", callback=positive_number)
+    ] = 30.0,
 ) -> None:
     """Bond a device, assign it to a resident (and user slot), provision a pendant's key, add it to the config."""
     from gateway.provision.document import load_document  # noqa: PLC0415
     from gateway.provision.radio import INSTRUCTIONS, open_radio, pair_device  # noqa: PLC0415
     from gateway.provision.steps import add_device, provision_pendant_key  # noqa: PLC0415
 
-    paths = HubPaths.for_config(config)
+    paths = _initialised(config)
     try:
         key = _pendant_key_arg(pendant_key)
         load_document(paths)
@@ -314,7 +351,9 @@ def pair(
 
 @app.command()
 def thresholds(
-    resident_id: Annotated[str | None, typer.Option("--resident", help="Whose thresholds.")] = None,
+    resident_id: Annotated[
+        str | None, typer.Option("--resident", help="Whose thresholds. Required, except with --list.")
+    ] = None,
     config: ConfigOption = DEFAULT_CONFIG,
     profile: Annotated[
         list[str] | None, typer.Option("--profile", help="Doctor's preset (repeat; replaces the list).")
@@ -339,9 +378,10 @@ def thresholds(
         return
     if resident_id is None:
         raise _fail(ProvisionError("--resident is required", "name the resident, e.g. --resident r1"), 2)
+    paths = _initialised(config)
     try:
         parsed = [parse_edit(e) for e in edits or []]
-        resolved = apply_thresholds(HubPaths.for_config(config), resident_id, profiles=profile, edits=parsed)
+        resolved = apply_thresholds(paths, resident_id, profiles=profile, edits=parsed)
     except ProvisionError as exc:
         raise _fail(exc, 2) from None
     table = Table(title=f"thresholds of {resident_id} (profiles: {', '.join(resolved.profiles) or 'defaults'})")
@@ -369,7 +409,10 @@ def _say(kind: str, data: Mapping[str, Any]) -> None:
 def installation_test(
     installer: Annotated[str, typer.Option("--installer", help="Your name or id, for the sign-off.")],
     config: ConfigOption = DEFAULT_CONFIG,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds per device, prompt to acknowledgement.")] = 120.0,
+    timeout: Annotated[
+        float,
+        typer.Option("--timeout", help="Seconds per device, prompt to acknowledgement.", callback=positive_number),
+    ] = 120.0,
     link: LinkOption = None,
 ) -> None:
     """Take a test reading from every device and a pendant press; prove each reached the platform; write the report."""
@@ -404,8 +447,9 @@ def pin(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Show a new one-time installer PIN for the web page (valid 24 h or one login)."""
     from gateway.provision.pin import issue_pin  # noqa: PLC0415
 
+    paths = _initialised(config)
     try:
-        value = issue_pin(HubPaths.for_config(config))
+        value = issue_pin(paths)
     except ProvisionError as exc:
         raise _fail(exc) from None
     _out.print(f"installer PIN: [bold]{value[:3]} {value[3:]}[/] (one login, 24 hours)", highlight=False)
@@ -414,7 +458,7 @@ def pin(config: ConfigOption = DEFAULT_CONFIG) -> None:
 @app.command()
 def status(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Which steps are done, and what is configured."""
-    paths = HubPaths.for_config(config)
+    paths = _initialised(config)
     state = load_state(paths)
     table = Table(title=f"provisioning of {config}")
     table.add_column("step")
@@ -433,16 +477,22 @@ def status(config: ConfigOption = DEFAULT_CONFIG) -> None:
 def web(
     config: ConfigOption = DEFAULT_CONFIG,
     host: Annotated[str, typer.Option("--host", help="Address to listen on (the hub's LAN address).")] = "0.0.0.0",  # noqa: S104 - served to the installer's phone on the LAN, behind the PIN
-    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8080,
+    port: Annotated[int, typer.Option("--port", help="TCP port.", min=1, max=65535)] = 8080,
     link: LinkOption = None,
     platform_config: Annotated[
-        Path | None, typer.Option("--platform-config", help="Reference platform config, for enrolling from the page.")
+        Path | None,
+        typer.Option(
+            "--platform-config",
+            help="Reference platform config, for enrolling from the page.",
+            callback=optional_absolute_path,
+        ),
     ] = None,
 ) -> None:
     """Serve the installer web page on the local network (log in with the PIN from `carehub provision pin`)."""
     from gateway.provision.web import WebSettings, serve  # noqa: PLC0415
 
-    settings = WebSettings(paths=HubPaths.for_config(config), link=_link(config, link), platform_config=platform_config)
+    paths = _initialised(config)
+    settings = WebSettings(paths=paths, link=_link(config, link), platform_config=platform_config)
     _out.print(f"installer page on http://{host}:{port}/ - get a PIN with `carehub provision pin`", highlight=False)
     try:
         aio.run(serve(settings, host=host, port=port))
@@ -454,15 +504,18 @@ def web(
 
 def doctor_command(
     config: ConfigOption = DEFAULT_CONFIG,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds allowed for the broker checks.")] = 5.0,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds allowed for the broker checks.", callback=positive_number)
+    ] = 5.0,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON array instead of a table.")] = False,
 ) -> None:
     """Check a hub: keys, clock, storage, outbox backlog, broker, devices; each problem with its fix."""
     from gateway.provision.doctor import Status, run_doctor  # noqa: PLC0415
 
+    _initialised(config)
     checks = aio.run(run_doctor(config, broker_limit_s=timeout))
     if as_json:
-        print(
+        output.emit(
             json.dumps([{"check": c.name, "status": c.status.value, "detail": c.detail, "fix": c.fix} for c in checks])
         )
     else:

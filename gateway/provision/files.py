@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from gateway.provision.errors import ConfigWriteError
+from gateway.provision.errors import ConfigWriteError, NotInitialisedError
 
 __all__ = [
     "CONFIG_NAME",
@@ -41,6 +41,7 @@ __all__ = [
     "Writer",
     "load_state",
     "mark_step",
+    "require_config",
     "write_atomic",
 ]
 
@@ -129,6 +130,21 @@ class HubPaths:
     def reports(self) -> Path:
         """Installation reports."""
         return self.root / "reports"
+
+
+def require_config(paths: HubPaths) -> None:
+    """Check that the hub has been set up: every command but ``init`` says the same when it has not.
+
+    Nothing is created or written.
+
+    Raises:
+        NotInitialisedError: there is no config file at ``paths.config``.
+    """
+    if not paths.config.is_file():
+        raise NotInitialisedError(
+            f"no hub config at {paths.config}",
+            f"run `carehub provision init --config {paths.config}` first, or pass the --config of a set-up hub",
+        )
 
 
 def _fix_for(exc: OSError) -> str:

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from carehub import output
 from gateway import aio
 from protocols.errors import EncodeError, KeyFileError
 from protocols.keys import PlatformIdentity, load_hub_public_key, save_platform_identity, save_platform_public_keys
@@ -134,7 +135,7 @@ def readings(
     except StorageError as exc:
         raise _fail(str(exc), 1) from None
     if as_json:
-        typer.echo(json.dumps([_reading_dict(r) for r in rows], ensure_ascii=False))
+        output.emit(json.dumps([_reading_dict(r) for r in rows], ensure_ascii=False))
         return
     table = Table(title=f"readings{f' of {hub}' if hub else ''}")
     for column in ("hub", "kind", "record", "device", "values", "hub time", "device time"):
