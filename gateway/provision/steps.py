@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -50,6 +51,8 @@ __all__ = [
     "ThresholdEdit",
     "add_device",
     "apply_thresholds",
+    "check_address",
+    "check_assignment",
     "effective_thresholds",
     "enroll_hub",
     "init_hub",
@@ -431,6 +434,48 @@ def provision_pendant_key(paths: HubPaths, address: str, key: bytes | None = Non
     return path, new, True
 
 
+_ADDRESS = re.compile(r"[0-9A-F]{2}(:[0-9A-F]{2}){5}(/P)?")  # as gateway.config accepts
+
+
+def check_address(text: str) -> str:
+    """``text`` as a Bluetooth device address in upper case (``AA:BB:CC:DD:EE:FF``), checked before any radio work.
+
+    Raises:
+        ProvisionError: not six colon-separated hex octets.
+    """
+    address = text.strip().upper()
+    if not _ADDRESS.fullmatch(address):
+        raise ProvisionError(
+            f"{text!r} is not a Bluetooth address",
+            "copy it from `carehub provision scan`: six pairs of hex digits and colons, e.g. C0:11:00:00:00:01",
+        )
+    return address
+
+
+def check_assignment(paths: HubPaths, address: str, resident: str, *, move: bool = False) -> str:
+    """Check, before the radio is used, that ``address`` may be paired for ``resident``; returns the address.
+
+    A device already paired for another resident is not moved silently: readings would be filed under the wrong
+    person. ``move`` says the installer means it.
+
+    Raises:
+        ProvisionError: a malformed address, an unknown resident, or a device of another resident without ``move``.
+    """
+    wanted = check_address(address)
+    data = load_document(paths)
+    _resident_table(data, resident)
+    for device in data.get("devices", []):
+        if not isinstance(device, dict) or str(device.get("address", "")).upper() != wanted:
+            continue
+        owner = device.get("resident")
+        if owner != resident and not move:
+            raise ProvisionError(
+                f"{wanted} is paired for resident {owner!r}, not {resident!r}",
+                f"if it now belongs to {resident}, pair again with --move",
+            )
+    return wanted
+
+
 def add_device(
     paths: HubPaths,
     *,
@@ -440,15 +485,17 @@ def add_device(
     name: str | None = None,
     user_id: int | None = None,
     pendant_key_file: Path | None = None,
+    move: bool = False,
     writer: Writer = os.write,
 ) -> GatewayConfig:
     """Add (or replace) a device in the config.
 
     Raises:
-        ProvisionError: unknown resident or invalid values (the config is unchanged).
+        ProvisionError: unknown resident, a device of another resident without ``move``, or invalid values (the
+            config is unchanged).
     """
+    address = check_assignment(paths, address, resident, move=move)
     data = load_document(paths)
-    _resident_table(data, resident)
     entry: Mapping[str, object] = {
         "address": address.upper(),
         "kind": kind.value,

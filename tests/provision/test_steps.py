@@ -20,6 +20,7 @@ from gateway.provision.steps import (
     ReferencePlatformEnroller,
     add_device,
     apply_thresholds,
+    check_assignment,
     enroll_hub,
     init_hub,
     parse_edit,
@@ -281,3 +282,29 @@ def test_any_name_survives_the_toml_writer(name):
     config = parse_config(text, Path("/x/hub.toml"))
     assert config.residents[0].name == name
     assert config.broker.password == name
+
+
+@pytest.mark.parametrize("text", ["hello", "C0:11:00:00:00:0", "C0:11:00:00:00:001", "C0-11-00-00-00-01", ""])
+def test_a_malformed_address_is_refused_before_the_radio(tmp_path, text):
+    """Issue 16.4: malformed addresses waited out the pairing timeout; they are refused at once, naming the fix."""
+    paths = new_hub(tmp_path)
+    with pytest.raises(ProvisionError) as info:
+        check_assignment(paths, text, "r1")
+    assert "not a Bluetooth address" in str(info.value)
+    assert "carehub provision scan" in info.value.fix
+
+
+def test_a_device_of_another_resident_is_not_moved_silently(tmp_path):
+    """Issue 16.4: pairing a device for another resident silently moved it (and its readings) to them."""
+    paths = new_hub(tmp_path)
+    set_resident(paths, "r2", name="Li Na")
+    add_device(paths, address="C0:00:00:00:00:01", kind=DeviceKind.BLOOD_PRESSURE, resident="r1")
+    before = paths.config.read_bytes()
+    with pytest.raises(ProvisionError) as info:
+        add_device(paths, address="c0:00:00:00:00:01", kind=DeviceKind.BLOOD_PRESSURE, resident="r2")
+    assert "paired for resident 'r1'" in str(info.value)
+    assert "--move" in info.value.fix
+    assert paths.config.read_bytes() == before
+    assert check_assignment(paths, "c0:00:00:00:00:01", "r1") == "C0:00:00:00:00:01"  # same resident: re-pair
+    config = add_device(paths, address="C0:00:00:00:00:01", kind=DeviceKind.BLOOD_PRESSURE, resident="r2", move=True)
+    assert [(d.address, d.resident) for d in config.devices] == [("C0:00:00:00:00:01", "r2")]
