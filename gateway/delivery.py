@@ -1,0 +1,484 @@
+"""The uplink's delivery bookkeeping as a sans-I/O state machine: window, acks, resends (``docs/protocol.md`` §6-§7).
+
+Nothing here awaits, sleeps, reads a clock or touches a socket. The async shell (:class:`gateway.uplink.Uplink`)
+feeds :class:`Delivery` typed inputs - what the outbox offers, a verified :class:`~protocols.acks.Ack`, the
+connection coming and going, the time - each with the current monotonic time as a plain float, and carries out the
+typed answers: a :class:`Frame` to publish, an :class:`AckOutcome` whose ``delete`` list goes to the outbox, the next
+deadline to wake up for. The same core therefore runs under a fake transport, a real broker, or a hypothesis state
+machine.
+
+Rules (invariants 1 and 4 of the architecture):
+
+* **The window.** At most ``max_inflight_frames`` routine frames holding less than ``max_inflight_bytes`` envelope
+  bytes await the platform's ack; priority frames have a window of their own (``max_inflight_priority_frames``),
+  so an alarm never waits behind routine backlog. A frame holds one lane only, priority first.
+* **Acks delete, nothing else does.** An envelope is deleted only when a verified ack names it ``stored`` or refuses
+  it for a permanent reason. Until the outbox confirms the delete (:meth:`Delivery.deleted`) it is neither in flight
+  nor offered again; if the delete fails (:meth:`Delivery.delete_failed`) it is sent again and acked again.
+* **Odd acks are harmless.** A verified ack may name envelopes this hub never sent in this run (seq above the
+  highest one sent, e.g. ``2**63``): they are ignored and reported in :attr:`AckOutcome.unknown`, never deleted
+  and never passed to storage. A sequence number both stored and refused counts as stored.
+* **Resend with backoff.** A frame not fully acked by its deadline is released and its remaining envelopes are
+  offered again. The wait is ``backoff_delay(level, base=max(ack_timeout, 2 x smoothed ack latency),
+  cap=ack_timeout_cap)`` with jitter: every round that ends unacknowledged raises ``level`` (doubling the wait),
+  an ack for a frame sent once (Karn's rule: a resent frame's latency is ambiguous) lowers it to 0, so a slow
+  platform sees fewer and fewer duplicates instead of a fixed-period resend storm.
+* **Reconnect.** A lost connection releases every frame in flight; they are sent again on the next connection
+  (whose timing, jittered, is the shell's :func:`gateway.backoff.backoff_delay`). The backoff level is kept: a new
+  connection says nothing about how fast the platform acks.
+* **Transient refusals are not refusals.** An envelope refused for a transient reason (``unknown_hub``) stays in
+  the outbox and in flight until its frame's deadline, then is resent like any unacked one.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from gateway.backoff import backoff_delay
+from gateway.outbox import Lane, OutboxItem
+from protocols.acks import Ack, Rejected
+
+__all__ = [
+    "AckOutcome",
+    "Delivery",
+    "DeliveryPolicy",
+    "Expiry",
+    "Frame",
+    "Room",
+]
+
+_MAX_LEVEL: Final = 30  # the wait is capped long before 2**30; the bound only keeps the counter small
+_RELEASED_MEMORY: Final = 65_536  # released envelopes remembered so a late ack still names their records
+_SRTT_GAIN: Final = 0.125  # RFC 6298's alpha for the smoothed ack latency
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPolicy:
+    """Window sizes and resend timing.
+
+    Attributes:
+        max_inflight_frames: routine frames awaiting the platform's ack at once.
+        max_inflight_bytes: routine envelope bytes awaiting the platform's ack; a new routine frame is sent only
+            while fewer are in flight.
+        max_inflight_priority_frames: priority frames awaiting the platform's ack at once (their own window).
+        frame_max_envelopes: envelopes per frame.
+        frame_max_bytes: envelope bytes per frame (one envelope is always allowed, however large).
+        ack_timeout: the shortest wait for an ack before a frame is resent, in seconds.
+        ack_timeout_cap: the longest wait, however many rounds went unacknowledged.
+        resend_jitter: fraction of each wait removed at random, in [0, 1], so hubs that lost the same platform do
+            not resend in step.
+    """
+
+    max_inflight_frames: int = 8
+    max_inflight_bytes: int = 512 * 1024
+    max_inflight_priority_frames: int = 16
+    frame_max_envelopes: int = 64
+    frame_max_bytes: int = 64 * 1024
+    ack_timeout: float = 20.0
+    ack_timeout_cap: float = 300.0
+    resend_jitter: float = 0.25
+
+    def __post_init__(self) -> None:
+        if self.max_inflight_frames < 1 or self.max_inflight_priority_frames < 1:
+            raise ValueError("the in-flight windows need room for at least one frame")
+        if self.frame_max_envelopes < 1 or self.frame_max_bytes < 1 or self.max_inflight_bytes < 1:
+            raise ValueError("frame and window sizes must be positive")
+        if not self.ack_timeout > 0:
+            raise ValueError("ack_timeout must be positive")
+        if not self.ack_timeout_cap >= self.ack_timeout:
+            raise ValueError("ack_timeout_cap must be at least ack_timeout")
+        if not 0.0 <= self.resend_jitter <= 1.0:
+            raise ValueError("resend_jitter must be in [0, 1]")
+
+
+@dataclass(frozen=True, slots=True)
+class Room:
+    """What to ask the outbox for next (:meth:`gateway.outbox.Outbox.peek_batch` arguments).
+
+    Attributes:
+        limit: at most this many envelopes.
+        max_bytes: at most this many envelope bytes.
+        exclude: envelope sequence numbers in flight or being deleted; do not offer them.
+    """
+
+    limit: int
+    max_bytes: int
+    exclude: frozenset[int]
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """A frame to publish now.
+
+    Attributes:
+        frame_id: this run's number for it (for logs).
+        items: the envelopes, in the order they go on the wire; all of one lane.
+        priority: whether they are priority-lane envelopes.
+        deadline: monotonic time at which, unacked, they are released for a resend.
+        resend: whether any of them was sent before.
+    """
+
+    frame_id: int
+    items: tuple[OutboxItem, ...]
+    priority: bool
+    deadline: float
+    resend: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AckOutcome:
+    """What a verified ack means for the outbox.
+
+    Attributes:
+        delete: envelope sequence numbers to delete from the outbox (stored, or refused for good); report the
+            result with :meth:`Delivery.deleted` or :meth:`Delivery.delete_failed`.
+        delivered: envelopes this run sent that are now stored at the platform.
+        refused: permanent refusals among ``delete`` (final: the same bytes can never succeed).
+        deferred: transient refusals (kept in the outbox; resent after their frame's deadline).
+        unknown: sequence numbers named by the ack that this run never sent (ignored).
+    """
+
+    delete: tuple[int, ...]
+    delivered: tuple[OutboxItem, ...]
+    refused: tuple[Rejected, ...]
+    deferred: tuple[Rejected, ...]
+    unknown: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Expiry:
+    """Frames whose deadline passed without a full ack.
+
+    Attributes:
+        frames: how many frames were released.
+        envelopes: how many envelopes they still held (now offered again).
+        next_wait: the longest ack wait the next frame sent can get (the level was raised).
+    """
+
+    frames: int
+    envelopes: int
+    next_wait: float
+
+
+@dataclass(slots=True)
+class _InFlight:
+    frame_id: int
+    items: dict[int, OutboxItem]
+    priority: bool
+    size: int
+    sent_at: float
+    deadline: float
+    resend: bool
+
+
+class Delivery:
+    """The window, ack and resend bookkeeping of one hub's uplink; see the module docstring for the rules.
+
+    Args:
+        policy: window sizes and resend timing.
+        rng: randomness for the resend jitter (seed it in tests).
+    """
+
+    __slots__ = (
+        "_bytes",
+        "_connected",
+        "_frames",
+        "_highest_sent",
+        "_inflight",
+        "_level",
+        "_next_frame",
+        "_policy",
+        "_priority_frames",
+        "_released",
+        "_rng",
+        "_routine_frames",
+        "_settling",
+        "_srtt",
+    )
+
+    def __init__(self, policy: DeliveryPolicy, *, rng: random.Random) -> None:
+        self._policy = policy
+        self._rng = rng
+        self._frames: dict[int, _InFlight] = {}
+        self._inflight: dict[int, int] = {}  # envelope seq -> frame id
+        self._settling: set[int] = set()  # acked, delete not yet confirmed by the outbox
+        self._released: OrderedDict[int, OutboxItem] = OrderedDict()  # sent before, not in flight now
+        self._next_frame = 0
+        self._routine_frames = 0
+        self._priority_frames = 0
+        self._bytes = 0  # routine bytes in flight
+        self._highest_sent = -1
+        self._level = 0
+        self._srtt: float | None = None
+        self._connected = False
+
+    # ---------------------------------------------------------------- observation
+
+    @property
+    def policy(self) -> DeliveryPolicy:
+        """The policy this core enforces."""
+        return self._policy
+
+    @property
+    def connected(self) -> bool:
+        """Whether the shell reported a connection (frames are prepared only then)."""
+        return self._connected
+
+    @property
+    def inflight_seqs(self) -> frozenset[int]:
+        """Envelope sequence numbers sent and not yet acked."""
+        return frozenset(self._inflight)
+
+    @property
+    def settling_seqs(self) -> frozenset[int]:
+        """Envelope sequence numbers acked whose delete the outbox has not confirmed yet."""
+        return frozenset(self._settling)
+
+    @property
+    def inflight_frames(self) -> int:
+        """Frames awaiting an ack (both lanes)."""
+        return len(self._frames)
+
+    @property
+    def inflight_envelopes(self) -> int:
+        """Envelopes awaiting an ack."""
+        return len(self._inflight)
+
+    @property
+    def routine_frames(self) -> int:
+        """Routine frames awaiting an ack."""
+        return self._routine_frames
+
+    @property
+    def priority_frames(self) -> int:
+        """Priority frames awaiting an ack."""
+        return self._priority_frames
+
+    @property
+    def level(self) -> int:
+        """How many ack rounds in a row ended unacknowledged (the resend backoff's exponent)."""
+        return self._level
+
+    @property
+    def smoothed_ack_latency(self) -> float | None:
+        """Smoothed seconds from sending a frame (sent once) to its ack, or ``None`` before the first sample."""
+        return self._srtt
+
+    def next_deadline(self) -> float | None:
+        """The earliest frame deadline (monotonic seconds), or ``None`` when nothing is in flight."""
+        return min((f.deadline for f in self._frames.values()), default=None)
+
+    # ---------------------------------------------------------------- connection
+
+    def on_connected(self) -> None:
+        """The transport is up and subscribed to acks: frames may be sent."""
+        self._connected = True
+
+    def on_disconnected(self) -> int:
+        """The transport is gone: every frame in flight is released for a resend; returns how many envelopes."""
+        self._connected = False
+        return self._release(list(self._frames))
+
+    # ---------------------------------------------------------------- sending
+
+    def room(self) -> Room | None:
+        """What to ask the outbox for, or ``None`` while disconnected or both windows are full."""
+        if not self._connected:
+            return None
+        routine_ok, priority_ok = self._window()
+        if not (routine_ok or priority_ok):
+            return None
+        busy = self._inflight.keys() | self._settling
+        return Room(self._policy.frame_max_envelopes, self._policy.frame_max_bytes, frozenset(busy))
+
+    def prepare(self, offered: Sequence[OutboxItem], now: float) -> Frame | None:
+        """Choose the next frame from what the outbox offered (oldest first, priority lane first) and record it.
+
+        The frame holds the priority envelopes offered if their window has room, else the routine ones if theirs
+        has; envelopes in flight or being deleted are skipped. ``None``: nothing to send now.
+        """
+        if not self._connected:
+            return None
+        routine_ok, priority_ok = self._window()
+        priority: list[OutboxItem] = []
+        routine: list[OutboxItem] = []
+        for item in offered:
+            seq = item.envelope_seq
+            if seq in self._inflight or seq in self._settling:
+                continue
+            (priority if item.lane is Lane.PRIORITY else routine).append(item)
+        if priority and priority_ok:
+            chosen, is_priority = priority, True
+        elif routine and routine_ok:
+            chosen, is_priority = routine, False
+        else:
+            return None
+        chosen = self._fit(chosen)
+        return self._record(tuple(chosen), is_priority, now)
+
+    def _fit(self, items: list[OutboxItem]) -> list[OutboxItem]:
+        limit, max_bytes = self._policy.frame_max_envelopes, self._policy.frame_max_bytes
+        used = 0
+        for n, item in enumerate(items):
+            if n == limit or (n and used + item.size > max_bytes):
+                return items[:n]
+            used += item.size
+        return items
+
+    def _record(self, items: tuple[OutboxItem, ...], priority: bool, now: float) -> Frame:
+        frame_id = self._next_frame
+        self._next_frame += 1
+        released = self._released
+        resend = False
+        size = 0
+        by_seq: dict[int, OutboxItem] = {}
+        for item in items:
+            seq = item.envelope_seq
+            if released and released.pop(seq, None) is not None:
+                resend = True
+            by_seq[seq] = item
+            self._inflight[seq] = frame_id
+            size += item.size
+            self._highest_sent = max(self._highest_sent, seq)
+        deadline = now + self.ack_wait()
+        self._frames[frame_id] = _InFlight(frame_id, by_seq, priority, size, now, deadline, resend)
+        if priority:
+            self._priority_frames += 1
+        else:
+            self._routine_frames += 1
+            self._bytes += size
+        return Frame(frame_id, items, priority, deadline, resend)
+
+    def ack_wait(self) -> float:
+        """How long the next frame sent will wait for its ack (jittered; advances the random generator)."""
+        p = self._policy
+        return backoff_delay(
+            self._level, base=self._base_wait(), cap=p.ack_timeout_cap, jitter_fraction=p.resend_jitter, rng=self._rng
+        )
+
+    def ack_wait_ceiling(self) -> float:
+        """The longest :meth:`ack_wait` can return at the current level (no jitter removed)."""
+        return min(self._policy.ack_timeout_cap, self._base_wait() * 2.0 ** min(self._level, 1023))
+
+    def _base_wait(self) -> float:
+        p = self._policy
+        base = p.ack_timeout if self._srtt is None else max(p.ack_timeout, 2.0 * self._srtt)
+        return min(base, p.ack_timeout_cap)
+
+    def _window(self) -> tuple[bool, bool]:
+        p = self._policy
+        return (
+            self._routine_frames < p.max_inflight_frames and self._bytes < p.max_inflight_bytes,
+            self._priority_frames < p.max_inflight_priority_frames,
+        )
+
+    # ---------------------------------------------------------------- acks
+
+    def on_ack(self, ack: Ack, now: float) -> AckOutcome:
+        """Apply a verified ack; the caller deletes :attr:`AckOutcome.delete` from the outbox and reports back."""
+        highest = self._highest_sent
+        stored: list[int] = []
+        unknown: list[int] = []
+        named: set[int] = set()
+        for seq in ack.stored:
+            if seq in named:
+                continue
+            named.add(seq)
+            (stored if 0 <= seq <= highest else unknown).append(seq)
+        refused: list[Rejected] = []
+        deferred: list[Rejected] = []
+        for entry in ack.rejected:
+            if entry.seq in named:
+                continue
+            named.add(entry.seq)
+            if not 0 <= entry.seq <= highest:
+                unknown.append(entry.seq)
+            elif entry.permanent:
+                refused.append(entry)
+            else:
+                deferred.append(entry)
+        delete = (*stored, *(r.seq for r in refused))
+        delivered: list[OutboxItem] = []
+        sampled = False
+        for seq in stored:
+            if not sampled and seq in self._inflight:
+                sampled = True
+                self._sample(self._frames[self._inflight[seq]], now)
+            item = self._settle(seq)
+            if item is not None:
+                delivered.append(item)
+        for entry in refused:
+            self._settle(entry.seq)
+        self._drop_empty_frames()
+        self._settling.update(delete)
+        return AckOutcome(delete, tuple(delivered), tuple(refused), tuple(deferred), tuple(unknown))
+
+    def _settle(self, seq: int) -> OutboxItem | None:
+        """Take ``seq`` out of flight (or out of the released memory); return its item if this run sent it."""
+        frame_id = self._inflight.pop(seq, None)
+        if frame_id is None:
+            return self._released.pop(seq, None)
+        frame = self._frames[frame_id]
+        item = frame.items.pop(seq)
+        if not frame.priority:
+            self._bytes -= item.size
+        frame.size -= item.size
+        return item
+
+    def _sample(self, frame: _InFlight, now: float) -> None:
+        """Feed the smoothed ack latency from ``frame`` and end the backoff, unless it was a resend (Karn)."""
+        if frame.resend:
+            return
+        sample = max(0.0, now - frame.sent_at)
+        self._srtt = sample if self._srtt is None else self._srtt + _SRTT_GAIN * (sample - self._srtt)
+        self._level = 0
+
+    def _drop_empty_frames(self) -> None:
+        empty = [fid for fid, f in self._frames.items() if not f.items]
+        for fid in empty:
+            frame = self._frames.pop(fid)
+            if frame.priority:
+                self._priority_frames -= 1
+            else:
+                self._routine_frames -= 1
+                self._bytes -= frame.size
+
+    def deleted(self, seqs: Sequence[int]) -> None:
+        """The outbox deleted ``seqs`` (an :attr:`AckOutcome.delete`)."""
+        self._settling.difference_update(seqs)
+
+    def delete_failed(self, seqs: Sequence[int]) -> None:
+        """The outbox could not delete ``seqs``: they stay there and are offered (and acked) again."""
+        self._settling.difference_update(seqs)
+
+    # ---------------------------------------------------------------- time
+
+    def on_timer(self, now: float) -> Expiry | None:
+        """Release every frame whose deadline has passed; ``None`` if none had."""
+        expired = [fid for fid, f in self._frames.items() if f.deadline <= now]
+        if not expired:
+            return None
+        envelopes = self._release(expired)
+        self._level = min(self._level + 1, _MAX_LEVEL)
+        return Expiry(len(expired), envelopes, self.ack_wait_ceiling())
+
+    def _release(self, frame_ids: Sequence[int]) -> int:
+        released = 0
+        for fid in frame_ids:
+            frame = self._frames.pop(fid)
+            if frame.priority:
+                self._priority_frames -= 1
+            else:
+                self._routine_frames -= 1
+                self._bytes -= frame.size
+            for seq, item in frame.items.items():
+                del self._inflight[seq]
+                self._released[seq] = item
+                released += 1
+        while len(self._released) > _RELEASED_MEMORY:
+            self._released.popitem(last=False)
+        return released
