@@ -48,6 +48,7 @@ from gateway.provision.steps import (
     ReferencePlatformEnroller,
     add_device,
     apply_thresholds,
+    check_assignment,
     effective_thresholds,
     enroll_hub,
     init_hub,
@@ -324,6 +325,8 @@ async def _pair(request: web.Request) -> web.Response:
             key = b""
         if len(key) != 32:
             raise ProvisionError("the pendant key is not 64 hex digits", "copy it from the pendant's card")
+    move = data.get("move") is True
+    address = check_assignment(settings.paths, address, resident, move=move)  # before the radio: fail fast
     lock = request.app[_BUSY]
     if lock.locked():
         raise _busy()
@@ -343,6 +346,7 @@ async def _pair(request: web.Request) -> web.Response:
         resident=resident,
         name=_text(data, "name", required=False) or result.name,
         user_id=user,
+        move=move,
         pendant_key_file=key_file,
     )
     return web.json_response(

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from gateway.config import DeviceKind
 from gateway.provision.errors import LockedOutError, NotInitialisedError, WrongPinError
 from gateway.provision.files import HubPaths
 from gateway.provision.pin import PinGate, issue_pin
-from gateway.provision.steps import init_hub, set_resident
+from gateway.provision.steps import add_device, init_hub, set_resident
 from gateway.provision.web import WebSettings, make_app
 from protocols.keys import PlatformIdentity
 
@@ -139,6 +140,22 @@ async def test_session_state_and_threshold_typo_answer(client) -> None:
     assert (await good.json())["changed"]["spo2.low.critical"] == 82.0
     report = await c.get("/api/report")
     assert report.status == 404
+
+
+async def test_pair_refuses_a_malformed_address_and_another_residents_device_at_once(client) -> None:
+    """Issue 16.4 from the page: with radio=(None, None) any radio use would fail differently, so a 400 naming the
+    address proves the check ran first."""
+    c, paths, _ = client
+    pin = issue_pin(paths)
+    assert (await c.post("/api/login", json={"pin": pin})).status == 200
+    bad = await c.post("/api/pair", json={"address": "hello", "resident": "r1"})
+    assert bad.status == 400
+    assert (await bad.json())["error"] == "'hello' is not a Bluetooth address"
+    set_resident(paths, "r2", name="Li Na")
+    add_device(paths, address="C0:00:00:00:00:01", kind=DeviceKind.SCALE, resident="r1")
+    taken = await c.post("/api/pair", json={"address": "C0:00:00:00:00:01", "resident": "r2"})
+    assert taken.status == 400
+    assert "--move" in (await taken.json())["fix"]
 
 
 async def test_page_has_a_strict_policy_and_no_external_assets(client) -> None:
