@@ -2,17 +2,27 @@
 
 One worker subscribes to ``$share/<group>/carehub/v1/+/up`` so several can share the load. For each frame it:
 
-1. splits the frame into envelopes (:func:`protocols.topics.decode_uplink`; a malformed frame is counted, dropped);
+1. splits the frame into envelopes (:func:`protocols.topics.decode_uplink`; a malformed frame is refused whole);
 2. opens each envelope with the platform's private key against the registry of enrolled hubs
    (:func:`protocols.envelope.open_envelope`), passing the hub named by the topic as the expected signer, so an
-   envelope from hub A on hub B's topic is refused (``hub_mismatch``); every refusal is counted per reason and
-   nothing of it is stored;
-3. stores every accepted envelope of the frame in ONE transaction (:meth:`Storage.store_batch`), where a re-sent
-   envelope (same hub and sequence number) is recognised as a replay and its records' ids dedup any record that
-   arrives again in a new envelope; a :class:`protocols.envelope.ReplayWindow` of what this worker committed
-   recognises most re-sends without a transaction (the database stays the authority);
+   envelope from hub A on hub B's topic is refused (``hub_mismatch``); an envelope whose values the database cannot
+   hold is refused as ``malformed``;
+3. stores every accepted envelope of the frame and quarantines every refused one in ONE transaction
+   (:meth:`Storage.store_batch`), where a re-sent envelope (same hub and sequence number) is recognised as a replay
+   and its records' ids dedup any record that arrives again in a new envelope; a
+   :class:`protocols.envelope.ReplayWindow` of what this worker committed recognises most re-sends without a
+   transaction (the database stays the authority);
 4. only after that commit, publishes the platform-signed :class:`protocols.acks.Ack` to ``carehub/v1/<hub>/ack``
-   naming the stored envelopes (replays included: their content is stored, so the hub may forget them).
+   naming the stored envelopes (replays included: their content is stored, so the hub may forget them) and the
+   refused ones whose sequence number it could read and whose content names the topic's hub, with the reason
+   (``rejected``). An envelope that cannot be opened names no sequence number; it is quarantined only. A database
+   failure is never a refusal: nothing is acked and the hub sends the frame again.
+
+Supervision: any exception other than a broker disconnect or a database failure is a defect. It is logged with its
+traceback and the task's name, counted (:attr:`IngestStats.failures`), and the worker reconnects with backoff; after
+:attr:`WorkerSettings.max_consecutive_failures` failures with no frame handled in between, the worker stops and
+sets :attr:`IngestWorker.failed`, and ``carehub platform run`` exits non-zero so systemd restarts it. A worker never
+stays up doing nothing.
 
 Newly stored alarm and panic records (:class:`protocols.record.Record`) are offered on :attr:`IngestWorker.alarms`
 for a (simulated) caregiver, who answers with :meth:`IngestWorker.ack_alarm`; :meth:`IngestWorker.update_thresholds`
@@ -24,7 +34,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as _dt
+import hashlib
 import logging
 import random
 import socket
@@ -39,12 +51,19 @@ import nacl.signing
 from gateway.aio import keep_cancellation
 from gateway.backoff import backoff_delay
 from gateway.clock import Clock, SystemClock
-from protocols.acks import Ack
+from protocols.acks import Ack, Rejected
 from protocols.envelope import OpenedEnvelope, ReplayWindow, SeqStatus
 from protocols.errors import EnvelopeError, EnvelopeRejection, ProtocolError
 from protocols.messages import AlarmAcknowledgement, AlarmSnooze, DownBody, DownMessage, ThresholdUpdate
 from protocols.record import Record, RecordKind
-from sim.platform.storage import EnvelopeToStore, Outcome, Storage
+from sim.platform.storage import (
+    EnvelopeToStore,
+    Outcome,
+    Refusal,
+    Storage,
+    StorageError,
+    UnstorableError,
+)
 
 __all__ = ["ALARM_KINDS", "IngestStats", "IngestWorker", "PlatformWire", "WorkerSettings", "publish_down"]
 
@@ -80,6 +99,11 @@ class PlatformWire(Protocol):
         self, envelope: bytes, known_hubs: Mapping[str, nacl.signing.VerifyKey], expected_hub: str
     ) -> OpenedEnvelope:
         """Open, verify and decode one envelope; raise :class:`EnvelopeError` to refuse it."""
+        ...
+
+    def peek(self, envelope: bytes) -> tuple[str, int] | None:
+        """The hub id and sequence number an envelope's content names, WITHOUT checking its signature (to name a
+        refused envelope in an ack); ``None`` if it cannot be opened or does not name them."""
         ...
 
     def encode_ack(self, ack: Ack) -> bytes:
@@ -124,6 +148,13 @@ class WorkerSettings:
     client_id: str = "carehub-platform"
     backoff_base: float = 0.2
     backoff_cap: float = 10.0
+    max_consecutive_failures: int = 5
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.port <= 65535:
+            raise ValueError(f"broker port {self.port} is outside 1..65535")
+        if self.max_consecutive_failures < 1:
+            raise ValueError("max_consecutive_failures must be at least 1")
 
 
 @dataclass(slots=True)
@@ -137,6 +168,12 @@ class IngestStats:
     replays: int = 0
     acks_sent: int = 0
     rejections: dict[str, int] = field(default_factory=dict)
+    #: Envelopes named in an ack's ``rejected`` list.
+    rejected_in_acks: int = 0
+    #: Frames not acked because the database failed (the hub sends them again).
+    storage_errors: int = 0
+    #: Unexpected exceptions (defects) the worker's loop survived or, the last time, died of.
+    failures: int = 0
 
 
 class IngestWorker:
@@ -169,6 +206,9 @@ class IngestWorker:
         self.rejected = asyncio.Event()
         #: Set while connected and subscribed.
         self.connected = asyncio.Event()
+        #: Set when the worker gave up after repeated unexpected failures (:attr:`failure` holds the last one).
+        self.failed = asyncio.Event()
+        self.failure: BaseException | None = None
         self._client: aiomqtt.Client | None = None
         self._runner: asyncio.Task[None] | None = None
         self._clock = clock or SystemClock()
@@ -176,9 +216,15 @@ class IngestWorker:
         self._window = ReplayWindow()
         self._ack_seqs: dict[str, int] = {}
         self._down_lock = asyncio.Lock()
+        self._consecutive_failures = 0
+
+    @property
+    def task_name(self) -> str:
+        """The name of the worker's task, as its log lines give it."""
+        return f"ingest:{self.settings.client_id}"
 
     async def __aenter__(self) -> Self:
-        self._runner = asyncio.create_task(self._run(), name=f"ingest:{self.settings.client_id}")
+        self._runner = asyncio.create_task(self._supervise(), name=self.task_name)
         return self
 
     async def __aexit__(
@@ -254,34 +300,59 @@ class IngestWorker:
     def _now(self) -> _dt.datetime:
         return _dt.datetime.fromtimestamp(self._clock.wall(), _dt.UTC)
 
-    async def _run(self) -> None:
+    async def _supervise(self) -> None:
+        """Run the ingest loop; restart it with backoff after a defect, give up after too many in a row."""
         s = self.settings
         attempt = 0
         while True:
             try:
-                client = aiomqtt.Client(
-                    s.host,
-                    s.port,
-                    username=s.username,
-                    password=s.password,
-                    identifier=s.client_id,
-                    clean_session=True,
-                    socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
-                )
-                async with client:
-                    await keep_cancellation(client.subscribe(self.wire.uplink_filter(s.share_group), qos=1))
-                    self._client = client
-                    self.connected.set()
-                    attempt = 0
-                    async for message in client.messages:
-                        await self._handle(client, str(message.topic), bytes(message.payload))
+                await self._run()
             except aiomqtt.MqttError as exc:
+                _log.warning("platform worker %s: broker connection lost (%s)", s.client_id, exc)
+            except Exception as exc:  # noqa: BLE001 - supervision: a defect is logged, counted, restarted or fatal
+                self.stats.failures += 1
+                self._consecutive_failures += 1
+                if self._consecutive_failures >= s.max_consecutive_failures:
+                    _log.critical(
+                        "task %s failed %d times in a row without handling a frame; giving up",
+                        self.task_name,
+                        self._consecutive_failures,
+                        exc_info=exc,
+                    )
+                    self.failure = exc
+                    self.failed.set()
+                    return
+                _log.error(
+                    "task %s failed (%d in a row); restarting its loop",
+                    self.task_name,
+                    self._consecutive_failures,
+                    exc_info=exc,
+                )
+            finally:
                 self.connected.clear()
                 self._client = None
-                _log.warning("platform worker %s: broker connection lost (%s)", s.client_id, exc)
             delay = backoff_delay(attempt, base=s.backoff_base, cap=s.backoff_cap, jitter_fraction=0.2, rng=self._rng)
             attempt += 1
             await asyncio.sleep(delay)
+
+    async def _run(self) -> None:
+        s = self.settings
+        client = aiomqtt.Client(
+            s.host,
+            s.port,
+            username=s.username,
+            password=s.password,
+            identifier=s.client_id,
+            clean_session=True,
+            socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
+        )
+        async with client:
+            await keep_cancellation(client.subscribe(self.wire.uplink_filter(s.share_group), qos=1))
+            self._client = client
+            self.connected.set()
+            async for message in client.messages:
+                await self._handle(client, str(message.topic), bytes(message.payload))
+                self._consecutive_failures = 0
 
     async def _reject(self, reason: str, hub: str | None, detail: str) -> None:
         self.stats.rejections[reason] = self.stats.rejections.get(reason, 0) + 1
@@ -289,39 +360,76 @@ class IngestWorker:
         _log.warning("platform: rejected from %s (%s): %s", hub or "?", reason, detail)
         self.rejected.set()
 
+    def _refusal(
+        self, topic_hub: str | None, raw: bytes, reason: EnvelopeRejection, detail: str, received_at: float
+    ) -> Refusal:
+        peeked = self.wire.peek(raw) if topic_hub is not None else None
+        claimed, seq = peeked if peeked is not None else (None, None)
+        return Refusal(
+            topic_hub=topic_hub,
+            claimed_hub=claimed,
+            envelope_seq=seq,
+            reason=reason,
+            detail=detail,
+            size=len(raw),
+            digest=hashlib.sha256(raw).hexdigest(),
+            received_at=received_at,
+        )
+
     async def _handle(self, client: aiomqtt.Client, topic: str, payload: bytes) -> None:
+        received_at = self._clock.wall()
         hub = self.wire.hub_of_uplink(topic)
         if hub is None:
-            await self._reject(EnvelopeRejection.MALFORMED.value, None, f"not an uplink topic: {topic!r}")
+            refusal = self._refusal(
+                None, payload, EnvelopeRejection.MALFORMED, f"not an uplink topic: {topic!r}", received_at
+            )
+            await self._commit_refusals([refusal])
             return
         self.stats.frames += 1
         try:
             envelopes = self.wire.split_frame(payload)
         except ProtocolError as exc:
-            await self._reject(EnvelopeRejection.MALFORMED.value, hub, f"frame: {exc}")
+            refusal = self._refusal(None, payload, EnvelopeRejection.MALFORMED, f"frame: {exc}", received_at)
+            await self._commit_refusals([dataclasses.replace(refusal, topic_hub=hub)])
             return
         known = await self.storage.hubs()
-        received_at = self._clock.wall()
-        opened_ok: list[OpenedEnvelope] = []
+        to_store: list[EnvelopeToStore] = []
+        accepted: list[OpenedEnvelope] = []
+        refused: list[Refusal] = []
         acked: list[int] = []
         for raw in envelopes:
             try:
                 opened = self.wire.open(raw, known, hub)
             except EnvelopeError as exc:
-                await self._reject(exc.reason.value, hub, exc.detail)
+                refused.append(self._refusal(hub, raw, exc.reason, exc.detail, received_at))
                 continue
             except ProtocolError as exc:
-                await self._reject(EnvelopeRejection.MALFORMED.value, hub, str(exc))
+                refused.append(self._refusal(hub, raw, EnvelopeRejection.MALFORMED, str(exc), received_at))
                 continue
             if self._window.check(hub, opened.seq) is SeqStatus.DUPLICATE:
                 await self._replayed(hub, opened.seq)
                 acked.append(opened.seq)
-            else:
-                opened_ok.append(opened)
-        if opened_ok:
-            outcomes = await self.storage.store_batch([EnvelopeToStore.from_opened(e, received_at) for e in opened_ok])
+                continue
+            try:
+                to_store.append(EnvelopeToStore.from_opened(opened, received_at))
+                accepted.append(opened)
+            except UnstorableError as exc:
+                digest = hashlib.sha256(raw).hexdigest()
+                detail = str(exc)
+                refused.append(
+                    Refusal(hub, hub, opened.seq, EnvelopeRejection.MALFORMED, detail, len(raw), digest, received_at)
+                )
+        if to_store or refused:
+            try:
+                outcomes = await self.storage.store_batch(to_store, refused)
+            except StorageError as exc:
+                # Transient: nothing is acked, nothing refused; the hub sends the frame again.
+                self.stats.storage_errors += 1
+                _log.error("platform: frame from %s not stored, not acked (%s)", hub, exc)
+                return
             # Committed: only now may the hub be told.
-            for env, outcome in zip(opened_ok, outcomes, strict=True):
+            self._count_refusals(refused)
+            for env, outcome in zip(accepted, outcomes, strict=True):
                 self._window.mark(hub, env.seq)
                 acked.append(env.seq)
                 if outcome.outcome is Outcome.REPLAYED:
@@ -331,14 +439,45 @@ class IngestWorker:
                 self.stats.envelopes_stored += 1
                 self.stats.records_stored += len(outcome.new_record_ids)
                 self.stats.records_duplicate += len(outcome.duplicate_record_ids)
-            self.stored.set()
-        if not acked:
+            if to_store:
+                self.stored.set()
+        stored = set(acked)
+        rejected = {
+            r.envelope_seq: Rejected(r.envelope_seq, r.reason)
+            for r in refused
+            if r.envelope_seq is not None and r.claimed_hub == hub and r.envelope_seq not in stored
+        }
+        if not acked and not rejected:
             return
         ack_seq = self._ack_seqs.get(hub, 0) + 1
         self._ack_seqs[hub] = ack_seq
-        ack = Ack(hub, ack_seq, self._now(), stored=tuple(acked))
+        ack = Ack(hub, ack_seq, self._now(), stored=tuple(dict.fromkeys(acked)), rejected=tuple(rejected.values()))
         await keep_cancellation(client.publish(self.wire.ack_topic(hub), self.wire.encode_ack(ack), qos=1))
         self.stats.acks_sent += 1
+        self.stats.rejected_in_acks += len(rejected)
+
+    async def _commit_refusals(self, refused: list[Refusal]) -> None:
+        try:
+            await self.storage.store_batch((), refused)
+        except StorageError as exc:
+            self.stats.storage_errors += 1
+            _log.error("platform: refusal not recorded (%s)", exc)
+            return
+        self._count_refusals(refused)
+
+    def _count_refusals(self, refused: Sequence[Refusal]) -> None:
+        for r in refused:
+            reason = r.reason.value
+            self.stats.rejections[reason] = self.stats.rejections.get(reason, 0) + 1
+            _log.warning(
+                "platform: refused from %s (%s, seq %s): %s",
+                r.topic_hub or "?",
+                reason,
+                "?" if r.envelope_seq is None else r.envelope_seq,
+                r.detail,
+            )
+        if refused:
+            self.rejected.set()
 
     async def _replayed(self, hub: str, seq: int) -> None:
         self.stats.replays += 1

@@ -7,6 +7,17 @@ once. The platform publishes acks only after ``store_batch`` has returned, i.e. 
 decoded fields of :class:`protocols.record.Record` (body as JSON). Down-message sequence numbers are allocated here
 too, per hub, durably, so they keep increasing across platform restarts.
 
+Envelopes the platform refuses for good go into a quarantine table in the same transaction as the frame's stored
+envelopes (:class:`Refusal`), so an operator can see what was refused and why (``carehub platform rejected``).
+
+Sequence numbers are unsigned 64-bit integers on the wire (``docs/protocol.md`` §4), SQLite's INTEGER is signed
+64-bit: every sequence-number column holds ``value - 2**63``, which maps ``0..2**64-1`` onto SQLite's whole range
+one to one and keeps the order. A value no unsigned 64-bit integer can hold raises :class:`UnstorableError` before
+any transaction starts; the ingest worker refuses such an envelope as ``malformed``.
+
+The database holds residents' health data: it is created mode 0600 (SQLite gives its ``-wal`` and ``-shm`` files
+the database's mode), and an existing database this user owns that others could read is tightened to 0600.
+
 SQLite work runs on one dedicated thread per store; the event loop never blocks on the disk.
 """
 
@@ -18,36 +29,69 @@ import dataclasses
 import datetime as _dt
 import enum
 import json
+import logging
+import os
 import sqlite3
+import stat
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, Self, TypeVar
+from typing import Any, Final, Protocol, Self, TypeVar
 
 import nacl.signing
 
 from protocols.envelope import OpenedEnvelope
+from protocols.errors import EnvelopeRejection
 from protocols.keys import KEY_LEN, HubPublicKey
-from protocols.record import Body, Record, RecordKind
+from protocols.record import AlarmBody, Body, MeasurementBody, PanicBody, Record, RecordKind
 from protocols.topics import is_valid_hub_id
 
 __all__ = [
+    "MAX_DETAIL_CHARS",
     "EnvelopeOutcome",
     "EnvelopeToStore",
     "Outcome",
+    "QuarantinedEnvelope",
+    "Refusal",
     "SqliteStorage",
     "Storage",
     "StorageError",
     "StoredReading",
+    "UnstorableError",
     "body_json",
 ]
 
 _T = TypeVar("_T")
+_log = logging.getLogger(__name__)
+
+_U64_END: Final = 2**64
+_BIAS: Final = 2**63
+MAX_DETAIL_CHARS: Final = 512
+"""A refusal's detail text is cut to this length in the quarantine (it may quote what a sender chose)."""
+MAX_RESIDENT_CHARS: Final = 256
+"""Resident ids are text of 1..256 characters, as in ``protocols.messages``."""
 
 
 class StorageError(RuntimeError):
     """The platform database cannot be opened or written."""
+
+
+class UnstorableError(ValueError):
+    """A value the protocol does not allow and the database cannot hold; the envelope is refused as malformed."""
+
+
+def _to_db(value: int, what: str) -> int:
+    """An unsigned 64-bit sequence number as SQLite holds it (``value - 2**63``; order kept)."""
+    if type(value) is not int or not 0 <= value < _U64_END:
+        raise UnstorableError(f"{what} {value!r} is not an unsigned 64-bit integer")
+    return value - _BIAS
+
+
+def _from_db(value: object) -> int:
+    if type(value) is not int:
+        raise StorageError(f"a sequence number column holds {value!r}")
+    return value + _BIAS
 
 
 def _jsonable(value: object) -> Any:
@@ -71,6 +115,21 @@ def body_json(body: Body) -> dict[str, Any]:
     return out
 
 
+def _encode_body(body: Mapping[str, Any]) -> str:
+    try:
+        return json.dumps(body, sort_keys=True, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise UnstorableError(f"record body cannot be stored as JSON: {exc}") from exc
+
+
+def _resident_of(body: Body) -> str | None:
+    return body.resident_id if isinstance(body, MeasurementBody | AlarmBody) else None
+
+
+def _alarm_of(body: Body) -> str | None:
+    return body.alarm_id if isinstance(body, AlarmBody | PanicBody) else None
+
+
 @dataclass(frozen=True, slots=True)
 class StoredReading:
     """One record as the platform keeps it: the fields of a :class:`protocols.record.Record`, decoded.
@@ -79,13 +138,19 @@ class StoredReading:
         hub: the hub that signed the envelope (and produced the record).
         record_id: the record's stable id as 32 lowercase hex digits (unique per hub).
         kind: the record kind (:class:`protocols.record.RecordKind` value: ``"measurement"``, ``"alarm"``...).
-        record_seq: the hub's record sequence number.
+        record_seq: the hub's record sequence number (unsigned 64-bit).
         device: the device the record is about, if any.
         body: the record body as JSON (:func:`body_json`).
         hub_time: when the hub received or created the record (UTC).
         device_time: the device's own timestamp as it reported it, if any.
-        envelope_seq: the envelope that carried it.
+        envelope_seq: the envelope that carried it (unsigned 64-bit).
         received_at: when the platform stored it (seconds since the epoch).
+        resident_id: the resident a measurement or alarm is about, if named.
+        alarm_id: the alarm an alarm or panic record is about, if any.
+
+    Raises:
+        UnstorableError: a sequence number outside ``0..2**64-1`` or a body JSON cannot carry (NaN, infinity, a
+            set...).
     """
 
     hub: str
@@ -98,6 +163,19 @@ class StoredReading:
     device_time: str | None
     envelope_seq: int
     received_at: float
+    resident_id: str | None = None
+    alarm_id: str | None = None
+    _body_text: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _to_db(self.record_seq, "record seq")
+        _to_db(self.envelope_seq, "envelope seq")
+        object.__setattr__(self, "_body_text", _encode_body(self.body))
+
+    @property
+    def body_text(self) -> str:
+        """The body as the JSON text stored (sorted keys, no NaN)."""
+        return self._body_text
 
     @property
     def values(self) -> Mapping[str, Any] | None:
@@ -109,7 +187,11 @@ class StoredReading:
 
     @classmethod
     def from_record(cls, record: Record, envelope_seq: int, received_at: float) -> Self:
-        """The stored form of a verified record."""
+        """The stored form of a verified record.
+
+        Raises:
+            UnstorableError: see the class.
+        """
         return cls(
             hub=record.hub_id,
             record_id=record.record_id.hex(),
@@ -121,6 +203,8 @@ class StoredReading:
             device_time=record.device_time,
             envelope_seq=envelope_seq,
             received_at=received_at,
+            resident_id=_resident_of(record.body),
+            alarm_id=_alarm_of(record.body),
         )
 
 
@@ -132,9 +216,16 @@ class EnvelopeToStore:
     envelope_seq: int
     readings: tuple[StoredReading, ...]
 
+    def __post_init__(self) -> None:
+        _to_db(self.envelope_seq, "envelope seq")
+
     @classmethod
     def from_opened(cls, envelope: OpenedEnvelope, received_at: float) -> Self:
-        """The stored form of an envelope :func:`protocols.envelope.open_envelope` accepted."""
+        """The stored form of an envelope :func:`protocols.envelope.open_envelope` accepted.
+
+        Raises:
+            UnstorableError: a value the database cannot hold (the envelope is to be refused as malformed).
+        """
         readings = tuple(StoredReading.from_record(r, envelope.seq, received_at) for r in envelope.decoded)
         return cls(envelope.hub_id, envelope.seq, readings)
 
@@ -157,11 +248,55 @@ class EnvelopeOutcome:
     duplicate_record_ids: tuple[str, ...]
 
 
-class Storage(Protocol):
-    """What the ingest worker needs from a database."""
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """An envelope (or a whole frame) the platform refused, as kept in the quarantine.
 
-    async def store_batch(self, envelopes: Sequence[EnvelopeToStore]) -> list[EnvelopeOutcome]:
-        """Store all envelopes in one transaction; return after it committed."""
+    Attributes:
+        topic_hub: the hub whose uplink topic it arrived on (``None``: not an uplink topic).
+        claimed_hub: the hub its signed content names, when the envelope could be opened far enough to read it.
+        envelope_seq: the sequence number its content names, when readable; ``None`` for a frame that could not be
+            split or an envelope that could not be opened (it then cannot be named in an ack).
+        reason: why.
+        detail: a sentence for the operator (cut to :data:`MAX_DETAIL_CHARS`).
+        size: the refused bytes' length.
+        digest: SHA-256 of the refused bytes, lowercase hex (the bytes themselves are not kept).
+        received_at: when it arrived (seconds since the epoch).
+    """
+
+    topic_hub: str | None
+    claimed_hub: str | None
+    envelope_seq: int | None
+    reason: EnvelopeRejection
+    detail: str
+    size: int
+    digest: str
+    received_at: float
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.reason, EnvelopeRejection):
+            raise TypeError("reason must be an EnvelopeRejection")
+        if self.envelope_seq is not None:
+            _to_db(self.envelope_seq, "envelope seq")
+        if len(self.detail) > MAX_DETAIL_CHARS:
+            object.__setattr__(self, "detail", self.detail[: MAX_DETAIL_CHARS - 1] + "…")
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantinedEnvelope:
+    """One row of the quarantine: its id (increasing) and the refusal."""
+
+    row_id: int
+    refusal: Refusal
+
+
+class Storage(Protocol):
+    """What the ingest worker and the operator's commands need from a database."""
+
+    async def store_batch(
+        self, envelopes: Sequence[EnvelopeToStore], refused: Sequence[Refusal] = ()
+    ) -> list[EnvelopeOutcome]:
+        """Store all envelopes, quarantine and count all refusals, in one transaction; return after it committed."""
         ...
 
     async def count_rejection(self, reason: str, hub: str | None, count: int = 1) -> None:
@@ -172,16 +307,28 @@ class Storage(Protocol):
         """Rejection totals per reason."""
         ...
 
+    async def quarantine(self, hub: str | None = None) -> list[QuarantinedEnvelope]:
+        """Refused envelopes, oldest first; of one hub (by topic) if given."""
+        ...
+
     async def readings(self, hub: str | None = None) -> list[StoredReading]:
         """Stored readings, oldest first; of one hub if given."""
         ...
 
-    async def enroll_hub(self, hub: HubPublicKey) -> None:
-        """Register (or replace) a hub's Ed25519 verify key."""
+    async def enroll_hub(self, hub: HubPublicKey, residents: Sequence[str] = ()) -> None:
+        """Register (or replace) a hub's Ed25519 verify key, and the residents it serves."""
         ...
 
     async def hubs(self) -> dict[str, nacl.signing.VerifyKey]:
         """Every enrolled hub and its verify key."""
+        ...
+
+    async def knows_resident(self, hub: str, resident_id: str) -> bool:
+        """Whether ``resident_id`` was registered for ``hub`` or named in one of its records."""
+        ...
+
+    async def knows_alarm(self, hub: str, alarm_id: str) -> bool:
+        """Whether one of ``hub``'s alarm or panic records named ``alarm_id``."""
         ...
 
     async def next_down_seq(self, hub: str) -> int:
@@ -189,6 +336,7 @@ class Storage(Protocol):
         ...
 
 
+# Schema 3. Sequence-number columns hold value - 2**63 (see the module docstring).
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS hubs (hub TEXT PRIMARY KEY, verify_key BLOB NOT NULL, enrolled_at REAL NOT NULL)",
     "CREATE TABLE IF NOT EXISTS envelopes (hub TEXT NOT NULL, seq INTEGER NOT NULL, received_at REAL NOT NULL,"
@@ -197,19 +345,61 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS readings (id INTEGER PRIMARY KEY, hub TEXT NOT NULL, record_id TEXT NOT NULL,"
     " kind TEXT NOT NULL, record_seq INTEGER NOT NULL, device TEXT, body_json TEXT NOT NULL,"
     " hub_time_us INTEGER NOT NULL, device_time TEXT, envelope_seq INTEGER NOT NULL, received_at REAL NOT NULL,"
-    " UNIQUE (hub, record_id))",
+    " resident TEXT, alarm_id TEXT, UNIQUE (hub, record_id))",
     "CREATE INDEX IF NOT EXISTS readings_hub ON readings (hub, id)",
     "CREATE TABLE IF NOT EXISTS rejections (reason TEXT NOT NULL, hub TEXT NOT NULL, count INTEGER NOT NULL,"
     " PRIMARY KEY (reason, hub))",
     "CREATE TABLE IF NOT EXISTS down_seqs (hub TEXT PRIMARY KEY, seq INTEGER NOT NULL)",
 )
-_SCHEMA_VERSION = 2
+_SCHEMA_3 = (
+    "CREATE INDEX IF NOT EXISTS readings_resident ON readings (hub, resident) WHERE resident IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS readings_alarm ON readings (hub, alarm_id) WHERE alarm_id IS NOT NULL",
+    "CREATE TABLE IF NOT EXISTS residents (hub TEXT NOT NULL, resident TEXT NOT NULL, registered_at REAL NOT NULL,"
+    " PRIMARY KEY (hub, resident))",
+    "CREATE TABLE IF NOT EXISTS quarantine (id INTEGER PRIMARY KEY, received_at REAL NOT NULL, topic_hub TEXT,"
+    " claimed_hub TEXT, seq INTEGER, reason TEXT NOT NULL, detail TEXT NOT NULL, size INTEGER NOT NULL,"
+    " digest TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS quarantine_hub ON quarantine (topic_hub, id)",
+)
+# Schema 2 -> 3: sequence numbers move into SQLite's signed range (seq - 2**63, written so that no intermediate
+# overflows), readings gain the resident and alarm they name (read once from their JSON bodies).
+_MIGRATE_2_TO_3 = (
+    "UPDATE envelopes SET seq = seq - 9223372036854775807 - 1",
+    "ALTER TABLE readings ADD COLUMN resident TEXT",
+    "ALTER TABLE readings ADD COLUMN alarm_id TEXT",
+    "UPDATE readings SET record_seq = record_seq - 9223372036854775807 - 1,"
+    " envelope_seq = envelope_seq - 9223372036854775807 - 1,"
+    " resident = json_extract(body_json, '$.resident_id'),"
+    " alarm_id = CASE WHEN kind IN ('alarm', 'panic') THEN json_extract(body_json, '$.alarm_id') END",
+)
+_SCHEMA_VERSION = 3
 _INTERIM_SCHEMA = 1  # written by the interim wire codec; its readings are not protocol v1 records
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
+_PRIVATE_MODE: Final = 0o600
 
 
 def _micros(t: _dt.datetime) -> int:
     return (t - _EPOCH) // _dt.timedelta(microseconds=1)
+
+
+def _make_private(path: Path) -> None:
+    """Create ``path`` mode 0600 if missing; tighten it to 0600 if this user owns it and others may read it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, _PRIVATE_MODE)
+    try:
+        st = os.fstat(fd)
+        if stat.S_IMODE(st.st_mode) & 0o077 and st.st_uid == os.geteuid():
+            os.fchmod(fd, _PRIVATE_MODE)
+            _log.warning("platform database %s was readable by others; now mode 0600", path)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        try:
+            st = side.stat()
+        except FileNotFoundError:
+            continue
+        if stat.S_IMODE(st.st_mode) & 0o077 and st.st_uid == os.geteuid():
+            side.chmod(_PRIVATE_MODE)
 
 
 class SqliteStorage:
@@ -238,6 +428,12 @@ class SqliteStorage:
     async def _run(self, fn: Callable[[], _T]) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
+    async def _run_db(self, fn: Callable[[], _T]) -> _T:
+        try:
+            return await self._run(fn)
+        except sqlite3.Error as exc:
+            raise StorageError(f"platform database {self.path}: {exc}") from exc
+
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
             raise StorageError(f"platform database {self.path} is not open")
@@ -245,26 +441,35 @@ class SqliteStorage:
 
     def _open(self) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self.path.parent.exists():
+                self.path.parent.mkdir(mode=0o700, parents=True)
+            _make_private(self.path)
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA busy_timeout=10000")  # several ingest workers may share the file
+            conn.execute("BEGIN IMMEDIATE")
             version = int(conn.execute("PRAGMA user_version").fetchone()[0])
             if version == _INTERIM_SCHEMA:
+                conn.execute("ROLLBACK")
                 conn.close()
                 raise StorageError(
                     f"platform database {self.path} was written by the interim wire codec (schema 1) and holds no"
                     " protocol v1 records; start a new database"
                 )
             if version > _SCHEMA_VERSION:
+                conn.execute("ROLLBACK")
                 conn.close()
                 raise StorageError(f"platform database {self.path}: schema {version} is newer than {_SCHEMA_VERSION}")
-            conn.execute("BEGIN IMMEDIATE")
-            for statement in _SCHEMA:
+            if version == 2:
+                for statement in _MIGRATE_2_TO_3:
+                    conn.execute(statement)
+                _log.warning("platform database %s migrated from schema 2 to %d", self.path, _SCHEMA_VERSION)
+            for statement in (*_SCHEMA, *_SCHEMA_3):
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
             conn.execute("COMMIT")
+            _make_private(self.path)
         except (sqlite3.Error, OSError) as exc:
             raise StorageError(f"platform database {self.path}: {exc}") from exc
         self._conn = conn
@@ -274,7 +479,7 @@ class SqliteStorage:
             self._conn.close()
             self._conn = None
 
-    def _store(self, envelopes: Sequence[EnvelopeToStore]) -> list[EnvelopeOutcome]:
+    def _store(self, envelopes: Sequence[EnvelopeToStore], refused: Sequence[Refusal]) -> list[EnvelopeOutcome]:
         conn = self._db()
         outcomes: list[EnvelopeOutcome] = []
         conn.execute("BEGIN IMMEDIATE")
@@ -282,7 +487,7 @@ class SqliteStorage:
             for env in envelopes:
                 inserted = conn.execute(
                     "INSERT OR IGNORE INTO envelopes (hub, seq, received_at) VALUES (?, ?, strftime('%s', 'now'))",
-                    (env.hub, env.envelope_seq),
+                    (env.hub, _to_db(env.envelope_seq, "envelope seq")),
                 ).rowcount
                 if inserted == 0:
                     outcomes.append(EnvelopeOutcome(env.hub, env.envelope_seq, Outcome.REPLAYED, (), ()))
@@ -292,47 +497,70 @@ class SqliteStorage:
                 for r in env.readings:
                     cur = conn.execute(
                         "INSERT OR IGNORE INTO readings (hub, record_id, kind, record_seq, device, body_json,"
-                        " hub_time_us, device_time, envelope_seq, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        " hub_time_us, device_time, envelope_seq, received_at, resident, alarm_id)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (
                             r.hub,
                             r.record_id,
                             r.kind,
-                            r.record_seq,
+                            _to_db(r.record_seq, "record seq"),
                             r.device,
-                            json.dumps(r.body, sort_keys=True, ensure_ascii=False, allow_nan=False),
+                            r.body_text,
                             _micros(r.hub_time),
                             r.device_time,
-                            r.envelope_seq,
+                            _to_db(r.envelope_seq, "envelope seq"),
                             r.received_at,
+                            r.resident_id,
+                            r.alarm_id,
                         ),
                     )
                     (new if cur.rowcount == 1 else dup).append(r.record_id)
                 outcomes.append(EnvelopeOutcome(env.hub, env.envelope_seq, Outcome.STORED, tuple(new), tuple(dup)))
+            for refusal in refused:
+                conn.execute(
+                    "INSERT INTO quarantine (received_at, topic_hub, claimed_hub, seq, reason, detail, size, digest)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        refusal.received_at,
+                        refusal.topic_hub,
+                        refusal.claimed_hub,
+                        None if refusal.envelope_seq is None else _to_db(refusal.envelope_seq, "envelope seq"),
+                        refusal.reason.value,
+                        refusal.detail,
+                        refusal.size,
+                        refusal.digest,
+                    ),
+                )
+                self._bump(conn, refusal.reason.value, refusal.topic_hub, 1)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         return outcomes
 
-    async def store_batch(self, envelopes: Sequence[EnvelopeToStore]) -> list[EnvelopeOutcome]:
-        """Store all envelopes in one transaction; return after it committed (fsynced)."""
-        batch = tuple(envelopes)
-        try:
-            return await self._run(lambda: self._store(batch))
-        except sqlite3.Error as exc:
-            raise StorageError(f"platform database {self.path}: {exc}") from exc
+    async def store_batch(
+        self, envelopes: Sequence[EnvelopeToStore], refused: Sequence[Refusal] = ()
+    ) -> list[EnvelopeOutcome]:
+        """Store all envelopes, quarantine and count every refusal, in one transaction; return after it committed
+        (fsynced).
+
+        Raises:
+            StorageError: the database failed; nothing of the batch was written.
+        """
+        batch, refusals = tuple(envelopes), tuple(refused)
+        return await self._run_db(lambda: self._store(batch, refusals))
+
+    @staticmethod
+    def _bump(conn: sqlite3.Connection, reason: str, hub: str | None, count: int) -> None:
+        conn.execute(
+            "INSERT INTO rejections (reason, hub, count) VALUES (?, ?, ?)"
+            " ON CONFLICT (reason, hub) DO UPDATE SET count = count + excluded.count",
+            (reason, hub or "", count),
+        )
 
     async def count_rejection(self, reason: str, hub: str | None, count: int = 1) -> None:
         """Add to the rejection counter for ``(reason, hub)`` (hub ``""`` when unknown)."""
-
-        def bump() -> None:
-            self._db().execute(
-                "INSERT INTO rejections (reason, hub, count) VALUES (?, ?, ?)"
-                " ON CONFLICT (reason, hub) DO UPDATE SET count = count + excluded.count",
-                (reason, hub or "", count),
-            )
-
-        await self._run(bump)
+        await self._run_db(lambda: self._bump(self._db(), reason, hub, count))
 
     async def rejections(self) -> dict[str, int]:
         """Rejection totals per reason."""
@@ -341,7 +569,37 @@ class SqliteStorage:
             rows = self._db().execute("SELECT reason, SUM(count) FROM rejections GROUP BY reason")
             return {str(reason): int(total) for reason, total in rows}
 
-        return await self._run(read)
+        return await self._run_db(read)
+
+    async def quarantine(self, hub: str | None = None) -> list[QuarantinedEnvelope]:
+        """Refused envelopes and frames, oldest first; of one hub (the topic's) if given."""
+
+        def read() -> list[QuarantinedEnvelope]:
+            query = "SELECT id, received_at, topic_hub, claimed_hub, seq, reason, detail, size, digest FROM quarantine"
+            params: tuple[str, ...] = ()
+            if hub is not None:
+                query += " WHERE topic_hub = ?"
+                params = (hub,)
+            return [
+                QuarantinedEnvelope(
+                    int(row_id),
+                    Refusal(
+                        topic_hub=None if topic is None else str(topic),
+                        claimed_hub=None if claimed is None else str(claimed),
+                        envelope_seq=None if seq is None else _from_db(seq),
+                        reason=EnvelopeRejection(reason),
+                        detail=str(detail),
+                        size=int(size),
+                        digest=str(digest),
+                        received_at=float(received),
+                    ),
+                )
+                for row_id, received, topic, claimed, seq, reason, detail, size, digest in self._db().execute(
+                    query + " ORDER BY id", params
+                )
+            ]
+
+        return await self._run_db(read)
 
     async def readings(self, hub: str | None = None) -> list[StoredReading]:
         """Stored readings, oldest first; of one hub if given."""
@@ -349,7 +607,7 @@ class SqliteStorage:
         def read() -> list[StoredReading]:
             query = (
                 "SELECT hub, record_id, kind, record_seq, device, body_json, hub_time_us, device_time, envelope_seq,"
-                " received_at FROM readings"
+                " received_at, resident, alarm_id FROM readings"
             )
             params: tuple[str, ...] = ()
             if hub is not None:
@@ -361,33 +619,59 @@ class SqliteStorage:
                     hub=str(h),
                     record_id=str(rid),
                     kind=str(kind),
-                    record_seq=int(rseq),
+                    record_seq=_from_db(rseq),
                     device=None if device is None else str(device),
                     body=json.loads(body),
                     hub_time=_EPOCH + _dt.timedelta(microseconds=int(hub_us)),
                     device_time=None if dtime is None else str(dtime),
-                    envelope_seq=int(seq),
+                    envelope_seq=_from_db(seq),
                     received_at=float(recv),
+                    resident_id=None if resident is None else str(resident),
+                    alarm_id=None if alarm is None else str(alarm),
                 )
-                for h, rid, kind, rseq, device, body, hub_us, dtime, seq, recv in rows
+                for h, rid, kind, rseq, device, body, hub_us, dtime, seq, recv, resident, alarm in rows
             ]
 
-        return await self._run(read)
+        return await self._run_db(read)
 
-    async def enroll_hub(self, hub: HubPublicKey) -> None:
-        """Register (or replace) a hub's Ed25519 verify key (from its :func:`protocols.keys.load_hub_public_key`)."""
+    async def enroll_hub(self, hub: HubPublicKey, residents: Sequence[str] = ()) -> None:
+        """Register (or replace) a hub's Ed25519 verify key (from its :func:`protocols.keys.load_hub_public_key`),
+        and the residents it serves (so thresholds can be sent for them before their first reading arrives).
+
+        Raises:
+            ValueError: an invalid hub id, key or resident id (text of 1..256 characters).
+        """
         if not is_valid_hub_id(hub.hub_id):
             raise ValueError(f"{hub.hub_id!r} is not a valid hub id")
         raw = bytes(hub.verify_key)
         if len(raw) != KEY_LEN:
             raise ValueError(f"an Ed25519 verify key is {KEY_LEN} bytes, got {len(raw)}")
-        await self._run(
-            lambda: self._db().execute(
-                "INSERT INTO hubs (hub, verify_key, enrolled_at) VALUES (?, ?, strftime('%s', 'now'))"
-                " ON CONFLICT (hub) DO UPDATE SET verify_key = excluded.verify_key",
-                (hub.hub_id, raw),
-            )
-        )
+        names = tuple(residents)
+        for name in names:
+            if not isinstance(name, str) or not 0 < len(name) <= MAX_RESIDENT_CHARS:
+                shown = name if len(name) <= 40 else name[:40] + "…"
+                raise ValueError(f"resident id {shown!r} must be text of 1..{MAX_RESIDENT_CHARS} characters")
+
+        def enroll() -> None:
+            conn = self._db()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(
+                    "INSERT INTO hubs (hub, verify_key, enrolled_at) VALUES (?, ?, strftime('%s', 'now'))"
+                    " ON CONFLICT (hub) DO UPDATE SET verify_key = excluded.verify_key",
+                    (hub.hub_id, raw),
+                )
+                conn.executemany(
+                    "INSERT OR IGNORE INTO residents (hub, resident, registered_at)"
+                    " VALUES (?, ?, strftime('%s', 'now'))",
+                    [(hub.hub_id, name) for name in names],
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        await self._run_db(enroll)
 
     async def hubs(self) -> dict[str, nacl.signing.VerifyKey]:
         """Every enrolled hub and its verify key."""
@@ -396,7 +680,37 @@ class SqliteStorage:
             rows = self._db().execute("SELECT hub, verify_key FROM hubs")
             return {str(h): nacl.signing.VerifyKey(bytes(k)) for h, k in rows}
 
-        return await self._run(read)
+        return await self._run_db(read)
+
+    async def knows_resident(self, hub: str, resident_id: str) -> bool:
+        """Whether ``resident_id`` was registered for ``hub`` at enrolment or named in one of its records."""
+
+        def read() -> bool:
+            row = (
+                self._db()
+                .execute(
+                    "SELECT EXISTS (SELECT 1 FROM residents WHERE hub = ? AND resident = ?)"
+                    " OR EXISTS (SELECT 1 FROM readings WHERE hub = ? AND resident = ?)",
+                    (hub, resident_id, hub, resident_id),
+                )
+                .fetchone()
+            )
+            return bool(row[0])
+
+        return await self._run_db(read)
+
+    async def knows_alarm(self, hub: str, alarm_id: str) -> bool:
+        """Whether one of ``hub``'s alarm or panic records named ``alarm_id``."""
+
+        def read() -> bool:
+            row = (
+                self._db()
+                .execute("SELECT EXISTS (SELECT 1 FROM readings WHERE hub = ? AND alarm_id = ?)", (hub, alarm_id))
+                .fetchone()
+            )
+            return bool(row[0])
+
+        return await self._run_db(read)
 
     async def next_down_seq(self, hub: str) -> int:
         """Allocate the next down-message sequence number for ``hub`` (1, 2, ...); committed before it returns."""
@@ -413,7 +727,4 @@ class SqliteStorage:
             )
             return int(row[0])
 
-        try:
-            return await self._run(bump)
-        except sqlite3.Error as exc:
-            raise StorageError(f"platform database {self.path}: {exc}") from exc
+        return await self._run_db(bump)

@@ -13,12 +13,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import nacl.exceptions
+import nacl.public
 import nacl.signing
 
 from gateway.wire import HubWire
+from protocols import cbor
 from protocols.acks import Ack, sign_ack
-from protocols.envelope import OpenedEnvelope, open_envelope
-from protocols.keys import PlatformIdentity, PlatformPublicKeys
+from protocols.envelope import MAX_ENVELOPE_BYTES, SEAL_OVERHEAD, OpenedEnvelope, open_envelope
+from protocols.errors import ProtocolError
+from protocols.keys import SIGNATURE_LEN, PlatformIdentity, PlatformPublicKeys
 from protocols.messages import DownMessage, sign_message
 from protocols.topics import (
     UPLINK_FILTER,
@@ -27,6 +31,7 @@ from protocols.topics import (
     ack_topic,
     decode_uplink,
     down_topic,
+    is_valid_hub_id,
     parse_topic,
     shared_uplink_filter,
 )
@@ -89,6 +94,27 @@ class PlatformCodec:
             EnvelopeError: refused, with the reason (:func:`protocols.envelope.open_envelope`).
         """
         return open_envelope(envelope, self._identity.box_key, known_hubs, expected_hub=expected_hub)
+
+    def peek(self, envelope: bytes) -> tuple[str, int] | None:
+        """The ``hub`` and ``seq`` an envelope's inner map names, read WITHOUT checking its signature.
+
+        Used only to name an envelope the platform refuses in the ack to the hub whose topic it arrived on (the
+        broker's ACL lets only that hub publish there). ``None`` when the envelope cannot be opened with this
+        platform's key or its inner map does not name a valid hub id and an unsigned sequence number.
+        """
+        if not SEAL_OVERHEAD + SIGNATURE_LEN < len(envelope) <= MAX_ENVELOPE_BYTES:
+            return None
+        try:
+            plaintext = nacl.public.SealedBox(self._identity.box_key).decrypt(bytes(envelope))
+            inner = cbor.loads(plaintext[SIGNATURE_LEN:], "envelope")
+        except (nacl.exceptions.CryptoError, ProtocolError):
+            return None
+        if not isinstance(inner, dict):
+            return None
+        hub, seq = inner.get("hub"), inner.get("seq")
+        if not isinstance(hub, str) or not is_valid_hub_id(hub) or not cbor.is_uint(seq):
+            return None
+        return hub, seq  # type: ignore[return-value]  # is_uint checked it is an int
 
     def encode_ack(self, ack: Ack) -> bytes:
         """The platform-signed ack for ``carehub/v1/<ack.hub_id>/ack``."""

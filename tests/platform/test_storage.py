@@ -4,15 +4,30 @@ decoded protocol v1 records, durable down-message sequence numbers."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import math
 import sqlite3
+import stat
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from protocols.errors import EnvelopeRejection
 from protocols.keys import HubIdentity
 from protocols.record import MeasurementBody
 from sim.platform.samples import alarm_record, bp_record
-from sim.platform.storage import EnvelopeToStore, Outcome, SqliteStorage, StorageError, StoredReading
+from sim.platform.storage import (
+    MAX_DETAIL_CHARS,
+    EnvelopeToStore,
+    Outcome,
+    Refusal,
+    SqliteStorage,
+    StorageError,
+    StoredReading,
+    UnstorableError,
+)
 
 
 def reading(hub: str, n: int, seq: int) -> StoredReading:
@@ -74,13 +89,176 @@ async def test_readings_keep_the_decoded_record_fields(tmp_path: Path):
 
 async def test_batch_is_one_transaction(tmp_path: Path):
     async with SqliteStorage(tmp_path / "p.db") as db:
-        bad = dataclasses.replace(reading("hub-a", 2, 1), body={"x": {1, 2}})
-        with pytest.raises(TypeError):
-            await db.store_batch([EnvelopeToStore("hub-a", 1, (reading("hub-a", 1, 1), bad))])
+        # A database failure in the middle of a batch (the second reading's insert aborts).
+        second = reading("hub-a", 2, 1).record_id
+        conn = sqlite3.connect(tmp_path / "p.db")
+        conn.execute(
+            f"CREATE TRIGGER fail BEFORE INSERT ON readings WHEN NEW.record_id = '{second}'"
+            " BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+        )
+        conn.commit()
+        with pytest.raises(StorageError, match="injected failure"):
+            await db.store_batch([EnvelopeToStore("hub-a", 1, (reading("hub-a", 1, 1), reading("hub-a", 2, 1)))])
         assert await db.readings() == []
+        conn.execute("DROP TRIGGER fail")
+        conn.commit()
+        conn.close()
         # The envelope was not recorded either, so a correct re-send is stored.
         ok = await db.store_batch([EnvelopeToStore("hub-a", 1, (reading("hub-a", 1, 1),))])
         assert ok[0].outcome is Outcome.STORED
+
+
+def test_a_body_json_cannot_carry_is_unstorable_before_any_transaction():
+    with pytest.raises(UnstorableError, match="JSON"):
+        dataclasses.replace(reading("hub-a", 2, 1), body={"x": {1, 2}})
+    with pytest.raises(UnstorableError, match="JSON"):
+        dataclasses.replace(reading("hub-a", 2, 1), body={"x": math.nan})
+
+
+@pytest.mark.parametrize("seq", [-1, 2**64, 2**70])
+def test_sequence_numbers_outside_uint64_are_unstorable(seq: int):
+    with pytest.raises(UnstorableError, match="unsigned 64-bit"):
+        dataclasses.replace(reading("hub-a", 1, 1), record_seq=seq)
+    with pytest.raises(UnstorableError, match="unsigned 64-bit"):
+        EnvelopeToStore("hub-a", seq, ())
+
+
+_db_numbers = itertools.count()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    seqs=st.lists(
+        st.one_of(st.sampled_from([0, 1, 2**63 - 1, 2**63, 2**64 - 2, 2**64 - 1]), st.integers(0, 2**64 - 1)),
+        min_size=1,
+        max_size=6,
+        unique=True,
+    )
+)
+async def test_every_uint64_sequence_number_is_stored_exactly_and_replays_are_recognised(tmp_path: Path, seqs):
+    """The protocol allows envelope and record seqs up to 2**64-1; SQLite's INTEGER is signed: nothing overflows,
+    nothing is rounded, and (hub, seq) still identifies a replay."""
+    path = tmp_path / f"p{next(_db_numbers)}.db"  # hypothesis runs every example in the same tmp_path
+    async with SqliteStorage(path) as db:
+        envs = [
+            EnvelopeToStore("hub-a", s, (dataclasses.replace(reading("hub-a", n, s), record_seq=s),))
+            for n, s in enumerate(seqs)
+        ]
+        first = await db.store_batch(envs)
+        assert [o.outcome for o in first] == [Outcome.STORED] * len(seqs)
+        again = await db.store_batch(envs)
+        assert [o.outcome for o in again] == [Outcome.REPLAYED] * len(seqs)
+        rows = await db.readings("hub-a")
+    assert [(r.record_seq, r.envelope_seq) for r in rows] == [(s, s) for s in seqs]
+
+
+def _refusal(seq: int | None, reason: EnvelopeRejection = EnvelopeRejection.BAD_SIGNATURE) -> Refusal:
+    return Refusal("hub-a", "hub-a" if seq is not None else None, seq, reason, "why", 300, "ab" * 32, 1.7e9)
+
+
+async def test_refusals_are_quarantined_and_counted_with_the_batch(tmp_path: Path):
+    async with SqliteStorage(tmp_path / "p.db") as db:
+        refused = [_refusal(2**64 - 1), _refusal(None, EnvelopeRejection.CANNOT_OPEN)]
+        await db.store_batch([EnvelopeToStore("hub-a", 1, (reading("hub-a", 1, 1),))], refused)
+        long = dataclasses.replace(_refusal(7, EnvelopeRejection.MALFORMED), detail="x" * 100_000)
+        await db.store_batch([], [long])
+    async with SqliteStorage(tmp_path / "p.db") as db:
+        rows = await db.quarantine()
+        assert [r.refusal for r in rows[:2]] == refused
+        assert len(rows[2].refusal.detail) == MAX_DETAIL_CHARS
+        assert [r.row_id for r in rows] == sorted(r.row_id for r in rows)
+        assert await db.quarantine("hub-b") == []
+        assert await db.rejections() == {"bad_signature": 1, "cannot_open": 1, "malformed": 1}
+
+
+async def test_a_failed_batch_quarantines_nothing(tmp_path: Path):
+    """A database failure is never a refusal: the refusals of a frame that could not be committed are not kept."""
+    async with SqliteStorage(tmp_path / "p.db") as db:
+        conn = sqlite3.connect(tmp_path / "p.db")
+        conn.execute("CREATE TRIGGER fail BEFORE INSERT ON quarantine BEGIN SELECT RAISE(ABORT, 'disk'); END")
+        conn.commit()
+        conn.close()
+        with pytest.raises(StorageError):
+            await db.store_batch([EnvelopeToStore("hub-a", 1, (reading("hub-a", 1, 1),))], [_refusal(3)])
+        assert await db.readings() == []
+        assert await db.rejections() == {}
+
+
+async def test_residents_and_alarms_are_known_from_enrolment_and_records(tmp_path: Path):
+    hub = HubIdentity.generate("hub-a")
+    async with SqliteStorage(tmp_path / "p.db") as db:
+        await db.enroll_hub(hub.public, residents=["resident-9"])
+        with pytest.raises(ValueError, match=r"1\.\.256 characters"):
+            await db.enroll_hub(hub.public, residents=["r" * 100_000])
+        assert await db.knows_resident("hub-a", "resident-9")
+        assert not await db.knows_resident("hub-a", "resident-1")
+        assert not await db.knows_alarm("hub-a", "alarm-1")
+        alarm = StoredReading.from_record(alarm_record("hub-a", "alarm-1", 2), 1, 1.7e9)
+        await db.store_batch([EnvelopeToStore("hub-a", 1, (reading("hub-a", 1, 1), alarm))])
+        assert await db.knows_resident("hub-a", "resident-1")  # bp_record's resident
+        assert not await db.knows_resident("hub-b", "resident-1")
+        assert await db.knows_alarm("hub-a", "alarm-1")
+        assert not await db.knows_alarm("hub-b", "alarm-1")
+
+
+async def test_the_database_is_private_and_a_readable_one_is_tightened(tmp_path: Path):
+    path = tmp_path / "new" / "platform.db"
+    async with SqliteStorage(path) as db:
+        await db.store_batch([EnvelopeToStore("hub-a", 1, (reading("hub-a", 1, 1),))])
+        for side in (path, path.with_name("platform.db-wal")):
+            assert stat.S_IMODE(side.stat().st_mode) == 0o600, side
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    path.chmod(0o644)
+    async with SqliteStorage(path):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+_SCHEMA_2 = (
+    "CREATE TABLE hubs (hub TEXT PRIMARY KEY, verify_key BLOB NOT NULL, enrolled_at REAL NOT NULL)",
+    "CREATE TABLE envelopes (hub TEXT NOT NULL, seq INTEGER NOT NULL, received_at REAL NOT NULL,"
+    " PRIMARY KEY (hub, seq))",
+    "CREATE TABLE readings (id INTEGER PRIMARY KEY, hub TEXT NOT NULL, record_id TEXT NOT NULL,"
+    " kind TEXT NOT NULL, record_seq INTEGER NOT NULL, device TEXT, body_json TEXT NOT NULL,"
+    " hub_time_us INTEGER NOT NULL, device_time TEXT, envelope_seq INTEGER NOT NULL, received_at REAL NOT NULL,"
+    " UNIQUE (hub, record_id))",
+    "CREATE INDEX readings_hub ON readings (hub, id)",
+    "CREATE TABLE rejections (reason TEXT NOT NULL, hub TEXT NOT NULL, count INTEGER NOT NULL,"
+    " PRIMARY KEY (reason, hub))",
+    "CREATE TABLE down_seqs (hub TEXT PRIMARY KEY, seq INTEGER NOT NULL)",
+    "PRAGMA user_version = 2",
+)
+
+
+async def test_a_schema_2_database_is_migrated_in_place(tmp_path: Path):
+    bp, alarm = StoredReading.from_record(bp_record("hub-a", 1), 5, 1.7e9), alarm_record("hub-a", "alarm-1", 6)
+    conn = sqlite3.connect(tmp_path / "p.db")
+    for statement in _SCHEMA_2:
+        conn.execute(statement)
+    insert = (
+        "INSERT INTO readings (hub, record_id, kind, record_seq, device, body_json, hub_time_us, device_time,"
+        " envelope_seq, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+    al = StoredReading.from_record(alarm, 5, 1.7e9)
+    for r in (bp, al):
+        us = int(r.hub_time.timestamp()) * 1_000_000
+        conn.execute(
+            insert, (r.hub, r.record_id, r.kind, r.record_seq, r.device, r.body_text, us, r.device_time, 5, 1.7e9)
+        )
+    conn.execute("INSERT INTO envelopes VALUES ('hub-a', 5, 1.7e9)")
+    conn.commit()
+    conn.close()
+    async with SqliteStorage(tmp_path / "p.db") as db:
+        rows = await db.readings()
+        assert [(r.record_id, r.record_seq, r.envelope_seq) for r in rows] == [
+            (bp.record_id, 1, 5),
+            (al.record_id, 6, 5),
+        ]
+        assert [(r.resident_id, r.alarm_id) for r in rows] == [("resident-1", None), (al.resident_id, "alarm-1")]
+        assert await db.knows_alarm("hub-a", "alarm-1")
+        replay = await db.store_batch([EnvelopeToStore("hub-a", 5, (bp,))])
+        assert replay[0].outcome is Outcome.REPLAYED
+    async with SqliteStorage(tmp_path / "p.db") as db:  # opening a migrated database again changes nothing
+        assert [r.record_seq for r in await db.readings()] == [1, 6]
 
 
 async def test_counters_hubs_and_down_seqs_survive_reopen(tmp_path: Path):
