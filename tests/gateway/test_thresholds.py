@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from gateway import thresholds as thresholds_module
+from protocols import thresholds as thresholds_module
 from gateway.thresholds import (
     DEFAULTS,
     PROFILES,
