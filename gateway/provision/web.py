@@ -86,7 +86,7 @@ class WebSettings:
 
 _SETTINGS: Final = web.AppKey("settings", WebSettings)
 _GATE: Final = web.AppKey("gate", PinGate)
-_SESSIONS: Final = web.AppKey("sessions", set[str])
+_SESSIONS: Final = web.AppKey("sessions", dict[str, str])  # session cookie -> its CSRF token
 _RADIO: Final = web.AppKey("radio", tuple)
 _BUSY: Final = web.AppKey("busy", asyncio.Lock)
 
@@ -103,12 +103,47 @@ def _from_error(exc: ProvisionError) -> web.Response:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def _session(request: web.Request) -> str | None:
+    """The CSRF token of the request's session cookie, or None when it carries no live session."""
+    token = request.cookies.get(_COOKIE, "")
+    for session, csrf in request.app[_SESSIONS].items():
+        if secrets.compare_digest(token, session):
+            return csrf
+    return None
+
+
+def _forged(request: web.Request, csrf: str | None) -> web.Response | None:
+    """Why ``request`` may not have come from this page (cross-site request forgery), or None.
+
+    The session cookie alone proves nothing: another port of the same host is the same *site*, so SameSite=Strict
+    still sends it, and a ``text/plain`` form post needs no preflight. So a write must be JSON, come from this
+    page's own origin when the browser says where it came from, and every API call must carry the session's token
+    (a header from ``fetch``, a query parameter for ``EventSource``, which cannot set headers).
+    """
+    if request.method not in ("GET", "HEAD"):
+        if request.content_type != "application/json":
+            return _problem(415, "the request is not JSON", "use the installer page")
+        origin = request.headers.get("Origin")
+        if origin is not None and origin != f"{request.scheme}://{request.host}":
+            return _problem(403, f"a request from {origin} was refused", "use the installer page on the hub itself")
+    if csrf is not None:
+        sent = request.headers.get("X-CSRF-Token") or request.query.get("csrf", "")
+        if not secrets.compare_digest(sent, csrf):
+            return _problem(403, "the request has no valid page token", "reload the installer page and log in")
+    return None
+
+
 @web.middleware
 async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path.startswith("/api/") and request.path != "/api/login":
-        token = request.cookies.get(_COOKIE, "")
-        if not any(secrets.compare_digest(token, t) for t in request.app[_SESSIONS]):
-            return _problem(401, "not logged in", "type the installer PIN shown by `carehub provision pin`")
+    if request.path.startswith("/api/"):
+        csrf = None
+        if request.path != "/api/login":
+            csrf = _session(request)
+            if csrf is None:
+                return _problem(401, "not logged in", "type the installer PIN shown by `carehub provision pin`")
+        refused = _forged(request, csrf)
+        if refused is not None:
+            return refused
     try:
         response = await handler(request)
     except ProvisionError as exc:
@@ -156,7 +191,7 @@ async def _login(request: web.Request) -> web.Response:
     if not isinstance(pin, str):
         return _problem(400, "no PIN given", "type the PIN shown by `carehub provision pin`")
     try:
-        request.app[_GATE].check(pin)
+        request.app[_GATE].check(pin, request.remote or "unknown")
     except LockedOutError as exc:
         response = _problem(429, exc.what, exc.fix, retry_after=round(exc.retry_after_s))
         response.headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
@@ -164,8 +199,9 @@ async def _login(request: web.Request) -> web.Response:
     except (WrongPinError, NotInitialisedError) as exc:
         return _problem(401, exc.what, exc.fix)
     token = secrets.token_urlsafe(32)
-    request.app[_SESSIONS].add(token)
-    response = web.json_response({"ok": True})
+    csrf = secrets.token_urlsafe(32)
+    request.app[_SESSIONS][token] = csrf
+    response = web.json_response({"ok": True, "csrf": csrf})
     response.set_cookie(_COOKIE, token, httponly=True, samesite="Strict", path="/")
     return response
 
@@ -452,7 +488,7 @@ def make_app(
     app = web.Application(middlewares=[_guard], client_max_size=_MAX_BODY)
     app[_SETTINGS] = settings
     app[_GATE] = gate or PinGate(settings.paths)
-    app[_SESSIONS] = set()
+    app[_SESSIONS] = {}
     app[_BUSY] = asyncio.Lock()
 
     async def radio_context(application: web.Application) -> AsyncIterator[None]:
@@ -545,12 +581,13 @@ pre{white-space:pre-wrap;font-size:.85rem;background:#f4f6f8;padding:.5rem}.row{
 <script nonce="{nonce}">
 "use strict";
 const $ = (id) => document.getElementById(id);
-let state = null, chosen = null;
+let state = null, chosen = null, csrf = "";
 function say(id, text, good) { const el = $(id); el.textContent = text; el.className = good ? "ok" : "err"; }
 function problem(body) { return body.error + (body.fix ? ". Fix: " + body.fix : ""); }
 async function api(path, body) {
   const r = await fetch(path, {method: body === undefined ? "GET" : "POST", credentials: "same-origin",
-    headers: {"Content-Type": "application/json"}, body: body === undefined ? undefined : JSON.stringify(body)});
+    headers: {"Content-Type": "application/json", "X-CSRF-Token": csrf},
+    body: body === undefined ? undefined : JSON.stringify(body)});
   const data = await r.json().catch(() => ({error: "unexpected answer " + r.status}));
   if (!r.ok) throw new Error(problem(data));
   return data;
@@ -586,7 +623,7 @@ function tickProfiles() {
 }
 $("tres").onchange = tickProfiles;
 $("login-btn").onclick = async () => {
-  try { await api("/api/login", {pin: $("pin").value.replace(/\\s/g, "")});
+  try { csrf = (await api("/api/login", {pin: $("pin").value.replace(/\\s/g, "")})).csrf;
     $("login").classList.add("hidden"); $("app").classList.remove("hidden"); await refresh();
   } catch (e) { say("login-msg", e.message); }
 };
@@ -605,7 +642,7 @@ function choose(row) {
 }
 $("scan-btn").onclick = () => {
   $("scan-btn").disabled = true; say("pair-msg", "listening...", true);
-  const es = new EventSource("/api/scan");
+  const es = new EventSource("/api/scan?csrf=" + encodeURIComponent(csrf));
   es.addEventListener("devices", (ev) => { const body = $("found"); body.textContent = "";
     JSON.parse(ev.data).forEach(row => { const tr = document.createElement("tr");
       [(row.name || "?") + " " + row.address, row.kind || "-", row.rssi + " dBm"].forEach(t => {
@@ -638,7 +675,8 @@ $("test-btn").onclick = () => {
   $("test-btn").disabled = true; $("log").textContent = ""; $("report").textContent = "";
   const line = (t, cls) => { const li = document.createElement("li"); li.textContent = t;
     if (cls) li.className = cls; $("log").appendChild(li); };
-  const es = new EventSource("/api/test?installer=" + encodeURIComponent($("installer").value));
+  const es = new EventSource("/api/test?installer=" + encodeURIComponent($("installer").value) +
+    "&csrf=" + encodeURIComponent(csrf));
   es.addEventListener("prompt", ev => { const d = JSON.parse(ev.data);
     line(d.address + " (" + d.kind + "): " + d.text); });
   es.addEventListener("arrived", ev => { const d = JSON.parse(ev.data);
