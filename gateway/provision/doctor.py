@@ -163,7 +163,7 @@ def outbox_summary(path: Path) -> dict[str, Any] | None:
     """
     if not path.exists():
         return None
-    conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+    conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)  # a URI needs an absolute path
     try:
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
         if not 1 <= version <= SCHEMA_VERSION:  # the tables read here are the same in every version
