@@ -15,6 +15,14 @@ indication or a write request).
 Repeat-until-confirmed: the pendant indicates each event and re-indicates the *same bytes* (same counter, same tag)
 until the hub writes a Confirm naming that counter. :class:`PendantVerifier` therefore accepts a frame whose counter
 equals the last accepted one as a repeat (``repeat=True``), and refuses older counters as replays.
+
+Counter ceiling and re-keying (``docs/protocol.md`` §9.6): event counters run from 1 to ``COUNTER_CEILING - 1``.
+The counter :data:`COUNTER_CEILING` (2**32 - 2) is reserved for one frame per key, the ``REKEY`` event with fixed
+contents (battery unknown, uptime 0), by which a pendant that has used up its counters says it must be re-keyed;
+2**32 - 1 is never sent, confirmed or named in feedback (a :class:`~protocols.errors.DecodeError`). The counter
+belongs to the key: re-provisioning a pendant with a new key starts its counter again at 1, and the hub's verifier
+state is restored only for the key it was saved under (:meth:`PendantVerifier.restore`). Frames made under the old
+key do not verify under the new one, so the fresh start replays nothing; without the key nobody can move a counter.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from protocols.errors import AuthenticationError, DecodeError, EncodeError, Repl
 __all__ = [
     "CONFIRM",
     "CONFIRM_CHAR_UUID",
+    "COUNTER_CEILING",
     "DEVICE_INFO_CHAR_UUID",
     "EVENT",
     "EVENT_CHAR_UUID",
@@ -41,17 +50,20 @@ __all__ = [
     "FEEDBACK_CHAR_UUID",
     "KEY_LEN",
     "PROTOCOL_VERSION",
+    "REKEY_DUE_AT",
     "SERVICE_UUID",
     "TAG_LEN",
     "ConfirmFrame",
     "DeviceInfo",
     "FeedbackFrame",
     "FeedbackState",
+    "PendantCounterState",
     "PendantEvent",
     "PendantEventType",
     "PendantVerifier",
     "VerifiedEvent",
     "compute_tag",
+    "key_id",
 ]
 
 SERVICE_UUID: Final = uuid.UUID("978716ca-37a7-4944-8e50-bcfb9fb6a9d0")
@@ -70,6 +82,11 @@ TAG_LEN: Final = 16
 MIN_ATT_MTU: Final = 30
 _PENDANT_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,32}")
 _COUNTER_MAX: Final = 0xFFFF_FFFF
+COUNTER_CEILING: Final = 0xFFFF_FFFE
+"""The highest counter a pendant ever sends, only in its one REKEY frame; ordinary events stay below it."""
+REKEY_DUE_AT: Final = 0x8000_0000
+"""Once the hub has accepted a counter this high, it asks for the pendant to be re-keyed (half the space is used)."""
+KEY_ID_LEN: Final = 8
 
 # version u8 | event type u8 | counter u32 | battery % u8 (0xFF unknown) | uptime seconds u32   (11 bytes, then tag)
 EVENT: Final = struct.Struct("<BBIBI")
@@ -95,6 +112,9 @@ class PendantEventType(enum.IntEnum):
     CHECKIN = 4
     BATTERY_LOW = 5
     HEARTBEAT = 6
+    REKEY = 7
+    """The pendant's counters are used up (it sent :data:`COUNTER_CEILING`): it can send nothing more until it is
+    re-provisioned with a new key. Always counter :data:`COUNTER_CEILING`, battery unknown, uptime 0."""
 
 
 class FeedbackState(enum.IntEnum):
@@ -151,7 +171,8 @@ class PendantEvent:
 
     Attributes:
         event: what happened.
-        counter: the pendant's event counter, 1..2**32-1, incremented (and persisted) for every new event.
+        counter: the pendant's event counter, incremented (and persisted) for every new event: 1..COUNTER_CEILING-1,
+            or :data:`COUNTER_CEILING` for the REKEY event.
         battery: battery percentage 0..100, or ``None`` if unknown (sent as 0xFF).
         uptime_seconds: seconds since the pendant booted.
         tag: the 16-byte authentication tag (zeros until :meth:`sign`).
@@ -166,14 +187,23 @@ class PendantEvent:
     def __post_init__(self) -> None:
         if not isinstance(self.event, PendantEventType):
             raise EncodeError("event must be a PendantEventType")
-        if not 1 <= self.counter <= _COUNTER_MAX:
-            raise EncodeError(f"counter must be in 1..{_COUNTER_MAX}")
+        if not 1 <= self.counter <= COUNTER_CEILING:
+            raise EncodeError(f"counter must be in 1..{COUNTER_CEILING}")
+        if (self.event is PendantEventType.REKEY) != (self.counter == COUNTER_CEILING):
+            raise EncodeError(f"counter {COUNTER_CEILING} is the REKEY event's, and only its")
+        if self.event is PendantEventType.REKEY and (self.battery is not None or self.uptime_seconds != 0):
+            raise EncodeError("the REKEY event has fixed contents: battery unknown, uptime 0")
         if self.battery is not None and not 0 <= self.battery <= 100:
             raise EncodeError("battery must be 0..100 or None")
         if not 0 <= self.uptime_seconds <= _COUNTER_MAX:
             raise EncodeError("uptime_seconds must fit in 32 bits")
         if len(self.tag) != TAG_LEN:
             raise EncodeError(f"tag must be {TAG_LEN} bytes")
+
+    @classmethod
+    def rekey(cls) -> Self:
+        """The REKEY event (unsigned): the one frame a pendant sends once its counters are used up."""
+        return cls(PendantEventType.REKEY, COUNTER_CEILING, None, 0)
 
     def header(self) -> bytes:
         """The frame without its tag (what the tag covers, after the label and id)."""
@@ -188,7 +218,9 @@ class PendantEvent:
         """Parse a frame (without checking its tag).
 
         Raises:
-            DecodeError: wrong length, version, event type, battery or a zero counter.
+            DecodeError: wrong length, version, event type, battery, a counter of 0 or above
+                :data:`COUNTER_CEILING`, or a REKEY event that is not the fixed REKEY frame (or another event at the
+                ceiling).
         """
         what = "pendant event"
         _exact(data, EVENT.size + TAG_LEN, what)
@@ -200,8 +232,14 @@ class PendantEvent:
             raise DecodeError(what, 1, f"unknown event type {event}") from None
         if counter == 0:
             raise DecodeError(what, 2, "counter 0 is never sent")
+        if counter > COUNTER_CEILING:
+            raise DecodeError(what, 2, f"counter {counter} is above the ceiling {COUNTER_CEILING}")
         if battery > 100 and battery != _BATTERY_UNKNOWN:
             raise DecodeError(what, 6, f"battery {battery}% out of range")
+        if (kind is PendantEventType.REKEY) != (counter == COUNTER_CEILING):
+            raise DecodeError(what, 1, f"counter {COUNTER_CEILING} is the REKEY event's, and only its")
+        if kind is PendantEventType.REKEY and (battery != _BATTERY_UNKNOWN or uptime != 0):
+            raise DecodeError(what, 6, "the REKEY event has fixed contents: battery unknown, uptime 0")
         return cls(kind, counter, None if battery == _BATTERY_UNKNOWN else battery, uptime, bytes(data[EVENT.size :]))
 
     def sign(self, pendant_id: str, key: bytes) -> Self:
@@ -225,6 +263,61 @@ class VerifiedEvent:
 
     event: PendantEvent
     repeat: bool
+
+
+def key_id(key: bytes) -> bytes:
+    """An 8-byte name of a pendant key: ``SHA-256("carehub pendant key id" || key)[:8]``.
+
+    Verifier state saved with it is restored only under the same key (:meth:`PendantVerifier.restore`); telling the
+    keys apart needs no secret, and the 32-byte key cannot be recovered from it.
+    """
+    _check_key(key)
+    return hashlib.sha256(b"carehub pendant key id" + key).digest()[:KEY_ID_LEN]
+
+
+# key id (8) | last counter u32 | has tag u8 | tag (16, zeros without one)
+_STATE: Final = struct.Struct(f"<{KEY_ID_LEN}sIB{TAG_LEN}s")
+
+
+@dataclass(frozen=True, slots=True)
+class PendantCounterState:
+    """What the hub persists of a pendant's verifier: the high-water mark and the key it belongs to.
+
+    Attributes:
+        key_id: :func:`key_id` of the key the counter was accepted under.
+        last_counter: the highest counter accepted (0 if none).
+        last_tag: the tag of that event, if known.
+    """
+
+    key_id: bytes
+    last_counter: int
+    last_tag: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.key_id, bytes) or len(self.key_id) != KEY_ID_LEN:
+            raise EncodeError(f"key_id must be {KEY_ID_LEN} bytes")
+        if not 0 <= self.last_counter <= _COUNTER_MAX:
+            raise EncodeError("last_counter must fit in 32 bits")
+        if self.last_tag is not None and len(self.last_tag) != TAG_LEN:
+            raise EncodeError(f"last_tag must be {TAG_LEN} bytes")
+
+    def __bytes__(self) -> bytes:
+        tag = self.last_tag
+        return _STATE.pack(self.key_id, self.last_counter, tag is not None, tag or bytes(TAG_LEN))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        """Parse what ``bytes(state)`` wrote (29 bytes).
+
+        Raises:
+            DecodeError: wrong length, a tag flag other than 0/1, or a tag with the flag clear.
+        """
+        what = "pendant counter state"
+        _exact(data, _STATE.size, what)
+        kid, counter, has_tag, tag = _STATE.unpack(data)
+        if has_tag > 1 or (not has_tag and tag != bytes(TAG_LEN)):
+            raise DecodeError(what, KEY_ID_LEN + 4, "invalid tag flag")
+        return cls(kid, counter, tag if has_tag else None)
 
 
 class PendantVerifier:
@@ -256,6 +349,35 @@ class PendantVerifier:
     def last_tag(self) -> bytes | None:
         """The tag of the event with :attr:`last_counter`, if known."""
         return self._last_tag
+
+    @property
+    def exhausted(self) -> bool:
+        """The pendant has used up its counters under this key (it sent REKEY): nothing new verifies until the
+        pendant and the hub are re-provisioned with a new key."""
+        return self._last_counter >= COUNTER_CEILING
+
+    @property
+    def rekey_due(self) -> bool:
+        """The accepted counters have reached :data:`REKEY_DUE_AT` (or the ceiling): the pendant should be re-keyed
+        at the next visit, before it runs out."""
+        return self._last_counter >= REKEY_DUE_AT
+
+    def state(self) -> PendantCounterState:
+        """What to persist (after an accepted event) so that :meth:`restore` resumes here."""
+        return PendantCounterState(key_id(self._key), self._last_counter, self._last_tag)
+
+    @classmethod
+    def restore(cls, pendant_id: str, key: bytes, saved: PendantCounterState | None) -> Self:
+        """A verifier for ``key`` resuming from ``saved`` if it was saved under the same key, else starting afresh.
+
+        A pendant re-provisioned with a new key (after REKEY, or any re-pairing) restarts its counter at 1; the hub
+        starts afresh with it. Nothing signed under the old key verifies under the new one, so nothing old can be
+        replayed; and because a state saved under a key is always resumed under that key, a counter can never be
+        reset without a new key.
+        """
+        if saved is None or not hmac.compare_digest(saved.key_id, key_id(key)):
+            return cls(pendant_id, key)
+        return cls(pendant_id, key, saved.last_counter, saved.last_tag)
 
     def verify(self, frame: bytes) -> VerifiedEvent:
         """Authenticate an Event frame.
@@ -299,8 +421,8 @@ class ConfirmFrame:
     tag: bytes = bytes(TAG_LEN)
 
     def __post_init__(self) -> None:
-        if not 1 <= self.counter <= _COUNTER_MAX:
-            raise EncodeError(f"counter must be in 1..{_COUNTER_MAX}")
+        if not 1 <= self.counter <= COUNTER_CEILING:
+            raise EncodeError(f"counter must be in 1..{COUNTER_CEILING}")
         if len(self.tag) != TAG_LEN:
             raise EncodeError(f"tag must be {TAG_LEN} bytes")
 
@@ -316,13 +438,15 @@ class ConfirmFrame:
         """Parse a frame (without checking its tag).
 
         Raises:
-            DecodeError: wrong length, version or a zero counter.
+            DecodeError: wrong length, version, or a counter of 0 or above :data:`COUNTER_CEILING`.
         """
         _exact(data, CONFIRM.size + TAG_LEN, "pendant confirm")
         _check_version(data, "pendant confirm")
         _, counter = CONFIRM.unpack_from(data)
         if counter == 0:
             raise DecodeError("pendant confirm", 1, "counter 0 is never confirmed")
+        if counter > COUNTER_CEILING:
+            raise DecodeError("pendant confirm", 1, f"counter {counter} is above the ceiling {COUNTER_CEILING}")
         return cls(counter, bytes(data[CONFIRM.size :]))
 
     def sign(self, pendant_id: str, key: bytes) -> Self:
@@ -364,8 +488,8 @@ class FeedbackFrame:
     def __post_init__(self) -> None:
         if not isinstance(self.state, FeedbackState):
             raise EncodeError("state must be a FeedbackState")
-        if not 0 <= self.event_counter <= _COUNTER_MAX:
-            raise EncodeError("event_counter must fit in 32 bits")
+        if not 0 <= self.event_counter <= COUNTER_CEILING:
+            raise EncodeError(f"event_counter must be in 0..{COUNTER_CEILING}")
         if not 0 <= self.feedback_seq <= 0xFFFF:
             raise EncodeError("feedback_seq must fit in 16 bits")
         if len(self.tag) != TAG_LEN:
@@ -383,7 +507,7 @@ class FeedbackFrame:
         """Parse a frame (without checking its tag).
 
         Raises:
-            DecodeError: wrong length, version or state.
+            DecodeError: wrong length, version, state, or an event counter above :data:`COUNTER_CEILING`.
         """
         what = "pendant feedback"
         _exact(data, FEEDBACK.size + TAG_LEN, what)
@@ -393,6 +517,8 @@ class FeedbackFrame:
             kind = FeedbackState(state)
         except ValueError:
             raise DecodeError(what, 1, f"unknown feedback state {state}") from None
+        if counter > COUNTER_CEILING:
+            raise DecodeError(what, 2, f"event counter {counter} is above the ceiling {COUNTER_CEILING}")
         return cls(kind, counter, seq, bytes(data[FEEDBACK.size :]))
 
     def sign(self, pendant_id: str, key: bytes) -> Self:

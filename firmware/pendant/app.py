@@ -120,14 +120,26 @@ class Pendant:
             return False
         try:
             counter = self._store.next_counter()
-        except CounterExhausted:
+        except CounterExhausted:  # docs/protocol.md §9.6: only the REKEY frame is left; nothing else can be sent
             self._player.show(feedback.NOT_PROVISIONED)
+            self.queue_rekey()
             return False
         self.battery_pct = battery.percent(self._board.battery_mv())  # fresh in every event
         frame = frames.event_frame(key, pid, event, counter, self.battery_pct, self._board.uptime_s())
         self.pending.append((counter, event, frame, time.ticks_ms()))
+        if self._store.exhausted:  # that was the last ordinary counter: tell the hub right behind it
+            self.queue_rekey()
         self._progress.set()
         return True
+
+    def queue_rekey(self) -> None:
+        """Queue the REKEY frame (counters used up) unless it is already pending; the hub must re-provision us."""
+        key, pid = self._store.key, self._store.pendant_id
+        if key is None or pid is None or any(p[1] == frames.EV_REKEY for p in self.pending):
+            return
+        counter = self._store.rekey_counter()
+        self.pending.append((counter, frames.EV_REKEY, frames.rekey_frame(key, pid), time.ticks_ms()))
+        self._progress.set()
 
     def on_write(self, kind: int, data: bytes) -> bool:
         """A write from the hub; True when it was authentic and fresh (and acted on)."""
@@ -216,6 +228,9 @@ class Pendant:
         # Counters are confirmed in order, so whatever is queued first is delivered first. When a press woke us,
         # battery_low waits until that press is delivered: help first, maintenance after.
         battery_due = wake_pressed
+        if self._store.exhausted:  # at every wake until re-provisioned: the hub must hear that we need a new key
+            battery_due = False
+            self.queue_rekey()
         if not battery_due:
             self.measure_battery()
         if heartbeat:

@@ -18,6 +18,9 @@ TAG_LEN = const(16)
 KEY_LEN = const(32)
 _ID_MAX = const(32)
 _COUNTER_MAX = const(0xFFFFFFFF)
+# The highest counter ever sent, only in the REKEY frame; ordinary events stay below it; 2**32-1 is never valid
+# (docs/protocol.md §9.6).
+COUNTER_CEILING = const(0xFFFFFFFE)
 BATTERY_UNKNOWN = const(0xFF)
 
 # Event types (the "event type" byte).
@@ -27,6 +30,7 @@ EV_CANCEL = const(3)
 EV_CHECKIN = const(4)
 EV_BATTERY_LOW = const(5)
 EV_HEARTBEAT = const(6)
+EV_REKEY = const(7)  # counters used up: re-provision with a new key (fixed frame at COUNTER_CEILING)
 
 # Feedback states (the "feedback state" byte) the hub may write.
 FB_IDLE = const(0)
@@ -70,12 +74,17 @@ def tag(key: bytes, label: bytes, pendant_id: bytes, header: bytes) -> bytes:
 
 def event_frame(key: bytes, pendant_id: bytes, event: int, counter: int, battery: int, uptime_s: int) -> bytes:
     """The 27-byte Event frame. `battery` is 0..100, or BATTERY_UNKNOWN."""
-    if not 1 <= counter <= _COUNTER_MAX:
+    if not 1 <= counter <= COUNTER_CEILING or (event == EV_REKEY) != (counter == COUNTER_CEILING):
         raise ValueError("counter")
     if battery > 100:
         battery = BATTERY_UNKNOWN
     header = struct.pack(_EVENT, VERSION, event, counter, battery, uptime_s & _COUNTER_MAX)
     return header + tag(key, _LABEL_EVENT, pendant_id, header)
+
+
+def rekey_frame(key: bytes, pendant_id: bytes) -> bytes:
+    """The one REKEY frame of this key: counter COUNTER_CEILING, battery unknown, uptime 0 (the same bytes always)."""
+    return event_frame(key, pendant_id, EV_REKEY, COUNTER_CEILING, BATTERY_UNKNOWN, 0)
 
 
 def event_counter(frame: bytes) -> int:
@@ -92,7 +101,7 @@ def confirm_counter(key: bytes, pendant_id: bytes, data: bytes) -> int:
     if not equal(tag(key, _LABEL_CONFIRM, pendant_id, header), data[_CONFIRM_LEN:]):
         return 0
     counter: int = struct.unpack(_CONFIRM, header)[1]
-    return counter
+    return counter if counter <= COUNTER_CEILING else 0
 
 
 def feedback(key: bytes, pendant_id: bytes, data: bytes) -> tuple[int, int, int] | None:
@@ -106,6 +115,8 @@ def feedback(key: bytes, pendant_id: bytes, data: bytes) -> tuple[int, int, int]
     if not equal(tag(key, _LABEL_FEEDBACK, pendant_id, header), data[_FEEDBACK_LEN:]):
         return None
     _, state, counter, seq = struct.unpack(_FEEDBACK, header)
+    if counter > COUNTER_CEILING:
+        return None
     return (state, counter, seq)
 
 

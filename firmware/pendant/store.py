@@ -19,18 +19,23 @@
 # - key file missing or corrupt: not provisioned. Events are refused (the hub would reject them anyway) and the
 #   pendant shows the "not provisioned" pattern. The key file is replaced by write-new-then-rename, and a surviving
 #   pendant.key.new is used when pendant.key is gone (a crash between the two steps on a FAT file system).
+#
+# Counter ceiling (docs/protocol.md §9.6): ordinary counters stop at frames.COUNTER_CEILING - 1; the ceiling itself
+# is reserved for the key's one REKEY frame (rekey_counter()), so no limit ever exceeds COUNTER_CEILING + 1 and no
+# counter 2**32-1 is ever sent. Past REKEY_FROM, provision() with a new key starts the counter again at 1.
 
 import hashlib
 import os
 import struct
 
-from frames import check_id
+from frames import COUNTER_CEILING, check_id
 from micropython import const
 
 BLOCK = const(16)  # counters reserved per flash write
 MARGIN = const(2 * BLOCK)  # jump past the surviving slot when the other is corrupt
 LOST_JUMP = const(1 << 20)  # jump past the key file's floor when both slots are lost
-_COUNTER_MAX = const(0xFFFFFFFF)
+REKEY_FROM = const(0x80000000)  # a new key restarts the counter from here on (protocols.pendant.REKEY_DUE_AT)
+_LIMIT_MAX = const(0xFFFFFFFF)  # COUNTER_CEILING + 1: every counter, the REKEY one included, may have been sent
 _KEY_LEN = const(32)
 _CHECK_LEN = const(4)
 
@@ -46,7 +51,7 @@ _SLOT_LEN = const(7)
 
 
 class CounterExhausted(Exception):
-    """The 32-bit event counter is used up; the pendant must be re-provisioned."""
+    """The ordinary counters are used up: send the REKEY frame (rekey_counter()); re-provision with a new key."""
 
 
 def _check(body: bytes) -> bytes:
@@ -112,19 +117,30 @@ def _replace(root: str, name: str, data: bytes) -> None:
 
 
 def provision(root: str, pendant_id: bytes, key: bytes, first_counter: int = 1) -> None:
-    """Write the identity and start the counter at `first_counter` (or past any counter already reserved here).
+    """Write the identity and start the counter at `first_counter`, or past any counter reserved here.
 
-    Run on the pendant at pairing, e.g. through `mpremote exec` (firmware/README.md).
+    The counter never goes back, with one exception (docs/protocol.md §9.6): once it has passed REKEY_FROM (2**31,
+    where the hub asks for a re-key), a *new* key (not the stored one, or none readable) starts it again at
+    `first_counter`. Nothing sent under the old key verifies under the new one, so that replays nothing; with the
+    same key the counter only goes up. Run on the pendant at pairing, e.g. through `mpremote exec`
+    (firmware/README.md).
     """
     if len(key) != _KEY_LEN:
         raise ValueError("a pendant key has 32 bytes")
     if not check_id(pendant_id):
         raise ValueError("a pendant id is 1..32 of A-Z a-z 0-9 . _ : -")
-    start = max(first_counter, 1)
+    if not 1 <= first_counter < COUNTER_CEILING:
+        raise ValueError("first_counter must be below the counter ceiling")
+    old = _parse_key(_read(root + "/" + _KEY_FILE))
+    if old is None:
+        old = _parse_key(_read(root + "/" + _KEY_FILE + ".new"))
+    start = first_counter if old is None else max(first_counter, old[2])
     for name in _SLOT_FILES:
         slot = _parse_slot(_read(root + "/" + name))
         if slot is not None:
             start = max(start, slot[0])
+    if start >= REKEY_FROM and (old is None or old[1] != key):
+        start = first_counter
     _replace(root, _KEY_FILE, _key_record(pendant_id, key, start))
     for name in _SLOT_FILES:
         _write(root + "/" + name, _sealed(struct.pack(_SLOT, _SLOT_MAGIC, start, 0)))
@@ -163,13 +179,13 @@ class Store:
             best = max(good)
             self._limit, self._flags, self._slot = best
             if len(good) == 1:
-                self._limit = min(best[0] + MARGIN, _COUNTER_MAX)
+                self._limit = min(best[0] + MARGIN, _LIMIT_MAX)
                 self.recovered = True
         else:
-            self._limit = min(floor + LOST_JUMP, _COUNTER_MAX)
+            self._limit = min(floor + LOST_JUMP, _LIMIT_MAX)
             self.recovered = True
             _replace(root, _KEY_FILE, _key_record(self.pendant_id, self.key, self._limit))
-        self._limit = max(self._limit, floor, 1)
+        self._limit = min(max(self._limit, floor, 1), _LIMIT_MAX)
         self._next = self._limit
         if self.recovered:
             self._persist(self._limit)
@@ -193,19 +209,32 @@ class Store:
             self._flags = flags
             self._persist(self._limit)
 
+    @property
+    def exhausted(self) -> bool:
+        """No ordinary counter is left: only the REKEY frame can be sent (rekey_counter())."""
+        return self._next >= COUNTER_CEILING
+
     def next_counter(self) -> int:
         """A counter never handed out before, on this pendant, across reboots. Persisted before it is returned.
 
         Raises:
-            CounterExhausted: no 32-bit counter is left.
+            CounterExhausted: the next counter would reach the ceiling (reserved for the REKEY frame).
         """
+        if self._next >= COUNTER_CEILING:
+            raise CounterExhausted()
         if self._next >= self._limit:
-            if self._next + BLOCK > _COUNTER_MAX:
-                raise CounterExhausted()
-            self._persist(self._next + BLOCK)
+            self._persist(min(self._next + BLOCK, COUNTER_CEILING))
         counter = self._next
         self._next += 1
         return counter
+
+    def rekey_counter(self) -> int:
+        """COUNTER_CEILING, for the REKEY frame; from then on the store is exhausted. Idempotent (the frame has fixed
+        bytes, so sending it again after a reboot is a repeat), persisted before it is returned."""
+        if self._limit < _LIMIT_MAX:
+            self._persist(_LIMIT_MAX)
+        self._next = _LIMIT_MAX
+        return COUNTER_CEILING
 
     def _persist(self, limit: int) -> None:
         other = 1 - self._slot

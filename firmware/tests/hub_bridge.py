@@ -8,7 +8,9 @@
 #   reboot                         -> "BOOTED"        a new wake on the same flash store
 #   quit                           -> (exit)
 #
-# Usage: micropython hub_bridge.py ROOT KEY_HEX PENDANT_ID (MICROPYPATH as for run.py).
+# Usage: micropython hub_bridge.py ROOT KEY_HEX PENDANT_ID [FIRST_COUNTER] (MICROPYPATH as for run.py). The pendant is
+# provisioned on ROOT with that key at start (store.provision: a counter already there continues, unless §9.6 says a
+# new key restarts it).
 import asyncio
 import sys
 
@@ -59,9 +61,10 @@ async def serve(root: str) -> None:
 
 def main() -> None:
     root, key_hex, pid = sys.argv[1], sys.argv[2], sys.argv[3]
+    first = int(sys.argv[4]) if len(sys.argv) > 4 else 1
     support.KEY = bytes.fromhex(key_hex)
     support.PID = pid.encode()
-    store.provision(root, support.PID, support.KEY)
+    store.provision(root, support.PID, support.KEY, first)
     asyncio.run(serve(root))
 
 

@@ -344,3 +344,43 @@ async def test_button_pin_to_events():
     equal(frame[1], frames.EV_PRESS, "single press")
     r.fake.central_write(ble_link.CONFIRM_UUID, confirm(frames.event_counter(frame)))
     await _finish(task)
+
+
+async def test_at_the_ceiling_rekey_is_sent_until_confirmed_and_at_every_wake():
+    root = tmpdir()
+    store.provision(root, PID, KEY, first_counter=frames.COUNTER_CEILING - 1)
+    r = Rig(root=root)
+    shown = []
+    real_show = r.player.show
+
+    def spy(state):
+        shown.append(state)
+        real_show(state)
+
+    r.player.show = spy
+    task = await _run(r)
+    r.fake.central_connect()
+    r.pendant.on_gesture(1)
+    last = await _next_indication(r, 1)
+    equal(frames.event_counter(last), frames.COUNTER_CEILING - 1, "the last ordinary counter")
+    equal([p[1] for p in r.pendant.pending], [frames.EV_PRESS, frames.EV_REKEY], "REKEY right behind the last one")
+    r.fake.central_write(ble_link.CONFIRM_UUID, confirm(frames.COUNTER_CEILING - 1))
+    rekey = await _next_indication(r, len(r.fake.indications) + 1)
+    equal(rekey, frames.rekey_frame(KEY, PID), "the fixed REKEY frame")
+    equal(parse_event(rekey)[1:], (frames.EV_REKEY, frames.COUNTER_CEILING, frames.BATTERY_UNKNOWN, 0), "fields")
+    r.pendant.on_gesture(1)  # no counter left: not provisioned shown, nothing new queued
+    check(feedback.NOT_PROVISIONED in shown, "the resident is told the pendant cannot call")
+    equal([p[1] for p in r.pendant.pending], [frames.EV_REKEY], "queued once")
+    r.fake.central_write(ble_link.CONFIRM_UUID, confirm(frames.COUNTER_CEILING))
+    await until(lambda: not r.pendant.pending)
+    r.player.stop()
+    await _finish(task)
+    # The next wake (any wake) sends the same bytes again: the hub sees a repeat.
+    r2 = Rig(root=root)
+    task = await _run(r2)
+    await until(lambda: r2.pendant.pending)
+    r2.fake.central_connect()
+    equal(await _next_indication(r2, 1), rekey, "same REKEY bytes after the reboot")
+    r2.fake.central_write(ble_link.CONFIRM_UUID, confirm(frames.COUNTER_CEILING))
+    r2.player.stop()
+    await _finish(task)

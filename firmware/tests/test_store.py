@@ -1,6 +1,7 @@
 # Counter and key persistence across simulated reboots, crashes and corruption.
 import os
 
+import frames
 import store
 from support import KEY, PID, check, equal, tmpdir
 
@@ -146,3 +147,66 @@ def test_flags_persist():
     s2 = _reboot(root)
     equal(s2.flags, store.FLAG_BATTERY_LOW_SENT, "flags")
     check(s2.next_counter() > c, "flags write moved the counter back")
+
+
+def test_counters_stop_below_the_ceiling_which_only_rekey_uses():
+    root = tmpdir()
+    top = frames.COUNTER_CEILING
+    store.provision(root, PID, KEY, first_counter=top - 3)
+    s = _reboot(root)
+    equal([s.next_counter() for _ in range(3)], [top - 3, top - 2, top - 1], "last ordinary counters")
+    check(s.exhausted, "exhausted at the ceiling")
+    try:
+        s.next_counter()
+        raise AssertionError("a counter at or above the ceiling was handed out")
+    except store.CounterExhausted:
+        pass
+    equal(s.rekey_counter(), top, "the ceiling is the REKEY counter")
+    equal(s.last_issued, top, "REKEY counted as sent")
+    equal(s.rekey_counter(), top, "idempotent")
+    s2 = _reboot(root)  # after a reboot: still exhausted, the REKEY counter may have been sent
+    check(s2.exhausted, "still exhausted after a reboot")
+    equal(s2.last_issued, top, "never above the ceiling")
+    equal(s2.rekey_counter(), top, "the same REKEY counter")
+
+
+def test_recovery_jumps_never_pass_the_ceiling():
+    root = tmpdir()
+    store.provision(root, PID, KEY, first_counter=frames.COUNTER_CEILING - 100)
+    s = _reboot(root)
+    s.next_counter()
+    for name in store._SLOT_FILES:  # both slots lost: the jump of 2**20 would pass 2**32
+        os.remove(root + "/" + name)
+    s2 = _reboot(root)
+    check(s2.recovered and s2.exhausted, "jumped to the ceiling")
+    equal(s2.last_issued, frames.COUNTER_CEILING, "clamped: 2**32-1 is never reached")
+    _corrupt(root, store._SLOT_FILES[s2._slot])  # one slot corrupt on top: MARGIN past the other, clamped too
+    equal(_reboot(root).last_issued, frames.COUNTER_CEILING, "clamped after a one-slot recovery")
+
+
+def test_a_new_key_restarts_an_exhausted_counter_the_same_key_does_not():
+    root = tmpdir()
+    store.provision(root, PID, KEY, first_counter=frames.COUNTER_CEILING - 1)
+    s = _reboot(root)
+    s.next_counter()
+    s.rekey_counter()
+    store.provision(root, PID, KEY)  # the same key again: never back, still exhausted
+    check(_reboot(root).exhausted, "same key reset the counter")
+    store.provision(root, PID, bytes(32))  # re-keyed
+    s2 = _reboot(root)
+    equal(s2.key, bytes(32), "new key")
+    check(not s2.exhausted, "still exhausted after re-keying")
+    equal(s2.next_counter(), 1, "a new key starts at 1")
+    # Below the re-key point a new key continues the counter instead (any hub accepts that).
+    s2.next_counter()
+    store.provision(root, PID, KEY)
+    check(_reboot(root).next_counter() > 2, "went back below the re-key point")
+
+
+def test_provision_refuses_a_first_counter_at_the_ceiling():
+    for first in (0, frames.COUNTER_CEILING, frames.COUNTER_CEILING + 1):
+        try:
+            store.provision(tmpdir(), PID, KEY, first_counter=first)
+        except ValueError:
+            continue
+        raise AssertionError("accepted first_counter %d" % first)

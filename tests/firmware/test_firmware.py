@@ -20,9 +20,11 @@ from hypothesis import strategies as st
 
 from protocols.errors import AuthenticationError, ReplayError
 from protocols.pendant import (
+    COUNTER_CEILING,
     ConfirmFrame,
     FeedbackFrame,
     FeedbackState,
+    PendantCounterState,
     PendantEvent,
     PendantEventType,
     PendantVerifier,
@@ -164,7 +166,7 @@ def test_hmac_matches_cpython(pairs: list[tuple[bytes, bytes]]) -> None:
 
 # -- frames built under MicroPython, verified by protocols.pendant ------------------------------------------------
 
-events = st.sampled_from(list(PendantEventType))
+events = st.sampled_from([t for t in PendantEventType if t is not PendantEventType.REKEY])
 batteries = st.one_of(st.integers(0, 100), st.just(0xFF))
 
 
@@ -172,7 +174,9 @@ batteries = st.one_of(st.integers(0, 100), st.just(0xFF))
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(
-        st.tuples(events, st.integers(1, 2**32 - 1), batteries, st.integers(0, 2**32 - 1)), min_size=1, max_size=10
+        st.tuples(events, st.integers(1, COUNTER_CEILING - 1), batteries, st.integers(0, 2**32 - 1)),
+        min_size=1,
+        max_size=10,
     ),
     st.binary(min_size=32, max_size=32),
     st.from_regex(r"[A-Za-z0-9._:-]{1,32}", fullmatch=True),
@@ -205,10 +209,17 @@ def bridge(tmp_path: Path) -> Iterator[_Bridge]:
 class _Bridge:
     """The firmware's whole pendant (app, store, link) on the fake radio in a MicroPython process; we are the hub."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, key: bytes = KEY, first_counter: int = 1) -> None:
         assert MICROPYTHON is not None
         self._proc = subprocess.Popen(
-            [MICROPYTHON, str(FIRMWARE / "tests" / "hub_bridge.py"), str(root), KEY.hex(), PENDANT_ID],
+            [
+                MICROPYTHON,
+                str(FIRMWARE / "tests" / "hub_bridge.py"),
+                str(root),
+                key.hex(),
+                PENDANT_ID,
+                str(first_counter),
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -312,6 +323,36 @@ def test_counters_survive_reboots_across_interpreters(bridge: _Bridge) -> None:
     assert bridge.feedback(_feedback(FeedbackState.ANSWERED, last, 5)) == FeedbackState.IDLE
 
 
+def test_a_pendant_at_the_ceiling_is_re_keyed_not_locked_out(tmp_path: Path) -> None:
+    """Issue 19 item 4 across interpreters: the firmware stops below 2**32-1, says REKEY, and after re-provisioning
+    with a new key the hub (restoring its saved state) accepts its events again; old frames stay refused."""
+    if MICROPYTHON is None:
+        pytest.skip("micropython is not installed")
+    hub = PendantVerifier(PENDANT_ID, KEY, last_counter=COUNTER_CEILING - 2)
+    with _Bridge(tmp_path, first_counter=COUNTER_CEILING - 1) as pendant:
+        last = hub.verify(pendant.event("press")).event
+        assert last.counter == COUNTER_CEILING - 1
+        assert pendant.confirm(_confirm(last.counter)) == 1  # the REKEY frame waits right behind it
+        rekey = pendant.event("again")
+        verified = hub.verify(rekey)
+        assert (verified.event, verified.repeat) == (PendantEvent.rekey().sign(PENDANT_ID, KEY), False)
+        assert hub.exhausted
+        assert pendant.confirm(_confirm(COUNTER_CEILING)) == 0
+        assert pendant.ask("reboot") == "BOOTED"
+        assert pendant.event("again") == rekey  # every wake says it again, byte for byte: a repeat
+        assert hub.verify(rekey).repeat
+        assert pendant.confirm(_confirm(COUNTER_CEILING)) == 0
+    saved = PendantCounterState.from_bytes(bytes(hub.state()))
+    new_key = bytes(range(64, 96))
+    with _Bridge(tmp_path, key=new_key) as pendant:  # re-provisioned on the same flash with a new key
+        restored = PendantVerifier.restore(PENDANT_ID, new_key, saved)
+        fresh = restored.verify(pendant.event("press"))
+        assert (fresh.event.counter, fresh.repeat) == (1, False)
+        with pytest.raises(AuthenticationError):
+            restored.verify(rekey)
+    assert PendantVerifier.restore(PENDANT_ID, KEY, saved).exhausted  # the old key stays locked
+
+
 @needs_micropython
 def test_forged_and_tampered_firmware_frames_rejected_by_cpython() -> None:
     (line,) = _mpy_eval(
@@ -338,7 +379,7 @@ def test_forged_and_tampered_firmware_frames_rejected_by_cpython() -> None:
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(
-        st.tuples(st.sampled_from(list(FeedbackState)), st.integers(0, 2**32 - 1), st.integers(0, 0xFFFF)),
+        st.tuples(st.sampled_from(list(FeedbackState)), st.integers(0, COUNTER_CEILING), st.integers(0, 0xFFFF)),
         min_size=1,
         max_size=10,
     ),

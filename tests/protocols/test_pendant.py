@@ -10,13 +10,19 @@ from hypothesis import strategies as st
 
 from protocols.errors import AuthenticationError, DecodeError, EncodeError, ReplayError
 from protocols.pendant import (
+    COUNTER_CEILING,
+    EVENT,
+    REKEY_DUE_AT,
     ConfirmFrame,
     DeviceInfo,
     FeedbackFrame,
     FeedbackState,
+    PendantCounterState,
     PendantEvent,
     PendantEventType,
     PendantVerifier,
+    compute_tag,
+    key_id,
 )
 
 # The test vector of docs/protocol.md §9.6.
@@ -26,14 +32,20 @@ PRESS_42 = bytes.fromhex("01012a00000057100e0000b43673dd3ad64ca3b3313dd30947339b
 CONFIRM_42 = bytes.fromhex("012a00000062c56b9ef81b74eae07668cdaf8a6800")
 HELP_CALLED_42 = bytes.fromhex("01012a00000000008addf1969099d0a9b303ed57b916af64")
 DEVICE_INFO = bytes.fromhex("010c70656e64616e742d30303031")
+REKEY = bytes.fromhex("0107feffffffff000000007851f3566c01f3c04d6a18b57ebd9e1c")
+OTHER_KEY = bytes(range(32, 64))
 
-counters = st.integers(1, 2**32 - 1)
-events = st.builds(
-    PendantEvent,
-    event=st.sampled_from(PendantEventType),
-    counter=counters,
-    battery=st.none() | st.integers(0, 100),
-    uptime_seconds=st.integers(0, 2**32 - 1),
+ORDINARY = [t for t in PendantEventType if t is not PendantEventType.REKEY]
+counters = st.integers(1, COUNTER_CEILING - 1)
+events = st.one_of(
+    st.builds(
+        PendantEvent,
+        event=st.sampled_from(ORDINARY),
+        counter=counters,
+        battery=st.none() | st.integers(0, 100),
+        uptime_seconds=st.integers(0, 2**32 - 1),
+    ),
+    st.just(PendantEvent.rekey()),
 )
 
 
@@ -52,6 +64,8 @@ def test_fixed_vectors() -> None:
     assert bytes(FeedbackFrame(FeedbackState.HELP_CALLED, 42, 0).sign(PENDANT, KEY)) == HELP_CALLED_42
     assert bytes(DeviceInfo(PENDANT)) == DEVICE_INFO
     assert DeviceInfo.from_bytes(DEVICE_INFO) == DeviceInfo(PENDANT)
+    assert bytes(PendantEvent.rekey().sign(PENDANT, KEY)) == REKEY
+    assert key_id(KEY) == bytes.fromhex("a9f35ca087de8745")
 
 
 def test_tag_matches_a_hand_written_hmac() -> None:
@@ -134,7 +148,7 @@ def test_events_round_trip(event: PendantEvent) -> None:
     assert PendantVerifier(PENDANT, KEY, last_counter=signed.counter - 1).verify(bytes(signed)).event == signed
 
 
-@given(st.sampled_from(FeedbackState), st.integers(0, 2**32 - 1), st.integers(0, 0xFFFF), counters)
+@given(st.sampled_from(FeedbackState), st.integers(0, COUNTER_CEILING), st.integers(0, 0xFFFF), counters)
 def test_feedback_and_confirm_round_trip(state: FeedbackState, event_counter: int, seq: int, counter: int) -> None:
     feedback = FeedbackFrame(state, event_counter, seq).sign(PENDANT, KEY)
     assert FeedbackFrame.from_bytes(bytes(feedback)) == feedback
@@ -169,7 +183,7 @@ def test_random_bytes_raise_only_decode_or_authentication_errors(data: bytes) ->
     "frame",
     [
         "02012a00000057100e0000" + "00" * 16,  # version 2
-        "01072a00000057100e0000" + "00" * 16,  # event type 7
+        "01082a00000057100e0000" + "00" * 16,  # event type 8
         "01010000000057100e0000" + "00" * 16,  # counter 0
         "01012a00000065100e0000" + "00" * 16,  # battery 101 %
     ],
@@ -188,3 +202,134 @@ def test_invalid_construction() -> None:
         PendantVerifier(PENDANT, b"short")
     with pytest.raises(EncodeError):
         FeedbackFrame(FeedbackState.IDLE, 1, 0x1_0000)
+
+
+# -- the counter ceiling and re-keying (docs/protocol.md §9.6) ----------------------------------------------------
+
+
+def _signed_event(event: int, counter: int, battery: int = 0xFF, uptime: int = 0, key: bytes = KEY) -> bytes:
+    """An Event frame with any header fields, correctly signed (what a holder of the key could send)."""
+    header = EVENT.pack(1, event, counter, battery, uptime)
+    return header + compute_tag(key, b"E", PENDANT, header)
+
+
+def test_an_authentic_frame_at_2_32_minus_1_cannot_lock_a_pendant_out() -> None:
+    # Issue 19 item 4: accepting counter 2**32-1 once made every later event "older". It is no frame at all now.
+    verifier = PendantVerifier(PENDANT, KEY, last_counter=41)
+    with pytest.raises(DecodeError, match="ceiling"):
+        verifier.verify(_signed_event(PendantEventType.PRESS, 2**32 - 1, 80, 5))
+    assert verifier.last_counter == 41
+    assert verifier.verify(PRESS_42).event.counter == 42
+
+
+@given(st.integers(COUNTER_CEILING + 1, 2**32 - 1), st.sampled_from(list(PendantEventType)))
+def test_no_frame_names_a_counter_above_the_ceiling(counter: int, event: PendantEventType) -> None:
+    with pytest.raises(DecodeError):
+        PendantEvent.from_bytes(_signed_event(event, counter))
+    confirm_header = bytes([1]) + counter.to_bytes(4, "little")
+    with pytest.raises(DecodeError):
+        ConfirmFrame.from_bytes(confirm_header + compute_tag(KEY, b"C", PENDANT, confirm_header))
+    feedback_header = bytes([1, 1]) + counter.to_bytes(4, "little") + bytes(2)
+    with pytest.raises(DecodeError):
+        FeedbackFrame.from_bytes(feedback_header + compute_tag(KEY, b"F", PENDANT, feedback_header))
+    with pytest.raises(EncodeError):
+        ConfirmFrame(counter)
+    with pytest.raises(EncodeError):
+        FeedbackFrame(FeedbackState.IDLE, counter, 0)
+
+
+@given(
+    st.sampled_from(list(PendantEventType)),
+    st.integers(1, COUNTER_CEILING),
+    st.integers(0, 100) | st.just(0xFF),
+    st.integers(0, 2**32 - 1),
+)
+def test_the_ceiling_counter_is_the_fixed_rekey_frame_and_nothing_else(
+    event: PendantEventType, counter: int, battery: int, uptime: int
+) -> None:
+    frame = _signed_event(event, counter, battery, uptime)
+    rekey = event is PendantEventType.REKEY
+    fixed = counter == COUNTER_CEILING and battery == 0xFF and uptime == 0
+    if rekey != (counter == COUNTER_CEILING) or (rekey and not fixed):
+        with pytest.raises(DecodeError):
+            PendantEvent.from_bytes(frame)
+    else:
+        parsed = PendantEvent.from_bytes(frame)
+        assert (parsed.event, parsed.counter) == (event, counter)
+        assert (parsed == PendantEvent.rekey().sign(PENDANT, KEY)) == rekey
+
+
+def test_rekey_is_accepted_once_then_only_repeated() -> None:
+    verifier = PendantVerifier(PENDANT, KEY, last_counter=COUNTER_CEILING - 3)
+    assert (verifier.rekey_due, verifier.exhausted) == (True, False)
+    accepted = verifier.verify(REKEY)
+    assert (accepted.event.event, accepted.repeat) == (PendantEventType.REKEY, False)
+    assert verifier.exhausted
+    assert verifier.verify(REKEY).repeat  # re-sent after a reboot: the same bytes, confirmed again
+    with pytest.raises(ReplayError):
+        verifier.verify(_signed_event(PendantEventType.PRESS, COUNTER_CEILING - 1, 50, 1))
+
+
+def test_a_pendant_at_the_ceiling_is_not_locked_out_after_re_keying() -> None:
+    hub = PendantVerifier(PENDANT, KEY, last_counter=COUNTER_CEILING - 1)
+    hub.verify(REKEY)
+    saved = PendantCounterState.from_bytes(bytes(hub.state()))
+    assert saved == PendantCounterState(key_id(KEY), COUNTER_CEILING, REKEY[11:])
+    # A hub restart under the same key resumes where it was: still exhausted, old frames still replays.
+    same = PendantVerifier.restore(PENDANT, KEY, saved)
+    assert same.exhausted
+    assert same.verify(REKEY).repeat
+    with pytest.raises(ReplayError):
+        same.verify(PRESS_42)
+    # Re-provisioned with a new key: the pendant counts from 1 again and the hub accepts it ...
+    rekeyed = PendantVerifier.restore(PENDANT, OTHER_KEY, saved)
+    assert (rekeyed.last_counter, rekeyed.exhausted, rekeyed.rekey_due) == (0, False, False)
+    first = bytes(PendantEvent(PendantEventType.PRESS, 1, 90, 2).sign(PENDANT, OTHER_KEY))
+    assert not rekeyed.verify(first).repeat
+    # ... and nothing signed under the old key, however high or low its counter, gets through.
+    for old in (PRESS_42, REKEY, _signed_event(PendantEventType.PRESS, 2, 90, 3)):
+        with pytest.raises(AuthenticationError):
+            rekeyed.verify(old)
+    assert PendantVerifier.restore(PENDANT, OTHER_KEY, None).last_counter == 0
+
+
+@given(st.integers(0, 2**32 - 1), st.none() | st.binary(min_size=16, max_size=16), st.binary(min_size=32, max_size=32))
+def test_saved_state_is_resumed_only_under_its_own_key(last: int, tag: bytes | None, other: bytes) -> None:
+    saved = PendantCounterState(key_id(KEY), last, tag)
+    assert PendantCounterState.from_bytes(bytes(saved)) == saved
+    resumed = PendantVerifier.restore(PENDANT, KEY, saved)
+    assert (resumed.last_counter, resumed.last_tag) == (last, tag)  # the same key never resets a counter
+    assert resumed.exhausted == (last >= COUNTER_CEILING)
+    assert resumed.rekey_due == (last >= REKEY_DUE_AT)
+    fresh = PendantVerifier.restore(PENDANT, other, saved)
+    assert fresh.last_counter == (last if other == KEY else 0)
+
+
+@given(st.binary(max_size=40))
+def test_counter_state_parsing_raises_only_decode_errors(data: bytes) -> None:
+    try:
+        state = PendantCounterState.from_bytes(data)
+    except DecodeError:
+        return
+    assert bytes(state) == data
+
+
+@given(st.lists(st.integers(1, COUNTER_CEILING), min_size=1, max_size=30))
+def test_counter_rules_under_one_key(sent: list[int]) -> None:
+    """Whatever order frames arrive in, a new event is accepted only above the mark, the mark never goes down, and
+    once REKEY is in nothing but its repeat is."""
+    verifier = PendantVerifier(PENDANT, KEY)
+    for counter in sent:
+        kind = PendantEventType.REKEY if counter == COUNTER_CEILING else PendantEventType.CHECKIN
+        frame = bytes(PendantEvent(kind, counter, None, 0 if counter == COUNTER_CEILING else 7).sign(PENDANT, KEY))
+        before = verifier.last_counter
+        try:
+            verified = verifier.verify(frame)
+        except ReplayError:
+            assert counter < before
+            assert verifier.last_counter == before
+            continue
+        assert counter >= before
+        assert verified.repeat == (counter == before)
+        assert verifier.last_counter == counter
+    assert verifier.exhausted == (COUNTER_CEILING in sent)
