@@ -9,13 +9,22 @@ An old person living alone who presses the button must never be ignored. The lif
 
 Every input returns a list of :class:`Action` for the gateway to carry out, in order: local feedback first (so the
 resident hears "help is being called" before anything touches the disk or the network), then records for the
-outbox's priority lane, then the pendant's feedback state and any fallback notification. Nothing here does I/O or
-reads the time, so every step is tested with plain values.
+outbox's priority lane, then the pendant's feedback state and any fallback notification. Nothing here does I/O;
+time comes from the injected `gateway.clock.Clock`: wall time for what records say and for the local check-in
+deadline (in the policy's zone), monotonic time for every timeout (ack timeout, cancel window, repeats) and rate, so
+a wall clock stepped by hours neither fires nor delays an escalation.
 
 Cases the machine handles, one per input:
-- a press while a call is open is a repeat ("still calling"); it never opens a second call;
-- a cancel outside the window, or with no open call, is recorded but cancels nothing: once help may be on its way,
-  only a caregiver closes the call;
+- a press while a call is open is a repeat ("still calling"): it joins that call, never opens a second one and
+  raises no second alarm;
+- a cancel outside the window, or with no open call, cancels nothing: once help may be on its way, only a caregiver
+  closes the call;
+- floods (a stuck or toggled button): events that change no call (joining presses, refused or stray cancels,
+  check-ins) are recorded at most once per `PanicPolicy.echo_interval` per pendant and kind, and a pendant may
+  cancel at most `PanicPolicy.cancel_limit` calls per `PanicPolicy.cancel_limit_window` (a further cancel is
+  refused, the call stays open). A first press -- one with no open call -- is never dropped, delayed or limited:
+  it always opens a call and raises its cues. So one pendant's calls and records grow with time, never with the
+  number of events: at most :meth:`PanicPolicy.max_calls` and :meth:`PanicPolicy.max_records`;
 - a caregiver acknowledgement for an unknown or closed alarm is recorded and ignored;
 - escalation repeats the voice and re-fires the fallback every `repeat_interval` until delivered *and* answered,
   or cancelled.
@@ -24,10 +33,12 @@ Cases the machine handles, one per input:
 from __future__ import annotations
 
 import enum
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, time, timedelta, tzinfo
+from datetime import datetime, time, timedelta, tzinfo
 
+from gateway.clock import Clock, SystemClock
 from gateway.feedback import Cue, Light, Sound
 
 __all__ = [
@@ -65,13 +76,58 @@ class CallState(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class PanicPolicy:
-    """Installer-configurable timings."""
+    """Installer-configurable timings, in the home's zone.
 
+    Attributes:
+        local_zone: the home's time zone (``[hub] timezone``); the check-in deadline is local time in it.
+        ack_timeout: how long a call waits for the platform's ack before escalating locally.
+        cancel_window: how long after the press the resident may still cancel.
+        repeat_interval: how often an open call repeats its voice (and an escalated one its fallback).
+        checkin_deadline: the local time by which the daily check-in is expected (None: no check-in).
+        echo_interval: at most one record per pendant and event kind per interval for events that change nothing
+            (a press joining an open call, a refused or stray cancel, a check-in); the first press of a call and a
+            cancel that closes one are always recorded.
+        cancel_limit: at most this many calls a pendant may cancel per `cancel_limit_window`; a further cancel is
+            refused (the call stays open until a caregiver closes it), so press/cancel toggling opens a bounded
+            number of calls.
+        cancel_limit_window: see `cancel_limit`.
+    """
+
+    local_zone: tzinfo
     ack_timeout: timedelta = timedelta(seconds=5)
     cancel_window: timedelta = timedelta(seconds=60)
     repeat_interval: timedelta = timedelta(seconds=30)
     checkin_deadline: time | None = time(11, 0)
-    local_zone: tzinfo = UTC
+    echo_interval: timedelta = timedelta(seconds=30)
+    cancel_limit: int = 3
+    cancel_limit_window: timedelta = timedelta(minutes=10)
+
+    def __post_init__(self) -> None:
+        for name in ("ack_timeout", "cancel_window", "repeat_interval", "echo_interval", "cancel_limit_window"):
+            if getattr(self, name) <= timedelta(0):
+                raise ValueError(f"panic policy: {name} must be positive")
+        if self.cancel_limit < 1:
+            raise ValueError("panic policy: cancel_limit must be at least 1")
+
+    def max_calls(self, elapsed: timedelta) -> int:
+        """The most calls one pendant's events can open in `elapsed` (monotonic) time, however many events come.
+
+        A call is opened only by a press with no open call, so after the first only by a press following a
+        cancel, and the resident may cancel at most `cancel_limit` calls in any `cancel_limit_window`. (A call a
+        caregiver answers is closed by the platform, not by the pendant's events, and is not counted here.)
+        """
+        windows = int(elapsed / self.cancel_limit_window) + 1
+        return 1 + self.cancel_limit * windows
+
+    def max_records(self, elapsed: timedelta) -> int:
+        """The most records one pendant's events and the ticks can emit in `elapsed` (monotonic) time.
+
+        Per call at most five: the press, "raised", "escalated", and the honoured cancel with "cancelled" (or a
+        caregiver's "acknowledged", which comes from the platform). Besides, at most one echo record per event kind
+        (press, cancel, check-in) per `echo_interval`.
+        """
+        echoes = len(_ECHO_KINDS) * (int(elapsed / self.echo_interval) + 1)
+        return 5 * self.max_calls(elapsed) + echoes
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,17 +170,24 @@ Action = ShowCue | EmitRecord | SetPendantState | NotifyFallback
 
 @dataclass(frozen=True, slots=True)
 class PanicCall:
-    """One call for help, from the first press to its end."""
+    """One call for help, from the first press to its end.
+
+    Wall times (``*_at``) are what records say; the ``*_mono`` times are the injected clock's monotonic seconds,
+    from which every timeout of the call is measured.
+    """
 
     alarm_id: str
     pendant: str
     resident: str
     opened_at: datetime
     state: CallState
+    opened_mono: float
+    last_nudge_mono: float
+    counter: int = 0  # the pendant counter of the press that opened the call
+    cancel_counter: int | None = None  # the counter of the cancel that closed it, if the resident cancelled
     delivered_at: datetime | None = None
     answered_at: datetime | None = None
     answered_by: str | None = None
-    last_nudge: datetime | None = None
     fallback_count: int = 0
 
     @property
@@ -133,18 +196,73 @@ class PanicCall:
         return self.state not in (CallState.ANSWERED, CallState.CANCELLED)
 
 
+class _Echo(enum.Enum):
+    """Events that change no call, each kind limited to one record per `PanicPolicy.echo_interval` per pendant."""
+
+    PRESS = "press"  # a press joining an open call
+    CANCEL = "cancel"  # a cancel refused, or with no call to cancel
+    CHECKIN = "checkin"
+
+
+_ECHO_KINDS = tuple(_Echo)
+
+# Closed calls kept for lookups (a late platform ack, a caregiver's answer to a call the resident cancelled).
+_CLOSED_CALLS_KEPT = 64
+
+
+@dataclass(slots=True)
+class _PendantLimits:
+    """Per-pendant rate state, on the monotonic clock."""
+
+    echoed: dict[_Echo, float] = field(default_factory=dict)  # when each echo kind was last recorded
+    cancels: deque[float] = field(default_factory=deque)  # when the most recent honoured cancels happened
+
+    def echo_due(self, kind: _Echo, mono: float, interval: float) -> bool:
+        """Whether an echo of `kind` may be recorded now (and, if so, count it)."""
+        last = self.echoed.get(kind)
+        if last is not None and mono - last < interval:
+            return False
+        self.echoed[kind] = mono
+        return True
+
+    def cancel_allowed(self, mono: float, limit: int, window: float) -> bool:
+        """Whether one more cancel fits in the window (not yet counted: see :meth:`count_cancel`)."""
+        while self.cancels and mono - self.cancels[0] >= window:
+            self.cancels.popleft()
+        return len(self.cancels) < limit
+
+    def count_cancel(self, mono: float, limit: int) -> None:
+        self.cancels.append(mono)
+        while len(self.cancels) > limit:
+            self.cancels.popleft()
+
+
 @dataclass(slots=True)
 class PanicLifecycle:
-    """All pendants' calls for one hub. Feed it events; carry out the actions it returns."""
+    """All pendants' calls for one hub. Feed it events; carry out the actions it returns.
 
-    policy: PanicPolicy = field(default_factory=PanicPolicy)
+    Every method takes an optional `now`: the wall time to stamp on the records of this input (so that one input's
+    records share one time); it defaults to the clock's. Timeouts and rates are always measured on the clock's
+    monotonic time, so a wall clock stepped by hours neither fires nor delays an escalation.
+    """
+
+    policy: PanicPolicy
+    clock: Clock = field(default_factory=SystemClock)
     language: dict[str, str] = field(default_factory=dict)
     calls: dict[str, PanicCall] = field(default_factory=dict)
     last_checkin: dict[str, datetime] = field(default_factory=dict)
     checkin_warned: dict[str, datetime] = field(default_factory=dict)
+    _limits: dict[str, _PendantLimits] = field(default_factory=dict)
 
     def _lang(self, resident: str) -> str:
         return self.language.get(resident, "en")
+
+    def _wall(self, now: datetime | None) -> datetime:
+        if now is None:
+            return self.clock.now()
+        if now.tzinfo is None or now.utcoffset() is None:
+            raise ValueError(f"panic lifecycle: `now` must be timezone-aware, got {now!r}")
+        return now
 
     def open_call(self, pendant: str) -> PanicCall | None:
         """The pendant's open call, if any."""
@@ -166,10 +284,30 @@ class PanicLifecycle:
         fields.update(extra)
         return EmitRecord("alarm", fields)
 
+    def _echo(self, pendant: str, kind: _Echo, mono: float, record: EmitRecord) -> list[Action]:
+        limits = self._limits.setdefault(pendant, _PendantLimits())
+        if limits.echo_due(kind, mono, self.policy.echo_interval.total_seconds()):
+            return [record]
+        return []
+
+    def _forget_closed(self) -> None:
+        closed = [alarm_id for alarm_id, call in self.calls.items() if not call.open]
+        for alarm_id in closed[: max(0, len(closed) - _CLOSED_CALLS_KEPT)]:
+            del self.calls[alarm_id]
+
     def on_event(
-        self, *, pendant: str, resident: str, kind: PendantEventKind, counter: int, battery: int | None, now: datetime
+        self,
+        *,
+        pendant: str,
+        resident: str,
+        kind: PendantEventKind,
+        counter: int,
+        battery: int | None,
+        now: datetime | None = None,
     ) -> list[Action]:
         """A verified pendant event (authenticated and not a replay)."""
+        wall = self._wall(now)
+        mono = self.clock.monotonic()
         lang = self._lang(resident)
         event = EmitRecord(
             "panic_event",
@@ -179,96 +317,153 @@ class PanicLifecycle:
                 "event": kind.value,
                 "counter": counter,
                 "battery": battery,
-                "at": now,
+                "at": wall,
             },
         )
         current = self.open_call(pendant)
+        resent = self._resent(pendant, kind, counter)
+        if resent is not None:
+            # The same event again: its records were not stored (the hub confirms only what it stored, so the
+            # pendant sends it again). The call's records are made again, with the same ids; nothing else moves.
+            if kind is PendantEventKind.PRESS:
+                return self._opening(resent, event, lang)
+            return self._closing(resent, event, wall, lang)
         if kind is PendantEventKind.CHECKIN:
-            self.last_checkin[resident] = now
+            self.last_checkin[resident] = wall
             return [
                 ShowCue(Cue("checkin_ok", lang, Light.OK, Sound.CHIME)),
-                event,
+                *self._echo(pendant, _Echo.CHECKIN, mono, event),
                 SetPendantState(pendant, "checkin_ok"),
             ]
         if kind is PendantEventKind.PRESS:
             if current is not None:
-                return [ShowCue(Cue("panic_still_calling", lang, Light.HELP_CALLED, Sound.BEEP, urgent=True)), event]
+                # The call is already open: this press joins it (the resident hears that help is being called).
+                joined = replace(event, fields={**event.fields, "alarm_id": current.alarm_id})
+                return [
+                    ShowCue(Cue("panic_still_calling", lang, Light.HELP_CALLED, Sound.BEEP, urgent=True)),
+                    *self._echo(pendant, _Echo.PRESS, mono, joined),
+                ]
+            # A first press is never dropped, delayed or rate-limited.
             alarm_id = f"panic-{pendant.replace(':', '').lower()}-{counter}"
-            call = PanicCall(alarm_id, pendant, resident, now, CallState.CALLING, last_nudge=now)
+            base, again = alarm_id, 0
+            while alarm_id in self.calls:  # the counter came round again (a wrap): a new call needs its own id
+                again += 1
+                alarm_id = f"{base}-{again}"
+            call = PanicCall(
+                alarm_id,
+                pendant,
+                resident,
+                wall,
+                CallState.CALLING,
+                opened_mono=mono,
+                last_nudge_mono=mono,
+                counter=counter,
+            )
             self.calls[alarm_id] = call
-            return [
-                ShowCue(Cue("panic_help_called", lang, Light.HELP_CALLED, Sound.ALARM, urgent=True)),
-                self._alarm(call, "raised", now, counter=counter),
-                replace(event, fields={**event.fields, "alarm_id": alarm_id}),
-                SetPendantState(pendant, "help_called"),
-            ]
+            self._forget_closed()
+            return self._opening(call, event, lang)
         # LONG_PRESS and CANCEL both ask to cancel.
         if current is None:
-            return [event]
-        if now - current.opened_at > self.policy.cancel_window:
+            return self._echo(pendant, _Echo.CANCEL, mono, event)
+        limits = self._limits.setdefault(pendant, _PendantLimits())
+        in_window = mono - current.opened_mono <= self.policy.cancel_window.total_seconds()
+        allowed = limits.cancel_allowed(mono, self.policy.cancel_limit, self.policy.cancel_limit_window.total_seconds())
+        if not in_window or not allowed:
+            # Once help may be on its way (or the button keeps toggling), only a caregiver closes the call.
+            refused = replace(event, fields={**event.fields, "alarm_id": current.alarm_id, "cancel_refused": True})
             return [
                 ShowCue(Cue("panic_still_calling", lang, Light.HELP_CALLED, Sound.BEEP, urgent=True)),
-                replace(event, fields={**event.fields, "alarm_id": current.alarm_id, "cancel_refused": True}),
+                *self._echo(pendant, _Echo.CANCEL, mono, refused),
             ]
-        self.calls[current.alarm_id] = replace(current, state=CallState.CANCELLED)
+        limits.count_cancel(mono, self.policy.cancel_limit)
+        cancelled = replace(current, state=CallState.CANCELLED, cancel_counter=counter)
+        self.calls[current.alarm_id] = cancelled
+        return self._closing(cancelled, event, wall, lang)
+
+    def _resent(self, pendant: str, kind: PendantEventKind, counter: int) -> PanicCall | None:
+        """The pendant's latest call, when this event is the one that opened it (a press; the call still open) or
+        cancelled it (a cancel): the same event again. Only the latest call is looked at, so a press after a
+        counter wrap can never be taken for an old call's and dropped."""
+        latest = next((c for c in reversed(self.calls.values()) if c.pendant == pendant), None)
+        if latest is None:
+            return None
+        if kind is PendantEventKind.PRESS and latest.open and latest.counter == counter:
+            return latest
+        if kind in (PendantEventKind.CANCEL, PendantEventKind.LONG_PRESS) and latest.cancel_counter == counter:
+            return latest
+        return None
+
+    def _opening(self, call: PanicCall, event: EmitRecord, lang: str) -> list[Action]:
+        at = call.opened_at
         return [
-            ShowCue(Cue("panic_cancelled", lang, Light.OK, Sound.CHIME)),
-            replace(event, fields={**event.fields, "alarm_id": current.alarm_id}),
-            self._alarm(current, "cancelled", now, reason="false alarm cancelled by the resident"),
-            SetPendantState(pendant, "cancelled"),
+            ShowCue(Cue("panic_help_called", lang, Light.HELP_CALLED, Sound.ALARM, urgent=True)),
+            self._alarm(call, "raised", at, counter=call.counter),
+            replace(event, fields={**event.fields, "alarm_id": call.alarm_id, "at": at}),
+            SetPendantState(call.pendant, "help_called"),
         ]
 
-    def on_delivered(self, alarm_id: str, now: datetime) -> list[Action]:
+    def _closing(self, call: PanicCall, event: EmitRecord, at: datetime, lang: str) -> list[Action]:
+        return [
+            ShowCue(Cue("panic_cancelled", lang, Light.OK, Sound.CHIME)),
+            replace(event, fields={**event.fields, "alarm_id": call.alarm_id}),
+            self._alarm(call, "cancelled", at, reason="false alarm cancelled by the resident"),
+            SetPendantState(call.pendant, "cancelled"),
+        ]
+
+    def on_delivered(self, alarm_id: str, now: datetime | None = None) -> list[Action]:
         """The platform's ack says the call's alarm record is durably stored."""
         call = self.calls.get(alarm_id)
         if call is None or call.delivered_at is not None:
             return []
         state = call.state if call.state is not CallState.CALLING else CallState.DELIVERED
-        self.calls[alarm_id] = replace(call, delivered_at=now, state=state)
+        self.calls[alarm_id] = replace(call, delivered_at=self._wall(now), state=state)
         return []
 
-    def on_caregiver_ack(self, alarm_id: str, by: str, now: datetime) -> list[Action]:
+    def on_caregiver_ack(self, alarm_id: str, by: str, now: datetime | None = None) -> list[Action]:
         """A caregiver acknowledged the call on the platform (a signed down-message)."""
         call = self.calls.get(alarm_id)
         if call is None or not call.open:
             return []
+        wall = self._wall(now)
         answered = replace(
             call,
             state=CallState.ANSWERED,
-            answered_at=now,
+            answered_at=wall,
             answered_by=by,
-            delivered_at=call.delivered_at or now,
+            delivered_at=call.delivered_at or wall,
         )
         self.calls[alarm_id] = answered
         lang = self._lang(call.resident)
         return [
             ShowCue(Cue("panic_answered", lang, Light.ANSWERED, Sound.CHIME, urgent=True)),
-            self._alarm(answered, "acknowledged", now, by=by),
+            self._alarm(answered, "acknowledged", wall, by=by),
             SetPendantState(call.pendant, "answered"),
         ]
 
-    def tick(self, now: datetime) -> list[Action]:
+    def tick(self, now: datetime | None = None) -> list[Action]:
         """Advance time: escalate undelivered calls, nudge open ones, warn about a missed check-in."""
+        wall = self._wall(now)
+        mono = self.clock.monotonic()
         actions: list[Action] = []
         for call in list(self.calls.values()):
             if call.open:
-                actions.extend(self._tick_call(call, now))
-        actions.extend(self._tick_checkins(now))
+                actions.extend(self._tick_call(call, wall, mono))
+        actions.extend(self._tick_checkins(wall))
         return actions
 
-    def _tick_call(self, call: PanicCall, now: datetime) -> list[Action]:
+    def _tick_call(self, call: PanicCall, wall: datetime, mono: float) -> list[Action]:
         lang = self._lang(call.resident)
-        overdue = call.delivered_at is None and now - call.opened_at >= self.policy.ack_timeout
+        waited = mono - call.opened_mono
+        overdue = call.delivered_at is None and waited >= self.policy.ack_timeout.total_seconds()
         if overdue and call.state is not CallState.ESCALATED:
-            self.calls[call.alarm_id] = replace(call, state=CallState.ESCALATED, last_nudge=now, fallback_count=1)
+            self.calls[call.alarm_id] = replace(call, state=CallState.ESCALATED, last_nudge_mono=mono, fallback_count=1)
             return [
                 ShowCue(Cue("siren", lang, Light.SIREN, Sound.SIREN, urgent=True)),
                 ShowCue(Cue("panic_still_calling", lang, Light.SIREN, Sound.SIREN, urgent=True)),
-                self._alarm(call, "escalated", now, reason="platform did not acknowledge in time"),
+                self._alarm(call, "escalated", wall, reason="platform did not acknowledge in time"),
                 NotifyFallback(call.alarm_id, call.resident, "panic button pressed; platform unreachable"),
             ]
-        last = call.last_nudge or call.opened_at
-        if now - last < self.policy.repeat_interval:
+        if mono - call.last_nudge_mono < self.policy.repeat_interval.total_seconds():
             return []
         escalated = call.state is CallState.ESCALATED
         actions: list[Action] = [
@@ -286,23 +481,24 @@ class PanicLifecycle:
         if escalated and call.delivered_at is None:
             fallback_count += 1
             actions.append(NotifyFallback(call.alarm_id, call.resident, "panic button pressed; still no answer"))
-        self.calls[call.alarm_id] = replace(call, last_nudge=now, fallback_count=fallback_count)
+        self.calls[call.alarm_id] = replace(call, last_nudge_mono=mono, fallback_count=fallback_count)
         return actions
 
     def _tick_checkins(self, now: datetime) -> list[Action]:
         deadline = self.policy.checkin_deadline
         if deadline is None:
             return []
+        zone = self.policy.local_zone
         actions: list[Action] = []
-        local = now.astimezone(self.policy.local_zone)
-        if local.timetz().replace(tzinfo=None) < deadline:
+        local = now.astimezone(zone)
+        if local.time() < deadline:
             return []
         today = local.date()
         for resident, last in self.last_checkin.items():
-            if last.astimezone(self.policy.local_zone).date() == today:
+            if last.astimezone(zone).date() == today:
                 continue
             warned = self.checkin_warned.get(resident)
-            if warned is not None and warned.astimezone(self.policy.local_zone).date() == today:
+            if warned is not None and warned.astimezone(zone).date() == today:
                 continue
             self.checkin_warned[resident] = now
             actions.append(ShowCue(Cue("checkin_missed", self._lang(resident), Light.NOTICE, Sound.CHIME)))

@@ -4,7 +4,12 @@ The gateway's intake turns each decoded measurement into a neutral :class:`Obser
 unit helpers live in `gateway.thresholds`) and hands it to :meth:`RuleEngine.evaluate`; a timer calls
 :meth:`RuleEngine.tick` with the injected clock's time. Both return an :class:`Evaluation`: the findings (what is
 out of range now, at which tier) and the conditions that this input showed to be back in range. The
-`gateway.alarms.AlarmBook` turns evaluations into alarm transitions. Nothing here does I/O, sleeps or reads a clock.
+`gateway.alarms.AlarmBook` turns evaluations into alarm transitions. Nothing here does I/O or sleeps.
+
+Time comes from the injected `gateway.clock.Clock` (issue 17 item 4): timeouts -- a device silent for too long, the
+deadline for re-measuring a blood-pressure crisis -- run on its monotonic clock, so a wall clock stepped by hours
+neither fires nor delays them; schedules are wall time, read in the home's zone (``[hub] timezone``), and readings
+are compared by the times they were taken.
 
 Conditions and their message keys (the voice catalogue's keys, see `gateway.alarms.MESSAGE_KEYS`):
 
@@ -44,8 +49,9 @@ import math
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, time, timedelta, tzinfo
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
+from gateway.clock import Clock, SystemClock
 from gateway.config import DeviceKind
 from gateway.thresholds import SPECS, Key, Thresholds, Tier, resolve_thresholds
 
@@ -182,7 +188,12 @@ class ScheduleEntry:
 
     A reading of `vital` (``SYSTOLIC`` for a blood-pressure schedule) taken from `window` before `due` onwards
     satisfies the day's slot. Missing at ``due + grace``: notice; still missing ``escalate_after`` later: warning.
-    `due` is local time in the engine's zone.
+
+    `due` is local time in the engine's zone (the home's); `grace`, `escalate_after` and `window` are elapsed time,
+    counted from the instant the slot falls due, so a DST change inside them neither stretches nor shortens them.
+    On the day the clocks go forward a due time inside the skipped hour falls due that much later (02:30 in a
+    02:00 -> 03:00 change is 03:30, as PEP 495 reads a time in a gap); on the day they go back a due time inside the
+    repeated hour falls due at its first occurrence, once.
     """
 
     vital: Vital
@@ -242,36 +253,51 @@ class BpConfirmation:
     """The blood-pressure crisis state machine for one resident::
 
         IDLE ──crisis──► AWAITING_REMEASURE ──crisis reading >= delay after──► CONFIRMED ──below crisis──► IDLE
-                              │  │  └──(tick) deadline passed, no re-measurement──► CONFIRMED
+                              │  │  └──(tick) deadline passed (monotonic), no re-measurement──► CONFIRMED
                               │  └──reading < delay after (too early, not rested): stays, asks again
                               └──reading >= delay after, below crisis──► IDLE (downgrade)
 
     A reading only counts as the re-measurement once `delay` has passed since the first: an earlier one was taken
     without the rest that the instruction asked for, and a reading older than the first (a meter's stored backlog)
-    is never a re-measurement. A reading that arrives after the deadline with no tick in between is handled as if
-    the tick had come first.
+    is never a re-measurement. A reading taken after the deadline (by the readings' times) with no tick in between
+    is handled as if the tick had come first.
+
+    The deadline itself is kept on the monotonic clock: when the crisis reading arrives, what is left of its
+    deadline (less the reading's age, for a stored reading transferred late) is counted from the monotonic time of
+    its arrival, so a wall clock step afterwards does not move it.
     """
 
     state: BpCrisisState = BpCrisisState.IDLE
-    since: datetime | None = None
+    since: datetime | None = None  # when the crisis reading was taken
+    due: float | None = None  # the monotonic time at which an unanswered request to re-measure confirms
 
-    def on_tick(self, now: datetime, deadline: timedelta) -> BpStep:
+    def on_tick(self, mono: float) -> BpStep:
         """Time passed: an unanswered request to re-measure confirms the crisis at its deadline."""
-        if self.state is BpCrisisState.AWAITING_REMEASURE and self.since is not None and now - self.since >= deadline:
+        if self.state is BpCrisisState.AWAITING_REMEASURE and self.due is not None and mono >= self.due:
             self.state = BpCrisisState.CONFIRMED
+            self.due = None
             return BpStep.CONFIRM
         return BpStep.NONE
 
-    def on_reading(self, at: datetime, crisis: bool, delay: timedelta, deadline: timedelta) -> BpStep:
-        """A reliable blood-pressure reading taken at `at`; `crisis` says whether it is above the crisis line."""
-        if self.on_tick(at, deadline) is BpStep.CONFIRM:
+    def on_reading(
+        self, at: datetime, crisis: bool, delay: timedelta, deadline: timedelta, *, mono: float, age: timedelta
+    ) -> BpStep:
+        """A reliable blood-pressure reading taken at `at`; `crisis` says whether it is above the crisis line.
+
+        `mono` is the monotonic time of its arrival and `age` how long before its arrival it was taken.
+        """
+        late = self.state is BpCrisisState.AWAITING_REMEASURE and self.since is not None and at - self.since >= deadline
+        if late or self.on_tick(mono) is BpStep.CONFIRM:
             # The deadline passed before this reading: the crisis stands confirmed, then this reading is judged.
+            self.state = BpCrisisState.CONFIRMED
+            self.due = None
             return BpStep.CONFIRM if crisis else self._leave()
         if self.state is BpCrisisState.IDLE:
             if not crisis:
                 return BpStep.NONE
             self.state = BpCrisisState.AWAITING_REMEASURE
             self.since = at
+            self.due = mono + (deadline - max(age, timedelta(0))).total_seconds()
             return BpStep.ASK_REMEASURE
         if self.state is BpCrisisState.AWAITING_REMEASURE:
             since = self.since if self.since is not None else at
@@ -286,6 +312,7 @@ class BpConfirmation:
     def _leave(self) -> BpStep:
         self.state = BpCrisisState.IDLE
         self.since = None
+        self.due = None
         return BpStep.DOWNGRADE
 
 
@@ -443,9 +470,12 @@ class RuleEngine:
 
     Args:
         residents: each resident's thresholds, measurement schedule and watched devices.
-        started_at: when the engine started; devices count as heard then, and schedule slots whose grace ended
-            before it are not judged (the engine holds no history from before it started).
-        local_zone: the home's time zone, for schedule due times.
+        started_at: when the engine started (wall time); schedule slots whose grace ended before it are not judged
+            (the engine holds no history from before it started).
+        local_zone: the home's time zone (``[hub] timezone``), for schedule due times. There is no default: a
+            schedule judged in the wrong zone reminds the resident hours off.
+        clock: the hub's clock: monotonic time for silent devices and the BP re-measurement deadline; its wall time
+            is the default `now` of :meth:`tick`. Devices count as heard when the engine is built.
         history_limit: readings kept per resident and vital for the trend rules (weight, glucose swing).
     """
 
@@ -454,17 +484,32 @@ class RuleEngine:
         residents: Mapping[str, ResidentRules],
         *,
         started_at: datetime,
-        local_zone: tzinfo = UTC,
+        local_zone: tzinfo,
+        clock: Clock | None = None,
         history_limit: int = 256,
     ) -> None:
         if history_limit < 2:
             raise ValueError("history_limit must keep at least two readings")
+        if started_at.tzinfo is None or started_at.utcoffset() is None:
+            raise ValueError(f"started_at must be timezone-aware, got {started_at!r}")
         self._residents = {rid: _ResidentState(rules) for rid, rules in residents.items()}
+        self._clock: Clock = clock or SystemClock()
         self._started_at = started_at
+        self._started_mono = self._clock.monotonic()
         self._now = started_at
         self._zone = local_zone
         self._limit = history_limit
-        self._last_seen: dict[str, datetime] = {}
+        self._last_seen: dict[str, float] = {}  # device -> monotonic time it was last heard
+
+    @property
+    def clock(self) -> Clock:
+        """The clock the engine measures timeouts on."""
+        return self._clock
+
+    @property
+    def local_zone(self) -> tzinfo:
+        """The home's zone the schedules are read in."""
+        return self._zone
 
     # -- configuration -------------------------------------------------------------------------------------------
 
@@ -494,8 +539,8 @@ class RuleEngine:
         state = self._state(obs.resident)
         findings: list[Finding] = []
         normal: list[ConditionRef] = []
-        seen = max(obs.at, self._now)
-        self._last_seen[obs.device] = max(self._last_seen.get(obs.device, seen), seen)
+        # Heard now, whenever the reading was taken (a stored reading transferred late is news from the device).
+        self._last_seen[obs.device] = self._clock.monotonic()
         normal.append(ConditionRef(obs.resident, "device.silent", obs.device))
         self._battery(obs, state, findings, normal)
         if obs.unreliable:
@@ -524,13 +569,18 @@ class RuleEngine:
         self._schedule_seen(obs, state, normal)
         return Evaluation(obs.at, tuple(findings), tuple(normal))
 
-    def tick(self, now: datetime) -> Evaluation:
-        """Time-driven rules at `now`: BP re-measurement deadlines, silent devices, missed measurements."""
+    def tick(self, now: datetime | None = None) -> Evaluation:
+        """Time-driven rules: BP re-measurement deadlines and silent devices on the clock's monotonic time, missed
+        measurements at the wall time `now` (default: the clock's), in the home's zone."""
+        if now is None:
+            now = self._clock.now()
+        elif now.tzinfo is None or now.utcoffset() is None:
+            raise ValueError(f"tick: `now` must be timezone-aware, got {now!r}")
+        mono = self._clock.monotonic()
         self._now = max(self._now, now)
         findings: list[Finding] = []
         for rid, state in self._residents.items():
-            t = state.rules.thresholds
-            if state.bp.on_tick(now, timedelta(seconds=t[Key.BP_CONFIRM_DEADLINE_S])) is BpStep.CONFIRM:
+            if state.bp.on_tick(mono) is BpStep.CONFIRM:
                 findings.append(
                     Finding(
                         rid,
@@ -544,8 +594,7 @@ class RuleEngine:
                     )
                 )
             for watch in state.rules.devices:
-                last = self._last_seen.get(watch.device, self._started_at)
-                silent = now - last
+                silent = timedelta(seconds=mono - self._last_seen.get(watch.device, self._started_mono))
                 if silent > watch.silent_after:
                     findings.append(
                         Finding(
@@ -629,6 +678,8 @@ class RuleEngine:
             crossing is not None,
             timedelta(seconds=t[Key.BP_CONFIRM_DELAY_S]),
             timedelta(seconds=t[Key.BP_CONFIRM_DEADLINE_S]),
+            mono=self._clock.monotonic(),
+            age=self._clock.now() - obs.at,
         )
         if step in (BpStep.ASK_REMEASURE, BpStep.WAIT, BpStep.CONFIRM, BpStep.STILL_CRITICAL):
             tier, message = (
@@ -754,12 +805,16 @@ class RuleEngine:
             if obs.value(entry.vital) is not None and self._missed(state, entry, now) is None
         )
 
+    def _slot(self, day: date, due: time) -> datetime:
+        """The instant (UTC) of `due` local time on `day`; see :class:`ScheduleEntry` for DST days."""
+        return datetime.combine(day, due, tzinfo=self._zone).astimezone(UTC)
+
     def _missed(self, state: _ResidentState, entry: ScheduleEntry, now: datetime) -> Tier | None:
         """The tier of a missed slot at `now` (the latest slot whose grace has ended), or None when not missed."""
         local = now.astimezone(self._zone)
-        slot = datetime.combine(local.date(), entry.due, tzinfo=self._zone)
+        slot = self._slot(local.date(), entry.due)
         if now < slot + entry.grace:
-            slot = datetime.combine(local.date() - timedelta(days=1), entry.due, tzinfo=self._zone)
+            slot = self._slot(local.date() - timedelta(days=1), entry.due)
         if slot + entry.grace <= self._started_at:
             return None
         last = state.last_reading.get(entry.vital)

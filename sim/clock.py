@@ -13,17 +13,12 @@ import time
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Protocol
 
+from gateway.clock import Clock as HubClock
 
-class Clock(Protocol):
-    """Wall time for timestamps, monotonic time for durations, and a sleep that follows this clock."""
 
-    def now(self) -> datetime:
-        """The current wall time, timezone-aware."""
-        ...
-
-    def monotonic(self) -> float:
-        """Seconds on a clock that never goes backwards; only differences are meaningful."""
-        ...
+class Clock(HubClock, Protocol):
+    """The hub's clock (`gateway.clock.Clock`: wall and monotonic time) and a sleep that follows it; a simulated
+    home and the hub it drives share one."""
 
     async def sleep(self, seconds: float) -> None:
         """Return once ``seconds`` have passed on this clock (at once when ``seconds <= 0``)."""
@@ -44,6 +39,10 @@ class RealClock:
     def now(self) -> datetime:
         """The system wall time in this clock's zone."""
         return datetime.now(self._tz)
+
+    def wall(self) -> float:
+        """The wall time as seconds since the Unix epoch."""
+        return self.now().timestamp()
 
     def monotonic(self) -> float:
         """Seconds from :func:`time.monotonic`."""
@@ -82,6 +81,10 @@ class CompressedClock:
         """``start`` plus the simulated seconds elapsed."""
         return self._start + timedelta(seconds=self.monotonic())
 
+    def wall(self) -> float:
+        """The wall time as seconds since the Unix epoch."""
+        return self.now().timestamp()
+
     async def sleep(self, seconds: float) -> None:
         """Sleep ``seconds`` of simulated time, i.e. ``seconds / speed`` of real time."""
         await asyncio.sleep(max(0.0, seconds) / self._speed)
@@ -105,6 +108,10 @@ class ManualClock:
     def now(self) -> datetime:
         """``start`` plus the time advanced so far."""
         return self._start + timedelta(seconds=self._elapsed)
+
+    def wall(self) -> float:
+        """The wall time as seconds since the Unix epoch."""
+        return self.now().timestamp()
 
     def monotonic(self) -> float:
         """Seconds advanced since construction."""

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from gateway.clock import ManualClock
 from gateway.config import DeviceKind
 from gateway.rules import (
     BpConfirmation,
@@ -50,7 +51,21 @@ def make_engine(
     zone: ZoneInfo | None = None,
 ) -> RuleEngine:
     rules = ResidentRules(resolve_thresholds(profiles, overrides), schedule, devices)
-    return RuleEngine({"r1": rules}, started_at=started_at, local_zone=zone or UTC)
+    clock = ManualClock(started_at)
+    return RuleEngine({"r1": rules}, started_at=started_at, local_zone=zone or UTC, clock=clock)
+
+
+def at(engine: RuleEngine, when: datetime) -> Evaluation:
+    """Let time pass on the engine's manual clock until its wall clock reads `when` (or set the wall clock back,
+    without moving the monotonic one), then tick."""
+    clock = engine.clock
+    assert isinstance(clock, ManualClock)
+    step = when - clock.now()
+    if step >= timedelta(0):
+        clock.advance(step)
+    else:
+        clock.step_wall(step)
+    return engine.tick()
 
 
 def obs(
@@ -312,8 +327,8 @@ def test_a_re_measurement_before_the_rest_period_does_not_count() -> None:
 def test_crisis_confirmed_by_the_deadline_through_tick() -> None:
     engine = make_engine()
     engine.evaluate(bp(185, 125, T0))
-    assert engine.tick(T0 + timedelta(seconds=599)).findings == ()
-    evaluation = engine.tick(T0 + timedelta(seconds=600))
+    assert at(engine, T0 + timedelta(seconds=599)).findings == ()
+    evaluation = at(engine, T0 + timedelta(seconds=600))
     (finding,) = evaluation.findings
     assert (finding.condition, finding.tier, finding.message, finding.transition) == (
         "bp.high",
@@ -322,7 +337,7 @@ def test_crisis_confirmed_by_the_deadline_through_tick() -> None:
         Transition.CONFIRMED,
     )
     assert (finding.value, finding.threshold) == (185, 180)
-    assert engine.tick(T0 + timedelta(seconds=700)).findings == ()  # confirmed once, not on every tick
+    assert at(engine, T0 + timedelta(seconds=700)).findings == ()  # confirmed once, not on every tick
 
 
 def test_confirm_delay_and_deadline_are_configurable() -> None:
@@ -331,7 +346,7 @@ def test_confirm_delay_and_deadline_are_configurable() -> None:
     assert found(engine.evaluate(bp(186, 100, T0 + timedelta(seconds=120))))["bp.high"][0] is Tier.CRITICAL
     other = make_engine((), {"bp.confirm_delay_s": 120, "bp.confirm_deadline_s": 240})
     other.evaluate(bp(185, 100, T0))
-    assert other.tick(T0 + timedelta(seconds=240)).findings[0].tier is Tier.CRITICAL
+    assert at(other, T0 + timedelta(seconds=240)).findings[0].tier is Tier.CRITICAL
 
 
 def test_a_normal_re_measurement_downgrades_to_its_own_tier() -> None:
@@ -345,7 +360,7 @@ def test_a_normal_re_measurement_downgrades_to_its_own_tier() -> None:
         Transition.DOWNGRADED,
     )
     assert engine.bp_state("r1") is BpCrisisState.IDLE
-    assert engine.tick(T0 + timedelta(seconds=3600)).findings == ()  # no deadline left behind
+    assert at(engine, T0 + timedelta(seconds=3600)).findings == ()  # no deadline left behind
 
 
 def test_a_fully_normal_re_measurement_clears_bp_high() -> None:
@@ -359,7 +374,7 @@ def test_a_fully_normal_re_measurement_clears_bp_high() -> None:
 def test_a_confirmed_crisis_ends_with_a_reading_below_the_line() -> None:
     engine = make_engine()
     engine.evaluate(bp(190, 100, T0))
-    engine.tick(T0 + timedelta(seconds=600))
+    at(engine, T0 + timedelta(seconds=600))
     evaluation = engine.evaluate(bp(145, 85, T0 + timedelta(seconds=1200)))
     assert evaluation.findings[0].transition is Transition.DOWNGRADED
     assert evaluation.findings[0].tier is Tier.NOTICE
@@ -375,15 +390,55 @@ def test_hypertension_profile_makes_diastolic_111_a_crisis() -> None:
 
 def test_bp_machine_alone() -> None:
     delay, deadline = timedelta(minutes=5), timedelta(minutes=10)
+    now = timedelta(0)
     m = BpConfirmation()
-    assert m.on_reading(T0, False, delay, deadline) is BpStep.NONE
-    assert m.on_reading(T0, True, delay, deadline) is BpStep.ASK_REMEASURE
+    assert m.on_reading(T0, False, delay, deadline, mono=0.0, age=now) is BpStep.NONE
+    assert m.on_reading(T0, True, delay, deadline, mono=0.0, age=now) is BpStep.ASK_REMEASURE
+    assert m.due == 600.0
     # A stored older reading arriving late is never the re-measurement.
-    assert m.on_reading(T0 - timedelta(hours=1), True, delay, deadline) is BpStep.WAIT
+    assert m.on_reading(T0 - timedelta(hours=1), True, delay, deadline, mono=1.0, age=timedelta(hours=1)) is BpStep.WAIT
     # A reading after the deadline with no tick in between: confirmed, then judged.
-    assert m.on_reading(T0 + timedelta(minutes=11), False, delay, deadline) is BpStep.DOWNGRADE
+    late = m.on_reading(T0 + timedelta(minutes=11), False, delay, deadline, mono=660.0, age=now)
+    assert late is BpStep.DOWNGRADE
     assert m.state is BpCrisisState.IDLE
-    assert m.on_tick(T0 + timedelta(hours=5), deadline) is BpStep.NONE
+    assert m.on_tick(18000.0) is BpStep.NONE
+
+
+def test_bp_deadline_of_a_stored_reading_counts_from_when_it_was_taken() -> None:
+    delay, deadline = timedelta(minutes=5), timedelta(minutes=10)
+    m = BpConfirmation()
+    # Taken 4 minutes before it arrived at monotonic 100 s: 6 minutes are left.
+    assert m.on_reading(T0, True, delay, deadline, mono=100.0, age=timedelta(minutes=4)) is BpStep.ASK_REMEASURE
+    assert m.on_tick(459.0) is BpStep.NONE
+    assert m.on_tick(460.0) is BpStep.CONFIRM
+
+
+def test_a_wall_clock_step_neither_confirms_nor_delays_the_bp_deadline() -> None:
+    for step in (timedelta(hours=12), timedelta(hours=-12), timedelta(days=365)):
+        engine = make_engine()
+        engine.evaluate(bp(185, 125, T0))
+        clock = engine.clock
+        assert isinstance(clock, ManualClock)
+        clock.step_wall(step)
+        assert engine.tick().findings == ()
+        clock.advance(599)
+        assert engine.tick().findings == ()
+        clock.advance(1)
+        (finding,) = engine.tick().findings
+        assert (finding.message, finding.transition) == ("bp_crisis_confirmed", Transition.CONFIRMED)
+
+
+def test_a_wall_clock_step_does_not_make_a_device_silent() -> None:
+    scale = "AA:00:00:00:00:05"
+    engine = make_engine(devices=(DeviceWatch(scale, timedelta(hours=36)),))
+    clock = engine.clock
+    assert isinstance(clock, ManualClock)
+    clock.advance(timedelta(hours=1))
+    clock.step_wall(timedelta(days=365))
+    assert engine.tick().findings == ()
+    clock.step_wall(timedelta(days=-730))
+    clock.advance(timedelta(hours=35, seconds=1))
+    assert [f.condition for f in engine.tick().findings] == ["device.silent"]
 
 
 # -- glucose swing ---------------------------------------------------------------------------------------------
@@ -515,26 +570,28 @@ def test_battery_is_judged_even_on_a_flagged_reading() -> None:
 def test_a_silent_device_raises_a_warning_and_clears_when_heard() -> None:
     scale = "AA:00:00:00:00:05"
     engine = make_engine(devices=(DeviceWatch(scale, timedelta(hours=36)),))
-    assert engine.tick(T0 + timedelta(hours=36)).findings == ()
-    (finding,) = engine.tick(T0 + timedelta(hours=36, seconds=1)).findings
+    assert at(engine, T0 + timedelta(hours=36)).findings == ()
+    (finding,) = at(engine, T0 + timedelta(hours=36, seconds=1)).findings
     assert (finding.condition, finding.subject, finding.tier, finding.message) == (
         "device.silent",
         scale,
         Tier.WARNING,
         "device_silent",
     )
+    at(engine, T0 + timedelta(hours=40))
     heard = weigh(engine, 70.0, T0 + timedelta(hours=40))
     assert ConditionRef("r1", "device.silent", scale) in heard.normal
-    assert engine.tick(T0 + timedelta(hours=41)).findings == ()
-    assert engine.tick(T0 + timedelta(hours=76, seconds=1)).findings[0].condition == "device.silent"
+    assert at(engine, T0 + timedelta(hours=41)).findings == ()
+    assert at(engine, T0 + timedelta(hours=76)).findings == ()
+    assert at(engine, T0 + timedelta(hours=76, seconds=1)).findings[0].condition == "device.silent"
 
 
 def test_a_device_heard_with_an_old_stored_reading_counts_as_heard_now() -> None:
     scale = "AA:00:00:00:00:05"
     engine = make_engine(devices=(DeviceWatch(scale, timedelta(hours=1)),))
-    engine.tick(T0 + timedelta(hours=5))
+    at(engine, T0 + timedelta(hours=5))
     weigh(engine, 70.0, T0)  # a reading taken 5 h ago, transferred now
-    assert engine.tick(T0 + timedelta(hours=5, minutes=30)).findings == ()
+    assert at(engine, T0 + timedelta(hours=5, minutes=30)).findings == ()
 
 
 # -- missed schedule -------------------------------------------------------------------------------------------
@@ -546,28 +603,28 @@ BP_BY_10 = ScheduleEntry(Vital.SYSTOLIC, time(10, 0), grace=timedelta(minutes=30
 def test_missed_morning_bp_notice_then_warning_then_cleared_by_a_reading() -> None:
     engine = make_engine(schedule=(BP_BY_10,))
     day = T0.replace(hour=0)
-    assert engine.tick(day.replace(hour=10, minute=29)).findings == ()
-    (notice,) = engine.tick(day.replace(hour=10, minute=30)).findings
+    assert at(engine, day.replace(hour=10, minute=29)).findings == ()
+    (notice,) = at(engine, day.replace(hour=10, minute=30)).findings
     assert (notice.condition, notice.subject, notice.tier, notice.message) == (
         "schedule.missed",
         "systolic@10:00",
         Tier.NOTICE,
         "measure_reminder",
     )
-    assert engine.tick(day.replace(hour=12, minute=29)).findings[0].tier is Tier.NOTICE
-    assert engine.tick(day.replace(hour=12, minute=30)).findings[0].tier is Tier.WARNING
+    assert at(engine, day.replace(hour=12, minute=29)).findings[0].tier is Tier.NOTICE
+    assert at(engine, day.replace(hour=12, minute=30)).findings[0].tier is Tier.WARNING
     late = engine.evaluate(bp(130, 80, day.replace(hour=13)))
     assert ConditionRef("r1", "schedule.missed", "systolic@10:00") in late.normal
-    assert engine.tick(day.replace(hour=13, minute=1)).findings == ()
+    assert at(engine, day.replace(hour=13, minute=1)).findings == ()
 
 
 def test_a_reading_in_the_window_satisfies_the_slot() -> None:
     engine = make_engine(schedule=(BP_BY_10,))
     day = T0.replace(hour=0)
     engine.evaluate(bp(130, 80, day.replace(hour=6, minute=30)))  # window opens 4 h before 10:00
-    assert engine.tick(day.replace(hour=11)).findings == ()
+    assert at(engine, day.replace(hour=11)).findings == ()
     # The next day's slot wants a new reading.
-    assert engine.tick(day.replace(hour=10, minute=30) + timedelta(days=1)).findings[0].tier is Tier.NOTICE
+    assert at(engine, day.replace(hour=10, minute=30) + timedelta(days=1)).findings[0].tier is Tier.NOTICE
 
 
 def test_a_reading_before_the_window_does_not_satisfy_the_slot() -> None:
@@ -575,19 +632,19 @@ def test_a_reading_before_the_window_does_not_satisfy_the_slot() -> None:
     day = T0.replace(hour=0)
     evaluation = engine.evaluate(bp(130, 80, day.replace(hour=5, minute=59)))
     assert ConditionRef("r1", "schedule.missed", "systolic@10:00") in evaluation.normal  # nothing missed yet
-    assert engine.tick(day.replace(hour=10, minute=30)).findings[0].condition == "schedule.missed"
+    assert at(engine, day.replace(hour=10, minute=30)).findings[0].condition == "schedule.missed"
 
 
 def test_slots_that_ended_before_the_engine_started_are_not_judged() -> None:
     engine = make_engine(schedule=(BP_BY_10,), started_at=T0.replace(hour=11))
-    assert engine.tick(T0.replace(hour=11, minute=5)).findings == ()
+    assert at(engine, T0.replace(hour=11, minute=5)).findings == ()
 
 
 def test_schedule_due_times_are_local() -> None:
     shanghai = ZoneInfo("Asia/Shanghai")  # UTC+8: 10:00 local is 02:00 UTC
     engine = make_engine(schedule=(BP_BY_10,), started_at=datetime(2026, 3, 2, 0, 0, tzinfo=UTC), zone=shanghai)
-    assert engine.tick(datetime(2026, 3, 2, 2, 29, tzinfo=UTC)).findings == ()
-    assert engine.tick(datetime(2026, 3, 2, 2, 30, tzinfo=UTC)).findings[0].tier is Tier.NOTICE
+    assert at(engine, datetime(2026, 3, 2, 2, 29, tzinfo=UTC)).findings == ()
+    assert at(engine, datetime(2026, 3, 2, 2, 30, tzinfo=UTC)).findings[0].tier is Tier.NOTICE
 
 
 # -- configuration and input checks ----------------------------------------------------------------------------
