@@ -24,7 +24,7 @@ import nacl.signing
 
 from protocols import cbor
 from protocols.cbor import Fields
-from protocols.errors import AuthenticationError, DecodeError, EncodeError, EnvelopeRejection
+from protocols.errors import AuthenticationError, DecodeError, EncodeError, EnvelopeRejection, quote
 from protocols.keys import SIGNATURE_LEN, sign_detached, verify_detached
 from protocols.topics import is_valid_hub_id
 
@@ -95,12 +95,12 @@ class Ack:
         object.__setattr__(self, "stored", tuple(self.stored))
         object.__setattr__(self, "rejected", tuple(self.rejected))
         if not cbor.is_uint(self.ack_seq):
-            raise EncodeError("ack_seq must be an unsigned 64-bit integer")
+            raise EncodeError(f"ack_seq must be an integer in 0..{cbor.MAX_UINT}")
         cbor.to_micros(self.issued_at)
         if len(self.stored) + len(self.rejected) > MAX_ACK_ENTRIES:
             raise EncodeError(f"an ack names at most {MAX_ACK_ENTRIES} envelopes")
         if not all(cbor.is_uint(s) for s in self.stored):
-            raise EncodeError("stored sequence numbers must be unsigned 64-bit integers")
+            raise EncodeError(f"stored sequence numbers must be integers in 0..{cbor.MAX_UINT}")
         for entry in self.rejected:
             if not isinstance(entry, Rejected) or not cbor.is_uint(entry.seq):
                 raise EncodeError("rejected entries must be Rejected with an unsigned sequence number")
@@ -152,18 +152,18 @@ def verify_ack(data: bytes, platform_verify_key: nacl.signing.VerifyKey, expecte
     stored = f.raw("stored")
     rejected = f.raw("rejected")
     if not isinstance(stored, list) or not all(cbor.is_uint(s) for s in stored):
-        raise f.fail("stored", "expected an array of unsigned integers")
+        raise f.fail("stored", f"expected an array of integers in 0..{cbor.MAX_UINT}")
     if not isinstance(rejected, list):
         raise f.fail("rejected", "expected an array")
     entries: list[Rejected] = []
     for entry in rejected:
         if not (isinstance(entry, list) and len(entry) == 2 and cbor.is_uint(entry[0])):
-            raise f.fail("rejected", "each entry is [seq, reason]")
+            raise f.fail("rejected", f"each entry is [seq, reason] with seq in 0..{cbor.MAX_UINT}")
         seq, reason = entry
         try:
             entries.append(Rejected(seq, EnvelopeRejection(reason)))  # type: ignore[arg-type]  # checked above
         except ValueError as exc:
-            raise f.fail("rejected", f"unknown reason {reason!r}") from exc
+            raise f.fail("rejected", f"unknown reason {quote(reason)}") from exc
     try:
         return Ack(hub, f.uint("ack_seq"), f.time("at"), tuple(stored), tuple(entries))  # type: ignore[arg-type]
     except EncodeError as exc:

@@ -12,8 +12,14 @@ Python agree on, plus byte strings:
 * byte strings, UTF-8 text strings,
 * arrays, and maps whose keys are text strings.
 
-Tags, ``undefined``, simple values, indefinite lengths, duplicate map keys, trailing bytes and non-shortest forms
-are all rejected with :class:`~protocols.errors.DecodeError`; no ``cbor2`` exception escapes.
+Tags (bignums included), ``undefined``, simple values, indefinite lengths, duplicate map keys, trailing bytes and
+non-shortest forms are all rejected with :class:`~protocols.errors.DecodeError`; no ``cbor2`` exception escapes, and
+no semantic decoder of ``cbor2`` (dates, regular expressions, MIME messages, shared references, bignums) ever runs on
+untrusted input. Error messages never format a decoded value (see :func:`protocols.errors.quote`).
+
+The carehub messages narrow the integers further: every unsigned integer on the wire is at most :data:`MAX_UINT`
+(``2**63 - 1``, so it fits a signed 64-bit column on every storage engine) unless the format gives a narrower range;
+:func:`is_uint` and :meth:`Fields.uint` apply that bound by default.
 """
 
 from __future__ import annotations
@@ -25,10 +31,11 @@ from typing import Final, NoReturn, TypeAlias, TypeVar
 
 import cbor2
 
-from protocols.errors import DecodeError, EncodeError
+from protocols.errors import DecodeError, EncodeError, quote
 
 __all__ = [
     "MAX_DEPTH",
+    "MAX_UINT",
     "CborValue",
     "Fields",
     "dumps",
@@ -46,8 +53,32 @@ CborValue: TypeAlias = bool | int | float | str | bytes | list["CborValue"] | di
 MAX_DEPTH: Final = 16
 """Deepest nesting of arrays and maps accepted (records nest at most five levels)."""
 
+MAX_UINT: Final = 2**63 - 1
+"""Largest unsigned integer any carehub message carries (``docs/protocol.md`` §1, integer ranges)."""
+
 _INT_MIN: Final = -(2**64)
 _INT_MAX: Final = 2**64 - 1
+
+
+class _RefusedTagError(Exception):
+    """Raised inside ``cbor2`` by the tag hooks below; ``cbor2`` wraps it in ``CBORDecodeError``."""
+
+
+def _refuse_semantic(_value: object, _immutable: bool) -> NoReturn:
+    raise _RefusedTagError("tags are not part of the carehub data model")
+
+
+def _refuse_tag(_tag: cbor2.CBORTag, _immutable: bool) -> NoReturn:
+    raise _RefusedTagError("tags are not part of the carehub data model")
+
+
+_BUILTIN_TAGS: Final = (0, 1, 2, 3, 4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100, 256, 258, 260, 261, 1004, 43000,
+                         55799)  # fmt: skip
+"""Every tag ``cbor2`` decodes itself (found by probing tags 0..69999 and a few large ones; the test suite probes
+again, so a ``cbor2`` upgrade that adds one fails the tests). Each is overridden to refuse, so a bignum never becomes
+a 14,000-digit ``int`` and no date, regular expression, MIME or shared-reference decoder runs on untrusted bytes.
+Unknown tags reach ``tag_hook``, which refuses too."""
+_REFUSE_TAGS: Final = dict.fromkeys(_BUILTIN_TAGS, _refuse_semantic)
 
 
 def _fail(what: str, reason: str, error: type[DecodeError] | type[EncodeError]) -> NoReturn:
@@ -81,7 +112,7 @@ def _check(
         return False
     if kind is int or (kind is not bool and isinstance(value, int)):
         if not _INT_MIN <= value <= _INT_MAX:  # type: ignore[operator]
-            _fail(what, f"integer {value} outside the 64-bit CBOR range", error)
+            _fail(what, f"integer {quote(value)} outside the 64-bit CBOR range", error)
         return True
     if kind is list or isinstance(value, list):
         plain = True
@@ -94,7 +125,7 @@ def _check(
         previous = ""
         for key, item in value.items():  # type: ignore[attr-defined]
             if type(key) is not str and not isinstance(key, str):
-                _fail(what, f"map key {key!r} is not a text string", error)
+                _fail(what, f"map key {quote(key)} is not a text string", error)
             if plain:
                 size = len(key)
                 plain = key.isascii() and (size > len(previous) or (size == len(previous) and key > previous))
@@ -146,14 +177,23 @@ def loads(data: bytes, what: str = "cbor") -> CborValue:
     if not data:
         raise DecodeError(what, 0, "empty input")
     try:
-        value: object = cbor2.loads(data, max_depth=MAX_DEPTH + 1, allow_indefinite=False, allow_duplicate_keys=False)
+        value: object = cbor2.loads(
+            data,
+            max_depth=MAX_DEPTH + 1,
+            allow_indefinite=False,
+            allow_duplicate_keys=False,
+            semantic_decoders=_REFUSE_TAGS,
+            tag_hook=_refuse_tag,
+        )
     except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, EOFError, RecursionError) as exc:
-        raise DecodeError(what, None, f"not well-formed CBOR ({exc})") from exc
+        if isinstance(exc.__cause__, _RefusedTagError):
+            raise DecodeError(what, None, f"{exc.__cause__} ({str(exc)[:80]})") from exc
+        raise DecodeError(what, None, f"not well-formed CBOR ({str(exc)[:120]})") from exc
     plain = _check(value, what, 0, DecodeError, order=True)
     try:
         again = cbor2.dumps(value) if plain else cbor2.dumps(value, canonical=True)
     except (cbor2.CBOREncodeError, ValueError, TypeError, OverflowError) as exc:  # pragma: no cover - checked above
-        raise DecodeError(what, None, f"value cannot be re-encoded ({exc})") from exc
+        raise DecodeError(what, None, f"value cannot be re-encoded ({str(exc)[:120]})") from exc
     if again != data:
         if data.startswith(again):
             raise DecodeError(what, len(again), "trailing bytes after the data item")
@@ -196,7 +236,7 @@ def from_micros(micros: int) -> _dt.datetime:
         raise ValueError(f"time {micros} out of range") from exc
 
 
-def is_uint(value: object, limit: int = 2**64 - 1) -> bool:
+def is_uint(value: object, limit: int = MAX_UINT) -> bool:
     """Whether ``value`` is an ``int`` (not a ``bool``) in ``0..limit``."""
     return type(value) is int and 0 <= value <= limit
 
@@ -206,6 +246,10 @@ def is_number(value: object) -> bool:
     if type(value) is int:
         return True
     return type(value) is float and math.isfinite(value)
+
+
+_SHOWN_KEYS: Final = 4
+"""Unexpected map keys named in an error message; the rest are counted."""
 
 
 class Fields:
@@ -220,10 +264,11 @@ class Fields:
     def __init__(self, value: object, what: str, keys: frozenset[str]) -> None:
         if not isinstance(value, dict):
             raise DecodeError(what, None, "not a map")
-        if set(value) != keys:
-            missing = sorted(keys - set(value))
-            extra = sorted(set(value) - keys)
-            raise DecodeError(what, None, f"wrong keys (missing {missing}, unexpected {extra})")
+        if value.keys() != keys:
+            missing = sorted(keys - value.keys())
+            extra = [quote(key, 24) for key in sorted(value.keys() - keys)[:_SHOWN_KEYS]]
+            more = f" and {len(value) - len(keys & value.keys()) - len(extra)} more" if len(value) > len(keys) else ""
+            raise DecodeError(what, None, f"wrong keys (missing {missing}, unexpected [{', '.join(extra)}]{more})")
         self._map: dict[str, CborValue] = value
         self._what = what
 
@@ -235,14 +280,14 @@ class Fields:
         """The value as decoded."""
         return self._map[key]
 
-    def uint(self, key: str, limit: int = 2**64 - 1) -> int:
+    def uint(self, key: str, limit: int = MAX_UINT) -> int:
         """An unsigned integer ``0..limit``."""
         value = self._map[key]
         if not is_uint(value, limit):
             raise self.fail(key, f"expected an unsigned integer up to {limit}")
         return value  # type: ignore[return-value]  # is_uint checked the type
 
-    def opt_uint(self, key: str, limit: int = 2**64 - 1) -> int | None:
+    def opt_uint(self, key: str, limit: int = MAX_UINT) -> int | None:
         """An unsigned integer or null."""
         return None if self._map[key] is None else self.uint(key, limit)
 

@@ -32,7 +32,7 @@ import nacl.signing
 
 from protocols import cbor
 from protocols.cbor import Fields
-from protocols.errors import AuthenticationError, DecodeError, EncodeError, EnvelopeError, EnvelopeRejection
+from protocols.errors import AuthenticationError, DecodeError, EncodeError, EnvelopeError, EnvelopeRejection, quote
 from protocols.keys import SIGNATURE_LEN, HubIdentity, sign_detached, verify_detached
 from protocols.record import MAX_RECORD_BYTES, Record, peek_record_hub
 from protocols.topics import is_valid_hub_id
@@ -90,7 +90,7 @@ def seal(
     Args:
         hub: the hub's identity (its id goes into the envelope, its key signs it).
         platform_box_key: the platform's X25519 public key.
-        seq: this envelope's per-hub sequence number (strictly increasing, never reused).
+        seq: this envelope's per-hub sequence number (strictly increasing, never reused), 0..``cbor.MAX_UINT``.
         sealed_at: now, timezone-aware.
         records: 1 to :data:`MAX_RECORDS_PER_ENVELOPE` encoded records (:meth:`Record.to_cbor`), each naming
             ``hub.hub_id``.
@@ -99,12 +99,13 @@ def seal(
         The sealed envelope, at most :data:`MAX_ENVELOPE_BYTES`.
 
     Raises:
-        EncodeError: no records or too many, a record that does not decode or names another hub, or too large.
+        EncodeError: no records or too many, a record that does not decode or names another hub, ``seq`` out of
+            range, or too large.
     """
     if not is_valid_hub_id(hub.hub_id):
         raise EncodeError(f"{hub.hub_id!r} is not a valid hub id")
     if not cbor.is_uint(seq):
-        raise EncodeError(f"envelope seq must be an unsigned 64-bit integer, not {seq!r}")
+        raise EncodeError(f"envelope seq must be an integer in 0..{cbor.MAX_UINT}, not {quote(seq)}")
     if not 0 < len(records) <= MAX_RECORDS_PER_ENVELOPE:
         raise EncodeError(f"an envelope carries 1..{MAX_RECORDS_PER_ENVELOPE} records, not {len(records)}")
     for index, record in enumerate(records):
@@ -170,7 +171,7 @@ def open_envelope(
     try:
         f = Fields(cbor.loads(inner, "envelope"), "envelope", _INNER_KEYS)
         if f.uint("v") != ENVELOPE_VERSION:
-            raise f.fail("v", f"unsupported envelope version {f.raw('v')!r}")
+            raise f.fail("v", f"unsupported envelope version {quote(f.raw('v'))}")
         hub_id = f.text("hub", 63)
         seq = f.uint("seq")
         sealed_at = f.time("sealed_at")

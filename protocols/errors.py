@@ -7,6 +7,27 @@ else: ``struct.error``, ``IndexError``, ``UnicodeDecodeError`` and ``cbor2.CBORD
 from __future__ import annotations
 
 import enum
+from typing import Final
+
+_QUOTE_LIMIT: Final = 40
+
+
+def quote(value: object, limit: int = _QUOTE_LIMIT) -> str:
+    """A short, bounded text for an untrusted value, for use in error messages.
+
+    Error messages must never format an untrusted value as it is: ``str()`` of a 2,000-byte integer raises
+    ``ValueError`` (Python's int-to-str digit limit) and a 200 KB string makes a 200 KB log line. Integers wider
+    than 64 bits, long strings and containers are shown by their size only.
+    """
+    if value is None or isinstance(value, bool | float):
+        return repr(value)
+    if isinstance(value, int):
+        bits = value.bit_length()
+        return str(value) if bits <= 64 else f"<{'negative ' if value < 0 else ''}integer of {bits} bits>"
+    if isinstance(value, str | bytes | bytearray):
+        shown = repr(value[:limit])
+        return shown if len(value) <= limit else f"{shown}... ({len(value)} in all)"
+    return f"<{type(value).__name__}>"
 
 
 class ProtocolError(Exception):

@@ -214,7 +214,7 @@ class DownMessage:
         if not isinstance(self.hub_id, str) or not is_valid_hub_id(self.hub_id):
             raise EncodeError(f"{self.hub_id!r} is not a valid hub id")
         if not cbor.is_uint(self.seq):
-            raise EncodeError("seq must be an unsigned 64-bit integer")
+            raise EncodeError(f"seq must be an integer in 0..{cbor.MAX_UINT}")
         cbor.to_micros(self.issued_at)
         if not isinstance(self.body, ThresholdUpdate | AlarmAcknowledgement | AlarmSnooze):
             raise EncodeError("body must be a ThresholdUpdate, an AlarmAcknowledgement or an AlarmSnooze")

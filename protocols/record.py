@@ -142,12 +142,12 @@ def _opt_text(value: object, name: str, max_len: int = _TEXT) -> None:
         _text(value, name, max_len)
 
 
-def _uint(value: object, name: str, limit: int = 2**64 - 1) -> None:
+def _uint(value: object, name: str, limit: int = cbor.MAX_UINT) -> None:
     if not cbor.is_uint(value, limit):
         raise EncodeError(f"{name} must be an integer in 0..{limit}, not {value!r}")
 
 
-def _opt_uint(value: object, name: str, limit: int = 2**64 - 1) -> None:
+def _opt_uint(value: object, name: str, limit: int = cbor.MAX_UINT) -> None:
     if value is not None:
         _uint(value, name, limit)
 

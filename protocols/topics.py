@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from protocols import cbor
-from protocols.errors import DecodeError, EncodeError
+from protocols.errors import DecodeError, EncodeError, quote
 
 __all__ = [
     "HUB_ID_PATTERN",
@@ -58,7 +58,7 @@ class TopicError(DecodeError):
 
     def __init__(self, topic: str, reason: str) -> None:
         self.topic = topic
-        super().__init__("topic", None, f"{topic!r}: {reason}")
+        super().__init__("topic", None, f"{quote(topic, 80)}: {reason}")
 
 
 class TopicKind(enum.Enum):
@@ -124,11 +124,11 @@ def parse_topic(topic: str) -> ParsedTopic:
         raise TopicError(topic, f"not of the form {TOPIC_PREFIX}/<hub>/<kind>")
     hub, leaf = parts[2], parts[3]
     if not is_valid_hub_id(hub):
-        raise TopicError(topic, f"{hub!r} is not a valid hub id")
+        raise TopicError(topic, f"{quote(hub)} is not a valid hub id")
     try:
         kind = TopicKind(leaf)
     except ValueError:
-        raise TopicError(topic, f"unknown topic kind {leaf!r}") from None
+        raise TopicError(topic, f"unknown topic kind {quote(leaf)}") from None
     return ParsedTopic(hub, kind)
 
 
@@ -171,7 +171,7 @@ def decode_uplink(payload: bytes) -> tuple[bytes, ...]:
     if not isinstance(body, dict) or set(body) != {"v", "envelopes"}:
         raise DecodeError("uplink", None, "not a map with exactly the keys 'v' and 'envelopes'")
     if type(body["v"]) is not int or body["v"] != _FRAME_VERSION:
-        raise DecodeError("uplink", None, f"unsupported frame version {body['v']!r}")
+        raise DecodeError("uplink", None, f"unsupported frame version {quote(body['v'])}")
     envelopes = body["envelopes"]
     if not isinstance(envelopes, list) or not envelopes or len(envelopes) > MAX_UPLINK_ENVELOPES:
         raise DecodeError("uplink", None, f"'envelopes' is not an array of 1..{MAX_UPLINK_ENVELOPES} items")

@@ -46,7 +46,7 @@ ids16 = st.binary(min_size=16, max_size=16)
 names = st.text(min_size=1, max_size=20)
 hub_ids = st.from_regex(r"[a-z0-9][a-z0-9-]{1,20}", fullmatch=True)
 u32 = st.integers(0, 2**32 - 1)
-u64 = st.integers(0, 2**64 - 1)
+u64 = st.integers(0, 2**63 - 1)  # every uint is at most cbor.MAX_UINT (docs/protocol.md §1)
 numbers = st.one_of(st.integers(-(2**53), 2**53), st.floats(allow_nan=False, allow_infinity=False))
 json_values = st.recursive(
     st.one_of(st.none(), st.booleans(), numbers, st.text(max_size=10)),

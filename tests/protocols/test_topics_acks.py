@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from protocols import cbor
 from protocols.acks import PERMANENT_REJECTIONS, Ack, Rejected, sign_ack, verify_ack
 from protocols.errors import AuthenticationError, DecodeError, EncodeError, EnvelopeRejection
 from protocols.topics import (
@@ -133,9 +134,9 @@ def test_ack_round_trip() -> None:
 
 
 @given(
-    st.lists(st.integers(0, 2**64 - 1), max_size=20),
-    st.lists(st.tuples(st.integers(0, 2**64 - 1), st.sampled_from(EnvelopeRejection)), max_size=5),
-    st.integers(0, 2**64 - 1),
+    st.lists(st.integers(0, cbor.MAX_UINT), max_size=20),
+    st.lists(st.tuples(st.integers(0, cbor.MAX_UINT), st.sampled_from(EnvelopeRejection)), max_size=5),
+    st.integers(0, cbor.MAX_UINT),
 )
 def test_acks_round_trip(stored: list[int], rejected: list[tuple[int, EnvelopeRejection]], ack_seq: int) -> None:
     ack = Ack("home-a", ack_seq, T0, tuple(stored), tuple(Rejected(s, r) for s, r in rejected))
