@@ -1,9 +1,20 @@
 """Mosquitto configuration for a carehub site: password file, ACL and a config that uses them.
 
 Each hub logs in with its hub id as user name and may publish only to its own uplink and read only its own ack and
-down topics; the platform user may read every uplink (through a shared subscription) and write every ack and down
+down topics; the platform users may read every uplink (through a shared subscription) and write every ack and down
 topic. Passwords are stored in Mosquitto's ``$7$`` format (PBKDF2-SHA512, 101 iterations, 12-byte salt), which
 ``mosquitto_passwd`` also writes, so no external tool is needed.
+
+Client ids are bound to user names (``use_username_as_clientid true``): whatever id a client asks for, the broker
+uses its user name, so one hub's credentials cannot take over another hub's (or the platform's) session by
+connecting with its client id. Each ingest worker therefore has a user of its own (``platform`` for one worker,
+``platform-1`` .. ``platform-N`` for several); all of them share the ACL of the platform.
+
+Sizes are bounded by the protocol: no payload may exceed :data:`MAX_PAYLOAD_BYTES`, the largest message the protocol
+defines (an uplink frame, ``protocols.topics.MAX_UPLINK_BYTES``; envelopes, acks and down-messages are smaller), and
+no MQTT packet may exceed that plus :data:`MQTT_OVERHEAD_BYTES`. Mosquitto drops a larger payload
+(``message_size_limit``) and disconnects a client that sends a larger packet (``max_packet_size``), before the
+packet reaches its memory in full or any subscriber.
 """
 
 from __future__ import annotations
@@ -16,12 +27,22 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
+
+from protocols.acks import MAX_ACK_ENTRIES
+from protocols.envelope import MAX_ENVELOPE_BYTES
+from protocols.messages import MAX_DOWN_BYTES
+from protocols.topics import MAX_UPLINK_BYTES
 
 __all__ = [
+    "MAX_PACKET_BYTES",
+    "MAX_PAYLOAD_BYTES",
+    "MQTT_OVERHEAD_BYTES",
     "BrokerFiles",
     "acl_text",
     "hash_password",
     "password_file_text",
+    "platform_users",
     "verify_password",
     "write_broker_config",
 ]
@@ -30,6 +51,17 @@ _PBKDF2_ITERATIONS = 101  # what mosquitto_passwd 2.0 uses for $7$
 _SALT_LEN = 12
 _USER_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 TOPIC_ROOT = "carehub/v1"
+
+# An ack names at most MAX_ACK_ENTRIES envelopes, each [uint64 (9 bytes), reason text (<= 14 bytes + 1)] in a
+# 1..3-byte array header: about 26 bytes per entry, plus a small map.
+_MAX_ACK_BYTES: Final = 64 + 26 * MAX_ACK_ENTRIES
+MAX_PAYLOAD_BYTES: Final = max(MAX_UPLINK_BYTES, MAX_ENVELOPE_BYTES, MAX_DOWN_BYTES, _MAX_ACK_BYTES)
+"""The largest MQTT payload carehub ever publishes (an uplink frame of ``MAX_UPLINK_BYTES``)."""
+MQTT_OVERHEAD_BYTES: Final = 1024
+"""A PUBLISH packet's framing on top of its payload: fixed header (<= 5 bytes), topic (2 + <= 80 bytes for
+``carehub/v1/<hub id>/<kind>``), packet id (2) and, for MQTT 5 clients, a few properties."""
+MAX_PACKET_BYTES: Final = MAX_PAYLOAD_BYTES + MQTT_OVERHEAD_BYTES
+_MAX_PORT: Final = 65535
 
 
 def _check_user(name: str) -> str:
@@ -66,14 +98,31 @@ def password_file_text(users: Mapping[str, str]) -> str:
     return "".join(f"{_check_user(user)}:{hash_password(pw)}\n" for user, pw in sorted(users.items()))
 
 
-def acl_text(hubs: list[str] | tuple[str, ...], platform_user: str) -> str:
-    """The ACL: hubs confined to their own topics, the platform reading uplinks and writing acks and downs.
+def platform_users(platform_user: str, workers: int = 1) -> tuple[str, ...]:
+    """The ingest workers' broker users: ``platform_user`` for one worker, ``<platform_user>-1`` .. ``-N`` for N.
+
+    Raises:
+        ValueError: fewer than one worker, or a name Mosquitto cannot take.
+    """
+    if workers < 1:
+        raise ValueError(f"at least one ingest worker is needed, not {workers}")
+    names = (platform_user,) if workers == 1 else tuple(f"{platform_user}-{n}" for n in range(1, workers + 1))
+    return tuple(_check_user(name) for name in names)
+
+
+def acl_text(hubs: list[str] | tuple[str, ...], platform_user: str | tuple[str, ...]) -> str:
+    """The ACL: hubs confined to their own topics, the platform users reading uplinks and writing acks and downs.
 
     Mosquitto checks a shared subscription (``$share/group/filter``) against the filter without its prefix.
     """
-    lines = ["# written by carehub platform broker-config", ""]
-    lines += [f"user {_check_user(platform_user)}"]
-    lines += [f"topic read {TOPIC_ROOT}/+/up", f"topic write {TOPIC_ROOT}/+/ack", f"topic write {TOPIC_ROOT}/+/down"]
+    lines = ["# written by carehub platform broker-config"]
+    for user in (platform_user,) if isinstance(platform_user, str) else platform_user:
+        lines += ["", f"user {_check_user(user)}"]
+        lines += [
+            f"topic read {TOPIC_ROOT}/+/up",
+            f"topic write {TOPIC_ROOT}/+/ack",
+            f"topic write {TOPIC_ROOT}/+/down",
+        ]
     for hub in sorted(set(hubs)):
         lines += ["", f"user {_check_user(hub)}"]
         lines += [f"topic write {TOPIC_ROOT}/{hub}/up", f"topic read {TOPIC_ROOT}/{hub}/ack"]
@@ -113,6 +162,7 @@ def write_broker_config(
     hubs: list[str] | tuple[str, ...],
     *,
     platform_user: str = "platform",
+    workers: int = 1,
     port: int = 1883,
     host: str = "127.0.0.1",
     passwords: Mapping[str, str] | None = None,
@@ -123,8 +173,9 @@ def write_broker_config(
     Args:
         out_dir: created if missing.
         hubs: hub ids; each becomes a broker user of the same name.
-        platform_user: the ingest workers' user name.
-        port: the listener port written into the config.
+        platform_user: the ingest workers' user name (see :func:`platform_users`).
+        workers: how many ingest workers get a user of their own.
+        port: the listener port written into the config (1..65535).
         host: the listener address.
         passwords: fixed passwords per user; missing users get a random one.
         acl: ``False`` omits the ACL (every authenticated user may use every topic), for tests of the platform's
@@ -132,7 +183,10 @@ def write_broker_config(
     """
     if not hubs:
         raise ValueError("at least one hub is needed")
-    users = [_check_user(platform_user), *(_check_user(h) for h in hubs)]
+    if type(port) is not int or not 1 <= port <= _MAX_PORT:
+        raise ValueError(f"port {port!r} is not a TCP port (1..{_MAX_PORT})")
+    workers_users = platform_users(platform_user, workers)
+    users = [*workers_users, *(_check_user(h) for h in hubs)]
     if len(set(users)) != len(users):
         raise ValueError("hub ids and the platform user must all differ")
     chosen = {user: (passwords or {}).get(user) or secrets.token_urlsafe(18) for user in users}
@@ -142,12 +196,17 @@ def write_broker_config(
     config = out_dir / "mosquitto.conf"
     credentials = out_dir / "credentials.toml"
     _write_private(password_file, password_file_text(chosen))
-    acl_file.write_text(acl_text(list(hubs), platform_user), encoding="utf-8")
+    acl_file.write_text(acl_text(list(hubs), workers_users), encoding="utf-8")
     conf = [
         "# written by carehub platform broker-config",
         f"listener {port} {host}",
         "allow_anonymous false",
         f"password_file {password_file.resolve()}",
+        # A client's id is its user name: no one can take over another's session with its client id.
+        "use_username_as_clientid true",
+        # The protocol's largest message is an uplink frame; anything larger is dropped or its sender disconnected.
+        f"message_size_limit {MAX_PAYLOAD_BYTES}",
+        f"max_packet_size {MAX_PACKET_BYTES}",
     ]
     if acl:
         conf.append(f"acl_file {acl_file.resolve()}")

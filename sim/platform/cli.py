@@ -5,8 +5,12 @@ Failures print one clear line on standard error and exit non-zero (2 for bad inp
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as _dt
 import json
+import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -22,11 +26,12 @@ from protocols.errors import EncodeError, KeyFileError
 from protocols.keys import PlatformIdentity, load_hub_public_key, save_platform_identity, save_platform_public_keys
 from protocols.messages import AlarmAcknowledgement, DownBody, ThresholdUpdate
 from protocols.record import AlarmBody, PanicBody, Record
+from protocols.thresholds import ThresholdError, check_update
 from sim.platform.brokerconf import write_broker_config
 from sim.platform.config import PlatformConfig, PlatformConfigError, load_platform_config
 from sim.platform.enrollment import bundle_command
 from sim.platform.ingest import IngestWorker, WorkerSettings, publish_down
-from sim.platform.storage import SqliteStorage, StorageError, StoredReading
+from sim.platform.storage import QuarantinedEnvelope, SqliteStorage, StorageError, StoredReading
 from sim.platform.wire import PlatformCodec
 
 __all__ = ["app"]
@@ -71,24 +76,37 @@ def _codec(cfg: PlatformConfig) -> PlatformCodec:
 
 @app.command()
 def run(config: ConfigOption) -> None:
-    """Run one ingest worker until interrupted."""
+    """Run one ingest worker until interrupted; exit 1 if it fails repeatedly (so systemd restarts it)."""
     cfg = _config(config)
     codec = _codec(cfg)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    async def main() -> None:
+    async def console(worker: IngestWorker) -> None:
+        await worker.connected.wait()
+        _out.print(f"platform worker {cfg.client_id} ingesting from {cfg.host}:{cfg.port}", highlight=False)
+        while True:
+            _out.print(_alarm_line(await worker.alarms.get()), highlight=False)
+
+    async def main() -> BaseException | None:
         async with (
             SqliteStorage(cfg.database) as storage,
             IngestWorker(_worker_settings(cfg), storage, codec) as worker,
         ):
-            await worker.connected.wait()
-            _out.print(f"platform worker {cfg.client_id} ingesting from {cfg.host}:{cfg.port}")
-            while True:
-                _out.print(_alarm_line(await worker.alarms.get()), highlight=False)
+            printer = asyncio.create_task(console(worker), name="platform-console")
+            try:
+                await worker.failed.wait()
+            finally:
+                printer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await printer
+            return worker.failure
 
     try:
-        aio.run(main())
+        failure = aio.run(main())
     except StorageError as exc:
         raise _fail(str(exc), 1) from None
+    reason = "unknown" if failure is None else f"{type(failure).__name__}: {failure}"
+    raise _fail(f"platform worker {cfg.client_id} stopped after repeated failures (last: {reason})", 1)
 
 
 def _alarm_line(record: Record) -> str:
@@ -160,13 +178,23 @@ def broker_config(
     hubs: Annotated[list[str], typer.Option("--hub", help="A hub id (repeat for each hub).")],
     port: Annotated[int, typer.Option("--port", help="Listener port.")] = 1883,
     platform_user: Annotated[str, typer.Option("--platform-user", help="The ingest workers' user.")] = "platform",
+    workers: Annotated[
+        int, typer.Option("--workers", help="Ingest workers; each gets its own user (client ids are user names).")
+    ] = 1,
 ) -> None:
-    """Write a Mosquitto config, password file and per-hub ACL."""
+    """Write a Mosquitto config, password file and per-hub ACL (client ids bound to users, sizes bounded)."""
+    if not 1 <= port <= 65535:
+        raise _fail(f"--port {port}: a TCP port is 1..65535")
+    if workers < 1:
+        raise _fail(f"--workers {workers}: at least one ingest worker is needed")
     try:
-        files = write_broker_config(out, hubs, platform_user=platform_user, port=port)
+        files = write_broker_config(out, hubs, platform_user=platform_user, workers=workers, port=port)
     except (ValueError, OSError) as exc:
         raise _fail(str(exc)) from None
-    _out.print(f"wrote {files.config}, {files.password_file}, {files.acl_file}; credentials in {files.credentials}")
+    _out.print(
+        f"wrote {files.config}, {files.password_file}, {files.acl_file}; credentials in {files.credentials}",
+        highlight=False,
+    )
 
 
 @app.command()
@@ -196,6 +224,10 @@ def keygen(
 def enroll(
     config: ConfigOption,
     key_file: Annotated[Path, typer.Option("--key-file", help="The hub's public key file (hub id and key).")],
+    residents: Annotated[
+        list[str] | None,
+        typer.Option("--resident", help="A resident the hub serves (repeat); thresholds can then be sent for them."),
+    ] = None,
 ) -> None:
     """Register a hub from its public key file so its envelopes are accepted."""
     cfg = _config(config)
@@ -206,29 +238,50 @@ def enroll(
 
     async def main() -> None:
         async with SqliteStorage(cfg.database) as storage:
-            await storage.enroll_hub(hub)
+            await storage.enroll_hub(hub, residents or ())
 
     try:
         aio.run(main())
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
     except StorageError as exc:
         raise _fail(str(exc), 1) from None
     _out.print(f"enrolled {hub.hub_id} (key id {bytes(hub.verify_key).hex()[:16]}…)", highlight=False)
 
 
-def _send_down(cfg: PlatformConfig, hub: str, body: DownBody) -> int:
-    """Publish ``body`` to ``hub`` as a signed down-message; its seq comes from the platform database."""
+Check = Callable[[SqliteStorage], Awaitable[str | None]]
+
+
+def _enrolled(hub: str) -> Check:
+    async def check(storage: SqliteStorage) -> str | None:
+        return None if hub in await storage.hubs() else f"hub {hub!r} is not enrolled (carehub platform enroll)"
+
+    return check
+
+
+class _RefusedError(Exception):
+    """A down-message the platform's own records show cannot apply (unknown hub, resident or alarm)."""
+
+
+def _send_down(cfg: PlatformConfig, hub: str, body: DownBody, checks: tuple[Check, ...]) -> int:
+    """Publish ``body`` to ``hub`` as a signed down-message, once every check passed; its seq comes from the
+    platform database."""
     codec = _codec(cfg)
 
     async def main() -> int:
-        async with (
-            SqliteStorage(cfg.database) as storage,
-            aiomqtt.Client(cfg.host, cfg.port, username=cfg.username, password=cfg.password) as client,
-        ):
-            message = await publish_down(client, storage, codec, hub, body, issued_at=_dt.datetime.now(_dt.UTC))
-            return message.seq
+        async with SqliteStorage(cfg.database) as storage:
+            for check in checks:
+                problem = await check(storage)
+                if problem is not None:
+                    raise _RefusedError(problem)
+            async with aiomqtt.Client(cfg.host, cfg.port, username=cfg.username, password=cfg.password) as client:
+                message = await publish_down(client, storage, codec, hub, body, issued_at=_dt.datetime.now(_dt.UTC))
+                return message.seq
 
     try:
         return aio.run(main())
+    except _RefusedError as exc:
+        raise _fail(str(exc)) from None
     except EncodeError as exc:
         raise _fail(str(exc)) from None
     except StorageError as exc:
@@ -251,7 +304,13 @@ def ack_alarm(
         body = AlarmAcknowledgement(alarm, caregiver, _dt.datetime.now(_dt.UTC), role)
     except EncodeError as exc:
         raise _fail(str(exc)) from None
-    seq = _send_down(cfg, hub, body)
+
+    async def known_alarm(storage: SqliteStorage) -> str | None:
+        if await storage.knows_alarm(hub, alarm):
+            return None
+        return f"hub {hub!r} has reported no alarm {alarm!r}"
+
+    seq = _send_down(cfg, hub, body, (_enrolled(hub), known_alarm))
     _out.print(f"acknowledged alarm {alarm} on {hub} as {caregiver} (message {seq})", highlight=False)
 
 
@@ -278,12 +337,72 @@ def thresholds(
 ) -> None:
     """Send a resident's new thresholds to the hub as a signed down-message."""
     cfg = _config(config)
+    values = dict(_threshold(item) for item in settings)
     try:
-        body = ThresholdUpdate(resident, dict(_threshold(item) for item in settings))
+        body = ThresholdUpdate(resident, values)
+        check_update(values)
     except EncodeError as exc:
         raise _fail(str(exc)) from None
-    seq = _send_down(cfg, hub, body)
+    except ThresholdError as exc:
+        raise _fail(f"--set {exc}") from None
+
+    async def known_resident(storage: SqliteStorage) -> str | None:
+        if await storage.knows_resident(hub, resident):
+            return None
+        return f"hub {hub!r} has no resident {resident!r} (enrol with --resident, or wait for their first record)"
+
+    seq = _send_down(cfg, hub, body, (_enrolled(hub), known_resident))
     _out.print(f"sent {len(body.values)} threshold(s) for {resident} to {hub} (message {seq})", highlight=False)
+
+
+def _printable(text: str) -> str:
+    """``text`` on one line: control characters (a sender may have chosen them) shown escaped."""
+    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
+
+
+def _quarantined_dict(q: QuarantinedEnvelope) -> dict[str, object]:
+    r = q.refusal
+    return {
+        "id": q.row_id,
+        "received_at": _dt.datetime.fromtimestamp(r.received_at, _dt.UTC).isoformat(),
+        "hub": r.topic_hub,
+        "claimed_hub": r.claimed_hub,
+        "seq": r.envelope_seq,
+        "reason": r.reason.value,
+        "detail": r.detail,
+        "size": r.size,
+        "sha256": r.digest,
+    }
+
+
+@app.command()
+def rejected(
+    config: ConfigOption,
+    hub: Annotated[str | None, typer.Option("--hub", help="Only what arrived on this hub's uplink.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array instead of lines.")] = False,
+) -> None:
+    """List refused envelopes (the quarantine), oldest first: one line each, with the reason."""
+    cfg = _config(config)
+
+    async def main() -> list[QuarantinedEnvelope]:
+        async with SqliteStorage(cfg.database) as storage:
+            return await storage.quarantine(hub)
+
+    try:
+        rows = aio.run(main())
+    except StorageError as exc:
+        raise _fail(str(exc), 1) from None
+    if as_json:
+        typer.echo(json.dumps([_quarantined_dict(q) for q in rows], ensure_ascii=False))
+        return
+    for q in rows:
+        d = _quarantined_dict(q)
+        seq = "-" if d["seq"] is None else d["seq"]
+        claimed = "" if d["claimed_hub"] in (None, d["hub"]) else f" claims {d['claimed_hub']}"
+        typer.echo(
+            f"{d['id']} {d['received_at']} {d['hub'] or '-'}{claimed} seq {seq} {d['reason']}"
+            f" {d['size']} bytes sha256 {str(d['sha256'])[:16]}: {_printable(q.refusal.detail)}"
+        )
 
 
 app.command("bundle")(bundle_command)

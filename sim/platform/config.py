@@ -90,6 +90,13 @@ def load_platform_config(path: Path) -> PlatformConfig:
     url = urlsplit(_get(broker, "url", path, "broker"))
     if url.scheme != "mqtt" or not url.hostname:
         raise PlatformConfigError(f"{path}: [broker] url must look like mqtt://host:port (TLS: use a local bridge)")
+    try:
+        given = url.port
+    except ValueError:  # out of 0..65535, or not a number
+        given = -1
+    port = 1883 if given is None else given
+    if not 1 <= port <= 65535:
+        raise PlatformConfigError(f"{path}: [broker] url has no valid port (a TCP port is 1..65535)")
     share_group = _get(broker, "share_group", path, "broker", default="ingest")
     try:
         shared_uplink_filter(share_group)
@@ -104,7 +111,7 @@ def load_platform_config(path: Path) -> PlatformConfig:
     return PlatformConfig(
         path=path,
         host=url.hostname,
-        port=url.port or 1883,
+        port=port,
         username=_get(broker, "username", path, "broker", default="") or None,
         password=_get(broker, "password", path, "broker", default="") or None,
         share_group=share_group,
