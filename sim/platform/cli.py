@@ -393,16 +393,19 @@ def rejected(
     except StorageError as exc:
         raise _fail(str(exc), 1) from None
     if as_json:
-        typer.echo(json.dumps([_quarantined_dict(q) for q in rows], ensure_ascii=False))
+        output.emit(json.dumps([_quarantined_dict(q) for q in rows], ensure_ascii=False))
         return
+    lines: list[str] = []
     for q in rows:
         d = _quarantined_dict(q)
         seq = "-" if d["seq"] is None else d["seq"]
         claimed = "" if d["claimed_hub"] in (None, d["hub"]) else f" claims {d['claimed_hub']}"
-        typer.echo(
+        lines.append(
             f"{d['id']} {d['received_at']} {d['hub'] or '-'}{claimed} seq {seq} {d['reason']}"
             f" {d['size']} bytes sha256 {str(d['sha256'])[:16]}: {_printable(q.refusal.detail)}"
         )
+    if lines:
+        output.emit("\n".join(lines))
 
 
 app.command("bundle")(bundle_command)
