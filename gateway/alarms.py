@@ -3,7 +3,8 @@
 An :class:`AlarmBook` holds the open alarms of a hub, at most one per (resident, condition, subject) -- the subject
 is empty for a resident's vital signs and names the device or the schedule slot for device and schedule conditions.
 It is pure and synchronous: every input carries its time, and every transition returns an :class:`AlarmEvent` that
-the gateway writes to the outbox's priority lane (:meth:`AlarmEvent.as_record`) and shows to the resident.
+the gateway turns into an alarm record for the outbox's priority lane (`gateway.core.alarm_records`) and shows to
+the resident. Its states are the wire protocol's own :class:`protocols.record.AlarmState` (one vocabulary).
 
 Rules against alarm fatigue, and against silence:
 
@@ -22,7 +23,6 @@ Rules against alarm fatigue, and against silence:
 
 from __future__ import annotations
 
-import enum
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -32,6 +32,7 @@ from types import MappingProxyType
 
 from gateway.rules import ConditionRef, Evaluation, Finding, Transition
 from gateway.thresholds import Tier
+from protocols.record import AlarmState
 
 __all__ = [
     "MESSAGE_KEYS",
@@ -74,19 +75,6 @@ MESSAGE_KEYS: tuple[str, ...] = (
     "reading_unreliable",  # that reading did not work: measure again
     "all_clear",  # readings are back in range
 )
-
-
-class AlarmState(enum.StrEnum):
-    """The transition an :class:`AlarmEvent` reports."""
-
-    RAISED = "raised"
-    RE_RAISED = "re-raised"
-    ESCALATED = "escalated"
-    CONFIRMED = "confirmed"
-    DOWNGRADED = "downgraded"
-    CLEARED = "cleared"
-    ACKNOWLEDGED = "acknowledged"
-    SNOOZED = "snoozed"
 
 
 class AlarmError(Exception):
@@ -190,28 +178,6 @@ class AlarmEvent:
     device: str | None = None
     by: str | None = None
     until: datetime | None = None
-
-    def as_record(self) -> dict[str, object]:
-        """The alarm record's body (kind "alarm"), in the field names the panic lifecycle also uses."""
-        record: dict[str, object] = {
-            "alarm_id": self.alarm_id,
-            "condition": self.condition,
-            "tier": self.tier.label,
-            "state": self.state.value,
-            "resident": self.resident,
-            "message": self.message,
-            "at": self.at,
-        }
-        optional: dict[str, object | None] = {
-            "subject": self.subject or None,
-            "device": self.device,
-            "value": self.value,
-            "threshold": self.threshold,
-            "by": self.by,
-            "until": self.until,
-        }
-        record.update({k: v for k, v in optional.items() if v is not None})
-        return record
 
 
 def _event(

@@ -5,11 +5,14 @@ leaves them in reverse):
 
 - the outbox (`gateway.outbox`): SQLite on its own thread;
 - the feedback (`gateway.feedback`): voice task, LEDs, log;
-- the hub core (`gateway.intake.Hub`): rules, alarms, the panic lifecycle, records;
+- the hub (`gateway.hub.Hub`, the shell around the pure cores of `gateway.core`): rules, alarms, the panic
+  lifecycle, records;
 - the uplink (`gateway.uplink`): MQTT to the platform;
 - the BLE manager (`gateway.ble`): connect-on-advertise sessions;
-- three tasks of this module: verified down-messages to the hub, platform acks of alarm records to the panic
-  lifecycle, and the periodic tick (on the injected clock's time; the tick interval is wall time).
+- three long-lived tasks of this module, supervised (`gateway.supervise`: a failure is logged with its traceback,
+  counted and the task restarted; one that keeps failing shuts the gateway down so the process exits non-zero):
+  verified down-messages to the hub, platform acks of raised alarms to the panic lifecycle, and the periodic tick
+  (on the injected clock's time; the tick interval is wall time).
 """
 
 from __future__ import annotations
@@ -26,18 +29,21 @@ from bleak.backends.scanner import BaseBleakScanner
 
 from gateway.alarms import AlarmBook
 from gateway.ble import BleManager
+from gateway.clock import Clock, SystemClock
 from gateway.config import SCHEDULABLE, DeviceKind, GatewayConfig
+from gateway.core.downlink import SEQ_CURSOR, parse_seq
 from gateway.feedback import Feedback, LogFeedback
-from gateway.intake import FallbackNotifier, Hub
+from gateway.hub import Hub
 from gateway.journal import IndicationJournal
+from gateway.notifier import FallbackNotifier
 from gateway.outbox import Outbox, open_outbox
 from gateway.panic import PanicLifecycle, PanicPolicy
 from gateway.rules import DeviceWatch, ResidentRules, RuleEngine, ScheduleEntry, Vital
+from gateway.supervise import Supervisor
 from gateway.thresholds import resolve_thresholds
 from gateway.uplink import Uplink, UplinkSettings
 from gateway.wire import HubWire
 from protocols.keys import load_hub_identity, load_pendant_key, load_platform_public_keys
-from protocols.record import Record
 
 __all__ = ["Gateway", "open_gateway"]
 
@@ -61,9 +67,10 @@ class Gateway:
     uplink: Uplink
     ble: BleManager | None
     feedback: Feedback
+    supervisor: Supervisor
 
 
-def _rule_engine(config: GatewayConfig, now: datetime) -> RuleEngine:
+def _rule_engine(config: GatewayConfig, now: datetime, clock: Clock) -> RuleEngine:
     residents = {}
     for resident in config.residents:
         watches = tuple(
@@ -80,7 +87,7 @@ def _rule_engine(config: GatewayConfig, now: datetime) -> RuleEngine:
             schedule=schedule,
             devices=watches,
         )
-    return RuleEngine(residents, started_at=now, local_zone=config.timezone)
+    return RuleEngine(residents, started_at=now, local_zone=config.timezone, clock=clock)
 
 
 @contextlib.asynccontextmanager
@@ -93,8 +100,14 @@ async def open_gateway(
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     tick_interval: float = 1.0,
     ble: bool = True,
+    clock: Clock | None = None,
 ) -> AsyncIterator[Gateway]:
-    """Build and run the hub daemon; leaving the block shuts everything down in order."""
+    """Build and run the hub daemon; leaving the block shuts everything down in order.
+
+    `clock` is what the rule engine and the panic lifecycle measure their timeouts on (its monotonic time, so a
+    stepped wall clock moves none of them); `now` is the wall time that stamps records and drives schedules.
+    """
+    clock = clock or SystemClock()
     identity = load_hub_identity(config.hub_key_file)
     platform = load_platform_public_keys(config.platform_key_file)
     pendant_keys = {}
@@ -108,12 +121,12 @@ async def open_gateway(
         repeat_interval=timedelta(seconds=config.panic_repeat_s),
         local_zone=config.timezone,
     )
-    panic = PanicLifecycle(policy=policy, language={r.id: r.language for r in config.residents})
+    panic = PanicLifecycle(policy=policy, clock=clock, language={r.id: r.language for r in config.residents})
     settings = UplinkSettings.from_config(config)
     async with contextlib.AsyncExitStack() as stack:
         outbox = await stack.enter_async_context(open_outbox(config.storage_path, max_bytes=config.storage_max_bytes))
-        last_down = await outbox.get_cursor("down_seq")
-        wire = HubWire(identity, platform, last_down_seq=last_down if isinstance(last_down, int) else None)
+        last_down = parse_seq(await outbox.get_cursor(SEQ_CURSOR))
+        wire = HubWire(identity, platform, last_down_seq=last_down or None)
         shown = await stack.enter_async_context(feedback or LogFeedback())
         hub = Hub(
             config,
@@ -121,7 +134,7 @@ async def open_gateway(
             platform=platform,
             outbox=outbox,
             feedback=shown,
-            rules=_rule_engine(config, now()),
+            rules=_rule_engine(config, now(), clock),
             alarms=AlarmBook(),
             panic=panic,
             pendant_keys=pendant_keys,
@@ -129,14 +142,13 @@ async def open_gateway(
             now=now,
         )
         stack.push_async_callback(hub.settle)  # before the outbox closes: what is being sealed is committed
-        await hub.restore_pendants()
+        await hub.restore()
         await hub.report_evictions()
         uplink = await stack.enter_async_context(Uplink(settings, outbox, wire))
-        tasks = await stack.enter_async_context(asyncio.TaskGroup())
-        stack.callback(_cancel_all, tasks)
-        tasks.create_task(_down_messages(uplink, hub), name="gateway.down")
-        tasks.create_task(_alarm_deliveries(uplink, hub), name="gateway.alarm-acks")
-        tasks.create_task(_ticker(hub, tick_interval), name="gateway.tick")
+        supervisor = await stack.enter_async_context(Supervisor())
+        supervisor.start("gateway.down", lambda: _down_messages(uplink, hub))
+        supervisor.start("gateway.alarm-acks", lambda: _alarm_deliveries(uplink, hub))
+        supervisor.start("gateway.tick", lambda: _ticker(hub, tick_interval))
         manager = None
         if ble:
             journal = stack.enter_context(IndicationJournal(config.storage_path.with_suffix(".journal")))
@@ -151,12 +163,7 @@ async def open_gateway(
                 )
             )
             hub.set_pendant_writer(manager.write_pendant_state)
-        yield Gateway(config, hub, outbox, uplink, manager, shown)
-
-
-def _cancel_all(tasks: asyncio.TaskGroup) -> None:
-    for task in list(tasks._tasks):  # TaskGroup has no public cancel-all
-        task.cancel()
+        yield Gateway(config, hub, outbox, uplink, manager, shown, supervisor)
 
 
 async def _down_messages(uplink: Uplink, hub: Hub) -> None:
@@ -165,15 +172,14 @@ async def _down_messages(uplink: Uplink, hub: Hub) -> None:
 
 
 async def _alarm_deliveries(uplink: Uplink, hub: Hub) -> None:
-    """Each alarm record, once the platform has acked it, tells the panic lifecycle its call was delivered."""
+    """Each raised alarm, once the platform has acked its record, tells the panic lifecycle its call was delivered."""
     async with asyncio.TaskGroup() as waiters:
         while True:
-            record: Record = await hub.alarm_records.get()
-            waiters.create_task(_await_ack(uplink, hub, record), name=f"gateway.ack.{record.record_id.hex()[:8]}")
+            rid = await hub.alarm_records.get()
+            waiters.create_task(_await_ack(uplink, hub, rid), name=f"gateway.ack.{rid[:8]}")
 
 
-async def _await_ack(uplink: Uplink, hub: Hub, record: Record) -> None:
-    rid = record.record_id.hex()
+async def _await_ack(uplink: Uplink, hub: Hub, rid: str) -> None:
     await uplink.wait_acked(rid)
     await hub.on_delivered([rid])
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 import random
 from collections import Counter
@@ -45,6 +44,18 @@ from bleak.exc import BleakDeviceNotFoundError, BleakError
 from gateway.aio import raise_if_cancelling
 from gateway.backoff import backoff_delay
 from gateway.config import DeviceConfig, DeviceKind, GatewayConfig
+from gateway.events import (
+    BatteryLevel,
+    ClockCorrected,
+    DeviceReport,
+    ErrorClass,
+    LinkDown,
+    LinkFailed,
+    LinkUp,
+    Misbehaviour,
+    PendantFrame,
+    Reading,
+)
 from gateway.journal import IndicationJournal, JournalEntry
 from protocols import gatt
 from protocols.errors import DecodeError
@@ -93,15 +104,6 @@ _RACP = 0x2A52
 _QUEUE_LIMIT = 256  # notifications of one device waiting to be stored
 
 
-class ErrorClass(enum.StrEnum):
-    """How a failed session is treated."""
-
-    GONE = "gone"  # the device stopped advertising or dropped the link: wait for its next advertisement
-    TRANSIENT = "transient"  # timeouts, busy controller: retry after a backoff
-    AUTH = "auth"  # bonding refused or insufficient authentication: report, retry slowly
-    PROTOCOL = "protocol"  # the device broke the GATT contract (missing service, ATT error, RACP failure)
-
-
 def classify_error(exc: BaseException) -> ErrorClass:
     """Classify a session failure once, here, at the BLE boundary."""
     if isinstance(exc, BleakDeviceNotFoundError):
@@ -122,19 +124,8 @@ class _ProtocolViolationError(BleakError):
     """The device answered in a way the profile does not allow."""
 
 
-@dataclass(frozen=True, slots=True)
-class Reading:
-    """One measurement notification as it came off the air, with the session's clock knowledge."""
-
-    device: DeviceConfig
-    uuid: int
-    data: bytes
-    received_at: datetime
-    clock_offset: timedelta | None = None  # device clock minus hub clock, when it was found wrong this session
-
-
 class ReadingSink(Protocol):
-    """Where sessions deliver what they learn. Every coroutine returns only once its data is durable."""
+    """Where sessions deliver what they learn (typed events, `gateway.events`). Each returns once it is durable."""
 
     async def store_readings(self, readings: Sequence[Reading], cursor: tuple[str, int] | None = None) -> None:
         """Decode, record, seal and fsync `readings`; set the durable `cursor` (key, value) in the same commit."""
@@ -142,10 +133,10 @@ class ReadingSink(Protocol):
     async def get_cursor(self, key: str) -> int | None:
         """A durable cursor (e.g. the next RACP sequence number of a glucose meter)."""
 
-    async def device_status(self, device: DeviceConfig, fields: dict[str, object]) -> None:
-        """Battery level, link state, clock corrections, misbehaviour reports."""
+    async def report(self, event: DeviceReport) -> None:
+        """Battery level, link changes and failures, clock corrections, misbehaviour: each becomes a record."""
 
-    async def pendant_frame(self, device: DeviceConfig, data: bytes) -> bytes | None:
+    async def pendant_frame(self, frame: PendantFrame) -> bytes | None:
         """An event frame from a pendant; returns the confirm frame to write back, or None to stay silent."""
 
 
@@ -295,7 +286,7 @@ class BleManager:
             delay = backoff_delay(state.attempts - 1, base=1.0, cap=300.0, jitter_fraction=0.2, rng=self._rng)
             state.not_before = self._monotonic() + delay
             _log.warning("session with %s failed (%s: %s); retry in %.1f s", cfg.address, kind, exc, delay)
-            await self._sink.device_status(cfg, {"link": "failed", "error_class": kind.value, "error": str(exc)})
+            await self._sink.report(LinkFailed(cfg, kind, str(exc)))
         finally:
             state.pendant_client = None
             self._active.discard(cfg.address)
@@ -311,7 +302,7 @@ class BleManager:
         async with client:
             if cfg.kind in _NEEDS_BOND:
                 await client.pair()
-            await self._sink.device_status(cfg, {"link": "connected"})
+            await self._sink.report(LinkUp(cfg))
             offset = await self._sync_clock(client, cfg)
             await self._read_battery(client, cfg)
             queue: asyncio.Queue[tuple[int, bytes, datetime]] = asyncio.Queue(maxsize=_QUEUE_LIMIT)
@@ -377,14 +368,14 @@ class BleManager:
                 await self._deliver(cfg, client, queue.get_nowait(), offset)
         finally:
             gone.cancel()
-        await self._sink.device_status(cfg, {"link": "disconnected"})
+        await self._sink.report(LinkDown(cfg))
 
     async def _deliver(
         self, cfg: DeviceConfig, client: BleakClient, item: tuple[int, bytes, datetime], offset: timedelta | None
     ) -> None:
         uuid, data, at = item
         if cfg.kind is DeviceKind.PENDANT:
-            confirm = await self._sink.pendant_frame(cfg, data)
+            confirm = await self._sink.pendant_frame(PendantFrame(cfg, data))
             if confirm is not None and client.is_connected:
                 with contextlib.suppress(BleakError, TimeoutError):
                     await client.write_gatt_char(str(CONFIRM_CHAR_UUID), confirm, response=True)
@@ -394,7 +385,7 @@ class BleManager:
         except DecodeError as exc:
             self.stats.malformed += 1
             _log.warning("malformed %04X from %s: %s", uuid, cfg.address, exc)
-            await self._sink.device_status(cfg, {"misbehaviour": str(exc), "raw": data.hex()})
+            await self._sink.report(Misbehaviour(cfg, str(exc), data))
             self._journaled()
             return
         self.stats.readings += 1
@@ -408,7 +399,9 @@ class BleManager:
         except (BleakError, DecodeError) as exc:
             _log.info("no battery level from %s: %s", cfg.address, exc)
             return
-        await self._sink.device_status(cfg, {"battery_level": level})
+        await self._sink.report(
+            BatteryLevel(cfg, level) if isinstance(level, int) else Misbehaviour(cfg, f"battery level {level!r}")
+        )
 
     async def _sync_clock(self, client: BleakClient, cfg: DeviceConfig) -> timedelta | None:
         """Compare the device clock with the hub's; fix it when off by more than the tolerance."""
@@ -428,16 +421,8 @@ class BleManager:
             return None
         payload = bytes(gatt.CurrentTime.from_datetime(hub_now.replace(tzinfo=None), adjust_reason=0x01))
         await client.write_gatt_char(uuid16(_CURRENT_TIME), payload, response=True)
-        await self._sink.device_status(
-            cfg,
-            {
-                "clock_correction": {
-                    "device_time": current.as_dict().get("timestamp"),
-                    "hub_time": hub_now.isoformat(),
-                    "offset_s": None if offset is None else offset.total_seconds(),
-                }
-            },
-        )
+        device_time = current.as_dict().get("timestamp")
+        await self._sink.report(ClockCorrected(cfg, device_time if isinstance(device_time, str) else None, offset))
         return offset
 
     async def _transfer_records(
@@ -469,7 +454,7 @@ class BleManager:
                 measurement = gatt.decode(uuid, data)
             except DecodeError as exc:
                 self.stats.malformed += 1
-                await self._sink.device_status(cfg, {"misbehaviour": str(exc), "raw": data.hex()})
+                await self._sink.report(Misbehaviour(cfg, str(exc), data))
                 continue
             seq = measurement.as_dict().get("sequence_number")
             if isinstance(seq, int):

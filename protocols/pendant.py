@@ -380,7 +380,21 @@ class PendantVerifier:
         return cls(pendant_id, key, saved.last_counter, saved.last_tag)
 
     def verify(self, frame: bytes) -> VerifiedEvent:
-        """Authenticate an Event frame.
+        """:meth:`check` and, for a new event, :meth:`accept` at once (for callers with nothing to commit).
+
+        Raises:
+            DecodeError, AuthenticationError, ReplayError: as :meth:`check`.
+        """
+        verified = self.check(frame)
+        self.accept(verified)
+        return verified
+
+    def check(self, frame: bytes) -> VerifiedEvent:
+        """Authenticate an Event frame without advancing the high-water mark (``docs/protocol.md`` §9.4).
+
+        A new event is accepted only by :meth:`accept`, which the hub calls once the event is durably stored; until
+        then the same frame checks as new again (not as a repeat to confirm), so a press whose commit failed is
+        never confirmed to the pendant.
 
         Returns:
             The event, flagged ``repeat=True`` when it is the last accepted event again.
@@ -398,11 +412,19 @@ class PendantVerifier:
         if event.counter == self._last_counter:
             if self._last_tag is not None and not hmac.compare_digest(event.tag, self._last_tag):
                 raise ReplayError(f"pendant {self._pendant_id}: counter {event.counter} reused with other content")
-            self._last_tag = event.tag
             return VerifiedEvent(event, repeat=True)
-        self._last_counter = event.counter
-        self._last_tag = event.tag
         return VerifiedEvent(event, repeat=False)
+
+    def accept(self, verified: VerifiedEvent) -> None:
+        """Advance the high-water mark to a checked event once it is durably stored.
+
+        A repeat, or an event the mark has moved past meanwhile (it was stored too), leaves the mark where it is;
+        a repeat of the last event after a restart supplies its tag.
+        """
+        event = verified.event
+        if event.counter > self._last_counter or (event.counter == self._last_counter and self._last_tag is None):
+            self._last_counter = event.counter
+            self._last_tag = event.tag
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ Every record is the deterministic CBOR encoding (RFC 8949 §4.2.1, :mod:`protoco
 keys, whatever its kind::
 
     v            uint   1 (the record format version)
-    kind         text   "measurement" | "alarm" | "panic" | "device_status" | "hub_status" | "eviction"
+    kind         text   "measurement" | "alarm" | "panic" | "device_status" | "down_refused" | "eviction"
     id           bstr   16 bytes, the stable record id (§4)
     hub          text   the producing hub's id
     seq          uint   per-hub record sequence number
@@ -47,8 +47,10 @@ __all__ = [
     "Body",
     "ClockCorrection",
     "DeviceStatusBody",
+    "DownRefusal",
+    "DownRefusedBody",
     "EvictionBody",
-    "HubStatusBody",
+    "LinkFailure",
     "LinkState",
     "MeasurementBody",
     "PanicBody",
@@ -57,7 +59,6 @@ __all__ = [
     "RecordKind",
     "alarm_record_id",
     "decode_record",
-    "encode_record",
     "measurement_record_id",
     "panic_record_id",
     "peek_record_hub",
@@ -82,7 +83,7 @@ class RecordKind(enum.Enum):
     ALARM = "alarm"
     PANIC = "panic"
     DEVICE_STATUS = "device_status"
-    HUB_STATUS = "hub_status"
+    DOWN_REFUSED = "down_refused"
     EVICTION = "eviction"
 
 
@@ -125,8 +126,33 @@ class LinkState(enum.Enum):
 
     CONNECTED = "connected"
     DISCONNECTED = "disconnected"
-    SILENT = "silent"
-    """Provisioned but not heard from for longer than its expected interval."""
+    FAILED = "failed"
+    """A session failed; the body's ``failure`` says how."""
+
+
+class LinkFailure(enum.Enum):
+    """Why a session failed, as the hub's BLE layer classified it (``docs/protocol.md`` §3.4)."""
+
+    GONE = "gone"
+    """The device stopped advertising or dropped the link."""
+    TRANSIENT = "transient"
+    """A timeout or a busy controller; retried after a backoff."""
+    AUTH = "auth"
+    """Bonding refused or insufficient authentication."""
+    PROTOCOL = "protocol"
+    """The device broke the GATT contract."""
+
+
+class DownRefusal(enum.Enum):
+    """Why the hub refused a verified down-message (``docs/protocol.md`` §8)."""
+
+    UNKNOWN_RESIDENT = "unknown_resident"
+    INVALID_THRESHOLD = "invalid_threshold"
+    """An unknown key, a value outside its plausible range, or tiers out of order."""
+    UNKNOWN_ALARM = "unknown_alarm"
+    CRITICAL_SNOOZE = "critical_snooze"
+    """A critical alarm is never silenced."""
+    INVALID_SNOOZE = "invalid_snooze"
 
 
 # --- validation helpers (construction raises EncodeError) ----------------------------------------------------------
@@ -420,21 +446,20 @@ class ClockCorrection:
     Attributes:
         old_device_time: the device's time before, as it reported it (local, no zone).
         new_time: the time the hub wrote.
-        offset_seconds: device clock minus hub clock before the correction (positive: device was fast).
+        offset_seconds: device clock minus hub clock before the correction (positive: device was fast); ``None``
+            when the device's time could not be read as a date (the hub set the clock anyway).
     """
 
     _KEYS: ClassVar[frozenset[str]] = frozenset({"old_device_time", "new_time", "offset_s"})
 
     old_device_time: str
     new_time: _dt.datetime
-    offset_seconds: int | float
+    offset_seconds: int | float | None
 
     def __post_init__(self) -> None:
         _text(self.old_device_time, "old_device_time")
         _aware(self.new_time, "new_time")
         _opt_number(self.offset_seconds, "offset_seconds")
-        if self.offset_seconds is None:
-            raise EncodeError("offset_seconds is required")
 
     def _to_map(self) -> dict[str, CborValue]:
         return {
@@ -446,25 +471,32 @@ class ClockCorrection:
     @classmethod
     def _from_map(cls, value: object) -> Self:
         f = Fields(value, "record.body.clock", cls._KEYS)
-        return cls(f.text("old_device_time"), f.time("new_time"), f.number("offset_s"))
+        return cls(f.text("old_device_time"), f.time("new_time"), f.opt_number("offset_s"))
 
 
 @dataclass(frozen=True, slots=True)
 class DeviceStatusBody:
-    """A device's battery, link or clock changed.
+    """A device's battery, link or clock changed, a session failed, or the device misbehaved.
 
     Attributes:
         battery: battery percentage 0..100, if known.
         link: link state, if it is what changed.
         clock_correction: the clock correction the hub made, if any.
+        failure: how the session failed; given exactly when ``link`` is :attr:`LinkState.FAILED`.
+        detail: the failure's or the misbehaviour's description (1..256 characters), if any.
+        raw: the bytes a misbehaving device sent (at most 512), if any.
     """
 
     KIND: ClassVar[RecordKind] = RecordKind.DEVICE_STATUS
-    _KEYS: ClassVar[frozenset[str]] = frozenset({"battery", "link", "clock"})
+    _KEYS: ClassVar[frozenset[str]] = frozenset({"battery", "link", "clock", "failure", "detail", "raw"})
+    _LEGACY_KEYS: ClassVar[frozenset[str]] = frozenset({"battery", "link", "clock"})
 
     battery: int | None = None
     link: LinkState | None = None
     clock_correction: ClockCorrection | None = None
+    failure: LinkFailure | None = None
+    detail: str | None = None
+    raw: bytes | None = None
 
     def __post_init__(self) -> None:
         _opt_uint(self.battery, "battery", 100)
@@ -472,62 +504,88 @@ class DeviceStatusBody:
             raise EncodeError("link must be a LinkState")
         if self.clock_correction is not None and not isinstance(self.clock_correction, ClockCorrection):
             raise EncodeError("clock_correction must be a ClockCorrection")
+        if self.failure is not None and not isinstance(self.failure, LinkFailure):
+            raise EncodeError("failure must be a LinkFailure")
+        if (self.link is LinkState.FAILED) != (self.failure is not None):
+            raise EncodeError("failure is given exactly when link is 'failed'")
+        _opt_text(self.detail, "detail")
+        if self.raw is not None and (not isinstance(self.raw, bytes) or len(self.raw) > MAX_RAW_BYTES):
+            raise EncodeError(f"raw must be at most {MAX_RAW_BYTES} bytes")
 
     def _to_map(self) -> dict[str, CborValue]:
         return {
             "battery": self.battery,
             "link": None if self.link is None else self.link.value,
             "clock": None if self.clock_correction is None else self.clock_correction._to_map(),
+            "failure": None if self.failure is None else self.failure.value,
+            "detail": self.detail,
+            "raw": self.raw,
         }
 
     @classmethod
     def _from_map(cls, value: object) -> Self:
-        f = Fields(value, "record.body", cls._KEYS)
+        # A body of the first revision of §3.4 (three keys) is read as one without failure, detail and raw.
+        legacy = isinstance(value, dict) and set(value) == cls._LEGACY_KEYS
+        f = Fields(value, "record.body", cls._LEGACY_KEYS if legacy else cls._KEYS)
         clock = f.raw("clock")
-        return cls(
+        return cls(  # an inconsistent body raises EncodeError, which Record.from_cbor turns into DecodeError
             battery=f.opt_uint("battery", 100),
             link=f.opt_choice("link", LinkState),
             clock_correction=None if clock is None else ClockCorrection._from_map(clock),
+            failure=None if legacy else f.opt_choice("failure", LinkFailure),
+            detail=None if legacy else f.opt_text("detail"),
+            raw=None if legacy else f.opt_bytes("raw", 0, MAX_RAW_BYTES),
         )
 
 
 @dataclass(frozen=True, slots=True)
-class HubStatusBody:
-    """The hub's periodic health report.
+class DownRefusedBody:
+    """The hub refused a verified down-message it cannot apply (``docs/protocol.md`` §8).
 
     Attributes:
-        uptime_seconds: seconds since the hub service started.
-        outbox_depth: envelopes waiting for the platform's ack.
-        free_storage_bytes: free bytes on the outbox's file system.
-        version: the hub software version.
+        down_seq: the refused message's ``seq`` (uint64).
+        message_type: the refused message's ``type`` (``thresholds``, ``alarm_ack``, ``alarm_snooze``).
+        reason: why.
+        key: the offending threshold key or alarm id, if one is to blame.
+        detail: a sentence for the platform operator (1..256 characters).
     """
 
-    KIND: ClassVar[RecordKind] = RecordKind.HUB_STATUS
-    _KEYS: ClassVar[frozenset[str]] = frozenset({"uptime_s", "outbox_depth", "free_bytes", "version"})
+    KIND: ClassVar[RecordKind] = RecordKind.DOWN_REFUSED
+    _KEYS: ClassVar[frozenset[str]] = frozenset({"down_seq", "type", "reason", "key", "detail"})
 
-    uptime_seconds: int
-    outbox_depth: int
-    free_storage_bytes: int
-    version: str
+    down_seq: int
+    message_type: str
+    reason: DownRefusal
+    detail: str
+    key: str | None = None
 
     def __post_init__(self) -> None:
-        _uint(self.uptime_seconds, "uptime_seconds")
-        _uint(self.outbox_depth, "outbox_depth")
-        _uint(self.free_storage_bytes, "free_storage_bytes")
-        _text(self.version, "version", 64)
+        _uint(self.down_seq, "down_seq")
+        _text(self.message_type, "message_type", 64)
+        if not isinstance(self.reason, DownRefusal):
+            raise EncodeError("reason must be a DownRefusal")
+        _text(self.detail, "detail")
+        _opt_text(self.key, "key")
 
     def _to_map(self) -> dict[str, CborValue]:
         return {
-            "uptime_s": self.uptime_seconds,
-            "outbox_depth": self.outbox_depth,
-            "free_bytes": self.free_storage_bytes,
-            "version": self.version,
+            "down_seq": self.down_seq,
+            "type": self.message_type,
+            "reason": self.reason.value,
+            "key": self.key,
+            "detail": self.detail,
         }
 
     @classmethod
     def _from_map(cls, value: object) -> Self:
         f = Fields(value, "record.body", cls._KEYS)
-        return cls(f.uint("uptime_s"), f.uint("outbox_depth"), f.uint("free_bytes"), f.text("version", 64))
+        return cls(
+            down_seq=f.uint("down_seq"),
+            message_type=f.text("type", 64),
+            reason=f.choice("reason", DownRefusal),
+            detail=f.text("detail"),
+            key=f.opt_text("key"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -589,14 +647,14 @@ class EvictionBody:
         )
 
 
-Body: TypeAlias = MeasurementBody | AlarmBody | PanicBody | DeviceStatusBody | HubStatusBody | EvictionBody
+Body: TypeAlias = MeasurementBody | AlarmBody | PanicBody | DeviceStatusBody | DownRefusedBody | EvictionBody
 
 _BODIES: Final[dict[RecordKind, type[Body]]] = {
     RecordKind.MEASUREMENT: MeasurementBody,
     RecordKind.ALARM: AlarmBody,
     RecordKind.PANIC: PanicBody,
     RecordKind.DEVICE_STATUS: DeviceStatusBody,
-    RecordKind.HUB_STATUS: HubStatusBody,
+    RecordKind.DOWN_REFUSED: DownRefusedBody,
     RecordKind.EVICTION: EvictionBody,
 }
 _NEEDS_DEVICE: Final = frozenset({RecordKind.MEASUREMENT, RecordKind.PANIC, RecordKind.DEVICE_STATUS})
@@ -696,11 +754,6 @@ def _record_fields(value: CborValue) -> Fields:
     if isinstance(value, dict) and "v" in value and (type(value["v"]) is not int or value["v"] != RECORD_VERSION):
         raise DecodeError("record", None, f"unsupported record version {value['v']!r}")
     return Fields(value, "record", _RECORD_KEYS)
-
-
-def encode_record(record: Record) -> bytes:
-    """Same as :meth:`Record.to_cbor`."""
-    return record.to_cbor()
 
 
 def decode_record(data: bytes) -> Record:
@@ -804,7 +857,7 @@ def panic_record_id(pendant_id: str, counter: int, event: PanicEventType) -> byt
 
 
 def status_record_id(hub_id: str, kind: RecordKind, seq: int) -> bytes:
-    """The id of a device status, hub status or eviction record: (hub, kind, record sequence number).
+    """The id of a device status, down-refused or eviction record: (hub, kind, record sequence number).
 
     These records are made by the hub itself and are unique by their sequence number; one regenerated after a
     crash (with a new sequence number) is a new report, which is harmless.

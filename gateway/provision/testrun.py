@@ -34,6 +34,7 @@ from bleak.backends.scanner import BaseBleakScanner
 
 from gateway.ble import BleManager, Reading, ReadingSink
 from gateway.config import DeviceConfig, DeviceKind, GatewayConfig
+from gateway.events import BatteryLevel, DeviceReport, PendantFrame
 from gateway.feedback import Feedback, LogFeedback
 from gateway.outbox import Outbox
 from gateway.provision.errors import InstallationTestError
@@ -106,23 +107,22 @@ class TappingSink:
         """Forward."""
         return await self._inner.get_cursor(key)
 
-    async def device_status(self, device: DeviceConfig, fields: dict[str, object]) -> None:
+    async def report(self, event: DeviceReport) -> None:
         """Forward, then note a battery level."""
-        await self._inner.device_status(device, fields)
-        battery = fields.get("battery_level")
-        if isinstance(battery, int):
-            self._note(device.address, "battery", battery)
+        await self._inner.report(event)
+        if isinstance(event, BatteryLevel):
+            self._note(event.device.address, "battery", event.level)
 
-    async def pendant_frame(self, device: DeviceConfig, data: bytes) -> bytes | None:
+    async def pendant_frame(self, frame: PendantFrame) -> bytes | None:
         """Forward; an authenticated, durable press is an arrival."""
-        confirm = await self._inner.pendant_frame(device, data)
+        confirm = await self._inner.pendant_frame(frame)
         if confirm is not None:
             try:
-                event = PendantEvent.from_bytes(data)
+                event = PendantEvent.from_bytes(frame.data)
             except DecodeError:
                 return confirm
             if event.event is PendantEventType.PRESS:
-                self._note(device.address, "press", event.battery)
+                self._note(frame.device.address, "press", event.battery)
         return confirm
 
 

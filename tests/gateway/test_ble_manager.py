@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -23,7 +23,8 @@ import gateway.ble
 import sim.ble
 from gateway.app import Gateway, open_gateway
 from gateway.ble import Reading
-from gateway.config import DeviceConfig, parse_config
+from gateway.config import parse_config
+from gateway.events import ClockCorrected, DeviceReport, LinkDown, Misbehaviour
 from gateway.journal import IndicationJournal
 from protocols import gatt
 from protocols.envelope import open_envelope
@@ -37,6 +38,7 @@ from sim.devices.blood_pressure import BloodPressureCuff
 from sim.devices.glucose import GlucoseMeter
 from sim.devices.options import DEFAULT_CLOCK, DeviceOptions
 
+_R = TypeVar("_R", bound=DeviceReport)
 HUB_ID = "ble-test-hub"
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -53,26 +55,26 @@ class Probe:
     """Calls into the hub's sink, recorded after they returned (the data is durable by then)."""
 
     stored: list[tuple[list[Reading], tuple[str, int] | None]] = field(default_factory=list)
-    statuses: list[tuple[str, dict[str, object]]] = field(default_factory=list)
+    statuses: list[DeviceReport] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def install(self, gw: Gateway) -> None:
         hub = gw.hub
-        store, status = hub.store_readings, hub.device_status
+        store, status = hub.store_readings, hub.report
 
         async def store_readings(readings: Sequence[Reading], cursor: tuple[str, int] | None = None) -> None:
             await store(readings, cursor)
             self.stored.append((list(readings), cursor))
             self.changed.set()
 
-        async def device_status(device: DeviceConfig, fields: dict[str, object]) -> None:
-            await status(device, fields)
-            self.statuses.append((device.address, dict(fields)))
+        async def report(event: DeviceReport) -> None:
+            await status(event)
+            self.statuses.append(event)
             self.changed.set()
 
         # The BLE manager calls its sink through these attributes; the instance attributes shadow the methods.
         hub.store_readings = store_readings  # type: ignore[method-assign]
-        hub.device_status = device_status  # type: ignore[method-assign]
+        hub.report = report  # type: ignore[method-assign]
 
     async def until(self, predicate: Callable[[], object]) -> None:
         async with asyncio.timeout(BOUND):
@@ -83,8 +85,8 @@ class Probe:
     def readings_of(self, address: str) -> list[Reading]:
         return [r for batch, _ in self.stored for r in batch if r.device.address == address]
 
-    def status_with(self, address: str, key: str) -> list[dict[str, object]]:
-        return [f for a, f in self.statuses if a == address and key in f]
+    def status_with(self, address: str, kind: type[_R]) -> list[_R]:
+        return [e for e in self.statuses if e.device.address == address and isinstance(e, kind)]
 
 
 @dataclass
@@ -254,7 +256,7 @@ async def test_glucose_records_come_by_racp_and_the_cursor_advances_with_them(tm
         assert [p.sequence for p in first] == [0, 1, 2]
         # The meter leaves, takes two more readings, comes back: only the new ones are asked for.
         await meter.set_in_range(False)
-        await r.probe.until(lambda: any(f.get("link") == "disconnected" for f in r.probe.status_with(GLUCOSE, "link")))
+        await r.probe.until(lambda: r.probe.status_with(GLUCOSE, LinkDown))
         later = [await meter.measure(v) for v in (104, 105)]
         await meter.set_in_range(True)
         await r.probe.until(lambda: sum(c is not None for _, c in r.probe.stored) == 2)
@@ -274,9 +276,10 @@ async def test_reset_meter_clock_is_set_and_its_reading_flagged(tmp_path, mosqui
         produced = await cuff.measure(135, 88)
         assert produced.device_time.year == 2000
         await r.probe.until(lambda: r.probe.readings_of(BP))
-        corrections = r.probe.status_with(BP, "clock_correction")
+        corrections = r.probe.status_with(BP, ClockCorrected)
         assert len(corrections) == 1
-        offset = corrections[0]["clock_correction"]["offset_s"]  # type: ignore[index]
+        assert corrections[0].offset is not None
+        offset = corrections[0].offset.total_seconds()
         assert offset < -20 * 365 * 86400
         assert abs((cuff.device_clock.now() - clock.now().replace(tzinfo=None)).total_seconds()) < 5
         records = await r.records()
@@ -304,9 +307,9 @@ async def test_malformed_bytes_are_reported_and_the_hub_carries_on(tmp_path, mos
         cuff.store_for_indication(cuff.measurement_char, bogus)
         good = await cuff.measure(128, 82)  # queued behind the garbage on the same characteristic
         await r.probe.until(lambda: r.probe.readings_of(BP))
-        reports = r.probe.status_with(BP, "misbehaviour")
+        reports = r.probe.status_with(BP, Misbehaviour)
         assert len(reports) == 1
-        assert reports[0]["raw"] == garbage.hex()
+        assert reports[0].raw == garbage
         assert r.gw.ble.stats.malformed == 1
         (measurement,) = await r.measurements(BP)
         assert isinstance(measurement.body, MeasurementBody)
@@ -373,18 +376,18 @@ async def test_reading_indicated_while_an_idle_session_closes_is_not_lost(tmp_pa
         first = await cuff.measure(121, 81)
         await r.probe.until(lambda: r.probe.readings_of(BP))
         hub = r.gw.hub
-        status = hub.device_status
+        status = hub.report
         late: list[Produced] = []
 
-        async def device_status(device: DeviceConfig, fields: dict[str, object]) -> None:
+        async def report(event: DeviceReport) -> None:
             # The session has given up on the quiet cuff and reports the link as going down: the resident takes
             # another reading at that very moment.
-            if fields.get("link") == "disconnected" and not late:
+            if isinstance(event, LinkDown) and not late:
                 late.append(await cuff.measure(131, 86))
                 await cuff.wait_for(lambda: cuff.stored_count() == 0 or not cuff.connected)
-            await status(device, fields)
+            await status(event)
 
-        hub.device_status = device_status  # type: ignore[method-assign]
+        hub.report = report  # type: ignore[method-assign]
         await r.probe.until(lambda: len(r.probe.readings_of(BP)) == 2)
         raws = [rec.body.raw for rec in await r.measurements(BP) if isinstance(rec.body, MeasurementBody)]
         assert sorted(raws) == sorted([first.raw, late[0].raw])

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from gateway.app import open_gateway
 from gateway.config import parse_config
+from gateway.events import PendantFrame
 from gateway.feedback import RecordingFeedback
 from protocols.keys import (
     HubIdentity,
@@ -62,7 +63,7 @@ async def test_a_tick_during_the_pendant_write_does_not_lose_the_press_latency(t
     async with open_gateway(config, feedback=RecordingFeedback(), ble=False, now=lambda: now, tick_interval=3600) as gw:
         gw.hub.set_pendant_writer(slow_writer)
         press = bytes(PendantEvent(PendantEventType.PRESS, 1, 90, 10).sign(PENDANT, KEY))
-        handling = asyncio.create_task(gw.hub.pendant_frame(pendant, press))
+        handling = asyncio.create_task(gw.hub.pendant_frame(PendantFrame(pendant, press)))
         await writing.wait()  # the hub has shown the cue and is writing the pendant's "help called" state
         await gw.hub.tick()  # another input (the timer) runs meanwhile
         release.set()

@@ -21,7 +21,7 @@ from protocols.envelope import (
 )
 from protocols.errors import EncodeError, EnvelopeError, EnvelopeRejection
 from protocols.keys import HubIdentity, PlatformIdentity, sign_detached
-from protocols.record import HubStatusBody, MeasurementBody, Record, RecordKind, status_record_id
+from protocols.record import EvictionBody, MeasurementBody, Record, RecordKind, status_record_id
 
 T0 = dt.datetime(2026, 3, 14, 9, 0, tzinfo=dt.UTC)
 HUB_A = HubIdentity("home-a", nacl.signing.SigningKey(b"\x0a" * 32))
@@ -31,8 +31,8 @@ KNOWN = {"home-a": HUB_A.verify_key, "home-b": HUB_B.verify_key}
 
 
 def status(hub: str, seq: int) -> bytes:
-    body = HubStatusBody(uptime_seconds=seq, outbox_depth=0, free_storage_bytes=10**9, version="1.0")
-    return Record(status_record_id(hub, RecordKind.HUB_STATUS, seq), hub, seq, T0, body).to_cbor()
+    body = EvictionBody(count=seq, first_seq=0, last_seq=seq, bytes_freed=10**9)
+    return Record(status_record_id(hub, RecordKind.EVICTION, seq), hub, seq, T0, body).to_cbor()
 
 
 def reading(hub: str, seq: int) -> bytes:

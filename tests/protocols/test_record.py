@@ -18,8 +18,10 @@ from protocols.record import (
     AlarmTier,
     ClockCorrection,
     DeviceStatusBody,
+    DownRefusal,
+    DownRefusedBody,
     EvictionBody,
-    HubStatusBody,
+    LinkFailure,
     LinkState,
     MeasurementBody,
     PanicBody,
@@ -95,11 +97,26 @@ bodies = st.one_of(
     st.builds(
         DeviceStatusBody,
         battery=st.none() | st.integers(0, 100),
-        link=st.none() | st.sampled_from(LinkState),
+        link=st.none() | st.sampled_from([LinkState.CONNECTED, LinkState.DISCONNECTED]),
         clock_correction=st.none()
-        | st.builds(ClockCorrection, old_device_time=names, new_time=times, offset_seconds=numbers),
+        | st.builds(ClockCorrection, old_device_time=names, new_time=times, offset_seconds=st.none() | numbers),
+        detail=st.none() | names,
+        raw=st.none() | st.binary(max_size=512),
     ),
-    st.builds(HubStatusBody, uptime_seconds=u64, outbox_depth=u64, free_storage_bytes=u64, version=names),
+    st.builds(
+        DeviceStatusBody,
+        link=st.just(LinkState.FAILED),
+        failure=st.sampled_from(LinkFailure),
+        detail=st.none() | names,
+    ),
+    st.builds(
+        DownRefusedBody,
+        down_seq=u64,
+        message_type=st.sampled_from(["thresholds", "alarm_ack", "alarm_snooze"]),
+        reason=st.sampled_from(DownRefusal),
+        detail=names,
+        key=st.none() | names,
+    ),
     st.builds(
         EvictionBody,
         count=u64,
@@ -328,7 +345,8 @@ def test_known_record_ids() -> None:
     assert by_receipt.hex() == "3b2efc1ed9ec2174372981636a2feba2"
     assert panic_record_id("pendant-1", 42, PanicEventType.PRESS).hex() == "eb38172ce41a1f4100710afd0ba7215b"
     assert alarm_record_id("home-0042", "alarm-7", AlarmState.RAISED, 0).hex() == "be4c3ea8849ca509fb79813fb386b5e3"
-    assert status_record_id("home-0042", RecordKind.HUB_STATUS, 3).hex() == "a4da43d5cb12ba35626face9f8fbabb7"
+    # BLAKE2b-128 keyed "carehub/v1/record-id" over CBOR ["status", "home-0042", "device_status", 3] (§3.7).
+    assert status_record_id("home-0042", RecordKind.DEVICE_STATUS, 3).hex() == "07bc6a2435f613e32fc51cb42c85753a"
 
 
 def test_ids_of_other_kinds_differ_by_identity() -> None:
@@ -338,7 +356,10 @@ def test_ids_of_other_kinds_differ_by_identity() -> None:
     assert alarm_record_id("home-1", "a1", AlarmState.RAISED, 0) != alarm_record_id(
         "home-1", "a1", AlarmState.RAISED, 1
     )
-    assert status_record_id("home-1", RecordKind.HUB_STATUS, 3) != status_record_id("home-1", RecordKind.EVICTION, 3)
+    assert status_record_id("home-1", RecordKind.DEVICE_STATUS, 3) != status_record_id("home-1", RecordKind.EVICTION, 3)
+    assert status_record_id("home-1", RecordKind.DEVICE_STATUS, 3) != status_record_id(
+        "home-1", RecordKind.DEVICE_STATUS, 4
+    )
 
 
 @pytest.mark.parametrize("hub", ["h1", "home-0042", "a" * 23, "b" * 24, "c" * 63])
@@ -348,7 +369,7 @@ def test_peek_record_hub_reads_the_prefix_or_decodes(hub: str) -> None:
         hub_id=hub,
         seq=1,
         hub_time=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
-        body=HubStatusBody(uptime_seconds=1, outbox_depth=0, free_storage_bytes=1, version="1"),
+        body=DownRefusedBody(1, "thresholds", DownRefusal.UNKNOWN_RESIDENT, "no such resident"),
     )
     assert peek_record_hub(record.to_cbor()) == hub
     with pytest.raises(DecodeError):
@@ -387,3 +408,41 @@ def test_encoding_is_the_deterministic_one_whatever_the_map_order(value: cbor.Cb
 def test_maps_in_deterministic_key_order_encode_as_cbor2_canonical(value: dict[str, int]) -> None:
     ordered = dict(sorted(value.items(), key=lambda kv: (len(kv[0].encode()), kv[0].encode())))
     assert cbor.dumps(ordered) == bytes(cbor2.dumps(value, canonical=True)) == bytes(cbor2.dumps(ordered))
+
+
+def _status_record(body_map: dict[str, object]) -> bytes:
+    record = Record(bytes(16), "home-1", 5, T0, DeviceStatusBody(battery=50), device_id="bp-cuff-1")
+    value = cbor.loads(record.to_cbor())
+    assert isinstance(value, dict)
+    value["body"] = body_map
+    return cbor.dumps(value)
+
+
+def test_a_first_revision_device_status_body_still_decodes() -> None:
+    # §3.4 before the failure/detail/raw keys: three keys only.
+    data = _status_record({"battery": 40, "link": "connected", "clock": None})
+    body = decode_record(data).body
+    assert body == DeviceStatusBody(battery=40, link=LinkState.CONNECTED)
+
+
+@pytest.mark.parametrize(
+    "body_map",
+    [
+        {"battery": None, "link": "failed", "clock": None, "failure": None, "detail": None, "raw": None},
+        {"battery": None, "link": "connected", "clock": None, "failure": "auth", "detail": None, "raw": None},
+        {"battery": None, "link": "silent", "clock": None, "failure": None, "detail": None, "raw": None},
+        {"battery": None, "link": None, "clock": None, "failure": None, "detail": None},
+        {"battery": None, "link": None, "clock": None, "failure": None, "detail": None, "raw": b"x" * 513},
+    ],
+)
+def test_inconsistent_device_status_bodies_are_refused(body_map: dict[str, object]) -> None:
+    with pytest.raises(DecodeError):
+        decode_record(_status_record(body_map))
+
+
+def test_a_failed_link_names_its_failure_and_nothing_else_does() -> None:
+    with pytest.raises(EncodeError):
+        DeviceStatusBody(link=LinkState.FAILED)
+    with pytest.raises(EncodeError):
+        DeviceStatusBody(link=LinkState.DISCONNECTED, failure=LinkFailure.GONE)
+    assert DeviceStatusBody(link=LinkState.FAILED, failure=LinkFailure.GONE).failure is LinkFailure.GONE

@@ -1,0 +1,128 @@
+"""Alarm steps -> alarm records: revisions, ids, messages in the resident's language, and counts by tier.
+
+Both the alarm book (`gateway.alarms`, meter and device conditions) and the panic lifecycle (`gateway.panic`, the
+pendant) produce alarm steps; :class:`AlarmRecords` turns each into a priority-lane ``alarm`` record draft
+(``docs/protocol.md`` §3.2) with the alarm's next revision and its stable id (§3.7), and counts alarms by the
+highest tier each reached. :func:`cue_for` is what the resident is shown for an alarm-book step. Pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+
+from gateway.alarms import AlarmEvent
+from gateway.catalogue import render
+from gateway.core.sealer import Draft
+from gateway.feedback import Cue, Light, Sound
+from gateway.outbox import Lane
+from gateway.thresholds import Tier
+from protocols.record import AlarmBody, AlarmState, AlarmTier, alarm_record_id
+
+__all__ = ["AlarmRecords", "cue_for"]
+
+_TIERS = {Tier.NOTICE: AlarmTier.NOTICE, Tier.WARNING: AlarmTier.WARNING, Tier.CRITICAL: AlarmTier.CRITICAL}
+_TIER_ORDER = (AlarmTier.NOTICE, AlarmTier.WARNING, AlarmTier.CRITICAL)
+_CUES = {
+    Tier.INFO: (Light.NOTICE, Sound.NONE),
+    Tier.NOTICE: (Light.NOTICE, Sound.CHIME),
+    Tier.WARNING: (Light.WARNING, Sound.BEEP),
+    Tier.CRITICAL: (Light.CRITICAL, Sound.ALARM),
+}
+# What the resident was told for each step of a panic call (catalogue keys).
+_PANIC_MESSAGES = {
+    AlarmState.RAISED: "panic_help_called",
+    AlarmState.CANCELLED: "panic_cancelled",
+    AlarmState.ACKNOWLEDGED: "panic_answered",
+    AlarmState.ESCALATED: "panic_still_calling",
+}
+
+
+def cue_for(event: AlarmEvent, language: str) -> Cue | None:
+    """The cue for an alarm-book step; ``None`` for steps the resident is not told about (ack, snooze)."""
+    if event.state in (AlarmState.ACKNOWLEDGED, AlarmState.SNOOZED):
+        return None
+    if event.state is AlarmState.CLEARED:
+        return Cue("all_clear", language, Light.OK, Sound.CHIME)
+    light, sound = _CUES.get(event.tier, (Light.NOTICE, Sound.NONE))
+    return Cue(event.message, language, light, sound, urgent=event.tier >= Tier.CRITICAL)
+
+
+class AlarmRecords:
+    """Alarm record drafts for one hub.
+
+    Args:
+        hub_id: the hub (part of every alarm record id).
+        language: a resident's language code.
+        counts: alarms by the highest tier each reached, updated in place (the hub's counters).
+    """
+
+    __slots__ = ("_counts", "_hub_id", "_language", "_peak", "_revision")
+
+    def __init__(self, hub_id: str, language: Callable[[str], str], counts: dict[str, int]) -> None:
+        self._hub_id = hub_id
+        self._language = language
+        self._counts = counts
+        self._revision: dict[str, int] = {}
+        self._peak: dict[str, AlarmTier] = {}
+
+    def step(self, event: AlarmEvent, now: datetime, triggers: Iterable[bytes] = ()) -> Draft:
+        """An alarm-book step as a record draft."""
+        body = AlarmBody(
+            alarm_id=event.alarm_id,
+            condition=event.condition if not event.subject else f"{event.condition}:{event.subject}",
+            tier=_TIERS.get(event.tier, AlarmTier.NOTICE),
+            state=event.state,
+            revision=self._next_revision(event.alarm_id),
+            message=render(event.message, self._language(event.resident)),
+            trigger_record_ids=tuple(triggers),
+            value=event.value,
+            threshold=event.threshold,
+            resident_id=event.resident,
+        )
+        return self._draft(body, now)
+
+    def panic_step(self, fields: Mapping[str, object], now: datetime) -> Draft:
+        """A panic-lifecycle alarm step (`gateway.panic.EmitRecord` of kind ``alarm``) as a record draft.
+
+        Raises:
+            ValueError: the step names a state or tier the protocol does not have (a defect of the lifecycle).
+        """
+        alarm_id = str(fields["alarm_id"])
+        state = AlarmState(str(fields["state"]))
+        condition = str(fields["condition"])
+        resident = str(fields.get("resident") or "")
+        fallback = "checkin_missed" if condition == "checkin.missed" else "panic_still_calling"
+        body = AlarmBody(
+            alarm_id=alarm_id,
+            condition=condition,
+            tier=AlarmTier(str(fields["tier"])),
+            state=state,
+            revision=self._next_revision(alarm_id),
+            message=render(_PANIC_MESSAGES.get(state, fallback), self._language(resident)),
+            resident_id=resident or None,
+        )
+        return self._draft(body, now)
+
+    def record_id(self, alarm_id: str, state: AlarmState, revision: int) -> bytes:
+        """The id of one alarm step of this hub."""
+        return alarm_record_id(self._hub_id, alarm_id, state, revision)
+
+    def _next_revision(self, alarm_id: str) -> int:
+        revision = self._revision.get(alarm_id, -1) + 1
+        self._revision[alarm_id] = revision
+        return revision
+
+    def _draft(self, body: AlarmBody, now: datetime) -> Draft:
+        self._count(body.alarm_id, body.tier)
+        return Draft(body, Lane.PRIORITY, now, self.record_id(body.alarm_id, body.state, body.revision))
+
+    def _count(self, alarm_id: str, tier: AlarmTier) -> None:
+        """Alarms by the highest tier each reached (a confirmed BP crisis counts once, as critical)."""
+        before = self._peak.get(alarm_id)
+        if before is not None and _TIER_ORDER.index(before) >= _TIER_ORDER.index(tier):
+            return
+        if before is not None:
+            self._counts[before.value] -= 1
+        self._peak[alarm_id] = tier
+        self._counts[tier.value] += 1

@@ -1,0 +1,552 @@
+"""The hub: a thin async shell that feeds the pure cores (`gateway.core`) and carries out what they return.
+
+:class:`Hub` is the :class:`gateway.ble.ReadingSink` of the BLE layer and the consumer of the uplink's verified
+down-messages. For each input, in this order (invariant 5, then invariants 1-4):
+
+1. judge it: the rule engine and the alarm book (`gateway.rules`, `gateway.alarms`) or the panic lifecycle
+   (`gateway.panic`) decide what it means;
+2. tell the resident at once: cues go to the feedback (a synchronous, non-blocking call);
+3. make record drafts (`gateway.core.measurements`, `.device_reports`, `.alarm_records`, `.pendant_link`), number,
+   sign and seal them (`gateway.core.sealer`) and put them in the outbox in one transaction; records handed over
+   in the same loop turn share one commit (:meth:`Hub._commit`); the coroutine returns only after the commit is
+   fsynced, and cursors (a meter's RACP position, a pendant's counter, the down-message ``seq`` and a resident's
+   threshold overrides) are committed in the same transaction;
+4. confirm to the pendant only after its event is durable (``docs/protocol.md`` §9.4): when the commit fails the
+   pendant gets no confirm, its re-send is treated as new, the resident still gets the siren, the voice and the
+   fallback notifier, and the priority records of the failed commit are offered again with the next commit.
+
+Time comes from an injected ``now`` callable; periodic work happens in :meth:`Hub.tick`, which the app calls on a
+timer. Latency counters (`gateway.core.counters`) follow the input being handled through context variables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import assert_never
+
+from gateway.alarms import Alarm, AlarmBook, AlarmEvent, CriticalSnoozeError, InvalidSnoozeError, UnknownAlarmError
+from gateway.config import DeviceConfig, GatewayConfig
+from gateway.core import device_reports
+from gateway.core.alarm_records import AlarmRecords, cue_for
+from gateway.core.counters import HubCounters
+from gateway.core.downlink import (
+    SEQ_CURSOR,
+    Acknowledge,
+    ApplyThresholds,
+    Downlink,
+    Refuse,
+    Snooze,
+    Stale,
+    parse_seq,
+    thresholds_cursor,
+)
+from gateway.core.measurements import measure
+from gateway.core.pendant_link import PendantLink, Rejected, cursor_key, event_kind, panic_event_draft
+from gateway.core.sealer import Draft, Sealer, ordered
+from gateway.errors import OutboxError
+from gateway.events import (
+    BatteryLevel,
+    ClockCorrected,
+    DeviceEvent,
+    DeviceReport,
+    LinkDown,
+    LinkFailed,
+    LinkUp,
+    Misbehaviour,
+    PendantFrame,
+    Reading,
+)
+from gateway.feedback import Cue, Feedback, Light, Sound
+from gateway.notifier import FallbackNotifier
+from gateway.outbox import CursorValue, Lane, Outbox
+from gateway.panic import (
+    Action,
+    EmitRecord,
+    NotifyFallback,
+    PanicCall,
+    PanicLifecycle,
+    PendantEventKind,
+    SetPendantState,
+    ShowCue,
+)
+from gateway.rules import RuleEngine
+from gateway.thresholds import ThresholdError, Thresholds
+from protocols.errors import DecodeError, ProtocolError
+from protocols.keys import HubIdentity, PlatformPublicKeys
+from protocols.messages import DownMessage
+from protocols.record import AlarmBody, AlarmState, DownRefusal, DownRefusedBody
+
+__all__ = ["FallbackNotifier", "Hub", "HubCounters"]
+
+_log = logging.getLogger(__name__)
+
+# Latency bookkeeping for the input being handled, per task: several inputs (a meter's readings, a pendant frame,
+# the timer tick, the uplink's down-messages) interleave at every await, so instance attributes would mix them up.
+# Times are time.monotonic(), not the loop's time: uvloop's is in whole milliseconds, taken once per loop turn.
+_INPUT_AT: contextvars.ContextVar[float | None] = contextvars.ContextVar("carehub_input_at", default=None)
+"""Monotonic time the input being handled arrived (``None``: no input, e.g. the timer tick)."""
+_SHOWN_AT: contextvars.ContextVar[float | None] = contextvars.ContextVar("carehub_shown_at", default=None)
+"""Monotonic time the cue for the input being handled was shown."""
+
+_SEQ_BLOCK = 256  # record/envelope sequence numbers reserved per outbox transaction; a crash only leaves a gap
+_ALARM_QUEUE = 1024  # raised alarms whose platform ack is awaited (the uplink settles them quickly)
+_UNSTORED_MAX = 4096  # priority records of failed commits kept for the next commit
+_RAISED_MAX = 4096  # raised alarms whose delivery latency is still to be measured
+
+
+@contextlib.contextmanager
+def _handling_input() -> Iterator[None]:
+    """Mark the input arriving now for the rest of this call (and only this call) in the current task."""
+    input_token = _INPUT_AT.set(time.monotonic())
+    shown_token = _SHOWN_AT.set(None)
+    try:
+        yield
+    finally:
+        _SHOWN_AT.reset(shown_token)
+        _INPUT_AT.reset(input_token)
+
+
+@dataclass(slots=True)
+class _SealRequest:
+    """One caller's drafts and cursors, committed with everything else handed over in the same loop turn."""
+
+    drafts: Sequence[Draft]
+    cursors: Mapping[str, CursorValue] | None
+
+
+class Hub:
+    """Judges, tells, records. Implements :class:`gateway.ble.ReadingSink`."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        identity: HubIdentity,
+        platform: PlatformPublicKeys,
+        outbox: Outbox,
+        feedback: Feedback,
+        rules: RuleEngine,
+        alarms: AlarmBook,
+        panic: PanicLifecycle,
+        pendant_keys: dict[str, bytes],
+        fallback: FallbackNotifier,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        pendant_writer: Callable[[str, bytes], Awaitable[bool]] | None = None,
+    ) -> None:
+        self._config = config
+        self._outbox = outbox
+        self._feedback = feedback
+        self._rules = rules
+        self._alarms = alarms
+        self._panic = panic
+        self._fallback = fallback
+        self._now = now
+        self._pendant_writer = pendant_writer
+        self.counters = HubCounters()
+        self._sealer = Sealer(identity, platform.box_key)
+        self._alarm_records = AlarmRecords(identity.hub_id, self._language, self.counters.alarms)
+        self._pendants = PendantLink(pendant_keys)
+        self._base: dict[str, Thresholds] = {r.id: rules.thresholds(r.id) for r in config.residents}
+        self._downlink = Downlink(self._base)
+        self._seqs: range = range(0)
+        self._seq_lock = asyncio.Lock()
+        self._raised_at: dict[str, tuple[float, bool]] = {}  # alarm record id -> (input time, is a panic call)
+        self._unstored: list[Draft] = []  # priority drafts of failed commits, offered again with the next one
+        self._escalated_unstored: set[str] = set()  # panic calls whose press could not be stored, escalated once
+        #: Ids (hex) of raised alarm records, for the task that waits for the platform's ack of each.
+        self.alarm_records: asyncio.Queue[str] = asyncio.Queue(maxsize=_ALARM_QUEUE)
+        self._to_seal: list[_SealRequest] = []  # this loop turn's requests, until their sealer takes them
+        self._sealer_task: asyncio.Task[None] | None = None  # the task that will commit them
+        self._sealers: set[asyncio.Task[None]] = set()  # every commit not finished yet
+
+    def set_pendant_writer(self, writer: Callable[[str, bytes], Awaitable[bool]]) -> None:
+        """Where pendant feedback frames go (the BLE manager, once it runs)."""
+        self._pendant_writer = writer
+
+    async def restore(self) -> None:
+        """After a (re)start: pendant counters, the last down-message ``seq`` and accepted threshold changes."""
+        for address in self._pendants.addresses:
+            last = await self._outbox.get_cursor(cursor_key(address))
+            if isinstance(last, int):
+                self._pendants.restore(address, last)
+        self._downlink = Downlink(self._base, parse_seq(await self._outbox.get_cursor(SEQ_CURSOR)))
+        for resident in self._downlink.residents:
+            restored = self._downlink.restore(resident, await self._outbox.get_cursor(thresholds_cursor(resident)))
+            if isinstance(restored, ThresholdError):
+                _log.error(
+                    "resident %s: the platform's stored threshold changes no longer apply: %s", resident, restored
+                )
+            elif restored is not None:
+                self._rules.set_thresholds(resident, restored)
+
+    # -- records and the outbox -------------------------------------------------------------------------------
+
+    async def _next_seqs(self, count: int) -> range:
+        """``count`` consecutive sequence numbers (a shorter rest of the reserved block is skipped: a gap, no reuse)."""
+        async with self._seq_lock:
+            if len(self._seqs) < count:
+                self._seqs = await self._outbox.allocate_seqs(max(_SEQ_BLOCK, count))
+            out, self._seqs = self._seqs[:count], self._seqs[count:]
+            return out
+
+    async def _commit(self, drafts: Sequence[Draft], cursors: Mapping[str, CursorValue] | None = None) -> None:
+        """Seal ``drafts`` and commit them, with the cursors, in one transaction; return once it is durable.
+
+        Everything handed over in the same turn of the event loop (meters reporting together, a RACP batch, an
+        alarm and the reading that raised it) is committed together. Nothing waits for a timer.
+
+        Raises:
+            OutboxError: the commit failed; nothing of it is stored (priority drafts are offered again later).
+        """
+        if not drafts and not cursors and not self._unstored:
+            return
+        sealer = self._sealer_task
+        if sealer is None:
+            # The first caller of this loop turn: the sealer's first step runs after the other callers of the turn.
+            sealer = self._sealer_task = asyncio.create_task(self._seal_together(), name="gateway.hub.seal")
+            self._sealers.add(sealer)
+            sealer.add_done_callback(self._sealers.discard)
+        self._to_seal.append(_SealRequest(drafts, cursors))
+        # Shielded: a caller cancelled meanwhile (its session ending) does not cancel the others' commit.
+        await asyncio.shield(sealer)
+
+    async def settle(self) -> None:
+        """Wait until what callers have handed over is committed (or failed); for shutdown, before the outbox closes."""
+        while self._sealers:
+            await asyncio.gather(*self._sealers, return_exceptions=True)
+
+    async def _seal_together(self) -> None:
+        """Commit the drafts and cursors handed over in this loop turn (and earlier failures) in one transaction."""
+        requests, self._to_seal, self._sealer_task = self._to_seal, [], None
+        retry, self._unstored = self._unstored, []
+        drafts = ordered([*retry, *(d for r in requests for d in r.drafts)])
+        cursors: dict[str, CursorValue] = {}
+        for request in requests:
+            cursors.update(request.cursors or {})
+        try:
+            seqs = await self._next_seqs(len(drafts)) if drafts else range(0)
+            items = self._sealer.seal(drafts, seqs, self._now())
+            result = await self._outbox.put_many(items, cursors=cursors or None)
+        except OutboxError as exc:
+            self.counters.commit_failures += 1
+            self._keep_unstored([d for d in drafts if d.lane is Lane.PRIORITY])
+            _log.error("outbox commit of %d record(s) failed: %s", len(drafts), exc)
+            raise
+        if result.evicted is not None:
+            await self.report_evictions()
+
+    def _keep_unstored(self, drafts: list[Draft]) -> None:
+        kept = ordered([*drafts, *self._unstored])
+        if len(kept) > _UNSTORED_MAX:
+            dropped = len(kept) - _UNSTORED_MAX
+            self.counters.unstored_dropped += dropped
+            _log.error("%d priority record(s) of failed commits dropped: too many waiting for storage", dropped)
+            kept = kept[-_UNSTORED_MAX:]
+        self._unstored = kept
+
+    async def report_evictions(self) -> None:
+        """Turn evictions not yet reported into an eviction record, settled in the same transaction."""
+        eviction = await self._outbox.pending_evictions()
+        if eviction is None:
+            return
+        seq = (await self._next_seqs(1))[0]
+        await self._outbox.put_many([self._sealer.eviction_report(eviction, seq, self._now())], settle=eviction)
+        self.counters.evictions_reported += 1
+
+    # -- alarms -----------------------------------------------------------------------------------------------
+
+    def _language(self, resident: str) -> str:
+        try:
+            return self._config.resident(resident).language
+        except KeyError:
+            return "en"
+
+    def _judge(self, events: Iterable[AlarmEvent], now: datetime, triggers: Sequence[bytes] = ()) -> list[Draft]:
+        """Show each alarm-book step and make its record."""
+        drafts = []
+        for event in events:
+            self._show_alarm(event)
+            drafts.append(self._track(self._alarm_records.step(event, now, triggers)))
+        return drafts
+
+    def _track(self, draft: Draft) -> Draft:
+        """A raised alarm is timed from its input and offered to the task that awaits its platform ack."""
+        body = draft.body
+        if isinstance(body, AlarmBody) and body.state is AlarmState.RAISED and draft.record_id is not None:
+            rid = draft.record_id.hex()
+            input_at = _INPUT_AT.get()
+            if input_at is not None:
+                self._raised_at[rid] = (input_at, body.condition == "panic")
+                if len(self._raised_at) > _RAISED_MAX:
+                    del self._raised_at[next(iter(self._raised_at))]
+            try:
+                self.alarm_records.put_nowait(rid)
+            except asyncio.QueueFull:
+                _log.error("too many alarms awaiting the platform's ack; not watching %s", rid)
+        return draft
+
+    def _show_alarm(self, event: AlarmEvent) -> None:
+        cue = cue_for(event, self._language(event.resident))
+        if cue is None:
+            return
+        self._feedback.show(cue)
+        input_at = _INPUT_AT.get()
+        if event.state is AlarmState.RAISED and input_at is not None:
+            self.counters.alarm_detect_s.append(time.monotonic() - input_at)
+
+    # -- ReadingSink ------------------------------------------------------------------------------------------
+
+    async def handle(self, event: DeviceEvent) -> bytes | None:
+        """Any device event; returns a pendant's confirm frame, else ``None``."""
+        match event:
+            case Reading():
+                await self.store_readings([event])
+                return None
+            case PendantFrame():
+                return await self.pendant_frame(event)
+            case BatteryLevel() | LinkUp() | LinkDown() | LinkFailed() | ClockCorrected() | Misbehaviour():
+                await self.report(event)
+                return None
+            case _:
+                assert_never(event)
+
+    async def store_readings(self, readings: Sequence[Reading], cursor: tuple[str, int] | None = None) -> None:
+        """Judge, tell and durably record meter readings (the BLE layer's sink)."""
+        with _handling_input():
+            now = self._now()
+            drafts: list[Draft] = []
+            for reading in readings:
+                try:
+                    measured = measure(reading, now)
+                except DecodeError as exc:
+                    _log.warning("malformed %04X from %s: %s", reading.uuid, reading.device.address, exc)
+                    drafts.extend(self._report_drafts(Misbehaviour(reading.device, str(exc), reading.data), now))
+                    continue
+                if measured.observation is not None:
+                    events = self._alarms.apply(self._rules.evaluate(measured.observation))
+                    drafts.extend(self._judge(events, now, (measured.record_id,)))
+                drafts.append(measured.draft)
+                self.counters.readings += 1
+            await self._commit(drafts, None if cursor is None else {cursor[0]: cursor[1]})
+
+    async def get_cursor(self, key: str) -> int | None:
+        """A durable cursor from the outbox."""
+        value = await self._outbox.get_cursor(key)
+        return value if isinstance(value, int) else None
+
+    async def report(self, event: DeviceReport) -> None:
+        """Battery, link changes and failures, clock corrections, misbehaviour: device-status records."""
+        await self._commit(self._report_drafts(event, self._now()))
+
+    def _report_drafts(self, event: DeviceReport, now: datetime) -> list[Draft]:
+        reported = device_reports.report(event, now)
+        self.counters.status_records += 1
+        if reported.misbehaviour:
+            self.counters.misbehaviour += 1
+            _log.warning("device %s misbehaved: %s", event.device.address, reported.draft.body)
+        if isinstance(event, LinkFailed):
+            self.counters.link_failures += 1
+        drafts: list[Draft] = []
+        if reported.battery is not None:
+            drafts.extend(self._judge(self._alarms.apply(self._rules.evaluate(reported.battery)), now))
+        drafts.append(reported.draft)
+        return drafts
+
+    async def pendant_frame(self, frame: PendantFrame) -> bytes | None:
+        """Authenticate a pendant event, act on it, make it durable, then return the Confirm to write back."""
+        with _handling_input():
+            return await self._pendant_frame(frame.device, frame.data)
+
+    async def _pendant_frame(self, device: DeviceConfig, data: bytes) -> bytes | None:
+        address = device.address
+        checked = self._pendants.check(address, data)
+        if isinstance(checked, Rejected):
+            self.counters.pendant_rejected += 1
+            _log.warning("pendant %s: rejected frame: %s", address, checked.reason)
+            return None
+        event = checked.event
+        if checked.repeat:
+            return self._pendants.confirm(address, event.counter)
+        self.counters.panic_events += 1
+        now = self._now()
+        drafts: list[Draft] = []
+        kind = event_kind(event.event)
+        if kind is not None:
+            actions = self._panic.on_event(
+                pendant=address,
+                resident=device.resident,
+                kind=kind,
+                counter=event.counter,
+                battery=event.battery,
+                now=now,
+            )
+            drafts.extend(await self._carry_out(actions, now, event.counter))
+            input_at, shown_at = _INPUT_AT.get(), _SHOWN_AT.get()
+            if kind is PendantEventKind.PRESS and input_at is not None and shown_at is not None:
+                self.counters.panic_local_s.append(shown_at - input_at)
+        if event.battery is not None:
+            drafts.extend(self._report_drafts(BatteryLevel(device, event.battery), now))
+        try:
+            await self._commit(drafts, {cursor_key(address): event.counter})
+        except OutboxError:
+            # §9.4: not stored, so not confirmed; the verifier has not moved, so the re-send counts as new.
+            self.counters.pendant_unconfirmed += 1
+            if kind in (PendantEventKind.PRESS, PendantEventKind.LONG_PRESS):
+                await self._escalate_unstored(device)
+            return None
+        self._pendants.accept(address, checked)
+        return self._pendants.confirm(address, event.counter)
+
+    async def _escalate_unstored(self, device: DeviceConfig) -> None:
+        """A call for help that could not be stored: siren and voice now, the fallback notifier once per call."""
+        language = self._language(device.resident)
+        self._feedback.show(Cue("siren", language, Light.SIREN, Sound.SIREN, urgent=True))
+        self._feedback.show(Cue("panic_still_calling", language, Light.SIREN, Sound.SIREN, urgent=True))
+        call = self._panic.open_call(device.address)
+        alarm_id = call.alarm_id if call is not None else f"unstored-{device.address}"
+        if alarm_id in self._escalated_unstored:
+            return
+        self._escalated_unstored.add(alarm_id)
+        self.counters.fallback_notifications += 1
+        await self._fallback.notify(alarm_id, device.resident, "panic button pressed; the hub cannot store it")
+
+    async def _carry_out(self, actions: Sequence[Action], now: datetime, counter: int = 0) -> list[Draft]:
+        """Local cues now; record drafts returned for the caller's commit; pendant states and fallbacks after."""
+        drafts: list[Draft] = []
+        later: list[SetPendantState | NotifyFallback] = []
+        for action in actions:
+            match action:
+                case ShowCue(cue):
+                    self._feedback.show(cue)
+                    _SHOWN_AT.set(time.monotonic())
+                case EmitRecord(kind, fields):
+                    if kind == "panic_event":
+                        drafts.append(panic_event_draft(fields, counter, now))
+                    else:
+                        drafts.append(self._track(self._alarm_records.panic_step(fields, now)))
+                case SetPendantState() | NotifyFallback():
+                    later.append(action)
+                case _:
+                    assert_never(action)
+        for action in later:
+            match action:
+                case SetPendantState(address, state):
+                    await self._write_pendant_state(address, state)
+                case NotifyFallback(alarm_id, resident, message):
+                    self.counters.fallback_notifications += 1
+                    await self._fallback.notify(alarm_id, resident, message)
+        return drafts
+
+    async def _write_pendant_state(self, address: str, state: str) -> None:
+        if self._pendant_writer is None:
+            return
+        frame = self._pendants.feedback_frame(address, state)
+        if frame is None:
+            return
+        with contextlib.suppress(ProtocolError):
+            await self._pendant_writer(address, frame)
+
+    # -- platform and time ------------------------------------------------------------------------------------
+
+    def open_alarms(self) -> tuple[Alarm, ...]:
+        """The alarm book's open alarms (for `carehub doctor`, tests and the demo)."""
+        return self._alarms.open_alarms()
+
+    def alarm_by_id(self, alarm_id: str) -> Alarm | None:
+        """An open or recently closed alarm."""
+        return self._alarms.by_id(alarm_id)
+
+    def panic_calls(self) -> list[PanicCall]:
+        """Every panic call so far, open or closed."""
+        return list(self._panic.calls.values())
+
+    def threshold_overrides(self, resident: str) -> Mapping[str, float]:
+        """The platform's accepted threshold changes for a resident (committed, re-applied on start)."""
+        return self._downlink.overrides(resident)
+
+    async def on_delivered(self, record_ids: Iterable[str]) -> None:
+        """The uplink saw the platform ack these records: a panic call's alarm has reached the platform."""
+        now = self._now()
+        now_mono = time.monotonic()
+        for rid in record_ids:
+            started = self._raised_at.pop(rid, None)
+            if started is not None:
+                self.counters.alarm_delivery_s.append(now_mono - started[0])
+                if started[1]:
+                    self.counters.panic_platform_s.append(now_mono - started[0])
+            for call in list(self._panic.calls.values()):
+                raised = self._alarm_records.record_id(call.alarm_id, AlarmState.RAISED, 0).hex()
+                if call.delivered_at is None and rid == raised:
+                    self._panic.on_delivered(call.alarm_id, now)
+
+    def _known_alarm(self, alarm_id: str) -> bool:
+        return alarm_id in self._panic.calls or self._alarms.by_id(alarm_id) is not None
+
+    async def on_down(self, message: object) -> None:
+        """A verified platform message: applied, or refused with its reason (counted and reported); never raises
+        for what the message says (an outbox failure does raise: its task is supervised)."""
+        if not isinstance(message, DownMessage):
+            _log.error("ignoring a down-message of type %s", type(message).__name__)
+            return
+        decision = self._downlink.decide(message, self._known_alarm)
+        now = self._now()
+        drafts: list[Draft] = []
+        match decision:
+            case Stale(seq):
+                _log.warning("ignoring replayed down-message %s", seq)
+                return
+            case Refuse():
+                pass
+            case ApplyThresholds():
+                pass
+            case Acknowledge(_, request):
+                if request.alarm_id in self._panic.calls:
+                    drafts.extend(
+                        await self._carry_out(self._panic.on_caregiver_ack(request.alarm_id, request.by, now), now)
+                    )
+                else:
+                    event = self._alarms.acknowledge(request.alarm_id, now, by=request.by)
+                    if event is not None:
+                        drafts.append(self._alarm_records.step(event, now))
+            case Snooze(seq, request):
+                try:
+                    event = self._alarms.snooze(
+                        request.alarm_id, timedelta(seconds=request.duration_seconds), now, by=request.by
+                    )
+                    drafts.append(self._alarm_records.step(event, now))
+                except CriticalSnoozeError as exc:
+                    decision = Refuse(seq, request.TYPE, DownRefusal.CRITICAL_SNOOZE, str(exc)[:256], request.alarm_id)
+                except (UnknownAlarmError, InvalidSnoozeError) as exc:
+                    reason = (
+                        DownRefusal.UNKNOWN_ALARM if isinstance(exc, UnknownAlarmError) else DownRefusal.INVALID_SNOOZE
+                    )
+                    decision = Refuse(seq, request.TYPE, reason, str(exc)[:256] or reason.value, request.alarm_id)
+                if isinstance(decision, Refuse):
+                    self.counters.snoozes_refused += 1
+            case _:
+                assert_never(decision)
+        if isinstance(decision, Refuse):
+            self.counters.down_refused += 1
+            _log.warning("refused down-message %s (%s): %s", decision.seq, decision.reason.value, decision.detail)
+            body = DownRefusedBody(decision.seq, decision.message_type, decision.reason, decision.detail, decision.key)
+            drafts.append(Draft(body, Lane.PRIORITY, now))  # never evicted: the platform must learn of it
+        await self._commit(drafts, self._downlink.cursors(decision))
+        self._downlink.committed(decision)
+        if isinstance(decision, ApplyThresholds):
+            self._rules.set_thresholds(decision.resident, decision.thresholds)
+            self.counters.threshold_updates += 1
+
+    async def tick(self) -> None:
+        """Periodic work on the injected clock: re-raise, escalate, missed schedules and check-ins; retry storage."""
+        now = self._now()
+        events = self._alarms.apply(self._rules.tick(now)) + self._alarms.tick(now)
+        drafts = self._judge(events, now)
+        drafts.extend(await self._carry_out(self._panic.tick(now), now))
+        await self._commit(drafts)
