@@ -36,7 +36,7 @@ import enum
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, time, timedelta, tzinfo
+from datetime import UTC, datetime, time, timedelta, tzinfo
 
 from gateway.clock import Clock, SystemClock
 from gateway.feedback import Cue, Light, Sound
@@ -262,7 +262,7 @@ class PanicLifecycle:
             return self.clock.now()
         if now.tzinfo is None or now.utcoffset() is None:
             raise ValueError(f"panic lifecycle: `now` must be timezone-aware, got {now!r}")
-        return now
+        return now.astimezone(UTC)  # records carry UTC
 
     def open_call(self, pendant: str) -> PanicCall | None:
         """The pendant's open call, if any."""

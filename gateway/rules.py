@@ -576,6 +576,7 @@ class RuleEngine:
             now = self._clock.now()
         elif now.tzinfo is None or now.utcoffset() is None:
             raise ValueError(f"tick: `now` must be timezone-aware, got {now!r}")
+        now = now.astimezone(UTC)  # findings, and the records made of them, carry UTC
         mono = self._clock.monotonic()
         self._now = max(self._now, now)
         findings: list[Finding] = []

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
+from gateway.clock import ZoneSource
 from gateway.config import ConfigError, DeviceKind, load_config, parse_config
 
 GOOD = """
@@ -119,3 +122,48 @@ def test_missing_table_and_syntax_error(tmp_path: Path) -> None:
 def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "absent.toml")
+
+
+# -- the home's time zone ----------------------------------------------------------------------------------------
+
+ZONED = GOOD.replace('key_file = "keys/hub.key"', 'key_file = "keys/hub.key"\ntimezone = "Asia/Shanghai"', 1)
+
+
+def test_timezone_is_read_from_hub_toml(tmp_path: Path) -> None:
+    cfg = parse_config(ZONED, tmp_path / "hub.toml")
+    assert cfg.timezone == ZoneInfo("Asia/Shanghai")
+    assert cfg.home_zone.source is ZoneSource.CONFIG
+    assert cfg.timezone_note == ""
+
+
+@pytest.mark.parametrize(
+    "value",
+    ['"Mars/Olympus_Mons"', '"Asia"', '"localtime"', '"../../etc/passwd"', '"+08:00"', '"Asia/Shanghai "', "8", '""'],
+)
+def test_a_timezone_that_is_not_an_iana_zone_names_the_file_and_key(tmp_path: Path, value: str) -> None:
+    text = ZONED.replace('timezone = "Asia/Shanghai"', f"timezone = {value}", 1)
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, tmp_path / "hub.toml")
+    assert info.value.key == "hub.timezone"
+    assert str(info.value).startswith(f"{tmp_path / 'hub.toml'}: hub.timezone: ")
+
+
+def test_without_a_timezone_the_systems_zone_is_used_and_noted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "America/New_York")
+    cfg = parse_config(GOOD, tmp_path / "hub.toml")
+    assert cfg.timezone == ZoneInfo("America/New_York")
+    assert cfg.home_zone.source is ZoneSource.TZ_VARIABLE
+    assert "America/New_York" in cfg.timezone_note
+    assert "not set" in cfg.timezone_note
+
+
+def test_a_system_zone_that_names_no_iana_zone_falls_back_to_utc_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("TZ", "CST-8")  # a POSIX rule: the C library follows it, the hub cannot name it
+    with caplog.at_level(logging.WARNING, logger="gateway.config"):
+        cfg = parse_config(GOOD, tmp_path / "hub.toml")
+    assert cfg.timezone == ZoneInfo("UTC")
+    assert cfg.home_zone.source is ZoneSource.FALLBACK
+    assert "set [hub] timezone" in cfg.timezone_note
+    assert any("hub.timezone" in r.getMessage() and "UTC" in r.getMessage() for r in caplog.records)
