@@ -1,23 +1,24 @@
 """The uplink: sealed envelopes from the outbox to the platform over MQTT, removed only when the platform says so.
 
-Invariant 1: an envelope leaves the outbox only when a platform-signed ack names it as stored (or as permanently
-rejected, which is logged); an MQTT PUBACK is not delivery. Invariant 4: the priority lane is always read first, a
-priority put wakes the sender at once, and priority frames may be sent even when the window is full of routine
-backlog, so an alarm never queues behind a day of readings.
+This is the async shell around the sans-I/O delivery core (:class:`gateway.delivery.Delivery`, which holds the
+window, ack and resend rules) and a transport (:mod:`gateway.transport`: aiomqtt in production, an in-memory broker
+in tests). It reads the outbox, publishes the frames the core chooses, verifies acks with the :class:`UplinkWire`,
+deletes what the core says the platform stored or refused for good, and wakes up for the core's deadlines.
+
+Invariant 1: an envelope leaves the outbox only when a platform-signed ack names it as stored (or permanently
+refused, which is counted by reason, logged, and kept in the outbox's cursors as ``uplink.refused:<reason>`` for
+``carehub doctor``); an MQTT PUBACK is not delivery. Invariant 4: the priority lane is read first, a priority put
+wakes the sender at once, and priority frames have a window of their own.
 
 * aiomqtt over TCP or TLS (CA file, optional client certificate, hostname checks on unless ``tls_insecure``),
   user name and password, TCP_NODELAY on the socket.
-* Frames are published QoS 1 to ``carehub/v1/<hub>/up`` with a bounded window of frames and bytes awaiting the
-  platform's ack; a frame not acked within ``ack_timeout`` is released and its envelopes are sent again (the
-  platform recognises the re-sent envelope and acks it without storing twice).
-* Acks (:class:`protocols.acks.Ack`) arrive on ``carehub/v1/<hub>/ack``; each is verified (platform signature, hub
-  id) by the :class:`UplinkWire` before anything is deleted; envelopes rejected for a permanent reason are dropped,
-  the others stay for a re-send. Down-messages (:class:`protocols.messages.DownMessage`) from
-  ``carehub/v1/<hub>/down`` are verified (signature, hub id, sequence number above the last accepted one) and go to
-  :attr:`Uplink.down`.
-* Lost connections are retried with :func:`gateway.backoff.backoff_delay`; everything in flight is sent again.
-
-The wire format (frames, acks, down-messages) is behind :class:`UplinkWire`, so this module holds only the I/O.
+* Frames go QoS 1 to ``carehub/v1/<hub>/up``; acks arrive on ``carehub/v1/<hub>/ack`` and down-messages
+  (:class:`protocols.messages.DownMessage`, verified, for :attr:`Uplink.down`) on ``carehub/v1/<hub>/down``.
+* A frame not acked in time is sent again after an exponentially growing, jittered wait; lost connections are
+  retried with :func:`gateway.backoff.backoff_delay` (jittered) and everything in flight is sent again.
+* Supervision: an ack the hub cannot map (sequence numbers it never sent) is counted and ignored; any unexpected
+  exception in the connection's tasks is logged with its traceback, counted in :attr:`UplinkMetrics.crashes`, and
+  the uplink reconnects after a backoff that grows while it keeps failing - it never dies quietly.
 """
 
 from __future__ import annotations
@@ -29,34 +30,53 @@ import logging
 import random
 import socket
 import ssl
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Final, Protocol, Self
 
 import aiomqtt
 
-from gateway.aio import keep_cancellation, raise_if_cancelling
+from gateway.aio import raise_if_cancelling
 from gateway.backoff import backoff_delay
 from gateway.clock import Clock, SystemClock
 from gateway.config import GatewayConfig
+from gateway.delivery import AckOutcome, Delivery, DeliveryPolicy, Frame
 from gateway.errors import OutboxError, UplinkError
-from gateway.outbox import Lane, Outbox, OutboxItem
+from gateway.outbox import CursorValue, Lane, Outbox
+from gateway.transport import Connector, MqttConnector, Transport, TransportError
 from protocols.acks import Ack
-from protocols.errors import ProtocolError
+from protocols.errors import EnvelopeRejection, ProtocolError
 from protocols.messages import DownMessage
 
 __all__ = [
+    "REFUSED_CURSOR_PREFIX",
     "Uplink",
     "UplinkMetrics",
     "UplinkSettings",
     "UplinkWire",
+    "mqtt_client",
+    "refusal_counts",
 ]
 
 _log = logging.getLogger(__name__)
 
-_RECENT_ACKS = 65_536  # record ids remembered as acked, so a late waiter still learns the answer
+_RECENT_ACKS: Final = 65_536  # record ids remembered as acked, so a late waiter still learns the answer
+_LOGGED_SEQS: Final = 8  # sequence numbers quoted in one log line
+
+REFUSED_CURSOR_PREFIX: Final = "uplink.refused:"
+"""Outbox cursor ``uplink.refused:<reason>``: how many envelopes the platform refused for good, by reason."""
+
+
+def refusal_counts(cursors: Mapping[str, CursorValue]) -> dict[EnvelopeRejection, int]:
+    """The permanent refusals recorded in an outbox's cursors (``carehub doctor`` reads them read-only)."""
+    counts: dict[EnvelopeRejection, int] = {}
+    for reason in EnvelopeRejection:
+        value = cursors.get(REFUSED_CURSOR_PREFIX + reason.value)
+        if isinstance(value, int) and value > 0:
+            counts[reason] = value
+    return counts
 
 
 class UplinkWire(Protocol):
@@ -108,13 +128,16 @@ class UplinkSettings:
         tls_insecure: skip the hostname check (never in production).
         max_inflight_frames: routine frames awaiting the platform's ack at once.
         max_inflight_bytes: envelope bytes awaiting the platform's ack at once.
-        max_inflight_priority_frames: extra frames allowed for the priority lane when the window is full.
+        max_inflight_priority_frames: frames of the priority lane awaiting the ack at once (a window of their own).
         frame_max_envelopes: envelopes per frame.
         frame_max_bytes: envelope bytes per frame.
-        ack_timeout: seconds before an unacked frame is sent again.
+        ack_timeout: the first wait, in seconds, before an unacked frame is sent again; it doubles (with jitter)
+            for each round in a row that goes unacknowledged, and follows a slow platform's ack latency.
+        ack_timeout_cap: the longest such wait.
+        resend_jitter: fraction of each ack wait removed at random.
         backoff_base: first reconnect delay.
         backoff_cap: longest reconnect delay.
-        backoff_jitter: fraction of the delay removed at random.
+        backoff_jitter: fraction of the reconnect delay removed at random (spreads a fleet after a broker restart).
         keepalive: MQTT keepalive in seconds.
     """
 
@@ -134,20 +157,39 @@ class UplinkSettings:
     frame_max_envelopes: int = 64
     frame_max_bytes: int = 64 * 1024
     ack_timeout: float = 20.0
+    ack_timeout_cap: float = 300.0
+    resend_jitter: float = 0.25
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
-    backoff_jitter: float = 0.2
+    backoff_jitter: float = 0.5
     keepalive: int = 30
 
     def __post_init__(self) -> None:
-        if self.max_inflight_frames < 1 or self.max_inflight_priority_frames < 1:
-            raise UplinkError("the in-flight windows need room for at least one frame")
-        if self.frame_max_envelopes < 1 or self.frame_max_bytes < 1 or self.max_inflight_bytes < 1:
-            raise UplinkError("frame and window sizes must be positive")
-        if self.ack_timeout <= 0:
-            raise UplinkError("ack_timeout must be positive")
+        try:
+            self.policy()
+        except ValueError as exc:
+            raise UplinkError(str(exc)) from exc
+        if not (0 < self.backoff_base <= self.backoff_cap) or not 0.0 <= self.backoff_jitter <= 1.0:
+            raise UplinkError("reconnect backoff needs 0 < backoff_base <= backoff_cap and a jitter in [0, 1]")
         if self.client_key is not None and self.client_cert is None:
             raise UplinkError("client_key given without client_cert")
+
+    def policy(self) -> DeliveryPolicy:
+        """The window and resend part, for :class:`gateway.delivery.Delivery`.
+
+        Raises:
+            ValueError: a window or timing value is out of range.
+        """
+        return DeliveryPolicy(
+            max_inflight_frames=self.max_inflight_frames,
+            max_inflight_bytes=self.max_inflight_bytes,
+            max_inflight_priority_frames=self.max_inflight_priority_frames,
+            frame_max_envelopes=self.frame_max_envelopes,
+            frame_max_bytes=self.frame_max_bytes,
+            ack_timeout=self.ack_timeout,
+            ack_timeout_cap=max(self.ack_timeout, self.ack_timeout_cap),
+            resend_jitter=self.resend_jitter,
+        )
 
     @classmethod
     def from_config(cls, config: GatewayConfig) -> UplinkSettings:
@@ -209,7 +251,15 @@ def mqtt_client(
 
 @dataclass(slots=True)
 class UplinkMetrics:
-    """Counters and gauges; read them, don't write them."""
+    """Counters and gauges; read them, don't write them.
+
+    Attributes:
+        refused: envelopes the platform refused for good, by reason (dropped from the outbox; this run only - the
+            totals across runs are in the outbox's cursors, see :func:`refusal_counts`).
+        deferred: transient refusals by reason (kept and resent; never counted as refusals).
+        odd_acks: verified acks naming envelopes this hub never sent (ignored).
+        crashes: unexpected exceptions in the uplink's tasks (each logged with its traceback; the uplink restarted).
+    """
 
     connects: int = 0
     connection_failures: int = 0
@@ -220,20 +270,15 @@ class UplinkMetrics:
     delivered_priority: int = 0
     rejected_envelopes: int = 0
     bad_acks: int = 0
+    odd_acks: int = 0
     bad_downs: int = 0
+    crashes: int = 0
     inflight_frames: int = 0
     inflight_envelopes: int = 0
     last_ack_at: float | None = None
     last_error: str | None = None
-    rejections: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class _Frame:
-    items: tuple[OutboxItem, ...]
-    priority: bool
-    size: int
-    sent_at: float
+    refused: dict[EnvelopeRejection, int] = field(default_factory=dict)
+    deferred: dict[EnvelopeRejection, int] = field(default_factory=dict)
 
 
 async def _wait_any(*events: asyncio.Event) -> None:
@@ -246,15 +291,22 @@ async def _wait_any(*events: asyncio.Event) -> None:
         await asyncio.gather(*waiters, return_exceptions=True)
 
 
+def _quote(seqs: Sequence[int]) -> str:
+    shown = ", ".join(str(s) for s in seqs[:_LOGGED_SEQS])
+    return shown if len(seqs) <= _LOGGED_SEQS else f"{shown}, ... ({len(seqs)} in all)"
+
+
 class Uplink:
     """Delivers the outbox to the platform; use as ``async with Uplink(settings, outbox, wire) as uplink``.
 
     Args:
-        settings: broker address, credentials, TLS and window sizes.
+        settings: broker address, credentials, TLS, window sizes and timings.
         outbox: the durable outbox to drain.
         wire: topics and frame/ack/down codecs.
-        clock: time source for ack timeouts and metrics.
-        rng: randomness for backoff jitter.
+        connector: the transport (default: aiomqtt with :func:`mqtt_client`); tests pass
+            :meth:`gateway.transport.MemoryBroker.connector`.
+        clock: time source for ack deadlines and metrics.
+        rng: randomness for backoff and resend jitter.
         down_queue_size: how many verified down-messages may wait in :attr:`down`.
     """
 
@@ -264,6 +316,7 @@ class Uplink:
         outbox: Outbox,
         wire: UplinkWire,
         *,
+        connector: Connector | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,
         down_queue_size: int = 256,
@@ -276,23 +329,30 @@ class Uplink:
         self.down: asyncio.Queue[DownMessage] = asyncio.Queue(maxsize=down_queue_size)
         #: Set while connected and subscribed.
         self.connected = asyncio.Event()
+        #: Set while not connected (the complement of :attr:`connected`, to await a loss without polling).
+        self.disconnected = asyncio.Event()
+        self.disconnected.set()
         #: Set on every verified ack (cleared by whoever waits on it).
         self.acked = asyncio.Event()
         self._clock = clock or SystemClock()
         self._rng = rng or random.Random()  # noqa: S311 - backoff jitter, not cryptography
-        self._frames: dict[int, _Frame] = {}
-        self._inflight: dict[int, int] = {}  # envelope seq -> frame id
-        self._next_frame = 0
-        self._wake = asyncio.Event()
+        self._connector: Connector = connector or MqttConnector(lambda: mqtt_client(settings))
+        self._delivery = Delivery(settings.policy(), rng=self._rng)
+        self._wake = asyncio.Event()  # the sender: room in the window, or envelopes released for a resend
+        self._rearm = asyncio.Event()  # the timer: a deadline earlier than the one it sleeps for
+        self._armed_for: float | None = None
         self._acked_records: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._record_waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._refused_totals: dict[EnvelopeRejection, int] | None = None
+        self._failing = 0  # crashes since the last ack handled: they lengthen the restart backoff
         self._runner: asyncio.Task[None] | None = None
         self._closing = False
 
     # ---------------------------------------------------------------- lifecycle
 
     async def __aenter__(self) -> Self:
-        mqtt_client(self.settings)  # configuration errors (missing TLS files) surface here, not in the background
+        if isinstance(self._connector, MqttConnector):
+            mqtt_client(self.settings)  # configuration errors (missing TLS files) surface here, not in the background
         self._runner = asyncio.create_task(self._run(), name=f"uplink:{self.settings.hub_id}")
         return self
 
@@ -316,7 +376,12 @@ class Uplink:
     @property
     def inflight_seqs(self) -> frozenset[int]:
         """Envelope sequence numbers sent and not yet acked."""
-        return frozenset(self._inflight)
+        return self._delivery.inflight_seqs
+
+    @property
+    def delivery(self) -> Delivery:
+        """The delivery core (window, acks, resend backoff); for inspection only."""
+        return self._delivery
 
     async def wait_acked(self, record_id: str) -> None:
         """Return once the platform has acked the envelope carrying ``record_id`` as stored.
@@ -347,30 +412,29 @@ class Uplink:
 
     async def _run(self) -> None:
         attempt = 0
+        hub = self.settings.hub_id
         while True:
             self._raise_if_closing()
             try:
-                client = mqtt_client(self.settings)
-                async with client:
-                    await client.subscribe(self.wire.ack_topic(), qos=1)
-                    await client.subscribe(self.wire.down_topic(), qos=1)
+                async with self._connector.session((self.wire.ack_topic(), self.wire.down_topic())) as transport:
                     self._raise_if_closing()
                     self.metrics.connects += 1
                     attempt = 0
+                    self._delivery.on_connected()
+                    self.disconnected.clear()
                     self.connected.set()
-                    _log.info(
-                        "uplink %s connected to %s:%d", self.settings.hub_id, self.settings.host, self.settings.port
-                    )
+                    _log.info("uplink %s connected to %s:%d", hub, self.settings.host, self.settings.port)
                     async with asyncio.TaskGroup() as tg:
-                        tg.create_task(self._receive(client), name=f"uplink-receive:{self.settings.hub_id}")
-                        tg.create_task(self._send(client), name=f"uplink-send:{self.settings.hub_id}")
-                        tg.create_task(self._expire(), name=f"uplink-expire:{self.settings.hub_id}")
-            except* aiomqtt.MqttError as group:
+                        tg.create_task(self._receive(transport), name=f"uplink-receive:{hub}")
+                        tg.create_task(self._send(transport), name=f"uplink-send:{hub}")
+                        tg.create_task(self._expire(), name=f"uplink-expire:{hub}")
+            except* TransportError as group:
                 self._connection_lost(group.exceptions[0])
-            except* OSError as group:
-                self._connection_lost(group.exceptions[0])
+            except* Exception as group:  # noqa: BLE001 - logged with traceback, counted, restarted (not swallowed)
+                # A defect (or a library error nobody classified): never a live hub that no longer uploads.
+                self._crashed(group)
             delay = backoff_delay(
-                attempt,
+                max(attempt, self._failing),
                 base=self.settings.backoff_base,
                 cap=self.settings.backoff_cap,
                 jitter_fraction=self.settings.backoff_jitter,
@@ -379,158 +443,175 @@ class Uplink:
             attempt += 1
             await asyncio.sleep(delay)
 
-    def _connection_lost(self, exc: BaseException) -> None:
+    def _disconnected(self) -> None:
         self.connected.clear()
+        self.disconnected.set()
+        # Whatever was in flight may never be acked on this connection: it is all sent again on the next one.
+        self.metrics.resends += self._delivery.on_disconnected()
+        self._update_gauges()
+
+    def _connection_lost(self, exc: BaseException) -> None:
+        self._disconnected()
         self.metrics.connection_failures += 1
         self.metrics.last_error = f"{type(exc).__name__}: {exc}"
-        # Whatever was in flight may never be acked on this connection: send it all again.
-        if self._frames:
-            self.metrics.resends += len(self._inflight)
-        self._frames.clear()
-        self._inflight.clear()
-        self._update_gauges()
         _log.warning("uplink %s: connection lost (%s)", self.settings.hub_id, self.metrics.last_error)
+
+    def _crashed(self, group: BaseExceptionGroup[Exception]) -> None:
+        self._disconnected()
+        self.metrics.crashes += 1
+        self._failing += 1
+        first = group.exceptions[0]
+        self.metrics.last_error = f"{type(first).__name__}: {first}"
+        for exc in group.exceptions:
+            _log.error(
+                "uplink %s: unexpected error, reconnecting (crash %d)",
+                self.settings.hub_id,
+                self.metrics.crashes,
+                exc_info=exc,
+            )
 
     # ---------------------------------------------------------------- sending
 
-    def _window(self) -> tuple[bool, bool]:
-        """(routine frames may be sent, priority frames may be sent)."""
-        s = self.settings
-        routine = [f for f in self._frames.values() if not f.priority]
-        priority_count = len(self._frames) - len(routine)
-        used_bytes = sum(f.size for f in routine)
-        return (
-            len(routine) < s.max_inflight_frames and used_bytes < s.max_inflight_bytes,
-            priority_count < s.max_inflight_priority_frames,
-        )
-
-    async def _send(self, client: aiomqtt.Client) -> None:
-        s = self.settings
+    async def _send(self, transport: Transport) -> None:
+        delivery, outbox, clock = self._delivery, self.outbox, self._clock
+        up_topic = self.wire.up_topic()
         while True:
             self._wake.clear()
-            self.outbox.item_put.clear()
-            self.outbox.priority_put.clear()
+            outbox.item_put.clear()
+            outbox.priority_put.clear()
             sent = False
-            while True:
-                routine_ok, priority_ok = self._window()
-                if not (routine_ok or priority_ok):
+            while (room := delivery.room()) is not None:
+                items = await outbox.peek_batch(room.limit, room.max_bytes, exclude=room.exclude)
+                frame = delivery.prepare(items, clock.monotonic())
+                if frame is None:
                     break
-                items = await self.outbox.peek_batch(
-                    s.frame_max_envelopes, s.frame_max_bytes, exclude=self._inflight.keys()
-                )
-                if not routine_ok:
-                    items = [i for i in items if i.lane is Lane.PRIORITY]
-                elif not priority_ok and items and items[0].lane is Lane.PRIORITY:
-                    # The priority window is full; routine items still have room behind it.
-                    items = [i for i in items if i.lane is Lane.ROUTINE]
-                if not items:
-                    break
-                await self._publish(client, tuple(items))
+                self._arm(frame)
+                self._update_gauges()
+                await transport.publish(up_topic, self.wire.encode_frame([i.envelope for i in frame.items]))
+                self.metrics.frames_sent += 1
+                self.metrics.envelopes_sent += len(frame.items)
                 sent = True
             if not sent:
                 raise_if_cancelling()
-                await _wait_any(self._wake, self.outbox.item_put, self.outbox.priority_put)
+                await _wait_any(self._wake, outbox.item_put, outbox.priority_put)
 
-    async def _publish(self, client: aiomqtt.Client, items: tuple[OutboxItem, ...]) -> None:
-        payload = self.wire.encode_frame([i.envelope for i in items])
-        frame_id = self._next_frame
-        self._next_frame += 1
-        priority = any(i.lane is Lane.PRIORITY for i in items)
-        self._frames[frame_id] = _Frame(items, priority, sum(i.size for i in items), self._clock.monotonic())
-        for item in items:
-            self._inflight[item.envelope_seq] = frame_id
-        self._update_gauges()
-        self._wake.set()  # the expiry task learns about the new deadline
-        await keep_cancellation(client.publish(self.wire.up_topic(), payload, qos=1))
-        self.metrics.frames_sent += 1
-        self.metrics.envelopes_sent += len(items)
+    def _arm(self, frame: Frame) -> None:
+        if self._armed_for is None or frame.deadline < self._armed_for:
+            self._armed_for = frame.deadline
+            self._rearm.set()
 
     async def _expire(self) -> None:
-        timeout = self.settings.ack_timeout
+        delivery, clock, hub = self._delivery, self._clock, self.settings.hub_id
         while True:
-            now = self._clock.monotonic()
-            expired = [fid for fid, f in self._frames.items() if now - f.sent_at >= timeout]
-            for fid in expired:
-                frame = self._frames.pop(fid)
-                for item in frame.items:
-                    if self._inflight.get(item.envelope_seq) == fid:
-                        del self._inflight[item.envelope_seq]
-                self.metrics.resends += len(frame.items)
-                _log.warning(
-                    "uplink %s: no ack for %d envelope(s) within %.1f s; sending again",
-                    self.settings.hub_id,
-                    len(frame.items),
-                    timeout,
-                )
-            if expired:
+            self._rearm.clear()
+            expiry = delivery.on_timer(clock.monotonic())
+            if expiry is not None:
+                self.metrics.resends += expiry.envelopes
                 self._update_gauges()
                 self._wake.set()
-            oldest = min((f.sent_at for f in self._frames.values()), default=None)
-            delay = timeout if oldest is None else max(0.0, oldest + timeout - self._clock.monotonic())
-            await asyncio.sleep(delay)
+                _log.warning(
+                    "uplink %s: no ack for %d envelope(s) in %d frame(s); sending again, next wait up to %.0f s",
+                    hub,
+                    expiry.envelopes,
+                    expiry.frames,
+                    expiry.next_wait,
+                )
+            deadline = delivery.next_deadline()
+            self._armed_for = deadline
+            delay = None if deadline is None else max(0.0, deadline - clock.monotonic())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._rearm.wait()
 
     # ---------------------------------------------------------------- receiving
 
-    async def _receive(self, client: aiomqtt.Client) -> None:
+    async def _receive(self, transport: Transport) -> None:
         ack_topic = self.wire.ack_topic()
         down_topic = self.wire.down_topic()
-        async for message in client.messages:
-            payload = bytes(message.payload)
-            topic = str(message.topic)
-            if topic == ack_topic:
-                await self._on_ack(payload)
-            elif topic == down_topic:
-                self._on_down(payload)
+        async for message in transport.incoming():
+            if message.topic == ack_topic:
+                await self._on_ack(message.payload)
+            elif message.topic == down_topic:
+                self._on_down(message.payload)
 
     async def _on_ack(self, payload: bytes) -> None:
+        hub = self.settings.hub_id
         try:
             ack = self.wire.open_ack(payload)
         except ProtocolError as exc:
             self.metrics.bad_acks += 1
-            _log.warning("uplink %s: ignoring an ack that does not verify: %s", self.settings.hub_id, exc)
+            _log.warning("uplink %s: ignoring an ack that does not verify: %s", hub, exc)
             return
-        # Permanently rejected envelopes can never succeed: drop them (logged). Transient rejections (a hub not yet
-        # enrolled) stay in the outbox and in flight until the ack timeout sends them again.
-        dropped = [r for r in ack.rejected if r.permanent]
-        hub = self.settings.hub_id
-        for r in ack.rejected:
-            reason = r.reason.value
-            self.metrics.rejections[reason] = self.metrics.rejections.get(reason, 0) + 1
-            if r.permanent:
-                _log.error("uplink %s: platform permanently rejected envelope %d: %s", hub, r.seq, reason)
-            else:
-                _log.warning("uplink %s: platform refused envelope %d for now: %s", hub, r.seq, reason)
-        done = [*ack.stored, *(r.seq for r in dropped)]
-        try:
-            await self.outbox.ack(done)
-        except OutboxError as exc:
-            # Nothing was deleted; the envelopes stay and will be acked again after a re-send.
-            _log.error("uplink %s: could not remove acked envelopes: %s", self.settings.hub_id, exc)
-            return
-        stored = set(ack.stored)
-        acked_ids: list[str] = []
-        for seq in done:
-            fid = self._inflight.pop(seq, None)
-            if fid is None:
-                continue
-            frame = self._frames.get(fid)
-            if frame is None:
-                continue
-            for item in frame.items:
-                if item.envelope_seq == seq and seq in stored:
-                    acked_ids.extend(item.record_ids)
-                    self.metrics.delivered_envelopes += 1
-                    if item.lane is Lane.PRIORITY:
-                        self.metrics.delivered_priority += 1
-            if not any(i.envelope_seq in self._inflight for i in frame.items):
-                del self._frames[fid]
-        self.metrics.rejected_envelopes += len(dropped)
+        outcome = self._delivery.on_ack(ack, self._clock.monotonic())
+        self._note_oddities(ack, outcome)
+        if outcome.delete:
+            try:
+                await self.outbox.ack(outcome.delete)
+            except OutboxError as exc:
+                # Nothing was deleted; the envelopes stay, are sent again and acked again.
+                self._delivery.delete_failed(outcome.delete)
+                self._update_gauges()
+                self._wake.set()
+                _log.error("uplink %s: could not remove acked envelopes: %s", hub, exc)
+                return
+            except BaseException:
+                self._delivery.delete_failed(outcome.delete)
+                raise
+            self._delivery.deleted(outcome.delete)
+        if outcome.refused:
+            await self._count_refusals(outcome)
+        for item in outcome.delivered:
+            self.metrics.delivered_envelopes += 1
+            if item.lane is Lane.PRIORITY:
+                self.metrics.delivered_priority += 1
+            for rid in item.record_ids:
+                self._record_acked(rid)
+        self._failing = 0
         self.metrics.last_ack_at = self._clock.wall()
-        for rid in acked_ids:
-            self._record_acked(rid)
         self._update_gauges()
         self.acked.set()
         self._wake.set()
+
+    def _note_oddities(self, ack: Ack, outcome: AckOutcome) -> None:
+        hub = self.settings.hub_id
+        if outcome.unknown:
+            self.metrics.odd_acks += 1
+            _log.warning(
+                "uplink %s: ack %d names envelope(s) this hub never sent (%s); ignored",
+                hub,
+                ack.ack_seq,
+                _quote(outcome.unknown),
+            )
+        for entry in outcome.deferred:
+            self.metrics.deferred[entry.reason] = self.metrics.deferred.get(entry.reason, 0) + 1
+            _log.warning(
+                "uplink %s: platform refused envelope %d for now (%s); kept", hub, entry.seq, entry.reason.value
+            )
+
+    async def _count_refusals(self, outcome: AckOutcome) -> None:
+        """Count permanent refusals by reason, here and durably in the outbox's cursors (for ``carehub doctor``)."""
+        hub = self.settings.hub_id
+        totals = self._refused_totals
+        if totals is None:
+            totals = self._refused_totals = {}
+        added: dict[EnvelopeRejection, int] = {}
+        for entry in outcome.refused:
+            added[entry.reason] = added.get(entry.reason, 0) + 1
+            _log.error(
+                "uplink %s: platform refused envelope %d for good (%s); dropped", hub, entry.seq, entry.reason.value
+            )
+        self.metrics.rejected_envelopes += len(outcome.refused)
+        for reason, count in added.items():
+            self.metrics.refused[reason] = self.metrics.refused.get(reason, 0) + count
+            key = REFUSED_CURSOR_PREFIX + reason.value
+            if reason not in totals:
+                stored = await self.outbox.get_cursor(key, 0)
+                totals[reason] = stored if isinstance(stored, int) else 0
+            totals[reason] += count
+            try:
+                await self.outbox.set_cursor(key, totals[reason])
+            except OutboxError as exc:
+                _log.error("uplink %s: could not record %d refusal(s) (%s): %s", hub, count, reason.value, exc)
 
     def _record_acked(self, record_id: str) -> None:
         self._acked_records[record_id] = None
@@ -554,5 +635,5 @@ class Uplink:
             _log.error("uplink %s: down-message queue full; dropping %r", self.settings.hub_id, message)
 
     def _update_gauges(self) -> None:
-        self.metrics.inflight_frames = len(self._frames)
-        self.metrics.inflight_envelopes = len(self._inflight)
+        self.metrics.inflight_frames = self._delivery.inflight_frames
+        self.metrics.inflight_envelopes = self._delivery.inflight_envelopes

@@ -1,29 +1,89 @@
-"""The uplink against a real Mosquitto and a scripted platform: ack verification, window, priority, re-send."""
+"""The uplink (delivery core + async shell) against a scripted platform, over both transports: the in-memory broker
+and aiomqtt with a real Mosquitto run the same tests. Ack verification, window, priority, resend, reconnect, odd
+acks, final refusals, and supervision of unexpected errors."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import aiomqtt
 import pytest
 
-from gateway.outbox import Lane, OutboxItem, open_outbox
-from gateway.uplink import Uplink, UplinkSettings
-from protocols.acks import Ack, Rejected
+from gateway.outbox import Lane, Outbox, OutboxItem, open_outbox
+from gateway.transport import Connector, MemoryBroker, MqttConnector, Transport
+from gateway.uplink import REFUSED_CURSOR_PREFIX, Uplink, UplinkSettings, refusal_counts
+from protocols.acks import MAX_ACK_ENTRIES, Ack, Rejected
+from protocols.cbor import MAX_UINT
 from protocols.errors import EnvelopeRejection
 from protocols.keys import HubIdentity, PlatformIdentity
 from protocols.topics import decode_uplink
+from sim.broker import MosquittoBroker, mosquitto_available
 from sim.platform.samples import T0, bp_record
 from sim.platform.wire import HubWire, PlatformCodec
 
-BOUND = 20
+BOUND = 20  # seconds: an upper bound for awaiting events, never a sleep
+UP, ACK = "carehub/v1/hub-a/up", "carehub/v1/hub-a/ack"
+
+_ids = itertools.count()
+
+
+@dataclass
+class Network:
+    """A broker behind the transport interface: the uplink's connector, the platform's, and a switch."""
+
+    name: str
+    hub: Connector
+    platform: Connector
+    stop: Callable[[], Awaitable[None]]
+    start: Callable[[], Awaitable[None]]
+
+
+@pytest.fixture(params=["memory", "mosquitto"])
+async def network(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Network]:
+    if request.param == "memory":
+        broker = MemoryBroker()
+        yield Network("memory", broker.connector(), broker.connector(), broker.stop, broker.start)
+        return
+    if not mosquitto_available():
+        pytest.skip("mosquitto is not installed (scripts/test installs it)")
+    async with MosquittoBroker(tmp_path / "mosquitto") as mosquitto:
+
+        def client(prefix: str) -> Callable[[], aiomqtt.Client]:
+            def make() -> aiomqtt.Client:
+                return aiomqtt.Client(mosquitto.host, mosquitto.port, identifier=f"{prefix}-{next(_ids)}", timeout=5)
+
+            return make
+
+        yield Network(
+            "mosquitto",
+            MqttConnector(client("hub")),
+            MqttConnector(client("platform")),
+            mosquitto.stop,
+            mosquitto.start,
+        )
+
+
+@dataclass
+class Wires:
+    hub: HubWire
+    codec: PlatformCodec
+    known: dict[str, object]
+
+    def seqs(self, frame: tuple[bytes, ...]) -> list[int]:
+        return [self.codec.open(e, self.known, "hub-a").seq for e in frame]  # type: ignore[arg-type]
 
 
 @pytest.fixture
-def wires():
+def wires() -> Wires:
     platform = PlatformIdentity.generate()
     hub = HubIdentity.generate("hub-a")
-    return HubWire(hub, platform.public), PlatformCodec(platform), {"hub-a": hub.verify_key}
+    return Wires(HubWire(hub, platform.public), PlatformCodec(platform), {"hub-a": hub.verify_key})
 
 
 def item(wire: HubWire, seq: int, lane: Lane = Lane.ROUTINE) -> OutboxItem:
@@ -31,81 +91,192 @@ def item(wire: HubWire, seq: int, lane: Lane = Lane.ROUTINE) -> OutboxItem:
     return OutboxItem(seq, wire.seal(seq, [rec], T0), lane, "measurement", (rec.record_id.hex(),), 0.0)
 
 
+def rid(seq: int) -> str:
+    return bp_record("hub-a", seq).record_id.hex()
+
+
 def ack(hub: str, stored: tuple[int, ...], rejected: tuple[Rejected, ...] = ()) -> Ack:
     return Ack(hub, 1, T0, stored, rejected)
 
 
-def settings(broker, **kw) -> UplinkSettings:
-    return UplinkSettings(hub_id="hub-a", host=broker.host, port=broker.port, backoff_base=0.05, **kw)
+def settings(**kw: object) -> UplinkSettings:
+    base: dict[str, object] = {"backoff_base": 0.05, "backoff_cap": 0.5}
+    base.update(kw)
+    return UplinkSettings(hub_id="hub-a", host="127.0.0.1", **base)  # type: ignore[arg-type]
 
 
-async def frames(client: aiomqtt.Client, n: int) -> list[tuple[bytes, ...]]:
+async def frames(platform: Transport, n: int) -> list[tuple[bytes, ...]]:
     out: list[tuple[bytes, ...]] = []
     async with asyncio.timeout(BOUND):
-        async for message in client.messages:
-            out.append(decode_uplink(bytes(message.payload)))
+        async for message in platform.incoming():
+            out.append(decode_uplink(message.payload))
             if len(out) == n:
-                return out
+                break
     return out
 
 
-async def test_only_verified_acks_delete(tmp_path, mosquitto, wires):
-    hub, codec, known = wires
+async def rows(ob: Outbox) -> list[int]:
+    return [i.envelope_seq for i in await ob.peek_batch(100, 10**7)]
+
+
+async def acked(up: Uplink, publish: Awaitable[None]) -> None:
+    up.acked.clear()
+    await publish
+    async with asyncio.timeout(BOUND):
+        await up.acked.wait()
+
+
+async def test_only_verified_acks_delete_and_refusals_are_final(tmp_path, network, wires):
     forger = PlatformCodec(PlatformIdentity.generate())
     async with (
         open_outbox(tmp_path / "o.db") as ob,
-        aiomqtt.Client(mosquitto.host, mosquitto.port) as platform,
+        network.platform.session([UP]) as platform,
     ):
-        await platform.subscribe("carehub/v1/hub-a/up", qos=1)
-        await ob.put_many([item(hub, s) for s in range(3)])
-        async with Uplink(settings(mosquitto), ob, hub) as up:
+        await ob.put_many([item(wires.hub, s) for s in range(3)])
+        async with Uplink(settings(), ob, wires.hub, connector=network.hub) as up:
             [sent] = await frames(platform, 1)
-            assert [codec.open(e, known, "hub-a").seq for e in sent] == [0, 1, 2]
-            await platform.publish("carehub/v1/hub-a/ack", forger.encode_ack(ack("hub-a", (0, 1, 2))), qos=1)
-            await platform.publish("carehub/v1/hub-a/ack", codec.encode_ack(ack("hub-b", (0, 1, 2))), qos=1)
-            await platform.publish("carehub/v1/hub-a/ack", codec.encode_ack(ack("hub-a", (0,))), qos=1)
+            assert wires.seqs(sent) == [0, 1, 2]
+            await platform.publish(ACK, forger.encode_ack(ack("hub-a", (0, 1, 2))))
+            await platform.publish(ACK, wires.codec.encode_ack(ack("hub-b", (0, 1, 2))))
+            await platform.publish(ACK, wires.codec.encode_ack(ack("hub-a", (0,))))
             async with asyncio.timeout(BOUND):
-                await up.wait_acked(bp_record("hub-a", 0).record_id.hex())
+                await up.wait_acked(rid(0))
             # Acks arrive in publish order: the forged and misaddressed ones were refused before the real one.
             assert up.metrics.bad_acks == 2
-            assert [i.envelope_seq for i in await ob.peek_batch(10, 10**6)] == [1, 2]
+            assert await rows(ob) == [1, 2]
             assert up.metrics.delivered_envelopes == 1
             assert up.inflight_seqs == {1, 2}
-            # A transient rejection keeps the envelope for a re-send; a permanent one drops it.
+            # A transient refusal keeps the envelope for a resend; a permanent one drops it, counted by reason.
             rejections = (Rejected(1, EnvelopeRejection.UNKNOWN_HUB), Rejected(2, EnvelopeRejection.MALFORMED))
-            up.acked.clear()
-            await platform.publish("carehub/v1/hub-a/ack", codec.encode_ack(ack("hub-a", (), rejections)), qos=1)
-            async with asyncio.timeout(BOUND):
-                await up.acked.wait()
-            assert [i.envelope_seq for i in await ob.peek_batch(10, 10**6)] == [1]
-            assert up.metrics.rejections == {"unknown_hub": 1, "malformed": 1}
+            await acked(up, platform.publish(ACK, wires.codec.encode_ack(ack("hub-a", (), rejections))))
+            assert await rows(ob) == [1]
+            assert up.metrics.refused == {EnvelopeRejection.MALFORMED: 1}
+            assert up.metrics.deferred == {EnvelopeRejection.UNKNOWN_HUB: 1}
             assert up.metrics.rejected_envelopes == 1
             assert up.inflight_seqs == {1}
+        # The count survives the run, where `carehub doctor` reads it (the outbox's cursors).
+        key = REFUSED_CURSOR_PREFIX + "malformed"
+        assert refusal_counts({key: await ob.get_cursor(key, 0)}) == {EnvelopeRejection.MALFORMED: 1}  # type: ignore[dict-item]
 
 
-async def test_priority_bypasses_a_full_window_and_unacked_frames_are_resent(tmp_path, mosquitto, wires):
-    hub, codec, known = wires
-
-    def seqs(frame: tuple[bytes, ...]) -> list[int]:
-        return [codec.open(e, known, "hub-a").seq for e in frame]
-
+async def test_priority_bypasses_a_full_window_and_unacked_frames_are_resent(tmp_path, network, wires):
     async with (
         open_outbox(tmp_path / "o.db") as ob,
-        aiomqtt.Client(mosquitto.host, mosquitto.port) as platform,
+        network.platform.session([UP]) as platform,
     ):
-        await platform.subscribe("carehub/v1/hub-a/up", qos=1)
-        await ob.put_many([item(hub, s) for s in range(5)])
-        cfg = settings(mosquitto, max_inflight_frames=1, frame_max_envelopes=1, ack_timeout=0.5)
-        async with Uplink(cfg, ob, hub) as up:
+        await ob.put_many([item(wires.hub, s) for s in range(5)])
+        cfg = settings(max_inflight_frames=1, frame_max_envelopes=1, ack_timeout=0.5, ack_timeout_cap=1.0)
+        async with Uplink(cfg, ob, wires.hub, connector=network.hub) as up:
             [first] = await frames(platform, 1)
-            assert seqs(first) == [0]
-            await ob.put(item(hub, 99, Lane.PRIORITY))
+            assert wires.seqs(first) == [0]
+            await ob.put(item(wires.hub, 99, Lane.PRIORITY))
             [second] = await frames(platform, 1)
             # The window is full of routine seq 0 and nobody acks, yet the alarm goes out next.
-            assert seqs(second) == [99]
+            assert wires.seqs(second) == [99]
             assert up.inflight_seqs == {0, 99}
-            # No ack within ack_timeout: the same envelopes are sent again.
+            # No ack in time: the same envelopes are sent again, after a longer wait each round.
             again = await frames(platform, 2)
-            assert sorted(seqs(again[0]) + seqs(again[1])) == [0, 99]
-            assert up.metrics.resends >= 1
+            assert sorted(wires.seqs(again[0]) + wires.seqs(again[1])) == [0, 99]
+            assert up.metrics.resends >= 2
+            assert up.delivery.level >= 1
             assert (await ob.stats()).rows == 6
+            # Acked at last: the backoff ends, the rest of the backlog follows.
+            await platform.publish(ACK, wires.codec.encode_ack(ack("hub-a", (0, 99))))
+            async with asyncio.timeout(BOUND):
+                await up.wait_acked(rid(99))
+            [third] = await frames(platform, 1)
+            assert wires.seqs(third) == [1]
+
+
+async def test_a_reconnect_sends_everything_in_flight_again(tmp_path, network, wires):
+    async with open_outbox(tmp_path / "o.db") as ob:
+        await ob.put_many([item(wires.hub, s) for s in range(4)])
+        cfg = settings(frame_max_envelopes=2, ack_timeout=1.0, ack_timeout_cap=2.0)
+        async with Uplink(cfg, ob, wires.hub, connector=network.hub) as up:
+            async with contextlib.AsyncExitStack() as first:
+                platform = await first.enter_async_context(network.platform.session([UP]))
+                sent = await frames(platform, 2)
+                assert sorted(s for f in sent for s in wires.seqs(f)) == [0, 1, 2, 3]
+                await network.stop()
+                async with asyncio.timeout(BOUND):
+                    await up.disconnected.wait()
+                assert up.inflight_seqs == frozenset()
+            await network.start()
+            async with network.platform.session([UP]) as platform:
+                # Whatever the hub resent before this session subscribed comes again after its ack wait.
+                while await rows(ob):
+                    [owed] = await frames(platform, 1)
+                    await acked(
+                        up, platform.publish(ACK, wires.codec.encode_ack(ack("hub-a", tuple(wires.seqs(owed)))))
+                    )
+            assert up.metrics.connects >= 2
+            assert up.metrics.resends >= 4
+
+
+async def test_odd_acks_are_counted_and_delivery_goes_on(tmp_path, network, wires):
+    """Issue 19.3: a verified ack naming envelopes the hub never sent (the largest uint, a full list of strangers)
+    must not stop the uplink; the envelopes it does name are deleted, the rest ignored."""
+    async with (
+        open_outbox(tmp_path / "o.db") as ob,
+        network.platform.session([UP]) as platform,
+    ):
+        await ob.put(item(wires.hub, 0))
+        async with Uplink(settings(), ob, wires.hub, connector=network.hub) as up:
+            await frames(platform, 1)
+            strangers = (MAX_UINT, *range(10**15, 10**15 + MAX_ACK_ENTRIES - 3))
+            odd = ack("hub-a", (*strangers, 0), (Rejected(MAX_UINT - 1, EnvelopeRejection.MALFORMED),))
+            await acked(up, platform.publish(ACK, wires.codec.encode_ack(odd)))
+            assert up.metrics.odd_acks == 1
+            assert await rows(ob) == []
+            await ob.put(item(wires.hub, 1))
+            [sent] = await frames(platform, 1)
+            assert wires.seqs(sent) == [1]
+            await platform.publish(ACK, wires.codec.encode_ack(ack("hub-a", (1,))))
+            async with asyncio.timeout(BOUND):
+                await up.wait_acked(rid(1))
+            assert up.metrics.crashes == 0
+            assert up.metrics.refused == {}
+
+
+class _FlakyWire(HubWire):
+    """A hub wire whose ack check fails once with an error nobody expects (a defect)."""
+
+    failures = 1
+
+    def open_ack(self, payload: bytes) -> Ack:
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("defect in the ack path")
+        return super().open_ack(payload)
+
+
+async def test_an_unexpected_error_is_logged_counted_and_the_uplink_restarts(tmp_path, network, caplog):
+    """Issue 19.3: an exception nobody classified used to end the uplink task for good (the hub ran on, never
+    uploading again). Now it is logged with its traceback, counted, and the uplink reconnects with backoff."""
+    platform_id = PlatformIdentity.generate()
+    identity = HubIdentity.generate("hub-a")
+    flaky = _FlakyWire(identity, platform_id.public)
+    codec = PlatformCodec(platform_id)
+    async with (
+        open_outbox(tmp_path / "o.db") as ob,
+        network.platform.session([UP]) as platform,
+    ):
+        await ob.put(item(flaky, 0))
+        with caplog.at_level(logging.ERROR, logger="gateway.uplink"):
+            async with Uplink(settings(), ob, flaky, connector=network.hub) as up:
+                await frames(platform, 1)
+                await platform.publish(ACK, codec.encode_ack(ack("hub-a", (0,))))
+                # Restarted: the envelope in flight is sent again on the new connection and acked this time.
+                async with asyncio.timeout(BOUND):
+                    while not up.metrics.crashes:
+                        await frames(platform, 1)
+                await platform.publish(ACK, codec.encode_ack(ack("hub-a", (0,))))
+                async with asyncio.timeout(BOUND):
+                    await up.wait_acked(rid(0))
+                assert up.metrics.crashes == 1
+                assert up.metrics.connects == 2
+                assert up.metrics.last_error == "RuntimeError: defect in the ack path"
+        [record] = [r for r in caplog.records if "unexpected error" in r.getMessage()]
+        assert "uplink hub-a" in record.getMessage()
+        assert record.exc_info is not None
+        assert "defect in the ack path" in caplog.text

@@ -22,7 +22,9 @@ import aiomqtt
 import pytest
 
 from gateway.outbox import Lane, Outbox, OutboxItem, open_outbox
-from gateway.uplink import Uplink, UplinkSettings
+from gateway.uplink import REFUSED_CURSOR_PREFIX, Uplink, UplinkSettings, refusal_counts
+from protocols.acks import Rejected
+from protocols.errors import EnvelopeRejection
 from protocols.keys import HubIdentity, PlatformIdentity, save_platform_identity
 from protocols.messages import AlarmAcknowledgement, DownMessage, ThresholdUpdate
 from protocols.record import AlarmBody, EvictionBody, MeasurementBody, PanicBody, Record
@@ -325,10 +327,16 @@ async def test_forged_tampered_and_replayed_envelopes_are_rejected(tmp_path, mos
         await until(worker.rejected, lambda: worker.stats.rejections == expected)
         assert await storage.rejections() == expected
         assert await stored_ids(storage) == [rid(measurement(1))]
-        # The replay is acked as stored (its content is), so an honest re-send empties the outbox.
-        acks = [wire_a.open_ack(bytes(m.payload)) async for m in _take(client, 2)]
-        assert [(a.hub_id, a.stored, a.rejected) for a in acks] == [("hub-a", (1,), ()), ("hub-a", (1,), ())]
-        assert acks[1].ack_seq > acks[0].ack_seq
+        # The replay is acked as stored (its content is), so an honest re-send empties the outbox. The forgery names
+        # hub-a and a seq: refused in hub-a's ack (final). What cannot be opened, or names another hub, names no
+        # envelope of hub-a's: it is only quarantined.
+        acks = [wire_a.open_ack(bytes(m.payload)) async for m in _take(client, 3)]
+        assert [(a.hub_id, a.stored, a.rejected) for a in acks] == [
+            ("hub-a", (1,), ()),
+            ("hub-a", (), (Rejected(2, EnvelopeRejection.BAD_SIGNATURE),)),
+            ("hub-a", (1,), ()),
+        ]
+        assert acks[0].ack_seq < acks[1].ack_seq < acks[2].ack_seq
 
 
 async def _take(client: aiomqtt.Client, n: int) -> AsyncIterator[aiomqtt.Message]:
@@ -428,3 +436,28 @@ async def test_caregiver_ack_and_thresholds_reach_the_hub_verified(tmp_path, mos
     # Down-message sequence numbers survive a platform restart (durable in the platform database).
     async with SqliteStorage(tmp_path / "platform.db") as storage:
         assert await storage.next_down_seq("hub-a") == 4
+
+
+async def test_a_refused_envelope_leaves_the_hub_outbox_in_one_ack_round(tmp_path, mosquitto, keys):
+    """Issue 15.6: an envelope the platform refuses for good (here: not signed by the hub's enrolled key) is named in
+    ``Ack.rejected``; the hub drops it from its outbox at once, counts it by reason, and delivers the rest."""
+    wire = keys.hub_wire("hub-a")
+    impostor = HubWire(HubIdentity.generate("hub-a"), keys.platform.public)
+    async with (
+        platform(tmp_path, mosquitto, keys) as (storage, _worker),
+        open_outbox(tmp_path / "outbox.db") as ob,
+    ):
+        good = await put_records(ob, wire, [measurement(1)])
+        [bad] = await put_records(ob, impostor, [measurement(2)])
+        await put_records(ob, wire, [measurement(3)])
+        # One frame, one ack round, a long ack wait: the outbox can only empty through that ack.
+        async with Uplink(uplink_settings(mosquitto, ack_timeout=60.0), ob, wire) as up:
+            await until(up.acked, lambda: _empty(ob))
+            assert up.metrics.refused == {EnvelopeRejection.BAD_SIGNATURE: 1}
+            assert up.metrics.resends == 0
+            assert up.metrics.frames_sent == 1
+        assert refusal_counts({k: await ob.get_cursor(k, 0) for k in [REFUSED_CURSOR_PREFIX + "bad_signature"]}) == {
+            EnvelopeRejection.BAD_SIGNATURE: 1
+        }
+        assert sorted(await stored_ids(storage)) == sorted([good[0].record_ids[0], rid(measurement(3))])
+        assert bad.envelope_seq == 1

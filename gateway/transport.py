@@ -1,0 +1,273 @@
+"""The uplink's transport: a small interface, the aiomqtt adapter, and an in-memory broker behind the same interface.
+
+The delivery core (:mod:`gateway.delivery`) and its shell (:class:`gateway.uplink.Uplink`) need four things from
+MQTT: connect and subscribe (QoS 1), publish QoS 1, iterate over what arrives, and learn - as one typed error - that
+the connection is gone. :class:`Connector` and :class:`Transport` are exactly that; :class:`MqttConnector` is the
+real adapter (aiomqtt, where ``aiomqtt.MqttError`` and ``OSError`` are classified once into
+:class:`TransportError`), :class:`MemoryBroker` an in-process broker for tests and protocol-level fleets. Both pass
+the contract tests in ``tests/gateway/test_delivery_transport.py``.
+
+A PUBACK is not delivery (invariant 1): :meth:`Transport.publish` returning says only that the broker took the
+message; the platform's signed ack is what counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+import aiomqtt
+
+from gateway.aio import keep_cancellation
+from gateway.errors import GatewayError
+
+__all__ = [
+    "Connector",
+    "Incoming",
+    "MemoryBroker",
+    "MqttConnector",
+    "Transport",
+    "TransportError",
+    "topic_matches",
+]
+
+_log = logging.getLogger(__name__)
+
+_MEMORY_QUEUE: Final = 1024  # messages queued per in-memory session (Mosquitto's max_queued_messages default: 1000)
+
+
+class TransportError(GatewayError):
+    """The broker cannot be reached, refused the session, or the connection was lost; reconnect later."""
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """A message received on a subscribed topic.
+
+    Attributes:
+        topic: the topic it was published to.
+        payload: its bytes.
+    """
+
+    topic: str
+    payload: bytes
+
+
+class Transport(Protocol):
+    """One live connection with its subscriptions in place."""
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        """Publish QoS 1; return once the broker took it.
+
+        Raises:
+            TransportError: the connection is lost.
+        """
+        ...
+
+    def incoming(self) -> AsyncIterator[Incoming]:
+        """Messages on the subscribed topics, in the order the broker delivers them.
+
+        Raises:
+            TransportError: (from the iterator) the connection is lost.
+        """
+        ...
+
+
+class Connector(Protocol):
+    """Opens connections: ``async with connector.session(topics) as transport``.
+
+    ``session`` may be entered by a task that owns a task group: it never calls
+    :func:`gateway.aio.raise_if_cancelling` (see that function for why).
+    """
+
+    def session(self, subscriptions: Sequence[str]) -> AbstractAsyncContextManager[Transport]:
+        """Connect and subscribe QoS 1 to each of ``subscriptions`` (topic filters); closing disconnects.
+
+        Raises:
+            TransportError: the broker cannot be reached or refused the session.
+        """
+        ...
+
+
+# ---------------------------------------------------------------------------------------------------- aiomqtt
+
+
+class _MqttTransport:
+    __slots__ = ("_client",)
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self._client = client
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        try:
+            await keep_cancellation(self._client.publish(topic, payload, qos=1))
+        except aiomqtt.MqttError as exc:
+            raise TransportError(f"publish to {topic} failed: {exc}") from exc
+
+    async def incoming(self) -> AsyncIterator[Incoming]:
+        try:
+            async for message in self._client.messages:
+                yield Incoming(str(message.topic), bytes(message.payload))
+        except aiomqtt.MqttError as exc:
+            raise TransportError(f"connection lost: {exc}") from exc
+        raise TransportError("connection closed")
+
+
+class MqttConnector:
+    """The real transport: aiomqtt clients made by ``client_factory`` (see :func:`gateway.uplink.mqtt_client`).
+
+    Args:
+        client_factory: makes a new, unconnected client for each session.
+    """
+
+    __slots__ = ("_factory",)
+
+    def __init__(self, client_factory: Callable[[], aiomqtt.Client]) -> None:
+        self._factory = client_factory
+
+    @contextlib.asynccontextmanager
+    async def session(self, subscriptions: Sequence[str]) -> AsyncIterator[Transport]:
+        """Connect, subscribe QoS 1 to ``subscriptions``, and yield the transport; disconnect on exit."""
+        client = self._factory()
+        try:
+            async with client:
+                for topic in subscriptions:
+                    # Not keep_cancellation: the caller may own a task group (the uplink's runner does), whose
+                    # task Python 3.11 leaves looking cancelled after a child failed; it checks a flag instead.
+                    await client.subscribe(topic, qos=1)
+                yield _MqttTransport(client)
+        except (aiomqtt.MqttError, OSError) as exc:
+            raise TransportError(f"{type(exc).__name__}: {exc}") from exc
+
+
+# ---------------------------------------------------------------------------------------------------- in memory
+
+
+def topic_matches(topic_filter: str, topic: str) -> bool:
+    """Whether ``topic`` matches the MQTT topic filter (``+`` one level, ``#`` the rest; MQTT 3.1.1 §4.7)."""
+    levels = topic.split("/")
+    parts = topic_filter.split("/")
+    for n, part in enumerate(parts):
+        if part == "#":
+            return True
+        if n >= len(levels) or (part != "+" and part != levels[n]):
+            return False
+    return len(parts) == len(levels)
+
+
+class _Closed:
+    """Queued to wake a session's reader when the broker goes away."""
+
+
+_CLOSED: Final = _Closed()
+
+
+class _MemorySession:
+    __slots__ = ("_broker", "_filters", "_queue", "open")
+
+    def __init__(self, broker: MemoryBroker, filters: Sequence[str]) -> None:
+        self._broker = broker
+        self._filters = tuple(filters)
+        self._queue: asyncio.Queue[Incoming | _Closed] = asyncio.Queue(maxsize=_MEMORY_QUEUE + 1)
+        self.open = True
+
+    def wants(self, topic: str) -> bool:
+        return any(topic_matches(f, topic) for f in self._filters)
+
+    def deliver(self, message: Incoming) -> bool:
+        if not self.open or self._queue.qsize() >= _MEMORY_QUEUE:
+            return False
+        self._queue.put_nowait(message)
+        return True
+
+    def close(self) -> None:
+        if self.open:
+            self.open = False
+            self._queue.put_nowait(_CLOSED)  # the one slot above _MEMORY_QUEUE is kept for this
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        if not self.open:
+            raise TransportError(f"publish to {topic} failed: not connected")
+        self._broker.route(Incoming(topic, bytes(payload)))
+        await asyncio.sleep(0)  # a broker round trip: let subscribers run, as a PUBACK would
+
+    async def incoming(self) -> AsyncIterator[Incoming]:
+        while True:
+            message = await self._queue.get()
+            if isinstance(message, _Closed):
+                raise TransportError("connection lost: the broker went away")
+            yield message
+
+
+class _MemoryConnector:
+    __slots__ = ("_broker",)
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        self._broker = broker
+
+    @contextlib.asynccontextmanager
+    async def session(self, subscriptions: Sequence[str]) -> AsyncIterator[Transport]:
+        session = self._broker.attach(subscriptions)
+        try:
+            yield session
+        finally:
+            self._broker.detach(session)
+
+
+class MemoryBroker:
+    """An in-process broker: QoS 1 routing by topic filter between sessions, which :meth:`stop` drops at once.
+
+    Like Mosquitto without persistence: messages for a session that is gone are lost, a stopped broker refuses new
+    sessions, and each session queues at most 1,024 messages (more are dropped and counted in :attr:`dropped`).
+    """
+
+    def __init__(self) -> None:
+        self._sessions: set[_MemorySession] = set()
+        self._running = True
+        #: Messages dropped because a subscriber's queue was full.
+        self.dropped = 0
+
+    @property
+    def running(self) -> bool:
+        """Whether sessions can connect."""
+        return self._running
+
+    def connector(self) -> Connector:
+        """A :class:`Connector` to this broker."""
+        return _MemoryConnector(self)
+
+    async def stop(self) -> None:
+        """Take the broker down: every session is disconnected, new ones are refused."""
+        self._running = False
+        for session in list(self._sessions):
+            session.close()
+        self._sessions.clear()
+
+    async def start(self) -> None:
+        """Bring the broker back up."""
+        self._running = True
+
+    def attach(self, subscriptions: Sequence[str]) -> _MemorySession:
+        """A new session (used by the connector)."""
+        if not self._running:
+            raise TransportError("connection refused: the broker is down")
+        session = _MemorySession(self, subscriptions)
+        self._sessions.add(session)
+        return session
+
+    def detach(self, session: _MemorySession) -> None:
+        """End a session (used by the connector)."""
+        session.close()
+        self._sessions.discard(session)
+
+    def route(self, message: Incoming) -> None:
+        """Hand ``message`` to every session subscribed to its topic."""
+        for session in self._sessions:
+            if session.wants(message.topic) and not session.deliver(message):
+                self.dropped += 1
+                _log.warning("memory broker: a subscriber's queue is full; dropped a message on %s", message.topic)
