@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from gateway.clock import ZoneNameError, ZoneSource, system_zone, zone_named
 from gateway.config import DeviceKind, GatewayConfig
 from gateway.provision.document import commit_document, load_document, relative, upsert_device, upsert_resident
 from gateway.provision.errors import (
@@ -132,11 +133,17 @@ def init_hub(
     username: str | None,
     password: str | None,
     link: str | None = None,
+    timezone: str | None = None,
     writer: Writer = os.write,
 ) -> InitResult:
     """Create (or keep) the hub's identity and write a validated config from the platform's details.
 
     Running it again with the same details changes nothing; residents and devices already configured are kept.
+
+    The home's time zone (``[hub] timezone``) is `timezone` when the installer gives one (an IANA name such as
+    ``"Asia/Shanghai"``); otherwise the zone already in the config is kept, or else the installing machine's zone
+    is written (`gateway.clock.system_zone`). When the machine names no zone nothing is written and the loaded
+    config says so in ``config.timezone_note`` (the hub then runs on UTC until the installer sets one).
 
     Raises:
         ProvisionError: invalid input, or an existing hub set up differently (nothing is written).
@@ -151,6 +158,7 @@ def init_hub(
         raise ProvisionError(
             f"broker url {broker_url!r} is not usable", "give it as mqtts://HOST:PORT (or mqtt:// on a local network)"
         )
+    zone = _init_zone(timezone)
     data = _load_existing(paths)
     existing_id = data.get("hub", {}).get("id") if isinstance(data.get("hub"), dict) else None
     if existing_id not in (None, hub_id):
@@ -161,6 +169,8 @@ def init_hub(
     identity, created = _identity(paths, hub_id)
     platform_file = paths.keys / f"platform-{platform.key_id}.pub"
     data["hub"] = {**data.get("hub", {}), "id": hub_id, "key_file": relative(paths, paths.hub_key)}
+    if zone is not None and (timezone is not None or "timezone" not in data["hub"]):
+        data["hub"]["timezone"] = zone
     data["platform"] = {**data.get("platform", {}), "public_key_file": relative(paths, platform_file)}
     broker: dict[str, Any] = {**data.get("broker", {}), "url": broker_url}
     broker.pop("password_file", None)
@@ -182,6 +192,19 @@ def init_hub(
         writer=writer,
     )
     return InitResult(config, identity.key_id, platform.key_id, created)
+
+
+def _init_zone(timezone: str | None) -> str | None:
+    """The zone name ``init`` writes: the installer's (checked), else the system's when it names one."""
+    if timezone is not None:
+        try:
+            return zone_named(timezone).key
+        except ZoneNameError as exc:
+            raise ProvisionError(
+                f"time zone {exc}", 'give the home\'s zone as an IANA name, e.g. "Asia/Shanghai" or "Europe/Berlin"'
+            ) from None
+    found = system_zone()
+    return None if found.source is ZoneSource.FALLBACK else found.name
 
 
 def load_platform_keys(path: Path) -> PlatformPublicKeys:
