@@ -254,6 +254,7 @@ async def run_demo(options: DemoOptions, *, say: Callable[[str], None] = lambda 
                     scanner_backend=scanner,
                     client_backend=client,
                     now=clock.now,
+                    clock=clock,
                     tick_interval=0.05,
                 ) as gateway,
                 asyncio.TaskGroup() as tasks,
