@@ -13,15 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiomqtt
+import cbor2
 import pytest
 
 from gateway.outbox import Lane, Outbox, OutboxItem, open_outbox
 from gateway.transport import Connector, MemoryBroker, MqttConnector, Transport
 from gateway.uplink import REFUSED_CURSOR_PREFIX, Uplink, UplinkSettings, refusal_counts
-from protocols.acks import MAX_ACK_ENTRIES, Ack, Rejected
+from protocols.acks import ACK_DOMAIN, MAX_ACK_ENTRIES, Ack, Rejected
 from protocols.cbor import MAX_UINT
 from protocols.errors import EnvelopeRejection
-from protocols.keys import HubIdentity, PlatformIdentity
+from protocols.keys import HubIdentity, PlatformIdentity, sign_detached
 from protocols.topics import decode_uplink
 from sim.broker import MosquittoBroker, mosquitto_available
 from sim.platform.samples import T0, bp_record
@@ -74,6 +75,7 @@ class Wires:
     hub: HubWire
     codec: PlatformCodec
     known: dict[str, object]
+    platform: PlatformIdentity
 
     def seqs(self, frame: tuple[bytes, ...]) -> list[int]:
         return [self.codec.open(e, self.known, "hub-a").seq for e in frame]  # type: ignore[arg-type]
@@ -83,7 +85,7 @@ class Wires:
 def wires() -> Wires:
     platform = PlatformIdentity.generate()
     hub = HubIdentity.generate("hub-a")
-    return Wires(HubWire(hub, platform.public), PlatformCodec(platform), {"hub-a": hub.verify_key})
+    return Wires(HubWire(hub, platform.public), PlatformCodec(platform), {"hub-a": hub.verify_key}, platform)
 
 
 def item(wire: HubWire, seq: int, lane: Lane = Lane.ROUTINE) -> OutboxItem:
@@ -236,6 +238,30 @@ async def test_odd_acks_are_counted_and_delivery_goes_on(tmp_path, network, wire
                 await up.wait_acked(rid(1))
             assert up.metrics.crashes == 0
             assert up.metrics.refused == {}
+
+
+async def test_a_signed_ack_naming_2_to_the_63_does_not_stop_the_uplink(tmp_path, network, wires):
+    """Issue 19.3's reproducer: a platform-signed ack with ``stored = [2**63]`` (one past what SQLite stores) used
+    to raise OverflowError in the outbox and end the uplink task. It is refused as malformed; delivery goes on."""
+    body = cbor2.dumps(
+        {"v": 1, "hub": "hub-a", "ack_seq": 1, "at": 1_700_000_000_000_000, "stored": [2**63], "rejected": []},
+        canonical=True,
+    )
+    signed = sign_detached(wires.platform.signing_key, ACK_DOMAIN, body) + body
+    async with (
+        open_outbox(tmp_path / "o.db") as ob,
+        network.platform.session([UP]) as platform,
+    ):
+        await ob.put(item(wires.hub, 0))
+        async with Uplink(settings(), ob, wires.hub, connector=network.hub) as up:
+            await frames(platform, 1)
+            await platform.publish(ACK, signed)
+            await platform.publish(ACK, wires.codec.encode_ack(ack("hub-a", (0,))))
+            async with asyncio.timeout(BOUND):
+                await up.wait_acked(rid(0))
+            assert up.metrics.bad_acks == 1
+            assert up.metrics.crashes == 0
+            assert await rows(ob) == []
 
 
 class _FlakyWire(HubWire):
