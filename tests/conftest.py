@@ -1,12 +1,45 @@
-"""Shared fixtures: a real Mosquitto on a free loopback port (skipped cleanly where mosquitto is not installed)."""
+"""Shared fixtures (a real Mosquitto on a free loopback port) and the harness every test runs in.
+
+The harness guarantees two things, proved by ``tests/test_harness.py``:
+
+**A hung test fails within its limit.** The limit is pytest-timeout's (``timeout`` in pyproject.toml, or a
+``@pytest.mark.timeout(n)`` marker). pytest-timeout's own ``signal`` method cannot stop a test on uvloop: its SIGALRM
+handler raises inside uvloop's signal callback, which logs the exception and carries on, so the test waits forever.
+Instead, every task that pytest-asyncio's runner starts on a test loop (a fixture's setup or teardown, the test
+itself) is watched from that loop: when the limit passes, the task is cancelled (again every second, in case a
+library loses the cancellation, see ``gateway.aio``) and the test is reported failed with the stack of every task
+of the loop, even if it swallowed the cancellation. Its teardown then has ``timeout_grace`` more seconds. Only if the
+loop itself is blocked (or a synchronous test hangs) does the last resort fire, ``timeout_grace`` after that:
+pytest-timeout's ``thread`` method, which dumps every thread's stack and ends the worker (after the processes below).
+
+**Every process a test starts dies with it.** Each child process (``subprocess.Popen`` and
+``asyncio.create_subprocess_exec``/``_shell``, whichever loop runs them) gets ``PR_SET_PDEATHSIG = SIGKILL`` and a
+process group of its own before it executes: when the test worker dies, however it dies, the kernel kills its
+children; when a test ends, whatever is left in the process groups of the children it started (a forgotten
+Mosquitto, a relay's own children) is killed and reported as a warning.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+import contextlib
+import ctypes
+import functools
+import io
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from collections.abc import AsyncIterator, Callable, Generator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_timeout  # type: ignore[import-untyped]
 
 from gateway import aio
 from sim.broker import MosquittoBroker, mosquitto_available
@@ -15,11 +48,260 @@ requires_mosquitto = pytest.mark.skipif(
     not mosquitto_available(), reason="mosquitto is not installed (scripts/test installs it)"
 )
 
+_GRACE_DEFAULT = "15"  # seconds; see the module docstring
+_RECANCEL_EVERY = 1.0  # seconds between cancellations of a timed-out task that carries on regardless
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini(
+        "timeout_grace",
+        "seconds a timed-out test's teardown may take, and then the margin before the worker is ended",
+        default=_GRACE_DEFAULT,
+    )
+
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], Any]]:
-    """Async tests run on the event loop carehub's processes run on (uvloop), not asyncio's default."""
+    """Async tests run on the event loop carehub's processes run on (uvloop), watched by the harness."""
     del config, item
-    return {"uvloop": aio.new_event_loop}
+    return {"uvloop": _test_loop}
+
+
+# -- a hung test fails within its limit ------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Deadline:
+    """The limit of the test running now (one at a time per worker)."""
+
+    limit: float
+    grace: float
+    at: float  # time.monotonic() when the limit passes
+    expired_at: float | None = None
+    where: str = ""  # the loop's task stacks when the limit passed
+    reported: bool = False
+    handles: list[asyncio.TimerHandle] = field(default_factory=list)
+
+    def watch(self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> None:
+        """Cancel ``task`` when the limit (or, after it, the teardown's grace) passes."""
+        at = self.at if self.expired_at is None else self.expired_at + self.grace
+        handle = loop.call_later(max(0.0, at - time.monotonic()), self._expire, loop, task)
+        self.handles.append(handle)
+        task.add_done_callback(lambda _t: handle.cancel())
+
+    def _expire(self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> None:
+        if task.done() or _debugging():
+            return
+        if self.expired_at is None:
+            self.expired_at = time.monotonic()
+            self.where = _task_stacks(loop)
+        task.cancel(f"the test exceeded its {self.limit:g} s limit (cancelled by the test harness)")
+        self.handles.append(loop.call_later(_RECANCEL_EVERY, self._expire, loop, task))
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.cancel()
+        self.handles.clear()
+
+
+@dataclass(slots=True)
+class _Now:
+    """What this worker is running now."""
+
+    deadline: _Deadline | None = None
+    test: str = ""  # node id
+
+
+_now = _Now()
+_DEADLINE = pytest.StashKey[_Deadline]()
+
+
+def _test_loop() -> asyncio.AbstractEventLoop:
+    loop = aio.new_event_loop()
+    loop.set_task_factory(_watched_task)
+    return loop
+
+
+def _watched_task(loop: asyncio.AbstractEventLoop, coro: Any, *, context: Any = None) -> asyncio.Task[Any]:
+    """Every task, watched when the loop is not running: a runner's main task (a fixture step or the test)."""
+    task: asyncio.Task[Any] = asyncio.Task(coro, loop=loop, context=context)
+    if _now.deadline is not None and not loop.is_running():
+        _now.deadline.watch(loop, task)
+    return task
+
+
+def _task_stacks(loop: asyncio.AbstractEventLoop) -> str:
+    out = io.StringIO()
+    for task in sorted(asyncio.all_tasks(loop), key=lambda t: t.get_name()):
+        task.print_stack(limit=20, file=out)
+    return out.getvalue()
+
+
+def _debugging() -> bool:
+    return bool(pytest_timeout.is_debugging())
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> bool:
+    """Replaces pytest-timeout's timer (see the module docstring); its ``thread`` method is the last resort."""
+    grace = float(item.config.getini("timeout_grace"))
+    deadline = _Deadline(float(settings.timeout), grace, time.monotonic() + float(settings.timeout))
+    item.stash[_DEADLINE] = deadline
+    _now.deadline = deadline
+
+    def last_resort() -> None:
+        if _debugging():
+            return
+        _kill_groups(_children, why="the test worker is being ended")
+        if deadline.where:
+            sys.stderr.write(f"carehub test harness: the tasks at the limit:\n{deadline.where}\n")
+        pytest_timeout.timeout_timer(item, settings)  # dumps every thread's stack, then os._exit(1)
+
+    backstop = threading.Timer(settings.timeout + 2 * grace, last_resort)
+    backstop.name = f"harness backstop {item.nodeid}"
+    backstop.daemon = True
+    backstop.start()
+
+    def cancel() -> None:
+        backstop.cancel()
+        deadline.close()
+        if _now.deadline is deadline:
+            _now.deadline = None
+
+    item.cancel_timeout = cancel  # type: ignore[attr-defined]  # pytest-timeout's cancel hook calls it
+    return True
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    """The first report after the limit passed says so, and fails even if the test swallowed the cancellation."""
+    del call
+    report = yield
+    deadline = item.stash.get(_DEADLINE, None)
+    if deadline is None or deadline.expired_at is None or deadline.reported:
+        return report
+    deadline.reported = True
+    headline = f"Timeout: the test exceeded its {deadline.limit:g} s limit; its tasks were cancelled"
+    report.sections.append(("Timeout: where the tasks were waiting", deadline.where))
+    if report.passed:
+        report.outcome = "failed"
+        report.longrepr = f"{headline}, and it swallowed the cancellation.\n\n{deadline.where}"
+    else:
+        report.sections.append(("Timeout", headline))
+    return report
+
+
+# -- every process a test starts dies with it -------------------------------------------------------------------
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_libc = ctypes.CDLL(None, use_errno=True)
+_prctl = _libc.prctl  # resolved here, not in the forked child
+_children: dict[int, str] = {}  # pid (= its process group) -> the test that started it
+
+
+def _die_with(parent: int) -> Callable[[], None]:
+    """A ``preexec_fn``: the child is killed when ``parent`` dies, and leads a process group of its own."""
+
+    def preexec() -> None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the death signal was armed
+            os._exit(1)
+        if os.getpgrp() != os.getpid():  # not when it asked for a session of its own (already a group leader)
+            os.setpgid(0, 0)
+
+    return preexec
+
+
+def _record(pid: int) -> None:
+    _children[pid] = _now.test
+
+
+_popen_init = subprocess.Popen.__init__
+
+
+@functools.wraps(_popen_init)
+def _popen(self: subprocess.Popen[Any], *args: Any, **kwargs: Any) -> None:
+    if len(args) < 7 and kwargs.get("preexec_fn") is None:  # preexec_fn is Popen's 7th positional parameter
+        kwargs["preexec_fn"] = _die_with(os.getpid())
+    _popen_init(self, *args, **kwargs)
+    _record(self.pid)
+
+
+def _wrap_async_spawn(
+    spawn: Callable[..., Any],
+) -> Callable[..., Any]:
+    @functools.wraps(spawn)
+    async def wrapper(*args: Any, **kwargs: Any) -> asyncio.subprocess.Process:
+        kwargs.setdefault("preexec_fn", _die_with(os.getpid()))
+        process: asyncio.subprocess.Process = await spawn(*args, **kwargs)
+        _record(process.pid)
+        return process
+
+    return wrapper
+
+
+# uvloop spawns through libuv, not subprocess.Popen: the asyncio entry points are wrapped as well.
+subprocess.Popen.__init__ = _popen  # type: ignore[method-assign]
+asyncio.create_subprocess_exec = _wrap_async_spawn(asyncio.create_subprocess_exec)
+asyncio.create_subprocess_shell = _wrap_async_spawn(asyncio.create_subprocess_shell)
+asyncio.subprocess.create_subprocess_exec = asyncio.create_subprocess_exec
+asyncio.subprocess.create_subprocess_shell = asyncio.create_subprocess_shell
+
+
+def _group_members(pgid: int) -> list[str]:
+    """Living (not zombie) processes of process group ``pgid``, as ``pid command`` strings."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": state ppid pgrp ...
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                members.append(f"{entry} {cmdline.strip()[:200]}")
+    return members
+
+
+def _kill_groups(pgids: Any, *, why: str) -> list[str]:
+    """SIGKILL every living process of the given groups; returns what was killed."""
+    killed = []
+    for pgid in list(pgids):
+        members = _group_members(pgid)
+        if members:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+            killed += members
+    if killed:
+        sys.stderr.write(f"carehub test harness: {why}; killed {len(killed)} process(es)\n")
+    return killed
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, Any, Any]:
+    """Processes started by this test (and their process groups) are killed once its teardown is done."""
+    del nextitem
+    _now.test = item.nodeid
+    try:
+        return (yield)
+    finally:
+        mine = [pid for pid, test in _children.items() if test == item.nodeid]
+        leaked = _kill_groups(mine, why=f"{item.nodeid} left processes behind")
+        for pid in mine:
+            del _children[pid]
+        if leaked:
+            warnings.warn(
+                pytest.PytestWarning(f"{item.nodeid} left {len(leaked)} process(es) running, killed: {leaked}"),
+                stacklevel=1,
+            )
+        _now.test = ""
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    del config
+    _kill_groups(_children, why="the test session ended with processes left")
+
+
+# -- fixtures ---------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture
