@@ -124,7 +124,8 @@ class PanicPolicy:
 
         Per call at most five: the press, "raised", "escalated", and the honoured cancel with "cancelled" (or a
         caregiver's "acknowledged", which comes from the platform). Besides, at most one echo record per event kind
-        (press, cancel, check-in) per `echo_interval`.
+        (press, cancel, check-in) per `echo_interval`. Events are counted once per pendant counter: an event sent
+        again because its records could not be stored makes those same records again (same ids), not new ones.
         """
         echoes = len(_ECHO_KINDS) * (int(elapsed / self.echo_interval) + 1)
         return 5 * self.max_calls(elapsed) + echoes

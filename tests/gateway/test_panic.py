@@ -391,3 +391,17 @@ def test_the_same_event_sent_again_makes_the_same_records_again_and_opens_nothin
     assert alarm_states(press(life, PendantEventKind.PRESS, 7)) == ["raised"]
     assert len(life.calls) == 2
     assert len({c.alarm_id for c in life.calls.values()}) == 2
+
+
+def test_closed_calls_are_forgotten_beyond_a_bound_and_open_ones_never() -> None:
+    life, clock = lifecycle(PanicPolicy(local_zone=UTC, cancel_limit=1000))
+    for counter in range(0, 400, 2):
+        press(life, PendantEventKind.PRESS, counter)
+        press(life, PendantEventKind.CANCEL, counter + 1)
+        clock.advance(1)
+    assert len(life.calls) <= 65
+    life.on_event(pendant="AA:BB:CC:DD:EE:03", resident="r2", kind=PendantEventKind.PRESS, counter=1, battery=None)
+    for counter in range(400, 800, 2):
+        press(life, PendantEventKind.PRESS, counter)
+        press(life, PendantEventKind.CANCEL, counter + 1)
+    assert life.open_call("AA:BB:CC:DD:EE:03") is not None  # the other pendant's call is still open
