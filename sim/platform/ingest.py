@@ -209,6 +209,8 @@ class IngestWorker:
         #: Set when the worker gave up after repeated unexpected failures (:attr:`failure` holds the last one).
         self.failed = asyncio.Event()
         self.failure: BaseException | None = None
+        #: Set each time the loop is restarted after a defect (cleared by whoever waits on it).
+        self.restarted = asyncio.Event()
         self._client: aiomqtt.Client | None = None
         self._runner: asyncio.Task[None] | None = None
         self._clock = clock or SystemClock()
@@ -217,6 +219,7 @@ class IngestWorker:
         self._ack_seqs: dict[str, int] = {}
         self._down_lock = asyncio.Lock()
         self._consecutive_failures = 0
+        self._attempt = 0
 
     @property
     def task_name(self) -> str:
@@ -303,8 +306,8 @@ class IngestWorker:
     async def _supervise(self) -> None:
         """Run the ingest loop; restart it with backoff after a defect, give up after too many in a row."""
         s = self.settings
-        attempt = 0
         while True:
+            defect = False
             try:
                 await self._run()
             except aiomqtt.MqttError as exc:
@@ -322,6 +325,7 @@ class IngestWorker:
                     self.failure = exc
                     self.failed.set()
                     return
+                defect = True
                 _log.error(
                     "task %s failed (%d in a row); restarting its loop",
                     self.task_name,
@@ -331,8 +335,12 @@ class IngestWorker:
             finally:
                 self.connected.clear()
                 self._client = None
-            delay = backoff_delay(attempt, base=s.backoff_base, cap=s.backoff_cap, jitter_fraction=0.2, rng=self._rng)
-            attempt += 1
+            if defect:
+                self.restarted.set()
+            delay = backoff_delay(
+                self._attempt, base=s.backoff_base, cap=s.backoff_cap, jitter_fraction=0.2, rng=self._rng
+            )
+            self._attempt += 1
             await asyncio.sleep(delay)
 
     async def _run(self) -> None:
@@ -350,6 +358,7 @@ class IngestWorker:
             await keep_cancellation(client.subscribe(self.wire.uplink_filter(s.share_group), qos=1))
             self._client = client
             self.connected.set()
+            self._attempt = 0
             async for message in client.messages:
                 await self._handle(client, str(message.topic), bytes(message.payload))
                 self._consecutive_failures = 0
