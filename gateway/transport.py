@@ -106,14 +106,14 @@ class _MqttTransport:
     async def publish(self, topic: str, payload: bytes) -> None:
         try:
             await keep_cancellation(self._client.publish(topic, payload, qos=1))
-        except aiomqtt.MqttError as exc:
+        except (aiomqtt.MqttError, OSError) as exc:
             raise TransportError(f"publish to {topic} failed: {exc}") from exc
 
     async def incoming(self) -> AsyncIterator[Incoming]:
         try:
             async for message in self._client.messages:
                 yield Incoming(str(message.topic), bytes(message.payload))
-        except aiomqtt.MqttError as exc:
+        except (aiomqtt.MqttError, OSError) as exc:
             raise TransportError(f"connection lost: {exc}") from exc
         raise TransportError("connection closed")
 

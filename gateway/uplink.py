@@ -343,7 +343,7 @@ class Uplink:
         self._armed_for: float | None = None
         self._acked_records: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._record_waiters: dict[str, list[asyncio.Future[None]]] = {}
-        self._refused_totals: dict[EnvelopeRejection, int] | None = None
+        self._refused_totals: dict[EnvelopeRejection, int] = {}  # as stored in the outbox's cursors
         self._failing = 0  # crashes since the last ack handled: they lengthen the restart backoff
         self._runner: asyncio.Task[None] | None = None
         self._closing = False
@@ -592,8 +592,6 @@ class Uplink:
         """Count permanent refusals by reason, here and durably in the outbox's cursors (for ``carehub doctor``)."""
         hub = self.settings.hub_id
         totals = self._refused_totals
-        if totals is None:
-            totals = self._refused_totals = {}
         added: dict[EnvelopeRejection, int] = {}
         for entry in outcome.refused:
             added[entry.reason] = added.get(entry.reason, 0) + 1
@@ -604,11 +602,11 @@ class Uplink:
         for reason, count in added.items():
             self.metrics.refused[reason] = self.metrics.refused.get(reason, 0) + count
             key = REFUSED_CURSOR_PREFIX + reason.value
-            if reason not in totals:
-                stored = await self.outbox.get_cursor(key, 0)
-                totals[reason] = stored if isinstance(stored, int) else 0
-            totals[reason] += count
             try:
+                if reason not in totals:
+                    stored = await self.outbox.get_cursor(key, 0)
+                    totals[reason] = stored if isinstance(stored, int) else 0
+                totals[reason] += count
                 await self.outbox.set_cursor(key, totals[reason])
             except OutboxError as exc:
                 _log.error("uplink %s: could not record %d refusal(s) (%s): %s", hub, count, reason.value, exc)
