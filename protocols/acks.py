@@ -30,6 +30,7 @@ from protocols.topics import is_valid_hub_id
 
 __all__ = [
     "ACK_DOMAIN",
+    "MAX_ACK_BYTES",
     "MAX_ACK_ENTRIES",
     "PERMANENT_REJECTIONS",
     "Ack",
@@ -40,6 +41,9 @@ __all__ = [
 
 ACK_DOMAIN: Final = b"carehub/v1/ack\x00"
 MAX_ACK_ENTRIES: Final = 4096
+MAX_ACK_BYTES: Final = 131_072
+"""Largest signed ack: :data:`MAX_ACK_ENTRIES` entries of at most 23 bytes (``[seq, reason]`` with a 9-byte seq and
+the longest reason) plus the signature and the other fields come to about 94 KB; anything larger is refused unread."""
 PERMANENT_REJECTIONS: Final = frozenset(
     {
         EnvelopeRejection.MALFORMED,
@@ -109,7 +113,7 @@ class Ack:
 
 
 def sign_ack(ack: Ack, platform_signing_key: nacl.signing.SigningKey) -> bytes:
-    """Encode and sign an ack for ``carehub/v1/<hub>/ack``."""
+    """Encode and sign an ack for ``carehub/v1/<hub>/ack`` (at most :data:`MAX_ACK_BYTES`)."""
     body = cbor.dumps(
         {
             "v": 1,
@@ -136,11 +140,12 @@ def verify_ack(data: bytes, platform_verify_key: nacl.signing.VerifyKey, expecte
         The verified ack.
 
     Raises:
-        AuthenticationError: not signed by the platform, or addressed to another hub.
+        AuthenticationError: not signed by the platform, addressed to another hub, or longer than
+            :data:`MAX_ACK_BYTES` (refused before the signature is checked).
         DecodeError: signed, but not a well-formed version-1 ack.
     """
-    if len(data) <= SIGNATURE_LEN:
-        raise AuthenticationError("too short to hold a signature")
+    if not SIGNATURE_LEN < len(data) <= MAX_ACK_BYTES:
+        raise AuthenticationError(f"{len(data)} bytes is not a possible ack size")
     signature, body = data[:SIGNATURE_LEN], data[SIGNATURE_LEN:]
     verify_detached(platform_verify_key, ACK_DOMAIN, body, signature)
     f = Fields(cbor.loads(body, "ack"), "ack", _KEYS)

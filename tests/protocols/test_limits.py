@@ -18,10 +18,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from protocols import cbor
-from protocols.acks import ACK_DOMAIN, Ack, Rejected, sign_ack, verify_ack
+from protocols.acks import ACK_DOMAIN, MAX_ACK_BYTES, MAX_ACK_ENTRIES, Ack, Rejected, sign_ack, verify_ack
 from protocols.cbor import MAX_UINT, Fields
 from protocols.envelope import ENVELOPE_DOMAIN, open_envelope, seal
-from protocols.errors import DecodeError, EncodeError, EnvelopeError, EnvelopeRejection, quote
+from protocols.errors import AuthenticationError, DecodeError, EncodeError, EnvelopeError, EnvelopeRejection, quote
 from protocols.keys import HubIdentity, sign_detached
 from protocols.messages import DOWN_DOMAIN, AlarmSnooze, DownMessage, sign_message, verify_message
 from protocols.record import MeasurementBody, Record, decode_record, peek_record_hub
@@ -261,3 +261,25 @@ def test_unsupported_versions_are_reported_without_their_value() -> None:
     with pytest.raises(DecodeError) as info:
         decode_uplink(frame)
     assert len(str(info.value)) < 300
+
+
+def test_the_largest_possible_ack_fits_max_ack_bytes() -> None:
+    per_kind = MAX_ACK_ENTRIES // 2
+    ack = Ack(
+        "a" * 63,
+        MAX_UINT,
+        T0,
+        stored=tuple(range(MAX_UINT - per_kind + 1, MAX_UINT + 1)),
+        rejected=tuple(Rejected(MAX_UINT - i, EnvelopeRejection.UNKNOWN_HUB) for i in range(per_kind)),
+    )
+    signed = sign_ack(ack, PLATFORM)
+    assert len(signed) <= MAX_ACK_BYTES
+    worst = Ack("a" * 63, MAX_UINT, T0, rejected=(Rejected(MAX_UINT, EnvelopeRejection.UNKNOWN_HUB),) * MAX_ACK_ENTRIES)
+    assert len(sign_ack(worst, PLATFORM)) <= MAX_ACK_BYTES
+    assert verify_ack(sign_ack(worst, PLATFORM), PLATFORM.verify_key, "a" * 63) == worst
+
+
+def test_an_oversized_ack_is_refused_before_its_signature_is_checked() -> None:
+    body = canon(ack_body(stored=list(range(10**6, 10**6 + MAX_ACK_BYTES // 4))))  # 5 bytes each
+    with pytest.raises(AuthenticationError, match="not a possible ack size"):
+        verify_ack(signed_ack(body), PLATFORM.verify_key, "home-a")
