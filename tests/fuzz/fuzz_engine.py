@@ -203,6 +203,7 @@ class _Source:
         self._queue = list(reversed(seeds))
         self._pool = list(seeds)
         self._known = set(seeds)
+        self._fixed = len(self._pool)  # the seeds stay in the pool; accepted inputs take up to _POOL_LIMIT more
         self._drawn: bytes | None = None
 
         @settings(database=None, suppress_health_check=list(HealthCheck), deadline=None)
@@ -229,12 +230,15 @@ class _Source:
 
     def keep(self, data: bytes) -> None:
         """Remember an accepted input: mutating valid inputs reaches deeper than mutating rejected ones."""
-        if data not in self._known:
-            self._known.add(data)
-            if len(self._pool) < _POOL_LIMIT:
-                self._pool.append(data)
-            else:
-                self._pool[self._rng.randrange(len(self._pool))] = data
+        if data in self._known:
+            return
+        self._known.add(data)  # mirrors the pool, so memory stays bounded however long the run
+        if len(self._pool) < self._fixed + _POOL_LIMIT:
+            self._pool.append(data)
+        else:
+            slot = self._rng.randrange(self._fixed, len(self._pool))
+            self._known.discard(self._pool[slot])
+            self._pool[slot] = data
 
 
 def run(
