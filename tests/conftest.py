@@ -130,10 +130,21 @@ def _watched_task(loop: asyncio.AbstractEventLoop, coro: Any, *, context: Any = 
 
 
 def _task_stacks(loop: asyncio.AbstractEventLoop) -> str:
+    """Each task of ``loop`` with its whole await chain (a suspended task's own stack is only its outer frame)."""
     out = io.StringIO()
     for task in sorted(asyncio.all_tasks(loop), key=lambda t: t.get_name()):
-        task.print_stack(limit=20, file=out)
+        out.write(f"{task!r}\n")
+        awaiting: Any = task.get_coro()
+        while awaiting is not None:
+            frame = _first_attribute(awaiting, "cr_frame", "ag_frame", "gi_frame")
+            if frame is not None:
+                out.write(f'  File "{frame.f_code.co_filename}", line {frame.f_lineno}, in {frame.f_code.co_name}\n')
+            awaiting = _first_attribute(awaiting, "cr_await", "ag_await", "gi_yieldfrom")
     return out.getvalue()
+
+
+def _first_attribute(obj: object, *names: str) -> Any:
+    return next((getattr(obj, name) for name in names if hasattr(obj, name)), None)
 
 
 def _debugging() -> bool:
