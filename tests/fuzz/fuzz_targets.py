@@ -54,7 +54,19 @@ from protocols.pendant import (
     PendantVerifier,
     compute_tag,
 )
-from protocols.record import decode_record, peek_record_hub
+from protocols.record import (
+    AlarmBody,
+    AlarmState,
+    AlarmTier,
+    DeviceStatusBody,
+    EvictionBody,
+    LinkState,
+    PanicBody,
+    PanicEventType,
+    Record,
+    decode_record,
+    peek_record_hub,
+)
 from protocols.topics import decode_uplink, encode_uplink, parse_topic
 
 ROOT: Final = Path(__file__).resolve().parents[2]
@@ -222,10 +234,29 @@ def corpus() -> dict[str, bytes]:
     return {path.stem: read_corpus_file(path) for path in sorted(CORPUS_DIR.glob("*.hex"))}
 
 
+def _records() -> list[bytes]:
+    """The §3 example measurement record and one record of each other kind."""
+    alarm = AlarmBody(
+        "alarm-7", "bp.systolic.critical", AlarmTier.CRITICAL, AlarmState.RAISED, 0, "Blood pressure very high",
+        trigger_record_ids=(bytes(16),), value=182, threshold=180, resident_id="resident-1",
+    )  # fmt: skip
+    panic = PanicBody(PENDANT_ID, PanicEventType.PRESS, 42, battery=87, alarm_id="alarm-8")
+    status = DeviceStatusBody(battery=50, link=LinkState.CONNECTED)
+    eviction = EvictionBody(3, 1, 3, 900, oldest_record_id=bytes(16), newest_record_id=bytes(16))
+    made = [
+        Record(bytes(range(16)), HUB_ID, 100, T0, alarm).to_cbor(),
+        Record(bytes(range(16)), HUB_ID, 101, T0, panic, device_id=PENDANT_ID).to_cbor(),
+        Record(bytes(range(16)), HUB_ID, 102, T0, status, device_id="bp-cuff-1").to_cbor(),
+        Record(bytes(range(16)), HUB_ID, 103, T0, eviction).to_cbor(),
+    ]
+    return [v for v in _doc_vectors() if len(v) > 200 and v[:1] == b"\xa9"] + made
+
+
 def _built_values() -> Iterator[bytes]:
     """Valid messages of every network format, made with the codecs (and their bodies without signatures)."""
-    records: list[cbor.CborValue] = [v for v in _doc_vectors() if len(v) > 200 and v[:1] == b"\xa9"]  # §3 record
-    envelope = seal(HUB, PLATFORM_BOX.public_key, 41, T0, [r for r in records if isinstance(r, bytes)])
+    records: list[cbor.CborValue] = list(_records())
+    yield from _records()
+    envelope = seal(HUB, PLATFORM_BOX.public_key, 41, T0, _records())
     yield envelope
     yield encode_uplink([envelope, envelope])
     yield cbor.dumps({"v": 1, "hub": HUB_ID, "seq": 41, "sealed_at": cbor.to_micros(T0), "records": records})
