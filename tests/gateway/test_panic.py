@@ -4,14 +4,18 @@ and timeouts on the monotonic clock."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.app import open_gateway
 from gateway.clock import ManualClock
-from gateway.feedback import Light, Sound
+from gateway.config import parse_config
+from gateway.events import PendantFrame
+from gateway.feedback import Light, RecordingFeedback, Sound
 from gateway.panic import (
     Action,
     CallState,
@@ -23,6 +27,15 @@ from gateway.panic import (
     SetPendantState,
     ShowCue,
 )
+from protocols.keys import (
+    HubIdentity,
+    PlatformIdentity,
+    save_hub_identity,
+    save_pendant_key,
+    save_platform_public_keys,
+)
+from protocols.pendant import PendantEvent, PendantEventType
+from sim.broker import free_port
 
 T0 = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
 PENDANT = "AA:BB:CC:DD:EE:02"
@@ -328,11 +341,13 @@ def test_policy_refuses_nonsense() -> None:
 _EVENTS = st.lists(
     st.tuples(
         st.sampled_from(list(PendantEventKind)),
-        st.floats(0, 120, allow_nan=False),  # seconds to the next event
+        # Seconds to the next event: mostly a burst (a stuck or toggled button), sometimes a pause.
+        st.one_of(st.just(0.0), st.floats(0, 2), st.floats(0, 120)),
         st.booleans(),  # the platform acks the open call's alarm now
         st.sampled_from([timedelta(0), timedelta(hours=12), timedelta(hours=-12)]),  # wall clock step
     ),
-    max_size=200,
+    min_size=20,
+    max_size=300,
 )
 
 
@@ -405,3 +420,57 @@ def test_closed_calls_are_forgotten_beyond_a_bound_and_open_ones_never() -> None
         press(life, PendantEventKind.PRESS, counter)
         press(life, PendantEventKind.CANCEL, counter + 1)
     assert life.open_call("AA:BB:CC:DD:EE:03") is not None  # the other pendant's call is still open
+
+
+# -- the flood through a running hub (issue 19 item 5's reproducer) ------------------------------------------------
+
+FLOOD_PENDANT = "C0:11:00:00:00:0A"
+FLOOD_KEY = bytes(range(32))
+FLOOD_CONFIG = f"""
+[hub]
+id = "flood-hub"
+key_file = "hub.key"
+timezone = "Asia/Shanghai"
+[platform]
+public_key_file = "platform.pub"
+[broker]
+url = "mqtt://127.0.0.1:{{port}}"
+[storage]
+path = "outbox.sqlite"
+[[residents]]
+id = "r1"
+language = "zh"
+[[devices]]
+address = "{FLOOD_PENDANT}"
+kind = "pendant"
+resident = "r1"
+pendant_key_file = "pendant.key"
+"""
+
+
+async def test_a_press_cancel_flood_through_the_hub_stores_a_bounded_number_of_calls_and_records(
+    tmp_path: Path,
+) -> None:
+    save_hub_identity(tmp_path / "hub.key", HubIdentity.generate("flood-hub"))
+    save_platform_public_keys(tmp_path / "platform.pub", PlatformIdentity.generate().public)
+    save_pendant_key(tmp_path / "pendant.key", FLOOD_PENDANT, FLOOD_KEY)
+    # No broker listens on this port: local handling and storage only.
+    config = parse_config(FLOOD_CONFIG.format(port=free_port()), tmp_path / "hub.toml")
+    device = config.devices[0]
+    clock = ManualClock(T0)
+    recorder = RecordingFeedback()
+    events = 1000
+    async with open_gateway(config, feedback=recorder, ble=False, now=clock.now, clock=clock, tick_interval=3600) as gw:
+        before = (await gw.outbox.stats()).priority_rows
+        for counter in range(1, events + 1):
+            kind = PendantEventType.PRESS if counter % 2 else PendantEventType.CANCEL
+            frame = bytes(PendantEvent(kind, counter, None, counter).sign(FLOOD_PENDANT, FLOOD_KEY))
+            assert await gw.hub.pendant_frame(PendantFrame(device, frame)) is not None  # stored, so confirmed
+            clock.advance(0.01)
+        policy = PanicPolicy(local_zone=config.timezone)
+        elapsed = timedelta(seconds=events * 0.01)
+        calls = gw.hub.panic_calls()
+        assert len(calls) == 1 + policy.cancel_limit  # 500 presses without the limits opened 500 calls
+        assert recorder.messages().count("panic_help_called") == len(calls)  # every first press raised its cues
+        stored = (await gw.outbox.stats()).priority_rows - before
+        assert 0 < stored <= policy.max_records(elapsed)
