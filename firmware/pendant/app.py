@@ -86,6 +86,7 @@ class Pendant:
         self._fb_pair = (store.last_issued, 0xFFFF)  # a reboot forgets nothing the hub said before it
         self._active_at = time.ticks_ms()
         self._button: button.Button | None = None
+        self._link: Link | None = None
 
     def wake(self) -> None:
         """The link went up or down (called from the BLE IRQ: only sets a flag)."""
@@ -129,6 +130,7 @@ class Pendant:
         self.pending.append((counter, event, frame, time.ticks_ms()))
         if self._store.exhausted:  # that was the last ordinary counter: tell the hub right behind it
             self.queue_rekey()
+        self._publish_head()
         self._progress.set()
         return True
 
@@ -139,7 +141,14 @@ class Pendant:
             return
         counter = self._store.rekey_counter()
         self.pending.append((counter, frames.EV_REKEY, frames.rekey_frame(key, pid), time.ticks_ms()))
+        self._publish_head()
         self._progress.set()
+
+    def _publish_head(self) -> None:
+        """Keep the Event value on the oldest unconfirmed frame, for a hub that reads it (docs/protocol.md §9.4);
+        with nothing pending it keeps the last one."""
+        if self.pending and self._link is not None:
+            self._link.set_event(self.pending[0][2])
 
     def on_write(self, kind: int, data: bytes) -> bool:
         """A write from the hub; True when it was authentic and fresh (and acted on)."""
@@ -153,6 +162,7 @@ class Pendant:
             if any(p[1] == frames.EV_BATTERY_LOW for p in self.pending if p[0] <= counter):
                 self._store.set_flags(self._store.flags | FLAG_BATTERY_LOW_SENT)
             self.pending = [p for p in self.pending if p[0] > counter]
+            self._publish_head()
             self.failures = 0
             self._active_at = time.ticks_ms()
             self._progress.set()
@@ -175,6 +185,11 @@ class Pendant:
     # -- tasks --------------------------------------------------------------------------------------------------
 
     async def _sender(self, link: Link) -> None:
+        # Indicate the oldest pending frame at once when it becomes the oldest or a hub (re)connects, then again
+        # every retry_ms until it is confirmed. Other progress (a gesture queued behind it, a Confirm that drops
+        # nothing, a Feedback) does not re-indicate early.
+        sent = (0, 0)  # (connection number, counter) of the last indication
+        sent_at = time.ticks_ms()
         while True:
             self._drop_stale_heartbeats()
             if not self.pending:
@@ -188,9 +203,13 @@ class Pendant:
                     if self.failures % NOT_CONNECTED_AFTER == 0:
                         self._player.show(frames.FB_NOT_CONNECTED)
                     continue
-            link.indicate(self.pending[0][2])
+            head = (link.connections, self.pending[0][0])
+            wait = time.ticks_diff(time.ticks_add(sent_at, self._t.retry_ms), time.ticks_ms())
+            if head != sent or wait <= 0:
+                link.indicate(self.pending[0][2])
+                sent, sent_at, wait = head, time.ticks_ms(), self._t.retry_ms
             try:
-                await asyncio.wait_for_ms(self._progress.wait(), self._t.retry_ms)
+                await asyncio.wait_for_ms(self._progress.wait(), wait)
             except asyncio.TimeoutError:
                 pass
 
@@ -200,6 +219,7 @@ class Pendant:
             p for p in self.pending
             if p[1] != frames.EV_HEARTBEAT or time.ticks_diff(now, p[3]) < self._t.heartbeat_give_up_ms
         ]
+        self._publish_head()
 
     async def _receiver(self, link: Link) -> None:
         while True:
@@ -224,6 +244,8 @@ class Pendant:
         board = self._board
         t = self._t
         self._button = btn = button.Button(board.ticks_ms(), wake_pressed, t.debounce_ms, t.long_ms, t.double_ms)
+        self._link = link
+        self._publish_head()
         wdt = board.watchdog()
         # Counters are confirmed in order, so whatever is queued first is delivered first. When a press woke us,
         # battery_low waits until that press is delivered: help first, maintenance after.

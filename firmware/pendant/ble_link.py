@@ -156,6 +156,8 @@ class Link:
         self._on_change = on_change
         self._secrets = secrets
         self.conn: int | None = None  # connection handle of the hub
+        self.connections = 0  # hubs connected so far this wake (the sender indicates at once on a new one)
+        self._event = b""  # the Event value (empty until the first event)
         self.encrypted = False
         self.indicating = False
         self.connect_flag = asyncio.ThreadSafeFlag()
@@ -184,6 +186,7 @@ class Link:
                 self._ble.gap_disconnect(conn)
                 return None
             self.conn = conn
+            self.connections += 1
             self.encrypted = False
             self.connect_flag.set()
             if self._on_change is not None:
@@ -246,9 +249,15 @@ class Link:
                 return self.conn is not None
         return True
 
+    def set_event(self, frame: bytes) -> None:
+        """Make `frame` the Event value (what a read returns); no indication."""
+        if frame != self._event:
+            self._event = frame
+            self._ble.gatts_write(self._h_event, frame)
+
     def indicate(self, frame: bytes) -> bool:
         """Make `frame` the Event value and indicate it to the hub; False when no hub is connected."""
-        self._ble.gatts_write(self._h_event, frame)
+        self.set_event(frame)
         conn = self.conn
         if conn is None:
             return False

@@ -6,6 +6,11 @@
 #   confirm <hex>                  -> "PENDING <n>"   events still unconfirmed after the hub's Confirm write
 #   feedback <hex>                 -> "STATE <n>"     the feedback state shown after the hub's Feedback write
 #   reboot                         -> "BOOTED"        a new wake on the same flash store
+#   gesture press|long|double      -> "QUEUED <n>"    the gesture's event queued (counter n), not waiting for it
+#   write confirm|feedback <hex>   -> "WROTE <status> ACTED <0|1> PENDING <c,c..|-> STATE <n>"   the ATT status
+#                                     the stack answered; once the firmware took the write: whether it acted on it
+#                                     (app.Pendant.on_write's answer), what is pending and what is shown
+#   read event|info                -> "READ <status> <hex|->"   a Read Request as the stack answers it
 #   quit                           -> (exit)
 #
 # Usage: micropython hub_bridge.py ROOT KEY_HEX PENDANT_ID [FIRST_COUNTER] (MICROPYPATH as for run.py). The pendant is
@@ -21,8 +26,22 @@ import support
 GESTURES = {"press": 1, "long": 2, "double": 3}
 
 
+def _record_writes(rig) -> list:
+    acted = []
+    on_write = rig.pendant.on_write
+
+    def recording(kind, data):
+        result = on_write(kind, data)
+        acted.append(result)
+        return result
+
+    rig.pendant.on_write = recording  # the receiver task looks it up on the instance
+    return acted
+
+
 async def serve(root: str) -> None:
     rig = support.Rig(root=root, timings=support.fast_timings(awake_ms=600_000, retry_ms=20))
+    acted = _record_writes(rig)
     rig.fake.central_connect()
     task = asyncio.create_task(rig.pendant.run(rig.link))
     seen = 0
@@ -34,6 +53,9 @@ async def serve(root: str) -> None:
         words = line.split()
         cmd = words[0]
         if cmd in GESTURES or cmd == "again":
+            # Between commands the loop is blocked on stdin, so nothing is indicated meanwhile: the answer is the
+            # first indication after this command.
+            seen = len(rig.fake.indications)
             if cmd in GESTURES:
                 rig.pendant.on_gesture(GESTURES[cmd])
             await support.until(lambda: len(rig.fake.indications) > seen)
@@ -47,10 +69,27 @@ async def serve(root: str) -> None:
             rig.fake.central_write(ble_link.FEEDBACK_UUID, bytes.fromhex(words[1]))
             await support.until(lambda: not rig.link._writes)
             print("STATE", rig.player.state)
+        elif cmd == "gesture":
+            before = len(rig.pendant.pending)
+            rig.pendant.on_gesture(GESTURES[words[1]])
+            added = rig.pendant.pending[before:]
+            print("QUEUED", added[0][0] if added else "NONE")
+        elif cmd == "write":
+            uuid = ble_link.CONFIRM_UUID if words[1] == "confirm" else ble_link.FEEDBACK_UUID
+            del acted[:]
+            status = rig.fake.central_write(uuid, bytes.fromhex(words[2]))
+            if status == 0:
+                await support.until(lambda: acted)
+            pending = ",".join(str(p[0]) for p in rig.pendant.pending) or "-"
+            print("WROTE", status, "ACTED", int(bool(acted and acted[0])), "PENDING", pending, "STATE", rig.player.state)
+        elif cmd == "read":
+            status, value = rig.fake.central_read_att(ble_link.EVENT_UUID if words[1] == "event" else ble_link.INFO_UUID)
+            print("READ", status, value.hex() or "-")
         elif cmd == "reboot":
             task.cancel()
             await asyncio.sleep_ms(0)
             rig = support.Rig(root=root, timings=support.fast_timings(awake_ms=600_000, retry_ms=20))
+            acted = _record_writes(rig)
             rig.fake.central_connect()
             task = asyncio.create_task(rig.pendant.run(rig.link))
             seen = 0

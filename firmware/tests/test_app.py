@@ -384,3 +384,23 @@ async def test_at_the_ceiling_rekey_is_sent_until_confirmed_and_at_every_wake():
     r2.fake.central_write(ble_link.CONFIRM_UUID, confirm(frames.COUNTER_CEILING))
     r2.player.stop()
     await _finish(task)
+
+
+async def test_progress_that_keeps_the_head_does_not_reindicate_it_early():
+    r = Rig(timings=fast_timings(retry_ms=60_000))  # no repeat due during the test: only a new head is indicated
+    task = await _run(r)
+    r.fake.central_connect()
+    r.pendant.on_gesture(1)
+    first = await _next_indication(r, 1)
+    r.pendant.on_gesture(3)  # a check-in queued behind the press
+    r.fake.central_write(ble_link.CONFIRM_UUID, confirm(frames.event_counter(first)))  # press confirmed: new head
+    second = await _next_indication(r, 2)
+    equal(parse_event(second)[1], frames.EV_CHECKIN, "the next indication is the new head, not the press again")
+    r.fake.central_write(ble_link.CONFIRM_UUID, confirm(frames.event_counter(first)))  # an old confirm: no change
+    r.fake.central_write(ble_link.FEEDBACK_UUID, fb_frame(frames.FB_CHECKIN_OK, frames.event_counter(second), 0))
+    await until(lambda: r.player.state == frames.FB_CHECKIN_OK)  # both writes taken
+    equal(len(r.fake.indications), 2, "re-indicated on progress that kept the head")
+    equal(r.fake.central_read(ble_link.EVENT_UUID), second, "Event value is the oldest pending frame")
+    r.fake.central_write(ble_link.CONFIRM_UUID, confirm(frames.event_counter(second)))
+    r.player.stop()
+    await _finish(task)

@@ -150,3 +150,28 @@ async def test_bond_keys_from_the_last_moment_are_saved_before_sleep():
     await r.pendant.run(r.link)  # nothing to do: it returns (deep sleep next), flushing what RAM holds
     equal(ble_link.Secrets(r.root + "/bonds").get(1, 0, b"peer"), b"ltk", "saved before sleep")
     equal(bluetooth.irq_file_access, [], "the IRQ handler opened a file")
+
+
+def test_no_attribute_needs_encryption_and_writes_always_succeed():
+    # docs/protocol.md §9.4: the frames carry their own tags; a failed pairing must never stop a call for help.
+    r = Rig()
+    r.fake.central_connect()  # never encrypted
+    equal(r.fake.central_read_att(ble_link.INFO_UUID), (0, frames.device_info(PID)), "device info")
+    equal(r.fake.central_read_att(ble_link.EVENT_UUID), (0, b""), "event before any event")
+    equal(r.fake.central_write(ble_link.CONFIRM_UUID, b"garbage"), 0, "a bad confirm still succeeds at the ATT layer")
+    equal(r.fake.central_write(ble_link.FEEDBACK_UUID, bytes(24)), 0, "a bad feedback too")
+    equal(r.fake.central_read_att(ble_link.CONFIRM_UUID)[0], bluetooth.ATT_READ_NOT_PERMITTED, "confirm is write-only")
+
+
+def test_fake_radio_enforces_encryption_flags():
+    # The guard the test above relies on: an attribute registered with an encryption flag is refused until encrypted.
+    fake = bluetooth.BLE()
+    fake.irq(lambda event, data: None)
+    flags = bluetooth.FLAG_READ | bluetooth.FLAG_WRITE | bluetooth.FLAG_READ_ENCRYPTED | bluetooth.FLAG_WRITE_ENCRYPTED
+    fake.gatts_register_services(((bluetooth.UUID("1234"), ((bluetooth.UUID("5678"), flags),)),))
+    fake.central_connect()
+    equal(fake.central_write("5678", b"x"), bluetooth.ATT_INSUFFICIENT_ENCRYPTION, "write refused")
+    equal(fake.central_read_att("5678")[0], bluetooth.ATT_INSUFFICIENT_ENCRYPTION, "read refused")
+    fake.encrypt()
+    equal(fake.central_write("5678", b"x"), 0, "write after encryption")
+    equal(fake.central_read_att("5678"), (0, b"x"), "read after encryption")

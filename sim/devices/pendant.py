@@ -10,29 +10,36 @@ A button worn by the resident. What it does, as the firmware (``firmware/pendant
   and has enabled indications on the Event characteristic, it indicates the *oldest* pending frame and re-indicates
   the same bytes every ``repeat_seconds`` of the injected clock until an authentic Confirm names that counter or a
   higher one (a Confirm for N confirms every event up to N). It never gives up on an event.
-* **Writes from the hub** (Confirm, Feedback) are checked like the firmware checks them, but a rejected write gets an
-  ATT error response (the firmware stays silent) and is recorded in :attr:`Pendant.rejected`:
+* **Writes from the hub** (Confirm, Feedback) are answered as the firmware's stack answers them: every write
+  succeeds at the ATT layer (MicroPython's stack never refuses one), and the pendant then acts on it or silently
+  ignores it with the firmware's rules (``firmware/pendant/app.py`` ``on_write``, ``docs/protocol.md`` §9.4):
 
-  ========  =======================================================================================================
-  code      meaning
-  ========  =======================================================================================================
-  ``0x80``  :data:`ATT_NOT_AUTHENTIC`: not a frame of this protocol, or its tag does not verify under this pendant's
-            key and id (a stranger, a forged frame, altered bytes)
-  ``0x81``  :data:`ATT_STALE`: authentic, but a Confirm names a counter never sent or one below the highest already
-            confirmed (a replay); a Feedback names a counter never sent or a ``(counter, seq)`` pair not above the
-            last accepted one (after a boot the floor is ``(own counter, 0xFFFF)``)
-  ========  =======================================================================================================
+  * Confirm: acted on when it parses, its tag verifies under this pendant's key and id, and its counter is one the
+    pendant has sent (1 .. its counter). It drops every pending event up to that counter; one that covers nothing
+    pending (a repeat crossed the first Confirm, an old Confirm replayed) changes nothing.
+  * Feedback: acted on when it parses, its tag verifies, its event counter is not above the pendant's counter and
+    ``(event counter, seq)`` is above the last accepted pair (after a boot the floor is ``(own counter, 0xFFFF)``).
 
-  A Confirm naming exactly the highest counter already confirmed is accepted and changes nothing: the hub confirms
-  again whenever a repeat crossed its first Confirm.
+  What it ignored is recorded in :attr:`Pendant.rejected` (the simulation's own bookkeeping; the hub sees nothing).
 * **Feedback** becomes an LED/buzzer pattern, recorded in :attr:`Pendant.patterns` as ``(at, state, pattern)``; the
   pattern per state is :data:`PATTERNS` (the firmware's table, ``firmware/pendant/feedback.py``, with LED colours).
-* **Reads.** Event: the oldest unconfirmed frame, else the last frame sent, else empty (no event yet); the oldest,
-  not the newest, because a Confirm for the newest would confirm the older ones unseen. Device Info: version and id.
-* **Security.** Event (read and CCCD), Confirm and Feedback require an encrypted (bonded) link whatever
-  ``options.bonding_required`` says, as on the product; Device Info is readable before pairing.
+* **Reads.** Event: the oldest unconfirmed frame; with none pending, the last frame that was the oldest; empty
+  before the first event of a boot. The oldest, not the newest, because a Confirm for the newest would confirm the
+  older ones unseen. Device Info: version and id.
+* **Security.** As the firmware: no attribute requires an encrypted link (the frames carry their own tags, and a
+  failed pairing must never stop a call for help), whatever ``options.bonding_required`` says.
+* **Timing.** The oldest pending frame is indicated at once when it becomes the oldest or the hub (re)subscribes,
+  then every ``repeat_seconds`` until confirmed; nothing else (an event queued behind it, a Confirm that drops
+  nothing, a Feedback) re-indicates it early. One difference remains on purpose: the firmware cannot see the hub's
+  subscription and indicates as soon as a hub connects, so its first indication can come before the subscription
+  and be lost (``docs/protocol.md`` §9.4 has the hub read Event after subscribing); the simulation waits for the
+  subscription instead.
+* **Counter ceiling** (``docs/protocol.md`` §9.6): the last ordinary counter is ``COUNTER_CEILING - 1``; the REKEY
+  frame is queued right behind it and again at every boot, and :meth:`Pendant.press` then raises
+  :class:`CounterExhaustedError`. :meth:`Pendant.reprovision` gives the pendant a new key (restarting a counter past
+  ``REKEY_DUE_AT``), as ``store.provision`` does on the board.
 * **Reboot.** ``await pendant.reboot()`` drops the link and loses what the firmware keeps in RAM (pending events,
-  the uptime, the feedback floor); the counter survives, so no counter is ever sent twice.
+  the uptime, the feedback floor, the Event value); the counter survives, so no counter is ever sent twice.
 
 The pendant id defaults to the BLE address, which is what the gateway's verifier uses (``gateway/intake.py``).
 """
@@ -42,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import enum
 import json
 import logging
 import os
@@ -58,10 +66,12 @@ from gateway.aio import raise_if_cancelling
 from protocols.errors import AuthenticationError, DecodeError
 from protocols.pendant import (
     CONFIRM_CHAR_UUID,
+    COUNTER_CEILING,
     DEVICE_INFO_CHAR_UUID,
     EVENT_CHAR_UUID,
     FEEDBACK_CHAR_UUID,
     KEY_LEN,
+    REKEY_DUE_AT,
     SERVICE_UUID,
     ConfirmFrame,
     DeviceInfo,
@@ -71,31 +81,47 @@ from protocols.pendant import (
     PendantEventType,
 )
 from sim.clock import Clock
-from sim.devices.base import READ_ENC, READABLE, WRITE_ENC, WRITEABLE, P, Produced, SimDevice
+from sim.devices.base import READABLE, WRITEABLE, P, Produced, SimDevice
 from sim.devices.options import DeviceOptions
 
 __all__ = [
-    "ATT_NOT_AUTHENTIC",
-    "ATT_STALE",
     "BATTERY_LOW_PERCENT",
     "PATTERNS",
+    "CounterExhaustedError",
     "Indicated",
     "Pattern",
     "Pendant",
+    "Refusal",
     "Rejection",
     "Shown",
+    "Written",
 ]
 
 _log = logging.getLogger(__name__)
 
-#: ATT application error: the written frame is malformed or its tag does not verify.
-ATT_NOT_AUTHENTIC: Final = 0x80
-#: ATT application error: the written frame is authentic but stale (replayed, or names a counter never sent).
-ATT_STALE: Final = 0x81
 #: Below this level the pendant raises a battery_low event, once per discharge (as ``firmware/pendant/battery.py``).
 BATTERY_LOW_PERCENT: Final = 20
-_COUNTER_MAX: Final = 0xFFFF_FFFF
 _FEEDBACK_SEQ_FLOOR: Final = 0xFFFF
+
+
+class CounterExhaustedError(RuntimeError):
+    """The pendant has no ordinary counter left (docs/protocol.md §9.6): it sent REKEY and must be re-provisioned."""
+
+
+class Written(enum.Enum):
+    """The characteristic a hub wrote."""
+
+    CONFIRM = "confirm"
+    FEEDBACK = "feedback"
+
+
+class Refusal(enum.Enum):
+    """Why the pendant ignored a write (it still succeeds at the ATT layer, as on the firmware)."""
+
+    NOT_AUTHENTIC = "not_authentic"
+    """Not a frame of this protocol, or its tag does not verify under this pendant's key and id."""
+    STALE = "stale"
+    """Authentic, but names a counter never sent, or a feedback pair not above the last accepted one."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -134,19 +160,19 @@ class Shown(NamedTuple):
 
 
 class Rejection(NamedTuple):
-    """A hub write the pendant refused.
+    """A hub write the pendant ignored (the write itself succeeded, as on the firmware).
 
     Attributes:
         at: home time of the write.
-        characteristic: ``"confirm"`` or ``"feedback"``.
-        code: the ATT error code returned (:data:`ATT_NOT_AUTHENTIC` or :data:`ATT_STALE`).
+        characteristic: what was written.
+        refusal: why it was ignored.
         reason: why, in words.
         data: the bytes written.
     """
 
     at: datetime
-    characteristic: str
-    code: int
+    characteristic: Written
+    refusal: Refusal
     reason: str
     data: bytes
 
@@ -212,11 +238,10 @@ class Pendant(SimDevice):
         self.indications: list[Indicated] = []
         """Every event indication the hub acknowledged (first sends and repeats), oldest first."""
         self.duplicate_confirms = 0
-        """Authentic Confirms naming the highest counter already confirmed (accepted, no effect)."""
+        """Authentic Confirms for sent counters that covered nothing pending (acted on, no effect)."""
         self._confirmed_at: dict[int, datetime] = {}
-        self._highest_confirmed = 0
         self._pending: list[_Pending] = []
-        self._last_sent: bytes = b""
+        self._event_value: bytes = b""
         self._battery_low_sent = False
         self._repeat_armed = False
         self._pause_task: asyncio.Task[object] | None = None
@@ -275,28 +300,67 @@ class Pendant(SimDevice):
 
         Returns:
             The ground truth: ``sequence`` is the counter, ``raw`` the exact frame the hub will receive.
+
+        Raises:
+            CounterExhaustedError: no ordinary counter is left (REKEY went out instead, docs/protocol.md §9.6).
+            ValueError: ``kind`` is REKEY, which only the pendant itself sends.
         """
         event_type = kind if isinstance(kind, PendantEventType) else PendantEventType[kind.upper()]
+        if event_type is PendantEventType.REKEY:
+            raise ValueError("REKEY is sent by the pendant itself once its counters are used up")
         async with self._counter_lock:
             counter = self._counter + 1
-            if counter > _COUNTER_MAX:
-                raise RuntimeError(f"{self.id}: event counter exhausted; the pendant must be re-provisioned")
+            if counter >= COUNTER_CEILING:
+                self._queue_rekey()
+                raise CounterExhaustedError(
+                    f"{self.id}: no event counter left; it sent REKEY and must be re-provisioned"
+                )
             await self._persist(counter)
             self._counter = counter
             battery = self.battery.level
             event = PendantEvent(event_type, counter, battery, self.uptime_seconds).sign(self.pendant_id, self.key)
-            raw = bytes(event)
-            self._pending.append(_Pending(event, raw))
-            self._last_sent = raw
-        values: dict[str, float | int | str | bool] = {
-            "event": event_type.name.lower(),
-            "counter": counter,
-            "battery": battery,
-        }
-        produced = self.record_with_sequence(counter, str(EVENT_CHAR_UUID), values, raw)
-        _log.info("%s: %s, counter %d", self.id, event_type.name.lower(), counter)
+            produced = self._queue(event)
+            if counter == COUNTER_CEILING - 1:  # the last ordinary counter: REKEY right behind it, as the firmware
+                self._queue_rekey()
+        return produced
+
+    def _queue(self, event: PendantEvent) -> Produced:
+        raw = bytes(event)
+        self._pending.append(_Pending(event, raw))
+        self._publish_head()
+        values: dict[str, float | int | str | bool] = {"event": event.event.name.lower(), "counter": event.counter}
+        if event.battery is not None:
+            values["battery"] = event.battery
+        produced = self.record_with_sequence(event.counter, str(EVENT_CHAR_UUID), values, raw)
+        _log.info("%s: %s, counter %d", self.id, event.event.name.lower(), event.counter)
         self.wake()
         return produced
+
+    def _queue_rekey(self) -> None:
+        """Queue the fixed REKEY frame unless it is pending already (its counter, the ceiling, needs no reserving:
+        no other frame can ever carry it)."""
+        if any(p.event.event is PendantEventType.REKEY for p in self._pending):
+            return
+        self._counter = COUNTER_CEILING
+        self._queue(PendantEvent.rekey().sign(self.pendant_id, self.key))
+
+    async def reprovision(self, key: bytes) -> None:
+        """Pair again with ``key`` (as ``store.provision`` on the board), then reboot.
+
+        A new key restarts a counter that has passed :data:`~protocols.pendant.REKEY_DUE_AT` at 1; otherwise (or
+        with the same key) the counter continues.
+
+        Raises:
+            ValueError: the key is not 32 bytes.
+        """
+        if len(key) != KEY_LEN:
+            raise ValueError(f"{self.id}: a pendant key has {KEY_LEN} bytes")
+        async with self._counter_lock:
+            if key != self.key and self._counter >= REKEY_DUE_AT:
+                self._counter = 0
+                await self._persist(0)
+            self.key = key
+        await self.reboot()
 
     async def reboot(self) -> None:
         """A reset: the link drops; pending events, uptime and the feedback floor are lost; the counter is not."""
@@ -306,8 +370,8 @@ class Pendant(SimDevice):
                 await connection.disconnect()
         async with self._counter_lock:
             self._counter = max(self._counter, self._load_counter())
-        self._pending.clear()
-        self._boot()
+            self._pending.clear()
+            self._boot()
         self._notify_changed()
 
     def set_battery(self, percent: float) -> None:
@@ -333,26 +397,25 @@ class Pendant(SimDevice):
     # ------------------------------------------------------------------ GATT
 
     def profile_services(self, device: Device) -> Iterable[gatt.Service]:
-        enc_read = READABLE | READ_ENC
-        enc_write = WRITEABLE | WRITE_ENC
+        # The firmware's permissions (firmware/pendant/ble_link.py): none requires encryption, CCCD included.
         self.event_char: gatt.Characteristic[bytes] = gatt.Characteristic(
             UUID(str(EVENT_CHAR_UUID)),
             P.READ | P.INDICATE,
-            enc_read,
+            READABLE,
             gatt.CharacteristicValue[bytes](read=self._read_event),
         )
         self.event_char.descriptors = [
             gatt.Descriptor(
                 gatt.GATT_CLIENT_CHARACTERISTIC_CONFIGURATION_DESCRIPTOR,
-                READABLE | WRITEABLE | WRITE_ENC,
+                READABLE | WRITEABLE,
                 device.gatt_server.make_descriptor_value(self.event_char),
             )
         ]
         confirm: gatt.Characteristic[bytes] = gatt.Characteristic(
-            UUID(str(CONFIRM_CHAR_UUID)), P.WRITE, enc_write, gatt.CharacteristicValue[bytes](write=self._on_confirm)
+            UUID(str(CONFIRM_CHAR_UUID)), P.WRITE, WRITEABLE, gatt.CharacteristicValue[bytes](write=self._on_confirm)
         )
         feedback: gatt.Characteristic[bytes] = gatt.Characteristic(
-            UUID(str(FEEDBACK_CHAR_UUID)), P.WRITE, enc_write, gatt.CharacteristicValue[bytes](write=self._on_feedback)
+            UUID(str(FEEDBACK_CHAR_UUID)), P.WRITE, WRITEABLE, gatt.CharacteristicValue[bytes](write=self._on_feedback)
         )
         info: gatt.Characteristic[bytes] = gatt.Characteristic(
             UUID(str(DEVICE_INFO_CHAR_UUID)), P.READ, READABLE, bytes(DeviceInfo(self.pendant_id))
@@ -400,6 +463,9 @@ class Pendant(SimDevice):
         self._booted_at = self.clock.monotonic()
         self._feedback_floor = (self._counter, _FEEDBACK_SEQ_FLOOR)
         self._showing = FeedbackState.IDLE
+        self._event_value = b""
+        if self._counter >= COUNTER_CEILING - 1:  # exhausted: REKEY again at every boot until re-provisioned
+            self._queue_rekey()
 
     def _load_counter(self) -> int:
         if self.state_file is None or not self.state_file.exists():
@@ -408,7 +474,7 @@ class Pendant(SimDevice):
             value = json.loads(self.state_file.read_text(encoding="utf-8"))["counter"]
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise ValueError(f"{self.id}: unreadable pendant state file {self.state_file}: {error}") from error
-        if not isinstance(value, int) or not 0 <= value <= _COUNTER_MAX:
+        if not isinstance(value, int) or not 0 <= value <= COUNTER_CEILING:
             raise ValueError(f"{self.id}: pendant state file {self.state_file}: counter {value!r} out of range")
         return value
 
@@ -417,34 +483,38 @@ class Pendant(SimDevice):
             await asyncio.to_thread(_write_state, self.state_file, counter)
 
     def _read_event(self, _connection: Connection) -> bytes:
-        return self._pending[0].raw if self._pending else self._last_sent
+        return self._event_value
 
-    def _reject(self, characteristic: str, code: int, reason: str, value: bytes) -> att.ATT_Error:
-        self.rejected.append(Rejection(self.clock.now(), characteristic, code, reason, bytes(value)))
-        _log.warning("%s: %s write refused: %s", self.id, characteristic, reason)
+    def _publish_head(self) -> None:
+        """The Event value follows the oldest pending frame; with none pending it keeps the last one."""
+        if self._pending:
+            self._event_value = self._pending[0].raw
+
+    def _ignore(self, characteristic: Written, refusal: Refusal, reason: str, value: bytes) -> None:
+        """Record a write the pendant does not act on; the write itself succeeds (no ATT error), as on the board."""
+        self.rejected.append(Rejection(self.clock.now(), characteristic, refusal, reason, bytes(value)))
+        _log.warning("%s: %s write ignored: %s", self.id, characteristic.value, reason)
         self._notify_changed()
-        return att.ATT_Error(code)
 
     def _on_confirm(self, _connection: Connection, value: bytes) -> None:
         try:
             frame = ConfirmFrame.from_bytes(bytes(value))
             frame.verify(self.pendant_id, self.key)
         except (DecodeError, AuthenticationError) as error:
-            raise self._reject("confirm", ATT_NOT_AUTHENTIC, str(error), value) from None
+            self._ignore(Written.CONFIRM, Refusal.NOT_AUTHENTIC, str(error), value)
+            return
         if frame.counter > self._counter:
-            raise self._reject("confirm", ATT_STALE, f"counter {frame.counter} was never sent", value)
-        if frame.counter < self._highest_confirmed:
-            raise self._reject(
-                "confirm", ATT_STALE, f"counter {frame.counter} < confirmed {self._highest_confirmed}", value
-            )
-        if frame.counter == self._highest_confirmed:
-            self.duplicate_confirms += 1
+            self._ignore(Written.CONFIRM, Refusal.STALE, f"counter {frame.counter} was never sent", value)
+            return
         now = self.clock.now()
-        for done in [p for p in self._pending if p.event.counter <= frame.counter]:
-            self._confirmed_at[done.event.counter] = now
-            _log.info("%s: counter %d confirmed", self.id, done.event.counter)
+        done = [p for p in self._pending if p.event.counter <= frame.counter]
+        if not done:
+            self.duplicate_confirms += 1
+        for confirmed in done:
+            self._confirmed_at[confirmed.event.counter] = now
+            _log.info("%s: counter %d confirmed", self.id, confirmed.event.counter)
         self._pending = [p for p in self._pending if p.event.counter > frame.counter]
-        self._highest_confirmed = frame.counter
+        self._publish_head()
         self._notify_changed()
 
     def _on_feedback(self, _connection: Connection, value: bytes) -> None:
@@ -452,12 +522,16 @@ class Pendant(SimDevice):
             frame = FeedbackFrame.from_bytes(bytes(value))
             frame.verify(self.pendant_id, self.key)
         except (DecodeError, AuthenticationError) as error:
-            raise self._reject("feedback", ATT_NOT_AUTHENTIC, str(error), value) from None
+            self._ignore(Written.FEEDBACK, Refusal.NOT_AUTHENTIC, str(error), value)
+            return
         pair = (frame.event_counter, frame.feedback_seq)
         if frame.event_counter > self._counter:
-            raise self._reject("feedback", ATT_STALE, f"event counter {frame.event_counter} was never sent", value)
+            reason = f"event counter {frame.event_counter} was never sent"
+            self._ignore(Written.FEEDBACK, Refusal.STALE, reason, value)
+            return
         if pair <= self._feedback_floor:
-            raise self._reject("feedback", ATT_STALE, f"{pair} is not above {self._feedback_floor}", value)
+            self._ignore(Written.FEEDBACK, Refusal.STALE, f"{pair} is not above {self._feedback_floor}", value)
+            return
         self._feedback_floor = pair
         self._showing = frame.state
         self.patterns.append(Shown(self.clock.now(), frame.state, PATTERNS[frame.state]))
@@ -527,7 +601,10 @@ class Pendant(SimDevice):
         if self.battery.level >= BATTERY_LOW_PERCENT or self._battery_low_sent:
             return None
         self._battery_low_sent = True
-        return await self.press(PendantEventType.BATTERY_LOW)
+        try:
+            return await self.press(PendantEventType.BATTERY_LOW)
+        except CounterExhaustedError:
+            return None  # REKEY is what the hub hears now
 
     async def _battery_watch(self) -> None:
         while True:

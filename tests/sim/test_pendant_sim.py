@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 from bleak import BleakClient
-from bleak.exc import BleakError, BleakGATTProtocolError
 
 import sim.ble
-from protocols.errors import AuthenticationError
+from protocols.errors import AuthenticationError, ReplayError
 from protocols.pendant import (
     CONFIRM_CHAR_UUID,
+    COUNTER_CEILING,
     DEVICE_INFO_CHAR_UUID,
     EVENT_CHAR_UUID,
     FEEDBACK_CHAR_UUID,
@@ -25,13 +25,14 @@ from protocols.pendant import (
     DeviceInfo,
     FeedbackFrame,
     FeedbackState,
+    PendantCounterState,
     PendantEvent,
     PendantEventType,
     PendantVerifier,
 )
 from sim.clock import ManualClock
 from sim.devices.options import DeviceOptions
-from sim.devices.pendant import ATT_NOT_AUTHENTIC, ATT_STALE, PATTERNS, Pendant, Shown
+from sim.devices.pendant import PATTERNS, CounterExhaustedError, Pendant, Refusal, Shown, Written
 
 _links = itertools.count()
 START = datetime(2024, 3, 4, 18, 20, tzinfo=UTC)
@@ -103,11 +104,12 @@ def feedback(state: FeedbackState, counter: int, seq: int, key: bytes = KEY) -> 
     return bytes(FeedbackFrame(state, counter, seq).sign(ADDRESS, key))
 
 
-async def refused(client: BleakClient, uuid: str, data: bytes) -> int:
-    """Write ``data`` and return the ATT error code of the refusal."""
-    with pytest.raises(BleakGATTProtocolError) as error:
-        await client.write_gatt_char(uuid, data, response=True)
-    return int(error.value.code)
+async def ignored(pendant: Pendant, client: BleakClient, uuid: str, data: bytes) -> Refusal:
+    """Write ``data``: the write succeeds at the ATT layer (as on the firmware); return why the pendant ignored it."""
+    before = len(pendant.rejected)
+    await client.write_gatt_char(uuid, data, response=True)
+    assert len(pendant.rejected) == before + 1, "the write was acted on"
+    return pendant.rejected[-1].refusal
 
 
 async def repeat_once(pendant: Pendant, clock: ManualClock, inbox: Inbox) -> bytes:
@@ -118,7 +120,7 @@ async def repeat_once(pendant: Pendant, clock: ManualClock, inbox: Inbox) -> byt
     return await inbox.next()
 
 
-async def test_service_surface_and_device_info(hub, clock):
+async def test_service_surface_and_device_info(hub: Hub, clock: ManualClock) -> None:
     pendant = Pendant(pendant_options(), clock)
     async with running(pendant, hub):
         await pendant.press("checkin")
@@ -137,7 +139,7 @@ async def test_service_surface_and_device_info(hub, clock):
             assert info == DeviceInfo(ADDRESS)
 
 
-async def test_a_press_is_indicated_repeated_until_confirmed_then_stops(hub, clock):
+async def test_a_press_is_indicated_repeated_until_confirmed_then_stops(hub: Hub, clock: ManualClock) -> None:
     pendant = Pendant(pendant_options(), clock)
     verifier = PendantVerifier(ADDRESS, KEY)
     async with running(pendant, hub):
@@ -158,7 +160,7 @@ async def test_a_press_is_indicated_repeated_until_confirmed_then_stops(hub, clo
             assert second == first
             assert verifier.verify(second).repeat
 
-            assert await refused(client, CONFIRM, confirm(1, STRANGER_KEY)) == ATT_NOT_AUTHENTIC
+            assert await ignored(pendant, client, CONFIRM, confirm(1, STRANGER_KEY)) is Refusal.NOT_AUTHENTIC
             assert pendant.pending == [1]
             assert await repeat_once(pendant, clock, inbox) == first
 
@@ -171,10 +173,10 @@ async def test_a_press_is_indicated_repeated_until_confirmed_then_stops(hub, clo
             await client.read_gatt_char(str(DEVICE_INFO_CHAR_UUID))  # a round trip after any repeat
             assert inbox.queue.empty()
             assert len(pendant.indications_of(1)) == sent == 3
-            assert [r.characteristic for r in pendant.rejected] == ["confirm"]
+            assert [r.characteristic for r in pendant.rejected] == [Written.CONFIRM]
 
 
-async def test_events_wait_in_order_and_a_confirm_covers_every_earlier_counter(hub, clock):
+async def test_events_wait_in_order_and_a_confirm_covers_every_earlier_counter(hub: Hub, clock: ManualClock) -> None:
     pendant = Pendant(pendant_options(), clock)
     verifier = PendantVerifier(ADDRESS, KEY)
     async with running(pendant, hub):
@@ -192,17 +194,18 @@ async def test_events_wait_in_order_and_a_confirm_covers_every_earlier_counter(h
             await client.write_gatt_char(CONFIRM, confirm(3), response=True)  # covers 2 and 3
             assert pendant.pending == []
             assert set(pendant.confirmed_at) == {1, 2, 3}
-            assert bytes(await client.read_gatt_char(EVENT)) == checkin.raw  # the last one sent
-            # the hub confirming again after a crossed repeat is harmless; an older confirm or one ahead is not
+            assert checkin.sequence == 3
+            assert bytes(await client.read_gatt_char(EVENT)) == cancel.raw  # the last one that was the oldest
+            # confirming again (a crossed repeat) or an older counter (a replay) changes nothing, as on the firmware
             await client.write_gatt_char(CONFIRM, confirm(3), response=True)
-            assert pendant.duplicate_confirms == 1
-            assert await refused(client, CONFIRM, confirm(2)) == ATT_STALE
-            assert await refused(client, CONFIRM, confirm(4)) == ATT_STALE
-            assert await refused(client, CONFIRM, b"\x01\x02") == ATT_NOT_AUTHENTIC
-            assert [r.code for r in pendant.rejected] == [ATT_STALE, ATT_STALE, ATT_NOT_AUTHENTIC]
+            await client.write_gatt_char(CONFIRM, confirm(2), response=True)
+            assert pendant.duplicate_confirms == 2
+            assert await ignored(pendant, client, CONFIRM, confirm(4)) is Refusal.STALE  # never sent
+            assert await ignored(pendant, client, CONFIRM, b"\x01\x02") is Refusal.NOT_AUTHENTIC
+            assert [r.refusal for r in pendant.rejected] == [Refusal.STALE, Refusal.NOT_AUTHENTIC]
 
 
-async def test_feedback_becomes_a_pattern_forged_or_stale_feedback_does_not(hub, clock):
+async def test_feedback_becomes_a_pattern_forged_or_stale_feedback_does_not(hub: Hub, clock: ManualClock) -> None:
     pendant = Pendant(pendant_options(), clock)
     async with running(pendant, hub):
         await pendant.press("press")
@@ -219,9 +222,10 @@ async def test_feedback_becomes_a_pattern_forged_or_stale_feedback_does_not(hub,
             assert pendant.patterns[0].pattern.led.startswith("red")
 
             forged = feedback(FeedbackState.ANSWERED, 1, 1, STRANGER_KEY)
-            assert await refused(client, FEEDBACK, forged) == ATT_NOT_AUTHENTIC
-            assert await refused(client, FEEDBACK, help_called) == ATT_STALE  # replayed
-            assert await refused(client, FEEDBACK, feedback(FeedbackState.ANSWERED, 2, 0)) == ATT_STALE  # never sent
+            assert await ignored(pendant, client, FEEDBACK, forged) is Refusal.NOT_AUTHENTIC
+            assert await ignored(pendant, client, FEEDBACK, help_called) is Refusal.STALE  # replayed
+            never_sent = feedback(FeedbackState.ANSWERED, 2, 0)
+            assert await ignored(pendant, client, FEEDBACK, never_sent) is Refusal.STALE
             assert len(pendant.patterns) == 1
 
             await clock.advance(30)
@@ -232,23 +236,25 @@ async def test_feedback_becomes_a_pattern_forged_or_stale_feedback_does_not(hub,
                 (clock.now(), FeedbackState.ANSWERED),
             ]
             assert pendant.showing is FeedbackState.ANSWERED
-        assert [(r.characteristic, r.code) for r in pendant.rejected] == [
-            ("feedback", ATT_NOT_AUTHENTIC),
-            ("feedback", ATT_STALE),
-            ("feedback", ATT_STALE),
+        assert [(r.characteristic, r.refusal) for r in pendant.rejected] == [
+            (Written.FEEDBACK, Refusal.NOT_AUTHENTIC),
+            (Written.FEEDBACK, Refusal.STALE),
+            (Written.FEEDBACK, Refusal.STALE),
         ]
 
         await pendant.reboot()  # the floor is now (own counter, 0xFFFF): the old "answered" cannot be replayed
         await pendant.press("checkin")
         await pendant.wait_for(lambda: pendant.advertising)
         async with hub.connect(pendant) as client:
-            assert await refused(client, FEEDBACK, answered) == ATT_STALE
+            assert await ignored(pendant, client, FEEDBACK, answered) is Refusal.STALE
             await client.write_gatt_char(FEEDBACK, feedback(FeedbackState.CHECKIN_OK, 2, 0), response=True)
         assert [s.state for s in pendant.patterns][-1] is FeedbackState.CHECKIN_OK
         assert len(pendant.patterns) == 3
 
 
-async def test_counters_survive_reboots_and_a_new_object_on_the_same_state_file(hub, clock, tmp_path: Path):
+async def test_counters_survive_reboots_and_a_new_object_on_the_same_state_file(
+    hub: Hub, clock: ManualClock, tmp_path: Path
+) -> None:
     state = tmp_path / "pendant-1.json"
     pendant = Pendant(pendant_options(), clock, state_file=state)
     verifier = PendantVerifier(ADDRESS, KEY)
@@ -277,7 +283,7 @@ async def test_counters_survive_reboots_and_a_new_object_on_the_same_state_file(
     assert not verifier.verify(fourth.raw).repeat
 
 
-async def test_battery_below_20_percent_raises_battery_low_once_per_discharge(hub, clock):
+async def test_battery_below_20_percent_raises_battery_low_once_per_discharge(hub: Hub, clock: ManualClock) -> None:
     pendant = Pendant(pendant_options(battery=25), clock)
     verifier = PendantVerifier(ADDRESS, KEY)
     async with running(pendant, hub):
@@ -300,7 +306,7 @@ async def test_battery_below_20_percent_raises_battery_low_once_per_discharge(hu
             assert (event.event, event.counter, event.battery) == (PendantEventType.BATTERY_LOW, 2, 12)
 
 
-async def test_a_strangers_key_cannot_make_frames_the_hub_accepts(hub, clock):
+async def test_a_strangers_key_cannot_make_frames_the_hub_accepts(hub: Hub, clock: ManualClock) -> None:
     stranger = Pendant(pendant_options(key=STRANGER_KEY), clock)  # same address and id, another key
     verifier = PendantVerifier(ADDRESS, KEY)
     async with running(stranger, hub):
@@ -317,26 +323,77 @@ async def test_a_strangers_key_cannot_make_frames_the_hub_accepts(hub, clock):
     assert verifier.last_counter == 0
 
 
-async def test_event_confirm_and_feedback_need_an_encrypted_link(hub, clock):
-    pendant = Pendant(pendant_options(bonding_required=False), clock)
+@pytest.mark.parametrize("bonding_required", [False, True])
+async def test_everything_works_on_an_unencrypted_link_as_on_the_firmware(
+    hub: Hub, clock: ManualClock, bonding_required: bool
+) -> None:
+    # The firmware's attributes require no encryption (the frames carry their own tags; a failed pairing must never
+    # stop a call for help), and the product option does not change that.
+    pendant = Pendant(pendant_options(bonding_required=bonding_required), clock)
     async with running(pendant, hub):
-        await pendant.press("press")
+        produced = await pendant.press("press")
         await pendant.wait_for(lambda: pendant.advertising)
+        inbox = Inbox()
         async with hub.connect(pendant, pair=False) as client:
             assert DeviceInfo.from_bytes(bytes(await client.read_gatt_char(str(DEVICE_INFO_CHAR_UUID))))
-            with pytest.raises(BleakError):
-                await client.read_gatt_char(EVENT)
-            with pytest.raises(BleakError):
-                await client.write_gatt_char(CONFIRM, confirm(1), response=True)
-            with pytest.raises(BleakError):
-                await client.write_gatt_char(FEEDBACK, feedback(FeedbackState.ANSWERED, 1, 0), response=True)
-        assert pendant.pending == [1]
-        assert pendant.patterns == []
+            assert bytes(await client.read_gatt_char(EVENT)) == produced.raw
+            await client.start_notify(EVENT, inbox)
+            assert await inbox.next() == produced.raw
+            await client.write_gatt_char(CONFIRM, confirm(1), response=True)
+            await client.write_gatt_char(FEEDBACK, feedback(FeedbackState.ANSWERED, 1, 0), response=True)
+        assert pendant.pending == []
+        assert [s.state for s in pendant.patterns] == [FeedbackState.ANSWERED]
+        assert pendant.rejected == []
 
 
-def test_a_pendant_needs_a_32_byte_key():
+def test_a_pendant_needs_a_32_byte_key() -> None:
     clock = ManualClock(START)
     with pytest.raises(ValueError, match="32-byte key"):
         Pendant(pendant_options(key=bytes(16)), clock)
     with pytest.raises(ValueError, match="32-byte key"):
         Pendant(pendant_options(key=None), clock)
+
+
+async def test_at_the_ceiling_the_pendant_sends_rekey_and_a_new_key_brings_it_back(
+    hub: Hub, clock: ManualClock, tmp_path: Path
+) -> None:
+    state = tmp_path / "pendant-1.json"
+    state.write_text(f'{{"counter": {COUNTER_CEILING - 2}}}')
+    pendant = Pendant(pendant_options(), clock, state_file=state)
+    hub_side = PendantVerifier(ADDRESS, KEY, last_counter=COUNTER_CEILING - 2)
+    new_key = bytes(range(200, 232))
+    async with running(pendant, hub):
+        last = await pendant.press("press")
+        assert last.sequence == COUNTER_CEILING - 1
+        assert pendant.pending == [COUNTER_CEILING - 1, COUNTER_CEILING]  # REKEY right behind the last one
+        with pytest.raises(CounterExhaustedError):
+            await pendant.press("cancel")
+        assert pendant.pending == [COUNTER_CEILING - 1, COUNTER_CEILING]
+        await pendant.wait_for(lambda: pendant.advertising)
+        inbox = Inbox()
+        async with hub.connect(pendant) as client:
+            await client.start_notify(EVENT, inbox)
+            assert not hub_side.verify(await inbox.next()).repeat
+            await client.write_gatt_char(CONFIRM, confirm(COUNTER_CEILING - 1), response=True)
+            rekey = await inbox.next()
+            assert hub_side.verify(rekey).event == PendantEvent.rekey().sign(ADDRESS, KEY)
+            assert hub_side.exhausted
+            await client.write_gatt_char(CONFIRM, confirm(COUNTER_CEILING), response=True)
+        assert pendant.pending == []
+        await pendant.reboot()  # every boot says it again, byte for byte
+        assert pendant.pending == [COUNTER_CEILING]
+        assert pendant.produced[-1].raw == rekey
+        assert hub_side.verify(rekey).repeat
+        with pytest.raises(ReplayError):
+            hub_side.verify(last.raw)
+        saved = PendantCounterState.from_bytes(bytes(hub_side.state()))
+
+        await pendant.reprovision(new_key)  # re-keyed by the installer: the counter starts again
+        assert (pendant.counter, pendant.pending) == (0, [])
+        first = await pendant.press("press")
+        assert first.sequence == 1
+        restored = PendantVerifier.restore(ADDRESS, new_key, saved)
+        assert not restored.verify(first.raw).repeat
+        with pytest.raises(AuthenticationError):
+            restored.verify(rekey)
+    assert Pendant(pendant_options(key=new_key), clock, state_file=state).counter == 1

@@ -12,6 +12,16 @@ import builtins
 FLAG_READ = 0x0002
 FLAG_WRITE = 0x0008
 FLAG_INDICATE = 0x0020
+# MicroPython's permission flags (docs: ubluetooth "Flags"); an attribute with one of these refuses a central that
+# has not encrypted (or authenticated) the link, with the ATT error the stack sends.
+FLAG_READ_ENCRYPTED = 0x0200
+FLAG_READ_AUTHENTICATED = 0x0400
+FLAG_WRITE_ENCRYPTED = 0x1000
+FLAG_WRITE_AUTHENTICATED = 0x2000
+ATT_READ_NOT_PERMITTED = 0x02
+ATT_WRITE_NOT_PERMITTED = 0x03
+ATT_INSUFFICIENT_AUTHENTICATION = 0x05
+ATT_INSUFFICIENT_ENCRYPTION = 0x0F
 
 _IRQ_CENTRAL_CONNECT = 1
 _IRQ_CENTRAL_DISCONNECT = 2
@@ -152,15 +162,43 @@ class BLE:
 
     def central_disconnect(self) -> None:
         conn, self.conn = self.conn, None
+        self.encrypted = False
         self.handler(_IRQ_CENTRAL_DISCONNECT, (conn, 0, b"\x11\x22\x33\x44\x55\x66"))
 
-    def central_write(self, uuid, data, conn=None) -> None:
+    encrypted = False
+
+    def _refusal(self, flags, allowed, encrypted_flag, authenticated_flag, not_permitted) -> int:
+        if not flags & allowed:
+            return not_permitted
+        if flags & authenticated_flag:
+            return ATT_INSUFFICIENT_AUTHENTICATION  # "just works" pairing never authenticates
+        if flags & encrypted_flag and not self.encrypted:
+            return ATT_INSUFFICIENT_ENCRYPTION
+        return 0
+
+    def central_write(self, uuid, data, conn=None) -> int:
+        """A Write Request from the hub; the ATT status the stack answers (0: success)."""
         handle = self.by_uuid[uuid]
+        status = self._refusal(
+            self.flags[handle], FLAG_WRITE, FLAG_WRITE_ENCRYPTED, FLAG_WRITE_AUTHENTICATED, ATT_WRITE_NOT_PERMITTED
+        )
+        if status:
+            return status
         self.values[handle] = bytes(data)[: self.buffers[handle]]  # longer writes are cut, as on a board
         self.handler(_IRQ_GATTS_WRITE, (self.conn if conn is None else conn, handle))
+        return 0  # MicroPython's stack accepts every permitted write; the firmware cannot answer with an error
 
     def central_read(self, uuid):
         return self.values[self.by_uuid[uuid]]
 
+    def central_read_att(self, uuid):
+        """A Read Request from the hub: (ATT status, value) as the stack answers it."""
+        handle = self.by_uuid[uuid]
+        status = self._refusal(
+            self.flags[handle], FLAG_READ, FLAG_READ_ENCRYPTED, FLAG_READ_AUTHENTICATED, ATT_READ_NOT_PERMITTED
+        )
+        return (status, b"" if status else self.values[handle])
+
     def encrypt(self, encrypted=True) -> None:
+        self.encrypted = bool(encrypted)
         self.handler(_IRQ_ENCRYPTION_UPDATE, (self.conn, encrypted, False, True, 16))
