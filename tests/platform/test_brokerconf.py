@@ -9,8 +9,17 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
+from protocols.topics import MAX_UPLINK_BYTES
 from sim.broker import BrokerSecurity, MosquittoBroker, mosquitto_available
-from sim.platform.brokerconf import acl_text, hash_password, verify_password, write_broker_config
+from sim.platform.brokerconf import (
+    MAX_PAYLOAD_BYTES,
+    MQTT_OVERHEAD_BYTES,
+    acl_text,
+    hash_password,
+    platform_users,
+    verify_password,
+    write_broker_config,
+)
 
 
 def test_hash_round_trip():
@@ -70,3 +79,31 @@ async def test_mosquitto_enforces_generated_acl(tmp_path: Path):
             async with asyncio.timeout(5):
                 message = await anext(aiter(hub_a.messages))
             assert (str(message.topic), message.payload) == ("carehub/v1/hubA/ack", b"for A")
+
+
+@pytest.mark.parametrize("port", [0, -1, 65536, 99999])
+def test_ports_outside_1_to_65535_are_refused_before_anything_is_written(tmp_path: Path, port: int):
+    with pytest.raises(ValueError, match="not a TCP port"):
+        write_broker_config(tmp_path / "conf", ["hubA"], port=port)
+    assert not (tmp_path / "conf").exists()
+
+
+def test_config_binds_client_ids_to_users_and_bounds_sizes_by_the_protocol(tmp_path: Path):
+    files = write_broker_config(tmp_path, ["hubA"], port=1884)
+    lines = files.config.read_text().splitlines()
+    assert "use_username_as_clientid true" in lines
+    assert f"message_size_limit {MAX_UPLINK_BYTES}" in lines
+    assert f"max_packet_size {MAX_UPLINK_BYTES + MQTT_OVERHEAD_BYTES}" in lines
+    assert MAX_PAYLOAD_BYTES == MAX_UPLINK_BYTES  # the frame is the largest message; acks and downs are smaller
+
+
+def test_each_ingest_worker_gets_a_user_of_its_own(tmp_path: Path):
+    assert platform_users("platform") == ("platform",)
+    assert platform_users("platform", 3) == ("platform-1", "platform-2", "platform-3")
+    with pytest.raises(ValueError, match="at least one"):
+        platform_users("platform", 0)
+    files = write_broker_config(tmp_path, ["hubA"], workers=2)
+    assert set(files.passwords) == {"platform-1", "platform-2", "hubA"}
+    acl = files.acl_file.read_text()
+    for user in ("platform-1", "platform-2"):
+        assert f"user {user}\ntopic read carehub/v1/+/up\ntopic write carehub/v1/+/ack" in acl
