@@ -33,7 +33,7 @@ from typing import Any, ClassVar, Final, Self, TypeAlias
 
 from protocols import cbor
 from protocols.cbor import CborValue, Fields
-from protocols.errors import DecodeError, EncodeError
+from protocols.errors import DecodeError, EncodeError, quote
 from protocols.topics import is_valid_hub_id
 
 __all__ = [
@@ -752,7 +752,7 @@ class Record:
 
 def _record_fields(value: CborValue) -> Fields:
     if isinstance(value, dict) and "v" in value and (type(value["v"]) is not int or value["v"] != RECORD_VERSION):
-        raise DecodeError("record", None, f"unsupported record version {value['v']!r}")
+        raise DecodeError("record", None, f"unsupported record version {quote(value['v'])}")
     return Fields(value, "record", _RECORD_KEYS)
 
 

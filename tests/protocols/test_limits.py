@@ -283,3 +283,11 @@ def test_an_oversized_ack_is_refused_before_its_signature_is_checked() -> None:
     body = canon(ack_body(stored=list(range(10**6, 10**6 + MAX_ACK_BYTES // 4))))  # 5 bytes each
     with pytest.raises(AuthenticationError, match="not a possible ack size"):
         verify_ack(signed_ack(body), PLATFORM.verify_key, "home-a")
+
+
+def test_an_unsupported_record_version_is_reported_without_its_value() -> None:
+    encoded = cbor.loads(record().to_cbor())
+    assert isinstance(encoded, dict)
+    with pytest.raises(DecodeError) as info:
+        decode_record(with_item(encoded, "v", canon("x" * 7000)))
+    assert len(str(info.value)) < 200
