@@ -175,7 +175,7 @@ class ZoneSource(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class HomeZone:
-    """The home's zone, where it came from, and a note when it is a guess (shown by ``carehub doctor``)."""
+    """The home's zone, where it came from, and a note when it is a guess (for ``carehub doctor`` to show)."""
 
     zone: ZoneInfo
     source: ZoneSource

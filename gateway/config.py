@@ -15,7 +15,7 @@ Keys of ``[hub]``:
   Measurement schedules (``residents[].schedule[].due``), the daily check-in deadline and every other "local time"
   are read in this zone; records always carry UTC. ``carehub provision init`` writes the installer's zone. When the
   key is absent the hub takes the system's zone (``TZ``, ``/etc/localtime``; see `gateway.clock.system_zone`) and
-  falls back to UTC, with a note (:attr:`GatewayConfig.timezone_note`, shown by ``carehub doctor``), when the
+  falls back to UTC, with a note (:attr:`GatewayConfig.timezone_note`, for ``carehub doctor`` to show), when the
   system names none.
 """
 
