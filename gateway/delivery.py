@@ -292,8 +292,8 @@ class Delivery:
         routine_ok, priority_ok = self._window()
         if not (routine_ok or priority_ok):
             return None
-        busy = self._inflight.keys() | self._settling
-        return Room(self._policy.frame_max_envelopes, self._policy.frame_max_bytes, frozenset(busy))
+        busy = frozenset(self._inflight.keys() | self._settling if self._settling else self._inflight)
+        return Room(self._policy.frame_max_envelopes, self._policy.frame_max_bytes, busy)
 
     def prepare(self, offered: Sequence[OutboxItem], now: float) -> Frame | None:
         """Choose the next frame from what the outbox offered (oldest first, priority lane first) and record it.
@@ -342,7 +342,7 @@ class Delivery:
                 resend = True
             by_seq[seq] = item
             self._inflight[seq] = frame_id
-            size += item.size
+            size += len(item.envelope)
             self._highest_sent = max(self._highest_sent, seq)
         deadline = now + self.ack_wait()
         self._frames[frame_id] = _InFlight(frame_id, by_seq, priority, size, now, deadline, resend)
@@ -381,52 +381,60 @@ class Delivery:
     def on_ack(self, ack: Ack, now: float) -> AckOutcome:
         """Apply a verified ack; the caller deletes :attr:`AckOutcome.delete` from the outbox and reports back."""
         highest = self._highest_sent
-        stored: list[int] = []
-        unknown: list[int] = []
-        named: set[int] = set()
-        for seq in ack.stored:
-            if seq in named:
-                continue
-            named.add(seq)
-            (stored if 0 <= seq <= highest else unknown).append(seq)
+        stored = list(dict.fromkeys(ack.stored)) if len(ack.stored) > 1 else list(ack.stored)
+        unknown = [seq for seq in stored if not 0 <= seq <= highest]
+        if unknown:
+            stored = [seq for seq in stored if 0 <= seq <= highest]
         refused: list[Rejected] = []
         deferred: list[Rejected] = []
-        for entry in ack.rejected:
-            if entry.seq in named:
-                continue
-            named.add(entry.seq)
-            if not 0 <= entry.seq <= highest:
-                unknown.append(entry.seq)
-            elif entry.permanent:
-                refused.append(entry)
-            else:
-                deferred.append(entry)
-        delete = (*stored, *(r.seq for r in refused))
+        if ack.rejected:
+            named = set(ack.stored)
+            for entry in ack.rejected:
+                if entry.seq in named:
+                    continue
+                named.add(entry.seq)
+                if not 0 <= entry.seq <= highest:
+                    unknown.append(entry.seq)
+                elif entry.permanent:
+                    refused.append(entry)
+                else:
+                    deferred.append(entry)
         delivered: list[OutboxItem] = []
         sampled = False
         for seq in stored:
-            if not sampled and seq in self._inflight:
-                sampled = True
-                self._sample(self._frames[self._inflight[seq]], now)
-            item = self._settle(seq)
+            sample = not sampled and seq in self._inflight
+            sampled = sampled or sample
+            item = self._settle(seq, now if sample else None)
             if item is not None:
                 delivered.append(item)
         for entry in refused:
-            self._settle(entry.seq)
-        self._drop_empty_frames()
+            self._settle(entry.seq, None)
+        delete = (*stored, *(r.seq for r in refused))
         self._settling.update(delete)
         return AckOutcome(delete, tuple(delivered), tuple(refused), tuple(deferred), tuple(unknown))
 
-    def _settle(self, seq: int) -> OutboxItem | None:
-        """Take ``seq`` out of flight (or out of the released memory); return its item if this run sent it."""
+    def _settle(self, seq: int, sample_at: float | None) -> OutboxItem | None:
+        """Take ``seq`` out of flight (or out of the released memory); return its item if this run sent it.
+
+        With ``sample_at``, the frame that carried it feeds the ack latency (see :meth:`_sample`).
+        """
         frame_id = self._inflight.pop(seq, None)
         if frame_id is None:
-            return self._released.pop(seq, None)
+            return self._released.pop(seq, None) if self._released else None
         frame = self._frames[frame_id]
+        if sample_at is not None:
+            self._sample(frame, sample_at)
         item = frame.items.pop(seq)
+        size = len(item.envelope)
+        frame.size -= size
         if not frame.priority:
-            self._bytes -= item.size
-        frame.size -= item.size
+            self._bytes -= size
+        if not frame.items:
+            del self._frames[frame_id]
+            if frame.priority:
+                self._priority_frames -= 1
+            else:
+                self._routine_frames -= 1
         return item
 
     def _sample(self, frame: _InFlight, now: float) -> None:
@@ -436,16 +444,6 @@ class Delivery:
         sample = max(0.0, now - frame.sent_at)
         self._srtt = sample if self._srtt is None else self._srtt + _SRTT_GAIN * (sample - self._srtt)
         self._level = 0
-
-    def _drop_empty_frames(self) -> None:
-        empty = [fid for fid, f in self._frames.items() if not f.items]
-        for fid in empty:
-            frame = self._frames.pop(fid)
-            if frame.priority:
-                self._priority_frames -= 1
-            else:
-                self._routine_frames -= 1
-                self._bytes -= frame.size
 
     def deleted(self, seqs: Sequence[int]) -> None:
         """The outbox deleted ``seqs`` (an :attr:`AckOutcome.delete`)."""
