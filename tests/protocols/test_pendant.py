@@ -25,7 +25,7 @@ from protocols.pendant import (
     key_id,
 )
 
-# The test vector of docs/protocol.md §9.6.
+# The test vectors of docs/protocol.md §9.5.
 KEY = bytes(range(32))
 PENDANT = "pendant-0001"
 PRESS_42 = bytes.fromhex("01012a00000057100e0000b43673dd3ad64ca3b3313dd30947339b")
