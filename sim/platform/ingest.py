@@ -360,7 +360,14 @@ class IngestWorker:
             self.connected.set()
             self._attempt = 0
             async for message in client.messages:
-                await self._handle(client, str(message.topic), bytes(message.payload))
+                topic = str(message.topic)
+                try:
+                    await self._handle(client, topic, bytes(message.payload))
+                except StorageError as exc:
+                    # Transient: nothing more is acked or refused for this frame; the hub sends it again.
+                    self.stats.storage_errors += 1
+                    _log.error("platform: frame on %s not handled, not acked (%s)", topic, exc)
+                    continue
                 self._consecutive_failures = 0
 
     async def _reject(self, reason: str, hub: str | None, detail: str) -> None:
@@ -429,13 +436,7 @@ class IngestWorker:
                     Refusal(hub, hub, opened.seq, EnvelopeRejection.MALFORMED, detail, len(raw), digest, received_at)
                 )
         if to_store or refused:
-            try:
-                outcomes = await self.storage.store_batch(to_store, refused)
-            except StorageError as exc:
-                # Transient: nothing is acked, nothing refused; the hub sends the frame again.
-                self.stats.storage_errors += 1
-                _log.error("platform: frame from %s not stored, not acked (%s)", hub, exc)
-                return
+            outcomes = await self.storage.store_batch(to_store, refused)  # StorageError: see _run
             # Committed: only now may the hub be told.
             self._count_refusals(refused)
             for env, outcome in zip(accepted, outcomes, strict=True):
@@ -466,12 +467,7 @@ class IngestWorker:
         self.stats.rejected_in_acks += len(rejected)
 
     async def _commit_refusals(self, refused: list[Refusal]) -> None:
-        try:
-            await self.storage.store_batch((), refused)
-        except StorageError as exc:
-            self.stats.storage_errors += 1
-            _log.error("platform: refusal not recorded (%s)", exc)
-            return
+        await self.storage.store_batch((), refused)
         self._count_refusals(refused)
 
     def _count_refusals(self, refused: Sequence[Refusal]) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import aiomqtt
 import nacl.public
+import nacl.signing
 import pytest
 
 from protocols import cbor
@@ -258,18 +259,26 @@ async def test_the_ingest_loop_restarts_after_a_defect_and_stores_the_resent_fra
 
 
 class FailingDatabase(SqliteStorage):
-    """SQLite storage whose next ``failures`` batches fail as a database failure (disk full, database down)."""
+    """SQLite storage whose next ``failures`` reads of the hub registry or batches fail as a database failure (disk
+    full, database down)."""
 
     def __init__(self, path: Path, failures: int) -> None:
         super().__init__(path)
         self.failures = failures
 
-    async def store_batch(
-        self, envelopes: Sequence[EnvelopeToStore], refused: Sequence[Refusal] = ()
-    ) -> list[EnvelopeOutcome]:
+    def _fail(self) -> None:
         if self.failures:
             self.failures -= 1
             raise StorageError(f"platform database {self.path}: database or disk is full (injected)")
+
+    async def hubs(self) -> dict[str, nacl.signing.VerifyKey]:
+        self._fail()
+        return await super().hubs()
+
+    async def store_batch(
+        self, envelopes: Sequence[EnvelopeToStore], refused: Sequence[Refusal] = ()
+    ) -> list[EnvelopeOutcome]:
+        self._fail()
         return await super().store_batch(envelopes, refused)
 
 
@@ -282,20 +291,21 @@ async def test_a_database_failure_is_neither_acked_nor_refused(tmp_path, mosquit
     payload = wire.encode_frame(
         [wire.seal(1, [bp_record("hub-a", 1)], T0), forged.seal(2, [bp_record("hub-a", 2)], T0)]
     )
-    async with FailingDatabase(tmp_path / "platform.db", failures=1) as storage:
+    async with FailingDatabase(tmp_path / "platform.db", failures=0) as storage:
         await storage.enroll_hub(hub.public)
+        storage.failures = 2  # the first frame fails reading the hub registry, the second storing the batch
         settings = WorkerSettings(mosquitto.host, mosquitto.port, client_id="ingest-8")
         async with IngestWorker(settings, storage, PlatformCodec(platform)) as worker:
             async with asyncio.timeout(BOUND):
                 await worker.connected.wait()
-            await ack_client.publish("carehub/v1/hub-a/up", payload, qos=1)  # the database fails
-            await ack_client.publish("carehub/v1/hub-a/up", payload, qos=1)  # the hub's re-send
+            for _ in range(3):  # two failures, then the hub's re-send succeeds
+                await ack_client.publish("carehub/v1/hub-a/up", payload, qos=1)
             ack = await next_ack(ack_client, wire)
-            # The first ack this hub ever got (ack_seq 1) answers the re-send: the failed attempt got none.
+            # The first ack this hub ever got (ack_seq 1) answers the last re-send: the failed attempts got none.
             assert ack.ack_seq == 1
             assert ack.stored == (1,)
             assert [(r.seq, r.reason.value) for r in ack.rejected] == [(2, "bad_signature")]
-            assert worker.stats.storage_errors == 1
+            assert worker.stats.storage_errors == 2
             assert worker.stats.failures == 0
             assert worker.stats.rejections == {"bad_signature": 1}
             assert [q.refusal.envelope_seq for q in await storage.quarantine()] == [2]
