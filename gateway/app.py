@@ -39,7 +39,7 @@ from gateway.notifier import FallbackNotifier
 from gateway.outbox import Outbox, open_outbox
 from gateway.panic import PanicLifecycle, PanicPolicy
 from gateway.rules import DeviceWatch, ResidentRules, RuleEngine, ScheduleEntry, Vital
-from gateway.supervise import Supervisor
+from gateway.supervise import SupervisionPolicy, Supervisor
 from gateway.thresholds import resolve_thresholds
 from gateway.uplink import Uplink, UplinkSettings
 from gateway.wire import HubWire
@@ -100,6 +100,7 @@ async def open_gateway(
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     tick_interval: float = 1.0,
     ble: bool = True,
+    supervision: SupervisionPolicy | None = None,
     clock: Clock | None = None,
 ) -> AsyncIterator[Gateway]:
     """Build and run the hub daemon; leaving the block shuts everything down in order.
@@ -145,7 +146,7 @@ async def open_gateway(
         await hub.restore()
         await hub.report_evictions()
         uplink = await stack.enter_async_context(Uplink(settings, outbox, wire))
-        supervisor = await stack.enter_async_context(Supervisor())
+        supervisor = await stack.enter_async_context(Supervisor(supervision))
         supervisor.start("gateway.down", lambda: _down_messages(uplink, hub))
         supervisor.start("gateway.alarm-acks", lambda: _alarm_deliveries(uplink, hub))
         supervisor.start("gateway.tick", lambda: _ticker(hub, tick_interval))

@@ -37,6 +37,7 @@ from gateway.core import device_reports
 from gateway.core.alarm_records import AlarmRecords, cue_for
 from gateway.core.counters import HubCounters
 from gateway.core.downlink import (
+    REFUSED_CURSOR,
     SEQ_CURSOR,
     Acknowledge,
     ApplyThresholds,
@@ -81,6 +82,7 @@ from gateway.thresholds import ThresholdError, Thresholds
 from protocols.errors import DecodeError, ProtocolError
 from protocols.keys import HubIdentity, PlatformPublicKeys
 from protocols.messages import DownMessage
+from protocols.pendant import VerifiedEvent
 from protocols.record import AlarmBody, AlarmState, DownRefusal, DownRefusedBody
 
 __all__ = ["FallbackNotifier", "Hub", "HubCounters"]
@@ -159,6 +161,7 @@ class Hub:
         self._seq_lock = asyncio.Lock()
         self._raised_at: dict[str, tuple[float, bool]] = {}  # alarm record id -> (input time, is a panic call)
         self._unstored: list[Draft] = []  # priority drafts of failed commits, offered again with the next one
+        self._unstored_accepts: dict[str, VerifiedEvent] = {}  # pendant events among them, accepted once stored
         self._escalated_unstored: set[str] = set()  # panic calls whose press could not be stored, escalated once
         #: Ids (hex) of raised alarm records, for the task that waits for the platform's ack of each.
         self.alarm_records: asyncio.Queue[str] = asyncio.Queue(maxsize=_ALARM_QUEUE)
@@ -173,10 +176,13 @@ class Hub:
     async def restore(self) -> None:
         """After a (re)start: pendant counters, the last down-message ``seq`` and accepted threshold changes."""
         for address in self._pendants.addresses:
-            last = await self._outbox.get_cursor(cursor_key(address))
-            if isinstance(last, int):
-                self._pendants.restore(address, last)
-        self._downlink = Downlink(self._base, parse_seq(await self._outbox.get_cursor(SEQ_CURSOR)))
+            if not self._pendants.restore(address, await self._outbox.get_cursor(cursor_key(address))):
+                _log.error("pendant %s: the stored counter state is unreadable; starting afresh", address)
+        self._downlink = Downlink(
+            self._base,
+            parse_seq(await self._outbox.get_cursor(SEQ_CURSOR)),
+            await self._outbox.get_cursor(REFUSED_CURSOR),
+        )
         for resident in self._downlink.residents:
             restored = self._downlink.restore(resident, await self._outbox.get_cursor(thresholds_cursor(resident)))
             if isinstance(restored, ThresholdError):
@@ -226,10 +232,13 @@ class Hub:
         """Commit the drafts and cursors handed over in this loop turn (and earlier failures) in one transaction."""
         requests, self._to_seal, self._sealer_task = self._to_seal, [], None
         retry, self._unstored = self._unstored, []
+        accepts, self._unstored_accepts = self._unstored_accepts, {}
         drafts = ordered([*retry, *(d for r in requests for d in r.drafts)])
         cursors: dict[str, CursorValue] = {}
         for request in requests:
             cursors.update(request.cursors or {})
+        for address, verified in accepts.items():
+            cursors.setdefault(cursor_key(address), self._pendants.cursor_value(address, verified))
         try:
             seqs = await self._next_seqs(len(drafts)) if drafts else range(0)
             items = self._sealer.seal(drafts, seqs, self._now())
@@ -237,8 +246,12 @@ class Hub:
         except OutboxError as exc:
             self.counters.commit_failures += 1
             self._keep_unstored([d for d in drafts if d.lane is Lane.PRIORITY])
+            self._unstored_accepts = {**accepts, **self._unstored_accepts}
             _log.error("outbox commit of %d record(s) failed: %s", len(drafts), exc)
             raise
+        for address, verified in accepts.items():
+            # A press stored by a later commit: its re-send is now a repeat, confirmed without acting twice.
+            self._pendants.accept(address, verified)
         if result.evicted is not None:
             await self.report_evictions()
 
@@ -394,10 +407,11 @@ class Hub:
         if event.battery is not None:
             drafts.extend(self._report_drafts(BatteryLevel(device, event.battery), now))
         try:
-            await self._commit(drafts, {cursor_key(address): event.counter})
+            await self._commit(drafts, {cursor_key(address): self._pendants.cursor_value(address, checked)})
         except OutboxError:
             # §9.4: not stored, so not confirmed; the verifier has not moved, so the re-send counts as new.
             self.counters.pendant_unconfirmed += 1
+            self._unstored_accepts[address] = checked
             if kind in (PendantEventKind.PRESS, PendantEventKind.LONG_PRESS):
                 await self._escalate_unstored(device)
             return None
@@ -466,6 +480,14 @@ class Hub:
     def panic_calls(self) -> list[PanicCall]:
         """Every panic call so far, open or closed."""
         return list(self._panic.calls.values())
+
+    def thresholds(self, resident: str) -> Thresholds:
+        """The resident's thresholds in force (configuration plus the platform's accepted changes).
+
+        Raises:
+            UnknownResidentError: not a resident of this hub.
+        """
+        return self._rules.thresholds(resident)
 
     def threshold_overrides(self, resident: str) -> Mapping[str, float]:
         """The platform's accepted threshold changes for a resident (committed, re-applied on start)."""

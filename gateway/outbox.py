@@ -828,6 +828,9 @@ def _write_cursor(conn: sqlite3.Connection, key: str, value: CursorValue) -> Non
         raise ValueError(f"{key!r} is reserved for the envelope sequence counter")
     if not isinstance(value, int | str | bytes) or isinstance(value, bool):
         raise TypeError(f"cursor values are int, str or bytes, not {type(value).__name__}")
+    if isinstance(value, int) and not -(2**63) <= value < 2**63:
+        # SQLite integers are signed 64-bit; store larger numbers (a uint64 sequence number) as decimal text.
+        raise ValueError(f"cursor {key!r}: {value} does not fit a signed 64-bit integer")
     conn.execute(
         "INSERT INTO cursors (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         (key, value),

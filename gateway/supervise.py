@@ -98,6 +98,7 @@ class Supervisor:
         self._group: asyncio.TaskGroup | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._stack = contextlib.AsyncExitStack()
+        self._restarted = asyncio.Condition()
         self.failures: collections.Counter[str] = collections.Counter()
         """Unexpected exceptions (or returns) per task name, since start."""
         self.restarts: collections.Counter[str] = collections.Counter()
@@ -153,3 +154,10 @@ class Supervisor:
             _log.warning("restarting supervised task %s in %.1f s (failure %d)", name, delay, len(recent))
             await self._sleep(delay)
             self.restarts[name] += 1
+            async with self._restarted:
+                self._restarted.notify_all()
+
+    async def wait_restarts(self, name: str, count: int) -> None:
+        """Return once the task ``name`` has been restarted ``count`` times (for tests and health checks)."""
+        async with self._restarted:
+            await self._restarted.wait_for(lambda: self.restarts[name] >= count)

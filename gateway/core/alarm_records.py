@@ -57,13 +57,14 @@ class AlarmRecords:
         counts: alarms by the highest tier each reached, updated in place (the hub's counters).
     """
 
-    __slots__ = ("_counts", "_hub_id", "_language", "_peak", "_revision")
+    __slots__ = ("_counts", "_hub_id", "_language", "_panic_steps", "_peak", "_revision")
 
     def __init__(self, hub_id: str, language: Callable[[str], str], counts: dict[str, int]) -> None:
         self._hub_id = hub_id
         self._language = language
         self._counts = counts
         self._revision: dict[str, int] = {}
+        self._panic_steps: dict[tuple[str, AlarmState], int] = {}
         self._peak: dict[str, AlarmTier] = {}
 
     def step(self, event: AlarmEvent, now: datetime, triggers: Iterable[bytes] = ()) -> Draft:
@@ -85,6 +86,10 @@ class AlarmRecords:
     def panic_step(self, fields: Mapping[str, object], now: datetime) -> Draft:
         """A panic-lifecycle alarm step (`gateway.panic.EmitRecord` of kind ``alarm``) as a record draft.
 
+        The lifecycle makes a call's records again, unchanged, when the pendant re-sends an event whose commit
+        failed; a step of a state the call already had (other than ``re_raised``) keeps its revision, hence its
+        record id, so it is stored once.
+
         Raises:
             ValueError: the step names a state or tier the protocol does not have (a defect of the lifecycle).
         """
@@ -93,12 +98,16 @@ class AlarmRecords:
         condition = str(fields["condition"])
         resident = str(fields.get("resident") or "")
         fallback = "checkin_missed" if condition == "checkin.missed" else "panic_still_calling"
+        revision = self._panic_steps.get((alarm_id, state))
+        if revision is None or state is AlarmState.RE_RAISED:
+            revision = self._next_revision(alarm_id)
+            self._panic_steps[alarm_id, state] = revision
         body = AlarmBody(
             alarm_id=alarm_id,
             condition=condition,
             tier=AlarmTier(str(fields["tier"])),
             state=state,
-            revision=self._next_revision(alarm_id),
+            revision=revision,
             message=render(_PANIC_MESSAGES.get(state, fallback), self._language(resident)),
             resident_id=resident or None,
         )

@@ -9,7 +9,8 @@ never raises for any message: it returns one :data:`Decision`, and an inapplicab
 An accepted threshold change is kept as the resident's *platform override set* (key -> value over the installer's
 configuration; a null value removes the key, restoring the configured value). :meth:`Downlink.cursors` gives the
 outbox cursors (the last ``seq`` as decimal text, since a uint64 does not fit SQLite's signed integers, and each
-resident's override set as JSON text) that the hub commits in the same transaction as the decision's record, and
+resident's override set as JSON text, and for a refusal the running count with the last refusal, which
+`carehub doctor` shows) that the hub commits in the same transaction as the decision's record, and
 :meth:`Downlink.restore` re-applies them on start. Pure: no I/O.
 """
 
@@ -26,6 +27,7 @@ from protocols.messages import AlarmAcknowledgement, AlarmSnooze, DownMessage, T
 from protocols.record import DownRefusal
 
 __all__ = [
+    "REFUSED_CURSOR",
     "SEQ_CURSOR",
     "Acknowledge",
     "ApplyThresholds",
@@ -34,12 +36,15 @@ __all__ = [
     "Refuse",
     "Snooze",
     "Stale",
+    "describe_refusals",
     "parse_seq",
     "thresholds_cursor",
 ]
 
 SEQ_CURSOR = "down_seq"
 """The outbox cursor holding the last accepted down-message ``seq``."""
+REFUSED_CURSOR = "down_refused"
+"""The outbox cursor holding ``{"count", "seq", "type", "reason", "detail"}`` (JSON): refusals so far, the last one."""
 
 
 def thresholds_cursor(resident: str) -> str:
@@ -111,12 +116,18 @@ class Downlink:
         last_seq: the last accepted ``seq`` (from :data:`SEQ_CURSOR`).
     """
 
-    __slots__ = ("_base", "_last_seq", "_overrides")
+    __slots__ = ("_base", "_last_seq", "_overrides", "_refused")
 
-    def __init__(self, base: Mapping[str, Thresholds], last_seq: int = 0) -> None:
+    def __init__(self, base: Mapping[str, Thresholds], last_seq: int = 0, refused: object = None) -> None:
         self._base = dict(base)
         self._last_seq = last_seq
         self._overrides: dict[str, dict[str, float]] = {}
+        self._refused = _refused_count(refused)
+
+    @property
+    def refused(self) -> int:
+        """Down-messages refused so far (across restarts)."""
+        return self._refused
 
     @property
     def last_seq(self) -> int:
@@ -204,6 +215,15 @@ class Downlink:
         out = {SEQ_CURSOR: str(decision.seq)}
         if isinstance(decision, ApplyThresholds):
             out[thresholds_cursor(decision.resident)] = json.dumps(dict(decision.overrides), sort_keys=True)
+        if isinstance(decision, Refuse):
+            last = {
+                "count": self._refused + 1,
+                "seq": decision.seq,
+                "type": decision.message_type,
+                "reason": decision.reason.value,
+                "detail": decision.detail,
+            }
+            out[REFUSED_CURSOR] = json.dumps(last, sort_keys=True)
         return out
 
     def committed(self, decision: Decision) -> None:
@@ -213,6 +233,35 @@ class Downlink:
         self._last_seq = max(self._last_seq, decision.seq)
         if isinstance(decision, ApplyThresholds):
             self._overrides[decision.resident] = dict(decision.overrides)
+        if isinstance(decision, Refuse):
+            self._refused += 1
+
+
+def describe_refusals(stored: object) -> str | None:
+    """One line about the refusals in a :data:`REFUSED_CURSOR` value (for `carehub doctor`); None for none."""
+    if not isinstance(stored, str):
+        return None
+    try:
+        last = json.loads(stored)
+    except ValueError:
+        return "refusal record unreadable"
+    if not isinstance(last, dict):
+        return "refusal record unreadable"
+    return (
+        f"{_refused_count(stored)} platform message(s) refused; last: seq {last.get('seq')} "
+        f"({last.get('type')}) {last.get('reason')}: {last.get('detail')}"
+    )
+
+
+def _refused_count(stored: object) -> int:
+    if not isinstance(stored, str):
+        return 0
+    try:
+        loaded = json.loads(stored)
+    except ValueError:
+        return 0
+    count = loaded.get("count") if isinstance(loaded, dict) else None
+    return count if isinstance(count, int) and not isinstance(count, bool) and count >= 0 else 0
 
 
 def _cut(text: str) -> str:

@@ -2,7 +2,8 @@
 
 ``docs/protocol.md`` §9.4: the hub confirms an event only once it is durably stored. :meth:`PendantLink.check`
 authenticates a frame without moving the pendant's counter high-water mark; the shell acts on a new event, commits
-its records with the ``pendant:<address>`` cursor, and only then calls :meth:`PendantLink.accept` and writes the
+its records with the ``pendant:<address>`` cursor (:meth:`PendantLink.cursor_value`: the verifier state after the
+event, tied to the key it was accepted under, §9.6), and only then calls :meth:`PendantLink.accept` and writes the
 :meth:`PendantLink.confirm` frame. When the commit fails the mark stays where it was, so the pendant's re-send of
 the same frame checks as new again (never as a confirmed repeat). :func:`panic_event_draft` turns the panic
 lifecycle's ``panic_event`` steps into ``panic`` record drafts (§3.3). Pure: keys and counters in memory only.
@@ -17,18 +18,19 @@ from datetime import datetime
 from gateway.core.sealer import Draft
 from gateway.outbox import Lane
 from gateway.panic import PendantEventKind
-from protocols.errors import AuthenticationError, DecodeError, ReplayError
+from protocols.errors import AuthenticationError, DecodeError, EncodeError, ReplayError
 from protocols.pendant import (
     ConfirmFrame,
     FeedbackFrame,
     FeedbackState,
+    PendantCounterState,
     PendantEventType,
     PendantVerifier,
     VerifiedEvent,
 )
 from protocols.record import PanicBody, PanicEventType, panic_record_id
 
-__all__ = ["PendantLink", "Rejected", "cursor_key", "event_kind", "panic_event_draft"]
+__all__ = ["PendantLink", "Rejected", "cursor_key", "describe_counter", "event_kind", "panic_event_draft"]
 
 _PANIC_EVENTS = {
     PendantEventType.PRESS: PendantEventKind.PRESS,
@@ -58,6 +60,16 @@ def cursor_key(address: str) -> str:
     return f"pendant:{address}"
 
 
+def describe_counter(stored: object) -> str:
+    """A :func:`cursor_key` value as text (for `carehub doctor`): the last accepted counter."""
+    if isinstance(stored, bytes):
+        try:
+            return str(PendantCounterState.from_bytes(stored).last_counter)
+        except DecodeError:
+            return "unreadable"
+    return str(stored)
+
+
 def event_kind(event_type: PendantEventType) -> PendantEventKind | None:
     """What the panic lifecycle acts on for a pendant event type (``None``: battery/heartbeat only)."""
     return _PANIC_EVENTS.get(event_type)
@@ -78,11 +90,38 @@ class PendantLink:
         """Every pendant with a key."""
         return tuple(self._keys)
 
-    def restore(self, address: str, last_counter: int) -> None:
-        """Start from the counter high-water mark committed before a restart."""
+    def restore(self, address: str, stored: object) -> bool:
+        """Start from the verifier state committed before a restart (the :meth:`cursor_value` bytes).
+
+        A state saved under another key is not resumed (the pendant was re-keyed and counts from 1 again); a bare
+        integer is a high-water mark written by an earlier hub version. Returns False when ``stored`` is unreadable
+        (the verifier then starts afresh; the caller logs it).
+        """
         key = self._keys.get(address)
-        if key is not None:
-            self._verifiers[address] = PendantVerifier(address, key, last_counter)
+        if key is None or stored is None:
+            return True
+        if isinstance(stored, int) and not isinstance(stored, bool):
+            try:
+                self._verifiers[address] = PendantVerifier(address, key, stored)
+            except EncodeError:
+                return False
+            return True
+        if not isinstance(stored, bytes):
+            return False
+        try:
+            saved = PendantCounterState.from_bytes(stored)
+        except DecodeError:
+            return False
+        self._verifiers[address] = PendantVerifier.restore(address, key, saved)
+        return True
+
+    def cursor_value(self, address: str, verified: VerifiedEvent) -> bytes:
+        """The verifier state to commit with ``verified``'s records: what :meth:`accept` will leave."""
+        state = self._verifiers[address].state()
+        event = verified.event
+        if event.counter > state.last_counter:
+            state = PendantCounterState(state.key_id, event.counter, event.tag)
+        return bytes(state)
 
     def last_counter(self, address: str) -> int | None:
         """The pendant's accepted counter high-water mark (``None``: not a pendant with a key)."""

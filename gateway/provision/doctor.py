@@ -29,6 +29,8 @@ from typing import Any, Final
 import aiomqtt
 
 from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.core.downlink import REFUSED_CURSOR, describe_refusals
+from gateway.core.pendant_link import describe_counter
 from gateway.errors import UplinkError
 from gateway.outbox import SCHEMA_VERSION, Lane
 from gateway.provision.files import HubPaths
@@ -290,7 +292,7 @@ def _device_checks(config: GatewayConfig, cursors: Mapping[str, Any], paths: Hub
         if f"racp:{device.address}" in cursors:
             parts.append(f"next stored record #{cursors[f'racp:{device.address}']}")
         if f"pendant:{device.address}" in cursors:
-            parts.append(f"last event counter {cursors[f'pendant:{device.address}']}")
+            parts.append(f"last event counter {describe_counter(cursors[f'pendant:{device.address}'])}")
         entry = tested.get(device.address)
         if entry is None:
             checks.append(
@@ -337,4 +339,7 @@ async def run_doctor(
     checks += outbox
     checks.append(await check_broker(config, limit_s=broker_limit_s))
     checks += _device_checks(config, cursors, HubPaths.for_config(config_path))
+    refusals = describe_refusals(cursors.get(REFUSED_CURSOR))
+    if refusals is not None:
+        checks.append(Check("down-messages", Status.WARN, refusals, "correct the message on the platform and resend"))
     return checks

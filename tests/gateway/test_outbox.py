@@ -176,6 +176,10 @@ async def test_cursor_rules(tmp_path: Path):
             await ob.set_cursor("x", 1.5)  # type: ignore[arg-type]
         await ob.set_cursor("x", "text")
         assert await ob.get_cursor("x") == "text"
+        with pytest.raises(ValueError, match="64-bit"):
+            await ob.set_cursor("down", 2**63)  # a uint64 sequence number goes in as text instead
+        await ob.set_cursor("down", 2**63 - 1)
+        assert await ob.get_cursor("down") == 2**63 - 1
 
 
 async def test_corrupt_file_is_a_typed_error(tmp_path: Path):

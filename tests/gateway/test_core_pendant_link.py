@@ -1,0 +1,72 @@
+"""The pendant link accepts an event only after its commit (issue 19.1, docs/protocol.md §9.4); no event loop."""
+
+from __future__ import annotations
+
+from gateway.core.pendant_link import PendantLink, Rejected, describe_counter
+from protocols.pendant import ConfirmFrame, PendantEvent, PendantEventType, VerifiedEvent
+
+PENDANT = "C0:11:00:00:00:0A"
+KEY = bytes(range(32))
+OTHER_KEY = bytes(range(1, 33))
+
+
+def frame(counter: int, event: PendantEventType = PendantEventType.PRESS, key: bytes = KEY) -> bytes:
+    return bytes(PendantEvent(event, counter, 80, 100).sign(PENDANT, key))
+
+
+def checked(link: PendantLink, data: bytes) -> VerifiedEvent:
+    result = link.check(PENDANT, data)
+    assert isinstance(result, VerifiedEvent)
+    return result
+
+
+def test_an_event_not_yet_accepted_checks_as_new_again_and_is_confirmed_only_after_accept() -> None:
+    link = PendantLink({PENDANT: KEY})
+    press = frame(1)
+    first = checked(link, press)
+    assert not first.repeat
+    # The commit failed: nothing accepted. The re-send is new, not a repeat to be confirmed.
+    again = checked(link, press)
+    assert not again.repeat
+    assert link.last_counter(PENDANT) == 0
+    link.accept(PENDANT, again)
+    assert link.last_counter(PENDANT) == 1
+    assert checked(link, press).repeat
+    confirm = ConfirmFrame.from_bytes(link.confirm(PENDANT, 1))
+    confirm.verify(PENDANT, KEY)
+    assert confirm.counter == 1
+
+
+def test_frames_that_do_not_verify_are_rejected_not_raised() -> None:
+    link = PendantLink({PENDANT: KEY})
+    link.accept(PENDANT, checked(link, frame(5)))
+    for data in (b"", b"\x01" * 3, frame(6, key=OTHER_KEY), frame(4)):
+        assert isinstance(link.check(PENDANT, data), Rejected)
+    assert isinstance(link.check("C0:11:00:00:00:FF", frame(7)), Rejected)
+
+
+def test_the_committed_state_restores_the_mark_under_the_same_key_only() -> None:
+    link = PendantLink({PENDANT: KEY})
+    event = checked(link, frame(9))
+    stored = link.cursor_value(PENDANT, event)
+    assert describe_counter(stored) == "9"
+    restarted = PendantLink({PENDANT: KEY})
+    assert restarted.restore(PENDANT, stored)
+    assert restarted.last_counter(PENDANT) == 9
+    assert checked(restarted, frame(9)).repeat
+    assert isinstance(restarted.check(PENDANT, frame(8)), Rejected)
+    rekeyed = PendantLink({PENDANT: OTHER_KEY})
+    assert rekeyed.restore(PENDANT, stored)
+    assert rekeyed.last_counter(PENDANT) == 0  # a state saved under the old key is not resumed
+    legacy = PendantLink({PENDANT: KEY})
+    assert legacy.restore(PENDANT, 12)  # an earlier hub stored the bare counter
+    assert legacy.last_counter(PENDANT) == 12
+    assert not PendantLink({PENDANT: KEY}).restore(PENDANT, b"\x00" * 5)
+
+
+def test_feedback_frames_follow_the_accepted_counter() -> None:
+    link = PendantLink({PENDANT: KEY})
+    assert link.feedback_frame(PENDANT, "no such state") is None
+    assert link.feedback_frame("C0:11:00:00:00:FF", "help_called") is None
+    link.accept(PENDANT, checked(link, frame(3)))
+    assert link.feedback_frame(PENDANT, "help_called") is not None
