@@ -250,6 +250,9 @@ class BleManager:
         async with BleakScanner(
             service_uuids=services or None, scanning_mode="passive", backend=self._scanner_backend
         ) as scanner:
+            # Starting the scan awaits the stack (bumble's HCI commands go through asyncio.wait_for), which can lose
+            # a cancellation that arrives as it completes; the wait for adverts below has no end of its own.
+            raise_if_cancelling()
             self.scanning.set()
             async for device, adv in scanner.advertisement_data():
                 self._on_advertisement(device, adv)

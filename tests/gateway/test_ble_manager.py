@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from bleak.backends.scanner import BaseBleakScanner
 
 import gateway.ble
 import sim.ble
 from gateway.app import Gateway, open_gateway
 from gateway.ble import Reading
 from gateway.config import parse_config
-from gateway.events import ClockCorrected, DeviceReport, LinkDown, Misbehaviour
+from gateway.events import ClockCorrected, DeviceReport, LinkDown, Misbehaviour, PendantFrame
 from gateway.journal import IndicationJournal
 from protocols import gatt
 from protocols.envelope import open_envelope
@@ -107,7 +108,7 @@ class Rig:
         return [r for r in await self.records() if r.device_id == address and isinstance(r.body, MeasurementBody)]
 
 
-def _config(workdir: Path, broker: MosquittoBroker, devices: Sequence[tuple[str, str]]) -> str:
+def _config(workdir: Path, broker_url: str, devices: Sequence[tuple[str, str]]) -> str:
     lines = [
         "[hub]",
         f'id = "{HUB_ID}"',
@@ -115,7 +116,7 @@ def _config(workdir: Path, broker: MosquittoBroker, devices: Sequence[tuple[str,
         "[platform]",
         'public_key_file = "platform.pub"',
         "[broker]",
-        f'url = "{broker.url}"',
+        f'url = "{broker_url}"',
         "[storage]",
         'path = "outbox.sqlite"',
         "[ble]",
@@ -138,7 +139,7 @@ async def rig(tmp_path: Path, broker: MosquittoBroker, meters: Sequence[SimDevic
     save_platform_public_keys(tmp_path / "platform.pub", platform.public)
     kinds = {BloodPressureCuff: "blood_pressure", GlucoseMeter: "glucose"}
     provisioned = [(m.options.address, kinds[type(m)]) for m in meters if m.options.address != STRANGER]
-    text = _config(tmp_path, broker, provisioned)
+    text = _config(tmp_path, broker.url, provisioned)
     config = parse_config(text, tmp_path / "hub.toml")
     link = f"local:ble-manager-{next(_links)}"
     scanner, client = sim.ble.backend_for(link)
@@ -391,3 +392,53 @@ async def test_reading_indicated_while_an_idle_session_closes_is_not_lost(tmp_pa
         await r.probe.until(lambda: len(r.probe.readings_of(BP)) == 2)
         raws = [rec.body.raw for rec in await r.measurements(BP) if isinstance(rec.body, MeasurementBody)]
         assert sorted(raws) == sorted([first.raw, late[0].raw])
+
+
+class _NullSink:
+    """A sink for manager tests that never reach a session."""
+
+    async def store_readings(self, readings: Sequence[Reading], cursor: tuple[str, int] | None = None) -> None:
+        del readings, cursor
+
+    async def get_cursor(self, key: str) -> int | None:
+        del key
+        return None
+
+    async def report(self, event: DeviceReport) -> None:
+        del event
+
+    async def pendant_frame(self, frame: PendantFrame) -> bytes | None:
+        del frame
+        return None
+
+
+class _StartLosesTheCancellation(BaseBleakScanner):
+    """A scanner whose start swallows the cancellation that arrives while it runs, as bumble's HCI commands do on
+    Python 3.11 when it arrives in the loop turn their answer does (they await through asyncio.wait_for)."""
+
+    starting: asyncio.Event
+
+    def __init__(self, detection_callback: Any, service_uuids: Any, scanning_mode: Any = "active", **kwargs: Any):
+        del scanning_mode, kwargs
+        super().__init__(detection_callback, service_uuids)
+
+    async def start(self) -> None:
+        type(self).starting.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.Event().wait()
+
+    async def stop(self) -> None:
+        return None
+
+
+@pytest.mark.timeout(20)
+async def test_the_manager_closes_when_starting_the_scan_lost_its_cancellation(tmp_path):
+    """The scan task was cancelled while the stack started scanning and the cancellation was lost: it must not go on
+    to wait for adverts forever (that hung the BLE tests, once in about fifteen runs, when a gateway closed right
+    after it opened)."""
+    config = parse_config(_config(tmp_path, "mqtt://127.0.0.1:1", [(BP, "blood_pressure")]), tmp_path / "hub.toml")
+    _StartLosesTheCancellation.starting = asyncio.Event()
+    manager = gateway.ble.BleManager(config, _NullSink(), scanner_backend=_StartLosesTheCancellation)
+    async with manager:
+        await _StartLosesTheCancellation.starting.wait()
+    assert not manager.scanning.is_set()
