@@ -7,7 +7,7 @@
 #   feedback <hex>                 -> "STATE <n>"     the feedback state shown after the hub's Feedback write
 #   reboot                         -> "BOOTED"        a new wake on the same flash store
 #   gesture press|long|double      -> "QUEUED <n>"    the gesture's event queued (counter n), not waiting for it
-#   write confirm|feedback <hex>   -> "WROTE <status> ACTED <0|1> PENDING <c,c..|-> STATE <n>"   the ATT status
+#   write confirm|feedback <hex|-> -> "WROTE <status> ACTED <0|1> PENDING <c,c..|-> STATE <n>"   the ATT status
 #                                     the stack answered; once the firmware took the write: whether it acted on it
 #                                     (app.Pendant.on_write's answer), what is pending and what is shown
 #   read event|info                -> "READ <status> <hex|->"   a Read Request as the stack answers it
@@ -20,6 +20,7 @@ import asyncio
 import sys
 
 import ble_link
+import machine
 import store
 import support
 
@@ -39,11 +40,19 @@ def _record_writes(rig) -> list:
     return acted
 
 
+async def _start(rig):
+    """Start the wake and let it begin (as on the board, where the button is watched only once run() runs)."""
+    started = len(machine.wdts)
+    task = asyncio.create_task(rig.pendant.run(rig.link))
+    await support.until(lambda: len(machine.wdts) > started)  # run() starts the watchdog first thing
+    return task
+
+
 async def serve(root: str) -> None:
     rig = support.Rig(root=root, timings=support.fast_timings(awake_ms=600_000, retry_ms=20))
     acted = _record_writes(rig)
     rig.fake.central_connect()
-    task = asyncio.create_task(rig.pendant.run(rig.link))
+    task = await _start(rig)
     seen = 0
     while True:
         line = sys.stdin.readline().strip()
@@ -77,7 +86,7 @@ async def serve(root: str) -> None:
         elif cmd == "write":
             uuid = ble_link.CONFIRM_UUID if words[1] == "confirm" else ble_link.FEEDBACK_UUID
             del acted[:]
-            status = rig.fake.central_write(uuid, bytes.fromhex(words[2]))
+            status = rig.fake.central_write(uuid, b"" if words[2] == "-" else bytes.fromhex(words[2]))
             if status == 0:
                 await support.until(lambda: acted)
             pending = ",".join(str(p[0]) for p in rig.pendant.pending) or "-"
@@ -91,7 +100,7 @@ async def serve(root: str) -> None:
             rig = support.Rig(root=root, timings=support.fast_timings(awake_ms=600_000, retry_ms=20))
             acted = _record_writes(rig)
             rig.fake.central_connect()
-            task = asyncio.create_task(rig.pendant.run(rig.link))
+            task = await _start(rig)
             seen = 0
             print("BOOTED")
         else:

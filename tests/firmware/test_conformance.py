@@ -11,11 +11,13 @@ pending, what it shows).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -26,8 +28,11 @@ from typing import Protocol
 import pytest
 from bleak import BleakClient
 from bleak.exc import BleakGATTProtocolError
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import sim.ble
+from gateway.aio import run
 from protocols.pendant import (
     CONFIRM_CHAR_UUID,
     DEVICE_INFO_CHAR_UUID,
@@ -189,7 +194,7 @@ class FirmwarePendant:
         return await self.indication()
 
     async def write(self, what: str, data: bytes) -> Wrote:
-        _, status, _, acted, _, pending, _, state = await self._ask(f"write {what} {data.hex()}")
+        _, status, _, acted, _, pending, _, state = await self._ask(f"write {what} {data.hex() or '-'}")
         counters = () if pending == "-" else tuple(int(c) for c in pending.split(","))
         shown = FeedbackState(int(state)) if acted == "1" and what == "feedback" else None
         return Wrote(int(status), acted == "1", counters, shown)
@@ -241,11 +246,14 @@ def _unknown_state_feedback() -> bytes:
     return header + compute_tag(KEY, b"F", PENDANT_ID, header)
 
 
-async def _play(pendant: PendantUnderTest) -> list[tuple[str, object]]:
-    return [(name, await step(pendant)) for name, step in SCRIPT]
+Script = list[tuple[str, Callable[[PendantUnderTest], Awaitable[object]]]]
 
 
-async def _sim_transcript() -> list[tuple[str, object]]:
+async def _play(pendant: PendantUnderTest, script: Script = SCRIPT) -> list[tuple[str, object]]:
+    return [(name, await step(pendant)) for name, step in script]
+
+
+async def _sim_transcript(script: Script = SCRIPT) -> list[tuple[str, object]]:
     clock = ManualClock(datetime(2024, 3, 4, 18, 20, tzinfo=UTC))
     options = DeviceOptions(
         id="pendant-1",
@@ -270,15 +278,14 @@ async def _sim_transcript() -> list[tuple[str, object]]:
         client = await stack.enter_async_context(BleakClient(options.address, backend=backend, pair=False, timeout=10))
         under_test = SimPendant(pendant, clock, client)
         await client.start_notify(str(EVENT_CHAR_UUID), under_test.on_indication)
-        return await _play(under_test)
+        return await _play(under_test, script)
 
 
-@pytest.fixture
-def firmware(tmp_path: Path) -> Iterator[FirmwarePendant]:
-    if MICROPYTHON is None:
-        pytest.skip("micropython is not installed")
+@contextlib.contextmanager
+def _firmware(root: Path) -> Iterator[FirmwarePendant]:
+    assert MICROPYTHON is not None
     proc = subprocess.Popen(
-        [MICROPYTHON, str(FIRMWARE / "tests" / "hub_bridge.py"), str(tmp_path), KEY.hex(), PENDANT_ID, "1"],
+        [MICROPYTHON, str(FIRMWARE / "tests" / "hub_bridge.py"), str(root), KEY.hex(), PENDANT_ID, "1"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -290,6 +297,14 @@ def firmware(tmp_path: Path) -> Iterator[FirmwarePendant]:
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.fixture
+def firmware(tmp_path: Path) -> Iterator[FirmwarePendant]:
+    if MICROPYTHON is None:
+        pytest.skip("micropython is not installed")
+    with _firmware(tmp_path) as pendant:
+        yield pendant
 
 
 async def test_the_simulated_pendant_answers_like_the_firmware(firmware: FirmwarePendant) -> None:
@@ -318,3 +333,54 @@ async def test_the_script_exercises_what_matters(firmware: FirmwarePendant) -> N
     assert answers["event read after both confirmed"] == Read(0, cancel, b"")
     assert answers["an old confirm replayed"] == Wrote(0, True, (), None)
     assert answers["feedback idle"] == Wrote(0, True, (), FeedbackState.IDLE)
+
+
+# -- any sequence of writes, reads and gestures --------------------------------------------------------------------
+
+
+def _raw_confirm(counter: int, key: bytes) -> bytes:
+    header = bytes([1]) + counter.to_bytes(4, "little")
+    return header + compute_tag(key, b"C", PENDANT_ID, header)
+
+
+def _raw_feedback(state: int, counter: int, seq: int, key: bytes) -> bytes:
+    header = bytes([1, state]) + counter.to_bytes(4, "little") + seq.to_bytes(2, "little")
+    return header + compute_tag(key, b"F", PENDANT_ID, header)
+
+
+keys = st.sampled_from([KEY, STRANGER])
+operations = st.one_of(
+    st.sampled_from(list(GESTURES)).map(lambda g: (f"gesture {g}", lambda p: p.gesture(g))),
+    st.just(("read event", lambda p: p.read("event"))),
+    st.builds(
+        lambda c, k: (f"confirm {c} {k == KEY}", lambda p: p.write("confirm", _raw_confirm(c, k))),
+        st.integers(0, 6),
+        keys,
+    ),
+    st.builds(
+        lambda st_, c, q, k: (
+            f"feedback {st_} {c} {q} {k == KEY}",
+            lambda p: p.write("feedback", _raw_feedback(st_, c, q, k)),
+        ),
+        st.integers(0, 7),
+        st.integers(0, 6),
+        st.integers(0, 3),
+        keys,
+    ),
+    st.builds(
+        lambda what, data: (f"{what} {data.hex()}", lambda p: p.write(what, data)),
+        st.sampled_from(["confirm", "feedback"]),
+        st.binary(max_size=32),
+    ),
+)
+
+
+@pytest.mark.skipif(MICROPYTHON is None, reason="micropython is not installed")
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(operations, min_size=1, max_size=25))
+def test_any_sequence_of_operations_gets_the_same_answers(script: Script) -> None:
+    with tempfile.TemporaryDirectory() as root, _firmware(Path(root)) as firmware:
+        expected = run(_play(firmware, script))
+    got = run(_sim_transcript(script))
+    for (name, want), (_, answer) in zip(expected, got, strict=True):
+        assert answer == want, name
