@@ -102,6 +102,7 @@ _BATTERY_LEVEL = 0x2A19
 _CURRENT_TIME = 0x2A2B
 _RACP = 0x2A52
 _QUEUE_LIMIT = 256  # notifications of one device waiting to be stored
+_RACP_RESPONSES = 2  # RACP responses waiting to be read (one per request)
 
 
 def classify_error(exc: BaseException) -> ErrorClass:
@@ -154,6 +155,16 @@ class BleStats:
     last_seen: dict[str, datetime] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class _Notification:
+    """A notification or indication waiting in its session's queue."""
+
+    uuid: int
+    data: bytes
+    received_at: datetime
+    journaled: bool  # an entry of the indication journal waits for this reading's commit
+
+
 @dataclass(slots=True)
 class _DeviceState:
     attempts: int = 0
@@ -196,6 +207,11 @@ class BleManager:
         self.stats = BleStats()
         self.scanning = asyncio.Event()
 
+    @property
+    def journal(self) -> IndicationJournal | None:
+        """The indication journal the sessions append to, if any."""
+        return self._journal
+
     async def __aenter__(self) -> Self:
         await self._replay_journal()
         async with contextlib.AsyncExitStack() as stack:
@@ -217,7 +233,7 @@ class BleManager:
         if self._journal is None:
             return
         readings = []
-        for entry in self._journal.pending():
+        for entry in await asyncio.to_thread(self._journal.pending):
             cfg = self._config.device(entry.address)
             if cfg is not None:
                 readings.append(Reading(cfg, entry.uuid, entry.data, entry.received_at))
@@ -226,8 +242,9 @@ class BleManager:
             await self._sink.store_readings(readings)
         self._journal.done(0)
 
-    def _journaled(self, count: int = 1) -> None:
-        if self._journal is not None:
+    def _journaled(self, count: int) -> None:
+        """`count` journaled readings are committed (or reported as misbehaviour): release their entries."""
+        if self._journal is not None and count:
             self._journal.done(count)
 
     async def write_pendant_state(self, address: str, frame: bytes) -> bool:
@@ -308,23 +325,24 @@ class BleManager:
             await self._sink.report(LinkUp(cfg))
             offset = await self._sync_clock(client, cfg)
             await self._read_battery(client, cfg)
-            queue: asyncio.Queue[tuple[int, bytes, datetime]] = asyncio.Queue(maxsize=_QUEUE_LIMIT)
+            queue: asyncio.Queue[_Notification] = asyncio.Queue(maxsize=_QUEUE_LIMIT)
 
             def bridge(uuid: int) -> Callable[[BleakGATTCharacteristic, bytearray], None]:
                 def on_value(_char: BleakGATTCharacteristic, data: bytearray) -> None:
-                    item = (uuid, bytes(data), self._now())
+                    # On the event loop, in the stack's callback: enqueue only (the journal writes on its thread).
+                    value, at = bytes(data), self._now()
                     journal = None if cfg.kind is DeviceKind.PENDANT else self._journal
-                    if journal is not None:
-                        # Durable before this callback returns, i.e. before the stack confirms the indication.
-                        journal.append(JournalEntry(cfg.address, uuid, item[1], item[2]))
+                    journaled = journal is not None and journal.append(JournalEntry(cfg.address, uuid, value, at))
                     if queue.full():
                         # A device sending faster than readings can be stored: the reading stays in the journal
                         # (stored at the next start; the journal is not emptied meanwhile) rather than in memory.
                         self.stats.overflowed += 1
-                        kept = "dropped (it repeats)" if journal is None else "kept in the journal for the next start"
+                        kept = "kept in the journal for the next start" if journaled else "lost"
+                        if journal is None:
+                            kept = "dropped (a pendant repeats its frames)"
                         _log.error("notification queue of %s full; a notification %s", cfg.address, kept)
                         return
-                    queue.put_nowait(item)
+                    queue.put_nowait(_Notification(uuid, value, at, journaled))
 
                 return on_value
 
@@ -345,7 +363,7 @@ class BleManager:
         self,
         cfg: DeviceConfig,
         client: BleakClient,
-        queue: asyncio.Queue[tuple[int, bytes, datetime]],
+        queue: asyncio.Queue[_Notification],
         disconnected: asyncio.Event,
         offset: timedelta | None,
     ) -> None:
@@ -374,9 +392,9 @@ class BleManager:
         await self._sink.report(LinkDown(cfg))
 
     async def _deliver(
-        self, cfg: DeviceConfig, client: BleakClient, item: tuple[int, bytes, datetime], offset: timedelta | None
+        self, cfg: DeviceConfig, client: BleakClient, item: _Notification, offset: timedelta | None
     ) -> None:
-        uuid, data, at = item
+        uuid, data, at = item.uuid, item.data, item.received_at
         if cfg.kind is DeviceKind.PENDANT:
             confirm = await self._sink.pendant_frame(PendantFrame(cfg, data))
             if confirm is not None and client.is_connected:
@@ -389,11 +407,11 @@ class BleManager:
             self.stats.malformed += 1
             _log.warning("malformed %04X from %s: %s", uuid, cfg.address, exc)
             await self._sink.report(Misbehaviour(cfg, str(exc), data))
-            self._journaled()
+            self._journaled(item.journaled)
             return
         self.stats.readings += 1
         await self._sink.store_readings([Reading(cfg, uuid, data, at, offset)])
-        self._journaled()
+        self._journaled(item.journaled)
 
     async def _read_battery(self, client: BleakClient, cfg: DeviceConfig) -> None:
         try:
@@ -432,14 +450,22 @@ class BleManager:
         self,
         cfg: DeviceConfig,
         client: BleakClient,
-        queue: asyncio.Queue[tuple[int, bytes, datetime]],
+        queue: asyncio.Queue[_Notification],
         offset: timedelta | None,
     ) -> None:
         """RACP: report stored records with sequence number >= cursor; store them and the new cursor together."""
         key = f"racp:{cfg.address}"
         start = await self._sink.get_cursor(key) or 0
-        responses: asyncio.Queue[bytes] = asyncio.Queue()
-        await client.start_notify(uuid16(_RACP), lambda _c, data: responses.put_nowait(bytes(data)))
+        responses: asyncio.Queue[bytes] = asyncio.Queue(maxsize=_RACP_RESPONSES)
+
+        def on_response(_char: BleakGATTCharacteristic, data: bytearray) -> None:
+            if responses.full():  # one response per request: more is the device misbehaving
+                self.stats.malformed += 1
+                _log.warning("unrequested RACP response from %s ignored: %s", cfg.address, bytes(data).hex())
+                return
+            responses.put_nowait(bytes(data))
+
+        await client.start_notify(uuid16(_RACP), on_response)
         request = gatt.RacpRequest.report_greater_or_equal(start)
         await client.write_gatt_char(uuid16(_RACP), bytes(request), response=True)
         async with asyncio.timeout(60):
@@ -449,10 +475,11 @@ class BleManager:
             raise _ProtocolViolationError(f"RACP report failed with response code {code}")
         batch: list[Reading] = []
         highest = start - 1
-        drained = 0
+        journaled = 0
         while not queue.empty():
-            uuid, data, at = queue.get_nowait()
-            drained += 1
+            item = queue.get_nowait()
+            uuid, data, at = item.uuid, item.data, item.received_at
+            journaled += item.journaled
             try:
                 measurement = gatt.decode(uuid, data)
             except DecodeError as exc:
@@ -465,4 +492,4 @@ class BleManager:
             batch.append(Reading(cfg, uuid, data, at, offset))
         self.stats.readings += len(batch)
         await self._sink.store_readings(batch, cursor=(key, highest + 1) if highest >= start else None)
-        self._journaled(drained)
+        self._journaled(journaled)

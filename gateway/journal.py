@@ -1,12 +1,32 @@
-"""A write-ahead journal for indications: durable before the meter is told "received", and sealed at rest.
+"""The indication journal: what the hub received from meters and has not committed yet, durable and sealed at rest.
 
-A meter that indicates a reading forgets it once the hub's Bluetooth stack confirms the indication, and the stack
-confirms as soon as the notification callback returns (bumble, and the other stacks bleak drives in-process). The
-outbox commit happens later, on its own thread. To keep invariant 1 (durable before acknowledged) the BLE layer
-appends each indication's raw bytes here, with fdatasync, inside the callback, before it returns. Entries whose
-readings have reached the outbox are dropped by truncating the file once nothing is in flight; after a crash,
-:meth:`IndicationJournal.pending` returns what may not have reached the outbox, and the hub stores it again (record
-ids are stable, so a reading stored twice is still stored once at the platform).
+What it protects, and what it cannot (see also ``docs/ble.md``):
+
+A meter forgets a reading once its indication is confirmed. On a real hub ``bluetoothd`` sends that confirmation
+itself, as the indication arrives, before the value travels over D-Bus to bleak's callback in this process; no
+code in the hub runs between the meter's "received" and the confirmation. So there is a window, from the
+confirmation until the callback has handed the reading on, in which a crash of the hub process (or of
+``bluetoothd``) loses a reading the meter has already erased. The journal cannot close that window; nothing above
+BlueZ can. (bumble, the simulator's stack, runs in-process and confirms only when the callback returns, so there the
+window is smaller; the journal does not rely on that any more.)
+
+What the journal does protect is everything after the callback: a reading waits in its session's queue, then in a
+commit of the outbox (decoding, sealing, SQLite, fsync), and a slow SD card can hold hundreds of readings there (a
+glucose meter's stored records arrive in a burst). Each one is appended here as it arrives, and a crash of the hub
+loses none of them: after a restart :meth:`IndicationJournal.pending` returns them and the hub stores them again
+(record ids are stable, so a reading stored twice is still stored once at the platform). Entries are released with
+:meth:`IndicationJournal.done` once their readings are in the outbox, and the file is truncated whenever no entry is
+outstanding, so the journal holds what is in flight, never history.
+
+Off the event loop: :meth:`IndicationJournal.append` runs inside bleak's notification callback, on the event loop
+that also raises the pendant's alarms, so it only puts the entry on a bounded list (no I/O, no lock held for longer
+than a list append) and returns. A writer thread of its own writes what has accumulated with one ``write`` and one
+``fdatasync`` (a group commit: a burst of indications costs a few syncs, not one each), and truncates the file and
+replaces the key when everything is committed. An entry is therefore durable a few milliseconds after its callback,
+normally long before its reading's outbox commit (which decodes, seals and fsyncs a database). If the disk stalls and
+``capacity`` entries wait, further entries are not journaled (:attr:`IndicationJournal.unjournaled` counts them,
+and the log says so); their readings still go on to the outbox as usual, they are only not protected against a
+crash while they wait.
 
 Invariant 3 (nothing readable at rest): each entry is encrypted (XSalsa20-Poly1305, PyNaCl's SecretBox) with a
 journal key kept beside the journal (``<journal>.key``, mode 0600). The hub must be able to read back what a crash
@@ -16,13 +36,15 @@ longer exists, and blocks the file system freed at the truncation reveal nothing
 keys; only what a crash left in flight (to be stored at the next start) is readable with the current key.
 
 Format: one line per indication, the hex of ``nonce || ciphertext`` of ``ADDRESS UUID HEX ISO-TIME``; a torn or
-garbled last line (a crash mid-write) is ignored, as its indication was never confirmed.
+garbled last line (a crash mid-write) is ignored.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -37,6 +59,8 @@ __all__ = ["IndicationJournal", "JournalEntry"]
 
 _log = logging.getLogger(__name__)
 
+DEFAULT_CAPACITY = 4096  # entries waiting for the writer thread; about 1 MB of memory at most
+
 
 @dataclass(frozen=True, slots=True)
 class JournalEntry:
@@ -48,19 +72,39 @@ class JournalEntry:
     received_at: datetime
 
 
-class IndicationJournal:
-    """Append-only, fsynced, encrypted; truncated (and its key replaced) when everything in it is in the outbox.
+@dataclass(frozen=True, slots=True)
+class _Done:
+    """``count`` journaled readings are committed to the outbox."""
 
-    Used from the event loop only.
+    count: int
+
+
+class IndicationJournal:
+    """Append-only, encrypted, written and fsynced by a thread of its own; emptied whenever nothing is outstanding.
+
+    A synchronous context manager: entering opens the file and starts the writer thread; leaving writes what is
+    queued, then stops the thread and closes the file. :meth:`append` and :meth:`done` may be called from the event
+    loop (they never block on I/O); :meth:`flush` and :meth:`pending` do I/O and belong in a thread or in start-up.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, capacity: int = DEFAULT_CAPACITY) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
         self.path = path
         self.key_path = path.with_name(path.name + ".key")
+        self.capacity = capacity
+        self.unjournaled = 0  # entries not journaled: `capacity` entries were waiting, or the disk refused them
         self._fd = -1
         self._box: nacl.secret.SecretBox | None = None
-        self._written = False  # entries were appended under the current key
-        self.inflight = 0
+        self._written = False  # entries were written under the current key
+        self._ops: deque[JournalEntry | _Done] = deque()
+        self._queued_entries = 0
+        self._submitted = 0  # operations handed to the writer
+        self._finished = 0  # operations the writer has made durable
+        self._outstanding = 0  # entries in the file whose readings are not committed yet
+        self._closing = False
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
 
     def __enter__(self) -> Self:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,37 +114,72 @@ class IndicationJournal:
         if self._box is None or not self._written:
             # Nothing left to read back: start this run under a key of its own.
             self._rotate()
+        self._closing = False
+        self._thread = threading.Thread(target=self._write_loop, name=f"journal:{self.path.name}", daemon=True)
+        self._thread.start()
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
 
-    def append(self, entry: JournalEntry) -> None:
-        """Make `entry` durable (blocks for one fdatasync: a meter reading every few minutes, not a stream)."""
-        if self._box is None:
-            raise RuntimeError("the journal is not open")
-        plain = f"{entry.address} {entry.uuid:04x} {entry.data.hex()} {entry.received_at.isoformat()}"
-        line = bytes(self._box.encrypt(plain.encode("utf-8"))).hex() + "\n"
-        os.write(self._fd, line.encode("ascii"))
-        os.fdatasync(self._fd)
-        self._written = True
-        self.inflight += 1
+    # -- the event loop's side: enqueue only ------------------------------------------------------------------
+
+    def append(self, entry: JournalEntry) -> bool:
+        """Queue `entry` for the writer thread; False (and counted) when `capacity` entries already wait."""
+        with self._cond:
+            if self._thread is None or self._closing:
+                raise RuntimeError("the journal is not open")
+            if self._queued_entries >= self.capacity:
+                self.unjournaled += 1
+                refused = self.unjournaled
+            else:
+                self._ops.append(entry)
+                self._queued_entries += 1
+                self._submitted += 1
+                self._cond.notify()
+                return True
+        if refused == 1 or refused % 1000 == 0:
+            _log.error(
+                "indication journal %s: %d entries wait for the disk; %d not journaled",
+                self.path,
+                self.capacity,
+                refused,
+            )
+        return False
 
     def done(self, count: int = 1) -> None:
-        """`count` journaled readings are now in the outbox; once none is in flight, truncate and replace the key."""
-        self.inflight = max(0, self.inflight - count)
-        if self.inflight == 0:
-            os.ftruncate(self._fd, 0)
-            os.fdatasync(self._fd)
-            if self._written:
-                self._rotate()
+        """`count` journaled readings are now in the outbox (0: check only); the file is emptied when none is left."""
+        if count < 0:
+            raise ValueError(f"count must be >= 0, got {count}")
+        with self._cond:
+            if self._thread is None or self._closing:
+                raise RuntimeError("the journal is not open")
+            self._ops.append(_Done(count))
+            self._submitted += 1
+            self._cond.notify()
+
+    # -- blocking calls -----------------------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Block until everything appended or released so far was handled by the writer: on disk (the file truncated
+        if due), or, if the disk refused it, logged and counted in :attr:`unjournaled`."""
+        with self._cond:
+            target = self._submitted
+            while self._finished < target:
+                self._cond.wait()
 
     def pending(self) -> list[JournalEntry]:
-        """Entries left by an earlier run (read before the first append)."""
+        """The entries in the file (at start-up: what an earlier run left uncommitted)."""
         try:
             text = self.path.read_bytes().decode("ascii", errors="replace")
         except FileNotFoundError:
@@ -120,6 +199,50 @@ class IndicationJournal:
             else:
                 entries.append(entry)
         return entries
+
+    # -- the writer thread --------------------------------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._ops and not self._closing:
+                    self._cond.wait()
+                if not self._ops:
+                    return  # closing, and everything is written
+                batch = list(self._ops)
+                self._ops.clear()
+            try:
+                self._write(batch)
+            except OSError as exc:
+                lost = sum(isinstance(op, JournalEntry) for op in batch)
+                _log.error("indication journal %s: cannot write (%s); %d entries not journaled", self.path, exc, lost)
+                with self._cond:
+                    self.unjournaled += lost
+            with self._cond:
+                self._queued_entries -= sum(isinstance(op, JournalEntry) for op in batch)
+                self._finished += len(batch)
+                self._cond.notify_all()
+
+    def _write(self, batch: list[JournalEntry | _Done]) -> None:
+        box = self._box
+        if box is None:
+            raise OSError(f"indication journal {self.path}: no key")
+        lines = []
+        for op in batch:
+            if isinstance(op, JournalEntry):
+                plain = f"{op.address} {op.uuid:04x} {op.data.hex()} {op.received_at.isoformat()}"
+                lines.append(bytes(box.encrypt(plain.encode("utf-8"))).hex() + "\n")
+                self._outstanding += 1
+            else:
+                self._outstanding = max(0, self._outstanding - op.count)
+        if lines:
+            os.write(self._fd, "".join(lines).encode("ascii"))
+            os.fdatasync(self._fd)
+            self._written = True
+        if self._outstanding == 0 and self._written:
+            os.ftruncate(self._fd, 0)
+            os.fdatasync(self._fd)
+            self._rotate()
 
     def _load_box(self) -> nacl.secret.SecretBox | None:
         try:

