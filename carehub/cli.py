@@ -221,22 +221,10 @@ def _missing_extra(exc: ModuleNotFoundError) -> str | None:
     return f"this command needs carehub's [{extra}] extra ({module} is not installed): pip install 'carehub[{extra}]'"
 
 
-def _unavailable_group(message: str) -> typer.Typer:
-    """A stand-in listed by ``carehub --help`` for a group whose extra is missing."""
-    stand_in = typer.Typer(help=f"(unavailable: {message})", add_completion=False, rich_markup_mode=None)
-
-    @stand_in.callback(invoke_without_command=True)
-    def unavailable() -> None:
-        raise _fail(message)
-
-    return stand_in
-
-
 def build_app(only: str | None = None) -> typer.Typer:
     """The ``carehub`` command with every lazy group registered, or (``only``) just the one named, if any.
 
-    Raises:
-        ModuleNotFoundError: ``only`` names a group whose optional extra is not installed (see :data:`EXTRAS`).
+    The groups' modules import no optional extra (see :data:`EXTRAS`): their commands do, when they run.
     """
     app = typer.Typer(
         name=_root.info.name,
@@ -251,13 +239,7 @@ def build_app(only: str | None = None) -> typer.Typer:
     names = LAZY_GROUPS if only is None else [only] if only in LAZY_GROUPS else []
     for name in names:
         module, attribute = LAZY_GROUPS[name]
-        try:
-            target = getattr(importlib.import_module(module), attribute)
-        except ModuleNotFoundError as exc:
-            message = _missing_extra(exc)
-            if message is None or only is not None:
-                raise
-            target = _unavailable_group(message)
+        target = getattr(importlib.import_module(module), attribute)
         if isinstance(target, typer.Typer):
             app.add_typer(target, name=name)
         else:
