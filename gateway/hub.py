@@ -27,11 +27,11 @@ import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import assert_never
 
 from gateway.alarms import Alarm, AlarmBook, AlarmEvent, CriticalSnoozeError, InvalidSnoozeError, UnknownAlarmError
+from gateway.committer import Committer
 from gateway.config import DeviceConfig, GatewayConfig
 from gateway.core import device_reports
 from gateway.core.alarm_records import AlarmRecords, cue_for
@@ -50,7 +50,7 @@ from gateway.core.downlink import (
 )
 from gateway.core.measurements import measure
 from gateway.core.pendant_link import PendantLink, Rejected, cursor_key, event_kind, panic_event_draft
-from gateway.core.sealer import Draft, Sealer, ordered
+from gateway.core.sealer import Draft, Sealer
 from gateway.errors import OutboxError
 from gateway.events import (
     BatteryLevel,
@@ -82,7 +82,6 @@ from gateway.thresholds import ThresholdError, Thresholds
 from protocols.errors import DecodeError, ProtocolError
 from protocols.keys import HubIdentity, PlatformPublicKeys
 from protocols.messages import DownMessage
-from protocols.pendant import VerifiedEvent
 from protocols.record import AlarmBody, AlarmState, DownRefusal, DownRefusedBody
 
 __all__ = ["FallbackNotifier", "Hub", "HubCounters"]
@@ -97,9 +96,7 @@ _INPUT_AT: contextvars.ContextVar[float | None] = contextvars.ContextVar("carehu
 _SHOWN_AT: contextvars.ContextVar[float | None] = contextvars.ContextVar("carehub_shown_at", default=None)
 """Monotonic time the cue for the input being handled was shown."""
 
-_SEQ_BLOCK = 256  # record/envelope sequence numbers reserved per outbox transaction; a crash only leaves a gap
 _ALARM_QUEUE = 1024  # raised alarms whose platform ack is awaited (the uplink settles them quickly)
-_UNSTORED_MAX = 4096  # priority records of failed commits kept for the next commit
 _RAISED_MAX = 4096  # raised alarms whose delivery latency is still to be measured
 
 
@@ -113,14 +110,6 @@ def _handling_input() -> Iterator[None]:
     finally:
         _SHOWN_AT.reset(shown_token)
         _INPUT_AT.reset(input_token)
-
-
-@dataclass(slots=True)
-class _SealRequest:
-    """One caller's drafts and cursors, committed with everything else handed over in the same loop turn."""
-
-    drafts: Sequence[Draft]
-    cursors: Mapping[str, CursorValue] | None
 
 
 class Hub:
@@ -152,22 +141,15 @@ class Hub:
         self._now = now
         self._pendant_writer = pendant_writer
         self.counters = HubCounters()
-        self._sealer = Sealer(identity, platform.box_key)
+        self._committer = Committer(outbox, Sealer(identity, platform.box_key), now, self.counters)
         self._alarm_records = AlarmRecords(identity.hub_id, self._language, self.counters.alarms)
         self._pendants = PendantLink(pendant_keys)
         self._base: dict[str, Thresholds] = {r.id: rules.thresholds(r.id) for r in config.residents}
         self._downlink = Downlink(self._base)
-        self._seqs: range = range(0)
-        self._seq_lock = asyncio.Lock()
         self._raised_at: dict[str, tuple[float, bool]] = {}  # alarm record id -> (input time, is a panic call)
-        self._unstored: list[Draft] = []  # priority drafts of failed commits, offered again with the next one
-        self._unstored_accepts: dict[str, VerifiedEvent] = {}  # pendant events among them, accepted once stored
         self._escalated_unstored: set[str] = set()  # panic calls whose press could not be stored, escalated once
         #: Ids (hex) of raised alarm records, for the task that waits for the platform's ack of each.
         self.alarm_records: asyncio.Queue[str] = asyncio.Queue(maxsize=_ALARM_QUEUE)
-        self._to_seal: list[_SealRequest] = []  # this loop turn's requests, until their sealer takes them
-        self._sealer_task: asyncio.Task[None] | None = None  # the task that will commit them
-        self._sealers: set[asyncio.Task[None]] = set()  # every commit not finished yet
 
     def set_pendant_writer(self, writer: Callable[[str, bytes], Awaitable[bool]]) -> None:
         """Where pendant feedback frames go (the BLE manager, once it runs)."""
@@ -192,86 +174,16 @@ class Hub:
             elif restored is not None:
                 self._rules.set_thresholds(resident, restored)
 
-    # -- records and the outbox -------------------------------------------------------------------------------
-
-    async def _next_seqs(self, count: int) -> range:
-        """``count`` consecutive sequence numbers (a shorter rest of the reserved block is skipped: a gap, no reuse)."""
-        async with self._seq_lock:
-            if len(self._seqs) < count:
-                self._seqs = await self._outbox.allocate_seqs(max(_SEQ_BLOCK, count))
-            out, self._seqs = self._seqs[:count], self._seqs[count:]
-            return out
-
     async def _commit(self, drafts: Sequence[Draft], cursors: Mapping[str, CursorValue] | None = None) -> None:
-        """Seal ``drafts`` and commit them, with the cursors, in one transaction; return once it is durable.
-
-        Everything handed over in the same turn of the event loop (meters reporting together, a RACP batch, an
-        alarm and the reading that raised it) is committed together. Nothing waits for a timer.
-
-        Raises:
-            OutboxError: the commit failed; nothing of it is stored (priority drafts are offered again later).
-        """
-        if not drafts and not cursors and not self._unstored:
-            return
-        sealer = self._sealer_task
-        if sealer is None:
-            # The first caller of this loop turn: the sealer's first step runs after the other callers of the turn.
-            sealer = self._sealer_task = asyncio.create_task(self._seal_together(), name="gateway.hub.seal")
-            self._sealers.add(sealer)
-            sealer.add_done_callback(self._sealers.discard)
-        self._to_seal.append(_SealRequest(drafts, cursors))
-        # Shielded: a caller cancelled meanwhile (its session ending) does not cancel the others' commit.
-        await asyncio.shield(sealer)
+        await self._committer.commit(drafts, cursors)
 
     async def settle(self) -> None:
-        """Wait until what callers have handed over is committed (or failed); for shutdown, before the outbox closes."""
-        while self._sealers:
-            await asyncio.gather(*self._sealers, return_exceptions=True)
-
-    async def _seal_together(self) -> None:
-        """Commit the drafts and cursors handed over in this loop turn (and earlier failures) in one transaction."""
-        requests, self._to_seal, self._sealer_task = self._to_seal, [], None
-        retry, self._unstored = self._unstored, []
-        accepts, self._unstored_accepts = self._unstored_accepts, {}
-        drafts = ordered([*retry, *(d for r in requests for d in r.drafts)])
-        cursors: dict[str, CursorValue] = {}
-        for request in requests:
-            cursors.update(request.cursors or {})
-        for address, verified in accepts.items():
-            cursors.setdefault(cursor_key(address), self._pendants.cursor_value(address, verified))
-        try:
-            seqs = await self._next_seqs(len(drafts)) if drafts else range(0)
-            items = self._sealer.seal(drafts, seqs, self._now())
-            result = await self._outbox.put_many(items, cursors=cursors or None)
-        except OutboxError as exc:
-            self.counters.commit_failures += 1
-            self._keep_unstored([d for d in drafts if d.lane is Lane.PRIORITY])
-            self._unstored_accepts = {**accepts, **self._unstored_accepts}
-            _log.error("outbox commit of %d record(s) failed: %s", len(drafts), exc)
-            raise
-        for address, verified in accepts.items():
-            # A press stored by a later commit: its re-send is now a repeat, confirmed without acting twice.
-            self._pendants.accept(address, verified)
-        if result.evicted is not None:
-            await self.report_evictions()
-
-    def _keep_unstored(self, drafts: list[Draft]) -> None:
-        kept = ordered([*drafts, *self._unstored])
-        if len(kept) > _UNSTORED_MAX:
-            dropped = len(kept) - _UNSTORED_MAX
-            self.counters.unstored_dropped += dropped
-            _log.error("%d priority record(s) of failed commits dropped: too many waiting for storage", dropped)
-            kept = kept[-_UNSTORED_MAX:]
-        self._unstored = kept
+        """Wait until what was handed over is committed (or failed); for shutdown, before the outbox closes."""
+        await self._committer.settle()
 
     async def report_evictions(self) -> None:
-        """Turn evictions not yet reported into an eviction record, settled in the same transaction."""
-        eviction = await self._outbox.pending_evictions()
-        if eviction is None:
-            return
-        seq = (await self._next_seqs(1))[0]
-        await self._outbox.put_many([self._sealer.eviction_report(eviction, seq, self._now())], settle=eviction)
-        self.counters.evictions_reported += 1
+        """Turn evictions not yet reported into an eviction record (at start; later ones after each commit)."""
+        await self._committer.report_evictions()
 
     # -- alarms -----------------------------------------------------------------------------------------------
 
@@ -411,7 +323,12 @@ class Hub:
         except OutboxError:
             # §9.4: not stored, so not confirmed; the verifier has not moved, so the re-send counts as new.
             self.counters.pendant_unconfirmed += 1
-            self._unstored_accepts[address] = checked
+            # Committed with the next commit, which also stores the press's records: then its re-send is a repeat.
+            self._committer.defer(
+                cursor_key(address),
+                lambda: self._pendants.cursor_value(address, checked),
+                lambda: self._pendants.accept(address, checked),
+            )
             if kind in (PendantEventKind.PRESS, PendantEventKind.LONG_PRESS):
                 await self._escalate_unstored(device)
             return None
