@@ -38,15 +38,18 @@ def home(
 ) -> None:
     """Run every device of SCENARIO on LINK, replaying its timeline SPEED times faster than real time."""
     from gateway import aio  # noqa: PLC0415 - see the module docstring
+    from sim.ble.config import parse_link  # noqa: PLC0415
+    from sim.ble.errors import LinkConfigError  # noqa: PLC0415
     from sim.clock import CompressedClock  # noqa: PLC0415
     from sim.home import Home  # noqa: PLC0415
     from sim.scenario import ScenarioError, load_scenario  # noqa: PLC0415
 
     try:
+        parse_link(link)
         parsed = load_scenario(scenario)
-    except ScenarioError as error:
+    except (LinkConfigError, ScenarioError) as error:
         typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from error
+        raise typer.Exit(2) from None
 
     async def run() -> list[str]:
         clock = CompressedClock(parsed.start_time, speed)

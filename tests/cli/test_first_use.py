@@ -37,6 +37,7 @@ from carehub.cli import build_app, run
         (["provision", "web", "--port", "70000"], "--port"),
         (["provision", "test", "--installer", "me", "--timeout", "inf"], "--timeout"),
         (["sim", "home", "--scenario", "s.toml", "--speed", "0"], "--speed"),
+        (["sim", "home", "--scenario", "s.toml", "--link", "bogus"], "link 'bogus'"),
         (["platform", "readings"], "--config"),
         (["platform", "thresholds", "-c", "p.toml", "--hub", "h"], "--resident"),
     ],
