@@ -41,7 +41,7 @@ A button worn by the resident. What it does, as the firmware (``firmware/pendant
 * **Reboot.** ``await pendant.reboot()`` drops the link and loses what the firmware keeps in RAM (pending events,
   the uptime, the feedback floor, the Event value); the counter survives, so no counter is ever sent twice.
 
-The pendant id defaults to the BLE address, which is what the gateway's verifier uses (``gateway/intake.py``).
+The pendant id defaults to the BLE address, which is what the gateway's verifier uses (``gateway/core/pendant_link.py``).
 """
 
 from __future__ import annotations
