@@ -119,8 +119,8 @@ def _flush_blocking(stream: TextIO, fd: int) -> None:
         if not was_blocking:
             os.set_blocking(fd, True)
         stream.flush()
-    except BrokenPipeError as exc:
-        raise OutputClosedError(fd, exc.strerror or "Broken pipe") from None
+    except OSError as exc:  # blocking here, so EPIPE, ENOSPC or EIO: the earlier output did not get out
+        raise OutputClosedError(fd, exc.strerror or str(exc)) from None
     finally:
         if not was_blocking:
             os.set_blocking(fd, False)
@@ -142,7 +142,8 @@ def complete_output() -> Iterator[None]:
     """Within this block, ``sys.stdout`` and ``sys.stderr`` write every byte or raise :class:`OutputClosedError`.
 
     Streams that are not backed by a descriptor (a test's capture) are left as they are. On leaving, the
-    replacements are flushed (which may raise :class:`OutputClosedError`) and the original streams restored.
+    replacements are flushed (which may raise :class:`OutputClosedError`) and the original streams restored; a
+    replacement something still holds (a logging handler) keeps writing completely.
     """
     originals = (sys.stdout, sys.stderr)
     replaced: list[io.TextIOWrapper] = []
@@ -164,7 +165,7 @@ def complete_output() -> Iterator[None]:
                 wrapped.flush()
             except OutputClosedError as exc:
                 failure = failure or exc
-            wrapped.detach()  # the descriptor stays open: it belongs to the original stream
+            # Not closed: a logging handler may still hold it, and closing it never closes the borrowed descriptor.
         if failure is not None:
             raise failure
 
