@@ -25,7 +25,6 @@ import base64
 import binascii
 import hashlib
 import os
-import secrets
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ import nacl.exceptions
 import nacl.public
 import nacl.signing
 
+from protocols import atomic
 from protocols.errors import AuthenticationError, EncodeError, KeyFileError
 from protocols.topics import is_valid_hub_id
 
@@ -195,32 +195,11 @@ class PlatformIdentity:
 
 
 def _write_atomic(path: Path, text: str, mode: int) -> None:
-    """Write ``text`` to ``path`` via a temp file created with ``mode``, fsync, rename, fsync of the directory."""
-    directory = path.parent
-    tmp = directory / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    """Write ``text`` to ``path`` with :func:`protocols.atomic.write_atomic` (temp file, fsync, rename, dir fsync)."""
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
+        atomic.write_atomic(path, text.encode(), mode=mode)
     except OSError as exc:
-        raise KeyFileError(f"{path}: cannot create key file ({exc.strerror})") from exc
-    try:
-        try:
-            os.fchmod(fd, mode)  # the umask may have removed bits we wanted; never adds any we did not ask for
-            os.write(fd, text.encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise KeyFileError(f"{path}: cannot write key file ({exc.strerror})") from exc
-    try:
-        dir_fd = os.open(directory, os.O_RDONLY)
-    except OSError as exc:
-        raise KeyFileError(f"{path}: cannot open directory to sync it ({exc.strerror})") from exc
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        raise KeyFileError(f"{path}: cannot write key file ({exc.strerror or exc})") from exc
 
 
 def _read(path: Path, *, private: bool) -> dict[str, str]:

@@ -21,18 +21,17 @@ fsynced, so a crash or a full disk leaves either the old file or the new one. Th
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
-import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
 from gateway.provision.errors import ConfigWriteError, NotInitialisedError
+from protocols import atomic
 
 __all__ = [
     "CONFIG_NAME",
@@ -47,7 +46,7 @@ __all__ = [
 
 CONFIG_NAME: Final = "hub.toml"
 
-Writer = Callable[[int, bytes], int]
+Writer = atomic.Writer
 """Writes bytes to a file descriptor and returns how many were written (the signature of :func:`os.write`)."""
 
 
@@ -156,36 +155,14 @@ def _fix_for(exc: OSError) -> str:
 
 
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, writer: Writer = os.write) -> None:
-    """Replace ``path`` with ``data``: temp file with ``mode``, fsync, rename, directory fsync.
+    """Replace ``path`` with ``data`` through :func:`protocols.atomic.write_atomic` (the one atomic-write helper).
 
     Raises:
         ConfigWriteError: nothing could be written; ``path`` still holds what it held before.
     """
-    directory = path.parent
-    tmp = directory / f".{path.name}.{secrets.token_hex(6)}.tmp"
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
-        try:
-            os.fchmod(fd, mode)
-            view = memoryview(data)
-            while view:
-                written = writer(fd, bytes(view))
-                if written <= 0:
-                    raise OSError(errno.EIO, "short write")
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        atomic.write_atomic(path, data, mode=mode, parents=True, writer=writer)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         raise ConfigWriteError(f"could not write {path} ({exc.strerror or exc})", _fix_for(exc)) from exc
 
 
