@@ -1,8 +1,11 @@
-"""Reconnect delays: a pure, capped, jittered exponential backoff."""
+"""Reconnect delays: a pure, capped, jittered exponential backoff, and a named policy of its parameters."""
 
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
+
+__all__ = ["RetryPolicy", "backoff_delay"]
 
 
 def backoff_delay(
@@ -41,3 +44,28 @@ def backoff_delay(
     exponent = min(attempt, 1023)
     ceiling = min(cap, base * 2.0**exponent)
     return ceiling * (1.0 - jitter_fraction * rng.random())
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """The parameters of :func:`backoff_delay` for one kind of failure (e.g. one BLE error class).
+
+    Attributes:
+        base: delay after the first failure, in seconds; > 0.
+        cap: the longest delay; >= base.
+        jitter_fraction: in [0, 1]; how much of each delay jitter may remove.
+    """
+
+    base: float
+    cap: float
+    jitter_fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        # The same checks backoff_delay makes, at construction rather than at the first failure.
+        backoff_delay(0, base=self.base, cap=self.cap, jitter_fraction=self.jitter_fraction, rng=random.Random(0))  # noqa: S311
+
+    def delay(self, failures: int, rng: random.Random) -> float:
+        """Seconds to wait after ``failures`` consecutive failures (>= 1) of this kind."""
+        if failures < 1:
+            raise ValueError(f"failures must be >= 1, got {failures}")
+        return backoff_delay(failures - 1, base=self.base, cap=self.cap, jitter_fraction=self.jitter_fraction, rng=rng)

@@ -39,10 +39,17 @@ from bleak.backends.characteristic import BleakGATTCharacteristic
 from bleak.backends.client import BaseBleakClient
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
-from bleak.exc import BleakDeviceNotFoundError, BleakError
+from bleak.exc import (
+    BleakCharacteristicNotFoundError,
+    BleakDBusError,
+    BleakDeviceNotFoundError,
+    BleakError,
+    BleakGATTProtocolError,
+    BleakGATTProtocolErrorCode,
+)
 
 from gateway.aio import raise_if_cancelling
-from gateway.backoff import backoff_delay
+from gateway.backoff import RetryPolicy
 from gateway.config import DeviceConfig, DeviceKind, GatewayConfig
 from gateway.events import (
     BatteryLevel,
@@ -105,19 +112,70 @@ _QUEUE_LIMIT = 256  # notifications of one device waiting to be stored
 _RACP_RESPONSES = 2  # RACP responses waiting to be read (one per request)
 
 
+# ATT error codes (Core Spec Vol 3 Part F 3.4.1.1): the peer wants a bond, or encryption with a bond's keys.
+_ATT_AUTH = frozenset(
+    {
+        BleakGATTProtocolErrorCode.INSUFFICIENT_AUTHENTICATION,  # 0x05
+        BleakGATTProtocolErrorCode.INSUFFICIENT_AUTHORIZATION,  # 0x08
+        BleakGATTProtocolErrorCode.INSUFFICIENT_ENCRYPTION_KEY_SIZE,  # 0x0C
+        BleakGATTProtocolErrorCode.INSUFFICIENT_ENCRYPTION,  # 0x0F
+    }
+)
+# The peer is busy; the same request may succeed later.
+_ATT_BUSY = frozenset(
+    {
+        BleakGATTProtocolErrorCode.PREPARE_QUEUE_FULL,  # 0x09
+        BleakGATTProtocolErrorCode.INSUFFICIENT_RESOURCE,  # 0x11
+        BleakGATTProtocolErrorCode.PROCEDURE_ALREADY_IN_PROGRESS,  # 0xFE
+    }
+)
+# BlueZ's D-Bus error names (bluez doc/org.bluez.Device.rst and the GATT interfaces); bleak turns those that carry an
+# ATT code into BleakGATTProtocolError itself. Names not listed are TRANSIENT (e.g. org.bluez.Error.Failed,
+# InProgress, NotReady, and D-Bus's own NoReply).
+_DBUS_CLASSES = {
+    "org.bluez.Error.AuthenticationFailed": ErrorClass.AUTH,
+    "org.bluez.Error.AuthenticationCanceled": ErrorClass.AUTH,
+    "org.bluez.Error.AuthenticationRejected": ErrorClass.AUTH,
+    "org.bluez.Error.AuthenticationTimeout": ErrorClass.AUTH,
+    "org.bluez.Error.NotPermitted": ErrorClass.AUTH,  # left over by bleak's mapping: "Not paired"
+    "org.bluez.Error.NotAuthorized": ErrorClass.AUTH,
+    "org.bluez.Error.NotConnected": ErrorClass.GONE,
+    "org.bluez.Error.DoesNotExist": ErrorClass.GONE,
+    "org.freedesktop.DBus.Error.UnknownObject": ErrorClass.GONE,  # the device object is gone (out of range)
+    "org.bluez.Error.NotSupported": ErrorClass.PROTOCOL,
+    "org.bluez.Error.InvalidArguments": ErrorClass.PROTOCOL,
+    "org.bluez.Error.ImproperlyConfigured": ErrorClass.PROTOCOL,
+}
+# How long each class waits before the device is tried again (at its next advertisement after that).
+_RETRY = {
+    ErrorClass.GONE: RetryPolicy(base=1.0, cap=30.0),  # out of range: its next advertisement says it is back
+    ErrorClass.TRANSIENT: RetryPolicy(base=1.0, cap=300.0),
+    ErrorClass.PROTOCOL: RetryPolicy(base=30.0, cap=1800.0),  # retrying soon would fail the same way
+    ErrorClass.AUTH: RetryPolicy(base=60.0, cap=3600.0),  # a lost bond needs the installer, not a tight loop
+}
+
+
 def classify_error(exc: BaseException) -> ErrorClass:
-    """Classify a session failure once, here, at the BLE boundary."""
+    """Classify a session failure once, here, at the BLE boundary: by type (the ATT error code, BlueZ's D-Bus
+    error name); only a plain :class:`BleakError`, which carries nothing else, is judged by its message."""
     if isinstance(exc, BleakDeviceNotFoundError):
         return ErrorClass.GONE
     if isinstance(exc, TimeoutError):
         return ErrorClass.TRANSIENT
-    if isinstance(exc, _ProtocolViolationError):
+    if isinstance(exc, _ProtocolViolationError | BleakCharacteristicNotFoundError):
         return ErrorClass.PROTOCOL
-    text = str(exc).lower()
-    if any(word in text for word in ("pair", "auth", "encrypt", "bond")):
-        return ErrorClass.AUTH
-    if "disconnect" in text or "not connected" in text:
-        return ErrorClass.GONE
+    if isinstance(exc, BleakGATTProtocolError):
+        if exc.code in _ATT_AUTH:
+            return ErrorClass.AUTH
+        return ErrorClass.TRANSIENT if exc.code in _ATT_BUSY else ErrorClass.PROTOCOL
+    if isinstance(exc, BleakDBusError):
+        return _DBUS_CLASSES.get(exc.dbus_error, ErrorClass.TRANSIENT)
+    if isinstance(exc, BleakError):
+        text = str(exc).lower()
+        if "not connected" in text or "disconnected" in text or "link to the peer was lost" in text:
+            return ErrorClass.GONE
+        if text.startswith("pair ") or any(word in text for word in ("pairing", "authentication", "encrypt")):
+            return ErrorClass.AUTH  # bleak's own pairing errors; the sim names the operation ("pair <address>: ...")
     return ErrorClass.TRANSIENT
 
 
@@ -167,7 +225,8 @@ class _Notification:
 
 @dataclass(slots=True)
 class _DeviceState:
-    attempts: int = 0
+    attempts: int = 0  # consecutive failures of the class last_failure
+    last_failure: ErrorClass | None = None
     not_before: float = 0.0
     pendant_client: BleakClient | None = None
 
@@ -298,12 +357,14 @@ class BleManager:
             async with contextlib.nullcontext() if cfg.kind is DeviceKind.PENDANT else self._slots:
                 self.stats.sessions += 1
                 await self._run_session(cfg, device, state)
-            state.attempts = 0
+            state.attempts, state.last_failure = 0, None
         except (BleakError, TimeoutError, OSError) as exc:
             kind = classify_error(exc)
             self.stats.failures[kind] += 1
-            state.attempts += 1
-            delay = backoff_delay(state.attempts - 1, base=1.0, cap=300.0, jitter_fraction=0.2, rng=self._rng)
+            # Consecutive failures of one class grow its delay; a failure of another class starts that one afresh.
+            state.attempts = state.attempts + 1 if kind is state.last_failure else 1
+            state.last_failure = kind
+            delay = _RETRY[kind].delay(state.attempts, self._rng)
             state.not_before = self._monotonic() + delay
             _log.warning("session with %s failed (%s: %s); retry in %.1f s", cfg.address, kind, exc, delay)
             await self._sink.report(LinkFailed(cfg, kind, str(exc)))

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.backoff import backoff_delay
+from gateway.backoff import RetryPolicy, backoff_delay
 
 
 def seeded(seed: int) -> random.Random:
@@ -62,3 +62,23 @@ def test_envelope_is_monotone(base, cap_factor):
 def test_rejects_bad_arguments(attempt, base, cap, jitter):
     with pytest.raises(ValueError, match="must be"):
         backoff_delay(attempt, base=base, cap=cap, jitter_fraction=jitter, rng=seeded(0))
+
+
+def test_a_policy_is_the_backoff_with_its_parameters():
+    policy = RetryPolicy(base=60.0, cap=3600.0, jitter_fraction=0.0)
+    assert [policy.delay(n, seeded(0)) for n in (1, 2, 3, 7, 8, 100)] == [60.0, 120.0, 240.0, 3600.0, 3600.0, 3600.0]
+    jittered = RetryPolicy(base=1.0, cap=30.0)
+    assert jittered.delay(3, seeded(5)) == backoff_delay(2, base=1.0, cap=30.0, jitter_fraction=0.2, rng=seeded(5))
+
+
+@pytest.mark.parametrize(
+    ("base", "cap", "jitter"), [(0.0, 1.0, 0.2), (2.0, 1.0, 0.2), (1.0, 2.0, 1.5), (1.0, 2.0, -0.1)]
+)
+def test_a_policy_with_impossible_parameters_is_refused_when_made(base: float, cap: float, jitter: float) -> None:
+    with pytest.raises(ValueError, match="must be"):
+        RetryPolicy(base=base, cap=cap, jitter_fraction=jitter)
+
+
+def test_a_policy_counts_failures_from_one():
+    with pytest.raises(ValueError, match="failures must be >= 1"):
+        RetryPolicy(base=1.0, cap=2.0).delay(0, seeded(0))

@@ -18,14 +18,30 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import BaseBleakScanner
+from bleak.exc import (
+    BleakCharacteristicNotFoundError,
+    BleakDBusError,
+    BleakDeviceNotFoundError,
+    BleakError,
+    BleakGATTProtocolError,
+)
 
 import gateway.ble
 import sim.ble
 from gateway.app import Gateway, open_gateway
 from gateway.ble import Reading
 from gateway.config import parse_config
-from gateway.events import ClockCorrected, DeviceReport, LinkDown, Misbehaviour, PendantFrame
+from gateway.events import (
+    ClockCorrected,
+    DeviceReport,
+    ErrorClass,
+    LinkDown,
+    LinkFailed,
+    Misbehaviour,
+    PendantFrame,
+)
 from gateway.journal import IndicationJournal
 from protocols import gatt
 from protocols.envelope import open_envelope
@@ -452,3 +468,89 @@ async def test_the_manager_closes_when_starting_the_scan_lost_its_cancellation(t
     async with manager:
         await _StartLosesTheCancellation.starting.wait()
     assert not manager.scanning.is_set()
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        # ATT error codes (bumble's ATT_Error and BlueZ's "ATT error: 0x.." both arrive as BleakGATTProtocolError).
+        (BleakGATTProtocolError(0x05), ErrorClass.AUTH),  # insufficient authentication
+        (BleakGATTProtocolError(0x0F), ErrorClass.AUTH),  # insufficient encryption
+        (BleakGATTProtocolError(0x0C), ErrorClass.AUTH),  # encryption key size
+        (BleakGATTProtocolError(0x80), ErrorClass.PROTOCOL),  # an application error (Omron refusing a clock write)
+        (BleakGATTProtocolError(0x0A), ErrorClass.PROTOCOL),  # attribute not found
+        (BleakGATTProtocolError(0x11), ErrorClass.TRANSIENT),  # insufficient resources: busy
+        # BlueZ's D-Bus errors, by name, whatever their text says.
+        (BleakDBusError("org.bluez.Error.AuthenticationFailed", []), ErrorClass.AUTH),
+        (BleakDBusError("org.bluez.Error.AuthenticationRejected", ["Authentication Rejected"]), ErrorClass.AUTH),
+        (BleakDBusError("org.bluez.Error.NotPermitted", ["Not paired"]), ErrorClass.AUTH),
+        (BleakDBusError("org.bluez.Error.NotConnected", ["Not Connected"]), ErrorClass.GONE),
+        (BleakDBusError("org.freedesktop.DBus.Error.UnknownObject", ["Method GetAll ..."]), ErrorClass.GONE),
+        (BleakDBusError("org.bluez.Error.InProgress", ["Pairing in progress"]), ErrorClass.TRANSIENT),
+        (BleakDBusError("org.bluez.Error.Failed", ["le-connection-abort-by-local"]), ErrorClass.TRANSIENT),
+        (BleakDBusError("org.bluez.Error.NotSupported", []), ErrorClass.PROTOCOL),
+        # bleak's and Python's types.
+        (BleakDeviceNotFoundError(BP, "not found"), ErrorClass.GONE),
+        (BleakCharacteristicNotFoundError("00002a35-0000-1000-8000-00805f9b34fb"), ErrorClass.PROTOCOL),
+        (TimeoutError(), ErrorClass.TRANSIENT),
+        (ConnectionResetError(), ErrorClass.TRANSIENT),
+        # A plain BleakError carries nothing but its text.
+        (BleakError("Not connected"), ErrorClass.GONE),
+        (BleakError(f"read 0x0003 {BP}: aborted, the link to the peer was lost"), ErrorClass.GONE),
+        (BleakError(f"pair {BP}: HCI 0x05 Authentication Failure"), ErrorClass.AUTH),
+        (BleakError(f"connect {BP}: timed out"), ErrorClass.TRANSIENT),
+    ],
+)
+def test_errors_are_classified_by_their_type(error: BaseException, expected: ErrorClass) -> None:
+    assert gateway.ble.classify_error(error) is expected
+
+
+def test_each_class_backs_off_at_its_own_pace() -> None:
+    retry = gateway.ble._RETRY
+    assert set(retry) == set(ErrorClass)
+    assert retry[ErrorClass.AUTH].base > retry[ErrorClass.PROTOCOL].base > retry[ErrorClass.TRANSIENT].base
+    assert retry[ErrorClass.GONE].cap < retry[ErrorClass.TRANSIENT].cap  # back at its next advertisement
+
+
+class _Recorder(_NullSink):
+    def __init__(self) -> None:
+        self.reports: list[DeviceReport] = []
+
+    async def report(self, event: DeviceReport) -> None:
+        self.reports.append(event)
+
+
+async def test_a_failed_session_waits_as_long_as_its_class_says(tmp_path):
+    """A cuff that refuses to pair is retried slowly; then a link loss starts the (quick) GONE pace afresh."""
+    failures: list[BaseException] = [
+        BleakDBusError("org.bluez.Error.AuthenticationFailed", []),
+        BleakDBusError("org.bluez.Error.AuthenticationFailed", []),
+        BleakDeviceNotFoundError(BP, "gone"),
+    ]
+    _, client = sim.ble.backend_for(f"local:ble-manager-{next(_links)}")
+
+    class Failing(client):  # type: ignore[misc, valid-type]
+        async def connect(self, pair: bool, **kwargs: Any) -> None:
+            raise failures.pop(0)
+
+    config = parse_config(_config(tmp_path, "mqtt://127.0.0.1:1", [(BP, "blood_pressure")]), tmp_path / "hub.toml")
+    sink = _Recorder()
+    now = [1000.0]
+    manager = gateway.ble.BleManager(config, sink, client_backend=Failing, monotonic=lambda: now[0])
+    (cfg,) = config.devices
+    state = manager._states[BP]
+    waits = []
+    for _ in range(3):
+        await manager._session(cfg, BLEDevice(BP, "M", None))
+        waits.append(state.not_before - now[0])
+    auth = gateway.ble._RETRY[ErrorClass.AUTH]
+    gone = gateway.ble._RETRY[ErrorClass.GONE]
+    assert auth.base * (1 - auth.jitter_fraction) <= waits[0] <= auth.base
+    assert 2 * auth.base * (1 - auth.jitter_fraction) <= waits[1] <= 2 * auth.base
+    assert gone.base * (1 - gone.jitter_fraction) <= waits[2] <= gone.base  # not the third AUTH step
+    assert [r.error_class for r in sink.reports if isinstance(r, LinkFailed)] == [
+        ErrorClass.AUTH,
+        ErrorClass.AUTH,
+        ErrorClass.GONE,
+    ]
+    assert manager.stats.failures == {ErrorClass.AUTH: 2, ErrorClass.GONE: 1}
