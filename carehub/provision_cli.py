@@ -418,11 +418,11 @@ def installation_test(
     """Take a test reading from every device and a pendant press; prove each reached the platform; write the report."""
     from gateway.provision.files import mark_step  # noqa: PLC0415
     from gateway.provision.radio import open_radio  # noqa: PLC0415
-    from gateway.provision.testrun import run_installation_test, write_report  # noqa: PLC0415
+    from gateway.provision.testrun import STOP_SERVICE, run_installation_test, write_report  # noqa: PLC0415
 
     paths = HubPaths.for_config(config)
     cfg = _load(config)
-    _out.print("Stop the hub service first (sudo systemctl stop carehub); the test runs the hub itself.")
+    _out.print(STOP_SERVICE, highlight=False)
 
     async def main() -> Any:
         async with open_radio(_link(config, link), keystore=cfg.storage_path.parent / "bonds.json") as (s, c):

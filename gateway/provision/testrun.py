@@ -14,7 +14,8 @@ How it runs (only public gateway API is used):
    stored by the platform and acknowledged. The test awaits the uplink's ack event and re-reads the outbox stats;
    it never sleeps.
 
-The hub daemon must be stopped while the test runs (the outbox and the radio have one owner).
+The hub daemon must be stopped while the test runs (the outbox and the radio have one owner): :data:`STOP_SERVICE`
+tells the installer how, naming the systemd unit the hub runs as (:data:`SERVICE_UNIT`, deploy/carehub-hub.service).
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ from protocols.pendant import PendantEvent, PendantEventType
 
 __all__ = [
     "REPORT_DOMAIN",
+    "SERVICE_UNIT",
+    "STOP_SERVICE",
     "Arrival",
     "DeviceOutcome",
     "HubUnderTest",
@@ -58,6 +61,11 @@ __all__ = [
 ]
 
 REPORT_DOMAIN: Final = b"carehub/v1/installation-report\0"
+
+#: The systemd unit that runs the hub daemon on a hub (``deploy/carehub-hub.service``, docs/raspberry-pi.md).
+SERVICE_UNIT: Final = "carehub-hub"
+#: What the installer is told before the test starts.
+STOP_SERVICE: Final = f"Stop the hub service first (sudo systemctl stop {SERVICE_UNIT}); the test runs the hub itself."
 
 _TEST_PROMPTS: Final[dict[DeviceKind, str]] = {
     DeviceKind.BLOOD_PRESSURE: "Put the cuff on the resident's arm and press START; wait for the result.",
