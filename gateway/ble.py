@@ -380,7 +380,8 @@ class BleManager:
             timeout=self._timeout,
             backend=self._client_backend,
         )
-        async with client:
+        # Subscriptions are undone (stop_notify) when the session ends while the link is still up; before the link.
+        async with client, contextlib.AsyncExitStack() as subscriptions:
             if cfg.kind in _NEEDS_BOND:
                 await client.pair()
             await self._sink.report(LinkUp(cfg))
@@ -409,16 +410,37 @@ class BleManager:
 
             if cfg.kind is DeviceKind.PENDANT:
                 state.pendant_client = client
-                await client.start_notify(str(EVENT_CHAR_UUID), bridge(0))
+                await self._subscribe(client, subscriptions, str(EVENT_CHAR_UUID), bridge(0))
                 await self._consume(cfg, client, queue, disconnected, offset)
                 return
             chars = {c.uuid for s in client.services for c in s.characteristics}
             for uuid in _MEASUREMENTS[cfg.kind]:
                 if uuid16(uuid) in chars:
-                    await client.start_notify(uuid16(uuid), bridge(uuid))
+                    await self._subscribe(client, subscriptions, uuid16(uuid), bridge(uuid))
             if cfg.kind is DeviceKind.GLUCOSE and uuid16(_RACP) in chars:
                 await self._transfer_records(cfg, client, queue, offset)
             await self._consume(cfg, client, queue, disconnected, offset)
+
+    async def _subscribe(
+        self,
+        client: BleakClient,
+        subscriptions: contextlib.AsyncExitStack,
+        uuid: str,
+        callback: Callable[[BleakGATTCharacteristic, bytearray], None],
+    ) -> None:
+        await client.start_notify(uuid, callback)
+        subscriptions.push_async_callback(self._unsubscribe, client, uuid)
+
+    async def _unsubscribe(self, client: BleakClient, uuid: str) -> None:
+        """Undo a start_notify as a session ends: bleak drops the callback, BlueZ its notify session, and the device
+        stops sending. Nothing to do once the link is down (its subscriptions went with it)."""
+        if not client.is_connected:
+            return
+        try:
+            async with asyncio.timeout(self._timeout):
+                await client.stop_notify(uuid)
+        except (BleakError, TimeoutError) as exc:
+            _log.info("stop_notify %s on %s failed (%s: %s)", uuid, client.address, classify_error(exc), exc)
 
     async def _consume(
         self,
@@ -527,10 +549,17 @@ class BleManager:
             responses.put_nowait(bytes(data))
 
         await client.start_notify(uuid16(_RACP), on_response)
-        request = gatt.RacpRequest.report_greater_or_equal(start)
-        await client.write_gatt_char(uuid16(_RACP), bytes(request), response=True)
-        async with asyncio.timeout(60):
-            reply = gatt.decode(_RACP, await responses.get())
+        try:
+            request = gatt.RacpRequest.report_greater_or_equal(start)
+            await client.write_gatt_char(uuid16(_RACP), bytes(request), response=True)
+            async with asyncio.timeout(60):
+                answer = await responses.get()
+        finally:
+            await self._unsubscribe(client, uuid16(_RACP))
+        try:
+            reply = gatt.decode(_RACP, answer)
+        except DecodeError as exc:
+            raise _ProtocolViolationError(f"RACP response {answer.hex()} does not decode: {exc}") from exc
         code = reply.as_dict().get("response_code")
         if code not in (gatt.RacpResponseCode.SUCCESS, gatt.RacpResponseCode.NO_RECORDS_FOUND):
             raise _ProtocolViolationError(f"RACP report failed with response code {code}")

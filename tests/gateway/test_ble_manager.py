@@ -554,3 +554,41 @@ async def test_a_failed_session_waits_as_long_as_its_class_says(tmp_path):
         ErrorClass.GONE,
     ]
     assert manager.stats.failures == {ErrorClass.AUTH: 2, ErrorClass.GONE: 1}
+
+
+def _record_subscriptions(meter: SimDevice) -> list[tuple[int, bool]]:
+    """(handle, indications on) for every CCCD write the meter sees while connected."""
+    seen: list[tuple[int, bool]] = []
+    react = meter.on_subscribed
+
+    def on_subscribed(characteristic: Any, *, notify: bool, indicate: bool) -> None:
+        seen.append((characteristic.handle, indicate or notify))
+        react(characteristic, notify=notify, indicate=indicate)
+
+    meter.on_subscribed = on_subscribed  # type: ignore[method-assign]
+    return seen
+
+
+async def test_a_session_ended_while_connected_unsubscribes(tmp_path, mosquitto):
+    """The hub shuts down while the cuff is connected: its session undoes start_notify before the link closes."""
+    clock = ManualClock(START)
+    cuff = BloodPressureCuff(options(BP), clock)
+    seen = _record_subscriptions(cuff)
+    async with rig(tmp_path, mosquitto, [cuff]) as r:
+        await cuff.measure(125, 80)
+        await r.probe.until(lambda: r.probe.readings_of(BP))
+        assert cuff.connected
+        handle = cuff.measurement_char.handle
+        assert seen == [(handle, True)]
+    assert seen == [(handle, True), (handle, False)]
+
+
+async def test_the_racp_subscription_ends_with_the_transfer(tmp_path, mosquitto):
+    clock = ManualClock(START)
+    meter = GlucoseMeter(options(GLUCOSE, bonding_required=True), clock)
+    seen = _record_subscriptions(meter)
+    async with rig(tmp_path, mosquitto, [meter]) as r:
+        await meter.measure(101)
+        await r.probe.until(lambda: any(c is not None for _, c in r.probe.stored))
+        racp = meter.racp_char.handle
+        assert [on for h, on in seen if h == racp] == [True, False]
