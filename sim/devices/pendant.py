@@ -41,15 +41,14 @@ A button worn by the resident. What it does, as the firmware (``firmware/pendant
 * **Reboot.** ``await pendant.reboot()`` drops the link and loses what the firmware keeps in RAM (pending events,
   the uptime, the feedback floor, the Event value); the counter survives, so no counter is ever sent twice.
 
-The pendant id defaults to the BLE address, which is what the gateway's verifier uses (``gateway/core/pendant_link.py``).
+The pendant id defaults to the BLE address, which is what the gateway's verifier uses
+(``gateway/core/pendant_link.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import enum
 import json
 import logging
 import os
@@ -63,7 +62,6 @@ from bumble.core import UUID
 from bumble.device import Connection, Device
 
 from gateway.aio import raise_if_cancelling
-from protocols.errors import AuthenticationError, DecodeError
 from protocols.pendant import (
     CONFIRM_CHAR_UUID,
     COUNTER_CEILING,
@@ -71,18 +69,25 @@ from protocols.pendant import (
     EVENT_CHAR_UUID,
     FEEDBACK_CHAR_UUID,
     KEY_LEN,
-    REKEY_DUE_AT,
     SERVICE_UUID,
-    ConfirmFrame,
     DeviceInfo,
-    FeedbackFrame,
     FeedbackState,
-    PendantEvent,
     PendantEventType,
 )
 from sim.clock import Clock
 from sim.devices.base import READABLE, WRITEABLE, P, Produced, SimDevice
 from sim.devices.options import DeviceOptions
+from sim.devices.pendant_state import (
+    PATTERNS,
+    CounterExhaustedError,
+    Pattern,
+    PendantState,
+    Queued,
+    Refusal,
+    Rejection,
+    Shown,
+    Written,
+)
 
 __all__ = [
     "BATTERY_LOW_PERCENT",
@@ -101,80 +106,6 @@ _log = logging.getLogger(__name__)
 
 #: Below this level the pendant raises a battery_low event, once per discharge (as ``firmware/pendant/battery.py``).
 BATTERY_LOW_PERCENT: Final = 20
-_FEEDBACK_SEQ_FLOOR: Final = 0xFFFF
-
-
-class CounterExhaustedError(RuntimeError):
-    """The pendant has no ordinary counter left (docs/protocol.md §9.6): it sent REKEY and must be re-provisioned."""
-
-
-class Written(enum.Enum):
-    """The characteristic a hub wrote."""
-
-    CONFIRM = "confirm"
-    FEEDBACK = "feedback"
-
-
-class Refusal(enum.Enum):
-    """Why the pendant ignored a write (it still succeeds at the ATT layer, as on the firmware)."""
-
-    NOT_AUTHENTIC = "not_authentic"
-    """Not a frame of this protocol, or its tag does not verify under this pendant's key and id."""
-    STALE = "stale"
-    """Authentic, but names a counter never sent, or a feedback pair not above the last accepted one."""
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Pattern:
-    """What the pendant shows for a feedback state.
-
-    Attributes:
-        led: the LED's colour and rhythm.
-        sound: the buzzer's sound.
-        repeat: how many times the pattern plays (0: nothing plays; the state only stops what was playing).
-    """
-
-    led: str
-    sound: str
-    repeat: int
-
-
-#: Feedback state -> pattern (``firmware/pendant/feedback.py``; colours added for the simulated RGB LED).
-PATTERNS: Final[Mapping[FeedbackState, Pattern]] = {
-    FeedbackState.IDLE: Pattern("off", "silent", 0),
-    FeedbackState.HELP_CALLED: Pattern("red slow blink 500/500 ms", "1.5 kHz beep every 2 s", 30),
-    FeedbackState.ANSWERED: Pattern("green steady 3 s", "rising chime 1 kHz, 1.5 kHz", 1),
-    FeedbackState.CANCELLED: Pattern("off", "three low 600 Hz beeps", 1),
-    FeedbackState.LOW_BATTERY: Pattern("amber double blink", "one 400 Hz beep", 3),
-    FeedbackState.NOT_CONNECTED: Pattern("red fast flicker 100/100 ms", "falling 1.2 kHz, 800 Hz", 3),
-    FeedbackState.CHECKIN_OK: Pattern("green steady 1 s", "one 2.5 kHz chirp", 1),
-}
-
-
-class Shown(NamedTuple):
-    """A pattern the pendant showed: when (home time), for which state, and what."""
-
-    at: datetime
-    state: FeedbackState
-    pattern: Pattern
-
-
-class Rejection(NamedTuple):
-    """A hub write the pendant ignored (the write itself succeeded, as on the firmware).
-
-    Attributes:
-        at: home time of the write.
-        characteristic: what was written.
-        refusal: why it was ignored.
-        reason: why, in words.
-        data: the bytes written.
-    """
-
-    at: datetime
-    characteristic: Written
-    refusal: Refusal
-    reason: str
-    data: bytes
 
 
 class Indicated(NamedTuple):
@@ -182,12 +113,6 @@ class Indicated(NamedTuple):
 
     at: datetime
     counter: int
-    raw: bytes
-
-
-@dataclasses.dataclass(slots=True)
-class _Pending:
-    event: PendantEvent
     raw: bytes
 
 
@@ -224,47 +149,57 @@ class Pendant(SimDevice):
         if repeat_seconds <= 0:
             raise ValueError("repeat_seconds must be positive")
         super().__init__(options, clock, on_produced=on_produced)
-        self.key: bytes = options.key
         self.pendant_id = pendant_id or options.address
         DeviceInfo(self.pendant_id)  # validates the id
         self.repeat_seconds = repeat_seconds
         self.state_file = None if state_file is None else Path(state_file)
-        self._counter = self._load_counter()
+        self._state = PendantState(self.pendant_id, options.key, self._load_counter())
         self._counter_lock = asyncio.Lock()
-        self.patterns: list[Shown] = []
-        """Every pattern shown on the hub's request, oldest first."""
-        self.rejected: list[Rejection] = []
-        """Every refused Confirm or Feedback write, oldest first."""
         self.indications: list[Indicated] = []
         """Every event indication the hub acknowledged (first sends and repeats), oldest first."""
-        self.duplicate_confirms = 0
-        """Authentic Confirms for sent counters that covered nothing pending (acted on, no effect)."""
-        self._confirmed_at: dict[int, datetime] = {}
-        self._pending: list[_Pending] = []
-        self._event_value: bytes = b""
         self._battery_low_sent = False
         self._repeat_armed = False
         self._pause_task: asyncio.Task[object] | None = None
         self._pause_state: tuple[int | None, bool, bool] = (None, False, False)
         self._interrupted = False
-        self._boot()
+        self._boot(self._state.counter)
 
     # ------------------------------------------------------------------ public state
 
     @property
+    def key(self) -> bytes:
+        """The pendant's 32-byte key (changed by :meth:`reprovision`)."""
+        return self._state.key
+
+    @property
     def counter(self) -> int:
         """The last counter handed out (0 before the first event)."""
-        return self._counter
+        return self._state.counter
 
     @property
     def pending(self) -> list[int]:
         """Counters of the events waiting for a Confirm, oldest first."""
-        return [p.event.counter for p in self._pending]
+        return [p.event.counter for p in self._state.pending]
 
     @property
     def confirmed_at(self) -> Mapping[int, datetime]:
         """Counter -> home time at which an authentic Confirm covering it arrived."""
-        return dict(self._confirmed_at)
+        return dict(self._state.confirmed_at)
+
+    @property
+    def patterns(self) -> list[Shown]:
+        """Every pattern shown on the hub's request, oldest first."""
+        return list(self._state.patterns)
+
+    @property
+    def rejected(self) -> list[Rejection]:
+        """Every Confirm or Feedback write the pendant ignored, oldest first."""
+        return list(self._state.rejected)
+
+    @property
+    def duplicate_confirms(self) -> int:
+        """Authentic Confirms for sent counters that covered nothing pending (acted on, no effect)."""
+        return self._state.duplicate_confirms
 
     @property
     def repeat_armed(self) -> bool:
@@ -279,7 +214,7 @@ class Pendant(SimDevice):
     @property
     def showing(self) -> FeedbackState:
         """The state whose pattern was shown last (IDLE after a boot)."""
-        return self._showing
+        return self._state.showing
 
     def indications_of(self, counter: int) -> list[bytes]:
         """The bytes of every acknowledged indication of ``counter``."""
@@ -287,8 +222,8 @@ class Pendant(SimDevice):
 
     async def wait_confirmed(self, counter: int) -> datetime:
         """Return the home time at which ``counter`` was confirmed, waiting for it if need be."""
-        await self.wait_for(lambda: counter in self._confirmed_at)
-        return self._confirmed_at[counter]
+        await self.wait_for(lambda: counter in self._state.confirmed_at)
+        return self._state.confirmed_at[counter]
 
     # ------------------------------------------------------------------ the resident's side
 
@@ -309,40 +244,29 @@ class Pendant(SimDevice):
         if event_type is PendantEventType.REKEY:
             raise ValueError("REKEY is sent by the pendant itself once its counters are used up")
         async with self._counter_lock:
-            counter = self._counter + 1
-            if counter >= COUNTER_CEILING:
-                self._queue_rekey()
-                raise CounterExhaustedError(
-                    f"{self.id}: no event counter left; it sent REKEY and must be re-provisioned"
-                )
+            try:
+                counter = self._state.next_counter()
+            except CounterExhaustedError:
+                self._produced(self._state.rekey_if_exhausted())
+                raise
             await self._persist(counter)
-            self._counter = counter
-            battery = self.battery.level
-            event = PendantEvent(event_type, counter, battery, self.uptime_seconds).sign(self.pendant_id, self.key)
-            produced = self._queue(event)
-            if counter == COUNTER_CEILING - 1:  # the last ordinary counter: REKEY right behind it, as the firmware
-                self._queue_rekey()
-        return produced
+            # REKEY follows the event that took the last ordinary counter, as on the firmware
+            queued = self._state.queue(event_type, counter, self.battery.level, self.uptime_seconds)
+            return self._produced(queued)[0]
 
-    def _queue(self, event: PendantEvent) -> Produced:
-        raw = bytes(event)
-        self._pending.append(_Pending(event, raw))
-        self._publish_head()
-        values: dict[str, float | int | str | bool] = {"event": event.event.name.lower(), "counter": event.counter}
-        if event.battery is not None:
-            values["battery"] = event.battery
-        produced = self.record_with_sequence(event.counter, str(EVENT_CHAR_UUID), values, raw)
-        _log.info("%s: %s, counter %d", self.id, event.event.name.lower(), event.counter)
-        self.wake()
+    def _produced(self, queued: list[Queued]) -> list[Produced]:
+        """Log what was queued in the ground truth and open the advertising window."""
+        produced = []
+        for item in queued:
+            event = item.event
+            values: dict[str, float | int | str | bool] = {"event": event.event.name.lower(), "counter": event.counter}
+            if event.battery is not None:
+                values["battery"] = event.battery
+            produced.append(self.record_with_sequence(event.counter, str(EVENT_CHAR_UUID), values, item.raw))
+            _log.info("%s: %s, counter %d", self.id, event.event.name.lower(), event.counter)
+        if produced:
+            self.wake()
         return produced
-
-    def _queue_rekey(self) -> None:
-        """Queue the fixed REKEY frame unless it is pending already (its counter, the ceiling, needs no reserving:
-        no other frame can ever carry it)."""
-        if any(p.event.event is PendantEventType.REKEY for p in self._pending):
-            return
-        self._counter = COUNTER_CEILING
-        self._queue(PendantEvent.rekey().sign(self.pendant_id, self.key))
 
     async def reprovision(self, key: bytes) -> None:
         """Pair again with ``key`` (as ``store.provision`` on the board), then reboot.
@@ -353,13 +277,10 @@ class Pendant(SimDevice):
         Raises:
             ValueError: the key is not 32 bytes.
         """
-        if len(key) != KEY_LEN:
-            raise ValueError(f"{self.id}: a pendant key has {KEY_LEN} bytes")
         async with self._counter_lock:
-            if key != self.key and self._counter >= REKEY_DUE_AT:
-                self._counter = 0
+            self._state.reprovision(key)
+            if self._state.counter == 0:
                 await self._persist(0)
-            self.key = key
         await self.reboot()
 
     async def reboot(self) -> None:
@@ -369,9 +290,7 @@ class Pendant(SimDevice):
             with contextlib.suppress(asyncio.CancelledError, OSError, RuntimeError, att.ATT_Error):
                 await connection.disconnect()
         async with self._counter_lock:
-            self._counter = max(self._counter, self._load_counter())
-            self._pending.clear()
-            self._boot()
+            self._boot(self._load_counter())
         self._notify_changed()
 
     def set_battery(self, percent: float) -> None:
@@ -459,13 +378,9 @@ class Pendant(SimDevice):
 
     # ------------------------------------------------------------------ internals
 
-    def _boot(self) -> None:
+    def _boot(self, counter: int) -> None:
         self._booted_at = self.clock.monotonic()
-        self._feedback_floor = (self._counter, _FEEDBACK_SEQ_FLOOR)
-        self._showing = FeedbackState.IDLE
-        self._event_value = b""
-        if self._counter >= COUNTER_CEILING - 1:  # exhausted: REKEY again at every boot until re-provisioned
-            self._queue_rekey()
+        self._produced(self._state.boot(counter))  # exhausted: REKEY again at every boot until re-provisioned
 
     def _load_counter(self) -> int:
         if self.state_file is None or not self.state_file.exists():
@@ -483,63 +398,29 @@ class Pendant(SimDevice):
             await asyncio.to_thread(_write_state, self.state_file, counter)
 
     def _read_event(self, _connection: Connection) -> bytes:
-        return self._event_value
-
-    def _publish_head(self) -> None:
-        """The Event value follows the oldest pending frame; with none pending it keeps the last one."""
-        if self._pending:
-            self._event_value = self._pending[0].raw
-
-    def _ignore(self, characteristic: Written, refusal: Refusal, reason: str, value: bytes) -> None:
-        """Record a write the pendant does not act on; the write itself succeeds (no ATT error), as on the board."""
-        self.rejected.append(Rejection(self.clock.now(), characteristic, refusal, reason, bytes(value)))
-        _log.warning("%s: %s write ignored: %s", self.id, characteristic.value, reason)
-        self._notify_changed()
+        return self._state.event_value
 
     def _on_confirm(self, _connection: Connection, value: bytes) -> None:
-        try:
-            frame = ConfirmFrame.from_bytes(bytes(value))
-            frame.verify(self.pendant_id, self.key)
-        except (DecodeError, AuthenticationError) as error:
-            self._ignore(Written.CONFIRM, Refusal.NOT_AUTHENTIC, str(error), value)
-            return
-        if frame.counter > self._counter:
-            self._ignore(Written.CONFIRM, Refusal.STALE, f"counter {frame.counter} was never sent", value)
-            return
-        now = self.clock.now()
-        done = [p for p in self._pending if p.event.counter <= frame.counter]
-        if not done:
-            self.duplicate_confirms += 1
-        for confirmed in done:
-            self._confirmed_at[confirmed.event.counter] = now
-            _log.info("%s: counter %d confirmed", self.id, confirmed.event.counter)
-        self._pending = [p for p in self._pending if p.event.counter > frame.counter]
-        self._publish_head()
+        # The write succeeds at the ATT layer whatever it holds (no ATT error), as on the board.
+        state = self._state
+        before = len(state.confirmed_at)
+        if state.on_confirm(bytes(value), self.clock.now()):
+            _log.info("%s: %d more counter(s) confirmed", self.id, len(state.confirmed_at) - before)
+        else:
+            _log.warning("%s: confirm write ignored: %s", self.id, state.rejected[-1].reason)
         self._notify_changed()
 
     def _on_feedback(self, _connection: Connection, value: bytes) -> None:
-        try:
-            frame = FeedbackFrame.from_bytes(bytes(value))
-            frame.verify(self.pendant_id, self.key)
-        except (DecodeError, AuthenticationError) as error:
-            self._ignore(Written.FEEDBACK, Refusal.NOT_AUTHENTIC, str(error), value)
-            return
-        pair = (frame.event_counter, frame.feedback_seq)
-        if frame.event_counter > self._counter:
-            reason = f"event counter {frame.event_counter} was never sent"
-            self._ignore(Written.FEEDBACK, Refusal.STALE, reason, value)
-            return
-        if pair <= self._feedback_floor:
-            self._ignore(Written.FEEDBACK, Refusal.STALE, f"{pair} is not above {self._feedback_floor}", value)
-            return
-        self._feedback_floor = pair
-        self._showing = frame.state
-        self.patterns.append(Shown(self.clock.now(), frame.state, PATTERNS[frame.state]))
-        _log.info("%s: shows %s", self.id, frame.state.name.lower())
+        state = self._state
+        if state.on_feedback(bytes(value), self.clock.now()):
+            _log.info("%s: shows %s", self.id, state.showing.name.lower())
+        else:
+            _log.warning("%s: feedback write ignored: %s", self.id, state.rejected[-1].reason)
         self._notify_changed()
 
     def _repeat_state(self) -> tuple[int | None, bool, bool]:
-        head = self._pending[0].event.counter if self._pending else None
+        pending = self._state.pending
+        head = pending[0].event.counter if pending else None
         return head, self.connected, self.is_subscribed(self.event_char, indicate=True)
 
     async def _repeater(self) -> None:
@@ -551,15 +432,15 @@ class Pendant(SimDevice):
         """
         while True:
             raise_if_cancelling()  # indications go through bumble, which can lose this task's cancellation
-            await self.wait_for(lambda: bool(self._pending))
+            await self.wait_for(lambda: bool(self._state.pending))
             _, connected, subscribed = self._repeat_state()
             pause = self.repeat_seconds
             if subscribed:
-                pending = self._pending[0]
+                pending = self._state.pending[0]
                 if await self.indicate(self.event_char, pending.raw):
                     self.indications.append(Indicated(self.clock.now(), pending.event.counter, pending.raw))
                     self._notify_changed()
-                    if not self._pending or self._pending[0] is not pending:
+                    if not self._state.pending or self._state.pending[0] is not pending:
                         continue
             elif not connected:
                 if self.in_range:

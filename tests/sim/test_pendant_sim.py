@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 from bleak import BleakClient
+from hypothesis import given
+from hypothesis import strategies as st
 
 import sim.ble
-from protocols.errors import AuthenticationError, ReplayError
+from protocols.errors import AuthenticationError, DecodeError, ReplayError
 from protocols.pendant import (
     CONFIRM_CHAR_UUID,
     COUNTER_CEILING,
@@ -29,10 +31,12 @@ from protocols.pendant import (
     PendantEvent,
     PendantEventType,
     PendantVerifier,
+    compute_tag,
 )
 from sim.clock import ManualClock
 from sim.devices.options import DeviceOptions
 from sim.devices.pendant import PATTERNS, CounterExhaustedError, Pendant, Refusal, Shown, Written
+from sim.devices.pendant_state import PendantState
 
 _links = itertools.count()
 START = datetime(2024, 3, 4, 18, 20, tzinfo=UTC)
@@ -397,3 +401,92 @@ async def test_at_the_ceiling_the_pendant_sends_rekey_and_a_new_key_brings_it_ba
         with pytest.raises(AuthenticationError):
             restored.verify(rekey)
     assert Pendant(pendant_options(key=new_key), clock, state_file=state).counter == 1
+
+
+# -- the pure state: the firmware's rules without radio or clock ----------------------------------------------------
+
+NOW = datetime(2024, 3, 4, 18, 20, tzinfo=UTC)
+
+
+def _signed(label: bytes, header: bytes, key: bytes) -> bytes:
+    return header + compute_tag(key, label, ADDRESS, header)
+
+
+writes = st.one_of(
+    st.builds(
+        lambda c, k: ("confirm", _signed(b"C", bytes([1]) + c.to_bytes(4, "little"), k)),
+        st.integers(0, 8),
+        st.sampled_from([KEY, STRANGER_KEY]),
+    ),
+    st.builds(
+        lambda s, c, q, k: (
+            "feedback",
+            _signed(b"F", bytes([1, s]) + c.to_bytes(4, "little") + q.to_bytes(2, "little"), k),
+        ),
+        st.integers(0, 7),
+        st.integers(0, 8),
+        st.integers(0, 3),
+        st.sampled_from([KEY, STRANGER_KEY]),
+    ),
+    st.tuples(st.sampled_from(["confirm", "feedback"]), st.binary(max_size=30)),
+    st.just(("press", b"")),
+)
+
+
+@given(st.lists(writes, max_size=40))
+def test_pendant_state_follows_the_firmware_rules(script: list[tuple[str, bytes]]) -> None:
+    state = PendantState(ADDRESS, KEY, 0)
+    floor = (0, 0xFFFF)
+    for kind, data in script:
+        pending_before = [p.event.counter for p in state.pending]
+        shown_before = len(state.patterns)
+        if kind == "press":
+            counter = state.next_counter()
+            state.queue(PendantEventType.PRESS, counter, 50, 0)
+            assert state.event_value == state.pending[0].raw  # the oldest pending frame
+            continue
+        if kind == "confirm":
+            acted = state.on_confirm(data, NOW)
+            try:
+                frame = ConfirmFrame.from_bytes(data)
+                frame.verify(ADDRESS, KEY)
+                valid = frame.counter <= state.counter
+            except (DecodeError, AuthenticationError):
+                valid = False
+            assert acted == valid
+            left = [c for c in pending_before if not acted or c > frame.counter]
+            assert [p.event.counter for p in state.pending] == left
+        else:
+            acted = state.on_feedback(data, NOW)
+            try:
+                fb = FeedbackFrame.from_bytes(data)
+                fb.verify(ADDRESS, KEY)
+                pair = (fb.event_counter, fb.feedback_seq)
+                valid = fb.event_counter <= state.counter and pair > floor
+            except (DecodeError, AuthenticationError):
+                valid = False
+            assert acted == valid
+            if acted:
+                floor = pair
+                assert (state.showing, len(state.patterns)) == (fb.state, shown_before + 1)
+            assert [p.event.counter for p in state.pending] == pending_before
+        if not acted:
+            assert state.rejected[-1].data == data
+            assert len(state.patterns) == shown_before
+
+
+def test_pendant_state_at_the_ceiling_and_after_re_keying() -> None:
+    state = PendantState(ADDRESS, KEY, COUNTER_CEILING - 2)
+    queued = state.queue(PendantEventType.PRESS, state.next_counter(), 50, 0)
+    assert [q.event.event for q in queued] == [PendantEventType.PRESS, PendantEventType.REKEY]
+    with pytest.raises(CounterExhaustedError):
+        state.next_counter()
+    assert state.rekey_if_exhausted() == []  # pending already
+    assert [q.event.counter for q in state.boot(COUNTER_CEILING)] == [COUNTER_CEILING]  # at every boot
+    state.reprovision(KEY)  # the same key: nothing changes
+    assert state.counter == COUNTER_CEILING
+    state.reprovision(STRANGER_KEY)
+    assert (state.counter, state.boot(0)) == (0, [])
+    assert state.next_counter() == 1
+    with pytest.raises(ValueError, match="not the next one"):
+        state.queue(PendantEventType.PRESS, 5, 50, 0)
