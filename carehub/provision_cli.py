@@ -97,6 +97,14 @@ def _link(config: Path, link: str | None) -> str | None:
         return None
 
 
+def _hub_id(value: str | None) -> str | None:
+    from protocols.topics import is_valid_hub_id  # noqa: PLC0415 - loaded per command
+
+    if value is not None and not is_valid_hub_id(value):
+        raise typer.BadParameter(f"{value!r} is not a hub id: lowercase letters, digits and '-', 2 to 63 characters")
+    return value
+
+
 @app.command()
 def init(
     config: ConfigOption = DEFAULT_CONFIG,
@@ -107,7 +115,9 @@ def init(
     platform_key_id: Annotated[
         str | None, typer.Option("--platform-key-id", help="The platform key id the operator gave you (checked).")
     ] = None,
-    hub_id: Annotated[str | None, typer.Option("--hub-id", help="This hub's id (without --bundle).")] = None,
+    hub_id: Annotated[
+        str | None, typer.Option("--hub-id", help="This hub's id (without --bundle).", callback=_hub_id)
+    ] = None,
     platform_keys: Annotated[
         Path | None,
         typer.Option(

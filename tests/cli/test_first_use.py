@@ -33,6 +33,7 @@ from carehub.cli import build_app, run
         (["gateway", "run"], "--config"),
         (["doctor", "--timeout", "-1"], "--timeout"),
         (["provision", "scan", "--seconds", "0"], "--seconds"),
+        (["provision", "init", "--hub-id", "Hub 1", "--broker-url", "mqtt://h"], "--hub-id"),
         (["provision", "pair", "--resident", "r1"], "ADDRESS"),
         (["provision", "web", "--port", "70000"], "--port"),
         (["provision", "test", "--installer", "me", "--timeout", "inf"], "--timeout"),
