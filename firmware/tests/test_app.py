@@ -6,6 +6,7 @@ import app
 import ble_link
 import feedback
 import frames
+import irqguard
 import machine
 import store
 from support import KEY, PID, Failed, Rig, parse_event, check, confirm, equal, fast_timings, feedback as fb_frame, tmpdir, until
@@ -315,6 +316,7 @@ def test_main_deep_sleeps_with_button_wake():
 
 async def test_button_pin_to_events():
     # The whole path: the fake pin's edges -> HAL IRQ flag -> button driver -> gesture -> authenticated event.
+    del irqguard.file_access[:]
     r = Rig(timings=fast_timings(long_ms=5000, double_ms=200))
     task = await _run(r)
     pin = r.button_pin()
@@ -344,6 +346,7 @@ async def test_button_pin_to_events():
     equal(frame[1], frames.EV_PRESS, "single press")
     r.fake.central_write(ble_link.CONFIRM_UUID, confirm(frames.event_counter(frame)))
     await _finish(task)
+    equal(irqguard.file_access, [], "an IRQ handler touched flash (the counter store is written per event)")
 
 
 async def test_at_the_ceiling_rekey_is_sent_until_confirmed_and_at_every_wake():

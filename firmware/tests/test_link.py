@@ -4,6 +4,7 @@ import asyncio
 import ble_link
 import bluetooth
 import frames
+import machine
 from support import PID, Failed, Rig, check, equal, tmpdir, until
 
 
@@ -117,9 +118,17 @@ def test_fake_radio_refuses_flash_io_inside_the_irq():
         raise Failed("open() inside the IRQ went through")
     except OSError:
         pass
-    equal(bluetooth.irq_file_access, [(30, path)], "recorded")
+    equal(bluetooth.irq_file_access, [("ble 30", path)], "recorded")
     with open(path, "wb") as f:  # outside the IRQ, files work
         f.write(b"x")
+    pin = machine.Pin(5, machine.Pin.IN, machine.Pin.PULL_UP)  # and a pin's IRQ handler is guarded the same way
+    pin.irq(lambda p: handler(0, None))
+    try:
+        pin.drive(0)
+        raise Failed("open() inside a pin IRQ went through")
+    except OSError:
+        pass
+    equal(bluetooth.irq_file_access[-1], ("pin 5", path), "recorded")
     del bluetooth.irq_file_access[:]
 
 

@@ -1,13 +1,10 @@
 # Fake `bluetooth` for the unix port: a GATT server whose central (the hub) is driven by the test. It records
 # configuration, advertising, attribute values and indications, and calls the firmware's IRQ handler the way
-# MicroPython's stack does. Tests only.
-#
-# No flash I/O inside the IRQ: while the firmware's handler runs, `open` (every file write on the board goes through
-# it) raises OSError(EIO) and the attempt is recorded in `irq_file_access`. On a board a flash write in the BLE IRQ
-# stalls the host stack; here it fails the test that caused it.
+# MicroPython's stack does. Tests only. The handler runs under irqguard: no flash I/O inside it.
 
 import asyncio
-import builtins
+
+import irqguard
 
 FLAG_READ = 0x0002
 FLAG_WRITE = 0x0008
@@ -32,22 +29,7 @@ _IRQ_GET_SECRET = 29
 _IRQ_SET_SECRET = 30
 
 last = None  # the most recent BLE(), for tests
-in_irq = False  # True while the firmware's IRQ handler runs
-irq_file_access = []  # (event, file name) of every open() attempted inside the IRQ handler
-
-
-def _guarded_open(real):
-    def open_outside_irq(name, *args, **kwargs):
-        if in_irq:
-            irq_file_access.append((_irq_event, name))
-            raise OSError(5)  # EIO: flash I/O inside the BLE IRQ
-        return real(name, *args, **kwargs)
-
-    return open_outside_irq
-
-
-_irq_event = 0
-builtins.open = _guarded_open(builtins.open)  # once: a module body runs at its first import only
+irq_file_access = irqguard.file_access  # ("ble <event>", file name) of every open() inside an IRQ handler
 _DEFAULT_ATTR_LEN = 20  # MicroPython keeps this many bytes of a value a central writes, unless gatts_set_buffer()
 
 
@@ -96,12 +78,7 @@ class BLE:
 
     def irq(self, handler) -> None:
         def in_irq_context(event, data):
-            global in_irq, _irq_event
-            outer, in_irq, _irq_event = in_irq, True, event
-            try:
-                return handler(event, data)
-            finally:
-                in_irq = outer
+            return irqguard.call("ble %d" % event, handler, event, data)
 
         self.handler = in_irq_context
 

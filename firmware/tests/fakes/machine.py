@@ -1,4 +1,6 @@
 # Fake `machine` for the unix port: records what the firmware did to the hardware. Tests only (never on a board).
+# Pin IRQ handlers run under irqguard: no flash I/O inside them.
+import irqguard
 
 EXT0_WAKE = 2
 TIMER_WAKE = 4
@@ -67,7 +69,7 @@ class Pin:
         if level != self._value:
             self._value = level
             if self.handler is not None:
-                self.handler(self)
+                irqguard.call("pin %d" % self.id, self.handler, self)
 
 
 class PWM:
