@@ -168,14 +168,48 @@ def _paths(value: cbor.CborValue, prefix: tuple[str | int, ...] = ()) -> list[tu
     return found
 
 
+def _at(value: cbor.CborValue, path: Sequence[str | int]) -> cbor.CborValue:
+    for step in path:
+        value = value[step]  # type: ignore[index]  # the path was taken from this value
+    return value
+
+
+_EDGE_LENGTHS: Final = (0, 1, 2, 15, 16, 17, 62, 63, 64, 65, 255, 256, 257, 512, 513, 2048, 8193)
+
+
+def _same_kind(value: cbor.CborValue) -> st.SearchStrategy[cbor.CborValue]:
+    """Values of the kind ``value`` is, at the edges of what a field of that kind might allow."""
+    if isinstance(value, bool) or value is None:
+        return st.sampled_from((None, True, False, 0, ""))
+    if isinstance(value, int):
+        return st.one_of(st.sampled_from(INTERESTING_UINTS), st.integers(-(2**64), 2**64 - 1))
+    if isinstance(value, float):
+        return st.floats()
+    if isinstance(value, str):
+        return st.sampled_from(_EDGE_LENGTHS).flatmap(
+            lambda n: st.sampled_from(("a" * n, "A-" * (n // 2), "\u00e9" * n))
+        )
+    if isinstance(value, bytes):
+        return st.sampled_from(_EDGE_LENGTHS).map(lambda n: b"\x00" * n)
+    if isinstance(value, list):
+        return st.sampled_from(([], value * 2, value[:-1], [value[0]] * 129 if value else [0]))
+    return st.sampled_from(({}, None))
+
+
 def templated(templates: Sequence[cbor.CborValue]) -> st.SearchStrategy[bytes]:
-    """A valid message from ``templates`` with one item (a field, a list element, a whole map) made hostile."""
+    """A valid message from ``templates`` with one item (a field, a list element, a whole map) replaced: by a hostile
+    item, or by a well-formed value of its own kind at the edge of its range (which the decoder may accept, so the
+    fuzzer keeps it and mutates further from there)."""
 
     @st.composite
     def build(draw: st.DrawFn) -> bytes:
         template = draw(st.sampled_from(templates))
         path = draw(st.sampled_from(_paths(template)))
-        return _encode_with(template, path, draw(cbor_items()))
+        if draw(st.booleans()) and path:
+            replacement = bytes(cbor2.dumps(draw(_same_kind(_at(template, path))), canonical=True))
+        else:
+            replacement = draw(cbor_items())
+        return _encode_with(template, path, replacement)
 
     return build()
 

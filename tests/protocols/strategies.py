@@ -147,7 +147,9 @@ def racp_requests(draw: st.DrawFn) -> gatt.RacpRequest:
         filter_type = draw(st.one_of(st.just(0), st.integers(3, 255)))
         return gatt.RacpRequest(op, operator, filter_type, raw_operand=draw(st.binary(max_size=6)))
     filter_type = draw(st.sampled_from(gatt.RacpFilterType))
-    value = _u(16) if filter_type is gatt.RacpFilterType.SEQUENCE_NUMBER else date_times()
+    value: st.SearchStrategy[int | DateTime] = (
+        _u(16) if filter_type is gatt.RacpFilterType.SEQUENCE_NUMBER else date_times()
+    )
     values = tuple(draw(value) for _ in range(wanted))
     return gatt.RacpRequest(op, operator, filter_type, values)
 
