@@ -28,11 +28,11 @@ import contextlib
 import logging
 import random
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Any, Protocol, Self
 
 from bleak import BleakClient, BleakScanner
 from bleak.backends.characteristic import BleakGATTCharacteristic
@@ -108,8 +108,13 @@ _NEEDS_BOND = frozenset({DeviceKind.BLOOD_PRESSURE, DeviceKind.GLUCOSE, DeviceKi
 _BATTERY_LEVEL = 0x2A19
 _CURRENT_TIME = 0x2A2B
 _RACP = 0x2A52
-_QUEUE_LIMIT = 256  # notifications of one device waiting to be stored
+# Notifications of one device waiting to be stored: more than a meter's memory holds (glucose meters keep up to about
+# a thousand records, cuffs a few hundred), so a whole RACP transfer fits even while a commit is slow; a queue that is
+# full nonetheless leaves the reading to the journal (stored at the next start). About 200 bytes each.
+_QUEUE_LIMIT = 2048
+_BATCH = 256  # notifications stored in one commit at most
 _RACP_RESPONSES = 2  # RACP responses waiting to be read (one per request)
+_RACP_SILENCE = 60.0  # seconds a RACP transfer may go without a record or the response
 
 
 # ATT error codes (Core Spec Vol 3 Part F 3.4.1.1): the peer wants a bond, or encryption with a bond's keys.
@@ -262,6 +267,7 @@ class BleManager:
         self._states: dict[str, _DeviceState] = {d.address: _DeviceState() for d in config.devices}
         self._active: set[str] = set()
         self._tasks: asyncio.TaskGroup | None = None
+        self._running: set[asyncio.Task[None]] = set()  # the scan and the sessions, cancelled on exit
         self._stack = contextlib.AsyncExitStack()
         self.stats = BleStats()
         self.scanning = asyncio.Event()
@@ -275,17 +281,24 @@ class BleManager:
         await self._replay_journal()
         async with contextlib.AsyncExitStack() as stack:
             self._tasks = await stack.enter_async_context(asyncio.TaskGroup())
-            self._tasks.create_task(self._scan(), name="ble.scan")
+            self._start(self._scan(), "ble.scan")
             self._stack = stack.pop_all()
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._tasks is not None:
-            for task in list(self._tasks._tasks):  # TaskGroup has no public cancel-all
-                task.cancel()
+        for task in list(self._running):
+            task.cancel()
         await self._stack.__aexit__(None, None, None)
+
+    def _start(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        if self._tasks is None:
+            coro.close()
+            raise RuntimeError("the BLE manager is not running")
+        task = self._tasks.create_task(coro, name=name)
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
 
     async def _replay_journal(self) -> None:
         """Store what an earlier run confirmed to meters but may not have committed (stable ids make it harmless)."""
@@ -345,7 +358,7 @@ class BleManager:
         if address in self._active or self._monotonic() < state.not_before or self._tasks is None:
             return
         self._active.add(address)
-        self._tasks.create_task(self._session(cfg, device), name=f"ble.session.{address}")
+        self._start(self._session(cfg, device), f"ble.session.{address}")
         _log.debug("advertisement from %s (rssi %s): connecting", address, adv.rssi)
 
     # -- sessions ---------------------------------------------------------------------------------------------
@@ -462,39 +475,56 @@ class BleManager:
                 if getter not in done:
                     getter.cancel()
                     break
-                await self._deliver(cfg, client, getter.result(), offset)
+                await self._deliver(cfg, client, _take(queue, getter.result()), offset)
             if not disconnected.is_set():
                 # Idle: close the link before the last drain. The stack confirms an indication as it arrives, so
                 # one arriving after the drain but before the disconnect would be confirmed and then dropped.
                 await client.disconnect()
             # Whatever arrived just before the link dropped is still ours to keep.
             while not queue.empty():
-                await self._deliver(cfg, client, queue.get_nowait(), offset)
+                await self._deliver(cfg, client, _take(queue), offset)
         finally:
             gone.cancel()
         await self._sink.report(LinkDown(cfg))
 
     async def _deliver(
-        self, cfg: DeviceConfig, client: BleakClient, item: _Notification, offset: timedelta | None
+        self, cfg: DeviceConfig, client: BleakClient, items: list[_Notification], offset: timedelta | None
     ) -> None:
-        uuid, data, at = item.uuid, item.data, item.received_at
-        if cfg.kind is DeviceKind.PENDANT:
-            confirm = await self._sink.pendant_frame(PendantFrame(cfg, data))
+        if cfg.kind is not DeviceKind.PENDANT:
+            await self._store(cfg, items, offset)
+            return
+        for item in items:  # each frame is answered on its own
+            confirm = await self._sink.pendant_frame(PendantFrame(cfg, item.data))
             if confirm is not None and client.is_connected:
                 with contextlib.suppress(BleakError, TimeoutError):
                     await client.write_gatt_char(str(CONFIRM_CHAR_UUID), confirm, response=True)
-            return
-        try:
-            gatt.decode(uuid, data)
-        except DecodeError as exc:
-            self.stats.malformed += 1
-            _log.warning("malformed %04X from %s: %s", uuid, cfg.address, exc)
-            await self._sink.report(Misbehaviour(cfg, str(exc), data))
-            self._journaled(item.journaled)
-            return
-        self.stats.readings += 1
-        await self._sink.store_readings([Reading(cfg, uuid, data, at, offset)])
-        self._journaled(item.journaled)
+
+    async def _store(
+        self,
+        cfg: DeviceConfig,
+        items: list[_Notification],
+        offset: timedelta | None,
+        racp: _RacpProgress | None = None,
+    ) -> None:
+        """Store `items` in one commit (with the RACP cursor past them), report those that do not decode, and release
+        their journal entries."""
+        readings = []
+        for item in items:
+            try:
+                measurement = gatt.decode(item.uuid, item.data)
+            except DecodeError as exc:
+                self.stats.malformed += 1
+                _log.warning("malformed %04X from %s: %s", item.uuid, cfg.address, exc)
+                await self._sink.report(Misbehaviour(cfg, str(exc), item.data))
+                continue
+            if racp is not None:
+                racp.saw(measurement.as_dict().get("sequence_number"))
+            readings.append(Reading(cfg, item.uuid, item.data, item.received_at, offset))
+        cursor = None if racp is None else racp.cursor()
+        if readings or cursor is not None:
+            self.stats.readings += len(readings)
+            await self._sink.store_readings(readings, cursor=cursor)
+        self._journaled(sum(item.journaled for item in items))
 
     async def _read_battery(self, client: BleakClient, cfg: DeviceConfig) -> None:
         try:
@@ -536,9 +566,10 @@ class BleManager:
         queue: asyncio.Queue[_Notification],
         offset: timedelta | None,
     ) -> None:
-        """RACP: report stored records with sequence number >= cursor; store them and the new cursor together."""
+        """RACP: ask for the stored records with sequence number >= the cursor and store them as they arrive, each
+        commit with the cursor past the highest record so far; a transfer cut short keeps what arrived."""
         key = f"racp:{cfg.address}"
-        start = await self._sink.get_cursor(key) or 0
+        progress = _RacpProgress(key, await self._sink.get_cursor(key) or 0)
         responses: asyncio.Queue[bytes] = asyncio.Queue(maxsize=_RACP_RESPONSES)
 
         def on_response(_char: BleakGATTCharacteristic, data: bytearray) -> None:
@@ -550,12 +581,13 @@ class BleManager:
 
         await client.start_notify(uuid16(_RACP), on_response)
         try:
-            request = gatt.RacpRequest.report_greater_or_equal(start)
+            request = gatt.RacpRequest.report_greater_or_equal(progress.start)
             await client.write_gatt_char(uuid16(_RACP), bytes(request), response=True)
-            async with asyncio.timeout(60):
-                answer = await responses.get()
+            answer = await self._store_until(cfg, queue, offset, progress, responses)
         finally:
             await self._unsubscribe(client, uuid16(_RACP))
+        while not queue.empty():  # the records indicated before the response
+            await self._store(cfg, _take(queue), offset, progress)
         try:
             reply = gatt.decode(_RACP, answer)
         except DecodeError as exc:
@@ -563,23 +595,60 @@ class BleManager:
         code = reply.as_dict().get("response_code")
         if code not in (gatt.RacpResponseCode.SUCCESS, gatt.RacpResponseCode.NO_RECORDS_FOUND):
             raise _ProtocolViolationError(f"RACP report failed with response code {code}")
-        batch: list[Reading] = []
-        highest = start - 1
-        journaled = 0
-        while not queue.empty():
-            item = queue.get_nowait()
-            uuid, data, at = item.uuid, item.data, item.received_at
-            journaled += item.journaled
-            try:
-                measurement = gatt.decode(uuid, data)
-            except DecodeError as exc:
-                self.stats.malformed += 1
-                await self._sink.report(Misbehaviour(cfg, str(exc), data))
-                continue
-            seq = measurement.as_dict().get("sequence_number")
-            if isinstance(seq, int):
-                highest = max(highest, seq)
-            batch.append(Reading(cfg, uuid, data, at, offset))
-        self.stats.readings += len(batch)
-        await self._sink.store_readings(batch, cursor=(key, highest + 1) if highest >= start else None)
-        self._journaled(journaled)
+
+    async def _store_until(
+        self,
+        cfg: DeviceConfig,
+        queue: asyncio.Queue[_Notification],
+        offset: timedelta | None,
+        progress: _RacpProgress,
+        responses: asyncio.Queue[bytes],
+    ) -> bytes:
+        """Store records as they arrive until the RACP response does; return it.
+
+        Raises:
+            TimeoutError: neither a record nor the response came for `_RACP_SILENCE` seconds.
+        """
+        answer = asyncio.ensure_future(responses.get())
+        getter: asyncio.Future[_Notification] | None = None
+        try:
+            while True:
+                raise_if_cancelling()  # the stores and bumble's calls may have lost a cancellation
+                getter = asyncio.ensure_future(queue.get())
+                done, _ = await asyncio.wait(
+                    {getter, answer}, timeout=_RACP_SILENCE, return_when=asyncio.FIRST_COMPLETED
+                )
+                if getter in done:
+                    await self._store(cfg, _take(queue, getter.result()), offset, progress)
+                elif answer in done:
+                    return answer.result()
+                else:
+                    raise TimeoutError(f"RACP: neither a record nor the response within {_RACP_SILENCE:g} s")
+        finally:
+            answer.cancel()
+            if getter is not None:
+                getter.cancel()
+
+
+@dataclass(slots=True)
+class _RacpProgress:
+    """How far a RACP transfer has come: the cursor is the sequence number after the highest record stored."""
+
+    key: str
+    start: int
+    highest: int = -1
+
+    def saw(self, sequence_number: object) -> None:
+        if isinstance(sequence_number, int):
+            self.highest = max(self.highest, sequence_number)
+
+    def cursor(self) -> tuple[str, int] | None:
+        return (self.key, self.highest + 1) if self.highest >= self.start else None
+
+
+def _take(queue: asyncio.Queue[_Notification], first: _Notification | None = None) -> list[_Notification]:
+    """`first` and whatever else waits in `queue` right now, up to `_BATCH` in all (in arrival order)."""
+    items = [] if first is None else [first]
+    while len(items) < _BATCH and not queue.empty():
+        items.append(queue.get_nowait())
+    return items

@@ -265,21 +265,22 @@ async def test_glucose_records_come_by_racp_and_the_cursor_advances_with_them(tm
     async with rig(tmp_path, mosquitto, [meter]) as r:
         first = [await meter.measure(v) for v in (101, 102, 103)]
         key = f"racp:{GLUCOSE}"
-        await r.probe.until(lambda: any(c is not None for _, c in r.probe.stored))
-        batch, cursor = next((b, c) for b, c in r.probe.stored if c is not None)
-        assert cursor == (key, 3)
-        assert [x.data for x in batch] == [p.raw for p in first]
+        await r.probe.until(lambda: (key, 3) in [c for _, c in r.probe.stored])
+        transfer = [(b, c) for b, c in r.probe.stored if c is not None]  # stored as they came, with the cursor
+        assert [x.data for b, _ in transfer for x in b] == [p.raw for p in first]
+        assert [c for _, c in transfer][-1] == (key, 3)
         assert await r.gw.outbox.get_cursor(key) == 3
         assert [p.sequence for p in first] == [0, 1, 2]
         # The meter leaves, takes two more readings, comes back: only the new ones are asked for.
         await meter.set_in_range(False)
         await r.probe.until(lambda: r.probe.status_with(GLUCOSE, LinkDown))
         later = [await meter.measure(v) for v in (104, 105)]
+        before = len(r.probe.stored)
         await meter.set_in_range(True)
-        await r.probe.until(lambda: sum(c is not None for _, c in r.probe.stored) == 2)
-        batch2, cursor2 = [(b, c) for b, c in r.probe.stored if c is not None][1]
-        assert cursor2 == (key, 5)
-        assert [x.data for x in batch2] == [p.raw for p in later]
+        await r.probe.until(lambda: (key, 5) in [c for _, c in r.probe.stored])
+        transfer = [(b, c) for b, c in r.probe.stored[before:] if c is not None]
+        assert [x.data for b, _ in transfer for x in b] == [p.raw for p in later]
+        assert [c for _, c in transfer][-1] == (key, 5)
         assert await r.gw.outbox.get_cursor(key) == 5
         raws = sorted(rec.body.raw for rec in await r.measurements(GLUCOSE) if isinstance(rec.body, MeasurementBody))
         assert raws == sorted(p.raw for p in first + later)  # each record exactly once
@@ -591,4 +592,27 @@ async def test_the_racp_subscription_ends_with_the_transfer(tmp_path, mosquitto)
         await meter.measure(101)
         await r.probe.until(lambda: any(c is not None for _, c in r.probe.stored))
         racp = meter.racp_char.handle
-        assert [on for h, on in seen if h == racp] == [True, False]
+        async with asyncio.timeout(BOUND):  # the transfer ends with the meter's response, after the records
+            await meter.wait_for(lambda: [on for h, on in seen if h == racp] == [True, False])
+
+
+async def test_a_full_glucose_memory_is_stored_in_one_session_and_the_journal_emptied(tmp_path, mosquitto):
+    """600 stored records come in one RACP burst, faster than commits: they are stored as they arrive (with the
+    cursor), none is left to the journal, and the journal is empty afterwards (issue 14: 500 records took three
+    connections and left the journal growing)."""
+    clock = ManualClock(START)
+    meter = GlucoseMeter(options(GLUCOSE, memory_size=1000), clock)
+    key = f"racp:{GLUCOSE}"
+    async with rig(tmp_path, mosquitto, [meter]) as r:
+        await meter.set_in_range(False)
+        produced = [await meter.measure(80 + n % 100) for n in range(600)]
+        await meter.set_in_range(True)
+        await r.probe.until(lambda: (key, 600) in [c for _, c in r.probe.stored])
+        assert r.gw.ble is not None
+        assert r.gw.ble.stats.overflowed == 0
+        assert r.gw.ble.stats.sessions == 1
+        stored = [x.data for x in r.probe.readings_of(GLUCOSE)]
+        assert sorted(stored) == sorted(p.raw for p in produced)
+        assert r.gw.ble.journal is not None
+        await asyncio.to_thread(r.gw.ble.journal.flush)
+        assert IndicationJournal(r.gw.config.storage_path.with_suffix(".journal")).pending() == []
