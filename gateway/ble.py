@@ -11,14 +11,18 @@ after a measurement and sleep otherwise, so there is nothing to poll). Strangers
 3. read the battery level;
 4. subscribe to the kind's measurement characteristics; for a glucose meter, ask the Record Access Control Point
    for every record with a sequence number at or above the device's cursor, and advance the cursor in the same
-   transaction that makes the records durable (invariant 1);
-5. hand every notification to the :class:`ReadingSink`, which returns only once the reading is fsynced.
+   transactions that make the records durable (invariant 1), as they arrive;
+5. hand what arrives to the :class:`ReadingSink` in batches, each returning once it is fsynced;
+6. when the session ends with the link still up, undo the subscriptions (``stop_notify``).
 
-Concurrency: bleak delivers notifications through callbacks on the event loop; each session bridges them into its
-own bounded queue and consumes that queue in order, so a slow disk slows the meter instead of losing readings. A
-session ends when the device disconnects; failures are classified once (:func:`classify_error`) and the device is
-retried after a per-device backoff (`gateway.backoff`), never in a tight loop. At most `max_connections` sessions
-run at once.
+Concurrency: bleak delivers notifications through callbacks on the event loop; a callback only appends the value to
+the indication journal (written by the journal's own thread, `gateway.journal`) and to its session's bounded queue,
+which the session drains in order, a batch per commit. No stack lets the hub slow a meter down (BlueZ confirms an
+indication itself; bumble when the callback returns), so the queue is larger than a meter's memory and what a full
+queue cannot take stays in the journal for the next start (``docs/ble.md``). A session ends when the device
+disconnects or falls idle; failures are classified once, by type (:func:`classify_error`), and the device is retried
+after a per-device delay that depends on the class (`gateway.backoff.RetryPolicy`), never in a tight loop. At most
+`max_connections` sessions run at once.
 """
 
 from __future__ import annotations
