@@ -1,0 +1,202 @@
+"""The hub's storage doing a busy day's work, run under strace by the power-loss harness.
+
+Run as ``python powerloss_workload.py ROOT MARKER READINGS [UNSAFE...]``. Everything is written by the
+product's own code: config files through :func:`gateway.provision.files.write_atomic`, keys through
+:mod:`protocols.keys`, indications through :class:`gateway.journal.IndicationJournal`, envelopes and cursors (a
+meter's RACP position, a pendant's counter) through :class:`gateway.outbox.Outbox`, including evictions (a small
+byte budget), platform acks, and the outbox closed and opened again (SQLite checkpoints and removes its WAL at close).
+
+Each time the product says something is durable (``put_many`` returned, the journal's ``flush`` returned, a file
+write returned), one JSON line is written to MARKER, a file outside ROOT: that write sits in the same strace
+timeline, so the checker knows exactly what was acknowledged before each crash point. A line announcing the
+operation is written before it starts, so that the checker also knows what may legitimately be on disk.
+Contents are derived from numbers (:func:`envelope`, :func:`config_text`, :func:`pendant_key`, :func:`entry`), so the
+checker can tell a complete version from a torn one.
+
+UNSAFE names a deliberately broken variant, for the harness's own tests (it must find the loss each one causes):
+``config`` writes ``hub.toml`` in place without fsync, ``outbox`` runs SQLite with ``synchronous=OFF``,
+``journal`` skips the journal's fdatasync.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Final
+
+from gateway import aio
+from gateway.core.pendant_link import cursor_key
+from gateway.journal import IndicationJournal, JournalEntry
+from gateway.outbox import Lane, Outbox, OutboxItem, open_outbox
+from gateway.provision.files import write_atomic
+from protocols import atomic
+from protocols.keys import HubIdentity, save_hub_identity, save_pendant_key
+
+HUB_ID: Final = "hub-powerloss"
+METER: Final = "C0:FF:EE:00:00:01"
+PENDANT: Final = "C0:FF:EE:00:00:02"
+PENDANT_ID: Final = "pendant-1"
+RACP_CURSOR: Final = f"racp:{METER}"
+PENDANT_CURSOR: Final = cursor_key(PENDANT)
+MAX_BYTES: Final = 48 * 1024  # small: routine rows are evicted often
+SESSIONS: Final = 3
+EPOCH: Final = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)
+
+
+def envelope(seq: int) -> bytes:
+    """The sealed-envelope stand-in stored at ``seq``: 200 to 5,000 bytes, so rows span pages and overflow pages."""
+    size = 200 + (seq * 977) % 4800
+    block = hashlib.sha256(seq.to_bytes(8, "big")).digest()
+    return (block * (size // len(block) + 1))[:size]
+
+
+def config_text(version: int) -> str:
+    """``hub.toml`` version ``version`` (about 1.5 KB, so it spans sectors and can be torn)."""
+    notes = "".join(f"# note {version}.{n}: the hub's configuration as the installer left it\n" for n in range(24))
+    return f'{notes}[hub]\nid = "{HUB_ID}"\nrevision = {version}\n'
+
+
+def pendant_key(version: int) -> bytes:
+    """The pendant's 32-byte key at ``version``."""
+    return hashlib.sha256(b"pendant" + version.to_bytes(4, "big")).digest()
+
+
+def hub_identity(version: int) -> HubIdentity:
+    """The hub identity at ``version`` (a deterministic seed)."""
+    import nacl.signing  # noqa: PLC0415 - only the workload and checker need it
+
+    seed = hashlib.sha256(b"hub" + version.to_bytes(4, "big")).digest()
+    return HubIdentity(HUB_ID, nacl.signing.SigningKey(seed))
+
+
+def entry(reading: int) -> JournalEntry:
+    """The indication of reading ``reading``."""
+    return JournalEntry(METER, 0x2A35, reading.to_bytes(4, "big") * 3, EPOCH + timedelta(minutes=reading))
+
+
+def pendant_counter(reading: int) -> bytes:
+    """The pendant cursor value committed with reading ``reading`` (a big-endian counter)."""
+    return reading.to_bytes(8, "big")
+
+
+UNSAFE_MODES: Final = ("config", "outbox", "journal")
+
+
+def _unsafe_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """What :func:`write_atomic` must not be: in place, no fsync."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def _unsynced(prepare: Callable[[Outbox, sqlite3.Connection], None]) -> Callable[[Outbox, sqlite3.Connection], None]:
+    def no_sync(self: Outbox, conn: sqlite3.Connection) -> None:
+        prepare(self, conn)
+        conn.execute("PRAGMA synchronous=OFF")
+
+    return no_sync
+
+
+def _break(modes: list[str]) -> None:
+    """Switch on the deliberately broken variants named in ``modes``."""
+    global write_atomic  # noqa: PLW0603 - the workload's own seam for the harness's tests
+    for mode in modes:
+        if mode == "config":
+            write_atomic = _unsafe_write
+        elif mode == "outbox":
+            Outbox._prepare = _unsynced(Outbox._prepare)  # type: ignore[method-assign]
+        elif mode == "journal":
+            os.fdatasync = lambda fd: None
+        else:
+            raise SystemExit(f"unknown unsafe mode {mode!r}; known: {', '.join(UNSAFE_MODES)}")
+
+
+class Markers:
+    """One JSON line per acknowledgement, each with a single write(2)."""
+
+    def __init__(self, path: Path) -> None:
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC, 0o600)
+
+    def __call__(self, **event: object) -> None:
+        line = (json.dumps(event, sort_keys=True) + "\n").encode()
+        if os.write(self._fd, line) != len(line):
+            raise OSError("marker line written short")
+
+
+async def _session(root: Path, mark: Markers, first: int, readings: int, versions: list[int]) -> None:
+    data = root / "data"
+    with IndicationJournal(data / "journal") as journal:
+        journal.pending()
+        async with open_outbox(data / "outbox.db", max_bytes=MAX_BYTES) as outbox:
+            for reading in range(first, first + readings):
+                journal.append(entry(reading))
+                journal.flush()
+                mark(journal=reading)
+                count = 1 + reading % 3
+                seqs = await outbox.allocate_seqs(count)
+                mark(alloc=[seqs.start, seqs.stop])
+                pendant = reading % 5 == 0
+                lane = Lane.PRIORITY if pendant else Lane.ROUTINE
+                items = [
+                    OutboxItem(seq, envelope(seq), lane, "panic" if pendant else "measurement", (f"r{seq}",), 0.0)
+                    for seq in seqs
+                ]
+                cursors: dict[str, int | bytes] = (
+                    {PENDANT_CURSOR: pendant_counter(reading)} if pendant else {RACP_CURSOR: reading}
+                )
+                mark(putting=reading, seqs=list(seqs))
+                await outbox.put_many(items, cursors=cursors)
+                mark(put=reading, seqs=list(seqs))
+                journal.done(1)
+                if reading % 4 == 3:
+                    batch = await outbox.peek_batch(3, 1 << 30)
+                    acked = [item.envelope_seq for item in batch]
+                    mark(acking=acked)
+                    await outbox.ack(acked)
+                    mark(acked=acked)
+                if reading % 9 == 8:
+                    version = versions[0] = versions[0] + 1
+                    mark(begin="config", version=version)
+                    write_atomic(root / "hub.toml", config_text(version).encode(), mode=0o600)
+                    mark(done="config", version=version)
+                    mark(begin="pendant", version=version)
+                    save_pendant_key(root / "keys" / "pendant.key", PENDANT_ID, pendant_key(version))
+                    mark(done="pendant", version=version)
+                if reading % 17 == 16:
+                    version = versions[1] = versions[1] + 1
+                    mark(begin="hub", version=version)
+                    save_hub_identity(root / "keys" / "hub.key", hub_identity(version))
+                    mark(done="hub", version=version)
+
+
+async def _main(root: Path, marker: Path, readings: int) -> None:
+    mark = Markers(marker)
+    keys = root / "keys"
+    keys.mkdir(mode=0o700)
+    atomic.fsync_directory(root)
+    versions = [1, 1]
+    mark(begin="config", version=1)
+    write_atomic(root / "hub.toml", config_text(1).encode(), mode=0o600)
+    mark(done="config", version=1)
+    mark(begin="hub", version=1)
+    save_hub_identity(keys / "hub.key", hub_identity(1))
+    mark(done="hub", version=1)
+    mark(begin="pendant", version=1)
+    save_pendant_key(keys / "pendant.key", PENDANT_ID, pendant_key(1))
+    mark(done="pendant", version=1)
+    per_session = max(1, readings // SESSIONS)
+    for session in range(SESSIONS):
+        await _session(root, mark, session * per_session, per_session, versions)
+
+
+if __name__ == "__main__":
+    _break(sys.argv[4:])
+    aio.run(_main(Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])))
