@@ -46,6 +46,7 @@ from gateway.journal import IndicationJournal
 from protocols import gatt
 from protocols.envelope import open_envelope
 from protocols.errors import DecodeError
+from protocols.gatt.racp import RacpOpCode, RacpResponseCode
 from protocols.keys import HubIdentity, PlatformIdentity, save_hub_identity, save_platform_public_keys
 from protocols.record import DeviceStatusBody, MeasurementBody, Record, measurement_record_id
 from sim.broker import MosquittoBroker
@@ -154,7 +155,8 @@ async def rig(tmp_path: Path, broker: MosquittoBroker, meters: Sequence[SimDevic
     save_hub_identity(tmp_path / "hub.key", hub)
     save_platform_public_keys(tmp_path / "platform.pub", platform.public)
     kinds = {BloodPressureCuff: "blood_pressure", GlucoseMeter: "glucose"}
-    provisioned = [(m.options.address, kinds[type(m)]) for m in meters if m.options.address != STRANGER]
+    kind_of = {m: next(v for k, v in kinds.items() if isinstance(m, k)) for m in meters}
+    provisioned = [(m.options.address, kind_of[m]) for m in meters if m.options.address != STRANGER]
     text = _config(tmp_path, broker.url, provisioned)
     config = parse_config(text, tmp_path / "hub.toml")
     link = f"local:ble-manager-{next(_links)}"
@@ -616,3 +618,50 @@ async def test_a_full_glucose_memory_is_stored_in_one_session_and_the_journal_em
         assert r.gw.ble.journal is not None
         await asyncio.to_thread(r.gw.ble.journal.flush)
         assert IndicationJournal(r.gw.config.storage_path.with_suffix(".journal")).pending() == []
+
+
+class _CutShort(GlucoseMeter):
+    """A meter that sends two of its records and then answers the report with "procedure not completed"."""
+
+    async def _report(self, sequences: tuple[int, ...]) -> None:
+        wanted = set(sequences[:2])
+        for record in [r for r in self.records if r.sequence in wanted]:
+            await self._send_record(record)
+        await self._respond(RacpOpCode.REPORT_STORED_RECORDS, RacpResponseCode.PROCEDURE_NOT_COMPLETED)
+
+
+class _Garbled(GlucoseMeter):
+    """A meter whose RACP response is one byte long."""
+
+    async def _respond(self, op_code: int, code: RacpResponseCode) -> None:
+        del op_code, code
+        self._procedure = None
+        await self.indicate(self.racp_char, b"\x06")
+
+
+async def test_a_racp_transfer_cut_short_keeps_what_arrived(tmp_path, mosquitto):
+    clock = ManualClock(START)
+    meter = _CutShort(options(GLUCOSE, bonding_required=True), clock)
+    key = f"racp:{GLUCOSE}"
+    async with rig(tmp_path, mosquitto, [meter]) as r:
+        await meter.set_in_range(False)
+        produced = [await meter.measure(v) for v in (101, 102, 103)]
+        await meter.set_in_range(True)
+        await r.probe.until(lambda: any(isinstance(e, LinkFailed) for e in r.probe.statuses))
+        (failure,) = [e for e in r.probe.statuses if isinstance(e, LinkFailed)]
+        assert failure.error_class is ErrorClass.PROTOCOL
+        assert await r.gw.outbox.get_cursor(key) == 2  # the next session asks from the third on
+        stored = [x.data for x in r.probe.readings_of(GLUCOSE)]
+        assert stored == [p.raw for p in produced[:2]]
+
+
+async def test_a_racp_response_that_does_not_decode_fails_the_session_not_the_hub(tmp_path, mosquitto):
+    clock = ManualClock(START)
+    meter = _Garbled(options(GLUCOSE, bonding_required=True), clock)
+    async with rig(tmp_path, mosquitto, [meter]) as r:
+        await meter.measure(101)
+        await r.probe.until(lambda: any(isinstance(e, LinkFailed) for e in r.probe.statuses))
+        (failure,) = [e for e in r.probe.statuses if isinstance(e, LinkFailed)]
+        assert failure.error_class is ErrorClass.PROTOCOL
+        assert "does not decode" in failure.detail
+        assert r.probe.readings_of(GLUCOSE)  # the record that came before the response is kept
