@@ -60,6 +60,7 @@ __all__ = ["IndicationJournal", "JournalEntry"]
 _log = logging.getLogger(__name__)
 
 DEFAULT_CAPACITY = 4096  # entries waiting for the writer thread; about 1 MB of memory at most
+_CLOSE_WAIT = 10.0  # seconds closing waits for the writer thread to finish what is queued
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,9 +126,17 @@ class IndicationJournal:
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(_CLOSE_WAIT)
+            if thread.is_alive():
+                # The disk does not answer: leave the thread (a daemon) its file rather than wait with the hub.
+                _log.error(
+                    "indication journal %s: still writing after %g s; the last entries may not be durable",
+                    self.path,
+                    _CLOSE_WAIT,
+                )
+                return
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import gateway.journal
 from gateway.journal import IndicationJournal, JournalEntry
 
 AT = datetime(2026, 11, 25, 7, 30, tzinfo=UTC)
@@ -182,3 +183,23 @@ def test_a_journal_that_is_not_open_refuses_entries(tmp_path: Path) -> None:
         journal.append(BP)
     with pytest.raises(ValueError, match="capacity"):
         IndicationJournal(tmp_path / "k", capacity=0)
+
+
+def test_closing_does_not_wait_forever_for_a_dead_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    disk = threading.Event()
+    real_sync = os.fdatasync
+
+    def dead(fd: int) -> None:
+        disk.wait()
+        real_sync(fd)
+
+    monkeypatch.setattr(gateway.journal, "_CLOSE_WAIT", 0.05)
+    journal = IndicationJournal(tmp_path / "j")
+    with journal:
+        monkeypatch.setattr(os, "fdatasync", dead)
+        journal.append(BP)
+    assert "still writing" in caplog.text
+    disk.set()  # let the writer finish, so the test leaves no thread blocked
+    journal.flush()
