@@ -55,6 +55,8 @@ import nacl.exceptions
 import nacl.secret
 import nacl.utils
 
+from protocols import atomic
+
 __all__ = ["IndicationJournal", "JournalEntry"]
 
 _log = logging.getLogger(__name__)
@@ -108,7 +110,7 @@ class IndicationJournal:
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> Self:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic.make_directories(self.path.parent)  # durable in its parent too, or a power cut may take it away
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self._box = self._load_box()
         self._written = os.fstat(self._fd).st_size > 0  # an earlier run's entries, under the current key

@@ -46,6 +46,7 @@ from gateway.errors import (
     OutboxSchemaError,
     OutboxUnwritableError,
 )
+from protocols import atomic
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -302,7 +303,7 @@ class Outbox:
     def _open(self, _conn: sqlite3.Connection | None) -> None:
         path = self.path
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic.make_directories(path.parent)  # durable in its parent too, or a power cut may take it away
         except OSError as exc:
             raise OutboxUnwritableError(path, f"cannot create directory {path.parent} ({exc})") from exc
         try:

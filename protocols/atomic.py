@@ -23,7 +23,7 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["Writer", "fsync_directory", "write_atomic"]
+__all__ = ["Writer", "fsync_directory", "make_directories", "write_atomic"]
 
 Writer = Callable[[int, bytes], int]
 """Writes bytes to a file descriptor and returns how many were written (the signature of :func:`os.write`)."""
@@ -41,8 +41,12 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def _make_directories(directory: Path) -> None:
-    """Create ``directory`` and missing parents, each made durable in its parent (mode 0777 less the umask)."""
+def make_directories(directory: Path) -> None:
+    """Create ``directory`` and missing parents, each made durable in its parent (mode 0777 less the umask).
+
+    ``Path.mkdir(parents=True)`` alone leaves a new directory's own name unsynced: a power cut can take it, and
+    everything fsynced inside it, away (POSIX promises a name only once its directory is synced).
+    """
     missing: list[Path] = []
     current = directory
     while not current.is_dir():
@@ -77,7 +81,7 @@ def write_atomic(
     """
     directory = path.parent
     if parents:
-        _make_directories(directory)
+        make_directories(directory)
     tmp = directory / f".{path.name}.{secrets.token_hex(6)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, mode)
     try:

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from powerloss_check import Acknowledged, check_state
-from powerloss_model import Timeline, Variant, materialise
+from powerloss_model import FileSystem, Timeline, Variant, materialise
 from powerloss_trace import Recording, record
 
 from gateway import aio
@@ -43,6 +43,7 @@ class Report:
 
     seed: int
     readings: int
+    file_system: str
     syscalls_traced: int
     timeline_ops: int
     acknowledgements: int  # puts, journal flushes, platform acks and file writes that returned
@@ -97,9 +98,9 @@ def _plan(timeline: Timeline, states: int, rng: random.Random) -> list[tuple[int
 
 
 async def _check_all(
-    recording: Recording, plan: list[tuple[int, Variant]], rng: random.Random, scratch: Path, progress: bool
+    timeline: Timeline, plan: list[tuple[int, Variant]], rng: random.Random, scratch: Path, progress: bool
 ) -> tuple[int, int, int, int, int, list[str]]:
-    timeline = Timeline(recording)
+    recording = timeline.recording
     markers = list(recording.markers())
     lost = unreadable = resurrected = cursors = torn = 0
     failures: list[str] = []
@@ -130,12 +131,19 @@ async def _check_all(
 
 
 def run(
-    states: int, *, seed: int, readings: int, workdir: Path, progress: bool = False, unsafe: tuple[str, ...] = ()
+    states: int,
+    *,
+    seed: int,
+    readings: int,
+    workdir: Path,
+    fs: FileSystem = FileSystem.EXT4,
+    progress: bool = False,
+    unsafe: tuple[str, ...] = (),
 ) -> Report:
     """Record the workload once, then check ``states`` crash states."""
     recording = record_workload(workdir, readings, unsafe)
     rng = random.Random(seed)  # noqa: S311 - reproducible, not secret
-    timeline = Timeline(recording)
+    timeline = Timeline(recording, fs)
     plan = _plan(timeline, states, rng)
     # States are written to memory when it can: the checks fsync, and a disk would make them wait for nothing.
     scratch = Path(tempfile.mkdtemp(prefix="powerloss-states-", dir=memory_dir()))
@@ -146,7 +154,7 @@ def run(
     quiet.setLevel(logging.CRITICAL)
     try:
         lost, unreadable, resurrected, cursors, torn, failures = aio.run(
-            _check_all(recording, plan, rng, scratch, progress)
+            _check_all(timeline, plan, rng, scratch, progress)
         )
     finally:
         quiet.setLevel(level)
@@ -154,6 +162,7 @@ def run(
     return Report(
         seed=seed,
         readings=readings,
+        file_system=fs.value,
         syscalls_traced=recording.syscalls,
         timeline_ops=len(recording.ops),
         acknowledgements=sum(1 for m in recording.markers() if m.event.keys() & _ACKS),
@@ -174,6 +183,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crash-points", type=int, default=2000, help="crash states to check (default 2000)")
     parser.add_argument("--readings", type=int, default=90, help="readings in the traced workload (default 90)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: a fresh one, printed)")
+    parser.add_argument(
+        "--fs",
+        choices=[f.value for f in FileSystem],
+        default=FileSystem.EXT4.value,
+        help="which promises about file names to rely on: ext4's journal (default) or only what POSIX promises",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     parser.add_argument("--keep", type=Path, default=None, help="work in this directory and keep the trace")
     args = parser.parse_args(argv)
@@ -182,16 +197,31 @@ def main(argv: list[str] | None = None) -> int:
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
     if args.keep is not None:
         args.keep.mkdir(parents=True, exist_ok=False)
-        report = run(args.crash_points, seed=seed, readings=args.readings, workdir=args.keep, progress=not args.json)
+        report = run(
+            args.crash_points,
+            seed=seed,
+            readings=args.readings,
+            workdir=args.keep,
+            fs=FileSystem(args.fs),
+            progress=not args.json,
+        )
     else:
         with tempfile.TemporaryDirectory(prefix="powerloss-", dir=memory_dir()) as tmp:
-            report = run(args.crash_points, seed=seed, readings=args.readings, workdir=Path(tmp), progress=True)
+            report = run(
+                args.crash_points,
+                seed=seed,
+                readings=args.readings,
+                workdir=Path(tmp),
+                fs=FileSystem(args.fs),
+                progress=True,
+            )
     if args.json:
         sys.stdout.write(json.dumps({**asdict(report), "ok": report.ok}, indent=2) + "\n")
     else:
         sys.stdout.write(
-            f"powerloss (seed {seed}): {report.crash_points_tried} crash states at {report.distinct_crash_points} "
-            f"crash points of {report.timeline_ops} file operations ({report.torn_writes} torn writes); "
+            f"powerloss (seed {seed}, {report.file_system}): {report.crash_points_tried} crash states at "
+            f"{report.distinct_crash_points} crash points of {report.timeline_ops} file operations "
+            f"({report.torn_writes} torn writes); "
             f"acknowledged records lost: {report.acknowledged_records_lost}; "
             f"files unreadable: {report.files_unreadable}; acked rows back: {report.acked_rows_resurrected}; "
             f"cursor errors: {report.cursor_errors}\n"

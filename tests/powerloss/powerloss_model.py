@@ -13,6 +13,9 @@ the guarantees are weakest, so every state a real disk could show is among the s
   a gap past the end of the file reads as zeros).
 * SQLite's ``-shm`` index is left out (SQLite rebuilds it after a crash).
 
+:attr:`FileSystem.POSIX` is stricter about names: only what POSIX itself promises, a name made durable by ``fsync``
+of its own directory; the unsynced names of each directory are cut to a prefix independently.
+
 A crash point ``k`` means the first ``k`` operations completed. :func:`crash_states` gives, for a crash point, the
 state with nothing unsynced kept, the state with everything kept (what a process kill leaves), and random mixtures.
 """
@@ -22,18 +25,24 @@ from __future__ import annotations
 import bisect
 import enum
 import random
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from powerloss_trace import Op, OpKind, Recording
 
-__all__ = ["CrashState", "Timeline", "Variant", "materialise"]
+__all__ = ["CrashState", "FileSystem", "Timeline", "Variant", "materialise"]
 
 SECTOR = 512
 
 _METADATA = frozenset({OpKind.CREATE, OpKind.MKDIR, OpKind.RENAME, OpKind.UNLINK})
 _DATA = frozenset({OpKind.WRITE, OpKind.TRUNCATE})
+
+
+class FileSystem(enum.Enum):
+    """Which promises about names the model relies on."""
+
+    EXT4 = "ext4"  # a journal commit (any fsync, a directory sync, a size-changing fdatasync) keeps all earlier names
+    POSIX = "posix"  # a name is durable only once its directory was synced
 
 
 class Variant(enum.Enum):
@@ -59,16 +68,26 @@ class CrashState:
 class Timeline:
     """A recording with, for each operation, when it became durable."""
 
-    def __init__(self, recording: Recording) -> None:
+    def __init__(self, recording: Recording, fs: FileSystem = FileSystem.EXT4) -> None:
         self.recording = recording
+        self.fs = fs
         self.ops = recording.ops
         never = len(self.ops) + 1
-        self.synced_at: list[int] = [never] * len(self.ops)  # data ops: index of the sync that made them durable
+        # data ops: index of the sync that made them durable; names under POSIX: the sync of their directory
+        self.synced_at: list[int] = [never] * len(self.ops)
+        self.directory: dict[int, str] = {}  # name ops: the directory whose sync makes them durable
+        unsynced_names: dict[str, list[int]] = {}
         self.commits: list[int] = []  # indices of journal commits
         unsynced: dict[int, list[int]] = {}
         meta_dirty: set[int] = set()
         size: dict[int, int] = {}
         for op in self.ops:
+            if op.kind in _METADATA:
+                parent = op.path.rsplit("/", 1)[0]
+                self.directory[op.index] = parent
+                unsynced_names.setdefault(parent, []).append(op.index)
+                if op.kind is OpKind.RENAME and op.target.rsplit("/", 1)[0] != parent:
+                    raise ValueError(f"rename across directories is not modelled: {op.path} -> {op.target}")
             if op.kind is OpKind.CREATE:
                 meta_dirty.add(op.inode)
                 size[op.inode] = 0
@@ -89,6 +108,9 @@ class Timeline:
                 meta_dirty.discard(op.inode)
                 for index in unsynced.pop(op.inode, []):
                     self.synced_at[index] = op.index
+                if op.directory:
+                    for index in unsynced_names.pop(op.path, []):
+                        self.synced_at[index] = op.index
 
     @property
     def points(self) -> int:
@@ -100,17 +122,30 @@ class Timeline:
         position = bisect.bisect_left(self.commits, point)
         return self.commits[position - 1] if position else 0
 
+    def _dropped_names(self, point: int, variant: Variant, rng: random.Random) -> set[int]:
+        """The name operations a power cut after ``point`` operations loses: the tail after a cut in each queue."""
+        if self.fs is FileSystem.EXT4:
+            committed = self._committed(point)
+            queues = {"": [op.index for op in self.ops[committed:point] if op.kind in _METADATA]}
+        else:
+            queues = {}
+            for op in self.ops[:point]:
+                if op.kind in _METADATA and self.synced_at[op.index] >= point:
+                    queues.setdefault(self.directory[op.index], []).append(op.index)
+        dropped: set[int] = set()
+        for pending in queues.values():
+            if variant is Variant.SYNCED:
+                cut = 0
+            elif variant is Variant.EVERYTHING:
+                cut = len(pending)
+            else:
+                cut = rng.randint(0, len(pending))
+            dropped.update(pending[cut:])
+        return dropped
+
     def state(self, point: int, variant: Variant, rng: random.Random) -> CrashState:
         """One state a power cut after ``point`` operations may leave."""
-        committed = self._committed(point)
-        pending_meta = [op.index for op in self.ops[committed:point] if op.kind in _METADATA and op.index >= committed]
-        if variant is Variant.SYNCED:
-            cut = 0
-        elif variant is Variant.EVERYTHING:
-            cut = len(pending_meta)
-        else:
-            cut = rng.randint(0, len(pending_meta))
-        dropped_meta = set(pending_meta[cut:])
+        dropped_meta = self._dropped_names(point, variant, rng)
         root = self.recording.root
         names: dict[str, int] = {}
         dirs: set[str] = set()
@@ -134,12 +169,24 @@ class Timeline:
                         sectors = _torn_sectors(op, rng)
                         torn += 1
                 _apply_data(op, contents.setdefault(op.inode, bytearray()), sectors)
+        dirs.add(root)
         files = {
             _relative(path, root): bytes(contents.get(inode, b""))
             for path, inode in names.items()
-            if not path.endswith("-shm")
+            if not path.endswith("-shm") and _reachable(path, dirs, root)
         }
+        dirs.discard(root)
         return CrashState(point, variant, files, frozenset(_relative(d, root) for d in dirs), torn, dropped)
+
+
+def _reachable(path: str, dirs: set[str], root: str) -> bool:
+    """Every directory from ``root`` down to ``path``'s parent survived (a lost directory takes its files along)."""
+    parent = path.rsplit("/", 1)[0]
+    while parent != root:
+        if parent not in dirs:
+            return False
+        parent = parent.rsplit("/", 1)[0]
+    return True
 
 
 def _relative(path: str, root: str) -> str:
@@ -191,16 +238,8 @@ def _apply_data(op: Op, data: bytearray, sectors: list[int] | None) -> None:
 def materialise(state: CrashState, destination: Path) -> None:
     """Write ``state`` under ``destination`` (an empty directory), private files mode 0600."""
     for directory in sorted(state.dirs, key=len):
-        (destination / directory).mkdir(parents=True, exist_ok=True)
+        (destination / directory).mkdir()
     for path, data in state.files.items():
         target = destination / path
-        target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
         target.chmod(0o600)
-
-
-def states_for(timeline: Timeline, points: list[int], rng: random.Random) -> Iterator[CrashState]:
-    """The synced, everything and one random state for each point."""
-    for point in points:
-        for variant in Variant:
-            yield timeline.state(point, variant, rng)

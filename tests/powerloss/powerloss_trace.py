@@ -109,7 +109,7 @@ class Recording:
 _LINE = re.compile(r"^(?P<pid>\d+) +(?P<rest>.*)$")
 _CALL = re.compile(r"^(?P<name>\w+)\((?P<args>.*)\) += (?P<ret>.*)$")
 _RESUMED = re.compile(r"^<\.\.\. (?P<name>\w+) resumed>(?P<tail>.*)$")
-_HEX = re.compile(r"\\x([0-9a-f]{2})")
+_CLOSED = "<closed at entry>"
 _FD = re.compile(r"^(?P<fd>-?\d+|AT_FDCWD)(?:<(?P<path>[^>]*)>(?:\(deleted\))?)?$")
 
 
@@ -398,13 +398,22 @@ def parse_trace(lines: Sequence[str] | Iterator[str], root: Path, marker: Path) 
         if rest.startswith(("+++", "---")):
             continue
         if rest.endswith(" <unfinished ...>"):
-            pending[pid] = rest[: -len(" <unfinished ...>")]
+            head = rest[: -len(" <unfinished ...>")]
+            if head.startswith("close("):
+                # The number is free as soon as close starts: another thread may be handed it before this close
+                # returns, so the close is applied now and its completion ignored.
+                builder.call("close", _split_args(head[len("close(") :]), "0")
+                head = _CLOSED
+            pending[pid] = head
             continue
         resumed = _RESUMED.match(rest)
         if resumed is not None:
             head = pending.pop(pid, None)
             if head is None:
                 raise TraceError(f"resumed call without its start: {line[:80]!r}")
+            if head == _CLOSED:
+                syscalls += 1
+                continue
             rest = head + resumed["tail"]
         call = _CALL.match(rest)
         if call is None:
