@@ -36,6 +36,7 @@ from gateway.bench_outbox import group_and_naive_rows_per_s
 from gateway.ble import Reading
 from gateway.config import DeviceConfig, GatewayConfig, parse_config, render_config
 from gateway.feedback import RecordingFeedback
+from gateway.hub import Hub
 from gateway.outbox import Lane, OutboxItem, open_outbox
 from gateway.uplink import Uplink, UplinkSettings
 from protocols import gatt
@@ -162,13 +163,13 @@ def provision(workdir: Path, broker_url: str, *, link: str | None = None, pendan
 
 
 @contextlib.asynccontextmanager
-async def _platform(home: BenchHome, broker: MosquittoBroker, workdir: Path) -> AsyncIterator[SqliteStorage]:
+async def _platform(home: BenchHome, broker: MosquittoBroker, workdir: Path) -> AsyncIterator[IngestWorker]:
     async with SqliteStorage(workdir / "platform.db") as storage:
         await storage.enroll_hub(home.hub.public)
         codec = PlatformCodec(home.platform)
         async with IngestWorker(WorkerSettings(broker.host, broker.port), storage, codec) as worker:
             await worker.connected.wait()
-            yield storage
+            yield worker
 
 
 # -- 3. end to end ---------------------------------------------------------------------------------------------
@@ -373,6 +374,12 @@ async def _grown(values: list[float], size: int) -> None:
         await asyncio.sleep(0.0005)
 
 
+async def _answered(hub: Hub, alarm_id: str) -> None:
+    """Wait until the hub has closed the call ``alarm_id`` on the caregiver's answer (it arrives as a down-message)."""
+    while any(c.open for c in hub.panic_calls() if c.alarm_id == alarm_id):  # noqa: ASYNC110  as _grown
+        await asyncio.sleep(0.0005)
+
+
 async def panic_latencies(workdir: Path, broker: MosquittoBroker, *, presses: int = 200) -> dict[str, float]:
     """Press -> local feedback and press -> platform ack of the panic call, in milliseconds (p50, p99).
 
@@ -399,8 +406,7 @@ async def panic_latencies(workdir: Path, broker: MosquittoBroker, *, presses: in
     local: list[float] = []
     platform: list[float] = []
     async with contextlib.AsyncExitStack() as stack:
-        storage = await stack.enter_async_context(_platform(home, broker, workdir))
-        del storage
+        worker = await stack.enter_async_context(_platform(home, broker, workdir))
         device = await stack.enter_async_context(sim.ble.open_peripheral_device(link, _PENDANT, "Pendant"))
         await stack.enter_async_context(pendant.attach(device))
         gw = await stack.enter_async_context(
@@ -425,8 +431,12 @@ async def panic_latencies(workdir: Path, broker: MosquittoBroker, *, presses: in
                 if cycle:
                     local.append(shown_at - pressed_at)
                     platform.append(hub_received_at - pressed_at + hub_platform)
-                cancel = await pendant.press(PendantEventType.CANCEL)
-                await pendant.wait_confirmed(cancel.sequence)
+                # A caregiver answers on the platform, which closes the call, so the next press opens a new one.
+                # (Cancelling from the pendant would not do: a pendant may cancel only a few calls in ten minutes,
+                # gateway.panic.PanicPolicy.cancel_limit, and the bench presses hundreds of times.)
+                call = next(c for c in gw.hub.panic_calls() if c.open)
+                await worker.ack_alarm(_HUB_ID, call.alarm_id, "bench caregiver", datetime.now(UTC))
+                await _answered(gw.hub, call.alarm_id)
     hub_local_all = counters.panic_local_s[1:]
     hub_platform_all = counters.panic_platform_s[1:]
     return {
