@@ -26,17 +26,42 @@ import powerloss_workload as work
 from gateway.errors import OutboxError
 from gateway.journal import IndicationJournal
 from gateway.outbox import open_outbox
+from gateway.provision.files import HubPaths
 from protocols.errors import KeyFileError
-from protocols.keys import load_hub_identity, load_pendant_key
+from protocols.keys import (
+    load_hub_identity,
+    load_hub_public_key,
+    load_pendant_key,
+    load_platform_public_keys,
+)
 
-__all__ = ["Acknowledged", "Findings", "check_state"]
+__all__ = ["Acknowledged", "Findings", "InitFiles", "check_state"]
 
 _SEQ_KEY = "outbox.next_envelope_seq"
+
+
+@dataclass(frozen=True, slots=True)
+class InitFiles:
+    """What the installer's ``init`` wrote (from its marker, known for the whole run): the only version 0."""
+
+    config: str
+    state: str
+    hub_key_id: str
+
+    @classmethod
+    def from_markers(cls, events: Iterable[dict[str, object]]) -> InitFiles:
+        """Find the ``init`` acknowledgement among all markers of a run."""
+        for event in events:
+            if event.get("done") == "init":
+                return cls(str(event["config"]), str(event["state"]), str(event["key_id"]))
+        raise ValueError("the workload never finished init")
 
 
 @dataclass(slots=True)
 class Acknowledged:
     """What the workload had announced and acknowledged before a crash point (from the markers)."""
+
+    init: InitFiles
 
     put_seqs: dict[int, tuple[int, ...]] = field(default_factory=dict)  # reading -> seqs, announced
     puts_done: set[int] = field(default_factory=set)
@@ -68,6 +93,12 @@ class Acknowledged:
             self.acked.update(_ints(event["acked"]))
         elif "alloc" in event:
             self.alloc_end = max(self.alloc_end, _ints(event["alloc"])[1])
+        elif event.get("begin") == "init":
+            for name in ("init", "config", "hub"):
+                self.begun.setdefault(name, set()).add(0)
+        elif event.get("done") == "init":
+            for name in ("init", "config", "hub"):
+                self.done[name] = 0
         elif "begin" in event:
             self.begun.setdefault(str(event["begin"]), set()).add(_int(event["version"]))
         elif "done" in event:
@@ -111,26 +142,40 @@ class Findings:
 async def check_state(root: Path, ack: Acknowledged) -> Findings:
     """Check the crash state materialised at ``root`` against what was acknowledged."""
     findings = Findings()
-    _check_versioned(root / "hub.toml", "config", ack, findings, _read_config)
-    _check_versioned(root / "keys" / "hub.key", "hub", ack, findings, _read_hub_key)
-    _check_versioned(root / "keys" / "pendant.key", "pendant", ack, findings, _read_pendant_key)
+    paths = work.hub_paths(root)
+    init = ack.init
+    _check_versioned(paths.config, "config", ack, findings, lambda p, vs: _read_config(p, vs, init))
+    _check_versioned(paths.hub_key, "hub", ack, findings, lambda p, vs: _read_hub_key(p, vs, init))
+    _check_versioned(paths.pendant_key(work.PENDANT), "pendant", ack, findings, _read_pendant_key)
+    _check_versioned(
+        paths.state, "init", ack, findings, lambda p, vs: 0 if p.read_bytes() == init.state.encode() else None
+    )
+    _check_public_keys(paths, ack, findings)
     outbox = root / "data" / "outbox.db"
     committed = await _check_outbox(outbox, outbox.exists(), ack, findings)
     _check_journal(root / "data" / "journal", ack, committed, findings)
     return findings
 
 
-def _read_config(path: Path, candidates: set[int]) -> int | None:
+def _read_state(path: Path, init: InitFiles) -> int | None:
+    return 0 if path.read_bytes() == init.state.encode() else None
+
+
+def _read_config(path: Path, candidates: set[int], init: InitFiles) -> int | None:
     text = path.read_bytes()
-    return next((v for v in candidates if text == work.config_text(v).encode()), None)
+    if 0 in candidates and text == init.config.encode():
+        return 0
+    return next((v for v in candidates if v and text == work.config_text(v).encode()), None)
 
 
-def _read_hub_key(path: Path, candidates: set[int]) -> int | None:
+def _read_hub_key(path: Path, candidates: set[int], init: InitFiles) -> int | None:
     try:
         identity = load_hub_identity(path)
     except KeyFileError:
         return None
-    return next((v for v in candidates if work.hub_identity(v).key_id == identity.key_id), None)
+    if 0 in candidates and identity.key_id == init.hub_key_id:
+        return 0
+    return next((v for v in candidates if v and work.hub_identity(v).key_id == identity.key_id), None)
 
 
 def _read_pendant_key(path: Path, candidates: set[int]) -> int | None:
@@ -138,9 +183,24 @@ def _read_pendant_key(path: Path, candidates: set[int]) -> int | None:
         pendant_id, key = load_pendant_key(path)
     except KeyFileError:
         return None
-    if pendant_id != work.PENDANT_ID:
+    if pendant_id != work.PENDANT:
         return None
     return next((v for v in candidates if work.pendant_key(v) == key), None)
+
+
+def _check_public_keys(paths: HubPaths, ack: Acknowledged, findings: Findings) -> None:
+    """The public key files init wrote: present once init was acknowledged, and never torn."""
+    platform = paths.keys / f"platform-{work.platform_keys().key_id}.pub"
+    for path, load in ((paths.hub_pub, load_hub_public_key), (platform, load_platform_public_keys)):
+        if path.exists():
+            try:
+                load(path)
+            except KeyFileError as exc:
+                findings.unreadable_files += 1
+                findings.note(f"{path.name}: unreadable ({exc})")
+        elif "init" in ack.done:
+            findings.unreadable_files += 1
+            findings.note(f"{path.name}: missing after init was acknowledged")
 
 
 def _check_versioned(

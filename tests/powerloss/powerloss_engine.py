@@ -25,7 +25,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from powerloss_check import Acknowledged, check_state
+from powerloss_check import Acknowledged, InitFiles, check_state
 from powerloss_model import FileSystem, Timeline, Variant, materialise
 from powerloss_trace import Recording, record
 
@@ -102,10 +102,11 @@ async def _check_all(
 ) -> tuple[int, int, int, int, int, list[str]]:
     recording = timeline.recording
     markers = list(recording.markers())
+    init = InitFiles.from_markers(m.event for m in markers)
     lost = unreadable = resurrected = cursors = torn = 0
     failures: list[str] = []
     for number, (point, variant) in enumerate(plan, 1):
-        ack = Acknowledged()
+        ack = Acknowledged(init)
         for marker in markers:
             if marker.index >= point:
                 break

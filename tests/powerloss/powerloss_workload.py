@@ -1,10 +1,13 @@
 """The hub's storage doing a busy day's work, run under strace by the power-loss harness.
 
 Run as ``python powerloss_workload.py ROOT MARKER READINGS [UNSAFE...]``. Everything is written by the
-product's own code: config files through :func:`gateway.provision.files.write_atomic`, keys through
-:mod:`protocols.keys`, indications through :class:`gateway.journal.IndicationJournal`, envelopes and cursors (a
-meter's RACP position, a pendant's counter) through :class:`gateway.outbox.Outbox`, including evictions (a small
-byte budget), platform acks, and the outbox closed and opened again (SQLite checkpoints and removes its WAL at close).
+product's own code: the installer's ``init`` step (:func:`gateway.provision.steps.init_hub`: key directory, hub
+identity and public key files, ``hub.toml``, provisioning state) and pairing's pendant key
+(:func:`gateway.provision.steps.provision_pendant_key`); later config files through
+:func:`gateway.provision.files.write_atomic` and hub key rotations through :mod:`protocols.keys`; indications
+through :class:`gateway.journal.IndicationJournal`; envelopes and cursors (a meter's RACP position, a pendant's
+counter) through :class:`gateway.outbox.Outbox`, including evictions (a small byte budget), platform acks, and the
+outbox closed and opened again (SQLite checkpoints and removes its WAL at close).
 
 Each time the product says something is durable (``put_many`` returned, the journal's ``flush`` returned, a file
 write returned), one JSON line is written to MARKER, a file outside ROOT: that write sits in the same strace
@@ -15,7 +18,8 @@ checker can tell a complete version from a torn one.
 
 UNSAFE names a deliberately broken variant, for the harness's own tests (it must find the loss each one causes):
 ``config`` writes ``hub.toml`` in place without fsync, ``outbox`` runs SQLite with ``synchronous=OFF``,
-``journal`` skips the journal's fdatasync.
+``journal`` skips the journal's fdatasync, ``mkdir`` creates directories without syncing their parent (as the outbox
+and journal did before).
 """
 
 from __future__ import annotations
@@ -34,14 +38,14 @@ from gateway import aio
 from gateway.core.pendant_link import cursor_key
 from gateway.journal import IndicationJournal, JournalEntry
 from gateway.outbox import Lane, Outbox, OutboxItem, open_outbox
-from gateway.provision.files import write_atomic
+from gateway.provision.files import CONFIG_NAME, HubPaths, write_atomic
+from gateway.provision.steps import init_hub, provision_pendant_key
 from protocols import atomic
-from protocols.keys import HubIdentity, save_hub_identity, save_pendant_key
+from protocols.keys import HubIdentity, PlatformPublicKeys, save_hub_identity
 
 HUB_ID: Final = "hub-powerloss"
 METER: Final = "C0:FF:EE:00:00:01"
 PENDANT: Final = "C0:FF:EE:00:00:02"
-PENDANT_ID: Final = "pendant-1"
 RACP_CURSOR: Final = f"racp:{METER}"
 PENDANT_CURSOR: Final = cursor_key(PENDANT)
 MAX_BYTES: Final = 48 * 1024  # small: routine rows are evicted often
@@ -57,7 +61,7 @@ def envelope(seq: int) -> bytes:
 
 
 def config_text(version: int) -> str:
-    """``hub.toml`` version ``version`` (about 1.5 KB, so it spans sectors and can be torn)."""
+    """``hub.toml`` version ``version`` >= 1 (about 1.5 KB, so it spans sectors and can be torn); 0 is init's."""
     notes = "".join(f"# note {version}.{n}: the hub's configuration as the installer left it\n" for n in range(24))
     return f'{notes}[hub]\nid = "{HUB_ID}"\nrevision = {version}\n'
 
@@ -85,7 +89,7 @@ def pendant_counter(reading: int) -> bytes:
     return reading.to_bytes(8, "big")
 
 
-UNSAFE_MODES: Final = ("config", "outbox", "journal")
+UNSAFE_MODES: Final = ("config", "outbox", "journal", "mkdir")
 
 
 def _unsafe_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
@@ -115,6 +119,8 @@ def _break(modes: list[str]) -> None:
             Outbox._prepare = _unsynced(Outbox._prepare)  # type: ignore[method-assign]
         elif mode == "journal":
             os.fdatasync = lambda fd: None
+        elif mode == "mkdir":
+            atomic.make_directories = lambda directory: directory.mkdir(parents=True, exist_ok=True)
         else:
             raise SystemExit(f"unknown unsafe mode {mode!r}; known: {', '.join(UNSAFE_MODES)}")
 
@@ -165,33 +171,58 @@ async def _session(root: Path, mark: Markers, first: int, readings: int, version
                 if reading % 9 == 8:
                     version = versions[0] = versions[0] + 1
                     mark(begin="config", version=version)
-                    write_atomic(root / "hub.toml", config_text(version).encode(), mode=0o600)
+                    write_atomic(root / CONFIG_NAME, config_text(version).encode(), mode=0o600)
                     mark(done="config", version=version)
                     mark(begin="pendant", version=version)
-                    save_pendant_key(root / "keys" / "pendant.key", PENDANT_ID, pendant_key(version))
+                    provision_pendant_key(hub_paths(root), PENDANT, pendant_key(version))
                     mark(done="pendant", version=version)
                 if reading % 17 == 16:
                     version = versions[1] = versions[1] + 1
                     mark(begin="hub", version=version)
-                    save_hub_identity(root / "keys" / "hub.key", hub_identity(version))
+                    save_hub_identity(hub_paths(root).hub_key, hub_identity(version))
                     mark(done="hub", version=version)
+
+
+def platform_keys() -> PlatformPublicKeys:
+    """The platform's public keys the hub is set up with (deterministic)."""
+    import nacl.public  # noqa: PLC0415 - only the workload and checker need it
+    import nacl.signing  # noqa: PLC0415
+
+    seed = hashlib.sha256(b"platform").digest()
+    return PlatformPublicKeys(nacl.signing.SigningKey(seed).verify_key, nacl.public.PrivateKey(seed).public_key)
+
+
+def hub_paths(root: Path) -> HubPaths:
+    """The provisioned hub's files under ``root``."""
+    return HubPaths.for_config(root / CONFIG_NAME)
 
 
 async def _main(root: Path, marker: Path, readings: int) -> None:
     mark = Markers(marker)
-    keys = root / "keys"
-    keys.mkdir(mode=0o700)
-    atomic.fsync_directory(root)
-    versions = [1, 1]
-    mark(begin="config", version=1)
-    write_atomic(root / "hub.toml", config_text(1).encode(), mode=0o600)
-    mark(done="config", version=1)
-    mark(begin="hub", version=1)
-    save_hub_identity(keys / "hub.key", hub_identity(1))
-    mark(done="hub", version=1)
-    mark(begin="pendant", version=1)
-    save_pendant_key(keys / "pendant.key", PENDANT_ID, pendant_key(1))
-    mark(done="pendant", version=1)
+    paths = hub_paths(root)
+    # Set up as an installer does (`carehub provision init`): key directory, identity, public key files, hub.toml,
+    # provisioning state; then the pendant's key as pairing writes it.
+    mark(begin="init")
+    result = init_hub(
+        paths,
+        hub_id=HUB_ID,
+        platform=platform_keys(),
+        broker_url="mqtt://127.0.0.1:1883",
+        username=None,
+        password=None,
+        timezone="Europe/Zurich",
+    )
+    mark(
+        done="init",
+        version=0,
+        key_id=result.hub_key_id,
+        config=paths.config.read_text(encoding="utf-8"),
+        state=paths.state.read_text(encoding="utf-8"),
+    )
+    versions = [0, 0]
+    mark(begin="pendant", version=0)
+    provision_pendant_key(paths, PENDANT, pendant_key(0))
+    mark(done="pendant", version=0)
     per_session = max(1, readings // SESSIONS)
     for session in range(SESSIONS):
         await _session(root, mark, session * per_session, per_session, versions)

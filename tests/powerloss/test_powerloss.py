@@ -147,6 +147,12 @@ def test_short_pass_relying_only_on_what_posix_promises(workdir: Path) -> None:
     assert report.ok
 
 
+@needs_strace
+def test_the_posix_pass_finds_a_data_directory_never_synced_in_its_parent(workdir: Path) -> None:
+    report = run(200, seed=29, readings=15, workdir=workdir, fs=FileSystem.POSIX, unsafe=("mkdir",))
+    assert report.acknowledged_records_lost > 0
+
+
 def test_posix_names_wait_for_their_own_directory() -> None:
     timeline = _timeline(
         (OpKind.MKDIR, {"path": f"{ROOT}/d"}),
