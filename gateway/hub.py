@@ -16,20 +16,21 @@ down-messages. For each input, in this order (invariant 5, then invariants 1-4):
    fallback notifier, and the priority records of the failed commit are offered again with the next commit.
 
 Time comes from an injected ``now`` callable; periodic work happens in :meth:`Hub.tick`, which the app calls on a
-timer. Latency counters (`gateway.core.counters`) follow the input being handled through context variables.
+timer. Latency counters (`gateway.core.counters`) follow the input being handled (`gateway.latency`). The group
+commit is `gateway.committer`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import assert_never
 
+from gateway import latency
 from gateway.alarms import Alarm, AlarmBook, AlarmEvent, CriticalSnoozeError, InvalidSnoozeError, UnknownAlarmError
 from gateway.committer import Committer
 from gateway.config import DeviceConfig, GatewayConfig
@@ -65,6 +66,7 @@ from gateway.events import (
     Reading,
 )
 from gateway.feedback import Cue, Feedback, Light, Sound
+from gateway.latency import DeliveryTimer
 from gateway.notifier import FallbackNotifier
 from gateway.outbox import CursorValue, Lane, Outbox
 from gateway.panic import (
@@ -88,28 +90,7 @@ __all__ = ["FallbackNotifier", "Hub", "HubCounters"]
 
 _log = logging.getLogger(__name__)
 
-# Latency bookkeeping for the input being handled, per task: several inputs (a meter's readings, a pendant frame,
-# the timer tick, the uplink's down-messages) interleave at every await, so instance attributes would mix them up.
-# Times are time.monotonic(), not the loop's time: uvloop's is in whole milliseconds, taken once per loop turn.
-_INPUT_AT: contextvars.ContextVar[float | None] = contextvars.ContextVar("carehub_input_at", default=None)
-"""Monotonic time the input being handled arrived (``None``: no input, e.g. the timer tick)."""
-_SHOWN_AT: contextvars.ContextVar[float | None] = contextvars.ContextVar("carehub_shown_at", default=None)
-"""Monotonic time the cue for the input being handled was shown."""
-
 _ALARM_QUEUE = 1024  # raised alarms whose platform ack is awaited (the uplink settles them quickly)
-_RAISED_MAX = 4096  # raised alarms whose delivery latency is still to be measured
-
-
-@contextlib.contextmanager
-def _handling_input() -> Iterator[None]:
-    """Mark the input arriving now for the rest of this call (and only this call) in the current task."""
-    input_token = _INPUT_AT.set(time.monotonic())
-    shown_token = _SHOWN_AT.set(None)
-    try:
-        yield
-    finally:
-        _SHOWN_AT.reset(shown_token)
-        _INPUT_AT.reset(input_token)
 
 
 class Hub:
@@ -146,7 +127,7 @@ class Hub:
         self._pendants = PendantLink(pendant_keys)
         self._base: dict[str, Thresholds] = {r.id: rules.thresholds(r.id) for r in config.residents}
         self._downlink = Downlink(self._base)
-        self._raised_at: dict[str, tuple[float, bool]] = {}  # alarm record id -> (input time, is a panic call)
+        self._delivery_timer = DeliveryTimer()
         self._escalated_unstored: set[str] = set()  # panic calls whose press could not be stored, escalated once
         #: Ids (hex) of raised alarm records, for the task that waits for the platform's ack of each.
         self.alarm_records: asyncio.Queue[str] = asyncio.Queue(maxsize=_ALARM_QUEUE)
@@ -206,11 +187,7 @@ class Hub:
         body = draft.body
         if isinstance(body, AlarmBody) and body.state is AlarmState.RAISED and draft.record_id is not None:
             rid = draft.record_id.hex()
-            input_at = _INPUT_AT.get()
-            if input_at is not None:
-                self._raised_at[rid] = (input_at, body.condition == "panic")
-                if len(self._raised_at) > _RAISED_MAX:
-                    del self._raised_at[next(iter(self._raised_at))]
+            self._delivery_timer.raised(rid, panic=body.condition == "panic")
             try:
                 self.alarm_records.put_nowait(rid)
             except asyncio.QueueFull:
@@ -222,9 +199,9 @@ class Hub:
         if cue is None:
             return
         self._feedback.show(cue)
-        input_at = _INPUT_AT.get()
-        if event.state is AlarmState.RAISED and input_at is not None:
-            self.counters.alarm_detect_s.append(time.monotonic() - input_at)
+        started = latency.input_at()
+        if event.state is AlarmState.RAISED and started is not None:
+            self.counters.alarm_detect_s.append(time.monotonic() - started)
 
     # -- ReadingSink ------------------------------------------------------------------------------------------
 
@@ -244,7 +221,7 @@ class Hub:
 
     async def store_readings(self, readings: Sequence[Reading], cursor: tuple[str, int] | None = None) -> None:
         """Judge, tell and durably record meter readings (the BLE layer's sink)."""
-        with _handling_input():
+        with latency.handling_input():
             now = self._now()
             drafts: list[Draft] = []
             for reading in readings:
@@ -286,7 +263,7 @@ class Hub:
 
     async def pendant_frame(self, frame: PendantFrame) -> bytes | None:
         """Authenticate a pendant event, act on it, make it durable, then return the Confirm to write back."""
-        with _handling_input():
+        with latency.handling_input():
             return await self._pendant_frame(frame.device, frame.data)
 
     async def _pendant_frame(self, device: DeviceConfig, data: bytes) -> bytes | None:
@@ -313,9 +290,9 @@ class Hub:
                 now=now,
             )
             drafts.extend(await self._carry_out(actions, now, event.counter))
-            input_at, shown_at = _INPUT_AT.get(), _SHOWN_AT.get()
-            if kind is PendantEventKind.PRESS and input_at is not None and shown_at is not None:
-                self.counters.panic_local_s.append(shown_at - input_at)
+            started, shown = latency.input_at(), latency.shown_at()
+            if kind is PendantEventKind.PRESS and started is not None and shown is not None:
+                self.counters.panic_local_s.append(shown - started)
         if event.battery is not None:
             drafts.extend(self._report_drafts(BatteryLevel(device, event.battery), now))
         try:
@@ -356,7 +333,7 @@ class Hub:
             match action:
                 case ShowCue(cue):
                     self._feedback.show(cue)
-                    _SHOWN_AT.set(time.monotonic())
+                    latency.cue_shown()
                 case EmitRecord(kind, fields):
                     if kind == "panic_event":
                         drafts.append(panic_event_draft(fields, counter, now))
@@ -413,13 +390,12 @@ class Hub:
     async def on_delivered(self, record_ids: Iterable[str]) -> None:
         """The uplink saw the platform ack these records: a panic call's alarm has reached the platform."""
         now = self._now()
-        now_mono = time.monotonic()
         for rid in record_ids:
-            started = self._raised_at.pop(rid, None)
-            if started is not None:
-                self.counters.alarm_delivery_s.append(now_mono - started[0])
-                if started[1]:
-                    self.counters.panic_platform_s.append(now_mono - started[0])
+            timed = self._delivery_timer.delivered(rid)
+            if timed is not None:
+                self.counters.alarm_delivery_s.append(timed[0])
+                if timed[1]:
+                    self.counters.panic_platform_s.append(timed[0])
             for call in list(self._panic.calls.values()):
                 raised = self._alarm_records.record_id(call.alarm_id, AlarmState.RAISED, 0).hex()
                 if call.delivered_at is None and rid == raised:
