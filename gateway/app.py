@@ -32,6 +32,7 @@ from gateway.ble import BleManager
 from gateway.clock import Clock, SystemClock
 from gateway.config import SCHEDULABLE, DeviceKind, GatewayConfig
 from gateway.core.downlink import SEQ_CURSOR, parse_seq
+from gateway.errors import OutboxError
 from gateway.feedback import Feedback, LogFeedback
 from gateway.hub import Hub
 from gateway.journal import IndicationJournal
@@ -48,6 +49,8 @@ from protocols.keys import load_hub_identity, load_pendant_key, load_platform_pu
 __all__ = ["Gateway", "open_gateway"]
 
 _log = logging.getLogger(__name__)
+
+_DOWN_RETRY_CAP_S = 60.0  # longest wait before applying a down-message whose commit failed again
 
 # How long each kind may stay silent before the hub warns (a daily meter gets a day and a half; the pendant sends a
 # heartbeat every few hours).
@@ -168,8 +171,19 @@ async def open_gateway(
 
 
 async def _down_messages(uplink: Uplink, hub: Hub) -> None:
+    """Verified down-messages to the hub, in order; one whose commit fails is applied again until it is stored."""
     while True:
-        await hub.on_down(await uplink.down.get())
+        message = await uplink.down.get()
+        failures = 0
+        while True:
+            try:
+                await hub.on_down(message)
+                break
+            except OutboxError as exc:
+                failures += 1
+                delay = min(_DOWN_RETRY_CAP_S, 0.5 * 2 ** min(failures, 10))
+                _log.error("down-message not stored (%s); trying again in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
 
 
 async def _alarm_deliveries(uplink: Uplink, hub: Hub) -> None:

@@ -83,8 +83,15 @@ from gateway.rules import RuleEngine
 from gateway.thresholds import ThresholdError, Thresholds
 from protocols.errors import DecodeError, ProtocolError
 from protocols.keys import HubIdentity, PlatformPublicKeys
-from protocols.messages import DownMessage
-from protocols.record import AlarmBody, AlarmState, DownRefusal, DownRefusedBody
+from protocols.messages import AlarmSnooze, DownMessage
+from protocols.record import (
+    AlarmBody,
+    AlarmState,
+    DownRefusal,
+    DownRefusedBody,
+    RecordKind,
+    status_record_id,
+)
 
 __all__ = ["FallbackNotifier", "Hub", "HubCounters"]
 
@@ -121,6 +128,7 @@ class Hub:
         self._fallback = fallback
         self._now = now
         self._pendant_writer = pendant_writer
+        self._hub_id = identity.hub_id
         self.counters = HubCounters()
         self._committer = Committer(outbox, Sealer(identity, platform.box_key), now, self.counters)
         self._alarm_records = AlarmRecords(identity.hub_id, self._language, self.counters.alarms)
@@ -443,17 +451,21 @@ class Hub:
                         DownRefusal.UNKNOWN_ALARM if isinstance(exc, UnknownAlarmError) else DownRefusal.INVALID_SNOOZE
                     )
                     decision = Refuse(seq, request.TYPE, reason, str(exc)[:256] or reason.value, request.alarm_id)
-                if isinstance(decision, Refuse):
-                    self.counters.snoozes_refused += 1
             case _:
                 assert_never(decision)
         if isinstance(decision, Refuse):
-            self.counters.down_refused += 1
             _log.warning("refused down-message %s (%s): %s", decision.seq, decision.reason.value, decision.detail)
             body = DownRefusedBody(decision.seq, decision.message_type, decision.reason, decision.detail, decision.key)
-            drafts.append(Draft(body, Lane.PRIORITY, now))  # never evicted: the platform must learn of it
+            # Priority (never evicted: the platform must learn of it); its id comes from the refused seq, which is
+            # refused once, so a refusal whose commit failed and is made again is still stored once (§3.7).
+            rid = status_record_id(self._hub_id, RecordKind.DOWN_REFUSED, decision.seq)
+            drafts.append(Draft(body, Lane.PRIORITY, now, rid))
         await self._commit(drafts, self._downlink.cursors(decision))
         self._downlink.committed(decision)
+        if isinstance(decision, Refuse):
+            self.counters.down_refused += 1
+            if decision.message_type == AlarmSnooze.TYPE:
+                self.counters.snoozes_refused += 1
         if isinstance(decision, ApplyThresholds):
             self._rules.set_thresholds(decision.resident, decision.thresholds)
             self.counters.threshold_updates += 1

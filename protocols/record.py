@@ -857,10 +857,12 @@ def panic_record_id(pendant_id: str, counter: int, event: PanicEventType) -> byt
 
 
 def status_record_id(hub_id: str, kind: RecordKind, seq: int) -> bytes:
-    """The id of a device status, down-refused or eviction record: (hub, kind, record sequence number).
+    """The id of a device status or eviction record: (hub, kind, record sequence number).
 
     These records are made by the hub itself and are unique by their sequence number; one regenerated after a
-    crash (with a new sequence number) is a new report, which is harmless.
+    crash (with a new sequence number) is a new report, which is harmless. A ``down_refused`` record passes the
+    refused down-message's ``seq`` instead (``docs/protocol.md`` §3.7): each is refused once, so a refusal made
+    again after a failed commit keeps its id.
     """
     _uint(seq, "seq")
     return _derive_id(["status", hub_id, kind.value, seq])

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -377,5 +378,31 @@ def test_a_press_stored_by_a_later_commit_is_confirmed_as_a_repeat() -> None:
             assert confirm is not None
             assert gw.hub.counters.panic_events == events  # a repeat: confirmed, not acted on twice
             assert_stored_once(await home.records(gw))
+
+    run_in_home(scenario)
+
+
+def test_a_down_message_whose_commit_fails_is_applied_again_and_recorded_once() -> None:
+    async def scenario(home: Home) -> None:
+        async with home.running() as gw:
+            disk = FullDisk(gw)
+            refused = DownMessage(HUB, 5, NOW, ThresholdUpdate("nobody", {"bp.systolic.critical_high": 180}))
+            accepted = DownMessage(HUB, 6, NOW, ThresholdUpdate("r1", {"spo2.low.warning": 91}))
+            for message in (refused, accepted):
+                with pytest.raises(OutboxUnwritableError):
+                    await gw.hub.on_down(message)
+            assert gw.hub.counters.down_refused == 0
+            assert dict(gw.hub.threshold_overrides("r1")) == {}
+            disk.full = False
+            for message in (refused, accepted):
+                await gw.hub.on_down(message)
+            assert gw.hub.counters.down_refused == 1
+            assert dict(gw.hub.threshold_overrides("r1")) == {"spo2.low.warning": 91.0}
+            records = await home.records(gw)
+            assert [(r.body.down_seq, r.body.reason.value) for r in records if isinstance(r.body, DownRefusedBody)] == [
+                (5, "unknown_resident")
+            ]
+        async with home.running() as gw:
+            assert dict(gw.hub.threshold_overrides("r1")) == {"spo2.low.warning": 91.0}
 
     run_in_home(scenario)
