@@ -31,6 +31,7 @@ from bumble.transport.common import AsyncPipeSink
 
 from sim.ble.config import LinkKind, LinkSpec, normalize_address, parse_link
 from sim.ble.errors import RelayError
+from sim.ble.keystore import DurableJsonKeyStore
 
 __all__ = [
     "DEFAULT_ADVERTISING_INTERVAL_MS",
@@ -182,7 +183,7 @@ async def open_device(
 def _keystore(address: str, path: str | Path | None) -> JsonKeyStore | MemoryKeyStore:
     if path is None:
         return MemoryKeyStore()
-    return JsonKeyStore(namespace=address, filename=str(path))
+    return DurableJsonKeyStore(namespace=address, filename=str(path))
 
 
 @asynccontextmanager

@@ -9,6 +9,7 @@ Per crash state:
 * cursors (a meter's RACP position, a pendant's counter) are at least what was acknowledged and never ahead of the
   records committed with them; the envelope sequence counter is beyond every stored row and every acknowledged
   allocation (a sequence number is never handed out twice);
+* BLE bonds (``data/bonds.json``) load with bumble's own loader and hold every bond whose save returned;
 * no file is unreadable: the outbox opens (``open_outbox`` recovers and migrates) and passes
   ``PRAGMA integrity_check``; the journal opens; ``hub.toml`` and the key files are one complete version written by
   the workload, no older than the last acknowledged one (or absent if none was acknowledged).
@@ -34,6 +35,7 @@ from protocols.keys import (
     load_pendant_key,
     load_platform_public_keys,
 )
+from sim.ble.keystore import DurableJsonKeyStore
 
 __all__ = ["Acknowledged", "Findings", "InitFiles", "check_state"]
 
@@ -151,6 +153,7 @@ async def check_state(root: Path, ack: Acknowledged) -> Findings:
         paths.state, "init", ack, findings, lambda p, vs: 0 if p.read_bytes() == init.state.encode() else None
     )
     _check_public_keys(paths, ack, findings)
+    await _check_bonds(root / "data" / "bonds.json", ack, findings)
     outbox = root / "data" / "outbox.db"
     committed = await _check_outbox(outbox, outbox.exists(), ack, findings)
     _check_journal(root / "data" / "journal", ack, committed, findings)
@@ -186,6 +189,25 @@ def _read_pendant_key(path: Path, candidates: set[int]) -> int | None:
     if pendant_id != work.PENDANT:
         return None
     return next((v for v in candidates if work.pendant_key(v) == key), None)
+
+
+async def _check_bonds(path: Path, ack: Acknowledged, findings: Findings) -> None:
+    """``bonds.json``: loads with bumble's own loader and holds exactly bonds 1..n, n no fewer than acknowledged."""
+    acknowledged = ack.done.get("bonds", 0)
+    try:
+        bonds = dict(await DurableJsonKeyStore(work.HUB_ADDRESS, str(path)).get_all())
+    except (ValueError, KeyError, TypeError) as exc:
+        findings.unreadable_files += 1
+        findings.note(f"bonds: unreadable ({type(exc).__name__}: {exc})")
+        return
+    count = len(bonds)
+    expected = {work.bond_name(n): work.bond_keys(n).ltk for n in range(1, count + 1)}
+    if {name: keys.ltk for name, keys in bonds.items()} != expected or count not in ack.begun.get("bonds", {0}) | {0}:
+        findings.unreadable_files += 1
+        findings.note(f"bonds: {sorted(bonds)} is not a set of bonds the workload saved")
+    elif count < acknowledged:
+        findings.lost_records += acknowledged - count
+        findings.note(f"bonds: {count} bonds, {acknowledged} were acknowledged")
 
 
 def _check_public_keys(paths: HubPaths, ack: Acknowledged, findings: Findings) -> None:

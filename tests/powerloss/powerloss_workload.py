@@ -3,7 +3,8 @@
 Run as ``python powerloss_workload.py ROOT MARKER READINGS [UNSAFE...]``. Everything is written by the
 product's own code: the installer's ``init`` step (:func:`gateway.provision.steps.init_hub`: key directory, hub
 identity and public key files, ``hub.toml``, provisioning state) and pairing's pendant key
-(:func:`gateway.provision.steps.provision_pendant_key`); later config files through
+(:func:`gateway.provision.steps.provision_pendant_key`); BLE bonds as the radio saves them (``data/bonds.json``,
+through the store :mod:`sim.ble.world` opens); later config files through
 :func:`gateway.provision.files.write_atomic` and hub key rotations through :mod:`protocols.keys`; indications
 through :class:`gateway.journal.IndicationJournal`; envelopes and cursors (a meter's RACP position, a pendant's
 counter) through :class:`gateway.outbox.Outbox`, including evictions (a small byte budget), platform acks, and the
@@ -18,8 +19,8 @@ checker can tell a complete version from a torn one.
 
 UNSAFE names a deliberately broken variant, for the harness's own tests (it must find the loss each one causes):
 ``config`` writes ``hub.toml`` in place without fsync, ``outbox`` runs SQLite with ``synchronous=OFF``,
-``journal`` skips the journal's fdatasync, ``mkdir`` creates directories without syncing their parent (as the outbox
-and journal did before).
+``journal`` skips the journal's fdatasync, ``bonds`` saves bonds with bumble's own key store (no fsync), ``mkdir``
+creates directories without syncing their parent (as the outbox and journal did before).
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final
 
+from bumble import hci
+from bumble.keys import JsonKeyStore, MemoryKeyStore, PairingKeys
+
 from gateway import aio
 from gateway.core.pendant_link import cursor_key
 from gateway.journal import IndicationJournal, JournalEntry
@@ -42,10 +46,12 @@ from gateway.provision.files import CONFIG_NAME, HubPaths, write_atomic
 from gateway.provision.steps import init_hub, provision_pendant_key
 from protocols import atomic
 from protocols.keys import HubIdentity, PlatformPublicKeys, save_hub_identity
+from sim.ble import world
 
 HUB_ID: Final = "hub-powerloss"
 METER: Final = "C0:FF:EE:00:00:01"
 PENDANT: Final = "C0:FF:EE:00:00:02"
+HUB_ADDRESS: Final = "F0:F1:F2:F3:F4:F5"
 RACP_CURSOR: Final = f"racp:{METER}"
 PENDANT_CURSOR: Final = cursor_key(PENDANT)
 MAX_BYTES: Final = 48 * 1024  # small: routine rows are evicted often
@@ -84,12 +90,35 @@ def entry(reading: int) -> JournalEntry:
     return JournalEntry(METER, 0x2A35, reading.to_bytes(4, "big") * 3, EPOCH + timedelta(minutes=reading))
 
 
+def bond_name(number: int) -> str:
+    """The address of the ``number``-th bonded device."""
+    return f"C0:FF:EE:00:01:{number:02X}"
+
+
+def bond_keys(number: int) -> PairingKeys:
+    """The keys of the ``number``-th bond."""
+    ltk = hashlib.sha256(b"ltk" + number.to_bytes(4, "big")).digest()[:16]
+    return PairingKeys(ltk=PairingKeys.Key(ltk, authenticated=True), address_type=hci.AddressType.PUBLIC_DEVICE)
+
+
+def _radio_keystore(path: Path) -> JsonKeyStore | MemoryKeyStore:
+    """The bond store the gateway's radio opens for ``data/bonds.json``."""
+    return world._keystore(HUB_ADDRESS, path)
+
+
+def _bumble_keystore(path: Path) -> JsonKeyStore | MemoryKeyStore:
+    return JsonKeyStore(namespace=HUB_ADDRESS, filename=str(path))
+
+
+bond_store: Callable[[Path], JsonKeyStore | MemoryKeyStore] = _radio_keystore
+
+
 def pendant_counter(reading: int) -> bytes:
     """The pendant cursor value committed with reading ``reading`` (a big-endian counter)."""
     return reading.to_bytes(8, "big")
 
 
-UNSAFE_MODES: Final = ("config", "outbox", "journal", "mkdir")
+UNSAFE_MODES: Final = ("config", "outbox", "journal", "mkdir", "bonds")
 
 
 def _unsafe_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
@@ -119,6 +148,9 @@ def _break(modes: list[str]) -> None:
             Outbox._prepare = _unsynced(Outbox._prepare)  # type: ignore[method-assign]
         elif mode == "journal":
             os.fdatasync = lambda fd: None
+        elif mode == "bonds":
+            global bond_store  # noqa: PLW0603 - the workload's own seam for the harness's tests
+            bond_store = _bumble_keystore
         elif mode == "mkdir":
             atomic.make_directories = lambda directory: directory.mkdir(parents=True, exist_ok=True)
         else:
@@ -176,6 +208,12 @@ async def _session(root: Path, mark: Markers, first: int, readings: int, version
                     mark(begin="pendant", version=version)
                     provision_pendant_key(hub_paths(root), PENDANT, pendant_key(version))
                     mark(done="pendant", version=version)
+                if reading % 6 == 1:
+                    bonds = versions[2] = versions[2] + 1
+                    mark(begin="bonds", version=bonds)
+                    store = bond_store(data / "bonds.json")
+                    await store.update(bond_name(bonds), bond_keys(bonds))
+                    mark(done="bonds", version=bonds)
                 if reading % 17 == 16:
                     version = versions[1] = versions[1] + 1
                     mark(begin="hub", version=version)
@@ -219,7 +257,7 @@ async def _main(root: Path, marker: Path, readings: int) -> None:
         config=paths.config.read_text(encoding="utf-8"),
         state=paths.state.read_text(encoding="utf-8"),
     )
-    versions = [0, 0]
+    versions = [0, 0, 0]
     mark(begin="pendant", version=0)
     provision_pendant_key(paths, PENDANT, pendant_key(0))
     mark(done="pendant", version=0)

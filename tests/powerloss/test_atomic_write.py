@@ -9,12 +9,14 @@ import stat
 from pathlib import Path
 
 import pytest
+from bumble.keys import JsonKeyStore, PairingKeys
 
 from gateway.provision.errors import ConfigWriteError
 from gateway.provision.files import write_atomic as provision_write
 from protocols import atomic
 from protocols.errors import KeyFileError
 from protocols.keys import save_pendant_key
+from sim.ble.keystore import DurableJsonKeyStore
 
 
 def test_replaces_the_file_with_the_requested_mode(tmp_path: Path) -> None:
@@ -74,3 +76,17 @@ def test_callers_turn_os_errors_into_their_own_types(tmp_path: Path) -> None:
         provision_write(tmp_path / "hub.toml", b"x", writer=full)
     with pytest.raises(KeyFileError, match="cannot write key file"):
         save_pendant_key(tmp_path / "missing-dir" / "p.key", "pendant-1", bytes(32))
+
+
+async def test_bonds_are_saved_private_and_read_back_by_bumble(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "bonds.json"
+    store = DurableJsonKeyStore(namespace="F0:F1:F2:F3:F4:F5", filename=str(path))
+    keys = PairingKeys(ltk=PairingKeys.Key(bytes(range(16)), authenticated=True))
+    await store.update("C0:FF:EE:00:01:01", keys)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert os.listdir(path.parent) == ["bonds.json"]
+    again = JsonKeyStore(namespace="F0:F1:F2:F3:F4:F5", filename=str(path))
+    [(name, loaded)] = await again.get_all()
+    assert name == "C0:FF:EE:00:01:01"
+    assert loaded.ltk is not None
+    assert loaded.ltk.value == bytes(range(16))

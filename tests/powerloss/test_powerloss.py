@@ -170,9 +170,9 @@ def test_posix_names_wait_for_their_own_directory() -> None:
 
 
 @needs_strace
-@pytest.mark.parametrize("unsafe", ["config", "outbox", "journal"])
+@pytest.mark.parametrize("unsafe", ["config", "outbox", "journal", "bonds"])
 def test_the_harness_finds_what_a_missing_fsync_loses(workdir: Path, unsafe: str) -> None:
-    report = run(160, seed=5, readings=15, workdir=workdir, unsafe=(unsafe,))
+    report = run(120, seed=5, readings=15, workdir=workdir, unsafe=(unsafe,))
     assert not report.ok
     assert report.acknowledged_records_lost + report.files_unreadable > 0
 
