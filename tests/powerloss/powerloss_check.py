@@ -290,7 +290,7 @@ async def _check_outbox(path: Path, exists: bool, ack: Acknowledged, findings: F
     next_seq = counter if isinstance(counter, int) else 0
     if next_seq < ack.alloc_end or (stored and max(stored) >= next_seq):
         findings.cursor_errors += 1
-        findings.note(f"outbox: sequence counter {counter} behind allocations ({ack.alloc_end}) or rows")
+        findings.note(f"outbox: sequence counter {counter!r} behind allocations ({ack.alloc_end}) or rows")
     racp_value = racp if isinstance(racp, int) else None
     _check_cursor("racp", racp_value, raw=racp, acknowledged=ack.racp_done, ack=ack, accounted=accounted, out=findings)
     pendant_value = int.from_bytes(pendant, "big") if isinstance(pendant, bytes) else None

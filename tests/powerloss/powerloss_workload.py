@@ -121,8 +121,11 @@ def pendant_counter(reading: int) -> bytes:
 UNSAFE_MODES: Final = ("config", "outbox", "journal", "mkdir", "bonds")
 
 
-def _unsafe_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+def _unsafe_write(
+    path: Path, data: bytes, *, mode: int = 0o644, writer: Callable[[int, bytes], int] = os.write
+) -> None:
     """What :func:`write_atomic` must not be: in place, no fsync."""
+    del writer
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         os.write(fd, data)
@@ -145,7 +148,7 @@ def _break(modes: list[str]) -> None:
         if mode == "config":
             write_atomic = _unsafe_write
         elif mode == "outbox":
-            Outbox._prepare = _unsynced(Outbox._prepare)  # type: ignore[method-assign]
+            Outbox._prepare = _unsynced(Outbox._prepare)  # type: ignore[method-assign,assignment]
         elif mode == "journal":
             os.fdatasync = lambda fd: None
         elif mode == "bonds":
