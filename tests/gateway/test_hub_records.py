@@ -32,11 +32,15 @@ from gateway.events import (
     LinkUp,
     Misbehaviour,
     PendantFrame,
+    Reading,
 )
 from gateway.feedback import RecordingFeedback
 from gateway.outbox import PutResult
 from gateway.thresholds import Key, Thresholds, resolve_thresholds
+from protocols.datetime_ import DateTime
 from protocols.envelope import open_envelope
+from protocols.gatt import BloodPressureMeasurement
+from protocols.ieee11073 import MderFloat
 from protocols.keys import (
     HubIdentity,
     PlatformIdentity,
@@ -53,6 +57,7 @@ from protocols.record import (
     DownRefusedBody,
     LinkFailure,
     LinkState,
+    MeasurementBody,
     PanicBody,
     PanicEventType,
     Record,
@@ -143,7 +148,7 @@ class Restart:
     """Close the gateway and open it again on the same outbox."""
 
 
-REPORT_KINDS = ("battery", "up", "down", "failed", "clock", "misbehaviour")
+REPORT_KINDS = ("battery", "up", "down", "failed", "clock", "misbehaviour", "reading")
 steps = st.lists(
     st.one_of(
         st.just(Restart()),
@@ -157,6 +162,16 @@ steps = st.lists(
     ),
     max_size=25,
 )
+
+
+BP_UUID = BloodPressureMeasurement.UUID
+
+
+def bp_reading(n: int) -> bytes:
+    """The ``n``-th of distinct blood-pressure readings (by the cuff's time stamp)."""
+    at = NOW + timedelta(minutes=n)
+    stamp = DateTime(at.year, at.month, at.day, at.hour, at.minute, at.second)
+    return bytes(BloodPressureMeasurement(MderFloat(118), MderFloat(76), MderFloat(90), timestamp=stamp))
 
 
 def make_report(gw: Gateway, step: tuple[str, str, int, ErrorClass, bytes]) -> DeviceReport:
@@ -200,11 +215,12 @@ def expected_body(event: DeviceReport) -> DeviceStatusBody:
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps)
-def test_every_report_across_restarts_is_one_record_with_an_id_of_its_own(
+def test_every_device_event_across_restarts_is_one_record_with_an_id_of_its_own(
     script: Sequence[Restart | tuple[str, str, int, ErrorClass, bytes]],
 ) -> None:
     async def scenario(home: Home) -> None:
         reported: list[tuple[str, DeviceStatusBody]] = []
+        measured: list[bytes] = []
         records: list[Record] = []
         todo = list(script)
         while True:
@@ -213,8 +229,13 @@ def test_every_report_across_restarts_is_one_record_with_an_id_of_its_own(
                     step = todo.pop(0)
                     if isinstance(step, Restart):
                         break
+                    if step[0] == "reading":
+                        raw = bp_reading(len(measured))
+                        assert await gw.hub.handle(Reading(device(gw, CUFF), BP_UUID, raw, NOW)) is None
+                        measured.append(raw)
+                        continue
                     event = make_report(gw, step)
-                    await gw.hub.report(event)
+                    assert await gw.hub.handle(event) is None
                     reported.append((event.device.address, expected_body(event)))
                 records = await home.records(gw)
             if not todo:
@@ -223,6 +244,8 @@ def test_every_report_across_restarts_is_one_record_with_an_id_of_its_own(
         assert len({r.seq for r in records}) == len(records)
         statuses = sorted((r.seq, r.device_id, r.body) for r in records if isinstance(r.body, DeviceStatusBody))
         assert [(d, b) for _, d, b in statuses] == reported
+        readings = sorted((r.seq, r.body.raw) for r in records if isinstance(r.body, MeasurementBody))
+        assert [raw for _, raw in readings] == measured
 
     run_in_home(scenario)
 
