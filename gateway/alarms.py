@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from types import MappingProxyType
 
+from gateway.errors import GatewayError
 from gateway.rules import ConditionRef, Evaluation, Finding, Transition
 from gateway.thresholds import Tier
 from protocols.record import AlarmState
@@ -77,7 +78,7 @@ MESSAGE_KEYS: tuple[str, ...] = (
 )
 
 
-class AlarmError(Exception):
+class AlarmError(GatewayError):
     """Root of the alarm book's errors."""
 
 

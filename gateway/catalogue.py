@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
+from gateway.errors import GatewayError
+
 __all__ = ["CATALOGUES", "LANGUAGES", "UnknownMessageError", "render"]
 
 LANGUAGES = ("en", "zh")
@@ -92,7 +94,7 @@ CATALOGUES: Mapping[str, Mapping[str, str]] = MappingProxyType(
 )
 
 
-class UnknownMessageError(KeyError):
+class UnknownMessageError(GatewayError, KeyError):
     """A message key or language the catalogues do not have."""
 
 

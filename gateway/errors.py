@@ -1,7 +1,11 @@
-"""The exception tree of the hub's durable outbox and uplink.
+"""The root of the hub's exceptions, and the outbox's and uplink's own.
 
-Third-party errors (``sqlite3.Error``, ``aiomqtt.MqttError``, ``OSError``) are classified once, where they occur,
-into one of these; callers never see the library's own exception types.
+Every error the gateway raises on purpose derives from :class:`GatewayError` (dual inheritance where a builtin
+helps callers, e.g. ``UnknownAlarmError(AlarmError, KeyError)``): the outbox's and uplink's below,
+`gateway.transport.TransportError`, `gateway.alarms.AlarmError`, `gateway.feedback.FeedbackUnavailableError`,
+`gateway.catalogue.UnknownMessageError` and `gateway.supervise.SupervisorGaveUpError`. Third-party errors
+(``sqlite3.Error``, ``aiomqtt.MqttError``, ``OSError``, bleak's) are classified once, where they occur, into one of
+these; callers never see the library's own exception types.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from pathlib import Path
 
 
 class GatewayError(Exception):
-    """Root of the errors raised by the outbox and the uplink."""
+    """Root of the errors the gateway raises."""
 
 
 class OutboxError(GatewayError):

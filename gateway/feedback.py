@@ -28,6 +28,7 @@ from types import MappingProxyType, TracebackType
 from typing import Any, Protocol, Self
 
 from gateway.catalogue import render
+from gateway.errors import GatewayError
 
 __all__ = [
     "Cue",
@@ -87,7 +88,7 @@ class Cue:
         return None if self.message is None else render(self.message, self.language, **self.params)
 
 
-class FeedbackUnavailableError(RuntimeError):
+class FeedbackUnavailableError(GatewayError, RuntimeError):
     """The feedback hardware or program is not present on this machine."""
 
 
