@@ -16,7 +16,8 @@ pytest-timeout's ``thread`` method, which dumps every thread's stack and ends th
 ``asyncio.create_subprocess_exec``/``_shell``, whichever loop runs them) gets ``PR_SET_PDEATHSIG = SIGKILL`` and a
 process group of its own before it executes: when the test worker dies, however it dies, the kernel kills its
 children; when a test ends, whatever is left in the process groups of the children it started (a forgotten
-Mosquitto, a relay's own children) is killed and reported as a warning.
+Mosquitto, a relay's own children) is killed and reported as a warning. Processes a fixture of wider scope starts
+are left to that fixture (and killed, if still there, when the session ends).
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ class _Now:
     """What this worker is running now."""
 
     deadline: _Deadline | None = None
-    test: str = ""  # node id
+    owner: str = ""  # who starts processes now: a test's node id, or a fixture of wider scope
 
 
 _now = _Now()
@@ -223,7 +224,7 @@ def _die_with(parent: int) -> Callable[[], None]:
 
 
 def _record(pid: int) -> None:
-    _children[pid] = _now.test
+    _children[pid] = _now.owner
 
 
 _popen_init = subprocess.Popen.__init__
@@ -291,7 +292,7 @@ def _kill_groups(pgids: Any, *, why: str) -> list[str]:
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, Any, Any]:
     """Processes started by this test (and their process groups) are killed once its teardown is done."""
     del nextitem
-    _now.test = item.nodeid
+    _now.owner = item.nodeid
     try:
         return (yield)
     finally:
@@ -304,7 +305,23 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
                 pytest.PytestWarning(f"{item.nodeid} left {len(leaked)} process(es) running, killed: {leaked}"),
                 stacklevel=1,
             )
-        _now.test = ""
+        _now.owner = ""
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(
+    fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
+) -> Generator[None, Any, Any]:
+    """A process started by a fixture of wider scope than a test belongs to that fixture, not to the test that
+    happened to set it up: it lives until the fixture's own teardown (or the session's end)."""
+    del request
+    outer = _now.owner
+    if fixturedef.scope != "function":
+        _now.owner = f"{fixturedef.scope}-scoped fixture {fixturedef.argname}"
+    try:
+        return (yield)
+    finally:
+        _now.owner = outer
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

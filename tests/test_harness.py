@@ -212,3 +212,36 @@ def test_a_killed_worker_takes_its_processes_with_it(tmp_path: Path) -> None:
         if worker.poll() is None:
             worker.kill()
             worker.wait()
+
+
+def test_a_process_of_a_wider_fixture_lives_until_the_session_ends(tmp_path: Path) -> None:
+    tests = """
+        import os
+        import subprocess
+        from pathlib import Path
+
+        import pytest
+
+
+        @pytest.fixture(scope="module")
+        def server():
+            process = subprocess.Popen(["sleep", "1000"])
+            Path("pid").write_text(str(process.pid))
+            return process  # no teardown: the harness ends it with the session
+
+
+        def test_first(server):
+            assert server.poll() is None
+
+
+        def test_second(server):
+            assert server.poll() is None  # not killed at the end of the test that set the fixture up
+    """
+    root = _inner(tmp_path, tests, limit=60)
+    result = _run(root)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert "2 passed" in out
+    assert "running, killed" not in out  # no test was blamed for it
+    assert "the test session ended with processes left; killed 1" in out
+    assert _gone(int((root / "pid").read_text()))
