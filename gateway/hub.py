@@ -333,8 +333,12 @@ class Hub:
         self.counters.fallback_notifications += 1
         await self._fallback.notify(alarm_id, device.resident, "panic button pressed; the hub cannot store it")
 
-    async def _carry_out(self, actions: Sequence[Action], now: datetime, counter: int = 0) -> list[Draft]:
-        """Local cues now; record drafts returned for the caller's commit; pendant states and fallbacks after."""
+    async def _carry_out(self, actions: Sequence[Action], now: datetime, counter: int | None = None) -> list[Draft]:
+        """Local cues now; record drafts returned for the caller's commit; pendant states and fallbacks after.
+
+        ``counter`` is the pendant event being handled, if any: its panic record's counter, and the event its
+        feedback frames refer to (it is accepted only with the commit that follows).
+        """
         drafts: list[Draft] = []
         later: list[SetPendantState | NotifyFallback] = []
         for action in actions:
@@ -344,6 +348,8 @@ class Hub:
                     latency.cue_shown()
                 case EmitRecord(kind, fields):
                     if kind == "panic_event":
+                        if counter is None:
+                            raise ValueError("the panic lifecycle made a pendant event record outside an event")
                         drafts.append(panic_event_draft(fields, counter, now))
                     else:
                         drafts.append(self._track(self._alarm_records.panic_step(fields, now)))
@@ -354,16 +360,16 @@ class Hub:
         for action in later:
             match action:
                 case SetPendantState(address, state):
-                    await self._write_pendant_state(address, state)
+                    await self._write_pendant_state(address, state, counter)
                 case NotifyFallback(alarm_id, resident, message):
                     self.counters.fallback_notifications += 1
                     await self._fallback.notify(alarm_id, resident, message)
         return drafts
 
-    async def _write_pendant_state(self, address: str, state: str) -> None:
+    async def _write_pendant_state(self, address: str, state: str, counter: int | None) -> None:
         if self._pendant_writer is None:
             return
-        frame = self._pendants.feedback_frame(address, state)
+        frame = self._pendants.feedback_frame(address, state, counter)
         if frame is None:
             return
         with contextlib.suppress(ProtocolError):

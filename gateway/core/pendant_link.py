@@ -146,13 +146,18 @@ class PendantLink:
         """The Confirm frame for every event up to ``counter`` (write it only after the commit)."""
         return bytes(ConfirmFrame(counter).sign(address, self._keys[address]))
 
-    def feedback_frame(self, address: str, state: str) -> bytes | None:
-        """A signed feedback frame for a lifecycle pendant state; ``None`` for no key or an unknown state."""
+    def feedback_frame(self, address: str, state: str, counter: int | None = None) -> bytes | None:
+        """A signed feedback frame for a lifecycle pendant state; ``None`` for no key or an unknown state.
+
+        ``counter`` is the event the frame answers: the one being handled (checked, not yet accepted: the pendant
+        ignores feedback naming an event older than its own counter after a reboot), else the last accepted one.
+        """
         key = self._keys.get(address)
         feedback_state = _FEEDBACK_STATES.get(state)
         if key is None or feedback_state is None:
             return None
-        counter = self._verifiers[address].last_counter
+        accepted = self._verifiers[address].last_counter
+        counter = accepted if counter is None else max(counter, accepted)
         last_counter, last_seq = self._feedback_seq.get(address, (counter, -1))
         seq = last_seq + 1 if last_counter == counter else 0
         self._feedback_seq[address] = (counter, seq)

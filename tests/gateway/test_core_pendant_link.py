@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from gateway.core.pendant_link import PendantLink, Rejected, describe_counter
-from protocols.pendant import ConfirmFrame, PendantEvent, PendantEventType, VerifiedEvent
+from protocols.pendant import (
+    ConfirmFrame,
+    FeedbackFrame,
+    FeedbackState,
+    PendantEvent,
+    PendantEventType,
+    VerifiedEvent,
+)
 
 PENDANT = "C0:11:00:00:00:0A"
 KEY = bytes(range(32))
@@ -70,3 +77,19 @@ def test_feedback_frames_follow_the_accepted_counter() -> None:
     assert link.feedback_frame("C0:11:00:00:00:FF", "help_called") is None
     link.accept(PENDANT, checked(link, frame(3)))
     assert link.feedback_frame(PENDANT, "help_called") is not None
+
+
+def test_feedback_while_handling_an_event_names_that_event_before_it_is_accepted() -> None:
+    # After a reboot the pendant takes feedback only for an event above its own counter (§9.4): the hub's frame for
+    # the press it is storing must name that press, not the last one already stored.
+    link = PendantLink({PENDANT: KEY})
+    press = checked(link, frame(1))
+    data = link.feedback_frame(PENDANT, "help_called", press.event.counter)
+    assert data is not None
+    sent = FeedbackFrame.from_bytes(data)
+    sent.verify(PENDANT, KEY)
+    assert (sent.state, sent.event_counter, sent.feedback_seq) == (FeedbackState.HELP_CALLED, 1, 0)
+    link.accept(PENDANT, press)
+    later = link.feedback_frame(PENDANT, "answered")
+    assert later is not None
+    assert (FeedbackFrame.from_bytes(later).event_counter, FeedbackFrame.from_bytes(later).feedback_seq) == (1, 1)
