@@ -314,7 +314,7 @@ class Hub:
                 lambda: self._pendants.cursor_value(address, checked),
                 lambda: self._pendants.accept(address, checked),
             )
-            if kind in (PendantEventKind.PRESS, PendantEventKind.LONG_PRESS):
+            if kind is PendantEventKind.PRESS:  # a call for help (a long press or a cancel asks to cancel)
                 await self._escalate_unstored(device)
             return None
         self._pendants.accept(address, checked)
