@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import ctypes
 import functools
+import inspect
 import io
 import os
 import signal
@@ -163,7 +164,7 @@ def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> bool:
     def last_resort() -> None:
         if _debugging():
             return
-        _kill_groups(_children, why="the test worker is being ended")
+        _kill_groups(list(_children), why="the test worker is being ended")
         if deadline.where:
             sys.stderr.write(f"carehub test harness: the tasks at the limit:\n{deadline.where}\n")
         pytest_timeout.timeout_timer(item, settings)  # dumps every thread's stack, then os._exit(1)
@@ -207,7 +208,35 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _libc = ctypes.CDLL(None, use_errno=True)
 _prctl = _libc.prctl  # resolved here, not in the forked child
-_children: dict[int, str] = {}  # pid (= its process group) -> the test that started it
+
+# A group is killed only while its leader is the process the harness started (or gone): process ids are reused
+# (pid_max is often 32768), and a group id that another user's job has by now must be left alone.
+
+
+def _proc_stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, process group, start time in clock ticks) of process ``pid``, or None when there is none."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as file:
+            text = file.read()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) ": state ppid pgrp ...; starttime is 20th
+    return fields[0], int(fields[2]), int(fields[19])
+
+
+def _group_is_ours(pgid: int, started: int) -> bool:
+    """Whether process group ``pgid`` is still the one whose leader started at ``started``."""
+    leader = _proc_stat(pgid)
+    return leader is None or leader[2] == started  # gone: what is left are its orphans
+
+
+@dataclass(frozen=True, slots=True)
+class _Child:
+    owner: str  # the test (node id) or wider fixture that started it
+    started: int  # its start time (clock ticks since boot), to tell it from a later process with its id
+
+
+_children: dict[int, _Child] = {}  # pid (= its process group) -> who started it
 
 
 def _die_with(parent: int) -> Callable[[], None]:
@@ -223,8 +252,74 @@ def _die_with(parent: int) -> Callable[[], None]:
     return preexec
 
 
+class _Watchdog:
+    """A process of its own that outlives a killed test worker and kills the process groups of its children.
+
+    The kernel kills a worker's children when it dies (PR_SET_PDEATHSIG), but not their children (a relay's,
+    ``carehub demo``'s Mosquitto). The worker tells the watchdog each group it starts and ends; when the worker's
+    end closes the pipe, however it ended, the watchdog kills what is left of the groups and exits.
+    """
+
+    SCRIPT = (
+        inspect.getsource(_proc_stat)
+        + inspect.getsource(_group_is_ours)
+        + """
+import os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # a ^C is for the tests; the watchdog's work starts when they end
+groups = {}
+for line in sys.stdin:
+    sign, pgid, started = line.split()
+    if sign == "+":
+        groups[int(pgid)] = int(started)
+    else:
+        groups.pop(int(pgid), None)
+for pgid, started in groups.items():
+    if _group_is_ours(pgid, started):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except OSError:
+            pass
+"""
+    )
+
+    def __init__(self) -> None:
+        self._process: subprocess.Popen[str] | None = None
+
+    def tell(self, sign: str, pgid: int, started: int) -> None:
+        if self._process is None:
+            self._process = subprocess.Popen.__new__(subprocess.Popen)
+            # Not through the harness's own Popen: the watchdog must not die with the worker.
+            _popen_init(
+                self._process,
+                [sys.executable, "-c", self.SCRIPT],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                text=True,
+                start_new_session=True,
+            )
+        stdin = self._process.stdin
+        if stdin is not None:
+            with contextlib.suppress(OSError):  # a watchdog killed by someone else: nothing more to do
+                stdin.write(f"{sign} {pgid} {started}\n")
+                stdin.flush()
+
+    def close(self) -> None:
+        if self._process is not None and self._process.stdin is not None:
+            with contextlib.suppress(OSError):
+                self._process.stdin.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._process.wait(30)
+
+
+_watchdog = _Watchdog()
+
+
 def _record(pid: int) -> None:
-    _children[pid] = _now.owner
+    stat = _proc_stat(pid)
+    if stat is None:  # it has already exited and been reaped
+        return
+    _children[pid] = _Child(_now.owner, stat[2])
+    _watchdog.tell("+", pid, stat[2])
 
 
 _popen_init = subprocess.Popen.__init__
@@ -265,24 +360,27 @@ def _group_members(pgid: int) -> list[str]:
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        with contextlib.suppress(OSError):
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": state ppid pgrp ...
-            if int(fields[2]) == pgid and fields[0] != "Z":
+        stat = _proc_stat(int(entry))
+        if stat is not None and stat[1] == pgid and stat[0] != "Z":
+            with contextlib.suppress(OSError):
                 cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
                 members.append(f"{entry} {cmdline.strip()[:200]}")
     return members
 
 
-def _kill_groups(pgids: Any, *, why: str) -> list[str]:
-    """SIGKILL every living process of the given groups; returns what was killed."""
+def _kill_groups(pids: list[int], *, why: str) -> list[str]:
+    """SIGKILL every living process of the groups of these children (forgotten); returns what was killed."""
     killed = []
-    for pgid in list(pgids):
-        members = _group_members(pgid)
+    for pid in pids:
+        child = _children.pop(pid, None)
+        if child is None:
+            continue
+        members = _group_members(pid) if _group_is_ours(pid, child.started) else []
         if members:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, signal.SIGKILL)
+                os.killpg(pid, signal.SIGKILL)
             killed += members
+        _watchdog.tell("-", pid, child.started)
     if killed:
         sys.stderr.write(f"carehub test harness: {why}; killed {len(killed)} process(es)\n")
     return killed
@@ -296,10 +394,8 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     try:
         return (yield)
     finally:
-        mine = [pid for pid, test in _children.items() if test == item.nodeid]
+        mine = [pid for pid, child in _children.items() if child.owner == item.nodeid]
         leaked = _kill_groups(mine, why=f"{item.nodeid} left processes behind")
-        for pid in mine:
-            del _children[pid]
         if leaked:
             warnings.warn(
                 pytest.PytestWarning(f"{item.nodeid} left {len(leaked)} process(es) running, killed: {leaked}"),
@@ -326,7 +422,8 @@ def pytest_fixture_setup(
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     del config
-    _kill_groups(_children, why="the test session ended with processes left")
+    _kill_groups(list(_children), why="the test session ended with processes left")
+    _watchdog.close()
 
 
 # -- fixtures ---------------------------------------------------------------------------------------------------

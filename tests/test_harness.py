@@ -176,7 +176,8 @@ def test_processes_a_test_leaves_behind_are_killed_when_it_ends(tmp_path: Path) 
 
 
 def test_a_killed_worker_takes_its_processes_with_it(tmp_path: Path) -> None:
-    """SIGKILL leaves no chance to clean up: the kernel kills the children (PR_SET_PDEATHSIG)."""
+    """SIGKILL leaves the worker no chance to clean up: the kernel kills its children (PR_SET_PDEATHSIG), and the
+    harness's watchdog their children."""
     tests = """
         import asyncio
         import subprocess
@@ -186,7 +187,11 @@ def test_a_killed_worker_takes_its_processes_with_it(tmp_path: Path) -> None:
         async def test_runs_until_killed():
             a = await asyncio.create_subprocess_exec("sleep", "1000")
             b = subprocess.Popen(["sleep", "1000"])
-            print("CHILDREN", a.pid, b.pid, file=sys.stderr, flush=True)
+            c = await asyncio.create_subprocess_exec(
+                "sh", "-c", "sleep 1000 & echo $!; wait", stdout=asyncio.subprocess.PIPE
+            )
+            grandchild = int(await c.stdout.readline())
+            print("CHILDREN", a.pid, b.pid, c.pid, grandchild, file=sys.stderr, flush=True)
             await asyncio.Event().wait()
     """
     root = _inner(tmp_path, tests, limit=0)
@@ -204,7 +209,7 @@ def test_a_killed_worker_takes_its_processes_with_it(tmp_path: Path) -> None:
             if line.startswith("CHILDREN"):
                 pids = [int(p) for p in line.split()[1:]]
                 break
-        assert len(pids) == 2
+        assert len(pids) == 4
         worker.send_signal(signal.SIGKILL)
         worker.wait(timeout=OUTER_BOUND)
         assert all(_gone(pid) for pid in pids)
