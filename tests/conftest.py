@@ -15,9 +15,11 @@ pytest-timeout's ``thread`` method, which dumps every thread's stack and ends th
 **Every process a test starts dies with it.** Each child process (``subprocess.Popen`` and
 ``asyncio.create_subprocess_exec``/``_shell``, whichever loop runs them) gets ``PR_SET_PDEATHSIG = SIGKILL`` and a
 process group of its own before it executes: when the test worker dies, however it dies, the kernel kills its
-children; when a test ends, whatever is left in the process groups of the children it started (a forgotten
+children, and a watchdog process (told of each group) kills what is left of their groups, their own children
+included. When a test ends, whatever is left in the process groups of the children it started (a forgotten
 Mosquitto, a relay's own children) is killed and reported as a warning. Processes a fixture of wider scope starts
-are left to that fixture (and killed, if still there, when the session ends).
+are left to that fixture (and killed, if still there, when the session ends). A child that starts a session of its
+own (``start_new_session``) keeps its own children out of reach of the group kills; only the death signal covers it.
 """
 
 from __future__ import annotations
