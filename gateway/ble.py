@@ -55,6 +55,7 @@ from bleak.exc import (
 from gateway.aio import raise_if_cancelling
 from gateway.backoff import RetryPolicy
 from gateway.config import DeviceConfig, DeviceKind, GatewayConfig
+from gateway.discovery import plan_scan
 from gateway.events import (
     BatteryLevel,
     ClockCorrected,
@@ -70,7 +71,7 @@ from gateway.events import (
 from gateway.journal import IndicationJournal, JournalEntry
 from protocols import gatt
 from protocols.errors import DecodeError
-from protocols.pendant import CONFIRM_CHAR_UUID, EVENT_CHAR_UUID, FEEDBACK_CHAR_UUID, SERVICE_UUID
+from protocols.pendant import CONFIRM_CHAR_UUID, EVENT_CHAR_UUID, FEEDBACK_CHAR_UUID
 
 __all__ = [
     "BleManager",
@@ -89,7 +90,7 @@ def uuid16(short: int) -> str:
     return f"0000{short:04x}-0000-1000-8000-00805f9b34fb"
 
 
-# What each kind of device is subscribed to, and which service it advertises (GATT assigned numbers).
+# What each kind of device is subscribed to (GATT assigned numbers); what it advertises is in gateway.discovery.
 _MEASUREMENTS: dict[DeviceKind, tuple[int, ...]] = {
     DeviceKind.BLOOD_PRESSURE: (0x2A35,),
     DeviceKind.GLUCOSE: (0x2A18, 0x2A34),
@@ -98,15 +99,6 @@ _MEASUREMENTS: dict[DeviceKind, tuple[int, ...]] = {
     DeviceKind.SCALE: (0x2A9D,),
     DeviceKind.HEART_RATE: (0x2A37,),
     DeviceKind.PENDANT: (),
-}
-_SERVICES: dict[DeviceKind, str] = {
-    DeviceKind.BLOOD_PRESSURE: uuid16(0x1810),
-    DeviceKind.GLUCOSE: uuid16(0x1808),
-    DeviceKind.OXIMETER: uuid16(0x1822),
-    DeviceKind.THERMOMETER: uuid16(0x1809),
-    DeviceKind.SCALE: uuid16(0x181D),
-    DeviceKind.HEART_RATE: uuid16(0x180D),
-    DeviceKind.PENDANT: str(SERVICE_UUID),
 }
 _NEEDS_BOND = frozenset({DeviceKind.BLOOD_PRESSURE, DeviceKind.GLUCOSE, DeviceKind.PENDANT})
 _BATTERY_LEVEL = 0x2A19
@@ -117,6 +109,7 @@ _RACP = 0x2A52
 # full nonetheless leaves the reading to the journal (stored at the next start). About 200 bytes each.
 _QUEUE_LIMIT = 2048
 _BATCH = 256  # notifications stored in one commit at most
+_DEFERRED_LIMIT = 65_536  # readings a session reads back from the journal after an overflow (numbers, 28 bytes each)
 _RACP_RESPONSES = 2  # RACP responses waiting to be read (one per request)
 _RACP_SILENCE = 60.0  # seconds a RACP transfer may go without a record or the response
 
@@ -229,7 +222,7 @@ class _Notification:
     uuid: int
     data: bytes
     received_at: datetime
-    journaled: bool  # an entry of the indication journal waits for this reading's commit
+    journal_number: int | None  # the indication journal's entry that waits for this reading's commit
 
 
 @dataclass(slots=True)
@@ -316,12 +309,13 @@ class BleManager:
         if readings:
             _log.info("replaying %d journaled indication(s) from before a restart", len(readings))
             await self._sink.store_readings(readings)
-        self._journal.done(0)
+        self._journal.release()  # stored: the journal may be emptied
 
-    def _journaled(self, count: int) -> None:
-        """`count` journaled readings are committed (or reported as misbehaviour): release their entries."""
-        if self._journal is not None and count:
-            self._journal.done(count)
+    def _release(self, items: Sequence[_Notification]) -> None:
+        """The readings of `items` are committed (or reported as misbehaviour): release their journal entries."""
+        numbers = [item.journal_number for item in items if item.journal_number is not None]
+        if self._journal is not None and numbers:
+            self._journal.release(numbers)
 
     async def write_pendant_state(self, address: str, frame: bytes) -> bool:
         """Write a feedback frame to a connected pendant; False when it is not connected right now."""
@@ -339,9 +333,13 @@ class BleManager:
     # -- scanning ---------------------------------------------------------------------------------------------
 
     async def _scan(self) -> None:
-        services = sorted({_SERVICES[d.kind] for d in self._config.devices})
+        # Passive with or_patterns where every provisioned kind shows its service UUID in the advertising PDU (BlueZ
+        # scans passively only through an advertisement monitor), else active and unfiltered: a meter without a
+        # service UUID in its advert is then matched by its address (`gateway.discovery`).
+        plan = plan_scan(self._config.devices)
+        _log.info("BLE: %s", plan.describe())
         async with BleakScanner(
-            service_uuids=services or None, scanning_mode="passive", backend=self._scanner_backend
+            scanning_mode=plan.mode.value, bluez=plan.bluez_args(), backend=self._scanner_backend
         ) as scanner:
             # Starting the scan awaits the stack (bumble's HCI commands go through asyncio.wait_for), which can lose
             # a cancellation that arrives as it completes; the wait for adverts below has no end of its own.
@@ -405,30 +403,35 @@ class BleManager:
             offset = await self._sync_clock(client, cfg)
             await self._read_battery(client, cfg)
             queue: asyncio.Queue[_Notification] = asyncio.Queue(maxsize=_QUEUE_LIMIT)
+            deferred: list[int] = []  # journal entries of readings the full queue could not take
 
             def bridge(uuid: int) -> Callable[[BleakGATTCharacteristic, bytearray], None]:
                 def on_value(_char: BleakGATTCharacteristic, data: bytearray) -> None:
                     # On the event loop, in the stack's callback: enqueue only (the journal writes on its thread).
                     value, at = bytes(data), self._now()
                     journal = None if cfg.kind is DeviceKind.PENDANT else self._journal
-                    journaled = journal is not None and journal.append(JournalEntry(cfg.address, uuid, value, at))
+                    number = None if journal is None else journal.append(JournalEntry(cfg.address, uuid, value, at))
                     if queue.full():
                         # A device sending faster than readings can be stored: the reading stays in the journal
-                        # (stored at the next start; the journal is not emptied meanwhile) rather than in memory.
+                        # alone, and the session reads it back from there once its queue has drained.
                         self.stats.overflowed += 1
-                        kept = "kept in the journal for the next start" if journaled else "lost"
-                        if journal is None:
-                            kept = "dropped (a pendant repeats its frames)"
+                        if number is not None and len(deferred) < _DEFERRED_LIMIT:
+                            deferred.append(number)
+                            kept = "kept in the journal until the queue has drained"
+                        elif number is not None:
+                            kept = "kept in the journal for the next start"
+                        else:
+                            kept = "dropped (a pendant repeats its frames)" if journal is None else "lost"
                         _log.error("notification queue of %s full; a notification %s", cfg.address, kept)
                         return
-                    queue.put_nowait(_Notification(uuid, value, at, journaled))
+                    queue.put_nowait(_Notification(uuid, value, at, number))
 
                 return on_value
 
             if cfg.kind is DeviceKind.PENDANT:
                 state.pendant_client = client
                 await self._subscribe(client, subscriptions, str(EVENT_CHAR_UUID), bridge(0))
-                await self._consume(cfg, client, queue, disconnected, offset)
+                await self._consume(cfg, client, queue, disconnected, offset, deferred=deferred)
                 return
             chars = {c.uuid for s in client.services for c in s.characteristics}
             for uuid in _MEASUREMENTS[cfg.kind]:
@@ -436,7 +439,7 @@ class BleManager:
                     await self._subscribe(client, subscriptions, uuid16(uuid), bridge(uuid))
             if cfg.kind is DeviceKind.GLUCOSE and uuid16(_RACP) in chars:
                 await self._transfer_records(cfg, client, queue, offset)
-            await self._consume(cfg, client, queue, disconnected, offset)
+            await self._consume(cfg, client, queue, disconnected, offset, deferred=deferred)
 
     async def _subscribe(
         self,
@@ -466,8 +469,11 @@ class BleManager:
         queue: asyncio.Queue[_Notification],
         disconnected: asyncio.Event,
         offset: timedelta | None,
+        *,
+        deferred: list[int],
     ) -> None:
-        """Hand notifications to the sink, in order, until the device goes away."""
+        """Hand notifications to the sink, in order, until the device goes away; then what the queue left to the
+        journal."""
         gone = asyncio.ensure_future(disconnected.wait())
         # A meter that has said nothing for a while is released so its slot serves others; the pendant stays.
         idle = None if cfg.kind is DeviceKind.PENDANT else self._idle_disconnect
@@ -487,6 +493,7 @@ class BleManager:
             # Whatever arrived just before the link dropped is still ours to keep.
             while not queue.empty():
                 await self._deliver(cfg, client, _take(queue), offset)
+            await self._store_deferred(cfg, deferred, offset)
         finally:
             gone.cancel()
         await self._sink.report(LinkDown(cfg))
@@ -502,6 +509,21 @@ class BleManager:
             if confirm is not None and client.is_connected:
                 with contextlib.suppress(BleakError, TimeoutError):
                     await client.write_gatt_char(str(CONFIRM_CHAR_UUID), confirm, response=True)
+
+    async def _store_deferred(self, cfg: DeviceConfig, deferred: list[int], offset: timedelta | None) -> None:
+        """Store the readings a full queue left to the journal (read back by their entry numbers)."""
+        journal = self._journal
+        if journal is None or not deferred:
+            return
+        wanted = set(deferred)
+        deferred.clear()
+        await asyncio.to_thread(journal.flush)
+        entries = [e for e in await asyncio.to_thread(journal.pending) if e.number in wanted]
+        if len(entries) < len(wanted):
+            _log.error("%d deferred reading(s) of %s are not in the journal", len(wanted) - len(entries), cfg.address)
+        items = [_Notification(e.uuid, e.data, e.received_at, e.number) for e in entries]
+        for first in range(0, len(items), _BATCH):
+            await self._store(cfg, items[first : first + _BATCH], offset)
 
     async def _store(
         self,
@@ -528,7 +550,7 @@ class BleManager:
         if readings or cursor is not None:
             self.stats.readings += len(readings)
             await self._sink.store_readings(readings, cursor=cursor)
-        self._journaled(sum(item.journaled for item in items))
+        self._release(items)
 
     async def _read_battery(self, client: BleakClient, cfg: DeviceConfig) -> None:
         try:

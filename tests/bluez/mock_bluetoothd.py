@@ -1,0 +1,704 @@
+"""A stand-in for bluetoothd: BlueZ's ``org.bluez`` D-Bus API on a private bus, with the radio simulated by bumble.
+
+bleak's BlueZ backend (the one the hub uses on a Raspberry Pi) talks only D-Bus, so this serves the part of BlueZ's
+API that bleak and the hub use, with BlueZ's object layout, signals and error names (bluez ``doc/org.bluez.*.rst``):
+
+* ``/org/bluez/hci0``: ``Adapter1`` (``StartDiscovery``/``StopDiscovery``/``SetDiscoveryFilter``/``RemoveDevice``)
+  and ``AdvertisementMonitorManager1`` (``RegisterMonitor``/``UnregisterMonitor``). A registered monitor is read
+  from its owner the way bluetoothd reads it (the ``InterfacesAdded`` its application emits), its ``or_patterns`` are
+  validated as bluetoothd and the kernel validate them (a bad monitor is sent ``Release`` and never activated), and
+  only adverts that match one of its patterns create or update devices while it is the only scan (passive
+  scanning: no scan request, so no scan response is ever heard);
+* ``/org/bluez/hci0/dev_XX_..``: ``Device1`` appearing through ``InterfacesAdded`` with the advertisement (``UUIDs``,
+  ``ServiceData``, ``ManufacturerData``, ``Name``, ``RSSI``) and updated through ``PropertiesChanged``;
+  ``Connect``/``Disconnect``/``Pair`` and the writable ``Trusted``;
+* on connection, ``GattService1``/``GattCharacteristic1``/``GattDescriptor1`` objects (paths end in the attribute
+  handle, as bluetoothd's do), then ``ServicesResolved``; ``ReadValue``/``WriteValue``/``StartNotify``/
+  ``StopNotify``, values arriving as ``PropertiesChanged`` of ``Value``; ATT errors as
+  ``org.bluez.Error.Failed "Operation failed with ATT error: 0x.."``.
+
+Underneath, every radio operation goes through sim.ble's bumble backend on a bumble link, so the simulated meters of
+`sim.devices` are what a hub behind this bluetoothd sees. What this cannot show (radio timing, bluetoothd's own
+confirmation of indications, the kernel's pattern offload) is written down in ``sim/ble/README.md``.
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from bleak import BleakClient, BleakScanner
+from bleak.backends.characteristic import BleakGATTCharacteristic
+from bleak.backends.client import BaseBleakClient
+from bleak.backends.device import BLEDevice
+from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
+from bleak.exc import BleakError, BleakGATTProtocolError
+from bumble.device import Advertisement
+from dbus_fast import Message, MessageType, PropertyAccess, Variant
+from dbus_fast.aio import MessageBus
+from dbus_fast.annotations import DBusBool, DBusBytes, DBusDict, DBusInt16, DBusObjectPath, DBusSignature, DBusStr
+from dbus_fast.constants import RequestNameReply
+from dbus_fast.errors import DBusError
+from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
+
+_log = logging.getLogger(__name__)
+
+BLUEZ = "org.bluez"
+ADAPTER_PATH = "/org/bluez/hci0"
+ADAPTER_ADDRESS = "00:1A:7D:DA:71:13"
+MONITOR_MANAGER = "org.bluez.AdvertisementMonitorManager1"
+MONITOR = "org.bluez.AdvertisementMonitor1"
+OBJECT_MANAGER = "org.freedesktop.DBus.ObjectManager"
+
+# bluetoothd's checks of a monitor's or_patterns (src/adv_monitor.c): an AD type it knows (up to 3D information data,
+# or manufacturer data), content 1..31 bytes that fits a legacy advertisement's 31 bytes from its start position; the
+# kernel takes at most 16 patterns per monitor (HCI_MAX_ADV_MONITOR_NUM_PATTERNS).
+_AD_MAX_LEN = 31
+_AD_TYPE_LAST = 0x3D
+_AD_MANUFACTURER = 0xFF
+MAX_PATTERNS = 16
+
+StrList = Annotated[list[str], DBusSignature("as")]
+ByteDict = Annotated[dict[int, bytes], DBusSignature("a{qay}")]
+UuidBytes = Annotated[dict[str, bytes], DBusSignature("a{say}")]
+
+
+def device_path(address: str) -> str:
+    """bluetoothd's object path for a device on hci0."""
+    return f"{ADAPTER_PATH}/dev_{address.upper().replace(':', '_')}"
+
+
+@dataclass(frozen=True, slots=True)
+class OrPattern:
+    """One of a monitor's or_patterns: `content` at `start` of an AD structure of type `ad_type`."""
+
+    start: int
+    ad_type: int
+    content: bytes
+
+    def matches(self, structures: list[tuple[int, bytes]]) -> bool:
+        end = self.start + len(self.content)
+        return any(t == self.ad_type and d[self.start : end] == self.content for t, d in structures)
+
+
+class MonitorRejectedError(ValueError):
+    """A monitor bluetoothd would refuse (it sends the monitor ``Release`` and never activates it)."""
+
+
+def parse_patterns(monitor_type: object, raw: object) -> tuple[OrPattern, ...]:
+    """Validate a monitor's ``Type`` and ``Patterns`` as bluetoothd does.
+
+    Raises:
+        MonitorRejectedError: what bluetoothd would refuse, with the reason.
+    """
+    if monitor_type != "or_patterns":
+        raise MonitorRejectedError(f"monitor type {monitor_type!r} is not supported")
+    if not isinstance(raw, list) or not raw:
+        raise MonitorRejectedError("an or_patterns monitor needs at least one pattern")
+    if len(raw) > MAX_PATTERNS:
+        raise MonitorRejectedError(f"{len(raw)} patterns; the kernel takes at most {MAX_PATTERNS} per monitor")
+    patterns = []
+    for item in raw:
+        start, ad_type, content = item
+        content = bytes(content)
+        if not (0 < ad_type <= _AD_TYPE_LAST or ad_type == _AD_MANUFACTURER):
+            raise MonitorRejectedError(f"AD type 0x{ad_type:02x} is not one bluetoothd accepts")
+        if not 0 < len(content) <= _AD_MAX_LEN or start + len(content) > _AD_MAX_LEN:
+            raise MonitorRejectedError(f"pattern {content.hex()} at {start} does not fit an advertisement")
+        patterns.append(OrPattern(start, ad_type, content))
+    return tuple(patterns)
+
+
+def _dbus_error(exc: BaseException) -> DBusError:
+    """A bumble-backend failure as bluetoothd reports it."""
+    if isinstance(exc, BleakGATTProtocolError):
+        return DBusError("org.bluez.Error.Failed", f"Operation failed with ATT error: 0x{int(exc.code):02x}")
+    if isinstance(exc, TimeoutError):
+        return DBusError("org.bluez.Error.Failed", "Operation timed out")
+    return DBusError("org.bluez.Error.Failed", str(exc) or type(exc).__name__)
+
+
+class Adapter1(ServiceInterface):
+    def __init__(self, daemon: "Bluetoothd") -> None:
+        super().__init__("org.bluez.Adapter1")
+        self._daemon = daemon
+
+    @dbus_method()
+    async def StartDiscovery(self) -> None:  # noqa: N802  (D-Bus member names)
+        await self._daemon.set_discovering(True)
+
+    @dbus_method()
+    async def StopDiscovery(self) -> None:  # noqa: N802
+        if not self._daemon.discovering:
+            raise DBusError("org.bluez.Error.Failed", "No discovery started")
+        await self._daemon.set_discovering(False)
+
+    @dbus_method()
+    def SetDiscoveryFilter(self, filters: DBusDict) -> None:  # noqa: N802
+        transport = filters.get("Transport")
+        if transport is not None and transport.value not in ("le", "auto"):
+            raise DBusError("org.bluez.Error.NotSupported", f"transport {transport.value!r}")
+        uuids = filters.get("UUIDs")
+        self._daemon.discovery_uuids = frozenset(u.lower() for u in uuids.value) if uuids is not None else frozenset()
+
+    @dbus_method()
+    async def RemoveDevice(self, device: DBusObjectPath) -> None:  # noqa: N802
+        await self._daemon.remove_device(device)
+
+    @dbus_property(PropertyAccess.READ)
+    def Address(self) -> DBusStr:  # noqa: N802
+        return ADAPTER_ADDRESS
+
+    @dbus_property(PropertyAccess.READ)
+    def AddressType(self) -> DBusStr:  # noqa: N802
+        return "public"
+
+    @dbus_property(PropertyAccess.READ)
+    def Name(self) -> DBusStr:  # noqa: N802
+        return "carehub-test"
+
+    @dbus_property(PropertyAccess.READ)
+    def Alias(self) -> DBusStr:  # noqa: N802
+        return "carehub-test"
+
+    @dbus_property(PropertyAccess.READ)
+    def Powered(self) -> DBusBool:  # noqa: N802
+        return True
+
+    @dbus_property(PropertyAccess.READ)
+    def Discovering(self) -> DBusBool:  # noqa: N802
+        return self._daemon.discovering
+
+    @dbus_property(PropertyAccess.READ)
+    def Roles(self) -> StrList:  # noqa: N802
+        return ["central", "peripheral"]
+
+    @dbus_property(PropertyAccess.READ)
+    def UUIDs(self) -> StrList:  # noqa: N802
+        return []
+
+
+class MonitorManager1(ServiceInterface):
+    """The properties of ``AdvertisementMonitorManager1``; its methods need the caller, so `Bluetoothd` answers
+    them from a message handler."""
+
+    def __init__(self) -> None:
+        super().__init__(MONITOR_MANAGER)
+
+    @dbus_property(PropertyAccess.READ)
+    def SupportedMonitorTypes(self) -> StrList:  # noqa: N802
+        return ["or_patterns"]
+
+    @dbus_property(PropertyAccess.READ)
+    def SupportedFeatures(self) -> StrList:  # noqa: N802
+        return []
+
+
+class Device1(ServiceInterface):
+    def __init__(self, daemon: "Bluetoothd", address: str, random: bool) -> None:
+        super().__init__("org.bluez.Device1")
+        self._daemon = daemon
+        self.address = address
+        self.random = random
+        self.local_name: str | None = None
+        self.uuids: list[str] = []
+        self.manufacturer: dict[int, bytes] = {}
+        self.service_data: dict[str, bytes] = {}
+        self.rssi = -127
+        self.connected = False
+        self.services_resolved = False
+        self.paired = False
+        self.trusted = False
+        self.client: BleakClient | None = None
+        self.gatt_paths: list[str] = []
+
+    @property
+    def path(self) -> str:
+        return device_path(self.address)
+
+    def learn(self, adv: AdvertisementData) -> dict[str, Any]:
+        """Merge an advertisement as bluetoothd does (UUIDs accumulate, data replaced); the properties changed."""
+        changed: dict[str, Any] = {"RSSI": adv.rssi}
+        self.rssi = adv.rssi
+        if adv.local_name and adv.local_name != self.local_name:
+            self.local_name = changed["Name"] = changed["Alias"] = adv.local_name
+        uuids = self.uuids + [u for u in adv.service_uuids if u not in self.uuids]
+        if uuids != self.uuids:
+            self.uuids = changed["UUIDs"] = uuids
+        if adv.manufacturer_data and adv.manufacturer_data != self.manufacturer:
+            self.manufacturer = changed["ManufacturerData"] = dict(adv.manufacturer_data)
+        if adv.service_data and adv.service_data != self.service_data:
+            self.service_data = changed["ServiceData"] = dict(adv.service_data)
+        return changed
+
+    @dbus_method()
+    async def Connect(self) -> None:  # noqa: N802
+        await self._daemon.connect(self)
+
+    @dbus_method()
+    async def Disconnect(self) -> None:  # noqa: N802
+        await self._daemon.disconnect(self)
+
+    @dbus_method()
+    async def Pair(self) -> None:  # noqa: N802
+        await self._daemon.pair(self)
+
+    @dbus_property(PropertyAccess.READ)
+    def Address(self) -> DBusStr:  # noqa: N802
+        return self.address
+
+    @dbus_property(PropertyAccess.READ)
+    def AddressType(self) -> DBusStr:  # noqa: N802
+        return "random" if self.random else "public"
+
+    @dbus_property(PropertyAccess.READ)
+    def Name(self) -> DBusStr:  # noqa: N802
+        return self.local_name or ""
+
+    @dbus_property(PropertyAccess.READ)
+    def Alias(self) -> DBusStr:  # noqa: N802
+        return self.local_name or self.address.replace(":", "-")
+
+    @dbus_property(PropertyAccess.READ)
+    def Adapter(self) -> DBusObjectPath:  # noqa: N802
+        return ADAPTER_PATH
+
+    @dbus_property(PropertyAccess.READ)
+    def UUIDs(self) -> StrList:  # noqa: N802
+        return self.uuids
+
+    @dbus_property(PropertyAccess.READ)
+    def ManufacturerData(self) -> Annotated[dict[int, Variant], DBusSignature("a{qv}")]:  # noqa: N802
+        return {k: Variant("ay", v) for k, v in self.manufacturer.items()}
+
+    @dbus_property(PropertyAccess.READ)
+    def ServiceData(self) -> Annotated[dict[str, Variant], DBusSignature("a{sv}")]:  # noqa: N802
+        return {k: Variant("ay", v) for k, v in self.service_data.items()}
+
+    @dbus_property(PropertyAccess.READ)
+    def RSSI(self) -> DBusInt16:  # noqa: N802
+        return self.rssi
+
+    @dbus_property(PropertyAccess.READ)
+    def Connected(self) -> DBusBool:  # noqa: N802
+        return self.connected
+
+    @dbus_property(PropertyAccess.READ)
+    def ServicesResolved(self) -> DBusBool:  # noqa: N802
+        return self.services_resolved
+
+    @dbus_property(PropertyAccess.READ)
+    def Paired(self) -> DBusBool:  # noqa: N802
+        return self.paired
+
+    @dbus_property(PropertyAccess.READ)
+    def Bonded(self) -> DBusBool:  # noqa: N802
+        return self.paired
+
+    @dbus_property(PropertyAccess.READ)
+    def Blocked(self) -> DBusBool:  # noqa: N802
+        return False
+
+    @dbus_property(PropertyAccess.READWRITE)
+    def Trusted(self) -> DBusBool:  # noqa: N802
+        return self.trusted
+
+    @Trusted.setter  # type: ignore[no-redef]
+    def Trusted(self, value: DBusBool) -> None:  # noqa: N802
+        self.trusted = value
+
+
+class GattService1(ServiceInterface):
+    def __init__(self, uuid: str, device: str) -> None:
+        super().__init__("org.bluez.GattService1")
+        self._uuid, self._device = uuid, device
+
+    @dbus_property(PropertyAccess.READ)
+    def UUID(self) -> DBusStr:  # noqa: N802
+        return self._uuid
+
+    @dbus_property(PropertyAccess.READ)
+    def Primary(self) -> DBusBool:  # noqa: N802
+        return True
+
+    @dbus_property(PropertyAccess.READ)
+    def Device(self) -> DBusObjectPath:  # noqa: N802
+        return self._device
+
+    @dbus_property(PropertyAccess.READ)
+    def Includes(self) -> Annotated[list[str], DBusSignature("ao")]:  # noqa: N802
+        return []
+
+
+class GattCharacteristic1(ServiceInterface):
+    def __init__(self, client: BleakClient, char: BleakGATTCharacteristic, service: str) -> None:
+        super().__init__("org.bluez.GattCharacteristic1")
+        self._client, self._char, self._service = client, char, service
+        self.value = b""
+        self.notifying = False
+
+    def _set_value(self, value: bytes) -> None:
+        self.value = value
+        self.emit_properties_changed({"Value": value})
+
+    @dbus_method()
+    async def ReadValue(self, options: DBusDict) -> DBusBytes:  # noqa: N802
+        try:
+            value = bytes(await self._client.read_gatt_char(self._char))
+        except (BleakError, TimeoutError) as exc:
+            raise _dbus_error(exc) from exc
+        self._set_value(value)  # bluetoothd caches what it read, and says so
+        return value
+
+    @dbus_method()
+    async def WriteValue(self, value: DBusBytes, options: DBusDict) -> None:  # noqa: N802
+        kind = options.get("type")
+        response = kind is None or kind.value == "request"
+        if kind is not None and kind.value not in ("request", "command", "reliable"):
+            raise DBusError("org.bluez.Error.InvalidArguments", "Invalid arguments in method call")
+        try:
+            await self._client.write_gatt_char(self._char, bytes(value), response=response)
+        except (BleakError, TimeoutError) as exc:
+            raise _dbus_error(exc) from exc
+
+    @dbus_method()
+    async def StartNotify(self) -> None:  # noqa: N802
+        if not {"notify", "indicate"} & set(self._char.properties):
+            raise DBusError("org.bluez.Error.NotSupported", "Operation is not supported")
+        if self.notifying:
+            return  # bluetoothd: another session of the same client is already notifying
+        try:
+            # bumble confirms an indication once this callback returned: like bluetoothd, before any client saw it.
+            await self._client.start_notify(self._char, lambda _c, data: self._set_value(bytes(data)))
+        except (BleakError, TimeoutError) as exc:
+            raise _dbus_error(exc) from exc
+        self.notifying = True
+        self.emit_properties_changed({"Notifying": True})
+
+    @dbus_method()
+    async def StopNotify(self) -> None:  # noqa: N802
+        if not self.notifying:
+            raise DBusError("org.bluez.Error.Failed", "No notify session started")
+        self.notifying = False
+        self.emit_properties_changed({"Notifying": False})
+        if self._client.is_connected:
+            try:
+                await self._client.stop_notify(self._char)
+            except (BleakError, TimeoutError) as exc:
+                raise _dbus_error(exc) from exc
+
+    @dbus_property(PropertyAccess.READ)
+    def UUID(self) -> DBusStr:  # noqa: N802
+        return self._char.uuid
+
+    @dbus_property(PropertyAccess.READ)
+    def Service(self) -> DBusObjectPath:  # noqa: N802
+        return self._service
+
+    @dbus_property(PropertyAccess.READ)
+    def Value(self) -> DBusBytes:  # noqa: N802
+        return self.value
+
+    @dbus_property(PropertyAccess.READ)
+    def Notifying(self) -> DBusBool:  # noqa: N802
+        return self.notifying
+
+    @dbus_property(PropertyAccess.READ)
+    def Flags(self) -> StrList:  # noqa: N802
+        return list(self._char.properties)
+
+
+class GattDescriptor1(ServiceInterface):
+    def __init__(self, uuid: str, characteristic: str) -> None:
+        super().__init__("org.bluez.GattDescriptor1")
+        self._uuid, self._characteristic = uuid, characteristic
+
+    @dbus_property(PropertyAccess.READ)
+    def UUID(self) -> DBusStr:  # noqa: N802
+        return self._uuid
+
+    @dbus_property(PropertyAccess.READ)
+    def Characteristic(self) -> DBusObjectPath:  # noqa: N802
+        return self._characteristic
+
+    @dbus_property(PropertyAccess.READ)
+    def Value(self) -> DBusBytes:  # noqa: N802
+        return b""
+
+
+@dataclass(slots=True)
+class Monitor:
+    """A registered advertisement monitor: its owner, its path, its patterns once read, and what it was told."""
+
+    owner: str
+    path: str
+    patterns: tuple[OrPattern, ...] = ()
+    active: bool = False
+    rejected: str | None = None
+    found: set[str] = field(default_factory=set)
+
+
+class Bluetoothd:
+    """``org.bluez`` on the bus at `bus_address`, its radio the bumble link of `scanner`/`client` (sim.ble classes).
+
+    An async context manager: entered, it owns the name ``org.bluez``; left, it disconnects every device, stops the
+    scan and releases the name.
+    """
+
+    def __init__(self, bus_address: str, scanner: type[BaseBleakScanner], client: type[BaseBleakClient]) -> None:
+        self._address = bus_address
+        self._scanner_backend = scanner
+        self._client_backend = client
+        self.bus = MessageBus(bus_address=bus_address)
+        self.discovering = False
+        self.discovery_uuids: frozenset[str] = frozenset()
+        self.monitors: dict[tuple[str, str], Monitor] = {}
+        self.devices: dict[str, Device1] = {}
+        self.calls: list[str] = []  # the Device1/Adapter1 methods called, in order (for tests)
+        self._scanner: BleakScanner | None = None
+        self._scan_active = False
+        self._scan_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.changed = asyncio.Event()  # set whenever a monitor or device changes (tests await it)
+
+    async def __aenter__(self) -> "Bluetoothd":
+        await self.bus.connect()
+        self.bus.export(ADAPTER_PATH, Adapter1(self))
+        self.bus.export(ADAPTER_PATH, MonitorManager1())
+        self.bus.add_message_handler(self._on_message)
+        reply = await self.bus.request_name(BLUEZ)
+        if reply is not RequestNameReply.PRIMARY_OWNER:
+            raise RuntimeError(f"org.bluez is already owned on {self._address} ({reply})")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for device in list(self.devices.values()):
+            if device.client is not None:
+                with contextlib.suppress(BleakError, TimeoutError):
+                    await device.client.disconnect()
+        await self._set_scan(None)
+        self.bus.disconnect()
+        await self.bus.wait_for_disconnect()
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- advertisement monitors -------------------------------------------------------------------------------
+
+    def _on_message(self, msg: Message) -> bool | Message:
+        if msg.message_type is MessageType.SIGNAL:
+            if msg.interface == OBJECT_MANAGER and msg.member == "InterfacesAdded":
+                self._on_owner_interfaces(msg)
+            return False
+        if msg.message_type is not MessageType.METHOD_CALL or msg.interface != MONITOR_MANAGER:
+            return False
+        if msg.path != ADAPTER_PATH:
+            return Message.new_error(msg, "org.freedesktop.DBus.Error.UnknownObject", f"no object {msg.path}")
+        assert msg.sender is not None
+        (path,) = msg.body
+        key = (msg.sender, path)
+        if msg.member == "RegisterMonitor":
+            if key in self.monitors:
+                return Message.new_error(msg, "org.bluez.Error.AlreadyExists", "Already Exists")
+            self.monitors[key] = Monitor(msg.sender, path)
+            self._spawn(self._watch_owner(msg.sender), "bluez.monitor.watch")
+            return Message.new_method_return(msg)
+        if msg.member == "UnregisterMonitor":
+            if self.monitors.pop(key, None) is None:
+                return Message.new_error(msg, "org.bluez.Error.DoesNotExist", "Does Not Exist")
+            self._spawn(self._rescan(), "bluez.rescan")
+            self.changed.set()
+            return Message.new_method_return(msg)
+        return Message.new_error(msg, "org.freedesktop.DBus.Error.UnknownMethod", f"no method {msg.member}")
+
+    async def _watch_owner(self, owner: str) -> None:
+        """Listen for the monitor objects the owner exports (bleak exports it after RegisterMonitor returns)."""
+        rule = f"type='signal',sender='{owner}',interface='{OBJECT_MANAGER}',member='InterfacesAdded'"
+        await self.bus.call(
+            Message(
+                destination="org.freedesktop.DBus",
+                path="/org/freedesktop/DBus",
+                interface="org.freedesktop.DBus",
+                member="AddMatch",
+                signature="s",
+                body=[rule],
+            )
+        )
+
+    def _on_owner_interfaces(self, msg: Message) -> None:
+        path, interfaces = msg.body
+        for (owner, root), monitor in self.monitors.items():
+            if owner != msg.sender or not (path == root or path.startswith(root + "/")) or monitor.active:
+                continue
+            props = interfaces.get(MONITOR)
+            if props is None:
+                continue
+            try:
+                monitor.patterns = parse_patterns(
+                    props["Type"].value, props.get("Patterns", Variant("a(yyay)", [])).value
+                )
+            except (MonitorRejectedError, KeyError, TypeError, ValueError) as exc:
+                monitor.rejected = str(exc)
+                _log.warning("monitor %s of %s rejected: %s", path, owner, exc)
+                self._spawn(self._call_monitor(owner, path, "Release"), "bluez.monitor.release")
+            else:
+                monitor.path = path
+                monitor.active = True
+                self._spawn(self._call_monitor(owner, path, "Activate"), "bluez.monitor.activate")
+                self._spawn(self._rescan(), "bluez.rescan")
+            self.changed.set()
+
+    async def _call_monitor(self, owner: str, path: str, member: str, body: list[Any] | None = None) -> None:
+        reply = await self.bus.call(
+            Message(
+                destination=owner,
+                path=path,
+                interface=MONITOR,
+                member=member,
+                signature="o" if body else "",
+                body=body or [],
+            )
+        )
+        if reply is not None and reply.message_type is MessageType.ERROR:
+            _log.warning("%s.%s on %s: %s %s", MONITOR, member, path, reply.error_name, reply.body)
+
+    # -- the radio --------------------------------------------------------------------------------------------
+
+    async def set_discovering(self, on: bool) -> None:
+        self.calls.append("StartDiscovery" if on else "StopDiscovery")
+        self.discovering = on
+        await self._rescan()
+
+    async def _rescan(self) -> None:
+        """Scan actively while a client discovers, passively while only monitors are active, else not at all."""
+        if self.discovering:
+            await self._set_scan("active")
+        elif any(m.active for m in self.monitors.values()):
+            await self._set_scan("passive")
+        else:
+            await self._set_scan(None)
+
+    async def _set_scan(self, mode: str | None) -> None:
+        async with self._scan_lock:
+            want_active = mode == "active"
+            if self._scanner is not None and (mode is None or want_active != self._scan_active):
+                await self._scanner.stop()
+                self._scanner = None
+            if mode is not None and self._scanner is None:
+                self._scanner = BleakScanner(
+                    self._on_advert,
+                    scanning_mode="active" if want_active else "passive",
+                    backend=self._scanner_backend,
+                )
+                self._scan_active = want_active
+                await self._scanner.start()
+
+    def _on_advert(self, device: BLEDevice, adv: AdvertisementData) -> None:
+        raw = adv.platform_data[0] if adv.platform_data else None
+        structures = list(raw.data.ad_structures) if isinstance(raw, Advertisement) else []
+        random = isinstance(raw, Advertisement) and raw.address.is_random
+        monitors = [m for m in self.monitors.values() if m.active and any(p.matches(structures) for p in m.patterns)]
+        wanted = not self.discovery_uuids or bool(self.discovery_uuids & {u.lower() for u in adv.service_uuids})
+        if not ((self.discovering and wanted) or monitors):
+            return
+        address = device.address.upper()
+        known = self.devices.get(address)
+        if known is None:
+            known = self.devices[address] = Device1(self, address, random)
+            known.learn(adv)
+            self.bus.export(known.path, known)
+        else:
+            changed = known.learn(adv)
+            known.emit_properties_changed(changed)
+        for monitor in monitors:
+            if address not in monitor.found:
+                monitor.found.add(address)
+                self._spawn(self._call_monitor(monitor.owner, monitor.path, "DeviceFound", [known.path]), "bluez.found")
+        self.changed.set()
+
+    async def remove_device(self, path: str) -> None:
+        device = next((d for d in self.devices.values() if d.path == path), None)
+        if device is None:
+            raise DBusError("org.bluez.Error.DoesNotExist", "Does Not Exist")
+        await self.disconnect(device)
+        del self.devices[device.address]
+        self.bus.unexport(path)
+
+    # -- connections ------------------------------------------------------------------------------------------
+
+    async def connect(self, device: Device1) -> None:
+        self.calls.append(f"Connect {device.address}")
+        if device.connected:
+            raise DBusError("org.bluez.Error.AlreadyConnected", "Already Connected")
+        client = BleakClient(
+            BLEDevice(device.address, device.local_name, None),
+            disconnected_callback=lambda _c: self._on_link_lost(device),
+            backend=self._client_backend,
+        )
+        try:
+            await client.connect()
+        except (BleakError, TimeoutError) as exc:
+            raise DBusError("org.bluez.Error.Failed", f"le-connection-abort-by-local: {exc}") from exc
+        device.client = client
+        device.connected = True
+        device.emit_properties_changed({"Connected": True})
+        for service in client.services:
+            service_path = f"{device.path}/service{service.handle:04x}"
+            self.bus.export(service_path, GattService1(service.uuid, device.path))
+            device.gatt_paths.append(service_path)
+            for char in service.characteristics:
+                char_path = f"{service_path}/char{char.handle:04x}"
+                self.bus.export(char_path, GattCharacteristic1(client, char, service_path))
+                device.gatt_paths.append(char_path)
+                for desc in char.descriptors:
+                    desc_path = f"{char_path}/desc{desc.handle:04x}"
+                    self.bus.export(desc_path, GattDescriptor1(desc.uuid, char_path))
+                    device.gatt_paths.append(desc_path)
+        device.services_resolved = True
+        device.emit_properties_changed({"ServicesResolved": True})
+
+    async def disconnect(self, device: Device1) -> None:
+        self.calls.append(f"Disconnect {device.address}")
+        client = device.client
+        if client is None:
+            return
+        with contextlib.suppress(BleakError, TimeoutError):
+            await client.disconnect()
+        self._on_link_lost(device)
+
+    def _on_link_lost(self, device: Device1) -> None:
+        if device.client is None:
+            return
+        device.client = None
+        # bluetoothd drops the attribute objects of a device it holds no bond with.
+        for path in reversed(device.gatt_paths):
+            self.bus.unexport(path)
+        device.gatt_paths.clear()
+        device.connected = device.services_resolved = False
+        device.emit_properties_changed({"ServicesResolved": False, "Connected": False})
+        self.changed.set()
+
+    async def pair(self, device: Device1) -> None:
+        self.calls.append(f"Pair {device.address}")
+        if device.paired:
+            raise DBusError("org.bluez.Error.AlreadyExists", "Already Exists")
+        if device.client is None:
+            await self.connect(device)
+        assert device.client is not None
+        try:
+            await device.client.pair()
+        except (BleakError, TimeoutError) as exc:
+            raise DBusError("org.bluez.Error.AuthenticationFailed", f"Authentication Failed: {exc}") from exc
+        device.paired = True
+        device.emit_properties_changed({"Paired": True, "Bonded": True})
+        self.changed.set()
+
+
+def _unused(*_: Callable[..., object]) -> None:
+    """Keeps annotation-only imports visible to linters (dbus-fast reads annotations at class creation)."""

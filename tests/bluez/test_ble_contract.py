@@ -1,0 +1,295 @@
+"""The hub's BLE manager against two stacks with the same expectations: sim.ble's bumble backend, and bleak's *real*
+BlueZ backend (the hub's default on Linux, no ``backend=``) talking D-Bus to the stand-in bluetoothd of
+``mock_bluetoothd``, whose radio is a bumble link with the same simulated meters.
+
+What passes on both: scanning finds a provisioned meter and ignores strangers, the session connects, pairs, subscribes
+and stores what the meter indicates, a glucose meter's records come through RACP. What only the BlueZ run can show:
+the scan is one bleak and bluetoothd accept (the daemon used to die on its first scan: passive without or_patterns),
+passive through an advertisement monitor whose patterns bluetoothd validates, active where a meter cannot be
+recognised by its advertising PDU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bleak.backends.client import BaseBleakClient
+from bleak.backends.scanner import BaseBleakScanner
+from hypothesis import given
+from hypothesis import strategies as st
+from mock_bluetoothd import MAX_PATTERNS, Bluetoothd, MonitorRejectedError, parse_patterns
+
+import sim.ble
+from gateway.ble import BleManager, Reading
+from gateway.config import DeviceConfig, DeviceKind, GatewayConfig, parse_config
+from gateway.discovery import ScanMode, plan_scan
+from gateway.events import DeviceReport, LinkFailed, PendantFrame
+from sim.clock import ManualClock
+from sim.devices.base import SimDevice
+from sim.devices.blood_pressure import BloodPressureCuff
+from sim.devices.glucose import GlucoseMeter
+from sim.devices.options import DeviceOptions
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
+
+START = datetime(2024, 3, 4, 7, 0, tzinfo=UTC)
+BOUND = 15.0  # seconds: upper bound on awaiting any event, never a sleep
+BP = "C0:00:00:00:20:01"
+GLUCOSE = "C0:00:00:00:20:02"
+STRANGER = "C0:00:00:00:20:99"
+_links = itertools.count()
+
+
+class Sink:
+    """The manager's sink, recording what it is handed; `until` awaits a condition on it."""
+
+    def __init__(self) -> None:
+        self.stored: list[tuple[list[Reading], tuple[str, int] | None]] = []
+        self.reports: list[DeviceReport] = []
+        self.cursors: dict[str, int] = {}
+        self.changed = asyncio.Event()
+
+    async def store_readings(self, readings: Sequence[Reading], cursor: tuple[str, int] | None = None) -> None:
+        self.stored.append((list(readings), cursor))
+        if cursor is not None:
+            self.cursors[cursor[0]] = cursor[1]
+        self.changed.set()
+
+    async def get_cursor(self, key: str) -> int | None:
+        return self.cursors.get(key)
+
+    async def report(self, event: DeviceReport) -> None:
+        self.reports.append(event)
+        self.changed.set()
+
+    async def pendant_frame(self, frame: PendantFrame) -> bytes | None:
+        del frame
+        return None
+
+    def readings_of(self, address: str) -> list[Reading]:
+        return [r for batch, _ in self.stored for r in batch if r.device.address == address]
+
+    async def until(self, predicate: Callable[[], object]) -> None:
+        async with asyncio.timeout(BOUND):
+            while not predicate():
+                self.changed.clear()
+                await self.changed.wait()
+
+
+@dataclass
+class Stack:
+    """The backends a manager is given (None: bleak's default, BlueZ on Linux) and, for BlueZ, the daemon."""
+
+    link: str
+    scanner: type[BaseBleakScanner] | None
+    client: type[BaseBleakClient] | None
+    bluetoothd: Bluetoothd | None = None
+    sinks: list[Sink] = field(default_factory=list)
+
+
+@pytest.fixture(params=["bumble", "bluez"])
+async def stack(request: pytest.FixtureRequest) -> AsyncIterator[Stack]:
+    link = f"local:contract-{next(_links)}"
+    scanner, client = sim.ble.backend_for(link)
+    try:
+        if request.param == "bumble":
+            yield Stack(link, scanner, client)
+        else:
+            bus = request.getfixturevalue("system_bus")
+            async with Bluetoothd(bus, scanner, client) as daemon:
+                yield Stack(link, None, None, daemon)
+    finally:
+        await sim.ble.close_centrals()
+
+
+def _config(tmp_path: Path, devices: Sequence[tuple[str, str]]) -> GatewayConfig:
+    lines = [
+        "[hub]",
+        'id = "bluez-test-hub"',
+        'key_file = "hub.key"',
+        "[platform]",
+        'public_key_file = "platform.pub"',
+        "[broker]",
+        'url = "mqtt://127.0.0.1:1"',
+        "[storage]",
+        'path = "outbox.sqlite"',
+        "[ble]",
+        "clock_tolerance_s = 120",
+        "[[residents]]",
+        'id = "r1"',
+        'name = "Resident"',
+    ]
+    for address, kind in devices:
+        lines += ["[[devices]]", f'address = "{address}"', f'kind = "{kind}"', 'resident = "r1"', 'name = "M"']
+    return parse_config("\n".join(lines) + "\n", tmp_path / "hub.toml")
+
+
+def options(address: str, **overrides: Any) -> DeviceOptions:
+    base: dict[str, Any] = {"id": address.replace(":", ""), "address": address, "name": "Meter"}
+    base.update(overrides)
+    return DeviceOptions(**base)
+
+
+@contextlib.asynccontextmanager
+async def running(
+    stack: Stack, tmp_path: Path, meters: Sequence[SimDevice], provisioned: Sequence[tuple[str, str]]
+) -> AsyncIterator[tuple[BleManager, Sink]]:
+    """The meters on the stack's link, and a BLE manager for `provisioned` on the same link."""
+    sink = Sink()
+    clock = meters[0].clock
+    assert isinstance(clock, ManualClock)
+    async with contextlib.AsyncExitStack() as exits:
+        for meter in meters:
+            opts = meter.options
+            bumble = await exits.enter_async_context(
+                sim.ble.open_peripheral_device(stack.link, opts.address, opts.name)
+            )
+            await exits.enter_async_context(meter.attach(bumble))
+        manager = BleManager(
+            _config(tmp_path, provisioned),
+            sink,
+            scanner_backend=stack.scanner,
+            client_backend=stack.client,
+            now=clock.now,
+        )
+        await exits.enter_async_context(manager)
+        yield manager, sink
+
+
+class _NoUuidCuff(BloodPressureCuff):
+    """A cuff whose advert carries its name only (many shop cuffs list 0x1810 in the scan response at best)."""
+
+    def advertised_uuids(self) -> list[str]:
+        return []
+
+
+# -- the contract: the same on both stacks ------------------------------------------------------------------------
+
+
+async def test_a_cuff_is_found_paired_subscribed_and_its_reading_stored(stack: Stack, tmp_path: Path) -> None:
+    cuff = BloodPressureCuff(options(BP, bonding_required=True), ManualClock(START))
+    async with running(stack, tmp_path, [cuff], [(BP, "blood_pressure")]) as (manager, sink):
+        produced = await cuff.measure(142, 91, pulse=72)
+        await sink.until(lambda: sink.readings_of(BP))
+        (reading,) = sink.readings_of(BP)
+        assert (reading.uuid, reading.data) == (0x2A35, produced.raw)
+        async with asyncio.timeout(BOUND):  # confirmed: the cuff does not send it again
+            await cuff.wait_for(lambda: cuff.stored_count() == 0)
+        assert not [e for e in sink.reports if isinstance(e, LinkFailed)]
+        assert manager.stats.sessions == 1
+    if stack.bluetoothd is not None:
+        calls = stack.bluetoothd.calls
+        assert f"Connect {BP}" in calls
+        assert f"Pair {BP}" in calls
+        assert stack.bluetoothd.devices[BP].paired
+
+
+async def test_glucose_records_come_through_racp(stack: Stack, tmp_path: Path) -> None:
+    meter = GlucoseMeter(options(GLUCOSE, bonding_required=True), ManualClock(START))
+    async with running(stack, tmp_path, [meter], [(GLUCOSE, "glucose")]) as (_manager, sink):
+        await meter.measure(101)
+        await meter.measure(99)
+        await sink.until(lambda: sink.cursors.get(f"racp:{GLUCOSE}") == 2)
+        assert {r.uuid for r in sink.readings_of(GLUCOSE)} == {0x2A18}
+        assert len(sink.readings_of(GLUCOSE)) == 2
+
+
+async def test_a_stranger_is_counted_and_never_connected(stack: Stack, tmp_path: Path) -> None:
+    clock = ManualClock(START)
+    stranger = GlucoseMeter(options(STRANGER), clock)
+    meter = GlucoseMeter(options(GLUCOSE), clock)
+    async with running(stack, tmp_path, [stranger, meter], [(GLUCOSE, "glucose")]) as (manager, sink):
+        await stranger.measure(180)
+        await meter.measure(101)
+        await sink.until(lambda: sink.readings_of(GLUCOSE) and STRANGER in manager.stats.unknown_devices)
+        assert not stranger.connected
+    if stack.bluetoothd is not None:
+        assert f"Connect {STRANGER}" not in stack.bluetoothd.calls
+
+
+async def test_a_meter_advertising_no_service_uuid_is_found_by_its_address(stack: Stack, tmp_path: Path) -> None:
+    cuff = _NoUuidCuff(options(BP), ManualClock(START))
+    async with running(stack, tmp_path, [cuff], [(BP, "blood_pressure")]) as (_manager, sink):
+        produced = await cuff.measure(120, 80)
+        await sink.until(lambda: sink.readings_of(BP))
+        assert [r.data for r in sink.readings_of(BP)] == [produced.raw]
+
+
+# -- what only BlueZ shows ----------------------------------------------------------------------------------------
+
+
+async def test_under_bluez_the_scan_is_passive_through_a_monitor_bluetoothd_accepts(
+    bluetoothd: Bluetoothd, link: str, tmp_path: Path
+) -> None:
+    """The daemon's first scan used to end it: passive scanning without or_patterns is refused by bleak's BlueZ
+    backend. Now a glucose meter (service UUID in its advertising PDU) is scanned for passively."""
+    meter = GlucoseMeter(options(GLUCOSE, bonding_required=True), ManualClock(START))
+    stack = Stack(link, None, None, bluetoothd)
+    async with running(stack, tmp_path, [meter], [(GLUCOSE, "glucose")]) as (manager, sink):
+        await meter.measure(101)
+        await sink.until(lambda: sink.readings_of(GLUCOSE))
+        (monitor,) = bluetoothd.monitors.values()
+        assert monitor.active
+        assert monitor.rejected is None
+        assert GLUCOSE in monitor.found
+        assert manager.scanning.is_set()
+    assert "StartDiscovery" not in bluetoothd.calls
+    assert not bluetoothd.monitors  # unregistered when the manager closed
+
+
+async def test_under_bluez_a_cuff_is_scanned_for_actively(bluetoothd: Bluetoothd, link: str, tmp_path: Path) -> None:
+    cuff = _NoUuidCuff(options(BP), ManualClock(START))
+    stack = Stack(link, None, None, bluetoothd)
+    async with running(stack, tmp_path, [cuff], [(BP, "blood_pressure"), (GLUCOSE, "glucose")]) as (_m, sink):
+        await cuff.measure(120, 80)
+        await sink.until(lambda: sink.readings_of(BP))
+        assert not bluetoothd.monitors
+    assert bluetoothd.calls[0] == "StartDiscovery"
+    assert "StopDiscovery" in bluetoothd.calls
+
+
+# -- the scan plan and bluetoothd's rules for monitors ------------------------------------------------------------
+
+
+def _device(kind: DeviceKind, index: int) -> DeviceConfig:
+    return DeviceConfig(f"C0:00:00:00:30:{index:02X}", kind, "r1", None, None, None)
+
+
+@given(st.lists(st.sampled_from(list(DeviceKind)), max_size=12))
+def test_every_passive_plan_is_a_monitor_bluetoothd_accepts(kinds: list[DeviceKind]) -> None:
+    plan = plan_scan([_device(k, i) for i, k in enumerate(kinds)])
+    if plan.mode is ScanMode.PASSIVE:
+        accepted = parse_patterns(
+            "or_patterns", [(p.start_position, p.ad_data_type, p.content_of_pattern) for p in plan.or_patterns]
+        )
+        assert len(accepted) == len(plan.or_patterns) <= MAX_PATTERNS
+        assert plan.bluez_args()["or_patterns"]
+    else:
+        assert plan.bluez_args() == {}
+        assert plan.reason
+    cannot_be_seen_passively = {DeviceKind.BLOOD_PRESSURE, DeviceKind.OXIMETER}
+    assert (plan.mode is ScanMode.ACTIVE) == (not kinds or bool(cannot_be_seen_passively & set(kinds)))
+
+
+@pytest.mark.parametrize(
+    ("monitor_type", "patterns"),
+    [
+        ("or_patterns", []),
+        ("and_patterns", [(0, 0x03, b"\x08\x18")]),
+        ("or_patterns", [(0, 0x03, b"")]),
+        ("or_patterns", [(30, 0x03, b"\x08\x18")]),
+        ("or_patterns", [(0, 0x50, b"\x08\x18")]),
+        ("or_patterns", [(0, 0x03, b"\x08\x18")] * (MAX_PATTERNS + 1)),
+    ],
+)
+def test_the_stand_in_refuses_monitors_bluetoothd_refuses(monitor_type: str, patterns: list[Any]) -> None:
+    with pytest.raises(MonitorRejectedError):
+        parse_patterns(monitor_type, patterns)
