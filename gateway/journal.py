@@ -15,8 +15,10 @@ commit of the outbox (decoding, sealing, SQLite, fsync), and a slow SD card can 
 glucose meter's stored records arrive in a burst). Each one is appended here as it arrives, and a crash of the hub
 loses none of them: after a restart :meth:`IndicationJournal.pending` returns them and the hub stores them again
 (record ids are stable, so a reading stored twice is still stored once at the platform). Entries are released with
-:meth:`IndicationJournal.done` once their readings are in the outbox, and the file is truncated whenever no entry is
-outstanding, so the journal holds what is in flight, never history.
+:meth:`IndicationJournal.release` (by the number :meth:`IndicationJournal.append` gave them) once their readings are
+in the outbox, and the file is truncated whenever no entry is outstanding, so the journal holds what is in flight,
+never history. An entry's number also lets the hub read back, in the same run, a reading it left to the journal
+alone (a session's queue was full).
 
 Off the event loop: :meth:`IndicationJournal.append` runs inside bleak's notification callback, on the event loop
 that also raises the pendant's alarms, so it only puts the entry on a bounded list (no I/O, no lock held for longer
@@ -35,8 +37,8 @@ journal is emptied. Entries whose readings are already in the outbox were theref
 longer exists, and blocks the file system freed at the truncation reveal nothing even to someone holding the hub's
 keys; only what a crash left in flight (to be stored at the next start) is readable with the current key.
 
-Format: one line per indication, the hex of ``nonce || ciphertext`` of ``ADDRESS UUID HEX ISO-TIME``; a torn or
-garbled last line (a crash mid-write) is ignored.
+Format: one line per indication, the hex of ``nonce || ciphertext`` of ``NUMBER ADDRESS UUID HEX ISO-TIME`` (the
+number in decimal, unique within a run); a torn or garbled last line (a crash mid-write) is ignored.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ import logging
 import os
 import threading
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -67,26 +70,31 @@ _CLOSE_WAIT = 10.0  # seconds closing waits for the writer thread to finish what
 
 @dataclass(frozen=True, slots=True)
 class JournalEntry:
-    """One indication as received."""
+    """One indication as received.
+
+    Attributes:
+        number: given by :meth:`IndicationJournal.append` (unique within a run); ignored when appending.
+    """
 
     address: str
     uuid: int
     data: bytes
     received_at: datetime
+    number: int = 0
 
 
 @dataclass(frozen=True, slots=True)
-class _Done:
-    """``count`` journaled readings are committed to the outbox."""
+class _Release:
+    """The readings of these entries are committed to the outbox."""
 
-    count: int
+    numbers: tuple[int, ...]
 
 
 class IndicationJournal:
     """Append-only, encrypted, written and fsynced by a thread of its own; emptied whenever nothing is outstanding.
 
     A synchronous context manager: entering opens the file and starts the writer thread; leaving writes what is
-    queued, then stops the thread and closes the file. :meth:`append` and :meth:`done` may be called from the event
+    queued, then stops the thread and closes the file. :meth:`append` and :meth:`release` may be called from the event
     loop (they never block on I/O); :meth:`flush` and :meth:`pending` do I/O and belong in a thread or in start-up.
     """
 
@@ -100,11 +108,12 @@ class IndicationJournal:
         self._fd = -1
         self._box: nacl.secret.SecretBox | None = None
         self._written = False  # entries were written under the current key
-        self._ops: deque[JournalEntry | _Done] = deque()
+        self._ops: deque[JournalEntry | _Release] = deque()
         self._queued_entries = 0
+        self._numbers = 0  # the last number given
         self._submitted = 0  # operations handed to the writer
         self._finished = 0  # operations the writer has made durable
-        self._outstanding = 0  # entries in the file whose readings are not committed yet
+        self._outstanding: set[int] = set()  # entries in the file whose readings are not committed yet
         self._closing = False
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -145,8 +154,8 @@ class IndicationJournal:
 
     # -- the event loop's side: enqueue only ------------------------------------------------------------------
 
-    def append(self, entry: JournalEntry) -> bool:
-        """Queue `entry` for the writer thread; False (and counted) when `capacity` entries already wait."""
+    def append(self, entry: JournalEntry) -> int | None:
+        """Queue `entry` for the writer thread; its number, or None (and counted) when `capacity` entries wait."""
         with self._cond:
             if self._thread is None or self._closing:
                 raise RuntimeError("the journal is not open")
@@ -154,11 +163,12 @@ class IndicationJournal:
                 self.unjournaled += 1
                 refused = self.unjournaled
             else:
-                self._ops.append(entry)
+                self._numbers += 1
+                self._ops.append(replace(entry, number=self._numbers))
                 self._queued_entries += 1
                 self._submitted += 1
                 self._cond.notify()
-                return True
+                return self._numbers
         if refused == 1 or refused % 1000 == 0:
             _log.error(
                 "indication journal %s: %d entries wait for the disk; %d not journaled",
@@ -166,16 +176,15 @@ class IndicationJournal:
                 self.capacity,
                 refused,
             )
-        return False
+        return None
 
-    def done(self, count: int = 1) -> None:
-        """`count` journaled readings are now in the outbox (0: check only); the file is emptied when none is left."""
-        if count < 0:
-            raise ValueError(f"count must be >= 0, got {count}")
+    def release(self, numbers: Iterable[int] = ()) -> None:
+        """The readings of the entries `numbers` are now in the outbox; the file is emptied once no entry written in
+        this run is outstanding (with no numbers: check only, e.g. after an earlier run's entries were stored)."""
         with self._cond:
             if self._thread is None or self._closing:
                 raise RuntimeError("the journal is not open")
-            self._ops.append(_Done(count))
+            self._ops.append(_Release(tuple(numbers)))
             self._submitted += 1
             self._cond.notify()
 
@@ -222,38 +231,49 @@ class IndicationJournal:
                     return  # closing, and everything is written
                 batch = list(self._ops)
                 self._ops.clear()
-            try:
-                self._write(batch)
-            except OSError as exc:
-                lost = sum(isinstance(op, JournalEntry) for op in batch)
-                _log.error("indication journal %s: cannot write (%s); %d entries not journaled", self.path, exc, lost)
-                with self._cond:
-                    self.unjournaled += lost
+            lost = self._write(batch)
             with self._cond:
+                self.unjournaled += lost
                 self._queued_entries -= sum(isinstance(op, JournalEntry) for op in batch)
                 self._finished += len(batch)
                 self._cond.notify_all()
 
-    def _write(self, batch: list[JournalEntry | _Done]) -> None:
+    def _write(self, batch: list[JournalEntry | _Release]) -> int:
+        """Write, sync and release what `batch` says; returns how many of its entries could not be journaled."""
         box = self._box
-        if box is None:
-            raise OSError(f"indication journal {self.path}: no key")
+        if box is None:  # not after __enter__, which fails without a key
+            return sum(isinstance(op, JournalEntry) for op in batch)
         lines = []
+        added: set[int] = set()
+        released: set[int] = set()
         for op in batch:
             if isinstance(op, JournalEntry):
-                plain = f"{op.address} {op.uuid:04x} {op.data.hex()} {op.received_at.isoformat()}"
+                plain = f"{op.number} {op.address} {op.uuid:04x} {op.data.hex()} {op.received_at.isoformat()}"
                 lines.append(bytes(box.encrypt(plain.encode("utf-8"))).hex() + "\n")
-                self._outstanding += 1
+                added.add(op.number)
             else:
-                self._outstanding = max(0, self._outstanding - op.count)
+                released.update(op.numbers)
+        lost = 0
         if lines:
-            os.write(self._fd, "".join(lines).encode("ascii"))
-            os.fdatasync(self._fd)
-            self._written = True
-        if self._outstanding == 0 and self._written:
-            os.ftruncate(self._fd, 0)
-            os.fdatasync(self._fd)
-            self._rotate()
+            self._written = True  # (part of) the batch may reach the file even if the call fails
+            try:
+                os.write(self._fd, "".join(lines).encode("ascii"))
+                os.fdatasync(self._fd)
+            except OSError as exc:
+                lost = len(added)
+                _log.error("indication journal %s: cannot write (%s); %d entries not journaled", self.path, exc, lost)
+            else:
+                self._outstanding |= added  # only entries that reached the file are outstanding
+        self._outstanding -= released  # (a release of an entry that never reached it changes nothing)
+        if not self._outstanding and self._written:
+            try:
+                os.ftruncate(self._fd, 0)
+                os.fdatasync(self._fd)
+            except OSError as exc:  # the entries stay, readable, until the next emptying succeeds
+                _log.error("indication journal %s: cannot empty it (%s)", self.path, exc)
+            else:
+                self._rotate()
+        return lost
 
     def _load_box(self) -> nacl.secret.SecretBox | None:
         try:
@@ -300,8 +320,7 @@ class IndicationJournal:
 
 def _open_line(box: nacl.secret.SecretBox, line: str) -> JournalEntry | None:
     try:
-        plain = box.decrypt(bytes.fromhex(line)).decode("utf-8")
-        address, uuid, data, at = plain.split(" ")
-        return JournalEntry(address, int(uuid, 16), bytes.fromhex(data), datetime.fromisoformat(at))
+        number, address, uuid, data, at = box.decrypt(bytes.fromhex(line)).decode("utf-8").split(" ")
+        return JournalEntry(address, int(uuid, 16), bytes.fromhex(data), datetime.fromisoformat(at), int(number))
     except (ValueError, UnicodeDecodeError, nacl.exceptions.CryptoError):
         return None

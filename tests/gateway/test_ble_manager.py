@@ -665,3 +665,30 @@ async def test_a_racp_response_that_does_not_decode_fails_the_session_not_the_hu
         assert failure.error_class is ErrorClass.PROTOCOL
         assert "does not decode" in failure.detail
         assert r.probe.readings_of(GLUCOSE)  # the record that came before the response is kept
+
+
+async def test_readings_beyond_the_queue_are_read_back_from_the_journal_once_it_drained(
+    tmp_path, mosquitto, monkeypatch
+):
+    """The reading a full queue could not take is stored in the same run (read back from the journal by its entry
+    number when the session ends), and the journal is emptied: it does not wait for a restart."""
+    monkeypatch.setattr(gateway.ble, "_QUEUE_LIMIT", 1)
+    clock = ManualClock(START)
+    cuff = BloodPressureCuff(options(BP), clock)
+    async with rig(tmp_path, mosquitto, [cuff]) as r:
+        assert r.gw.ble is not None
+        r.gw.ble._idle_disconnect = 0.2  # the session ends soon after the last reading (test speed only)
+        entered, disk = hold_commits(r)
+        first = await cuff.measure(150, 95)
+        async with asyncio.timeout(BOUND):
+            await entered.wait()
+        produced = [first, await cuff.measure(151, 95), await cuff.measure(152, 95)]
+        async with asyncio.timeout(BOUND):
+            await cuff.wait_for(lambda: cuff.stored_count() == 0)
+        assert r.gw.ble.stats.overflowed == 1
+        disk.set()
+        await r.probe.until(lambda: len(r.probe.readings_of(BP)) == 3)
+        assert sorted(x.data for x in r.probe.readings_of(BP)) == sorted(p.raw for p in produced)
+        assert r.gw.ble.journal is not None
+        await asyncio.to_thread(r.gw.ble.journal.flush)
+        assert IndicationJournal(r.gw.config.storage_path.with_suffix(".journal")).pending() == []

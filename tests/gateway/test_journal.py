@@ -19,7 +19,7 @@ from gateway.journal import IndicationJournal, JournalEntry
 AT = datetime(2026, 11, 25, 7, 30, tzinfo=UTC)
 
 
-def test_entries_survive_reopening_until_done(tmp_path: Path) -> None:
+def test_entries_survive_reopening_until_released(tmp_path: Path) -> None:
     path = tmp_path / "hub.journal"
     with IndicationJournal(path) as journal:
         journal.append(JournalEntry("C0:11:00:00:00:01", 0x2A35, b"\x06\x82\x00", AT))
@@ -29,19 +29,65 @@ def test_entries_survive_reopening_until_done(tmp_path: Path) -> None:
             ("C0:11:00:00:00:01", 0x2A35, b"\x06\x82\x00", AT),
             ("C0:11:00:00:00:03", 0x2A9D, b"\x00\x10\x27", AT),
         ]
-        reopened.done(0)
+        reopened.release()  # stored again: nothing of this run is outstanding
         reopened.flush()
         assert reopened.pending() == []
 
 
 def test_truncates_only_when_nothing_is_in_flight(tmp_path: Path) -> None:
     with IndicationJournal(tmp_path / "j") as journal:
-        journal.append(JournalEntry("A", 1, b"a", AT))
-        journal.append(JournalEntry("B", 2, b"b", AT))
-        journal.done()
+        a = journal.append(JournalEntry("A", 1, b"a", AT))
+        b = journal.append(JournalEntry("B", 2, b"b", AT))
+        assert a is not None
+        assert b is not None
+        assert a != b
+        journal.release([b])
+        journal.flush()
+        assert [(e.address, e.number) for e in journal.pending()] == [("A", a), ("B", b)]
+        journal.release([b])  # twice: still only B
         journal.flush()
         assert len(journal.pending()) == 2
-        journal.done()
+        journal.release([a])
+        journal.flush()
+        assert journal.pending() == []
+
+
+def test_an_entry_is_read_back_by_its_number(tmp_path: Path) -> None:
+    """What a full queue left to the journal alone is found again in the same run."""
+    with IndicationJournal(tmp_path / "j") as journal:
+        numbers = [journal.append(JournalEntry("A", 0x2A35, bytes([n]), AT)) for n in range(5)]
+        journal.flush()
+        wanted = {numbers[1], numbers[3]}
+        assert [e.data for e in journal.pending() if e.number in wanted] == [b"\x01", b"\x03"]
+
+
+def test_a_release_of_an_entry_the_disk_refused_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only entries that reached the file count as outstanding: releasing one that did not empties nothing early."""
+    real_write = os.write
+    failing = threading.Event()
+
+    def write(fd: int, data: bytes) -> int:
+        if failing.is_set():
+            raise OSError(28, "No space left on device")
+        return real_write(fd, data)
+
+    with IndicationJournal(tmp_path / "j") as journal:
+        kept = journal.append(BP)
+        journal.flush()
+        monkeypatch.setattr(os, "write", write)
+        failing.set()
+        refused = journal.append(BP)
+        journal.flush()
+        assert journal.unjournaled == 1
+        failing.clear()
+        assert refused is not None
+        journal.release([refused])
+        journal.flush()
+        assert len(journal.pending()) == 1  # the first entry still waits for its commit
+        assert kept is not None
+        journal.release([kept])
         journal.flush()
         assert journal.pending() == []
 
@@ -90,7 +136,7 @@ def test_emptied_entries_cannot_be_read_even_with_the_hubs_files(
         freed = path.read_bytes()
         old_key = journal.key_path.read_bytes()
         inode = journal.key_path.stat().st_ino
-        journal.done()
+        journal.release([1])
         journal.flush()
         assert path.read_bytes() == b""
         assert journal.key_path.read_bytes() != old_key
@@ -107,7 +153,7 @@ def test_a_replayed_journal_gets_a_new_key_once_emptied(tmp_path: Path) -> None:
     with IndicationJournal(path) as restarted:  # after a crash: the same key reads what was left
         key = restarted.key_path.read_bytes()
         assert [e.data for e in restarted.pending()] == [BP.data]
-        restarted.done(0)  # replayed into the outbox
+        restarted.release()  # replayed into the outbox
         restarted.flush()
         assert restarted.pending() == []
         assert restarted.key_path.read_bytes() != key
@@ -146,9 +192,8 @@ def test_appending_does_no_io_on_the_callers_thread(tmp_path: Path, monkeypatch:
     monkeypatch.setattr(os, "fdatasync", fdatasync)
     with IndicationJournal(tmp_path / "j") as journal:
         syncing.clear()  # opening (the key) happens in the caller's start-up
-        for _ in range(3):
-            journal.append(BP)
-        journal.done(3)
+        numbers = [journal.append(BP) for _ in range(3)]
+        journal.release(n for n in numbers if n is not None)
         journal.flush()
         assert journal.pending() == []
     assert syncing
@@ -167,14 +212,14 @@ def test_a_stalled_disk_bounds_what_waits_and_counts_what_is_not_journaled(
 
     with IndicationJournal(tmp_path / "j", capacity=2) as journal:
         monkeypatch.setattr(os, "fdatasync", stalled)
-        assert journal.append(BP)
-        assert journal.append(BP)
-        assert not journal.append(BP)  # two wait for the disk: the third is not kept in memory
+        assert journal.append(BP) is not None
+        assert journal.append(BP) is not None
+        assert journal.append(BP) is None  # two wait for the disk: the third is not kept in memory
         assert journal.unjournaled == 1
         disk.set()
         journal.flush()
         assert len(journal.pending()) == 2
-        assert journal.append(BP)  # room again
+        assert journal.append(BP) is not None  # room again
 
 
 def test_a_journal_that_is_not_open_refuses_entries(tmp_path: Path) -> None:
