@@ -18,8 +18,8 @@ after a measurement and sleep otherwise, so there is nothing to poll). Strangers
 Concurrency: bleak delivers notifications through callbacks on the event loop; a callback only appends the value to
 the indication journal (written by the journal's own thread, `gateway.journal`) and to its session's bounded queue,
 which the session drains in order, a batch per commit. No stack lets the hub slow a meter down (BlueZ confirms an
-indication itself; bumble when the callback returns), so the queue is larger than a meter's memory and what a full
-queue cannot take stays in the journal for the next start (``docs/ble.md``). A session ends when the device
+indication itself; bumble when the callback returns), so the queue is larger than a meter's memory, and what a full
+queue cannot take is read back from the journal once it has drained (``docs/ble.md``). A session ends when the device
 disconnects or falls idle; failures are classified once, by type (:func:`classify_error`), and the device is retried
 after a per-device delay that depends on the class (`gateway.backoff.RetryPolicy`), never in a tight loop. At most
 `max_connections` sessions run at once.
@@ -106,7 +106,7 @@ _CURRENT_TIME = 0x2A2B
 _RACP = 0x2A52
 # Notifications of one device waiting to be stored: more than a meter's memory holds (glucose meters keep up to about
 # a thousand records, cuffs a few hundred), so a whole RACP transfer fits even while a commit is slow; a queue that is
-# full nonetheless leaves the reading to the journal (stored at the next start). About 200 bytes each.
+# full nonetheless leaves the reading to the journal (read back when it has drained). About 200 bytes each.
 _QUEUE_LIMIT = 2048
 _BATCH = 256  # notifications stored in one commit at most
 _DEFERRED_LIMIT = 65_536  # readings a session reads back from the journal after an overflow (numbers, 28 bytes each)
