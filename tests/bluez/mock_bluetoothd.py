@@ -25,7 +25,7 @@ confirmation of indications, the kernel's pattern offload) is written down in ``
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -61,8 +61,6 @@ _AD_MANUFACTURER = 0xFF
 MAX_PATTERNS = 16
 
 StrList = Annotated[list[str], DBusSignature("as")]
-ByteDict = Annotated[dict[int, bytes], DBusSignature("a{qay}")]
-UuidBytes = Annotated[dict[str, bytes], DBusSignature("a{say}")]
 
 
 def device_path(address: str) -> str:
@@ -78,7 +76,7 @@ class OrPattern:
     ad_type: int
     content: bytes
 
-    def matches(self, structures: list[tuple[int, bytes]]) -> bool:
+    def matches(self, structures: Sequence[tuple[int, bytes]]) -> bool:
         end = self.start + len(self.content)
         return any(t == self.ad_type and d[self.start : end] == self.content for t, d in structures)
 
@@ -482,7 +480,7 @@ class Bluetoothd:
                     await device.client.disconnect()
         await self._set_scan(None)
         self.bus.disconnect()
-        await self.bus.wait_for_disconnect()
+        await self.bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
 
     def _spawn(self, coro: Any, name: str) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro, name=name)
@@ -698,7 +696,3 @@ class Bluetoothd:
         device.paired = True
         device.emit_properties_changed({"Paired": True, "Bonded": True})
         self.changed.set()
-
-
-def _unused(*_: Callable[..., object]) -> None:
-    """Keeps annotation-only imports visible to linters (dbus-fast reads annotations at class creation)."""

@@ -37,6 +37,7 @@ from sim.devices.base import SimDevice
 from sim.devices.blood_pressure import BloodPressureCuff
 from sim.devices.glucose import GlucoseMeter
 from sim.devices.options import DeviceOptions
+from sim.devices.pendant import Pendant
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
@@ -44,6 +45,7 @@ START = datetime(2024, 3, 4, 7, 0, tzinfo=UTC)
 BOUND = 15.0  # seconds: upper bound on awaiting any event, never a sleep
 BP = "C0:00:00:00:20:01"
 GLUCOSE = "C0:00:00:00:20:02"
+PENDANT = "C0:00:00:00:20:03"
 STRANGER = "C0:00:00:00:20:99"
 _links = itertools.count()
 
@@ -55,6 +57,7 @@ class Sink:
         self.stored: list[tuple[list[Reading], tuple[str, int] | None]] = []
         self.reports: list[DeviceReport] = []
         self.cursors: dict[str, int] = {}
+        self.frames: list[bytes] = []
         self.changed = asyncio.Event()
 
     async def store_readings(self, readings: Sequence[Reading], cursor: tuple[str, int] | None = None) -> None:
@@ -71,8 +74,9 @@ class Sink:
         self.changed.set()
 
     async def pendant_frame(self, frame: PendantFrame) -> bytes | None:
-        del frame
-        return None
+        self.frames.append(frame.data)
+        self.changed.set()
+        return None  # unconfirmed: the pendant repeats the frame, which is all these tests need
 
     def readings_of(self, address: str) -> list[Reading]:
         return [r for batch, _ in self.stored for r in batch if r.device.address == address]
@@ -129,6 +133,8 @@ def _config(tmp_path: Path, devices: Sequence[tuple[str, str]]) -> GatewayConfig
     ]
     for address, kind in devices:
         lines += ["[[devices]]", f'address = "{address}"', f'kind = "{kind}"', 'resident = "r1"', 'name = "M"']
+        if kind == "pendant":
+            lines.append('pendant_key_file = "pendant.key"')
     return parse_config("\n".join(lines) + "\n", tmp_path / "hub.toml")
 
 
@@ -221,6 +227,21 @@ async def test_a_meter_advertising_no_service_uuid_is_found_by_its_address(stack
         produced = await cuff.measure(120, 80)
         await sink.until(lambda: sink.readings_of(BP))
         assert [r.data for r in sink.readings_of(BP)] == [produced.raw]
+
+
+async def test_a_pendant_press_reaches_the_hub(stack: Stack, tmp_path: Path) -> None:
+    """The pendant (a 128-bit service UUID, so a passive scan under BlueZ) is found, paired and subscribed, and its
+    event frame handed to the hub."""
+    pendant = Pendant(options(PENDANT, key=bytes(range(32))), ManualClock(START))
+    async with running(stack, tmp_path, [pendant], [(PENDANT, "pendant")]) as (_manager, sink):
+        produced = await pendant.press()
+        await sink.until(lambda: sink.frames)
+        assert sink.frames[0] == produced.raw
+        if stack.bluetoothd is not None:
+            (monitor,) = stack.bluetoothd.monitors.values()
+            assert PENDANT in monitor.found  # its 128-bit UUID pattern matched the advert's bytes
+            assert stack.bluetoothd.devices[PENDANT].paired
+            assert "StartDiscovery" not in stack.bluetoothd.calls
 
 
 # -- what only BlueZ shows ----------------------------------------------------------------------------------------
