@@ -27,6 +27,8 @@ from bleak.exc import (
     BleakError,
     BleakGATTProtocolError,
 )
+from hypothesis import given
+from hypothesis import strategies as st
 
 import gateway.ble
 import sim.ble
@@ -692,3 +694,27 @@ async def test_readings_beyond_the_queue_are_read_back_from_the_journal_once_it_
         assert r.gw.ble.journal is not None
         await asyncio.to_thread(r.gw.ble.journal.flush)
         assert IndicationJournal(r.gw.config.storage_path.with_suffix(".journal")).pending() == []
+
+
+@given(
+    name=st.sampled_from(
+        [*gateway.ble._DBUS_CLASSES, "org.bluez.Error.Failed", "org.bluez.Error.InProgress", "org.example.Other"]
+    ),
+    text=st.text(max_size=60),
+)
+def test_a_dbus_error_is_classified_by_its_name_whatever_its_text_says(name: str, text: str) -> None:
+    assert gateway.ble.classify_error(BleakDBusError(name, [text])) is gateway.ble.classify_error(
+        BleakDBusError(name, [])
+    )
+
+
+@given(code=st.integers(0x01, 0xFF))
+def test_every_att_code_has_one_class(code: int) -> None:
+    expected = (
+        ErrorClass.AUTH
+        if code in (0x05, 0x08, 0x0C, 0x0F)
+        else ErrorClass.TRANSIENT
+        if code in (0x09, 0x11, 0xFE)
+        else ErrorClass.PROTOCOL
+    )
+    assert gateway.ble.classify_error(BleakGATTProtocolError(code)) is expected
