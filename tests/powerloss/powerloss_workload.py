@@ -178,7 +178,9 @@ async def _session(root: Path, mark: Markers, first: int, readings: int, version
         journal.pending()
         async with open_outbox(data / "outbox.db", max_bytes=MAX_BYTES) as outbox:
             for reading in range(first, first + readings):
-                journal.append(entry(reading))
+                number = journal.append(entry(reading))
+                if number is None:
+                    raise SystemExit("the journal refused an entry: its queue is full")
                 journal.flush()
                 mark(journal=reading)
                 count = 1 + reading % 3
@@ -196,7 +198,7 @@ async def _session(root: Path, mark: Markers, first: int, readings: int, version
                 mark(putting=reading, seqs=list(seqs))
                 await outbox.put_many(items, cursors=cursors)
                 mark(put=reading, seqs=list(seqs))
-                journal.done(1)
+                journal.release([number])
                 if reading % 4 == 3:
                     batch = await outbox.peek_batch(3, 1 << 30)
                     acked = [item.envelope_seq for item in batch]
