@@ -195,10 +195,16 @@ class MonitorManager1(ServiceInterface):
 
 
 class Device1(ServiceInterface):
-    def __init__(self, daemon: "Bluetoothd", address: str, random: bool) -> None:
+    """A remote device. `address` is what bluetoothd reports (a resolvable private address until a bond gives it the
+    identity); `identity` is the simulated meter's own address, which the radio connects to. The object path is the
+    one the device was first seen under and stays when the address changes (as bluetoothd's does)."""
+
+    def __init__(self, daemon: "Bluetoothd", address: str, identity: str, random: bool) -> None:
         super().__init__("org.bluez.Device1")
         self._daemon = daemon
         self.address = address
+        self.identity = identity
+        self.path = device_path(address)
         self.random = random
         self.local_name: str | None = None
         self.uuids: list[str] = []
@@ -211,10 +217,6 @@ class Device1(ServiceInterface):
         self.trusted = False
         self.client: BleakClient | None = None
         self.gatt_paths: list[str] = []
-
-    @property
-    def path(self) -> str:
-        return device_path(self.address)
 
     def learn(self, adv: AdvertisementData) -> dict[str, Any]:
         """Merge an advertisement as bluetoothd does (UUIDs accumulate, data replaced); the properties changed."""
@@ -453,7 +455,8 @@ class Bluetoothd:
         self.discovering = False
         self.discovery_uuids: frozenset[str] = frozenset()
         self.monitors: dict[tuple[str, str], Monitor] = {}
-        self.devices: dict[str, Device1] = {}
+        self.devices: dict[str, Device1] = {}  # by the address bluetoothd reports
+        self.private_addresses: dict[str, str] = {}  # identity -> the resolvable private address on air now
         self.calls: list[str] = []  # the Device1/Adapter1 methods called, in order (for tests)
         self._scanner: BleakScanner | None = None
         self._scan_active = False
@@ -605,10 +608,13 @@ class Bluetoothd:
         wanted = not self.discovery_uuids or bool(self.discovery_uuids & {u.lower() for u in adv.service_uuids})
         if not ((self.discovering and wanted) or monitors):
             return
-        address = device.address.upper()
+        identity = device.address.upper()
+        bonded = identity in self.devices and self.devices[identity].paired
+        # Without a bond bluetoothd cannot resolve a private address: each one is a device of its own.
+        address = identity if bonded else self.private_addresses.get(identity, identity)
         known = self.devices.get(address)
         if known is None:
-            known = self.devices[address] = Device1(self, address, random)
+            known = self.devices[address] = Device1(self, address, identity, random or address != identity)
             known.learn(adv)
             self.bus.export(known.path, known)
         else:
@@ -635,7 +641,7 @@ class Bluetoothd:
         if device.connected:
             raise DBusError("org.bluez.Error.AlreadyConnected", "Already Connected")
         client = BleakClient(
-            BLEDevice(device.address, device.local_name, None),
+            BLEDevice(device.identity, device.local_name, None),
             disconnected_callback=lambda _c: self._on_link_lost(device),
             backend=self._client_backend,
         )
@@ -694,5 +700,21 @@ class Bluetoothd:
         except (BleakError, TimeoutError) as exc:
             raise DBusError("org.bluez.Error.AuthenticationFailed", f"Authentication Failed: {exc}") from exc
         device.paired = True
-        device.emit_properties_changed({"Paired": True, "Bonded": True})
+        changed: dict[str, Any] = {"Paired": True, "Bonded": True}
+        if device.address != device.identity:
+            # The bond brought the peer's identity address and IRK: bluetoothd reports the identity from now on, on
+            # the same object, in the same PropertiesChanged as Paired, before Pair returns (bleak relies on it).
+            del self.devices[device.address]
+            device.address = device.identity
+            self.devices[device.identity] = device
+            changed["Address"] = device.identity
+        device.emit_properties_changed(changed)
         self.changed.set()
+
+    def use_private_address(self, identity: str, address: str) -> None:
+        """From now on the device `identity` advertises under the resolvable private address `address` (bluetoothd
+        resolves it to the identity once it holds the bond)."""
+        first = int(address[:2], 16)
+        if first >> 6 != 0b01:
+            raise ValueError(f"{address} is not a resolvable private address (its top bits must be 01)")
+        self.private_addresses[identity.upper()] = address.upper()

@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bleak import BleakClient, BleakScanner
 from bleak.backends.client import BaseBleakClient
 from bleak.backends.scanner import BaseBleakScanner
 from hypothesis import given
 from hypothesis import strategies as st
-from mock_bluetoothd import MAX_PATTERNS, Bluetoothd, MonitorRejectedError, parse_patterns
+from mock_bluetoothd import MAX_PATTERNS, Bluetoothd, MonitorRejectedError, device_path, parse_patterns
 
 import sim.ble
 from gateway.ble import BleManager, Reading
@@ -47,6 +48,8 @@ BP = "C0:00:00:00:20:01"
 GLUCOSE = "C0:00:00:00:20:02"
 PENDANT = "C0:00:00:00:20:03"
 STRANGER = "C0:00:00:00:20:99"
+RPA = "5A:00:00:00:20:01"  # resolvable private addresses: the top two bits are 01
+RPA_NEXT = "6B:00:00:00:20:01"
 _links = itertools.count()
 
 
@@ -275,6 +278,35 @@ async def test_under_bluez_a_cuff_is_scanned_for_actively(bluetoothd: Bluetoothd
         assert not bluetoothd.monitors
     assert bluetoothd.calls[0] == "StartDiscovery"
     assert "StopDiscovery" in bluetoothd.calls
+
+
+async def test_under_bluez_a_private_address_becomes_the_identity_when_paired(
+    bluetoothd: Bluetoothd, link: str, tmp_path: Path
+) -> None:
+    """A cuff advertising under a resolvable private address: the installer pairs it (bleak's BlueZ pair), BlueZ
+    reports the identity address from then on, on the same object, and resolves the cuff's next private address to
+    it; the hub, provisioned with the identity, reads the cuff."""
+    cuff = BloodPressureCuff(options(BP, bonding_required=True), ManualClock(START))
+    bluetoothd.use_private_address(BP, RPA)
+    async with sim.ble.open_peripheral_device(link, BP, "Meter") as radio, cuff.attach(radio):
+        produced = await cuff.measure(131, 84)
+        seen = await BleakScanner.find_device_by_address(RPA, timeout=BOUND)  # the installer's scan
+        assert seen is not None
+        async with BleakClient(seen, timeout=BOUND) as installer:
+            await installer.pair()
+            assert installer.address == BP  # bleak took BlueZ's new Address
+        device = bluetoothd.devices[BP]
+        assert device.path == device_path(RPA)
+        assert RPA not in bluetoothd.devices
+        bluetoothd.use_private_address(BP, RPA_NEXT)  # the cuff rotates its private address
+
+        sink = Sink()
+        manager = BleManager(_config(tmp_path, [(BP, "blood_pressure")]), sink, now=ManualClock(START).now)
+        async with manager:
+            await sink.until(lambda: sink.readings_of(BP))
+        assert [r.data for r in sink.readings_of(BP)] == [produced.raw]
+        assert RPA_NEXT not in bluetoothd.devices  # resolved to the bonded identity, not a new device
+        assert manager.stats.unknown_devices == set()
 
 
 # -- the scan plan and bluetoothd's rules for monitors ------------------------------------------------------------
