@@ -31,6 +31,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from community.ingest import IngestWorker, WorkerSettings
+from community.samples import T0 as _DRAIN_T0
+from community.samples import bp_measurement, bp_record
+from community.storage import SqliteStorage
+from community.wire import PlatformCodec
 from gateway.app import open_gateway
 from gateway.bench_outbox import group_and_naive_rows_per_s
 from gateway.ble import Reading
@@ -39,6 +44,7 @@ from gateway.feedback import RecordingFeedback
 from gateway.hub import Hub
 from gateway.outbox import Lane, OutboxItem, open_outbox
 from gateway.uplink import Uplink, UplinkSettings
+from gateway.wire import HubWire
 from protocols import gatt
 from protocols.envelope import seal
 from protocols.keys import (
@@ -52,11 +58,6 @@ from protocols.keys import (
 from protocols.pendant import PendantEventType
 from protocols.record import MeasurementBody, Record, measurement_record_id
 from sim.broker import MosquittoBroker
-from sim.platform.ingest import IngestWorker, WorkerSettings
-from sim.platform.samples import T0 as _DRAIN_T0
-from sim.platform.samples import bp_measurement, bp_record
-from sim.platform.storage import SqliteStorage
-from sim.platform.wire import HubWire, PlatformCodec
 
 __all__ = [
     "BenchHome",

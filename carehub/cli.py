@@ -2,7 +2,7 @@
 
 Failures print one clear line on standard error and exit non-zero (2 for bad input - an unknown or invalid option,
 a missing config, a missing optional extra - and 1 for a failed run). Output is written completely or the command
-fails (:mod:`carehub.output`); path options are made absolute while the command line is parsed
+fails (:mod:`protocols.output`); path options are made absolute while the command line is parsed
 (:mod:`carehub.params`).
 
 The command groups of the installer, the simulator and the platform pull in heavy modules (aiohttp, the simulated
@@ -29,14 +29,14 @@ from rich.markup import escape
 from rich.table import Table
 from typer._click.exceptions import NoArgsIsHelpError  # typer's own click: no public name for "no args, show help"
 
-from carehub import output
 from carehub.params import absolute_path, positive_number
+from protocols import output
 
 __all__ = ["EXTRAS", "LAZY_GROUPS", "build_app", "main", "run"]
 
 #: Command groups imported only when named: name -> (module, attribute). ``doctor`` is a command, not a group.
 LAZY_GROUPS: dict[str, tuple[str, str]] = {
-    "platform": ("sim.platform.cli", "app"),
+    "platform": ("community.cli", "app"),
     "sim": ("sim.cli", "app"),
     "provision": ("carehub.provision_cli", "app"),
     "doctor": ("carehub.provision_cli", "doctor_command"),

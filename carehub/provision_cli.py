@@ -22,12 +22,12 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from carehub import output
 from carehub.params import absolute_path, optional_absolute_path, positive_number
 from gateway import aio
 from gateway.config import ConfigError, DeviceKind, GatewayConfig, load_config
 from gateway.provision.errors import NotInitialisedError, ProvisionError, ThresholdInputError
 from gateway.provision.files import CONFIG_NAME, HubPaths, load_state, require_config
+from protocols import output
 
 __all__ = ["app", "doctor_command"]
 
@@ -141,7 +141,7 @@ def init(
     paths = HubPaths.for_config(config)
     try:
         if bundle is not None:
-            from sim.platform.enrollment import BundleError, read_bundle  # noqa: PLC0415
+            from community.enrollment import BundleError, read_bundle  # noqa: PLC0415
 
             try:
                 parsed = read_bundle(bundle.read_bytes(), expect_key_id=platform_key_id)

@@ -82,7 +82,7 @@ def refusal_counts(cursors: Mapping[str, CursorValue]) -> dict[EnvelopeRejection
 class UplinkWire(Protocol):
     """The wire format the uplink speaks: topics, frames, and verification of what the platform sends.
 
-    ``sim.platform.wire.HubWire`` implements it over :mod:`protocols.topics`, :mod:`protocols.acks` and
+    :class:`gateway.wire.HubWire` implements it over :mod:`protocols.topics`, :mod:`protocols.acks` and
     :mod:`protocols.messages`.
     """
 

@@ -5,7 +5,7 @@ frames (:func:`~protocols.topics.encode_uplink`), envelopes sealed with the hub'
 :class:`~protocols.keys.HubIdentity` to the platform's :class:`~protocols.keys.PlatformPublicKeys`
 (:func:`protocols.envelope.seal`), platform acks verified for this hub (:func:`protocols.acks.verify_ack`) and
 down-messages verified with replay refusal (:func:`protocols.messages.verify_message`). The platform's side is
-``sim.platform.wire.PlatformCodec``.
+``community.wire.PlatformCodec``.
 """
 
 from __future__ import annotations

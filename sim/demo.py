@@ -1,7 +1,7 @@
 """`carehub demo`: a resident's day in about a minute, end to end, with nothing to configure.
 
 What runs, all on this machine: an MQTT broker (Mosquitto when installed, otherwise amqtt in-process), the reference
-platform (`sim.platform`), a simulated home with every device type on a software Bluetooth link (`sim.home`,
+platform (`community`), a simulated home with every device type on a software Bluetooth link (`sim.home`,
 `sim.ble`), and the real hub daemon (`gateway.app`) talking to the meters through bleak. A simulated caregiver
 answers panic calls on the platform. Midway, the broker is stopped for a while (an internet outage); the hub keeps
 acting locally and buffers, and everything arrives when the broker is back.
@@ -26,6 +26,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from community.ingest import IngestWorker, WorkerSettings
+from community.storage import SqliteStorage
+from community.wire import PlatformCodec
 from gateway.app import Gateway, open_gateway
 from gateway.config import GatewayConfig, parse_config, render_config
 from gateway.feedback import Cue, FanOutFeedback, RecordingFeedback
@@ -45,9 +48,6 @@ from sim.broker import MosquittoBroker, mosquitto_available
 from sim.clock import CompressedClock, sleep_until
 from sim.embedded_broker import EmbeddedBroker
 from sim.home import Home
-from sim.platform.ingest import IngestWorker, WorkerSettings
-from sim.platform.storage import SqliteStorage
-from sim.platform.wire import PlatformCodec
 from sim.scenario import Scenario, load_scenario
 
 __all__ = ["DEFAULT_SCENARIO", "DemoOptions", "DemoSummary", "percentile", "run_demo"]

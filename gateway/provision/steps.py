@@ -244,8 +244,8 @@ class ReferencePlatformEnroller:
 
     async def enroll(self, hub: HubPublicKey, *, replace: bool) -> str:
         """Register ``hub`` unless another key is enrolled under its id (then only with ``replace``)."""
-        from sim.platform.config import PlatformConfigError, load_platform_config  # noqa: PLC0415 - optional sim
-        from sim.platform.storage import SqliteStorage, StorageError  # noqa: PLC0415
+        from community.config import PlatformConfigError, load_platform_config  # noqa: PLC0415 - the operator's platform
+        from community.storage import SqliteStorage, StorageError  # noqa: PLC0415
 
         try:
             cfg = load_platform_config(self.platform_config)

@@ -244,7 +244,7 @@ async def _get_state(request: web.Request) -> web.Response:
 
 
 async def _init(request: web.Request) -> web.Response:
-    from sim.platform.enrollment import BundleError, read_bundle  # noqa: PLC0415 - bundle format lives with the platform
+    from community.enrollment import BundleError, read_bundle  # noqa: PLC0415 - bundle format lives with the platform
 
     data = await _json(request)
     text = _text(data, "bundle") or ""

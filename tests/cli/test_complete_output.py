@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from clirun import CAREHUB, environment, one_error_line
 
-from carehub.output import OutputClosedError, write_all
-from sim.platform.samples import bp_record
-from sim.platform.storage import EnvelopeToStore, SqliteStorage, StoredReading
+from community.samples import bp_record
+from community.storage import EnvelopeToStore, SqliteStorage, StoredReading
+from protocols.output import OutputClosedError, write_all
 
 READINGS = 1500  # about 800 bytes of JSON each: 1.2 MB in all
 

@@ -54,7 +54,7 @@ def test_carehub_imports_only_the_group_it_runs() -> None:
         "    main()\n"
         "except SystemExit:\n"
         "    pass\n"
-        "print(sorted(m for m in ('sim.platform.cli', 'sim.cli', 'carehub.provision_cli') if m in sys.modules))\n"
+        "print(sorted(m for m in ('community.cli', 'sim.cli', 'carehub.provision_cli') if m in sys.modules))\n"
     )
     result = run("-c", probe)
     assert result.returncode == 0, result.stderr

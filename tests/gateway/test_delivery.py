@@ -11,12 +11,12 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from community.samples import T0
 from gateway.delivery import Delivery, DeliveryPolicy, Room
 from gateway.outbox import Lane, OutboxItem
 from protocols.acks import MAX_ACK_ENTRIES, Ack, Rejected
 from protocols.cbor import MAX_UINT
 from protocols.errors import EnvelopeRejection
-from sim.platform.samples import T0
 
 PERMANENT = EnvelopeRejection.MALFORMED
 TRANSIENT = EnvelopeRejection.UNKNOWN_HUB

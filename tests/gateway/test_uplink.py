@@ -16,17 +16,18 @@ import aiomqtt
 import cbor2
 import pytest
 
+from community.samples import T0, bp_record
+from community.wire import PlatformCodec
 from gateway.outbox import Lane, Outbox, OutboxItem, open_outbox
 from gateway.transport import Connector, MemoryBroker, MqttConnector, Transport
 from gateway.uplink import REFUSED_CURSOR_PREFIX, Uplink, UplinkSettings, refusal_counts
+from gateway.wire import HubWire
 from protocols.acks import ACK_DOMAIN, MAX_ACK_ENTRIES, Ack, Rejected
 from protocols.cbor import MAX_UINT
 from protocols.errors import EnvelopeRejection
 from protocols.keys import HubIdentity, PlatformIdentity, sign_detached
 from protocols.topics import decode_uplink
 from sim.broker import MosquittoBroker, mosquitto_available
-from sim.platform.samples import T0, bp_record
-from sim.platform.wire import HubWire, PlatformCodec
 
 BOUND = 20  # seconds: an upper bound for awaiting events, never a sleep
 UP, ACK = "carehub/v1/hub-a/up", "carehub/v1/hub-a/ack"

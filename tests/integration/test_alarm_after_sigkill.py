@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from community.ingest import IngestWorker, WorkerSettings
+from community.storage import SqliteStorage
+from community.wire import PlatformCodec
 from gateway.app import open_gateway
 from gateway.config import parse_config
 from gateway.feedback import RecordingFeedback
@@ -23,9 +26,6 @@ from protocols.keys import (
 )
 from protocols.record import AlarmBody, AlarmTier
 from sim.broker import MosquittoBroker, free_port, mosquitto_available
-from sim.platform.ingest import IngestWorker, WorkerSettings
-from sim.platform.storage import SqliteStorage
-from sim.platform.wire import PlatformCodec
 
 pytestmark = pytest.mark.skipif(not mosquitto_available(), reason="mosquitto is not installed")
 

@@ -25,11 +25,11 @@ from pathlib import Path
 
 import pytest
 
+from community.ingest import IngestWorker, WorkerSettings
+from community.storage import SqliteStorage
+from community.wire import PlatformCodec
 from protocols.keys import HubIdentity, PlatformIdentity, save_hub_identity, save_platform_public_keys
 from sim.broker import MosquittoBroker, mosquitto_available
-from sim.platform.ingest import IngestWorker, WorkerSettings
-from sim.platform.storage import SqliteStorage
-from sim.platform.wire import PlatformCodec
 
 pytestmark = [
     pytest.mark.integration,

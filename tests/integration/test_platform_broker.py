@@ -19,15 +19,16 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
+from community.brokerconf import MAX_PAYLOAD_BYTES, BrokerFiles, write_broker_config
+from community.ingest import IngestWorker, WorkerSettings
+from community.samples import T0, bp_record
+from community.storage import SqliteStorage
+from community.wire import PlatformCodec
 from gateway.outbox import Lane, OutboxItem, open_outbox
 from gateway.uplink import Uplink, UplinkSettings
+from gateway.wire import HubWire
 from protocols.keys import HubIdentity, PlatformIdentity
 from sim.broker import MosquittoBroker, free_port, mosquitto_available
-from sim.platform.brokerconf import MAX_PAYLOAD_BYTES, BrokerFiles, write_broker_config
-from sim.platform.ingest import IngestWorker, WorkerSettings
-from sim.platform.samples import T0, bp_record
-from sim.platform.storage import SqliteStorage
-from sim.platform.wire import HubWire, PlatformCodec
 
 pytestmark = [
     pytest.mark.integration,

@@ -15,16 +15,17 @@ import aiomqtt
 import nacl.public
 import pytest
 
+from community.ingest import IngestWorker, WorkerSettings
+from community.samples import T0, bp_record
+from community.storage import SqliteStorage
+from community.wire import PlatformCodec
+from gateway.wire import HubWire
 from protocols import cbor
 from protocols.acks import Ack, Rejected
 from protocols.envelope import ENVELOPE_DOMAIN
 from protocols.errors import EnvelopeRejection
 from protocols.keys import HubIdentity, PlatformIdentity, sign_detached
 from sim.broker import MosquittoBroker, mosquitto_available
-from sim.platform.ingest import IngestWorker, WorkerSettings
-from sim.platform.samples import T0, bp_record
-from sim.platform.storage import SqliteStorage
-from sim.platform.wire import HubWire, PlatformCodec
 
 pytestmark = [
     pytest.mark.integration,

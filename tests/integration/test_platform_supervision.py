@@ -22,6 +22,11 @@ import nacl.public
 import nacl.signing
 import pytest
 
+from community.ingest import IngestWorker, WorkerSettings
+from community.samples import T0, bp_record
+from community.storage import EnvelopeOutcome, EnvelopeToStore, Refusal, SqliteStorage, StorageError
+from community.wire import PlatformCodec
+from gateway.wire import HubWire
 from protocols import cbor
 from protocols.acks import Ack
 from protocols.cbor import MAX_UINT
@@ -29,10 +34,6 @@ from protocols.envelope import ENVELOPE_DOMAIN
 from protocols.keys import HubIdentity, PlatformIdentity, save_platform_identity, sign_detached
 from protocols.record import Record
 from sim.broker import MosquittoBroker, mosquitto_available
-from sim.platform.ingest import IngestWorker, WorkerSettings
-from sim.platform.samples import T0, bp_record
-from sim.platform.storage import EnvelopeOutcome, EnvelopeToStore, Refusal, SqliteStorage, StorageError
-from sim.platform.wire import HubWire, PlatformCodec
 
 pytestmark = [
     pytest.mark.integration,
@@ -169,7 +170,7 @@ async def test_platform_run_handles_sequence_numbers_at_and_beyond_the_protocols
 
 
 _DEFECT = """
-from sim.platform.wire import PlatformCodec
+from community.wire import PlatformCodec
 
 def _defect(self, share_group):
     raise RuntimeError("injected defect")
@@ -235,7 +236,7 @@ async def test_the_ingest_loop_restarts_after_a_defect_and_stores_the_resent_fra
     platform, hub = keys
     wire = HubWire(hub, platform.public)
     settings = WorkerSettings(mosquitto.host, mosquitto.port, client_id="ingest-7", backoff_base=0.01)
-    caplog.set_level(logging.ERROR, logger="sim.platform.ingest")
+    caplog.set_level(logging.ERROR, logger="community.ingest")
     async with DefectiveStorage(tmp_path / "platform.db", defects=1) as storage:
         await storage.enroll_hub(hub.public)
         async with IngestWorker(settings, storage, PlatformCodec(platform)) as worker:

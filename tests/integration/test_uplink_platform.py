@@ -21,19 +21,20 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
+from community.brokerconf import write_broker_config
+from community.ingest import IngestWorker, WorkerSettings
+from community.samples import T0, alarm_record, bp_record, eviction_record, panic_record
+from community.storage import SqliteStorage
+from community.wire import PlatformCodec
 from gateway.outbox import Lane, Outbox, OutboxItem, open_outbox
 from gateway.uplink import REFUSED_CURSOR_PREFIX, Uplink, UplinkSettings, refusal_counts
+from gateway.wire import HubWire
 from protocols.acks import Rejected
 from protocols.errors import EnvelopeRejection
 from protocols.keys import HubIdentity, PlatformIdentity, save_platform_identity
 from protocols.messages import AlarmAcknowledgement, DownMessage, ThresholdUpdate
 from protocols.record import AlarmBody, EvictionBody, MeasurementBody, PanicBody, Record
 from sim.broker import BrokerSecurity, MosquittoBroker, mosquitto_available
-from sim.platform.brokerconf import write_broker_config
-from sim.platform.ingest import IngestWorker, WorkerSettings
-from sim.platform.samples import T0, alarm_record, bp_record, eviction_record, panic_record
-from sim.platform.storage import SqliteStorage
-from sim.platform.wire import HubWire, PlatformCodec
 
 pytestmark = [
     pytest.mark.integration,
@@ -207,9 +208,9 @@ async def test_broker_outage_buffers_then_delivers_once(tmp_path, mosquitto, key
 PLATFORM_CHILD = r"""
 import asyncio, pathlib, sys
 from protocols.keys import load_platform_identity
-from sim.platform.ingest import IngestWorker, WorkerSettings
-from sim.platform.storage import SqliteStorage
-from sim.platform.wire import PlatformCodec
+from community.ingest import IngestWorker, WorkerSettings
+from community.storage import SqliteStorage
+from community.wire import PlatformCodec
 
 async def main():
     db, port, key_file = pathlib.Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]

@@ -16,6 +16,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from community.ingest import IngestWorker, WorkerSettings
+from community.samples import bp_measurement
+from community.storage import SqliteStorage
+from community.wire import PlatformCodec
 from gateway.app import open_gateway
 from gateway.ble import Reading
 from gateway.config import GatewayConfig, parse_config, render_config
@@ -25,10 +29,6 @@ from gateway.uplink import UplinkSettings, mqtt_client
 from protocols.gatt import BloodPressureMeasurement
 from protocols.keys import HubIdentity, PlatformIdentity, save_hub_identity, save_platform_public_keys
 from sim.broker import MosquittoBroker, free_port, mosquitto_available
-from sim.platform.ingest import IngestWorker, WorkerSettings
-from sim.platform.samples import bp_measurement
-from sim.platform.storage import SqliteStorage
-from sim.platform.wire import PlatformCodec
 
 pytestmark = [
     pytest.mark.integration,

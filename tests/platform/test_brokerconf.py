@@ -9,9 +9,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from protocols.topics import MAX_UPLINK_BYTES
-from sim.broker import BrokerSecurity, MosquittoBroker, mosquitto_available
-from sim.platform.brokerconf import (
+from community.brokerconf import (
     MAX_PAYLOAD_BYTES,
     MQTT_OVERHEAD_BYTES,
     acl_text,
@@ -20,6 +18,8 @@ from sim.platform.brokerconf import (
     verify_password,
     write_broker_config,
 )
+from protocols.topics import MAX_UPLINK_BYTES
+from sim.broker import BrokerSecurity, MosquittoBroker, mosquitto_available
 
 
 def test_hash_round_trip():

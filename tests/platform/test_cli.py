@@ -10,13 +10,13 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from community.cli import app
+from community.config import load_platform_config
+from community.samples import alarm_record, bp_record
+from community.storage import EnvelopeToStore, Refusal, SqliteStorage, StoredReading
 from protocols.errors import EnvelopeRejection
 from protocols.keys import HubIdentity, load_platform_public_keys, save_hub_public_key
 from protocols.record import MeasurementBody
-from sim.platform.cli import app
-from sim.platform.config import load_platform_config
-from sim.platform.samples import alarm_record, bp_record
-from sim.platform.storage import EnvelopeToStore, Refusal, SqliteStorage, StoredReading
 
 runner = CliRunner()
 

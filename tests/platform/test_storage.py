@@ -14,11 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocols.errors import EnvelopeRejection
-from protocols.keys import HubIdentity
-from protocols.record import MeasurementBody
-from sim.platform.samples import alarm_record, bp_record
-from sim.platform.storage import (
+from community.samples import alarm_record, bp_record
+from community.storage import (
     MAX_DETAIL_CHARS,
     EnvelopeToStore,
     Outcome,
@@ -28,6 +25,9 @@ from sim.platform.storage import (
     StoredReading,
     UnstorableError,
 )
+from protocols.errors import EnvelopeRejection
+from protocols.keys import HubIdentity
+from protocols.record import MeasurementBody
 
 
 def reading(hub: str, n: int, seq: int) -> StoredReading:

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from provision_kit import BOUND, Home, Platform, make_home
 
+from community.ingest import IngestWorker, WorkerSettings
+from community.storage import SqliteStorage
+from community.wire import PlatformCodec
 from protocols.keys import PlatformIdentity, save_platform_identity, save_platform_public_keys
 from sim.broker import MosquittoBroker
-from sim.platform.ingest import IngestWorker, WorkerSettings
-from sim.platform.storage import SqliteStorage
-from sim.platform.wire import PlatformCodec
 
 
 @pytest.fixture

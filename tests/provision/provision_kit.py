@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import sim.ble
+from community.ingest import IngestWorker
+from community.storage import SqliteStorage
 from protocols.keys import PlatformIdentity
 from sim.broker import MosquittoBroker
 from sim.clock import ManualClock
@@ -15,8 +17,6 @@ from sim.devices.base import SimDevice
 from sim.devices.blood_pressure import BloodPressureCuff
 from sim.devices.options import DeviceOptions
 from sim.devices.pendant import Pendant
-from sim.platform.ingest import IngestWorker
-from sim.platform.storage import SqliteStorage
 
 BOUND = 60.0  # seconds: an upper bound for awaiting events, never a sleep
 CUFF = "C0:00:00:00:00:01"

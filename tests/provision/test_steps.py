@@ -13,6 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from community.enrollment import BundleError, create_bundle, read_bundle
+from community.storage import SqliteStorage
 from gateway.config import DeviceKind, load_config, render_config
 from gateway.provision.errors import ConfigWriteError, EnrollmentRejectedError, ProvisionError, ThresholdInputError
 from gateway.provision.files import HubPaths, load_state
@@ -28,8 +30,6 @@ from gateway.provision.steps import (
     set_resident,
 )
 from protocols.keys import PlatformIdentity, load_hub_identity, load_pendant_key, save_platform_identity
-from sim.platform.enrollment import BundleError, create_bundle, read_bundle
-from sim.platform.storage import SqliteStorage
 
 PLATFORM = PlatformIdentity.generate()
 

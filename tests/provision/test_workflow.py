@@ -18,10 +18,10 @@ from provision_kit import BOUND, CUFF, PENDANT, PENDANT_KEY, Home, Platform
 from typer.testing import CliRunner, Result
 
 from carehub.provision_cli import app, doctor_command
+from community.enrollment import create_bundle
 from gateway.config import DeviceKind, load_config
 from gateway.provision.testrun import REPORT_DOMAIN
 from protocols.keys import load_hub_identity, verify_detached
-from sim.platform.enrollment import create_bundle
 
 cli = typer.Typer()
 cli.add_typer(app, name="provision")

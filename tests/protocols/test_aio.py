@@ -1,4 +1,4 @@
-"""gateway.aio: a cancellation swallowed by asyncio.wait_for (as in aiomqtt's publish) is kept; the event loop."""
+"""protocols.aio: a cancellation swallowed by asyncio.wait_for (as in aiomqtt's publish) is kept; the event loop."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from collections.abc import Awaitable, Callable
 import pytest
 import uvloop
 
-from gateway import aio
-from gateway.aio import keep_cancellation, raise_if_cancelling
+from protocols import aio
+from protocols.aio import keep_cancellation, raise_if_cancelling
 
 
 async def _race(wrap: Callable[[Awaitable[None]], Awaitable[None]]) -> tuple[asyncio.Task[None], asyncio.Event]:

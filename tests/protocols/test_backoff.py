@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.backoff import RetryPolicy, backoff_delay
+from protocols.backoff import RetryPolicy, backoff_delay
 
 
 def seeded(seed: int) -> random.Random:

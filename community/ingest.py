@@ -40,7 +40,8 @@ import hashlib
 import logging
 import random
 import socket
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Protocol, Self
@@ -48,15 +49,7 @@ from typing import Protocol, Self
 import aiomqtt
 import nacl.signing
 
-from gateway.aio import keep_cancellation
-from gateway.backoff import backoff_delay
-from gateway.clock import Clock, SystemClock
-from protocols.acks import Ack, Rejected
-from protocols.envelope import OpenedEnvelope, ReplayWindow, SeqStatus
-from protocols.errors import EnvelopeError, EnvelopeRejection, ProtocolError
-from protocols.messages import AlarmAcknowledgement, AlarmSnooze, DownBody, DownMessage, ThresholdUpdate
-from protocols.record import Record, RecordKind
-from sim.platform.storage import (
+from community.storage import (
     EnvelopeToStore,
     Outcome,
     Refusal,
@@ -64,6 +57,13 @@ from sim.platform.storage import (
     StorageError,
     UnstorableError,
 )
+from protocols.acks import Ack, Rejected
+from protocols.aio import keep_cancellation
+from protocols.backoff import backoff_delay
+from protocols.envelope import OpenedEnvelope, ReplayWindow, SeqStatus
+from protocols.errors import EnvelopeError, EnvelopeRejection, ProtocolError
+from protocols.messages import AlarmAcknowledgement, AlarmSnooze, DownBody, DownMessage, ThresholdUpdate
+from protocols.record import Record, RecordKind
 
 __all__ = ["ALARM_KINDS", "IngestStats", "IngestWorker", "PlatformWire", "WorkerSettings", "publish_down"]
 
@@ -183,7 +183,7 @@ class IngestWorker:
         settings: broker address and credentials, share group.
         storage: where records go (one transaction per frame).
         wire: frame, envelope and ack codecs.
-        clock: wall-clock source for ``received_at``.
+        wall_time: the wall clock for ``received_at``, in seconds since the Unix epoch.
     """
 
     def __init__(
@@ -192,7 +192,7 @@ class IngestWorker:
         storage: Storage,
         wire: PlatformWire,
         *,
-        clock: Clock | None = None,
+        wall_time: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.storage = storage
@@ -213,7 +213,7 @@ class IngestWorker:
         self.restarted = asyncio.Event()
         self._client: aiomqtt.Client | None = None
         self._runner: asyncio.Task[None] | None = None
-        self._clock = clock or SystemClock()
+        self._wall_time = wall_time
         self._rng = random.Random()  # noqa: S311 - backoff jitter, not cryptography
         self._window = ReplayWindow()
         self._ack_seqs: dict[str, int] = {}
@@ -301,7 +301,7 @@ class IngestWorker:
             return await publish_down(client, self.storage, self.wire, hub, body, issued_at=self._now())
 
     def _now(self) -> _dt.datetime:
-        return _dt.datetime.fromtimestamp(self._clock.wall(), _dt.UTC)
+        return _dt.datetime.fromtimestamp(self._wall_time(), _dt.UTC)
 
     async def _supervise(self) -> None:
         """Run the ingest loop; restart it with backoff after a defect, give up after too many in a row."""
@@ -393,7 +393,7 @@ class IngestWorker:
         )
 
     async def _handle(self, client: aiomqtt.Client, topic: str, payload: bytes) -> None:
-        received_at = self._clock.wall()
+        received_at = self._wall_time()
         hub = self.wire.hub_of_uplink(topic)
         if hub is None:
             refusal = self._refusal(

@@ -2,8 +2,9 @@
 
 Nothing here encodes or signs anything itself; ``docs/protocol.md`` and :mod:`protocols` are the one wire format.
 
-* :class:`HubWire` (the hub's side) lives in :mod:`gateway.wire` and is re-exported here for the platform's tests.
-* :class:`PlatformCodec` (satisfies :class:`sim.platform.ingest.PlatformWire`): the shared uplink filter, frames
+* The hub's side is :class:`gateway.wire.HubWire`; this package never imports the hub (``community`` depends on
+  :mod:`protocols` only).
+* :class:`PlatformCodec` (satisfies :class:`community.ingest.PlatformWire`): the shared uplink filter, frames
   split (:func:`~protocols.topics.decode_uplink`), envelopes opened and verified
   (:func:`protocols.envelope.open_envelope`), acks and down-messages signed with the platform's
   :class:`~protocols.keys.PlatformIdentity`.
@@ -17,7 +18,6 @@ import nacl.exceptions
 import nacl.public
 import nacl.signing
 
-from gateway.wire import HubWire
 from protocols import cbor
 from protocols.acks import Ack, sign_ack
 from protocols.envelope import MAX_ENVELOPE_BYTES, SEAL_OVERHEAD, OpenedEnvelope, open_envelope
@@ -36,7 +36,7 @@ from protocols.topics import (
     shared_uplink_filter,
 )
 
-__all__ = ["HubWire", "PlatformCodec"]
+__all__ = ["PlatformCodec"]
 
 
 class PlatformCodec:

@@ -32,10 +32,10 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from community.config import PlatformConfigError, load_platform_config
 from protocols.errors import AuthenticationError, KeyFileError
 from protocols.keys import PlatformIdentity, PlatformPublicKeys, sign_detached, verify_detached
 from protocols.topics import is_valid_hub_id
-from sim.platform.config import PlatformConfigError, load_platform_config
 
 __all__ = ["BUNDLE_VERSION", "BundleError", "EnrollmentBundle", "bundle_command", "create_bundle", "read_bundle"]
 

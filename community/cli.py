@@ -20,19 +20,18 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from carehub import output
-from gateway import aio
+from community.brokerconf import write_broker_config
+from community.config import PlatformConfig, PlatformConfigError, load_platform_config
+from community.enrollment import bundle_command
+from community.ingest import IngestWorker, WorkerSettings, publish_down
+from community.storage import QuarantinedEnvelope, SqliteStorage, StorageError, StoredReading
+from community.wire import PlatformCodec
+from protocols import aio, output
 from protocols.errors import EncodeError, KeyFileError
 from protocols.keys import PlatformIdentity, load_hub_public_key, save_platform_identity, save_platform_public_keys
 from protocols.messages import AlarmAcknowledgement, DownBody, ThresholdUpdate
 from protocols.record import AlarmBody, PanicBody, Record
 from protocols.thresholds import ThresholdError, check_update
-from sim.platform.brokerconf import write_broker_config
-from sim.platform.config import PlatformConfig, PlatformConfigError, load_platform_config
-from sim.platform.enrollment import bundle_command
-from sim.platform.ingest import IngestWorker, WorkerSettings, publish_down
-from sim.platform.storage import QuarantinedEnvelope, SqliteStorage, StorageError, StoredReading
-from sim.platform.wire import PlatformCodec
 
 __all__ = ["app"]
 
