@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from gateway.clock import ManualClock
 from gateway.errors import OutboxCorruptError, OutboxError, OutboxSchemaError, OutboxUnwritableError
-from gateway.outbox import _MIGRATIONS, _SEND_ORDER, SCHEMA_VERSION, Eviction, Lane, OutboxItem, _json_ids, open_outbox
+from gateway.outbox import SCHEMA_VERSION, Eviction, Lane, OutboxItem, open_outbox
+from gateway.outbox_schema import MIGRATIONS, SEND_ORDER, json_ids
 
 
 def item(seq: int, lane: Lane = Lane.ROUTINE, size: int = 10, kind: str = "measurement") -> OutboxItem:
@@ -241,7 +242,7 @@ async def test_version_1_database_is_migrated_with_its_rows(tmp_path: Path):
     # A database as carehub wrote it before schema version 2 (one index over both lanes).
     path = tmp_path / "o.db"
     conn = sqlite3.connect(path, isolation_level=None)
-    _MIGRATIONS[0](conn)
+    MIGRATIONS[0](conn)
     conn.execute("PRAGMA user_version = 1")
     for seq, lane in [(1, Lane.ROUTINE), (2, Lane.PRIORITY), (3, Lane.ROUTINE), (4, Lane.PRIORITY)]:
         i = item(seq, lane)
@@ -269,9 +270,9 @@ async def test_lanes_are_read_in_seq_order_without_sorting(tmp_path: Path):
     async with open_outbox(path):
         pass
     conn = sqlite3.connect(path)
-    plans = {query: conn.execute(f"EXPLAIN QUERY PLAN {query}").fetchall() for query in _SEND_ORDER}
+    plans = {query: conn.execute(f"EXPLAIN QUERY PLAN {query}").fetchall() for query in SEND_ORDER}
     conn.close()
-    priority, routine = (" ".join(str(step[3]) for step in plans[query]) for query in _SEND_ORDER)
+    priority, routine = (" ".join(str(step[3]) for step in plans[query]) for query in SEND_ORDER)
     assert "USING INDEX outbox_priority" in priority
     assert routine == "SCAN outbox"
     assert not any("TEMP B-TREE" in str(step[3]) for steps in plans.values() for step in steps)
@@ -299,5 +300,5 @@ async def test_a_committed_row_is_signalled_even_if_its_caller_was_cancelled(tmp
 
 @given(st.lists(st.text(), max_size=5).map(tuple))
 def test_record_ids_are_stored_as_the_json_list_json_dumps_writes(ids: tuple[str, ...]):
-    assert _json_ids(ids) == json.dumps(list(ids))
-    assert tuple(json.loads(_json_ids(ids))) == ids
+    assert json_ids(ids) == json.dumps(list(ids))
+    assert tuple(json.loads(json_ids(ids))) == ids
