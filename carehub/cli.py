@@ -2,7 +2,7 @@
 
 Failures print one clear line on standard error and exit non-zero (2 for bad input - an unknown or invalid option,
 a missing config, a missing optional extra - and 1 for a failed run). Output is written completely or the command
-fails (:mod:`protocols.output`); path options are made absolute while the command line is parsed
+fails (:mod:`runtime.output`); path options are made absolute while the command line is parsed
 (:mod:`carehub.params`).
 
 The command groups of the installer, the simulator and the platform pull in heavy modules (aiohttp, the simulated
@@ -30,7 +30,7 @@ from rich.table import Table
 from typer._click.exceptions import NoArgsIsHelpError  # typer's own click: no public name for "no args, show help"
 
 from carehub.params import absolute_path, positive_number
-from protocols import output
+from runtime import output
 
 __all__ = ["EXTRAS", "LAZY_GROUPS", "build_app", "main", "run"]
 

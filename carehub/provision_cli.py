@@ -27,7 +27,7 @@ from gateway import aio
 from gateway.config import ConfigError, DeviceKind, GatewayConfig, load_config
 from gateway.provision.errors import NotInitialisedError, ProvisionError, ThresholdInputError
 from gateway.provision.files import CONFIG_NAME, HubPaths, load_state, require_config
-from protocols import output
+from runtime import output
 
 __all__ = ["app", "doctor_command"]
 

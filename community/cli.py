@@ -26,7 +26,7 @@ from community.enrollment import bundle_command
 from community.ingest import IngestWorker, WorkerSettings, publish_down
 from community.storage import QuarantinedEnvelope, SqliteStorage, StorageError, StoredReading
 from community.wire import PlatformCodec
-from protocols import aio, output
+from runtime import aio, output
 from protocols.errors import EncodeError, KeyFileError
 from protocols.keys import PlatformIdentity, load_hub_public_key, save_platform_identity, save_platform_public_keys
 from protocols.messages import AlarmAcknowledgement, DownBody, ThresholdUpdate

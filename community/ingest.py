@@ -58,7 +58,7 @@ from community.storage import (
     UnstorableError,
 )
 from protocols.acks import Ack, Rejected
-from protocols.aio import keep_cancellation
+from runtime.aio import keep_cancellation
 from protocols.backoff import backoff_delay
 from protocols.envelope import OpenedEnvelope, ReplayWindow, SeqStatus
 from protocols.errors import EnvelopeError, EnvelopeRejection, ProtocolError

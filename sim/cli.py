@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from carehub.params import absolute_path, optional_absolute_path, positive_number
-from protocols import output
+from runtime import output
 
 app = typer.Typer(
     help="Simulated homes: meters on a BLE link replaying a scenario.", no_args_is_help=True, rich_markup_mode=None

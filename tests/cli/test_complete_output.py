@@ -22,7 +22,7 @@ from clirun import CAREHUB, environment, one_error_line
 
 from community.samples import bp_record
 from community.storage import EnvelopeToStore, SqliteStorage, StoredReading
-from protocols.output import OutputClosedError, write_all
+from runtime.output import OutputClosedError, write_all
 
 READINGS = 1500  # about 800 bytes of JSON each: 1.2 MB in all
 

@@ -1,4 +1,5 @@
-"""Package boundaries: ``community`` depends on ``protocols`` only; ``protocols`` depends on neither.
+"""Package boundaries: ``community`` depends on ``protocols`` and ``runtime`` only; ``protocols`` depends on no other
+package of carehub and stays sans-I/O (no asyncio, no event loop, no sockets).
 
 Each check imports every module of a package in a fresh interpreter (a module already imported by this test
 session would hide the import) and lists the modules of the forbidden packages that got loaded.
@@ -42,7 +43,8 @@ def _loaded_after_importing(modules: list[str], forbidden: tuple[str, ...]) -> l
 def test_the_packages_are_found() -> None:
     # The walk must see the modules themselves, or the checks below would pass on an empty list.
     assert {"community.ingest", "community.storage", "community.cli"} <= set(_modules("community"))
-    assert {"protocols.envelope", "protocols.aio", "protocols.gatt"} <= set(_modules("protocols"))
+    assert {"protocols.envelope", "protocols.pendant", "protocols.gatt"} <= set(_modules("protocols"))
+    assert {"runtime.aio", "runtime.output"} <= set(_modules("runtime"))
 
 
 def test_community_never_imports_the_hub_or_the_simulator() -> None:
@@ -50,7 +52,17 @@ def test_community_never_imports_the_hub_or_the_simulator() -> None:
 
 
 def test_protocols_imports_neither_the_hub_nor_the_platform() -> None:
-    assert _loaded_after_importing(_modules("protocols"), ("gateway", "community", "sim", "carehub")) == []
+    assert _loaded_after_importing(_modules("protocols"), ("gateway", "community", "sim", "carehub", "runtime")) == []
+
+
+def test_protocols_stays_sans_io() -> None:
+    """DEVELOPERS.md: protocols/ imports only the standard library, cbor2 and PyNaCl; no asyncio, no sockets."""
+    loaded = _loaded_after_importing(_modules("protocols"), ("asyncio", "uvloop", "socket", "selectors", "aiomqtt"))
+    assert loaded == []
+
+
+def test_runtime_imports_no_other_package_of_carehub() -> None:
+    assert _loaded_after_importing(_modules("runtime"), ("gateway", "community", "sim", "carehub", "protocols")) == []
 
 
 @pytest.mark.parametrize("forbidden", ["gateway", "community"])

@@ -1,4 +1,4 @@
-"""protocols.aio: a cancellation swallowed by asyncio.wait_for (as in aiomqtt's publish) is kept; the event loop."""
+"""runtime.aio: a cancellation swallowed by asyncio.wait_for (as in aiomqtt's publish) is kept; the event loop."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from collections.abc import Awaitable, Callable
 import pytest
 import uvloop
 
-from protocols import aio
-from protocols.aio import keep_cancellation, raise_if_cancelling
+from runtime import aio
+from runtime.aio import keep_cancellation, raise_if_cancelling
 
 
 async def _race(wrap: Callable[[Awaitable[None]], Awaitable[None]]) -> tuple[asyncio.Task[None], asyncio.Event]:
