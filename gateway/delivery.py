@@ -19,10 +19,8 @@ Rules (invariants 1 and 4 of the architecture):
   highest one sent, e.g. ``2**63``): they are ignored and reported in :attr:`AckOutcome.unknown`, never deleted
   and never passed to storage. A sequence number both stored and refused counts as stored.
 * **Resend with backoff.** A frame not fully acked by its deadline is released and its remaining envelopes are
-  offered again. The wait is ``backoff_delay(level, base=max(ack_timeout, 2 x smoothed ack latency),
-  cap=ack_timeout_cap)`` with jitter: every round that ends unacknowledged raises ``level`` (doubling the wait),
-  an ack for a frame sent once (Karn's rule: a resent frame's latency is ambiguous) lowers it to 0, so a slow
-  platform sees fewer and fewer duplicates instead of a fixed-period resend storm.
+  offered again; the wait for an ack grows while rounds go unacknowledged and follows the platform's ack latency
+  (:class:`gateway.delivery_timing.ResendTimer`).
 * **Reconnect.** A lost connection releases every frame in flight; they are sent again on the next connection
   (whose timing, jittered, is the shell's :func:`gateway.backoff.backoff_delay`). The backoff level is kept: a new
   connection says nothing about how fast the platform acks.
@@ -38,8 +36,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from gateway.backoff import backoff_delay
-from gateway.outbox import Lane, OutboxItem
+from gateway.delivery_timing import DeliveryPolicy, ResendTimer
+from gateway.outbox_rows import Lane, OutboxItem
 from protocols.acks import Ack, Rejected
 
 __all__ = [
@@ -51,48 +49,7 @@ __all__ = [
     "Room",
 ]
 
-_MAX_LEVEL: Final = 30  # the wait is capped long before 2**30; the bound only keeps the counter small
 _RELEASED_MEMORY: Final = 65_536  # released envelopes remembered so a late ack still names their records
-_SRTT_GAIN: Final = 0.125  # RFC 6298's alpha for the smoothed ack latency
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryPolicy:
-    """Window sizes and resend timing.
-
-    Attributes:
-        max_inflight_frames: routine frames awaiting the platform's ack at once.
-        max_inflight_bytes: routine envelope bytes awaiting the platform's ack; a new routine frame is sent only
-            while fewer are in flight.
-        max_inflight_priority_frames: priority frames awaiting the platform's ack at once (their own window).
-        frame_max_envelopes: envelopes per frame.
-        frame_max_bytes: envelope bytes per frame (one envelope is always allowed, however large).
-        ack_timeout: the shortest wait for an ack before a frame is resent, in seconds.
-        ack_timeout_cap: the longest wait, however many rounds went unacknowledged.
-        resend_jitter: fraction of each wait removed at random, in [0, 1], so hubs that lost the same platform do
-            not resend in step.
-    """
-
-    max_inflight_frames: int = 8
-    max_inflight_bytes: int = 512 * 1024
-    max_inflight_priority_frames: int = 16
-    frame_max_envelopes: int = 64
-    frame_max_bytes: int = 64 * 1024
-    ack_timeout: float = 20.0
-    ack_timeout_cap: float = 300.0
-    resend_jitter: float = 0.25
-
-    def __post_init__(self) -> None:
-        if self.max_inflight_frames < 1 or self.max_inflight_priority_frames < 1:
-            raise ValueError("the in-flight windows need room for at least one frame")
-        if self.frame_max_envelopes < 1 or self.frame_max_bytes < 1 or self.max_inflight_bytes < 1:
-            raise ValueError("frame and window sizes must be positive")
-        if not self.ack_timeout > 0:
-            raise ValueError("ack_timeout must be positive")
-        if not self.ack_timeout_cap >= self.ack_timeout:
-            raise ValueError("ack_timeout_cap must be at least ack_timeout")
-        if not 0.0 <= self.resend_jitter <= 1.0:
-            raise ValueError("resend_jitter must be in [0, 1]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,20 +146,18 @@ class Delivery:
         "_frames",
         "_highest_sent",
         "_inflight",
-        "_level",
         "_next_frame",
         "_policy",
         "_priority_frames",
         "_released",
-        "_rng",
         "_routine_frames",
         "_settling",
-        "_srtt",
+        "_timer",
     )
 
     def __init__(self, policy: DeliveryPolicy, *, rng: random.Random) -> None:
         self._policy = policy
-        self._rng = rng
+        self._timer = ResendTimer(policy, rng=rng)
         self._frames: dict[int, _InFlight] = {}
         self._inflight: dict[int, int] = {}  # envelope seq -> frame id
         self._settling: set[int] = set()  # acked, delete not yet confirmed by the outbox
@@ -212,8 +167,6 @@ class Delivery:
         self._priority_frames = 0
         self._bytes = 0  # routine bytes in flight
         self._highest_sent = -1
-        self._level = 0
-        self._srtt: float | None = None
         self._connected = False
 
     # ---------------------------------------------------------------- observation
@@ -261,12 +214,12 @@ class Delivery:
     @property
     def level(self) -> int:
         """How many ack rounds in a row ended unacknowledged (the resend backoff's exponent)."""
-        return self._level
+        return self._timer.level
 
     @property
     def smoothed_ack_latency(self) -> float | None:
         """Smoothed seconds from sending a frame (sent once) to its ack, or ``None`` before the first sample."""
-        return self._srtt
+        return self._timer.smoothed_ack_latency
 
     def next_deadline(self) -> float | None:
         """The earliest frame deadline (monotonic seconds), or ``None`` when nothing is in flight."""
@@ -344,7 +297,7 @@ class Delivery:
             self._inflight[seq] = frame_id
             size += len(item.envelope)
             self._highest_sent = max(self._highest_sent, seq)
-        deadline = now + self.ack_wait()
+        deadline = now + self._timer.ack_wait()
         self._frames[frame_id] = _InFlight(frame_id, by_seq, priority, size, now, deadline, resend)
         if priority:
             self._priority_frames += 1
@@ -355,19 +308,11 @@ class Delivery:
 
     def ack_wait(self) -> float:
         """How long the next frame sent will wait for its ack (jittered; advances the random generator)."""
-        p = self._policy
-        return backoff_delay(
-            self._level, base=self._base_wait(), cap=p.ack_timeout_cap, jitter_fraction=p.resend_jitter, rng=self._rng
-        )
+        return self._timer.ack_wait()
 
     def ack_wait_ceiling(self) -> float:
         """The longest :meth:`ack_wait` can return at the current level (no jitter removed)."""
-        return min(self._policy.ack_timeout_cap, self._base_wait() * 2.0 ** min(self._level, 1023))
-
-    def _base_wait(self) -> float:
-        p = self._policy
-        base = p.ack_timeout if self._srtt is None else max(p.ack_timeout, 2.0 * self._srtt)
-        return min(base, p.ack_timeout_cap)
+        return self._timer.ack_wait_ceiling()
 
     def _window(self) -> tuple[bool, bool]:
         p = self._policy
@@ -416,14 +361,15 @@ class Delivery:
     def _settle(self, seq: int, sample_at: float | None) -> OutboxItem | None:
         """Take ``seq`` out of flight (or out of the released memory); return its item if this run sent it.
 
-        With ``sample_at``, the frame that carried it feeds the ack latency (see :meth:`_sample`).
+        With ``sample_at``, the frame that carried it feeds the resend timer (unless it was a resend: Karn).
         """
         frame_id = self._inflight.pop(seq, None)
         if frame_id is None:
             return self._released.pop(seq, None) if self._released else None
         frame = self._frames[frame_id]
         if sample_at is not None:
-            self._sample(frame, sample_at)
+            # Only the first envelope of an ack that is in flight feeds the timer (one sample per ack).
+            self._timer.acked(frame.sent_at, sample_at, resent=frame.resend)
         item = frame.items.pop(seq)
         size = len(item.envelope)
         frame.size -= size
@@ -436,14 +382,6 @@ class Delivery:
             else:
                 self._routine_frames -= 1
         return item
-
-    def _sample(self, frame: _InFlight, now: float) -> None:
-        """Feed the smoothed ack latency from ``frame`` and end the backoff, unless it was a resend (Karn)."""
-        if frame.resend:
-            return
-        sample = max(0.0, now - frame.sent_at)
-        self._srtt = sample if self._srtt is None else self._srtt + _SRTT_GAIN * (sample - self._srtt)
-        self._level = 0
 
     def deleted(self, seqs: Sequence[int]) -> None:
         """The outbox deleted ``seqs`` (an :attr:`AckOutcome.delete`)."""
@@ -461,8 +399,8 @@ class Delivery:
         if not expired:
             return None
         envelopes = self._release(expired)
-        self._level = min(self._level + 1, _MAX_LEVEL)
-        return Expiry(len(expired), envelopes, self.ack_wait_ceiling())
+        self._timer.unacked_round()
+        return Expiry(len(expired), envelopes, self._timer.ack_wait_ceiling())
 
     def _release(self, frame_ids: Sequence[int]) -> int:
         released = 0

@@ -4,6 +4,8 @@ state machine holding its invariants over any interleaving (invariants 1 and 4).
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from dataclasses import dataclass
 
 import pytest
@@ -13,7 +15,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from community.samples import T0
 from gateway.delivery import Delivery, DeliveryPolicy, Room
-from gateway.outbox import Lane, OutboxItem
+from gateway.outbox_rows import Lane, OutboxItem
 from protocols.acks import MAX_ACK_ENTRIES, Ack, Rejected
 from protocols.cbor import MAX_UINT
 from protocols.errors import EnvelopeRejection
@@ -401,3 +403,18 @@ class DeliveryMachine(RuleBasedStateMachine):
 
 DeliveryMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
 test_delivery_state_machine = DeliveryMachine.TestCase
+
+
+_IO_MODULES = ("asyncio", "sqlite3", "_sqlite3", "aiomqtt", "paho", "uvloop")
+
+
+def test_the_core_loads_no_io_machinery() -> None:
+    """Issue 13: the delivery core is pure. Imported alone (a fresh interpreter), neither it nor anything it imports
+    loads asyncio, SQLite or MQTT (it used to import gateway.outbox for two types, and with it asyncio and sqlite3)."""
+    probe = (
+        "import sys\n"
+        "import gateway.delivery, gateway.delivery_timing, gateway.outbox_rows\n"
+        f"print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in {_IO_MODULES!r})))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
+    assert done.stdout.split() == []
