@@ -82,9 +82,8 @@ def link() -> str:
 @pytest.fixture
 async def bluetoothd(system_bus: str, link: str) -> AsyncIterator[Bluetoothd]:
     """``org.bluez`` on the session's bus for this test, its radio on `link`."""
-    scanner, client = sim.ble.backend_for(link)
     try:
-        async with Bluetoothd(system_bus, scanner, client) as daemon:
+        async with Bluetoothd(system_bus, link) as daemon:
             yield daemon
     finally:
         await sim.ble.close_centrals()

@@ -31,17 +31,19 @@ from typing import Annotated, Any
 
 from bleak import BleakClient, BleakScanner
 from bleak.backends.characteristic import BleakGATTCharacteristic
-from bleak.backends.client import BaseBleakClient
 from bleak.backends.device import BLEDevice
-from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
+from bleak.backends.scanner import AdvertisementData
 from bleak.exc import BleakError, BleakGATTProtocolError
-from bumble.device import Advertisement
+from bumble.device import Advertisement, Connection
+from bumble.pairing import PairingConfig, PairingDelegate
 from dbus_fast import Message, MessageType, PropertyAccess, Variant
 from dbus_fast.aio import MessageBus
 from dbus_fast.annotations import DBusBool, DBusBytes, DBusDict, DBusInt16, DBusObjectPath, DBusSignature, DBusStr
 from dbus_fast.constants import RequestNameReply
 from dbus_fast.errors import DBusError
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
+
+import sim.ble
 
 _log = logging.getLogger(__name__)
 
@@ -428,6 +430,68 @@ class GattDescriptor1(ServiceInterface):
         return b""
 
 
+AGENT_MANAGER = "org.bluez.AgentManager1"
+AGENT = "org.bluez.Agent1"
+# An agent's capability as the SMP IO capability bluetoothd pairs with ("" means KeyboardDisplay).
+_CAPABILITIES = {
+    "": PairingDelegate.IoCapability.DISPLAY_OUTPUT_AND_KEYBOARD_INPUT,
+    "KeyboardDisplay": PairingDelegate.IoCapability.DISPLAY_OUTPUT_AND_KEYBOARD_INPUT,
+    "DisplayOnly": PairingDelegate.IoCapability.DISPLAY_OUTPUT_ONLY,
+    "DisplayYesNo": PairingDelegate.IoCapability.DISPLAY_OUTPUT_AND_YES_NO_INPUT,
+    "KeyboardOnly": PairingDelegate.IoCapability.KEYBOARD_INPUT_ONLY,
+    "NoInputNoOutput": PairingDelegate.IoCapability.NO_OUTPUT_NO_INPUT,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Agent:
+    """A registered pairing agent (``org.bluez.Agent1`` exported by `owner` at `path`)."""
+
+    owner: str
+    path: str
+    capability: str
+
+
+class _AgentDelegate(PairingDelegate):
+    """The hub side of SMP, asking the default agent what bluetoothd would ask it; with no agent, NoInputNoOutput
+    (Just Works only)."""
+
+    def __init__(self, daemon: "Bluetoothd", connection: Connection) -> None:
+        agent = daemon.default_agent
+        capability = _CAPABILITIES[agent.capability] if agent else PairingDelegate.IoCapability.NO_OUTPUT_NO_INPUT
+        super().__init__(io_capability=capability)
+        self._daemon, self._agent, self._connection = daemon, agent, connection
+
+    def _path(self) -> str:
+        device = self._daemon.device_of(self._connection.peer_address.to_string(False))
+        return device.path if device is not None else ""
+
+    async def get_number(self) -> int | None:
+        if self._agent is None:
+            return None
+        reply = await self._daemon.ask_agent(self._agent, "RequestPasskey", "o", [self._path()])
+        if reply.message_type is MessageType.ERROR:
+            return None
+        passkey: int = reply.body[0]
+        return passkey
+
+    async def display_number(self, number: int, digits: int) -> None:
+        del digits
+        if self._agent is not None:
+            await self._daemon.ask_agent(self._agent, "DisplayPasskey", "ouq", [self._path(), number, 0])
+
+    async def compare_numbers(self, number: int, digits: int) -> bool:
+        del digits
+        if self._agent is None:
+            return False
+        reply = await self._daemon.ask_agent(self._agent, "RequestConfirmation", "ou", [self._path(), number])
+        return reply.message_type is not MessageType.ERROR
+
+    async def confirm(self, auto: bool = False) -> bool:
+        del auto
+        return True  # Just Works on a pairing the hub asked for: bluetoothd does not ask the agent
+
+
 @dataclass(slots=True)
 class Monitor:
     """A registered advertisement monitor: its owner, its path, its patterns once read, and what it was told."""
@@ -441,16 +505,18 @@ class Monitor:
 
 
 class Bluetoothd:
-    """``org.bluez`` on the bus at `bus_address`, its radio the bumble link of `scanner`/`client` (sim.ble classes).
+    """``org.bluez`` on the bus at `bus_address`, its radio sim.ble's bumble backend on `link`.
 
     An async context manager: entered, it owns the name ``org.bluez``; left, it disconnects every device, stops the
     scan and releases the name.
     """
 
-    def __init__(self, bus_address: str, scanner: type[BaseBleakScanner], client: type[BaseBleakClient]) -> None:
+    def __init__(self, bus_address: str, link: str) -> None:
         self._address = bus_address
-        self._scanner_backend = scanner
-        self._client_backend = client
+        self._link = link
+        self._scanner_backend, self._client_backend = sim.ble.backend_for(link)
+        self.agents: dict[tuple[str, str], Agent] = {}
+        self.default_agent: Agent | None = None
         self.bus = MessageBus(bus_address=bus_address)
         self.discovering = False
         self.discovery_uuids: frozenset[str] = frozenset()
@@ -458,6 +524,8 @@ class Bluetoothd:
         self.devices: dict[str, Device1] = {}  # by the address bluetoothd reports
         self.private_addresses: dict[str, str] = {}  # identity -> the resolvable private address on air now
         self.calls: list[str] = []  # the Device1/Adapter1 methods called, in order (for tests)
+        self.agent_calls: list[str] = []  # the Agent1 methods called, in order
+        self._agent_refusal: str | None = None
         self._scanner: BleakScanner | None = None
         self._scan_active = False
         self._scan_lock = asyncio.Lock()
@@ -469,6 +537,12 @@ class Bluetoothd:
         self.bus.export(ADAPTER_PATH, Adapter1(self))
         self.bus.export(ADAPTER_PATH, MonitorManager1())
         self.bus.add_message_handler(self._on_message)
+        # Pairing goes through the registered agent, as bluetoothd's does: the hub's radio asks it for what the
+        # chosen method needs (a passkey to type, a number to confirm) under the agent's IO capability.
+        central = await sim.ble.get_central(sim.ble.parse_link(self._link))
+        central.device.pairing_config_factory = lambda connection: PairingConfig(
+            sc=True, mitm=True, bonding=True, delegate=_AgentDelegate(self, connection)
+        )
         reply = await self.bus.request_name(BLUEZ)
         if reply is not RequestNameReply.PRIMARY_OWNER:
             raise RuntimeError(f"org.bluez is already owned on {self._address} ({reply})")
@@ -497,6 +571,8 @@ class Bluetoothd:
             if msg.interface == OBJECT_MANAGER and msg.member == "InterfacesAdded":
                 self._on_owner_interfaces(msg)
             return False
+        if msg.message_type is MessageType.METHOD_CALL and msg.interface == AGENT_MANAGER:
+            return self._on_agent_manager(msg)
         if msg.message_type is not MessageType.METHOD_CALL or msg.interface != MONITOR_MANAGER:
             return False
         if msg.path != ADAPTER_PATH:
@@ -517,6 +593,57 @@ class Bluetoothd:
             self.changed.set()
             return Message.new_method_return(msg)
         return Message.new_error(msg, "org.freedesktop.DBus.Error.UnknownMethod", f"no method {msg.member}")
+
+    def _on_agent_manager(self, msg: Message) -> Message:
+        """``org.bluez.AgentManager1`` at ``/org/bluez`` (bluez doc/org.bluez.AgentManager.rst)."""
+        if msg.path != "/org/bluez":
+            return Message.new_error(msg, "org.freedesktop.DBus.Error.UnknownObject", f"no object {msg.path}")
+        assert msg.sender is not None
+        key = (msg.sender, msg.body[0] if msg.body else "")
+        if msg.member == "RegisterAgent":
+            path, capability = msg.body
+            if capability not in _CAPABILITIES:
+                return Message.new_error(msg, "org.bluez.Error.InvalidArguments", "Invalid arguments in method call")
+            if key in self.agents:
+                return Message.new_error(msg, "org.bluez.Error.AlreadyExists", "Already Exists")
+            self.agents[key] = Agent(msg.sender, path, capability or "KeyboardDisplay")
+            if self.default_agent is None:
+                self.default_agent = self.agents[key]
+            return Message.new_method_return(msg)
+        if msg.member == "RequestDefaultAgent":
+            if key not in self.agents:
+                return Message.new_error(msg, "org.bluez.Error.DoesNotExist", "Does Not Exist")
+            self.default_agent = self.agents[key]
+            return Message.new_method_return(msg)
+        if msg.member == "UnregisterAgent":
+            agent = self.agents.pop(key, None)
+            if agent is None:
+                return Message.new_error(msg, "org.bluez.Error.DoesNotExist", "Does Not Exist")
+            if self.default_agent == agent:
+                self.default_agent = next(iter(self.agents.values()), None)
+            return Message.new_method_return(msg)
+        return Message.new_error(msg, "org.freedesktop.DBus.Error.UnknownMethod", f"no method {msg.member}")
+
+    async def ask_agent(self, agent: Agent, member: str, signature: str, body: list[Any]) -> Message:
+        """Call the agent; an error reply (Rejected, Canceled) refuses the pairing and is remembered for Pair."""
+        reply = await self.bus.call(
+            Message(
+                destination=agent.owner,
+                path=agent.path,
+                interface=AGENT,
+                member=member,
+                signature=signature,
+                body=body,
+            )
+        )
+        assert reply is not None
+        self.agent_calls.append(member)
+        if reply.message_type is MessageType.ERROR:
+            self._agent_refusal = reply.error_name
+        return reply
+
+    def device_of(self, identity: str) -> Device1 | None:
+        return next((d for d in self.devices.values() if d.identity == identity.upper()), None)
 
     async def _watch_owner(self, owner: str) -> None:
         """Listen for the monitor objects the owner exports (bleak exports it after RegisterMonitor returns)."""
@@ -695,9 +822,14 @@ class Bluetoothd:
         if device.client is None:
             await self.connect(device)
         assert device.client is not None
+        self._agent_refusal = None
         try:
             await device.client.pair()
         except (BleakError, TimeoutError) as exc:
+            if self._agent_refusal == "org.bluez.Error.Canceled":
+                raise DBusError("org.bluez.Error.AuthenticationCanceled", "Authentication Canceled") from exc
+            if self._agent_refusal is not None:
+                raise DBusError("org.bluez.Error.AuthenticationRejected", "Authentication Rejected") from exc
             raise DBusError("org.bluez.Error.AuthenticationFailed", f"Authentication Failed: {exc}") from exc
         device.paired = True
         changed: dict[str, Any] = {"Paired": True, "Bonded": True}

@@ -111,7 +111,7 @@ async def stack(request: pytest.FixtureRequest) -> AsyncIterator[Stack]:
             yield Stack(link, scanner, client)
         else:
             bus = request.getfixturevalue("system_bus")
-            async with Bluetoothd(bus, scanner, client) as daemon:
+            async with Bluetoothd(bus, link) as daemon:
                 yield Stack(link, None, None, daemon)
     finally:
         await sim.ble.close_centrals()
