@@ -1,7 +1,8 @@
 """Meters and the pendant over Bluetooth LE, through bleak's public API only.
 
-The manager scans passively and connects when a *provisioned* device advertises (meters advertise for a short time
-after a measurement and sleep otherwise, so there is nothing to poll). Strangers are ignored and counted
+The manager scans (passively with BlueZ or_patterns where every provisioned kind can be recognised by its advertising
+PDU, actively otherwise: `gateway.discovery`) and connects when a *provisioned* device advertises (meters advertise for
+a short time after a measurement and sleep otherwise, so there is nothing to poll). Strangers are ignored and counted
 (invariant 6). Each connection is one session task:
 
 1. bond when the device kind requires it (blood pressure and glucose meters);
