@@ -56,7 +56,7 @@ from bleak.exc import (
 from gateway.aio import raise_if_cancelling
 from gateway.backoff import RetryPolicy
 from gateway.config import DeviceConfig, DeviceKind, GatewayConfig
-from gateway.discovery import plan_scan
+from gateway.discovery import ScanMode, ScanPlan, plan_scan
 from gateway.events import (
     BatteryLevel,
     ClockCorrected,
@@ -338,6 +338,17 @@ class BleManager:
         # scans passively only through an advertisement monitor), else active and unfiltered: a meter without a
         # service UUID in its advert is then matched by its address (`gateway.discovery`).
         plan = plan_scan(self._config.devices)
+        try:
+            await self._scan_as(plan)
+        except BleakError as exc:
+            if plan.mode is not ScanMode.PASSIVE or self.scanning.is_set():
+                raise
+            # bluetoothd without the advertisement monitor API (older than 5.56, or without --experimental where
+            # the API is still experimental) cannot scan passively; an active scan finds the same devices.
+            _log.warning("BLE: the passive scan could not start (%s); scanning actively instead", exc)
+            await self._scan_as(ScanPlan(ScanMode.ACTIVE, reason=f"passive scan refused: {exc}"))
+
+    async def _scan_as(self, plan: ScanPlan) -> None:
         _log.info("BLE: %s", plan.describe())
         async with BleakScanner(
             scanning_mode=plan.mode.value, bluez=plan.bluez_args(), backend=self._scanner_backend

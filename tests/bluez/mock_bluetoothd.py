@@ -511,9 +511,12 @@ class Bluetoothd:
     scan and releases the name.
     """
 
-    def __init__(self, bus_address: str, link: str) -> None:
+    def __init__(self, bus_address: str, link: str, *, monitors: bool = True) -> None:
         self._address = bus_address
         self._link = link
+        # False: a bluetoothd without the advertisement monitor API (before 5.56, or not started with --experimental
+        # where the API is still experimental), so RegisterMonitor is an unknown method.
+        self._monitors_supported = monitors
         self._scanner_backend, self._client_backend = sim.ble.backend_for(link)
         self.agents: dict[tuple[str, str], Agent] = {}
         self.default_agent: Agent | None = None
@@ -535,7 +538,8 @@ class Bluetoothd:
     async def __aenter__(self) -> "Bluetoothd":
         await self.bus.connect()
         self.bus.export(ADAPTER_PATH, Adapter1(self))
-        self.bus.export(ADAPTER_PATH, MonitorManager1())
+        if self._monitors_supported:
+            self.bus.export(ADAPTER_PATH, MonitorManager1())
         self.bus.add_message_handler(self._on_message)
         # Pairing goes through the registered agent, as bluetoothd's does: the hub's radio asks it for what the
         # chosen method needs (a passkey to type, a number to confirm) under the agent's IO capability.
@@ -577,6 +581,8 @@ class Bluetoothd:
             return False
         if msg.path != ADAPTER_PATH:
             return Message.new_error(msg, "org.freedesktop.DBus.Error.UnknownObject", f"no object {msg.path}")
+        if not self._monitors_supported:
+            return Message.new_error(msg, "org.freedesktop.DBus.Error.UnknownMethod", f"no interface {MONITOR_MANAGER}")
         assert msg.sender is not None
         (path,) = msg.body
         key = (msg.sender, path)

@@ -269,6 +269,22 @@ async def test_under_bluez_the_scan_is_passive_through_a_monitor_bluetoothd_acce
     assert not bluetoothd.monitors  # unregistered when the manager closed
 
 
+async def test_under_a_bluez_without_monitors_the_hub_scans_actively(
+    system_bus: str, link: str, tmp_path: Path
+) -> None:
+    """bluetoothd without the advertisement monitor API (not started with --experimental where it still is
+    experimental): bleak cannot start a passive scan, and the hub scans actively instead of ending."""
+    meter = GlucoseMeter(options(GLUCOSE), ManualClock(START))
+    async with Bluetoothd(system_bus, link, monitors=False) as daemon:
+        stack = Stack(link, None, None, daemon)
+        async with running(stack, tmp_path, [meter], [(GLUCOSE, "glucose")]) as (manager, sink):
+            await meter.measure(101)
+            await sink.until(lambda: sink.readings_of(GLUCOSE))
+            assert manager.scanning.is_set()
+        assert "StartDiscovery" in daemon.calls
+        assert not daemon.monitors
+
+
 async def test_under_bluez_a_cuff_is_scanned_for_actively(bluetoothd: Bluetoothd, link: str, tmp_path: Path) -> None:
     cuff = _NoUuidCuff(options(BP), ManualClock(START))
     stack = Stack(link, None, None, bluetoothd)
