@@ -32,7 +32,7 @@ import sim.ble
 from gateway.ble import BleManager, Reading
 from gateway.config import DeviceConfig, DeviceKind, GatewayConfig, parse_config
 from gateway.discovery import ScanMode, plan_scan
-from gateway.events import DeviceReport, LinkFailed, PendantFrame
+from gateway.events import DeviceReport, LinkDown, LinkFailed, PendantFrame
 from sim.clock import ManualClock
 from sim.devices.base import SimDevice
 from sim.devices.blood_pressure import BloodPressureCuff
@@ -245,6 +245,28 @@ async def test_a_pendant_press_reaches_the_hub(stack: Stack, tmp_path: Path) -> 
             assert PENDANT in monitor.found  # its 128-bit UUID pattern matched the advert's bytes
             assert stack.bluetoothd.devices[PENDANT].paired
             assert "StartDiscovery" not in stack.bluetoothd.calls
+
+
+async def test_a_meter_that_left_is_not_connected_again_until_it_advertises(stack: Stack, tmp_path: Path) -> None:
+    """After a session the cuff goes out of range. Under BlueZ the end of the link changes the device object's
+    properties (Connected, ServicesResolved), which bleak hands to the scanner as if it were an advertisement: that
+    must not start a session with a device that is not there."""
+    clock = ManualClock(START)
+    cuff = BloodPressureCuff(options(BP), clock)
+    meter = GlucoseMeter(options(GLUCOSE), clock)
+    provisioned = [(BP, "blood_pressure"), (GLUCOSE, "glucose")]
+    async with running(stack, tmp_path, [cuff, meter], provisioned) as (manager, sink):
+        await cuff.measure(120, 80)
+        await sink.until(lambda: sink.readings_of(BP))
+        await cuff.set_in_range(False)
+        await sink.until(lambda: [e for e in sink.reports if isinstance(e, LinkDown) and e.device.address == BP])
+        # Anything the link's end set off has happened by the time a later advert from another meter is handled.
+        await meter.measure(101)
+        await sink.until(lambda: sink.readings_of(GLUCOSE))
+        assert not [e for e in sink.reports if isinstance(e, LinkFailed)]
+        assert manager.stats.sessions == 2  # the cuff's one and the glucose meter's one
+    if stack.bluetoothd is not None:
+        assert stack.bluetoothd.calls.count(f"Connect {BP}") == 1
 
 
 # -- what only BlueZ shows ----------------------------------------------------------------------------------------
