@@ -7,7 +7,7 @@ leaves them in reverse):
 - the feedback (`gateway.feedback`): voice task, LEDs, log;
 - the hub (`gateway.hub.Hub`, the shell around the pure cores of `gateway.core`): rules, alarms, the panic
   lifecycle, records;
-- the uplink (`gateway.uplink`): MQTT to the platform;
+- the uplink (`gateway.uplink`): MQTT to the platform; its runner is a task of the supervisor below;
 - the BLE manager (`gateway.ble`): connect-on-advertise sessions;
 - three long-lived tasks of this module, supervised (`gateway.supervise`: a failure is logged with its traceback,
   counted and the task restarted; one that keeps failing shuts the gateway down so the process exits non-zero):
@@ -148,8 +148,8 @@ async def open_gateway(
         stack.push_async_callback(hub.settle)  # before the outbox closes: what is being sealed is committed
         await hub.restore()
         await hub.report_evictions()
-        uplink = await stack.enter_async_context(Uplink(settings, outbox, wire))
         supervisor = await stack.enter_async_context(Supervisor(supervision))
+        uplink = await stack.enter_async_context(Uplink(settings, outbox, wire, supervisor=supervisor))
         supervisor.start("gateway.down", lambda: _down_messages(uplink, hub))
         supervisor.start("gateway.alarm-acks", lambda: _alarm_deliveries(uplink, hub))
         supervisor.start("gateway.tick", lambda: _ticker(hub, tick_interval))

@@ -19,6 +19,7 @@ import pytest
 from community.samples import T0, bp_record
 from community.wire import PlatformCodec
 from gateway.outbox import Lane, Outbox, OutboxItem, open_outbox
+from gateway.supervise import SupervisionPolicy, Supervisor, SupervisorGaveUpError
 from gateway.transport import Connector, MemoryBroker, MqttConnector, Transport
 from gateway.uplink import REFUSED_CURSOR_PREFIX, Uplink, UplinkSettings, refusal_counts
 from gateway.wire import HubWire
@@ -279,7 +280,8 @@ class _FlakyWire(HubWire):
 
 async def test_an_unexpected_error_is_logged_counted_and_the_uplink_restarts(tmp_path, network, caplog):
     """Issue 19.3: an exception nobody classified used to end the uplink task for good (the hub ran on, never
-    uploading again). Now it is logged with its traceback, counted, and the uplink reconnects with backoff."""
+    uploading again). Now the runner releases what was in flight, counts it and ends; its supervisor logs the
+    traceback and restarts it with backoff, and the envelope is sent again."""
     platform_id = PlatformIdentity.generate()
     identity = HubIdentity.generate("hub-a")
     flaky = _FlakyWire(identity, platform_id.public)
@@ -305,5 +307,66 @@ async def test_an_unexpected_error_is_logged_counted_and_the_uplink_restarts(tmp
                 assert up.metrics.last_error == "RuntimeError: defect in the ack path"
         [record] = [r for r in caplog.records if "unexpected error" in r.getMessage()]
         assert "uplink hub-a" in record.getMessage()
-        assert record.exc_info is not None
+        assert "defect in the ack path" in record.getMessage()
+        # The runner is a supervised task: its supervisor logged the traceback (once) and restarted it.
+        [failed] = [r for r in caplog.records if r.name == "gateway.supervise" and r.levelno == logging.ERROR]
+        assert "uplink:hub-a" in failed.getMessage()
+        assert failed.exc_info is not None
         assert "defect in the ack path" in caplog.text
+
+
+class _BrokenWire(HubWire):
+    """A wire whose ack path fails on every ack (a defect that restarting does not cure)."""
+
+    def open_ack(self, payload: bytes) -> Ack:
+        raise RuntimeError("defect in the ack path, every time")
+
+
+async def test_an_uplink_that_keeps_failing_makes_the_gateway_supervisor_give_up(tmp_path, network):
+    """The runner is a task of the gateway's supervisor like the others: a defect that comes back on every restart
+    ends in SupervisorGaveUpError (the gateway exits non-zero and systemd restarts it), not in an endless loop;
+    each crash released the frame in flight, which stays in the outbox."""
+    platform_id = PlatformIdentity.generate()
+    broken = _BrokenWire(HubIdentity.generate("hub-a"), platform_id.public)
+    codec = PlatformCodec(platform_id)
+    policy = SupervisionPolicy(max_restarts=1, base_delay=0.0, max_delay=0.0)
+    supervisor = Supervisor(policy)
+    async with open_outbox(tmp_path / "o.db") as ob, network.platform.session([UP]) as platform:
+        await ob.put(item(broken, 0))
+        up = Uplink(settings(), ob, broken, connector=network.hub, supervisor=supervisor)
+
+        async def run_until_given_up() -> None:
+            async with supervisor, up:
+                for _ in range(2):  # the first crash is restarted, the second gives up
+                    await frames(platform, 1)
+                    await platform.publish(ACK, codec.encode_ack(ack("hub-a", (0,))))
+                await asyncio.Event().wait()  # until the supervisor's task group cancels this task
+
+        with pytest.raises(ExceptionGroup) as caught:
+            await run_until_given_up()
+        assert caught.value.subgroup(SupervisorGaveUpError) is not None
+        assert supervisor.failures[up.task_name] == 2
+        assert up.metrics.crashes == 2
+        assert up.inflight_seqs == frozenset()
+        assert await rows(ob) == [0]
+
+
+async def test_a_lost_connection_is_not_a_supervised_failure(tmp_path, network, wires):
+    """The broker going away is the network's business: the runner reconnects by itself (with its own backoff) for
+    as long as it takes, and its supervisor counts no failure, so a long outage never shuts the gateway down."""
+    supervisor = Supervisor()
+    async with (
+        open_outbox(tmp_path / "o.db") as ob,
+        supervisor,
+        Uplink(settings(), ob, wires.hub, connector=network.hub, supervisor=supervisor) as up,
+    ):
+        async with asyncio.timeout(BOUND):
+            await up.connected.wait()
+            await network.stop()
+            await up.disconnected.wait()
+            await network.start()
+            await up.connected.wait()
+        assert up.metrics.connects == 2
+        assert up.metrics.connection_failures >= 1
+        assert up.metrics.crashes == 0
+        assert supervisor.failures[up.task_name] == 0

@@ -1,0 +1,227 @@
+"""What the uplink is configured with and speaks: broker settings, the MQTT client, the wire format, refusal cursors.
+
+* :class:`UplinkSettings`: broker address, credentials, TLS, window sizes and timings (validated when built).
+* :func:`mqtt_client`: the aiomqtt client the uplink connects with (``carehub doctor`` checks the broker with the
+  same one): TLS verifying the broker's certificate and name unless ``tls_insecure``, TCP_NODELAY.
+* :class:`UplinkWire`: the topics and frame/ack/down codecs the uplink needs (:class:`gateway.wire.HubWire`).
+* :data:`REFUSED_CURSOR_PREFIX` and :func:`refusal_counts`: the permanent refusals the uplink records in the
+  outbox's cursors, read by ``carehub doctor``.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Protocol
+
+import aiomqtt
+
+from gateway.config import GatewayConfig
+from gateway.delivery_timing import DeliveryPolicy
+from gateway.errors import UplinkError
+from gateway.outbox_rows import CursorValue
+from protocols.acks import Ack
+from protocols.errors import EnvelopeRejection
+from protocols.messages import DownMessage
+
+__all__ = [
+    "REFUSED_CURSOR_PREFIX",
+    "UplinkSettings",
+    "UplinkWire",
+    "mqtt_client",
+    "refusal_counts",
+]
+
+REFUSED_CURSOR_PREFIX: Final = "uplink.refused:"
+"""Outbox cursor ``uplink.refused:<reason>``: how many envelopes the platform refused for good, by reason."""
+
+
+def refusal_counts(cursors: Mapping[str, CursorValue]) -> dict[EnvelopeRejection, int]:
+    """The permanent refusals recorded in an outbox's cursors (``carehub doctor`` reads them read-only)."""
+    counts: dict[EnvelopeRejection, int] = {}
+    for reason in EnvelopeRejection:
+        value = cursors.get(REFUSED_CURSOR_PREFIX + reason.value)
+        if isinstance(value, int) and value > 0:
+            counts[reason] = value
+    return counts
+
+
+class UplinkWire(Protocol):
+    """The wire format the uplink speaks: topics, frames, and verification of what the platform sends.
+
+    :class:`gateway.wire.HubWire` implements it over :mod:`protocols.topics`, :mod:`protocols.acks` and
+    :mod:`protocols.messages`.
+    """
+
+    def up_topic(self) -> str:
+        """This hub's uplink topic."""
+        ...
+
+    def ack_topic(self) -> str:
+        """This hub's ack topic."""
+        ...
+
+    def down_topic(self) -> str:
+        """This hub's down-message topic."""
+        ...
+
+    def encode_frame(self, envelopes: Sequence[bytes]) -> bytes:
+        """One uplink frame carrying ``envelopes``."""
+        ...
+
+    def open_ack(self, payload: bytes) -> Ack:
+        """Verify and decode an ack.
+
+        Raises:
+            protocols.errors.ProtocolError: it is not from the platform, or not for this hub.
+        """
+        ...
+
+    def open_down(self, payload: bytes) -> DownMessage:
+        """Verify and decode a down-message.
+
+        Raises:
+            protocols.errors.ProtocolError: it is not authentic, or a replay.
+        """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class UplinkSettings:
+    """How to reach the broker and how hard to push.
+
+    Attributes:
+        hub_id: this hub's id (also the MQTT client id suffix).
+        host: broker host name.
+        port: broker port.
+        username: broker user name (``None`` for anonymous).
+        password: broker password.
+        tls: connect with TLS.
+        ca_file: CA bundle for the broker's certificate (system defaults if ``None``).
+        client_cert: client certificate for mutual TLS.
+        client_key: its key.
+        tls_insecure: skip the hostname check (never in production).
+        max_inflight_frames: routine frames awaiting the platform's ack at once.
+        max_inflight_bytes: envelope bytes awaiting the platform's ack at once.
+        max_inflight_priority_frames: frames of the priority lane awaiting the ack at once (a window of their own).
+        frame_max_envelopes: envelopes per frame.
+        frame_max_bytes: envelope bytes per frame.
+        ack_timeout: the first wait, in seconds, before an unacked frame is sent again; it doubles (with jitter)
+            for each round in a row that goes unacknowledged, and follows a slow platform's ack latency.
+        ack_timeout_cap: the longest such wait.
+        resend_jitter: fraction of each ack wait removed at random.
+        backoff_base: first reconnect delay.
+        backoff_cap: longest reconnect delay.
+        backoff_jitter: fraction of the reconnect delay removed at random (spreads a fleet after a broker restart).
+        keepalive: MQTT keepalive in seconds.
+    """
+
+    hub_id: str
+    host: str
+    port: int = 1883
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    ca_file: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    tls_insecure: bool = False
+    max_inflight_frames: int = 8
+    max_inflight_bytes: int = 512 * 1024
+    max_inflight_priority_frames: int = 16
+    frame_max_envelopes: int = 64
+    frame_max_bytes: int = 64 * 1024
+    ack_timeout: float = 20.0
+    ack_timeout_cap: float = 300.0
+    resend_jitter: float = 0.25
+    backoff_base: float = 0.5
+    backoff_cap: float = 30.0
+    backoff_jitter: float = 0.5
+    keepalive: int = 30
+
+    def __post_init__(self) -> None:
+        try:
+            self.policy()
+        except ValueError as exc:
+            raise UplinkError(str(exc)) from exc
+        if not (0 < self.backoff_base <= self.backoff_cap) or not 0.0 <= self.backoff_jitter <= 1.0:
+            raise UplinkError("reconnect backoff needs 0 < backoff_base <= backoff_cap and a jitter in [0, 1]")
+        if self.client_key is not None and self.client_cert is None:
+            raise UplinkError("client_key given without client_cert")
+
+    def policy(self) -> DeliveryPolicy:
+        """The window and resend part, for :class:`gateway.delivery.Delivery`.
+
+        Raises:
+            ValueError: a window or timing value is out of range.
+        """
+        return DeliveryPolicy(
+            max_inflight_frames=self.max_inflight_frames,
+            max_inflight_bytes=self.max_inflight_bytes,
+            max_inflight_priority_frames=self.max_inflight_priority_frames,
+            frame_max_envelopes=self.frame_max_envelopes,
+            frame_max_bytes=self.frame_max_bytes,
+            ack_timeout=self.ack_timeout,
+            ack_timeout_cap=max(self.ack_timeout, self.ack_timeout_cap),
+            resend_jitter=self.resend_jitter,
+        )
+
+    @classmethod
+    def from_config(cls, config: GatewayConfig) -> UplinkSettings:
+        """The broker part of a hub's config (window sizes and timings at their defaults)."""
+        b = config.broker
+        return cls(
+            hub_id=config.hub_id,
+            host=b.host,
+            port=b.port,
+            username=b.username,
+            password=b.password,
+            tls=b.tls,
+            ca_file=b.ca_file,
+            client_cert=b.client_cert,
+            client_key=b.client_key,
+            keepalive=b.keepalive_s,
+            backoff_cap=b.reconnect_max_s,
+        )
+
+
+def mqtt_client(
+    settings: UplinkSettings, *, identifier: str | None = None, timeout: float | None = None
+) -> aiomqtt.Client:
+    """The MQTT client the uplink connects with (``carehub doctor`` checks the broker with the same one).
+
+    TLS verifies the broker's certificate against ``ca_file`` (or the system's CAs) and its name or address against
+    ``host``, unless ``tls_insecure``; TCP_NODELAY, as acks are small.
+
+    Raises:
+        UplinkError: a configured TLS file does not exist.
+    """
+    s = settings
+    tls_params: aiomqtt.TLSParameters | None = None
+    if s.tls:
+        for path in (s.ca_file, s.client_cert, s.client_key):
+            if path is not None and not path.is_file():
+                raise UplinkError(f"TLS file {path} does not exist")
+        tls_params = aiomqtt.TLSParameters(
+            ca_certs=None if s.ca_file is None else str(s.ca_file),
+            certfile=None if s.client_cert is None else str(s.client_cert),
+            keyfile=None if s.client_key is None else str(s.client_key),
+            cert_reqs=ssl.CERT_REQUIRED,
+        )
+    return aiomqtt.Client(
+        s.host,
+        s.port,
+        username=s.username,
+        password=s.password,
+        identifier=identifier or f"carehub-hub-{s.hub_id}",
+        clean_session=True,
+        keepalive=s.keepalive,
+        tls_params=tls_params,
+        tls_insecure=s.tls_insecure if s.tls else None,
+        socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
+        max_queued_incoming_messages=1024,
+        timeout=timeout,
+    )
