@@ -145,7 +145,8 @@ class PairResult:
     """A bonded device.
 
     Attributes:
-        address: its address.
+        address: its identity address: the one the stack reports once bonded (under BlueZ, a device found at a
+            resolvable private address is known by its identity from then on, and is matched by it later).
         kind: its kind, from its GATT services.
         name: its advertised name.
         battery: battery level read after bonding, if it has the Battery service.
@@ -195,6 +196,7 @@ async def pair_device(
                 await client.pair()
             except BleakError as exc:
                 raise _bond_refused(wanted, expect, exc) from exc
+            identity = client.address.upper()  # bleak follows BlueZ's Address change when the bond resolves an RPA
             uuids = {s.uuid.lower() for s in client.services}
             kind = kind_of(uuids)
             if kind is None:
@@ -219,7 +221,7 @@ async def pair_device(
             f"the Bluetooth link to {wanted} failed ({exc or type(exc).__name__})",
             f"bring the device next to the hub; {how[0].lower()}{how[1:]} and pair again",
         ) from exc
-    return PairResult(wanted, kind, device.name, battery)
+    return PairResult(identity, kind, device.name, battery)
 
 
 @contextlib.asynccontextmanager

@@ -26,7 +26,9 @@ from mock_bluetoothd import Bluetoothd
 
 import sim.ble
 from gateway.ble import classify_error
+from gateway.config import DeviceKind
 from gateway.events import ErrorClass
+from gateway.provision.radio import pair_device
 from sim.clock import ManualClock
 from sim.devices.blood_pressure import BloodPressureCuff
 from sim.devices.options import DeviceOptions
@@ -36,6 +38,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 START = datetime(2024, 3, 4, 7, 0, tzinfo=UTC)
 BOUND = 15.0
 CUFF = "C0:00:00:00:40:01"
+RPA = "4D:00:00:00:40:01"  # a resolvable private address (top bits 01)
 PASSKEY = 284_913
 AGENT_PATH = "/carehub/test/agent"
 
@@ -205,3 +208,15 @@ async def test_a_passkey_meter_does_not_bond_without_an_agent(bluetoothd: Blueto
     device = bluetoothd.device_of(CUFF)
     assert device is not None
     assert not device.paired
+
+
+async def test_provisioning_stores_the_identity_of_a_meter_found_at_a_private_address(
+    bluetoothd: Bluetoothd, link: str
+) -> None:
+    """The installer pairs a cuff it found at a resolvable private address: the address provisioning keeps is the
+    identity BlueZ reports once bonded (the private address would never be seen again)."""
+    bluetoothd.use_private_address(CUFF, RPA)
+    async with cuff_on(link, passkey=False):
+        result = await pair_device(RPA, expect=DeviceKind.BLOOD_PRESSURE, give_up_after=BOUND)
+    assert result.address == CUFF
+    assert result.kind is DeviceKind.BLOOD_PRESSURE
