@@ -26,12 +26,12 @@ from community.enrollment import bundle_command
 from community.ingest import IngestWorker, WorkerSettings, publish_down
 from community.storage import QuarantinedEnvelope, SqliteStorage, StorageError, StoredReading
 from community.wire import PlatformCodec
-from runtime import aio, output
 from protocols.errors import EncodeError, KeyFileError
 from protocols.keys import PlatformIdentity, load_hub_public_key, save_platform_identity, save_platform_public_keys
 from protocols.messages import AlarmAcknowledgement, DownBody, ThresholdUpdate
 from protocols.record import AlarmBody, PanicBody, Record
 from protocols.thresholds import ThresholdError, check_update
+from runtime import aio, output
 
 __all__ = ["app"]
 
@@ -253,7 +253,8 @@ Check = Callable[[SqliteStorage], Awaitable[str | None]]
 
 def _enrolled(hub: str) -> Check:
     async def check(storage: SqliteStorage) -> str | None:
-        return None if hub in await storage.hubs() else f"hub {hub!r} is not enrolled (carehub platform enroll)"
+        enrolled = await storage.hub_key(hub) is not None
+        return None if enrolled else f"hub {hub!r} is not enrolled (carehub platform enroll)"
 
     return check
 

@@ -49,8 +49,10 @@ from protocols.topics import is_valid_hub_id
 
 __all__ = [
     "MAX_DETAIL_CHARS",
+    "Enrolment",
     "EnvelopeOutcome",
     "EnvelopeToStore",
+    "HubKeyChanges",
     "Outcome",
     "QuarantinedEnvelope",
     "Refusal",
@@ -283,6 +285,43 @@ class Refusal:
 
 
 @dataclass(frozen=True, slots=True)
+class Enrolment:
+    """One hub to enrol: its public key and the residents it serves.
+
+    Raises:
+        ValueError: an invalid hub id, key or resident id (text of 1..256 characters).
+    """
+
+    hub: HubPublicKey
+    residents: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not is_valid_hub_id(self.hub.hub_id):
+            raise ValueError(f"{self.hub.hub_id!r} is not a valid hub id")
+        if len(bytes(self.hub.verify_key)) != KEY_LEN:
+            raise ValueError(f"an Ed25519 verify key is {KEY_LEN} bytes, got {len(bytes(self.hub.verify_key))}")
+        for name in self.residents:
+            if not isinstance(name, str) or not 0 < len(name) <= MAX_RESIDENT_CHARS:
+                shown = name if not isinstance(name, str) or len(name) <= 40 else name[:40] + "…"
+                raise ValueError(f"resident id {shown!r} must be text of 1..{MAX_RESIDENT_CHARS} characters")
+
+
+@dataclass(frozen=True, slots=True)
+class HubKeyChanges:
+    """What :meth:`Storage.hub_key_changes` read.
+
+    Attributes:
+        generation: the hub registry's generation when it was read; it grows with every enrolment (one step per
+            :meth:`Storage.enroll_hubs` call), so a worker that saw it can ask for what changed after it.
+        keys: the hubs enrolled or re-enrolled after the generation asked about, with their current verify keys
+            (empty when asked for the generation alone).
+    """
+
+    generation: int
+    keys: Mapping[str, nacl.signing.VerifyKey]
+
+
+@dataclass(frozen=True, slots=True)
 class QuarantinedEnvelope:
     """One row of the quarantine: its id (increasing) and the refusal."""
 
@@ -319,8 +358,21 @@ class Storage(Protocol):
         """Register (or replace) a hub's Ed25519 verify key, and the residents it serves."""
         ...
 
+    async def enroll_hubs(self, enrolments: Sequence[Enrolment]) -> None:
+        """Register (or replace) many hubs in one transaction (one registry generation)."""
+        ...
+
     async def hubs(self) -> dict[str, nacl.signing.VerifyKey]:
-        """Every enrolled hub and its verify key."""
+        """Every enrolled hub and its verify key (for operators: reads the whole registry)."""
+        ...
+
+    async def hub_key(self, hub: str) -> nacl.signing.VerifyKey | None:
+        """One hub's verify key, ``None`` if it is not enrolled (reads one row)."""
+        ...
+
+    async def hub_key_changes(self, since: int | None) -> HubKeyChanges:
+        """The registry's generation and the hubs (re-)enrolled after generation ``since`` (``None``: the
+        generation alone); reads one row plus one per changed hub, however many hubs are enrolled."""
         ...
 
     async def knows_resident(self, hub: str, resident_id: str) -> bool:
@@ -336,7 +388,7 @@ class Storage(Protocol):
         ...
 
 
-# Schema 3. Sequence-number columns hold value - 2**63 (see the module docstring).
+# Schema 3 (4 adds _MIGRATE_3_TO_4). Sequence-number columns hold value - 2**63 (see the module docstring).
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS hubs (hub TEXT PRIMARY KEY, verify_key BLOB NOT NULL, enrolled_at REAL NOT NULL)",
     "CREATE TABLE IF NOT EXISTS envelopes (hub TEXT NOT NULL, seq INTEGER NOT NULL, received_at REAL NOT NULL,"
@@ -372,7 +424,15 @@ _MIGRATE_2_TO_3 = (
     " resident = json_extract(body_json, '$.resident_id'),"
     " alarm_id = CASE WHEN kind IN ('alarm', 'panic') THEN json_extract(body_json, '$.alarm_id') END",
 )
-_SCHEMA_VERSION = 3
+# Schema 3 -> 4 (and a new database): the hub registry's generation, so ingest workers that cache verify keys can
+# read what changed since they last looked instead of the whole registry.
+_MIGRATE_3_TO_4 = (
+    "ALTER TABLE hubs ADD COLUMN generation INTEGER NOT NULL DEFAULT 0",
+    "CREATE INDEX hubs_generation ON hubs (generation)",
+    "CREATE TABLE hub_registry (id INTEGER PRIMARY KEY CHECK (id = 0), generation INTEGER NOT NULL)",
+    "INSERT INTO hub_registry (id, generation) VALUES (0, 0)",
+)
+_SCHEMA_VERSION = 4
 _INTERIM_SCHEMA = 1  # written by the interim wire codec; its readings are not protocol v1 records
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
 _PRIVATE_MODE: Final = 0o600
@@ -467,6 +527,9 @@ class SqliteStorage:
                 _log.warning("platform database %s migrated from schema 2 to %d", self.path, _SCHEMA_VERSION)
             for statement in (*_SCHEMA, *_SCHEMA_3):
                 conn.execute(statement)
+            if version < 4:
+                for statement in _MIGRATE_3_TO_4:
+                    conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
             conn.execute("COMMIT")
             _make_private(self.path)
@@ -641,30 +704,37 @@ class SqliteStorage:
         Raises:
             ValueError: an invalid hub id, key or resident id (text of 1..256 characters).
         """
-        if not is_valid_hub_id(hub.hub_id):
-            raise ValueError(f"{hub.hub_id!r} is not a valid hub id")
-        raw = bytes(hub.verify_key)
-        if len(raw) != KEY_LEN:
-            raise ValueError(f"an Ed25519 verify key is {KEY_LEN} bytes, got {len(raw)}")
-        names = tuple(residents)
-        for name in names:
-            if not isinstance(name, str) or not 0 < len(name) <= MAX_RESIDENT_CHARS:
-                shown = name if len(name) <= 40 else name[:40] + "…"
-                raise ValueError(f"resident id {shown!r} must be text of 1..{MAX_RESIDENT_CHARS} characters")
+        await self.enroll_hubs([Enrolment(hub, tuple(residents))])
+
+    async def enroll_hubs(self, enrolments: Sequence[Enrolment]) -> None:
+        """Register (or replace) many hubs and their residents in one transaction.
+
+        The registry's generation steps once and every hub written carries the new value, so a worker caching verify
+        keys sees each of them as changed (:meth:`hub_key_changes`).
+        """
+        rows = [(e.hub.hub_id, bytes(e.hub.verify_key)) for e in enrolments]
+        residents = [(e.hub.hub_id, name) for e in enrolments for name in e.residents]
+        if not rows:
+            return
 
         def enroll() -> None:
             conn = self._db()
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.execute(
-                    "INSERT INTO hubs (hub, verify_key, enrolled_at) VALUES (?, ?, strftime('%s', 'now'))"
-                    " ON CONFLICT (hub) DO UPDATE SET verify_key = excluded.verify_key",
-                    (hub.hub_id, raw),
+                (generation,) = conn.execute(
+                    "UPDATE hub_registry SET generation = generation + 1 WHERE id = 0 RETURNING generation"
+                ).fetchone()
+                conn.executemany(
+                    "INSERT INTO hubs (hub, verify_key, enrolled_at, generation)"
+                    " VALUES (?, ?, strftime('%s', 'now'), ?)"
+                    " ON CONFLICT (hub) DO UPDATE SET verify_key = excluded.verify_key,"
+                    " generation = excluded.generation",
+                    [(hub, key, generation) for hub, key in rows],
                 )
                 conn.executemany(
                     "INSERT OR IGNORE INTO residents (hub, resident, registered_at)"
                     " VALUES (?, ?, strftime('%s', 'now'))",
-                    [(hub.hub_id, name) for name in names],
+                    residents,
                 )
                 conn.execute("COMMIT")
             except BaseException:
@@ -674,11 +744,40 @@ class SqliteStorage:
         await self._run_db(enroll)
 
     async def hubs(self) -> dict[str, nacl.signing.VerifyKey]:
-        """Every enrolled hub and its verify key."""
+        """Every enrolled hub and its verify key (for operators; ingest reads one hub at a time, see
+        :meth:`hub_key` and :meth:`hub_key_changes`)."""
 
         def read() -> dict[str, nacl.signing.VerifyKey]:
             rows = self._db().execute("SELECT hub, verify_key FROM hubs")
             return {str(h): nacl.signing.VerifyKey(bytes(k)) for h, k in rows}
+
+        return await self._run_db(read)
+
+    async def hub_key(self, hub: str) -> nacl.signing.VerifyKey | None:
+        """One hub's verify key, ``None`` if it is not enrolled (one row, by primary key)."""
+
+        def read() -> nacl.signing.VerifyKey | None:
+            row = self._db().execute("SELECT verify_key FROM hubs WHERE hub = ?", (hub,)).fetchone()
+            return None if row is None else nacl.signing.VerifyKey(bytes(row[0]))
+
+        return await self._run_db(read)
+
+    async def hub_key_changes(self, since: int | None) -> HubKeyChanges:
+        """The registry's generation and the hubs (re-)enrolled after generation ``since``, read in one snapshot
+        (``None``: the generation alone). One row, plus one per changed hub (by index on the generation)."""
+
+        def read() -> HubKeyChanges:
+            conn = self._db()
+            conn.execute("BEGIN")
+            try:
+                (generation,) = conn.execute("SELECT generation FROM hub_registry WHERE id = 0").fetchone()
+                keys: dict[str, nacl.signing.VerifyKey] = {}
+                if since is not None and generation > since:
+                    rows = conn.execute("SELECT hub, verify_key FROM hubs WHERE generation > ?", (since,))
+                    keys = {str(h): nacl.signing.VerifyKey(bytes(k)) for h, k in rows}
+            finally:
+                conn.execute("COMMIT")
+            return HubKeyChanges(int(generation), keys)
 
         return await self._run_db(read)
 

@@ -24,7 +24,7 @@ import pytest
 
 from community.ingest import IngestWorker, WorkerSettings
 from community.samples import T0, bp_record
-from community.storage import EnvelopeOutcome, EnvelopeToStore, Refusal, SqliteStorage, StorageError
+from community.storage import EnvelopeOutcome, EnvelopeToStore, HubKeyChanges, Refusal, SqliteStorage, StorageError
 from community.wire import PlatformCodec
 from gateway.wire import HubWire
 from protocols import cbor
@@ -260,8 +260,8 @@ async def test_the_ingest_loop_restarts_after_a_defect_and_stores_the_resent_fra
 
 
 class FailingDatabase(SqliteStorage):
-    """SQLite storage whose next ``failures`` reads of the hub registry or batches fail as a database failure (disk
-    full, database down)."""
+    """SQLite storage whose next ``failures`` reads of the hub registry's changes or batches fail as a database
+    failure (disk full, database down)."""
 
     def __init__(self, path: Path, failures: int) -> None:
         super().__init__(path)
@@ -272,9 +272,9 @@ class FailingDatabase(SqliteStorage):
             self.failures -= 1
             raise StorageError(f"platform database {self.path}: database or disk is full (injected)")
 
-    async def hubs(self) -> dict[str, nacl.signing.VerifyKey]:
+    async def hub_key_changes(self, since: int | None) -> HubKeyChanges:
         self._fail()
-        return await super().hubs()
+        return await super().hub_key_changes(since)
 
     async def store_batch(
         self, envelopes: Sequence[EnvelopeToStore], refused: Sequence[Refusal] = ()
