@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Literal
 
 from bleak.backends.scanner import AdvertisementData, AdvertisementDataCallback, BaseBleakScanner
@@ -73,6 +73,15 @@ def advertisement_data(advertisement: Advertisement) -> AdvertisementData:
     )
 
 
+def _matches(patterns: Sequence[tuple[Any, ...]], structures: Sequence[tuple[int, bytes]]) -> bool:
+    """Whether an AD structure holds a pattern's content at its start position (BlueZ or_patterns semantics)."""
+    for start, ad_type, content in patterns:
+        end = start + len(content)
+        if any(kind == ad_type and data[start:end] == bytes(content) for kind, data in structures):
+            return True
+    return False
+
+
 class BumbleScanner(BaseBleakScanner):
     """``BleakScanner(..., backend=BumbleScanner)``: scans the link from :func:`sim.ble.configure`.
 
@@ -90,6 +99,10 @@ class BumbleScanner(BaseBleakScanner):
     ) -> None:
         super().__init__(detection_callback, [normalize_uuid_str(u) for u in service_uuids] if service_uuids else None)
         self._active = scanning_mode != "passive"
+        # A passive scan with BlueZ or_patterns hears only adverts that match one of them (bluetoothd's advertisement
+        # monitor), so code that works here also gets its adverts on a Pi.
+        bluez = kwargs.get("bluez") or {}
+        self._or_patterns = [] if self._active else [tuple(p) for p in bluez.get("or_patterns") or ()]
         self._link = type(self).link or current_settings().link
         self._central: Central | None = None
         self._remove: Callable[[], None] | None = None
@@ -113,6 +126,8 @@ class BumbleScanner(BaseBleakScanner):
     def _on_advertisement(self, advertisement: Advertisement) -> None:
         if not self._active and advertisement.is_scan_response:
             return  # a passive scanner sends no SCAN_REQ, so it never hears a scan response
+        if self._or_patterns and not _matches(self._or_patterns, advertisement.data.ad_structures):
+            return
         data = advertisement_data(advertisement)
         if not self.is_allowed_uuid(data.service_uuids):
             return

@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 from bleak import BleakClient, BleakScanner
 from bleak.backends.client import BaseBleakClient
-from bleak.backends.scanner import BaseBleakScanner
+from bleak.backends.device import BLEDevice
+from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
 from hypothesis import given
 from hypothesis import strategies as st
 from mock_bluetoothd import MAX_PATTERNS, Bluetoothd, MonitorRejectedError, device_path, parse_patterns
@@ -222,6 +223,32 @@ async def test_a_stranger_is_counted_and_never_connected(stack: Stack, tmp_path:
         assert not stranger.connected
     if stack.bluetoothd is not None:
         assert f"Connect {STRANGER}" not in stack.bluetoothd.calls
+
+
+async def test_a_passive_scan_hears_only_adverts_matching_its_patterns(stack: Stack, tmp_path: Path) -> None:
+    """Only glucose meters provisioned: the scan is passive, and a stranger whose advert carries no glucose service
+    UUID is never even reported (under BlueZ the monitor filters it; the bumble backend applies the same patterns)."""
+    clock = ManualClock(START)
+    stranger = _NoUuidCuff(options(STRANGER), clock)
+    meter = GlucoseMeter(options(GLUCOSE), clock)
+    scanner, _client = sim.ble.backend_for(stack.link)
+    heard = asyncio.Event()
+
+    def observe(device: BLEDevice, _adv: AdvertisementData) -> None:
+        if device.address.upper() == STRANGER:
+            heard.set()
+
+    async with running(stack, tmp_path, [stranger, meter], [(GLUCOSE, "glucose")]) as (manager, sink):
+        # An unfiltered listener on the same radio: once it has heard the stranger, so has every scan on that radio.
+        async with BleakScanner(observe, scanning_mode="passive", backend=scanner):
+            await stranger.measure(120, 80)
+            async with asyncio.timeout(BOUND):
+                await heard.wait()
+        await meter.measure(101)
+        await sink.until(lambda: sink.readings_of(GLUCOSE))
+        assert STRANGER not in manager.stats.unknown_devices
+    if stack.bluetoothd is not None:
+        assert STRANGER not in stack.bluetoothd.devices
 
 
 async def test_a_meter_advertising_no_service_uuid_is_found_by_its_address(stack: Stack, tmp_path: Path) -> None:
