@@ -482,4 +482,10 @@ class Hub:
         events = self._alarms.apply(self._rules.tick(now)) + self._alarms.tick(now)
         drafts = self._judge(events, now)
         drafts.extend(await self._carry_out(self._panic.tick(now), now))
-        await self._commit(drafts)
+        try:
+            await self._commit(drafts)
+        except OutboxError:
+            # Storage failed (a full disk, a dead card): the committer logged and counted it and keeps the alarm
+            # records for the next commit, which this tick retries; the resident was already told. The tick must
+            # go on: it is what escalates unanswered calls and retries storage.
+            return

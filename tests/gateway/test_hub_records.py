@@ -405,6 +405,26 @@ def test_a_press_stored_by_a_later_commit_is_confirmed_as_a_repeat() -> None:
     run_in_home(scenario)
 
 
+def test_the_timer_tick_goes_on_while_the_disk_is_full() -> None:
+    """A full disk made every tick raise; the supervisor restarted the ticker, gave up after a few failures and the
+    hub exited - on a full disk, where escalating unanswered calls and retrying storage is the tick's whole job."""
+
+    async def scenario(home: Home) -> None:
+        async with home.running() as gw:
+            pendant = device(gw, PENDANT)
+            disk = FullDisk(gw)
+            assert await gw.hub.pendant_frame(PendantFrame(pendant, press_frame())) is None
+            failures = gw.hub.counters.commit_failures
+            for _ in range(10):
+                await gw.hub.tick()  # each retries the call's records and fails again, without raising
+            assert gw.hub.counters.commit_failures == failures + 10
+            disk.full = False
+            await gw.hub.tick()
+            assert_stored_once(await home.records(gw))
+
+    run_in_home(scenario)
+
+
 def test_a_down_message_whose_commit_fails_is_applied_again_and_recorded_once() -> None:
     async def scenario(home: Home) -> None:
         async with home.running() as gw:

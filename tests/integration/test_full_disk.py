@@ -1,0 +1,206 @@
+"""Issue 19 item 1, end to end on real processes and a really full file system: a panic press that cannot be stored
+is not confirmed to the pendant, the resident still gets the siren and the voice and the fallback notifier runs, and
+once space returns the press reaches the platform exactly once.
+
+OS processes: the carehub BLE relay and the hub daemon (``python -m gateway``, as its service runs it) with its
+outbox on a 16 MiB tmpfs; in this process: Mosquitto (fixture), the reference platform and the simulated pendant on
+the relayed radio. The tmpfs is filled by another file (someone else's log), not by the outbox's own byte budget.
+Mounting needs root (CI runs as root); elsewhere the test is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from community.ingest import IngestWorker, WorkerSettings
+from community.storage import SqliteStorage, StoredReading
+from community.wire import PlatformCodec
+from protocols.keys import HubIdentity, PlatformIdentity, save_hub_identity, save_pendant_key, save_platform_public_keys
+from protocols.pendant import PendantEventType
+from sim import ble as sim_ble
+from sim.broker import MosquittoBroker, mosquitto_available
+from sim.clock import RealClock
+from sim.devices.options import DeviceOptions
+from sim.devices.pendant import Pendant
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not mosquitto_available(), reason="mosquitto is not installed"),
+    pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root"),
+]
+
+HUB_ID = "disk-hub"
+PENDANT = "C0:33:00:00:00:01"
+PENDANT_KEY = bytes(range(32))
+BOUND = 60.0  # seconds for any one step
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size: str = "16m") -> Iterator[Path]:
+    path.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def fill(directory: Path) -> Path:
+    """Fill the file system of ``directory`` to the last byte with another program's file."""
+    filler = directory / "someone-elses.log"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for chunk in (65536, 4096, 512, 1):
+            with contextlib.suppress(OSError):
+                while os.write(fd, b"x" * chunk) == chunk:
+                    pass
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return filler
+
+
+def config_text(broker: MosquittoBroker, link: str, disk: Path, marker: Path) -> str:
+    notifier = f"import sys, pathlib; pathlib.Path({str(marker)!r}).write_text(sys.argv[-1])"
+    return "\n".join(
+        [
+            "[hub]",
+            f'id = "{HUB_ID}"',
+            'key_file = "hub.key"',
+            'timezone = "UTC"',
+            "[platform]",
+            'public_key_file = "platform.pub"',
+            "[broker]",
+            f'url = "{broker.url}"',
+            "[storage]",
+            f'path = "{disk / "outbox.sqlite"}"',
+            "[ble]",
+            f'link = "{link}"',
+            "[alarms]",
+            f"fallback_command = {json.dumps([sys.executable, '-c', notifier])}",
+            "[[residents]]",
+            'id = "r1"',
+            'name = "Resident"',
+            "[[devices]]",
+            f'address = "{PENDANT}"',
+            'kind = "pendant"',
+            'resident = "r1"',
+            'pendant_key_file = "pendant.key"',
+        ]
+    )
+
+
+async def start_relay() -> tuple[asyncio.subprocess.Process, str]:
+    relay = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sim.ble.relay", "--port", "0", stdout=asyncio.subprocess.PIPE
+    )
+    assert relay.stdout is not None
+    async with asyncio.timeout(BOUND):
+        while True:
+            line = (await relay.stdout.readline()).decode()
+            assert line, "the relay exited before it was ready"
+            if line.startswith("READY"):
+                return relay, f"tcp:127.0.0.1:{line.split()[1]}"
+
+
+async def panic_records(storage: SqliteStorage, counter: int) -> list[StoredReading]:
+    return [r for r in await storage.readings(HUB_ID) if r.kind == "panic" and r.body["counter"] == counter]
+
+
+async def until(predicate: Callable[[], object | Awaitable[object]], what: str) -> None:
+    """Poll an outside process's observable state (a file, the platform's database) until it holds."""
+    try:
+        async with asyncio.timeout(BOUND):
+            while True:
+                value = predicate()
+                if inspect.isawaitable(value):
+                    value = await value
+                if value:
+                    return
+                await asyncio.sleep(0.05)  # another process's progress has no event to await here
+    except TimeoutError:
+        pytest.fail(f"waited {BOUND} s for {what}")
+
+
+async def test_a_press_on_a_full_disk_is_escalated_locally_not_confirmed_then_stored_once(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
+    hub = HubIdentity.generate(HUB_ID)
+    platform = PlatformIdentity.generate()
+    save_hub_identity(tmp_path / "hub.key", hub)
+    save_platform_public_keys(tmp_path / "platform.pub", platform.public)
+    save_pendant_key(tmp_path / "pendant.key", PENDANT, PENDANT_KEY)
+    marker = tmp_path / "fallback-notified.txt"
+    relay, link = await start_relay()
+    pendant = Pendant(
+        DeviceOptions(id="pendant-1", address=PENDANT, name="Pendant", bonding_required=True, key=PENDANT_KEY),
+        RealClock(),
+    )
+    with small_disk(tmp_path / "disk") as disk:
+        (tmp_path / "hub.toml").write_text(config_text(mosquitto, link, disk, marker), encoding="utf-8")
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(relay.wait)
+            stack.callback(relay.kill)
+            storage = await stack.enter_async_context(SqliteStorage(tmp_path / "platform.sqlite"))
+            await storage.enroll_hub(hub.public)
+            settings = WorkerSettings(mosquitto.host, mosquitto.port, client_id="disk-test-platform")
+            await stack.enter_async_context(IngestWorker(settings, storage, PlatformCodec(platform)))
+            device = await stack.enter_async_context(sim_ble.open_peripheral_device(link, PENDANT, "Pendant"))
+            await stack.enter_async_context(pendant.attach(device))
+            log = tmp_path / "hub.log"
+            daemon = await asyncio.create_subprocess_exec(  # the hub daemon as its unit runs it
+                sys.executable,
+                "-m",
+                "gateway",
+                "--config",
+                str(tmp_path / "hub.toml"),
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=stack.enter_context(log.open("wb")),
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+            stack.push_async_callback(daemon.wait)
+            stack.callback(daemon.kill)
+
+            # A first press while there is room: everything is connected and works.
+            first = await pendant.press(PendantEventType.PRESS)
+            async with asyncio.timeout(BOUND):
+                await pendant.wait_confirmed(first.sequence)
+            await until(lambda: panic_records(storage, first.sequence), "the first press at the platform")
+            cancel = await pendant.press(PendantEventType.CANCEL)
+            async with asyncio.timeout(BOUND):
+                await pendant.wait_confirmed(cancel.sequence)  # stored before the disk fills (it would be resent first)
+
+            filler = fill(disk)
+            second = await pendant.press(PendantEventType.PRESS)
+            await until(marker.exists, "the fallback notifier")
+            assert "cannot store" in marker.read_text()
+            text = log.read_text(errors="replace")
+            assert "light=siren sound=siren" in text  # the resident hears the siren and the voice at once
+            assert second.sequence not in pendant.confirmed_at  # not stored, so not confirmed (section 9.4)
+            assert second.sequence in pendant.pending
+            assert await panic_records(storage, second.sequence) == []
+
+            filler.unlink()  # the other program's log is rotated: space returns
+            async with asyncio.timeout(BOUND):
+                await pendant.wait_confirmed(second.sequence)
+            await until(lambda: panic_records(storage, second.sequence), "the second press at the platform")
+            assert daemon.returncode is None, log.read_text(errors="replace")[-2000:]
+            stored = await panic_records(storage, second.sequence)
+            assert len(stored) == 1
+            assert len(await panic_records(storage, first.sequence)) == 1
