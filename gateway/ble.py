@@ -57,6 +57,7 @@ from gateway.aio import raise_if_cancelling
 from gateway.backoff import RetryPolicy
 from gateway.config import DeviceConfig, DeviceKind, GatewayConfig
 from gateway.discovery import ScanMode, ScanPlan, plan_scan
+from gateway.errors import OutboxError
 from gateway.events import (
     BatteryLevel,
     ClockCorrected,
@@ -213,6 +214,7 @@ class BleStats:
     malformed: int = 0
     overflowed: int = 0  # notifications beyond the per-device queue (journaled, or a pendant's repeated frame)
     failures: Counter[ErrorClass] = field(default_factory=Counter)
+    storage_failures: int = 0  # sessions ended because the hub could not store their data (e.g. a full disk)
     last_seen: dict[str, datetime] = field(default_factory=dict)
 
 
@@ -394,10 +396,27 @@ class BleManager:
             delay = _RETRY[kind].delay(state.attempts, self._rng)
             state.not_before = self._monotonic() + delay
             _log.warning("session with %s failed (%s: %s); retry in %.1f s", cfg.address, kind, exc, delay)
-            await self._sink.report(LinkFailed(cfg, kind, str(exc)))
+            try:
+                await self._sink.report(LinkFailed(cfg, kind, str(exc)))
+            except OutboxError as storage:
+                self._storage_failed(cfg, state, storage)
+        except OutboxError as exc:
+            # The hub could not store what the device sent (a full disk, a failing card): what was received is in
+            # the indication journal or still on the meter, which re-sends what it was not told arrived. The manager
+            # goes on (other devices, the pendant's local escalation); this device is tried again later.
+            self._storage_failed(cfg, state, exc)
         finally:
             state.pendant_client = None
             self._active.discard(cfg.address)
+
+    def _storage_failed(self, cfg: DeviceConfig, state: _DeviceState, exc: OutboxError) -> None:
+        """Count a session that ended because its data could not be stored; retry the device at the transient pace."""
+        self.stats.storage_failures += 1
+        state.attempts = state.attempts + 1 if state.last_failure is ErrorClass.TRANSIENT else 1
+        state.last_failure = ErrorClass.TRANSIENT
+        delay = _RETRY[ErrorClass.TRANSIENT].delay(state.attempts, self._rng)
+        state.not_before = self._monotonic() + delay
+        _log.error("session with %s: the hub could not store its data (%s); retry in %.1f s", cfg.address, exc, delay)
 
     async def _run_session(self, cfg: DeviceConfig, device: BLEDevice, state: _DeviceState) -> None:
         disconnected = asyncio.Event()

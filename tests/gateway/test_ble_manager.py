@@ -35,6 +35,7 @@ import sim.ble
 from gateway.app import Gateway, open_gateway
 from gateway.ble import Reading
 from gateway.config import parse_config
+from gateway.errors import OutboxUnwritableError
 from gateway.events import (
     ClockCorrected,
     DeviceReport,
@@ -718,3 +719,42 @@ def test_every_att_code_has_one_class(code: int) -> None:
         else ErrorClass.PROTOCOL
     )
     assert gateway.ble.classify_error(BleakGATTProtocolError(code)) is expected
+
+
+async def test_a_session_whose_readings_cannot_be_stored_ends_but_the_manager_goes_on(tmp_path, mosquitto):
+    """A full disk made the session's commit raise OutboxError, which no BLE handler caught: the session task's
+    failure ended the manager's task group, and every device (the pendant too) went unheard."""
+    clock = ManualClock(START)
+    cuff = BloodPressureCuff(options(BP, bonding_required=True), clock)
+    async with rig(tmp_path, mosquitto, [cuff]) as r:
+        hub = r.gw.hub
+        store = hub.store_readings
+        refused: list[int] = []
+        failed = asyncio.Event()
+
+        async def full_disk(readings: Sequence[Reading], cursor: tuple[str, int] | None = None) -> None:
+            if not refused:
+                refused.append(len(readings))
+                failed.set()
+                raise OutboxUnwritableError(tmp_path / "outbox.sqlite", "database or disk is full")
+            await store(readings, cursor)
+            r.probe.stored.append((list(readings), cursor))
+            r.probe.changed.set()
+
+        hub.store_readings = full_disk  # type: ignore[method-assign]
+        produced = await cuff.measure(142, 91, pulse=72)
+        async with asyncio.timeout(BOUND):
+            await failed.wait()
+        assert r.gw.ble is not None
+        await r.probe.until(lambda: r.gw.ble is not None and r.gw.ble.stats.storage_failures == 1)
+        # The reading itself waits in the indication journal (the stack confirmed the indication), stored at the
+        # next start; the manager goes on: the next reading of the same cuff is stored in this run.
+        journal = r.gw.ble._journal
+        assert journal is not None
+        journal.flush()
+        assert [e.data for e in journal.pending() if e.address == BP] == [produced.raw]
+        r.gw.ble._states[BP].not_before = 0.0
+        second = await cuff.measure(131, 84, pulse=70)
+        await r.probe.until(lambda: r.probe.readings_of(BP))
+        raws = [rec.body.raw for rec in await r.measurements(BP) if isinstance(rec.body, MeasurementBody)]
+        assert second.raw in raws
