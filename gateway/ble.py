@@ -45,6 +45,7 @@ from bleak.backends.client import BaseBleakClient
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
 from bleak.exc import (
+    BleakBluetoothNotAvailableError,
     BleakCharacteristicNotFoundError,
     BleakDBusError,
     BleakDeviceNotFoundError,
@@ -150,6 +151,8 @@ _DBUS_CLASSES = {
     "org.bluez.Error.InvalidArguments": ErrorClass.PROTOCOL,
     "org.bluez.Error.ImproperlyConfigured": ErrorClass.PROTOCOL,
 }
+# A scan that failed is started again after this (the adapter was off or bluetoothd restarting).
+_SCAN_RETRY = RetryPolicy(base=2.0, cap=60.0)
 # How long each class waits before the device is tried again (at its next advertisement after that).
 _RETRY = {
     ErrorClass.GONE: RetryPolicy(base=1.0, cap=30.0),  # out of range: its next advertisement says it is back
@@ -214,6 +217,7 @@ class BleStats:
     malformed: int = 0
     overflowed: int = 0  # notifications beyond the per-device queue (journaled, or a pendant's repeated frame)
     failures: Counter[ErrorClass] = field(default_factory=Counter)
+    scan_failures: int = 0  # scans that could not start or ended with an error (adapter off, bluetoothd restarting)
     storage_failures: int = 0  # sessions ended because the hub could not store their data (e.g. a full disk)
     last_seen: dict[str, datetime] = field(default_factory=dict)
 
@@ -336,6 +340,22 @@ class BleManager:
     # -- scanning ---------------------------------------------------------------------------------------------
 
     async def _scan(self) -> None:
+        """Scan for as long as the manager runs. A scan that fails (the adapter off or gone, bluetoothd restarting)
+        is started again after a delay that grows while it keeps failing: the daemon must outlive its radio."""
+        failures = 0
+        while True:
+            raise_if_cancelling()
+            try:
+                await self._scan_planned()
+            except BleakError as exc:
+                failures = 1 if self.scanning.is_set() else failures + 1
+                self.scanning.clear()
+                self.stats.scan_failures += 1
+                delay = _SCAN_RETRY.delay(failures, self._rng)
+                _log.error("BLE scan failed (%s); scanning again in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+
+    async def _scan_planned(self) -> None:
         # Passive with or_patterns where every provisioned kind shows its service UUID in the advertising PDU (BlueZ
         # scans passively only through an advertisement monitor), else active and unfiltered: a meter without a
         # service UUID in its advert is then matched by its address (`gateway.discovery`).
@@ -345,6 +365,8 @@ class BleManager:
         except BleakError as exc:
             if plan.mode is not ScanMode.PASSIVE or self.scanning.is_set():
                 raise
+            if isinstance(exc, BleakBluetoothNotAvailableError):
+                raise  # no adapter to scan with at all: an active scan would fail the same way
             # bluetoothd without the advertisement monitor API (older than 5.56, or without --experimental where
             # the API is still experimental) cannot scan passively; an active scan finds the same devices.
             _log.warning("BLE: the passive scan could not start (%s); scanning actively instead", exc)

@@ -127,6 +127,8 @@ class Adapter1(ServiceInterface):
 
     @dbus_method()
     async def StartDiscovery(self) -> None:  # noqa: N802  (D-Bus member names)
+        if not self._daemon.powered:
+            raise DBusError("org.bluez.Error.NotReady", "Resource Not Ready")
         await self._daemon.set_discovering(True)
 
     @dbus_method()
@@ -165,7 +167,7 @@ class Adapter1(ServiceInterface):
 
     @dbus_property(PropertyAccess.READ)
     def Powered(self) -> DBusBool:  # noqa: N802
-        return True
+        return self._daemon.powered
 
     @dbus_property(PropertyAccess.READ)
     def Discovering(self) -> DBusBool:  # noqa: N802
@@ -511,12 +513,13 @@ class Bluetoothd:
     scan and releases the name.
     """
 
-    def __init__(self, bus_address: str, link: str, *, monitors: bool = True) -> None:
+    def __init__(self, bus_address: str, link: str, *, monitors: bool = True, powered: bool = True) -> None:
         self._address = bus_address
         self._link = link
         # False: a bluetoothd without the advertisement monitor API (before 5.56, or not started with --experimental
         # where the API is still experimental), so RegisterMonitor is an unknown method.
         self._monitors_supported = monitors
+        self.powered = powered  # False: the adapter is off (rfkill, or bluetoothd still bringing it up)
         self._scanner_backend, self._client_backend = sim.ble.backend_for(link)
         self.agents: dict[tuple[str, str], Agent] = {}
         self.default_agent: Agent | None = None
@@ -537,7 +540,8 @@ class Bluetoothd:
 
     async def __aenter__(self) -> "Bluetoothd":
         await self.bus.connect()
-        self.bus.export(ADAPTER_PATH, Adapter1(self))
+        self._adapter = Adapter1(self)
+        self.bus.export(ADAPTER_PATH, self._adapter)
         if self._monitors_supported:
             self.bus.export(ADAPTER_PATH, MonitorManager1())
         self.bus.add_message_handler(self._on_message)
@@ -703,6 +707,11 @@ class Bluetoothd:
             _log.warning("%s.%s on %s: %s %s", MONITOR, member, path, reply.error_name, reply.body)
 
     # -- the radio --------------------------------------------------------------------------------------------
+
+    def set_powered(self, on: bool) -> None:
+        """Switch the adapter on or off (``Powered`` changes, as when rfkill or bluetoothd's power-on settles)."""
+        self.powered = on
+        self._adapter.emit_properties_changed({"Powered": on})
 
     async def set_discovering(self, on: bool) -> None:
         self.calls.append("StartDiscovery" if on else "StopDiscovery")

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
+import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,6 +31,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from mock_bluetoothd import MAX_PATTERNS, Bluetoothd, MonitorRejectedError, device_path, parse_patterns
 
+import gateway.ble
 import sim.ble
 from gateway.ble import BleManager, Reading
 from gateway.config import DeviceConfig, DeviceKind, GatewayConfig, parse_config
@@ -332,6 +335,43 @@ async def test_under_a_bluez_without_monitors_the_hub_scans_actively(
             assert manager.scanning.is_set()
         assert "StartDiscovery" in daemon.calls
         assert not daemon.monitors
+
+
+class _Logged(logging.Handler):
+    """Sets `event` when a record containing `text` is logged (a failure the hub has no other hook for)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.event = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.event.set()
+
+
+async def test_under_bluez_the_scan_waits_for_the_adapter_to_come_on(
+    system_bus: str, link: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The adapter is off when the hub starts (rfkill, bluetoothd still powering it): bleak cannot scan, and the hub
+    tries again at the scan's retry pace instead of ending; once the adapter is on it reads the meter."""
+    monkeypatch.setattr(gateway.ble, "_SCAN_RETRY", dataclasses.replace(gateway.ble._SCAN_RETRY, base=0.01, cap=0.05))
+    failed = _Logged("BLE scan failed")
+    logging.getLogger("gateway.ble").addHandler(failed)
+    meter = GlucoseMeter(options(GLUCOSE), ManualClock(START))
+    try:
+        async with Bluetoothd(system_bus, link, powered=False) as daemon:
+            stack = Stack(link, None, None, daemon)
+            async with running(stack, tmp_path, [meter], [(GLUCOSE, "glucose")]) as (manager, sink):
+                async with asyncio.timeout(BOUND):
+                    await failed.event.wait()
+                assert not manager.scanning.is_set()
+                daemon.set_powered(True)
+                await meter.measure(101)
+                await sink.until(lambda: sink.readings_of(GLUCOSE))
+                assert manager.stats.scan_failures >= 1
+    finally:
+        logging.getLogger("gateway.ble").removeHandler(failed)
 
 
 async def test_under_bluez_a_cuff_is_scanned_for_actively(bluetoothd: Bluetoothd, link: str, tmp_path: Path) -> None:
