@@ -119,7 +119,7 @@ class _MqttTransport:
 
 
 class MqttConnector:
-    """The real transport: aiomqtt clients made by ``client_factory`` (see :func:`gateway.uplink.mqtt_client`).
+    """The real transport: aiomqtt clients made by ``client_factory`` (:func:`gateway.uplink_settings.mqtt_client`).
 
     Args:
         client_factory: makes a new, unconnected client for each session.

@@ -1,7 +1,7 @@
 """The hub's side of carehub wire protocol v1: a thin adapter over :mod:`protocols` for the uplink.
 
-:class:`HubWire` satisfies :class:`gateway.uplink.UplinkWire`: the hub's topics (:mod:`protocols.topics`), uplink
-frames (:func:`~protocols.topics.encode_uplink`), envelopes sealed with the hub's
+:class:`HubWire` satisfies :class:`gateway.uplink_settings.UplinkWire`: the hub's topics (:mod:`protocols.topics`),
+uplink frames (:func:`~protocols.topics.encode_uplink`), envelopes sealed with the hub's
 :class:`~protocols.keys.HubIdentity` to the platform's :class:`~protocols.keys.PlatformPublicKeys`
 (:func:`protocols.envelope.seal`), platform acks verified for this hub (:func:`protocols.acks.verify_ack`) and
 down-messages verified with replay refusal (:func:`protocols.messages.verify_message`). The platform's side is
