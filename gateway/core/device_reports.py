@@ -24,7 +24,7 @@ from gateway.events import (
     LinkUp,
     Misbehaviour,
 )
-from gateway.outbox import Lane
+from gateway.outbox_rows import Lane
 from gateway.rules import Observation, Vital
 from protocols.record import MAX_RAW_BYTES, ClockCorrection, DeviceStatusBody, LinkFailure, LinkState
 

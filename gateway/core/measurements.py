@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from gateway.config import DeviceConfig
 from gateway.core.sealer import Draft
 from gateway.events import Reading
-from gateway.outbox import Lane
+from gateway.outbox_rows import Lane
 from gateway.rules import Observation, Vital
 from protocols import gatt
 from protocols.record import MeasurementBody, measurement_record_id

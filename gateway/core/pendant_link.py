@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from gateway.core.sealer import Draft
-from gateway.outbox import Lane
+from gateway.outbox_rows import Lane
 from gateway.panic import PendantEventKind
 from protocols.errors import AuthenticationError, DecodeError, EncodeError, ReplayError
 from protocols.pendant import (

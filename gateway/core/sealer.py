@@ -18,7 +18,7 @@ from datetime import datetime
 
 from nacl.public import PublicKey
 
-from gateway.outbox import Eviction, Lane, OutboxItem
+from gateway.outbox_rows import Eviction, Lane, OutboxItem
 from protocols.envelope import MAX_ENVELOPE_BYTES, seal
 from protocols.keys import HubIdentity
 from protocols.record import Body, EvictionBody, Record, RecordKind, status_record_id
