@@ -98,12 +98,13 @@ class IndicationJournal:
     loop (they never block on I/O); :meth:`flush` and :meth:`pending` do I/O and belong in a thread or in start-up.
     """
 
-    def __init__(self, path: Path, *, capacity: int = DEFAULT_CAPACITY) -> None:
+    def __init__(self, path: Path, *, capacity: int = DEFAULT_CAPACITY, writer: atomic.Writer = os.write) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self.path = path
         self.key_path = path.with_name(path.name + ".key")
         self.capacity = capacity
+        self._writer = writer  # os.write; tests pass one that takes a few bytes at a time, as a filling disk does
         self.unjournaled = 0  # entries not journaled: `capacity` entries were waiting, or the disk refused them
         self._fd = -1
         self._box: nacl.secret.SecretBox | None = None
@@ -257,7 +258,7 @@ class IndicationJournal:
         if lines:
             self._written = True  # (part of) the batch may reach the file even if the call fails
             try:
-                os.write(self._fd, "".join(lines).encode("ascii"))
+                atomic.write_all(self._fd, "".join(lines).encode("ascii"), writer=self._writer, name=str(self.path))
                 os.fdatasync(self._fd)
             except OSError as exc:
                 lost = len(added)

@@ -23,7 +23,7 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["Writer", "fsync_directory", "make_directories", "write_atomic"]
+__all__ = ["Writer", "fsync_directory", "make_directories", "write_all", "write_atomic"]
 
 Writer = Callable[[int, bytes], int]
 """Writes bytes to a file descriptor and returns how many were written (the signature of :func:`os.write`)."""
@@ -64,6 +64,20 @@ def make_directories(directory: Path) -> None:
         fsync_directory(path.parent)
 
 
+def write_all(fd: int, data: bytes, *, writer: Writer = os.write, name: str = "") -> None:
+    """Write every byte of ``data`` to ``fd``: :func:`os.write` may take only part of it (a full disk, a signal).
+
+    Raises:
+        OSError: the file refused more bytes; some of ``data`` may have been written.
+    """
+    view = memoryview(data)
+    while view:
+        written = writer(fd, bytes(view))
+        if written <= 0:
+            raise OSError(errno.EIO, "write made no progress", name)
+        view = view[written:]
+
+
 def write_atomic(
     path: Path, data: bytes, *, mode: int = 0o644, parents: bool = False, writer: Writer = os.write
 ) -> None:
@@ -87,12 +101,7 @@ def write_atomic(
     try:
         try:
             os.fchmod(fd, mode)
-            view = memoryview(data)
-            while view:
-                written = writer(fd, bytes(view))
-                if written <= 0:
-                    raise OSError(errno.EIO, "write made no progress", str(tmp))
-                view = view[written:]
+            write_all(fd, data, writer=writer, name=str(tmp))
             os.fsync(fd)
         finally:
             os.close(fd)
