@@ -37,6 +37,7 @@ from gateway.aio import raise_if_cancelling
 from gateway.backoff import backoff_delay
 from gateway.clock import Clock, SystemClock
 from gateway.delivery import Delivery, Frame
+from gateway.errors import OutboxError
 from gateway.outbox import Outbox
 from gateway.supervise import SupervisionPolicy, Supervisor
 from gateway.transport import Connector, MqttConnector, Transport, TransportError
@@ -55,6 +56,8 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
+
+_READ_RETRY_S = 1.0  # seconds before a failed outbox read is tried again when nothing new is put meanwhile
 
 
 async def _wait_any(*events: asyncio.Event) -> None:
@@ -271,7 +274,17 @@ class Uplink:
             outbox.priority_put.clear()
             sent = False
             while (room := delivery.room()) is not None:
-                items = await outbox.peek_batch(room.limit, room.max_bytes, exclude=room.exclude)
+                try:
+                    items = await outbox.peek_batch(room.limit, room.max_bytes, exclude=room.exclude)
+                except OutboxError as exc:
+                    # The read shared a commit that failed (a full disk fails every job of its group): nothing
+                    # was read and nothing is lost. Try again after the next put or shortly, never crash.
+                    self.metrics.read_failures += 1
+                    _log.warning("uplink %s: could not read the outbox (%s); trying again", self.settings.hub_id, exc)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(_READ_RETRY_S):
+                            await _wait_any(outbox.item_put, outbox.priority_put)
+                    continue
                 frame = delivery.prepare(items, clock.monotonic())
                 if frame is None:
                     break

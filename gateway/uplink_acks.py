@@ -67,6 +67,7 @@ class UplinkMetrics:
     odd_acks: int = 0
     bad_downs: int = 0
     crashes: int = 0
+    read_failures: int = 0  # outbox reads that failed (a full disk) and were tried again
     inflight_frames: int = 0
     inflight_envelopes: int = 0
     last_ack_at: float | None = None

@@ -11,6 +11,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import cbor2
@@ -18,6 +19,7 @@ import pytest
 
 from community.samples import T0, bp_record
 from community.wire import PlatformCodec
+from gateway.errors import OutboxUnwritableError
 from gateway.outbox import Lane, Outbox, OutboxItem, open_outbox
 from gateway.supervise import SupervisionPolicy, Supervisor, SupervisorGaveUpError
 from gateway.transport import Connector, MemoryBroker, MqttConnector, Transport
@@ -370,3 +372,28 @@ async def test_a_lost_connection_is_not_a_supervised_failure(tmp_path, network, 
         assert up.metrics.connection_failures >= 1
         assert up.metrics.crashes == 0
         assert supervisor.failures[up.task_name] == 0
+
+
+async def test_an_outbox_read_that_fails_on_a_full_disk_is_retried_not_a_crash(tmp_path, network, wires):
+    """A read that shares a failed commit (a full disk fails every job of the group) raised OutboxError out of the
+    sender: the runner crashed and, the disk staying full, the supervisor gave up and the hub exited."""
+    async with (
+        open_outbox(tmp_path / "o.db") as ob,
+        network.platform.session([UP]) as platform,
+    ):
+        await ob.put(item(wires.hub, 0))
+        real_peek = ob.peek_batch
+        failures = [2]
+
+        async def full_disk_peek(*args: Any, **kwargs: Any) -> Any:
+            if failures[0]:
+                failures[0] -= 1
+                raise OutboxUnwritableError(tmp_path / "o.db", "commit failed (database or disk is full)")
+            return await real_peek(*args, **kwargs)
+
+        ob.peek_batch = full_disk_peek  # type: ignore[method-assign]
+        async with Uplink(settings(), ob, wires.hub, connector=network.hub) as up:
+            [frame] = await frames(platform, 1)
+            assert wires.seqs(frame) == [0]
+            assert up.metrics.read_failures == 2
+            assert up.metrics.crashes == 0
