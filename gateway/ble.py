@@ -6,13 +6,18 @@ a short time after a measurement and sleep otherwise, so there is nothing to pol
 (invariant 6). Each connection is one session task:
 
 1. bond when the device kind requires it (blood pressure and glucose meters);
-2. read the Current Time; when the device clock is off by more than the configured tolerance, remember the offset,
-   write the hub's time and report the correction; readings timestamped with the wrong clock are corrected with
-   that offset and flagged;
-3. read the battery level;
-4. subscribe to the kind's measurement characteristics; for a glucose meter, ask the Record Access Control Point
-   for every record with a sequence number at or above the device's cursor, and advance the cursor in the same
-   transactions that make the records durable (invariant 1), as they arrive;
+2. subscribe to the kind's measurement characteristics, first: what the meter sends from now on is kept whatever
+   the following steps do;
+3. best-effort steps, each failing on its own (classified, counted in ``BleStats.step_failures``, reported when the
+   device refused; only a lost link ends the session): read the Current Time and, when the device clock is off by
+   more than the configured tolerance, write the hub's time and report the correction (a meter refusing the write,
+   as Omron cuffs do with ATT 0x80, keeps its wrong clock and its readings are still corrected); read the battery
+   level. Readings stamped on the clock the hub read are corrected with its offset and flagged; those stamped on
+   another clock (before a reset, after the hub set it) keep their own time (`gateway.core.measurements`);
+4. for a glucose meter, ask the Record Access Control Point for every record with a sequence number at or above the
+   device's cursor, and advance the cursor in the same transactions that make the records durable (invariant 1),
+   as they arrive, up to the last contiguous record (past every record the meter reported once it answered
+   success); a procedure that then fails (e.g. 0x08 "procedure not completed") or never answers keeps them;
 5. hand what arrives to the :class:`ReadingSink` in batches, each returning once it is fsynced;
 6. when the session ends with the link still up, undo the subscriptions (``stop_notify``).
 
@@ -30,14 +35,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import random
 from collections import Counter
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Protocol, Self, TypeVar
 
 from bleak import BleakClient, BleakScanner
 from bleak.backends.characteristic import BleakGATTCharacteristic
@@ -57,6 +63,7 @@ from bleak.exc import (
 from gateway.aio import raise_if_cancelling
 from gateway.backoff import RetryPolicy
 from gateway.config import DeviceConfig, DeviceKind, GatewayConfig
+from gateway.core.measurements import ClockFinding, Filing, filing_of, is_control_solution
 from gateway.discovery import ScanMode, ScanPlan, plan_scan
 from gateway.errors import OutboxError
 from gateway.events import (
@@ -86,6 +93,7 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 def uuid16(short: int) -> str:
@@ -115,6 +123,17 @@ _BATCH = 256  # notifications stored in one commit at most
 _DEFERRED_LIMIT = 65_536  # readings a session reads back from the journal after an overflow (numbers, 28 bytes each)
 _RACP_RESPONSES = 2  # RACP responses waiting to be read (one per request)
 _RACP_SILENCE = 60.0  # seconds a RACP transfer may go without a record or the response
+# How far a reading's stamp may run past the device clock the hub read, on that same clock, beyond the time elapsed
+# since the read: the Date Time stamps' whole seconds and the meter's own rounding.
+_STAMP_SLACK = timedelta(seconds=2)
+
+
+class SessionStep(enum.Enum):
+    """The best-effort steps of a session: each may fail without ending it."""
+
+    CLOCK_READ = "clock read"
+    CLOCK_WRITE = "clock write"
+    BATTERY = "battery level"
 
 
 # ATT error codes (Core Spec Vol 3 Part F 3.4.1.1): the peer wants a bond, or encryption with a bond's keys.
@@ -219,6 +238,9 @@ class BleStats:
     failures: Counter[ErrorClass] = field(default_factory=Counter)
     scan_failures: int = 0  # scans that could not start or ended with an error (adapter off, bluetoothd restarting)
     storage_failures: int = 0  # sessions ended because the hub could not store their data (e.g. a full disk)
+    step_failures: Counter[tuple[SessionStep, ErrorClass]] = field(default_factory=Counter)  # the session went on
+    unassigned: int = 0  # readings of another (or the unknown) user of a multi-user meter: stored unassigned
+    control_solution: int = 0  # glucose control-solution tests: stored flagged, never judged
     last_seen: dict[str, datetime] = field(default_factory=dict)
 
 
@@ -453,8 +475,6 @@ class BleManager:
             if cfg.kind in _NEEDS_BOND:
                 await client.pair()
             await self._sink.report(LinkUp(cfg))
-            offset = await self._sync_clock(client, cfg)
-            await self._read_battery(client, cfg)
             queue: asyncio.Queue[_Notification] = asyncio.Queue(maxsize=_QUEUE_LIMIT)
             deferred: list[int] = []  # journal entries of readings the full queue could not take
 
@@ -484,15 +504,19 @@ class BleManager:
             if cfg.kind is DeviceKind.PENDANT:
                 state.pendant_client = client
                 await self._subscribe(client, subscriptions, str(EVENT_CHAR_UUID), bridge(0))
-                await self._consume(cfg, client, queue, disconnected, offset, deferred=deferred)
+                await self._consume(cfg, client, queue, disconnected, None, deferred=deferred)
                 return
             chars = {c.uuid for s in client.services for c in s.characteristics}
+            # Subscribe first: what arrives waits in the queue (stored once the clock is known), and no later step
+            # can keep the meter's readings from the hub.
             for uuid in _MEASUREMENTS[cfg.kind]:
                 if uuid16(uuid) in chars:
                     await self._subscribe(client, subscriptions, uuid16(uuid), bridge(uuid))
+            clock = await self._sync_clock(client, cfg, chars)
+            await self._read_battery(client, cfg, chars)
             if cfg.kind is DeviceKind.GLUCOSE and uuid16(_RACP) in chars:
-                await self._transfer_records(cfg, client, queue, offset)
-            await self._consume(cfg, client, queue, disconnected, offset, deferred=deferred)
+                await self._transfer_records(cfg, client, queue, clock)
+            await self._consume(cfg, client, queue, disconnected, clock, deferred=deferred)
 
     async def _subscribe(
         self,
@@ -521,7 +545,7 @@ class BleManager:
         client: BleakClient,
         queue: asyncio.Queue[_Notification],
         disconnected: asyncio.Event,
-        offset: timedelta | None,
+        clock: ClockFinding | None,
         *,
         deferred: list[int],
     ) -> None:
@@ -538,24 +562,24 @@ class BleManager:
                 if getter not in done:
                     getter.cancel()
                     break
-                await self._deliver(cfg, client, _take(queue, getter.result()), offset)
+                await self._deliver(cfg, client, _take(queue, getter.result()), clock)
             if not disconnected.is_set():
                 # Idle: close the link before the last drain. The stack confirms an indication as it arrives, so
                 # one arriving after the drain but before the disconnect would be confirmed and then dropped.
                 await client.disconnect()
             # Whatever arrived just before the link dropped is still ours to keep.
             while not queue.empty():
-                await self._deliver(cfg, client, _take(queue), offset)
-            await self._store_deferred(cfg, deferred, offset)
+                await self._deliver(cfg, client, _take(queue), clock)
+            await self._store_deferred(cfg, deferred, clock)
         finally:
             gone.cancel()
         await self._sink.report(LinkDown(cfg))
 
     async def _deliver(
-        self, cfg: DeviceConfig, client: BleakClient, items: list[_Notification], offset: timedelta | None
+        self, cfg: DeviceConfig, client: BleakClient, items: list[_Notification], clock: ClockFinding | None
     ) -> None:
         if cfg.kind is not DeviceKind.PENDANT:
-            await self._store(cfg, items, offset)
+            await self._store(cfg, items, clock)
             return
         for item in items:  # each frame is answered on its own
             confirm = await self._sink.pendant_frame(PendantFrame(cfg, item.data))
@@ -563,7 +587,7 @@ class BleManager:
                 with contextlib.suppress(BleakError, TimeoutError):
                     await client.write_gatt_char(str(CONFIRM_CHAR_UUID), confirm, response=True)
 
-    async def _store_deferred(self, cfg: DeviceConfig, deferred: list[int], offset: timedelta | None) -> None:
+    async def _store_deferred(self, cfg: DeviceConfig, deferred: list[int], clock: ClockFinding | None) -> None:
         """Store the readings a full queue left to the journal (read back by their entry numbers)."""
         journal = self._journal
         if journal is None or not deferred:
@@ -576,18 +600,19 @@ class BleManager:
             _log.error("%d deferred reading(s) of %s are not in the journal", len(wanted) - len(entries), cfg.address)
         items = [_Notification(e.uuid, e.data, e.received_at, e.number) for e in entries]
         for first in range(0, len(items), _BATCH):
-            await self._store(cfg, items[first : first + _BATCH], offset)
+            await self._store(cfg, items[first : first + _BATCH], clock)
 
     async def _store(
         self,
         cfg: DeviceConfig,
         items: list[_Notification],
-        offset: timedelta | None,
+        clock: ClockFinding | None,
         racp: _RacpProgress | None = None,
     ) -> None:
         """Store `items` in one commit (with the RACP cursor past them), report those that do not decode, and release
-        their journal entries."""
-        readings = []
+        their journal entries. Each reading carries the session's clock offset only when it was stamped on the clock
+        the hub read (`ClockFinding.offset_for`, looking ahead at the stamps of the readings after it)."""
+        decoded: list[tuple[_Notification, gatt.Measurement]] = []
         for item in items:
             try:
                 measurement = gatt.decode(item.uuid, item.data)
@@ -598,55 +623,103 @@ class BleManager:
                 continue
             if racp is not None:
                 racp.saw(measurement.as_dict().get("sequence_number"))
+            decoded.append((item, measurement))
+        stamps = [_device_time(measurement) for _, measurement in decoded]
+        readings = []
+        for index, (item, measurement) in enumerate(decoded):
+            offset = None
+            if clock is not None:
+                later = [stamp for stamp in stamps[index + 1 :] if stamp is not None]
+                offset = clock.offset_for(stamps[index], item.received_at, later)
+            if filing_of(cfg, measurement) is not Filing.RESIDENT:
+                self.stats.unassigned += 1
+            if is_control_solution(measurement):
+                self.stats.control_solution += 1
             readings.append(Reading(cfg, item.uuid, item.data, item.received_at, offset))
-        cursor = None if racp is None else racp.cursor()
+        cursor = None if racp is None else racp.take_cursor()
         if readings or cursor is not None:
             self.stats.readings += len(readings)
             await self._sink.store_readings(readings, cursor=cursor)
         self._release(items)
 
-    async def _read_battery(self, client: BleakClient, cfg: DeviceConfig) -> None:
+    async def _best_effort(self, cfg: DeviceConfig, step: SessionStep, call: Awaitable[_T]) -> _T | None:
+        """Run one best-effort step of a session: its failure is classified, counted and logged (and reported when
+        the device refused it), and the session goes on; only a lost link ends the session."""
         try:
-            raw = await client.read_gatt_char(uuid16(_BATTERY_LEVEL))
+            async with asyncio.timeout(self._timeout):
+                return await call
+        except (BleakError, TimeoutError) as exc:
+            kind = classify_error(exc)
+            if kind is ErrorClass.GONE:
+                raise
+            self.stats.step_failures[(step, kind)] += 1
+            _log.warning("%s of %s failed (%s: %s); the session goes on", step.value, cfg.address, kind, exc)
+            if kind is ErrorClass.PROTOCOL:
+                await self._sink.report(Misbehaviour(cfg, f"{step.value} refused ({kind}): {exc}"))
+            return None
+
+    async def _read_battery(self, client: BleakClient, cfg: DeviceConfig, chars: set[str]) -> None:
+        if uuid16(_BATTERY_LEVEL) not in chars:
+            return
+        raw = await self._best_effort(cfg, SessionStep.BATTERY, client.read_gatt_char(uuid16(_BATTERY_LEVEL)))
+        if raw is None:
+            return
+        try:
             level = gatt.decode(_BATTERY_LEVEL, bytes(raw)).as_dict()["battery_level"]
-        except (BleakError, DecodeError) as exc:
-            _log.info("no battery level from %s: %s", cfg.address, exc)
+        except DecodeError as exc:
+            self.stats.malformed += 1
+            await self._sink.report(Misbehaviour(cfg, f"battery level: {exc}", bytes(raw)))
             return
         await self._sink.report(
             BatteryLevel(cfg, level) if isinstance(level, int) else Misbehaviour(cfg, f"battery level {level!r}")
         )
 
-    async def _sync_clock(self, client: BleakClient, cfg: DeviceConfig) -> timedelta | None:
-        """Compare the device clock with the hub's; fix it when off by more than the tolerance."""
-        chars = {c.uuid for s in client.services for c in s.characteristics}
+    async def _sync_clock(self, client: BleakClient, cfg: DeviceConfig, chars: set[str]) -> ClockFinding | None:
+        """Compare the device clock with the hub's; set it when off by more than the tolerance. Returns what the
+        session's readings are corrected with, or None when the clock was right or could not be read."""
         if uuid16(_CURRENT_TIME) not in chars:
             return None
-        try:
-            current = gatt.decode(_CURRENT_TIME, bytes(await client.read_gatt_char(uuid16(_CURRENT_TIME))))
-        except (BleakError, DecodeError) as exc:
-            _log.info("cannot read the clock of %s: %s", cfg.address, exc)
+        raw = await self._best_effort(cfg, SessionStep.CLOCK_READ, client.read_gatt_char(uuid16(_CURRENT_TIME)))
+        if raw is None:
             return None
         hub_now = self._now()
+        try:
+            current = gatt.decode(_CURRENT_TIME, bytes(raw))
+        except DecodeError as exc:
+            self.stats.malformed += 1
+            await self._sink.report(Misbehaviour(cfg, f"current time: {exc}", bytes(raw)))
+            return None
         device_now = getattr(current, "datetime", None)
         device_dt = device_now() if callable(device_now) else device_now
         offset = None if not isinstance(device_dt, datetime) else device_dt - hub_now.replace(tzinfo=None)
         if offset is not None and abs(offset.total_seconds()) <= self._config.clock_tolerance_s:
             return None
         payload = bytes(gatt.CurrentTime.from_datetime(hub_now.replace(tzinfo=None), adjust_reason=0x01))
-        await client.write_gatt_char(uuid16(_CURRENT_TIME), payload, response=True)
-        device_time = current.as_dict().get("timestamp")
-        await self._sink.report(ClockCorrected(cfg, device_time if isinstance(device_time, str) else None, offset))
-        return offset
+
+        async def write() -> bool:
+            await client.write_gatt_char(uuid16(_CURRENT_TIME), payload, response=True)
+            return True
+
+        # A meter refusing the write keeps its clock: the offset still corrects its readings, nothing is reported
+        # as corrected.
+        if await self._best_effort(cfg, SessionStep.CLOCK_WRITE, write()):
+            device_time = current.as_dict().get("timestamp")
+            await self._sink.report(ClockCorrected(cfg, device_time if isinstance(device_time, str) else None, offset))
+        if offset is None or not isinstance(device_dt, datetime):
+            return None
+        return ClockFinding(offset, device_dt, hub_now, _STAMP_SLACK)
 
     async def _transfer_records(
         self,
         cfg: DeviceConfig,
         client: BleakClient,
         queue: asyncio.Queue[_Notification],
-        offset: timedelta | None,
+        clock: ClockFinding | None,
     ) -> None:
         """RACP: ask for the stored records with sequence number >= the cursor and store them as they arrive, each
-        commit with the cursor past the highest record so far; a transfer cut short keeps what arrived."""
+        commit with the cursor past the last contiguous record so far; once the meter answers success, past every
+        record it reported. A transfer cut short (a failure response, silence) keeps what arrived and then fails the
+        session, so the device is retried at its class's pace and asked for the rest."""
         key = f"racp:{cfg.address}"
         progress = _RacpProgress(key, await self._sink.get_cursor(key) or 0)
         responses: asyncio.Queue[bytes] = asyncio.Queue(maxsize=_RACP_RESPONSES)
@@ -662,11 +735,15 @@ class BleManager:
         try:
             request = gatt.RacpRequest.report_greater_or_equal(progress.start)
             await client.write_gatt_char(uuid16(_RACP), bytes(request), response=True)
-            answer = await self._store_until(cfg, queue, offset, progress, responses)
+            answer = await self._store_until(cfg, queue, clock, progress, responses)
+        except TimeoutError:
+            while not queue.empty():  # what came before the silence is kept
+                await self._store(cfg, _take(queue), clock, progress)
+            raise
         finally:
             await self._unsubscribe(client, uuid16(_RACP))
         while not queue.empty():  # the records indicated before the response
-            await self._store(cfg, _take(queue), offset, progress)
+            await self._store(cfg, _take(queue), clock, progress)
         try:
             reply = gatt.decode(_RACP, answer)
         except DecodeError as exc:
@@ -674,12 +751,17 @@ class BleManager:
         code = reply.as_dict().get("response_code")
         if code not in (gatt.RacpResponseCode.SUCCESS, gatt.RacpResponseCode.NO_RECORDS_FOUND):
             raise _ProtocolViolationError(f"RACP report failed with response code {code}")
+        # The meter sent every record it has from the cursor on: gaps in the sequence are records it no longer has.
+        progress.complete()
+        cursor = progress.take_cursor()
+        if cursor is not None:
+            await self._sink.store_readings([], cursor=cursor)
 
     async def _store_until(
         self,
         cfg: DeviceConfig,
         queue: asyncio.Queue[_Notification],
-        offset: timedelta | None,
+        clock: ClockFinding | None,
         progress: _RacpProgress,
         responses: asyncio.Queue[bytes],
     ) -> bytes:
@@ -698,7 +780,7 @@ class BleManager:
                     {getter, answer}, timeout=_RACP_SILENCE, return_when=asyncio.FIRST_COMPLETED
                 )
                 if getter in done:
-                    await self._store(cfg, _take(queue, getter.result()), offset, progress)
+                    await self._store(cfg, _take(queue, getter.result()), clock, progress)
                 elif answer in done:
                     return answer.result()
                 else:
@@ -711,18 +793,46 @@ class BleManager:
 
 @dataclass(slots=True)
 class _RacpProgress:
-    """How far a RACP transfer has come: the cursor is the sequence number after the highest record stored."""
+    """How far a RACP transfer has come. Records normally arrive in ascending order; the cursor is the sequence number
+    after the last record of the run that starts with the first one received and has no gap, so a record lost on
+    the way (notifications are not confirmed) is asked for again. Once the meter answered success the cursor moves
+    past the highest record (a gap is then a record the meter no longer has)."""
 
     key: str
     start: int
+    seen: set[int] = field(default_factory=set)
+    next: int | None = None  # the first sequence number not yet part of the contiguous run
     highest: int = -1
+    committed: int | None = None  # the cursor value last handed to the sink
 
     def saw(self, sequence_number: object) -> None:
-        if isinstance(sequence_number, int):
-            self.highest = max(self.highest, sequence_number)
+        if not isinstance(sequence_number, int) or sequence_number < self.start:
+            return  # not asked for: it does not move the cursor
+        self.seen.add(sequence_number)
+        self.highest = max(self.highest, sequence_number)
+        if self.next is None:
+            self.next = sequence_number
+        while self.next in self.seen:
+            self.seen.discard(self.next)
+            self.next += 1
 
-    def cursor(self) -> tuple[str, int] | None:
-        return (self.key, self.highest + 1) if self.highest >= self.start else None
+    def complete(self) -> None:
+        if self.highest >= 0:
+            self.next = max(self.next or 0, self.highest + 1)
+            self.seen.clear()
+
+    def take_cursor(self) -> tuple[str, int] | None:
+        """The cursor to commit with the next store, None when it has not moved since the last."""
+        if self.next is None or self.next <= self.start or self.next == self.committed:
+            return None
+        self.committed = self.next
+        return (self.key, self.next)
+
+
+def _device_time(measurement: gatt.Measurement) -> datetime | None:
+    """The meter's own stamp on a measurement (local, no zone), None when it has none or an unknown date."""
+    stamp = getattr(measurement, "device_time", None)
+    return stamp if isinstance(stamp, datetime) else None
 
 
 def _take(queue: asyncio.Queue[_Notification], first: _Notification | None = None) -> list[_Notification]:

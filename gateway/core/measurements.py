@@ -5,13 +5,26 @@ sequence number, else its own timestamp, else the hub's receive time), corrects 
 session's offset, and returns the routine-lane :class:`~gateway.core.sealer.Draft` with the
 :class:`~gateway.rules.Observation` the rules judge (``None`` for a value with no vital sign). Pure: the caller
 judges, shows and commits.
+
+What a reading means (issue 14 item 6, ``docs/ble.md``):
+
+* whose it is (:func:`filing_of`): a meter provisioned with a ``user_id`` files under its resident only the readings
+  stamped with that User ID; another user's readings, and those of the unknown user 0xFF, are kept unassigned
+  (``resident_id`` None) and never judged. A meter provisioned without ``user_id`` files everything under its resident;
+* a glucose control-solution test (type 10 or sample location 4) is kept as it was sent (``values.type``), flagged
+  ``unreliable`` and never judged;
+* which readings a session's clock offset applies to (:class:`ClockFinding`): only those stamped on the meter's
+  current clock, i.e. not later than the meter's clock when the hub read it, and not followed by an earlier stamp
+  (a clock reset between them). The device's own time stays on the record either way.
 """
 
 from __future__ import annotations
 
+import enum
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from gateway.config import DeviceConfig
 from gateway.core.sealer import Draft
@@ -21,7 +34,74 @@ from gateway.rules import Observation, Vital
 from protocols import gatt
 from protocols.record import MeasurementBody, measurement_record_id
 
-__all__ = ["Measured", "measure", "observation_of"]
+__all__ = ["ClockFinding", "Filing", "Measured", "filing_of", "is_control_solution", "measure", "observation_of"]
+
+#: The User ID a multi-user meter sends when it does not know who measured (BLS 1.0 / WSS 1.0 "unknown user").
+UNKNOWN_USER = 0xFF
+#: Glucose Type 10 and Sample Location 4 both mean "control solution" (GLS 1.0, ``/work/shared/gatt-formats.md``).
+_CONTROL_TYPE = gatt.GlucoseType.CONTROL_SOLUTION
+_CONTROL_LOCATION = 4
+
+
+class Filing(enum.Enum):
+    """Whose a reading is."""
+
+    RESIDENT = "resident"  # the provisioned resident's
+    OTHER_USER = "other_user"  # a multi-user meter's other user: kept unassigned, never judged
+    UNKNOWN_USER = "unknown_user"  # User ID 0xFF on a meter provisioned for one user: kept unassigned, never judged
+
+
+def filing_of(device: DeviceConfig, measurement: gatt.Measurement) -> Filing:
+    """Whose `measurement` is: a meter provisioned with ``user_id`` files only that user's readings under its
+    resident; one without files everything (a single-user meter may send no User ID, or 0xFF)."""
+    if device.user_id is None:
+        return Filing.RESIDENT
+    user = getattr(measurement, "user_id", None)
+    if not isinstance(user, int):
+        return Filing.RESIDENT  # the meter names no user on this reading: it has only the one
+    if user == UNKNOWN_USER:
+        return Filing.UNKNOWN_USER
+    return Filing.RESIDENT if user == device.user_id else Filing.OTHER_USER
+
+
+def is_control_solution(measurement: gatt.Measurement) -> bool:
+    """A glucose meter's control-solution test (a check of the meter and strips, not of the resident)."""
+    if not isinstance(measurement, gatt.GlucoseMeasurement):
+        return False
+    return measurement.type == _CONTROL_TYPE or measurement.sample_location == _CONTROL_LOCATION
+
+
+@dataclass(frozen=True, slots=True)
+class ClockFinding:
+    """What a session learnt of a meter's clock: its offset, and which readings were stamped on that clock.
+
+    Attributes:
+        offset: the meter's clock minus the hub's, when the hub read it.
+        device_now: the meter's clock then (local, no zone).
+        read_at: the hub's time then (UTC-aware).
+        slack: how far a stamp may run past the clock the hub read (whole-second stamps, the meter's rounding).
+    """
+
+    offset: timedelta
+    device_now: datetime
+    read_at: datetime
+    slack: timedelta
+
+    def offset_for(
+        self, device_time: datetime | None, received_at: datetime, later: Sequence[datetime] = ()
+    ) -> timedelta | None:
+        """The offset correcting a reading stamped `device_time` and received at hub time `received_at`; None when
+        it was not made on the clock the hub read. That clock could have stamped at most ``device_now`` plus the
+        time from the read to the reception: a later stamp comes from another clock (the meter's clock before a
+        reset, or the clock the hub has just set). A stamp followed (`later`: the stamps of the meter's later
+        readings) by an earlier one was made before a reset, on the old clock."""
+        if device_time is None:
+            return None
+        if device_time > self.device_now + (received_at - self.read_at) + self.slack:
+            return None
+        if any(stamp < device_time for stamp in later):
+            return None
+        return self.offset
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +121,8 @@ def observation_of(
     device: DeviceConfig, measurement: gatt.Measurement, record_id: str, at: datetime
 ) -> Observation | None:
     """The rule engine's view of a decoded measurement, in canonical units; None for what has no vital sign."""
+    if filing_of(device, measurement) is not Filing.RESIDENT or is_control_solution(measurement):
+        return None  # not the resident's body: another user's reading or a check of the meter
     values: dict[Vital, float] = {}
     unreliable = False
 
@@ -117,10 +199,10 @@ def measure(reading: Reading, now: datetime) -> Measured:
         uuid=reading.uuid,
         raw=reading.data,
         values=values,
-        resident_id=reading.device.resident,
+        resident_id=reading.device.resident if filing_of(reading.device, measurement) is Filing.RESIDENT else None,
         clock_corrected=corrected is not None,
         corrected_time=corrected,
-        unreliable=bool(observation and observation.unreliable),
+        unreliable=bool(observation and observation.unreliable) or is_control_solution(measurement),
     )
     draft = Draft(body, Lane.ROUTINE, now, record_id, reading.device.address, device_time)
     return Measured(draft, record_id, observation)

@@ -59,8 +59,14 @@ class BloodPressureCuff(SimDevice):
         *,
         irregular_pulse: bool = False,
         body_movement: bool = False,
+        user_id: int | None = None,
     ) -> Produced:
-        """Take a reading: inflate/deflate (cuff pressure notifications), store it, wake up and advertise."""
+        """Take a reading: inflate/deflate (cuff pressure notifications), store it, wake up and advertise.
+
+        ``user_id`` is the User ID a multi-user cuff stamps on the reading (0xFF: the unknown user); None sends none.
+        """
+        if user_id is not None and not 0 <= user_id <= 0xFF:
+            raise ValueError(f"user_id {user_id} is not a uint8")
         if not hasattr(self, "measurement_char"):
             raise RuntimeError(f"{self.id} is not attached to a link")
         for pressure in (systolic + 30, (systolic + diastolic) / 2, diastolic):
@@ -77,7 +83,7 @@ class BloodPressureCuff(SimDevice):
             mean_arterial=MderFloat.from_value(round(mean, 1)),
             timestamp=self.device_datetime(),
             pulse_rate=None if pulse is None else MderFloat.from_value(pulse),
-            user_id=None,
+            user_id=user_id,
             measurement_status=int(status),
         )
         values: dict[str, float | int | str | bool] = {"systolic": systolic, "diastolic": diastolic}
@@ -86,6 +92,8 @@ class BloodPressureCuff(SimDevice):
         values["mean_arterial"] = float(MderFloat.from_value(round(mean, 1)))
         values["irregular_pulse"] = irregular_pulse
         values["body_movement"] = body_movement
+        if user_id is not None:
+            values["user_id"] = user_id
         produced = self.record("2A35", values, bytes(reading))
         self.store_for_indication(self.measurement_char, produced)
         self.wake()

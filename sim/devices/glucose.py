@@ -126,8 +126,13 @@ class GlucoseMeter(SimDevice):
         meal: str | None = None,
         carbohydrate: str | None = None,
         carbohydrate_g: float | None = None,
+        control_solution: bool = False,
     ) -> Produced:
-        """Take a capillary-plasma reading from the finger, store it, send it live if a hub listens, advertise."""
+        """Take a capillary-plasma reading from the finger, store it, send it live if a hub listens, advertise.
+
+        With ``control_solution`` it is a test of the meter and strips with control solution instead: sent as Type 10
+        and Sample Location 4 ("control solution", GLS 1.0), as meters that recognise the solution do.
+        """
         if not hasattr(self, "measurement_char"):
             raise RuntimeError(f"{self.id} is not attached to a link")
         sequence = self._next_sequence
@@ -139,8 +144,8 @@ class GlucoseMeter(SimDevice):
             base_time=self.device_datetime(),
             time_offset=0,
             concentration=_kg_per_l(mg_dl),
-            type=GlucoseType.CAPILLARY_PLASMA,
-            sample_location=SampleLocation.FINGER,
+            type=GlucoseType.CONTROL_SOLUTION if control_solution else GlucoseType.CAPILLARY_PLASMA,
+            sample_location=SampleLocation.CONTROL_SOLUTION if control_solution else SampleLocation.FINGER,
             sensor_status=status,
             context_follows=has_context,
         )
@@ -158,6 +163,8 @@ class GlucoseMeter(SimDevice):
                 )
             )
         values: dict[str, float | int | str | bool] = {"mg_dl": mg_dl}
+        if control_solution:
+            values["control_solution"] = True
         if meal is not None:
             values["meal"] = meal
         if carbohydrate is not None:

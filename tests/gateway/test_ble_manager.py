@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -128,7 +128,9 @@ class Rig:
         return [r for r in await self.records() if r.device_id == address and isinstance(r.body, MeasurementBody)]
 
 
-def _config(workdir: Path, broker_url: str, devices: Sequence[tuple[str, str]]) -> str:
+def _config(
+    workdir: Path, broker_url: str, devices: Sequence[tuple[str, str]], extra: Mapping[str, Sequence[str]]
+) -> str:
     lines = [
         "[hub]",
         f'id = "{HUB_ID}"',
@@ -147,12 +149,20 @@ def _config(workdir: Path, broker_url: str, devices: Sequence[tuple[str, str]]) 
     ]
     for address, kind in devices:
         lines += ["[[devices]]", f'address = "{address}"', f'kind = "{kind}"', 'resident = "r1"', 'name = "M"']
+        lines += extra.get(address, ())
     return "\n".join(lines) + "\n"
 
 
 @contextlib.asynccontextmanager
-async def rig(tmp_path: Path, broker: MosquittoBroker, meters: Sequence[SimDevice]) -> AsyncIterator[Rig]:
-    """The meters on a private link (already attached, so stored readings wait) and the gateway on the same link."""
+async def rig(
+    tmp_path: Path,
+    broker: MosquittoBroker,
+    meters: Sequence[SimDevice],
+    *,
+    device_lines: Mapping[str, Sequence[str]] | None = None,
+) -> AsyncIterator[Rig]:
+    """The meters on a private link (already attached, so stored readings wait) and the gateway on the same link;
+    `device_lines` adds TOML lines to a device's table of the hub's configuration, by address."""
     platform = PlatformIdentity.generate()
     hub = HubIdentity.generate(HUB_ID)
     save_hub_identity(tmp_path / "hub.key", hub)
@@ -160,7 +170,7 @@ async def rig(tmp_path: Path, broker: MosquittoBroker, meters: Sequence[SimDevic
     kinds = {BloodPressureCuff: "blood_pressure", GlucoseMeter: "glucose"}
     kind_of = {m: next(v for k, v in kinds.items() if isinstance(m, k)) for m in meters}
     provisioned = [(m.options.address, kind_of[m]) for m in meters if m.options.address != STRANGER]
-    text = _config(tmp_path, broker.url, provisioned)
+    text = _config(tmp_path, broker.url, provisioned, device_lines or {})
     config = parse_config(text, tmp_path / "hub.toml")
     link = f"local:ble-manager-{next(_links)}"
     scanner, client = sim.ble.backend_for(link)
@@ -468,7 +478,7 @@ async def test_the_manager_closes_when_starting_the_scan_lost_its_cancellation(t
     """The scan task was cancelled while the stack started scanning and the cancellation was lost: it must not go on
     to wait for adverts forever (that hung the BLE tests, once in about fifteen runs, when a gateway closed right
     after it opened)."""
-    config = parse_config(_config(tmp_path, "mqtt://127.0.0.1:1", [(BP, "blood_pressure")]), tmp_path / "hub.toml")
+    config = parse_config(_config(tmp_path, "mqtt://127.0.0.1:1", [(BP, "blood_pressure")], {}), tmp_path / "hub.toml")
     _StartLosesTheCancellation.starting = asyncio.Event()
     manager = gateway.ble.BleManager(config, _NullSink(), scanner_backend=_StartLosesTheCancellation)
     async with manager:
@@ -539,7 +549,7 @@ async def test_a_failed_session_waits_as_long_as_its_class_says(tmp_path):
         async def connect(self, pair: bool, **kwargs: Any) -> None:
             raise failures.pop(0)
 
-    config = parse_config(_config(tmp_path, "mqtt://127.0.0.1:1", [(BP, "blood_pressure")]), tmp_path / "hub.toml")
+    config = parse_config(_config(tmp_path, "mqtt://127.0.0.1:1", [(BP, "blood_pressure")], {}), tmp_path / "hub.toml")
     sink = _Recorder()
     now = [1000.0]
     manager = gateway.ble.BleManager(config, sink, client_backend=Failing, monotonic=lambda: now[0])

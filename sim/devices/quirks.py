@@ -1,0 +1,123 @@
+"""Meters that behave like shop meters the hub must cope with (issue 14, "a quirk zoo"), each by name.
+
+Each quirk is a small subclass of a simulated product (:mod:`sim.devices.blood_pressure`, :mod:`sim.devices.glucose`)
+that changes one behaviour, listed in :data:`QUIRKS` with what it imitates:
+
+* ``clock-refusing-cuff``: a cuff that answers every Current Time write with ATT error 0x80 (an application error),
+  as Omron cuffs do; its clock stays as it was;
+* ``two-user-cuff``: a cuff with two user memories, each reading stamped with its User ID (0xFF when the user did not
+  pick one); the sim's cuff already takes ``user_id`` per reading, this names the product;
+* ``racp-not-completed``: a glucose meter that sends only the first ``records_per_report`` records a report selects
+  and then answers "procedure not completed" (RACP 0x08);
+* ``racp-silent``: a glucose meter that sends the first ``records_per_report`` records and then never answers;
+* ``control-solution`` and ``clock-reset`` need no product of their own: any glucose meter takes
+  ``measure(..., control_solution=True)``, and any meter's clock resets with ``change_battery()``; they are listed
+  so a scenario can name them.
+
+bumble ships profile classes for Battery, Device Information and Heart Rate only (``bumble.profiles``); none exists
+for the Blood Pressure, Glucose or Current Time services, so these build on the simulator's own GATT servers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from bumble import att
+from bumble.device import Connection
+
+from protocols.gatt.racp import RacpOpCode, RacpResponseCode
+from sim.clock import Clock
+from sim.devices.base import ATT_PROCEDURE_ALREADY_IN_PROGRESS, Produced, SimDevice
+from sim.devices.blood_pressure import BloodPressureCuff
+from sim.devices.glucose import GlucoseMeter
+from sim.devices.options import DeviceOptions
+
+__all__ = [
+    "ATT_APPLICATION_ERROR",
+    "QUIRKS",
+    "ClockRefusingCuff",
+    "Quirk",
+    "RacpNotCompletedMeter",
+    "RacpSilentMeter",
+    "TwoUserCuff",
+]
+
+#: The first application error code (Core Spec Vol 3 Part F 3.4.1.1), what Omron cuffs send on a clock write. The
+#: Glucose Service uses the same number for "procedure already in progress".
+ATT_APPLICATION_ERROR = ATT_PROCEDURE_ALREADY_IN_PROGRESS
+
+
+class ClockRefusingCuff(BloodPressureCuff):
+    """A cuff whose Current Time accepts reads but refuses every write with ATT 0x80."""
+
+    refused_writes: int = 0
+
+    def _write_current_time(self, _connection: Connection, value: bytes) -> None:
+        del value
+        self.refused_writes += 1
+        raise att.ATT_Error(ATT_APPLICATION_ERROR)
+
+
+class TwoUserCuff(BloodPressureCuff):
+    """A cuff with two user memories: every reading names its user (1 or 2; 0xFF when nobody was picked)."""
+
+    async def measure_as(self, user_id: int, systolic: float, diastolic: float, pulse: float | None = None) -> Produced:
+        """A reading of user `user_id`."""
+        return await self.measure(systolic, diastolic, pulse, user_id=user_id)
+
+
+class RacpNotCompletedMeter(GlucoseMeter):
+    """A meter that sends the first `records_per_report` selected records, then answers 0x08."""
+
+    def __init__(self, options: DeviceOptions, clock: Clock, *, records_per_report: int = 2) -> None:
+        super().__init__(options, clock)
+        if records_per_report < 0:
+            raise ValueError("records_per_report must not be negative")
+        self.records_per_report = records_per_report
+
+    async def _report(self, sequences: tuple[int, ...]) -> None:
+        wanted = set(sequences[: self.records_per_report])
+        for record in [r for r in self.records if r.sequence in wanted]:
+            await self._send_record(record)
+        await self._respond(RacpOpCode.REPORT_STORED_RECORDS, RacpResponseCode.PROCEDURE_NOT_COMPLETED)
+
+
+class RacpSilentMeter(GlucoseMeter):
+    """A meter that sends the first `records_per_report` selected records and then never answers the report."""
+
+    def __init__(self, options: DeviceOptions, clock: Clock, *, records_per_report: int = 2) -> None:
+        super().__init__(options, clock)
+        if records_per_report < 0:
+            raise ValueError("records_per_report must not be negative")
+        self.records_per_report = records_per_report
+        self.reports = 0
+
+    async def _report(self, sequences: tuple[int, ...]) -> None:
+        self.reports += 1
+        wanted = set(sequences[: self.records_per_report])
+        for record in [r for r in self.records if r.sequence in wanted]:
+            await self._send_record(record)
+        self._procedure = None  # ready for the next request, but this one is never answered
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Quirk:
+    """A named quirk: what it imitates and how to build a meter that has it."""
+
+    name: str
+    imitates: str
+    build: Callable[[DeviceOptions, Clock], SimDevice]
+
+
+QUIRKS: dict[str, Quirk] = {
+    q.name: q
+    for q in (
+        Quirk("clock-refusing-cuff", "Omron cuffs: ATT 0x80 on a Current Time write", ClockRefusingCuff),
+        Quirk("two-user-cuff", "two-user cuffs: a User ID on every reading, 0xFF for nobody picked", TwoUserCuff),
+        Quirk("racp-not-completed", "a RACP report cut short with 0x08", RacpNotCompletedMeter),
+        Quirk("racp-silent", "a RACP report that is never answered", RacpSilentMeter),
+        Quirk("control-solution", "a control-solution test (type 10, location 4)", GlucoseMeter),
+        Quirk("clock-reset", "a clock back at its factory default after a battery change", GlucoseMeter),
+    )
+}
