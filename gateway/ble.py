@@ -17,7 +17,9 @@ a short time after a measurement and sleep otherwise, so there is nothing to pol
 4. for a glucose meter, ask the Record Access Control Point for every record with a sequence number at or above the
    device's cursor, and advance the cursor in the same transactions that make the records durable (invariant 1),
    as they arrive, up to the last contiguous record (past every record the meter reported once it answered
-   success); a procedure that then fails (e.g. 0x08 "procedure not completed") or never answers keeps them;
+   success); a procedure that then fails (e.g. 0x08 "procedure not completed") or never answers keeps them. A
+   failure after some records is reported, the session ends and the next connection asks for the rest; with
+   nothing received, or silence, the session fails and the device is retried at its class's pace;
 5. hand what arrives to the :class:`ReadingSink` in batches, each returning once it is fsynced;
 6. when the session ends with the link still up, undo the subscriptions (``stop_notify``).
 
@@ -134,6 +136,7 @@ class SessionStep(enum.Enum):
     CLOCK_READ = "clock read"
     CLOCK_WRITE = "clock write"
     BATTERY = "battery level"
+    RACP_REPORT = "RACP report"  # a report ended with a failure code after some records (which are kept)
 
 
 # ATT error codes (Core Spec Vol 3 Part F 3.4.1.1): the peer wants a bond, or encryption with a bond's keys.
@@ -514,9 +517,11 @@ class BleManager:
                     await self._subscribe(client, subscriptions, uuid16(uuid), bridge(uuid))
             clock = await self._sync_clock(client, cfg, chars)
             await self._read_battery(client, cfg, chars)
+            complete = True
             if cfg.kind is DeviceKind.GLUCOSE and uuid16(_RACP) in chars:
-                await self._transfer_records(cfg, client, queue, clock)
-            await self._consume(cfg, client, queue, disconnected, clock, deferred=deferred)
+                complete = await self._transfer_records(cfg, client, queue, clock)
+            # A transfer the meter cut short ends the session at once: the next connection asks for the rest.
+            await self._consume(cfg, client, queue, disconnected, clock, deferred=deferred, linger=complete)
 
     async def _subscribe(
         self,
@@ -548,12 +553,13 @@ class BleManager:
         clock: ClockFinding | None,
         *,
         deferred: list[int],
+        linger: bool = True,
     ) -> None:
-        """Hand notifications to the sink, in order, until the device goes away; then what the queue left to the
-        journal."""
+        """Hand notifications to the sink, in order, until the device goes away (or, without `linger`, as soon as
+        the queue is empty); then what the queue left to the journal."""
         gone = asyncio.ensure_future(disconnected.wait())
         # A meter that has said nothing for a while is released so its slot serves others; the pendant stays.
-        idle = None if cfg.kind is DeviceKind.PENDANT else self._idle_disconnect
+        idle = None if cfg.kind is DeviceKind.PENDANT else self._idle_disconnect if linger else 0.0
         try:
             while True:
                 raise_if_cancelling()  # bumble's calls may have lost a cancellation; the pendant never idles out
@@ -715,11 +721,13 @@ class BleManager:
         client: BleakClient,
         queue: asyncio.Queue[_Notification],
         clock: ClockFinding | None,
-    ) -> None:
+    ) -> bool:
         """RACP: ask for the stored records with sequence number >= the cursor and store them as they arrive, each
         commit with the cursor past the last contiguous record so far; once the meter answers success, past every
-        record it reported. A transfer cut short (a failure response, silence) keeps what arrived and then fails the
-        session, so the device is retried at its class's pace and asked for the rest."""
+        record it reported. A transfer cut short keeps what arrived. A failure response after records were stored is
+        reported and the session ends (its next connection asks for the rest); a failure response with nothing
+        stored, or silence, fails the session, so the device is retried at its class's pace, never in a loop.
+        Returns whether the meter sent everything asked for."""
         key = f"racp:{cfg.address}"
         progress = _RacpProgress(key, await self._sink.get_cursor(key) or 0)
         responses: asyncio.Queue[bytes] = asyncio.Queue(maxsize=_RACP_RESPONSES)
@@ -750,12 +758,22 @@ class BleManager:
             raise _ProtocolViolationError(f"RACP response {answer.hex()} does not decode: {exc}") from exc
         code = reply.as_dict().get("response_code")
         if code not in (gatt.RacpResponseCode.SUCCESS, gatt.RacpResponseCode.NO_RECORDS_FOUND):
-            raise _ProtocolViolationError(f"RACP report failed with response code {code}")
+            failure = f"RACP report failed with response code {code}"
+            if progress.committed is None:
+                raise _ProtocolViolationError(failure)  # nothing came: retried at the protocol pace, not in a loop
+            # The meter stopped part-way (e.g. 0x08, "procedure not completed") after records that are now stored:
+            # the session ends as usual and its next connection asks for the rest, so a meter that sends a few
+            # records per connection is read out at its own pace, not at a failing session's.
+            self.stats.step_failures[(SessionStep.RACP_REPORT, ErrorClass.PROTOCOL)] += 1
+            _log.warning("%s from %s after %d record(s); the rest next time", failure, cfg.address, progress.received)
+            await self._sink.report(Misbehaviour(cfg, f"{failure} after {progress.received} record(s)", answer))
+            return False
         # The meter sent every record it has from the cursor on: gaps in the sequence are records it no longer has.
         progress.complete()
         cursor = progress.take_cursor()
         if cursor is not None:
             await self._sink.store_readings([], cursor=cursor)
+        return True
 
     async def _store_until(
         self,
@@ -804,10 +822,12 @@ class _RacpProgress:
     next: int | None = None  # the first sequence number not yet part of the contiguous run
     highest: int = -1
     committed: int | None = None  # the cursor value last handed to the sink
+    received: int = 0  # records of this transfer, asked for and decoded (stored with the cursor)
 
     def saw(self, sequence_number: object) -> None:
         if not isinstance(sequence_number, int) or sequence_number < self.start:
             return  # not asked for: it does not move the cursor
+        self.received += 1
         self.seen.add(sequence_number)
         self.highest = max(self.highest, sequence_number)
         if self.next is None:

@@ -660,12 +660,13 @@ async def test_a_racp_transfer_cut_short_keeps_what_arrived(tmp_path, mosquitto)
         await meter.set_in_range(False)
         produced = [await meter.measure(v) for v in (101, 102, 103)]
         await meter.set_in_range(True)
-        await r.probe.until(lambda: any(isinstance(e, LinkFailed) for e in r.probe.statuses))
-        (failure,) = [e for e in r.probe.statuses if isinstance(e, LinkFailed)]
-        assert failure.error_class is ErrorClass.PROTOCOL
-        assert await r.gw.outbox.get_cursor(key) == 2  # the next session asks from the third on
-        stored = [x.data for x in r.probe.readings_of(GLUCOSE)]
-        assert stored == [p.raw for p in produced[:2]]
+        # The first session keeps the two records it got (cursor 2); the next asks from the third on and gets it.
+        await r.probe.until(lambda: (key, 3) in [c for _, c in r.probe.stored])
+        assert [c for _, c in r.probe.stored if c is not None] == [(key, 2), (key, 3)]
+        cut = r.probe.status_with(GLUCOSE, Misbehaviour)[0]
+        assert "response code 8" in cut.reason
+        assert [x.data for x in r.probe.readings_of(GLUCOSE)] == [p.raw for p in produced]
+        assert r.probe.status_with(GLUCOSE, LinkFailed) == []
 
 
 async def test_a_racp_response_that_does_not_decode_fails_the_session_not_the_hub(tmp_path, mosquitto):

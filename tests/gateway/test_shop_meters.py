@@ -163,10 +163,10 @@ async def test_a_control_solution_test_is_stored_flagged_and_never_judged(tmp_pa
         assert await _alarms(r) == []
 
 
-async def test_racp_not_completed_keeps_what_arrived_and_the_rest_comes_later(tmp_path, mosquitto, monkeypatch):
-    """Each report is cut short after two records with 0x08: every session keeps what it got and moves the cursor,
-    so all five records arrive, each once, over three sessions."""
-    monkeypatch.setitem(gateway.ble._RETRY, ErrorClass.PROTOCOL, _FAST)
+async def test_racp_not_completed_keeps_what_arrived_and_the_rest_comes_later(tmp_path, mosquitto):
+    """Each report is cut short after two records with 0x08: every session keeps what it got, moves the cursor and
+    ends as usual (the cut is reported), so all five records arrive, each once, over three connections, with no
+    failed session and no backoff."""
     clock = ManualClock(START)
     meter = RacpNotCompletedMeter(options(GLUCOSE), clock, records_per_report=2)
     key = f"racp:{GLUCOSE}"
@@ -174,12 +174,31 @@ async def test_racp_not_completed_keeps_what_arrived_and_the_rest_comes_later(tm
         await meter.set_in_range(False)
         produced = [await meter.measure(100 + n) for n in range(5)]
         await meter.set_in_range(True)
-        await r.probe.until(lambda: len(r.probe.status_with(GLUCOSE, LinkFailed)) == 3)
+        await r.probe.until(lambda: len(r.probe.status_with(GLUCOSE, Misbehaviour)) == 3)
+        await r.probe.until(lambda: (key, 5) in [c for _, c in r.probe.stored])
         assert await r.gw.outbox.get_cursor(key) == 5
         await _by_raw(r, GLUCOSE, produced)
         cursors = [c[1] for _, c in r.probe.stored if c is not None]
-        assert cursors == sorted(cursors)
-        assert [f.error_class for f in r.probe.status_with(GLUCOSE, LinkFailed)] == [ErrorClass.PROTOCOL] * 3
+        assert cursors == [2, 4, 5]
+        assert r.probe.status_with(GLUCOSE, LinkFailed) == []
+        assert r.gw.ble is not None
+        assert r.gw.ble.stats.step_failures[(SessionStep.RACP_REPORT, ErrorClass.PROTOCOL)] == 3
+
+
+async def test_racp_not_completed_with_nothing_sent_fails_the_session_at_the_protocol_pace(tmp_path, mosquitto):
+    """A meter that answers 0x08 without sending a record makes no progress: the session fails (protocol), so the
+    device waits its class's delay instead of being reconnected at every advertisement."""
+    clock = ManualClock(START)
+    meter = RacpNotCompletedMeter(options(GLUCOSE), clock, records_per_report=0)
+    async with rig(tmp_path, mosquitto, [meter]) as r:
+        await meter.set_in_range(False)
+        await meter.measure(100)
+        await meter.set_in_range(True)
+        await r.probe.until(lambda: r.probe.status_with(GLUCOSE, LinkFailed))
+        (failure,) = r.probe.status_with(GLUCOSE, LinkFailed)
+        assert failure.error_class is ErrorClass.PROTOCOL
+        assert r.probe.readings_of(GLUCOSE) == []
+        assert await r.gw.outbox.get_cursor(f"racp:{GLUCOSE}") is None
 
 
 async def test_a_racp_that_never_answers_keeps_what_arrived(tmp_path, mosquitto, monkeypatch):
