@@ -303,6 +303,10 @@ class Hub:
                 self.counters.panic_local_s.append(shown - started)
         if event.battery is not None:
             drafts.extend(self._report_drafts(BatteryLevel(device, event.battery), now))
+        notice = self._pendants.rekey_notice(address, checked, now)
+        if notice is not None:  # §9.6: committed with the event, so it reaches the platform exactly when accepted
+            _log.warning("pendant %s needs a new key (docs/protocol.md §9.6): maintenance notice recorded", address)
+            drafts.append(notice)
         try:
             await self._commit(drafts, {cursor_key(address): self._pendants.cursor_value(address, checked)})
         except OutboxError:

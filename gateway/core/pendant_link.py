@@ -7,10 +7,20 @@ event, tied to the key it was accepted under, §9.6), and only then calls :meth:
 :meth:`PendantLink.confirm` frame. When the commit fails the mark stays where it was, so the pendant's re-send of
 the same frame checks as new again (never as a confirmed repeat). :func:`panic_event_draft` turns the panic
 lifecycle's ``panic_event`` steps into ``panic`` record drafts (§3.3). Pure: keys and counters in memory only.
+
+Re-keying (§9.6): :meth:`PendantLink.rekey_notice` is the maintenance notice the hub commits with the event whose
+acceptance makes the pendant due for a new key (its counter reaches 2**31) or leaves it exhausted (its REKEY
+event: from then on it can no longer call for help). The notice is a priority-lane ``device_status`` record whose
+``detail`` says what to do (§3.4); :func:`describe_counter` says the same in ``carehub doctor``, from the committed
+state, so it stays visible after a restart.
+
+Battery (issue 19.5): a pendant reports its battery level in every event; :meth:`PendantLink.battery_news` yields the
+level only when it differs from the one last recorded, so a flood of events adds no routine rows.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +30,8 @@ from gateway.outbox_rows import Lane
 from gateway.panic import PendantEventKind
 from protocols.errors import AuthenticationError, DecodeError, EncodeError, ReplayError
 from protocols.pendant import (
+    COUNTER_CEILING,
+    REKEY_DUE_AT,
     ConfirmFrame,
     FeedbackFrame,
     FeedbackState,
@@ -28,9 +40,18 @@ from protocols.pendant import (
     PendantVerifier,
     VerifiedEvent,
 )
-from protocols.record import PanicBody, PanicEventType, panic_record_id
+from protocols.record import DeviceStatusBody, PanicBody, PanicEventType, panic_record_id
 
-__all__ = ["PendantLink", "Rejected", "cursor_key", "describe_counter", "event_kind", "panic_event_draft"]
+__all__ = [
+    "PendantLink",
+    "Rejected",
+    "RekeyNeed",
+    "cursor_key",
+    "describe_counter",
+    "event_kind",
+    "panic_event_draft",
+    "rekey_need",
+]
 
 _PANIC_EVENTS = {
     PendantEventType.PRESS: PendantEventKind.PRESS,
@@ -48,6 +69,40 @@ _FEEDBACK_STATES = {
 }
 
 
+class RekeyNeed(enum.Enum):
+    """How urgently a pendant needs a new key (docs/protocol.md §9.6)."""
+
+    NONE = "none"
+    DUE = "due"  # its counter passed 2**31: re-key at the next visit
+    EXHAUSTED = "exhausted"  # it sent its REKEY event: it can no longer call for help
+
+    @property
+    def notice(self) -> str:
+        """The maintenance notice for the platform and `carehub doctor` ("" for :attr:`NONE`)."""
+        match self:
+            case RekeyNeed.NONE:
+                return ""
+            case RekeyNeed.DUE:
+                return (
+                    "maintenance: pendant needs re-keying at the next visit (event counter past 2^31); "
+                    "pair it again with a new key (carehub provision pair)"
+                )
+            case RekeyNeed.EXHAUSTED:
+                return (
+                    "maintenance: pendant has used up its event counters and CANNOT CALL FOR HELP; "
+                    "pair it again with a new key now (carehub provision pair)"
+                )
+
+
+def rekey_need(last_counter: int) -> RekeyNeed:
+    """What an accepted counter high-water mark means for re-keying (§9.6)."""
+    if last_counter >= COUNTER_CEILING:
+        return RekeyNeed.EXHAUSTED
+    if last_counter >= REKEY_DUE_AT:
+        return RekeyNeed.DUE
+    return RekeyNeed.NONE
+
+
 @dataclass(frozen=True, slots=True)
 class Rejected:
     """A frame the hub does not act on (counted, never confirmed)."""
@@ -61,13 +116,19 @@ def cursor_key(address: str) -> str:
 
 
 def describe_counter(stored: object) -> str:
-    """A :func:`cursor_key` value as text (for `carehub doctor`): the last accepted counter."""
+    """A :func:`cursor_key` value as text (for `carehub doctor`): the last accepted counter, and the re-keying
+    notice when the pendant needs a new key (§9.6)."""
     if isinstance(stored, bytes):
         try:
-            return str(PendantCounterState.from_bytes(stored).last_counter)
+            counter = PendantCounterState.from_bytes(stored).last_counter
         except DecodeError:
             return "unreadable"
-    return str(stored)
+    elif isinstance(stored, int) and not isinstance(stored, bool):
+        counter = stored
+    else:
+        return str(stored)
+    need = rekey_need(counter)
+    return str(counter) if need is RekeyNeed.NONE else f"{counter} ({need.notice})"
 
 
 def event_kind(event_type: PendantEventType) -> PendantEventKind | None:
@@ -78,12 +139,13 @@ def event_kind(event_type: PendantEventType) -> PendantEventKind | None:
 class PendantLink:
     """The verifiers, confirms and feedback frames of every provisioned pendant."""
 
-    __slots__ = ("_feedback_seq", "_keys", "_verifiers")
+    __slots__ = ("_battery", "_feedback_seq", "_keys", "_verifiers")
 
     def __init__(self, keys: Mapping[str, bytes]) -> None:
         self._keys = dict(keys)
         self._verifiers = {address: PendantVerifier(address, key) for address, key in self._keys.items()}
         self._feedback_seq: dict[str, tuple[int, int]] = {}
+        self._battery: dict[str, int] = {}
 
     @property
     def addresses(self) -> tuple[str, ...]:
@@ -139,8 +201,34 @@ class PendantLink:
             return Rejected(str(exc))
 
     def accept(self, address: str, verified: VerifiedEvent) -> None:
-        """The event is durably stored: advance the high-water mark."""
+        """The event is durably stored: advance the high-water mark (and the battery level last recorded)."""
         self._verifiers[address].accept(verified)
+        if verified.event.battery is not None:
+            self._battery[address] = verified.event.battery
+
+    def battery_news(self, address: str, verified: VerifiedEvent) -> int | None:
+        """``verified``'s battery level if it is worth a record: known and not the level last stored (issue 19.5).
+
+        The level counts as stored only once the event is accepted (after its commit), so a failed commit loses no
+        level. After a restart the first level is recorded again.
+        """
+        level = verified.event.battery
+        if level is None or self._battery.get(address) == level:
+            return None
+        return level
+
+    def rekey_notice(self, address: str, verified: VerifiedEvent, now: datetime) -> Draft | None:
+        """The maintenance notice to commit with ``verified`` if accepting it makes the pendant need a new key
+        more urgently than before (§9.6): due once its counter reaches 2**31, exhausted with its REKEY event.
+
+        A priority-lane ``device_status`` record (never evicted: a pendant that cannot call for help must reach
+        the platform). ``None`` when nothing changes; a repeat never changes anything.
+        """
+        before = rekey_need(self._verifiers[address].last_counter)
+        after = rekey_need(max(verified.event.counter, self._verifiers[address].last_counter))
+        if after is before or after is RekeyNeed.NONE:
+            return None
+        return Draft(DeviceStatusBody(detail=after.notice), Lane.PRIORITY, now, None, address)
 
     def confirm(self, address: str, counter: int) -> bytes:
         """The Confirm frame for every event up to ``counter`` (write it only after the commit)."""

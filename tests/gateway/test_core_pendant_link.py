@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
-from gateway.core.pendant_link import PendantLink, Rejected, describe_counter
+from datetime import UTC, datetime
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.core.pendant_link import PendantLink, Rejected, RekeyNeed, describe_counter
+from gateway.core.sealer import Draft
+from gateway.outbox_rows import Lane
 from protocols.pendant import (
+    COUNTER_CEILING,
+    REKEY_DUE_AT,
     ConfirmFrame,
     FeedbackFrame,
     FeedbackState,
@@ -11,6 +20,7 @@ from protocols.pendant import (
     PendantEventType,
     VerifiedEvent,
 )
+from protocols.record import DeviceStatusBody
 
 PENDANT = "C0:11:00:00:00:0A"
 KEY = bytes(range(32))
@@ -93,3 +103,63 @@ def test_feedback_while_handling_an_event_names_that_event_before_it_is_accepted
     later = link.feedback_frame(PENDANT, "answered")
     assert later is not None
     assert (FeedbackFrame.from_bytes(later).event_counter, FeedbackFrame.from_bytes(later).feedback_seq) == (1, 1)
+
+
+# -- §9.6 re-keying: the maintenance notice --------------------------------------------------------------------
+
+NOW = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
+
+
+def notice_detail(draft: Draft | None) -> str | None:
+    if draft is None:
+        return None
+    assert isinstance(draft.body, DeviceStatusBody)
+    assert draft.lane is Lane.PRIORITY
+    assert draft.device == PENDANT
+    return draft.body.detail
+
+
+def test_a_rekey_event_raises_the_notice_that_the_pendant_cannot_call_for_help() -> None:
+    link = PendantLink({PENDANT: KEY})
+    link.accept(PENDANT, checked(link, frame(41)))
+    rekey = checked(link, bytes(PendantEvent.rekey().sign(PENDANT, KEY)))
+    detail = notice_detail(link.rekey_notice(PENDANT, rekey, NOW))
+    assert detail is not None
+    assert "CANNOT CALL FOR HELP" in detail
+    stored = link.cursor_value(PENDANT, rekey)
+    link.accept(PENDANT, rekey)
+    # The repeat of the accepted REKEY frame raises nothing new; doctor shows the notice from the committed state.
+    assert link.rekey_notice(PENDANT, checked(link, bytes(PendantEvent.rekey().sign(PENDANT, KEY))), NOW) is None
+    assert describe_counter(stored) == f"{COUNTER_CEILING} ({RekeyNeed.EXHAUSTED.notice})"
+
+
+def test_the_notice_is_raised_once_when_the_counter_reaches_the_rekey_mark() -> None:
+    link = PendantLink({PENDANT: KEY})
+    below = checked(link, frame(REKEY_DUE_AT - 1))
+    assert link.rekey_notice(PENDANT, below, NOW) is None
+    link.accept(PENDANT, below)
+    assert describe_counter(link.cursor_value(PENDANT, below)) == str(REKEY_DUE_AT - 1)
+    due = checked(link, frame(REKEY_DUE_AT))
+    detail = notice_detail(link.rekey_notice(PENDANT, due, NOW))
+    assert detail == RekeyNeed.DUE.notice
+    link.accept(PENDANT, due)
+    later = checked(link, frame(REKEY_DUE_AT + 5))
+    assert link.rekey_notice(PENDANT, later, NOW) is None  # once, not with every later event
+    assert "re-keying" in describe_counter(REKEY_DUE_AT + 5)  # a bare counter of an earlier hub version too
+    # Restarted past the mark: the exhausted notice still comes with the REKEY event.
+    restarted = PendantLink({PENDANT: KEY})
+    assert restarted.restore(PENDANT, link.cursor_value(PENDANT, later))
+    rekey = checked(restarted, bytes(PendantEvent.rekey().sign(PENDANT, KEY)))
+    assert notice_detail(restarted.rekey_notice(PENDANT, rekey, NOW)) == RekeyNeed.EXHAUSTED.notice
+
+
+@given(st.integers(0, COUNTER_CEILING - 1), st.integers(1, COUNTER_CEILING - 1))
+def test_a_notice_comes_exactly_when_an_event_makes_the_need_more_urgent(start: int, counter: int) -> None:
+    link = PendantLink({PENDANT: KEY})
+    assert link.restore(PENDANT, start)
+    result = link.check(PENDANT, frame(counter))
+    if isinstance(result, Rejected):
+        assert counter < start
+        return
+    crossed = start < REKEY_DUE_AT <= counter
+    assert (link.rekey_notice(PENDANT, result, NOW) is not None) == crossed
