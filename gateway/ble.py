@@ -697,10 +697,13 @@ class BleManager:
             return None
         device_now = getattr(current, "datetime", None)
         device_dt = device_now() if callable(device_now) else device_now
-        offset = None if not isinstance(device_dt, datetime) else device_dt - hub_now.replace(tzinfo=None)
-        if offset is not None and abs(offset.total_seconds()) <= self._config.clock_tolerance_s:
+        # A GATT clock keeps local time with no zone (the resident reads it on the meter's display): it is compared
+        # with, and set to, the hub's time in the home's zone, and its stamps are mapped to UTC by `to_utc`.
+        hub_local = hub_now.astimezone(self._config.timezone).replace(tzinfo=None)
+        drift = None if not isinstance(device_dt, datetime) else device_dt - hub_local
+        if drift is not None and abs(drift.total_seconds()) <= self._config.clock_tolerance_s:
             return None
-        payload = bytes(gatt.CurrentTime.from_datetime(hub_now.replace(tzinfo=None), adjust_reason=0x01))
+        payload = bytes(gatt.CurrentTime.from_datetime(hub_local, adjust_reason=0x01))
 
         async def write() -> bool:
             await client.write_gatt_char(uuid16(_CURRENT_TIME), payload, response=True)
@@ -710,10 +713,11 @@ class BleManager:
         # as corrected.
         if await self._best_effort(cfg, SessionStep.CLOCK_WRITE, write()):
             device_time = current.as_dict().get("timestamp")
-            await self._sink.report(ClockCorrected(cfg, device_time if isinstance(device_time, str) else None, offset))
-        if offset is None or not isinstance(device_dt, datetime):
+            await self._sink.report(ClockCorrected(cfg, device_time if isinstance(device_time, str) else None, drift))
+        if not isinstance(device_dt, datetime):
             return None
-        return ClockFinding(offset, device_dt, hub_now, _STAMP_SLACK)
+        to_utc = device_dt - hub_now.astimezone(UTC).replace(tzinfo=None)
+        return ClockFinding(to_utc, device_dt, hub_now, _STAMP_SLACK)
 
     async def _transfer_records(
         self,

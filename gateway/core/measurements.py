@@ -76,7 +76,8 @@ class ClockFinding:
     """What a session learnt of a meter's clock: its offset, and which readings were stamped on that clock.
 
     Attributes:
-        offset: the meter's clock minus the hub's, when the hub read it.
+        offset: the meter's clock (local time, no zone) minus the hub's UTC time, when the hub read it: a stamp
+            on that clock minus the offset is the UTC time it was made (the reading's ``clock_offset``).
         device_now: the meter's clock then (local, no zone).
         read_at: the hub's time then (UTC-aware).
         slack: how far a stamp may run past the clock the hub read (whole-second stamps, the meter's rounding).

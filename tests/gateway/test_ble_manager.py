@@ -129,12 +129,17 @@ class Rig:
 
 
 def _config(
-    workdir: Path, broker_url: str, devices: Sequence[tuple[str, str]], extra: Mapping[str, Sequence[str]]
+    workdir: Path,
+    broker_url: str,
+    devices: Sequence[tuple[str, str]],
+    extra: Mapping[str, Sequence[str]],
+    hub_lines: Sequence[str] = (),
 ) -> str:
     lines = [
         "[hub]",
         f'id = "{HUB_ID}"',
         'key_file = "hub.key"',
+        *hub_lines,
         "[platform]",
         'public_key_file = "platform.pub"',
         "[broker]",
@@ -160,9 +165,11 @@ async def rig(
     meters: Sequence[SimDevice],
     *,
     device_lines: Mapping[str, Sequence[str]] | None = None,
+    hub_lines: Sequence[str] = (),
 ) -> AsyncIterator[Rig]:
     """The meters on a private link (already attached, so stored readings wait) and the gateway on the same link;
-    `device_lines` adds TOML lines to a device's table of the hub's configuration, by address."""
+    `device_lines` adds TOML lines to a device's table of the hub's configuration, by address, `hub_lines` to its
+    [hub] table."""
     platform = PlatformIdentity.generate()
     hub = HubIdentity.generate(HUB_ID)
     save_hub_identity(tmp_path / "hub.key", hub)
@@ -170,7 +177,7 @@ async def rig(
     kinds = {BloodPressureCuff: "blood_pressure", GlucoseMeter: "glucose"}
     kind_of = {m: next(v for k, v in kinds.items() if isinstance(m, k)) for m in meters}
     provisioned = [(m.options.address, kind_of[m]) for m in meters if m.options.address != STRANGER]
-    text = _config(tmp_path, broker.url, provisioned, device_lines or {})
+    text = _config(tmp_path, broker.url, provisioned, device_lines or {}, hub_lines)
     config = parse_config(text, tmp_path / "hub.toml")
     link = f"local:ble-manager-{next(_links)}"
     scanner, client = sim.ble.backend_for(link)

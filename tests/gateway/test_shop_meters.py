@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from test_ble_manager import BP, GLUCOSE, START, Rig, options, rig
@@ -29,6 +30,7 @@ from sim.devices.options import DEFAULT_CLOCK
 from sim.devices.quirks import QUIRKS, ClockRefusingCuff, RacpNotCompletedMeter, RacpSilentMeter, TwoUserCuff
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+BP2 = "C0:00:00:00:10:03"
 _FAST = RetryPolicy(base=0.01, cap=0.02)  # retry a failed device at its next advertisement (no waiting in tests)
 
 
@@ -117,6 +119,35 @@ async def test_clock_correction_applies_only_to_readings_after_the_reset(tmp_pat
         (correction,) = r.probe.status_with(address, ClockCorrected)
         assert correction.offset is not None
         assert correction.offset < timedelta(days=-20 * 365)
+
+
+async def test_a_meter_keeps_local_time_and_is_set_to_the_homes_local_time(tmp_path, mosquitto):
+    """GATT clocks keep local time. In a home at UTC+8, a cuff set right (local time) is left alone and its reading
+    is not corrected; a cuff back at its factory default is set to the home's local time, and its reading's
+    corrected time is the UTC moment it was taken. The hub compared and set meters in UTC: every correct meter
+    outside UTC was "wrong" by the zone's offset, and was set to show UTC to the resident."""
+    clock = ManualClock(START)
+    shanghai = ZoneInfo("Asia/Shanghai")
+    local = START.astimezone(shanghai).replace(tzinfo=None)
+    right = BloodPressureCuff(options(BP, clock_start=local), clock)
+    reset = BloodPressureCuff(options(BP2, clock_start=DEFAULT_CLOCK), clock)
+    async with rig(tmp_path, mosquitto, [right, reset], hub_lines=['timezone = "Asia/Shanghai"']) as r:
+        for cuff in (right, reset):
+            await cuff.set_in_range(False)
+        made = {BP: await right.measure(125, 80), BP2: await reset.measure(126, 81)}
+        for cuff in (right, reset):
+            await cuff.set_in_range(True)
+        await r.probe.until(lambda: r.probe.readings_of(BP) and r.probe.readings_of(BP2))
+        (kept,) = await _by_raw(r, BP, [made[BP]])
+        assert kept.clock_corrected is False
+        assert str(kept.values["timestamp"]) == local.isoformat()
+        assert r.probe.status_with(BP, ClockCorrected) == []
+        assert right.device_clock.now() - local < timedelta(seconds=5)
+        (fixed,) = await _by_raw(r, BP2, [made[BP2]])
+        assert fixed.clock_corrected is True
+        assert fixed.corrected_time is not None
+        assert abs((fixed.corrected_time - made[BP2].taken_at).total_seconds()) < 5
+        assert abs((reset.device_clock.now() - local).total_seconds()) < 5  # set to local time, not UTC
 
 
 async def test_a_two_user_cuff_files_only_the_configured_user_under_the_resident(tmp_path, mosquitto):
