@@ -301,8 +301,9 @@ class Hub:
             started, shown = latency.input_at(), latency.shown_at()
             if kind is PendantEventKind.PRESS and started is not None and shown is not None:
                 self.counters.panic_local_s.append(shown - started)
-        if event.battery is not None:
-            drafts.extend(self._report_drafts(BatteryLevel(device, event.battery), now))
+        battery = self._pendants.battery_news(address, checked)  # issue 19.5: only a changed level is a record
+        if battery is not None:
+            drafts.extend(self._report_drafts(BatteryLevel(device, battery), now))
         notice = self._pendants.rekey_notice(address, checked, now)
         if notice is not None:  # §9.6: committed with the event, so it reaches the platform exactly when accepted
             _log.warning("pendant %s needs a new key (docs/protocol.md §9.6): maintenance notice recorded", address)

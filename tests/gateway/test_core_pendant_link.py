@@ -163,3 +163,18 @@ def test_a_notice_comes_exactly_when_an_event_makes_the_need_more_urgent(start: 
         return
     crossed = start < REKEY_DUE_AT <= counter
     assert (link.rekey_notice(PENDANT, result, NOW) is not None) == crossed
+
+
+def test_a_battery_level_is_news_until_an_event_carrying_it_is_accepted() -> None:
+    link = PendantLink({PENDANT: KEY})
+    first = checked(link, frame(1))
+    assert link.battery_news(PENDANT, first) == 80
+    assert link.battery_news(PENDANT, first) == 80  # the commit failed: still news for the re-send
+    link.accept(PENDANT, first)
+    second = checked(link, frame(2))
+    assert link.battery_news(PENDANT, second) is None
+    link.accept(PENDANT, second)
+    lower = checked(link, bytes(PendantEvent(PendantEventType.HEARTBEAT, 3, 79, 100).sign(PENDANT, KEY)))
+    assert link.battery_news(PENDANT, lower) == 79
+    unknown = checked(link, bytes(PendantEvent(PendantEventType.HEARTBEAT, 3, None, 100).sign(PENDANT, KEY)))
+    assert link.battery_news(PENDANT, unknown) is None

@@ -50,3 +50,24 @@ def test_a_pendant_reaching_the_rekey_mark_raises_the_notice_once() -> None:
             assert notices(await home.records(gw)) == [RekeyNeed.DUE.notice]
 
     run_in_home(scenario)
+
+
+def test_a_thousand_events_with_the_same_battery_add_one_battery_record() -> None:
+    async def scenario(home: Home) -> None:
+        async with home.running() as gw:
+            pendant = device(gw, PENDANT)
+            for counter in range(1, 1001):
+                assert await gw.hub.pendant_frame(PendantFrame(pendant, event_frame(counter))) is not None
+            assert await gw.hub.pendant_frame(PendantFrame(pendant, event_frame(1001, battery=79))) is not None
+            assert await gw.hub.pendant_frame(PendantFrame(pendant, event_frame(1002, battery=79))) is not None
+            records = await home.records(gw)
+            levels = [r.body.battery for r in records if isinstance(r.body, DeviceStatusBody)]
+            assert levels == [80, 79]
+            assert len(records) <= 4  # O(1) rows for 1,002 heartbeats (battery records, nothing per event)
+        async with home.running() as gw:
+            # After a restart the first level is recorded again (the hub does not persist it).
+            assert await gw.hub.pendant_frame(PendantFrame(device(gw, PENDANT), event_frame(1003, battery=79)))
+            levels = [r.body.battery for r in await home.records(gw) if isinstance(r.body, DeviceStatusBody)]
+            assert levels == [80, 79, 79]
+
+    run_in_home(scenario)
