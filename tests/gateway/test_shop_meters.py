@@ -7,11 +7,13 @@ once, under the right resident (or unassigned), with the right time and flags.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from test_ble_manager import BP, GLUCOSE, START, Rig, options, rig
 
 import gateway.ble
@@ -329,3 +331,65 @@ def test_the_racp_cursor_stops_at_a_gap_until_the_meter_says_it_is_done() -> Non
     done.complete()
     assert done.take_cursor() == ("racp:x", 5)
     assert _progress(5, 2, "x", None).take_cursor() is None  # records not asked for move nothing
+
+
+@given(
+    start=st.integers(0, 50),
+    present=st.sets(st.integers(0, 120), max_size=60),
+    lost=st.sets(st.integers(0, 120), max_size=10),
+    batch=st.integers(1, 8),
+    complete=st.booleans(),
+)
+def test_the_racp_cursor_never_passes_a_record_that_did_not_arrive(
+    start: int, present: set[int], lost: set[int], batch: int, complete: bool
+) -> None:
+    """Records >= start come in ascending order, some lost on the way, committed in batches: every cursor committed
+    is non-decreasing, and below it lies no record that was asked for and lost, until the meter says it is done."""
+    asked = sorted(n for n in present if n >= start)
+    arrived = [n for n in asked if n not in lost]
+    progress = _RacpProgress("k", start)
+    committed: list[int] = []
+    for first in range(0, len(arrived), batch):
+        for sequence in arrived[first : first + batch]:
+            progress.saw(sequence)
+        cursor = progress.take_cursor()
+        if cursor is not None:
+            committed.append(cursor[1])
+    if complete:
+        progress.complete()
+        cursor = progress.take_cursor()
+        if cursor is not None:
+            committed.append(cursor[1])
+    assert committed == sorted(set(committed))
+    if committed:
+        assert committed[-1] <= max(arrived) + 1
+        if not complete:
+            missing = [n for n in asked if n not in arrived and arrived[0] <= n < committed[-1]]
+            assert missing == []
+    if complete and arrived:
+        assert committed[-1] == max(arrived) + 1
+
+
+@given(
+    drift_s=st.integers(-40 * 365 * 86400, 40 * 365 * 86400),
+    age_s=st.integers(0, 5 * 365 * 86400),
+    since_read_s=st.integers(-3600, 3600),
+)
+def test_a_stamp_made_on_the_clock_read_is_corrected_to_when_it_was_made(
+    drift_s: int, age_s: int, since_read_s: int
+) -> None:
+    """A reading made `age_s` before its reception on the clock the hub read (`drift_s` off) is corrected to the UTC
+    moment it was made; a stamp later than the read clock could show at the reception (another clock) is left
+    alone."""
+    read_at = START + timedelta(days=400)
+    drift = timedelta(seconds=drift_s)
+    device_now = read_at.replace(tzinfo=None) + drift
+    finding = ClockFinding(drift, device_now, read_at, timedelta(seconds=2))
+    received = read_at + timedelta(seconds=since_read_s)
+    made = received - timedelta(seconds=age_s)
+    stamp = made.replace(tzinfo=None) + drift
+    offset = finding.offset_for(stamp, received)
+    assert offset == drift
+    assert (stamp - offset).replace(tzinfo=UTC) == made
+    other = stamp + timedelta(seconds=age_s + 3)  # later than the read clock showed at reception
+    assert finding.offset_for(other, received) is None
