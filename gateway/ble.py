@@ -12,8 +12,9 @@ a short time after a measurement and sleep otherwise, so there is nothing to pol
    device refused; only a lost link ends the session): read the Current Time and, when the device clock is off by
    more than the configured tolerance, write the hub's time and report the correction (a meter refusing the write,
    as Omron cuffs do with ATT 0x80, keeps its wrong clock and its readings are still corrected); read the battery
-   level. Readings stamped on the clock the hub read are corrected with its offset and flagged; those stamped on
-   another clock (before a reset, after the hub set it) keep their own time (`gateway.core.measurements`);
+   level; once per run, read the Device Information strings (``BleStats.device_information``). Readings stamped
+   on the clock the hub read are corrected with its offset and flagged; those stamped on another clock (before a
+   reset, after the hub set it) keep their own time (`gateway.core.measurements`);
 4. for a glucose meter, ask the Record Access Control Point for every record with a sequence number at or above the
    device's cursor, and advance the cursor in the same transactions that make the records durable (invariant 1),
    as they arrive, up to the last contiguous record (past every record the meter reported once it answered
@@ -87,6 +88,7 @@ from protocols.pendant import CONFIRM_CHAR_UUID, EVENT_CHAR_UUID, FEEDBACK_CHAR_
 
 __all__ = [
     "BleManager",
+    "DeviceInformation",
     "ErrorClass",
     "Reading",
     "ReadingSink",
@@ -115,6 +117,8 @@ _MEASUREMENTS: dict[DeviceKind, tuple[int, ...]] = {
 }
 _NEEDS_BOND = frozenset({DeviceKind.BLOOD_PRESSURE, DeviceKind.GLUCOSE, DeviceKind.PENDANT})
 _BATTERY_LEVEL = 0x2A19
+# Device Information Service strings (DIS 1.1): manufacturer, model, serial number, firmware revision.
+_DEVICE_INFORMATION = (0x2A29, 0x2A24, 0x2A25, 0x2A26)
 _CURRENT_TIME = 0x2A2B
 _RACP = 0x2A52
 # Notifications of one device waiting to be stored: more than a meter's memory holds (glucose meters keep up to about
@@ -136,6 +140,7 @@ class SessionStep(enum.Enum):
     CLOCK_READ = "clock read"
     CLOCK_WRITE = "clock write"
     BATTERY = "battery level"
+    DEVICE_INFORMATION = "device information"
     RACP_REPORT = "RACP report"  # a report ended with a failure code after some records (which are kept)
 
 
@@ -228,6 +233,16 @@ class ReadingSink(Protocol):
         """An event frame from a pendant; returns the confirm frame to write back, or None to stay silent."""
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceInformation:
+    """What a meter says it is (Device Information Service), for `carehub doctor`; None for what it did not say."""
+
+    manufacturer: str | None
+    model: str | None
+    serial: str | None
+    firmware: str | None
+
+
 @dataclass(slots=True)
 class BleStats:
     """Counters for `carehub doctor` and the demo summary."""
@@ -245,6 +260,7 @@ class BleStats:
     unassigned: int = 0  # readings of another (or the unknown) user of a multi-user meter: stored unassigned
     control_solution: int = 0  # glucose control-solution tests: stored flagged, never judged
     last_seen: dict[str, datetime] = field(default_factory=dict)
+    device_information: dict[str, DeviceInformation] = field(default_factory=dict)  # read once per run and device
 
 
 @dataclass(frozen=True, slots=True)
@@ -517,6 +533,7 @@ class BleManager:
                     await self._subscribe(client, subscriptions, uuid16(uuid), bridge(uuid))
             clock = await self._sync_clock(client, cfg, chars)
             await self._read_battery(client, cfg, chars)
+            await self._read_device_information(client, cfg, chars)
             complete = True
             if cfg.kind is DeviceKind.GLUCOSE and uuid16(_RACP) in chars:
                 complete = await self._transfer_records(cfg, client, queue, clock)
@@ -679,6 +696,22 @@ class BleManager:
         await self._sink.report(
             BatteryLevel(cfg, level) if isinstance(level, int) else Misbehaviour(cfg, f"battery level {level!r}")
         )
+
+    async def _read_device_information(self, client: BleakClient, cfg: DeviceConfig, chars: set[str]) -> None:
+        """Read what the meter says it is, once per run (each string is a best-effort step of its own)."""
+        if cfg.address in self.stats.device_information or not any(uuid16(u) in chars for u in _DEVICE_INFORMATION):
+            return
+        values: list[str | None] = []
+        for uuid in _DEVICE_INFORMATION:
+            raw = None
+            if uuid16(uuid) in chars:
+                raw = await self._best_effort(cfg, SessionStep.DEVICE_INFORMATION, client.read_gatt_char(uuid16(uuid)))
+            # UTF-8 strings (GATT "utf8s"); some meters pad them with NULs.
+            text = None if raw is None else bytes(raw).decode("utf-8", errors="replace").rstrip("\x00").strip()
+            values.append(text or None)
+        info = DeviceInformation(*values)
+        self.stats.device_information[cfg.address] = info
+        _log.info("%s is %s", cfg.address, info)
 
     async def _sync_clock(self, client: BleakClient, cfg: DeviceConfig, chars: set[str]) -> ClockFinding | None:
         """Compare the device clock with the hub's; set it when off by more than the tolerance. Returns what the

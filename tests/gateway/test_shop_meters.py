@@ -18,7 +18,7 @@ from test_ble_manager import BP, GLUCOSE, START, Rig, options, rig
 
 import gateway.ble
 from gateway.backoff import RetryPolicy
-from gateway.ble import SessionStep, _RacpProgress
+from gateway.ble import DeviceInformation, SessionStep, _RacpProgress
 from gateway.config import DeviceConfig, DeviceKind
 from gateway.core.measurements import ClockFinding, Filing, filing_of
 from gateway.events import ClockCorrected, ErrorClass, LinkFailed, Misbehaviour
@@ -81,6 +81,20 @@ async def test_a_cuff_refusing_the_clock_write_still_delivers_its_corrected_read
         assert "clock write" in refusal.reason
         assert r.probe.status_with(BP, ClockCorrected) == []  # nothing was corrected on the cuff
         assert r.probe.status_with(BP, LinkFailed) == []
+
+
+async def test_what_a_meter_says_it_is_is_read_once_per_run(tmp_path, mosquitto):
+    """Device Information is a best-effort step; NUL padding (common in meters' fixed-size strings) is dropped."""
+    clock = ManualClock(START)
+    cuff = ClockRefusingCuff(
+        options(BP, manufacturer="OMRON HEALTHCARE", model="HEM-7155T\x00\x00", serial="", firmware="1.02"), clock
+    )
+    async with rig(tmp_path, mosquitto, [cuff]) as r:
+        await cuff.measure(120, 80)
+        await r.probe.until(lambda: r.probe.readings_of(BP))
+        assert r.gw.ble is not None
+        info = r.gw.ble.stats.device_information[BP]
+        assert info == DeviceInformation("OMRON HEALTHCARE", "HEM-7155T", None, "1.02")
 
 
 @pytest.mark.parametrize("kind", ["blood_pressure", "glucose"])
