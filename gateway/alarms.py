@@ -2,9 +2,14 @@
 
 An :class:`AlarmBook` holds the open alarms of a hub, at most one per (resident, condition, subject) -- the subject
 is empty for a resident's vital signs and names the device or the schedule slot for device and schedule conditions.
-It is pure and synchronous: every input carries its time, and every transition returns an :class:`AlarmEvent` that
+It is pure and synchronous: every input carries its wall time (what records say), and every transition returns an
+:class:`AlarmEvent` that
 the gateway turns into an alarm record for the outbox's priority lane (`gateway.core.alarm_records`) and shows to
 the resident. Its states are the wire protocol's own :class:`protocols.record.AlarmState` (one vocabulary).
+
+Intervals (re-raise pace, snooze length) are measured on the injected :class:`gateway.clock.Clock`'s monotonic time
+(issue 17 item 4, as `gateway.panic` does): a wall clock stepped by NTP or by hand, by hours or years either way,
+neither fires nor delays a re-raise and neither ends nor stretches a snooze. Wall time only stamps the events.
 
 Rules against alarm fatigue, and against silence:
 
@@ -30,6 +35,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from types import MappingProxyType
 
+from gateway.clock import Clock, SystemClock
 from gateway.errors import GatewayError
 from gateway.rules import ConditionRef, Evaluation, Finding, Transition
 from gateway.thresholds import Tier
@@ -155,6 +161,8 @@ class Alarm:
     acknowledged_at: datetime | None = None
     acknowledged_by: str | None = None
     closed_at: datetime | None = None
+    raised_mono: float = 0.0  # the clock's monotonic seconds at the last raise (the re-raise pace counts from it)
+    snooze_ends_mono: float | None = None  # monotonic seconds at which the snooze ends (``snoozed_until``: wall)
 
     @property
     def ref(self) -> ConditionRef:
@@ -211,11 +219,19 @@ class AlarmBook:
     Args:
         policy: re-raise intervals per tier, the longest snooze, how many closed alarms to keep.
         id_factory: makes alarm ids (uuid4 hex by default; tests pass a counter).
+        clock: what re-raise and snooze intervals are measured on (its monotonic time); the system's by default.
     """
 
-    def __init__(self, policy: AlarmPolicy | None = None, *, id_factory: Callable[[], str] = _uuid_hex) -> None:
+    def __init__(
+        self,
+        policy: AlarmPolicy | None = None,
+        *,
+        id_factory: Callable[[], str] = _uuid_hex,
+        clock: Clock | None = None,
+    ) -> None:
         self._policy = policy or AlarmPolicy()
         self._ids = id_factory
+        self._clock: Clock = clock or SystemClock()
         self._open: dict[ConditionRef, Alarm] = {}
         self._closed: deque[Alarm] = deque(maxlen=self._policy.closed_kept)
 
@@ -256,13 +272,14 @@ class AlarmBook:
             closed = replace(alarm, closed_at=evaluation.at, updated_at=evaluation.at)
             self._closed.append(closed)
             events.append(_event(closed, AlarmState.CLEARED, evaluation.at, message="all_clear"))
+        mono = self._clock.monotonic()
         for finding in evaluation.findings:
-            event = self._on_finding(finding)
+            event = self._on_finding(finding, mono)
             if event is not None:
                 events.append(event)
         return events
 
-    def _on_finding(self, f: Finding) -> AlarmEvent | None:
+    def _on_finding(self, f: Finding, mono: float) -> AlarmEvent | None:
         if f.tier is Tier.INFO:
             return None  # reported by the gateway as a routine record; never an alarm
         ref = f.ref
@@ -280,6 +297,7 @@ class AlarmBook:
                 opened_at=f.at,
                 updated_at=f.at,
                 last_raised_at=f.at,
+                raised_mono=mono,
                 device=f.device,
                 peak_tier=f.tier,
             )
@@ -296,10 +314,12 @@ class AlarmBook:
                 threshold=f.threshold,
                 updated_at=f.at,
                 last_raised_at=f.at,
+                raised_mono=mono,
                 raise_count=alarm.raise_count + 1,
                 escalations=alarm.escalations + 1,
                 snoozed_until=None,
                 snoozed_by=None,
+                snooze_ends_mono=None,
                 acknowledged_at=None,
                 acknowledged_by=None,
             )
@@ -314,6 +334,7 @@ class AlarmBook:
                 threshold=f.threshold,
                 updated_at=f.at,
                 last_raised_at=f.at,
+                raised_mono=mono,
                 raise_count=alarm.raise_count + 1,
             )
             self._open[ref] = alarm
@@ -327,6 +348,7 @@ class AlarmBook:
                 threshold=f.threshold,
                 updated_at=f.at,
                 last_raised_at=f.at,
+                raised_mono=mono,
                 raise_count=alarm.raise_count + 1,
             )
             self._open[ref] = alarm
@@ -336,22 +358,25 @@ class AlarmBook:
         return None
 
     def tick(self, now: datetime) -> list[AlarmEvent]:
-        """Re-raise what is due at `now`; expired snoozes end."""
+        """Re-raise what is due now (on the clock's monotonic time); expired snoozes end. ``now`` stamps the events."""
+        mono = self._clock.monotonic()
         events: list[AlarmEvent] = []
         for ref, alarm in list(self._open.items()):
             current = alarm
-            if current.snoozed_until is not None:
-                if now < current.snoozed_until:
+            if current.snooze_ends_mono is not None:
+                if mono < current.snooze_ends_mono:
                     continue
-                current = replace(current, snoozed_until=None, snoozed_by=None)
-            if current.acknowledged_at is None and now - current.last_raised_at >= self._policy.reraise[current.tier]:
-                current = replace(current, last_raised_at=now, raise_count=current.raise_count + 1)
+                current = replace(current, snoozed_until=None, snoozed_by=None, snooze_ends_mono=None)
+            interval = self._policy.reraise[current.tier].total_seconds()
+            if current.acknowledged_at is None and mono - current.raised_mono >= interval:
+                current = replace(current, last_raised_at=now, raised_mono=mono, raise_count=current.raise_count + 1)
                 events.append(_event(current, AlarmState.RE_RAISED, now))
             self._open[ref] = current
         return events
 
     def snooze(self, alarm_id: str, duration: timedelta, now: datetime, *, by: str) -> AlarmEvent:
-        """Hold back re-raises of a notice or warning alarm for `duration`.
+        """Hold back re-raises of a notice or warning alarm for `duration` of monotonic time (``now``: the wall time
+        the event and its ``until`` say).
 
         Raises:
             UnknownAlarmError: no open alarm has this id.
@@ -363,7 +388,8 @@ class AlarmBook:
             raise CriticalSnoozeError(alarm.id, alarm.condition)
         if duration <= timedelta(0) or duration > self._policy.max_snooze:
             raise InvalidSnoozeError(f"snooze must be positive and at most {self._policy.max_snooze}, got {duration}")
-        alarm = replace(alarm, snoozed_until=now + duration, snoozed_by=by, updated_at=now)
+        ends = self._clock.monotonic() + duration.total_seconds()
+        alarm = replace(alarm, snoozed_until=now + duration, snoozed_by=by, snooze_ends_mono=ends, updated_at=now)
         self._open[ref] = alarm
         return _event(alarm, AlarmState.SNOOZED, now, by=by)
 

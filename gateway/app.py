@@ -139,7 +139,7 @@ async def open_gateway(
             outbox=outbox,
             feedback=shown,
             rules=_rule_engine(config, now(), clock),
-            alarms=AlarmBook(),
+            alarms=AlarmBook(clock=clock),
             panic=panic,
             pendant_keys=pendant_keys,
             fallback=FallbackNotifier(config.fallback_command, config.fallback_webhook),

@@ -19,6 +19,7 @@ from gateway.alarms import (
     InvalidSnoozeError,
     UnknownAlarmError,
 )
+from gateway.clock import ManualClock
 from gateway.config import DeviceKind
 from gateway.rules import (
     ConditionRef,
@@ -36,9 +37,36 @@ from gateway.thresholds import Tier, resolve_thresholds
 T0 = datetime(2026, 3, 2, 7, 0, tzinfo=UTC)
 
 
-def book(policy: AlarmPolicy | None = None) -> AlarmBook:
-    ids = itertools.count(1)
-    return AlarmBook(policy, id_factory=lambda: f"a{next(ids)}")
+class Book(AlarmBook):
+    """An alarm book on a manual clock that starts at T0; the helpers below move it to the time of each input."""
+
+    def __init__(self, policy: AlarmPolicy | None = None) -> None:
+        ids = itertools.count(1)
+        self.clock = ManualClock(T0)
+        super().__init__(policy, id_factory=lambda: f"a{next(ids)}", clock=self.clock)
+
+    def at(self, when: datetime) -> datetime:
+        """Let time pass until ``when`` (both readings; tests never go back in time this way)."""
+        if when > self.clock.now():
+            self.clock.advance(when - self.clock.now())
+        return when
+
+
+def book(policy: AlarmPolicy | None = None) -> Book:
+    return Book(policy)
+
+
+def tick(b: Book, when: datetime) -> list[AlarmEvent]:
+    return b.tick(b.at(when))
+
+
+def apply(b: Book, evaluation: Evaluation) -> list[AlarmEvent]:
+    b.at(evaluation.at)
+    return b.apply(evaluation)
+
+
+def snooze(b: Book, alarm_id: str, duration: timedelta, when: datetime, *, by: str) -> AlarmEvent:
+    return b.snooze(alarm_id, duration, b.at(when), by=by)
 
 
 def finding(
@@ -65,7 +93,7 @@ def states(events: list[AlarmEvent]) -> list[tuple[AlarmState, Tier]]:
 
 def test_a_new_finding_raises_an_alarm_with_its_details() -> None:
     b = book()
-    (event,) = b.apply(finding("spo2.low", Tier.WARNING, T0, value=92))
+    (event,) = apply(b, finding("spo2.low", Tier.WARNING, T0, value=92))
     assert (event.alarm_id, event.state, event.tier, event.message, event.value, event.threshold, event.at) == (
         "a1",
         AlarmState.RAISED,
@@ -86,9 +114,9 @@ def test_default_ids_are_uuid4_hex() -> None:
 
 def test_one_alarm_per_condition_repeats_update_quietly() -> None:
     b = book()
-    b.apply(finding("spo2.low", Tier.WARNING, T0, value=92))
-    assert b.apply(finding("spo2.low", Tier.WARNING, T0 + timedelta(minutes=1), value=93)) == []
-    assert b.apply(finding("spo2.low", Tier.NOTICE, T0 + timedelta(minutes=2), value=94)) == []
+    apply(b, finding("spo2.low", Tier.WARNING, T0, value=92))
+    assert apply(b, finding("spo2.low", Tier.WARNING, T0 + timedelta(minutes=1), value=93)) == []
+    assert apply(b, finding("spo2.low", Tier.NOTICE, T0 + timedelta(minutes=2), value=94)) == []
     (alarm,) = b.open_alarms()
     assert (alarm.id, alarm.tier, alarm.value) == ("a1", Tier.WARNING, 93)  # never silently lowered
     assert alarm.updated_at == T0 + timedelta(minutes=2)
@@ -96,18 +124,18 @@ def test_one_alarm_per_condition_repeats_update_quietly() -> None:
 
 def test_conditions_and_subjects_are_separate_alarms() -> None:
     b = book()
-    b.apply(finding("spo2.low", Tier.NOTICE, T0))
-    b.apply(finding("pulse.high", Tier.NOTICE, T0))
-    b.apply(Evaluation(T0, (Finding("r1", "battery.low", Tier.NOTICE, "battery_low_meter", T0, subject="d1"),)))
-    b.apply(Evaluation(T0, (Finding("r1", "battery.low", Tier.NOTICE, "battery_low_meter", T0, subject="d2"),)))
+    apply(b, finding("spo2.low", Tier.NOTICE, T0))
+    apply(b, finding("pulse.high", Tier.NOTICE, T0))
+    apply(b, Evaluation(T0, (Finding("r1", "battery.low", Tier.NOTICE, "battery_low_meter", T0, subject="d1"),)))
+    apply(b, Evaluation(T0, (Finding("r1", "battery.low", Tier.NOTICE, "battery_low_meter", T0, subject="d2"),)))
     assert len(b.open_alarms()) == 4
     assert b.get("r1", "battery.low", "d2") is not None
 
 
 def test_escalation_raises_the_tier_and_counts() -> None:
     b = book()
-    b.apply(finding("spo2.low", Tier.NOTICE, T0))
-    events = b.apply(finding("spo2.low", Tier.CRITICAL, T0 + timedelta(minutes=1), message="spo2_critical"))
+    apply(b, finding("spo2.low", Tier.NOTICE, T0))
+    events = apply(b, finding("spo2.low", Tier.CRITICAL, T0 + timedelta(minutes=1), message="spo2_critical"))
     assert states(events) == [(AlarmState.ESCALATED, Tier.CRITICAL)]
     assert events[0].message == "spo2_critical"
     alarm = b.get("r1", "spo2.low")
@@ -117,23 +145,23 @@ def test_escalation_raises_the_tier_and_counts() -> None:
 
 def test_confirmation_and_explicit_downgrade_of_a_bp_crisis() -> None:
     b = book()
-    (raised,) = b.apply(finding("bp.high", Tier.WARNING, T0, message="bp_crisis_remeasure"))
-    (confirmed,) = b.apply(
-        finding("bp.high", Tier.CRITICAL, T0, message="bp_crisis_confirmed", transition=Transition.CONFIRMED)
+    (raised,) = apply(b, finding("bp.high", Tier.WARNING, T0, message="bp_crisis_remeasure"))
+    (confirmed,) = apply(
+        b, finding("bp.high", Tier.CRITICAL, T0, message="bp_crisis_confirmed", transition=Transition.CONFIRMED)
     )
     assert (confirmed.state, confirmed.tier, confirmed.alarm_id) == (
         AlarmState.CONFIRMED,
         Tier.CRITICAL,
         raised.alarm_id,
     )
-    (down,) = b.apply(finding("bp.high", Tier.NOTICE, T0, message="bp_high", transition=Transition.DOWNGRADED))
+    (down,) = apply(b, finding("bp.high", Tier.NOTICE, T0, message="bp_high", transition=Transition.DOWNGRADED))
     assert (down.state, down.tier, down.message) == (AlarmState.DOWNGRADED, Tier.NOTICE, "bp_high")
 
 
 def test_same_tier_with_a_new_instruction_is_said_again() -> None:
     b = book()
-    b.apply(finding("bp.high", Tier.WARNING, T0, message="bp_very_high"))
-    (event,) = b.apply(finding("bp.high", Tier.WARNING, T0 + timedelta(minutes=1), message="bp_crisis_remeasure"))
+    apply(b, finding("bp.high", Tier.WARNING, T0, message="bp_very_high"))
+    (event,) = apply(b, finding("bp.high", Tier.WARNING, T0 + timedelta(minutes=1), message="bp_crisis_remeasure"))
     assert (event.state, event.message) == (AlarmState.RE_RAISED, "bp_crisis_remeasure")
 
 
@@ -143,11 +171,11 @@ def test_same_tier_with_a_new_instruction_is_said_again() -> None:
 )
 def test_re_raised_at_the_tiers_interval(tier: Tier, interval: timedelta) -> None:
     b = book()
-    b.apply(finding("spo2.low", tier, T0))
-    assert b.tick(T0 + interval - timedelta(seconds=1)) == []
-    assert states(b.tick(T0 + interval)) == [(AlarmState.RE_RAISED, tier)]
-    assert b.tick(T0 + interval + timedelta(seconds=1)) == []
-    assert states(b.tick(T0 + 2 * interval)) == [(AlarmState.RE_RAISED, tier)]
+    apply(b, finding("spo2.low", tier, T0))
+    assert tick(b, T0 + interval - timedelta(seconds=1)) == []
+    assert states(tick(b, T0 + interval)) == [(AlarmState.RE_RAISED, tier)]
+    assert tick(b, T0 + interval + timedelta(seconds=1)) == []
+    assert states(tick(b, T0 + 2 * interval)) == [(AlarmState.RE_RAISED, tier)]
 
 
 def test_re_raise_intervals_are_configurable() -> None:
@@ -155,22 +183,22 @@ def test_re_raise_intervals_are_configurable() -> None:
         reraise={Tier.CRITICAL: timedelta(minutes=1), Tier.WARNING: timedelta(minutes=2), Tier.NOTICE: timedelta(1)}
     )
     b = book(policy)
-    b.apply(finding("spo2.low", Tier.CRITICAL, T0))
-    assert len(b.tick(T0 + timedelta(minutes=1))) == 1
+    apply(b, finding("spo2.low", Tier.CRITICAL, T0))
+    assert len(tick(b, T0 + timedelta(minutes=1))) == 1
     with pytest.raises(ValueError, match="reraise"):
         AlarmPolicy(reraise={Tier.CRITICAL: timedelta(minutes=1)})
 
 
 def test_all_clear_closes_and_keeps_the_record() -> None:
     b = book()
-    b.apply(finding("spo2.low", Tier.WARNING, T0))
-    (event,) = b.apply(clear("spo2.low", T0 + timedelta(minutes=3)))
+    apply(b, finding("spo2.low", Tier.WARNING, T0))
+    (event,) = apply(b, clear("spo2.low", T0 + timedelta(minutes=3)))
     assert (event.state, event.message, event.alarm_id) == (AlarmState.CLEARED, "all_clear", "a1")
     assert b.open_alarms() == ()
     assert b.closed[0].closed_at == T0 + timedelta(minutes=3)
-    assert b.tick(T0 + timedelta(hours=5)) == []
+    assert tick(b, T0 + timedelta(hours=5)) == []
     # The same condition again is a new alarm.
-    (again,) = b.apply(finding("spo2.low", Tier.WARNING, T0 + timedelta(hours=6)))
+    (again,) = apply(b, finding("spo2.low", Tier.WARNING, T0 + timedelta(hours=6)))
     assert (again.state, again.alarm_id) == (AlarmState.RAISED, "a2")
 
 
@@ -181,80 +209,80 @@ def test_normal_without_an_open_alarm_says_nothing() -> None:
 def test_info_findings_never_become_alarms() -> None:
     b = book()
     ev = Evaluation(T0, (Finding("r1", "reading.unreliable", Tier.INFO, "reading_unreliable", T0, subject="d"),))
-    assert b.apply(ev) == []
+    assert apply(b, ev) == []
     assert b.open_alarms() == ()
 
 
 def test_snooze_holds_back_re_raises_until_it_ends() -> None:
     b = book()
-    b.apply(finding("spo2.low", Tier.WARNING, T0))
-    event = b.snooze("a1", timedelta(hours=1), T0 + timedelta(minutes=1), by="caregiver")
+    apply(b, finding("spo2.low", Tier.WARNING, T0))
+    event = snooze(b, "a1", timedelta(hours=1), T0 + timedelta(minutes=1), by="caregiver")
     assert (event.state, event.until, event.by) == (AlarmState.SNOOZED, T0 + timedelta(hours=1, minutes=1), "caregiver")
-    assert b.tick(T0 + timedelta(minutes=30)) == []
-    assert b.tick(T0 + timedelta(minutes=60, seconds=59)) == []
-    assert states(b.tick(T0 + timedelta(minutes=61))) == [(AlarmState.RE_RAISED, Tier.WARNING)]
+    assert tick(b, T0 + timedelta(minutes=30)) == []
+    assert tick(b, T0 + timedelta(minutes=60, seconds=59)) == []
+    assert states(tick(b, T0 + timedelta(minutes=61))) == [(AlarmState.RE_RAISED, Tier.WARNING)]
 
 
 def test_snooze_never_silences_critical() -> None:
     b = book()
-    b.apply(finding("glucose.low", Tier.CRITICAL, T0, message="glucose_hypo_critical"))
+    apply(b, finding("glucose.low", Tier.CRITICAL, T0, message="glucose_hypo_critical"))
     with pytest.raises(CriticalSnoozeError) as info:
-        b.snooze("a1", timedelta(minutes=10), T0, by="resident")
+        snooze(b, "a1", timedelta(minutes=10), T0, by="resident")
     assert (info.value.alarm_id, info.value.condition) == ("a1", "glucose.low")
     alarm = b.get("r1", "glucose.low")
     assert alarm is not None
     assert alarm.snoozed_until is None
-    assert states(b.tick(T0 + timedelta(minutes=5))) == [(AlarmState.RE_RAISED, Tier.CRITICAL)]
+    assert states(tick(b, T0 + timedelta(minutes=5))) == [(AlarmState.RE_RAISED, Tier.CRITICAL)]
 
 
 def test_escalation_to_critical_ends_a_snooze() -> None:
     b = book()
-    b.apply(finding("spo2.low", Tier.WARNING, T0))
-    b.snooze("a1", timedelta(hours=2), T0, by="resident")
-    events = b.apply(finding("spo2.low", Tier.CRITICAL, T0 + timedelta(minutes=10), message="spo2_critical"))
+    apply(b, finding("spo2.low", Tier.WARNING, T0))
+    snooze(b, "a1", timedelta(hours=2), T0, by="resident")
+    events = apply(b, finding("spo2.low", Tier.CRITICAL, T0 + timedelta(minutes=10), message="spo2_critical"))
     assert states(events) == [(AlarmState.ESCALATED, Tier.CRITICAL)]
-    assert states(b.tick(T0 + timedelta(minutes=15))) == [(AlarmState.RE_RAISED, Tier.CRITICAL)]
+    assert states(tick(b, T0 + timedelta(minutes=15))) == [(AlarmState.RE_RAISED, Tier.CRITICAL)]
     with pytest.raises(CriticalSnoozeError):
-        b.snooze("a1", timedelta(minutes=5), T0 + timedelta(minutes=16), by="resident")
+        snooze(b, "a1", timedelta(minutes=5), T0 + timedelta(minutes=16), by="resident")
 
 
 def test_invalid_snoozes_are_refused() -> None:
     b = book()
-    b.apply(finding("spo2.low", Tier.NOTICE, T0))
+    apply(b, finding("spo2.low", Tier.NOTICE, T0))
     with pytest.raises(InvalidSnoozeError):
-        b.snooze("a1", timedelta(0), T0, by="x")
+        snooze(b, "a1", timedelta(0), T0, by="x")
     with pytest.raises(InvalidSnoozeError):
-        b.snooze("a1", timedelta(hours=13), T0, by="x")
+        snooze(b, "a1", timedelta(hours=13), T0, by="x")
     with pytest.raises(UnknownAlarmError):
-        b.snooze("nope", timedelta(minutes=5), T0, by="x")
+        snooze(b, "nope", timedelta(minutes=5), T0, by="x")
 
 
 def test_acknowledgement_stops_re_raising_but_keeps_the_alarm_open() -> None:
     b = book()
-    b.apply(finding("spo2.low", Tier.CRITICAL, T0, message="spo2_critical"))
+    apply(b, finding("spo2.low", Tier.CRITICAL, T0, message="spo2_critical"))
     event = b.acknowledge("a1", T0 + timedelta(minutes=2), by="dr.li")
     assert event is not None
     assert (event.state, event.by) == (AlarmState.ACKNOWLEDGED, "dr.li")
     assert b.acknowledge("a1", T0 + timedelta(minutes=3), by="dr.li") is None  # delivered twice
-    assert b.tick(T0 + timedelta(hours=1)) == []
+    assert tick(b, T0 + timedelta(hours=1)) == []
     assert b.get("r1", "spo2.low") is not None
-    (cleared,) = b.apply(clear("spo2.low", T0 + timedelta(hours=2)))
+    (cleared,) = apply(b, clear("spo2.low", T0 + timedelta(hours=2)))
     assert cleared.state is AlarmState.CLEARED
     assert b.closed[0].acknowledged_by == "dr.li"
 
 
 def test_escalation_after_acknowledgement_needs_attention_again() -> None:
     b = book()
-    b.apply(finding("spo2.low", Tier.WARNING, T0))
+    apply(b, finding("spo2.low", Tier.WARNING, T0))
     b.acknowledge("a1", T0, by="nurse")
-    b.apply(finding("spo2.low", Tier.CRITICAL, T0 + timedelta(minutes=1), message="spo2_critical"))
-    assert states(b.tick(T0 + timedelta(minutes=6))) == [(AlarmState.RE_RAISED, Tier.CRITICAL)]
+    apply(b, finding("spo2.low", Tier.CRITICAL, T0 + timedelta(minutes=1), message="spo2_critical"))
+    assert states(tick(b, T0 + timedelta(minutes=6))) == [(AlarmState.RE_RAISED, Tier.CRITICAL)]
 
 
 def test_acknowledging_a_closed_or_unknown_alarm() -> None:
     b = book()
-    b.apply(finding("spo2.low", Tier.WARNING, T0))
-    b.apply(clear("spo2.low", T0 + timedelta(minutes=1)))
+    apply(b, finding("spo2.low", Tier.WARNING, T0))
+    apply(b, clear("spo2.low", T0 + timedelta(minutes=1)))
     event = b.acknowledge("a1", T0 + timedelta(minutes=2), by="nurse")
     assert event is not None
     assert event.state is AlarmState.ACKNOWLEDGED
@@ -286,13 +314,50 @@ def test_every_message_the_engine_or_book_uses_is_a_listed_key() -> None:
         for kind in (DeviceKind.GLUCOSE, DeviceKind.PENDANT):
             evaluation = engine.evaluate(Observation("r1", "d1", kind, "x", at, values))
             seen |= {f.message for f in evaluation.findings}
-            seen |= {e.message for e in b.apply(evaluation)}
+            seen |= {e.message for e in apply(b, evaluation)}
     evaluation = engine.evaluate(Observation("r1", "d1", DeviceKind.SCALE, "y", at, {Vital.WEIGHT: 1}, True))
     seen |= {f.message for f in evaluation.findings}
     seen |= {f.message for f in engine.tick(at + timedelta(hours=3)).findings}
     assert seen <= set(MESSAGE_KEYS)
     assert len(seen) >= 20
     assert len(set(MESSAGE_KEYS)) == len(MESSAGE_KEYS)
+
+
+# -- issue 17 item 4: intervals on the monotonic clock -----------------------------------------------------------
+
+WALL_STEPS = [timedelta(hours=12), timedelta(hours=-12), timedelta(days=365), timedelta(days=-365)]
+
+
+@pytest.mark.parametrize("step", WALL_STEPS, ids=["+12h", "-12h", "+1y", "-1y"])
+def test_a_stepped_wall_clock_neither_fires_nor_delays_a_re_raise(step: timedelta) -> None:
+    b = book()
+    b.apply(finding("spo2.low", Tier.WARNING, T0))
+    b.clock.advance(timedelta(minutes=10))
+    b.clock.step_wall(step)
+    assert b.tick(b.clock.now()) == []  # on wall time, +12 h re-raised at once
+    b.clock.advance(timedelta(minutes=19, seconds=59))
+    assert b.tick(b.clock.now()) == []
+    b.clock.advance(timedelta(seconds=1))
+    events = b.tick(b.clock.now())  # on wall time, -12 h held this back for 12 hours
+    assert states(events) == [(AlarmState.RE_RAISED, Tier.WARNING)]
+    assert events[0].at == b.clock.now()  # the event says the wall time
+    b.clock.advance(timedelta(minutes=30))
+    assert states(b.tick(b.clock.now())) == [(AlarmState.RE_RAISED, Tier.WARNING)]
+
+
+@pytest.mark.parametrize("step", WALL_STEPS, ids=["+12h", "-12h", "+1y", "-1y"])
+def test_a_stepped_wall_clock_neither_ends_nor_stretches_a_snooze(step: timedelta) -> None:
+    b = book()
+    b.apply(finding("spo2.low", Tier.NOTICE, T0))
+    event = b.snooze("a1", timedelta(hours=5), T0, by="resident")
+    assert event.until == T0 + timedelta(hours=5)  # what the record says: wall time
+    b.clock.advance(timedelta(hours=4, minutes=30))
+    b.clock.step_wall(step)
+    assert b.tick(b.clock.now()) == []  # on wall time, +12 h ended the snooze and re-raised
+    b.clock.advance(timedelta(minutes=29, seconds=59))
+    assert b.tick(b.clock.now()) == []
+    b.clock.advance(timedelta(seconds=1))
+    assert states(b.tick(b.clock.now())) == [(AlarmState.RE_RAISED, Tier.NOTICE)]  # -12 h stretched it
 
 
 # -- property: random streams through the real engine ----------------------------------------------------------
@@ -337,12 +402,12 @@ def test_random_streams_keep_the_alarm_invariants(steps: list[tuple[object, ...]
             evaluation = engine.evaluate(Observation("r1", "d", kind, "x", now, {vital: value}, bool(unreliable)))
             if unreliable and vital is not Vital.BATTERY:
                 assert all(f.tier is Tier.INFO for f in evaluation.findings)
-            events = b.apply(evaluation)
+            events = apply(b, evaluation)
         elif step[0] == "tick":
             seconds = step[1]
             assert isinstance(seconds, int)
             now += timedelta(seconds=seconds)
-            events = b.apply(engine.tick(now)) + b.tick(now)
+            events = apply(b, engine.tick(now)) + tick(b, now)
         else:
             alarms = b.open_alarms()
             index = step[1]
@@ -355,9 +420,9 @@ def test_random_streams_keep_the_alarm_invariants(steps: list[tuple[object, ...]
                 events = [event] if event is not None else []
             elif alarm.tier is Tier.CRITICAL:
                 with pytest.raises(CriticalSnoozeError):
-                    b.snooze(alarm.id, timedelta(minutes=30), now, by="resident")
+                    snooze(b, alarm.id, timedelta(minutes=30), now, by="resident")
             else:
-                events = [b.snooze(alarm.id, timedelta(minutes=30), now, by="resident")]
+                events = [snooze(b, alarm.id, timedelta(minutes=30), now, by="resident")]
         for event in events:
             ref = ConditionRef(event.resident, event.condition, event.subject)
             if event.state is AlarmState.RAISED:
