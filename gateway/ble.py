@@ -92,6 +92,7 @@ __all__ = [
     "ErrorClass",
     "Reading",
     "ReadingSink",
+    "SessionStep",
     "classify_error",
     "uuid16",
 ]
