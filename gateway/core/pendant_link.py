@@ -51,6 +51,7 @@ __all__ = [
     "event_kind",
     "panic_event_draft",
     "rekey_need",
+    "stored_rekey_need",
 ]
 
 _PANIC_EVENTS = {
@@ -129,6 +130,18 @@ def describe_counter(stored: object) -> str:
         return str(stored)
     need = rekey_need(counter)
     return str(counter) if need is RekeyNeed.NONE else f"{counter} ({need.notice})"
+
+
+def stored_rekey_need(stored: object) -> RekeyNeed:
+    """The re-keying need a :func:`cursor_key` value records (:attr:`RekeyNeed.NONE` when unreadable)."""
+    if isinstance(stored, bytes):
+        try:
+            return rekey_need(PendantCounterState.from_bytes(stored).last_counter)
+        except DecodeError:
+            return RekeyNeed.NONE
+    if isinstance(stored, int) and not isinstance(stored, bool) and stored >= 0:
+        return rekey_need(stored)
+    return RekeyNeed.NONE
 
 
 def event_kind(event_type: PendantEventType) -> PendantEventKind | None:

@@ -1,9 +1,12 @@
 """``carehub doctor``: check a hub and say, for each problem, what to do in one line.
 
 Checks, in order: the config loads; key files exist, parse, and private ones are mode 0600 (the config too, as it
-may hold the broker password); the clock is plausible; free space on the storage; the outbox backlog; the broker is
+may hold the broker password); the clock is plausible; the home's time zone (a warning with the config's
+``timezone_note`` when it is a guess); free space on the storage; the outbox backlog; envelopes the platform refused
+for good (counted per reason in the outbox's cursors, :func:`gateway.uplink.refusal_counts`); the broker is
 reachable (TCP, then an MQTT CONNECT with the hub's credentials, both bounded); and per device what the hub can read
-at rest.
+at rest. A device whose installation test failed, and a pendant that has used up its event counters (it can no
+longer call for help, ``docs/protocol.md`` §9.6), fail their check, so ``carehub doctor`` exits non-zero.
 
 What can be read per device: everything the hub learns from a device is sealed to the platform before it is stored
 (invariant 3), so the outbox cannot say when a device was last heard or its battery level. The doctor reads the
@@ -30,12 +33,12 @@ import aiomqtt
 
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.core.downlink import REFUSED_CURSOR, describe_refusals
-from gateway.core.pendant_link import describe_counter
+from gateway.core.pendant_link import RekeyNeed, cursor_key, describe_counter, stored_rekey_need
 from gateway.errors import UplinkError
 from gateway.outbox import SCHEMA_VERSION, Lane
 from gateway.provision.files import HubPaths
-from gateway.uplink import UplinkSettings, mqtt_client
-from protocols.errors import KeyFileError
+from gateway.uplink import UplinkSettings, mqtt_client, refusal_counts
+from protocols.errors import EnvelopeRejection, KeyFileError
 from protocols.keys import load_hub_identity, load_pendant_key, load_platform_public_keys
 
 __all__ = ["Check", "Status", "check_broker", "outbox_summary", "run_doctor"]
@@ -137,6 +140,42 @@ def _clock_check(now: datetime) -> Check:
             "enable network time: sudo timedatectl set-ntp true (or set the date by hand)",
         )
     return _ok("clock", f"{now:%Y-%m-%d %H:%M:%S} UTC")
+
+
+def _zone_check(config: GatewayConfig) -> Check:
+    zone = config.home_zone
+    note = config.timezone_note
+    if not note:
+        return _ok("time zone", f"{zone.name} (from {zone.source.value})")
+    return Check(
+        "time zone",
+        Status.WARN,
+        f"{zone.name}: {note}",
+        'set the home\'s zone in hub.toml: [hub] timezone = "Area/City" (e.g. "Asia/Shanghai"), then restart the hub',
+    )
+
+
+# What to do about envelopes the platform refused for good, by reason (the outbox cursors count them).
+_REFUSAL_FIXES: Final[Mapping[EnvelopeRejection, str]] = {
+    EnvelopeRejection.UNKNOWN_HUB: "enrol this hub's key with the platform: carehub provision enroll",
+    EnvelopeRejection.BAD_SIGNATURE: "the platform holds another key for this hub: carehub provision enroll --replace",
+    EnvelopeRejection.HUB_MISMATCH: "the broker login belongs to another hub: fix [broker] username in hub.toml",
+    EnvelopeRejection.CANNOT_OPEN: "the hub seals to a key the platform lacks: copy the platform's platform.pub again",
+    EnvelopeRejection.MALFORMED: "update carehub on the hub and the platform to the same release",
+    EnvelopeRejection.REPLAYED: "nothing to do if it stops; else check that no second hub uses this hub's key",
+}
+
+
+def _refusal_check(cursors: Mapping[str, Any]) -> Check:
+    counts = refusal_counts(cursors)
+    if not counts:
+        return _ok("refused envelopes", "the platform has refused none")
+    total = sum(counts.values())
+    detail = f"the platform refused {total} envelope{'s' if total != 1 else ''} for good: " + ", ".join(
+        f"{reason.value} {n}" for reason, n in sorted(counts.items(), key=lambda item: -item[1])
+    )
+    worst = max(counts, key=lambda reason: counts[reason])
+    return Check("refused envelopes", Status.WARN, detail, _REFUSAL_FIXES[worst])
 
 
 def _storage_check(config: GatewayConfig, disk_usage: Callable[[Path], Any]) -> Check:
@@ -291,9 +330,18 @@ def _device_checks(config: GatewayConfig, cursors: Mapping[str, Any], paths: Hub
         parts = [f"{device.kind.value} of {device.resident}"]
         if f"racp:{device.address}" in cursors:
             parts.append(f"next stored record #{cursors[f'racp:{device.address}']}")
-        if f"pendant:{device.address}" in cursors:
-            parts.append(f"last event counter {describe_counter(cursors[f'pendant:{device.address}'])}")
+        need = RekeyNeed.NONE
+        if cursor_key(device.address) in cursors:
+            stored = cursors[cursor_key(device.address)]
+            parts.append(f"last event counter {describe_counter(stored)}")
+            need = stored_rekey_need(stored)
         entry = tested.get(device.address)
+        if need is not RekeyNeed.NONE:
+            status = Status.FAIL if need is RekeyNeed.EXHAUSTED else Status.WARN
+            checks.append(
+                Check(f"device {device.address}", status, "; ".join(parts), "pair the pendant again with a new key")
+            )
+            continue
         if entry is None:
             checks.append(
                 Check(
@@ -308,8 +356,8 @@ def _device_checks(config: GatewayConfig, cursors: Mapping[str, Any], paths: Hub
         parts.append(f"tested {report.get('finished_at', '?')}: {'ok' if entry.get('ok') else 'FAILED'}")
         if isinstance(battery, int):
             parts.append(f"battery {battery}% then")
-        if not entry.get("ok"):
-            checks.append(Check(f"device {device.address}", Status.WARN, "; ".join(parts), str(entry.get("detail"))))
+        if not entry.get("ok"):  # it did not reach the platform at installation: a failure (exit status 1)
+            checks.append(Check(f"device {device.address}", Status.FAIL, "; ".join(parts), str(entry.get("detail"))))
         elif isinstance(battery, int) and battery <= 20:
             checks.append(
                 Check(f"device {device.address}", Status.WARN, "; ".join(parts), "replace the device's batteries")
@@ -334,9 +382,11 @@ async def run_doctor(
     checks = [_ok("config", f"{config_path} (hub {config.hub_id}, {len(config.devices)} devices)")]
     checks += _key_checks(config)
     checks.append(_clock_check(now()))
+    checks.append(_zone_check(config))
     checks.append(_storage_check(config, disk_usage))
     outbox, cursors = _outbox_checks(config, now().timestamp())
     checks += outbox
+    checks.append(_refusal_check(cursors))
     checks.append(await check_broker(config, limit_s=broker_limit_s))
     checks += _device_checks(config, cursors, HubPaths.for_config(config_path))
     refusals = describe_refusals(cursors.get(REFUSED_CURSOR))
