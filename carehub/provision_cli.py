@@ -25,7 +25,12 @@ from rich.table import Table
 from carehub.params import absolute_path, optional_absolute_path, positive_number
 from gateway import aio
 from gateway.config import ConfigError, DeviceKind, GatewayConfig, load_config
-from gateway.provision.errors import NotInitialisedError, ProvisionError, ThresholdInputError
+from gateway.provision.errors import (
+    BluetoothUnavailableError,
+    NotInitialisedError,
+    ProvisionError,
+    ThresholdInputError,
+)
 from gateway.provision.files import CONFIG_NAME, HubPaths, load_state, require_config
 from runtime import output
 
@@ -63,7 +68,7 @@ LinkOption = Annotated[
 def _fail(exc: ProvisionError | str, code: int = 1) -> typer.Exit:
     if isinstance(exc, ProvisionError):
         text = f"[bold red]error:[/] {escape(exc.what)}. [bold]Fix:[/] {escape(exc.fix)}"
-        code = 2 if isinstance(exc, ThresholdInputError | NotInitialisedError) else code
+        code = 2 if isinstance(exc, ThresholdInputError | NotInitialisedError | BluetoothUnavailableError) else code
     else:
         text = f"[bold red]error:[/] {escape(exc)}"
     _err.print(text, highlight=False, soft_wrap=True)

@@ -53,6 +53,13 @@ class BondRefusedError(ProvisionError):
     """The device refused to pair (bond) with the hub."""
 
 
+class BluetoothUnavailableError(ProvisionError):
+    """The hub's own Bluetooth stack cannot be used: no system D-Bus, no bluetoothd, no adapter, or it is off.
+
+    A setup problem, not a device's: the commands exit with status 2, as for bad input.
+    """
+
+
 class ThresholdInputError(ProvisionError):
     """A threshold edit or profile name that cannot be used.
 

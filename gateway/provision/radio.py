@@ -2,6 +2,10 @@
 
 ``scanner_backend``/``client_backend`` are bleak backend classes: ``None`` for bleak's platform default (BlueZ on
 the hub), or the simulated radio's classes (``sim.ble.backend_for(link)``).
+
+On the platform's backend, a hub whose Bluetooth stack cannot be reached (no system D-Bus socket, bluetoothd not
+running, no adapter, the adapter off) ends the first radio step with :class:`BluetoothUnavailableError` and a one-line
+fix, never with the D-Bus library's traceback (issue 16.5).
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -17,10 +21,21 @@ from typing import Any, Final
 from bleak import BleakClient, BleakScanner
 from bleak.backends.client import BaseBleakClient
 from bleak.backends.scanner import BaseBleakScanner
-from bleak.exc import BleakDeviceNotFoundError, BleakError
+from bleak.exc import (
+    BleakBluetoothNotAvailableError,
+    BleakBluetoothNotAvailableReason,
+    BleakDBusError,
+    BleakDeviceNotFoundError,
+    BleakError,
+)
 
 from gateway.config import DeviceKind
-from gateway.provision.errors import BondRefusedError, DeviceNotFoundError, ProvisionError
+from gateway.provision.errors import (
+    BluetoothUnavailableError,
+    BondRefusedError,
+    DeviceNotFoundError,
+    ProvisionError,
+)
 from protocols.pendant import SERVICE_UUID as PENDANT_SERVICE
 
 __all__ = [
@@ -62,6 +77,42 @@ INSTRUCTIONS: Final[dict[DeviceKind, str]] = {
     DeviceKind.HEART_RATE: "Put the band on (the contacts must be moist); it advertises while it sees a pulse.",
     DeviceKind.PENDANT: "Press and hold the pendant's button for 5 seconds until its light blinks blue.",
 }
+
+
+_NO_BLUEZ_FIX: Final = "install bluez and start bluetoothd, or pass --link for the simulated radio"
+# D-Bus errors meaning nobody answers for org.bluez on the system bus: bluetoothd is not running.
+_NO_BLUEZ_SERVICE: Final = frozenset(
+    {"org.freedesktop.DBus.Error.ServiceUnknown", "org.freedesktop.DBus.Error.NameHasNoOwner"}
+)
+
+
+def _unavailable(exc: BaseException) -> BluetoothUnavailableError | None:
+    """The setup problem ``exc`` (raised by bleak's BlueZ backend at its first use) stands for, if it is one."""
+    if isinstance(exc, BleakBluetoothNotAvailableError):
+        if exc.reason is BleakBluetoothNotAvailableReason.POWERED_OFF:
+            return BluetoothUnavailableError(
+                f"Bluetooth is switched off ({exc.args[0]})", "switch it on: rfkill unblock bluetooth"
+            )
+        return BluetoothUnavailableError(f"Bluetooth is not available ({exc.args[0]})", _NO_BLUEZ_FIX)
+    if isinstance(exc, BleakDBusError) and exc.dbus_error in _NO_BLUEZ_SERVICE:
+        return BluetoothUnavailableError("Bluetooth is not available (bluetoothd is not running)", _NO_BLUEZ_FIX)
+    if isinstance(exc, OSError) and not isinstance(exc, TimeoutError):
+        # The system bus socket is missing or refuses: no D-Bus, hence no BlueZ.
+        reason = exc.strerror or type(exc).__name__
+        return BluetoothUnavailableError(f"Bluetooth is not available (no system D-Bus: {reason})", _NO_BLUEZ_FIX)
+    return None
+
+
+@contextlib.contextmanager
+def _bluetooth_needed(platform: bool) -> Iterator[None]:
+    """Turn the platform stack's "there is no Bluetooth here" errors into :class:`BluetoothUnavailableError`."""
+    try:
+        yield
+    except (BleakError, OSError) as exc:
+        problem = _unavailable(exc) if platform else None
+        if problem is None:
+            raise
+        raise problem from exc
 
 
 def kind_of(service_uuids: Collection[str]) -> DeviceKind | None:
@@ -108,12 +159,17 @@ async def scan_devices(
         paired: addresses already in the config.
         scanner_backend: bleak backend class, None for the platform default.
         only_kit: leave out devices that advertise none of the kit's services.
+
+    Raises:
+        BluetoothUnavailableError: the platform's Bluetooth stack cannot be used (see the module docstring).
     """
     known = {a.upper() for a in paired}
     seen: dict[str, Found] = {}
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
-    async with BleakScanner(backend=scanner_backend) as scanner:
+    async with contextlib.AsyncExitStack() as stack:
+        with _bluetooth_needed(scanner_backend is None):
+            scanner = await stack.enter_async_context(BleakScanner(backend=scanner_backend))
         generator = scanner.advertisement_data()
         try:
             while True:
@@ -179,13 +235,15 @@ async def pair_device(
 
     Raises:
         DeviceNotFoundError: nothing advertises at ``address`` within ``give_up_after`` seconds.
+        BluetoothUnavailableError: the platform's Bluetooth stack cannot be used (see the module docstring).
         BondRefusedError: the device refused bonding.
         ProvisionError: the device is not the expected kind, or the link failed.
     """
     wanted = address.upper()
     how = INSTRUCTIONS.get(expect, "") if expect else "Put the device in pairing mode."
     extra: dict[str, Any] = {} if scanner_backend is None else {"backend": scanner_backend}
-    device = await BleakScanner.find_device_by_address(wanted, timeout=give_up_after, **extra)
+    with _bluetooth_needed(scanner_backend is None):
+        device = await BleakScanner.find_device_by_address(wanted, timeout=give_up_after, **extra)
     if device is None:
         raise DeviceNotFoundError(
             f"nothing is advertising at {wanted}", f"{how} Then pair again within a minute (bring it near the hub)."

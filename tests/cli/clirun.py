@@ -26,13 +26,17 @@ def environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def carehub(
-    *args: str | Path, cwd: Path | None = None, program: Sequence[str] = CAREHUB, timeout: float = 120
+    *args: str | Path,
+    cwd: Path | None = None,
+    program: Sequence[str] = CAREHUB,
+    timeout: float = 120,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run the command to completion; text output captured."""
+    """Run the command to completion; text output captured (``env``: variables to set on top of this one's)."""
     return subprocess.run(
         [*program, *map(str, args)],
         cwd=cwd,
-        env=environment(),
+        env=environment(env),
         capture_output=True,
         text=True,
         timeout=timeout,
