@@ -307,25 +307,48 @@ def pair(
     resident_id: Annotated[str, typer.Option("--resident", help="Whose device it is.")],
     config: ConfigOption = DEFAULT_CONFIG,
     kind: Annotated[DeviceKind | None, typer.Option("--kind", help="Expected kind (checked).")] = None,
-    user: Annotated[int | None, typer.Option("--user", help="User slot on a multi-user meter (1, 2...).")] = None,
+    user: Annotated[
+        int | None,
+        typer.Option(
+            "--user",
+            help="On a multi-user meter, the User ID it stamps on this resident's readings: 0 to 254, as the meter "
+            "numbers its users (255 means unknown user). Leave out for a single-user meter.",
+        ),
+    ] = None,
     name: Annotated[str | None, typer.Option("--name", help="A label, e.g. 'bedroom cuff'.")] = None,
     pendant_key: Annotated[
         str | None, typer.Option("--pendant-key", help="A pendant's factory key: 64 hex digits or @FILE.")
     ] = None,
+    move: Annotated[
+        bool, typer.Option("--move", help="Give a device paired for another resident to this one.")
+    ] = False,
     link: LinkOption = None,
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds to find and bond the device.", callback=positive_number)
     ] = 30.0,
 ) -> None:
-    """Bond a device, assign it to a resident (and user slot), provision a pendant's key, add it to the config."""
+    """Bond a device, assign it to a resident (and user slot), provision a pendant's key, add it to the config.
+
+    The address, the resident, the user and the pendant key are checked before the radio is used (exit status 2).
+    """
     from gateway.provision.document import load_document  # noqa: PLC0415
     from gateway.provision.radio import INSTRUCTIONS, open_radio, pair_device  # noqa: PLC0415
-    from gateway.provision.steps import add_device, provision_pendant_key  # noqa: PLC0415
+    from gateway.provision.steps import (  # noqa: PLC0415
+        add_device,
+        check_assignment,
+        check_user_id,
+        provision_pendant_key,
+    )
 
     paths = _initialised(config)
-    try:
-        key = _pendant_key_arg(pendant_key)
+    try:  # what the installer typed, before any radio work
         load_document(paths)
+        address = check_assignment(paths, address, resident_id, move=move)
+        check_user_id(user)
+        key = _pendant_key_arg(pendant_key)
+    except ProvisionError as exc:
+        raise _fail(exc, 2) from None
+    try:
         if kind is not None:
             _out.print(f"[bold]{escape(INSTRUCTIONS[kind])}[/]", highlight=False)
 
@@ -354,12 +377,15 @@ def pair(
             name=name or result.name,
             user_id=user,
             pendant_key_file=key_file,
+            move=move,
         )
     except ProvisionError as exc:
         raise _fail(exc) from None
     battery = "" if result.battery is None else f", battery {result.battery}%"
+    count = len(cfg.devices)
     _out.print(
-        f"paired {result.address} ({result.kind.value}{battery}) for {resident_id}; {len(cfg.devices)} devices now",
+        f"paired {result.address} ({result.kind.value}{battery}) for {resident_id}; "
+        f"{count} device{'' if count == 1 else 's'} now",
         highlight=False,
     )
 

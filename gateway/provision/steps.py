@@ -15,7 +15,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 from urllib.parse import urlsplit
 
 from gateway.clock import ZoneNameError, ZoneSource, system_zone, zone_named
@@ -54,6 +54,7 @@ __all__ = [
     "apply_thresholds",
     "check_address",
     "check_assignment",
+    "check_user_id",
     "effective_thresholds",
     "enroll_hub",
     "init_hub",
@@ -475,6 +476,29 @@ def check_address(text: str) -> str:
     return address
 
 
+# The Blood Pressure and Weight Measurement User ID field is a uint8 and 0xFF means "unknown user" (Bluetooth SIG;
+# /work/shared/gatt-formats.md), so a meter's users are 0..254: some meters number them from 0. gateway.config
+# accepts the same range for a device's ``user_id``.
+USER_ID_MAX: Final = 254
+
+
+def check_user_id(user_id: int | None) -> int | None:
+    """``user_id`` checked as the User ID a multi-user meter stamps on a resident's readings (None: single-user).
+
+    Raises:
+        ProvisionError: not 0..254 (255 is the "unknown user" the meter sends when nobody was chosen).
+    """
+    if user_id is None:
+        return None
+    if isinstance(user_id, bool) or not isinstance(user_id, int) or not 0 <= user_id <= USER_ID_MAX:
+        raise ProvisionError(
+            f"user {user_id!r} is not a meter User ID",
+            f"give the number the meter shows for this person's user, 0 to {USER_ID_MAX} (255 means unknown user), "
+            "or leave it out for a single-user meter",
+        )
+    return user_id
+
+
 def check_assignment(paths: HubPaths, address: str, resident: str, *, move: bool = False) -> str:
     """Check, before the radio is used, that ``address`` may be paired for ``resident``; returns the address.
 
@@ -518,6 +542,7 @@ def add_device(
             config is unchanged).
     """
     address = check_assignment(paths, address, resident, move=move)
+    check_user_id(user_id)
     data = load_document(paths)
     entry: Mapping[str, object] = {
         "address": address.upper(),

@@ -49,6 +49,7 @@ from gateway.provision.steps import (
     add_device,
     apply_thresholds,
     check_assignment,
+    check_user_id,
     effective_thresholds,
     enroll_hub,
     init_hub,
@@ -351,7 +352,9 @@ async def _pair(request: web.Request) -> web.Response:
     elif isinstance(user, str) and user.isdigit():
         user = int(user)
     if user is not None and not isinstance(user, int):
-        raise ProvisionError("user slot must be a number", "type the meter's user number (1, 2...) or leave it empty")
+        raise ProvisionError(
+            "the meter user must be a number", "type the meter's User ID for this person (0 to 254) or leave it empty"
+        )
     key_text = _text(data, "pendant_key", required=False)
     key: bytes | None = None
     if key_text:
@@ -363,6 +366,7 @@ async def _pair(request: web.Request) -> web.Response:
             raise ProvisionError("the pendant key is not 64 hex digits", "copy it from the pendant's card")
     move = data.get("move") is True
     address = check_assignment(settings.paths, address, resident, move=move)  # before the radio: fail fast
+    check_user_id(user)
     lock = request.app[_BUSY]
     if lock.locked():
         raise _busy()
@@ -569,7 +573,7 @@ pre{white-space:pre-wrap;font-size:.85rem;background:#f4f6f8;padding:.5rem}.row{
 <table><thead><tr><th>Device</th><th>Kind</th><th>Signal</th><th></th></tr></thead><tbody id="found"></tbody></table>
 <div id="pair-form" class="hidden"><p id="pair-what"></p><p id="pair-how"></p>
 <label for="pres">Resident</label><select id="pres"></select>
-<label for="puser">User slot on the meter (multi-user meters)</label><input id="puser" inputmode="numeric">
+<label for="puser">Meter user (multi-user meters: its User ID, 0 to 254)</label><input id="puser" inputmode="numeric">
 <label for="pkey">Pendant key from its card (pendants; empty makes a new one)</label><input id="pkey">
 <button id="pair-btn">Pair</button></div><p id="pair-msg"></p></section>
 <section id="thr-sec"><h2>5. Doctor's thresholds</h2><label for="tres">Resident</label><select id="tres"></select>

@@ -27,6 +27,7 @@ from gateway.provision.radio import pair_device
 from gateway.provision.steps import add_device, init_hub, set_resident
 from gateway.provision.testrun import REPORT_DOMAIN, Arrival, run_installation_test
 from protocols.keys import PlatformIdentity, load_hub_identity, verify_detached
+from sim.broker import MosquittoBroker
 
 Usage = namedtuple("Usage", "total used free")
 
@@ -127,7 +128,7 @@ async def test_installation_test_without_devices_says_pair_first(tmp_path: Path)
     assert "carehub provision pair" in info.value.fix
 
 
-async def test_doctor_healthy_hub_against_a_real_broker(tmp_path: Path, mosquitto) -> None:
+async def test_doctor_healthy_hub_against_a_real_broker(tmp_path: Path, mosquitto: MosquittoBroker) -> None:
     paths = hub(tmp_path, broker=f"mqtt://{mosquitto.host}:{mosquitto.port}")
     checks = {c.name: c for c in await run_doctor(paths.config, broker_limit_s=5)}
     assert all(c.status is Status.OK for c in checks.values()), checks

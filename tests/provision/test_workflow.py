@@ -82,8 +82,9 @@ async def test_blank_hub_to_signed_report(tmp_path: Path, platform: Platform, ho
     for expected in (CUFF, "blood_pressure", PENDANT, "pendant"):
         assert expected in out
 
-    ok(await run("provision", "pair", CUFF, *c, "--resident", "r1", "--kind", "blood_pressure", "--user", "1"))
-    ok(
+    out = ok(await run("provision", "pair", CUFF, *c, "--resident", "r1", "--kind", "blood_pressure", "--user", "1"))
+    assert out.rstrip().endswith("; 1 device now")
+    out = ok(
         await run(
             "provision",
             "pair",
@@ -97,6 +98,7 @@ async def test_blank_hub_to_signed_report(tmp_path: Path, platform: Platform, ho
             PENDANT_KEY.hex(),
         )
     )
+    assert out.rstrip().endswith("; 2 devices now")
     cfg = load_config(config)
     assert [(d.address, d.kind, d.user_id) for d in cfg.devices] == [
         (CUFF, DeviceKind.BLOOD_PRESSURE, 1),
