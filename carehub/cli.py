@@ -81,10 +81,23 @@ def decode(
         typer.Argument(metavar="HEX", help="The notification's bytes in hex (spaces and colons allowed)."),
     ],
     pretty: Annotated[bool, typer.Option("--pretty", help="Print a table instead of JSON.")] = False,
+    units: Annotated[
+        str, typer.Option("--units", metavar="mgdl|mmol", help="Glucose shown in mg/dL (default) or mmol/L.")
+    ] = "mgdl",
 ) -> None:
-    """Decode one captured GATT notification or read (e.g. from nRF Connect) and print its values."""
+    """Decode one captured GATT notification or read (e.g. from nRF Connect) and print its values.
+
+    A glucose concentration is shown in mg/dL or mmol/L; the value as sent (kg/L or mol/L) follows as
+    concentration_si and unit_si.
+    """
     from protocols import gatt
+    from protocols.clinical_units import clinical_values, parse_glucose_display
     from protocols.errors import DecodeError
+
+    try:
+        display = parse_glucose_display(units)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
 
     cleaned = hex_bytes.replace(" ", "").replace(":", "").replace("-", "")
     cleaned = cleaned.removeprefix("0x")
@@ -102,7 +115,7 @@ def decode(
         measurement = gatt.decode(uuid_arg, data)
     except DecodeError as exc:
         raise _fail(str(exc)) from None
-    values = measurement.as_dict()
+    values = clinical_values(measurement.as_dict(), display)
     if not pretty:
         output.emit(json.dumps(values, ensure_ascii=False))
         return

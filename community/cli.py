@@ -26,8 +26,16 @@ from community.enrollment import bundle_command
 from community.ingest import IngestWorker, WorkerSettings, publish_down
 from community.storage import QuarantinedEnvelope, SqliteStorage, StorageError, StoredReading
 from community.wire import PlatformCodec
+from protocols import atomic
+from protocols.clinical_units import GlucoseDisplay, clinical_values, parse_glucose_display
 from protocols.errors import EncodeError, KeyFileError
-from protocols.keys import PlatformIdentity, load_hub_public_key, save_platform_identity, save_platform_public_keys
+from protocols.keys import (
+    PlatformIdentity,
+    key_id,
+    load_hub_public_key,
+    save_platform_identity,
+    save_platform_public_keys,
+)
 from protocols.messages import AlarmAcknowledgement, DownBody, ThresholdUpdate
 from protocols.record import AlarmBody, PanicBody, Record
 from protocols.thresholds import ThresholdError, check_update
@@ -134,14 +142,83 @@ def _reading_dict(r: StoredReading) -> dict[str, object]:
     }
 
 
+#: Decoded fields that say how or when a value was taken, not what it was: left out of the narrow table.
+_NOT_A_VALUE = frozenset(
+    {
+        "timestamp",
+        "base_time",
+        "time_offset",
+        "sequence_number",
+        "user_id",
+        "measurement_status",
+        "type",
+        "sample_location",
+        "sensor_status",
+        "context_follows",
+        "unit",
+        "unit_si",
+        "concentration_si",
+        "mean_arterial",
+    }
+)
+
+
+def _reading_summary(r: StoredReading, display: GlucoseDisplay) -> str:
+    """What a reading says, in a few words and clinical units (``111/71 mmHg pulse 61``, ``70 mg/dL``); an alarm or
+    panic as its condition and state."""
+    values = r.values
+    if values is None:
+        body = r.body
+        if r.kind == "alarm":
+            return f"{body.get('condition')} {body.get('tier')} {body.get('state')}"
+        if r.kind == "panic":
+            return f"panic {body.get('event')} from {body.get('pendant_id')}"
+        return r.kind
+    shown = clinical_values(values, display)
+    unit = shown.get("unit")
+    parts: list[str] = []
+    if "systolic" in shown and "diastolic" in shown:
+        parts.append(f"{_number(shown['systolic'])}/{_number(shown['diastolic'])} {unit or ''}".rstrip())
+        unit = None
+    for key, value in shown.items():
+        if key in _NOT_A_VALUE or key in ("systolic", "diastolic") or key.endswith("_name"):
+            continue
+        if value is None or isinstance(value, dict | list):
+            continue
+        if key == "concentration" and unit:
+            parts.append(f"{_number(value)} {unit}")
+            unit = None
+            continue
+        parts.append(f"{key.replace('_rate', '')} {_number(value)}")
+    return " ".join(parts) or "—"
+
+
+def _number(value: object) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 @app.command()
 def readings(
     config: ConfigOption,
     hub: Annotated[str | None, typer.Option("--hub", help="Only this hub's readings.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON array instead of a table.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON array instead of a table (values as recorded, in SI units).")
+    ] = False,
+    wide: Annotated[
+        bool, typer.Option("--wide", help="Every column: full record id, device time and all decoded values.")
+    ] = False,
+    units: Annotated[
+        str, typer.Option("--units", metavar="mgdl|mmol", help="Glucose shown in mg/dL (default) or mmol/L.")
+    ] = "mgdl",
 ) -> None:
-    """List stored readings, oldest first."""
+    """List stored readings, oldest first: a table that fits 80 columns (--wide for every field), or JSON."""
     cfg = _config(config)
+    try:
+        display = parse_glucose_display(units)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
 
     async def main() -> list[StoredReading]:
         async with SqliteStorage(cfg.database) as storage:
@@ -154,19 +231,37 @@ def readings(
     if as_json:
         output.emit(json.dumps([_reading_dict(r) for r in rows], ensure_ascii=False))
         return
-    table = Table(title=f"readings{f' of {hub}' if hub else ''}")
-    for column in ("hub", "kind", "record", "device", "values", "hub time", "device time"):
-        table.add_column(column, no_wrap=column == "record", min_width=32 if column == "record" else None)
+    title = f"readings{f' of {hub}' if hub else ''}"
+    if wide:
+        table = Table(title=title)
+        for column in ("hub", "kind", "record", "device", "values", "hub time", "device time"):
+            table.add_column(column, no_wrap=column == "record", min_width=32 if column == "record" else None)
+        for r in rows:
+            shown = clinical_values(r.values, display) if r.values is not None else r.body
+            table.add_row(
+                escape(r.hub),
+                r.kind,
+                r.record_id,
+                escape(r.device or "—"),
+                escape(json.dumps(dict(shown), ensure_ascii=False)),
+                r.hub_time.strftime("%Y-%m-%d %H:%M:%S"),
+                escape(r.device_time or "—"),
+            )
+        _out.print(table)
+        return
+    table = Table(title=title, caption="--wide for every field, --json for the records")
+    table.add_column("hub time (UTC)", no_wrap=True)
+    table.add_column("hub", overflow="fold")
+    table.add_column("device", overflow="fold")
+    table.add_column("reading", overflow="fold")
+    table.add_column("record", no_wrap=True)
     for r in rows:
-        shown = r.values if r.values is not None else r.body
         table.add_row(
-            r.hub,
-            r.kind,
-            r.record_id,
-            r.device or "—",
-            escape(json.dumps(dict(shown), ensure_ascii=False)),
-            r.hub_time.strftime("%Y-%m-%d %H:%M:%S"),
-            r.device_time or "—",
+            r.hub_time.strftime("%m-%d %H:%M"),
+            escape(r.hub),
+            escape(r.device or "—"),
+            escape(_reading_summary(r, display)),
+            r.record_id[:8],
         )
     _out.print(table)
 
@@ -219,6 +314,90 @@ def keygen(
     )
 
 
+def _config_text(broker: str, username: str | None, client_id: str) -> str:
+    """A platform.toml (see :mod:`community.config`); strings quoted as TOML basic strings (JSON's escapes)."""
+    user = "" if username is None else f"username = {json.dumps(username)}\n"
+    return (
+        "# The reference platform's config: carehub platform run -c this-file (see community/config.py).\n"
+        "[broker]\n"
+        f"url = {json.dumps(broker)}\n"
+        f"{user}"
+        '# password = "..."   # the broker password of this user (carehub platform broker-config writes it)\n'
+        'share_group = "ingest"\n'
+        f"client_id = {json.dumps(client_id)}\n"
+        "\n[storage]\n"
+        'database = "platform.db"          # relative to this file\n'
+        "\n[keys]\n"
+        'identity = "keys/platform.key"    # mode 0600; keys/platform.pub goes on every hub\n'
+    )
+
+
+@app.command()
+def init(
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where platform.toml, platform.db and keys/ go (created if missing).")
+    ] = Path(),
+    broker: Annotated[str, typer.Option("--broker", help="The broker's URL, mqtt://host:port.")] = (
+        "mqtt://127.0.0.1:1883"
+    ),
+    username: Annotated[str | None, typer.Option("--username", help="The ingest worker's broker user.")] = None,
+    client_id: Annotated[str, typer.Option("--client-id", help="This worker's MQTT client id.")] = "carehub-platform-1",
+) -> None:
+    """Create the platform's config (platform.toml) and identity keys; run again, it checks them and changes nothing."""
+    config_path = directory / "platform.toml"
+    keys = directory / "keys"
+    if config_path.exists():
+        cfg = _config(config_path)
+        try:
+            public = cfg.identity().public
+        except PlatformConfigError as exc:
+            raise _fail(f"{exc} (platform.toml exists: fix it, or run carehub platform keygen --out {keys})") from None
+        _out.print(f"{config_path} already set up and valid; nothing changed", highlight=False)
+        _print_next_steps(cfg, public.key_id)
+        return
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        atomic.write_atomic(config_path, _config_text(broker, username, client_id).encode(), mode=0o600)
+    except OSError as exc:
+        raise _fail(f"{config_path}: cannot write ({exc.strerror or exc})", 1) from None
+    try:
+        cfg = load_platform_config(config_path)
+    except PlatformConfigError as exc:
+        config_path.unlink(missing_ok=True)
+        raise _fail(str(exc).replace(f"{config_path}: [broker] url", f"--broker {broker!r}")) from None
+    private = cfg.identity_file
+    if private.exists():
+        identity_key_id = _config_identity(cfg).public.key_id
+        made = "kept the existing"
+    else:
+        identity = PlatformIdentity.generate()
+        try:
+            keys.mkdir(parents=True, exist_ok=True)
+            save_platform_identity(private, identity)
+            save_platform_public_keys(keys / "platform.pub", identity.public)
+        except (OSError, KeyFileError) as exc:
+            raise _fail(f"{keys}: {exc}", 1) from None
+        identity_key_id = identity.public.key_id
+        made = "created the"
+    _out.print(f"wrote {config_path}; {made} platform identity {private}", highlight=False)
+    _print_next_steps(cfg, identity_key_id)
+
+
+def _config_identity(cfg: PlatformConfig) -> PlatformIdentity:
+    try:
+        return cfg.identity()
+    except PlatformConfigError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _print_next_steps(cfg: PlatformConfig, platform_key_id: str) -> None:
+    _out.print(
+        f"platform key id {platform_key_id} (give it to installers with {cfg.identity_file.parent / 'platform.pub'})",
+        highlight=False,
+    )
+    _out.print(f"next: carehub platform run -c {cfg.path}", highlight=False)
+
+
 @app.command()
 def enroll(
     config: ConfigOption,
@@ -245,7 +424,8 @@ def enroll(
         raise _fail(str(exc)) from None
     except StorageError as exc:
         raise _fail(str(exc), 1) from None
-    _out.print(f"enrolled {hub.hub_id} (key id {bytes(hub.verify_key).hex()[:16]}…)", highlight=False)
+    # The same id `carehub provision init` printed on the hub (protocols.keys.key_id of its verify key).
+    _out.print(f"enrolled {hub.hub_id} (key id {key_id(hub.verify_key)})", highlight=False)
 
 
 Check = Callable[[SqliteStorage], Awaitable[str | None]]

@@ -5,9 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
+from clirun import carehub
 from typer.testing import CliRunner
 
 from carehub.cli import app
+from protocols import gatt
+from protocols.datetime_ import DateTime
+from protocols.gatt.glucose import GlucoseUnit
+from protocols.ieee11073 import MderFloat
 
 runner = CliRunner()
 
@@ -55,3 +60,35 @@ def test_every_command_has_help() -> None:
         result = runner.invoke(app, args)
         assert result.exit_code == 0, (args, result.output)
         assert "Usage" in result.stdout
+
+
+def _glucose_hex(concentration: float, unit: int = 0) -> str:
+    measurement = gatt.GlucoseMeasurement(
+        sequence_number=7,
+        base_time=DateTime(2026, 11, 25, 3, 10, 0),
+        concentration=MderFloat.from_value(concentration),
+        unit=GlucoseUnit(unit),
+        type=1,
+        sample_location=1,
+    )
+    return bytes(measurement).hex()
+
+
+def test_decode_shows_glucose_in_clinical_units_and_keeps_the_si_value() -> None:
+    """Issue 16 item 6: 0.0007 kg/L is 70 mg/dL (3.89 mmol/L); 5.5 mmol/L sent as mol/L is 99.1 mg/dL."""
+    result = carehub("decode", "2A18", _glucose_hex(70e-5))
+    assert result.returncode == 0, result.stderr
+    values = json.loads(result.stdout)
+    assert (values["concentration"], values["unit"]) == (70.0, "mg/dL")
+    assert (values["concentration_si"], values["unit_si"]) == (0.0007, "kg/L")
+    mmol = json.loads(carehub("decode", "2A18", _glucose_hex(70e-5), "--units", "mmol").stdout)
+    assert (mmol["concentration"], mmol["unit"]) == (3.89, "mmol/L")
+    sent_in_mol = json.loads(carehub("decode", "2A18", _glucose_hex(55e-4, unit=1)).stdout)
+    assert (sent_in_mol["concentration"], sent_in_mol["unit"]) == (99.1, "mg/dL")
+    pretty = carehub("decode", "2A18", _glucose_hex(70e-5), "--pretty", "--units", "mg/dL")
+    assert pretty.returncode == 0, pretty.stderr
+    assert "mg/dL" in pretty.stdout
+    assert "kg/L" in pretty.stdout  # the value as sent stays visible
+    bad = carehub("decode", "2A18", _glucose_hex(70e-5), "--units", "stones")
+    assert bad.returncode == 2
+    assert "expected mgdl (mg/dL) or mmol (mmol/L)" in bad.stderr

@@ -72,6 +72,9 @@ def test_keygen_enroll_and_readings(tmp_path: Path):
     assert (alarm_row["kind"], alarm_row["values"], alarm_row["body"]["alarm_id"]) == ("alarm", None, "alarm-1")
     result = runner.invoke(app, ["readings", "-c", str(cfg_path)])
     assert result.exit_code == 0
+    assert record.record_id.hex()[:8] in result.output
+    result = runner.invoke(app, ["readings", "-c", str(cfg_path), "--wide"], terminal_width=200)
+    assert result.exit_code == 0
     assert record.record_id.hex() in result.output
 
 
