@@ -132,7 +132,15 @@ def gateway_run(
     config: Annotated[Path, typer.Option("--config", "-c", help="The hub's TOML config file.", callback=absolute_path)],
     check: Annotated[bool, typer.Option("--check", help="Only validate the config and the key files.")] = False,
     voice: Annotated[bool, typer.Option("--voice/--no-voice", help="Speak to the resident with espeak-ng.")] = True,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every step.")] = False,
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="Log every step of the hub; -vv: of every library too.")
+    ] = 0,
+    debug_lib: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--debug-lib", metavar="LOGGER", help="Also log this library's debug output (e.g. bumble); repeat."
+        ),
+    ] = None,
 ) -> None:
     """Run the hub daemon (or, with --check, validate its configuration and keys).
 
@@ -154,7 +162,7 @@ def gateway_run(
         _out.print(f"[green]ok[/] {summary(cfg, config)}")
         return
     try:
-        serve(cfg, voice=voice, verbose=verbose)
+        serve(cfg, voice=voice, verbosity=verbose, debug_libraries=tuple(debug_lib or ()))
     except GatewayStartError as exc:
         raise _fail(str(exc), 1) from None
 

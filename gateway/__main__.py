@@ -64,7 +64,20 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--voice", action=argparse.BooleanOptionalAction, default=True, help="speak to the resident with espeak-ng"
     )
-    parser.add_argument("--verbose", "-v", action="store_true", help="log every step")
+    parser.add_argument(
+        "--verbose",
+        "-v",
+        action="count",
+        default=0,
+        help="log every step of the hub (-vv: of every library too)",
+    )
+    parser.add_argument(
+        "--debug-lib",
+        action="append",
+        default=[],
+        metavar="LOGGER",
+        help="also log this library's debug output (e.g. bumble, aiomqtt); repeat for more",
+    )
     return parser
 
 
@@ -83,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.check:
         return 0 if _write(sys.stdout, f"ok {summary(config, args.config)}\n") else 1
     try:
-        serve(config, voice=args.voice, verbose=args.verbose)
+        serve(config, voice=args.voice, verbosity=args.verbose, debug_libraries=tuple(args.debug_lib))
     except GatewayStartError as exc:
         _write(sys.stderr, f"error: {exc}\n")
         return 1

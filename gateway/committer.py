@@ -137,6 +137,12 @@ class Committer:
             self._deferred = {**deferred, **self._deferred}
             _log.error("outbox commit of %d record(s) failed: %s", len(drafts), exc)
             raise
+        _log.debug(
+            "outbox commit: %d record(s) (%d priority), %d cursor(s)",
+            len(drafts),
+            sum(d.lane is Lane.PRIORITY for d in drafts),
+            len(cursors),
+        )
         for later in deferred.values():
             later.on_stored()
         if result.evicted is not None:

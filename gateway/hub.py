@@ -473,6 +473,8 @@ class Hub:
             drafts.append(Draft(body, Lane.PRIORITY, now, rid))
         await self._commit(drafts, self._downlink.cursors(decision))
         self._downlink.committed(decision)
+        if not isinstance(decision, Refuse):
+            _log.info("applied down-message %s (%s)", decision.seq, type(decision).__name__)
         if isinstance(decision, Refuse):
             self.counters.down_refused += 1
             if decision.message_type == AlarmSnooze.TYPE:

@@ -8,7 +8,9 @@ import logging
 import os
 import signal
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Final
 
 from bleak.backends.client import BaseBleakClient
 from bleak.backends.scanner import BaseBleakScanner
@@ -119,11 +121,34 @@ def summary(config: GatewayConfig, path: Path) -> str:
     )
 
 
-def serve(config: GatewayConfig, *, voice: bool, verbose: bool) -> None:
-    """Log to standard error and run the daemon until SIGINT or SIGTERM.
+#: The loggers of carehub's own packages: what ``-v`` makes verbose.
+CAREHUB_LOGGERS: Final = ("gateway", "protocols", "runtime", "sim")
+
+
+def configure_logging(verbosity: int = 0, debug_libraries: Sequence[str] = ()) -> None:
+    """Log to standard error, one line per event with its level and logger.
+
+    carehub's own loggers log INFO (``verbosity`` 0) or DEBUG (1 and more); other libraries only warnings, unless
+    ``verbosity`` is 2 or more (everything at DEBUG) or they are named in ``debug_libraries`` (e.g. ``bumble``,
+    ``aiomqtt``): a radio stack's debug output is thousands of lines a second and drowns the hub's own story.
+    """
+    logging.basicConfig(
+        level=logging.DEBUG if verbosity >= 2 else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+    own = logging.DEBUG if verbosity >= 1 else logging.INFO
+    for name in CAREHUB_LOGGERS:
+        logging.getLogger(name).setLevel(own)
+    for name in debug_libraries:
+        logging.getLogger(name).setLevel(logging.DEBUG)
+
+
+def serve(config: GatewayConfig, *, voice: bool, verbosity: int = 0, debug_libraries: Sequence[str] = ()) -> None:
+    """Log to standard error (:func:`configure_logging`) and run the daemon until SIGINT or SIGTERM.
 
     Raises:
         GatewayStartError: the outbox cannot be opened.
     """
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_logging(verbosity, debug_libraries)
     aio.run(run_gateway(config, voice=voice))

@@ -167,6 +167,15 @@ class AckHandler:
             _log.warning("uplink %s: ignoring an ack that does not verify: %s", hub, exc)
             return
         outcome = delivery.on_ack(ack, self._clock.monotonic())
+        _log.debug(
+            "uplink %s: ack %d: %d stored, %d refused (%d for good); deleting %d envelope(s)",
+            hub,
+            ack.ack_seq,
+            len(ack.stored),
+            len(ack.rejected),
+            len(outcome.refused),
+            len(outcome.delete),
+        )
         self._note_oddities(ack, outcome)
         if outcome.delete:
             try:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from carehub.bench import provision
@@ -87,3 +89,48 @@ def test_the_service_unit_runs_the_daemon_with_options_it_accepts() -> None:
         _parser().parse_args(args)  # exits (SystemExit) on an option the daemon does not know
     assert unit["Service"]["Restart"] == "always"
     assert unit["Unit"]["StartLimitIntervalSec"] == "0"
+
+
+def _run_until_running(tmp_path: Path, *flags: str) -> list[str]:
+    """Start ``carehub-hub`` on a simulated radio, stop it with SIGTERM once it says it runs; its log lines."""
+    home = provision(tmp_path, "mqtt://127.0.0.1:9", link="local:verbose-test")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "--config", str(home.path), "--no-voice", *flags],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    killer = threading.Timer(60, proc.kill)  # a hub that never starts fails the test instead of hanging it
+    killer.start()
+    lines: list[str] = []
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line.rstrip("\n"))
+            if " running" in line and "gateway.runner" in line:
+                proc.send_signal(signal.SIGTERM)
+        proc.wait()
+    finally:
+        killer.cancel()
+    assert proc.returncode == 0, "\n".join(lines[-20:])
+    return lines
+
+
+_LEVELS = frozenset({"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
+
+
+def _loggers(lines: list[str]) -> list[tuple[str, str]]:
+    """(level, logger) of each ``date time LEVEL logger: message`` line (continuation lines skipped)."""
+    words = (line.split() for line in lines)
+    return [(w[2], w[3].rstrip(":")) for w in words if len(w) > 3 and w[2] in _LEVELS and w[3].endswith(":")]
+
+
+def test_verbose_logs_the_hub_not_the_radio_stack(tmp_path: Path) -> None:
+    """Issue 16 item 10: -v is the hub's story; bumble's HCI debug only with --debug-lib bumble (or -vv)."""
+    logged = _loggers(_run_until_running(tmp_path / "v", "-v"))
+    assert ("INFO", "gateway.runner") in logged, logged
+    own = ("gateway", "protocols", "runtime", "sim")
+    foreign = [(level, name) for level, name in logged if level == "DEBUG" and name.split(".")[0] not in own]
+    assert foreign == []
+    with_bumble = _loggers(_run_until_running(tmp_path / "b", "-v", "--debug-lib", "bumble"))
+    assert any(level == "DEBUG" and name.startswith("bumble.") for level, name in with_bumble), with_bumble
