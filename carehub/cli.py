@@ -29,7 +29,7 @@ from rich.markup import escape
 from rich.table import Table
 from typer._click.exceptions import NoArgsIsHelpError  # typer's own click: no public name for "no args, show help"
 
-from carehub.params import absolute_path, positive_number
+from carehub.params import absolute_path, optional_absolute_path, positive_number
 from runtime import output
 
 __all__ = ["EXTRAS", "LAZY_GROUPS", "build_app", "main", "run"]
@@ -185,19 +185,33 @@ def demo(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
     outage: Annotated[bool, typer.Option("--outage/--no-outage", help="Stop the broker for a while.")] = True,
     broker: Annotated[str, typer.Option(help="auto, mosquitto or embedded.")] = "auto",
+    keep: Annotated[
+        Path | None,
+        typer.Option(
+            "--keep",
+            metavar="DIR",
+            help="Leave the platform's database and config (and the hub's files) in DIR, a new or empty directory.",
+            callback=optional_absolute_path,
+        ),
+    ] = None,
 ) -> None:
     """Play a resident's day end to end: meters, pendant, hub, broker, platform, caregiver."""
     from gateway import aio
-    from sim.demo import DemoOptions, run_demo
+    from sim.demo import PLATFORM_CONFIG, DemoOptions, run_demo
     from sim.demo_view import DemoView
 
     if broker not in ("auto", "mosquitto", "embedded"):
         raise _fail(f"--broker: expected auto, mosquitto or embedded, got {broker!r}")
+    if keep is not None:
+        if keep.exists() and not keep.is_dir():
+            raise _fail(f"--keep {keep}: not a directory")
+        if keep.is_dir() and any(keep.iterdir()):
+            raise _fail(f"--keep {keep}: the directory is not empty; name a new or empty one")
     import logging
 
     # Connection warnings during the staged outage are expected; the demo reports the outage itself.
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
-    options = DemoOptions(hours=hours, speed=speed, seed=seed, outage=outage, broker=broker)
+    options = DemoOptions(hours=hours, speed=speed, seed=seed, outage=outage, broker=broker, workdir=keep)
     view = DemoView(_err if as_json else _out, quiet=as_json)
     with view:
         summary = aio.run(run_demo(options, say=view.say))
@@ -205,6 +219,13 @@ def demo(
         output.emit(json.dumps(summary.as_dict(), ensure_ascii=False))
     else:
         view.print_summary(summary)
+    if keep is not None:
+        (_err if as_json else _out).print(
+            f"kept the demo's platform in {keep}; look at it with: "
+            f"carehub platform readings -c {keep / PLATFORM_CONFIG}",
+            highlight=False,
+            soft_wrap=True,
+        )
     if not summary.ok:
         raise typer.Exit(1)
 

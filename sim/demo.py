@@ -50,7 +50,7 @@ from sim.embedded_broker import EmbeddedBroker
 from sim.home import Home
 from sim.scenario import Scenario, load_scenario
 
-__all__ = ["DEFAULT_SCENARIO", "DemoOptions", "DemoSummary", "percentile", "run_demo"]
+__all__ = ["DEFAULT_SCENARIO", "PLATFORM_CONFIG", "DemoOptions", "DemoSummary", "percentile", "run_demo"]
 
 DEFAULT_SCENARIO = Path(__file__).parent / "scenarios" / "demo-day.toml"
 _HUB_ID = "demo-hub"
@@ -179,6 +179,22 @@ def _provision(
     return parse_config(text, workdir / "hub.toml"), platform, hub.public
 
 
+PLATFORM_CONFIG = "platform.toml"
+"""The demo platform's config in the work directory: ``carehub platform readings -c DIR/platform.toml`` reads the
+database the demo filled (see :mod:`community.config`)."""
+_PLATFORM_DB = "platform.sqlite"
+
+
+def _write_platform_config(workdir: Path, broker_url: str) -> None:
+    text = (
+        "# The platform of a carehub demo run (its broker ran only during the demo).\n"
+        f'[broker]\nurl = {json.dumps(broker_url)}\nclient_id = "carehub-demo-platform"\n'
+        f"[storage]\ndatabase = {json.dumps(_PLATFORM_DB)}\n"
+        '[keys]\nidentity = "platform.key"\n'
+    )
+    (workdir / PLATFORM_CONFIG).write_text(text, encoding="utf-8")
+
+
 class _SayFeedback:
     """Shows what the resident hears and sees as a line of the demo's log."""
 
@@ -229,6 +245,7 @@ async def run_demo(options: DemoOptions, *, say: Callable[[str], None] = lambda 
         broker = _Broker(options.broker, workdir)
         summary.broker = broker.name
         config, platform_identity, hub_public = _provision(scenario, workdir, broker.impl.url, speed)
+        _write_platform_config(workdir, broker.impl.url)
         link = f"local:demo-{int(time.time() * 1000) % 1_000_000}"
         scanner, client = sim_ble.backend_for(link)
         start = scenario.start_time
@@ -408,7 +425,7 @@ class DemoPlatform:
 
     async def __aenter__(self) -> Self:
         async with contextlib.AsyncExitStack() as stack:
-            storage = await stack.enter_async_context(SqliteStorage(self._workdir / "platform.sqlite"))
+            storage = await stack.enter_async_context(SqliteStorage(self._workdir / _PLATFORM_DB))
             await storage.enroll_hub(self._hub)
             self._worker = await stack.enter_async_context(
                 IngestWorker(self._settings, storage, PlatformCodec(self._identity))

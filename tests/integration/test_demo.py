@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,3 +68,29 @@ async def test_demo_on_the_embedded_broker_a_fresh_machine_uses(tmp_path: Path) 
     assert summary.produced >= 5
     assert summary.lost == 0, summary.lost_readings
     assert summary.duplicates == 0
+
+
+def carehub(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """``carehub ARGS...`` as a process, through its console-script entry point."""
+    root = Path(__file__).resolve().parents[2]
+    env = os.environ | {"PYTHONPATH": str(root), "COLUMNS": "400"}
+    program = (sys.executable, "-c", "from carehub.cli import main; main()")
+    return subprocess.run(
+        [*program, *map(str, args)], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+@needs_mosquitto
+def test_demo_keep_leaves_a_platform_to_inspect(tmp_path: Path) -> None:
+    """Issue 16 item 9: --keep DIR leaves the platform's database and config, and says how to look at them."""
+    kept = tmp_path / "kept"
+    result = carehub("demo", "--hours", "1", "--speed", "900", "--no-outage", "--keep", kept)
+    assert result.returncode == 0, result.stderr
+    command = f"carehub platform readings -c {kept / 'platform.toml'}"
+    assert command in result.stdout
+    readings = carehub("platform", "readings", "-c", kept / "platform.toml", "--json")
+    assert readings.returncode == 0, readings.stderr
+    assert json.loads(readings.stdout), "the kept platform has the demo's readings"
+    again = carehub("demo", "--hours", "1", "--keep", kept)
+    assert again.returncode == 2
+    assert "not empty" in again.stderr
