@@ -15,7 +15,9 @@ Example::
     [keys]
     identity = "keys/platform.key"    # protocols.keys platform identity file (Ed25519 seed, X25519 key), mode 0600
 
-``carehub platform keygen`` writes the identity file and the public key file (``platform.pub``) to install on hubs.
+``carehub platform init --dir DIR`` writes this file (``--broker``, ``--username``, ``--client-id``) with the identity
+file and the public key file (``keys/platform.pub``) to install on hubs; run again, it checks them and changes
+nothing. ``carehub platform keygen`` writes only the two key files.
 """
 
 from __future__ import annotations
