@@ -6,7 +6,6 @@ import math
 
 import pytest
 
-from protocols import thresholds as thresholds_module
 from gateway.thresholds import (
     DEFAULTS,
     PROFILES,
@@ -22,6 +21,7 @@ from gateway.thresholds import (
     mmol_per_l_to_mg_dl,
     resolve_thresholds,
 )
+from protocols import thresholds as thresholds_module
 
 
 def test_every_key_is_documented_with_its_unit_and_default_in_the_module_docstring() -> None:
