@@ -38,10 +38,11 @@ from typing import Final
 from bumble import hci
 from bumble.keys import JsonKeyStore, MemoryKeyStore, PairingKeys
 
+import gateway.outbox_store
 from gateway import aio
 from gateway.core.pendant_link import cursor_key
 from gateway.journal import IndicationJournal, JournalEntry
-from gateway.outbox import Lane, Outbox, OutboxItem, open_outbox
+from gateway.outbox import Lane, OutboxItem, open_outbox
 from gateway.provision.files import CONFIG_NAME, HubPaths, write_atomic
 from gateway.provision.steps import init_hub, provision_pendant_key
 from protocols import atomic
@@ -133,9 +134,9 @@ def _unsafe_write(
         os.close(fd)
 
 
-def _unsynced(prepare: Callable[[Outbox, sqlite3.Connection], None]) -> Callable[[Outbox, sqlite3.Connection], None]:
-    def no_sync(self: Outbox, conn: sqlite3.Connection) -> None:
-        prepare(self, conn)
+def _unsynced(prepare: Callable[[sqlite3.Connection, Path], None]) -> Callable[[sqlite3.Connection, Path], None]:
+    def no_sync(conn: sqlite3.Connection, path: Path) -> None:
+        prepare(conn, path)
         conn.execute("PRAGMA synchronous=OFF")
 
     return no_sync
@@ -148,7 +149,8 @@ def _break(modes: list[str]) -> None:
         if mode == "config":
             write_atomic = _unsafe_write
         elif mode == "outbox":
-            Outbox._prepare = _unsynced(Outbox._prepare)  # type: ignore[method-assign,assignment]
+            # The store prepares each connection with gateway.outbox_schema.prepare (imported by name).
+            gateway.outbox_store.prepare = _unsynced(gateway.outbox_store.prepare)
         elif mode == "journal":
             os.fdatasync = lambda fd: None
         elif mode == "bonds":
