@@ -37,6 +37,7 @@ from gateway.clock import HomeZone, ZoneNameError, ZoneSource, system_zone, zone
 from protocols.devices import DeviceKind
 
 __all__ = [
+    "ADDRESS",
     "BrokerConfig",
     "ConfigError",
     "DeviceConfig",
@@ -52,7 +53,8 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 _HUB_ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
-_ADDRESS = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}(/P)?$")
+ADDRESS = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}(/P)?$")
+"""A device address as hub.toml takes it: six upper-case hex octets (``/P``: a public address)."""
 _LANGUAGES = ("en", "zh")
 
 
@@ -360,7 +362,7 @@ def _parse_resident(r: _Reader) -> ResidentConfig:
 
 def _parse_device(r: _Reader, residents: set[str]) -> DeviceConfig:
     address = r.str_("address").upper()
-    if not _ADDRESS.fullmatch(address):
+    if not ADDRESS.fullmatch(address):
         raise r.fail("address", f"expected a Bluetooth address like AA:BB:CC:DD:EE:FF, got {address!r}")
     kind_name = r.str_("kind")
     try:

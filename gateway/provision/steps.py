@@ -10,7 +10,6 @@ from __future__ import annotations
 import difflib
 import math
 import os
-import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from typing import Any, Final, Protocol
 from urllib.parse import urlsplit
 
 from gateway.clock import ZoneNameError, ZoneSource, system_zone, zone_named
-from gateway.config import DeviceKind, GatewayConfig
+from gateway.config import ADDRESS, DeviceKind, GatewayConfig
 from gateway.provision.document import commit_document, load_document, relative, upsert_device, upsert_resident
 from gateway.provision.errors import (
     ConfigWriteError,
@@ -458,9 +457,6 @@ def provision_pendant_key(paths: HubPaths, address: str, key: bytes | None = Non
     return path, new, True
 
 
-_ADDRESS = re.compile(r"[0-9A-F]{2}(:[0-9A-F]{2}){5}(/P)?")  # as gateway.config accepts
-
-
 def check_address(text: str) -> str:
     """``text`` as a Bluetooth device address in upper case (``AA:BB:CC:DD:EE:FF``), checked before any radio work.
 
@@ -468,7 +464,7 @@ def check_address(text: str) -> str:
         ProvisionError: not six colon-separated hex octets.
     """
     address = text.strip().upper()
-    if not _ADDRESS.fullmatch(address):
+    if not ADDRESS.fullmatch(address):
         raise ProvisionError(
             f"{text!r} is not a Bluetooth address",
             "copy it from `carehub provision scan`: six pairs of hex digits and colons, e.g. C0:11:00:00:00:01",
