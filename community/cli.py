@@ -589,3 +589,4 @@ def rejected(
 
 
 app.command("bundle")(bundle_command)
+app.add_typer(__import__("community.console.careplan", fromlist=["app"]).app, name="careplan")
