@@ -17,17 +17,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import enum
 import logging
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Any, Protocol, Self
 
-from gateway.catalogue import render
+from gateway.cues import Cue, Light, Sound
 from gateway.errors import GatewayError
 
 __all__ = [
@@ -47,45 +46,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
-
-
-class Light(enum.StrEnum):
-    """Light patterns; the GPIO implementation maps each to (colour, on seconds, off seconds)."""
-
-    OFF = "off"
-    OK = "ok"  # green, steady for a moment
-    NOTICE = "notice"  # amber, slow blink
-    WARNING = "warning"  # amber, fast blink
-    CRITICAL = "critical"  # red, fast blink
-    HELP_CALLED = "help_called"  # red, steady pulse until answered
-    ANSWERED = "answered"  # green, slow pulse
-    SIREN = "siren"  # red, strobe
-
-
-class Sound(enum.StrEnum):
-    """Buzzer patterns."""
-
-    NONE = "none"
-    CHIME = "chime"
-    BEEP = "beep"
-    ALARM = "alarm"
-    SIREN = "siren"
-
-
-@dataclass(frozen=True, slots=True)
-class Cue:
-    """One thing to tell the resident."""
-
-    message: str | None
-    language: str = "en"
-    light: Light = Light.OFF
-    sound: Sound = Sound.NONE
-    urgent: bool = False
-    params: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
-
-    def text(self) -> str | None:
-        """The spoken sentence, or None for a light/sound-only cue."""
-        return None if self.message is None else render(self.message, self.language, **self.params)
 
 
 class FeedbackUnavailableError(GatewayError, RuntimeError):

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta, tzinfo
 
 from gateway.clock import Clock, SystemClock
-from gateway.feedback import Cue, Light, Sound
+from gateway.cues import Cue, Light, Sound
 
 __all__ = [
     "Action",

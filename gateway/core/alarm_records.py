@@ -14,7 +14,7 @@ from datetime import datetime
 from gateway.alarms import AlarmEvent
 from gateway.catalogue import render
 from gateway.core.sealer import Draft
-from gateway.feedback import Cue, Light, Sound
+from gateway.cues import Cue, Light, Sound
 from gateway.outbox_rows import Lane
 from gateway.thresholds import Tier
 from protocols.record import AlarmBody, AlarmState, AlarmTier, alarm_record_id
