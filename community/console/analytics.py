@@ -50,6 +50,7 @@ __all__ = [
     "DeviceRole",
     "DeviceSummary",
     "LatestVitals",
+    "Level",
     "MealContext",
     "MetSlot",
     "OpenAlarm",
@@ -240,7 +241,8 @@ def _decode(reading: StoredReading) -> gatt.Measurement | None:
 
 def _put(values: dict[Vital, float], vital: Vital, value: float | None) -> None:
     if value is not None and math.isfinite(value):
-        values[vital] = float(value)
+        # Rounded as protocols.thresholds rounds conversions: no binary noise decides a reading on a threshold.
+        values[vital] = round(float(value), 6)
 
 
 def _vitals_of(measurement: gatt.Measurement) -> dict[Vital, float]:
@@ -826,15 +828,16 @@ class Level:
 
 def reading_level(vital: Vital, value: float, thresholds: Thresholds) -> Level:
     """The tier of ``value`` under ``thresholds`` (``INFO``: in range). Systolic above 180 or diastolic above 110
-    mmHg is critical whatever the resident's thresholds (the programme's rule, thresholds.md top); a stricter
-    threshold of the resident's applies first."""
-    for key, tier in _GRADES[vital]:
-        threshold = thresholds[key]
-        if SPECS[key].cmp.fires(value, threshold):
-            return Level(tier, threshold, key)
+    mmHg is critical whatever the resident's thresholds (the programme's rule, thresholds.md top); the resident's
+    own critical line is named instead when it fires too."""
+    graded = next(((key, tier) for key, tier in _GRADES[vital] if SPECS[key].cmp.fires(value, thresholds[key])), None)
+    if graded is not None and graded[1] is Tier.CRITICAL:
+        return Level(Tier.CRITICAL, thresholds[graded[0]], graded[0])
     line = _PROGRAMME.get(vital)
     if line is not None and value > line:
         return Level(Tier.CRITICAL, line, None, programme_rule=True)
+    if graded is not None:
+        return Level(graded[1], thresholds[graded[0]], graded[0])
     return Level(Tier.INFO)
 
 
