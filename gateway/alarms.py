@@ -37,7 +37,7 @@ from types import MappingProxyType
 
 from gateway.clock import Clock, SystemClock
 from gateway.errors import GatewayError
-from gateway.rules import ConditionRef, Evaluation, Finding, Transition
+from gateway.findings import ConditionRef, Evaluation, Finding, Transition
 from gateway.thresholds import Tier
 from protocols.record import AlarmState
 

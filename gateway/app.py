@@ -37,9 +37,10 @@ from gateway.feedback import Feedback, LogFeedback
 from gateway.hub import Hub
 from gateway.journal import IndicationJournal
 from gateway.notifier import FallbackNotifier
+from gateway.observations import Vital
 from gateway.outbox import Outbox, open_outbox
 from gateway.panic import PanicLifecycle, PanicPolicy
-from gateway.rules import DeviceWatch, ResidentRules, RuleEngine, ScheduleEntry, Vital
+from gateway.rules import DeviceWatch, ResidentRules, RuleEngine, ScheduleEntry
 from gateway.supervise import SupervisionPolicy, Supervisor
 from gateway.thresholds import resolve_thresholds
 from gateway.uplink import Uplink, UplinkSettings

@@ -44,142 +44,38 @@ never zero. Battery levels and the device being heard are taken from every obser
 
 from __future__ import annotations
 
-import enum
 import math
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
+from gateway.bp_crisis import BpConfirmation, BpCrisisState, BpStep
 from gateway.clock import Clock, SystemClock
 from gateway.config import DeviceKind
+from gateway.findings import ConditionRef, Evaluation, Finding, Transition
+from gateway.observations import Observation, Vital
+from gateway.rule_levels import (
+    BATTERY_METER,
+    BATTERY_PENDANT,
+    BP_HIGH_DIA,
+    BP_HIGH_SYS,
+    LEVEL_RULES,
+    Level,
+    LevelRule,
+    judge,
+)
 from gateway.thresholds import SPECS, Key, Thresholds, Tier, resolve_thresholds
 
 __all__ = [
-    "BpConfirmation",
-    "BpCrisisState",
-    "BpStep",
-    "ConditionRef",
     "DeviceWatch",
-    "Evaluation",
-    "Finding",
-    "Observation",
-    "ObservationContext",
     "ResidentRules",
     "RuleEngine",
     "ScheduleEntry",
-    "Transition",
     "UnknownResidentError",
-    "Vital",
 ]
 
 _ROUND = 6  # differences and percentages are rounded to 1e-6 so binary noise cannot decide a boundary
-
-
-class Vital(enum.StrEnum):
-    """What a value measures, with its canonical unit."""
-
-    SYSTOLIC = "systolic"  # mmHg
-    DIASTOLIC = "diastolic"  # mmHg
-    MEAN_ARTERIAL = "mean_arterial"  # mmHg (reported, no rule: the MAP <65 trigger is unverified in thresholds.md)
-    PULSE = "pulse"  # beats per minute, from a cuff, an oximeter or a heart-rate band
-    GLUCOSE = "glucose"  # mg/dL
-    SPO2 = "spo2"  # percent
-    TEMPERATURE = "temperature"  # °C
-    WEIGHT = "weight"  # kg
-    BATTERY = "battery"  # percent of the device's battery
-
-
-@dataclass(frozen=True, slots=True)
-class ObservationContext:
-    """What the device said about the circumstances; carried into records, not used by the thresholds."""
-
-    meal: str | None = None  # glucose meal context, e.g. "preprandial", "postprandial", "fasting"
-    site: str | None = None  # temperature type / site, e.g. "armpit", "ear"
-
-
-@dataclass(frozen=True, slots=True)
-class Observation:
-    """One reading from one device, in canonical units (see :class:`Vital`).
-
-    Attributes:
-        resident: the resident the device is provisioned for.
-        device: the device's address or id.
-        kind: what the device is (a pendant's battery is judged more strictly than a meter's).
-        record_id: the reading's stable id (invariant 2), carried into findings' records by the gateway.
-        at: when the reading was taken, UTC-aware: hub time, or device time corrected to hub time when known.
-        values: the readings; NaN or infinite values count as absent.
-        unreliable: the device flagged the reading (sensor status bits): reported, never alarmed on.
-        context: optional circumstances (meal, site).
-    """
-
-    resident: str
-    device: str
-    kind: DeviceKind
-    record_id: str
-    at: datetime
-    values: Mapping[Vital, float]
-    unreliable: bool = False
-    context: ObservationContext | None = None
-
-    def __post_init__(self) -> None:
-        if self.at.tzinfo is None or self.at.utcoffset() is None:
-            raise ValueError(f"observation {self.record_id}: `at` must be timezone-aware, got {self.at!r}")
-
-    def value(self, vital: Vital) -> float | None:
-        """The finite value of `vital`, or None when absent or not a number."""
-        v = self.values.get(vital)
-        if v is None or not math.isfinite(v):
-            return None
-        return float(v)
-
-
-class Transition(enum.StrEnum):
-    """A finding that changes an open alarm in a way the alarm book must not decide on its own."""
-
-    NONE = "none"
-    CONFIRMED = "confirmed"  # a waiting BP crisis is now believed (re-measured, or not re-measured in time)
-    DOWNGRADED = "downgraded"  # a waiting or confirmed BP crisis was re-measured below the crisis line
-
-
-@dataclass(frozen=True, slots=True)
-class ConditionRef:
-    """Names one alarmable condition of one resident; `subject` scopes it further (a device, a schedule slot)."""
-
-    resident: str
-    condition: str
-    subject: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """Something out of range, at a tier, with the message the resident should hear."""
-
-    resident: str
-    condition: str
-    tier: Tier
-    message: str
-    at: datetime
-    subject: str = ""
-    value: float | None = None
-    threshold: float | None = None
-    device: str | None = None
-    record_id: str | None = None
-    transition: Transition = Transition.NONE
-
-    @property
-    def ref(self) -> ConditionRef:
-        """The condition this finding is about."""
-        return ConditionRef(self.resident, self.condition, self.subject)
-
-
-@dataclass(frozen=True, slots=True)
-class Evaluation:
-    """What one observation or tick showed: findings, and conditions now back in range."""
-
-    at: datetime
-    findings: tuple[Finding, ...] = ()
-    normal: tuple[ConditionRef, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,224 +123,6 @@ class ResidentRules:
 
 class UnknownResidentError(KeyError):
     """An observation or update for a resident the engine was not configured with."""
-
-
-class BpCrisisState(enum.StrEnum):
-    """Where a resident's blood-pressure crisis confirmation stands."""
-
-    IDLE = "idle"  # no crisis reading waiting
-    AWAITING_REMEASURE = "awaiting_remeasure"  # a crisis reading was asked to be repeated after rest
-    CONFIRMED = "confirmed"  # the crisis was confirmed; stays until a reading below the crisis line
-
-
-class BpStep(enum.StrEnum):
-    """What one input did to the confirmation machine; the engine turns each into a finding."""
-
-    NONE = "none"  # idle, no crisis: judge the reading by its own tier
-    ASK_REMEASURE = "ask_remeasure"  # first crisis reading: warning, "rest, then measure again"
-    WAIT = "wait"  # a reading before the rest period was over: still waiting, instruction repeated
-    CONFIRM = "confirm"  # crisis confirmed: critical
-    STILL_CRITICAL = "still_critical"  # another crisis reading while confirmed
-    DOWNGRADE = "downgrade"  # re-measured below the crisis line: the reading's own tier
-
-
-@dataclass(slots=True)
-class BpConfirmation:
-    """The blood-pressure crisis state machine for one resident::
-
-        IDLE ──crisis──► AWAITING_REMEASURE ──crisis reading >= delay after──► CONFIRMED ──below crisis──► IDLE
-                              │  │  └──(tick) deadline passed (monotonic), no re-measurement──► CONFIRMED
-                              │  └──reading < delay after (too early, not rested): stays, asks again
-                              └──reading >= delay after, below crisis──► IDLE (downgrade)
-
-    A reading only counts as the re-measurement once `delay` has passed since the first: an earlier one was taken
-    without the rest that the instruction asked for, and a reading older than the first (a meter's stored backlog)
-    is never a re-measurement. A reading taken after the deadline (by the readings' times) with no tick in between
-    is handled as if the tick had come first.
-
-    The deadline itself is kept on the monotonic clock: when the crisis reading arrives, what is left of its
-    deadline (less the reading's age, for a stored reading transferred late) is counted from the monotonic time of
-    its arrival, so a wall clock step afterwards does not move it.
-    """
-
-    state: BpCrisisState = BpCrisisState.IDLE
-    since: datetime | None = None  # when the crisis reading was taken
-    due: float | None = None  # the monotonic time at which an unanswered request to re-measure confirms
-
-    def on_tick(self, mono: float) -> BpStep:
-        """Time passed: an unanswered request to re-measure confirms the crisis at its deadline."""
-        if self.state is BpCrisisState.AWAITING_REMEASURE and self.due is not None and mono >= self.due:
-            self.state = BpCrisisState.CONFIRMED
-            self.due = None
-            return BpStep.CONFIRM
-        return BpStep.NONE
-
-    def on_reading(
-        self, at: datetime, crisis: bool, delay: timedelta, deadline: timedelta, *, mono: float, age: timedelta
-    ) -> BpStep:
-        """A reliable blood-pressure reading taken at `at`; `crisis` says whether it is above the crisis line.
-
-        `mono` is the monotonic time of its arrival and `age` how long before its arrival it was taken.
-        """
-        late = self.state is BpCrisisState.AWAITING_REMEASURE and self.since is not None and at - self.since >= deadline
-        if late or self.on_tick(mono) is BpStep.CONFIRM:
-            # The deadline passed before this reading: the crisis stands confirmed, then this reading is judged.
-            self.state = BpCrisisState.CONFIRMED
-            self.due = None
-            return BpStep.CONFIRM if crisis else self._leave()
-        if self.state is BpCrisisState.IDLE:
-            if not crisis:
-                return BpStep.NONE
-            self.state = BpCrisisState.AWAITING_REMEASURE
-            self.since = at
-            self.due = mono + (deadline - max(age, timedelta(0))).total_seconds()
-            return BpStep.ASK_REMEASURE
-        if self.state is BpCrisisState.AWAITING_REMEASURE:
-            since = self.since if self.since is not None else at
-            if at - since < delay:
-                return BpStep.WAIT
-            if crisis:
-                self.state = BpCrisisState.CONFIRMED
-                return BpStep.CONFIRM
-            return self._leave()
-        return BpStep.STILL_CRITICAL if crisis else self._leave()
-
-    def _leave(self) -> BpStep:
-        self.state = BpCrisisState.IDLE
-        self.since = None
-        self.due = None
-        return BpStep.DOWNGRADE
-
-
-@dataclass(frozen=True, slots=True)
-class _Level:
-    """One tier of a single-threshold rule: fires when the reading passes `key` under the key's comparison."""
-
-    tier: Tier
-    key: Key
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class _LevelRule:
-    """A condition judged on one vital by tiers, most urgent first."""
-
-    condition: str
-    vital: Vital
-    levels: tuple[_Level, ...]
-
-
-_BP_HIGH_SYS = _LevelRule(
-    "bp.high",
-    Vital.SYSTOLIC,
-    (
-        _Level(Tier.WARNING, Key.BP_SYS_WARNING_HIGH, "bp_very_high"),
-        _Level(Tier.NOTICE, Key.BP_SYS_NOTICE_HIGH, "bp_high"),
-    ),
-)
-_BP_HIGH_DIA = _LevelRule(
-    "bp.high",
-    Vital.DIASTOLIC,
-    (
-        _Level(Tier.WARNING, Key.BP_DIA_WARNING_HIGH, "bp_very_high"),
-        _Level(Tier.NOTICE, Key.BP_DIA_NOTICE_HIGH, "bp_high"),
-    ),
-)
-_LEVEL_RULES: tuple[_LevelRule, ...] = (
-    _LevelRule(
-        "bp.low",
-        Vital.SYSTOLIC,
-        (
-            _Level(Tier.CRITICAL, Key.BP_SYS_CRITICAL_LOW, "bp_low"),
-            _Level(Tier.WARNING, Key.BP_SYS_WARNING_LOW, "bp_low"),
-        ),
-    ),
-    _LevelRule(
-        "glucose.low",
-        Vital.GLUCOSE,
-        (
-            _Level(Tier.CRITICAL, Key.GLUCOSE_LOW_CRITICAL, "glucose_hypo_critical"),
-            _Level(Tier.WARNING, Key.GLUCOSE_LOW_WARNING, "glucose_low"),
-            _Level(Tier.NOTICE, Key.GLUCOSE_LOW_NOTICE, "glucose_low"),
-        ),
-    ),
-    _LevelRule(
-        "glucose.high",
-        Vital.GLUCOSE,
-        (
-            _Level(Tier.CRITICAL, Key.GLUCOSE_HIGH_CRITICAL, "glucose_very_high"),
-            _Level(Tier.WARNING, Key.GLUCOSE_HIGH_WARNING, "glucose_very_high"),
-            _Level(Tier.NOTICE, Key.GLUCOSE_HIGH_NOTICE, "glucose_high"),
-        ),
-    ),
-    _LevelRule(
-        "spo2.low",
-        Vital.SPO2,
-        (
-            _Level(Tier.CRITICAL, Key.SPO2_LOW_CRITICAL, "spo2_critical"),
-            _Level(Tier.WARNING, Key.SPO2_LOW_WARNING, "spo2_low"),
-            _Level(Tier.NOTICE, Key.SPO2_LOW_NOTICE, "spo2_low"),
-        ),
-    ),
-    _LevelRule(
-        "pulse.low",
-        Vital.PULSE,
-        (
-            _Level(Tier.CRITICAL, Key.PULSE_LOW_CRITICAL, "pulse_critical"),
-            _Level(Tier.NOTICE, Key.PULSE_LOW_NOTICE, "pulse_abnormal"),
-        ),
-    ),
-    _LevelRule(
-        "pulse.high",
-        Vital.PULSE,
-        (
-            _Level(Tier.CRITICAL, Key.PULSE_HIGH_CRITICAL, "pulse_critical"),
-            _Level(Tier.WARNING, Key.PULSE_HIGH_WARNING, "pulse_abnormal"),
-            _Level(Tier.NOTICE, Key.PULSE_HIGH_NOTICE, "pulse_abnormal"),
-        ),
-    ),
-    _LevelRule(
-        "temperature.low",
-        Vital.TEMPERATURE,
-        (
-            _Level(Tier.CRITICAL, Key.TEMP_LOW_CRITICAL, "temperature_critical"),
-            _Level(Tier.NOTICE, Key.TEMP_LOW_NOTICE, "temperature_low"),
-        ),
-    ),
-    _LevelRule(
-        "temperature.high",
-        Vital.TEMPERATURE,
-        (
-            _Level(Tier.WARNING, Key.TEMP_HIGH_WARNING, "temperature_fever"),
-            _Level(Tier.NOTICE, Key.TEMP_HIGH_NOTICE, "temperature_fever"),
-        ),
-    ),
-)
-_BATTERY_PENDANT = _LevelRule(
-    "battery.low",
-    Vital.BATTERY,
-    (
-        _Level(Tier.CRITICAL, Key.BATTERY_PENDANT_CRITICAL, "battery_low_pendant"),
-        _Level(Tier.WARNING, Key.BATTERY_PENDANT_WARNING, "battery_low_pendant"),
-    ),
-)
-_BATTERY_METER = _LevelRule(
-    "battery.low",
-    Vital.BATTERY,
-    (
-        _Level(Tier.WARNING, Key.BATTERY_METER_WARNING, "battery_low_meter"),
-        _Level(Tier.NOTICE, Key.BATTERY_METER_NOTICE, "battery_low_meter"),
-    ),
-)
-
-
-def _judge(rule: _LevelRule, value: float, thresholds: Thresholds) -> tuple[_Level, float] | None:
-    """The most urgent level `value` reaches under `rule`, with that level's threshold; None when in range."""
-    for level in rule.levels:
-        threshold = thresholds[level.key]
-        if SPECS[level.key].cmp.fires(value, threshold):
-            return level, threshold
-    return None
 
 
 @dataclass(slots=True)
@@ -559,7 +237,7 @@ class RuleEngine:
             return Evaluation(obs.at, tuple(findings), tuple(normal))
         t = state.rules.thresholds
         self._blood_pressure(obs, state, findings, normal)
-        for rule in _LEVEL_RULES:
+        for rule in LEVEL_RULES:
             value = obs.value(rule.vital)
             if value is None:
                 continue
@@ -621,7 +299,7 @@ class RuleEngine:
     # -- rules ---------------------------------------------------------------------------------------------------
 
     @staticmethod
-    def _finding(obs: Observation, condition: str, level: _Level, value: float, threshold: float) -> Finding:
+    def _finding(obs: Observation, condition: str, level: Level, value: float, threshold: float) -> Finding:
         return Finding(
             obs.resident,
             condition,
@@ -637,7 +315,7 @@ class RuleEngine:
     def _level(
         self,
         obs: Observation,
-        rule: _LevelRule,
+        rule: LevelRule,
         value: float,
         t: Thresholds,
         *,
@@ -645,7 +323,7 @@ class RuleEngine:
         normal: list[ConditionRef],
         subject: str = "",
     ) -> None:
-        judged = _judge(rule, value, t)
+        judged = judge(rule, value, t)
         if judged is None:
             normal.append(ConditionRef(obs.resident, rule.condition, subject))
             return
@@ -658,7 +336,7 @@ class RuleEngine:
         value = obs.value(Vital.BATTERY)
         if value is None:
             return
-        rule = _BATTERY_PENDANT if obs.kind is DeviceKind.PENDANT else _BATTERY_METER
+        rule = BATTERY_PENDANT if obs.kind is DeviceKind.PENDANT else BATTERY_METER
         self._level(obs, rule, value, state.rules.thresholds, findings=findings, normal=normal, subject=obs.device)
 
     def _blood_pressure(
@@ -708,11 +386,11 @@ class RuleEngine:
             )
             return
         # Not a crisis: the reading's own tier, the higher of systolic and diastolic (systolic on a tie).
-        best: tuple[_Level, float, float] | None = None
-        for rule, reading in ((_BP_HIGH_SYS, sys_v), (_BP_HIGH_DIA, dia_v)):
+        best: tuple[Level, float, float] | None = None
+        for rule, reading in ((BP_HIGH_SYS, sys_v), (BP_HIGH_DIA, dia_v)):
             if reading is None:
                 continue
-            judged = _judge(rule, reading, t)
+            judged = judge(rule, reading, t)
             if judged is not None and (best is None or judged[0].tier > best[0].tier):
                 best = (judged[0], reading, judged[1])
         if best is None:

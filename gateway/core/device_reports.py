@@ -24,8 +24,8 @@ from gateway.events import (
     LinkUp,
     Misbehaviour,
 )
+from gateway.observations import Observation, Vital
 from gateway.outbox_rows import Lane
-from gateway.rules import Observation, Vital
 from protocols.record import MAX_RAW_BYTES, ClockCorrection, DeviceStatusBody, LinkFailure, LinkState
 
 __all__ = ["Reported", "link_failure", "report"]

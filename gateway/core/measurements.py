@@ -3,7 +3,7 @@
 :func:`measure` decodes one :class:`gateway.events.Reading`, anchors its stable id (invariant 2: the meter's
 sequence number, else its own timestamp, else the hub's receive time), corrects a wrong device clock with the
 session's offset, and returns the routine-lane :class:`~gateway.core.sealer.Draft` with the
-:class:`~gateway.rules.Observation` the rules judge (``None`` for a value with no vital sign). Pure: the caller
+:class:`~gateway.observations.Observation` the rules judge (``None`` for a value with no vital sign). Pure: the caller
 judges, shows and commits.
 
 What a reading means (issue 14 item 6, ``docs/ble.md``):
@@ -29,8 +29,8 @@ from datetime import UTC, datetime, timedelta
 from gateway.config import DeviceConfig
 from gateway.core.sealer import Draft
 from gateway.events import Reading
+from gateway.observations import Observation, Vital
 from gateway.outbox_rows import Lane
-from gateway.rules import Observation, Vital
 from protocols import gatt
 from protocols.record import MeasurementBody, measurement_record_id
 

@@ -21,17 +21,9 @@ from gateway.alarms import (
 )
 from gateway.clock import ManualClock
 from gateway.config import DeviceKind
-from gateway.rules import (
-    ConditionRef,
-    DeviceWatch,
-    Evaluation,
-    Finding,
-    Observation,
-    ResidentRules,
-    RuleEngine,
-    Transition,
-    Vital,
-)
+from gateway.findings import ConditionRef, Evaluation, Finding, Transition
+from gateway.observations import Observation, Vital
+from gateway.rules import DeviceWatch, ResidentRules, RuleEngine
 from gateway.thresholds import Tier, resolve_thresholds
 
 T0 = datetime(2026, 3, 2, 7, 0, tzinfo=UTC)

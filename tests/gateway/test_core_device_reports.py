@@ -21,8 +21,8 @@ from gateway.events import (
     LinkUp,
     Misbehaviour,
 )
+from gateway.observations import Vital
 from gateway.outbox import Lane
-from gateway.rules import Vital
 from protocols.record import DeviceStatusBody, LinkFailure, LinkState, Record
 
 NOW = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)

@@ -10,23 +10,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from gateway.bp_crisis import BpConfirmation, BpCrisisState, BpStep
 from gateway.clock import ManualClock
 from gateway.config import DeviceKind
-from gateway.rules import (
-    BpConfirmation,
-    BpCrisisState,
-    BpStep,
-    ConditionRef,
-    DeviceWatch,
-    Evaluation,
-    Observation,
-    ResidentRules,
-    RuleEngine,
-    ScheduleEntry,
-    Transition,
-    UnknownResidentError,
-    Vital,
-)
+from gateway.findings import ConditionRef, Evaluation, Transition
+from gateway.observations import Observation, Vital
+from gateway.rules import DeviceWatch, ResidentRules, RuleEngine, ScheduleEntry, UnknownResidentError
 from gateway.thresholds import (
     Key,
     Tier,

@@ -12,7 +12,8 @@ import pytest
 
 from gateway.clock import ManualClock, ZoneNameError, ZoneSource, system_zone, zone_named
 from gateway.config import DeviceKind
-from gateway.rules import Observation, ResidentRules, RuleEngine, ScheduleEntry, Vital
+from gateway.observations import Observation, Vital
+from gateway.rules import ResidentRules, RuleEngine, ScheduleEntry
 from gateway.thresholds import Tier, resolve_thresholds
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
