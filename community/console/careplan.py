@@ -420,6 +420,9 @@ def _parse_starts(text: str | None, zone: ZoneInfo, now: _dt.datetime) -> _dt.da
     return when if when.tzinfo is not None else when.replace(tzinfo=zone)
 
 
+_OPTION: Final = {MeasurementKind.BLOOD_PRESSURE: "bp"}
+
+
 def plan_from_options(
     resident: str, timezone: str, specs: Mapping[MeasurementKind, str | None], starts: str | None, now: _dt.datetime
 ) -> CarePlan:
@@ -429,10 +432,18 @@ def plan_from_options(
         CarePlanError: any bad option, naming it.
     """
     zone = _check_zone(timezone)
-    kinds = tuple(parse_kind_plan(kind, text) for kind, text in specs.items() if text is not None)
+    kinds: list[KindPlan] = []
+    for kind, text in specs.items():
+        if text is None:
+            continue
+        try:
+            kinds.append(parse_kind_plan(kind, text))
+        except CarePlanError as exc:
+            detail = str(exc).removeprefix(f"{kind}: ")
+            raise CarePlanError(f"--{_OPTION.get(kind, kind.value)} {detail}") from None
     if not kinds:
         raise CarePlanError("give at least one measurement (--bp, --glucose, --weight, --spo2, --temperature, --pulse)")
-    return CarePlan(resident, timezone, kinds, _parse_starts(starts, zone, now))
+    return CarePlan(resident, timezone, tuple(kinds), _parse_starts(starts, zone, now))
 
 
 def _plan_dict(plan: CarePlan) -> dict[str, object]:
