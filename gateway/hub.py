@@ -71,11 +71,11 @@ from gateway.notifier import FallbackNotifier
 from gateway.outbox import CursorValue, Lane, Outbox
 from gateway.panic import (
     Action,
-    EmitRecord,
+    EmitAlarmStep,
+    EmitPanicEvent,
     NotifyFallback,
     PanicCall,
     PanicLifecycle,
-    PendantEventKind,
     SetPendantState,
     ShowCue,
 )
@@ -89,6 +89,7 @@ from protocols.record import (
     AlarmState,
     DownRefusal,
     DownRefusedBody,
+    PanicEventType,
     RecordKind,
     status_record_id,
 )
@@ -299,7 +300,7 @@ class Hub:
             )
             drafts.extend(await self._carry_out(actions, now, event.counter))
             started, shown = latency.input_at(), latency.shown_at()
-            if kind is PendantEventKind.PRESS and started is not None and shown is not None:
+            if kind is PanicEventType.PRESS and started is not None and shown is not None:
                 self.counters.panic_local_s.append(shown - started)
         battery = self._pendants.battery_news(address, checked)  # issue 19.5: only a changed level is a record
         if battery is not None:
@@ -319,7 +320,7 @@ class Hub:
                 lambda: self._pendants.cursor_value(address, checked),
                 lambda: self._pendants.accept(address, checked),
             )
-            if kind is PendantEventKind.PRESS:  # a call for help (a long press or a cancel asks to cancel)
+            if kind is PanicEventType.PRESS:  # a call for help (a long press or a cancel asks to cancel)
                 await self._escalate_unstored(device)
             return None
         self._pendants.accept(address, checked)
@@ -351,13 +352,12 @@ class Hub:
                 case ShowCue(cue):
                     self._feedback.show(cue)
                     latency.cue_shown()
-                case EmitRecord(kind, fields):
-                    if kind == "panic_event":
-                        if counter is None:
-                            raise ValueError("the panic lifecycle made a pendant event record outside an event")
-                        drafts.append(panic_event_draft(fields, counter, now))
-                    else:
-                        drafts.append(self._track(self._alarm_records.panic_step(fields, now)))
+                case EmitPanicEvent():
+                    if counter is None:
+                        raise ValueError("the panic lifecycle made a pendant event record outside an event")
+                    drafts.append(panic_event_draft(action, counter, now))
+                case EmitAlarmStep():
+                    drafts.append(self._track(self._alarm_records.panic_step(action, now)))
                 case SetPendantState() | NotifyFallback():
                     later.append(action)
                 case _:

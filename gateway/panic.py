@@ -40,28 +40,20 @@ from datetime import UTC, datetime, time, timedelta, tzinfo
 
 from gateway.clock import Clock, SystemClock
 from gateway.cues import Cue, Light, Sound
+from protocols.record import AlarmState, AlarmTier, PanicEventType
 
 __all__ = [
     "Action",
     "CallState",
-    "EmitRecord",
+    "EmitAlarmStep",
+    "EmitPanicEvent",
     "NotifyFallback",
     "PanicCall",
     "PanicLifecycle",
     "PanicPolicy",
-    "PendantEventKind",
     "SetPendantState",
     "ShowCue",
 ]
-
-
-class PendantEventKind(enum.StrEnum):
-    """The pendant events the lifecycle acts on (the wire codes live in `protocols.pendant`)."""
-
-    PRESS = "press"
-    LONG_PRESS = "long_press"
-    CANCEL = "cancel"
-    CHECKIN = "checkin"
 
 
 class CallState(enum.StrEnum):
@@ -139,14 +131,44 @@ class ShowCue:
 
 
 @dataclass(frozen=True, slots=True)
-class EmitRecord:
-    """Put a record in the outbox's priority lane.
+class EmitPanicEvent:
+    """Put a pendant event's ``panic`` record (``docs/protocol.md`` §3.3) in the outbox's priority lane.
 
-    `kind` is "panic_event" or "alarm"; `fields` are the record body's values.
+    Attributes:
+        alarm_id: the call the event belongs to (opened, joined or cancelled), if any.
+        cancel_refused: a cancel the flood limit refused (the record is kept; the call stays open).
     """
 
-    kind: str
-    fields: dict[str, object]
+    pendant: str
+    resident: str
+    event: PanicEventType
+    counter: int
+    battery: int | None
+    at: datetime
+    alarm_id: str | None = None
+    cancel_refused: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class EmitAlarmStep:
+    """Put one step of a panic call or a missed check-in (an ``alarm`` record, §3.2) in the priority lane.
+
+    Attributes:
+        condition: ``panic`` or ``checkin.missed``.
+        device: the pendant, for a panic call.
+        reason: why the call was cancelled or escalated (for the log; the record's message comes from the catalogue).
+        by: who answered, for an acknowledgement.
+    """
+
+    alarm_id: str
+    condition: str
+    tier: AlarmTier
+    state: AlarmState
+    resident: str
+    at: datetime
+    device: str | None = None
+    reason: str | None = None
+    by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +188,7 @@ class NotifyFallback:
     message: str
 
 
-Action = ShowCue | EmitRecord | SetPendantState | NotifyFallback
+Action = ShowCue | EmitPanicEvent | EmitAlarmStep | SetPendantState | NotifyFallback
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,20 +294,22 @@ class PanicLifecycle:
                 return call
         return None
 
-    def _alarm(self, call: PanicCall, state: str, now: datetime, **extra: object) -> EmitRecord:
-        fields: dict[str, object] = {
-            "alarm_id": call.alarm_id,
-            "condition": "panic",
-            "tier": "critical",
-            "state": state,
-            "resident": call.resident,
-            "device": call.pendant,
-            "at": now,
-        }
-        fields.update(extra)
-        return EmitRecord("alarm", fields)
+    def _alarm(
+        self, call: PanicCall, state: AlarmState, now: datetime, *, reason: str | None = None, by: str | None = None
+    ) -> EmitAlarmStep:
+        return EmitAlarmStep(
+            alarm_id=call.alarm_id,
+            condition="panic",
+            tier=AlarmTier.CRITICAL,
+            state=state,
+            resident=call.resident,
+            at=now,
+            device=call.pendant,
+            reason=reason,
+            by=by,
+        )
 
-    def _echo(self, pendant: str, kind: _Echo, mono: float, record: EmitRecord) -> list[Action]:
+    def _echo(self, pendant: str, kind: _Echo, mono: float, record: EmitPanicEvent) -> list[Action]:
         limits = self._limits.setdefault(pendant, _PendantLimits())
         if limits.echo_due(kind, mono, self.policy.echo_interval.total_seconds()):
             return [record]
@@ -301,7 +325,7 @@ class PanicLifecycle:
         *,
         pendant: str,
         resident: str,
-        kind: PendantEventKind,
+        kind: PanicEventType,
         counter: int,
         battery: int | None,
         now: datetime | None = None,
@@ -310,36 +334,28 @@ class PanicLifecycle:
         wall = self._wall(now)
         mono = self.clock.monotonic()
         lang = self._lang(resident)
-        event = EmitRecord(
-            "panic_event",
-            {
-                "pendant": pendant,
-                "resident": resident,
-                "event": kind.value,
-                "counter": counter,
-                "battery": battery,
-                "at": wall,
-            },
+        event = EmitPanicEvent(
+            pendant=pendant, resident=resident, event=kind, counter=counter, battery=battery, at=wall
         )
         current = self.open_call(pendant)
         resent = self._resent(pendant, kind, counter)
         if resent is not None:
             # The same event again: its records were not stored (the hub confirms only what it stored, so the
             # pendant sends it again). The call's records are made again, with the same ids; nothing else moves.
-            if kind is PendantEventKind.PRESS:
+            if kind is PanicEventType.PRESS:
                 return self._opening(resent, event, lang)
             return self._closing(resent, event, wall, lang)
-        if kind is PendantEventKind.CHECKIN:
+        if kind is PanicEventType.CHECKIN:
             self.last_checkin[resident] = wall
             return [
                 ShowCue(Cue("checkin_ok", lang, Light.OK, Sound.CHIME)),
                 *self._echo(pendant, _Echo.CHECKIN, mono, event),
                 SetPendantState(pendant, "checkin_ok"),
             ]
-        if kind is PendantEventKind.PRESS:
+        if kind is PanicEventType.PRESS:
             if current is not None:
                 # The call is already open: this press joins it (the resident hears that help is being called).
-                joined = replace(event, fields={**event.fields, "alarm_id": current.alarm_id})
+                joined = replace(event, alarm_id=current.alarm_id)
                 return [
                     ShowCue(Cue("panic_still_calling", lang, Light.HELP_CALLED, Sound.BEEP, urgent=True)),
                     *self._echo(pendant, _Echo.PRESS, mono, joined),
@@ -371,7 +387,7 @@ class PanicLifecycle:
         allowed = limits.cancel_allowed(mono, self.policy.cancel_limit, self.policy.cancel_limit_window.total_seconds())
         if not in_window or not allowed:
             # Once help may be on its way (or the button keeps toggling), only a caregiver closes the call.
-            refused = replace(event, fields={**event.fields, "alarm_id": current.alarm_id, "cancel_refused": True})
+            refused = replace(event, alarm_id=current.alarm_id, cancel_refused=True)
             return [
                 ShowCue(Cue("panic_still_calling", lang, Light.HELP_CALLED, Sound.BEEP, urgent=True)),
                 *self._echo(pendant, _Echo.CANCEL, mono, refused),
@@ -381,33 +397,33 @@ class PanicLifecycle:
         self.calls[current.alarm_id] = cancelled
         return self._closing(cancelled, event, wall, lang)
 
-    def _resent(self, pendant: str, kind: PendantEventKind, counter: int) -> PanicCall | None:
+    def _resent(self, pendant: str, kind: PanicEventType, counter: int) -> PanicCall | None:
         """The pendant's latest call, when this event is the one that opened it (a press; the call still open) or
         cancelled it (a cancel): the same event again. Only the latest call is looked at, so a press after a
         counter wrap can never be taken for an old call's and dropped."""
         latest = next((c for c in reversed(self.calls.values()) if c.pendant == pendant), None)
         if latest is None:
             return None
-        if kind is PendantEventKind.PRESS and latest.open and latest.counter == counter:
+        if kind is PanicEventType.PRESS and latest.open and latest.counter == counter:
             return latest
-        if kind in (PendantEventKind.CANCEL, PendantEventKind.LONG_PRESS) and latest.cancel_counter == counter:
+        if kind in (PanicEventType.CANCEL, PanicEventType.LONG_PRESS) and latest.cancel_counter == counter:
             return latest
         return None
 
-    def _opening(self, call: PanicCall, event: EmitRecord, lang: str) -> list[Action]:
+    def _opening(self, call: PanicCall, event: EmitPanicEvent, lang: str) -> list[Action]:
         at = call.opened_at
         return [
             ShowCue(Cue("panic_help_called", lang, Light.HELP_CALLED, Sound.ALARM, urgent=True)),
-            self._alarm(call, "raised", at, counter=call.counter),
-            replace(event, fields={**event.fields, "alarm_id": call.alarm_id, "at": at}),
+            self._alarm(call, AlarmState.RAISED, at),
+            replace(event, alarm_id=call.alarm_id, at=at),
             SetPendantState(call.pendant, "help_called"),
         ]
 
-    def _closing(self, call: PanicCall, event: EmitRecord, at: datetime, lang: str) -> list[Action]:
+    def _closing(self, call: PanicCall, event: EmitPanicEvent, at: datetime, lang: str) -> list[Action]:
         return [
             ShowCue(Cue("panic_cancelled", lang, Light.OK, Sound.CHIME)),
-            replace(event, fields={**event.fields, "alarm_id": call.alarm_id}),
-            self._alarm(call, "cancelled", at, reason="false alarm cancelled by the resident"),
+            replace(event, alarm_id=call.alarm_id),
+            self._alarm(call, AlarmState.CANCELLED, at, reason="false alarm cancelled by the resident"),
             SetPendantState(call.pendant, "cancelled"),
         ]
 
@@ -437,7 +453,7 @@ class PanicLifecycle:
         lang = self._lang(call.resident)
         return [
             ShowCue(Cue("panic_answered", lang, Light.ANSWERED, Sound.CHIME, urgent=True)),
-            self._alarm(answered, "acknowledged", wall, by=by),
+            self._alarm(answered, AlarmState.ACKNOWLEDGED, wall, by=by),
             SetPendantState(call.pendant, "answered"),
         ]
 
@@ -461,7 +477,7 @@ class PanicLifecycle:
             return [
                 ShowCue(Cue("siren", lang, Light.SIREN, Sound.SIREN, urgent=True)),
                 ShowCue(Cue("panic_still_calling", lang, Light.SIREN, Sound.SIREN, urgent=True)),
-                self._alarm(call, "escalated", wall, reason="platform did not acknowledge in time"),
+                self._alarm(call, AlarmState.ESCALATED, wall, reason="platform did not acknowledge in time"),
                 NotifyFallback(call.alarm_id, call.resident, "panic button pressed; platform unreachable"),
             ]
         if mono - call.last_nudge_mono < self.policy.repeat_interval.total_seconds():
@@ -504,16 +520,13 @@ class PanicLifecycle:
             self.checkin_warned[resident] = now
             actions.append(ShowCue(Cue("checkin_missed", self._lang(resident), Light.NOTICE, Sound.CHIME)))
             actions.append(
-                EmitRecord(
-                    "alarm",
-                    {
-                        "alarm_id": f"checkin-{resident}-{today.isoformat()}",
-                        "condition": "checkin.missed",
-                        "tier": "warning",
-                        "state": "raised",
-                        "resident": resident,
-                        "at": now,
-                    },
+                EmitAlarmStep(
+                    alarm_id=f"checkin-{resident}-{today.isoformat()}",
+                    condition="checkin.missed",
+                    tier=AlarmTier.WARNING,
+                    state=AlarmState.RAISED,
+                    resident=resident,
+                    at=now,
                 )
             )
         return actions

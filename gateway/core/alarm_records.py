@@ -8,7 +8,7 @@ highest tier each reached. :func:`cue_for` is what the resident is shown for an 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from gateway.alarms import AlarmEvent
@@ -16,6 +16,7 @@ from gateway.catalogue import render
 from gateway.core.sealer import Draft
 from gateway.cues import Cue, Light, Sound
 from gateway.outbox_rows import Lane
+from gateway.panic import EmitAlarmStep
 from gateway.thresholds import Tier
 from protocols.record import AlarmBody, AlarmState, AlarmTier, alarm_record_id
 
@@ -83,33 +84,26 @@ class AlarmRecords:
         )
         return self._draft(body, now)
 
-    def panic_step(self, fields: Mapping[str, object], now: datetime) -> Draft:
-        """A panic-lifecycle alarm step (`gateway.panic.EmitRecord` of kind ``alarm``) as a record draft.
+    def panic_step(self, step: EmitAlarmStep, now: datetime) -> Draft:
+        """A panic-lifecycle alarm step (a panic call's, or a missed check-in's) as a record draft.
 
         The lifecycle makes a call's records again, unchanged, when the pendant re-sends an event whose commit
         failed; a step of a state the call already had (other than ``re_raised``) keeps its revision, hence its
         record id, so it is stored once.
-
-        Raises:
-            ValueError: the step names a state or tier the protocol does not have (a defect of the lifecycle).
         """
-        alarm_id = str(fields["alarm_id"])
-        state = AlarmState(str(fields["state"]))
-        condition = str(fields["condition"])
-        resident = str(fields.get("resident") or "")
-        fallback = "checkin_missed" if condition == "checkin.missed" else "panic_still_calling"
-        revision = self._panic_steps.get((alarm_id, state))
-        if revision is None or state is AlarmState.RE_RAISED:
-            revision = self._next_revision(alarm_id)
-            self._panic_steps[alarm_id, state] = revision
+        fallback = "checkin_missed" if step.condition == "checkin.missed" else "panic_still_calling"
+        revision = self._panic_steps.get((step.alarm_id, step.state))
+        if revision is None or step.state is AlarmState.RE_RAISED:
+            revision = self._next_revision(step.alarm_id)
+            self._panic_steps[step.alarm_id, step.state] = revision
         body = AlarmBody(
-            alarm_id=alarm_id,
-            condition=condition,
-            tier=AlarmTier(str(fields["tier"])),
-            state=state,
+            alarm_id=step.alarm_id,
+            condition=step.condition,
+            tier=step.tier,
+            state=step.state,
             revision=revision,
-            message=render(_PANIC_MESSAGES.get(state, fallback), self._language(resident)),
-            resident_id=resident or None,
+            message=render(_PANIC_MESSAGES.get(step.state, fallback), self._language(step.resident)),
+            resident_id=step.resident or None,
         )
         return self._draft(body, now)
 

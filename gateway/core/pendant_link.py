@@ -27,7 +27,7 @@ from datetime import datetime
 
 from gateway.core.sealer import Draft
 from gateway.outbox_rows import Lane
-from gateway.panic import PendantEventKind
+from gateway.panic import EmitPanicEvent
 from protocols.errors import AuthenticationError, DecodeError, EncodeError, ReplayError
 from protocols.pendant import (
     COUNTER_CEILING,
@@ -55,10 +55,10 @@ __all__ = [
 ]
 
 _PANIC_EVENTS = {
-    PendantEventType.PRESS: PendantEventKind.PRESS,
-    PendantEventType.LONG_PRESS: PendantEventKind.LONG_PRESS,
-    PendantEventType.CANCEL: PendantEventKind.CANCEL,
-    PendantEventType.CHECKIN: PendantEventKind.CHECKIN,
+    PendantEventType.PRESS: PanicEventType.PRESS,
+    PendantEventType.LONG_PRESS: PanicEventType.LONG_PRESS,
+    PendantEventType.CANCEL: PanicEventType.CANCEL,
+    PendantEventType.CHECKIN: PanicEventType.CHECKIN,
 }
 _FEEDBACK_STATES = {
     "help_called": FeedbackState.HELP_CALLED,
@@ -144,7 +144,7 @@ def stored_rekey_need(stored: object) -> RekeyNeed:
     return RekeyNeed.NONE
 
 
-def event_kind(event_type: PendantEventType) -> PendantEventKind | None:
+def event_kind(event_type: PendantEventType) -> PanicEventType | None:
     """What the panic lifecycle acts on for a pendant event type (``None``: battery/heartbeat only)."""
     return _PANIC_EVENTS.get(event_type)
 
@@ -265,21 +265,12 @@ class PendantLink:
         return bytes(FeedbackFrame(feedback_state, counter, seq).sign(address, key))
 
 
-def panic_event_draft(fields: Mapping[str, object], counter: int, now: datetime) -> Draft:
-    """A panic-lifecycle ``panic_event`` step as a priority-lane ``panic`` record draft.
+def panic_event_draft(step: EmitPanicEvent, counter: int, now: datetime) -> Draft:
+    """A panic-lifecycle pendant event as a priority-lane ``panic`` record draft.
 
-    Raises:
-        ValueError: an event type the protocol does not have (a defect of the lifecycle).
+    `counter` is the counter of the frame being committed (the step's own, or the repeat's for a re-sent event).
     """
-    pendant_id = str(fields["pendant"])
-    event = PanicEventType(str(fields["event"]))
-    battery = fields.get("battery")
-    alarm = fields.get("alarm_id")
     body = PanicBody(
-        pendant_id=pendant_id,
-        event=event,
-        counter=counter,
-        battery=battery if isinstance(battery, int) else None,
-        alarm_id=alarm if isinstance(alarm, str) else None,
+        pendant_id=step.pendant, event=step.event, counter=counter, battery=step.battery, alarm_id=step.alarm_id
     )
-    return Draft(body, Lane.PRIORITY, now, panic_record_id(pendant_id, counter, event), pendant_id)
+    return Draft(body, Lane.PRIORITY, now, panic_record_id(step.pendant, counter, step.event), step.pendant)

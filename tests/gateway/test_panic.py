@@ -19,11 +19,11 @@ from gateway.feedback import Light, RecordingFeedback, Sound
 from gateway.panic import (
     Action,
     CallState,
-    EmitRecord,
+    EmitAlarmStep,
+    EmitPanicEvent,
     NotifyFallback,
     PanicLifecycle,
     PanicPolicy,
-    PendantEventKind,
     SetPendantState,
     ShowCue,
 )
@@ -35,6 +35,7 @@ from protocols.keys import (
     save_platform_public_keys,
 )
 from protocols.pendant import PendantEvent, PendantEventType
+from protocols.record import AlarmTier, PanicEventType
 from sim.broker import free_port
 
 T0 = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
@@ -52,21 +53,29 @@ def cues(actions: list[Action]) -> list[str | None]:
     return [a.cue.message for a in actions if isinstance(a, ShowCue)]
 
 
-def records(actions: list[Action]) -> list[EmitRecord]:
-    return [a for a in actions if isinstance(a, EmitRecord)]
+def records(actions: list[Action]) -> list[EmitPanicEvent | EmitAlarmStep]:
+    return [a for a in actions if isinstance(a, EmitPanicEvent | EmitAlarmStep)]
+
+
+def events(actions: list[Action]) -> list[EmitPanicEvent]:
+    return [a for a in actions if isinstance(a, EmitPanicEvent)]
+
+
+def steps(actions: list[Action]) -> list[EmitAlarmStep]:
+    return [a for a in actions if isinstance(a, EmitAlarmStep)]
 
 
 def alarm_states(actions: list[Action]) -> list[object]:
-    return [a.fields["state"] for a in records(actions) if a.kind == "alarm"]
+    return [a.state.value for a in steps(actions)]
 
 
-def press(life: PanicLifecycle, kind: PendantEventKind, counter: int) -> list[Action]:
+def press(life: PanicLifecycle, kind: PanicEventType, counter: int) -> list[Action]:
     return life.on_event(pendant=PENDANT, resident="r1", kind=kind, counter=counter, battery=80)
 
 
 def test_press_gives_local_feedback_first_then_records_then_pendant_state() -> None:
     life, _ = lifecycle(language={"r1": "zh"})
-    actions = press(life, PendantEventKind.PRESS, 7)
+    actions = press(life, PanicEventType.PRESS, 7)
     first = actions[0]
     assert isinstance(first, ShowCue)
     assert first.cue.message == "panic_help_called"
@@ -74,8 +83,8 @@ def test_press_gives_local_feedback_first_then_records_then_pendant_state() -> N
     assert first.cue.urgent
     assert first.cue.light is Light.HELP_CALLED
     assert alarm_states(actions) == ["raised"]
-    assert [r.fields["event"] for r in records(actions) if r.kind == "panic_event"] == ["press"]
-    assert all(r.fields["at"] == T0 for r in records(actions))  # records carry the clock's wall time, UTC
+    assert [r.event for r in events(actions)] == [PanicEventType.PRESS]
+    assert all(r.at == T0 for r in records(actions))  # records carry the clock's wall time, UTC
     assert actions[-1] == SetPendantState(PENDANT, "help_called")
     call = life.open_call(PENDANT)
     assert call is not None
@@ -84,22 +93,22 @@ def test_press_gives_local_feedback_first_then_records_then_pendant_state() -> N
 
 def test_second_press_joins_the_open_call() -> None:
     life, clock = lifecycle()
-    press(life, PendantEventKind.PRESS, 1)
+    press(life, PanicEventType.PRESS, 1)
     clock.advance(3)
-    actions = press(life, PendantEventKind.PRESS, 2)
+    actions = press(life, PanicEventType.PRESS, 2)
     assert cues(actions) == ["panic_still_calling"]
     assert alarm_states(actions) == []
-    (joined,) = records(actions)
+    (joined,) = events(actions)
     (call,) = life.calls.values()
-    assert joined.fields["alarm_id"] == call.alarm_id
+    assert joined.alarm_id == call.alarm_id
     assert len(life.calls) == 1
 
 
 def test_long_press_within_window_cancels_and_keeps_the_alarm_on_record() -> None:
     life, clock = lifecycle(PanicPolicy(local_zone=UTC, cancel_window=timedelta(seconds=60)))
-    press(life, PendantEventKind.PRESS, 1)
+    press(life, PanicEventType.PRESS, 1)
     clock.advance(60)
-    actions = press(life, PendantEventKind.LONG_PRESS, 2)
+    actions = press(life, PanicEventType.LONG_PRESS, 2)
     assert cues(actions) == ["panic_cancelled"]
     assert alarm_states(actions) == ["cancelled"]
     assert SetPendantState(PENDANT, "cancelled") in actions
@@ -112,28 +121,29 @@ def test_long_press_within_window_cancels_and_keeps_the_alarm_on_record() -> Non
 
 def test_cancel_after_the_window_is_refused() -> None:
     life, clock = lifecycle(PanicPolicy(local_zone=UTC, cancel_window=timedelta(seconds=60)))
-    press(life, PendantEventKind.PRESS, 1)
+    press(life, PanicEventType.PRESS, 1)
     clock.advance(61)
-    actions = press(life, PendantEventKind.CANCEL, 2)
+    actions = press(life, PanicEventType.CANCEL, 2)
     assert cues(actions) == ["panic_still_calling"]
     assert alarm_states(actions) == []
-    assert [r.fields.get("cancel_refused") for r in records(actions)] == [True]
+    assert [r.cancel_refused for r in events(actions)] == [True]
+    assert steps(actions) == []
     assert life.open_call(PENDANT) is not None
 
 
 def test_cancel_without_a_call_is_only_recorded() -> None:
     life, _ = lifecycle()
-    actions = press(life, PendantEventKind.CANCEL, 1)
+    actions = press(life, PanicEventType.CANCEL, 1)
     assert len(actions) == 1
-    assert isinstance(actions[0], EmitRecord)
-    assert actions[0].kind == "panic_event"
+    assert isinstance(actions[0], EmitPanicEvent)
+    assert actions[0].event is PanicEventType.CANCEL
 
 
 def test_no_platform_ack_escalates_with_siren_and_fallback_then_repeats() -> None:
     life, clock = lifecycle(
         PanicPolicy(local_zone=UTC, ack_timeout=timedelta(seconds=5), repeat_interval=timedelta(seconds=30))
     )
-    press(life, PendantEventKind.PRESS, 1)
+    press(life, PanicEventType.PRESS, 1)
     clock.advance(4.9)
     assert life.tick() == []
     clock.advance(0.1)
@@ -154,7 +164,7 @@ def test_no_platform_ack_escalates_with_siren_and_fallback_then_repeats() -> Non
 
 def test_delivered_in_time_does_not_escalate_and_caregiver_answer_closes() -> None:
     life, clock = lifecycle(PanicPolicy(local_zone=UTC, ack_timeout=timedelta(seconds=5)))
-    press(life, PendantEventKind.PRESS, 1)
+    press(life, PanicEventType.PRESS, 1)
     (alarm_id,) = life.calls
     clock.advance(1)
     assert life.on_delivered(alarm_id) == []
@@ -173,7 +183,7 @@ def test_delivered_in_time_does_not_escalate_and_caregiver_answer_closes() -> No
 
 def test_escalated_call_stops_escalating_once_answered() -> None:
     life, clock = lifecycle(PanicPolicy(local_zone=UTC, ack_timeout=timedelta(seconds=5)))
-    press(life, PendantEventKind.PRESS, 1)
+    press(life, PanicEventType.PRESS, 1)
     clock.advance(10)
     life.tick()
     (alarm_id,) = life.calls
@@ -186,9 +196,9 @@ def test_records_take_the_given_wall_time_when_the_hub_passes_one() -> None:
     life, _ = lifecycle()
     stamp = T0 + timedelta(minutes=3)
     actions = life.on_event(
-        pendant=PENDANT, resident="r1", kind=PendantEventKind.PRESS, counter=1, battery=None, now=stamp
+        pendant=PENDANT, resident="r1", kind=PanicEventType.PRESS, counter=1, battery=None, now=stamp
     )
-    assert {r.fields["at"] for r in records(actions)} == {stamp}
+    assert {r.at for r in records(actions)} == {stamp}
     with pytest.raises(ValueError, match="timezone-aware"):
         life.tick(datetime(2026, 11, 25, 8, 0))  # noqa: DTZ001 - the point of the test
 
@@ -201,7 +211,7 @@ def test_a_wall_clock_step_neither_fires_nor_delays_escalation(step: timedelta) 
     life, clock = lifecycle(
         PanicPolicy(local_zone=UTC, ack_timeout=timedelta(seconds=5), repeat_interval=timedelta(seconds=30))
     )
-    press(life, PendantEventKind.PRESS, 1)
+    press(life, PanicEventType.PRESS, 1)
     clock.advance(2)
     clock.step_wall(step)  # NTP corrects the clock by hours while the call waits for the platform
     assert life.tick() == []  # a forward step does not fire the escalation early
@@ -211,8 +221,8 @@ def test_a_wall_clock_step_neither_fires_nor_delays_escalation(step: timedelta) 
     escalated = life.tick()
     assert alarm_states(escalated) == ["escalated"]
     assert sum(isinstance(a, NotifyFallback) for a in escalated) == 1
-    (record,) = records(escalated)
-    assert record.fields["at"] == T0 + timedelta(seconds=5) + step  # records say what the wall clock says
+    (record,) = steps(escalated)
+    assert record.at == T0 + timedelta(seconds=5) + step  # records say what the wall clock says
     clock.step_wall(-step)
     assert life.tick() == []  # nor does stepping back repeat anything before its interval
     clock.advance(30)
@@ -221,14 +231,14 @@ def test_a_wall_clock_step_neither_fires_nor_delays_escalation(step: timedelta) 
 
 def test_a_wall_clock_step_does_not_close_or_reopen_the_cancel_window() -> None:
     life, clock = lifecycle(PanicPolicy(local_zone=UTC, cancel_window=timedelta(seconds=60)))
-    press(life, PendantEventKind.PRESS, 1)
+    press(life, PanicEventType.PRESS, 1)
     clock.step_wall(timedelta(hours=12))
     clock.advance(10)
-    assert alarm_states(press(life, PendantEventKind.CANCEL, 2)) == ["cancelled"]
-    press(life, PendantEventKind.PRESS, 3)
+    assert alarm_states(press(life, PanicEventType.CANCEL, 2)) == ["cancelled"]
+    press(life, PanicEventType.PRESS, 3)
     clock.advance(61)
     clock.step_wall(timedelta(hours=-12))
-    assert alarm_states(press(life, PendantEventKind.CANCEL, 4)) == []
+    assert alarm_states(press(life, PanicEventType.CANCEL, 4)) == []
 
 
 # -- check-ins in the home's zone --------------------------------------------------------------------------------
@@ -238,17 +248,17 @@ def test_checkin_recorded_and_missed_checkin_warns_once_a_day() -> None:
     life, clock = lifecycle(PanicPolicy(local_zone=UTC, checkin_deadline=time(11, 0)))
     life.expect_checkins(["r1"], since=T0 - timedelta(days=1))
     clock.step_wall(timedelta(days=-1))
-    ok = press(life, PendantEventKind.CHECKIN, 1)
+    ok = press(life, PanicEventType.CHECKIN, 1)
     assert cues(ok) == ["checkin_ok"]
-    assert [r.fields["event"] for r in records(ok)] == ["checkin"]
+    assert [r.event for r in events(ok)] == [PanicEventType.CHECKIN]
     assert life.tick(T0.replace(hour=10, minute=59)) == []
     missed = life.tick(T0.replace(hour=11))
     assert cues(missed) == ["checkin_missed"]
-    assert [a.fields["tier"] for a in records(missed)] == ["warning"]
+    assert [a.tier for a in steps(missed)] == [AlarmTier.WARNING]
     assert life.tick(T0.replace(hour=15)) == []
     clock.set_wall(T0 + timedelta(days=1, hours=1))
     clock.advance(60)
-    press(life, PendantEventKind.CHECKIN, 2)
+    press(life, PanicEventType.CHECKIN, 2)
     assert life.tick(T0 + timedelta(days=1, hours=4)) == []
 
 
@@ -259,9 +269,9 @@ def test_checkin_deadline_is_local_time_in_the_homes_zone() -> None:
     assert life.tick(datetime(2026, 11, 25, 2, 59, tzinfo=UTC)) == []
     missed = life.tick(datetime(2026, 11, 25, 3, 0, tzinfo=UTC))
     assert cues(missed) == ["checkin_missed"]
-    (alarm,) = records(missed)
-    assert alarm.fields["alarm_id"] == "checkin-r1-2026-11-25"  # the local day, not the UTC one
-    assert alarm.fields["at"] == datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
+    (alarm,) = steps(missed)
+    assert alarm.alarm_id == "checkin-r1-2026-11-25"  # the local day, not the UTC one
+    assert alarm.at == datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
 
 
 def test_checkin_deadline_in_the_repeated_autumn_hour_warns_once() -> None:
@@ -288,9 +298,9 @@ def test_a_flood_of_press_cancel_toggles_opens_a_bounded_number_of_calls() -> No
     """Issue 19 item 5: 5,000 valid press/cancel events in a row opened 2,500 calls and 15,000 outbox rows."""
     policy = PanicPolicy(local_zone=UTC)
     life, clock = lifecycle(policy)
-    emitted: list[EmitRecord] = []
+    emitted: list[EmitPanicEvent | EmitAlarmStep] = []
     for counter in range(5000):
-        kind = PendantEventKind.PRESS if counter % 2 == 0 else PendantEventKind.CANCEL
+        kind = PanicEventType.PRESS if counter % 2 == 0 else PanicEventType.CANCEL
         emitted += records(press(life, kind, counter))
         clock.advance(0.01)
         emitted += records(life.tick())
@@ -306,7 +316,7 @@ def test_a_stuck_button_raises_one_alarm() -> None:
     life, clock = lifecycle()
     emitted: list[Action] = []
     for counter in range(5000):
-        emitted += press(life, PendantEventKind.PRESS, counter)
+        emitted += press(life, PanicEventType.PRESS, counter)
         clock.advance(0.001)
     assert alarm_states(emitted) == ["raised"]
     assert len(life.calls) == 1
@@ -316,19 +326,19 @@ def test_a_stuck_button_raises_one_alarm() -> None:
 def test_cancels_are_allowed_again_after_the_limit_window() -> None:
     policy = PanicPolicy(local_zone=UTC, cancel_limit=1, cancel_limit_window=timedelta(minutes=10))
     life, clock = lifecycle(policy)
-    press(life, PendantEventKind.PRESS, 1)
-    assert alarm_states(press(life, PendantEventKind.CANCEL, 2)) == ["cancelled"]
+    press(life, PanicEventType.PRESS, 1)
+    assert alarm_states(press(life, PanicEventType.CANCEL, 2)) == ["cancelled"]
     clock.advance(5)
-    first_again = press(life, PendantEventKind.PRESS, 3)
+    first_again = press(life, PanicEventType.PRESS, 3)
     assert alarm_states(first_again) == ["raised"]  # a first press after a cancel always opens a call
     assert cues(first_again) == ["panic_help_called"]
-    assert alarm_states(press(life, PendantEventKind.CANCEL, 4)) == []  # over the limit: refused
+    assert alarm_states(press(life, PanicEventType.CANCEL, 4)) == []  # over the limit: refused
     clock.advance(600)
     # The refused call is now past its cancel window: the caregiver closes it; the next call may be cancelled.
     (open_call,) = [c for c in life.calls.values() if c.open]
     life.on_caregiver_ack(open_call.alarm_id, "nurse")
-    press(life, PendantEventKind.PRESS, 5)
-    assert alarm_states(press(life, PendantEventKind.CANCEL, 6)) == ["cancelled"]
+    press(life, PanicEventType.PRESS, 5)
+    assert alarm_states(press(life, PanicEventType.CANCEL, 6)) == ["cancelled"]
 
 
 def test_policy_refuses_nonsense() -> None:
@@ -340,7 +350,7 @@ def test_policy_refuses_nonsense() -> None:
 
 _EVENTS = st.lists(
     st.tuples(
-        st.sampled_from(list(PendantEventKind)),
+        st.sampled_from(list(PanicEventType)),
         # Seconds to the next event: mostly a burst (a stuck or toggled button), sometimes a pause.
         st.one_of(st.just(0.0), st.floats(0, 2), st.floats(0, 120)),
         st.booleans(),  # the platform acks the open call's alarm now
@@ -354,7 +364,7 @@ _EVENTS = st.lists(
 @settings(max_examples=200, deadline=None)
 @given(_EVENTS)
 def test_every_first_press_opens_a_call_and_calls_and_records_are_bounded_by_time(
-    events: list[tuple[PendantEventKind, float, bool, timedelta]],
+    events: list[tuple[PanicEventType, float, bool, timedelta]],
 ) -> None:
     policy = PanicPolicy(local_zone=UTC)
     life, clock = lifecycle(policy)
@@ -365,12 +375,12 @@ def test_every_first_press_opens_a_call_and_calls_and_records_are_bounded_by_tim
         clock.step_wall(step)
         was_open = life.open_call(PENDANT)
         actions = press(life, kind, counter)
-        if kind is PendantEventKind.PRESS and was_open is None:
+        if kind is PanicEventType.PRESS and was_open is None:
             # A first press is never dropped or delayed: at once a call, its alarm, and the help cue first.
             assert cues(actions)[0] == "panic_help_called"
             assert alarm_states(actions) == ["raised"]
             assert life.open_call(PENDANT) is not None
-        if kind is PendantEventKind.PRESS and was_open is not None:
+        if kind is PanicEventType.PRESS and was_open is not None:
             assert alarm_states(actions) == []
             assert life.open_call(PENDANT) == was_open  # joined, not replaced
         emitted += len(records(actions))
@@ -389,21 +399,21 @@ def test_the_same_event_sent_again_makes_the_same_records_again_and_opens_nothin
     """A press the hub could not store is not confirmed; the pendant sends it again and its records come again,
     with the same alarm id (the platform keeps one), however the flood limits stand."""
     life, clock = lifecycle()
-    first = press(life, PendantEventKind.PRESS, 7)
+    first = press(life, PanicEventType.PRESS, 7)
     clock.advance(1)
-    again = press(life, PendantEventKind.PRESS, 7)
+    again = press(life, PanicEventType.PRESS, 7)
     assert alarm_states(again) == ["raised"]
-    assert [r.fields for r in records(again)] == [r.fields for r in records(first)]
+    assert records(again) == records(first)
     assert len(life.calls) == 1
     clock.advance(1)
-    cancelled = press(life, PendantEventKind.CANCEL, 8)
+    cancelled = press(life, PanicEventType.CANCEL, 8)
     assert alarm_states(cancelled) == ["cancelled"]
     clock.advance(1)
-    assert alarm_states(press(life, PendantEventKind.CANCEL, 8)) == ["cancelled"]
+    assert alarm_states(press(life, PanicEventType.CANCEL, 8)) == ["cancelled"]
     assert life.open_call(PENDANT) is None
     clock.advance(1)
     # The counter seen again after the call closed (it wrapped): a new call, with an alarm id of its own.
-    assert alarm_states(press(life, PendantEventKind.PRESS, 7)) == ["raised"]
+    assert alarm_states(press(life, PanicEventType.PRESS, 7)) == ["raised"]
     assert len(life.calls) == 2
     assert len({c.alarm_id for c in life.calls.values()}) == 2
 
@@ -411,14 +421,14 @@ def test_the_same_event_sent_again_makes_the_same_records_again_and_opens_nothin
 def test_closed_calls_are_forgotten_beyond_a_bound_and_open_ones_never() -> None:
     life, clock = lifecycle(PanicPolicy(local_zone=UTC, cancel_limit=1000))
     for counter in range(0, 400, 2):
-        press(life, PendantEventKind.PRESS, counter)
-        press(life, PendantEventKind.CANCEL, counter + 1)
+        press(life, PanicEventType.PRESS, counter)
+        press(life, PanicEventType.CANCEL, counter + 1)
         clock.advance(1)
     assert len(life.calls) <= 65
-    life.on_event(pendant="AA:BB:CC:DD:EE:03", resident="r2", kind=PendantEventKind.PRESS, counter=1, battery=None)
+    life.on_event(pendant="AA:BB:CC:DD:EE:03", resident="r2", kind=PanicEventType.PRESS, counter=1, battery=None)
     for counter in range(400, 800, 2):
-        press(life, PendantEventKind.PRESS, counter)
-        press(life, PendantEventKind.CANCEL, counter + 1)
+        press(life, PanicEventType.PRESS, counter)
+        press(life, PanicEventType.CANCEL, counter + 1)
     assert life.open_call("AA:BB:CC:DD:EE:03") is not None  # the other pendant's call is still open
 
 
