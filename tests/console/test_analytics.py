@@ -214,10 +214,16 @@ _TIMES = st.lists(
     zone=st.sampled_from(["Asia/Shanghai", "Europe/Berlin", "America/New_York", "UTC"]),
     before=st.integers(0, 6 * 3600),
     after=st.integers(0, 3 * 3600),
+    per_day=st.none() | st.integers(1, 4),
 )
-def test_upload_rate_arithmetic(times, offsets, days, zone, before, after):  # noqa: PLR0917 - hypothesis
+def test_upload_rate_arithmetic(times, offsets, days, zone, before, after, per_day):  # noqa: PLR0917 - hypothesis
     now = _dt.datetime(2026, 3, 31, 12, tzinfo=_dt.UTC)
-    plan = CarePlan(RESIDENT, zone, (KindPlan(MeasurementKind.GLUCOSE, tuple(times)),), now - _dt.timedelta(days=40))
+    kind_plan = (
+        KindPlan(MeasurementKind.GLUCOSE, tuple(times))
+        if per_day is None
+        else KindPlan(MeasurementKind.GLUCOSE, (), per_day)
+    )
+    plan = CarePlan(RESIDENT, zone, (kind_plan,), now - _dt.timedelta(days=40))
     tolerance = Tolerance(_dt.timedelta(seconds=before), _dt.timedelta(seconds=after))
     readings = [
         VitalReading(
@@ -235,7 +241,7 @@ def test_upload_rate_arithmetic(times, offsets, days, zone, before, after):  # n
     slots = scheduled_slots(plan, now - _dt.timedelta(days=days), now, tolerance)
     assert rate.scheduled == len(rate.met) + len(rate.missed) == len(slots)
     assert {m.slot for m in rate.met} | set(rate.missed) == set(slots)
-    assert rate.scheduled >= (days - 1) * len(times)
+    assert rate.scheduled >= (days - 1) * kind_plan.per_day
     if rate.rate is not None:
         assert 0.0 <= rate.rate <= 1.0
         assert rate.failing == (rate.received * 10 < rate.scheduled * 9)
