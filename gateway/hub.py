@@ -84,6 +84,7 @@ from gateway.thresholds import ThresholdError, Thresholds
 from protocols.errors import DecodeError, ProtocolError
 from protocols.keys import HubIdentity, PlatformPublicKeys
 from protocols.messages import AlarmSnooze, DownMessage
+from protocols.pendant import FeedbackState
 from protocols.record import (
     AlarmBody,
     AlarmState,
@@ -371,7 +372,7 @@ class Hub:
                     await self._fallback.notify(alarm_id, resident, message)
         return drafts
 
-    async def _write_pendant_state(self, address: str, state: str, counter: int | None) -> None:
+    async def _write_pendant_state(self, address: str, state: FeedbackState, counter: int | None) -> None:
         if self._pendant_writer is None:
             return
         frame = self._pendants.feedback_frame(address, state, counter)

@@ -40,6 +40,7 @@ from datetime import UTC, datetime, time, timedelta, tzinfo
 
 from gateway.clock import Clock, SystemClock
 from gateway.cues import Cue, Light, Sound
+from protocols.pendant import FeedbackState
 from protocols.record import AlarmState, AlarmTier, PanicEventType
 
 __all__ = [
@@ -173,10 +174,10 @@ class EmitAlarmStep:
 
 @dataclass(frozen=True, slots=True)
 class SetPendantState:
-    """Write this feedback state to the pendant (its LED/buzzer pattern)."""
+    """Write this feedback state to the pendant (its LED/buzzer pattern, ``docs/protocol.md`` §9.3)."""
 
     pendant: str
-    state: str
+    state: FeedbackState
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,7 +351,7 @@ class PanicLifecycle:
             return [
                 ShowCue(Cue("checkin_ok", lang, Light.OK, Sound.CHIME)),
                 *self._echo(pendant, _Echo.CHECKIN, mono, event),
-                SetPendantState(pendant, "checkin_ok"),
+                SetPendantState(pendant, FeedbackState.CHECKIN_OK),
             ]
         if kind is PanicEventType.PRESS:
             if current is not None:
@@ -416,7 +417,7 @@ class PanicLifecycle:
             ShowCue(Cue("panic_help_called", lang, Light.HELP_CALLED, Sound.ALARM, urgent=True)),
             self._alarm(call, AlarmState.RAISED, at),
             replace(event, alarm_id=call.alarm_id, at=at),
-            SetPendantState(call.pendant, "help_called"),
+            SetPendantState(call.pendant, FeedbackState.HELP_CALLED),
         ]
 
     def _closing(self, call: PanicCall, event: EmitPanicEvent, at: datetime, lang: str) -> list[Action]:
@@ -424,7 +425,7 @@ class PanicLifecycle:
             ShowCue(Cue("panic_cancelled", lang, Light.OK, Sound.CHIME)),
             replace(event, alarm_id=call.alarm_id),
             self._alarm(call, AlarmState.CANCELLED, at, reason="false alarm cancelled by the resident"),
-            SetPendantState(call.pendant, "cancelled"),
+            SetPendantState(call.pendant, FeedbackState.CANCELLED),
         ]
 
     def on_delivered(self, alarm_id: str, now: datetime | None = None) -> list[Action]:
@@ -454,7 +455,7 @@ class PanicLifecycle:
         return [
             ShowCue(Cue("panic_answered", lang, Light.ANSWERED, Sound.CHIME, urgent=True)),
             self._alarm(answered, AlarmState.ACKNOWLEDGED, wall, by=by),
-            SetPendantState(call.pendant, "answered"),
+            SetPendantState(call.pendant, FeedbackState.ANSWERED),
         ]
 
     def tick(self, now: datetime | None = None) -> list[Action]:

@@ -60,14 +60,6 @@ _PANIC_EVENTS = {
     PendantEventType.CANCEL: PanicEventType.CANCEL,
     PendantEventType.CHECKIN: PanicEventType.CHECKIN,
 }
-_FEEDBACK_STATES = {
-    "help_called": FeedbackState.HELP_CALLED,
-    "answered": FeedbackState.ANSWERED,
-    "cancelled": FeedbackState.CANCELLED,
-    "checkin_ok": FeedbackState.CHECKIN_OK,
-    "not_connected": FeedbackState.NOT_CONNECTED,
-    "low_battery": FeedbackState.LOW_BATTERY,
-}
 
 
 class RekeyNeed(enum.Enum):
@@ -247,22 +239,21 @@ class PendantLink:
         """The Confirm frame for every event up to ``counter`` (write it only after the commit)."""
         return bytes(ConfirmFrame(counter).sign(address, self._keys[address]))
 
-    def feedback_frame(self, address: str, state: str, counter: int | None = None) -> bytes | None:
-        """A signed feedback frame for a lifecycle pendant state; ``None`` for no key or an unknown state.
+    def feedback_frame(self, address: str, state: FeedbackState, counter: int | None = None) -> bytes | None:
+        """A signed feedback frame for a lifecycle pendant state; ``None`` for a pendant without a key.
 
         ``counter`` is the event the frame answers: the one being handled (checked, not yet accepted: the pendant
         ignores feedback naming an event older than its own counter after a reboot), else the last accepted one.
         """
         key = self._keys.get(address)
-        feedback_state = _FEEDBACK_STATES.get(state)
-        if key is None or feedback_state is None:
+        if key is None:
             return None
         accepted = self._verifiers[address].last_counter
         counter = accepted if counter is None else max(counter, accepted)
         last_counter, last_seq = self._feedback_seq.get(address, (counter, -1))
         seq = last_seq + 1 if last_counter == counter else 0
         self._feedback_seq[address] = (counter, seq)
-        return bytes(FeedbackFrame(feedback_state, counter, seq).sign(address, key))
+        return bytes(FeedbackFrame(state, counter, seq).sign(address, key))
 
 
 def panic_event_draft(step: EmitPanicEvent, counter: int, now: datetime) -> Draft:

@@ -83,10 +83,9 @@ def test_the_committed_state_restores_the_mark_under_the_same_key_only() -> None
 
 def test_feedback_frames_follow_the_accepted_counter() -> None:
     link = PendantLink({PENDANT: KEY})
-    assert link.feedback_frame(PENDANT, "no such state") is None
-    assert link.feedback_frame("C0:11:00:00:00:FF", "help_called") is None
+    assert link.feedback_frame("C0:11:00:00:00:FF", FeedbackState.HELP_CALLED) is None
     link.accept(PENDANT, checked(link, frame(3)))
-    assert link.feedback_frame(PENDANT, "help_called") is not None
+    assert link.feedback_frame(PENDANT, FeedbackState.HELP_CALLED) is not None
 
 
 def test_feedback_while_handling_an_event_names_that_event_before_it_is_accepted() -> None:
@@ -94,13 +93,13 @@ def test_feedback_while_handling_an_event_names_that_event_before_it_is_accepted
     # the press it is storing must name that press, not the last one already stored.
     link = PendantLink({PENDANT: KEY})
     press = checked(link, frame(1))
-    data = link.feedback_frame(PENDANT, "help_called", press.event.counter)
+    data = link.feedback_frame(PENDANT, FeedbackState.HELP_CALLED, press.event.counter)
     assert data is not None
     sent = FeedbackFrame.from_bytes(data)
     sent.verify(PENDANT, KEY)
     assert (sent.state, sent.event_counter, sent.feedback_seq) == (FeedbackState.HELP_CALLED, 1, 0)
     link.accept(PENDANT, press)
-    later = link.feedback_frame(PENDANT, "answered")
+    later = link.feedback_frame(PENDANT, FeedbackState.ANSWERED)
     assert later is not None
     assert (FeedbackFrame.from_bytes(later).event_counter, FeedbackFrame.from_bytes(later).feedback_seq) == (1, 1)
 

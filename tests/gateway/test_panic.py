@@ -34,7 +34,7 @@ from protocols.keys import (
     save_pendant_key,
     save_platform_public_keys,
 )
-from protocols.pendant import PendantEvent, PendantEventType
+from protocols.pendant import FeedbackState, PendantEvent, PendantEventType
 from protocols.record import AlarmTier, PanicEventType
 from sim.broker import free_port
 
@@ -85,7 +85,7 @@ def test_press_gives_local_feedback_first_then_records_then_pendant_state() -> N
     assert alarm_states(actions) == ["raised"]
     assert [r.event for r in events(actions)] == [PanicEventType.PRESS]
     assert all(r.at == T0 for r in records(actions))  # records carry the clock's wall time, UTC
-    assert actions[-1] == SetPendantState(PENDANT, "help_called")
+    assert actions[-1] == SetPendantState(PENDANT, FeedbackState.HELP_CALLED)
     call = life.open_call(PENDANT)
     assert call is not None
     assert call.state is CallState.CALLING
@@ -111,7 +111,7 @@ def test_long_press_within_window_cancels_and_keeps_the_alarm_on_record() -> Non
     actions = press(life, PanicEventType.LONG_PRESS, 2)
     assert cues(actions) == ["panic_cancelled"]
     assert alarm_states(actions) == ["cancelled"]
-    assert SetPendantState(PENDANT, "cancelled") in actions
+    assert SetPendantState(PENDANT, FeedbackState.CANCELLED) in actions
     assert life.open_call(PENDANT) is None
     (call,) = life.calls.values()
     assert call.state is CallState.CANCELLED
@@ -174,7 +174,7 @@ def test_delivered_in_time_does_not_escalate_and_caregiver_answer_closes() -> No
     answered = life.on_caregiver_ack(alarm_id, "Dr. Li")
     assert cues(answered) == ["panic_answered"]
     assert alarm_states(answered) == ["acknowledged"]
-    assert SetPendantState(PENDANT, "answered") in answered
+    assert SetPendantState(PENDANT, FeedbackState.ANSWERED) in answered
     assert life.calls[alarm_id].state is CallState.ANSWERED
     assert life.calls[alarm_id].answered_at == T0 + timedelta(seconds=90)
     assert life.on_caregiver_ack(alarm_id, "Dr. Li") == []
