@@ -69,13 +69,13 @@ from gateway.feedback import Cue, Feedback, Light, Sound
 from gateway.latency import DeliveryTimer
 from gateway.notifier import FallbackNotifier
 from gateway.outbox import CursorValue, Lane, Outbox
-from gateway.panic import (
+from gateway.panic import PanicLifecycle
+from gateway.panic_actions import (
     Action,
     EmitAlarmStep,
     EmitPanicEvent,
     NotifyFallback,
     PanicCall,
-    PanicLifecycle,
     SetPendantState,
     ShowCue,
 )

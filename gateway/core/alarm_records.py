@@ -16,7 +16,7 @@ from gateway.catalogue import render
 from gateway.core.sealer import Draft
 from gateway.cues import Cue, Light, Sound
 from gateway.outbox_rows import Lane
-from gateway.panic import EmitAlarmStep
+from gateway.panic_actions import EmitAlarmStep
 from gateway.thresholds import Tier
 from protocols.record import AlarmBody, AlarmState, AlarmTier, alarm_record_id
 

@@ -27,7 +27,7 @@ from datetime import datetime
 
 from gateway.core.sealer import Draft
 from gateway.outbox_rows import Lane
-from gateway.panic import EmitPanicEvent
+from gateway.panic_actions import EmitPanicEvent
 from protocols.errors import AuthenticationError, DecodeError, EncodeError, ReplayError
 from protocols.pendant import (
     COUNTER_CEILING,

@@ -18,6 +18,7 @@ _IO_MODULES = frozenset({"asyncio", "uvloop", "sqlite3", "aiomqtt", "paho", "ble
 _PURE = (
     "gateway.cues",
     "gateway.panic",
+    "gateway.panic_actions",
     "gateway.alarms",
     "gateway.rules",
     "gateway.observations",

@@ -16,14 +16,13 @@ from gateway.clock import ManualClock
 from gateway.config import parse_config
 from gateway.events import PendantFrame
 from gateway.feedback import Light, RecordingFeedback, Sound
-from gateway.panic import (
+from gateway.panic import PanicLifecycle, PanicPolicy
+from gateway.panic_actions import (
     Action,
     CallState,
     EmitAlarmStep,
     EmitPanicEvent,
     NotifyFallback,
-    PanicLifecycle,
-    PanicPolicy,
     SetPendantState,
     ShowCue,
 )
