@@ -38,6 +38,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import typer
 
 from community.config import PlatformConfigError, load_platform_config
+from community.storage import SqliteStorage, StorageError, StoredReading
 
 __all__ = [
     "MAX_PER_DAY",
@@ -389,11 +390,15 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _store_path(config: Path) -> Path:
+def _platform_database(config: Path) -> Path:
     try:
-        return console_database(load_platform_config(config).database)
+        return load_platform_config(config).database
     except PlatformConfigError as exc:
         raise _fail(str(exc)) from None
+
+
+def _store_path(config: Path) -> Path:
+    return console_database(_platform_database(config))
 
 
 def _run_store(path: Path, work: Callable[[CarePlanStore], Awaitable[_T]]) -> _T:
@@ -515,7 +520,7 @@ def show_command(
         typer.echo(json.dumps([_plan_dict(p) for p in plans], ensure_ascii=False))
         return
     for plan in plans:
-        typer.echo("".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in _plan_line(plan)))
+        typer.echo(_printable(_plan_line(plan)))
 
 
 @app.command("remove")
@@ -528,3 +533,65 @@ def remove_command(
     if not _run_store(path, lambda store: store.delete(resident)):
         raise _fail(f"resident {resident!r} has no care plan", 1)
     typer.echo(f"care plan of {resident} removed")
+
+
+def _printable(text: str) -> str:
+    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
+
+
+@app.command("rate")
+def rate_command(
+    resident: Annotated[str, typer.Argument(help="The resident id.")],
+    config: _ConfigOption,
+    days: Annotated[int, typer.Option(help="The window, in days before now.", min=1, max=90)] = 7,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object instead of lines.")] = False,
+) -> None:
+    """A resident's upload rate from the stored readings: received / scheduled, and every missed measurement."""
+    # analytics imports this module (the plan types), so it is imported when the command runs.
+    from community.console.analytics import upload_rate, vital_readings  # noqa: PLC0415
+
+    database = _platform_database(config)
+    plan = _run_store(console_database(database), lambda store: store.get(resident))
+    if plan is None:
+        raise _fail(f"resident {resident!r} has no care plan (carehub platform careplan set)", 1)
+
+    async def read() -> list[StoredReading]:
+        async with SqliteStorage(database) as storage:
+            return await storage.readings()
+
+    try:
+        stored = asyncio.run(read())
+    except StorageError as exc:
+        raise _fail(str(exc), 1) from None
+    now = _dt.datetime.now(_dt.UTC)
+    rate = upload_rate(plan, vital_readings(stored, plan.zone, resident_id=resident), now=now, days=days)
+    zone = plan.zone
+    missed = [s.label for s in rate.missed]
+    if as_json:
+        data = {
+            "resident": resident,
+            "days": days,
+            "window_start": rate.window_start.isoformat(),
+            "window_end": rate.window_end.isoformat(),
+            "scheduled": rate.scheduled,
+            "received": rate.received,
+            "percent": rate.percent,
+            "failing": rate.failing,
+            "missed": [
+                {"kind": s.kind.value, "due": s.due.astimezone(zone).isoformat(), "label": s.label} for s in rate.missed
+            ],
+        }
+        typer.echo(json.dumps(data, ensure_ascii=False))
+        return
+    if rate.scheduled == 0:
+        typer.echo(_printable(f"{resident}: nothing scheduled in the last {days} days"))
+        return
+    verdict = " FAILING (under 90%)" if rate.failing else ""
+    typer.echo(
+        _printable(
+            f"{resident}: {rate.received} of {rate.scheduled} scheduled measurements received in the last {days} days"
+            f" ({rate.percent:.1f}%){verdict}"
+        )
+    )
+    for label in missed:
+        typer.echo(f"missed {label}")

@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from analytics_data import RESIDENT, Home, store
 
+from community.config import load_platform_config
 from community.console.careplan import (
     CarePlan,
     CarePlanError,
@@ -202,3 +204,36 @@ def test_careplan_commands_through_the_entry_point(tmp_path: Path):
     removed = carehub("platform", "careplan", "remove", "mrs-wang", "-c", config)
     assert (removed.returncode, removed.stdout.strip()) == (0, "care plan of mrs-wang removed")
     assert carehub("platform", "careplan", "show", "-c", config).stdout == ""
+
+
+async def test_rate_command_reads_the_stored_readings(tmp_path: Path):
+    """``careplan rate`` against a real platform database: two daily slots placed 3 h and 15 h before the real
+    present, so the last 7 days hold exactly 14 of them whatever the time of day; 13 readings stored."""
+    assert carehub("platform", "init", "--dir", tmp_path).returncode == 0
+    config = tmp_path / "platform.toml"
+    now = _dt.datetime.now(_dt.UTC).replace(second=0, microsecond=0)
+    dues = [now - _dt.timedelta(hours=3), now - _dt.timedelta(hours=15)]
+    times = ",".join(sorted(f"{d:%H:%M}" for d in dues))
+    starts = (now - _dt.timedelta(days=8)).isoformat()
+    assert carehub(
+        "platform", "careplan", "set", RESIDENT, "-c", config, "--bp", times, "--timezone", "UTC", "--starts", starts
+    ).returncode == 0  # fmt: skip
+    home = Home(zone="UTC")
+    skipped = dues[1] - _dt.timedelta(days=4)
+    for due in dues:
+        for k in range(7):
+            slot = due - _dt.timedelta(days=k)
+            if slot != skipped:
+                home.bp(slot + _dt.timedelta(minutes=5), 126, 81)
+    await store(load_platform_config(config).database, [home])
+    result = carehub("platform", "careplan", "rate", RESIDENT, "-c", config)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"{RESIDENT}: 13 of 14 scheduled measurements received in the last 7 days (92.9%)",
+        f"missed blood_pressure {skipped:%Y-%m-%d %H:%M}",
+    ]
+    as_json = json.loads(carehub("platform", "careplan", "rate", RESIDENT, "-c", config, "--json").stdout)
+    assert (as_json["scheduled"], as_json["received"], as_json["percent"], as_json["failing"]) == (14, 13, 92.9, False)
+    nobody = carehub("platform", "careplan", "rate", "nobody", "-c", config)
+    assert nobody.returncode == 1
+    assert "no care plan" in one_error_line(nobody)
