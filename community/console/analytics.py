@@ -215,12 +215,23 @@ def _parse_time(text: object) -> _dt.datetime | None:
 
 def taken_at(reading: StoredReading, zone: _dt.tzinfo | None = None) -> _dt.datetime:
     """When ``reading`` was taken, UTC (see the module docstring); ``zone`` is the home's time zone, if known."""
+    measurement = _decode(reading) if zone is not None and _is_vital_record(reading) else None
+    return _taken_at(reading, zone, measurement)
+
+
+def _taken_at(reading: StoredReading, zone: _dt.tzinfo | None, measurement: gatt.Measurement | None) -> _dt.datetime:
     if reading.body.get("clock_corrected"):
         corrected = _parse_time(reading.body.get("corrected_time"))
         if corrected is not None and corrected.utcoffset() is not None:
             return corrected.astimezone(_dt.UTC)
     if zone is not None:
-        stamp = _parse_time(reading.device_time)
+        # The meter's own time as the hub reads it (``device_time``: a glucose base time plus its offset, nothing
+        # when the meter says its clock is not set); the record's stamp text for anything else.
+        if measurement is not None and hasattr(measurement, "device_time"):
+            own = measurement.device_time
+            stamp = own if isinstance(own, _dt.datetime) else None
+        else:
+            stamp = _parse_time(reading.device_time)
         if stamp is not None and stamp.tzinfo is None:
             at = stamp.replace(tzinfo=zone).astimezone(_dt.UTC)
             if reading.hub_time - DEVICE_TIME_MAX_AGE <= at <= reading.hub_time + DEVICE_TIME_SLACK:
@@ -312,7 +323,7 @@ def vital_readings(
                 hub=r.hub,
                 device=r.device,
                 resident_id=r.resident_id,
-                taken_at=taken_at(r, zone),
+                taken_at=_taken_at(r, zone, measurement),
                 source=_SOURCES[r.body["uuid"]],
                 values=MappingProxyType(values),
                 meal=meal,

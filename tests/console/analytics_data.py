@@ -115,13 +115,15 @@ class Home:
         *,
         device: str = "glucose-1",
         unreliable: bool = False,
+        offset_min: int | None = None,
     ) -> Record:
         """A glucose reading (kg/L on the wire: ``mg_dl`` x 1e-5) and, with ``meal``, its context record; the meter
-        stamps it with the home's local time."""
-        stamp = _stamp(at.astimezone(self.zone))
+        stamps it with the home's local time (as a base time and ``offset_min``, if given)."""
+        stamp = _stamp(at.astimezone(self.zone) - _dt.timedelta(minutes=offset_min or 0))
         m = gatt.GlucoseMeasurement(
             sequence,
             stamp,
+            time_offset=offset_min,
             concentration=MderFloat(mg_dl, -5),
             unit=gatt.GlucoseUnit.KG_PER_L,
             type=gatt.GlucoseType.CAPILLARY_WHOLE_BLOOD,

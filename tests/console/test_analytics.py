@@ -4,6 +4,7 @@ SQLite platform database and read back, then judged."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 from collections.abc import Collection
 from pathlib import Path
@@ -175,6 +176,21 @@ async def test_meter_memory_read_late_keeps_its_own_time(tmp_path: Path):
     plan = CarePlan(RESIDENT, "Asia/Shanghai", (KindPlan(MeasurementKind.BLOOD_PRESSURE, (_dt.time(8),)),), local(8, 0))
     rate = upload_rate(plan, vital_readings(stored, SHANGHAI), now=NOW)
     assert (rate.scheduled, rate.received) == (1, 1)
+
+
+async def test_glucose_time_offset_is_part_of_the_meters_time(tmp_path: Path):
+    home = Home()
+    home.glucose(local(8, 7, 30), 101, 4, offset_min=45)  # base time 06:45, offset +45 min: taken 07:30
+    stored = await store(tmp_path / "platform.db", [home])
+    assert stored[0].device_time == "2026-03-08T06:45:00"
+    hub_time = stored[0].hub_time
+    assert taken_at(stored[0], SHANGHAI) == local(8, 7, 30) == hub_time  # the hub received it at 07:30 too
+    late = Home()
+    late.glucose(local(8, 7, 30), 101, 4, offset_min=45)
+    late.records[0] = dataclasses.replace(late.records[0], hub_time=local(8, 12))  # read out of memory at noon
+    stored = await store(tmp_path / "late.db", [late])
+    assert taken_at(stored[0], SHANGHAI) == local(8, 7, 30)
+    assert vital_readings(stored, SHANGHAI)[0].taken_at == local(8, 7, 30)
 
 
 async def test_home_rate_combines_residents(tmp_path: Path):
