@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Annotated, Final, Self, TypeVar
+from typing import Annotated, Final, Protocol, Self, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import typer
@@ -45,6 +45,7 @@ __all__ = [
     "CarePlan",
     "CarePlanError",
     "CarePlanStore",
+    "CarePlans",
     "KindPlan",
     "MeasurementKind",
     "app",
@@ -227,6 +228,26 @@ def _micros(t: _dt.datetime) -> int:
 
 def _from_micros(us: int) -> _dt.datetime:
     return _EPOCH + _dt.timedelta(microseconds=us)
+
+
+class CarePlans(Protocol):
+    """What the console needs from a care plan store (:class:`CarePlanStore` is the SQLite one)."""
+
+    async def put(self, plan: CarePlan, updated_at: _dt.datetime) -> None:
+        """Store ``plan``, replacing the resident's previous plan."""
+        ...
+
+    async def get(self, resident_id: str) -> CarePlan | None:
+        """The resident's plan, ``None`` if there is none."""
+        ...
+
+    async def all(self) -> list[CarePlan]:
+        """Every plan, by resident id."""
+        ...
+
+    async def delete(self, resident_id: str) -> bool:
+        """Remove the resident's plan; ``False`` if there was none."""
+        ...
 
 
 class CarePlanStore:

@@ -19,6 +19,7 @@ from community.config import load_platform_config
 from community.console.careplan import (
     CarePlan,
     CarePlanError,
+    CarePlans,
     CarePlanStore,
     KindPlan,
     MeasurementKind,
@@ -131,7 +132,8 @@ async def test_store_round_trip_replace_and_remove(tmp_path: Path):
     )
     second = CarePlan("mrs-wang", "Asia/Shanghai", (KindPlan(MeasurementKind.GLUCOSE, (_dt.time(7),)),), NOW)
     other = CarePlan("mr-li", "Europe/Berlin", (KindPlan(MeasurementKind.SPO2, (), 2),), NOW)
-    async with CarePlanStore(db) as store:
+    async with CarePlanStore(db) as opened:
+        store: CarePlans = opened  # the SQLite store is a CarePlans
         assert await store.get("mrs-wang") is None
         await store.put(first, NOW)
         await store.put(other, NOW)
