@@ -599,14 +599,16 @@ def open_alarms(
     readings: Iterable[StoredReading],
     *,
     resident_id: str | None = None,
-    resolved: Collection[tuple[str, str]] = (),
+    resolved: Mapping[tuple[str, str], int] | Collection[tuple[str, str]] = (),
 ) -> tuple[OpenAlarm, ...]:
     """The open alarms among the alarm records of ``readings`` (of ``resident_id`` only, if given), most urgent
     first, then oldest first.
 
     An alarm's latest step is its highest revision. It is closed when that step is ``cleared`` or ``cancelled``, when
     a panic call was ``acknowledged`` (the hub answers the call then), or when its ``(hub, alarm_id)`` is in
-    ``resolved`` (marked resolved in the console). Records whose body cannot be read as an alarm step are skipped.
+    ``resolved`` (marked resolved in the console). Given as a mapping to the revision the console saw when it was
+    resolved, a later step from the hub (re-raised, escalated) opens the alarm again. Records whose body cannot be
+    read as an alarm step are skipped.
     """
     steps: dict[tuple[str, str], list[tuple[int, StoredReading]]] = defaultdict(list)
     for r in readings:
@@ -618,9 +620,11 @@ def open_alarms(
         steps[(r.hub, alarm_id)].append((revision, r))
     out: list[OpenAlarm] = []
     for (hub, alarm_id), history in steps.items():
-        if (hub, alarm_id) in resolved:
-            continue
         history.sort(key=lambda item: (item[0], item[1].hub_time))
+        if (hub, alarm_id) in resolved:
+            upto = resolved[(hub, alarm_id)] if isinstance(resolved, Mapping) else None
+            if upto is None or history[-1][0] <= upto:
+                continue
         latest = history[-1][1]
         try:
             state = AlarmState(latest.body.get("state"))
@@ -1196,7 +1200,7 @@ def resident_overview(
     thresholds: Thresholds | None = None,
     now: _dt.datetime,
     days: int = 7,
-    resolved: Collection[tuple[str, str]] = (),
+    resolved: Mapping[tuple[str, str], int] | Collection[tuple[str, str]] = (),
 ) -> ResidentOverview:
     """The resident's risk tier, upload rate over ``days``, latest vitals, open alarms and devices, from the
     stored records of their hub(s). ``plan``'s time zone, when given, reads the meters' own time stamps."""

@@ -390,6 +390,11 @@ async def test_open_alarms_panic_calls_and_what_closes_them(tmp_path: Path):
     assert open_alarms(stored, resident_id=RESIDENT, resolved=resolved) == ()
     overview = resident_overview(RESIDENT, stored, plan=None, now=NOW, resolved=resolved)
     assert overview.risk.tier is RiskTier.GREEN
+    # Resolved at revision 2; the hub re-raises it (revision 3): open again.
+    home.alarm(local(8, 12), "a-bp", AlarmState.RE_RAISED, 3, AlarmTier.CRITICAL, "bp.high", 191, 180)
+    stored = await store(tmp_path / "again.db", [home])
+    reopened = open_alarms(stored, resident_id=RESIDENT, resolved={("hub-wang", "p-1"): 0, ("hub-wang", "a-bp"): 2})
+    assert [(a.alarm_id, a.state, a.value) for a in reopened] == [("a-bp", AlarmState.RE_RAISED, 191.0)]
     # The pendant is the resident's (its panic raised their alarm).
     assert [(d.device, d.role) for d in overview.devices] == [("pendant-1", DeviceRole.PENDANT)]
 
