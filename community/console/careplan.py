@@ -10,7 +10,8 @@ How this relates to the hub's schedule: a hub's ``hub.toml`` may carry ``[[resid
 missing. Those entries never reach the platform: no record carries them. The care plan is the platform's own copy of
 the same intent, set by the doctor with ``carehub platform careplan set``. The kind names are the hub's
 (``gateway.config.SCHEDULABLE``: ``blood_pressure``, ``glucose``, ``weight``, ``spo2``, ``temperature``, ``pulse``) and
-a fixed time is the hub's ``due``, so an installer copies the plan into ``hub.toml`` one to one; the slot tolerance the
+a fixed time is the hub's ``due``, so an installer copies the plan into ``hub.toml`` one to one, and
+:func:`plan_from_schedule` makes the plan of a hub's schedule; the slot tolerance the
 platform uses by default is the hub's (:data:`community.console.analytics.DEFAULT_TOLERANCE`), so a reading that
 stops the hub's reminder also meets the platform's slot.
 
@@ -28,7 +29,7 @@ import json
 import os
 import re
 import sqlite3
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -52,6 +53,7 @@ __all__ = [
     "console_database",
     "parse_kind_plan",
     "plan_from_options",
+    "plan_from_schedule",
 ]
 
 _T = TypeVar("_T")
@@ -205,6 +207,26 @@ def parse_kind_plan(kind: MeasurementKind, text: str) -> KindPlan:
             raise CarePlanError(f"{kind}: {text!r}: expected times HH:MM[,HH:MM...] or a count like 2/day")
         times.append(_dt.time(int(match.group(1)), int(match.group(2))))
     return KindPlan(kind, tuple(times))
+
+
+def plan_from_schedule(
+    resident_id: str, timezone: str, schedule: Iterable[tuple[str, _dt.time]], starts: _dt.datetime
+) -> CarePlan:
+    """The care plan of a hub's schedule: its ``[[residents.schedule]]`` entries as ``(vital, due)`` pairs (the
+    ``vital`` and ``due`` of ``gateway.config.ScheduleConfig``), read in the hub's ``[hub] timezone``.
+
+    Raises:
+        CarePlanError: a vital name the hub does not schedule, a due time with seconds, a time given twice, or an
+            empty schedule.
+    """
+    times: dict[MeasurementKind, list[_dt.time]] = {}
+    for vital, due in schedule:
+        try:
+            kind = MeasurementKind(vital)
+        except ValueError:
+            raise CarePlanError(f"schedule vital {vital!r}: expected one of {', '.join(MeasurementKind)}") from None
+        times.setdefault(kind, []).append(due)
+    return CarePlan(resident_id, timezone, tuple(KindPlan(k, tuple(t)) for k, t in times.items()), starts)
 
 
 def console_database(platform_database: Path) -> Path:

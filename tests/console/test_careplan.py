@@ -26,7 +26,9 @@ from community.console.careplan import (
     console_database,
     parse_kind_plan,
     plan_from_options,
+    plan_from_schedule,
 )
+from gateway.config import SCHEDULABLE, ScheduleConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = _dt.datetime(2026, 3, 8, 6, 0, tzinfo=_dt.UTC)
@@ -116,6 +118,24 @@ def test_plan_from_options_starts_at_local_midnight():
         plan_from_options("mrs-wang", "UTC", {MeasurementKind.BLOOD_PRESSURE: "8"}, None, NOW)
     with pytest.raises(CarePlanError, match="--starts"):
         plan_from_options("mrs-wang", "UTC", specs, "next week", NOW)
+
+
+def test_kinds_are_the_hubs_and_a_hub_schedule_becomes_a_plan():
+    assert {k.value for k in MeasurementKind} == set(SCHEDULABLE)
+    schedule = (
+        ScheduleConfig("blood_pressure", _dt.time(20), 3600.0),
+        ScheduleConfig("glucose", _dt.time(7), 1800.0),
+        ScheduleConfig("blood_pressure", _dt.time(8), 3600.0),
+    )
+    plan = plan_from_schedule("mrs-wang", "Asia/Shanghai", ((e.vital, e.due) for e in schedule), NOW)
+    assert {m.kind: m.spec for m in plan.measurements} == {
+        MeasurementKind.BLOOD_PRESSURE: "08:00,20:00",
+        MeasurementKind.GLUCOSE: "07:00",
+    }
+    with pytest.raises(CarePlanError, match="'steps'"):
+        plan_from_schedule("mrs-wang", "UTC", [("steps", _dt.time(9))], NOW)
+    with pytest.raises(CarePlanError, match="no measurement"):
+        plan_from_schedule("mrs-wang", "UTC", [], NOW)
 
 
 async def test_store_round_trip_replace_and_remove(tmp_path: Path):
