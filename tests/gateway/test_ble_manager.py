@@ -31,6 +31,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import gateway.ble
+import gateway.ble_errors
+import gateway.ble_session
 import sim.ble
 from gateway.app import Gateway, open_gateway
 from gateway.ble import Reading
@@ -387,7 +389,7 @@ async def test_a_reading_received_but_not_committed_is_durable_in_the_journal(tm
 async def test_readings_beyond_the_queue_wait_in_the_journal_for_the_next_start(tmp_path, mosquitto, monkeypatch):
     """A meter indicating faster than the hub stores (here: a queue of one, the store held back) has every reading
     confirmed; the one the queue cannot take stays in the journal and is stored at the next start."""
-    monkeypatch.setattr(gateway.ble, "_QUEUE_LIMIT", 1)
+    monkeypatch.setattr(gateway.ble_session, "_QUEUE_LIMIT", 1)
     clock = ManualClock(START)
     cuff = BloodPressureCuff(options(BP), clock)
     async with rig(tmp_path, mosquitto, [cuff]) as r:
@@ -529,7 +531,7 @@ def test_errors_are_classified_by_their_type(error: BaseException, expected: Err
 
 
 def test_each_class_backs_off_at_its_own_pace() -> None:
-    retry = gateway.ble._RETRY
+    retry = gateway.ble_errors.RETRY
     assert set(retry) == set(ErrorClass)
     assert retry[ErrorClass.AUTH].base > retry[ErrorClass.PROTOCOL].base > retry[ErrorClass.TRANSIENT].base
     assert retry[ErrorClass.GONE].cap < retry[ErrorClass.TRANSIENT].cap  # back at its next advertisement
@@ -566,8 +568,8 @@ async def test_a_failed_session_waits_as_long_as_its_class_says(tmp_path):
     for _ in range(3):
         await manager._session(cfg, BLEDevice(BP, "M", None))
         waits.append(state.not_before - now[0])
-    auth = gateway.ble._RETRY[ErrorClass.AUTH]
-    gone = gateway.ble._RETRY[ErrorClass.GONE]
+    auth = gateway.ble_errors.RETRY[ErrorClass.AUTH]
+    gone = gateway.ble_errors.RETRY[ErrorClass.GONE]
     assert auth.base * (1 - auth.jitter_fraction) <= waits[0] <= auth.base
     assert 2 * auth.base * (1 - auth.jitter_fraction) <= waits[1] <= 2 * auth.base
     assert gone.base * (1 - gone.jitter_fraction) <= waits[2] <= gone.base  # not the third AUTH step
@@ -693,7 +695,7 @@ async def test_readings_beyond_the_queue_are_read_back_from_the_journal_once_it_
 ):
     """The reading a full queue could not take is stored in the same run (read back from the journal by its entry
     number when the session ends), and the journal is emptied: it does not wait for a restart."""
-    monkeypatch.setattr(gateway.ble, "_QUEUE_LIMIT", 1)
+    monkeypatch.setattr(gateway.ble_session, "_QUEUE_LIMIT", 1)
     clock = ManualClock(START)
     cuff = BloodPressureCuff(options(BP), clock)
     async with rig(tmp_path, mosquitto, [cuff]) as r:
@@ -717,7 +719,7 @@ async def test_readings_beyond_the_queue_are_read_back_from_the_journal_once_it_
 
 @given(
     name=st.sampled_from(
-        [*gateway.ble._DBUS_CLASSES, "org.bluez.Error.Failed", "org.bluez.Error.InProgress", "org.example.Other"]
+        [*gateway.ble_errors.DBUS_CLASSES, "org.bluez.Error.Failed", "org.bluez.Error.InProgress", "org.example.Other"]
     ),
     text=st.text(max_size=60),
 )

@@ -17,8 +17,11 @@ from hypothesis import strategies as st
 from test_ble_manager import BP, GLUCOSE, START, Rig, options, rig
 
 import gateway.ble
+import gateway.ble_errors
+import gateway.ble_session
 from gateway.backoff import RetryPolicy
-from gateway.ble import DeviceInformation, SessionStep, _RacpProgress
+from gateway.ble import DeviceInformation, SessionStep
+from gateway.ble_racp import RacpProgress
 from gateway.config import DeviceConfig, DeviceKind
 from gateway.core.measurements import ClockFinding, Filing, filing_of
 from gateway.events import ClockCorrected, ErrorClass, LinkFailed, Misbehaviour
@@ -251,8 +254,8 @@ async def test_racp_not_completed_with_nothing_sent_fails_the_session_at_the_pro
 async def test_a_racp_that_never_answers_keeps_what_arrived(tmp_path, mosquitto, monkeypatch):
     """A report that is never answered ends the session after the silence; the records that came are stored with
     the cursor past them, and the next sessions ask only for the rest."""
-    monkeypatch.setattr(gateway.ble, "_RACP_SILENCE", 0.3)
-    monkeypatch.setitem(gateway.ble._RETRY, ErrorClass.TRANSIENT, _FAST)
+    monkeypatch.setattr(gateway.ble_session, "_RACP_SILENCE", 0.3)
+    monkeypatch.setitem(gateway.ble_errors.RETRY, ErrorClass.TRANSIENT, _FAST)
     clock = ManualClock(START)
     meter = RacpSilentMeter(options(GLUCOSE), clock, records_per_report=2)
     key = f"racp:{GLUCOSE}"
@@ -327,8 +330,8 @@ def test_the_clock_offset_applies_only_to_stamps_on_the_clock_read() -> None:
     assert finding.offset_for(stamp, read_at, [datetime(2000, 1, 1, 0, 9)]) == finding.offset  # noqa: DTZ001
 
 
-def _progress(start: int, *seen: Any) -> _RacpProgress:
-    progress = _RacpProgress("racp:x", start)
+def _progress(start: int, *seen: Any) -> RacpProgress:
+    progress = RacpProgress("racp:x", start)
     for sequence in seen:
         progress.saw(sequence)
     return progress
@@ -361,7 +364,7 @@ def test_the_racp_cursor_never_passes_a_record_that_did_not_arrive(
     is non-decreasing, and below it lies no record that was asked for and lost, until the meter says it is done."""
     asked = sorted(n for n in present if n >= start)
     arrived = [n for n in asked if n not in lost]
-    progress = _RacpProgress("k", start)
+    progress = RacpProgress("k", start)
     committed: list[int] = []
     for first in range(0, len(arrived), batch):
         for sequence in arrived[first : first + batch]:

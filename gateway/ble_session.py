@@ -1,0 +1,467 @@
+"""One connection to one device: the steps of a session (`gateway.ble` lists them), from connecting to handing over
+what the device sent. :class:`BleManager` starts one :class:`SessionRunner` per connection."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+
+from bleak import BleakClient
+from bleak.backends.characteristic import BleakGATTCharacteristic
+from bleak.backends.client import BaseBleakClient
+from bleak.backends.device import BLEDevice
+from bleak.exc import BleakError
+
+from gateway.aio import raise_if_cancelling
+from gateway.ble_errors import ProtocolViolationError, classify_error
+from gateway.ble_racp import BATCH, RacpProgress, device_time, take
+from gateway.ble_types import BleStats, DeviceInformation, DeviceState, Notification, ReadingSink, SessionStep, uuid16
+from gateway.config import DeviceConfig, DeviceKind, GatewayConfig
+from gateway.core.measurements import ClockFinding, Filing, filing_of, is_control_solution
+from gateway.events import (
+    BatteryLevel,
+    ClockCorrected,
+    ErrorClass,
+    LinkDown,
+    LinkUp,
+    Misbehaviour,
+    PendantFrame,
+    Reading,
+)
+from gateway.journal import IndicationJournal, JournalEntry
+from protocols import gatt
+from protocols.errors import DecodeError
+from protocols.pendant import CONFIRM_CHAR_UUID, EVENT_CHAR_UUID
+
+__all__ = ["NEEDS_BOND", "SessionRunner"]
+
+_log = logging.getLogger("gateway.ble")
+_T = TypeVar("_T")
+
+# What each kind of device is subscribed to (GATT assigned numbers); what it advertises is in gateway.discovery.
+_MEASUREMENTS: dict[DeviceKind, tuple[int, ...]] = {
+    DeviceKind.BLOOD_PRESSURE: (0x2A35,),
+    DeviceKind.GLUCOSE: (0x2A18, 0x2A34),
+    DeviceKind.OXIMETER: (0x2A5E, 0x2A5F),
+    DeviceKind.THERMOMETER: (0x2A1C,),
+    DeviceKind.SCALE: (0x2A9D,),
+    DeviceKind.HEART_RATE: (0x2A37,),
+    DeviceKind.PENDANT: (),
+}
+NEEDS_BOND = frozenset({DeviceKind.BLOOD_PRESSURE, DeviceKind.GLUCOSE, DeviceKind.PENDANT})
+_BATTERY_LEVEL = 0x2A19
+# Device Information Service strings (DIS 1.1): manufacturer, model, serial number, firmware revision.
+_DEVICE_INFORMATION = (0x2A29, 0x2A24, 0x2A25, 0x2A26)
+_CURRENT_TIME = 0x2A2B
+_RACP = 0x2A52
+# Notifications of one device waiting to be stored: more than a meter's memory holds (glucose meters keep up to about
+# a thousand records, cuffs a few hundred), so a whole RACP transfer fits even while a commit is slow; a queue that is
+# full nonetheless leaves the reading to the journal (read back when it has drained). About 200 bytes each.
+_QUEUE_LIMIT = 2048
+_DEFERRED_LIMIT = 65_536  # readings a session reads back from the journal after an overflow (numbers, 28 bytes each)
+_RACP_RESPONSES = 2  # RACP responses waiting to be read (one per request)
+_RACP_SILENCE = 60.0  # seconds a RACP transfer may go without a record or the response
+# How far a reading's stamp may run past the device clock the hub read, on that same clock, beyond the time elapsed
+# since the read: the Date Time stamps' whole seconds and the meter's own rounding.
+_STAMP_SLACK = timedelta(seconds=2)
+
+
+class SessionRunner:
+    """Runs sessions with the manager's settings, as they are when the session starts."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        sink: ReadingSink,
+        stats: BleStats,
+        *,
+        journal: IndicationJournal | None,
+        now: Callable[[], datetime],
+        client_backend: type[BaseBleakClient] | None,
+        timeout: float,
+        idle_disconnect: float,
+    ) -> None:
+        self._config = config
+        self._sink = sink
+        self.stats = stats
+        self._journal = journal
+        self._now = now
+        self._client_backend = client_backend
+        self._timeout = timeout
+        self._idle_disconnect = idle_disconnect
+
+    def _release(self, items: Sequence[Notification]) -> None:
+        """The readings of `items` are committed (or reported as misbehaviour): release their journal entries."""
+        numbers = [item.journal_number for item in items if item.journal_number is not None]
+        if self._journal is not None and numbers:
+            self._journal.release(numbers)
+
+    async def run(self, cfg: DeviceConfig, device: BLEDevice, state: DeviceState) -> None:
+        """Connect, bond where the kind needs it, subscribe, run the best-effort steps and hand over what arrives
+        until the device goes away or falls idle (the steps are listed in `gateway.ble`'s docstring)."""
+        disconnected = asyncio.Event()
+        client = BleakClient(
+            device,
+            disconnected_callback=lambda _c: disconnected.set(),
+            timeout=self._timeout,
+            backend=self._client_backend,
+        )
+        # Subscriptions are undone (stop_notify) when the session ends while the link is still up; before the link.
+        async with client, contextlib.AsyncExitStack() as subscriptions:
+            if cfg.kind in NEEDS_BOND:
+                await client.pair()
+            await self._sink.report(LinkUp(cfg))
+            queue: asyncio.Queue[Notification] = asyncio.Queue(maxsize=_QUEUE_LIMIT)
+            deferred: list[int] = []  # journal entries of readings the full queue could not take
+
+            def bridge(uuid: int) -> Callable[[BleakGATTCharacteristic, bytearray], None]:
+                def on_value(_char: BleakGATTCharacteristic, data: bytearray) -> None:
+                    # On the event loop, in the stack's callback: enqueue only (the journal writes on its thread).
+                    value, at = bytes(data), self._now()
+                    journal = None if cfg.kind is DeviceKind.PENDANT else self._journal
+                    number = None if journal is None else journal.append(JournalEntry(cfg.address, uuid, value, at))
+                    if queue.full():
+                        # A device sending faster than readings can be stored: the reading stays in the journal
+                        # alone, and the session reads it back from there once its queue has drained.
+                        self.stats.overflowed += 1
+                        if number is not None and len(deferred) < _DEFERRED_LIMIT:
+                            deferred.append(number)
+                            kept = "kept in the journal until the queue has drained"
+                        elif number is not None:
+                            kept = "kept in the journal for the next start"
+                        else:
+                            kept = "dropped (a pendant repeats its frames)" if journal is None else "lost"
+                        _log.error("notification queue of %s full; a notification %s", cfg.address, kept)
+                        return
+                    queue.put_nowait(Notification(uuid, value, at, number))
+
+                return on_value
+
+            if cfg.kind is DeviceKind.PENDANT:
+                state.pendant_client = client
+                await self._subscribe(client, subscriptions, str(EVENT_CHAR_UUID), bridge(0))
+                await self._consume(cfg, client, queue, disconnected, None, deferred=deferred)
+                return
+            chars = {c.uuid for s in client.services for c in s.characteristics}
+            # Subscribe first: what arrives waits in the queue (stored once the clock is known), and no later step
+            # can keep the meter's readings from the hub.
+            for uuid in _MEASUREMENTS[cfg.kind]:
+                if uuid16(uuid) in chars:
+                    await self._subscribe(client, subscriptions, uuid16(uuid), bridge(uuid))
+            clock = await self._sync_clock(client, cfg, chars)
+            await self._read_battery(client, cfg, chars)
+            await self._read_device_information(client, cfg, chars)
+            complete = True
+            if cfg.kind is DeviceKind.GLUCOSE and uuid16(_RACP) in chars:
+                complete = await self._transfer_records(cfg, client, queue, clock)
+            # A transfer the meter cut short ends the session at once: the next connection asks for the rest.
+            await self._consume(cfg, client, queue, disconnected, clock, deferred=deferred, linger=complete)
+
+    async def _subscribe(
+        self,
+        client: BleakClient,
+        subscriptions: contextlib.AsyncExitStack,
+        uuid: str,
+        callback: Callable[[BleakGATTCharacteristic, bytearray], None],
+    ) -> None:
+        await client.start_notify(uuid, callback)
+        subscriptions.push_async_callback(self._unsubscribe, client, uuid)
+
+    async def _unsubscribe(self, client: BleakClient, uuid: str) -> None:
+        """Undo a start_notify as a session ends: bleak drops the callback, BlueZ its notify session, and the device
+        stops sending. Nothing to do once the link is down (its subscriptions went with it)."""
+        if not client.is_connected:
+            return
+        try:
+            async with asyncio.timeout(self._timeout):
+                await client.stop_notify(uuid)
+        except (BleakError, TimeoutError) as exc:
+            _log.info("stop_notify %s on %s failed (%s: %s)", uuid, client.address, classify_error(exc), exc)
+
+    async def _consume(
+        self,
+        cfg: DeviceConfig,
+        client: BleakClient,
+        queue: asyncio.Queue[Notification],
+        disconnected: asyncio.Event,
+        clock: ClockFinding | None,
+        *,
+        deferred: list[int],
+        linger: bool = True,
+    ) -> None:
+        """Hand notifications to the sink, in order, until the device goes away (or, without `linger`, as soon as
+        the queue is empty); then what the queue left to the journal."""
+        gone = asyncio.ensure_future(disconnected.wait())
+        # A meter that has said nothing for a while is released so its slot serves others; the pendant stays.
+        idle = None if cfg.kind is DeviceKind.PENDANT else self._idle_disconnect if linger else 0.0
+        try:
+            while True:
+                raise_if_cancelling()  # bumble's calls may have lost a cancellation; the pendant never idles out
+                getter = asyncio.ensure_future(queue.get())
+                done, _ = await asyncio.wait({getter, gone}, timeout=idle, return_when=asyncio.FIRST_COMPLETED)
+                if getter not in done:
+                    getter.cancel()
+                    break
+                await self._deliver(cfg, client, take(queue, getter.result()), clock)
+            if not disconnected.is_set():
+                # Idle: close the link before the last drain. The stack confirms an indication as it arrives, so
+                # one arriving after the drain but before the disconnect would be confirmed and then dropped.
+                await client.disconnect()
+            # Whatever arrived just before the link dropped is still ours to keep.
+            while not queue.empty():
+                await self._deliver(cfg, client, take(queue), clock)
+            await self._store_deferred(cfg, deferred, clock)
+        finally:
+            gone.cancel()
+        await self._sink.report(LinkDown(cfg))
+
+    async def _deliver(
+        self, cfg: DeviceConfig, client: BleakClient, items: list[Notification], clock: ClockFinding | None
+    ) -> None:
+        if cfg.kind is not DeviceKind.PENDANT:
+            await self._store(cfg, items, clock)
+            return
+        for item in items:  # each frame is answered on its own
+            confirm = await self._sink.pendant_frame(PendantFrame(cfg, item.data))
+            if confirm is not None and client.is_connected:
+                with contextlib.suppress(BleakError, TimeoutError):
+                    await client.write_gatt_char(str(CONFIRM_CHAR_UUID), confirm, response=True)
+
+    async def _store_deferred(self, cfg: DeviceConfig, deferred: list[int], clock: ClockFinding | None) -> None:
+        """Store the readings a full queue left to the journal (read back by their entry numbers)."""
+        journal = self._journal
+        if journal is None or not deferred:
+            return
+        wanted = set(deferred)
+        deferred.clear()
+        await asyncio.to_thread(journal.flush)
+        entries = [e for e in await asyncio.to_thread(journal.pending) if e.number in wanted]
+        if len(entries) < len(wanted):
+            _log.error("%d deferred reading(s) of %s are not in the journal", len(wanted) - len(entries), cfg.address)
+        items = [Notification(e.uuid, e.data, e.received_at, e.number) for e in entries]
+        for first in range(0, len(items), BATCH):
+            await self._store(cfg, items[first : first + BATCH], clock)
+
+    async def _store(
+        self,
+        cfg: DeviceConfig,
+        items: list[Notification],
+        clock: ClockFinding | None,
+        racp: RacpProgress | None = None,
+    ) -> None:
+        """Store `items` in one commit (with the RACP cursor past them), report those that do not decode, and release
+        their journal entries. Each reading carries the session's clock offset only when it was stamped on the clock
+        the hub read (`ClockFinding.offset_for`, looking ahead at the stamps of the readings after it)."""
+        decoded: list[tuple[Notification, gatt.Measurement]] = []
+        for item in items:
+            try:
+                measurement = gatt.decode(item.uuid, item.data)
+            except DecodeError as exc:
+                self.stats.malformed += 1
+                _log.warning("malformed %04X from %s: %s", item.uuid, cfg.address, exc)
+                await self._sink.report(Misbehaviour(cfg, str(exc), item.data))
+                continue
+            if racp is not None:
+                racp.saw(measurement.as_dict().get("sequence_number"))
+            decoded.append((item, measurement))
+        stamps = [device_time(measurement) for _, measurement in decoded]
+        readings = []
+        for index, (item, measurement) in enumerate(decoded):
+            offset = None
+            if clock is not None:
+                later = [stamp for stamp in stamps[index + 1 :] if stamp is not None]
+                offset = clock.offset_for(stamps[index], item.received_at, later)
+            if filing_of(cfg, measurement) is not Filing.RESIDENT:
+                self.stats.unassigned += 1
+            if is_control_solution(measurement):
+                self.stats.control_solution += 1
+            readings.append(Reading(cfg, item.uuid, item.data, item.received_at, offset))
+        cursor = None if racp is None else racp.take_cursor()
+        if readings or cursor is not None:
+            self.stats.readings += len(readings)
+            await self._sink.store_readings(readings, cursor=cursor)
+        self._release(items)
+
+    async def _best_effort(self, cfg: DeviceConfig, step: SessionStep, call: Awaitable[_T]) -> _T | None:
+        """Run one best-effort step of a session: its failure is classified, counted and logged (and reported when
+        the device refused it), and the session goes on; only a lost link ends the session."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await call
+        except (BleakError, TimeoutError) as exc:
+            kind = classify_error(exc)
+            if kind is ErrorClass.GONE:
+                raise
+            self.stats.step_failures[(step, kind)] += 1
+            _log.warning("%s of %s failed (%s: %s); the session goes on", step.value, cfg.address, kind, exc)
+            if kind is ErrorClass.PROTOCOL:
+                await self._sink.report(Misbehaviour(cfg, f"{step.value} refused ({kind}): {exc}"))
+            return None
+
+    async def _read_battery(self, client: BleakClient, cfg: DeviceConfig, chars: set[str]) -> None:
+        if uuid16(_BATTERY_LEVEL) not in chars:
+            return
+        raw = await self._best_effort(cfg, SessionStep.BATTERY, client.read_gatt_char(uuid16(_BATTERY_LEVEL)))
+        if raw is None:
+            return
+        try:
+            level = gatt.decode(_BATTERY_LEVEL, bytes(raw)).as_dict()["battery_level"]
+        except DecodeError as exc:
+            self.stats.malformed += 1
+            await self._sink.report(Misbehaviour(cfg, f"battery level: {exc}", bytes(raw)))
+            return
+        await self._sink.report(
+            BatteryLevel(cfg, level) if isinstance(level, int) else Misbehaviour(cfg, f"battery level {level!r}")
+        )
+
+    async def _read_device_information(self, client: BleakClient, cfg: DeviceConfig, chars: set[str]) -> None:
+        """Read what the meter says it is, once per run (each string is a best-effort step of its own)."""
+        if cfg.address in self.stats.device_information or not any(uuid16(u) in chars for u in _DEVICE_INFORMATION):
+            return
+        values: list[str | None] = []
+        for uuid in _DEVICE_INFORMATION:
+            raw = None
+            if uuid16(uuid) in chars:
+                raw = await self._best_effort(cfg, SessionStep.DEVICE_INFORMATION, client.read_gatt_char(uuid16(uuid)))
+            # UTF-8 strings (GATT "utf8s"); some meters pad them with NULs.
+            text = None if raw is None else bytes(raw).decode("utf-8", errors="replace").rstrip("\x00").strip()
+            values.append(text or None)
+        info = DeviceInformation(*values)
+        self.stats.device_information[cfg.address] = info
+        _log.info("%s is %s", cfg.address, info)
+
+    async def _sync_clock(self, client: BleakClient, cfg: DeviceConfig, chars: set[str]) -> ClockFinding | None:
+        """Compare the device clock with the hub's; set it when off by more than the tolerance. Returns what the
+        session's readings are corrected with, or None when the clock was right or could not be read."""
+        if uuid16(_CURRENT_TIME) not in chars:
+            return None
+        raw = await self._best_effort(cfg, SessionStep.CLOCK_READ, client.read_gatt_char(uuid16(_CURRENT_TIME)))
+        if raw is None:
+            return None
+        hub_now = self._now()
+        try:
+            current = gatt.decode(_CURRENT_TIME, bytes(raw))
+        except DecodeError as exc:
+            self.stats.malformed += 1
+            await self._sink.report(Misbehaviour(cfg, f"current time: {exc}", bytes(raw)))
+            return None
+        device_now = getattr(current, "datetime", None)
+        device_dt = device_now() if callable(device_now) else device_now
+        # A GATT clock keeps local time with no zone (the resident reads it on the meter's display): it is compared
+        # with, and set to, the hub's time in the home's zone, and its stamps are mapped to UTC by `to_utc`.
+        hub_local = hub_now.astimezone(self._config.timezone).replace(tzinfo=None)
+        drift = None if not isinstance(device_dt, datetime) else device_dt - hub_local
+        if drift is not None and abs(drift.total_seconds()) <= self._config.clock_tolerance_s:
+            return None
+        payload = bytes(gatt.CurrentTime.from_datetime(hub_local, adjust_reason=0x01))
+
+        async def write() -> bool:
+            await client.write_gatt_char(uuid16(_CURRENT_TIME), payload, response=True)
+            return True
+
+        # A meter refusing the write keeps its clock: the offset still corrects its readings, nothing is reported
+        # as corrected.
+        if await self._best_effort(cfg, SessionStep.CLOCK_WRITE, write()):
+            device_time = current.as_dict().get("timestamp")
+            await self._sink.report(ClockCorrected(cfg, device_time if isinstance(device_time, str) else None, drift))
+        if not isinstance(device_dt, datetime):
+            return None
+        to_utc = device_dt - hub_now.astimezone(UTC).replace(tzinfo=None)
+        return ClockFinding(to_utc, device_dt, hub_now, _STAMP_SLACK)
+
+    async def _transfer_records(
+        self,
+        cfg: DeviceConfig,
+        client: BleakClient,
+        queue: asyncio.Queue[Notification],
+        clock: ClockFinding | None,
+    ) -> bool:
+        """RACP: ask for the stored records with sequence number >= the cursor and store them as they arrive, each
+        commit with the cursor past the last contiguous record so far; once the meter answers success, past every
+        record it reported. A transfer cut short keeps what arrived. A failure response after records were stored is
+        reported and the session ends (its next connection asks for the rest); a failure response with nothing
+        stored, or silence, fails the session, so the device is retried at its class's pace, never in a loop.
+        Returns whether the meter sent everything asked for."""
+        key = f"racp:{cfg.address}"
+        progress = RacpProgress(key, await self._sink.get_cursor(key) or 0)
+        responses: asyncio.Queue[bytes] = asyncio.Queue(maxsize=_RACP_RESPONSES)
+
+        def on_response(_char: BleakGATTCharacteristic, data: bytearray) -> None:
+            if responses.full():  # one response per request: more is the device misbehaving
+                self.stats.malformed += 1
+                _log.warning("unrequested RACP response from %s ignored: %s", cfg.address, bytes(data).hex())
+                return
+            responses.put_nowait(bytes(data))
+
+        await client.start_notify(uuid16(_RACP), on_response)
+        try:
+            request = gatt.RacpRequest.report_greater_or_equal(progress.start)
+            await client.write_gatt_char(uuid16(_RACP), bytes(request), response=True)
+            answer = await self._store_until(cfg, queue, clock, progress, responses)
+        except TimeoutError:
+            while not queue.empty():  # what came before the silence is kept
+                await self._store(cfg, take(queue), clock, progress)
+            raise
+        finally:
+            await self._unsubscribe(client, uuid16(_RACP))
+        while not queue.empty():  # the records indicated before the response
+            await self._store(cfg, take(queue), clock, progress)
+        try:
+            reply = gatt.decode(_RACP, answer)
+        except DecodeError as exc:
+            raise ProtocolViolationError(f"RACP response {answer.hex()} does not decode: {exc}") from exc
+        code = reply.as_dict().get("response_code")
+        if code not in (gatt.RacpResponseCode.SUCCESS, gatt.RacpResponseCode.NO_RECORDS_FOUND):
+            failure = f"RACP report failed with response code {code}"
+            if progress.committed is None:
+                raise ProtocolViolationError(failure)  # nothing came: retried at the protocol pace, not in a loop
+            # The meter stopped part-way (e.g. 0x08, "procedure not completed") after records that are now stored:
+            # the session ends as usual and its next connection asks for the rest, so a meter that sends a few
+            # records per connection is read out at its own pace, not at a failing session's.
+            self.stats.step_failures[(SessionStep.RACP_REPORT, ErrorClass.PROTOCOL)] += 1
+            _log.warning("%s from %s after %d record(s); the rest next time", failure, cfg.address, progress.received)
+            await self._sink.report(Misbehaviour(cfg, f"{failure} after {progress.received} record(s)", answer))
+            return False
+        # The meter sent every record it has from the cursor on: gaps in the sequence are records it no longer has.
+        progress.complete()
+        cursor = progress.take_cursor()
+        if cursor is not None:
+            await self._sink.store_readings([], cursor=cursor)
+        return True
+
+    async def _store_until(
+        self,
+        cfg: DeviceConfig,
+        queue: asyncio.Queue[Notification],
+        clock: ClockFinding | None,
+        progress: RacpProgress,
+        responses: asyncio.Queue[bytes],
+    ) -> bytes:
+        """Store records as they arrive until the RACP response does; return it.
+
+        Raises:
+            TimeoutError: neither a record nor the response came for `_RACP_SILENCE` seconds.
+        """
+        answer = asyncio.ensure_future(responses.get())
+        getter: asyncio.Future[Notification] | None = None
+        try:
+            while True:
+                raise_if_cancelling()  # the stores and bumble's calls may have lost a cancellation
+                getter = asyncio.ensure_future(queue.get())
+                done, _ = await asyncio.wait(
+                    {getter, answer}, timeout=_RACP_SILENCE, return_when=asyncio.FIRST_COMPLETED
+                )
+                if getter in done:
+                    await self._store(cfg, take(queue, getter.result()), clock, progress)
+                elif answer in done:
+                    return answer.result()
+                else:
+                    raise TimeoutError(f"RACP: neither a record nor the response within {_RACP_SILENCE:g} s")
+        finally:
+            answer.cancel()
+            if getter is not None:
+                getter.cancel()
