@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as _dt
 import enum
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
@@ -299,8 +300,20 @@ def _n(value: float) -> str:
     return "0.00" if text == "-0.00" else text
 
 
+# Characters XML 1.0 cannot carry even escaped (C0 controls but tab, newline and return; surrogates; U+FFFE/U+FFFF).
+_NOT_XML: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _text(value: str) -> str:
+    """``value`` as XML character data that reads back exactly: escaped, a carriage return as a character
+    reference (a parser would read it as a newline), characters XML cannot carry replaced by U+FFFD."""
+    return escape(_NOT_XML.sub("\ufffd", value), quote=False).replace("\r", "&#13;")
+
+
 def _attr(value: str) -> str:
-    return escape(value, quote=True)
+    """``value`` as an attribute value that reads back exactly (tab, newline and return as references)."""
+    escaped = escape(_NOT_XML.sub("\ufffd", value), quote=True)
+    return escaped.replace("\t", "&#9;").replace("\n", "&#10;").replace("\r", "&#13;")
 
 
 def _nice_step(span: float, target: int = 6) -> float:
@@ -381,8 +394,8 @@ def trend_chart(
         f'<svg xmlns="http://www.w3.org/2000/svg" class="trend {kind.value}" width="{width}" height="{height}"'
         f' viewBox="0 0 {width} {height}" role="img" aria-label="{_attr(heading)}"'
         f' font-family="sans-serif" font-size="11">',
-        f"<title>{escape(heading)}</title>",
-        f'<text class="title" x="{_n(frame.x0)}" y="18" font-size="13" font-weight="bold">{escape(heading)}</text>',
+        f"<title>{_text(heading)}</title>",
+        f'<text class="title" x="{_n(frame.x0)}" y="18" font-size="13" font-weight="bold">{_text(heading)}</text>',
         f'<g class="plot" data-x0="{_n(frame.x0)}" data-y0="{_n(frame.y0)}" data-width="{_n(frame.width)}"'
         f' data-height="{_n(frame.height)}" data-start="{start.isoformat()}" data-end="{end.isoformat()}"'
         f' data-min="{lo!r}" data-max="{hi!r}">',
@@ -436,12 +449,12 @@ def trend_chart(
             f'<line class="threshold {line.tier} {line.vital.value}" x1="{_n(frame.x0)}"'
             f' x2="{_n(frame.x0 + frame.width)}" y1="{_n(y)}" y2="{_n(y)}" stroke="{_TIER_COLOURS[line.tier]}"'
             f' stroke-dasharray="5 3" data-key="{_attr(key)}" data-value="{line.value!r}">'
-            f"<title>{escape(name)} {line.value:g}</title></line>"
+            f"<title>{_text(name)} {line.value:g}</title></line>"
         )
     if not shown:
         out.append(
             f'<text class="empty" x="{_n(frame.x0 + frame.width / 2)}" y="{_n(frame.y0 + frame.height / 2)}"'
-            f' text-anchor="middle" fill="#777777">{escape(labels.no_readings)}</text>'
+            f' text-anchor="middle" fill="#777777">{_text(labels.no_readings)}</text>'
         )
     for vital in vitals:
         series = [(r, r.values[vital]) for r in shown if vital in r.values]
@@ -469,7 +482,7 @@ def trend_chart(
             out.append(
                 f'<circle class="point {vital.value}{meal_class}{flagged}" cx="{_n(frame.x(r.taken_at))}"'
                 f' cy="{_n(frame.y(v))}" r="3" {paint} data-value="{v!r}" data-at="{r.taken_at.isoformat()}"'
-                f' data-record="{_attr(r.record_id)}"><title>{escape(tip)}</title></circle>'
+                f' data-record="{_attr(r.record_id)}"><title>{_text(tip)}</title></circle>'
             )
     out.append("</g>")
     legend: list[tuple[str, str, str]] = []
@@ -483,7 +496,7 @@ def trend_chart(
     for css, colour, text in legend:
         out.append(
             f'<g class="legend {css}"><circle cx="{_n(x + 4)}" cy="{_n(y - 4)}" r="4" fill="{colour}"/>'
-            f'<text x="{_n(x + 12)}" y="{_n(y)}">{escape(text)}</text></g>'
+            f'<text x="{_n(x + 12)}" y="{_n(y)}">{_text(text)}</text></g>'
         )
         x += 16 + 7 * len(text) + 12
     out.append("</svg>")

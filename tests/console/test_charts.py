@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from analytics_data import RESIDENT, Home, store
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from community.console.analytics import MealContext, Vital, VitalReading, vital_readings
@@ -186,6 +186,21 @@ def test_text_is_escaped_and_output_is_deterministic():
     assert svg == trend_chart(ChartKind.BLOOD_PRESSURE, list(reversed(readings)), now=NOW, title=hostile)
     zh = trend_chart(ChartKind.BLOOD_PRESSURE, readings, now=NOW, labels=ZH_LABELS)
     assert parse(zh).find("svg:title", NS).text == "血压 (mmHg)"  # type: ignore[union-attr]
+
+
+@settings(max_examples=80, deadline=None)
+@given(title=st.text(max_size=60))
+@example(title='a\r\nb\tc\x00<&>" \ud800')
+def test_any_title_makes_valid_xml(title: str):
+    root = parse(trend_chart(ChartKind.WEIGHT, [], now=NOW, title=title))
+    valid = "".join(
+        ch if ch in "\t\n\r" or "\x20" <= ch <= "\ud7ff" or "\ue000" <= ch <= "\ufffd" or ch > "\uffff" else "\ufffd"
+        for ch in title
+    )
+    shown = root.find("svg:title", NS)
+    assert shown is not None
+    assert (shown.text or "") == valid
+    assert root.attrib["aria-label"] == valid
 
 
 def test_unreliable_readings_are_hollow_and_not_joined():
