@@ -75,7 +75,7 @@ MESSAGE_KEYS: tuple[str, ...] = (
     "temperature_fever",  # fever: drink water and rest
     "temperature_critical",  # temperature is dangerous: help is being called
     "weight_gain",  # weight went up quickly: the doctor or nurse will be told
-    "measure_reminder",  # time for the scheduled measurement
+    "measure_reminder",  # the scheduled measurement was not taken in time
     "device_silent",  # a device has not been heard from for a while
     "battery_low_meter",  # a meter's battery is low: change it soon
     "battery_low_pendant",  # the call button's battery is low: change it today

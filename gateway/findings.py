@@ -11,7 +11,7 @@ from datetime import datetime
 
 from gateway.thresholds import Tier
 
-__all__ = ["ConditionRef", "Evaluation", "Finding", "Transition"]
+__all__ = ["ConditionRef", "Evaluation", "Finding", "Reminder", "Transition"]
 
 
 class Transition(enum.StrEnum):
@@ -54,9 +54,25 @@ class Finding:
 
 
 @dataclass(frozen=True, slots=True)
+class Reminder:
+    """A scheduled measurement falls due now and has not been taken yet: tell the resident (a cue, no record).
+
+    Attributes:
+        resident: whose schedule.
+        subject: the slot, as in ``schedule.missed`` findings (e.g. ``"systolic@10:00"``).
+        due_at: the instant the slot fell due (UTC).
+    """
+
+    resident: str
+    subject: str
+    due_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Evaluation:
     """What one observation or tick showed: findings, and conditions now back in range."""
 
     at: datetime
     findings: tuple[Finding, ...] = ()
     normal: tuple[ConditionRef, ...] = ()
+    reminders: tuple[Reminder, ...] = ()

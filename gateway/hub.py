@@ -487,7 +487,10 @@ class Hub:
     async def tick(self) -> None:
         """Periodic work on the injected clock: re-raise, escalate, missed schedules and check-ins; retry storage."""
         now = self._now()
-        events = self._alarms.apply(self._rules.tick(now)) + self._alarms.tick(now)
+        evaluation = self._rules.tick(now)
+        for reminder in evaluation.reminders:  # a measurement falls due now: a cue, no record
+            self._feedback.show(Cue("measure_due", self._language(reminder.resident), Light.NOTICE, Sound.CHIME))
+        events = self._alarms.apply(evaluation) + self._alarms.tick(now)
         drafts = self._judge(events, now)
         drafts.extend(await self._carry_out(self._panic.tick(now), now))
         try:

@@ -35,6 +35,8 @@ Conditions and their message keys (the voice catalogue's keys, see `gateway.alar
   for longer than its ``silent_after``.
 - ``schedule.missed`` (subject: ``"<vital>@HH:MM"``): notice ``measure_reminder`` when no reading of the vital was
   taken between ``window`` before the due time and ``grace`` after it; warning after a further ``escalate_after``.
+  Before that, at the due time itself (local, in the home's zone), a slot not yet measured for is in the tick's
+  ``Evaluation.reminders``: the hub tells the resident (``measure_due``), once per slot, and records nothing.
 - ``reading.unreliable`` (subject: the device): tier INFO ``reading_unreliable``. Reported, never alarmed on: a
   reading the device flagged (sensor status bits) is not compared with any threshold and enters no history.
 
@@ -53,7 +55,7 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from gateway.bp_crisis import BpConfirmation, BpCrisisState, BpStep
 from gateway.clock import Clock, SystemClock
 from gateway.config import DeviceKind
-from gateway.findings import ConditionRef, Evaluation, Finding, Transition
+from gateway.findings import ConditionRef, Evaluation, Finding, Reminder, Transition
 from gateway.observations import Observation, Vital
 from gateway.rule_levels import (
     BATTERY_METER,
@@ -178,6 +180,7 @@ class RuleEngine:
         self._zone = local_zone
         self._limit = history_limit
         self._last_seen: dict[str, float] = {}  # device -> monotonic time it was last heard
+        self._reminded: dict[tuple[str, str], datetime] = {}  # (resident, slot subject) -> the slot last reminded of
 
     @property
     def clock(self) -> Clock:
@@ -258,7 +261,9 @@ class RuleEngine:
         mono = self._clock.monotonic()
         self._now = max(self._now, now)
         findings: list[Finding] = []
+        reminders: list[Reminder] = []
         for rid, state in self._residents.items():
+            reminders.extend(self._due(rid, state, now))
             if state.bp.on_tick(mono) is BpStep.CONFIRM:
                 findings.append(
                     Finding(
@@ -294,7 +299,7 @@ class RuleEngine:
                     findings.append(
                         Finding(rid, "schedule.missed", tier, "measure_reminder", now, subject=entry.subject)
                     )
-        return Evaluation(now, tuple(findings))
+        return Evaluation(now, tuple(findings), reminders=tuple(reminders))
 
     # -- rules ---------------------------------------------------------------------------------------------------
 
@@ -483,6 +488,27 @@ class RuleEngine:
             for entry in state.rules.schedule
             if obs.value(entry.vital) is not None and self._missed(state, entry, now) is None
         )
+
+    def _due(self, resident: str, state: _ResidentState, now: datetime) -> list[Reminder]:
+        """Slots that fell due since the last tick (and before their grace ends) with no reading taken yet in their
+        window: each is reminded of once, at its due time in the home's zone."""
+        local = now.astimezone(self._zone)
+        due: list[Reminder] = []
+        for entry in state.rules.schedule:
+            slot = self._slot(local.date(), entry.due)
+            if now < slot:
+                slot = self._slot(local.date() - timedelta(days=1), entry.due)
+            if not slot <= now < slot + entry.grace:
+                continue
+            key = (resident, entry.subject)
+            if self._reminded.get(key) == slot:
+                continue
+            last = state.last_reading.get(entry.vital)
+            if last is not None and last >= slot - entry.window:
+                continue  # already measured for this slot
+            self._reminded[key] = slot
+            due.append(Reminder(resident, entry.subject, slot))
+        return due
 
     def _slot(self, day: date, due: time) -> datetime:
         """The instant (UTC) of `due` local time on `day`; see :class:`ScheduleEntry` for DST days."""

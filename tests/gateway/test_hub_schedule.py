@@ -132,8 +132,16 @@ async def test_the_10_00_slot_is_judged_at_10_00_local_in_the_homes_zone(
     local = ZoneInfo(zone)
     async with open_gateway(config, feedback=recorder, ble=False, now=clock.now, clock=clock, tick_interval=3600) as gw:
         # Elapsed time, in UTC: subtracting two times of one zone would give the wall clock's difference.
+        clock.advance(datetime(2026, start.month, start.day, 9, 59, tzinfo=local).astimezone(UTC) - clock.now())
+        await gw.hub.tick()
+        assert "measure_due" not in recorder.messages()
+        clock.advance(timedelta(minutes=1))  # 10:00 local: the resident is reminded, once
+        await gw.hub.tick()
+        assert recorder.messages().count("measure_due") == 1
+        assert gw.hub.open_alarms() == ()  # a reminder is a cue, not an alarm
         clock.advance(datetime(2026, start.month, start.day, 10, 59, tzinfo=local).astimezone(UTC) - clock.now())
         await gw.hub.tick()
+        assert recorder.messages().count("measure_due") == 1
         assert "measure_reminder" not in recorder.messages()
         clock.advance(timedelta(minutes=2))  # 11:01 local: the hour of grace after 10:00 local is over
         await gw.hub.tick()

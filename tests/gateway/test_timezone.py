@@ -178,3 +178,45 @@ def test_grace_across_a_dst_change_is_elapsed_time(
     engine = engine_in(zone, slot, start)
     assert missed(engine, grace_end - timedelta(seconds=1)) is None
     assert missed(engine, grace_end) is Tier.NOTICE
+
+
+# -- reminders at the due time --------------------------------------------------------------------------------------
+
+
+def reminded(engine: RuleEngine, at: datetime) -> list[str]:
+    return [r.subject for r in engine.tick(at).reminders]
+
+
+def test_a_10_00_slot_in_shanghai_is_reminded_at_10_00_shanghai_time_once() -> None:
+    slot = ScheduleEntry(Vital.SYSTOLIC, time(10, 0), grace=timedelta(hours=1))
+    engine = engine_in(SHANGHAI, slot, datetime(2026, 11, 25, 6, 0, tzinfo=SHANGHAI))
+    assert reminded(engine, datetime(2026, 11, 25, 9, 59, 59, tzinfo=SHANGHAI)) == []
+    assert reminded(engine, datetime(2026, 11, 25, 2, 0, tzinfo=UTC)) == ["systolic@10:00"]  # 10:00 in Shanghai
+    assert reminded(engine, datetime(2026, 11, 25, 10, 30, tzinfo=SHANGHAI)) == []  # once per slot
+    assert reminded(engine, datetime(2026, 11, 26, 10, 0, tzinfo=SHANGHAI)) == ["systolic@10:00"]  # the next day's
+
+
+def test_no_reminder_when_already_measured_for_the_slot_nor_after_its_grace() -> None:
+    slot = ScheduleEntry(Vital.SYSTOLIC, time(10, 0), grace=timedelta(hours=1), window=timedelta(hours=4))
+    engine = engine_in(SHANGHAI, slot, datetime(2026, 11, 25, 6, 0, tzinfo=SHANGHAI))
+    engine.evaluate(bp_at(datetime(2026, 11, 25, 8, 0, tzinfo=SHANGHAI)))  # inside the window before 10:00
+    assert reminded(engine, datetime(2026, 11, 25, 10, 0, tzinfo=SHANGHAI)) == []
+    # A tick that comes only after the grace ended (the hub was busy or off) does not remind late: it is missed.
+    assert reminded(engine, datetime(2026, 11, 26, 11, 0, tzinfo=SHANGHAI)) == []
+    assert missed(engine, datetime(2026, 11, 26, 11, 0, tzinfo=SHANGHAI)) is Tier.NOTICE
+
+
+@pytest.mark.parametrize(
+    ("zone", "day", "due_utc"),
+    [
+        (BERLIN, date(2026, 3, 29), datetime(2026, 3, 29, 8, 0, tzinfo=UTC)),  # 10:00 CEST, the first day
+        (BERLIN, date(2026, 10, 25), datetime(2026, 10, 25, 9, 0, tzinfo=UTC)),  # 10:00 CET again
+        (NEW_YORK, date(2026, 3, 8), datetime(2026, 3, 8, 14, 0, tzinfo=UTC)),  # 10:00 EDT
+        (NEW_YORK, date(2026, 11, 1), datetime(2026, 11, 1, 15, 0, tzinfo=UTC)),  # 10:00 EST
+    ],
+)
+def test_the_reminder_follows_the_dst_change(zone: ZoneInfo, day: date, due_utc: datetime) -> None:
+    slot = ScheduleEntry(Vital.SYSTOLIC, time(10, 0), grace=timedelta(hours=1))
+    engine = engine_in(zone, slot, datetime.combine(day, time(0, 0), tzinfo=zone))
+    assert reminded(engine, due_utc - timedelta(seconds=1)) == []
+    assert reminded(engine, due_utc) == ["systolic@10:00"]
