@@ -27,6 +27,15 @@ from gateway.feedback import (
     LogFeedback,
     VoiceFeedback,
 )
+from gateway.watchdog import (
+    Notifier,
+    Watchdog,
+    WatchdogUnavailableError,
+    ble_probe,
+    install_stall_hook,
+    uplink_probe,
+    watchdog_interval,
+)
 from protocols.errors import KeyFileError
 from protocols.keys import load_hub_identity, load_pendant_key, load_platform_public_keys
 
@@ -86,18 +95,37 @@ def _backends(config: GatewayConfig) -> tuple[type[BaseBleakScanner] | None, typ
 
 
 async def run_gateway(config: GatewayConfig, *, voice: bool = True) -> None:
-    """Run until SIGINT or SIGTERM."""
+    """Run until SIGINT or SIGTERM, telling systemd (when it runs the hub) READY=1, WATCHDOG=1 while the hub makes
+    progress, and STOPPING=1 (:mod:`gateway.watchdog`)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    try:
+        notifier = Notifier()
+    except WatchdogUnavailableError as exc:
+        raise GatewayStartError(str(exc)) from None
+    install_stall_hook(loop, notifier)
     scanner, client = _backends(config)
     try:
-        async with open_gateway(config, feedback=_feedback(voice), scanner_backend=scanner, client_backend=client):
+        async with open_gateway(
+            config, feedback=_feedback(voice), scanner_backend=scanner, client_backend=client
+        ) as gateway:
+            probes = [uplink_probe(gateway.uplink)]
+            if gateway.ble is not None:
+                probes.append(ble_probe(gateway.ble))
+            watchdog = Watchdog(notifier, probes, interval_s=watchdog_interval())
+            watchdog.ready(f"hub {config.hub_id} running")
             _log.info("hub %s running", config.hub_id)
-            await stop.wait()
+            async with asyncio.TaskGroup() as tasks:
+                pinger = tasks.create_task(watchdog.run(), name="gateway.watchdog")
+                await stop.wait()
+                watchdog.stopping()
+                pinger.cancel()
     except OutboxError as exc:
         raise GatewayStartError(str(exc)) from None
+    finally:
+        notifier.close()
     _log.info("hub %s stopped", config.hub_id)
 
 
