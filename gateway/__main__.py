@@ -10,6 +10,7 @@ A relative ``--config`` is made absolute once, while the arguments are parsed.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import os
 import sys
 from collections.abc import Sequence
@@ -95,6 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.check:
         return 0 if _write(sys.stdout, f"ok {summary(config, args.config)}\n") else 1
+    # systemd's watchdog kills a hung hub with SIGABRT: the fault handler first writes every thread's stack to
+    # standard error (the journal), which shows where it hung.
+    faulthandler.enable()
     try:
         serve(config, voice=args.voice, verbosity=args.verbose, debug_libraries=tuple(args.debug_lib))
     except GatewayStartError as exc:

@@ -117,6 +117,24 @@ def test_ready_then_pings_and_a_blocked_loop_stops_them(
     assert proc.wait(timeout=RESUME_BOUND) == 0, log.read_text(encoding="utf-8")[-3000:]
 
 
+def test_the_watchdog_kill_shows_where_the_hub_hung(
+    hub: tuple[subprocess.Popen[bytes], SystemdSocket, Path],
+) -> None:
+    """systemd kills a hub that stopped pinging with SIGABRT (WatchdogSignal's default): its log then shows the
+    stack of the blocked loop, so the hang can be found and fixed."""
+    proc, systemd, log = hub
+    systemd.until("READY=1", STARTUP_BOUND)
+    proc.send_signal(signal.SIGUSR2)
+    systemd.until("STATUS=test stall", RESUME_BOUND)
+    assert systemd.next(WATCHDOG_S) is None
+    proc.send_signal(signal.SIGABRT)
+    assert proc.wait(timeout=RESUME_BOUND) == -signal.SIGABRT
+    text = log.read_text(encoding="utf-8")
+    assert "Fatal Python error: Aborted" in text, text[-3000:]
+    assert 'gateway/watchdog.py", line' in text, text[-3000:]
+    assert "in stall" in text, text[-3000:]
+
+
 def test_without_sdnotify_a_notify_socket_is_one_line_refusal(tmp_path: Path) -> None:
     """systemd waits for READY=1 but the package that sends it is missing: the hub says so instead of being killed
     for silence after TimeoutStartSec."""
