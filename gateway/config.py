@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from gateway.clock import HomeZone, ZoneNameError, ZoneSource, system_zone, zone_named
+from gateway.thresholds import ThresholdError, ThresholdProblem, resolve_thresholds
 from protocols.devices import DeviceKind
 
 __all__ = [
@@ -350,6 +351,7 @@ def _parse_resident(r: _Reader) -> ResidentConfig:
         except ValueError:
             raise entry.fail("due", f"expected a time of day HH:MM, got {due_text!r}") from None
         schedule.append(ScheduleConfig(vital, due, entry.float_("grace_s", 3600.0, lo=60.0, hi=86400.0)))
+    _check_thresholds(r, [str(p) for p in profiles], thresholds)
     return ResidentConfig(
         id=rid,
         name=r.str_("name", rid),
@@ -358,6 +360,22 @@ def _parse_resident(r: _Reader) -> ResidentConfig:
         thresholds=thresholds,
         schedule=tuple(schedule),
     )
+
+
+def _check_thresholds(r: _Reader, profiles: list[str], overrides: Mapping[str, float]) -> None:
+    """The resident's thresholds as the hub will use them (:func:`gateway.thresholds.resolve_thresholds`): every
+    profile and key known, every value plausible, tiers in order. Checked here, so that ``carehub-hub --check``,
+    ``carehub doctor`` and the daemon's start-up all refuse the same sets, each with one line naming the key."""
+    try:
+        resolve_thresholds(profiles, overrides)
+    except ThresholdError as exc:
+        if exc.problem is ThresholdProblem.UNKNOWN_PROFILE:
+            raise r.fail("profiles", f"{exc.key!r}: {exc.detail}") from None
+        if exc.problem is ThresholdProblem.UNKNOWN_KEY:
+            raise r.fail(
+                f"thresholds.{exc.key}", "unknown threshold key (`carehub provision thresholds --list` lists them)"
+            ) from None
+        raise r.fail(f"thresholds.{exc.key}", exc.detail) from None
 
 
 def _parse_device(r: _Reader, residents: set[str]) -> DeviceConfig:

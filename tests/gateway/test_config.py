@@ -43,7 +43,7 @@ language = "zh"
 profiles = ["hypertension", "type2_diabetes"]
 schedule = [{ vital = "blood_pressure", due = "10:00" }, { vital = "glucose", due = "08:30", grace_s = 1800 }]
 [residents.thresholds]
-"bp.systolic.critical" = 175
+"bp.systolic.critical_high" = 175
 
 [[devices]]
 address = "aa:bb:cc:dd:ee:01"
@@ -68,7 +68,7 @@ def test_good_config_parses_into_typed_values(tmp_path: Path) -> None:
     assert cfg.ble_max_connections == 2
     assert cfg.fallback_command == ("/usr/local/bin/send-sms", "+000")
     assert cfg.panic_ack_timeout_s == 3.0
-    assert cfg.resident("r1").thresholds == {"bp.systolic.critical": 175.0}
+    assert cfg.resident("r1").thresholds == {"bp.systolic.critical_high": 175.0}
     assert [(e.vital, e.due.isoformat(), e.grace_s) for e in cfg.resident("r1").schedule] == [
         ("blood_pressure", "10:00:00", 3600.0),
         ("glucose", "08:30:00", 1800.0),
@@ -93,9 +93,9 @@ def test_good_config_parses_into_typed_values(tmp_path: Path) -> None:
         ('address = "aa:bb:cc:dd:ee:01"', 'address = "nope"', "devices[0].address"),
         ('language = "zh"', 'language = "xx"', "residents[0].language"),
         (
-            '"bp.systolic.critical" = 175',
-            '"bp.systolic.critical" = "high"',
-            "residents[0].thresholds.bp.systolic.critical",
+            '"bp.systolic.critical_high" = 175',
+            '"bp.systolic.critical_high" = "high"',
+            "residents[0].thresholds.bp.systolic.critical_high",
         ),
         ('pendant_key_file = "/etc/carehub/pendant.key"', "", "devices[1].pendant_key_file"),
         ('resident = "r1"\n\n[[devices]]', 'resident = "r9"\n\n[[devices]]', "devices[0].resident"),
