@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -39,6 +41,7 @@ from protocols.devices import DeviceKind
 
 __all__ = [
     "ADDRESS",
+    "MAX_CONFIG_BYTES",
     "BrokerConfig",
     "ConfigError",
     "DeviceConfig",
@@ -253,7 +256,10 @@ class _Reader:
         return float(value)
 
     def path(self, name: str) -> Path:
-        p = Path(self.str_(name)).expanduser()
+        text = self.str_(name)
+        if "\0" in text:
+            raise self.fail(name, f"a path cannot contain a NUL byte, got {text!r}")
+        p = Path(text).expanduser()
         return p if p.is_absolute() else (self.base / p)
 
     def opt_path(self, name: str) -> Path | None:
@@ -544,10 +550,50 @@ def render_config(data: Mapping[str, Any], *, header: str | None = None) -> str:
     return "\n".join(lines).lstrip("\n") + "\n"
 
 
-def load_config(path: Path) -> GatewayConfig:
-    """Read and validate a hub config file."""
+MAX_CONFIG_BYTES = 1 << 20
+"""The largest hub config read: a home's hub.toml is a few kilobytes (16 devices, their residents' schedules and
+thresholds); anything near a mebibyte is not a config, and reading it whole could exhaust a Pi's memory."""
+
+
+def _read_text(path: Path) -> str:
+    """The config file's text, refused unless it is a regular file of at most :data:`MAX_CONFIG_BYTES` in UTF-8.
+
+    Opened without blocking (a FIFO does not wait for a writer) and checked on the open descriptor, so a device such
+    as ``/dev/zero`` or a huge file is never read without bound.
+    """
+    file = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
-        raise ConfigError(str(path), "(file)", f"cannot read: {exc.strerror}") from None
-    return parse_config(text, path)
+        raise ConfigError(file, "(file)", f"cannot read: {exc.strerror}") from None
+    except ValueError:  # an embedded NUL byte
+        raise ConfigError(repr(file), "(file)", "a path cannot contain a NUL byte") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(file, "(file)", "not a regular file (a directory, device or FIFO); give hub.toml's path")
+        if info.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                file, "(file)", f"{info.st_size} bytes is too large for a config (at most {MAX_CONFIG_BYTES})"
+            )
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_CONFIG_BYTES and (chunk := os.read(fd, MAX_CONFIG_BYTES + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > MAX_CONFIG_BYTES:  # it grew while being read
+            raise ConfigError(file, "(file)", f"too large for a config (more than {MAX_CONFIG_BYTES} bytes)")
+    except OSError as exc:
+        raise ConfigError(file, "(file)", f"cannot read: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(file, "(file)", f"not UTF-8 text (byte {exc.start})") from None
+
+
+def load_config(path: Path) -> GatewayConfig:
+    """Read and validate a hub config file (:func:`_read_text` bounds the read)."""
+    return parse_config(_read_text(path), path)
