@@ -27,6 +27,7 @@ import os
 import re
 import stat
 import tomllib
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import time
@@ -41,7 +42,9 @@ from protocols.devices import DeviceKind
 
 __all__ = [
     "ADDRESS",
+    "ID_MAX",
     "MAX_CONFIG_BYTES",
+    "NAME_MAX",
     "BrokerConfig",
     "ConfigError",
     "DeviceConfig",
@@ -331,8 +334,23 @@ def _parse_broker(r: _Reader) -> BrokerConfig:
     )
 
 
+#: The longest resident or device name: a name the hub speaks and the installer shows, not a text.
+NAME_MAX = 100
+#: The longest resident id (it names cursors and goes into every record about the resident).
+ID_MAX = 64
+
+
+def _label(r: _Reader, name: str, value: str, longest: int) -> str:
+    """``value`` (a name or id) unless it is longer than ``longest`` characters or holds control characters."""
+    if len(value) > longest:
+        raise r.fail(name, f"expected at most {longest} characters, got {len(value)}")
+    if any(unicodedata.category(ch) == "Cc" for ch in value):
+        raise r.fail(name, f"expected no control characters (newline, tab, NUL), got {value!r}")
+    return value
+
+
 def _parse_resident(r: _Reader) -> ResidentConfig:
-    rid = r.str_("id")
+    rid = _label(r, "id", r.str_("id"), ID_MAX)
     language = r.str_("language", "en")
     if language not in _LANGUAGES:
         raise r.fail("language", f"expected one of {', '.join(_LANGUAGES)}, got {language!r}")
@@ -360,7 +378,7 @@ def _parse_resident(r: _Reader) -> ResidentConfig:
     _check_thresholds(r, [str(p) for p in profiles], thresholds)
     return ResidentConfig(
         id=rid,
-        name=r.str_("name", rid),
+        name=_label(r, "name", r.str_("name", rid), NAME_MAX),
         language=language,
         profiles=tuple(profiles),
         thresholds=thresholds,
@@ -404,7 +422,7 @@ def _parse_device(r: _Reader, residents: set[str]) -> DeviceConfig:
         address=address,
         kind=kind,
         resident=resident,
-        name=r.opt_str("name"),
+        name=None if (name := r.opt_str("name")) is None else _label(r, "name", name, NAME_MAX),
         user_id=r.opt_int("user_id", lo=0, hi=254),
         pendant_key_file=key_file,
     )

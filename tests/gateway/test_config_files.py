@@ -108,3 +108,43 @@ def test_doctor_refuses_a_huge_config_without_reading_it(tmp_path: Path) -> None
     assert doctor.returncode != 0
     assert "too large" in doctor.stdout + doctor.stderr
     assert "Traceback" not in doctor.stdout + doctor.stderr
+
+
+def test_a_100000_character_resident_name_is_refused_by_the_installer_tool(tmp_path: Path) -> None:
+    home = provision(tmp_path, "mqtt://127.0.0.1:9")
+    before = home.path.read_bytes()
+    long_name = "A" * 100_000
+    result = _run(
+        "-c", "from carehub.cli import main; main()", "provision", "resident", "resident-1", "-c", str(home.path),
+        "--name", long_name,
+    )  # fmt: skip
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr[-2000:]
+    assert "residents[0].name: expected at most 100 characters, got 100000" in lines[0]
+    assert home.path.read_bytes() == before
+    ok = _run(
+        "-c", "from carehub.cli import main; main()", "provision", "resident", "resident-1", "-c", str(home.path),
+        "--name", "Wang Fang",
+    )  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    assert load_config(home.path).residents[0].name == "Wang Fang"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key"),
+    [
+        ('name = "Bench"', f'name = "{"x" * 101}"', "residents[0].name"),
+        ('name = "Bench"', 'name = "line\\nbreak"', "residents[0].name"),
+        ('id = "resident-1"', f'id = "{"r" * 65}"', "residents[0].id"),
+        ('name = "BP-0"', f'name = "{"m" * 101}"', "devices[0].name"),
+    ],
+)
+def test_names_and_ids_are_bounded(tmp_path: Path, old: str, new: str, key: str) -> None:
+    home = provision(tmp_path, "mqtt://127.0.0.1:9")
+    text = home.path.read_text(encoding="utf-8")
+    assert old in text
+    home.path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(home.path)
+    assert info.value.key == key
