@@ -340,17 +340,18 @@ NAME_MAX = 100
 ID_MAX = 64
 
 
-def _label(r: _Reader, name: str, value: str, longest: int) -> str:
-    """``value`` (a name or id) unless it is longer than ``longest`` characters or holds control characters."""
+def _label(r: _Reader, name: str, value: str, longest: int, *, controls: bool = True) -> str:
+    """``value`` (a name or id) unless it is longer than ``longest`` characters, or holds control characters where
+    ``controls`` is False (ids; a name may hold any text, the TOML writer escapes it)."""
     if len(value) > longest:
         raise r.fail(name, f"expected at most {longest} characters, got {len(value)}")
-    if any(unicodedata.category(ch) == "Cc" for ch in value):
+    if not controls and any(unicodedata.category(ch) == "Cc" for ch in value):
         raise r.fail(name, f"expected no control characters (newline, tab, NUL), got {value!r}")
     return value
 
 
 def _parse_resident(r: _Reader) -> ResidentConfig:
-    rid = _label(r, "id", r.str_("id"), ID_MAX)
+    rid = _label(r, "id", r.str_("id"), ID_MAX, controls=False)
     language = r.str_("language", "en")
     if language not in _LANGUAGES:
         raise r.fail("language", f"expected one of {', '.join(_LANGUAGES)}, got {language!r}")

@@ -135,7 +135,7 @@ def test_a_100000_character_resident_name_is_refused_by_the_installer_tool(tmp_p
     ("old", "new", "key"),
     [
         ('name = "Bench"', f'name = "{"x" * 101}"', "residents[0].name"),
-        ('name = "Bench"', 'name = "line\\nbreak"', "residents[0].name"),
+        ('id = "resident-1"', 'id = "line\\nbreak"', "residents[0].id"),
         ('id = "resident-1"', f'id = "{"r" * 65}"', "residents[0].id"),
         ('name = "BP-0"', f'name = "{"m" * 101}"', "devices[0].name"),
     ],
