@@ -20,9 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from bleak.backends.client import BaseBleakClient
 from bleak.backends.scanner import BaseBleakScanner
@@ -101,7 +101,6 @@ async def open_gateway(
     feedback: Feedback | None = None,
     scanner_backend: type[BaseBleakScanner] | None = None,
     client_backend: type[BaseBleakClient] | None = None,
-    now: Callable[[], datetime] = lambda: datetime.now(UTC),
     tick_interval: float = 1.0,
     ble: bool = True,
     supervision: SupervisionPolicy | None = None,
@@ -109,8 +108,8 @@ async def open_gateway(
 ) -> AsyncIterator[Gateway]:
     """Build and run the hub daemon; leaving the block shuts everything down in order.
 
-    `clock` is what the rule engine and the panic lifecycle measure their timeouts on (its monotonic time, so a
-    stepped wall clock moves none of them); `now` is the wall time that stamps records and drives schedules.
+    `clock` is the hub's one clock: its wall time stamps records and drives schedules, its monotonic time measures
+    every timeout (so a stepped wall clock moves none of them).
     """
     clock = clock or SystemClock()
     identity = load_hub_identity(config.hub_key_file)
@@ -139,12 +138,12 @@ async def open_gateway(
             platform=platform,
             outbox=outbox,
             feedback=shown,
-            rules=_rule_engine(config, now(), clock),
+            rules=_rule_engine(config, clock.now(), clock),
             alarms=AlarmBook(clock=clock),
             panic=panic,
             pendant_keys=pendant_keys,
             fallback=FallbackNotifier(config.fallback_command, config.fallback_webhook),
-            now=now,
+            clock=clock,
         )
         stack.push_async_callback(hub.settle)  # before the outbox closes: what is being sealed is committed
         await hub.restore()
@@ -163,7 +162,7 @@ async def open_gateway(
                     hub,
                     scanner_backend=scanner_backend,
                     client_backend=client_backend,
-                    now=now,
+                    clock=clock,
                     journal=journal,
                 )
             )

@@ -40,8 +40,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable, Coroutine
-from datetime import UTC, datetime
+from collections.abc import Coroutine
 from types import TracebackType
 from typing import Any, Self
 
@@ -56,6 +55,7 @@ from gateway.backoff import RetryPolicy
 from gateway.ble_errors import RETRY, classify_error
 from gateway.ble_session import SessionRunner
 from gateway.ble_types import BleStats, DeviceInformation, DeviceState, ReadingSink, SessionStep, uuid16
+from gateway.clock import Clock, SystemClock
 from gateway.config import DeviceConfig, DeviceKind, GatewayConfig
 from gateway.discovery import ScanMode, ScanPlan, plan_scan
 from gateway.errors import OutboxError
@@ -91,8 +91,7 @@ class BleManager:
         *,
         scanner_backend: type[BaseBleakScanner] | None = None,
         client_backend: type[BaseBleakClient] | None = None,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
-        monotonic: Callable[[], float] | None = None,
+        clock: Clock | None = None,
         rng: random.Random | None = None,
         connect_timeout: float = 10.0,
         idle_disconnect: float = 5.0,
@@ -102,8 +101,9 @@ class BleManager:
         self._sink = sink
         self._scanner_backend = scanner_backend
         self._client_backend = client_backend
-        self._now = now
-        self._monotonic = monotonic or asyncio.get_running_loop().time
+        self._clock = clock or SystemClock()
+        self._now = self._clock.now
+        self._monotonic = self._clock.monotonic
         self._rng = rng or random.Random()  # noqa: S311  backoff jitter, not cryptography
         self._timeout = connect_timeout
         self._idle_disconnect = idle_disconnect
@@ -247,7 +247,7 @@ class BleManager:
                     self._sink,
                     self.stats,
                     journal=self._journal,
-                    now=self._now,
+                    clock=self._clock,
                     client_backend=self._client_backend,
                     timeout=self._timeout,
                     idle_disconnect=self._idle_disconnect,

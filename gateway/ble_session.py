@@ -20,6 +20,7 @@ from gateway.aio import raise_if_cancelling
 from gateway.ble_errors import ProtocolViolationError, classify_error
 from gateway.ble_racp import BATCH, RacpProgress, device_time, take
 from gateway.ble_types import BleStats, DeviceInformation, DeviceState, Notification, ReadingSink, SessionStep, uuid16
+from gateway.clock import Clock
 from gateway.config import DeviceConfig, DeviceKind, GatewayConfig
 from gateway.core.measurements import ClockFinding, Filing, filing_of, is_control_solution
 from gateway.events import (
@@ -80,7 +81,7 @@ class SessionRunner:
         stats: BleStats,
         *,
         journal: IndicationJournal | None,
-        now: Callable[[], datetime],
+        clock: Clock,
         client_backend: type[BaseBleakClient] | None,
         timeout: float,
         idle_disconnect: float,
@@ -89,7 +90,7 @@ class SessionRunner:
         self._sink = sink
         self.stats = stats
         self._journal = journal
-        self._now = now
+        self._now = clock.now
         self._client_backend = client_backend
         self._timeout = timeout
         self._idle_disconnect = idle_disconnect

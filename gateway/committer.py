@@ -18,8 +18,8 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
+from gateway.clock import Clock
 from gateway.core.counters import HubCounters
 from gateway.core.sealer import Draft, Sealer, ordered
 from gateway.errors import OutboxError
@@ -55,14 +55,14 @@ class Committer:
     Args:
         outbox: the durable outbox.
         sealer: numbers and seals drafts.
-        now: wall time for envelopes.
+        clock: its wall time stamps envelopes.
         counters: the hub's counters (commit failures, dropped drafts, eviction reports).
     """
 
-    def __init__(self, outbox: Outbox, sealer: Sealer, now: Callable[[], datetime], counters: HubCounters) -> None:
+    def __init__(self, outbox: Outbox, sealer: Sealer, clock: Clock, counters: HubCounters) -> None:
         self._outbox = outbox
         self._sealer = sealer
-        self._now = now
+        self._now = clock.now
         self._counters = counters
         self._seqs: range = range(0)
         self._seq_lock = asyncio.Lock()

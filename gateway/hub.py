@@ -27,11 +27,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import assert_never
 
 from gateway import latency
 from gateway.alarms import Alarm, AlarmBook, AlarmEvent, CriticalSnoozeError, InvalidSnoozeError, UnknownAlarmError
+from gateway.clock import Clock, SystemClock
 from gateway.committer import Committer
 from gateway.config import DeviceConfig, GatewayConfig
 from gateway.core import device_reports
@@ -118,7 +119,7 @@ class Hub:
         panic: PanicLifecycle,
         pendant_keys: dict[str, bytes],
         fallback: FallbackNotifier,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock | None = None,
         pendant_writer: Callable[[str, bytes], Awaitable[bool]] | None = None,
     ) -> None:
         self._config = config
@@ -128,11 +129,12 @@ class Hub:
         self._alarms = alarms
         self._panic = panic
         self._fallback = fallback
-        self._now = now
+        self._clock = clock or SystemClock()
+        self._now = self._clock.now
         self._pendant_writer = pendant_writer
         self._hub_id = identity.hub_id
         self.counters = HubCounters()
-        self._committer = Committer(outbox, Sealer(identity, platform.box_key), now, self.counters)
+        self._committer = Committer(outbox, Sealer(identity, platform.box_key), self._clock, self.counters)
         self._alarm_records = AlarmRecords(identity.hub_id, self._language, self.counters.alarms)
         self._pendants = PendantLink(pendant_keys)
         self._base: dict[str, Thresholds] = {r.id: rules.thresholds(r.id) for r in config.residents}

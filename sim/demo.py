@@ -270,7 +270,6 @@ async def run_demo(options: DemoOptions, *, say: Callable[[str], None] = lambda 
                     feedback=FanOutFeedback([recorder, _SayFeedback(say, clock)]),
                     scanner_backend=scanner,
                     client_backend=client,
-                    now=clock.now,
                     clock=clock,
                     tick_interval=0.05,
                 ) as gateway,

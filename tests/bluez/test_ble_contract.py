@@ -171,7 +171,7 @@ async def running(
             sink,
             scanner_backend=stack.scanner,
             client_backend=stack.client,
-            now=clock.now,
+            clock=clock,
         )
         await exits.enter_async_context(manager)
         yield manager, sink
@@ -406,7 +406,7 @@ async def test_under_bluez_a_private_address_becomes_the_identity_when_paired(
         bluetoothd.use_private_address(BP, RPA_NEXT)  # the cuff rotates its private address
 
         sink = Sink()
-        manager = BleManager(_config(tmp_path, [(BP, "blood_pressure")]), sink, now=ManualClock(START).now)
+        manager = BleManager(_config(tmp_path, [(BP, "blood_pressure")]), sink, clock=ManualClock(START))
         async with manager:
             await sink.until(lambda: sink.readings_of(BP))
         assert [r.data for r in sink.readings_of(BP)] == [produced.raw]

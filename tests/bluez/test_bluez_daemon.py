@@ -71,7 +71,7 @@ async def test_the_daemon_reads_a_paired_cuff_through_bluez(
     async with (
         sim.ble.open_peripheral_device(link, CUFF, "Cuff") as radio,
         cuff.attach(radio),
-        open_gateway(config, now=clock.now, ble=True) as gw,
+        open_gateway(config, clock=clock, ble=True) as gw,
     ):
         store = gw.hub.store_readings
 

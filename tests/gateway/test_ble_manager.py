@@ -193,7 +193,7 @@ async def rig(
                 bumble = await stack.enter_async_context(sim.ble.open_peripheral_device(link, opts.address, opts.name))
                 await stack.enter_async_context(meter.attach(bumble))
             gw = await stack.enter_async_context(
-                open_gateway(config, scanner_backend=scanner, client_backend=client, now=clock.now, ble=True)
+                open_gateway(config, scanner_backend=scanner, client_backend=client, clock=clock, ble=True)
             )
             probe.install(gw)
             yield Rig(gw, probe, clock, platform, hub)
@@ -560,14 +560,14 @@ async def test_a_failed_session_waits_as_long_as_its_class_says(tmp_path):
 
     config = parse_config(_config(tmp_path, "mqtt://127.0.0.1:1", [(BP, "blood_pressure")], {}), tmp_path / "hub.toml")
     sink = _Recorder()
-    now = [1000.0]
-    manager = gateway.ble.BleManager(config, sink, client_backend=Failing, monotonic=lambda: now[0])
+    clock = gateway.clock.ManualClock(monotonic=1000.0)
+    manager = gateway.ble.BleManager(config, sink, client_backend=Failing, clock=clock)
     (cfg,) = config.devices
     state = manager._states[BP]
     waits = []
     for _ in range(3):
         await manager._session(cfg, BLEDevice(BP, "M", None))
-        waits.append(state.not_before - now[0])
+        waits.append(state.not_before - clock.monotonic())
     auth = gateway.ble_errors.RETRY[ErrorClass.AUTH]
     gone = gateway.ble_errors.RETRY[ErrorClass.GONE]
     assert auth.base * (1 - auth.jitter_fraction) <= waits[0] <= auth.base
@@ -762,6 +762,15 @@ async def test_a_session_whose_readings_cannot_be_stored_ends_but_the_manager_go
             r.probe.changed.set()
 
         hub.store_readings = full_disk  # type: ignore[method-assign]
+        manager = r.gw.ble
+        assert manager is not None
+        counted = manager._storage_failed
+
+        def count_and_wake(*args: Any) -> None:
+            counted(*args)
+            r.probe.changed.set()
+
+        manager._storage_failed = count_and_wake  # type: ignore[method-assign]
         produced = await cuff.measure(142, 91, pulse=72)
         async with asyncio.timeout(BOUND):
             await failed.wait()

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway.app import open_gateway
+from gateway.clock import ManualClock
 from gateway.config import parse_config
 from gateway.events import PendantFrame
 from gateway.feedback import RecordingFeedback
@@ -60,7 +61,9 @@ async def test_a_tick_during_the_pendant_write_does_not_lose_the_press_latency(t
         await release.wait()
         return True
 
-    async with open_gateway(config, feedback=RecordingFeedback(), ble=False, now=lambda: now, tick_interval=3600) as gw:
+    async with open_gateway(
+        config, feedback=RecordingFeedback(), ble=False, clock=ManualClock(now), tick_interval=3600
+    ) as gw:
         gw.hub.set_pendant_writer(slow_writer)
         press = bytes(PendantEvent(PendantEventType.PRESS, 1, 90, 10).sign(PENDANT, KEY))
         handling = asyncio.create_task(gw.hub.pendant_frame(PendantFrame(pendant, press)))

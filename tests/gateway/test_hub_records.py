@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from gateway import aio
 from gateway.app import Gateway, open_gateway
+from gateway.clock import ManualClock
 from gateway.config import DeviceConfig, parse_config
 from gateway.errors import OutboxUnwritableError
 from gateway.events import (
@@ -116,10 +117,12 @@ class Home:
         return cls(path, platform, identity, free_port())  # nobody listens there: everything stays in the outbox
 
     @asynccontextmanager
-    async def running(self, now: Callable[[], datetime] = lambda: NOW) -> AsyncIterator[Gateway]:
+    async def running(self) -> AsyncIterator[Gateway]:
         config = parse_config(CONFIG.format(port=self.port), self.path / "hub.toml")
         # The timer never fires by itself here: the tests call tick() when they mean it.
-        async with open_gateway(config, feedback=RecordingFeedback(), ble=False, now=now, tick_interval=3600) as gw:
+        async with open_gateway(
+            config, feedback=RecordingFeedback(), ble=False, clock=ManualClock(NOW), tick_interval=3600
+        ) as gw:
             yield gw
 
     async def records(self, gw: Gateway) -> list[Record]:

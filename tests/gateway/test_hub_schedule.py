@@ -49,7 +49,7 @@ async def test_missed_morning_blood_pressure_raises_a_reminder(tmp_path: Path) -
     config = parse_config(CONFIG.format(port=free_port(), zone="UTC"), tmp_path / "hub.toml")
     clock = ManualClock(datetime(2026, 11, 25, 6, 0, tzinfo=UTC))
     recorder = RecordingFeedback()
-    async with open_gateway(config, feedback=recorder, ble=False, now=clock.now, clock=clock, tick_interval=3600) as gw:
+    async with open_gateway(config, feedback=recorder, ble=False, clock=clock, tick_interval=3600) as gw:
         clock.advance(timedelta(hours=4, minutes=59))  # 10:59: still within the hour of grace
         await gw.hub.tick()
         assert "measure_reminder" not in recorder.messages()
@@ -69,7 +69,7 @@ async def test_caregiver_snooze_applies_below_critical_and_never_to_critical(tmp
     now = [clock.now()]
     recorder = RecordingFeedback()
     cuff = config.devices[0]
-    async with open_gateway(config, feedback=recorder, ble=False, now=clock.now, clock=clock, tick_interval=3600) as gw:
+    async with open_gateway(config, feedback=recorder, ble=False, clock=clock, tick_interval=3600) as gw:
         hub = gw.hub
         # 165/95: a warning (bp_very_high); then a glucose level 2 hypo would be critical: build both alarms.
         bp = bytes(
@@ -130,7 +130,7 @@ async def test_the_10_00_slot_is_judged_at_10_00_local_in_the_homes_zone(
     clock = ManualClock(start)
     recorder = RecordingFeedback()
     local = ZoneInfo(zone)
-    async with open_gateway(config, feedback=recorder, ble=False, now=clock.now, clock=clock, tick_interval=3600) as gw:
+    async with open_gateway(config, feedback=recorder, ble=False, clock=clock, tick_interval=3600) as gw:
         # Elapsed time, in UTC: subtracting two times of one zone would give the wall clock's difference.
         clock.advance(datetime(2026, start.month, start.day, 9, 59, tzinfo=local).astimezone(UTC) - clock.now())
         await gw.hub.tick()
@@ -160,7 +160,7 @@ async def test_a_wall_clock_step_neither_confirms_nor_delays_a_bp_crisis(tmp_pat
     crisis = bytes(
         gatt.BloodPressureMeasurement(MderFloat.from_value(192), MderFloat.from_value(122), MderFloat.from_value(145))
     )
-    async with open_gateway(config, feedback=recorder, ble=False, now=clock.now, clock=clock, tick_interval=3600) as gw:
+    async with open_gateway(config, feedback=recorder, ble=False, clock=clock, tick_interval=3600) as gw:
         await gw.hub.store_readings([Reading(config.devices[0], 0x2A35, crisis, clock.now())])
         clock.advance(timedelta(minutes=1))
         clock.step_wall(timedelta(hours=12))  # NTP steps the clock while the hub waits for the re-measurement

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from gateway.app import Gateway, open_gateway
 from gateway.ble import Reading
+from gateway.clock import ManualClock
 from gateway.config import parse_config, render_config
 from gateway.feedback import RecordingFeedback
 from gateway.outbox import Lane, OutboxItem
@@ -46,7 +47,7 @@ async def hub(tmp_path: Path) -> AsyncIterator[tuple[Gateway, PlatformIdentity, 
         "devices": [{"address": a, "kind": "blood_pressure", "resident": "r1"} for a in METERS],
     }
     config = parse_config(render_config(data), tmp_path / "hub.toml")
-    async with open_gateway(config, feedback=RecordingFeedback(), ble=False, now=lambda: NOW) as gw:
+    async with open_gateway(config, feedback=RecordingFeedback(), ble=False, clock=ManualClock(NOW)) as gw:
         yield gw, platform, identity
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from gateway.app import Gateway, open_gateway
+from gateway.clock import ManualClock
 from gateway.config import parse_config
 from gateway.feedback import RecordingFeedback
 from gateway.supervise import SupervisionPolicy, Supervisor, SupervisorGaveUpError, restart_delay
@@ -127,7 +128,12 @@ language = "en"
         tmp_path / "hub.toml",
     )
     async with open_gateway(
-        config, feedback=RecordingFeedback(), ble=False, now=lambda: NOW, tick_interval=0.01, supervision=IMMEDIATE
+        config,
+        feedback=RecordingFeedback(),
+        ble=False,
+        clock=ManualClock(NOW),
+        tick_interval=0.01,
+        supervision=IMMEDIATE,
     ) as gw:
         yield gw
 

@@ -469,7 +469,7 @@ async def test_a_press_cancel_flood_through_the_hub_stores_a_bounded_number_of_c
     clock = ManualClock(T0)
     recorder = RecordingFeedback()
     events = 1000
-    async with open_gateway(config, feedback=recorder, ble=False, now=clock.now, clock=clock, tick_interval=3600) as gw:
+    async with open_gateway(config, feedback=recorder, ble=False, clock=clock, tick_interval=3600) as gw:
         before = (await gw.outbox.stats()).priority_rows
         for counter in range(1, events + 1):
             kind = PendantEventType.PRESS if counter % 2 else PendantEventType.CANCEL

@@ -22,6 +22,7 @@ from community.storage import SqliteStorage
 from community.wire import PlatformCodec
 from gateway.app import open_gateway
 from gateway.ble import Reading
+from gateway.clock import ManualClock
 from gateway.config import GatewayConfig, parse_config, render_config
 from gateway.feedback import RecordingFeedback
 from gateway.provision.doctor import check_broker
@@ -160,7 +161,7 @@ async def test_readings_reach_the_platform_over_tls(home: tuple[Path, PlatformId
         async with IngestWorker(WorkerSettings(broker.host, broker.port), storage, PlatformCodec(platform)) as worker:
             await worker.connected.wait()
             assert (await check_broker(config)).status.value == "ok"
-            async with open_gateway(config, feedback=RecordingFeedback(), ble=False, now=lambda: NOW) as gw:
+            async with open_gateway(config, feedback=RecordingFeedback(), ble=False, clock=ManualClock(NOW)) as gw:
                 device = config.devices[0]
                 raws = [bytes(bp_measurement(n)) for n in range(5)]
                 await asyncio.gather(*(gw.hub.store_readings([Reading(device, BP_UUID, raw, NOW)]) for raw in raws))
