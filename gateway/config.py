@@ -22,7 +22,6 @@ Keys of ``[hub]``:
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 import stat
@@ -37,6 +36,8 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from gateway.clock import HomeZone, ZoneNameError, ZoneSource, system_zone, zone_named
+from gateway.config_reader import ConfigError, TableReader, parse_size
+from gateway.config_writer import render_config
 from gateway.thresholds import ThresholdError, ThresholdProblem, resolve_thresholds
 from protocols.devices import DeviceKind
 
@@ -63,16 +64,6 @@ _HUB_ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 ADDRESS = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}(/P)?$")
 """A device address as hub.toml takes it: six upper-case hex octets (``/P``: a public address)."""
 _LANGUAGES = ("en", "zh")
-
-
-class ConfigError(ValueError):
-    """A configuration file that cannot be used; the message names the file and the key."""
-
-    def __init__(self, file: str, key: str, expected: str) -> None:
-        self.file = file
-        self.key = key
-        self.expected = expected
-        super().__init__(f"{file}: {key}: {expected}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,103 +185,7 @@ class GatewayConfig:
         return None
 
 
-class _Reader:
-    """Typed access to one TOML table that reports errors with the file and dotted key."""
-
-    def __init__(self, file: str, base: Path, table: Mapping[str, Any], prefix: str = "") -> None:
-        self.file = file
-        self.base = base
-        self.table = table
-        self.prefix = prefix
-
-    def key(self, name: str) -> str:
-        return f"{self.prefix}{name}"
-
-    def fail(self, name: str, expected: str) -> ConfigError:
-        return ConfigError(self.file, self.key(name), expected)
-
-    def sub(self, name: str, *, required: bool = True) -> _Reader:
-        value = self.table.get(name)
-        if value is None:
-            if required:
-                raise self.fail(name, "missing table")
-            value = {}
-        if not isinstance(value, Mapping):
-            raise self.fail(name, f"expected a table, got {type(value).__name__}")
-        return _Reader(self.file, self.base, value, f"{self.key(name)}.")
-
-    def str_(self, name: str, default: str | None = None, *, required: bool = True) -> str:
-        value = self.table.get(name, default)
-        if value is None:
-            if required:
-                raise self.fail(name, "missing (expected a string)")
-            return ""
-        if not isinstance(value, str) or not value:
-            raise self.fail(name, f"expected a non-empty string, got {value!r}")
-        return value
-
-    def opt_str(self, name: str) -> str | None:
-        value = self.table.get(name)
-        if value is None:
-            return None
-        if not isinstance(value, str) or not value:
-            raise self.fail(name, f"expected a non-empty string, got {value!r}")
-        return value
-
-    def int_(self, name: str, default: int | None = None, *, lo: int, hi: int) -> int:
-        value = self.table.get(name, default)
-        if value is None:
-            raise self.fail(name, f"missing (expected an integer {lo}..{hi})")
-        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-            raise self.fail(name, f"expected an integer {lo}..{hi}, got {value!r}")
-        return value
-
-    def opt_int(self, name: str, *, lo: int, hi: int) -> int | None:
-        if self.table.get(name) is None:
-            return None
-        return self.int_(name, lo=lo, hi=hi)
-
-    def float_(self, name: str, default: float, *, lo: float, hi: float) -> float:
-        value = self.table.get(name, default)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.fail(name, f"expected a number {lo}..{hi}, got {value!r}")
-        if not math.isfinite(value) or not lo <= value <= hi:
-            raise self.fail(name, f"expected a number {lo}..{hi}, got {value!r}")
-        return float(value)
-
-    def path(self, name: str) -> Path:
-        text = self.str_(name)
-        if "\0" in text:
-            raise self.fail(name, f"a path cannot contain a NUL byte, got {text!r}")
-        p = Path(text).expanduser()
-        return p if p.is_absolute() else (self.base / p)
-
-    def opt_path(self, name: str) -> Path | None:
-        return self.path(name) if self.table.get(name) is not None else None
-
-    def list_(self, name: str) -> list[Any]:
-        value = self.table.get(name, [])
-        if not isinstance(value, list):
-            raise self.fail(name, f"expected an array, got {type(value).__name__}")
-        return value
-
-
-def _parse_size(reader: _Reader, name: str, default: int) -> int:
-    """Sizes may be integers (bytes) or strings with a unit: "64MB", "512 KiB"."""
-    value = reader.table.get(name, default)
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    if isinstance(value, str):
-        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*", value, re.IGNORECASE)
-        if m:
-            units = {"b": 1, "kb": 1000, "kib": 1024, "mb": 10**6, "mib": 2**20, "gb": 10**9, "gib": 2**30}
-            size = int(float(m.group(1)) * units[(m.group(2) or "b").lower()])
-            if size > 0:
-                return size
-    raise reader.fail(name, f'expected a positive size in bytes or with a unit ("64MB"), got {value!r}')
-
-
-def _parse_zone(hub: _Reader) -> HomeZone:
+def _parse_zone(hub: TableReader) -> HomeZone:
     """``[hub] timezone``: an IANA name checked against the system's zone database; the system's zone when absent."""
     name = hub.opt_str("timezone")
     if name is None:
@@ -304,7 +199,7 @@ def _parse_zone(hub: _Reader) -> HomeZone:
         raise hub.fail("timezone", f'expected an IANA time zone name like "Asia/Shanghai": {exc}') from None
 
 
-def _parse_broker(r: _Reader) -> BrokerConfig:
+def _parse_broker(r: TableReader) -> BrokerConfig:
     url = r.str_("url")
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
@@ -340,7 +235,7 @@ NAME_MAX = 100
 ID_MAX = 64
 
 
-def _label(r: _Reader, name: str, value: str, longest: int, *, controls: bool = True) -> str:
+def _label(r: TableReader, name: str, value: str, longest: int, *, controls: bool = True) -> str:
     """``value`` (a name or id) unless it is longer than ``longest`` characters, or holds control characters where
     ``controls`` is False (ids; a name may hold any text, the TOML writer escapes it)."""
     if len(value) > longest:
@@ -350,7 +245,7 @@ def _label(r: _Reader, name: str, value: str, longest: int, *, controls: bool = 
     return value
 
 
-def _parse_resident(r: _Reader) -> ResidentConfig:
+def _parse_resident(r: TableReader) -> ResidentConfig:
     rid = _label(r, "id", r.str_("id"), ID_MAX, controls=False)
     language = r.str_("language", "en")
     if language not in _LANGUAGES:
@@ -366,7 +261,7 @@ def _parse_resident(r: _Reader) -> ResidentConfig:
     for i, table in enumerate(r.list_("schedule")):
         if not isinstance(table, Mapping):
             raise r.fail(f"schedule[{i}]", "expected a table")
-        entry = _Reader(r.file, r.base, table, f"{r.key(f'schedule[{i}]')}.")
+        entry = TableReader(r.file, r.base, table, f"{r.key(f'schedule[{i}]')}.")
         vital = entry.str_("vital")
         if vital not in SCHEDULABLE:
             raise entry.fail("vital", f"expected one of {', '.join(SCHEDULABLE)}, got {vital!r}")
@@ -387,7 +282,7 @@ def _parse_resident(r: _Reader) -> ResidentConfig:
     )
 
 
-def _check_thresholds(r: _Reader, profiles: list[str], overrides: Mapping[str, float]) -> None:
+def _check_thresholds(r: TableReader, profiles: list[str], overrides: Mapping[str, float]) -> None:
     """The resident's thresholds as the hub will use them (:func:`gateway.thresholds.resolve_thresholds`): every
     profile and key known, every value plausible, tiers in order. Checked here, so that ``carehub-hub --check``,
     ``carehub doctor`` and the daemon's start-up all refuse the same sets, each with one line naming the key."""
@@ -403,7 +298,7 @@ def _check_thresholds(r: _Reader, profiles: list[str], overrides: Mapping[str, f
         raise r.fail(f"thresholds.{exc.key}", exc.detail) from None
 
 
-def _parse_device(r: _Reader, residents: set[str]) -> DeviceConfig:
+def _parse_device(r: TableReader, residents: set[str]) -> DeviceConfig:
     address = r.str_("address").upper()
     if not ADDRESS.fullmatch(address):
         raise r.fail("address", f"expected a Bluetooth address like AA:BB:CC:DD:EE:FF, got {address!r}")
@@ -436,7 +331,7 @@ def parse_config(text: str, source: Path) -> GatewayConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(file, "(syntax)", str(exc)) from None
-    top = _Reader(file, source.parent, data)
+    top = TableReader(file, source.parent, data)
     hub = top.sub("hub")
     hub_id = hub.str_("id")
     if not _HUB_ID.fullmatch(hub_id):
@@ -450,7 +345,7 @@ def parse_config(text: str, source: Path) -> GatewayConfig:
     for i, table in enumerate(top.list_("residents")):
         if not isinstance(table, Mapping):
             raise top.fail(f"residents[{i}]", "expected a table")
-        residents.append(_parse_resident(_Reader(file, source.parent, table, f"residents[{i}].")))
+        residents.append(_parse_resident(TableReader(file, source.parent, table, f"residents[{i}].")))
     ids = [r.id for r in residents]
     if len(set(ids)) != len(ids):
         raise top.fail("residents", f"resident ids must be unique, got {ids}")
@@ -458,7 +353,7 @@ def parse_config(text: str, source: Path) -> GatewayConfig:
     for i, table in enumerate(top.list_("devices")):
         if not isinstance(table, Mapping):
             raise top.fail(f"devices[{i}]", "expected a table")
-        devices.append(_parse_device(_Reader(file, source.parent, table, f"devices[{i}]."), set(ids)))
+        devices.append(_parse_device(TableReader(file, source.parent, table, f"devices[{i}]."), set(ids)))
     addresses = [d.address for d in devices]
     if len(set(addresses)) != len(addresses):
         raise top.fail("devices", "device addresses must be unique")
@@ -475,7 +370,7 @@ def parse_config(text: str, source: Path) -> GatewayConfig:
         platform_key_file=platform.path("public_key_file"),
         broker=_parse_broker(top.sub("broker")),
         storage_path=storage.path("path"),
-        storage_max_bytes=_parse_size(storage, "max_bytes", 256 * 2**20),
+        storage_max_bytes=parse_size(storage, "max_bytes", 256 * 2**20),
         ble_link=ble.opt_str("link"),
         ble_max_connections=ble.int_("max_connections", 3, lo=1, hi=16),
         clock_tolerance_s=ble.float_("clock_tolerance_s", 60.0, lo=1.0, hi=86400.0),
@@ -488,85 +383,6 @@ def parse_config(text: str, source: Path) -> GatewayConfig:
         panic_cancel_window_s=alarms.float_("panic_cancel_window_s", 60.0, lo=1.0, hi=3600.0),
         panic_repeat_s=alarms.float_("panic_repeat_s", 30.0, lo=1.0, hi=36000.0),
     )
-
-
-# -- writing --------------------------------------------------------------------------------------------------
-
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-def _key(name: str) -> str:
-    return name if _BARE_KEY.fullmatch(name) else _string(name)
-
-
-def _string(text: str) -> str:
-    out = ['"']
-    for ch in text:
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\u{ord(ch):04X}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
-
-
-def _value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"a config value must be finite, got {value!r}")
-        text = repr(value)
-        return text if any(c in text for c in ".en") else f"{text}.0"
-    if isinstance(value, str):
-        return _string(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_value(v) for v in value) + "]"
-    if isinstance(value, Mapping):
-        return "{ " + ", ".join(f"{_key(str(k))} = {_value(v)}" for k, v in value.items()) + " }"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
-
-
-def _is_table_array(value: object) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(v, Mapping) for v in value)
-
-
-def render_config(data: Mapping[str, Any], *, header: str | None = None) -> str:
-    """TOML text for config ``data`` (what :func:`parse_config` reads back): top-level scalars, then ``[tables]``,
-    then ``[[arrays of tables]]``, with ``header`` as a leading comment.
-
-    The one writer of hub configs: the installer's steps, the demo and the benchmarks build plain data and render it
-    here, so strings are always escaped the same way. Tables nested deeper than one level are written inline
-    (``thresholds = { "bp.systolic.critical_high" = 175.0 }``).
-
-    Raises:
-        ValueError: a float that is not finite.
-        TypeError: a value TOML cannot hold.
-    """
-    lines = [] if header is None else [f"# {line}" for line in header.splitlines()]
-    for name, value in data.items():
-        if not isinstance(value, Mapping) and not _is_table_array(value):
-            lines.append(f"{_key(name)} = {_value(value)}")
-    for name, value in data.items():
-        if isinstance(value, Mapping):
-            lines += ["", f"[{_key(name)}]"]
-            lines += [f"{_key(str(k))} = {_value(v)}" for k, v in value.items()]
-    for name, value in data.items():
-        if _is_table_array(value):
-            for entry in value:
-                lines += ["", f"[[{_key(name)}]]"]
-                lines += [f"{_key(str(k))} = {_value(v)}" for k, v in entry.items()]
-    return "\n".join(lines).lstrip("\n") + "\n"
 
 
 MAX_CONFIG_BYTES = 1 << 20
