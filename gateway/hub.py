@@ -15,18 +15,17 @@ down-messages. For each input, in this order (invariant 5, then invariants 1-4):
    pendant gets no confirm, its re-send is treated as new, the resident still gets the siren, the voice and the
    fallback notifier, and the priority records of the failed commit are offered again with the next commit.
 
-Time comes from an injected ``now`` callable; periodic work happens in :meth:`Hub.tick`, which the app calls on a
-timer. Latency counters (`gateway.core.counters`) follow the input being handled (`gateway.latency`). The group
-commit is `gateway.committer`'s.
+Time comes from the injected :class:`gateway.clock.Clock`; periodic work happens in :meth:`Hub.tick`, which the app
+calls on a timer. Latency counters (`gateway.core.counters`) follow the input being handled (`gateway.latency`). The
+group commit is `gateway.committer`'s; what the panic lifecycle decides is carried out by `gateway.panic_effects`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import assert_never
 
@@ -51,7 +50,7 @@ from gateway.core.downlink import (
     thresholds_cursor,
 )
 from gateway.core.measurements import measure
-from gateway.core.pendant_link import PendantLink, Rejected, cursor_key, event_kind, panic_event_draft
+from gateway.core.pendant_link import PendantLink, Rejected, cursor_key, event_kind
 from gateway.core.sealer import Draft, Sealer
 from gateway.errors import OutboxError
 from gateway.events import (
@@ -69,31 +68,22 @@ from gateway.events import (
 from gateway.feedback import Cue, Feedback, Light, Sound
 from gateway.latency import DeliveryTimer
 from gateway.notifier import FallbackNotifier
-from gateway.outbox import CursorValue, Lane, Outbox
+from gateway.outbox import CursorValue, Outbox
 from gateway.panic import PanicLifecycle
 from gateway.panic_actions import (
-    Action,
-    EmitAlarmStep,
-    EmitPanicEvent,
-    NotifyFallback,
     PanicCall,
-    SetPendantState,
-    ShowCue,
 )
+from gateway.panic_effects import PanicEffects, PendantWriter
 from gateway.rules import RuleEngine
 from gateway.thresholds import ThresholdError, Thresholds
-from protocols.errors import DecodeError, ProtocolError
+from protocols.errors import DecodeError
 from protocols.keys import HubIdentity, PlatformPublicKeys
 from protocols.messages import AlarmSnooze, DownMessage
-from protocols.pendant import FeedbackState
 from protocols.record import (
     AlarmBody,
     AlarmState,
     DownRefusal,
-    DownRefusedBody,
     PanicEventType,
-    RecordKind,
-    status_record_id,
 )
 
 __all__ = ["FallbackNotifier", "Hub", "HubCounters"]
@@ -120,7 +110,7 @@ class Hub:
         pendant_keys: dict[str, bytes],
         fallback: FallbackNotifier,
         clock: Clock | None = None,
-        pendant_writer: Callable[[str, bytes], Awaitable[bool]] | None = None,
+        pendant_writer: PendantWriter | None = None,
     ) -> None:
         self._config = config
         self._outbox = outbox
@@ -128,25 +118,32 @@ class Hub:
         self._rules = rules
         self._alarms = alarms
         self._panic = panic
-        self._fallback = fallback
         self._clock = clock or SystemClock()
         self._now = self._clock.now
-        self._pendant_writer = pendant_writer
         self._hub_id = identity.hub_id
         self.counters = HubCounters()
         self._committer = Committer(outbox, Sealer(identity, platform.box_key), self._clock, self.counters)
         self._alarm_records = AlarmRecords(identity.hub_id, self._language, self.counters.alarms)
         self._pendants = PendantLink(pendant_keys)
+        self._effects = PanicEffects(
+            feedback=feedback,
+            fallback=fallback,
+            pendants=self._pendants,
+            alarm_records=self._alarm_records,
+            track=self._track,
+            counters=self.counters,
+            language=self._language,
+        )
+        self._effects.writer = pendant_writer
         self._base: dict[str, Thresholds] = {r.id: rules.thresholds(r.id) for r in config.residents}
         self._downlink = Downlink(self._base)
         self._delivery_timer = DeliveryTimer()
-        self._escalated_unstored: set[str] = set()  # panic calls whose press could not be stored, escalated once
         #: Ids (hex) of raised alarm records, for the task that waits for the platform's ack of each.
         self.alarm_records: asyncio.Queue[str] = asyncio.Queue(maxsize=_ALARM_QUEUE)
 
-    def set_pendant_writer(self, writer: Callable[[str, bytes], Awaitable[bool]]) -> None:
+    def set_pendant_writer(self, writer: PendantWriter) -> None:
         """Where pendant feedback frames go (the BLE manager, once it runs)."""
-        self._pendant_writer = writer
+        self._effects.writer = writer
 
     async def restore(self) -> None:
         """After a (re)start: pendant counters, the last down-message ``seq`` and accepted threshold changes."""
@@ -301,7 +298,7 @@ class Hub:
                 battery=event.battery,
                 now=now,
             )
-            drafts.extend(await self._carry_out(actions, now, event.counter))
+            drafts.extend(await self._effects.carry_out(actions, now, event.counter))
             started, shown = latency.input_at(), latency.shown_at()
             if kind is PanicEventType.PRESS and started is not None and shown is not None:
                 self.counters.panic_local_s.append(shown - started)
@@ -324,64 +321,10 @@ class Hub:
                 lambda: self._pendants.accept(address, checked),
             )
             if kind is PanicEventType.PRESS:  # a call for help (a long press or a cancel asks to cancel)
-                await self._escalate_unstored(device)
+                await self._effects.escalate_unstored(device, self._panic.open_call(device.address))
             return None
         self._pendants.accept(address, checked)
         return self._pendants.confirm(address, event.counter)
-
-    async def _escalate_unstored(self, device: DeviceConfig) -> None:
-        """A call for help that could not be stored: siren and voice now, the fallback notifier once per call."""
-        language = self._language(device.resident)
-        self._feedback.show(Cue("siren", language, Light.SIREN, Sound.SIREN, urgent=True))
-        self._feedback.show(Cue("panic_still_calling", language, Light.SIREN, Sound.SIREN, urgent=True))
-        call = self._panic.open_call(device.address)
-        alarm_id = call.alarm_id if call is not None else f"unstored-{device.address}"
-        if alarm_id in self._escalated_unstored:
-            return
-        self._escalated_unstored.add(alarm_id)
-        self.counters.fallback_notifications += 1
-        await self._fallback.notify(alarm_id, device.resident, "panic button pressed; the hub cannot store it")
-
-    async def _carry_out(self, actions: Sequence[Action], now: datetime, counter: int | None = None) -> list[Draft]:
-        """Local cues now; record drafts returned for the caller's commit; pendant states and fallbacks after.
-
-        ``counter`` is the pendant event being handled, if any: its panic record's counter, and the event its
-        feedback frames refer to (it is accepted only with the commit that follows).
-        """
-        drafts: list[Draft] = []
-        later: list[SetPendantState | NotifyFallback] = []
-        for action in actions:
-            match action:
-                case ShowCue(cue):
-                    self._feedback.show(cue)
-                    latency.cue_shown()
-                case EmitPanicEvent():
-                    if counter is None:
-                        raise ValueError("the panic lifecycle made a pendant event record outside an event")
-                    drafts.append(panic_event_draft(action, counter, now))
-                case EmitAlarmStep():
-                    drafts.append(self._track(self._alarm_records.panic_step(action, now)))
-                case SetPendantState() | NotifyFallback():
-                    later.append(action)
-                case _:
-                    assert_never(action)
-        for action in later:
-            match action:
-                case SetPendantState(address, state):
-                    await self._write_pendant_state(address, state, counter)
-                case NotifyFallback(alarm_id, resident, message):
-                    self.counters.fallback_notifications += 1
-                    await self._fallback.notify(alarm_id, resident, message)
-        return drafts
-
-    async def _write_pendant_state(self, address: str, state: FeedbackState, counter: int | None) -> None:
-        if self._pendant_writer is None:
-            return
-        frame = self._pendants.feedback_frame(address, state, counter)
-        if frame is None:
-            return
-        with contextlib.suppress(ProtocolError):
-            await self._pendant_writer(address, frame)
 
     # -- platform and time ------------------------------------------------------------------------------------
 
@@ -446,7 +389,9 @@ class Hub:
             case Acknowledge(_, request):
                 if request.alarm_id in self._panic.calls:
                     drafts.extend(
-                        await self._carry_out(self._panic.on_caregiver_ack(request.alarm_id, request.by, now), now)
+                        await self._effects.carry_out(
+                            self._panic.on_caregiver_ack(request.alarm_id, request.by, now), now
+                        )
                     )
                 else:
                     event = self._alarms.acknowledge(request.alarm_id, now, by=request.by)
@@ -459,21 +404,16 @@ class Hub:
                     )
                     drafts.append(self._alarm_records.step(event, now))
                 except CriticalSnoozeError as exc:
-                    decision = Refuse(seq, request.TYPE, DownRefusal.CRITICAL_SNOOZE, str(exc)[:256], request.alarm_id)
-                except (UnknownAlarmError, InvalidSnoozeError) as exc:
-                    reason = (
-                        DownRefusal.UNKNOWN_ALARM if isinstance(exc, UnknownAlarmError) else DownRefusal.INVALID_SNOOZE
-                    )
-                    decision = Refuse(seq, request.TYPE, reason, str(exc)[:256] or reason.value, request.alarm_id)
+                    decision = Refuse.snooze_refused(seq, request, exc, DownRefusal.CRITICAL_SNOOZE)
+                except UnknownAlarmError as exc:
+                    decision = Refuse.snooze_refused(seq, request, exc, DownRefusal.UNKNOWN_ALARM)
+                except InvalidSnoozeError as exc:
+                    decision = Refuse.snooze_refused(seq, request, exc, DownRefusal.INVALID_SNOOZE)
             case _:
                 assert_never(decision)
         if isinstance(decision, Refuse):
             _log.warning("refused down-message %s (%s): %s", decision.seq, decision.reason.value, decision.detail)
-            body = DownRefusedBody(decision.seq, decision.message_type, decision.reason, decision.detail, decision.key)
-            # Priority (never evicted: the platform must learn of it); its id comes from the refused seq, which is
-            # refused once, so a refusal whose commit failed and is made again is still stored once (§3.7).
-            rid = status_record_id(self._hub_id, RecordKind.DOWN_REFUSED, decision.seq)
-            drafts.append(Draft(body, Lane.PRIORITY, now, rid))
+            drafts.append(decision.draft(self._hub_id, now))
         await self._commit(drafts, self._downlink.cursors(decision))
         self._downlink.committed(decision)
         if not isinstance(decision, Refuse):
@@ -494,7 +434,7 @@ class Hub:
             self._feedback.show(Cue("measure_due", self._language(reminder.resident), Light.NOTICE, Sound.CHIME))
         events = self._alarms.apply(evaluation) + self._alarms.tick(now)
         drafts = self._judge(events, now)
-        drafts.extend(await self._carry_out(self._panic.tick(now), now))
+        drafts.extend(await self._effects.carry_out(self._panic.tick(now), now))
         try:
             await self._commit(drafts)
         except OutboxError:

@@ -20,11 +20,14 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TypeAlias, assert_never
 
+from gateway.core.sealer import Draft
+from gateway.outbox_rows import Lane
 from gateway.thresholds import ThresholdError, ThresholdProblem, Thresholds
 from protocols.messages import AlarmAcknowledgement, AlarmSnooze, DownMessage, ThresholdUpdate
-from protocols.record import DownRefusal
+from protocols.record import DownRefusal, DownRefusedBody, RecordKind, status_record_id
 
 __all__ = [
     "REFUSED_CURSOR",
@@ -77,6 +80,18 @@ class Refuse:
     reason: DownRefusal
     detail: str
     key: str | None = None
+
+    @classmethod
+    def snooze_refused(cls, seq: int, request: AlarmSnooze, error: Exception, reason: DownRefusal) -> Refuse:
+        """A snooze the alarm book refused (critical, unknown alarm, invalid duration), with its reason."""
+        return cls(seq, request.TYPE, reason, str(error)[:256] or reason.value, request.alarm_id)
+
+    def draft(self, hub_id: str, now: datetime) -> Draft:
+        """The refusal's record: priority (never evicted: the platform must learn of it), its id made from the
+        refused ``seq``, which is refused once, so a refusal whose commit failed and is made again is still stored
+        once (``docs/protocol.md`` §3.7)."""
+        body = DownRefusedBody(self.seq, self.message_type, self.reason, self.detail, self.key)
+        return Draft(body, Lane.PRIORITY, now, status_record_id(hub_id, RecordKind.DOWN_REFUSED, self.seq))
 
 
 @dataclass(frozen=True, slots=True)
