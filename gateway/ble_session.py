@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from collections.abc import Callable, Sequence
 
 from bleak import BleakClient
 from bleak.backends.characteristic import BleakGATTCharacteristic
@@ -19,13 +17,12 @@ from bleak.exc import BleakError
 from gateway.aio import raise_if_cancelling
 from gateway.ble_errors import ProtocolViolationError, classify_error
 from gateway.ble_racp import BATCH, RacpProgress, device_time, take
-from gateway.ble_types import BleStats, DeviceInformation, DeviceState, Notification, ReadingSink, SessionStep, uuid16
+from gateway.ble_steps import BestEffortSteps
+from gateway.ble_types import BleStats, DeviceState, Notification, ReadingSink, SessionStep, uuid16
 from gateway.clock import Clock
 from gateway.config import DeviceConfig, DeviceKind, GatewayConfig
 from gateway.core.measurements import ClockFinding, Filing, filing_of, is_control_solution
 from gateway.events import (
-    BatteryLevel,
-    ClockCorrected,
     ErrorClass,
     LinkDown,
     LinkUp,
@@ -41,7 +38,6 @@ from protocols.pendant import CONFIRM_CHAR_UUID, EVENT_CHAR_UUID
 __all__ = ["NEEDS_BOND", "SessionRunner"]
 
 _log = logging.getLogger("gateway.ble")
-_T = TypeVar("_T")
 
 # What each kind of device is subscribed to (GATT assigned numbers); what it advertises is in gateway.discovery.
 _MEASUREMENTS: dict[DeviceKind, tuple[int, ...]] = {
@@ -54,10 +50,6 @@ _MEASUREMENTS: dict[DeviceKind, tuple[int, ...]] = {
     DeviceKind.PENDANT: (),
 }
 NEEDS_BOND = frozenset({DeviceKind.BLOOD_PRESSURE, DeviceKind.GLUCOSE, DeviceKind.PENDANT})
-_BATTERY_LEVEL = 0x2A19
-# Device Information Service strings (DIS 1.1): manufacturer, model, serial number, firmware revision.
-_DEVICE_INFORMATION = (0x2A29, 0x2A24, 0x2A25, 0x2A26)
-_CURRENT_TIME = 0x2A2B
 _RACP = 0x2A52
 # Notifications of one device waiting to be stored: more than a meter's memory holds (glucose meters keep up to about
 # a thousand records, cuffs a few hundred), so a whole RACP transfer fits even while a commit is slow; a queue that is
@@ -66,9 +58,6 @@ _QUEUE_LIMIT = 2048
 _DEFERRED_LIMIT = 65_536  # readings a session reads back from the journal after an overflow (numbers, 28 bytes each)
 _RACP_RESPONSES = 2  # RACP responses waiting to be read (one per request)
 _RACP_SILENCE = 60.0  # seconds a RACP transfer may go without a record or the response
-# How far a reading's stamp may run past the device clock the hub read, on that same clock, beyond the time elapsed
-# since the read: the Date Time stamps' whole seconds and the meter's own rounding.
-_STAMP_SLACK = timedelta(seconds=2)
 
 
 class SessionRunner:
@@ -94,6 +83,7 @@ class SessionRunner:
         self._client_backend = client_backend
         self._timeout = timeout
         self._idle_disconnect = idle_disconnect
+        self._steps = BestEffortSteps(config, sink, stats, clock, timeout)
 
     def _release(self, items: Sequence[Notification]) -> None:
         """The readings of `items` are committed (or reported as misbehaviour): release their journal entries."""
@@ -153,9 +143,9 @@ class SessionRunner:
             for uuid in _MEASUREMENTS[cfg.kind]:
                 if uuid16(uuid) in chars:
                     await self._subscribe(client, subscriptions, uuid16(uuid), bridge(uuid))
-            clock = await self._sync_clock(client, cfg, chars)
-            await self._read_battery(client, cfg, chars)
-            await self._read_device_information(client, cfg, chars)
+            clock = await self._steps.sync_clock(client, cfg, chars)
+            await self._steps.read_battery(client, cfg, chars)
+            await self._steps.read_device_information(client, cfg, chars)
             complete = True
             if cfg.kind is DeviceKind.GLUCOSE and uuid16(_RACP) in chars:
                 complete = await self._transfer_records(cfg, client, queue, clock)
@@ -286,93 +276,6 @@ class SessionRunner:
             self.stats.readings += len(readings)
             await self._sink.store_readings(readings, cursor=cursor)
         self._release(items)
-
-    async def _best_effort(self, cfg: DeviceConfig, step: SessionStep, call: Awaitable[_T]) -> _T | None:
-        """Run one best-effort step of a session: its failure is classified, counted and logged (and reported when
-        the device refused it), and the session goes on; only a lost link ends the session."""
-        try:
-            async with asyncio.timeout(self._timeout):
-                return await call
-        except (BleakError, TimeoutError) as exc:
-            kind = classify_error(exc)
-            if kind is ErrorClass.GONE:
-                raise
-            self.stats.step_failures[(step, kind)] += 1
-            _log.warning("%s of %s failed (%s: %s); the session goes on", step.value, cfg.address, kind, exc)
-            if kind is ErrorClass.PROTOCOL:
-                await self._sink.report(Misbehaviour(cfg, f"{step.value} refused ({kind}): {exc}"))
-            return None
-
-    async def _read_battery(self, client: BleakClient, cfg: DeviceConfig, chars: set[str]) -> None:
-        if uuid16(_BATTERY_LEVEL) not in chars:
-            return
-        raw = await self._best_effort(cfg, SessionStep.BATTERY, client.read_gatt_char(uuid16(_BATTERY_LEVEL)))
-        if raw is None:
-            return
-        try:
-            level = gatt.decode(_BATTERY_LEVEL, bytes(raw)).as_dict()["battery_level"]
-        except DecodeError as exc:
-            self.stats.malformed += 1
-            await self._sink.report(Misbehaviour(cfg, f"battery level: {exc}", bytes(raw)))
-            return
-        await self._sink.report(
-            BatteryLevel(cfg, level) if isinstance(level, int) else Misbehaviour(cfg, f"battery level {level!r}")
-        )
-
-    async def _read_device_information(self, client: BleakClient, cfg: DeviceConfig, chars: set[str]) -> None:
-        """Read what the meter says it is, once per run (each string is a best-effort step of its own)."""
-        if cfg.address in self.stats.device_information or not any(uuid16(u) in chars for u in _DEVICE_INFORMATION):
-            return
-        values: list[str | None] = []
-        for uuid in _DEVICE_INFORMATION:
-            raw = None
-            if uuid16(uuid) in chars:
-                raw = await self._best_effort(cfg, SessionStep.DEVICE_INFORMATION, client.read_gatt_char(uuid16(uuid)))
-            # UTF-8 strings (GATT "utf8s"); some meters pad them with NULs.
-            text = None if raw is None else bytes(raw).decode("utf-8", errors="replace").rstrip("\x00").strip()
-            values.append(text or None)
-        info = DeviceInformation(*values)
-        self.stats.device_information[cfg.address] = info
-        _log.info("%s is %s", cfg.address, info)
-
-    async def _sync_clock(self, client: BleakClient, cfg: DeviceConfig, chars: set[str]) -> ClockFinding | None:
-        """Compare the device clock with the hub's; set it when off by more than the tolerance. Returns what the
-        session's readings are corrected with, or None when the clock was right or could not be read."""
-        if uuid16(_CURRENT_TIME) not in chars:
-            return None
-        raw = await self._best_effort(cfg, SessionStep.CLOCK_READ, client.read_gatt_char(uuid16(_CURRENT_TIME)))
-        if raw is None:
-            return None
-        hub_now = self._now()
-        try:
-            current = gatt.decode(_CURRENT_TIME, bytes(raw))
-        except DecodeError as exc:
-            self.stats.malformed += 1
-            await self._sink.report(Misbehaviour(cfg, f"current time: {exc}", bytes(raw)))
-            return None
-        device_now = getattr(current, "datetime", None)
-        device_dt = device_now() if callable(device_now) else device_now
-        # A GATT clock keeps local time with no zone (the resident reads it on the meter's display): it is compared
-        # with, and set to, the hub's time in the home's zone, and its stamps are mapped to UTC by `to_utc`.
-        hub_local = hub_now.astimezone(self._config.timezone).replace(tzinfo=None)
-        drift = None if not isinstance(device_dt, datetime) else device_dt - hub_local
-        if drift is not None and abs(drift.total_seconds()) <= self._config.clock_tolerance_s:
-            return None
-        payload = bytes(gatt.CurrentTime.from_datetime(hub_local, adjust_reason=0x01))
-
-        async def write() -> bool:
-            await client.write_gatt_char(uuid16(_CURRENT_TIME), payload, response=True)
-            return True
-
-        # A meter refusing the write keeps its clock: the offset still corrects its readings, nothing is reported
-        # as corrected.
-        if await self._best_effort(cfg, SessionStep.CLOCK_WRITE, write()):
-            device_time = current.as_dict().get("timestamp")
-            await self._sink.report(ClockCorrected(cfg, device_time if isinstance(device_time, str) else None, drift))
-        if not isinstance(device_dt, datetime):
-            return None
-        to_utc = device_dt - hub_now.astimezone(UTC).replace(tzinfo=None)
-        return ClockFinding(to_utc, device_dt, hub_now, _STAMP_SLACK)
 
     async def _transfer_records(
         self,

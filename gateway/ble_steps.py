@@ -1,0 +1,139 @@
+"""The best-effort steps of a meter's session: the clock, the battery, what the meter says it is.
+
+A session (`gateway.ble_session`) subscribes first, so nothing here can keep a meter's readings from the hub. Each
+step is independent (issue 14 item 4): a meter that refuses the Current Time write (ATT 0x80, seen on Omron cuffs)
+or has no Battery Service still delivers its readings; a failed step is classified, counted in
+:class:`gateway.ble_types.BleStats` and logged, reported as misbehaviour when the device refused it, and only a lost
+link ends the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+
+from bleak import BleakClient
+from bleak.exc import BleakError
+
+from gateway.ble_errors import classify_error
+from gateway.ble_types import BleStats, DeviceInformation, ReadingSink, SessionStep, uuid16
+from gateway.clock import Clock
+from gateway.config import DeviceConfig, GatewayConfig
+from gateway.core.measurements import ClockFinding
+from gateway.events import BatteryLevel, ClockCorrected, ErrorClass, Misbehaviour
+from protocols import gatt
+from protocols.errors import DecodeError
+
+__all__ = ["BestEffortSteps"]
+
+_log = logging.getLogger("gateway.ble")
+_T = TypeVar("_T")
+
+_BATTERY_LEVEL = 0x2A19
+# Device Information Service strings (DIS 1.1): manufacturer, model, serial number, firmware revision.
+_DEVICE_INFORMATION = (0x2A29, 0x2A24, 0x2A25, 0x2A26)
+_CURRENT_TIME = 0x2A2B
+# How far a reading's stamp may run past the device clock the hub read, on that same clock, beyond the time elapsed
+# since the read: the Date Time stamps' whole seconds and the meter's own rounding.
+_STAMP_SLACK = timedelta(seconds=2)
+
+
+class BestEffortSteps:
+    """The steps of a session whose failure does not end it, for one runner's sessions."""
+
+    def __init__(self, config: GatewayConfig, sink: ReadingSink, stats: BleStats, clock: Clock, timeout: float) -> None:
+        self._config = config
+        self._sink = sink
+        self.stats = stats
+        self._now = clock.now
+        self._timeout = timeout
+
+    async def best_effort(self, cfg: DeviceConfig, step: SessionStep, call: Awaitable[_T]) -> _T | None:
+        """Run one best-effort step of a session: its failure is classified, counted and logged (and reported when
+        the device refused it), and the session goes on; only a lost link ends the session."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await call
+        except (BleakError, TimeoutError) as exc:
+            kind = classify_error(exc)
+            if kind is ErrorClass.GONE:
+                raise
+            self.stats.step_failures[(step, kind)] += 1
+            _log.warning("%s of %s failed (%s: %s); the session goes on", step.value, cfg.address, kind, exc)
+            if kind is ErrorClass.PROTOCOL:
+                await self._sink.report(Misbehaviour(cfg, f"{step.value} refused ({kind}): {exc}"))
+            return None
+
+    async def read_battery(self, client: BleakClient, cfg: DeviceConfig, chars: set[str]) -> None:
+        if uuid16(_BATTERY_LEVEL) not in chars:
+            return
+        raw = await self.best_effort(cfg, SessionStep.BATTERY, client.read_gatt_char(uuid16(_BATTERY_LEVEL)))
+        if raw is None:
+            return
+        try:
+            level = gatt.decode(_BATTERY_LEVEL, bytes(raw)).as_dict()["battery_level"]
+        except DecodeError as exc:
+            self.stats.malformed += 1
+            await self._sink.report(Misbehaviour(cfg, f"battery level: {exc}", bytes(raw)))
+            return
+        await self._sink.report(
+            BatteryLevel(cfg, level) if isinstance(level, int) else Misbehaviour(cfg, f"battery level {level!r}")
+        )
+
+    async def read_device_information(self, client: BleakClient, cfg: DeviceConfig, chars: set[str]) -> None:
+        """Read what the meter says it is, once per run (each string is a best-effort step of its own)."""
+        if cfg.address in self.stats.device_information or not any(uuid16(u) in chars for u in _DEVICE_INFORMATION):
+            return
+        values: list[str | None] = []
+        for uuid in _DEVICE_INFORMATION:
+            raw = None
+            if uuid16(uuid) in chars:
+                raw = await self.best_effort(cfg, SessionStep.DEVICE_INFORMATION, client.read_gatt_char(uuid16(uuid)))
+            # UTF-8 strings (GATT "utf8s"); some meters pad them with NULs.
+            text = None if raw is None else bytes(raw).decode("utf-8", errors="replace").rstrip("\x00").strip()
+            values.append(text or None)
+        info = DeviceInformation(*values)
+        self.stats.device_information[cfg.address] = info
+        _log.info("%s is %s", cfg.address, info)
+
+    async def sync_clock(self, client: BleakClient, cfg: DeviceConfig, chars: set[str]) -> ClockFinding | None:
+        """Compare the device clock with the hub's; set it when off by more than the tolerance. Returns what the
+        session's readings are corrected with, or None when the clock was right or could not be read."""
+        if uuid16(_CURRENT_TIME) not in chars:
+            return None
+        raw = await self.best_effort(cfg, SessionStep.CLOCK_READ, client.read_gatt_char(uuid16(_CURRENT_TIME)))
+        if raw is None:
+            return None
+        hub_now = self._now()
+        try:
+            current = gatt.decode(_CURRENT_TIME, bytes(raw))
+        except DecodeError as exc:
+            self.stats.malformed += 1
+            await self._sink.report(Misbehaviour(cfg, f"current time: {exc}", bytes(raw)))
+            return None
+        device_now = getattr(current, "datetime", None)
+        device_dt = device_now() if callable(device_now) else device_now
+        # A GATT clock keeps local time with no zone (the resident reads it on the meter's display): it is compared
+        # with, and set to, the hub's time in the home's zone, and its stamps are mapped to UTC by `to_utc`.
+        hub_local = hub_now.astimezone(self._config.timezone).replace(tzinfo=None)
+        drift = None if not isinstance(device_dt, datetime) else device_dt - hub_local
+        if drift is not None and abs(drift.total_seconds()) <= self._config.clock_tolerance_s:
+            return None
+        payload = bytes(gatt.CurrentTime.from_datetime(hub_local, adjust_reason=0x01))
+
+        async def write() -> bool:
+            await client.write_gatt_char(uuid16(_CURRENT_TIME), payload, response=True)
+            return True
+
+        # A meter refusing the write keeps its clock: the offset still corrects its readings, nothing is reported
+        # as corrected.
+        if await self.best_effort(cfg, SessionStep.CLOCK_WRITE, write()):
+            device_time = current.as_dict().get("timestamp")
+            await self._sink.report(ClockCorrected(cfg, device_time if isinstance(device_time, str) else None, drift))
+        if not isinstance(device_dt, datetime):
+            return None
+        to_utc = device_dt - hub_now.astimezone(UTC).replace(tzinfo=None)
+        return ClockFinding(to_utc, device_dt, hub_now, _STAMP_SLACK)
