@@ -32,11 +32,9 @@ Cases the machine handles, one per input:
 
 from __future__ import annotations
 
-import enum
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, time, timedelta, tzinfo
+from datetime import UTC, datetime
 
 from gateway.clock import Clock, SystemClock
 from gateway.cues import Cue, Light, Sound
@@ -50,108 +48,15 @@ from gateway.panic_actions import (
     SetPendantState,
     ShowCue,
 )
+from gateway.panic_policy import Echo, PanicPolicy, PendantLimits
 from protocols.pendant import FeedbackState
 from protocols.record import AlarmState, AlarmTier, PanicEventType
 
 __all__ = ["PanicLifecycle", "PanicPolicy"]
 
 
-@dataclass(frozen=True, slots=True)
-class PanicPolicy:
-    """Installer-configurable timings, in the home's zone.
-
-    Attributes:
-        local_zone: the home's time zone (``[hub] timezone``); the check-in deadline is local time in it.
-        ack_timeout: how long a call waits for the platform's ack before escalating locally.
-        cancel_window: how long after the press the resident may still cancel.
-        repeat_interval: how often an open call repeats its voice (and an escalated one its fallback).
-        checkin_deadline: the local time by which the daily check-in is expected (None: no check-in).
-        echo_interval: at most one record per pendant and event kind per interval for events that change nothing
-            (a press joining an open call, a refused or stray cancel, a check-in); the first press of a call and a
-            cancel that closes one are always recorded.
-        cancel_limit: at most this many calls a pendant may cancel per `cancel_limit_window`; a further cancel is
-            refused (the call stays open until a caregiver closes it), so press/cancel toggling opens a bounded
-            number of calls.
-        cancel_limit_window: see `cancel_limit`.
-    """
-
-    local_zone: tzinfo
-    ack_timeout: timedelta = timedelta(seconds=5)
-    cancel_window: timedelta = timedelta(seconds=60)
-    repeat_interval: timedelta = timedelta(seconds=30)
-    checkin_deadline: time | None = time(11, 0)
-    echo_interval: timedelta = timedelta(seconds=30)
-    cancel_limit: int = 3
-    cancel_limit_window: timedelta = timedelta(minutes=10)
-
-    def __post_init__(self) -> None:
-        for name in ("ack_timeout", "cancel_window", "repeat_interval", "echo_interval", "cancel_limit_window"):
-            if getattr(self, name) <= timedelta(0):
-                raise ValueError(f"panic policy: {name} must be positive")
-        if self.cancel_limit < 1:
-            raise ValueError("panic policy: cancel_limit must be at least 1")
-
-    def max_calls(self, elapsed: timedelta) -> int:
-        """The most calls one pendant's events can open in `elapsed` (monotonic) time, however many events come.
-
-        A call is opened only by a press with no open call, so after the first only by a press following a
-        cancel, and the resident may cancel at most `cancel_limit` calls in any `cancel_limit_window`. (A call a
-        caregiver answers is closed by the platform, not by the pendant's events, and is not counted here.)
-        """
-        windows = int(elapsed / self.cancel_limit_window) + 1
-        return 1 + self.cancel_limit * windows
-
-    def max_records(self, elapsed: timedelta) -> int:
-        """The most records one pendant's events and the ticks can emit in `elapsed` (monotonic) time.
-
-        Per call at most five: the press, "raised", "escalated", and the honoured cancel with "cancelled" (or a
-        caregiver's "acknowledged", which comes from the platform). Besides, at most one echo record per event kind
-        (press, cancel, check-in) per `echo_interval`. Events are counted once per pendant counter: an event sent
-        again because its records could not be stored makes those same records again (same ids), not new ones.
-        """
-        echoes = len(_ECHO_KINDS) * (int(elapsed / self.echo_interval) + 1)
-        return 5 * self.max_calls(elapsed) + echoes
-
-
-class _Echo(enum.Enum):
-    """Events that change no call, each kind limited to one record per `PanicPolicy.echo_interval` per pendant."""
-
-    PRESS = "press"  # a press joining an open call
-    CANCEL = "cancel"  # a cancel refused, or with no call to cancel
-    CHECKIN = "checkin"
-
-
-_ECHO_KINDS = tuple(_Echo)
-
 # Closed calls kept for lookups (a late platform ack, a caregiver's answer to a call the resident cancelled).
 _CLOSED_CALLS_KEPT = 64
-
-
-@dataclass(slots=True)
-class _PendantLimits:
-    """Per-pendant rate state, on the monotonic clock."""
-
-    echoed: dict[_Echo, float] = field(default_factory=dict)  # when each echo kind was last recorded
-    cancels: deque[float] = field(default_factory=deque)  # when the most recent honoured cancels happened
-
-    def echo_due(self, kind: _Echo, mono: float, interval: float) -> bool:
-        """Whether an echo of `kind` may be recorded now (and, if so, count it)."""
-        last = self.echoed.get(kind)
-        if last is not None and mono - last < interval:
-            return False
-        self.echoed[kind] = mono
-        return True
-
-    def cancel_allowed(self, mono: float, limit: int, window: float) -> bool:
-        """Whether one more cancel fits in the window (not yet counted: see :meth:`count_cancel`)."""
-        while self.cancels and mono - self.cancels[0] >= window:
-            self.cancels.popleft()
-        return len(self.cancels) < limit
-
-    def count_cancel(self, mono: float, limit: int) -> None:
-        self.cancels.append(mono)
-        while len(self.cancels) > limit:
-            self.cancels.popleft()
 
 
 @dataclass(slots=True)
@@ -169,7 +74,7 @@ class PanicLifecycle:
     calls: dict[str, PanicCall] = field(default_factory=dict)
     last_checkin: dict[str, datetime] = field(default_factory=dict)
     checkin_warned: dict[str, datetime] = field(default_factory=dict)
-    _limits: dict[str, _PendantLimits] = field(default_factory=dict)
+    _limits: dict[str, PendantLimits] = field(default_factory=dict)
 
     def _lang(self, resident: str) -> str:
         return self.language.get(resident, "en")
@@ -203,8 +108,8 @@ class PanicLifecycle:
             by=by,
         )
 
-    def _echo(self, pendant: str, kind: _Echo, mono: float, record: EmitPanicEvent) -> list[Action]:
-        limits = self._limits.setdefault(pendant, _PendantLimits())
+    def _echo(self, pendant: str, kind: Echo, mono: float, record: EmitPanicEvent) -> list[Action]:
+        limits = self._limits.setdefault(pendant, PendantLimits())
         if limits.echo_due(kind, mono, self.policy.echo_interval.total_seconds()):
             return [record]
         return []
@@ -243,7 +148,7 @@ class PanicLifecycle:
             self.last_checkin[resident] = wall
             return [
                 ShowCue(Cue("checkin_ok", lang, Light.OK, Sound.CHIME)),
-                *self._echo(pendant, _Echo.CHECKIN, mono, event),
+                *self._echo(pendant, Echo.CHECKIN, mono, event),
                 SetPendantState(pendant, FeedbackState.CHECKIN_OK),
             ]
         if kind is PanicEventType.PRESS:
@@ -252,7 +157,7 @@ class PanicLifecycle:
                 joined = replace(event, alarm_id=current.alarm_id)
                 return [
                     ShowCue(Cue("panic_still_calling", lang, Light.HELP_CALLED, Sound.BEEP, urgent=True)),
-                    *self._echo(pendant, _Echo.PRESS, mono, joined),
+                    *self._echo(pendant, Echo.PRESS, mono, joined),
                 ]
             # A first press is never dropped, delayed or rate-limited.
             alarm_id = f"panic-{pendant.replace(':', '').lower()}-{counter}"
@@ -275,8 +180,8 @@ class PanicLifecycle:
             return self._opening(call, event, lang)
         # LONG_PRESS and CANCEL both ask to cancel.
         if current is None:
-            return self._echo(pendant, _Echo.CANCEL, mono, event)
-        limits = self._limits.setdefault(pendant, _PendantLimits())
+            return self._echo(pendant, Echo.CANCEL, mono, event)
+        limits = self._limits.setdefault(pendant, PendantLimits())
         in_window = mono - current.opened_mono <= self.policy.cancel_window.total_seconds()
         allowed = limits.cancel_allowed(mono, self.policy.cancel_limit, self.policy.cancel_limit_window.total_seconds())
         if not in_window or not allowed:
@@ -284,7 +189,7 @@ class PanicLifecycle:
             refused = replace(event, alarm_id=current.alarm_id, cancel_refused=True)
             return [
                 ShowCue(Cue("panic_still_calling", lang, Light.HELP_CALLED, Sound.BEEP, urgent=True)),
-                *self._echo(pendant, _Echo.CANCEL, mono, refused),
+                *self._echo(pendant, Echo.CANCEL, mono, refused),
             ]
         limits.count_cancel(mono, self.policy.cancel_limit)
         cancelled = replace(current, state=CallState.CANCELLED, cancel_counter=counter)
