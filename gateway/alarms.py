@@ -36,6 +36,7 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 
 from gateway.clock import Clock, SystemClock
+from gateway.cues import MESSAGE_KEYS
 from gateway.errors import GatewayError
 from gateway.findings import ConditionRef, Evaluation, Finding, Transition
 from gateway.thresholds import Tier
@@ -53,35 +54,6 @@ __all__ = [
     "InvalidSnoozeError",
     "UnknownAlarmError",
 ]
-
-# Every message key the rule engine and the alarm book use; `gateway.catalogue` holds the English and Mandarin
-# texts. English gloss of each:
-MESSAGE_KEYS: tuple[str, ...] = (
-    "bp_high",  # blood pressure is high: rest, measure again later
-    "bp_very_high",  # blood pressure is very high: sit down and rest
-    "bp_crisis_remeasure",  # dangerously high: sit quietly five minutes, then measure again
-    "bp_crisis_confirmed",  # still dangerously high: the doctor is being told now
-    "bp_low",  # blood pressure is low: sit or lie down
-    "glucose_low",  # blood sugar is low: eat or drink something sweet now
-    "glucose_hypo_critical",  # blood sugar is very low: eat something sweet now, help is being called
-    "glucose_high",  # blood sugar is high: drink water, follow the plan
-    "glucose_very_high",  # blood sugar is very high: the doctor is being told
-    "glucose_swing",  # blood sugar changed a lot since last time: the doctor will review the medicine
-    "spo2_low",  # oxygen level is low: sit upright, breathe slowly
-    "spo2_critical",  # oxygen level is very low: help is being called
-    "pulse_abnormal",  # pulse is outside the usual range: rest
-    "pulse_critical",  # pulse is dangerously abnormal: help is being called
-    "temperature_low",  # temperature is low: keep warm, measure again
-    "temperature_fever",  # fever: drink water and rest
-    "temperature_critical",  # temperature is dangerous: help is being called
-    "weight_gain",  # weight went up quickly: the doctor or nurse will be told
-    "measure_reminder",  # the scheduled measurement was not taken in time
-    "device_silent",  # a device has not been heard from for a while
-    "battery_low_meter",  # a meter's battery is low: change it soon
-    "battery_low_pendant",  # the call button's battery is low: change it today
-    "reading_unreliable",  # that reading did not work: measure again
-    "all_clear",  # readings are back in range
-)
 
 
 class AlarmError(GatewayError):

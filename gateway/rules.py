@@ -11,7 +11,7 @@ deadline for re-measuring a blood-pressure crisis -- run on its monotonic clock,
 neither fires nor delays them; schedules are wall time, read in the home's zone (``[hub] timezone``), and readings
 are compared by the times they were taken.
 
-Conditions and their message keys (the voice catalogue's keys, see `gateway.alarms.MESSAGE_KEYS`):
+Conditions and their message keys (the voice catalogue's keys, see `gateway.cues.MESSAGE_KEYS`):
 
 - ``bp.high`` (systolic or diastolic) notice ``bp_high``, warning ``bp_very_high``. A *crisis* reading (above
   ``bp.systolic.critical_high`` or ``bp.diastolic.critical_high``) is not believed at once: see
