@@ -22,9 +22,7 @@ Keys of ``[hub]``:
 from __future__ import annotations
 
 import logging
-import os
 import re
-import stat
 import tomllib
 import unicodedata
 from collections.abc import Mapping
@@ -36,7 +34,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from gateway.clock import HomeZone, ZoneNameError, ZoneSource, system_zone, zone_named
-from gateway.config_reader import ConfigError, TableReader, parse_size
+from gateway.config_reader import MAX_CONFIG_BYTES, ConfigError, TableReader, parse_size, read_config_text
 from gateway.config_writer import render_config
 from gateway.thresholds import ThresholdError, ThresholdProblem, resolve_thresholds
 from protocols.devices import DeviceKind
@@ -385,50 +383,6 @@ def parse_config(text: str, source: Path) -> GatewayConfig:
     )
 
 
-MAX_CONFIG_BYTES = 1 << 20
-"""The largest hub config read: a home's hub.toml is a few kilobytes (16 devices, their residents' schedules and
-thresholds); anything near a mebibyte is not a config, and reading it whole could exhaust a Pi's memory."""
-
-
-def _read_text(path: Path) -> str:
-    """The config file's text, refused unless it is a regular file of at most :data:`MAX_CONFIG_BYTES` in UTF-8.
-
-    Opened without blocking (a FIFO does not wait for a writer) and checked on the open descriptor, so a device such
-    as ``/dev/zero`` or a huge file is never read without bound.
-    """
-    file = str(path)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        raise ConfigError(file, "(file)", f"cannot read: {exc.strerror}") from None
-    except ValueError:  # an embedded NUL byte
-        raise ConfigError(repr(file), "(file)", "a path cannot contain a NUL byte") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(file, "(file)", "not a regular file (a directory, device or FIFO); give hub.toml's path")
-        if info.st_size > MAX_CONFIG_BYTES:
-            raise ConfigError(
-                file, "(file)", f"{info.st_size} bytes is too large for a config (at most {MAX_CONFIG_BYTES})"
-            )
-        chunks: list[bytes] = []
-        size = 0
-        while size <= MAX_CONFIG_BYTES and (chunk := os.read(fd, MAX_CONFIG_BYTES + 1 - size)):
-            chunks.append(chunk)
-            size += len(chunk)
-        if size > MAX_CONFIG_BYTES:  # it grew while being read
-            raise ConfigError(file, "(file)", f"too large for a config (more than {MAX_CONFIG_BYTES} bytes)")
-    except OSError as exc:
-        raise ConfigError(file, "(file)", f"cannot read: {exc.strerror}") from None
-    finally:
-        os.close(fd)
-    data = b"".join(chunks)
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(file, "(file)", f"not UTF-8 text (byte {exc.start})") from None
-
-
 def load_config(path: Path) -> GatewayConfig:
-    """Read and validate a hub config file (:func:`_read_text` bounds the read)."""
-    return parse_config(_read_text(path), path)
+    """Read and validate a hub config file (:func:`gateway.config_reader.read_config_text` bounds the read)."""
+    return parse_config(read_config_text(path), path)

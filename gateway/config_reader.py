@@ -9,12 +9,14 @@ types on it.
 from __future__ import annotations
 
 import math
+import os
 import re
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ConfigError", "TableReader", "parse_size"]
+__all__ = ["MAX_CONFIG_BYTES", "ConfigError", "TableReader", "parse_size", "read_config_text"]
 
 
 class ConfigError(ValueError):
@@ -121,3 +123,47 @@ def parse_size(reader: TableReader, name: str, default: int) -> int:
             if size > 0:
                 return size
     raise reader.fail(name, f'expected a positive size in bytes or with a unit ("64MB"), got {value!r}')
+
+
+MAX_CONFIG_BYTES = 1 << 20
+"""The largest hub config read: a home's hub.toml is a few kilobytes (16 devices, their residents' schedules and
+thresholds); anything near a mebibyte is not a config, and reading it whole could exhaust a Pi's memory."""
+
+
+def read_config_text(path: Path) -> str:
+    """The config file's text, refused unless it is a regular file of at most :data:`MAX_CONFIG_BYTES` in UTF-8.
+
+    Opened without blocking (a FIFO does not wait for a writer) and checked on the open descriptor, so a device such
+    as ``/dev/zero`` or a huge file is never read without bound.
+    """
+    file = str(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ConfigError(file, "(file)", f"cannot read: {exc.strerror}") from None
+    except ValueError:  # an embedded NUL byte
+        raise ConfigError(repr(file), "(file)", "a path cannot contain a NUL byte") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(file, "(file)", "not a regular file (a directory, device or FIFO); give hub.toml's path")
+        if info.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                file, "(file)", f"{info.st_size} bytes is too large for a config (at most {MAX_CONFIG_BYTES})"
+            )
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_CONFIG_BYTES and (chunk := os.read(fd, MAX_CONFIG_BYTES + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > MAX_CONFIG_BYTES:  # it grew while being read
+            raise ConfigError(file, "(file)", f"too large for a config (more than {MAX_CONFIG_BYTES} bytes)")
+    except OSError as exc:
+        raise ConfigError(file, "(file)", f"cannot read: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(file, "(file)", f"not UTF-8 text (byte {exc.start})") from None
