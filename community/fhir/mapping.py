@@ -1,0 +1,401 @@
+"""Stored measurement records as FHIR R4 Observations (issue 18 item 6), and the facts an Observation carries back.
+
+One measurement record becomes one ``Observation`` whose ``identifier`` is the record's carehub id (system
+``urn:carehub:hub:<hub>:record``), so exporting the same record again produces the same resource with the same
+logical id. What the Personal Health Device IG reports as separate observations of one device measurement (a cuff's
+pulse rate, an oximeter's pulse rate, a scale's BMI and height) are ``component``\\ s of the record's Observation,
+each coded with its own LOINC and MDC codes (:mod:`community.fhir.codes`). Values are exported exactly as the meter
+sent them, in its unit (a UCUM code); an IEEE 11073 special value (NaN, NRes, +INF, -INF), or a value the meter left
+out while naming its unit, keeps the unit and carries a ``data-absent-reason`` extension on the quantity's value.
+
+:func:`observation_facts` reads an exported Observation back; :func:`expected_facts` is what it must equal for the
+stored reading (the round trip of ``tests/fhir``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import enum
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Final
+
+from community.console.analytics import taken_at
+from community.fhir import codes
+from community.fhir.codes import Concept, DeviceType
+from community.storage import StoredReading
+from protocols import gatt
+from protocols.record import RecordKind
+
+__all__ = [
+    "DEVICE_TIME_URL",
+    "UNRELIABLE_URL",
+    "ExportError",
+    "ObservationFacts",
+    "Special",
+    "expected_facts",
+    "exportable",
+    "observation",
+    "observation_facts",
+    "reference",
+    "resource_id",
+    "system",
+]
+
+DEVICE_TIME_URL: Final = "urn:carehub:fhir:extension:device-time"
+"""Extension: the meter's own time stamp exactly as it reported it (local time, no zone)."""
+UNRELIABLE_URL: Final = "urn:carehub:fhir:extension:unreliable"
+"""Extension: the hub or the meter flagged the reading as not trustworthy (movement, cuff fit, out of range)."""
+_ABSENT_URL: Final = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
+
+
+class ExportError(ValueError):
+    """A stored record cannot be exported as FHIR (its body is not what its kind promises)."""
+
+
+class Special(enum.Enum):
+    """An IEEE 11073 special value as decoded (``protocols/README.md``) and its FHIR data-absent reason."""
+
+    NAN = ("NaN", "not-a-number")
+    NRES = ("NRes", "error")
+    POS_INF = ("+INF", "positive-infinity")
+    NEG_INF = ("-INF", "negative-infinity")
+
+
+_SPECIAL_BY_TEXT: Final = {s.value[0]: s for s in Special}
+_SPECIAL_BY_REASON: Final = {s.value[1]: s for s in Special}
+
+
+def system(hub: str, what: str) -> str:
+    """The identifier system of a hub's ``what`` (``record``, ``device``, ``resident``, ``alarm``)."""
+    return f"urn:carehub:hub:{hub}:{what}"
+
+
+def resource_id(prefix: str, hub: str, value: str) -> str:
+    """A stable FHIR logical id (``[A-Za-z0-9.-]{1,64}``) for a hub's ``value``: the same input, the same id."""
+    digest = hashlib.blake2b(f"{hub}\x1f{value}".encode(), digest_size=12, person=b"carehub-fhir").hexdigest()
+    return f"{prefix}-{digest}"
+
+
+def reference(resource_type: str, hub: str, what: str, value: str, prefix: str) -> dict[str, Any]:
+    """A ``Reference`` by logical id that also names the carehub identifier (so a reader can resolve either)."""
+    return {
+        "reference": f"{resource_type}/{resource_id(prefix, hub, value)}",
+        "type": resource_type,
+        "identifier": {"system": system(hub, what), "value": value},
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class _Field:
+    """One measured value of a characteristic: its key in ``values``, its code, and where its unit comes from."""
+
+    key: str
+    concept: Concept | None  # a component's code; ``None`` for the Observation's own value (coded by the spec)
+    unit_key: str | None = None  # the key of ``values`` that holds the unit word
+    fixed_unit: str | None = None  # or the unit word when the characteristic fixes it
+
+
+@dataclass(frozen=True, slots=True)
+class _Spec:
+    """How a characteristic's values map: the Observation code, its own value (if any) and its components."""
+
+    concept: Callable[[Mapping[str, Any]], Concept]
+    primary: _Field | None
+    components: tuple[_Field, ...]
+    category: str
+    device: DeviceType
+
+    def fields(self) -> tuple[_Field, ...]:
+        return self.components if self.primary is None else (self.primary, *self.components)
+
+
+def _fixed(concept: Concept) -> Callable[[Mapping[str, Any]], Concept]:
+    return lambda _values: concept
+
+
+def _glucose(values: Mapping[str, Any]) -> Concept:
+    return codes.glucose_concept(values.get("type"), str(values.get("unit")))
+
+
+_OXIMETRY = _Spec(
+    _fixed(codes.SPO2),
+    _Field("spo2", None, fixed_unit="%"),
+    (_Field("pulse_rate", codes.PULSE_OXIMETER, fixed_unit="/min"),),
+    "vital-signs",
+    DeviceType.OXIMETER,
+)
+SPECS: Final[Mapping[int, _Spec]] = MappingProxyType(
+    {
+        gatt.BloodPressureMeasurement.UUID: _Spec(
+            _fixed(codes.BP_PANEL),
+            None,
+            (
+                _Field("systolic", codes.BP_SYSTOLIC, unit_key="unit"),
+                _Field("diastolic", codes.BP_DIASTOLIC, unit_key="unit"),
+                _Field("mean_arterial", codes.BP_MEAN, unit_key="unit"),
+                _Field("pulse_rate", codes.PULSE_CUFF, fixed_unit="/min"),
+            ),
+            "vital-signs",
+            DeviceType.BLOOD_PRESSURE,
+        ),
+        gatt.GlucoseMeasurement.UUID: _Spec(
+            _glucose, _Field("concentration", None, unit_key="unit"), (), "laboratory", DeviceType.GLUCOSE
+        ),
+        gatt.PlxSpotCheckMeasurement.UUID: _OXIMETRY,
+        gatt.PlxContinuousMeasurement.UUID: _OXIMETRY,
+        gatt.TemperatureMeasurement.UUID: _Spec(
+            _fixed(codes.BODY_TEMPERATURE),
+            _Field("value", None, unit_key="unit"),
+            (),
+            "vital-signs",
+            DeviceType.THERMOMETER,
+        ),
+        gatt.WeightMeasurement.UUID: _Spec(
+            _fixed(codes.BODY_WEIGHT),
+            _Field("weight", None, unit_key="unit"),
+            (_Field("bmi", codes.BMI, fixed_unit="kg/m2"), _Field("height", codes.BODY_HEIGHT, unit_key="height_unit")),
+            "vital-signs",
+            DeviceType.SCALE,
+        ),
+        gatt.HeartRateMeasurement.UUID: _Spec(
+            _fixed(codes.HEART_RATE),
+            _Field("heart_rate", None, fixed_unit="/min"),
+            (),
+            "vital-signs",
+            DeviceType.HEART_RATE,
+        ),
+    }
+)
+"""Exported characteristics. Others measurement records (Glucose Measurement Context 0x2A34 and any other) are
+not Observations of their own; :func:`exportable` says why."""
+
+
+def exportable(reading: StoredReading) -> str | None:
+    """``None`` when ``reading`` becomes an Observation; otherwise why not (a short reason, for the export's count)."""
+    if reading.kind != RecordKind.MEASUREMENT.value:
+        return f"{reading.kind} record"
+    uuid = reading.body.get("uuid")
+    if uuid not in SPECS:
+        return f"measurement 0x{uuid:04X}" if isinstance(uuid, int) else "measurement without a characteristic"
+    values = reading.values or {}
+    if uuid == gatt.GlucoseMeasurement.UUID and values.get("type") == codes.GLUCOSE_CONTROL_SOLUTION:
+        return "glucose control-solution test"
+    return None
+
+
+def _unit(field: _Field, values: Mapping[str, Any]) -> str | None:
+    word = field.fixed_unit if field.fixed_unit is not None else values.get(field.unit_key or "")
+    return word if isinstance(word, str) else None
+
+
+def _quantity(field: _Field, value: object, values: Mapping[str, Any], record_id: str) -> dict[str, Any]:
+    word = _unit(field, values)
+    ucum = codes.UCUM_UNITS.get(word or "")
+    if ucum is None:
+        raise ExportError(f"record {record_id}: {field.key} has no known unit ({word!r})")
+    quantity: dict[str, Any] = {"unit": word, "system": codes.UCUM, "code": ucum}
+    if value is None or isinstance(value, str):
+        special = None if value is None else _SPECIAL_BY_TEXT.get(value)
+        if value is not None and special is None:
+            raise ExportError(f"record {record_id}: {field.key} is {value!r}, not a number")
+        reason = "unknown" if special is None else special.value[1]
+        quantity["_value"] = {"extension": [{"url": _ABSENT_URL, "valueCode": reason}]}
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        quantity["value"] = value
+    else:
+        raise ExportError(f"record {record_id}: {field.key} is {value!r}, not a number")
+    return quantity
+
+
+def _component_code(field: _Field) -> dict[str, object]:
+    if field.concept is None:
+        raise ExportError(f"component {field.key} has no code")
+    return field.concept.to_json()
+
+
+def _iso(at: _dt.datetime) -> str:
+    return at.astimezone(_dt.UTC).isoformat()
+
+
+def observation(reading: StoredReading, zone: _dt.tzinfo | None = None) -> dict[str, Any]:
+    """The Observation of an exportable measurement record (:func:`exportable`), as FHIR JSON.
+
+    ``zone`` is the home's time zone: with it, ``effectiveDateTime`` is the meter's own time when it is plausible
+    (:func:`community.console.analytics.taken_at`); without, the hub's corrected or receive time.
+
+    Raises:
+        ExportError: the record is not exportable, or a value or unit is not what its characteristic sends.
+    """
+    why = exportable(reading)
+    if why is not None:
+        raise ExportError(f"record {reading.record_id}: {why} is not an Observation")
+    values = reading.values or {}
+    spec = SPECS[reading.body["uuid"]]
+    hub = reading.hub
+    obs: dict[str, Any] = {
+        "resourceType": "Observation",
+        "id": resource_id("obs", hub, reading.record_id),
+        "identifier": [{"system": system(hub, "record"), "value": reading.record_id}],
+        "status": "final",
+        "category": [{"coding": [{"system": codes.OBSERVATION_CATEGORY, "code": spec.category}]}],
+        "code": spec.concept(values).to_json(),
+    }
+    extensions: list[dict[str, Any]] = []
+    if reading.device_time is not None:
+        extensions.append({"url": DEVICE_TIME_URL, "valueString": reading.device_time})
+    if reading.body.get("unreliable"):
+        extensions.append({"url": UNRELIABLE_URL, "valueBoolean": True})
+    if extensions:
+        obs["extension"] = extensions
+    if reading.resident_id is not None:
+        obs["subject"] = reference("Patient", hub, "resident", reading.resident_id, "pat")
+    obs["effectiveDateTime"] = _iso(taken_at(reading, zone))
+    obs["issued"] = _iso(reading.hub_time)
+    if spec.primary is not None:
+        value = values.get(spec.primary.key)
+        if value is None and _unit(spec.primary, values) is None:
+            obs["dataAbsentReason"] = {"coding": [{"system": codes.DATA_ABSENT_REASON, "code": "unknown"}]}
+        else:
+            obs["valueQuantity"] = _quantity(spec.primary, value, values, reading.record_id)
+    if reading.device is not None:
+        obs["device"] = reference("Device", hub, "device", reading.device, "dev")
+    components = [
+        {"code": _component_code(f), "valueQuantity": _quantity(f, values[f.key], values, reading.record_id)}
+        for f in spec.components
+        if values.get(f.key) is not None
+    ]
+    if components:
+        obs["component"] = components
+    return obs
+
+
+# --- reading back --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ObservationFacts:
+    """What an exported Observation says about its record (compared with :func:`expected_facts` in the tests).
+
+    Attributes:
+        hub: the hub of the record.
+        record_id: the carehub record id.
+        resident_id: whose reading (``None``: not filed under a resident).
+        device: the meter's device id.
+        values: the measured values by their ``values`` key, and their unit words (``unit``, ``height_unit``), with
+            special values as decoded (``"NaN"``...); a value the meter did not send is ``None``.
+        effective: when the reading was taken (UTC).
+        issued: when the hub received it (UTC).
+        device_time: the meter's own time stamp as reported.
+        unreliable: flagged by the hub or the meter.
+    """
+
+    hub: str
+    record_id: str
+    resident_id: str | None
+    device: str | None
+    values: Mapping[str, Any]
+    effective: _dt.datetime
+    issued: _dt.datetime
+    device_time: str | None
+    unreliable: bool
+
+
+def expected_facts(reading: StoredReading, zone: _dt.tzinfo | None = None) -> ObservationFacts:
+    """The facts the Observation of ``reading`` must carry: taken straight from the stored record."""
+    spec = SPECS[reading.body["uuid"]]
+    values = reading.values or {}
+    shown: dict[str, Any] = {}
+    for f in spec.fields():
+        shown[f.key] = values.get(f.key)
+        if f.unit_key is not None:
+            shown[f.unit_key] = values.get(f.unit_key)
+    return ObservationFacts(
+        hub=reading.hub,
+        record_id=reading.record_id,
+        resident_id=reading.resident_id,
+        device=reading.device,
+        values=shown,
+        effective=taken_at(reading, zone),
+        issued=reading.hub_time,
+        device_time=reading.device_time,
+        unreliable=bool(reading.body.get("unreliable")),
+    )
+
+
+def _number(quantity: Mapping[str, Any]) -> object:
+    if "value" in quantity:
+        return quantity["value"]
+    for ext in quantity.get("_value", {}).get("extension", []):
+        if ext.get("url") == _ABSENT_URL and ext.get("valueCode") == "unknown":
+            return None
+        if ext.get("url") == _ABSENT_URL and ext.get("valueCode") in _SPECIAL_BY_REASON:
+            return _SPECIAL_BY_REASON[ext["valueCode"]].value[0]
+    raise ExportError("a quantity without a value or a known data-absent reason")
+
+
+def _ref_value(ref: Mapping[str, Any] | None) -> str | None:
+    return None if ref is None else str(ref["identifier"]["value"])
+
+
+def observation_facts(obs: Mapping[str, Any]) -> ObservationFacts:
+    """Read back an Observation made by :func:`observation` (FHIR JSON, e.g. parsed from the NDJSON export).
+
+    Raises:
+        ExportError: not an Observation of this export (unknown code, identifier or quantity).
+        KeyError: a required element is missing.
+    """
+    ident = obs["identifier"][0]
+    prefix, suffix = "urn:carehub:hub:", ":record"
+    sys_ = str(ident["system"])
+    if not (sys_.startswith(prefix) and sys_.endswith(suffix)):
+        raise ExportError(f"identifier system {sys_!r} is not a carehub record")
+    codings = {(c["system"], c["code"]) for c in obs["code"]["coding"]}
+    spec = next((s for s in SPECS.values() if _spec_codes(s) & codings), None)
+    if spec is None:
+        raise ExportError(f"Observation code {sorted(codings)} is not one of carehub's")
+    found: dict[str, Any] = {}
+    for f in spec.fields():
+        found[f.key] = None
+        if f.unit_key is not None:
+            found.setdefault(f.unit_key, None)
+    parts: list[tuple[_Field, Mapping[str, Any]]] = []
+    if spec.primary is not None and "valueQuantity" in obs:
+        parts.append((spec.primary, obs["valueQuantity"]))
+    for comp in obs.get("component", []):
+        comp_codes = {(c["system"], c["code"]) for c in comp["code"]["coding"]}
+        field = next((f for f in spec.components if f.concept and _concept_codes(f.concept) == comp_codes), None)
+        if field is None:
+            raise ExportError(f"component code {sorted(comp_codes)} is not one of carehub's")
+        parts.append((field, comp["valueQuantity"]))
+    for field, quantity in parts:
+        found[field.key] = _number(quantity)
+        if field.unit_key is not None:
+            found[field.unit_key] = codes.DECODED_UNITS[quantity["code"]]
+    extensions = {e["url"]: e for e in obs.get("extension", [])}
+    device_time = extensions.get(DEVICE_TIME_URL)
+    return ObservationFacts(
+        hub=sys_[len(prefix) : -len(suffix)],
+        record_id=str(ident["value"]),
+        resident_id=_ref_value(obs.get("subject")),
+        device=_ref_value(obs.get("device")),
+        values=found,
+        effective=_dt.datetime.fromisoformat(obs["effectiveDateTime"]),
+        issued=_dt.datetime.fromisoformat(obs["issued"]),
+        device_time=None if device_time is None else str(device_time["valueString"]),
+        unreliable=bool(extensions.get(UNRELIABLE_URL, {}).get("valueBoolean", False)),
+    )
+
+
+def _concept_codes(concept: Concept) -> set[tuple[str, str]]:
+    return {(c.system, c.code) for c in concept.codes}
+
+
+def _spec_codes(spec: _Spec) -> set[tuple[str, str]]:
+    """The MDC codes that identify a characteristic's Observation (LOINC 8867-4 is shared by several)."""
+    if spec.device is DeviceType.GLUCOSE:
+        return {(codes.MDC, code) for code in codes.glucose_mdc_codes()}
+    concept = spec.concept({})
+    return {(c.system, c.code) for c in concept.codes if c.system == codes.MDC}
