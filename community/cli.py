@@ -590,3 +590,4 @@ def rejected(
 
 app.command("bundle")(bundle_command)
 app.add_typer(__import__("community.console.careplan", fromlist=["app"]).app, name="careplan")
+app.command("export")(__import__("community.fhir.cli", fromlist=["export_command"]).export_command)
