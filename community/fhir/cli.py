@@ -16,7 +16,7 @@ import typer
 
 from community.config import PlatformConfigError, load_platform_config
 from community.fhir.mapping import ExportError
-from community.fhir.ndjson import BulkExportError, write_ndjson
+from community.fhir.ndjson import BulkExportError, check_target, write_ndjson
 from community.fhir.resources import RESOURCE_TYPES, FhirExport, build_export
 from community.storage import SqliteStorage, StorageError, StoredReading
 from runtime import aio, output
@@ -65,6 +65,10 @@ def export_command(
     file per resource type in DIR (new or empty); re-exporting gives the same resources with the same ids."""
     tz = _zone(zone)
     directory = fhir.absolute()
+    try:
+        check_target(directory)
+    except BulkExportError as exc:
+        raise _fail(str(exc)) from None
     try:
         database = load_platform_config(config).database
     except PlatformConfigError as exc:

@@ -20,7 +20,7 @@ from typing import Any, Final
 from community.fhir.resources import RESOURCE_TYPES, FhirExport
 from protocols import atomic
 
-__all__ = ["NDJSON_SUFFIX", "BulkExportError", "ndjson_line", "write_ndjson"]
+__all__ = ["NDJSON_SUFFIX", "BulkExportError", "check_target", "ndjson_line", "write_ndjson"]
 
 NDJSON_SUFFIX: Final = ".ndjson"
 
@@ -35,7 +35,12 @@ def ndjson_line(resource: Mapping[str, Any]) -> bytes:
     return (text + "\n").encode()
 
 
-def _check_target(directory: Path) -> None:
+def check_target(directory: Path) -> None:
+    """Refuse a target that is not a new or empty directory.
+
+    Raises:
+        BulkExportError: it exists and is a file, a symbolic link or a directory with entries.
+    """
     if directory.is_symlink() or (directory.exists() and not directory.is_dir()):
         raise BulkExportError(f"{directory} exists and is not a directory")
     if directory.is_dir() and any(directory.iterdir()):
@@ -52,7 +57,7 @@ def write_ndjson(export: FhirExport, directory: Path) -> dict[str, Path]:
         BulkExportError: the directory is not new or empty, or a write failed (nothing is left behind).
     """
     try:
-        _check_target(directory)
+        check_target(directory)
         atomic.make_directories(directory.parent)
     except OSError as exc:
         raise BulkExportError(f"{directory}: {exc.strerror or exc}") from None

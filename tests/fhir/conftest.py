@@ -1,10 +1,12 @@
-"""tests/fhir: the GATT value strategies of tests/protocols are importable here (``from strategies import ...``)."""
+"""tests/fhir: the GATT value strategies of tests/protocols (``from strategies import ...``) and the carehub process
+runner of tests/cli (``from clirun import ...``) are importable here."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-_STRATEGIES = str(Path(__file__).resolve().parent.parent / "protocols")
-if _STRATEGIES not in sys.path:
-    sys.path.insert(0, _STRATEGIES)
+for _helpers in ("protocols", "cli"):  # strategies.py; clirun.py (carehub as a real process)
+    _path = str(Path(__file__).resolve().parent.parent / _helpers)
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
