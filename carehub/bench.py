@@ -10,7 +10,9 @@
 * ``panic_local_p50_ms``, ``panic_local_p99_ms``, ``panic_platform_p50_ms``, ``panic_platform_p99_ms``: a simulated
   pendant's press to the hub's local feedback, and to the platform's ack of the panic alarm
   (:func:`panic_latencies`); ``panic_hub_*`` are the same measured by the hub from its receipt of the frame;
-* ``gateway_rss_mb``: resident memory of an idle hub daemon (``carehub-hub``), connected to the broker.
+* ``gateway_rss_mb``: resident memory of an idle hub daemon (``carehub-hub``), connected to the broker;
+* ``fhir_observations_per_s``, ``fhir_goal_ratio``: the platform's FHIR export, Observations per second on one core
+  and that over the 5,000/s goal (:mod:`community.fhir.bench`; alone: ``carehub bench fhir``).
 
 Targets (reported, never asserted): panic local < 5 ms, panic platform < 25 ms. The bench's Mosquitto runs with
 ``set_tcp_nodelay true`` (see :func:`run_all`).
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from community.fhir.bench import fhir_figures
 from community.ingest import IngestWorker, WorkerSettings
 from community.samples import T0 as _DRAIN_T0
 from community.samples import bp_measurement, bp_record
@@ -509,6 +512,7 @@ async def run_all(*, quick: bool = False) -> dict[str, float | int | str]:
     with tempfile.TemporaryDirectory(prefix="carehub-bench-") as tmp:
         base = Path(tmp)
         results["protocols_readings_per_s"] = round(protocols_readings_per_s(500 if quick else 3000), 1)
+        results.update(fhir_figures(quick=quick))
         group, naive = await group_and_naive_rows_per_s(
             base, rounds=1 if quick else 9, rows=1000 if quick else 8000, naive_rows=200 if quick else 800
         )

@@ -232,21 +232,35 @@ def demo(
 
 @_root.command()
 def bench(
+    which: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[fhir]", help="Only these figures: fhir (the FHIR export; no broker needed).", show_default=False
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
     quick: Annotated[bool, typer.Option("--quick", help="Smaller counts (seconds, for smoke tests).")] = False,
 ) -> None:
-    """Measure the hub's speed figures on this machine: codec, outbox, end to end, panic latency, memory."""
+    """Measure the hub's speed figures on this machine: codec, outbox, end to end, panic latency, memory, and the
+    platform's FHIR export (``carehub bench fhir``: that figure alone)."""
     from carehub.bench import format_rows, run_all
     from gateway import aio
     from sim.broker import mosquitto_available
 
-    if not mosquitto_available():
-        raise _fail("carehub bench needs mosquitto (apt-get install mosquitto)", 1)
-    results = aio.run(run_all(quick=quick))
+    if which not in (None, "fhir"):
+        raise _fail(f"unknown bench {which!r}: carehub bench (every figure) or carehub bench fhir")
+    if which == "fhir":
+        from community.fhir.bench import fhir_figures
+
+        results: dict[str, float | int | str] = {"quick": quick, **fhir_figures(quick=quick)}
+    else:
+        if not mosquitto_available():
+            raise _fail("carehub bench needs mosquitto (apt-get install mosquitto)", 1)
+        results = aio.run(run_all(quick=quick))
     if as_json:
         output.emit(json.dumps(results))
         return
-    table = Table(title="carehub bench" + (" (quick)" if quick else ""))
+    table = Table(title=" ".join(filter(None, ("carehub bench", which))) + (" (quick)" if quick else ""))
     table.add_column("figure")
     table.add_column("value", justify="right")
     for key, value in format_rows(results):
