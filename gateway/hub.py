@@ -22,20 +22,19 @@ group commit is `gateway.committer`'s; what the panic lifecycle decides is carri
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import assert_never
 
 from gateway import latency
-from gateway.alarms import Alarm, AlarmBook, AlarmEvent, CriticalSnoozeError, InvalidSnoozeError, UnknownAlarmError
+from gateway.alarm_effects import AlarmEffects
+from gateway.alarms import Alarm, AlarmBook, CriticalSnoozeError, InvalidSnoozeError, UnknownAlarmError
 from gateway.clock import Clock, SystemClock
 from gateway.committer import Committer
 from gateway.config import DeviceConfig, GatewayConfig
 from gateway.core import device_reports
-from gateway.core.alarm_records import AlarmRecords, cue_for
+from gateway.core.alarm_records import AlarmRecords
 from gateway.core.counters import HubCounters
 from gateway.core.downlink import (
     REFUSED_CURSOR,
@@ -66,7 +65,6 @@ from gateway.events import (
     Reading,
 )
 from gateway.feedback import Cue, Feedback, Light, Sound
-from gateway.latency import DeliveryTimer
 from gateway.notifier import FallbackNotifier
 from gateway.outbox import CursorValue, Outbox
 from gateway.panic import PanicLifecycle
@@ -80,7 +78,6 @@ from protocols.errors import DecodeError
 from protocols.keys import HubIdentity, PlatformPublicKeys
 from protocols.messages import AlarmSnooze, DownMessage
 from protocols.record import (
-    AlarmBody,
     AlarmState,
     DownRefusal,
     PanicEventType,
@@ -89,8 +86,6 @@ from protocols.record import (
 __all__ = ["FallbackNotifier", "Hub", "HubCounters"]
 
 _log = logging.getLogger(__name__)
-
-_ALARM_QUEUE = 1024  # raised alarms whose platform ack is awaited (the uplink settles them quickly)
 
 
 class Hub:
@@ -124,22 +119,22 @@ class Hub:
         self.counters = HubCounters()
         self._committer = Committer(outbox, Sealer(identity, platform.box_key), self._clock, self.counters)
         self._alarm_records = AlarmRecords(identity.hub_id, self._language, self.counters.alarms)
+        self._alarm_fx = AlarmEffects(self._alarm_records, feedback, self.counters, self._language)
         self._pendants = PendantLink(pendant_keys)
         self._effects = PanicEffects(
             feedback=feedback,
             fallback=fallback,
             pendants=self._pendants,
             alarm_records=self._alarm_records,
-            track=self._track,
+            track=self._alarm_fx.track,
             counters=self.counters,
             language=self._language,
         )
         self._effects.writer = pendant_writer
         self._base: dict[str, Thresholds] = {r.id: rules.thresholds(r.id) for r in config.residents}
         self._downlink = Downlink(self._base)
-        self._delivery_timer = DeliveryTimer()
         #: Ids (hex) of raised alarm records, for the task that waits for the platform's ack of each.
-        self.alarm_records: asyncio.Queue[str] = asyncio.Queue(maxsize=_ALARM_QUEUE)
+        self.alarm_records = self._alarm_fx.awaiting_ack
 
     def set_pendant_writer(self, writer: PendantWriter) -> None:
         """Where pendant feedback frames go (the BLE manager, once it runs)."""
@@ -183,35 +178,6 @@ class Hub:
         except KeyError:
             return "en"
 
-    def _judge(self, events: Iterable[AlarmEvent], now: datetime, triggers: Sequence[bytes] = ()) -> list[Draft]:
-        """Show each alarm-book step and make its record."""
-        drafts = []
-        for event in events:
-            self._show_alarm(event)
-            drafts.append(self._track(self._alarm_records.step(event, now, triggers)))
-        return drafts
-
-    def _track(self, draft: Draft) -> Draft:
-        """A raised alarm is timed from its input and offered to the task that awaits its platform ack."""
-        body = draft.body
-        if isinstance(body, AlarmBody) and body.state is AlarmState.RAISED and draft.record_id is not None:
-            rid = draft.record_id.hex()
-            self._delivery_timer.raised(rid, panic=body.condition == "panic")
-            try:
-                self.alarm_records.put_nowait(rid)
-            except asyncio.QueueFull:
-                _log.error("too many alarms awaiting the platform's ack; not watching %s", rid)
-        return draft
-
-    def _show_alarm(self, event: AlarmEvent) -> None:
-        cue = cue_for(event, self._language(event.resident))
-        if cue is None:
-            return
-        self._feedback.show(cue)
-        started = latency.input_at()
-        if event.state is AlarmState.RAISED and started is not None:
-            self.counters.alarm_detect_s.append(time.monotonic() - started)
-
     # -- ReadingSink ------------------------------------------------------------------------------------------
 
     async def handle(self, event: DeviceEvent) -> bytes | None:
@@ -242,7 +208,7 @@ class Hub:
                     continue
                 if measured.observation is not None:
                     events = self._alarms.apply(self._rules.evaluate(measured.observation))
-                    drafts.extend(self._judge(events, now, (measured.record_id,)))
+                    drafts.extend(self._alarm_fx.judge(events, now, (measured.record_id,)))
                 drafts.append(measured.draft)
                 self.counters.readings += 1
             await self._commit(drafts, None if cursor is None else {cursor[0]: cursor[1]})
@@ -266,7 +232,7 @@ class Hub:
             self.counters.link_failures += 1
         drafts: list[Draft] = []
         if reported.battery is not None:
-            drafts.extend(self._judge(self._alarms.apply(self._rules.evaluate(reported.battery)), now))
+            drafts.extend(self._alarm_fx.judge(self._alarms.apply(self._rules.evaluate(reported.battery)), now))
         drafts.append(reported.draft)
         return drafts
 
@@ -356,7 +322,7 @@ class Hub:
         """The uplink saw the platform ack these records: a panic call's alarm has reached the platform."""
         now = self._now()
         for rid in record_ids:
-            timed = self._delivery_timer.delivered(rid)
+            timed = self._alarm_fx.timer.delivered(rid)
             if timed is not None:
                 self.counters.alarm_delivery_s.append(timed[0])
                 if timed[1]:
@@ -433,7 +399,7 @@ class Hub:
         for reminder in evaluation.reminders:  # a measurement falls due now: a cue, no record
             self._feedback.show(Cue("measure_due", self._language(reminder.resident), Light.NOTICE, Sound.CHIME))
         events = self._alarms.apply(evaluation) + self._alarms.tick(now)
-        drafts = self._judge(events, now)
+        drafts = self._alarm_fx.judge(events, now)
         drafts.extend(await self._effects.carry_out(self._panic.tick(now), now))
         try:
             await self._commit(drafts)
