@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import os
 import re
 import secrets
@@ -39,6 +40,7 @@ __all__ = [
     "MAX_PAYLOAD_BYTES",
     "MQTT_OVERHEAD_BYTES",
     "BrokerFiles",
+    "TlsListener",
     "acl_text",
     "hash_password",
     "password_file_text",
@@ -150,6 +152,26 @@ class BrokerFiles:
     passwords: Mapping[str, str]
 
 
+@dataclass(frozen=True, slots=True)
+class TlsListener:
+    """The TLS listener hubs connect to (``mqtts://``): the site CA and the broker's certificate and key."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    port: int = 8883
+    host: str = "0.0.0.0"  # noqa: S104 - the hubs' listener is meant to be reached from the network
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -167,6 +189,7 @@ def write_broker_config(
     host: str = "127.0.0.1",
     passwords: Mapping[str, str] | None = None,
     acl: bool = True,
+    tls: TlsListener | None = None,
 ) -> BrokerFiles:
     """Write a Mosquitto config, password file, ACL and the generated credentials into ``out_dir``.
 
@@ -180,11 +203,21 @@ def write_broker_config(
         passwords: fixed passwords per user; missing users get a random one.
         acl: ``False`` omits the ACL (every authenticated user may use every topic), for tests of the platform's
             own hub-mismatch check.
+        tls: a TLS listener for the hubs (the site CA's broker certificate, `community.tls`); the plaintext
+            listener then serves only the platform's workers on this machine.
+
+    Raises:
+        ValueError: no hubs, a bad port, clashing user names, or a plaintext listener on an address other hosts
+            reach (hubs must use the TLS listener).
     """
     if not hubs:
         raise ValueError("at least one hub is needed")
     if type(port) is not int or not 1 <= port <= _MAX_PORT:
         raise ValueError(f"port {port!r} is not a TCP port (1..{_MAX_PORT})")
+    if not _is_loopback(host):
+        raise ValueError(f"the plaintext listener must be on a loopback address, not {host!r}; hubs use TLS")
+    if tls is not None and (type(tls.port) is not int or not 1 <= tls.port <= _MAX_PORT or tls.port == port):
+        raise ValueError(f"TLS port {tls.port!r} is not a TCP port (1..{_MAX_PORT}) other than {port}")
     workers_users = platform_users(platform_user, workers)
     users = [*workers_users, *(_check_user(h) for h in hubs)]
     if len(set(users)) != len(users):
@@ -208,6 +241,15 @@ def write_broker_config(
         f"message_size_limit {MAX_PAYLOAD_BYTES}",
         f"max_packet_size {MAX_PACKET_BYTES}",
     ]
+    if tls is not None:
+        # The hubs' listener: TLS 1.2 at least, with the site CA's broker certificate (listener options follow it).
+        conf += [
+            f"listener {tls.port} {tls.host}",
+            f"cafile {tls.ca_file.resolve()}",
+            f"certfile {tls.cert_file.resolve()}",
+            f"keyfile {tls.key_file.resolve()}",
+            "tls_version tlsv1.2",
+        ]
     if acl:
         conf.append(f"acl_file {acl_file.resolve()}")
     conf += ["persistence false", "max_queued_messages 100000"]

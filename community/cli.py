@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from community.brokerconf import write_broker_config
+from community.brokerconf import TlsListener, write_broker_config
 from community.config import PlatformConfig, PlatformConfigError, load_platform_config
 from community.enrollment import bundle_command
 from community.ingest import IngestWorker, WorkerSettings, publish_down
@@ -267,7 +267,7 @@ def readings(
 
 
 @app.command("broker-config")
-def broker_config(
+def broker_config(  # noqa: PLR0917 - typer options are parameters
     out: Annotated[Path, typer.Option("--out", help="Directory for mosquitto.conf, passwords, acl, credentials.")],
     hubs: Annotated[list[str], typer.Option("--hub", help="A hub id (repeat for each hub).")],
     port: Annotated[int, typer.Option("--port", help="Listener port.")] = 1883,
@@ -275,14 +275,31 @@ def broker_config(
     workers: Annotated[
         int, typer.Option("--workers", help="Ingest workers; each gets its own user (client ids are user names).")
     ] = 1,
+    tls_dir: Annotated[
+        Path | None,
+        typer.Option("--tls-dir", help="Site CA directory (carehub platform tls init): adds the hubs' TLS listener."),
+    ] = None,
+    tls_port: Annotated[int, typer.Option("--tls-port", help="The hubs' TLS listener port.")] = 8883,
 ) -> None:
-    """Write a Mosquitto config, password file and per-hub ACL (client ids bound to users, sizes bounded)."""
+    """Write a Mosquitto config, password file and per-hub ACL (client ids bound to users, sizes bounded).
+
+    The plaintext listener is on 127.0.0.1 only (the platform's workers on this machine, the demo); hubs connect
+    to the TLS listener that --tls-dir adds, with the site CA's broker certificate.
+    """
     if not 1 <= port <= 65535:
         raise _fail(f"--port {port}: a TCP port is 1..65535")
     if workers < 1:
         raise _fail(f"--workers {workers}: at least one ingest worker is needed")
+    tls = None
+    if tls_dir is not None:
+        if not 1 <= tls_port <= 65535:
+            raise _fail(f"--tls-port {tls_port}: a TCP port is 1..65535")
+        missing = [n for n in ("ca.pem", "broker.pem", "broker.key") if not (tls_dir / n).is_file()]
+        if missing:
+            raise _fail(f"--tls-dir {tls_dir}: no {', '.join(missing)}; run carehub platform tls init first")
+        tls = TlsListener(tls_dir / "ca.pem", tls_dir / "broker.pem", tls_dir / "broker.key", tls_port)
     try:
-        files = write_broker_config(out, hubs, platform_user=platform_user, workers=workers, port=port)
+        files = write_broker_config(out, hubs, platform_user=platform_user, workers=workers, port=port, tls=tls)
     except (ValueError, OSError) as exc:
         raise _fail(str(exc)) from None
     _out.print(
@@ -589,5 +606,6 @@ def rejected(
 
 
 app.command("bundle")(bundle_command)
+app.add_typer(__import__("community.tls_cli", fromlist=["app"]).app, name="tls")
 app.add_typer(__import__("community.console.careplan", fromlist=["app"]).app, name="careplan")
 app.command("export")(__import__("community.fhir.cli", fromlist=["export_command"]).export_command)

@@ -6,6 +6,10 @@ A bundle is a small UTF-8 JSON file, signed by the platform's Ed25519 key::
      "platform_verify_key": "<hex>", "platform_box_key": "<hex>", "issued_at": "2024-03-04T07:00:00+00:00",
      "signature": "<hex>"}
 
+and optionally ``"broker_ca"``: the site CA's certificate in PEM (`community.tls`), which the hub pins for its
+``mqtts://`` broker. Plain ``mqtt://`` is accepted only for a broker on the hub's own machine (loopback): it would
+carry the hub's broker password in clear.
+
 ``signature = Ed25519(platform key, "carehub/v1/enrollment-bundle\\0" || canonical JSON without "signature")``,
 where canonical JSON has sorted keys, no spaces and ASCII escapes. The signature proves the bundle was not altered;
 that it came from *your* platform is proven by comparing the platform key id (as ``carehub platform keygen``
@@ -17,6 +21,7 @@ delete it once the hub is set up.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import tomllib
@@ -33,6 +38,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from community.config import PlatformConfigError, load_platform_config
+from community.tls import TlsError, check_ca_pem
 from protocols.errors import AuthenticationError, KeyFileError
 from protocols.keys import PlatformIdentity, PlatformPublicKeys, sign_detached, verify_detached
 from protocols.topics import is_valid_hub_id
@@ -53,6 +59,7 @@ _FIELDS: Final = (
     "signature",
     "username",
 )
+_OPTIONAL: Final = ("broker_ca",)  # the site CA the hub pins (issue 15 item 8), for mqtts:// brokers
 
 
 class BundleError(ValueError):
@@ -70,6 +77,8 @@ class EnrollmentBundle:
         password: the hub's broker password.
         platform: the platform's public keys.
         issued_at: when the platform made the bundle.
+        broker_ca: the site CA certificate (PEM) the hub pins for its ``mqtts://`` broker, or ``None`` (the
+            system's CAs).
     """
 
     hub_id: str
@@ -78,6 +87,7 @@ class EnrollmentBundle:
     password: str
     platform: PlatformPublicKeys
     issued_at: datetime
+    broker_ca: str | None = None
 
     @property
     def platform_key_id(self) -> str:
@@ -89,7 +99,7 @@ def _canonical(fields: dict[str, Any]) -> bytes:
     return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
-def _check(hub_id: str, broker_url: str, username: str, password: str) -> None:
+def _check(hub_id: str, broker_url: str, username: str, password: str, broker_ca: str | None = None) -> None:
     if not is_valid_hub_id(hub_id):
         raise BundleError(f"hub id {hub_id!r} is not valid (lowercase letters, digits and '-', 2..63 long)")
     parts = urlsplit(broker_url)
@@ -97,6 +107,25 @@ def _check(hub_id: str, broker_url: str, username: str, password: str) -> None:
         raise BundleError(f"broker url {broker_url!r} is not mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
     if not username or not password:
         raise BundleError("a bundle needs the hub's broker user name and password")
+    if parts.scheme == "mqtt" and not _loopback(parts.hostname):
+        # Plaintext MQTT carries the hub's broker password: only to a broker on the same machine (the demo).
+        raise BundleError(f"broker url {broker_url!r}: plain mqtt:// only to a loopback broker; use mqtts://")
+    if broker_ca is not None:
+        if parts.scheme != "mqtts":
+            raise BundleError("a broker CA is for an mqtts:// broker url")
+        try:
+            check_ca_pem(broker_ca)
+        except TlsError as exc:
+            raise BundleError(f"broker_ca: {exc}") from None
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def create_bundle(
@@ -107,13 +136,14 @@ def create_bundle(
     username: str,
     password: str,
     issued_at: datetime | None = None,
+    broker_ca: str | None = None,
 ) -> bytes:
     """The signed bundle's bytes.
 
     Raises:
         BundleError: an invalid hub id, broker url or missing credentials.
     """
-    _check(hub_id, broker_url, username, password)
+    _check(hub_id, broker_url, username, password, broker_ca)
     public = identity.public
     fields: dict[str, Any] = {
         "carehub_enrollment": BUNDLE_VERSION,
@@ -125,6 +155,8 @@ def create_bundle(
         "platform_box_key": bytes(public.box_key).hex(),
         "issued_at": (issued_at or datetime.now(UTC)).isoformat(timespec="seconds"),
     }
+    if broker_ca is not None:
+        fields["broker_ca"] = broker_ca
     signature = sign_detached(identity.signing_key, _DOMAIN, _canonical(fields))
     return json.dumps({**fields, "signature": signature.hex()}, indent=2, sort_keys=True).encode() + b"\n"
 
@@ -158,9 +190,9 @@ def read_bundle(data: bytes, *, expect_key_id: str | None = None) -> EnrollmentB
         raise BundleError(f"not JSON ({exc})") from None
     if not isinstance(fields, dict) or fields.get("carehub_enrollment") != BUNDLE_VERSION:
         raise BundleError(f"not a carehub enrollment bundle version {BUNDLE_VERSION}")
-    if sorted(fields) != sorted(_FIELDS):
-        raise BundleError(f"expected exactly the fields {', '.join(_FIELDS)}")
-    if not all(isinstance(fields[k], str) for k in _FIELDS if k != "carehub_enrollment"):
+    if not set(_FIELDS) <= set(fields) <= {*_FIELDS, *_OPTIONAL}:
+        raise BundleError(f"expected the fields {', '.join(_FIELDS)} (and optionally {', '.join(_OPTIONAL)})")
+    if not all(isinstance(fields[k], str) for k in fields if k != "carehub_enrollment"):
         raise BundleError("every field but carehub_enrollment is a string")
     verify = nacl.signing.VerifyKey(_key32(fields, "platform_verify_key"))
     box = nacl.public.PublicKey(_key32(fields, "platform_box_key"))
@@ -173,7 +205,8 @@ def read_bundle(data: bytes, *, expect_key_id: str | None = None) -> EnrollmentB
         verify_detached(verify, _DOMAIN, _canonical(signed), signature)
     except (ValueError, AuthenticationError):
         raise BundleError("the signature does not verify: the bundle was altered or damaged") from None
-    _check(fields["hub_id"], fields["broker_url"], fields["username"], fields["password"])
+    broker_ca = fields.get("broker_ca")
+    _check(fields["hub_id"], fields["broker_url"], fields["username"], fields["password"], broker_ca)
     try:
         issued = datetime.fromisoformat(fields["issued_at"])
     except ValueError:
@@ -185,6 +218,7 @@ def read_bundle(data: bytes, *, expect_key_id: str | None = None) -> EnrollmentB
         password=fields["password"],
         platform=PlatformPublicKeys(verify, box),
         issued_at=issued,
+        broker_ca=broker_ca,
     )
 
 
@@ -217,6 +251,10 @@ def bundle_command(  # noqa: PLR0917 - typer options are parameters
         str | None, typer.Option("--password", help="The hub's broker password (instead of --credentials).")
     ] = None,
     username: Annotated[str | None, typer.Option("--username", help="Broker user (default: the hub id).")] = None,
+    broker_ca: Annotated[
+        Path | None,
+        typer.Option("--broker-ca", help="The site CA (ca.pem from `carehub platform tls init`) the hub will pin."),
+    ] = None,
 ) -> None:
     """Write a signed enrollment bundle for a new hub: platform keys, broker address and the hub's credentials."""
     user = username or hub
@@ -225,7 +263,10 @@ def bundle_command(  # noqa: PLR0917 - typer options are parameters
         identity = cfg.identity()
         if password is None:
             password = _password_from(credentials, user)
-        data = create_bundle(identity, hub_id=hub, broker_url=broker_url, username=user, password=password)
+        ca_pem = None if broker_ca is None else broker_ca.read_text(encoding="ascii", errors="replace")
+        data = create_bundle(
+            identity, hub_id=hub, broker_url=broker_url, username=user, password=password, broker_ca=ca_pem
+        )
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
