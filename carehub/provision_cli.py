@@ -162,6 +162,7 @@ def init(
                 username=parsed.username,
                 password=parsed.password,
                 link=link,
+                broker_ca=parsed.broker_ca,
             )
         elif hub_id is None or platform_keys is None or broker_url is None:
             raise _fail(

@@ -28,6 +28,7 @@ from gateway.provision.errors import (
 )
 from gateway.provision.files import HubPaths, Writer, mark_step
 from gateway.thresholds import PROFILES, Key, ThresholdError, ThresholdProblem, Thresholds, resolve_thresholds
+from protocols import atomic
 from protocols.errors import KeyFileError
 from protocols.keys import (
     HubIdentity,
@@ -124,6 +125,16 @@ def _save_keys(paths: HubPaths, identity: HubIdentity, created: bool, platform: 
     return platform_file
 
 
+def _save_broker_ca(paths: HubPaths, pem: str, writer: Writer) -> None:
+    """The pinned site CA, written whole before the config that names it (public: mode 0644)."""
+    try:
+        atomic.write_atomic(paths.keys / "broker-ca.pem", pem.encode("ascii"), mode=0o644, writer=writer)
+    except OSError as exc:
+        raise ConfigWriteError(
+            f"could not write the broker's CA file: {exc}", "free space or fix permissions on the hub's storage"
+        ) from exc
+
+
 def init_hub(
     paths: HubPaths,
     *,
@@ -134,6 +145,7 @@ def init_hub(
     password: str | None,
     link: str | None = None,
     timezone: str | None = None,
+    broker_ca: str | None = None,
     writer: Writer = os.write,
 ) -> InitResult:
     """Create (or keep) the hub's identity and write a validated config from the platform's details.
@@ -144,6 +156,9 @@ def init_hub(
     ``"Asia/Shanghai"``); otherwise the zone already in the config is kept, or else the installing machine's zone
     is written (`gateway.clock.system_zone`). When the machine names no zone nothing is written and the loaded
     config says so in ``config.timezone_note`` (the hub then runs on UTC until the installer sets one).
+
+    `broker_ca` is the site CA (PEM) of the platform's broker, from the enrollment bundle: written to
+    ``keys/broker-ca.pem`` and pinned as ``[broker] ca_file`` (only that CA is trusted for the broker).
 
     Raises:
         ProvisionError: invalid input, or an existing hub set up differently (nothing is written).
@@ -174,6 +189,10 @@ def init_hub(
     data["platform"] = {**data.get("platform", {}), "public_key_file": relative(paths, platform_file)}
     broker: dict[str, Any] = {**data.get("broker", {}), "url": broker_url}
     broker.pop("password_file", None)
+    if broker_ca is not None:
+        if parts.scheme != "mqtts":
+            raise ProvisionError("a broker CA was given for a plaintext broker url", "use the bundle's mqtts:// url")
+        broker["ca_file"] = relative(paths, paths.keys / "broker-ca.pem")
     for name, value in (("username", username), ("password", password)):
         if value:
             broker[name] = value
@@ -184,6 +203,8 @@ def init_hub(
     if link is not None:
         data["ble"] = {**data.get("ble", {}), "link": link}
     _save_keys(paths, identity, created, platform)
+    if broker_ca is not None:
+        _save_broker_ca(paths, broker_ca, writer)
     config = commit_document(paths, data, writer=writer)
     mark_step(
         paths,

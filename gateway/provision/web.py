@@ -262,6 +262,7 @@ async def _init(request: web.Request) -> web.Response:
         username=bundle.username,
         password=bundle.password,
         link=settings.link,
+        broker_ca=bundle.broker_ca,
     )
     return web.json_response(
         {"hub_id": result.config.hub_id, "hub_key_id": result.hub_key_id, "platform_key_id": result.platform_key_id}
