@@ -1,24 +1,21 @@
 """Real records for the FHIR tests: GATT values encoded by :mod:`protocols.gatt` in :class:`protocols.record.Record`\\ s
 with the ids the hub derives, stored as the platform stores them (:meth:`StoredReading.from_record`, or through a real
-SQLite database in :func:`store`), and a validator that parses every resource with ``fhir.resources``' R4B models."""
+SQLite database with ``analytics_data.store`` of tests/console), and a validator that parses every resource with
+``fhir.resources``' R4B models."""
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
-from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-import nacl.public
 from fhir.resources.R4B import get_fhir_model_class
 
-from community.storage import EnvelopeToStore, SqliteStorage, StoredReading
+from community.storage import StoredReading
 from protocols import gatt
 from protocols.datetime_ import DateTime
-from protocols.envelope import MAX_RECORDS_PER_ENVELOPE, open_envelope, seal
 from protocols.ieee11073 import MderFloat
-from protocols.keys import HubIdentity
 from protocols.record import (
     AlarmBody,
     AlarmState,
@@ -76,7 +73,7 @@ class Day:
     """One home's day: a reading of every kind of meter, a panic call and its alarm steps."""
 
     def __init__(self, hub: str = "hub-wang", resident: str = "mrs-wang") -> None:
-        self.hub = hub
+        self.hub_id = hub
         self.resident = resident
         self.records: list[Record] = []
 
@@ -87,7 +84,7 @@ class Day:
     def measurement(self, m: gatt.Measurement, minutes: int, device: str) -> Record:
         at = T0 + _dt.timedelta(minutes=minutes)
         return self._add(
-            measurement_record(m, at, hub=self.hub, seq=len(self.records) + 1, device=device, resident=self.resident)
+            measurement_record(m, at, hub=self.hub_id, seq=len(self.records) + 1, device=device, resident=self.resident)
         )
 
     def every_meter(self, minutes: int = 0) -> None:
@@ -129,7 +126,7 @@ class Day:
         self._add(
             Record(
                 record_id=panic_record_id("pendant-1", counter, PanicEventType.PRESS),
-                hub_id=self.hub,
+                hub_id=self.hub_id,
                 seq=len(self.records) + 1,
                 hub_time=at,
                 body=PanicBody("pendant-1", PanicEventType.PRESS, counter, battery=80, alarm_id=alarm_id),
@@ -145,33 +142,14 @@ class Day:
             )
             self._add(
                 Record(
-                    record_id=alarm_record_id(self.hub, alarm_id, state, revision),
-                    hub_id=self.hub,
+                    record_id=alarm_record_id(self.hub_id, alarm_id, state, revision),
+                    hub_id=self.hub_id,
                     seq=len(self.records) + 1,
                     hub_time=when,
                     body=body,
                     device_id="pendant-1",
                 )
             )
-
-
-async def store(db: Path, days: Sequence[Day]) -> list[StoredReading]:
-    """Seal every day's records into envelopes, open and verify them as the platform does, store them in the SQLite
-    platform database ``db`` and read every stored reading back."""
-    platform = nacl.public.PrivateKey.generate()
-    batches: list[EnvelopeToStore] = []
-    keys = {}
-    for day in days:
-        identity = HubIdentity.generate(day.hub)
-        keys[day.hub] = identity.verify_key
-        for n, start in enumerate(range(0, len(day.records), MAX_RECORDS_PER_ENVELOPE)):
-            chunk = [r.to_cbor() for r in day.records[start : start + MAX_RECORDS_PER_ENVELOPE]]
-            sealed = seal(identity, platform.public_key, n + 1, _dt.datetime.now(_dt.UTC), chunk)
-            opened = open_envelope(sealed, platform, keys, expected_hub=day.hub)
-            batches.append(EnvelopeToStore.from_opened(opened, 1.7e9))
-    async with SqliteStorage(db) as storage:
-        await storage.store_batch(batches)
-        return await storage.readings()
 
 
 def all_resources(resources: Mapping[str, Iterable[Mapping[str, Any]]]) -> list[Mapping[str, Any]]:

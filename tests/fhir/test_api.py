@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from fhir_data import T0, Day, store, stored, validate
+from analytics_data import store
+from fhir_data import T0, Day, stored, validate
 from yarl import URL
 
 from community.fhir.api import FHIR_JSON, fhir_app

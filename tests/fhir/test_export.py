@@ -9,8 +9,9 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from analytics_data import store
 from clirun import carehub, one_error_line
-from fhir_data import T0, Day, measurement_record, store, validate
+from fhir_data import T0, Day, measurement_record, validate
 
 from community.fhir.mapping import expected_facts, observation_facts
 from protocols import gatt

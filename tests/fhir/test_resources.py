@@ -7,7 +7,8 @@ import datetime as _dt
 from pathlib import Path
 from typing import Any
 
-from fhir_data import Day, all_resources, store, stored, validate
+from analytics_data import store
+from fhir_data import Day, all_resources, stored, validate
 
 from community.fhir.mapping import expected_facts, exportable, observation_facts
 from community.fhir.resources import RESOURCE_TYPES, build_export
