@@ -82,9 +82,23 @@ def _codec(cfg: PlatformConfig) -> PlatformCodec:
 
 
 @app.command()
-def run(config: ConfigOption) -> None:
+def run(
+    config: ConfigOption,
+    metrics: Annotated[
+        str | None,
+        typer.Option("--metrics", help="Serve /metrics (Prometheus) and /healthz at HOST:PORT, e.g. 127.0.0.1:9464."),
+    ] = None,
+) -> None:
     """Run one ingest worker until interrupted; exit 1 if it fails repeatedly (so systemd restarts it)."""
     cfg = _config(config)
+    address = None
+    if metrics is not None:
+        from community.metrics import MetricsAddress  # noqa: PLC0415 - aiohttp and prometheus only when asked
+
+        try:
+            address = MetricsAddress.parse(metrics)
+        except ValueError as exc:
+            raise _fail(f"--metrics: {exc}") from None
     codec = _codec(cfg)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -98,7 +112,13 @@ def run(config: ConfigOption) -> None:
         async with (
             SqliteStorage(cfg.database) as storage,
             IngestWorker(_worker_settings(cfg), storage, codec) as worker,
+            contextlib.AsyncExitStack() as extras,
         ):
+            if address is not None:
+                from community.metrics import serve_metrics  # noqa: PLC0415
+
+                port = await extras.enter_async_context(serve_metrics(worker, address))
+                _out.print(f"metrics on http://{address.host}:{port}/metrics (health: /healthz)", highlight=False)
             printer = asyncio.create_task(console(worker), name="platform-console")
             try:
                 await worker.failed.wait()

@@ -68,7 +68,15 @@ from protocols.messages import AlarmAcknowledgement, AlarmSnooze, DownBody, Down
 from protocols.record import Record, RecordKind
 from runtime.aio import keep_cancellation
 
-__all__ = ["ALARM_KINDS", "IngestStats", "IngestWorker", "PlatformWire", "WorkerSettings", "publish_down"]
+__all__ = [
+    "ALARM_KINDS",
+    "COMMIT_BUCKETS_S",
+    "IngestStats",
+    "IngestWorker",
+    "PlatformWire",
+    "WorkerSettings",
+    "publish_down",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -162,6 +170,10 @@ class WorkerSettings:
             raise ValueError("max_consecutive_failures must be at least 1")
 
 
+COMMIT_BUCKETS_S: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+"""Upper bounds of the commit-duration buckets, in seconds (a frame's one transaction, fsync included)."""
+
+
 @dataclass(slots=True)
 class IngestStats:
     """Counters of one worker since start."""
@@ -179,6 +191,22 @@ class IngestStats:
     storage_errors: int = 0
     #: Unexpected exceptions (defects) the worker's loop survived or, the last time, died of.
     failures: int = 0
+    #: Commits (one per frame with something to store or refuse): how many, their total and bucketed duration.
+    commits: int = 0
+    commit_seconds: float = 0.0
+    #: Commits that took at most :data:`COMMIT_BUCKETS_S` [i] seconds (not cumulative).
+    commit_buckets: list[int] = field(default_factory=lambda: [0] * len(COMMIT_BUCKETS_S))
+    #: When (wall time, seconds since the epoch) each hub last had an envelope stored or acked by this worker.
+    hubs_last_seen: dict[str, float] = field(default_factory=dict)
+
+    def observe_commit(self, seconds: float) -> None:
+        """Count one commit of ``seconds``; one beyond the last bucket counts only in the total."""
+        self.commits += 1
+        self.commit_seconds += seconds
+        for i, bound in enumerate(COMMIT_BUCKETS_S):
+            if seconds <= bound:
+                self.commit_buckets[i] += 1
+                break
 
 
 class IngestWorker:
@@ -445,7 +473,9 @@ class IngestWorker:
                     Refusal(hub, hub, opened.seq, EnvelopeRejection.MALFORMED, detail, len(raw), digest, received_at)
                 )
         if to_store or refused:
+            started = time.perf_counter()
             outcomes = await self.storage.store_batch(to_store, refused)  # StorageError: see _run
+            self.stats.observe_commit(time.perf_counter() - started)
             # Committed: only now may the hub be told.
             self._count_refusals(refused)
             for env, outcome in zip(accepted, outcomes, strict=True):
@@ -468,6 +498,8 @@ class IngestWorker:
         }
         if not acked and not rejected:
             return
+        if acked:  # the hub proved itself: an envelope it signed was stored or recognised
+            self.stats.hubs_last_seen[hub] = received_at
         ack_seq = self._ack_seqs.get(hub, 0) + 1
         self._ack_seqs[hub] = ack_seq
         ack = Ack(hub, ack_seq, self._now(), stored=tuple(dict.fromkeys(acked)), rejected=tuple(rejected.values()))
