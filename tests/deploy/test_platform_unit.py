@@ -1,0 +1,49 @@
+"""The platform worker's template unit (issue 15 item 10): systemd accepts it, and it runs the real command with a
+per-worker config and metrics address that `carehub platform run` accepts."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from community.metrics import MetricsAddress
+
+UNIT = Path(__file__).resolve().parents[2] / "deploy" / "carehub-platform@.service"
+
+
+def _exec_start() -> list[str]:
+    (line,) = [line for line in UNIT.read_text(encoding="utf-8").splitlines() if line.startswith("ExecStart=")]
+    return line.removeprefix("ExecStart=").split()
+
+
+def test_the_unit_runs_platform_run_with_a_config_and_metrics_per_worker() -> None:
+    program, *args = _exec_start()
+    assert program.endswith("/carehub")
+    assert args[:2] == ["platform", "run"]
+    config = args[args.index("--config") + 1]
+    metrics = args[args.index("--metrics") + 1]
+    assert "%i" in config
+    assert "%i" in metrics
+    for instance in ("1", "2", "9"):
+        address = MetricsAddress.parse(metrics.replace("%i", instance))
+        assert address.host == "127.0.0.1"
+        assert address.port == int(f"946{instance}")
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_systemd_analyze_accepts_the_unit(tmp_path: Path) -> None:
+    # verify insists that ExecStart's program exists: the same unit, its program pointing at a stand-in.
+    program = _exec_start()[0]
+    stand_in = tmp_path / "carehub"
+    stand_in.write_text("#!/bin/sh\n", encoding="utf-8")
+    stand_in.chmod(0o755)
+    copy = tmp_path / "carehub-platform@1.service"
+    copy.write_text(UNIT.read_text(encoding="utf-8").replace(program, str(stand_in)), encoding="utf-8")
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(copy)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "", "systemd warns about the unit (an unknown key, a bad value)"
