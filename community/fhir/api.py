@@ -16,6 +16,7 @@ Interactions (``application/fhir+json``):
   repeat), all ANDed; a ``searchset`` Bundle with ``total`` and ``self``/``next``/``previous`` links.
 - ``GET /Patient``, ``/Device``, ``/Communication``, ``/Flag`` (``_id``, ``identifier``, and ``patient`` for
   Device, Communication and Flag), same paging; ``GET /<Type>/<id>`` reads one resource.
+- ``GET /metadata``: the ``CapabilityStatement`` of these interactions.
 - ``_count`` 0..1000 (default 50), ``_offset`` >= 0. An unknown or malformed parameter is a 400 with an
   ``OperationOutcome``; an unknown id or resource type a 404 with one.
 """
@@ -33,7 +34,7 @@ from aiohttp import web
 from community.fhir.resources import RESOURCE_TYPES, FhirExport, build_export
 from community.storage import Storage, StorageError, StoredReading
 
-__all__ = ["DEFAULT_COUNT", "FHIR_JSON", "MAX_COUNT", "fhir_app"]
+__all__ = ["DEFAULT_COUNT", "FHIR_JSON", "MAX_COUNT", "capability_statement", "fhir_app"]
 
 FHIR_JSON: Final = "application/fhir+json"
 DEFAULT_COUNT: Final = 50
@@ -272,6 +273,48 @@ async def _read(request: web.Request) -> web.Response:
     return _outcome(404, "not-found", f"{resource_type}/{wanted} is not known")
 
 
+_PARAM_TYPES: Final = {
+    "_id": "token",
+    "identifier": "token",
+    "patient": "reference",
+    "subject": "reference",
+    "code": "token",
+    "date": "date",
+}
+
+
+def capability_statement() -> dict[str, Any]:
+    """What this API serves, as a FHIR ``CapabilityStatement`` (``GET /metadata``)."""
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-12-03",
+        "kind": "instance",
+        "implementation": {"description": "carehub community platform: read-only FHIR R4 API (docs/fhir.md)"},
+        "fhirVersion": "4.0.1",
+        "format": ["json"],
+        "rest": [
+            {
+                "mode": "server",
+                "resource": [
+                    {
+                        "type": resource_type,
+                        "interaction": [{"code": "read"}, {"code": "search-type"}],
+                        "searchParam": [
+                            {"name": name, "type": _PARAM_TYPES[name]} for name in sorted(_PARAMS[resource_type])
+                        ],
+                    }
+                    for resource_type in RESOURCE_TYPES
+                ],
+            }
+        ],
+    }
+
+
+async def _metadata(_request: web.Request) -> web.Response:
+    return web.json_response(capability_statement(), content_type=FHIR_JSON)
+
+
 def fhir_app(storage: Storage) -> web.Application:
     """The read-only FHIR R4 API over ``storage`` (see the module docstring for the interactions).
 
@@ -284,6 +327,7 @@ def fhir_app(storage: Storage) -> web.Application:
     """
     app = web.Application()
     app[_SOURCE] = _Source(storage)
+    app.router.add_get("/metadata", _metadata)
     app.router.add_get("/{type}", _search)
     app.router.add_get("/{type}/{id}", _read)
     return app

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as _dt
 import enum
 import hashlib
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -37,6 +38,8 @@ __all__ = [
     "Special",
     "expected_facts",
     "exportable",
+    "fhir_string",
+    "identifier",
     "observation",
     "observation_facts",
     "reference",
@@ -79,12 +82,36 @@ def resource_id(prefix: str, hub: str, value: str) -> str:
     return f"{prefix}-{digest}"
 
 
+_FHIR_STRING: Final = re.compile(r"[ \r\n\t\S]+")  # FHIR R4 ``string``: no control characters but tab, CR, LF
+
+
+def fhir_string(value: str, what: str) -> str:
+    """``value`` if a FHIR ``string`` can hold it.
+
+    Raises:
+        ExportError: ``value`` holds a character FHIR strings exclude (controls other than tab, CR and LF, and
+            whitespace other than the space); such an id can come from a hub that does not check its names.
+    """
+    if _FHIR_STRING.fullmatch(value) is None:
+        raise ExportError(f"{what} {value!r:.80} holds characters a FHIR string cannot carry")
+    return value
+
+
+def identifier(hub: str, what: str, value: str) -> dict[str, str]:
+    """The carehub ``Identifier`` of a hub's ``what`` (``record``, ``device``, ``resident``, ``alarm``).
+
+    Raises:
+        ExportError: ``value`` is no FHIR string (:func:`fhir_string`).
+    """
+    return {"system": system(hub, what), "value": fhir_string(value, f"hub {hub}'s {what}")}
+
+
 def reference(resource_type: str, hub: str, what: str, value: str, prefix: str) -> dict[str, Any]:
     """A ``Reference`` by logical id that also names the carehub identifier (so a reader can resolve either)."""
     return {
         "reference": f"{resource_type}/{resource_id(prefix, hub, value)}",
         "type": resource_type,
-        "identifier": {"system": system(hub, what), "value": value},
+        "identifier": identifier(hub, what, value),
     }
 
 
@@ -238,14 +265,15 @@ def observation(reading: StoredReading, zone: _dt.tzinfo | None = None) -> dict[
     obs: dict[str, Any] = {
         "resourceType": "Observation",
         "id": resource_id("obs", hub, reading.record_id),
-        "identifier": [{"system": system(hub, "record"), "value": reading.record_id}],
+        "identifier": [identifier(hub, "record", reading.record_id)],
         "status": "final",
         "category": [{"coding": [{"system": codes.OBSERVATION_CATEGORY, "code": spec.category}]}],
         "code": spec.concept(values).to_json(),
     }
     extensions: list[dict[str, Any]] = []
     if reading.device_time is not None:
-        extensions.append({"url": DEVICE_TIME_URL, "valueString": reading.device_time})
+        device_time = fhir_string(reading.device_time, f"record {reading.record_id}'s device time")
+        extensions.append({"url": DEVICE_TIME_URL, "valueString": device_time})
     if reading.body.get("unreliable"):
         extensions.append({"url": UNRELIABLE_URL, "valueBoolean": True})
     if extensions:

@@ -29,7 +29,7 @@ from typing import Any, Final
 
 from community.fhir import codes
 from community.fhir.codes import DeviceType
-from community.fhir.mapping import SPECS, exportable, observation, reference, resource_id, system
+from community.fhir.mapping import SPECS, exportable, fhir_string, identifier, observation, reference, resource_id
 from community.storage import StoredReading
 from protocols import gatt
 from protocols.record import AlarmState, PanicEventType, RecordKind
@@ -184,7 +184,7 @@ def _patient(hub: str, resident: str) -> dict[str, Any]:
     return {
         "resourceType": "Patient",
         "id": resource_id("pat", hub, resident),
-        "identifier": [{"system": system(hub, "resident"), "value": resident}],
+        "identifier": [identifier(hub, "resident", resident)],
         "active": True,
     }
 
@@ -193,7 +193,7 @@ def _device(hub: str, device: str, kind: DeviceType | None, residents: set[str])
     out: dict[str, Any] = {
         "resourceType": "Device",
         "id": resource_id("dev", hub, device),
-        "identifier": [{"system": system(hub, "device"), "value": device}],
+        "identifier": [identifier(hub, "device", device)],
         "status": "active",
     }
     if kind is not None:
@@ -206,7 +206,10 @@ def _device(hub: str, device: str, kind: DeviceType | None, residents: set[str])
 def _patient_ref(hub: str, resident: str | None, unnamed: str) -> dict[str, Any]:
     if resident is not None:
         return reference("Patient", hub, "resident", resident, "pat")
-    return {"type": "Patient", "display": f"the resident of {unnamed} (not named by hub {hub})"}
+    return {
+        "type": "Patient",
+        "display": fhir_string(f"the resident of {unnamed} (not named by hub {hub})", "a display"),
+    }
 
 
 def _communication(press: StoredReading, call: _Call | None) -> dict[str, Any]:
@@ -215,13 +218,13 @@ def _communication(press: StoredReading, call: _Call | None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "resourceType": "Communication",
         "id": resource_id("com", press.hub, press.record_id),
-        "identifier": [{"system": system(press.hub, "record"), "value": press.record_id}],
+        "identifier": [identifier(press.hub, "record", press.record_id)],
         "status": "completed",
         "category": [{"coding": [{"system": codes.COMMUNICATION_CATEGORY, "code": "alert"}]}],
         "priority": "stat",
         "subject": _patient_ref(press.hub, None if call is None else call.resident, f"pendant {press.device}"),
         "sent": _iso(press.hub_time),
-        "payload": [{"contentString": f"Panic call: pendant {press.device} {what}."}],
+        "payload": [{"contentString": fhir_string(f"Panic call: pendant {press.device} {what}.", "a payload")}],
     }
     if call is not None:
         out["about"] = [reference("Flag", call.hub, "alarm", call.alarm_id, "flag")]
@@ -237,7 +240,7 @@ def _flag(call: _Call) -> dict[str, Any]:
     out: dict[str, Any] = {
         "resourceType": "Flag",
         "id": resource_id("flag", call.hub, call.alarm_id),
-        "identifier": [{"system": system(call.hub, "alarm"), "value": call.alarm_id}],
+        "identifier": [identifier(call.hub, "alarm", call.alarm_id)],
         "status": "inactive" if call.answered is not None else "active",
         "category": [{"coding": [{"system": codes.FLAG_CATEGORY, "code": "safety", "display": "Safety"}]}],
         "code": {"text": "Panic call not answered" if call.answered is None else "Panic call (answered)"},

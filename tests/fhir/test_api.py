@@ -113,6 +113,14 @@ async def test_read_patients_devices_and_flags(client):
     assert (await _get(client, "/Communication"))["entry"][0]["resource"]["priority"] == "stat"
 
 
+async def test_metadata_is_a_capability_statement_of_what_is_served(client):
+    statement = await _get(client, "/metadata")
+    assert statement["resourceType"] == "CapabilityStatement"
+    served = {r["type"]: {p["name"] for p in r["searchParam"]} for r in statement["rest"][0]["resource"]}
+    assert served["Observation"] >= {"patient", "code", "date"}
+    assert set(served) == {"Patient", "Device", "Observation", "Communication", "Flag"}
+
+
 @pytest.mark.parametrize(
     ("url", "status", "words"),
     [

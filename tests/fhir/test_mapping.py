@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import re
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -30,6 +31,8 @@ CARRIED = {
     0x2A9D: {"weight", "unit", "bmi", "height", "height_unit"},
     0x2A37: {"heart_rate"},
 }
+# FHIR R4 string (datatypes): any characters but the controls other than tab, CR and LF, and other whitespace.
+FHIR_STRING = re.compile(r"[ \r\n\t\S]+")
 LOINC, MDC, UCUM = "http://loinc.org", "urn:iso:std:iso:11073:10101", "http://unitsofmeasure.org"
 
 
@@ -50,18 +53,23 @@ readings = st.tuples(
     st.datetimes(_NAIVE_MIN, _NAIVE_MAX, timezones=st.just(_dt.UTC)),
     st.one_of(st.none(), st.text(min_size=1, max_size=40)),
     st.booleans(),
+    st.sampled_from([None, ZoneInfo("Asia/Shanghai"), ZoneInfo("America/New_York")]),
 )
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(readings)
 def test_round_trip_is_exact_for_every_kind_of_meter(case):
-    m, at, resident, unreliable = case
+    m, at, resident, unreliable, zone = case
     try:
         record = measurement_record(m, at, resident=resident, unreliable=unreliable)
     except EncodeError:  # a value no record can carry (an integer beyond 64 bits): the hub never stores one
         assume(False)
     reading = stored(record)
+    if resident is not None and not FHIR_STRING.fullmatch(resident):  # a name no FHIR string can carry
+        with pytest.raises(ExportError, match="cannot carry"):
+            observation(reading, zone)
+        return
     why = exportable(reading)
     if why is not None:  # only the control-solution test of a glucose meter is held back
         assert m.UUID == 0x2A18
@@ -70,10 +78,10 @@ def test_round_trip_is_exact_for_every_kind_of_meter(case):
         with pytest.raises(ExportError):
             observation(reading)
         return
-    obs = observation(reading)
+    obs = observation(reading, zone)
     validate(obs)
     facts = observation_facts(_round_trip(obs))
-    assert facts == expected_facts(reading)
+    assert facts == expected_facts(reading, zone)
     assert set(facts.values) == CARRIED[m.UUID]
     for key, value in facts.values.items():
         assert value == reading.values.get(key)
