@@ -18,7 +18,8 @@ Interactions (``application/fhir+json``):
   Device, Communication and Flag), same paging; ``GET /<Type>/<id>`` reads one resource.
 - ``GET /metadata``: the ``CapabilityStatement`` of these interactions.
 - ``_count`` 0..1000 (default 50), ``_offset`` >= 0. An unknown or malformed parameter is a 400 with an
-  ``OperationOutcome``; an unknown id or resource type a 404 with one.
+  ``OperationOutcome``; an unknown id or resource type a 404 with one; a database failure or a stored record that
+  cannot be mapped (:class:`community.fhir.mapping.ExportError`) a 500 with one.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from community.fhir.mapping import ExportError
 from community.fhir.resources import RESOURCE_TYPES, FhirExport, build_export
 from community.storage import Storage, StorageError, StoredReading
 
@@ -253,6 +255,8 @@ async def _search(request: web.Request) -> web.Response:
         export = await request.app[_SOURCE].export_now()
     except StorageError as exc:
         return _outcome(500, "exception", f"the platform database failed: {exc}")
+    except ExportError as exc:
+        return _outcome(500, "exception", f"a stored record cannot be served as FHIR: {exc}")
     matches = [r for r in export.resources[resource_type] if all(f.matches(r) for f in filters)]
     return web.json_response(_bundle(request, matches, count, offset), content_type=FHIR_JSON)
 
@@ -267,6 +271,8 @@ async def _read(request: web.Request) -> web.Response:
         export = await request.app[_SOURCE].export_now()
     except StorageError as exc:
         return _outcome(500, "exception", f"the platform database failed: {exc}")
+    except ExportError as exc:
+        return _outcome(500, "exception", f"a stored record cannot be served as FHIR: {exc}")
     for resource in export.resources[resource_type]:
         if resource["id"] == wanted:
             return web.json_response(resource, content_type=FHIR_JSON)

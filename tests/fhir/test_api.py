@@ -158,3 +158,16 @@ async def test_mounted_under_fhir_links_keep_the_prefix_and_new_records_show(db:
             other.every_meter(0)
             await storage.store_batch([EnvelopeToStore("hub-li", 1, tuple(stored(r) for r in other.records))])
             assert (await _get(client, "/fhir/Observation?_count=0"))["total"] == 18
+
+
+async def test_a_record_that_cannot_be_mapped_is_a_500_operation_outcome(tmp_path: Path):
+    day = Day(resident="bad\x0bname")  # a resident id no FHIR string can carry
+    day.every_meter(0)
+    await store(tmp_path / "platform.db", [day])
+    async with (
+        SqliteStorage(tmp_path / "platform.db") as storage,
+        TestClient(TestServer(fhir_app(storage), host="127.0.0.1")) as client,
+    ):
+        outcome = await _get(client, "/Observation", 500)
+        assert "cannot carry" in outcome["issue"][0]["diagnostics"]
+        assert (await _get(client, "/Patient/pat-x", 500))["issue"][0]["code"] == "exception"
