@@ -61,8 +61,17 @@ async def test_a_stored_day_exports_valid_linked_resources(tmp_path: Path):
 
 
 def test_panic_calls_are_stat_communications_with_a_flag_while_unanswered():
-    export = build_export(_stored(_day()))
+    readings = _stored(_day())
+    export = build_export(readings)
     comms = export.resources["Communication"]
+    # The pendant's records read back from their Communications: record id, time, pendant, resident.
+    presses = {r.record_id: r for r in readings if r.kind == "panic"}
+    for c in comms:
+        press = presses[c["identifier"][0]["value"]]
+        assert _dt.datetime.fromisoformat(c["sent"]) == press.hub_time
+        assert c["sender"]["identifier"]["value"] == press.device
+        assert c["subject"]["identifier"]["value"] == "mrs-wang"
+    assert len(comms) == len(presses)
     assert [c["priority"] for c in comms] == ["stat", "stat"]
     assert all(c["category"][0]["coding"][0]["code"] == "alert" for c in comms)
     assert all(c["subject"]["identifier"]["value"] == "mrs-wang" for c in comms)
