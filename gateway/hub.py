@@ -201,7 +201,7 @@ class Hub:
             drafts: list[Draft] = []
             for reading in readings:
                 try:
-                    measured = measure(reading, now)
+                    measured = measure(reading)
                 except DecodeError as exc:
                     _log.warning("malformed %04X from %s: %s", reading.uuid, reading.device.address, exc)
                     drafts.extend(self._report_drafts(Misbehaviour(reading.device, str(exc), reading.data), now))

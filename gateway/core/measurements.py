@@ -172,8 +172,12 @@ def observation_of(
     )
 
 
-def measure(reading: Reading, now: datetime) -> Measured:
-    """Decode ``reading`` into its record draft (made at hub time ``now``) and observation.
+def measure(reading: Reading) -> Measured:
+    """Decode ``reading`` into its record draft and observation.
+
+    The record's ``hub_time`` is when the hub received the reading (``reading.received_at``), the same time a
+    reading with neither sequence number nor device timestamp takes its id from (``docs/protocol.md`` §3.7), so a
+    platform can recompute every measurement id from the record alone.
 
     Raises:
         DecodeError: the value does not decode (the caller records it as the device's misbehaviour).
@@ -205,5 +209,5 @@ def measure(reading: Reading, now: datetime) -> Measured:
         corrected_time=corrected,
         unreliable=bool(observation and observation.unreliable) or is_control_solution(measurement),
     )
-    draft = Draft(body, Lane.ROUTINE, now, record_id, reading.device.address, device_time)
+    draft = Draft(body, Lane.ROUTINE, reading.received_at, record_id, reading.device.address, device_time)
     return Measured(draft, record_id, observation)
