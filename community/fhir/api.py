@@ -232,17 +232,24 @@ def _bundle(request: web.Request, matches: Sequence[Mapping[str, Any]], count: i
     }
 
 
-def _resource_type(request: web.Request) -> str:
+def _resource_type(request: web.Request) -> str | None:
     resource_type = request.match_info["type"]
-    if resource_type not in RESOURCE_TYPES:
-        raise web.HTTPNotFound
-    return resource_type
+    return resource_type if resource_type in RESOURCE_TYPES else None
+
+
+async def _load(request: web.Request) -> FhirExport | web.Response:
+    """The app's records as FHIR, or the 500 OperationOutcome saying why they cannot be served."""
+    try:
+        return await request.app[_SOURCE].export_now()
+    except StorageError as exc:
+        return _outcome(500, "exception", f"the platform database failed: {exc}")
+    except ExportError as exc:
+        return _outcome(500, "exception", f"a stored record cannot be served as FHIR: {exc}")
 
 
 async def _search(request: web.Request) -> web.Response:
-    try:
-        resource_type = _resource_type(request)
-    except web.HTTPNotFound:
+    resource_type = _resource_type(request)
+    if resource_type is None:
         return _outcome(404, "not-supported", f"resource type {request.match_info['type']!r} is not served here")
     query = {name: request.query.getall(name) for name in request.query}
     try:
@@ -251,28 +258,21 @@ async def _search(request: web.Request) -> web.Response:
         offset = _int_param(query, "_offset", 0, None)
     except _BadRequestError as exc:
         return _outcome(400, "invalid", str(exc))
-    try:
-        export = await request.app[_SOURCE].export_now()
-    except StorageError as exc:
-        return _outcome(500, "exception", f"the platform database failed: {exc}")
-    except ExportError as exc:
-        return _outcome(500, "exception", f"a stored record cannot be served as FHIR: {exc}")
+    export = await _load(request)
+    if isinstance(export, web.Response):
+        return export
     matches = [r for r in export.resources[resource_type] if all(f.matches(r) for f in filters)]
     return web.json_response(_bundle(request, matches, count, offset), content_type=FHIR_JSON)
 
 
 async def _read(request: web.Request) -> web.Response:
-    try:
-        resource_type = _resource_type(request)
-    except web.HTTPNotFound:
+    resource_type = _resource_type(request)
+    if resource_type is None:
         return _outcome(404, "not-supported", f"resource type {request.match_info['type']!r} is not served here")
     wanted = request.match_info["id"]
-    try:
-        export = await request.app[_SOURCE].export_now()
-    except StorageError as exc:
-        return _outcome(500, "exception", f"the platform database failed: {exc}")
-    except ExportError as exc:
-        return _outcome(500, "exception", f"a stored record cannot be served as FHIR: {exc}")
+    export = await _load(request)
+    if isinstance(export, web.Response):
+        return export
     for resource in export.resources[resource_type]:
         if resource["id"] == wanted:
             return web.json_response(resource, content_type=FHIR_JSON)
