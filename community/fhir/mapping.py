@@ -8,8 +8,7 @@ each coded with its own LOINC and MDC codes (:mod:`community.fhir.codes`). Value
 sent them, in its unit (a UCUM code); an IEEE 11073 special value (NaN, NRes, +INF, -INF), or a value the meter left
 out while naming its unit, keeps the unit and carries a ``data-absent-reason`` extension on the quantity's value.
 
-:func:`observation_facts` reads an exported Observation back; :func:`expected_facts` is what it must equal for the
-stored reading (the round trip of ``tests/fhir``).
+:mod:`community.fhir.readback` reads an exported Observation back.
 """
 
 from __future__ import annotations
@@ -31,17 +30,19 @@ from protocols import gatt
 from protocols.record import RecordKind
 
 __all__ = [
+    "ABSENT_URL",
     "DEVICE_TIME_URL",
+    "SPECIAL_BY_REASON",
+    "SPECS",
     "UNRELIABLE_URL",
     "ExportError",
-    "ObservationFacts",
+    "Field",
+    "Spec",
     "Special",
-    "expected_facts",
     "exportable",
     "fhir_string",
     "identifier",
     "observation",
-    "observation_facts",
     "reference",
     "resource_id",
     "system",
@@ -51,7 +52,8 @@ DEVICE_TIME_URL: Final = "urn:carehub:fhir:extension:device-time"
 """Extension: the meter's own time stamp exactly as it reported it (local time, no zone)."""
 UNRELIABLE_URL: Final = "urn:carehub:fhir:extension:unreliable"
 """Extension: the hub or the meter flagged the reading as not trustworthy (movement, cuff fit, out of range)."""
-_ABSENT_URL: Final = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
+ABSENT_URL: Final = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
+"""Extension on a quantity's value: why there is no number (:class:`Special`, or ``unknown``)."""
 
 
 class ExportError(ValueError):
@@ -68,7 +70,8 @@ class Special(enum.Enum):
 
 
 _SPECIAL_BY_TEXT: Final = {s.value[0]: s for s in Special}
-_SPECIAL_BY_REASON: Final = {s.value[1]: s for s in Special}
+SPECIAL_BY_REASON: Final = {s.value[1]: s for s in Special}
+"""A data-absent reason code -> the special value it stands for."""
 
 
 def system(hub: str, what: str) -> str:
@@ -116,7 +119,7 @@ def reference(resource_type: str, hub: str, what: str, value: str, prefix: str) 
 
 
 @dataclass(frozen=True, slots=True)
-class _Field:
+class Field:
     """One measured value of a characteristic: its key in ``values``, its code, and where its unit comes from."""
 
     key: str
@@ -126,16 +129,16 @@ class _Field:
 
 
 @dataclass(frozen=True, slots=True)
-class _Spec:
+class Spec:
     """How a characteristic's values map: the Observation code, its own value (if any) and its components."""
 
     concept: Callable[[Mapping[str, Any]], Concept]
-    primary: _Field | None
-    components: tuple[_Field, ...]
+    primary: Field | None
+    components: tuple[Field, ...]
     category: str
     device: DeviceType
 
-    def fields(self) -> tuple[_Field, ...]:
+    def fields(self) -> tuple[Field, ...]:
         return self.components if self.primary is None else (self.primary, *self.components)
 
 
@@ -147,49 +150,49 @@ def _glucose(values: Mapping[str, Any]) -> Concept:
     return codes.glucose_concept(values.get("type"), str(values.get("unit")))
 
 
-_OXIMETRY = _Spec(
+_OXIMETRY = Spec(
     _fixed(codes.SPO2),
-    _Field("spo2", None, fixed_unit="%"),
-    (_Field("pulse_rate", codes.PULSE_OXIMETER, fixed_unit="/min"),),
+    Field("spo2", None, fixed_unit="%"),
+    (Field("pulse_rate", codes.PULSE_OXIMETER, fixed_unit="/min"),),
     "vital-signs",
     DeviceType.OXIMETER,
 )
-SPECS: Final[Mapping[int, _Spec]] = MappingProxyType(
+SPECS: Final[Mapping[int, Spec]] = MappingProxyType(
     {
-        gatt.BloodPressureMeasurement.UUID: _Spec(
+        gatt.BloodPressureMeasurement.UUID: Spec(
             _fixed(codes.BP_PANEL),
             None,
             (
-                _Field("systolic", codes.BP_SYSTOLIC, unit_key="unit"),
-                _Field("diastolic", codes.BP_DIASTOLIC, unit_key="unit"),
-                _Field("mean_arterial", codes.BP_MEAN, unit_key="unit"),
-                _Field("pulse_rate", codes.PULSE_CUFF, fixed_unit="/min"),
+                Field("systolic", codes.BP_SYSTOLIC, unit_key="unit"),
+                Field("diastolic", codes.BP_DIASTOLIC, unit_key="unit"),
+                Field("mean_arterial", codes.BP_MEAN, unit_key="unit"),
+                Field("pulse_rate", codes.PULSE_CUFF, fixed_unit="/min"),
             ),
             "vital-signs",
             DeviceType.BLOOD_PRESSURE,
         ),
-        gatt.GlucoseMeasurement.UUID: _Spec(
-            _glucose, _Field("concentration", None, unit_key="unit"), (), "laboratory", DeviceType.GLUCOSE
+        gatt.GlucoseMeasurement.UUID: Spec(
+            _glucose, Field("concentration", None, unit_key="unit"), (), "laboratory", DeviceType.GLUCOSE
         ),
         gatt.PlxSpotCheckMeasurement.UUID: _OXIMETRY,
         gatt.PlxContinuousMeasurement.UUID: _OXIMETRY,
-        gatt.TemperatureMeasurement.UUID: _Spec(
+        gatt.TemperatureMeasurement.UUID: Spec(
             _fixed(codes.BODY_TEMPERATURE),
-            _Field("value", None, unit_key="unit"),
+            Field("value", None, unit_key="unit"),
             (),
             "vital-signs",
             DeviceType.THERMOMETER,
         ),
-        gatt.WeightMeasurement.UUID: _Spec(
+        gatt.WeightMeasurement.UUID: Spec(
             _fixed(codes.BODY_WEIGHT),
-            _Field("weight", None, unit_key="unit"),
-            (_Field("bmi", codes.BMI, fixed_unit="kg/m2"), _Field("height", codes.BODY_HEIGHT, unit_key="height_unit")),
+            Field("weight", None, unit_key="unit"),
+            (Field("bmi", codes.BMI, fixed_unit="kg/m2"), Field("height", codes.BODY_HEIGHT, unit_key="height_unit")),
             "vital-signs",
             DeviceType.SCALE,
         ),
-        gatt.HeartRateMeasurement.UUID: _Spec(
+        gatt.HeartRateMeasurement.UUID: Spec(
             _fixed(codes.HEART_RATE),
-            _Field("heart_rate", None, fixed_unit="/min"),
+            Field("heart_rate", None, fixed_unit="/min"),
             (),
             "vital-signs",
             DeviceType.HEART_RATE,
@@ -213,12 +216,12 @@ def exportable(reading: StoredReading) -> str | None:
     return None
 
 
-def _unit(field: _Field, values: Mapping[str, Any]) -> str | None:
+def _unit(field: Field, values: Mapping[str, Any]) -> str | None:
     word = field.fixed_unit if field.fixed_unit is not None else values.get(field.unit_key or "")
     return word if isinstance(word, str) else None
 
 
-def _quantity(field: _Field, value: object, values: Mapping[str, Any], record_id: str) -> dict[str, Any]:
+def _quantity(field: Field, value: object, values: Mapping[str, Any], record_id: str) -> dict[str, Any]:
     word = _unit(field, values)
     ucum = codes.UCUM_UNITS.get(word or "")
     if ucum is None:
@@ -229,7 +232,7 @@ def _quantity(field: _Field, value: object, values: Mapping[str, Any], record_id
         if value is not None and special is None:
             raise ExportError(f"record {record_id}: {field.key} is {value!r}, not a number")
         reason = "unknown" if special is None else special.value[1]
-        quantity["_value"] = {"extension": [{"url": _ABSENT_URL, "valueCode": reason}]}
+        quantity["_value"] = {"extension": [{"url": ABSENT_URL, "valueCode": reason}]}
     elif isinstance(value, int | float) and not isinstance(value, bool):
         quantity["value"] = value
     else:
@@ -237,7 +240,7 @@ def _quantity(field: _Field, value: object, values: Mapping[str, Any], record_id
     return quantity
 
 
-def _component_code(field: _Field) -> dict[str, object]:
+def _component_code(field: Field) -> dict[str, object]:
     if field.concept is None:
         raise ExportError(f"component {field.key} has no code")
     return field.concept.to_json()
@@ -298,132 +301,3 @@ def observation(reading: StoredReading, zone: _dt.tzinfo | None = None) -> dict[
     if components:
         obs["component"] = components
     return obs
-
-
-# --- reading back --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ObservationFacts:
-    """What an exported Observation says about its record (compared with :func:`expected_facts` in the tests).
-
-    Attributes:
-        hub: the hub of the record.
-        record_id: the carehub record id.
-        resident_id: whose reading (``None``: not filed under a resident).
-        device: the meter's device id.
-        values: the measured values by their ``values`` key, and their unit words (``unit``, ``height_unit``), with
-            special values as decoded (``"NaN"``...); a value the meter did not send is ``None``.
-        effective: when the reading was taken (UTC).
-        issued: when the hub received it (UTC).
-        device_time: the meter's own time stamp as reported.
-        unreliable: flagged by the hub or the meter.
-    """
-
-    hub: str
-    record_id: str
-    resident_id: str | None
-    device: str | None
-    values: Mapping[str, Any]
-    effective: _dt.datetime
-    issued: _dt.datetime
-    device_time: str | None
-    unreliable: bool
-
-
-def expected_facts(reading: StoredReading, zone: _dt.tzinfo | None = None) -> ObservationFacts:
-    """The facts the Observation of ``reading`` must carry: taken straight from the stored record."""
-    spec = SPECS[reading.body["uuid"]]
-    values = reading.values or {}
-    shown: dict[str, Any] = {}
-    for f in spec.fields():
-        shown[f.key] = values.get(f.key)
-        if f.unit_key is not None:
-            shown[f.unit_key] = values.get(f.unit_key)
-    return ObservationFacts(
-        hub=reading.hub,
-        record_id=reading.record_id,
-        resident_id=reading.resident_id,
-        device=reading.device,
-        values=shown,
-        effective=taken_at(reading, zone),
-        issued=reading.hub_time,
-        device_time=reading.device_time,
-        unreliable=bool(reading.body.get("unreliable")),
-    )
-
-
-def _number(quantity: Mapping[str, Any]) -> object:
-    if "value" in quantity:
-        return quantity["value"]
-    for ext in quantity.get("_value", {}).get("extension", []):
-        if ext.get("url") == _ABSENT_URL and ext.get("valueCode") == "unknown":
-            return None
-        if ext.get("url") == _ABSENT_URL and ext.get("valueCode") in _SPECIAL_BY_REASON:
-            return _SPECIAL_BY_REASON[ext["valueCode"]].value[0]
-    raise ExportError("a quantity without a value or a known data-absent reason")
-
-
-def _ref_value(ref: Mapping[str, Any] | None) -> str | None:
-    return None if ref is None else str(ref["identifier"]["value"])
-
-
-def observation_facts(obs: Mapping[str, Any]) -> ObservationFacts:
-    """Read back an Observation made by :func:`observation` (FHIR JSON, e.g. parsed from the NDJSON export).
-
-    Raises:
-        ExportError: not an Observation of this export (unknown code, identifier or quantity).
-        KeyError: a required element is missing.
-    """
-    ident = obs["identifier"][0]
-    prefix, suffix = "urn:carehub:hub:", ":record"
-    sys_ = str(ident["system"])
-    if not (sys_.startswith(prefix) and sys_.endswith(suffix)):
-        raise ExportError(f"identifier system {sys_!r} is not a carehub record")
-    codings = {(c["system"], c["code"]) for c in obs["code"]["coding"]}
-    spec = next((s for s in SPECS.values() if _spec_codes(s) & codings), None)
-    if spec is None:
-        raise ExportError(f"Observation code {sorted(codings)} is not one of carehub's")
-    found: dict[str, Any] = {}
-    for f in spec.fields():
-        found[f.key] = None
-        if f.unit_key is not None:
-            found.setdefault(f.unit_key, None)
-    parts: list[tuple[_Field, Mapping[str, Any]]] = []
-    if spec.primary is not None and "valueQuantity" in obs:
-        parts.append((spec.primary, obs["valueQuantity"]))
-    for comp in obs.get("component", []):
-        comp_codes = {(c["system"], c["code"]) for c in comp["code"]["coding"]}
-        field = next((f for f in spec.components if f.concept and _concept_codes(f.concept) == comp_codes), None)
-        if field is None:
-            raise ExportError(f"component code {sorted(comp_codes)} is not one of carehub's")
-        parts.append((field, comp["valueQuantity"]))
-    for field, quantity in parts:
-        found[field.key] = _number(quantity)
-        if field.unit_key is not None:
-            found[field.unit_key] = codes.DECODED_UNITS[quantity["code"]]
-    extensions = {e["url"]: e for e in obs.get("extension", [])}
-    device_time = extensions.get(DEVICE_TIME_URL)
-    return ObservationFacts(
-        hub=sys_[len(prefix) : -len(suffix)],
-        record_id=str(ident["value"]),
-        resident_id=_ref_value(obs.get("subject")),
-        device=_ref_value(obs.get("device")),
-        values=found,
-        effective=_dt.datetime.fromisoformat(obs["effectiveDateTime"]),
-        issued=_dt.datetime.fromisoformat(obs["issued"]),
-        device_time=None if device_time is None else str(device_time["valueString"]),
-        unreliable=bool(extensions.get(UNRELIABLE_URL, {}).get("valueBoolean", False)),
-    )
-
-
-def _concept_codes(concept: Concept) -> set[tuple[str, str]]:
-    return {(c.system, c.code) for c in concept.codes}
-
-
-def _spec_codes(spec: _Spec) -> set[tuple[str, str]]:
-    """The MDC codes that identify a characteristic's Observation (LOINC 8867-4 is shared by several)."""
-    if spec.device is DeviceType.GLUCOSE:
-        return {(codes.MDC, code) for code in codes.glucose_mdc_codes()}
-    concept = spec.concept({})
-    return {(c.system, c.code) for c in concept.codes if c.system == codes.MDC}

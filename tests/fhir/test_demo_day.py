@@ -12,7 +12,8 @@ from clirun import carehub
 from fhir_data import validate
 
 from community.config import load_platform_config
-from community.fhir.mapping import expected_facts, exportable, observation_facts
+from community.fhir.mapping import exportable
+from community.fhir.readback import expected_facts, observation_facts
 from community.storage import SqliteStorage, StoredReading
 from runtime import aio
 from sim.broker import mosquitto_available

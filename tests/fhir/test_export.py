@@ -13,7 +13,7 @@ from analytics_data import store
 from clirun import carehub, one_error_line
 from fhir_data import T0, Day, measurement_record, validate
 
-from community.fhir.mapping import expected_facts, observation_facts
+from community.fhir.readback import expected_facts, observation_facts
 from protocols import gatt
 from protocols.ieee11073 import MderFloat
 from protocols.record import MeasurementBody, Record

@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from strategies import MEASUREMENT_STRATEGIES
 
-from community.fhir.mapping import ExportError, expected_facts, exportable, observation, observation_facts
+from community.fhir.mapping import ExportError, exportable, observation
+from community.fhir.readback import expected_facts, observation_facts
 from protocols import gatt
 from protocols.datetime_ import DateTime
 from protocols.errors import EncodeError

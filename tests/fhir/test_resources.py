@@ -10,7 +10,8 @@ from typing import Any
 from analytics_data import store
 from fhir_data import Day, all_resources, stored, validate
 
-from community.fhir.mapping import expected_facts, exportable, observation_facts
+from community.fhir.mapping import exportable
+from community.fhir.readback import expected_facts, observation_facts
 from community.fhir.resources import RESOURCE_TYPES, build_export
 
 
