@@ -177,7 +177,8 @@ def read_bundle(data: bytes, *, expect_key_id: str | None = None) -> EnrollmentB
 
     Args:
         data: the bundle file's bytes.
-        expect_key_id: the platform signing key id the operator announced; the bundle must name this key.
+        expect_key_id: the platform key id the operator announced (of its X25519 key, docs/protocol.md §2); the
+            bundle must name this key.
 
     Raises:
         BundleError: malformed, altered (signature), another platform's, or with invalid contents.
