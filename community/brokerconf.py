@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import ipaddress
 import os
 import re
 import secrets
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from community.tls import is_loopback_host
 from protocols.acks import MAX_ACK_ENTRIES
 from protocols.envelope import MAX_ENVELOPE_BYTES
 from protocols.messages import MAX_DOWN_BYTES
@@ -163,15 +163,6 @@ class TlsListener:
     host: str = "0.0.0.0"  # noqa: S104 - the hubs' listener is meant to be reached from the network
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -214,7 +205,7 @@ def write_broker_config(
         raise ValueError("at least one hub is needed")
     if type(port) is not int or not 1 <= port <= _MAX_PORT:
         raise ValueError(f"port {port!r} is not a TCP port (1..{_MAX_PORT})")
-    if not _is_loopback(host):
+    if not is_loopback_host(host):
         raise ValueError(f"the plaintext listener must be on a loopback address, not {host!r}; hubs use TLS")
     if tls is not None and (type(tls.port) is not int or not 1 <= tls.port <= _MAX_PORT or tls.port == port):
         raise ValueError(f"TLS port {tls.port!r} is not a TCP port (1..{_MAX_PORT}) other than {port}")

@@ -21,7 +21,6 @@ delete it once the hub is set up.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import tomllib
@@ -38,7 +37,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from community.config import PlatformConfigError, load_platform_config
-from community.tls import TlsError, check_ca_pem
+from community.tls import TlsError, check_ca_pem, is_loopback_host
 from protocols.errors import AuthenticationError, KeyFileError
 from protocols.keys import PlatformIdentity, PlatformPublicKeys, sign_detached, verify_detached
 from protocols.topics import is_valid_hub_id
@@ -107,7 +106,7 @@ def _check(hub_id: str, broker_url: str, username: str, password: str, broker_ca
         raise BundleError(f"broker url {broker_url!r} is not mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
     if not username or not password:
         raise BundleError("a bundle needs the hub's broker user name and password")
-    if parts.scheme == "mqtt" and not _loopback(parts.hostname):
+    if parts.scheme == "mqtt" and not is_loopback_host(parts.hostname):
         # Plaintext MQTT carries the hub's broker password: only to a broker on the same machine (the demo).
         raise BundleError(f"broker url {broker_url!r}: plain mqtt:// only to a loopback broker; use mqtts://")
     if broker_ca is not None:
@@ -117,15 +116,6 @@ def _check(hub_id: str, broker_url: str, username: str, password: str, broker_ca
             check_ca_pem(broker_ca)
         except TlsError as exc:
             raise BundleError(f"broker_ca: {exc}") from None
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def create_bundle(

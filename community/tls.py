@@ -40,6 +40,7 @@ __all__ = [
     "SiteAuthority",
     "TlsError",
     "check_ca_pem",
+    "is_loopback_host",
 ]
 
 CA_DAYS: Final = 3650
@@ -105,6 +106,16 @@ def _is_label(label: str) -> bool:
         and label[-1] != "-"
         and all(c.isascii() and (c.isalnum() or c == "-") for c in label)
     )
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` names this machine only (``localhost``, 127.0.0.0/8, ::1): where plaintext MQTT may go."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def check_ca_pem(pem: str) -> x509.Certificate:
