@@ -67,7 +67,9 @@ from gateway.rule_levels import (
     LevelRule,
     judge,
 )
-from gateway.thresholds import SPECS, Key, Thresholds, Tier, resolve_thresholds
+from gateway.rule_types import DeviceWatch, ResidentRules, ScheduleEntry
+from gateway.thresholds import SPECS, Key, Thresholds, Tier
+from gateway.trend_rules import glucose_swing, weight_gain
 
 __all__ = [
     "DeviceWatch",
@@ -76,51 +78,6 @@ __all__ = [
     "ScheduleEntry",
     "UnknownResidentError",
 ]
-
-_ROUND = 6  # differences and percentages are rounded to 1e-6 so binary noise cannot decide a boundary
-
-
-@dataclass(frozen=True, slots=True)
-class ScheduleEntry:
-    """A measurement the resident is expected to take every day, e.g. blood pressure by 10:00.
-
-    A reading of `vital` (``SYSTOLIC`` for a blood-pressure schedule) taken from `window` before `due` onwards
-    satisfies the day's slot. Missing at ``due + grace``: notice; still missing ``escalate_after`` later: warning.
-
-    `due` is local time in the engine's zone (the home's); `grace`, `escalate_after` and `window` are elapsed time,
-    counted from the instant the slot falls due, so a DST change inside them neither stretches nor shortens them.
-    On the day the clocks go forward a due time inside the skipped hour falls due that much later (02:30 in a
-    02:00 -> 03:00 change is 03:30, as PEP 495 reads a time in a gap); on the day they go back a due time inside the
-    repeated hour falls due at its first occurrence, once.
-    """
-
-    vital: Vital
-    due: time
-    grace: timedelta = timedelta(hours=1)
-    escalate_after: timedelta = timedelta(hours=2)
-    window: timedelta = timedelta(hours=4)
-
-    @property
-    def subject(self) -> str:
-        """The slot's name as an alarm subject, e.g. ``"systolic@10:00"``."""
-        return f"{self.vital.value}@{self.due:%H:%M}"
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceWatch:
-    """A device that must be heard from at least every `silent_after` (its own reporting rhythm plus slack)."""
-
-    device: str
-    silent_after: timedelta
-
-
-@dataclass(frozen=True, slots=True)
-class ResidentRules:
-    """Everything the engine needs to judge one resident."""
-
-    thresholds: Thresholds = field(default_factory=resolve_thresholds)
-    schedule: tuple[ScheduleEntry, ...] = ()
-    devices: tuple[DeviceWatch, ...] = ()
 
 
 class UnknownResidentError(KeyError):
@@ -135,14 +92,6 @@ class _ResidentState:
     glucose: deque[tuple[datetime, float]] = field(default_factory=deque)
     weight: deque[tuple[datetime, float]] = field(default_factory=deque)
     last_reading: dict[Vital, datetime] = field(default_factory=dict)
-
-
-def _remember(history: deque[tuple[datetime, float]], at: datetime, value: float, limit: int) -> None:
-    """Insert keeping time order (a meter's stored backlog may arrive late), dropping the oldest beyond `limit`."""
-    items = [*history, (at, value)]
-    items.sort(key=lambda item: item[0])
-    history.clear()
-    history.extend(items[-limit:])
 
 
 class RuleEngine:
@@ -245,8 +194,8 @@ class RuleEngine:
             if value is None:
                 continue
             self._level(obs, rule, value, t, findings=findings, normal=normal)
-        self._glucose_swing(obs, state, findings, normal)
-        self._weight(obs, state, findings, normal)
+        glucose_swing(obs, state.glucose, state.rules.thresholds, self._limit, findings=findings, normal=normal)
+        weight_gain(obs, state.weight, state.rules.thresholds, self._limit, findings=findings, normal=normal)
         self._schedule_seen(obs, state, normal)
         return Evaluation(obs.at, tuple(findings), tuple(normal))
 
@@ -405,76 +354,6 @@ class RuleEngine:
         if step is BpStep.DOWNGRADE:
             finding = replace(finding, transition=Transition.DOWNGRADED)
         findings.append(finding)
-
-    def _glucose_swing(
-        self, obs: Observation, state: _ResidentState, findings: list[Finding], normal: list[ConditionRef]
-    ) -> None:
-        value = obs.value(Vital.GLUCOSE)
-        if value is None:
-            return
-        t = state.rules.thresholds
-        window = timedelta(seconds=t[Key.GLUCOSE_SWING_WINDOW_S])
-        previous = [(at, v) for at, v in state.glucose if at < obs.at]
-        _remember(state.glucose, obs.at, value, self._limit)
-        if not t.enabled(Key.GLUCOSE_SWING_ENABLED) or not previous:
-            normal.append(ConditionRef(obs.resident, "glucose.swing"))
-            return
-        prev_at, prev = previous[-1]
-        if obs.at - prev_at > window or prev <= 0:
-            normal.append(ConditionRef(obs.resident, "glucose.swing"))
-            return
-        percent = round(abs(value - prev) / prev * 100.0, _ROUND)
-        threshold = t[Key.GLUCOSE_SWING_PERCENT]
-        if not SPECS[Key.GLUCOSE_SWING_PERCENT].cmp.fires(percent, threshold):
-            normal.append(ConditionRef(obs.resident, "glucose.swing"))
-            return
-        findings.append(
-            Finding(
-                obs.resident,
-                "glucose.swing",
-                Tier.WARNING,
-                "glucose_swing",
-                obs.at,
-                value=percent,
-                threshold=threshold,
-                device=obs.device,
-                record_id=obs.record_id,
-            )
-        )
-
-    def _weight(
-        self, obs: Observation, state: _ResidentState, findings: list[Finding], normal: list[ConditionRef]
-    ) -> None:
-        value = obs.value(Vital.WEIGHT)
-        if value is None:
-            return
-        t = state.rules.thresholds
-        earlier = [(at, v) for at, v in state.weight if at < obs.at]
-        _remember(state.weight, obs.at, value, self._limit)
-        for condition, days, key, tier in (
-            ("weight.gain_3d", 3, Key.WEIGHT_GAIN_3D_WARNING_KG, Tier.WARNING),
-            ("weight.gain_1d", 1, Key.WEIGHT_GAIN_1D_NOTICE_KG, Tier.NOTICE),
-        ):
-            since = obs.at - timedelta(days=days)
-            window = [v for at, v in earlier if at >= since]
-            threshold = t[key]
-            gain = round(value - min(window), _ROUND) if window else 0.0
-            if not t.enabled(Key.WEIGHT_TREND_ENABLED) or not SPECS[key].cmp.fires(gain, threshold):
-                normal.append(ConditionRef(obs.resident, condition))
-                continue
-            findings.append(
-                Finding(
-                    obs.resident,
-                    condition,
-                    tier,
-                    "weight_gain",
-                    obs.at,
-                    value=gain,
-                    threshold=threshold,
-                    device=obs.device,
-                    record_id=obs.record_id,
-                )
-            )
 
     def _schedule_seen(self, obs: Observation, state: _ResidentState, normal: list[ConditionRef]) -> None:
         for vital in obs.values:
