@@ -242,7 +242,7 @@ def bench(
     quick: Annotated[bool, typer.Option("--quick", help="Smaller counts (seconds, for smoke tests).")] = False,
 ) -> None:
     """Measure the hub's speed figures on this machine: codec, outbox, end to end, panic latency, memory, and the
-    platform's FHIR export (``carehub bench fhir``: that figure alone)."""
+    platform's FHIR export (carehub bench fhir: that figure alone)."""
     from carehub.bench import format_rows, run_all
     from gateway import aio
     from sim.broker import mosquitto_available
