@@ -628,4 +628,5 @@ def rejected(
 app.command("bundle")(bundle_command)
 app.add_typer(__import__("community.tls_cli", fromlist=["app"]).app, name="tls")
 app.add_typer(__import__("community.console.careplan", fromlist=["app"]).app, name="careplan")
+app.add_typer(__import__("community.console.audit", fromlist=["app"]).app, name="audit")
 app.command("export")(__import__("community.fhir.cli", fromlist=["export_command"]).export_command)
