@@ -60,7 +60,7 @@ class AuditEntry:
 
 
 def _canonical(
-    seq: int, time: _dt.datetime, actor: str, action: str, resident: str | None, detail: str, prev_hash: str
+    *, seq: int, time: _dt.datetime, actor: str, action: str, resident: str | None, detail: str, prev_hash: str
 ) -> bytes:
     fields = {
         "seq": seq,
@@ -75,14 +75,26 @@ def _canonical(
 
 
 def entry_hash(
-    seq: int, time: _dt.datetime, actor: str, action: str, resident: str | None, detail: str, prev_hash: str
+    *, seq: int, time: _dt.datetime, actor: str, action: str, resident: str | None, detail: str, prev_hash: str
 ) -> str:
     """SHA-256 (hex) of the entry's canonical encoding."""
-    return hashlib.sha256(_canonical(seq, time, actor, action, resident, detail, prev_hash)).hexdigest()
+    return hashlib.sha256(
+        _canonical(
+            seq=seq, time=time, actor=actor, action=action, resident=resident, detail=detail, prev_hash=prev_hash
+        )
+    ).hexdigest()
 
 
 def _recomputed(e: AuditEntry) -> str:
-    return entry_hash(e.seq, e.time, e.actor, e.action, e.resident, e.detail, e.prev_hash)
+    return entry_hash(
+        seq=e.seq,
+        time=e.time,
+        actor=e.actor,
+        action=e.action,
+        resident=e.resident,
+        detail=e.detail,
+        prev_hash=e.prev_hash,
+    )
 
 
 def verify(entries: Iterator[AuditEntry] | list[AuditEntry]) -> tuple[int, str]:
@@ -186,7 +198,9 @@ class AuditLog:
         time = self._clock()
         if time.tzinfo is None:
             raise AuditError("audit times must be timezone-aware")
-        digest = entry_hash(seq, time, actor, action, resident, detail, prev)
+        digest = entry_hash(
+            seq=seq, time=time, actor=actor, action=action, resident=resident, detail=detail, prev_hash=prev
+        )
         entry = AuditEntry(seq, time, actor, action, resident, detail, prev, digest)
         self._store.append(entry)
         return entry
