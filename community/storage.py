@@ -11,14 +11,19 @@ Envelopes the platform refuses for good go into a quarantine table in the same t
 envelopes (:class:`Refusal`), so an operator can see what was refused and why (``carehub platform rejected``).
 
 Sequence numbers are unsigned 64-bit integers on the wire (``docs/protocol.md`` §4), SQLite's INTEGER is signed
-64-bit: every sequence-number column holds ``value - 2**63``, which maps ``0..2**64-1`` onto SQLite's whole range
-one to one and keeps the order. A value no unsigned 64-bit integer can hold raises :class:`UnstorableError` before
-any transaction starts; the ingest worker refuses such an envelope as ``malformed``.
+64-bit: every sequence-number column holds ``value - 2**63`` (:mod:`community.storage_common`), which maps
+``0..2**64-1`` onto SQLite's whole range one to one and keeps the order. A value no unsigned 64-bit integer can
+hold, or text with a NUL character, raises :class:`UnstorableError` before any transaction starts; the ingest
+worker refuses such an envelope as ``malformed``.
 
 The database holds residents' health data: it is created mode 0600 (SQLite gives its ``-wal`` and ``-shm`` files
 the database's mode), and an existing database this user owns that others could read is tightened to 0600.
 
 SQLite work runs on one dedicated thread per store; the event loop never blocks on the disk.
+
+:mod:`community.storage_pg` is the same interface on PostgreSQL (production); ``community.config.open_storage``
+opens the engine a platform config names, and ``tests/platform/test_storage_contract.py`` runs one set of tests
+against both.
 """
 
 from __future__ import annotations
@@ -41,6 +46,15 @@ from typing import Any, Final, Protocol, Self, TypeVar
 
 import nacl.signing
 
+from community.storage_common import (
+    EPOCH,
+    StorageError,
+    UnstorableError,
+    check_text,
+    micros,
+    seq_from_db,
+    seq_to_db,
+)
 from protocols.envelope import OpenedEnvelope
 from protocols.errors import EnvelopeRejection
 from protocols.keys import KEY_LEN, HubPublicKey
@@ -67,33 +81,10 @@ __all__ = [
 _T = TypeVar("_T")
 _log = logging.getLogger(__name__)
 
-_U64_END: Final = 2**64
-_BIAS: Final = 2**63
 MAX_DETAIL_CHARS: Final = 512
 """A refusal's detail text is cut to this length in the quarantine (it may quote what a sender chose)."""
 MAX_RESIDENT_CHARS: Final = 256
 """Resident ids are text of 1..256 characters, as in ``protocols.messages``."""
-
-
-class StorageError(RuntimeError):
-    """The platform database cannot be opened or written."""
-
-
-class UnstorableError(ValueError):
-    """A value the protocol does not allow and the database cannot hold; the envelope is refused as malformed."""
-
-
-def _to_db(value: int, what: str) -> int:
-    """An unsigned 64-bit sequence number as SQLite holds it (``value - 2**63``; order kept)."""
-    if type(value) is not int or not 0 <= value < _U64_END:
-        raise UnstorableError(f"{what} {value!r} is not an unsigned 64-bit integer")
-    return value - _BIAS
-
-
-def _from_db(value: object) -> int:
-    if type(value) is not int:
-        raise StorageError(f"a sequence number column holds {value!r}")
-    return value + _BIAS
 
 
 def _jsonable(value: object) -> Any:
@@ -170,9 +161,34 @@ class StoredReading:
     _body_text: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        _to_db(self.record_seq, "record seq")
-        _to_db(self.envelope_seq, "envelope seq")
+        seq_to_db(self.record_seq, "record seq")
+        seq_to_db(self.envelope_seq, "envelope seq")
+        for what, text in (("device id", self.device), ("device time", self.device_time)):
+            check_text(text, what)
+        for what, text in (("resident id", self.resident_id), ("alarm id", self.alarm_id)):
+            check_text(text, what)
         object.__setattr__(self, "_body_text", _encode_body(self.body))
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> Self:
+        """A reading as every engine selects it: ``hub, record_id, kind, record_seq, device, body (JSON text),
+        hub_time (microseconds since the epoch), device_time, envelope_seq, received_at, resident, alarm_id``, the
+        sequence numbers as :func:`community.storage_common.seq_to_db` stored them."""
+        h, rid, kind, rseq, device, body, hub_us, dtime, seq, recv, resident, alarm = row
+        return cls(
+            hub=str(h),
+            record_id=str(rid),
+            kind=str(kind),
+            record_seq=seq_from_db(rseq),
+            device=None if device is None else str(device),
+            body=json.loads(body),
+            hub_time=EPOCH + _dt.timedelta(microseconds=int(hub_us)),
+            device_time=None if dtime is None else str(dtime),
+            envelope_seq=seq_from_db(seq),
+            received_at=float(recv),
+            resident_id=None if resident is None else str(resident),
+            alarm_id=None if alarm is None else str(alarm),
+        )
 
     @property
     def body_text(self) -> str:
@@ -219,7 +235,7 @@ class EnvelopeToStore:
     readings: tuple[StoredReading, ...]
 
     def __post_init__(self) -> None:
-        _to_db(self.envelope_seq, "envelope seq")
+        seq_to_db(self.envelope_seq, "envelope seq")
 
     @classmethod
     def from_opened(cls, envelope: OpenedEnvelope, received_at: float) -> Self:
@@ -279,9 +295,14 @@ class Refusal:
         if not isinstance(self.reason, EnvelopeRejection):
             raise TypeError("reason must be an EnvelopeRejection")
         if self.envelope_seq is not None:
-            _to_db(self.envelope_seq, "envelope seq")
-        if len(self.detail) > MAX_DETAIL_CHARS:
-            object.__setattr__(self, "detail", self.detail[: MAX_DETAIL_CHARS - 1] + "…")
+            seq_to_db(self.envelope_seq, "envelope seq")
+        # A refusal is always kept: text a sender chose loses its NULs (see community.storage_common) and is cut.
+        if self.claimed_hub is not None and "\x00" in self.claimed_hub:
+            object.__setattr__(self, "claimed_hub", self.claimed_hub.replace("\x00", "\ufffd"))
+        detail = self.detail.replace("\x00", "\ufffd")
+        if len(detail) > MAX_DETAIL_CHARS:
+            detail = detail[: MAX_DETAIL_CHARS - 1] + "…"
+        object.__setattr__(self, "detail", detail)
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,6 +348,23 @@ class QuarantinedEnvelope:
 
     row_id: int
     refusal: Refusal
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> Self:
+        """A quarantine row as every engine selects it: ``id, received_at, topic_hub, claimed_hub, seq, reason,
+        detail, size, digest`` (``seq`` as :func:`community.storage_common.seq_to_db` stored it)."""
+        row_id, received, topic, claimed, seq, reason, detail, size, digest = row
+        refusal = Refusal(
+            topic_hub=None if topic is None else str(topic),
+            claimed_hub=None if claimed is None else str(claimed),
+            envelope_seq=None if seq is None else seq_from_db(seq),
+            reason=EnvelopeRejection(reason),
+            detail=str(detail),
+            size=int(size),
+            digest=str(digest),
+            received_at=float(received),
+        )
+        return cls(int(row_id), refusal)
 
 
 class Storage(Protocol):
@@ -387,6 +425,10 @@ class Storage(Protocol):
         """Allocate the next down-message sequence number for ``hub`` (1, 2, ...), durably, never reused."""
         ...
 
+    async def schema_version(self) -> int:
+        """The version of the database schema in force (each engine numbers its own migrations)."""
+        ...
+
 
 # Schema 3 (4 adds _MIGRATE_3_TO_4). Sequence-number columns hold value - 2**63 (see the module docstring).
 _SCHEMA = (
@@ -434,12 +476,7 @@ _MIGRATE_3_TO_4 = (
 )
 _SCHEMA_VERSION = 4
 _INTERIM_SCHEMA = 1  # written by the interim wire codec; its readings are not protocol v1 records
-_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
 _PRIVATE_MODE: Final = 0o600
-
-
-def _micros(t: _dt.datetime) -> int:
-    return (t - _EPOCH) // _dt.timedelta(microseconds=1)
 
 
 def _make_private(path: Path) -> None:
@@ -550,7 +587,7 @@ class SqliteStorage:
             for env in envelopes:
                 inserted = conn.execute(
                     "INSERT OR IGNORE INTO envelopes (hub, seq, received_at) VALUES (?, ?, strftime('%s', 'now'))",
-                    (env.hub, _to_db(env.envelope_seq, "envelope seq")),
+                    (env.hub, seq_to_db(env.envelope_seq, "envelope seq")),
                 ).rowcount
                 if inserted == 0:
                     outcomes.append(EnvelopeOutcome(env.hub, env.envelope_seq, Outcome.REPLAYED, (), ()))
@@ -566,12 +603,12 @@ class SqliteStorage:
                             r.hub,
                             r.record_id,
                             r.kind,
-                            _to_db(r.record_seq, "record seq"),
+                            seq_to_db(r.record_seq, "record seq"),
                             r.device,
                             r.body_text,
-                            _micros(r.hub_time),
+                            micros(r.hub_time),
                             r.device_time,
-                            _to_db(r.envelope_seq, "envelope seq"),
+                            seq_to_db(r.envelope_seq, "envelope seq"),
                             r.received_at,
                             r.resident_id,
                             r.alarm_id,
@@ -587,7 +624,7 @@ class SqliteStorage:
                         refusal.received_at,
                         refusal.topic_hub,
                         refusal.claimed_hub,
-                        None if refusal.envelope_seq is None else _to_db(refusal.envelope_seq, "envelope seq"),
+                        None if refusal.envelope_seq is None else seq_to_db(refusal.envelope_seq, "envelope seq"),
                         refusal.reason.value,
                         refusal.detail,
                         refusal.size,
@@ -643,24 +680,7 @@ class SqliteStorage:
             if hub is not None:
                 query += " WHERE topic_hub = ?"
                 params = (hub,)
-            return [
-                QuarantinedEnvelope(
-                    int(row_id),
-                    Refusal(
-                        topic_hub=None if topic is None else str(topic),
-                        claimed_hub=None if claimed is None else str(claimed),
-                        envelope_seq=None if seq is None else _from_db(seq),
-                        reason=EnvelopeRejection(reason),
-                        detail=str(detail),
-                        size=int(size),
-                        digest=str(digest),
-                        received_at=float(received),
-                    ),
-                )
-                for row_id, received, topic, claimed, seq, reason, detail, size, digest in self._db().execute(
-                    query + " ORDER BY id", params
-                )
-            ]
+            return [QuarantinedEnvelope.from_row(row) for row in self._db().execute(query + " ORDER BY id", params)]
 
         return await self._run_db(read)
 
@@ -676,24 +696,7 @@ class SqliteStorage:
             if hub is not None:
                 query += " WHERE hub = ?"
                 params = (hub,)
-            rows = self._db().execute(query + " ORDER BY id", params)
-            return [
-                StoredReading(
-                    hub=str(h),
-                    record_id=str(rid),
-                    kind=str(kind),
-                    record_seq=_from_db(rseq),
-                    device=None if device is None else str(device),
-                    body=json.loads(body),
-                    hub_time=_EPOCH + _dt.timedelta(microseconds=int(hub_us)),
-                    device_time=None if dtime is None else str(dtime),
-                    envelope_seq=_from_db(seq),
-                    received_at=float(recv),
-                    resident_id=None if resident is None else str(resident),
-                    alarm_id=None if alarm is None else str(alarm),
-                )
-                for h, rid, kind, rseq, device, body, hub_us, dtime, seq, recv, resident, alarm in rows
-            ]
+            return [StoredReading.from_row(row) for row in self._db().execute(query + " ORDER BY id", params)]
 
         return await self._run_db(read)
 
@@ -827,3 +830,7 @@ class SqliteStorage:
             return int(row[0])
 
         return await self._run_db(bump)
+
+    async def schema_version(self) -> int:
+        """SQLite's ``user_version``: the schema this store migrated the file to when it opened it."""
+        return await self._run_db(lambda: int(self._db().execute("PRAGMA user_version").fetchone()[0]))

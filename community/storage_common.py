@@ -1,0 +1,75 @@
+"""What both storage engines (SQLite, :mod:`community.storage`; PostgreSQL, :mod:`community.storage_pg`) share below
+the :class:`community.storage.Storage` interface: the errors, and how values the protocol allows are mapped onto
+columns both databases can hold.
+
+Sequence numbers are unsigned 64-bit integers on the wire (``docs/protocol.md`` §4); SQLite's INTEGER and
+PostgreSQL's BIGINT are signed 64-bit, so every sequence-number column holds ``value - 2**63``, which maps
+``0..2**64-1`` onto the whole signed range one to one and keeps the order.
+
+PostgreSQL text cannot hold the NUL character (SQLite can): a text value with NUL is refused before any transaction
+in both engines, so an envelope is stored or refused the same way whichever engine runs.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Final
+
+__all__ = [
+    "EPOCH",
+    "StorageError",
+    "UnstorableError",
+    "check_text",
+    "micros",
+    "seq_from_db",
+    "seq_to_db",
+]
+
+_U64_END: Final = 2**64
+_BIAS: Final = 2**63
+EPOCH: Final = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
+
+
+class StorageError(RuntimeError):
+    """The platform database cannot be opened or written (transient: nothing of the failed call was kept)."""
+
+
+class UnstorableError(ValueError):
+    """A value the protocol does not allow and the database cannot hold; the envelope is refused as malformed."""
+
+
+def seq_to_db(value: int, what: str) -> int:
+    """An unsigned 64-bit sequence number as a signed 64-bit column holds it (``value - 2**63``; order kept).
+
+    Raises:
+        UnstorableError: ``value`` is not an integer in ``0..2**64-1`` (``what`` names it in the message).
+    """
+    if type(value) is not int or not 0 <= value < _U64_END:
+        raise UnstorableError(f"{what} {value!r} is not an unsigned 64-bit integer")
+    return value - _BIAS
+
+
+def seq_from_db(value: object) -> int:
+    """The sequence number a column holds (the inverse of :func:`seq_to_db`).
+
+    Raises:
+        StorageError: the column holds something else than an integer.
+    """
+    if type(value) is not int:
+        raise StorageError(f"a sequence number column holds {value!r}")
+    return value + _BIAS
+
+
+def micros(t: _dt.datetime) -> int:
+    """An aware time as whole microseconds since the Unix epoch."""
+    return (t - EPOCH) // _dt.timedelta(microseconds=1)
+
+
+def check_text(value: str | None, what: str) -> None:
+    """Refuse text a database column cannot hold in every engine (the NUL character).
+
+    Raises:
+        UnstorableError: ``value`` holds NUL.
+    """
+    if value is not None and "\x00" in value:
+        raise UnstorableError(f"{what} holds a NUL character")
