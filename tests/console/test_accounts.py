@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import datetime as _dt
-import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import argon2
 import pytest
+from cli_run import carehub
 
 from community.console.accounts import (
     Access,
@@ -22,7 +20,6 @@ from community.console.accounts import (
     access,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
 T0 = _dt.datetime(2026, 3, 9, 8, 0, tzinfo=_dt.UTC)
 FAST = argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)  # the tests' cost, not production's
 
@@ -105,14 +102,6 @@ def test_bad_sharing_settings_are_refused(store: AccountStore) -> None:
     ):
         with pytest.raises(AccountError, match=match):
             store.set_sharing(sharing)
-
-
-def carehub(*args: str | Path, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), COLUMNS="400")
-    return subprocess.run(
-        [sys.executable, "-c", "from carehub.cli import main; main()", *map(str, args)],
-        env=env, input=stdin, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
 
 
 def test_account_commands(tmp_path: Path) -> None:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import datetime as _dt
-import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_run import carehub
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,7 +22,6 @@ from community.console.audit import (
     verify,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
 T0 = _dt.datetime(2026, 3, 9, 8, 0, tzinfo=_dt.UTC)
 
 _text = st.text(min_size=0, max_size=12)
@@ -126,14 +123,6 @@ def test_the_store_refuses_update_and_delete_and_chains_across_reopen(tmp_path: 
 def test_naive_times_are_refused(tmp_path: Path) -> None:
     with SqliteAuditStore(tmp_path / "a.db") as store, pytest.raises(AuditError, match="timezone-aware"):
         AuditLog(store, lambda: _dt.datetime(2026, 1, 1)).record("a", "view")  # noqa: DTZ001
-
-
-def carehub(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), COLUMNS="400")
-    return subprocess.run(
-        [sys.executable, "-c", "from carehub.cli import main; main()", *map(str, args)],
-        env=env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
 
 
 def test_audit_verify_command(tmp_path: Path) -> None:
