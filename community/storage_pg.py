@@ -238,7 +238,8 @@ class PostgresStorage:
     async def _quarantine(self, conn: _Conn, refusals: Sequence[Refusal]) -> None:
         await conn.execute(
             "INSERT INTO quarantine (received_at, topic_hub, claimed_hub, seq, reason, detail, size, digest)"
-            " SELECT * FROM unnest(%s::float8[], %s::text[], %s::text[], %s::bigint[], %s::text[], %s::text[],"
+            " SELECT ra, th, ch, s, r, d, sz, dg FROM unnest(%s::float8[], %s::text[], %s::text[], %s::bigint[],"
+            " %s::text[], %s::text[],"
             " %s::bigint[], %s::text[]) WITH ORDINALITY AS t (ra, th, ch, s, r, d, sz, dg, n) ORDER BY n",
             (
                 [q.received_at for q in refusals],
