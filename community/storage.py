@@ -21,9 +21,9 @@ the database's mode), and an existing database this user owns that others could 
 
 SQLite work runs on one dedicated thread per store; the event loop never blocks on the disk.
 
-:mod:`community.storage_pg` is the same interface on PostgreSQL (production); ``community.config.open_storage``
-opens the engine a platform config names, and ``tests/platform/test_storage_contract.py`` runs one set of tests
-against both.
+:mod:`community.storage_pg` is the same interface on PostgreSQL (production), and
+``tests/platform/test_storage_contract.py`` runs one set of tests against both. The platform's commands still open
+this engine only: choosing PostgreSQL in the platform config is not built yet (``docs/platform-postgresql.md``).
 """
 
 from __future__ import annotations
@@ -35,9 +35,7 @@ import datetime as _dt
 import enum
 import json
 import logging
-import os
 import sqlite3
-import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +49,7 @@ from community.storage_common import (
     StorageError,
     UnstorableError,
     check_text,
+    make_private,
     micros,
     seq_from_db,
     seq_to_db,
@@ -163,9 +162,12 @@ class StoredReading:
     def __post_init__(self) -> None:
         seq_to_db(self.record_seq, "record seq")
         seq_to_db(self.envelope_seq, "envelope seq")
-        for what, text in (("device id", self.device), ("device time", self.device_time)):
-            check_text(text, what)
-        for what, text in (("resident id", self.resident_id), ("alarm id", self.alarm_id)):
+        for what, text in (
+            ("device id", self.device),
+            ("device time", self.device_time),
+            ("resident id", self.resident_id),
+            ("alarm id", self.alarm_id),
+        ):
             check_text(text, what)
         object.__setattr__(self, "_body_text", _encode_body(self.body))
 
@@ -476,27 +478,6 @@ _MIGRATE_3_TO_4 = (
 )
 _SCHEMA_VERSION = 4
 _INTERIM_SCHEMA = 1  # written by the interim wire codec; its readings are not protocol v1 records
-_PRIVATE_MODE: Final = 0o600
-
-
-def _make_private(path: Path) -> None:
-    """Create ``path`` mode 0600 if missing; tighten it to 0600 if this user owns it and others may read it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, _PRIVATE_MODE)
-    try:
-        st = os.fstat(fd)
-        if stat.S_IMODE(st.st_mode) & 0o077 and st.st_uid == os.geteuid():
-            os.fchmod(fd, _PRIVATE_MODE)
-            _log.warning("platform database %s was readable by others; now mode 0600", path)
-    finally:
-        os.close(fd)
-    for suffix in ("-wal", "-shm"):
-        side = path.with_name(path.name + suffix)
-        try:
-            st = side.stat()
-        except FileNotFoundError:
-            continue
-        if stat.S_IMODE(st.st_mode) & 0o077 and st.st_uid == os.geteuid():
-            side.chmod(_PRIVATE_MODE)
 
 
 class SqliteStorage:
@@ -540,7 +521,7 @@ class SqliteStorage:
         try:
             if not self.path.parent.exists():
                 self.path.parent.mkdir(mode=0o700, parents=True)
-            _make_private(self.path)
+            make_private(self.path)
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
@@ -569,7 +550,7 @@ class SqliteStorage:
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
             conn.execute("COMMIT")
-            _make_private(self.path)
+            make_private(self.path)
         except (sqlite3.Error, OSError) as exc:
             raise StorageError(f"platform database {self.path}: {exc}") from exc
         self._conn = conn

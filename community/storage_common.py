@@ -13,18 +13,27 @@ in both engines, so an envelope is stored or refused the same way whichever engi
 from __future__ import annotations
 
 import datetime as _dt
+import logging
+import os
+import stat
+from pathlib import Path
 from typing import Final
 
 __all__ = [
     "EPOCH",
+    "PRIVATE_MODE",
     "StorageError",
     "UnstorableError",
     "check_text",
+    "make_private",
     "micros",
     "seq_from_db",
     "seq_to_db",
 ]
 
+_log = logging.getLogger(__name__)
+
+PRIVATE_MODE: Final = 0o600
 _U64_END: Final = 2**64
 _BIAS: Final = 2**63
 EPOCH: Final = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
@@ -73,3 +82,24 @@ def check_text(value: str | None, what: str) -> None:
     """
     if value is not None and "\x00" in value:
         raise UnstorableError(f"{what} holds a NUL character")
+
+
+def make_private(path: Path) -> None:
+    """Create the SQLite file ``path`` mode 0600 if missing; tighten it and its ``-wal``/``-shm`` files to 0600 if this
+    user owns them and others may read them (the platform's files hold health data, password hashes, the audit log)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_MODE)
+    try:
+        st = os.fstat(fd)
+        if stat.S_IMODE(st.st_mode) & 0o077 and st.st_uid == os.geteuid():
+            os.fchmod(fd, PRIVATE_MODE)
+            _log.warning("%s was readable by others; now mode 0600", path)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        try:
+            st = side.stat()
+        except FileNotFoundError:
+            continue
+        if stat.S_IMODE(st.st_mode) & 0o077 and st.st_uid == os.geteuid():
+            side.chmod(PRIVATE_MODE)

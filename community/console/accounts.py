@@ -24,6 +24,7 @@ import argon2
 import typer
 
 from community.config import PlatformConfigError, load_platform_config
+from community.storage_common import make_private
 
 __all__ = [
     "Access",
@@ -136,9 +137,10 @@ class AccountStore:
         lifetime: _dt.timedelta = SESSION_LIFETIME,
     ) -> None:
         try:
+            make_private(path)  # who saw whose data, and password hashes: for the platform's user only
             self._conn = sqlite3.connect(path, isolation_level=None)
             self._conn.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise AccountError(f"cannot open accounts {path}: {exc}") from None
         self._clock = clock
         self._hasher = hasher or argon2.PasswordHasher()

@@ -21,6 +21,7 @@ from typing import Annotated, Protocol
 import typer
 
 from community.config import PlatformConfigError, load_platform_config
+from community.storage_common import make_private
 
 __all__ = [
     "GENESIS",
@@ -144,9 +145,10 @@ class SqliteAuditStore:
         if not create and not path.exists():
             raise AuditError(f"no audit log at {path}")
         try:
+            make_private(path)  # who saw whose data, and password hashes: for the platform's user only
             self._conn = sqlite3.connect(path, isolation_level=None)
             self._conn.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise AuditError(f"cannot open audit log {path}: {exc}") from None
 
     def close(self) -> None:

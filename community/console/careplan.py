@@ -26,7 +26,6 @@ import concurrent.futures
 import datetime as _dt
 import enum
 import json
-import os
 import re
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -40,6 +39,7 @@ import typer
 
 from community.config import PlatformConfigError, load_platform_config
 from community.storage import SqliteStorage, StorageError, StoredReading
+from community.storage_common import make_private
 
 __all__ = [
     "MAX_PER_DAY",
@@ -62,7 +62,6 @@ MAX_PER_DAY: Final = 24
 """At most this many measurements of one kind per day."""
 MAX_RESIDENT_CHARS: Final = 256
 """Resident ids are text of 1..256 characters (as in ``protocols.messages``)."""
-_PRIVATE_MODE: Final = 0o600
 
 
 class CarePlanError(ValueError):
@@ -308,8 +307,7 @@ class CarePlanStore:
     def _open(self) -> None:
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, _PRIVATE_MODE)
-            os.close(fd)
+            make_private(self.path)
         except OSError as exc:
             raise CarePlanError(f"console database {self.path}: {exc.strerror or exc}") from exc
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
