@@ -32,6 +32,8 @@ from protocols.gatt.common import (
     DayOfWeek,
     JSONValue,
     Measurement,
+    RfuFlagsError,
+    TrailingBytesError,
 )
 from protocols.gatt.glucose import (
     CarbohydrateId,
@@ -73,6 +75,7 @@ from protocols.gatt.thermometer import (
     TemperatureType,
     TemperatureUnit,
 )
+from protocols.gatt.tolerant import DecodeTolerance, Tolerated, tolerances_from_names, tolerate
 from protocols.gatt.weight import WEIGHT_UNSUCCESSFUL, WeightMeasurement, WeightScaleFeature, WeightUnit
 from protocols.ieee11073 import MderFloat, MderSpecial
 
@@ -90,6 +93,7 @@ __all__ = [
     "DateTime",
     "DateTimeCharacteristic",
     "DayOfWeek",
+    "DecodeTolerance",
     "GlucoseFeature",
     "GlucoseFeatureBits",
     "GlucoseMeasurement",
@@ -122,18 +126,23 @@ __all__ = [
     "RacpRequest",
     "RacpResponse",
     "RacpResponseCode",
+    "RfuFlagsError",
     "SampleLocation",
     "TemperatureMeasurement",
     "TemperatureType",
     "TemperatureUnit",
     "Tester",
+    "Tolerated",
+    "TrailingBytesError",
     "WeightMeasurement",
     "WeightScaleFeature",
     "WeightUnit",
     "decode",
     "decode_racp",
+    "decode_tolerant",
     "encode",
     "normalize_uuid",
+    "tolerances_from_names",
 ]
 
 _MEASUREMENT_CLASSES: Final[tuple[type[Measurement], ...]] = (
@@ -194,20 +203,38 @@ def normalize_uuid(uuid: str | int | _uuid.UUID) -> int:
     return int(match.group(1), 16)
 
 
-def decode(uuid: str | int | _uuid.UUID, data: bytes | bytearray | memoryview) -> Measurement:
-    """Decode one value of the characteristic ``uuid``.
-
-    Raises:
-        UnknownCharacteristicError: the UUID is not one of :data:`DECODERS`.
-        DecodeError: malformed bytes; names the characteristic (``"2A35"``), the offset and the reason.
-    """
+def _decoder(uuid: str | int | _uuid.UUID, data: object) -> Callable[[bytes], Measurement]:
     number = normalize_uuid(uuid)
     decoder = DECODERS.get(number)
     if decoder is None:
         raise UnknownCharacteristicError(f"{number:04X}")
     if not isinstance(data, bytes | bytearray | memoryview):
         raise DecodeError(f"{number:04X}", None, f"expected bytes, got {type(data).__name__}")
-    return decoder(bytes(data))
+    return decoder
+
+
+def decode(uuid: str | int | _uuid.UUID, data: bytes | bytearray | memoryview) -> Measurement:
+    """Decode one value of the characteristic ``uuid``, strictly: exactly the fields the flags call for, no
+    reserved flag bit set.
+
+    Raises:
+        UnknownCharacteristicError: the UUID is not one of :data:`DECODERS`.
+        TrailingBytesError: bytes follow the last field (a ``DecodeError``; :func:`decode_tolerant` accepts them).
+        RfuFlagsError: reserved flag bits are set (a ``DecodeError``; :func:`decode_tolerant` accepts them).
+        DecodeError: malformed bytes; names the characteristic (``"2A35"``), the offset and the reason.
+    """
+    return _decoder(uuid, data)(bytes(data))
+
+
+def decode_tolerant(uuid: str | int | _uuid.UUID, data: bytes | bytearray | memoryview) -> Tolerated:
+    """Decode one value as the hub does: like :func:`decode`, but trailing bytes and reserved flag bits are accepted
+    and named in :attr:`Tolerated.tolerances` (``protocols.gatt.tolerant`` documents the tolerance).
+
+    Raises:
+        UnknownCharacteristicError: the UUID is not one of :data:`DECODERS`.
+        DecodeError: the value cannot be decoded even so.
+    """
+    return tolerate(_decoder(uuid, data), bytes(data))
 
 
 def encode(measurement: Measurement) -> bytes:

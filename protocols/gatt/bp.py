@@ -46,6 +46,7 @@ _TIMESTAMP: Final = 0x02
 _PULSE_RATE: Final = 0x04
 _USER_ID: Final = 0x08
 _STATUS: Final = 0x10
+_KNOWN_FLAGS: Final = 0x1F  # bits 5-7 are RFU
 
 
 class PressureUnit(enum.IntEnum):
@@ -118,7 +119,7 @@ class _BpFrame:
     @classmethod
     def read(cls, what: str, data: bytes, *, strict_compound: bool) -> _BpFrame:
         r = Reader(what, data)
-        flags = r.u8("Flags")
+        flags = r.flags(_KNOWN_FLAGS)
         systolic = r.sfloat("Systolic")
         if strict_compound:
             diastolic = r.sfloat("Diastolic")
@@ -195,7 +196,7 @@ class BloodPressureMeasurement(Measurement):
 
     The three pressures are in ``unit`` as sent; NaN is allowed for any of them. ``user_id`` 255 means "unknown
     user". ``measurement_status`` is kept as the raw uint16 (see :attr:`status_flags`, :attr:`pulse_rate_range`).
-    RFU flag bits (5-7) are ignored on decode and never emitted.
+    RFU flag bits (5-7) are refused (``decode_tolerant`` ignores them) and never emitted.
     """
 
     UUID: ClassVar[int] = 0x2A35

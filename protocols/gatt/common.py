@@ -29,6 +29,8 @@ __all__ = [
     "JSONValue",
     "Measurement",
     "Reader",
+    "RfuFlagsError",
+    "TrailingBytesError",
 ]
 
 JSONValue: TypeAlias = bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"] | None
@@ -40,6 +42,34 @@ U24: Final = struct.Struct("<HB")  # low 16 bits | high 8 bits
 U32: Final = struct.Struct("<I")
 
 _E = TypeVar("_E", bound=enum.IntEnum)
+
+
+class TrailingBytesError(DecodeError):
+    """Bytes after the last field the flags call for (padding, as some meters send): the strict decoders refuse
+    them; :func:`protocols.gatt.decode_tolerant` decodes the value without them and says so.
+
+    Attributes:
+        end: the offset where the value the flags describe ends (where the padding starts).
+        count: how many bytes follow it.
+    """
+
+    def __init__(self, what: str, end: int, count: int) -> None:
+        self.end = end
+        self.count = count
+        super().__init__(what, end, f"{count} trailing byte(s) after the last field")
+
+
+class RfuFlagsError(DecodeError):
+    """Flag bits the specification reserves (RFU) are set: the strict decoders refuse them;
+    :func:`protocols.gatt.decode_tolerant` ignores them (they select no field) and says so.
+
+    Attributes:
+        bits: the reserved bits that were set (a mask of the Flags byte).
+    """
+
+    def __init__(self, what: str, bits: int) -> None:
+        self.bits = bits
+        super().__init__(what, 0, f"reserved (RFU) flag bits 0x{bits:02X} are set")
 
 
 class Measurement(abc.ABC):
@@ -187,6 +217,17 @@ class Reader:
         self._pos += 7
         return value
 
+    def flags(self, known: int) -> int:
+        """The Flags byte (the first one); raises :class:`RfuFlagsError` when a bit outside ``known`` is set."""
+        at = self._pos
+        value = self.u8("Flags")
+        reserved = value & ~known & 0xFF
+        if reserved:
+            if at:
+                raise self.fail("Flags are not the first byte", at)  # a decoder bug, never the device's
+            raise RfuFlagsError(self.what, reserved)
+        return value
+
     def rest(self) -> bytes:
         """Everything not yet read."""
         value = self._data[self._pos :]
@@ -196,7 +237,7 @@ class Reader:
     def finish(self) -> None:
         """Raise unless every byte has been read (the layout is fixed by the flags)."""
         if self.remaining:
-            raise self.fail(f"{self.remaining} trailing byte(s) after the last field")
+            raise TrailingBytesError(self.what, self._pos, self.remaining)
 
 
 @contextlib.contextmanager

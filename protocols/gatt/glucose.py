@@ -112,6 +112,7 @@ _CONCENTRATION: Final = 0x02
 _UNIT_MOL: Final = 0x04
 _SENSOR_STATUS: Final = 0x08
 _CONTEXT_FOLLOWS: Final = 0x10
+_KNOWN_FLAGS: Final = 0x1F  # bits 5-7 are RFU
 
 
 def _nibble(name: str, value: int | None) -> None:
@@ -126,8 +127,9 @@ class GlucoseMeasurement(Measurement):
     | [concentration SFLOAT | type:4 low, location:4 high uint8] | [sensor status uint16]``.
 
     ``concentration``, ``type`` and ``sample_location`` are present together or not at all (one flag). ``unit`` is
-    the flag bit as sent, kept even when no concentration is present. RFU flag bits (5-7) are ignored on decode and
-    never emitted. ``sensor_status`` is the raw uint16 (RFU bits kept); see :attr:`sensor_status_flags`.
+    the flag bit as sent, kept even when no concentration is present. RFU flag bits (5-7) are refused
+    (``decode_tolerant`` ignores them) and never emitted.
+    ``sensor_status`` is the raw uint16 (RFU bits kept); see :attr:`sensor_status_flags`.
     """
 
     UUID: ClassVar[int] = 0x2A18
@@ -170,7 +172,7 @@ class GlucoseMeasurement(Measurement):
     def from_bytes(cls, data: bytes) -> Self:
         """Decode a 0x2A18 notification."""
         r = Reader("2A18", data)
-        flags = r.u8("Flags")
+        flags = r.flags(_KNOWN_FLAGS)
         sequence = r.u16("Sequence Number")
         base_time = r.date_time("Base Time")
         offset = r.s16("Time Offset") if flags & _TIME_OFFSET else None

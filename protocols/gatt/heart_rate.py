@@ -15,6 +15,7 @@ _CONTACT_SUPPORTED: Final = 0x04
 _CONTACT_DETECTED: Final = 0x02
 _ENERGY: Final = 0x08
 _RR: Final = 0x10
+_KNOWN_FLAGS: Final = 0x1F  # bits 5-7 are RFU
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +28,8 @@ class HeartRateMeasurement(Measurement):
     ``sensor_contact`` is None when the feature is not supported (flag values 0 and 1; the encoder writes 0), False
     when supported but not detected (2), True when detected (3). ``uint16_format`` records the heart-rate field width
     so that re-encoding gives the same bytes. ``rr_intervals`` is None when the flag is clear, else the raw
-    1/1024 s units (possibly empty). RFU flag bits (5-7) are ignored on decode and never emitted.
+    1/1024 s units (possibly empty). RFU flag bits (5-7) are refused (``decode_tolerant`` ignores
+    them) and never emitted.
     """
 
     UUID: ClassVar[int] = 0x2A37
@@ -54,7 +56,7 @@ class HeartRateMeasurement(Measurement):
     def from_bytes(cls, data: bytes) -> Self:
         """Decode a 0x2A37 notification."""
         r = Reader("2A37", data)
-        flags = r.u8("Flags")
+        flags = r.flags(_KNOWN_FLAGS)
         wide = bool(flags & _UINT16_FORMAT)
         rate = r.u16("Heart Rate Measurement Value") if wide else r.u8("Heart Rate Measurement Value")
         contact = bool(flags & _CONTACT_DETECTED) if flags & _CONTACT_SUPPORTED else None

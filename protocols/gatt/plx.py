@@ -132,6 +132,7 @@ _SC_STATUS: Final = 0x02
 _SC_DEVICE: Final = 0x04
 _SC_PAI: Final = 0x08
 _SC_CLOCK_NOT_SET: Final = 0x10
+_SC_KNOWN: Final = 0x1F  # bits 5-7 are RFU
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +141,8 @@ class PlxSpotCheckMeasurement(Measurement):
 
     Layout: ``flags uint8 | SpO2 SFLOAT % | PR SFLOAT bpm | [Date Time (7)] | [measurement status uint16]
     | [device and sensor status uint24] | [pulse amplitude index SFLOAT %]``. Flags bit 4 "device clock not set" is
-    kept in ``device_clock_not_set``; RFU flag bits (5-7) are ignored on decode and never emitted.
+    kept in ``device_clock_not_set``; RFU flag bits (5-7) are refused (``decode_tolerant`` ignores them) and
+    never emitted.
     """
 
     UUID: ClassVar[int] = 0x2A5E
@@ -164,7 +166,7 @@ class PlxSpotCheckMeasurement(Measurement):
     def from_bytes(cls, data: bytes) -> Self:
         """Decode a 0x2A5E indication."""
         r = Reader("2A5E", data)
-        flags = r.u8("Flags")
+        flags = r.flags(_SC_KNOWN)
         spo2 = r.sfloat("SpO2")
         pulse = r.sfloat("PR")
         timestamp = r.date_time("Timestamp") if flags & _SC_TIMESTAMP else None
@@ -232,6 +234,7 @@ _C_SLOW: Final = 0x02
 _C_STATUS: Final = 0x04
 _C_DEVICE: Final = 0x08
 _C_PAI: Final = 0x10
+_C_KNOWN: Final = 0x1F  # bits 5-7 are RFU
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +243,7 @@ class PlxContinuousMeasurement(Measurement):
 
     Layout: ``flags uint8 | SpO2 SFLOAT | PR SFLOAT | [fast SpO2 | fast PR] | [slow SpO2 | slow PR]
     | [measurement status uint16] | [device and sensor status uint24] | [pulse amplitude index SFLOAT]``.
-    RFU flag bits (5-7) are ignored on decode and never emitted.
+    RFU flag bits (5-7) are refused (``decode_tolerant`` ignores them) and never emitted.
     """
 
     UUID: ClassVar[int] = 0x2A5F
@@ -269,7 +272,7 @@ class PlxContinuousMeasurement(Measurement):
     def from_bytes(cls, data: bytes) -> Self:
         """Decode a 0x2A5F notification."""
         r = Reader("2A5F", data)
-        flags = r.u8("Flags")
+        flags = r.flags(_C_KNOWN)
         spo2 = r.sfloat("SpO2PR-Normal SpO2")
         pulse = r.sfloat("SpO2PR-Normal PR")
         fast = (r.sfloat("SpO2PR-Fast SpO2"), r.sfloat("SpO2PR-Fast PR")) if flags & _C_FAST else (None, None)

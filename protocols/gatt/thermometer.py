@@ -60,6 +60,7 @@ class TemperatureType(enum.IntEnum):
 _FAHRENHEIT: Final = 0x01
 _TIMESTAMP: Final = 0x02
 _TYPE: Final = 0x04
+_KNOWN_FLAGS: Final = 0x07  # bits 3-7 are RFU
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +68,7 @@ class TemperatureMeasurement(Measurement):
     """Temperature Measurement, 0x2A1C (HTS 1.0 §3.1; 5..13 bytes).
 
     Layout: ``flags uint8 | temperature FLOAT (32-bit) | [Date Time (7)] | [temperature type uint8]``. RFU flag bits
-    (3-7) are ignored on decode and never emitted.
+    (3-7) are refused (``decode_tolerant`` ignores them) and never emitted.
     """
 
     UUID: ClassVar[int] = 0x2A1C
@@ -87,7 +88,7 @@ class TemperatureMeasurement(Measurement):
     def from_bytes(cls, data: bytes) -> Self:
         """Decode a 0x2A1C indication (or 0x2A1E notification for :class:`IntermediateTemperature`)."""
         r = Reader(f"{cls.UUID:04X}", data)
-        flags = r.u8("Flags")
+        flags = r.flags(_KNOWN_FLAGS)
         value = r.float32("Temperature Measurement Value")
         timestamp = r.date_time("Time Stamp") if flags & _TIMESTAMP else None
         kind = enum_or_int(TemperatureType, r.u8("Temperature Type")) if flags & _TYPE else None

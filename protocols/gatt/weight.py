@@ -71,6 +71,7 @@ _IMPERIAL: Final = 0x01
 _TIMESTAMP: Final = 0x02
 _USER_ID: Final = 0x04
 _BMI_HEIGHT: Final = 0x08
+_KNOWN_FLAGS: Final = 0x0F  # bits 4-7 are RFU
 
 
 def _steps(name: str, value: float | Decimal, step: Decimal) -> int:
@@ -85,8 +86,8 @@ class WeightMeasurement(Measurement):
 
     Layout: ``flags uint8 | weight uint16 (x0.005 kg or x0.01 lb) | [Date Time (7)] | [user id uint8]
     | [BMI uint16 x0.1 | height uint16 (x0.001 m or x0.1 in)]``. ``weight_raw`` 0xFFFF means "measurement
-    unsuccessful" (``weight`` is then None and JSON shows "NaN"). RFU flag bits (4-7) are ignored on decode and never
-    emitted. Build from real values with :meth:`of`.
+    unsuccessful" (``weight`` is then None and JSON shows "NaN"). RFU flag bits (4-7) are refused (``decode_tolerant``
+    ignores them) and never emitted. Build from real values with :meth:`of`.
     """
 
     UUID: ClassVar[int] = 0x2A9D
@@ -145,7 +146,7 @@ class WeightMeasurement(Measurement):
     def from_bytes(cls, data: bytes) -> Self:
         """Decode a 0x2A9D indication."""
         r = Reader("2A9D", data)
-        flags = r.u8("Flags")
+        flags = r.flags(_KNOWN_FLAGS)
         weight = r.u16("Weight")
         timestamp = r.date_time("Time Stamp") if flags & _TIMESTAMP else None
         user_id = r.u8("User ID") if flags & _USER_ID else None

@@ -75,9 +75,13 @@ def test_blood_pressure_kpa_nan_and_minimal() -> None:
     assert m.status_flags is None
 
 
-def test_blood_pressure_rfu_flag_bits_ignored_and_not_re_emitted() -> None:
-    m = gatt.decode(0x2A35, hx("E0 7800 5000 6400"))
-    assert bytes(m) == hx("00 7800 5000 6400")
+def test_blood_pressure_rfu_flag_bits_refused_strictly_tolerated_and_not_re_emitted() -> None:
+    with pytest.raises(gatt.RfuFlagsError, match="0xE0") as info:
+        gatt.decode(0x2A35, hx("E0 7800 5000 6400"))
+    assert info.value.bits == 0xE0
+    tolerated = gatt.decode_tolerant(0x2A35, hx("E0 7800 5000 6400"))
+    assert tolerated.tolerances == {gatt.DecodeTolerance.RFU_FLAGS}
+    assert bytes(tolerated.measurement) == hx("00 7800 5000 6400")
 
 
 @pytest.mark.parametrize(
