@@ -5,6 +5,7 @@ keys, whatever its kind::
 
     v            uint   1 (the record format version)
     kind         text   "measurement" | "alarm" | "panic" | "device_status" | "down_refused" | "eviction"
+                        | "raw_reading"
     id           bstr   16 bytes, the stable record id (§4)
     hub          text   the producing hub's id
     seq          uint   per-hub record sequence number
@@ -34,6 +35,7 @@ from typing import Any, ClassVar, Final, Self, TypeAlias
 from protocols import cbor
 from protocols.cbor import CborValue, Fields
 from protocols.errors import DecodeError, EncodeError, quote
+from protocols.gatt.tolerant import DecodeTolerance, tolerances_from_names
 from protocols.topics import is_valid_hub_id
 
 __all__ = [
@@ -55,6 +57,7 @@ __all__ = [
     "MeasurementBody",
     "PanicBody",
     "PanicEventType",
+    "RawReadingBody",
     "Record",
     "RecordKind",
     "alarm_record_id",
@@ -62,6 +65,7 @@ __all__ = [
     "measurement_record_id",
     "panic_record_id",
     "peek_record_hub",
+    "raw_reading_record_id",
     "status_record_id",
 ]
 
@@ -85,6 +89,8 @@ class RecordKind(enum.Enum):
     DEVICE_STATUS = "device_status"
     DOWN_REFUSED = "down_refused"
     EVICTION = "eviction"
+    RAW_READING = "raw_reading"
+    """A meter's value the hub could not decode at all, kept as it was received (``docs/protocol.md`` §3.8)."""
 
 
 class AlarmTier(enum.Enum):
@@ -234,12 +240,15 @@ class MeasurementBody:
         clock_corrected: the hub replaced a wrong device clock with its own time for this reading.
         corrected_time: the corrected time (required exactly when ``clock_corrected``).
         unreliable: the hub or meter flagged the reading as not trustworthy (movement, cuff fit, out of range).
+        tolerated: what the hub's tolerant decoding accepted in ``raw`` that the specification does not allow
+            (``protocols.gatt.tolerant``); empty when ``raw`` decodes strictly. On the wire only when not empty.
     """
 
     KIND: ClassVar[RecordKind] = RecordKind.MEASUREMENT
     _KEYS: ClassVar[frozenset[str]] = frozenset(
         {"uuid", "raw", "values", "resident", "clock_corrected", "corrected_time", "unreliable"}
     )
+    _TOLERATED_KEYS: ClassVar[frozenset[str]] = _KEYS | {"tolerated"}
 
     uuid: int
     raw: bytes
@@ -248,9 +257,15 @@ class MeasurementBody:
     clock_corrected: bool = False
     corrected_time: _dt.datetime | None = None
     unreliable: bool = False
+    tolerated: frozenset[DecodeTolerance] = frozenset()
 
     def __post_init__(self) -> None:
         _uint(self.uuid, "uuid", 0xFFFF)
+        if not isinstance(self.tolerated, frozenset | set) or not all(
+            isinstance(t, DecodeTolerance) for t in self.tolerated
+        ):
+            raise EncodeError("tolerated must be a set of DecodeTolerance")
+        object.__setattr__(self, "tolerated", frozenset(self.tolerated))
         if not isinstance(self.raw, bytes) or len(self.raw) > MAX_RAW_BYTES:
             raise EncodeError(f"raw must be at most {MAX_RAW_BYTES} bytes")
         if not isinstance(self.values, Mapping):
@@ -265,7 +280,7 @@ class MeasurementBody:
             _aware(self.corrected_time, "corrected_time")
 
     def _to_map(self) -> dict[str, CborValue]:
-        return {
+        out: dict[str, CborValue] = {
             "uuid": self.uuid,
             "raw": self.raw,
             "values": dict(self.values),
@@ -274,14 +289,29 @@ class MeasurementBody:
             "corrected_time": None if self.corrected_time is None else cbor.to_micros(self.corrected_time),
             "unreliable": self.unreliable,
         }
+        if self.tolerated:  # only then: a body without it is what hubs before revision 5 wrote
+            out["tolerated"] = [*sorted(t.value for t in self.tolerated)]
+        return out
 
     @classmethod
     def _from_map(cls, value: object) -> Self:
-        f = Fields(value, "record.body", cls._KEYS)
+        # A body without "tolerated" (every hub before revision 5 of this document) decoded strictly.
+        tolerant = isinstance(value, dict) and "tolerated" in value
+        f = Fields(value, "record.body", cls._TOLERATED_KEYS if tolerant else cls._KEYS)
         values = f.raw("values")
         if not isinstance(values, dict):
             raise f.fail("values", "expected a map")
         _check_finite(values, f)
+        tolerated: frozenset[DecodeTolerance] = frozenset()
+        if tolerant:
+            raw_names = f.raw("tolerated")
+            names = [n for n in raw_names if isinstance(n, str)] if isinstance(raw_names, list) else []
+            if not names or names != raw_names or names != sorted(set(names)):
+                raise f.fail("tolerated", "expected a non-empty, sorted array of distinct names")
+            try:
+                tolerated = tolerances_from_names(names)
+            except ValueError as exc:
+                raise f.fail("tolerated", str(exc)) from None
         return cls(
             uuid=f.uint("uuid", 0xFFFF),
             raw=f.bytes_("raw", 0, MAX_RAW_BYTES),
@@ -290,6 +320,7 @@ class MeasurementBody:
             clock_corrected=f.boolean("clock_corrected"),
             corrected_time=f.opt_time("corrected_time"),
             unreliable=f.boolean("unreliable"),
+            tolerated=tolerated,
         )
 
 
@@ -647,7 +678,49 @@ class EvictionBody:
         )
 
 
-Body: TypeAlias = MeasurementBody | AlarmBody | PanicBody | DeviceStatusBody | DownRefusedBody | EvictionBody
+@dataclass(frozen=True, slots=True)
+class RawReadingBody:
+    """A meter's value the hub could not decode even tolerantly: kept, sealed and sent like any reading.
+
+    Attributes:
+        uuid: the 16-bit GATT characteristic UUID it came from.
+        raw: the characteristic value exactly as received (at most 512 bytes).
+        reason: why it does not decode (the decoder's message: characteristic, offset, reason; 1..256 characters).
+        resident_id: the resident the device is provisioned for, if known.
+    """
+
+    KIND: ClassVar[RecordKind] = RecordKind.RAW_READING
+    _KEYS: ClassVar[frozenset[str]] = frozenset({"uuid", "raw", "reason", "resident"})
+
+    uuid: int
+    raw: bytes
+    reason: str
+    resident_id: str | None = None
+
+    def __post_init__(self) -> None:
+        _uint(self.uuid, "uuid", 0xFFFF)
+        if not isinstance(self.raw, bytes) or len(self.raw) > MAX_RAW_BYTES:
+            raise EncodeError(f"raw must be at most {MAX_RAW_BYTES} bytes")
+        _text(self.reason, "reason")
+        _opt_text(self.resident_id, "resident_id")
+
+    def _to_map(self) -> dict[str, CborValue]:
+        return {"uuid": self.uuid, "raw": self.raw, "reason": self.reason, "resident": self.resident_id}
+
+    @classmethod
+    def _from_map(cls, value: object) -> Self:
+        f = Fields(value, "record.body", cls._KEYS)
+        return cls(
+            uuid=f.uint("uuid", 0xFFFF),
+            raw=f.bytes_("raw", 0, MAX_RAW_BYTES),
+            reason=f.text("reason"),
+            resident_id=f.opt_text("resident"),
+        )
+
+
+Body: TypeAlias = (
+    MeasurementBody | AlarmBody | PanicBody | DeviceStatusBody | DownRefusedBody | EvictionBody | RawReadingBody
+)
 
 _BODIES: Final[dict[RecordKind, type[Body]]] = {
     RecordKind.MEASUREMENT: MeasurementBody,
@@ -656,8 +729,11 @@ _BODIES: Final[dict[RecordKind, type[Body]]] = {
     RecordKind.DEVICE_STATUS: DeviceStatusBody,
     RecordKind.DOWN_REFUSED: DownRefusedBody,
     RecordKind.EVICTION: EvictionBody,
+    RecordKind.RAW_READING: RawReadingBody,
 }
-_NEEDS_DEVICE: Final = frozenset({RecordKind.MEASUREMENT, RecordKind.PANIC, RecordKind.DEVICE_STATUS})
+_NEEDS_DEVICE: Final = frozenset(
+    {RecordKind.MEASUREMENT, RecordKind.PANIC, RecordKind.DEVICE_STATUS, RecordKind.RAW_READING}
+)
 _RECORD_KEYS: Final = frozenset({"v", "kind", "id", "hub", "seq", "hub_time", "device_id", "device_time", "body"})
 
 
@@ -840,6 +916,18 @@ def measurement_record_id(  # noqa: PLR0917 - the documented signature names eve
     else:
         anchor = ["received", cbor.to_micros(hub_time)]
     return _derive_id(["measurement", device_id, uuid, *anchor, bytes(raw)])
+
+
+def raw_reading_record_id(device_id: str, uuid: int, raw: bytes, hub_time: _dt.datetime) -> bytes:
+    """The id of a raw reading: (device, characteristic, receive time, raw bytes).
+
+    Nothing in an undecodable value identifies it, so the id is anchored on its receive time, as a measurement with
+    neither sequence number nor timestamp is; a reading replayed from the hub's indication journal keeps its receive
+    time, and so its id.
+    """
+    _text(device_id, "device_id")
+    _uint(uuid, "uuid", 0xFFFF)
+    return _derive_id(["raw_reading", device_id, uuid, "received", cbor.to_micros(hub_time), bytes(raw)])
 
 
 def alarm_record_id(hub_id: str, alarm_id: str, state: AlarmState, revision: int) -> bytes:
