@@ -48,7 +48,7 @@ from gateway.core.downlink import (
     parse_seq,
     thresholds_cursor,
 )
-from gateway.core.measurements import measure
+from gateway.core.measurements import measure, raw_reading
 from gateway.core.pendant_link import PendantLink, Rejected, cursor_key, event_kind
 from gateway.core.sealer import Draft, Sealer
 from gateway.errors import OutboxError
@@ -202,10 +202,13 @@ class Hub:
             for reading in readings:
                 try:
                     measured = measure(reading)
-                except DecodeError as exc:
-                    _log.warning("malformed %04X from %s: %s", reading.uuid, reading.device.address, exc)
-                    drafts.extend(self._report_drafts(Misbehaviour(reading.device, str(exc), reading.data), now))
+                except DecodeError as exc:  # kept as it came, sealed and sent (issue 14 item 5)
+                    _log.warning("undecodable %04X from %s kept raw: %s", reading.uuid, reading.device.address, exc)
+                    drafts.append(raw_reading(reading, exc))
+                    self.counters.raw_readings += 1
                     continue
+                if measured.tolerated:
+                    self.counters.tolerated_readings += 1
                 if measured.observation is not None:
                     events = self._alarms.apply(self._rules.evaluate(measured.observation))
                     drafts.extend(self._alarm_fx.judge(events, now, (measured.record_id,)))

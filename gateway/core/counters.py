@@ -28,7 +28,9 @@ class HubCounters:
         down_refused: refused down-messages of any kind (each also reported to the platform as a record).
         evictions_reported: eviction records made.
         status_records: device-status records made (battery, link, clock, failure, misbehaviour).
-        misbehaviour: device misbehaviour reports (undecodable values, impossible battery levels).
+        misbehaviour: device misbehaviour reports (refused steps, impossible battery levels).
+        tolerated_readings: measurement records of values decoded only tolerantly (padding, reserved flag bits).
+        raw_readings: raw-reading records of values that do not decode at all.
         link_failures: failed BLE sessions reported.
         commit_failures: outbox commits that failed (e.g. a full disk); their priority records are retried.
         unstored_dropped: priority records of failed commits dropped because too many were waiting for a retry.
@@ -51,6 +53,8 @@ class HubCounters:
     evictions_reported: int = 0
     status_records: int = 0
     misbehaviour: int = 0
+    tolerated_readings: int = 0
+    raw_readings: int = 0
     link_failures: int = 0
     commit_failures: int = 0
     unstored_dropped: int = 0

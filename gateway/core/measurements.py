@@ -13,6 +13,10 @@ What a reading means (issue 14 item 6, ``docs/ble.md``):
   (``resident_id`` None) and never judged. A meter provisioned without ``user_id`` files everything under its resident;
 * a glucose control-solution test (type 10 or sample location 4) is kept as it was sent (``values.type``), flagged
   ``unreliable`` and never judged;
+* how strictly it is read (issue 14 item 5, ``protocols.gatt.tolerant``): the hub decodes tolerantly, so padding after
+  the last field and reserved flag bits are accepted, and the record names what was tolerated (``tolerated``); a
+  value that does not decode even so is kept as a raw reading (:func:`raw_reading`: its bytes, device,
+  characteristic and receive time), sealed and sent like any reading, never only logged;
 * which readings a session's clock offset applies to (:class:`ClockFinding`): only those stamped on the meter's
   current clock, i.e. not later than the meter's clock when the hub read it, and not followed by an earlier stamp
   (a clock reset between them). The device's own time stays on the record either way.
@@ -32,9 +36,26 @@ from gateway.events import Reading
 from gateway.observations import Observation, Vital
 from gateway.outbox_rows import Lane
 from protocols import gatt
-from protocols.record import MeasurementBody, measurement_record_id
+from protocols.errors import DecodeError
+from protocols.record import (
+    MAX_RAW_BYTES,
+    MeasurementBody,
+    RawReadingBody,
+    measurement_record_id,
+    raw_reading_record_id,
+)
 
-__all__ = ["ClockFinding", "Filing", "Measured", "filing_of", "is_control_solution", "measure", "observation_of"]
+__all__ = [
+    "ClockFinding",
+    "Filing",
+    "Measured",
+    "filing_of",
+    "is_control_solution",
+    "measure",
+    "observation_of",
+    "raw_reading",
+]
+_REASON_MAX = 256  # protocols.record's text limit for a raw reading's reason
 
 #: The User ID a multi-user meter sends when it does not know who measured (BLS 1.0 / WSS 1.0 "unknown user").
 UNKNOWN_USER = 0xFF
@@ -112,6 +133,7 @@ class Measured:
     draft: Draft
     record_id: bytes
     observation: Observation | None
+    tolerated: frozenset[gatt.DecodeTolerance] = frozenset()
 
 
 def _finite(value: float | None) -> float | None:
@@ -173,16 +195,17 @@ def observation_of(
 
 
 def measure(reading: Reading) -> Measured:
-    """Decode ``reading`` into its record draft and observation.
+    """Decode ``reading`` (tolerantly: ``protocols.gatt.tolerant``) into its record draft and observation.
 
     The record's ``hub_time`` is when the hub received the reading (``reading.received_at``), the same time a
     reading with neither sequence number nor device timestamp takes its id from (``docs/protocol.md`` §3.7), so a
     platform can recompute every measurement id from the record alone.
 
     Raises:
-        DecodeError: the value does not decode (the caller records it as the device's misbehaviour).
+        DecodeError: the value does not decode even tolerantly (the caller keeps it with :func:`raw_reading`).
     """
-    measurement = gatt.decode(reading.uuid, reading.data)
+    tolerated = gatt.decode_tolerant(reading.uuid, reading.data)
+    measurement = tolerated.measurement
     values = measurement.as_dict()
     device_dt = getattr(measurement, "device_time", None)
     stamp = values.get("timestamp") or values.get("base_time")
@@ -208,6 +231,20 @@ def measure(reading: Reading) -> Measured:
         clock_corrected=corrected is not None,
         corrected_time=corrected,
         unreliable=bool(observation and observation.unreliable) or is_control_solution(measurement),
+        tolerated=tolerated.tolerances,
     )
     draft = Draft(body, Lane.ROUTINE, reading.received_at, record_id, reading.device.address, device_time)
-    return Measured(draft, record_id, observation)
+    return Measured(draft, record_id, observation, tolerated.tolerances)
+
+
+def raw_reading(reading: Reading, error: DecodeError) -> Draft:
+    """The record draft keeping a reading that does not decode: its bytes as received, the characteristic, the device
+    and its resident, the receive time as ``hub_time`` and the decoder's reason. Its id derives from those
+    (:func:`protocols.record.raw_reading_record_id`), so a reading replayed from the journal is stored once."""
+    reason = " ".join(str(error).split()) or "does not decode"
+    if len(reason) > _REASON_MAX:
+        reason = reason[: _REASON_MAX - 1] + "…"
+    raw = reading.data[:MAX_RAW_BYTES]  # a GATT value is at most 512 bytes: nothing is cut from a real one
+    body = RawReadingBody(uuid=reading.uuid, raw=raw, reason=reason, resident_id=reading.device.resident)
+    record_id = raw_reading_record_id(reading.device.address, reading.uuid, raw, reading.received_at)
+    return Draft(body, Lane.ROUTINE, reading.received_at, record_id, reading.device.address, None)
