@@ -244,31 +244,32 @@ class SessionRunner:
         clock: ClockFinding | None,
         racp: RacpProgress | None = None,
     ) -> None:
-        """Store `items` in one commit (with the RACP cursor past them), report those that do not decode, and release
-        their journal entries. Each reading carries the session's clock offset only when it was stamped on the clock
-        the hub read (`ClockFinding.offset_for`, looking ahead at the stamps of the readings after it)."""
-        decoded: list[tuple[Notification, gatt.Measurement]] = []
+        """Store `items` in one commit (with the RACP cursor past them) and release their journal entries. Values are
+        decoded as the hub records them (tolerantly, `protocols.gatt.tolerant`); one that does not decode even so is
+        counted and handed over all the same, and the sink keeps it as a raw reading. Each reading carries the
+        session's clock offset only when it was stamped on the clock the hub read (`ClockFinding.offset_for`,
+        looking ahead at the stamps of the readings after it)."""
+        decoded: list[tuple[Notification, gatt.Measurement | None]] = []
         for item in items:
             try:
-                measurement = gatt.decode(item.uuid, item.data)
+                measurement: gatt.Measurement | None = gatt.decode_tolerant(item.uuid, item.data).measurement
             except DecodeError as exc:
                 self.stats.malformed += 1
-                _log.warning("malformed %04X from %s: %s", item.uuid, cfg.address, exc)
-                await self._sink.report(Misbehaviour(cfg, str(exc), item.data))
-                continue
-            if racp is not None:
+                _log.warning("undecodable %04X from %s, kept raw: %s", item.uuid, cfg.address, exc)
+                measurement = None
+            if racp is not None and measurement is not None:
                 racp.saw(measurement.as_dict().get("sequence_number"))
             decoded.append((item, measurement))
-        stamps = [device_time(measurement) for _, measurement in decoded]
+        stamps = [None if measurement is None else device_time(measurement) for _, measurement in decoded]
         readings = []
         for index, (item, measurement) in enumerate(decoded):
             offset = None
-            if clock is not None:
+            if clock is not None and measurement is not None:
                 later = [stamp for stamp in stamps[index + 1 :] if stamp is not None]
                 offset = clock.offset_for(stamps[index], item.received_at, later)
-            if filing_of(cfg, measurement) is not Filing.RESIDENT:
+            if measurement is not None and filing_of(cfg, measurement) is not Filing.RESIDENT:
                 self.stats.unassigned += 1
-            if is_control_solution(measurement):
+            if measurement is not None and is_control_solution(measurement):
                 self.stats.control_solution += 1
             readings.append(Reading(cfg, item.uuid, item.data, item.received_at, offset))
         cursor = None if racp is None else racp.take_cursor()

@@ -53,7 +53,7 @@ from protocols.envelope import open_envelope
 from protocols.errors import DecodeError
 from protocols.gatt.racp import RacpOpCode, RacpResponseCode
 from protocols.keys import HubIdentity, PlatformIdentity, save_hub_identity, save_platform_public_keys
-from protocols.record import DeviceStatusBody, MeasurementBody, Record, measurement_record_id
+from protocols.record import DeviceStatusBody, MeasurementBody, RawReadingBody, Record, measurement_record_id
 from sim.broker import MosquittoBroker
 from sim.clock import ManualClock
 from sim.devices.base import Produced, SimDevice
@@ -337,7 +337,7 @@ async def test_reset_meter_clock_is_set_and_its_reading_flagged(tmp_path, mosqui
         assert abs((body.corrected_time - produced.taken_at).total_seconds()) < 5
 
 
-async def test_malformed_bytes_are_reported_and_the_hub_carries_on(tmp_path, mosquitto):
+async def test_undecodable_bytes_are_kept_as_a_raw_reading_and_the_hub_carries_on(tmp_path, mosquitto):
     clock = ManualClock(START)
     cuff = BloodPressureCuff(options(BP), clock)
     async with rig(tmp_path, mosquitto, [cuff]) as r:
@@ -348,14 +348,17 @@ async def test_malformed_bytes_are_reported_and_the_hub_carries_on(tmp_path, mos
         bogus = Produced(BP, "blood_pressure", "2A35", 99, clock.now(), DEFAULT_CLOCK, {}, garbage)
         cuff.store_for_indication(cuff.measurement_char, bogus)
         good = await cuff.measure(128, 82)  # queued behind the garbage on the same characteristic
-        await r.probe.until(lambda: r.probe.readings_of(BP))
-        reports = r.probe.status_with(BP, Misbehaviour)
-        assert len(reports) == 1
-        assert reports[0].raw == garbage
+        await r.probe.until(lambda: len(r.probe.readings_of(BP)) == 2)
+        assert r.probe.status_with(BP, Misbehaviour) == []  # a record of its own, not a status report
         assert r.gw.ble.stats.malformed == 1
+        assert r.gw.hub.counters.raw_readings == 1
         (measurement,) = await r.measurements(BP)
         assert isinstance(measurement.body, MeasurementBody)
         assert measurement.body.raw == good.raw
+        (kept,) = [rec for rec in await r.records() if isinstance(rec.body, RawReadingBody)]
+        assert (kept.device_id, kept.body.uuid, kept.body.raw) == (BP, 0x2A35, garbage)
+        assert kept.body.resident_id == "r1"
+        assert "2A35 at offset" in kept.body.reason
         assert r.gw.ble.stats.failures.total() == 0
 
 
