@@ -57,7 +57,7 @@ from community.storage_common import (
 from protocols.envelope import OpenedEnvelope
 from protocols.errors import EnvelopeRejection
 from protocols.keys import KEY_LEN, HubPublicKey
-from protocols.record import AlarmBody, Body, MeasurementBody, PanicBody, Record, RecordKind
+from protocols.record import AlarmBody, Body, MeasurementBody, PanicBody, RawReadingBody, Record, RecordKind
 from protocols.topics import is_valid_hub_id
 
 __all__ = [
@@ -95,6 +95,8 @@ def _jsonable(value: object) -> Any:
         return value.isoformat()
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
+    if isinstance(value, set | frozenset):  # a measurement's `tolerated`: its names, sorted (as on the wire)
+        return sorted(_jsonable(v) for v in value)
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
     return value
@@ -115,7 +117,7 @@ def _encode_body(body: Mapping[str, Any]) -> str:
 
 
 def _resident_of(body: Body) -> str | None:
-    return body.resident_id if isinstance(body, MeasurementBody | AlarmBody) else None
+    return body.resident_id if isinstance(body, MeasurementBody | AlarmBody | RawReadingBody) else None
 
 
 def _alarm_of(body: Body) -> str | None:
