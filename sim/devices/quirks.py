@@ -10,6 +10,11 @@ that changes one behaviour, listed in :data:`QUIRKS` with what it imitates:
 * ``racp-not-completed``: a glucose meter that sends only the first ``records_per_report`` records a report selects
   and then answers "procedure not completed" (RACP 0x08);
 * ``racp-silent``: a glucose meter that sends the first ``records_per_report`` records and then never answers;
+* ``padding-cuff``: a cuff that pads every Blood Pressure Measurement indication with two zero bytes after its last
+  field (the strict decoder refuses it; the hub's tolerant decoder accepts and flags it, issue 14 item 5);
+* ``rfu-flags-cuff``: a cuff that sets the reserved flag bits 5-7 of every Blood Pressure Measurement;
+* ``truncating-cuff``: a cuff whose measurement indications lose their last two bytes (the last field its flags
+  promise): no decoder can read them, and the hub keeps them as raw readings;
 * ``control-solution`` and ``clock-reset`` need no product of their own: any glucose meter takes
   ``measure(..., control_solution=True)``, and any meter's clock resets with ``change_battery()``; they are listed
   so a scenario can name them.
@@ -21,7 +26,7 @@ for the Blood Pressure, Glucose or Current Time services, so these build on the 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from bumble import att
 from bumble.device import Connection
@@ -37,9 +42,12 @@ __all__ = [
     "ATT_APPLICATION_ERROR",
     "QUIRKS",
     "ClockRefusingCuff",
+    "PaddingCuff",
     "Quirk",
     "RacpNotCompletedMeter",
     "RacpSilentMeter",
+    "RfuFlagsCuff",
+    "TruncatingCuff",
     "TwoUserCuff",
 ]
 
@@ -65,6 +73,53 @@ class TwoUserCuff(BloodPressureCuff):
     async def measure_as(self, user_id: int, systolic: float, diastolic: float, pulse: float | None = None) -> Produced:
         """A reading of user `user_id`."""
         return await self.measure(systolic, diastolic, pulse, user_id=user_id)
+
+
+_BP_MEASUREMENT = "2A35"
+
+
+class _MangledCuff(BloodPressureCuff):
+    """A cuff whose Blood Pressure Measurement bytes are changed (by :meth:`mangle`) before they are logged and sent:
+    the ground-truth log's ``raw`` is what the cuff sends."""
+
+    def mangle(self, raw: bytes) -> bytes:
+        """The bytes the cuff sends for a measurement whose correct encoding is ``raw``."""
+        raise NotImplementedError
+
+    def record(self, uuid: str, values: Mapping[str, float | int | str | bool], raw: bytes, **extra: bytes) -> Produced:
+        """Log (and then send) the mangled bytes of a measurement."""
+        return super().record(uuid, values, self.mangle(raw) if uuid == _BP_MEASUREMENT else raw, **extra)
+
+
+class PaddingCuff(_MangledCuff):
+    """A cuff that appends `padding` (two zero bytes) to every measurement indication."""
+
+    padding: bytes = b"\x00\x00"
+
+    def mangle(self, raw: bytes) -> bytes:
+        """The measurement with the padding after its last field."""
+        return raw + self.padding
+
+
+class RfuFlagsCuff(_MangledCuff):
+    """A cuff that sets reserved flag bits (`rfu_bits`, bits 5-7 of the Flags byte) on every measurement."""
+
+    rfu_bits: int = 0xE0
+
+    def mangle(self, raw: bytes) -> bytes:
+        """The measurement with the reserved flag bits set."""
+        return bytes([raw[0] | self.rfu_bits]) + raw[1:]
+
+
+class TruncatingCuff(_MangledCuff):
+    """A cuff whose measurement indications lose their last `cut` bytes, so that the fields its flags promise are
+    missing: such a value cannot be decoded at all."""
+
+    cut: int = 2
+
+    def mangle(self, raw: bytes) -> bytes:
+        """The measurement without its last bytes."""
+        return raw[: -self.cut]
 
 
 class RacpNotCompletedMeter(GlucoseMeter):
@@ -117,6 +172,11 @@ QUIRKS: dict[str, Quirk] = {
         Quirk("two-user-cuff", "two-user cuffs: a User ID on every reading, 0xFF for nobody picked", TwoUserCuff),
         Quirk("racp-not-completed", "a RACP report cut short with 0x08", RacpNotCompletedMeter),
         Quirk("racp-silent", "a RACP report that is never answered", RacpSilentMeter),
+        Quirk(
+            "padding-cuff", "cuffs padding their indication with 2 bytes (Nordic's libraries accept it)", PaddingCuff
+        ),
+        Quirk("rfu-flags-cuff", "cuffs setting reserved flag bits on their measurements", RfuFlagsCuff),
+        Quirk("truncating-cuff", "a measurement cut short: undecodable, kept as a raw reading", TruncatingCuff),
         Quirk("control-solution", "a control-solution test (type 10, location 4)", GlucoseMeter),
         Quirk("clock-reset", "a clock back at its factory default after a battery change", GlucoseMeter),
     )
