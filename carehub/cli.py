@@ -66,6 +66,11 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _report_note(message: str) -> None:
+    """One line on standard error: ``note: message``."""
+    _err.print(f"[bold yellow]note:[/] {escape(' '.join(message.split()))}", highlight=False, soft_wrap=True)
+
+
 def _report(message: str) -> None:
     """One line on standard error: ``error: message`` (newlines in ``message`` folded)."""
     _err.print(f"[bold red]error:[/] {escape(' '.join(message.split()))}", highlight=False, soft_wrap=True)
@@ -84,9 +89,17 @@ def decode(
     units: Annotated[
         str, typer.Option("--units", metavar="mgdl|mmol", help="Glucose shown in mg/dL (default) or mmol/L.")
     ] = "mgdl",
+    tolerant: Annotated[
+        bool,
+        typer.Option(
+            "--tolerant", help="Decode as the hub does: accept padding and reserved flag bits, and say which."
+        ),
+    ] = False,
 ) -> None:
     """Decode one captured GATT notification or read (e.g. from nRF Connect) and print its values.
 
+    Decoding is strict: a value with bytes after its last field (padding) or with reserved flag bits set is refused,
+    with what is wrong. --tolerant decodes it as the hub does and adds "tolerated" (trailing_bytes, rfu_flags).
     A glucose concentration is shown in mg/dL or mmol/L; the value as sent (kg/L or mol/L) follows as
     concentration_si and unit_si.
     """
@@ -112,10 +125,19 @@ def decode(
         except ValueError:
             raise _fail(f"UUID: not a hexadecimal number: {uuid!r}") from None
     try:
-        measurement = gatt.decode(uuid_arg, data)
+        decoded = gatt.decode_tolerant(uuid_arg, data) if tolerant else gatt.Tolerated(gatt.decode(uuid_arg, data))
+    except gatt.TrailingBytesError as exc:
+        padding = data[exc.end :].hex()
+        raise _fail(f"{exc} ({padding}: padding after the value); --tolerant decodes it without them") from None
+    except gatt.RfuFlagsError as exc:
+        raise _fail(f"{exc}; they select no field: --tolerant decodes the value without them") from None
     except DecodeError as exc:
         raise _fail(str(exc)) from None
+    measurement = decoded.measurement
     values = clinical_values(measurement.as_dict(), display)
+    if decoded.tolerances:
+        values["tolerated"] = sorted(t.value for t in decoded.tolerances)
+        _report_note(decoded.describe())
     if not pretty:
         output.emit(json.dumps(values, ensure_ascii=False))
         return
