@@ -51,6 +51,7 @@ from gateway.core.downlink import (
 from gateway.core.measurements import measure, raw_reading
 from gateway.core.pendant_link import PendantLink, Rejected, cursor_key, event_kind
 from gateway.core.sealer import Draft, Sealer
+from gateway.decode_counts import DecodeTally, decode_cursor_key
 from gateway.errors import OutboxError
 from gateway.events import (
     BatteryLevel,
@@ -117,6 +118,8 @@ class Hub:
         self._now = self._clock.now
         self._hub_id = identity.hub_id
         self.counters = HubCounters()
+        #: Per meter, readings decoded only tolerantly or kept raw, durable in the outbox (for `carehub doctor`).
+        self.decode_tally = DecodeTally()
         self._committer = Committer(outbox, Sealer(identity, platform.box_key), self._clock, self.counters)
         self._alarm_records = AlarmRecords(identity.hub_id, self._language, self.counters.alarms)
         self._alarm_fx = AlarmEffects(self._alarm_records, feedback, self.counters, self._language)
@@ -141,7 +144,13 @@ class Hub:
         self._effects.writer = writer
 
     async def restore(self) -> None:
-        """After a (re)start: pendant counters, the last down-message ``seq`` and accepted threshold changes."""
+        """After a (re)start: pendant counters, the last down-message ``seq``, accepted threshold changes and the
+        meters' decode tallies."""
+        for meter in self._config.devices:
+            if not self.decode_tally.restore(
+                meter.address, await self._outbox.get_cursor(decode_cursor_key(meter.address))
+            ):
+                _log.error("meter %s: the stored decode tally is unreadable; counting afresh", meter.address)
         for address in self._pendants.addresses:
             if not self._pendants.restore(address, await self._outbox.get_cursor(cursor_key(address))):
                 _log.error("pendant %s: the stored counter state is unreadable; starting afresh", address)
@@ -199,22 +208,31 @@ class Hub:
         with latency.handling_input():
             now = self._now()
             drafts: list[Draft] = []
+            tallied: list[str] = []
             for reading in readings:
+                address = reading.device.address
                 try:
                     measured = measure(reading)
                 except DecodeError as exc:  # kept as it came, sealed and sent (issue 14 item 5)
-                    _log.warning("undecodable %04X from %s kept raw: %s", reading.uuid, reading.device.address, exc)
+                    _log.warning("undecodable %04X from %s kept raw: %s", reading.uuid, address, exc)
                     drafts.append(raw_reading(reading, exc))
                     self.counters.raw_readings += 1
+                    self.decode_tally.count(address, raw=True)
+                    tallied.append(address)
                     continue
                 if measured.tolerated:
                     self.counters.tolerated_readings += 1
+                    self.decode_tally.count(address, tolerated=True)
+                    tallied.append(address)
                 if measured.observation is not None:
                     events = self._alarms.apply(self._rules.evaluate(measured.observation))
                     drafts.extend(self._alarm_fx.judge(events, now, (measured.record_id,)))
                 drafts.append(measured.draft)
                 self.counters.readings += 1
-            await self._commit(drafts, None if cursor is None else {cursor[0]: cursor[1]})
+            cursors: dict[str, CursorValue] = {**self.decode_tally.cursors(tallied)}  # with the readings counted
+            if cursor is not None:
+                cursors[cursor[0]] = cursor[1]
+            await self._commit(drafts, cursors or None)
 
     async def get_cursor(self, key: str) -> int | None:
         """A durable cursor from the outbox."""

@@ -10,8 +10,10 @@ longer call for help, ``docs/protocol.md`` §9.6), fail their check, so ``carehu
 
 What can be read per device: everything the hub learns from a device is sealed to the platform before it is stored
 (invariant 3), so the outbox cannot say when a device was last heard or its battery level. The doctor reads the
-outbox's cursors, which are stored in the clear - a glucose meter's next RACP record number (``racp:<address>``) and
-a pendant's last authenticated event counter (``pendant:<address>``) - and the latest installation report's battery
+outbox's cursors, which are stored in the clear - a glucose meter's next RACP record number (``racp:<address>``),
+a pendant's last authenticated event counter (``pendant:<address>``) and a meter's count of readings decoded only
+tolerantly or kept raw (``decode:<address>``, :mod:`gateway.decode_counts`; raw ones make the check a warning) - and
+the latest installation report's battery
 levels and test time. The outbox is opened read-only (SQLite ``mode=ro``) so a doctor run never writes to it.
 """
 
@@ -34,6 +36,7 @@ import aiomqtt
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.core.downlink import REFUSED_CURSOR, describe_refusals
 from gateway.core.pendant_link import RekeyNeed, cursor_key, describe_counter, stored_rekey_need
+from gateway.decode_counts import DecodeCounts, decode_cursor_key
 from gateway.errors import UplinkError
 from gateway.outbox import SCHEMA_VERSION, Lane
 from gateway.provision.files import HubPaths
@@ -330,6 +333,9 @@ def _device_checks(config: GatewayConfig, cursors: Mapping[str, Any], paths: Hub
         parts = [f"{device.kind.value} of {device.resident}"]
         if f"racp:{device.address}" in cursors:
             parts.append(f"next stored record #{cursors[f'racp:{device.address}']}")
+        tally = DecodeCounts.parse(cursors.get(decode_cursor_key(device.address)))
+        if tally is not None and tally.describe():
+            parts.append(tally.describe())
         need = RekeyNeed.NONE
         if cursor_key(device.address) in cursors:
             stored = cursors[cursor_key(device.address)]
@@ -362,6 +368,9 @@ def _device_checks(config: GatewayConfig, cursors: Mapping[str, Any], paths: Hub
             checks.append(
                 Check(f"device {device.address}", Status.WARN, "; ".join(parts), "replace the device's batteries")
             )
+        elif tally is not None and tally.raw:
+            fix = "its undecodable readings reach the platform raw: capture one and explain it with `carehub decode`"
+            checks.append(Check(f"device {device.address}", Status.WARN, "; ".join(parts), fix))
         else:
             checks.append(_ok(f"device {device.address}", "; ".join(parts)))
     return checks

@@ -11,6 +11,7 @@ import pytest
 from test_ble_manager import BP, START, Rig, options, rig
 
 from community.storage import EnvelopeToStore, SqliteStorage
+from gateway.decode_counts import DecodeCounts, decode_cursor_key
 from gateway.events import Misbehaviour
 from protocols import gatt
 from protocols.envelope import open_envelope
@@ -65,6 +66,8 @@ async def test_every_reading_of_a_quirky_cuff_is_stored_once_decoded_and_flagged
             assert body.resident_id == "r1"
         assert r.gw.hub.counters.tolerated_readings == len(produced)
         assert r.gw.hub.counters.raw_readings == 0
+        stored_tally = await r.gw.outbox.get_cursor(decode_cursor_key(BP))  # committed with the readings
+        assert DecodeCounts.parse(stored_tally) == DecodeCounts(tolerated=len(produced), raw=0)
         assert r.probe.status_with(BP, Misbehaviour) == []
         assert r.gw.ble is not None
         assert r.gw.ble.stats.malformed == 0
@@ -79,6 +82,7 @@ async def test_a_plain_cuffs_readings_carry_no_tolerance(tmp_path, mosquitto) ->
         assert sorted(b.raw for b in bodies) == sorted(p.raw for p in produced)
         assert all(b.tolerated == frozenset() for b in bodies)
         assert r.gw.hub.counters.tolerated_readings == 0
+        assert await r.gw.outbox.get_cursor(decode_cursor_key(BP)) is None
 
 
 async def test_undecodable_readings_are_kept_raw_sealed_and_stored_by_the_platform(tmp_path, mosquitto) -> None:
@@ -93,6 +97,8 @@ async def test_undecodable_readings_are_kept_raw_sealed_and_stored_by_the_platfo
         assert r.gw.hub.counters.readings == 0
         assert r.gw.ble is not None
         assert r.gw.ble.stats.malformed == len(produced)
+        stored_tally = await r.gw.outbox.get_cursor(decode_cursor_key(BP))
+        assert DecodeCounts.parse(stored_tally) == DecodeCounts(tolerated=0, raw=len(produced))
         items = await r.gw.outbox.peek_batch(10_000, 1 << 30)
         known = {r.hub.hub_id: r.hub.verify_key}
         opened = [open_envelope(item.envelope, r.platform.box_key, known) for item in items]
