@@ -245,7 +245,8 @@ def _decode(reading: StoredReading) -> gatt.Measurement | None:
     if not isinstance(uuid, int) or not isinstance(raw, str):
         return None
     try:
-        return gatt.decode(uuid, bytes.fromhex(raw))
+        # As the hub decoded it (issue 14 item 5): padding and reserved flag bits are on record as `tolerated`.
+        return gatt.decode_tolerant(uuid, bytes.fromhex(raw)).measurement
     except (DecodeError, UnknownCharacteristicError, ValueError):
         return None
 
