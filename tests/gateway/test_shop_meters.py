@@ -285,6 +285,9 @@ def test_the_quirk_zoo_names_its_meters() -> None:
         "two-user-cuff",
         "racp-not-completed",
         "racp-silent",
+        "padding-cuff",
+        "rfu-flags-cuff",
+        "truncating-cuff",
         "control-solution",
         "clock-reset",
     }
