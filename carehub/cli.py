@@ -218,8 +218,7 @@ def demo(
     ] = None,
 ) -> None:
     """Play a resident's day end to end: meters, pendant, hub, broker, platform, caregiver."""
-    from gateway import aio
-    from sim.demo import PLATFORM_CONFIG, DemoOptions, run_demo
+    from sim.demo import PLATFORM_CONFIG, DemoOptions, play_demo
     from sim.demo_view import DemoView
 
     if broker not in ("auto", "mosquitto", "embedded"):
@@ -236,7 +235,7 @@ def demo(
     options = DemoOptions(hours=hours, speed=speed, seed=seed, outage=outage, broker=broker, workdir=keep)
     view = DemoView(_err if as_json else _out, quiet=as_json)
     with view:
-        summary = aio.run(run_demo(options, say=view.say))
+        summary = play_demo(options, say=view.say)
     if as_json:
         output.emit(json.dumps(summary.as_dict(), ensure_ascii=False))
     else:

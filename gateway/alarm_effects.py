@@ -27,6 +27,7 @@ __all__ = ["AlarmEffects"]
 
 _log = logging.getLogger("gateway.hub")
 
+_LOUDER = frozenset({AlarmState.RAISED, AlarmState.ESCALATED, AlarmState.CONFIRMED, AlarmState.RE_RAISED})
 _ALARM_QUEUE = 1024  # raised alarms whose platform ack is awaited (the uplink settles them quickly)
 
 
@@ -53,9 +54,14 @@ class AlarmEffects:
 
     def judge(self, events: Iterable[AlarmEvent], now: datetime, triggers: Sequence[bytes] = ()) -> list[Draft]:
         """Show each alarm-book step and make its record."""
+        steps = list(events)
+        # "Your readings are back to normal" is not said in the same breath as a new or worse alarm for the same
+        # resident (one oximeter reading can clear a pulse alarm and raise a low-oxygen one): the record is kept.
+        louder = {e.resident for e in steps if e.state in _LOUDER}
         drafts = []
-        for event in events:
-            self._show(event)
+        for event in steps:
+            if not (event.state is AlarmState.CLEARED and event.resident in louder):
+                self._show(event)
             drafts.append(self.track(self._records.step(event, now, triggers)))
         return drafts
 

@@ -18,7 +18,8 @@ Rules against alarm fatigue, and against silence:
   never lowers it silently: the alarm keeps its tier until the condition is back in range (``cleared``), except
   when the rule engine explicitly downgrades a BP crisis that a re-measurement did not confirm (``downgraded``).
 - While a condition persists its alarm is re-raised every ``reraise[tier]`` (critical 5 min, warning 30 min,
-  notice 4 h by default), until it clears, is acknowledged by a caregiver, or (below critical) is snoozed.
+  notice 4 h by default), until it clears, is acknowledged by a caregiver, or (below critical) is snoozed; below
+  critical at most ``max_reraises[tier]`` times (warning 2, notice 1) until it escalates, changes or clears.
 - Snoozing never silences a critical alarm: :meth:`AlarmBook.snooze` refuses with :class:`CriticalSnoozeError`.
   A snoozed alarm that escalates is unsnoozed at once.
 - A caregiver's acknowledgement (from the platform) stops the re-raising: someone is acting. The alarm stays open
@@ -90,11 +91,24 @@ _DEFAULT_RERAISE: Mapping[Tier, timedelta] = MappingProxyType(
 )
 
 
+_DEFAULT_MAX_RERAISES: Mapping[Tier, int | None] = MappingProxyType(
+    {Tier.CRITICAL: None, Tier.WARNING: 2, Tier.NOTICE: 1}
+)
+
+
 @dataclass(frozen=True, slots=True)
 class AlarmPolicy:
-    """Installer-configurable pacing."""
+    """Installer-configurable pacing.
+
+    ``max_reraises[tier]``: how many times the pace alone re-raises an alarm of that tier (None: until it clears or
+    a caregiver acknowledges it). A critical alarm keeps repeating; a warning is said twice more (an hour at the
+    default pace) and a notice once more, then stays open and on record without being spoken again until it
+    escalates, changes or clears: a resident told every half hour for a whole day that her oxygen is a little low
+    stops listening to the hub (alarm fatigue).
+    """
 
     reraise: Mapping[Tier, timedelta] = field(default_factory=lambda: _DEFAULT_RERAISE)
+    max_reraises: Mapping[Tier, int | None] = field(default_factory=lambda: _DEFAULT_MAX_RERAISES)
     max_snooze: timedelta = timedelta(hours=12)
     closed_kept: int = 256
 
@@ -103,6 +117,9 @@ class AlarmPolicy:
             interval = self.reraise.get(tier)
             if interval is None or interval <= timedelta(0):
                 raise ValueError(f"reraise[{tier.label}] must be a positive duration, got {interval!r}")
+            limit = self.max_reraises.get(tier)
+            if limit is not None and limit < 0:
+                raise ValueError(f"max_reraises[{tier.label}] must not be negative, got {limit}")
         if self.max_snooze <= timedelta(0):
             raise ValueError("max_snooze must be positive")
         if self.closed_kept < 0:
@@ -134,6 +151,7 @@ class Alarm:
     acknowledged_by: str | None = None
     closed_at: datetime | None = None
     raised_mono: float = 0.0  # the clock's monotonic seconds at the last raise (the re-raise pace counts from it)
+    timed_reraises: int = 0  # re-raises by the pace alone since the alarm was last raised, escalated or changed
     snooze_ends_mono: float | None = None  # monotonic seconds at which the snooze ends (``snoozed_until``: wall)
 
     @property
@@ -288,6 +306,7 @@ class AlarmBook:
                 last_raised_at=f.at,
                 raised_mono=mono,
                 raise_count=alarm.raise_count + 1,
+                timed_reraises=0,
                 escalations=alarm.escalations + 1,
                 snoozed_until=None,
                 snoozed_by=None,
@@ -308,6 +327,7 @@ class AlarmBook:
                 last_raised_at=f.at,
                 raised_mono=mono,
                 raise_count=alarm.raise_count + 1,
+                timed_reraises=0,
             )
             self._open[ref] = alarm
             return _event(alarm, AlarmState.DOWNGRADED, f.at)
@@ -322,6 +342,7 @@ class AlarmBook:
                 last_raised_at=f.at,
                 raised_mono=mono,
                 raise_count=alarm.raise_count + 1,
+                timed_reraises=0,
             )
             self._open[ref] = alarm
             return _event(alarm, AlarmState.RE_RAISED, f.at)
@@ -340,8 +361,16 @@ class AlarmBook:
                     continue
                 current = replace(current, snoozed_until=None, snoozed_by=None, snooze_ends_mono=None)
             interval = self._policy.reraise[current.tier].total_seconds()
-            if current.acknowledged_at is None and mono - current.raised_mono >= interval:
-                current = replace(current, last_raised_at=now, raised_mono=mono, raise_count=current.raise_count + 1)
+            limit = self._policy.max_reraises.get(current.tier)
+            spent = limit is not None and current.timed_reraises >= limit
+            if current.acknowledged_at is None and not spent and mono - current.raised_mono >= interval:
+                current = replace(
+                    current,
+                    last_raised_at=now,
+                    raised_mono=mono,
+                    raise_count=current.raise_count + 1,
+                    timed_reraises=current.timed_reraises + 1,
+                )
                 events.append(_event(current, AlarmState.RE_RAISED, now))
             self._open[ref] = current
         return events

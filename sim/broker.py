@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import shutil
 import socket
 from collections.abc import Sequence
@@ -50,12 +51,37 @@ def mosquitto_available() -> bool:
     return mosquitto_path() is not None
 
 
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (Linux default 32768)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """A TCP port on 127.0.0.1 that was free a moment ago, below the kernel's ephemeral range.
+
+    A broker stopped and restarted on the same port (an outage) must find it free again. A port from the ephemeral
+    range can meanwhile be taken by a client's own connection attempt: a client reconnecting to 127.0.0.1:P that
+    happens to be given P as its source port connects to itself (TCP simultaneous open) and holds the port; with a
+    client retrying every second for hours that happened in about one demo day in three.
+    """
+    high = _ephemeral_low() - 1
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randint(min(10_000, high - 1), high)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # a crowded range: any free port
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        chosen: int = sock.getsockname()[1]
+        return chosen
 
 
 @dataclass(frozen=True, slots=True)

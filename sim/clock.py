@@ -1,7 +1,8 @@
 """Injected time for the simulated home: a real clock, a compressed one and a manually advanced one.
 
 Every simulated device and the scenario runner read time only through a :class:`Clock`, so a simulated day can run
-in seconds (:class:`CompressedClock`) or step by step under a test's control (:class:`ManualClock`).
+in seconds (:class:`CompressedClock`; :class:`LoopClock` on simulated loop time) or step by step under a test's
+control (:class:`ManualClock`).
 """
 
 from __future__ import annotations
@@ -88,6 +89,37 @@ class CompressedClock:
     async def sleep(self, seconds: float) -> None:
         """Sleep ``seconds`` of simulated time, i.e. ``seconds / speed`` of real time."""
         await asyncio.sleep(max(0.0, seconds) / self._speed)
+
+
+class LoopClock:
+    """Time as the running event loop counts it, from ``start``: on a :class:`sim.virtual_time.VirtualTimeLoop` that
+    is simulated time, so the home, the hub and every ``asyncio`` timer share one timeline; ``sleep`` is
+    :func:`asyncio.sleep`.
+
+    Reads the loop it was made on (construct it inside that loop)."""
+
+    def __init__(self, start: datetime) -> None:
+        if start.tzinfo is None:
+            raise ValueError("start must be timezone-aware")
+        self._start = start
+        self._loop = asyncio.get_running_loop()
+        self._t0 = self._loop.time()
+
+    def monotonic(self) -> float:
+        """Seconds on the loop's clock since construction."""
+        return self._loop.time() - self._t0
+
+    def now(self) -> datetime:
+        """``start`` plus the loop's seconds elapsed."""
+        return self._start + timedelta(seconds=self.monotonic())
+
+    def wall(self) -> float:
+        """The wall time as seconds since the Unix epoch."""
+        return self.now().timestamp()
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep ``seconds`` on the loop's clock."""
+        await asyncio.sleep(max(0.0, seconds))
 
 
 class ManualClock:

@@ -71,7 +71,7 @@ class DemoView:
             ("panic press -> local feedback p99", _fmt(s.panic_local_p99_ms)),
             ("panic press -> platform ack p99", _fmt(s.panic_platform_p99_ms)),
             ("fallback notifications", str(s.fallback_notifications)),
-            ("broker outage (real seconds)", _fmt(s.outage_s, " s")),
+            ("broker outage (simulated minutes)", _fmt(round(s.outage_s / 60), " min")),
             ("broker", s.broker),
             ("simulated hours / real seconds", f"{s.simulated_hours:g} h / {s.elapsed_s:g} s"),
             ("verdict", verdict),

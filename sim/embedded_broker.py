@@ -4,7 +4,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 from types import TracebackType
 from typing import Any, Self
 
@@ -20,6 +22,12 @@ def embedded_broker_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+async def _halt(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
+    loop.call_soon_threadsafe(loop.stop)
+    await asyncio.to_thread(thread.join)
+    loop.close()
 
 
 class EmbeddedBroker:
@@ -43,22 +51,46 @@ class EmbeddedBroker:
         return self._broker is not None
 
     async def start(self) -> None:
-        """Start listening (again) on the same port."""
+        """Start listening (again) on the same port.
+
+        amqtt runs on its own event loop in its own thread, on real time: the broker keeps MQTT keepalive on the
+        clock the clients ping by (paho's real one) even when the caller's loop runs on simulated time
+        (``sim.virtual_time``, which waits for this thread while it works, as for Mosquitto's process).
+        """
         from amqtt.broker import Broker  # noqa: PLC0415  optional dependency, imported only when used
 
+        if self._broker is not None:
+            return
         config = {
             "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
             "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
         }
-        broker = Broker(config)
-        await broker.start()
-        self._broker = broker
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name=f"amqtt:{self.port}", daemon=True)
+        thread.start()
+
+        async def serve() -> Any:
+            broker = Broker(config)
+            await broker.start()
+            return broker
+
+        try:
+            broker = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(serve(), loop))
+        except BaseException:
+            await _halt(loop, thread)
+            raise
+        self._broker = (broker, loop, thread)
 
     async def stop(self) -> None:
         """Stop the broker, dropping every connection."""
-        broker, self._broker = self._broker, None
-        if broker is not None:
-            await broker.shutdown()
+        running, self._broker = self._broker, None
+        if running is None:
+            return
+        broker, loop, thread = running
+        try:
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(broker.shutdown(), loop))
+        finally:
+            await _halt(loop, thread)
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -162,12 +162,39 @@ def test_same_tier_with_a_new_instruction_is_said_again() -> None:
     [(Tier.CRITICAL, timedelta(minutes=5)), (Tier.WARNING, timedelta(minutes=30)), (Tier.NOTICE, timedelta(hours=4))],
 )
 def test_re_raised_at_the_tiers_interval(tier: Tier, interval: timedelta) -> None:
-    b = book()
+    b = book(AlarmPolicy(max_reraises={}))
     apply(b, finding("spo2.low", tier, T0))
     assert tick(b, T0 + interval - timedelta(seconds=1)) == []
     assert states(tick(b, T0 + interval)) == [(AlarmState.RE_RAISED, tier)]
     assert tick(b, T0 + interval + timedelta(seconds=1)) == []
     assert states(tick(b, T0 + 2 * interval)) == [(AlarmState.RE_RAISED, tier)]
+
+
+@pytest.mark.parametrize(("tier", "said_again"), [(Tier.CRITICAL, 12), (Tier.WARNING, 2), (Tier.NOTICE, 1)])
+def test_the_pace_alone_repeats_a_warning_twice_and_a_notice_once(tier: Tier, said_again: int) -> None:
+    """Alarm fatigue (issue 16 item 9: the demo's resident heard "oxygen a little low" every half hour all day);
+    a critical alarm keeps repeating until it clears or a caregiver answers."""
+    b = book()
+    apply(b, finding("spo2.low", tier, T0))
+    pace = AlarmPolicy().reraise[tier]
+    repeats = sum(len(tick(b, T0 + k * pace)) for k in range(1, 13))
+    assert repeats == said_again
+    assert b.open_alarms()  # still open, still on record
+
+
+def test_an_escalation_starts_the_repeats_again() -> None:
+    b = book()
+    apply(b, finding("spo2.low", Tier.NOTICE, T0))
+    assert len(tick(b, T0 + timedelta(hours=4))) == 1
+    assert tick(b, T0 + timedelta(hours=8)) == []
+    (up,) = apply(b, finding("spo2.low", Tier.WARNING, T0 + timedelta(hours=9)))
+    assert up.state is AlarmState.ESCALATED
+    assert states(tick(b, T0 + timedelta(hours=9, minutes=30))) == [(AlarmState.RE_RAISED, Tier.WARNING)]
+
+
+def test_a_negative_repeat_limit_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_reraises"):
+        AlarmPolicy(max_reraises={Tier.WARNING: -1})
 
 
 def test_re_raise_intervals_are_configurable() -> None:

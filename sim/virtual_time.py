@@ -1,0 +1,186 @@
+"""An asyncio event loop whose clock is simulated time, so a whole simulated day plays the same way every run.
+
+`carehub demo` used to compress real time (a thousand simulated seconds per real one). The story then depended on
+how fast this machine answered: 50 real milliseconds of scheduling delay are a simulated minute, so reactions moved
+between minutes, a timer the hub runs in real time (the ticker, the reconnect backoff) meant something different at
+every speed, and the panic timings had to be stretched by the speed factor to stay meaningful. Here the loop's own
+clock (:meth:`VirtualTimeLoop.time`, which every ``asyncio.sleep``, ``call_later`` and ``asyncio.timeout`` reads) is
+simulated: it stands still while anything is running and jumps to the next timer only when the loop has nothing to
+do. Work takes no simulated time, every timer fires at its exact simulated instant, and the order of events is the
+order of their deadlines. Given the same scenario and seed, the day is the same.
+
+"Nothing to do" means, each time the loop would block waiting for its next timer:
+
+- no callback is ready (asyncio's own rule: the loop only selects with a timeout when its ready queue is empty);
+- no socket or pipe is readable after a zero-timeout poll, and none after a second poll ``grace`` real seconds
+  later (in-process peers on loopback: their bytes are already queued when the writer's ``send`` returns; the grace
+  covers peers in other processes);
+- no other thread of this process, and no child process (an MQTT broker), is running or in uninterruptible I/O
+  (state ``R`` or ``D`` in ``/proc/<pid>/task/<tid>/stat``; a thread blocked on a queue, a lock or ``epoll`` is
+  ``S``): the hub's outbox commits in its own thread, and a broker answers from its own process or thread. The
+  states are read before the last zero-timeout poll, so whatever such a thread or process wrote before it went to
+  sleep is already seen by that poll.
+
+Only then does simulated time move, straight to the earliest deadline. ``pace`` (simulated seconds per real
+second) optionally holds a jump back so a person can watch the day unfold; it changes how long the run takes, never
+what happens in it.
+
+Limits: a thread that is runnable but waiting for the interpreter lock shows as sleeping; the hub's threads spend
+their time in SQLite with the lock released, and a misjudged idle moment moves simulated time only to the next
+timer (the hub's ticker keeps one at most a second ahead). Threads of C libraries that are not Python threads are
+not looked at. Real-time reads (``time.monotonic``) still measure real time: latencies the hub reports in real
+seconds stay real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import selectors
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+__all__ = ["VirtualTimeLoop"]
+
+_T = TypeVar("_T")
+_BUSY_POLL_S = 0.0005  # real seconds between looks at a busy thread or process
+_BUSY_STATES = frozenset({"R", "D"})
+
+
+def _children() -> list[str]:
+    """This process's child processes (each thread's ``children`` list in ``/proc``)."""
+    pids: list[str] = []
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/children", encoding="ascii") as f:
+                pids.extend(f.read().split())
+        except OSError:
+            continue
+    return pids
+
+
+def _state(stat_path: str) -> str | None:
+    """The scheduler state letter of a task (``/proc/.../stat``'s third field), or None once it is gone."""
+    try:
+        with open(stat_path, "rb") as f:
+            text = f.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :][:1]  # the command name in parentheses may hold spaces
+
+
+class _VirtualSelector(selectors.BaseSelector):
+    """The loop's selector, with timeouts spent in simulated time instead of waited for."""
+
+    def __init__(self, real: selectors.BaseSelector, loop: VirtualTimeLoop) -> None:
+        self._real = real
+        self._loop = loop
+
+    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        return self._real.register(fileobj, events, data)
+
+    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
+        return self._real.unregister(fileobj)
+
+    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        return self._real.modify(fileobj, events, data)
+
+    def get_map(self) -> Any:
+        return self._real.get_map()
+
+    def close(self) -> None:
+        self._real.close()
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        if timeout is not None and timeout <= 0:
+            return self._real.select(0)
+        ready = self._real.select(0)
+        if ready:
+            return ready
+        loop = self._loop
+        while loop.threads_in_flight or loop.others_busy():
+            # A thread's result comes back through the loop's self-pipe, a broker's answer on its socket: wait for
+            # them in real time.
+            ready = self._real.select(None if timeout is None and loop.threads_in_flight else _BUSY_POLL_S)
+            if ready:
+                return ready
+        ready = self._real.select(loop.grace)
+        if ready:
+            return ready
+        if timeout is None:
+            return self._real.select(None)  # no timer at all: only I/O can wake the loop
+        loop.advance(timeout)
+        return []
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """A selector event loop on simulated time (see the module docstring).
+
+    Args:
+        grace: real seconds to poll for I/O once more before simulated time jumps (0: in-process peers only).
+        pace: simulated seconds per real second at most (None: as fast as the work allows).
+    """
+
+    def __init__(self, *, grace: float = 0.0, pace: float | None = None) -> None:
+        if grace < 0:
+            raise ValueError("grace must not be negative")
+        if pace is not None and pace <= 0:
+            raise ValueError("pace must be positive")
+        super().__init__(selectors.DefaultSelector())
+        self._selector: selectors.BaseSelector = _VirtualSelector(self._selector, self)
+        self.grace = grace
+        self._pace = pace
+        self._now = 0.0
+        self._real_start = time.monotonic()
+        self.threads_in_flight = 0
+        self.jumps = 0
+        self._main_tid = threading.get_native_id()
+
+    def others_busy(self) -> bool:
+        """Whether another thread of this process, or a child process (an MQTT broker), is running or in
+        uninterruptible I/O."""
+        for thread in threading.enumerate():
+            tid = thread.native_id
+            if tid is None or tid == self._main_tid:
+                continue
+            if _state(f"/proc/self/task/{tid}/stat") in _BUSY_STATES:
+                return True
+        for pid in _children():
+            try:
+                tids = os.listdir(f"/proc/{pid}/task")
+            except OSError:
+                continue
+            if any(_state(f"/proc/{pid}/task/{tid}/stat") in _BUSY_STATES for tid in tids):
+                return True
+        return False
+
+    def time(self) -> float:
+        """Simulated seconds since the loop was made; moves only in :meth:`advance`."""
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        """Move simulated time forward (the selector does, when the loop is idle); held back to ``pace``."""
+        if seconds < 0:
+            raise ValueError("time cannot go backwards")
+        self._now += seconds
+        self.jumps += 1
+        if self._pace is not None:
+            due = self._real_start + self._now / self._pace
+            wait = due - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)  # pacing for a watching person; the loop has nothing else to do
+
+    def run_in_executor(  # type: ignore[override]  # same signature as the base class, typed more narrowly
+        self, executor: concurrent.futures.Executor | None, func: Callable[..., _T], *args: Any
+    ) -> asyncio.Future[_T]:
+        """As the base class; simulated time stands still until the job is done."""
+        future = super().run_in_executor(executor, func, *args)
+        self.threads_in_flight += 1
+        future.add_done_callback(self._thread_done)
+        return future
+
+    def _thread_done(self, _future: asyncio.Future[Any]) -> None:
+        self.threads_in_flight -= 1
