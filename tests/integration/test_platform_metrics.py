@@ -92,9 +92,15 @@ async def test_platform_run_serves_metrics_and_health(tmp_path, mosquitto) -> No
                 records = [bp_record("hub-a", n) for n in range(3)]
                 await client.publish("carehub/v1/hub-a/up", frame(wire, 1, records), qos=1)
                 assert (await next_ack(client, wire)).stored == (1,)
-            async with http.get(f"{base}/metrics") as response:
-                assert response.status == 200
-                samples = _samples(await response.text())
+            # The hub's copy of the ack can arrive before the worker's own publish returned and counted it: read
+            # the metrics until the count is in (each read is a round trip to the worker; bounded).
+            async with asyncio.timeout(BOUND):
+                while True:
+                    async with http.get(f"{base}/metrics") as response:
+                        assert response.status == 200
+                        samples = _samples(await response.text())
+                    if samples["carehub_ingest_acks_sent_total", ()] >= 1:
+                        break
         assert samples["carehub_ingest_envelopes_stored_total", ()] == 1
         assert samples["carehub_ingest_records_stored_total", ()] == 3
         assert samples["carehub_ingest_acks_sent_total", ()] == 1
