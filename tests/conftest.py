@@ -44,6 +44,7 @@ from typing import Any
 
 import pytest
 import pytest_timeout  # type: ignore[import-untyped]
+from pg_server import PostgresServer, PostgresUnavailableError
 
 from gateway import aio
 from sim.broker import MosquittoBroker, mosquitto_available
@@ -429,6 +430,28 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 # -- fixtures ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Generator[PostgresServer, None, None]:
+    """One real PostgreSQL server per test worker (``pg_server.PostgresServer``); each test makes its own database
+    with ``pg_server.create_database()``. Skips only when PostgreSQL's server is not installed."""
+    try:
+        server = PostgresServer()
+    except PostgresUnavailableError as exc:
+        pytest.skip(str(exc))
+    # pytest asks only the root's conftest files (none here) for a session-scoped fixture's setup hook, so
+    # pytest_fixture_setup above never sees this fixture: claim its processes for it here, or the first test
+    # that used it would be blamed for the server and kill it.
+    outer, _now.owner = _now.owner, "session-scoped fixture pg_server"
+    try:
+        server.__enter__()
+    finally:
+        _now.owner = outer
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 @pytest.fixture

@@ -1,21 +1,20 @@
 """One contract for both storage engines: every test runs against SQLite and a real PostgreSQL server.
 
-PostgreSQL runs per test (``pg_server.PostgresServer``; a session-wide server was killed by the harness as
-a process the first test left behind: to investigate), each database new. The tests skip
-only when PostgreSQL's server is not installed at all (scripts/test installs it).
+PostgreSQL is one server per test worker (the ``pg_server`` fixture of ``tests/conftest.py``), each database
+new. The tests skip only when PostgreSQL's server is not installed at all (scripts/test installs it).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pg_server import PostgresServer, PostgresUnavailableError
+from pg_server import PostgresServer
 
 from community.samples import alarm_record, bp_record
 from community.storage import EnvelopeToStore, Outcome, Refusal, SqliteStorage, Storage, StoredReading
@@ -24,16 +23,6 @@ from protocols.errors import EnvelopeRejection
 from protocols.keys import HubIdentity
 
 Opener = Callable[[], AbstractAsyncContextManager[Storage]]
-
-
-@pytest.fixture
-def pg_server() -> Iterator[PostgresServer]:
-    try:
-        server = PostgresServer()
-    except PostgresUnavailableError as exc:
-        pytest.skip(str(exc))
-    with server:
-        yield server
 
 
 _n = itertools.count()
