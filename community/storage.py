@@ -62,6 +62,7 @@ from protocols.topics import is_valid_hub_id
 
 __all__ = [
     "MAX_DETAIL_CHARS",
+    "SQLITE_SCHEMA_VERSION",
     "Enrolment",
     "EnvelopeOutcome",
     "EnvelopeToStore",
@@ -479,6 +480,8 @@ _MIGRATE_3_TO_4 = (
     "INSERT INTO hub_registry (id, generation) VALUES (0, 0)",
 )
 _SCHEMA_VERSION = 4
+SQLITE_SCHEMA_VERSION = _SCHEMA_VERSION
+"""The schema version :class:`SqliteStorage` migrates a file to (``PRAGMA user_version``)."""
 _INTERIM_SCHEMA = 1  # written by the interim wire codec; its readings are not protocol v1 records
 
 
