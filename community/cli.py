@@ -24,7 +24,9 @@ from community.brokerconf import TlsListener, write_broker_config
 from community.config import PlatformConfig, PlatformConfigError, load_platform_config
 from community.enrollment import bundle_command
 from community.ingest import IngestWorker, WorkerSettings, publish_down
-from community.storage import QuarantinedEnvelope, SqliteStorage, StorageError, StoredReading
+from community.storage import QuarantinedEnvelope, Storage, StorageError, StoredReading
+from community.storage_open import migrate as migrate_schema
+from community.storage_open import open_storage, schema_status
 from community.wire import PlatformCodec
 from protocols import atomic
 from protocols.clinical_units import GlucoseDisplay, clinical_values, parse_glucose_display
@@ -110,7 +112,7 @@ def run(
 
     async def main() -> BaseException | None:
         async with (
-            SqliteStorage(cfg.database) as storage,
+            open_storage(cfg) as storage,
             IngestWorker(_worker_settings(cfg), storage, codec) as worker,
             contextlib.AsyncExitStack() as extras,
         ):
@@ -241,7 +243,7 @@ def readings(
         raise _fail(str(exc)) from None
 
     async def main() -> list[StoredReading]:
-        async with SqliteStorage(cfg.database) as storage:
+        async with open_storage(cfg) as storage:
             return await storage.readings(hub)
 
     try:
@@ -452,7 +454,7 @@ def enroll(
         raise _fail(str(exc)) from None
 
     async def main() -> None:
-        async with SqliteStorage(cfg.database) as storage:
+        async with open_storage(cfg) as storage:
             await storage.enroll_hub(hub, residents or ())
 
     try:
@@ -465,11 +467,11 @@ def enroll(
     _out.print(f"enrolled {hub.hub_id} (key id {key_id(hub.verify_key)})", highlight=False)
 
 
-Check = Callable[[SqliteStorage], Awaitable[str | None]]
+Check = Callable[[Storage], Awaitable[str | None]]
 
 
 def _enrolled(hub: str) -> Check:
-    async def check(storage: SqliteStorage) -> str | None:
+    async def check(storage: Storage) -> str | None:
         enrolled = await storage.hub_key(hub) is not None
         return None if enrolled else f"hub {hub!r} is not enrolled (carehub platform enroll)"
 
@@ -486,7 +488,7 @@ def _send_down(cfg: PlatformConfig, hub: str, body: DownBody, checks: tuple[Chec
     codec = _codec(cfg)
 
     async def main() -> int:
-        async with SqliteStorage(cfg.database) as storage:
+        async with open_storage(cfg) as storage:
             for check in checks:
                 problem = await check(storage)
                 if problem is not None:
@@ -522,7 +524,7 @@ def ack_alarm(
     except EncodeError as exc:
         raise _fail(str(exc)) from None
 
-    async def known_alarm(storage: SqliteStorage) -> str | None:
+    async def known_alarm(storage: Storage) -> str | None:
         if await storage.knows_alarm(hub, alarm):
             return None
         return f"hub {hub!r} has reported no alarm {alarm!r}"
@@ -563,7 +565,7 @@ def thresholds(
     except ThresholdError as exc:
         raise _fail(f"--set {exc}") from None
 
-    async def known_resident(storage: SqliteStorage) -> str | None:
+    async def known_resident(storage: Storage) -> str | None:
         if await storage.knows_resident(hub, resident):
             return None
         return f"hub {hub!r} has no resident {resident!r} (enrol with --resident, or wait for their first record)"
@@ -602,7 +604,7 @@ def rejected(
     cfg = _config(config)
 
     async def main() -> list[QuarantinedEnvelope]:
-        async with SqliteStorage(cfg.database) as storage:
+        async with open_storage(cfg) as storage:
             return await storage.quarantine(hub)
 
     try:
@@ -631,3 +633,47 @@ app.add_typer(__import__("community.console.careplan", fromlist=["app"]).app, na
 app.add_typer(__import__("community.console.audit", fromlist=["app"]).app, name="audit")
 app.add_typer(__import__("community.console.accounts", fromlist=["app"]).app, name="account")
 app.command("export")(__import__("community.fhir.cli", fromlist=["export_command"]).export_command)
+
+
+@app.command("migrate")
+def migrate(
+    config: ConfigOption,
+    check: Annotated[
+        bool, typer.Option("--check", help="Only show the schema version; exit 1 if a migration is pending.")
+    ] = False,
+) -> None:
+    """Bring the platform database's schema to this carehub's version (SQLite or PostgreSQL, as configured).
+
+    Workers also migrate when they start; run this first to apply a migration as its own step of an upgrade.
+    """
+    cfg = _config(config)
+    try:
+        if check:
+            status = aio.run(schema_status(cfg))
+            if status.current > status.latest:
+                raise _fail(
+                    f"platform database {status.name} ({status.engine}): schema {status.current} is newer than this"
+                    f" carehub knows ({status.latest}); upgrade carehub",
+                    1,
+                )
+            if status.pending:
+                raise _fail(
+                    f"platform database {status.name} ({status.engine}): schema {status.current}, {status.pending}"
+                    f" migration(s) to {status.latest} pending: run carehub platform migrate -c {config}",
+                    1,
+                )
+            _out.print(
+                f"platform database {status.name} ({status.engine}): schema {status.current}, up to date",
+                highlight=False,
+                soft_wrap=True,
+            )
+            return
+        before, after = aio.run(migrate_schema(cfg))
+    except StorageError as exc:
+        raise _fail(str(exc), 1) from None
+    change = (
+        f"schema {before.current} -> {after.current}"
+        if after.current != before.current
+        else f"schema {after.current}, already up to date"
+    )
+    _out.print(f"platform database {after.name} ({after.engine}): {change}", highlight=False, soft_wrap=True)

@@ -11,6 +11,7 @@ Example::
 
     [storage]
     database = "platform.db"          # relative paths are relative to this file
+    # url = "postgresql://carehub:...@db.example:5432/carehub"   # PostgreSQL instead (community.storage_open)
 
     [keys]
     identity = "keys/platform.key"    # protocols.keys platform identity file (Ed25519 seed, X25519 key), mode 0600
@@ -52,6 +53,8 @@ class PlatformConfig:
     client_id: str
     database: Path
     identity_file: Path
+    postgres_url: str | None = None
+    """PostgreSQL's libpq URL when the platform stores on PostgreSQL; None: SQLite at :attr:`database`."""
 
     def identity(self) -> PlatformIdentity:
         """The platform's private keys, from :attr:`identity_file` (refused unless mode 0600).
@@ -72,6 +75,20 @@ def _get(table: dict[str, Any], key: str, path: Path, section: str, *, default: 
     if not isinstance(value, str):
         raise PlatformConfigError(f"{path}: [{section}] {key} must be a string")
     return value
+
+
+def _postgres_url(storage: dict[str, Any], path: Path) -> str | None:
+    if "url" not in storage:
+        return None
+    text = _get(storage, "url", path, "storage")
+    parts = urlsplit(text)
+    if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
+        raise PlatformConfigError(f"{path}: [storage] url must look like postgresql://user:password@host:port/database")
+    try:
+        parts.port  # noqa: B018  validates the port (0..65535, digits)
+    except ValueError:
+        raise PlatformConfigError(f"{path}: [storage] url has no valid port (a TCP port is 1..65535)") from None
+    return text
 
 
 def load_platform_config(path: Path) -> PlatformConfig:
@@ -104,6 +121,7 @@ def load_platform_config(path: Path) -> PlatformConfig:
         shared_uplink_filter(share_group)
     except ValueError:
         raise PlatformConfigError(f"{path}: [broker] share_group must be 1-64 of A-Z a-z 0-9 _ -") from None
+    url_text = _postgres_url(storage, path)
     base = path.parent
 
     def rel(value: str) -> Path:
@@ -118,6 +136,7 @@ def load_platform_config(path: Path) -> PlatformConfig:
         password=_get(broker, "password", path, "broker", default="") or None,
         share_group=share_group,
         client_id=_get(broker, "client_id", path, "broker", default="carehub-platform"),
-        database=rel(_get(storage, "database", path, "storage")),
+        database=rel(_get(storage, "database", path, "storage", default=None if url_text is None else "platform.db")),
         identity_file=rel(_get(keys, "identity", path, "keys")),
+        postgres_url=url_text,
     )

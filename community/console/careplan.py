@@ -38,8 +38,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import typer
 
 from community.config import PlatformConfigError, load_platform_config
-from community.storage import SqliteStorage, StorageError, StoredReading
+from community.storage import StorageError, StoredReading
 from community.storage_common import make_private
+from community.storage_open import open_storage
 
 __all__ = [
     "MAX_PER_DAY",
@@ -597,7 +598,7 @@ def rate_command(
         raise _fail(f"resident {resident!r} has no care plan (carehub platform careplan set)", 1)
 
     async def read() -> list[StoredReading]:
-        async with SqliteStorage(database) as storage:
+        async with open_storage(load_platform_config(config)) as storage:
             return await storage.readings()
 
     try:

@@ -18,7 +18,8 @@ from community.config import PlatformConfigError, load_platform_config
 from community.fhir.mapping import ExportError
 from community.fhir.ndjson import BulkExportError, check_target, write_ndjson
 from community.fhir.resources import RESOURCE_TYPES, FhirExport, build_export
-from community.storage import SqliteStorage, StorageError, StoredReading
+from community.storage import StorageError, StoredReading
+from community.storage_open import open_storage
 from runtime import aio, output
 
 __all__ = ["export_command"]
@@ -70,12 +71,12 @@ def export_command(
     except BulkExportError as exc:
         raise _fail(str(exc)) from None
     try:
-        database = load_platform_config(config).database
+        cfg = load_platform_config(config)
     except PlatformConfigError as exc:
         raise _fail(str(exc)) from None
 
     async def read() -> list[StoredReading]:
-        async with SqliteStorage(database) as storage:
+        async with open_storage(cfg) as storage:
             return await storage.readings(hub)
 
     try:
