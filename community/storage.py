@@ -44,6 +44,8 @@ from typing import Any, Final, Protocol, Self, TypeVar
 
 import nacl.signing
 
+from community.down_sql import SQLITE_DOWN_SCHEMA, SqliteDownStore
+from community.down_types import DownState, QueuedDown
 from community.storage_common import (
     EPOCH,
     StorageError,
@@ -434,6 +436,33 @@ class Storage(Protocol):
         """The version of the database schema in force (each engine numbers its own migrations)."""
         ...
 
+    async def queue_down(self, down: QueuedDown) -> None:
+        """Store a down-message before it is first published (``queued``); refuse a ``(hub, seq)`` stored before."""
+        ...
+
+    async def mark_down_sent(self, hub: str, seq: int, at: _dt.datetime) -> None:
+        """Count a publish of an open down-message (it becomes ``sent``)."""
+        ...
+
+    async def confirm_down(
+        self,
+        hub: str,
+        seq: int,
+        state: DownState,
+        *,
+        at: _dt.datetime,
+        reason: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        """The hub applied or refused message ``seq``; open earlier messages of the hub become ``expired``."""
+        ...
+
+    async def down_messages(
+        self, hub: str | None = None, *, open_only: bool = False, sent_before: _dt.datetime | None = None
+    ) -> list[QueuedDown]:
+        """Stored down-messages by hub and seq (see :mod:`community.down_types`)."""
+        ...
+
 
 # Schema 3 (4 adds _MIGRATE_3_TO_4). Sequence-number columns hold value - 2**63 (see the module docstring).
 _SCHEMA = (
@@ -479,13 +508,13 @@ _MIGRATE_3_TO_4 = (
     "CREATE TABLE hub_registry (id INTEGER PRIMARY KEY CHECK (id = 0), generation INTEGER NOT NULL)",
     "INSERT INTO hub_registry (id, generation) VALUES (0, 0)",
 )
-_SCHEMA_VERSION = 4
+_SCHEMA_VERSION = 5  # 5: down_messages (community.down_sql), created if missing
 SQLITE_SCHEMA_VERSION = _SCHEMA_VERSION
 """The schema version :class:`SqliteStorage` migrates a file to (``PRAGMA user_version``)."""
 _INTERIM_SCHEMA = 1  # written by the interim wire codec; its readings are not protocol v1 records
 
 
-class SqliteStorage:
+class SqliteStorage(SqliteDownStore):
     """:class:`Storage` on one SQLite file (WAL, ``synchronous=FULL``), all work on one thread.
 
     Use as ``async with SqliteStorage(path) as storage``.
@@ -548,7 +577,7 @@ class SqliteStorage:
                 for statement in _MIGRATE_2_TO_3:
                     conn.execute(statement)
                 _log.warning("platform database %s migrated from schema 2 to %d", self.path, _SCHEMA_VERSION)
-            for statement in (*_SCHEMA, *_SCHEMA_3):
+            for statement in (*_SCHEMA, *_SCHEMA_3, *SQLITE_DOWN_SCHEMA):
                 conn.execute(statement)
             if version < 4:
                 for statement in _MIGRATE_3_TO_4:

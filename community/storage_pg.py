@@ -32,6 +32,7 @@ import psycopg.conninfo
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
+from community.down_sql import PostgresDownStore
 from community.storage import (
     Enrolment,
     EnvelopeOutcome,
@@ -80,7 +81,7 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-class PostgresStorage:
+class PostgresStorage(PostgresDownStore):
     """:class:`community.storage.Storage` on a PostgreSQL database; ``async with PostgresStorage(url) as storage``.
 
     Args:
@@ -153,6 +154,12 @@ class PostgresStorage:
         async with self._conn() as conn:
             cur = await conn.execute(query, params)
             return await cur.fetchall()
+
+    async def _execute_all(self, statements: Sequence[tuple[LiteralString, Sequence[object]]]) -> None:
+        """Run ``statements`` in one transaction."""
+        async with self._conn() as conn, conn.transaction():
+            for query, params in statements:
+                await conn.execute(query, params)
 
     async def store_batch(
         self, envelopes: Sequence[EnvelopeToStore], refused: Sequence[Refusal] = ()

@@ -26,6 +26,8 @@ from typing import Final
 import psycopg
 from psycopg.rows import TupleRow
 
+from community.down_sql import PG_DOWN_SCHEMA
+
 __all__ = ["MIGRATIONS", "PARTITIONS", "Migration", "SchemaError", "apply_migrations", "current_version"]
 
 PARTITIONS: Final = 16
@@ -86,7 +88,10 @@ _INITIAL: Final = (
     "CREATE TABLE down_seqs (hub text PRIMARY KEY, seq bigint NOT NULL)",
 )
 
-MIGRATIONS: Final = (Migration(1, "platform tables; readings and envelopes hash-partitioned by hub", _INITIAL),)
+MIGRATIONS: Final = (
+    Migration(1, "platform tables; readings and envelopes hash-partitioned by hub", _INITIAL),
+    Migration(2, "down-messages kept until the hub confirms them", PG_DOWN_SCHEMA),
+)
 """Every migration this code knows, in version order."""
 
 _TABLE = (

@@ -18,6 +18,7 @@ from test_platform_supervision import REPO, frame, next_ack, spawn, stop, wait_i
 from community.config import PlatformConfigError, load_platform_config
 from community.samples import bp_record
 from community.storage_pg import PostgresStorage
+from community.storage_pg_schema import MIGRATIONS
 from gateway.wire import HubWire
 from protocols.keys import HubIdentity, PlatformIdentity, save_platform_identity
 from sim.broker import MosquittoBroker
@@ -77,11 +78,12 @@ def test_migrate_on_postgresql_applies_once_and_hides_the_password(tmp_path: Pat
     cfg = pg_config(tmp_path, url)
     pending = carehub("platform", "migrate", "-c", cfg, "--check")
     assert pending.returncode == 1
-    assert "(postgresql): schema 0, 1 migration(s)" in pending.stderr
+    latest = MIGRATIONS[-1].version
+    assert f"(postgresql): schema 0, {latest} migration(s)" in pending.stderr
     assert pg_server.password not in pending.stderr
     done = carehub("platform", "migrate", "-c", cfg)
     assert done.returncode == 0, done.stderr
-    assert "schema 0 -> 1" in done.stdout
+    assert f"schema 0 -> {latest}" in done.stdout
     assert pg_server.password not in done.stdout
     assert carehub("platform", "migrate", "-c", cfg, "--check").returncode == 0
 
