@@ -1,0 +1,252 @@
+"""Hub outbox -> aiomqtt uplink -> NATS's MQTT listener -> JetStream -> NatsIngestWorker -> storage, acks back to
+the hub's MQTT subscription: exactly once, on real nats-server processes (one node, and a 3-node cluster with a
+node SIGKILLed mid-run), SQLite and PostgreSQL (issue 15 items 3 and 4)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiomqtt
+import nats
+import pytest
+from nats_server import NatsCluster, NatsNode, nats_server_path
+from pg_server import PostgresServer
+
+from community.nats_config import NatsSettings
+from community.nats_ingest import NatsIngestWorker, ensure_streams
+from community.samples import T0, alarm_record, bp_record, panic_record
+from community.storage import SqliteStorage, Storage
+from community.wire import PlatformCodec
+from gateway.outbox import Lane, Outbox, OutboxItem, open_outbox
+from gateway.uplink import Uplink, UplinkSettings
+from gateway.wire import HubWire
+from protocols.keys import HubIdentity, PlatformIdentity
+from protocols.record import Record
+from protocols.topics import encode_uplink
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(nats_server_path() is None, reason="nats-server is not installed (scripts/test installs it)"),
+]
+
+BOUND = 120  # seconds: an upper bound for awaiting events, never a sleep
+
+
+@dataclass
+class Keys:
+    platform: PlatformIdentity
+    hubs: dict[str, HubIdentity]
+
+    def hub_wire(self, hub: str) -> HubWire:
+        return HubWire(self.hubs[hub], self.platform.public)
+
+
+@pytest.fixture
+def keys() -> Keys:
+    return Keys(PlatformIdentity.generate(), {h: HubIdentity.generate(h) for h in ("hub-a", "hub-b", "hub-c")})
+
+
+Opener = Callable[[], AbstractAsyncContextManager[Storage]]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    if request.param == "sqlite":
+        return lambda: SqliteStorage(tmp_path / "platform.db")
+    server: PostgresServer = request.getfixturevalue("pg_server")
+    url = server.create_database()
+    from community.storage_pg import PostgresStorage  # noqa: PLC0415
+
+    return lambda: PostgresStorage(url)
+
+
+def rid(record: Record) -> str:
+    return record.record_id.hex()
+
+
+async def put_records(ob: Outbox, wire: HubWire, records: list[Record], lane: Lane = Lane.ROUTINE) -> None:
+    seqs = await ob.allocate_seqs(len(records))
+    await ob.put_many(
+        [
+            OutboxItem(seq, wire.seal(seq, [rec], T0), lane, rec.kind.value, (rid(rec),), 0.0)
+            for seq, rec in zip(seqs, records, strict=True)
+        ]
+    )
+
+
+async def until(event: asyncio.Event, predicate: Callable[[], object]) -> None:
+    async with asyncio.timeout(BOUND):
+        while True:
+            event.clear()
+            result = predicate()
+            if asyncio.iscoroutine(result):
+                result = await result
+            if result:
+                return
+            await event.wait()
+
+
+async def empty(ob: Outbox) -> bool:
+    return (await ob.stats()).rows == 0
+
+
+def uplink_settings(node: NatsNode, hub: str, **kw: object) -> UplinkSettings:
+    base: dict[str, object] = {"backoff_base": 0.05, "backoff_cap": 0.5, "ack_timeout": 5.0}
+    base.update(kw)
+    return UplinkSettings(hub_id=hub, host=node.host, port=node.mqtt_port, **base)  # type: ignore[arg-type]
+
+
+@contextlib.asynccontextmanager
+async def worker_on(
+    servers: list[str], storage: Storage, keys: Keys, name: str = "w1", **kw: object
+) -> AsyncIterator[NatsIngestWorker]:
+    settings = NatsSettings(servers=tuple(servers), client_name=name, fetch_wait_s=0.2, **kw)  # type: ignore[arg-type]
+    async with NatsIngestWorker(settings, storage, PlatformCodec(keys.platform)) as worker:
+        async with asyncio.timeout(BOUND):
+            await worker.connected.wait()
+        yield worker
+
+
+async def test_hub_frames_through_jetstream_are_stored_once_and_acked(tmp_path, keys, opener):
+    records = [bp_record("hub-a", n) for n in range(150)]
+    alarm = alarm_record("hub-a", "alarm-1", 1000)
+    wire = keys.hub_wire("hub-a")
+    async with (
+        NatsNode(tmp_path / "nats") as node,
+        opener() as storage,
+        open_outbox(tmp_path / "outbox.db") as ob,
+    ):
+        await storage.enroll_hub(keys.hubs["hub-a"].public)
+        async with worker_on([node.url], storage, keys) as worker:
+            await put_records(ob, wire, records)
+            async with Uplink(uplink_settings(node, "hub-a", frame_max_envelopes=16), ob, wire) as up:
+                await put_records(ob, wire, [alarm], Lane.PRIORITY)
+                async with asyncio.timeout(BOUND):
+                    await up.wait_acked(rid(alarm))
+                    assert await worker.alarms.get() == alarm
+                await until(up.acked, lambda: empty(ob))
+            stored = [r.record_id for r in await storage.readings("hub-a")]
+            assert sorted(stored) == sorted([rid(r) for r in records] + [rid(alarm)])
+            assert worker.stats.envelopes_stored == len(records) + 1
+            assert worker.stats.commits < worker.stats.frames  # batches of frames share a commit or more frames
+
+
+async def test_three_node_cluster_loses_and_duplicates_nothing_when_a_node_is_sigkilled(tmp_path, keys):
+    """Three hubs on two nodes' MQTT listeners, two workers (one connected to the third node first); that third
+    node is SIGKILLed mid-run. The streams (3 replicas) keep their quorum, the worker fails over to a surviving node,
+    frames it had fetched and not acked are delivered again: every record is stored once and every outbox drains."""
+    per_hub = 300
+    hubs = ("hub-a", "hub-b", "hub-c")
+    records = {h: [bp_record(h, n) for n in range(per_hub)] for h in hubs}
+    async with NatsCluster(tmp_path / "cluster") as cluster, SqliteStorage(tmp_path / "platform.db") as storage:
+        for h in hubs:
+            await storage.enroll_hub(keys.hubs[h].public)
+        victim = cluster.nodes[0]
+        async with contextlib.AsyncExitStack() as stack:
+            workers = [
+                await stack.enter_async_context(
+                    worker_on([cluster.nodes[i].url for i in order], storage, keys, f"w{n}", replicas=3, ack_wait_s=3)
+                )
+                for n, order in enumerate(((0, 1, 2), (1, 2, 0)))
+            ]
+            outboxes: dict[str, Outbox] = {}
+            uplinks: dict[str, Uplink] = {}
+            for i, h in enumerate(hubs):
+                outboxes[h] = await stack.enter_async_context(open_outbox(tmp_path / f"{h}.db"))
+                await put_records(outboxes[h], keys.hub_wire(h), records[h])
+                node = cluster.nodes[1 + i % 2]
+                uplinks[h] = await stack.enter_async_context(
+                    Uplink(uplink_settings(node, h, frame_max_envelopes=8), outboxes[h], keys.hub_wire(h))
+                )
+
+            def stored_total() -> int:
+                return sum(w.stats.envelopes_stored for w in workers)
+
+            await until(workers[0].stored, lambda: stored_total() >= per_hub)
+            assert stored_total() < len(hubs) * per_hub  # the kill is mid-run
+            await victim.kill()
+            for h in hubs:
+                await until(uplinks[h].acked, lambda h=h: empty(outboxes[h]))
+        ids = [r.record_id for r in await storage.readings()]
+        assert len(ids) == len(set(ids))  # nothing duplicated
+        assert sorted(ids) == sorted(rid(r) for h in hubs for r in records[h])  # nothing lost
+        assert sum(w.stats.envelopes_stored for w in workers) == len(ids)
+
+
+async def test_panic_is_stored_and_acked_while_5000_routine_envelopes_wait(tmp_path, keys):
+    """5,000 routine envelopes of another hub wait in the routine stream (published before any worker runs, as
+    after a broker restart); hub-a's real uplink publishes a panic on its alarm topic. The worker acks the panic
+    through the alarm stream's own consumer before it has acked even half of the backlog: ack order recorded by an
+    MQTT client subscribed to every hub's ack topic."""
+    n_routine = 5000
+    panic = panic_record("hub-a", "panic-1", 9000)
+    backlog_wire = keys.hub_wire("hub-b")
+    backlog = [bp_record("hub-b", n) for n in range(n_routine)]
+    async with (
+        NatsNode(tmp_path / "nats") as node,
+        SqliteStorage(tmp_path / "platform.db") as storage,
+        open_outbox(tmp_path / "outbox.db") as ob,
+    ):
+        for h in ("hub-a", "hub-b"):
+            await storage.enroll_hub(keys.hubs[h].public)
+        settings = NatsSettings(servers=(node.url,), batch=4, max_ack_pending=8, fetch_wait_s=0.2)
+        nc = await nats.connect(node.url)
+        try:
+            await ensure_streams(nc.jetstream(), settings)
+            seen = _Counter()
+            await nc.subscribe("carehub.v1.*.*", cb=seen.count)
+            async with aiomqtt.Client(node.host, node.mqtt_port, identifier="acks-watch") as watch:
+                await watch.subscribe("carehub/v1/+/ack", qos=1)
+                frames = [
+                    encode_uplink([backlog_wire.seal(i + j + 1, [r], T0) for j, r in enumerate(backlog[i : i + 64])])
+                    for i in range(0, n_routine, 64)
+                ]
+                async with aiomqtt.Client(node.host, node.mqtt_port, identifier="carehub-hub-hub-b") as hub_b:
+                    for frame in frames:
+                        await hub_b.publish("carehub/v1/hub-b/up", frame, qos=1)
+                await seen.reach(len(frames))
+                async with Uplink(uplink_settings(node, "hub-a"), ob, keys.hub_wire("hub-a")) as up:
+                    await put_records(ob, keys.hub_wire("hub-a"), [panic], Lane.PRIORITY)
+                    await seen.reach(len(frames) + 1)
+                    info = await nc.jetstream().stream_info("CAREHUB_UP")
+                    assert info.state.messages == len(frames)  # the backlog waits in the stream
+                    order: list[tuple[str, tuple[int, ...]]] = []
+                    async with worker_on([node.url], storage, keys, batch=4, max_ack_pending=8):
+                        async with asyncio.timeout(BOUND):
+                            async for message in watch.messages:
+                                hub = str(message.topic).split("/")[2]
+                                ack = keys.hub_wire(hub).open_ack(bytes(message.payload))
+                                order.append((hub, ack.stored))
+                                if sum(len(a) for h, a in order if h == "hub-b") == n_routine and any(
+                                    h == "hub-a" for h, _ in order
+                                ):
+                                    break
+                        await up.wait_acked(rid(panic))
+            ids = [r.record_id for r in await storage.readings()]
+        finally:
+            await nc.close()
+    panic_at = next(i for i, (h, _) in enumerate(order) if h == "hub-a")
+    routine_before = sum(len(a) for h, a in order[:panic_at] if h == "hub-b")
+    assert routine_before < n_routine // 2, f"the panic was acked after {routine_before} routine envelopes"
+    assert sorted(ids) == sorted([rid(r) for r in backlog] + [rid(panic)])
+
+
+class _Counter:
+    """Counts messages seen on core NATS subjects; :meth:`reach` awaits a count."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.changed = asyncio.Event()
+
+    async def count(self, msg: object) -> None:
+        del msg
+        self.n += 1
+        self.changed.set()
+
+    async def reach(self, n: int) -> None:
+        await until(self.changed, lambda: self.n >= n)
