@@ -133,7 +133,7 @@ class Committer:
             result = await self._outbox.put_many(items, cursors=cursors or None)
         except OutboxError as exc:
             self._counters.commit_failures += 1
-            self._keep_unstored([d for d in drafts if d.lane is Lane.PRIORITY])
+            self._keep_unstored([d for d in drafts if d.lane is Lane.PRIORITY and d.standalone])
             self._deferred = {**deferred, **self._deferred}
             _log.error("outbox commit of %d record(s) failed: %s", len(drafts), exc)
             raise

@@ -45,6 +45,7 @@ from gateway.core.downlink import (
     Refuse,
     Snooze,
     Stale,
+    applied_draft,
     parse_seq,
     thresholds_cursor,
 )
@@ -401,6 +402,8 @@ class Hub:
         if isinstance(decision, Refuse):
             _log.warning("refused down-message %s (%s): %s", decision.seq, decision.reason.value, decision.detail)
             drafts.append(decision.draft(self._hub_id, now))
+        else:  # the platform keeps the message until it hears it was applied (protocol §3.9)
+            drafts.append(applied_draft(self._hub_id, decision, now))
         await self._commit(drafts, self._downlink.cursors(decision))
         self._downlink.committed(decision)
         if not isinstance(decision, Refuse):

@@ -4,8 +4,8 @@ Every record is the deterministic CBOR encoding (RFC 8949 §4.2.1, :mod:`protoco
 keys, whatever its kind::
 
     v            uint   1 (the record format version)
-    kind         text   "measurement" | "alarm" | "panic" | "device_status" | "down_refused" | "eviction"
-                        | "raw_reading"
+    kind         text   "measurement" | "alarm" | "panic" | "device_status" | "down_refused" | "down_applied"
+                        | "eviction" | "raw_reading"
     id           bstr   16 bytes, the stable record id (§4)
     hub          text   the producing hub's id
     seq          uint   per-hub record sequence number
@@ -49,6 +49,7 @@ __all__ = [
     "Body",
     "ClockCorrection",
     "DeviceStatusBody",
+    "DownAppliedBody",
     "DownRefusal",
     "DownRefusedBody",
     "EvictionBody",
@@ -88,6 +89,8 @@ class RecordKind(enum.Enum):
     PANIC = "panic"
     DEVICE_STATUS = "device_status"
     DOWN_REFUSED = "down_refused"
+    DOWN_APPLIED = "down_applied"
+    """The hub applied a down-message (``docs/protocol.md`` §3.9): the platform's confirmation of delivery."""
     EVICTION = "eviction"
     RAW_READING = "raw_reading"
     """A meter's value the hub could not decode at all, kept as it was received (``docs/protocol.md`` §3.8)."""
@@ -620,6 +623,34 @@ class DownRefusedBody:
 
 
 @dataclass(frozen=True, slots=True)
+class DownAppliedBody:
+    """The hub applied a verified down-message (``docs/protocol.md`` §3.9), committed with its ``seq``.
+
+    Attributes:
+        down_seq: the applied message's ``seq`` (uint64).
+        message_type: the applied message's ``type`` (``thresholds``, ``alarm_ack``, ``alarm_snooze``).
+    """
+
+    KIND: ClassVar[RecordKind] = RecordKind.DOWN_APPLIED
+    _KEYS: ClassVar[frozenset[str]] = frozenset({"down_seq", "type"})
+
+    down_seq: int
+    message_type: str
+
+    def __post_init__(self) -> None:
+        _uint(self.down_seq, "down_seq")
+        _text(self.message_type, "message_type", 64)
+
+    def _to_map(self) -> dict[str, CborValue]:
+        return {"down_seq": self.down_seq, "type": self.message_type}
+
+    @classmethod
+    def _from_map(cls, value: object) -> Self:
+        f = Fields(value, "record.body", cls._KEYS)
+        return cls(down_seq=f.uint("down_seq"), message_type=f.text("type", 64))
+
+
+@dataclass(frozen=True, slots=True)
 class EvictionBody:
     """The outbox dropped routine records it could not keep (invariant 4): what, so the platform knows the gap.
 
@@ -719,7 +750,14 @@ class RawReadingBody:
 
 
 Body: TypeAlias = (
-    MeasurementBody | AlarmBody | PanicBody | DeviceStatusBody | DownRefusedBody | EvictionBody | RawReadingBody
+    MeasurementBody
+    | AlarmBody
+    | PanicBody
+    | DeviceStatusBody
+    | DownRefusedBody
+    | DownAppliedBody
+    | EvictionBody
+    | RawReadingBody
 )
 
 _BODIES: Final[dict[RecordKind, type[Body]]] = {
@@ -728,6 +766,7 @@ _BODIES: Final[dict[RecordKind, type[Body]]] = {
     RecordKind.PANIC: PanicBody,
     RecordKind.DEVICE_STATUS: DeviceStatusBody,
     RecordKind.DOWN_REFUSED: DownRefusedBody,
+    RecordKind.DOWN_APPLIED: DownAppliedBody,
     RecordKind.EVICTION: EvictionBody,
     RecordKind.RAW_READING: RawReadingBody,
 }
@@ -948,9 +987,9 @@ def status_record_id(hub_id: str, kind: RecordKind, seq: int) -> bytes:
     """The id of a device status or eviction record: (hub, kind, record sequence number).
 
     These records are made by the hub itself and are unique by their sequence number; one regenerated after a
-    crash (with a new sequence number) is a new report, which is harmless. A ``down_refused`` record passes the
-    refused down-message's ``seq`` instead (``docs/protocol.md`` §3.7): each is refused once, so a refusal made
-    again after a failed commit keeps its id.
+    crash (with a new sequence number) is a new report, which is harmless. A ``down_refused`` or ``down_applied``
+    record passes the down-message's ``seq`` instead (``docs/protocol.md`` §3.7): each is refused or applied once,
+    so one made again after a failed commit keeps its id.
     """
     _uint(seq, "seq")
     return _derive_id(["status", hub_id, kind.value, seq])

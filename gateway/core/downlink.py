@@ -27,7 +27,7 @@ from gateway.core.sealer import Draft
 from gateway.outbox_rows import Lane
 from gateway.thresholds import ThresholdError, ThresholdProblem, Thresholds
 from protocols.messages import AlarmAcknowledgement, AlarmSnooze, DownMessage, ThresholdUpdate
-from protocols.record import DownRefusal, DownRefusedBody, RecordKind, status_record_id
+from protocols.record import DownAppliedBody, DownRefusal, DownRefusedBody, RecordKind, status_record_id
 
 __all__ = [
     "REFUSED_CURSOR",
@@ -39,6 +39,7 @@ __all__ = [
     "Refuse",
     "Snooze",
     "Stale",
+    "applied_draft",
     "describe_refusals",
     "parse_seq",
     "thresholds_cursor",
@@ -91,7 +92,8 @@ class Refuse:
         refused ``seq``, which is refused once, so a refusal whose commit failed and is made again is still stored
         once (``docs/protocol.md`` §3.7)."""
         body = DownRefusedBody(self.seq, self.message_type, self.reason, self.detail, self.key)
-        return Draft(body, Lane.PRIORITY, now, status_record_id(hub_id, RecordKind.DOWN_REFUSED, self.seq))
+        record_id = status_record_id(hub_id, RecordKind.DOWN_REFUSED, self.seq)
+        return Draft(body, Lane.PRIORITY, now, record_id, standalone=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +123,21 @@ class Snooze:
 
 
 Decision: TypeAlias = Stale | Refuse | ApplyThresholds | Acknowledge | Snooze
+
+
+def applied_draft(hub_id: str, decision: ApplyThresholds | Acknowledge | Snooze, now: datetime) -> Draft:
+    """The record that tells the platform the message was applied (``down_applied``, ``docs/protocol.md`` §3.9):
+    priority lane, committed with the message's ``seq``, its id made from that ``seq`` (applied once)."""
+    match decision:
+        case ApplyThresholds():
+            message_type = ThresholdUpdate.TYPE
+        case Acknowledge():
+            message_type = AlarmAcknowledgement.TYPE
+        case Snooze():
+            message_type = AlarmSnooze.TYPE
+    body = DownAppliedBody(decision.seq, message_type)
+    record_id = status_record_id(hub_id, RecordKind.DOWN_APPLIED, decision.seq)
+    return Draft(body, Lane.PRIORITY, now, record_id, standalone=False)
 
 
 class Downlink:

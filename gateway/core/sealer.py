@@ -42,6 +42,9 @@ class Draft:
         record_id: the stable id; ``None`` for a hub-made record whose id derives from its sequence number.
         device: the device it is about, if any.
         device_time: the device's own timestamp as reported, if any.
+        standalone: a priority draft of a failed commit is offered again with the next commit; False for one that
+            is only true together with the cursors of its own commit (a down-message's ``down_applied`` or
+            ``down_refused`` goes with the message's ``seq``: the hub applies the message again instead).
     """
 
     body: Body
@@ -50,6 +53,7 @@ class Draft:
     record_id: bytes | None = None
     device: str | None = None
     device_time: str | None = None
+    standalone: bool = True
 
 
 def envelope_chunks(records: Sequence[Record], encoded: Sequence[bytes]) -> Iterator[tuple[list[Record], list[bytes]]]:

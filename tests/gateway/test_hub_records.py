@@ -55,6 +55,7 @@ from protocols.record import (
     AlarmBody,
     ClockCorrection,
     DeviceStatusBody,
+    DownAppliedBody,
     DownRefusedBody,
     LinkFailure,
     LinkState,
@@ -283,7 +284,7 @@ def test_no_down_message_stops_the_hub_and_accepted_changes_survive_restarts(
     async def scenario(home: Home) -> None:
         todo = list(script)
         last_seq = 0
-        refused = 0
+        refused = applied = 0
         expected: dict[str, float] = {}
         while True:
             async with home.running() as gw:
@@ -303,7 +304,9 @@ def test_no_down_message_stops_the_hub_and_accepted_changes_survive_restarts(
                     last_seq = seq
                     if gw.hub.counters.down_refused > before:
                         refused += 1
-                    elif isinstance(body, ThresholdUpdate):
+                        continue
+                    applied += 1
+                    if isinstance(body, ThresholdUpdate):
                         for key, value in body.values.items():
                             if value is None:
                                 expected.pop(key, None)
@@ -313,6 +316,8 @@ def test_no_down_message_stops_the_hub_and_accepted_changes_survive_restarts(
                 assert not gw.supervisor.failures
                 records = await home.records(gw)
                 assert sum(isinstance(r.body, DownRefusedBody) for r in records) == refused
+                # Each applied message is confirmed to the platform once (protocol §3.9), refused ones never.
+                assert sum(isinstance(r.body, DownAppliedBody) for r in records) == applied
             if not todo:
                 break
 
@@ -448,6 +453,8 @@ def test_a_down_message_whose_commit_fails_is_applied_again_and_recorded_once() 
             assert [(r.body.down_seq, r.body.reason.value) for r in records if isinstance(r.body, DownRefusedBody)] == [
                 (5, "unknown_resident")
             ]
+            confirmed = [(r.body.down_seq, r.body.message_type) for r in records if isinstance(r.body, DownAppliedBody)]
+            assert confirmed == [(6, "thresholds")]
         async with home.running() as gw:
             assert dict(gw.hub.threshold_overrides("r1")) == {"spo2.low.warning": 91.0}
 
