@@ -17,6 +17,11 @@ keys, whatever its kind::
 Decoding is strict: unknown versions and kinds, missing or extra keys, wrong types, non-finite floats and
 non-deterministic encodings raise :class:`~protocols.errors.DecodeError` and nothing else.
 
+Installation-test data (``docs/protocol.md`` §3.10): a measurement, raw reading or panic record made while the
+installer runs ``carehub provision test`` carries ``installation_test`` (:attr:`Record.installation_test`); such a
+record is never the resident's data (never judged, never an alarm, never charted or exported as theirs). The key is
+written only when true, so a body without it is exactly the body of earlier revisions.
+
 Record ids (invariant 2): :func:`measurement_record_id`, :func:`alarm_record_id`, :func:`panic_record_id` and
 :func:`status_record_id` derive a 16-byte id from what identifies the record, so the same reading delivered twice
 (live indication, then again from the meter's memory after a crash) gets the same id and the platform stores it once.
@@ -203,6 +208,28 @@ def _record_id(value: object, name: str) -> None:
         raise EncodeError(f"{name} must be {RECORD_ID_LEN} bytes")
 
 
+_TEST_KEY: Final = "installation_test"
+
+
+def _present(value: object, *optional: str) -> frozenset[str]:
+    """Which of the ``optional`` keys a body map carries (keys written only when they say something)."""
+    return frozenset(key for key in optional if isinstance(value, dict) and key in value)
+
+
+def _bool(value: object, name: str) -> None:
+    if not isinstance(value, bool):
+        raise EncodeError(f"{name} must be bool, not {value!r:.80}")
+
+
+def _installation_test(f: Fields, present: frozenset[str]) -> bool:
+    """A body's ``installation_test``: absent is false; present it must be ``true`` (one encoding per body)."""
+    if _TEST_KEY not in present:
+        return False
+    if f.raw(_TEST_KEY) is not True:
+        raise f.fail(_TEST_KEY, "expected true (a body that is not test data leaves the key out)")
+    return True
+
+
 def _json(value: object, path: str, depth: int = 0) -> Any:
     """A deep copy of a JSON-ready value with tuples turned into lists; EncodeError for anything else."""
     if depth > 8:
@@ -245,13 +272,14 @@ class MeasurementBody:
         unreliable: the hub or meter flagged the reading as not trustworthy (movement, cuff fit, out of range).
         tolerated: what the hub's tolerant decoding accepted in ``raw`` that the specification does not allow
             (``protocols.gatt.tolerant``); empty when ``raw`` decodes strictly. On the wire only when not empty.
+        installation_test: taken during ``carehub provision test``, not the resident's data (§3.10). On the wire
+            only when true.
     """
 
     KIND: ClassVar[RecordKind] = RecordKind.MEASUREMENT
     _KEYS: ClassVar[frozenset[str]] = frozenset(
         {"uuid", "raw", "values", "resident", "clock_corrected", "corrected_time", "unreliable"}
     )
-    _TOLERATED_KEYS: ClassVar[frozenset[str]] = _KEYS | {"tolerated"}
 
     uuid: int
     raw: bytes
@@ -261,9 +289,11 @@ class MeasurementBody:
     corrected_time: _dt.datetime | None = None
     unreliable: bool = False
     tolerated: frozenset[DecodeTolerance] = frozenset()
+    installation_test: bool = False
 
     def __post_init__(self) -> None:
         _uint(self.uuid, "uuid", 0xFFFF)
+        _bool(self.installation_test, "installation_test")
         if not isinstance(self.tolerated, frozenset | set) or not all(
             isinstance(t, DecodeTolerance) for t in self.tolerated
         ):
@@ -294,13 +324,18 @@ class MeasurementBody:
         }
         if self.tolerated:  # only then: a body without it is what hubs before revision 5 wrote
             out["tolerated"] = [*sorted(t.value for t in self.tolerated)]
+        if self.installation_test:  # only then: a body without it is what hubs before revision 6 wrote
+            out[_TEST_KEY] = True
         return out
 
     @classmethod
     def _from_map(cls, value: object) -> Self:
-        # A body without "tolerated" (every hub before revision 5 of this document) decoded strictly.
-        tolerant = isinstance(value, dict) and "tolerated" in value
-        f = Fields(value, "record.body", cls._TOLERATED_KEYS if tolerant else cls._KEYS)
+        # A body without "tolerated" (every hub before revision 5 of this document) decoded strictly; one without
+        # "installation_test" (every hub before revision 6, and every reading outside an installation test) is not
+        # test data.
+        present = _present(value, "tolerated", _TEST_KEY)
+        tolerant = "tolerated" in present
+        f = Fields(value, "record.body", cls._KEYS | present)
         values = f.raw("values")
         if not isinstance(values, dict):
             raise f.fail("values", "expected a map")
@@ -324,6 +359,7 @@ class MeasurementBody:
             corrected_time=f.opt_time("corrected_time"),
             unreliable=f.boolean("unreliable"),
             tolerated=tolerated,
+            installation_test=_installation_test(f, present),
         )
 
 
@@ -433,6 +469,8 @@ class PanicBody:
         counter: the pendant's event counter (uint32, strictly increasing per pendant).
         battery: battery percentage 0..100 as reported, if known.
         alarm_id: the alarm this event raised (press, long press) or cancelled (cancel), if any.
+        installation_test: pressed during ``carehub provision test``: no call for help, no alarm (§3.10). On the
+            wire only when true.
     """
 
     KIND: ClassVar[RecordKind] = RecordKind.PANIC
@@ -443,9 +481,13 @@ class PanicBody:
     counter: int
     battery: int | None = None
     alarm_id: str | None = None
+    installation_test: bool = False
 
     def __post_init__(self) -> None:
         _text(self.pendant_id, "pendant_id")
+        _bool(self.installation_test, "installation_test")
+        if self.installation_test and self.alarm_id is not None:
+            raise EncodeError("an installation-test pendant event raises no alarm (alarm_id must be None)")
         if not isinstance(self.event, PanicEventType):
             raise EncodeError("event must be a PanicEventType")
         _uint(self.counter, "counter", 2**32 - 1)
@@ -453,23 +495,28 @@ class PanicBody:
         _opt_text(self.alarm_id, "alarm_id")
 
     def _to_map(self) -> dict[str, CborValue]:
-        return {
+        out: dict[str, CborValue] = {
             "pendant_id": self.pendant_id,
             "event": self.event.value,
             "counter": self.counter,
             "battery": self.battery,
             "alarm_id": self.alarm_id,
         }
+        if self.installation_test:
+            out[_TEST_KEY] = True
+        return out
 
     @classmethod
     def _from_map(cls, value: object) -> Self:
-        f = Fields(value, "record.body", cls._KEYS)
+        present = _present(value, _TEST_KEY)
+        f = Fields(value, "record.body", cls._KEYS | present)
         return cls(
             pendant_id=f.text("pendant_id"),
             event=f.choice("event", PanicEventType),
             counter=f.uint("counter", 2**32 - 1),
             battery=f.opt_uint("battery", 100),
             alarm_id=f.opt_text("alarm_id"),
+            installation_test=_installation_test(f, present),
         )
 
 
@@ -718,6 +765,7 @@ class RawReadingBody:
         raw: the characteristic value exactly as received (at most 512 bytes).
         reason: why it does not decode (the decoder's message: characteristic, offset, reason; 1..256 characters).
         resident_id: the resident the device is provisioned for, if known.
+        installation_test: received during ``carehub provision test`` (§3.10). On the wire only when true.
     """
 
     KIND: ClassVar[RecordKind] = RecordKind.RAW_READING
@@ -727,25 +775,37 @@ class RawReadingBody:
     raw: bytes
     reason: str
     resident_id: str | None = None
+    installation_test: bool = False
 
     def __post_init__(self) -> None:
         _uint(self.uuid, "uuid", 0xFFFF)
+        _bool(self.installation_test, "installation_test")
         if not isinstance(self.raw, bytes) or len(self.raw) > MAX_RAW_BYTES:
             raise EncodeError(f"raw must be at most {MAX_RAW_BYTES} bytes")
         _text(self.reason, "reason")
         _opt_text(self.resident_id, "resident_id")
 
     def _to_map(self) -> dict[str, CborValue]:
-        return {"uuid": self.uuid, "raw": self.raw, "reason": self.reason, "resident": self.resident_id}
+        out: dict[str, CborValue] = {
+            "uuid": self.uuid,
+            "raw": self.raw,
+            "reason": self.reason,
+            "resident": self.resident_id,
+        }
+        if self.installation_test:
+            out[_TEST_KEY] = True
+        return out
 
     @classmethod
     def _from_map(cls, value: object) -> Self:
-        f = Fields(value, "record.body", cls._KEYS)
+        present = _present(value, _TEST_KEY)
+        f = Fields(value, "record.body", cls._KEYS | present)
         return cls(
             uuid=f.uint("uuid", 0xFFFF),
             raw=f.bytes_("raw", 0, MAX_RAW_BYTES),
             reason=f.text("reason"),
             resident_id=f.opt_text("resident"),
+            installation_test=_installation_test(f, present),
         )
 
 
@@ -815,6 +875,11 @@ class Record:
             raise EncodeError(f"a {self.kind.value} record needs a device_id")
         if isinstance(self.body, PanicBody) and self.body.pendant_id != self.device_id:
             raise EncodeError("a panic record's device_id is its pendant_id")
+
+    @property
+    def installation_test(self) -> bool:
+        """Made during ``carehub provision test`` (§3.10): never the resident's data, never an alarm."""
+        return isinstance(self.body, MeasurementBody | RawReadingBody | PanicBody) and self.body.installation_test
 
     def to_cbor(self) -> bytes:
         """The deterministic CBOR encoding.
