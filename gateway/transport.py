@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 import aiomqtt
+from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.aio import keep_cancellation
 from gateway.errors import GatewayError
@@ -96,6 +97,12 @@ class Connector(Protocol):
 
 # ---------------------------------------------------------------------------------------------------- aiomqtt
 
+_SUBACK_FAILURE = 0x80  # MQTT 3.1.1 §3.9.3 return code (5.0: reason codes 0x80 and above are failures)
+
+
+def _code(code: int | ReasonCode) -> int:
+    return code if isinstance(code, int) else code.value
+
 
 class _MqttTransport:
     __slots__ = ("_client",)
@@ -139,7 +146,13 @@ class MqttConnector:
                 for topic in subscriptions:
                     # Not keep_cancellation: the caller may own a task group (the uplink's runner does), whose
                     # task Python 3.11 leaves looking cancelled after a child failed; it checks a flag instead.
-                    await client.subscribe(topic, qos=1)
+                    granted = await client.subscribe(topic, qos=1)
+                    refused = [code for code in granted if _code(code) >= _SUBACK_FAILURE]
+                    if refused:
+                        # A broker may refuse one subscription and keep the session (NATS's MQTT listener does
+                        # when JetStream cannot create the subscription's consumer, e.g. while a node is down):
+                        # without this the hub would publish on and never hear an ack.
+                        raise TransportError(f"the broker refused the subscription to {topic} ({refused[0]})")
                 yield _MqttTransport(client)
         except (aiomqtt.MqttError, OSError) as exc:
             raise TransportError(f"{type(exc).__name__}: {exc}") from exc

@@ -59,10 +59,17 @@ class NatsNode:
         name: the server name (JetStream in a cluster needs unique names).
         cluster_routes: the route ports of every node of the cluster (this one's included); empty: a single node.
         route_port: this node's route port (required with ``cluster_routes``).
+        extra: more config text, appended verbatim (accounts, limits).
     """
 
     def __init__(
-        self, workdir: Path, name: str = "n1", *, cluster_routes: Sequence[int] = (), route_port: int | None = None
+        self,
+        workdir: Path,
+        name: str = "n1",
+        *,
+        cluster_routes: Sequence[int] = (),
+        route_port: int | None = None,
+        extra: str = "",
     ) -> None:
         self.workdir = workdir
         self.name = name
@@ -71,6 +78,7 @@ class NatsNode:
         self.mqtt_port = free_port()
         self.route_port = route_port
         self.cluster_routes = tuple(cluster_routes)
+        self.extra = extra
         self.config_path = workdir / "nats.conf"
         self.log_path = workdir / "nats.log"
         self._proc: asyncio.subprocess.Process | None = None
@@ -112,7 +120,7 @@ class NatsNode:
                 f"  routes: [{routes}]",
                 "}",
             ]
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines) + "\n" + self.extra
 
     async def start(self) -> None:
         """Start the server and return once it logged that it is ready.

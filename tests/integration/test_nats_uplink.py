@@ -1,0 +1,83 @@
+"""The hub's aiomqtt transport against NATS's MQTT listener (issue 15 item 3): the transport contract tests of
+``tests/gateway/test_delivery_transport.py`` run here against a real nats-server (JetStream + MQTT), and a refused
+subscription (SUBACK 0x80, which NATS sends when JetStream cannot create the subscription's consumer) is a
+:class:`TransportError`, so the hub reconnects instead of publishing on without ever hearing an ack."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import ModuleType
+
+import aiomqtt
+import pytest
+from nats_server import NatsNode, nats_server_path
+
+from gateway.transport import MqttConnector, TransportError
+
+pytestmark = pytest.mark.integration
+
+_ids = itertools.count()
+
+
+def _contract() -> ModuleType:
+    """The transport contract tests, loaded from their file (test directories are not packages)."""
+    path = Path(__file__).resolve().parents[1] / "gateway" / "test_delivery_transport.py"
+    spec = importlib.util.spec_from_file_location("carehub_transport_contract", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+_c = _contract()
+# The contract's tests, collected here with this module's ``network`` fixture (a NATS node).
+test_subscribed_topics_arrive_in_order_others_do_not = _c.test_subscribed_topics_arrive_in_order_others_do_not
+test_a_broker_that_is_down_refuses_the_session = _c.test_a_broker_that_is_down_refuses_the_session
+test_a_lost_connection_ends_the_iterator_and_publish_with_transport_error = (
+    _c.test_a_lost_connection_ends_the_iterator_and_publish_with_transport_error
+)
+
+
+@pytest.fixture
+async def network(tmp_path: Path) -> AsyncIterator[object]:
+    if nats_server_path() is None:
+        pytest.skip("nats-server is not installed (scripts/test installs it)")
+    async with NatsNode(tmp_path / "nats") as node:
+
+        def client() -> aiomqtt.Client:
+            return aiomqtt.Client(node.host, node.mqtt_port, identifier=f"contract-{next(_ids)}", timeout=5)
+
+        yield _c.Network(MqttConnector(client), node.stop, node.start)
+
+
+# One JetStream consumer allowed: NATS's MQTT listener grants the first QoS 1 subscription and refuses the next.
+_ONE_CONSUMER = """no_auth_user: hub
+accounts {
+  HUBS: { jetstream: { max_mem: 64MB, max_file: 256MB, max_streams: 10, max_consumers: 1 },
+          users: [{user: hub, password: pw}] }
+}
+"""
+
+
+async def test_a_refused_subscription_is_a_transport_error(tmp_path):
+    """NATS refuses the second subscription (SUBACK 0x80: JetStream cannot create its consumer) and keeps the
+    connection: the session must not be handed out as if the hub were subscribed to its down topic."""
+    if nats_server_path() is None:
+        pytest.skip("nats-server is not installed (scripts/test installs it)")
+    async with NatsNode(tmp_path / "nats", extra=_ONE_CONSUMER) as node:
+
+        def client() -> aiomqtt.Client:
+            return aiomqtt.Client(node.host, node.mqtt_port, identifier=f"hub-a-{next(_ids)}", timeout=5)
+
+        connector = MqttConnector(client)
+        with pytest.raises(TransportError, match="refused the subscription to carehub/v1/hub-a/down"):
+            async with connector.session(["carehub/v1/hub-a/ack", "carehub/v1/hub-a/down"]):
+                pass
+        async with connector.session(["carehub/v1/hub-a/ack"]):
+            pass  # one consumer is allowed: granted
