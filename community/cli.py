@@ -22,8 +22,10 @@ from rich.table import Table
 
 from community.brokerconf import TlsListener, write_broker_config
 from community.config import PlatformConfig, PlatformConfigError, load_platform_config
+from community.down_types import QueuedDown
+from community.downbox import queue_message
 from community.enrollment import bundle_command
-from community.ingest import IngestWorker, WorkerSettings, publish_down
+from community.ingest import IngestWorker, WorkerSettings
 from community.storage import QuarantinedEnvelope, Storage, StorageError, StoredReading
 from community.storage_open import migrate as migrate_schema
 from community.storage_open import open_storage, schema_status
@@ -483,30 +485,42 @@ class _RefusedError(Exception):
 
 
 def _send_down(cfg: PlatformConfig, hub: str, body: DownBody, checks: tuple[Check, ...]) -> int:
-    """Publish ``body`` to ``hub`` as a signed down-message, once every check passed; its seq comes from the
-    platform database."""
+    """Store ``body`` for ``hub`` as a signed down-message once every check passed (its seq from the platform
+    database), then publish it. A broker that cannot be reached leaves it stored: a running worker sends it when
+    the hub is next online (community.downbox); that is said on standard error, and the command still succeeds."""
     codec = _codec(cfg)
 
-    async def main() -> int:
+    async def main() -> tuple[int, str | None]:
         async with open_storage(cfg) as storage:
             for check in checks:
                 problem = await check(storage)
                 if problem is not None:
                     raise _RefusedError(problem)
-            async with aiomqtt.Client(cfg.host, cfg.port, username=cfg.username, password=cfg.password) as client:
-                message = await publish_down(client, storage, codec, hub, body, issued_at=_dt.datetime.now(_dt.UTC))
-                return message.seq
+            message, queued = await queue_message(storage, codec, hub, body, _dt.datetime.now(_dt.UTC))
+            try:
+                async with aiomqtt.Client(cfg.host, cfg.port, username=cfg.username, password=cfg.password) as client:
+                    await client.publish(codec.down_topic(hub), queued.payload, qos=1)
+            except aiomqtt.MqttError as exc:
+                return message.seq, f"broker {cfg.host}:{cfg.port}: {exc}"
+            await storage.mark_down_sent(hub, queued.seq, _dt.datetime.now(_dt.UTC))
+            return message.seq, None
 
     try:
-        return aio.run(main())
+        seq, unsent = aio.run(main())
     except _RefusedError as exc:
         raise _fail(str(exc)) from None
     except EncodeError as exc:
         raise _fail(str(exc)) from None
     except StorageError as exc:
         raise _fail(str(exc), 1) from None
-    except aiomqtt.MqttError as exc:
-        raise _fail(f"broker {cfg.host}:{cfg.port}: {exc}", 1) from None
+    if unsent is not None:
+        _err.print(
+            f"message {seq} is stored but not sent yet ({unsent}); a running platform worker sends it when {hub} is"
+            " next online (see carehub platform down-messages)",
+            highlight=False,
+            soft_wrap=True,
+        )
+    return seq
 
 
 @app.command("ack-alarm")
@@ -677,3 +691,54 @@ def migrate(
         else f"schema {after.current}, already up to date"
     )
     _out.print(f"platform database {after.name} ({after.engine}): {change}", highlight=False, soft_wrap=True)
+
+
+def _down_dict(d: QueuedDown) -> dict[str, object]:
+    def when(t: _dt.datetime | None) -> str | None:
+        return None if t is None else t.isoformat(timespec="seconds")
+
+    return {
+        "hub": d.hub,
+        "seq": d.seq,
+        "type": d.message_type,
+        "state": d.state.value,
+        "sends": d.sends,
+        "queued_at": when(d.queued_at),
+        "sent_at": when(d.sent_at),
+        "confirmed_at": when(d.confirmed_at),
+        "reason": d.reason,
+        "detail": d.detail,
+    }
+
+
+@app.command("down-messages")
+def down_messages(
+    config: ConfigOption,
+    hub: Annotated[str | None, typer.Option("--hub", help="Only this hub's messages.")] = None,
+    open_only: Annotated[bool, typer.Option("--open", help="Only those the hub has not confirmed yet.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array instead of lines.")] = False,
+) -> None:
+    """List messages sent down to hubs (acks, threshold changes, snoozes) and whether each hub confirmed them:
+    queued, sent, applied, refused (with the hub's reason) or expired."""
+    cfg = _config(config)
+
+    async def main() -> list[QueuedDown]:
+        async with open_storage(cfg) as storage:
+            return await storage.down_messages(hub, open_only=open_only)
+
+    try:
+        rows = aio.run(main())
+    except StorageError as exc:
+        raise _fail(str(exc), 1) from None
+    if as_json:
+        output.emit(json.dumps([_down_dict(d) for d in rows], ensure_ascii=False))
+        return
+    lines = []
+    for d in rows:
+        when = d.confirmed_at or d.sent_at or d.queued_at
+        why = "" if d.reason is None else f": {_printable(d.reason)}"
+        if d.detail is not None:
+            why += f" ({_printable(d.detail)})"
+        lines.append(f"{d.hub} {d.seq} {d.message_type} {d.state.value} {when:%Y-%m-%d %H:%M:%S} sent {d.sends}x{why}")
+    if lines:
+        output.emit("\n".join(lines))

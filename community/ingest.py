@@ -51,6 +51,7 @@ from typing import Protocol, Self
 import aiomqtt
 import nacl.signing
 
+from community.downbox import RESEND_AFTER_S, SWEEP_EVERY_S, DownBox, queue_message
 from community.hubkeys import HubKeyCache
 from community.storage import (
     EnvelopeToStore,
@@ -137,15 +138,16 @@ async def publish_down(
     *,
     issued_at: _dt.datetime,
 ) -> DownMessage:
-    """Sign ``body`` as the next down-message for ``hub`` (seq allocated durably first) and publish it (QoS 1).
+    """Sign ``body`` as the next down-message for ``hub`` (seq allocated and the message stored durably first,
+    :mod:`community.downbox`) and publish it (QoS 1).
 
     Raises:
-        aiomqtt.MqttError: the publish failed (the allocated seq is skipped; gaps are harmless).
+        aiomqtt.MqttError: the publish failed; the message stays stored and a worker publishes it again.
         EncodeError: the body or hub id cannot be carried.
     """
-    topic = wire.down_topic(hub)  # refuses an invalid hub id before a seq is allocated for it
-    message = DownMessage(hub, await storage.next_down_seq(hub), issued_at, body)
-    await client.publish(topic, wire.encode_down(message), qos=1)
+    message, queued = await queue_message(storage, wire, hub, body, issued_at)
+    await client.publish(wire.down_topic(hub), queued.payload, qos=1)
+    await storage.mark_down_sent(hub, queued.seq, issued_at)
     return message
 
 
@@ -162,12 +164,18 @@ class WorkerSettings:
     backoff_base: float = 0.2
     backoff_cap: float = 10.0
     max_consecutive_failures: int = 5
+    down_resend_after_s: float = RESEND_AFTER_S
+    """An unconfirmed down-message is published again this long after its last publish (community.downbox)."""
+    down_sweep_every_s: float = SWEEP_EVERY_S
+    """How often the worker looks for unconfirmed down-messages to publish again, whichever hub they are for."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.port <= 65535:
             raise ValueError(f"broker port {self.port} is outside 1..65535")
         if self.max_consecutive_failures < 1:
             raise ValueError("max_consecutive_failures must be at least 1")
+        if self.down_resend_after_s <= 0 or self.down_sweep_every_s <= 0:
+            raise ValueError("down_resend_after_s and down_sweep_every_s must be positive")
 
 
 COMMIT_BUCKETS_S: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -254,7 +262,14 @@ class IngestWorker:
         self._rng = random.Random()  # noqa: S311 - backoff jitter, not cryptography
         self._window = ReplayWindow()
         self._ack_seqs: dict[str, int] = {}
-        self._down_lock = asyncio.Lock()
+        #: Down-messages kept until the hub confirms them (sent, re-sent, confirmed).
+        self.downbox = DownBox(
+            storage,
+            wire,
+            self._now,
+            resend_after_s=settings.down_resend_after_s,
+            sweep_every_s=settings.down_sweep_every_s,
+        )
         self._consecutive_failures = 0
         self._attempt = 0
 
@@ -333,9 +348,8 @@ class IngestWorker:
         client = self._client
         if client is None or not self.connected.is_set():
             raise aiomqtt.MqttError("the platform is not connected to the broker")
-        # One at a time: a later seq must not overtake an earlier one, or the hub refuses the earlier as a replay.
-        async with self._down_lock:
-            return await publish_down(client, self.storage, self.wire, hub, body, issued_at=self._now())
+        # One at a time (DownBox.lock): a later seq must not overtake an earlier one, or the hub ignores the earlier.
+        return await self.downbox.send(client, hub, body)
 
     def _now(self) -> _dt.datetime:
         return _dt.datetime.fromtimestamp(self._wall_time(), _dt.UTC)
@@ -396,16 +410,25 @@ class IngestWorker:
             self._client = client
             self.connected.set()
             self._attempt = 0
-            async for message in client.messages:
-                topic = str(message.topic)
-                try:
-                    await self._handle(client, topic, bytes(message.payload))
-                except StorageError as exc:
-                    # Transient: nothing more is acked or refused for this frame; the hub sends it again.
-                    self.stats.storage_errors += 1
-                    _log.error("platform: frame on %s not handled, not acked (%s)", topic, exc)
-                    continue
-                self._consecutive_failures = 0
+            sweeps = asyncio.create_task(self.downbox.run_sweeps(client), name=f"{self.task_name}:down")
+            try:
+                await self._consume(client)
+            finally:
+                sweeps.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeps
+
+    async def _consume(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            topic = str(message.topic)
+            try:
+                await self._handle(client, topic, bytes(message.payload))
+            except StorageError as exc:
+                # Transient: nothing more is acked or refused for this frame; the hub sends it again.
+                self.stats.storage_errors += 1
+                _log.error("platform: frame on %s not handled, not acked (%s)", topic, exc)
+                continue
+            self._consecutive_failures = 0
 
     async def _reject(self, reason: str, hub: str | None, detail: str) -> None:
         self.stats.rejections[reason] = self.stats.rejections.get(reason, 0) + 1
@@ -485,6 +508,7 @@ class IngestWorker:
                     await self._replayed(hub, env.seq)
                     continue
                 self._offer_alarms(env, outcome.new_record_ids)
+                await self.downbox.confirm(hub, env.decoded, outcome.new_record_ids)
                 self.stats.envelopes_stored += 1
                 self.stats.records_stored += len(outcome.new_record_ids)
                 self.stats.records_duplicate += len(outcome.duplicate_record_ids)
@@ -506,6 +530,8 @@ class IngestWorker:
         await keep_cancellation(client.publish(self.wire.ack_topic(hub), self.wire.encode_ack(ack), qos=1))
         self.stats.acks_sent += 1
         self.stats.rejected_in_acks += len(rejected)
+        if acked:  # the hub is online: what it has not confirmed goes to it again (if due)
+            await self.downbox.on_hub_seen(client, hub)
 
     async def _open(self, raw: bytes, topic_hub: str) -> OpenedEnvelope:
         """Open one envelope with the cached keys; on a missing key, or a cached key that did not verify it, read
