@@ -241,16 +241,25 @@ class NatsIngestWorker:
             subs.append((sub, batch))
         self.connected.set()
         self._attempt = 0
-        async with asyncio.TaskGroup() as lanes_group:
-            for (sub, batch), name in zip(subs, ("up", "alarm"), strict=True):
-                lanes_group.create_task(self._lane(nc, sub, batch), name=f"{self.task_name}:{name}")
+        tasks = [
+            asyncio.create_task(self._lane(nc, sub, batch), name=f"{self.task_name}:{name}")
+            for (sub, batch), name in zip(subs, ("up", "alarm"), strict=True)
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            task.result()  # the lane's failure, as it was raised (the supervisor tells a lost cluster from a defect)
 
     async def _lane(self, nc: NatsClient, sub: JetStreamContext.PullSubscription, batch: int) -> None:
         s = self.settings
         while True:
             try:
                 messages = await sub.fetch(batch, timeout=s.fetch_wait_s)
-            except nats.errors.TimeoutError:
+            except (nats.errors.TimeoutError, TimeoutError):  # no frame within fetch_wait_s (or the node went)
                 if nc.is_closed:
                     raise nats.errors.ConnectionClosedError from None
                 continue

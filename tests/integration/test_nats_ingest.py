@@ -172,9 +172,9 @@ async def test_three_node_cluster_loses_and_duplicates_nothing_when_a_node_is_si
             await victim.kill()
             for h in hubs:
                 await until(uplinks[h].acked, lambda h=h: empty(outboxes[h]))
-        ids = [r.record_id for r in await storage.readings()]
+        ids = [(r.hub, r.record_id) for r in await storage.readings()]
         assert len(ids) == len(set(ids))  # nothing duplicated
-        assert sorted(ids) == sorted(rid(r) for h in hubs for r in records[h])  # nothing lost
+        assert sorted(ids) == sorted((h, rid(r)) for h in hubs for r in records[h])  # nothing lost
         assert sum(w.stats.envelopes_stored for w in workers) == len(ids)
 
 
