@@ -22,6 +22,7 @@ from rich.table import Table
 
 from community.brokerconf import TlsListener, write_broker_config
 from community.config import PlatformConfig, PlatformConfigError, load_platform_config
+from community.console.analytics import is_installation_test
 from community.down_types import QueuedDown
 from community.downbox import queue_message
 from community.enrollment import bundle_command
@@ -154,6 +155,7 @@ def _reading_dict(r: StoredReading) -> dict[str, object]:
     return {
         "hub": r.hub,
         "kind": r.kind,
+        "installation_test": is_installation_test(r),
         "record_id": r.record_id,
         "record_seq": r.record_seq,
         "device": r.device,
@@ -189,7 +191,12 @@ _NOT_A_VALUE = frozenset(
 
 def _reading_summary(r: StoredReading, display: GlucoseDisplay) -> str:
     """What a reading says, in a few words and clinical units (``111/71 mmHg pulse 61``, ``70 mg/dL``); an alarm or
-    panic as its condition and state."""
+    panic as its condition and state; installation-test data (docs/protocol.md §3.10) starts with ``TEST``."""
+    summary = _summary(r, display)
+    return f"TEST {summary}" if is_installation_test(r) else summary
+
+
+def _summary(r: StoredReading, display: GlucoseDisplay) -> str:
     values = r.values
     if values is None:
         body = r.body
@@ -264,7 +271,7 @@ def readings(
             shown = clinical_values(r.values, display) if r.values is not None else r.body
             table.add_row(
                 escape(r.hub),
-                r.kind,
+                f"{r.kind} (installation test)" if is_installation_test(r) else r.kind,
                 r.record_id,
                 escape(r.device or "—"),
                 escape(json.dumps(dict(shown), ensure_ascii=False)),
@@ -273,7 +280,10 @@ def readings(
             )
         _out.print(table)
         return
-    table = Table(title=title, caption="--wide for every field, --json for the records")
+    caption = "--wide for every field, --json for the records"
+    if any(is_installation_test(r) for r in rows):
+        caption += "; TEST: installation-test data, not the resident's"
+    table = Table(title=title, caption=caption)
     table.add_column("hub time (UTC)", no_wrap=True)
     table.add_column("hub", overflow="fold")
     table.add_column("device", overflow="fold")

@@ -27,9 +27,10 @@ sets :attr:`IngestWorker.failed`, and ``carehub platform run`` exits non-zero so
 stays up doing nothing.
 
 Newly stored alarm and panic records (:class:`protocols.record.Record`) are offered on :attr:`IngestWorker.alarms`
-for a (simulated) caregiver, who answers with :meth:`IngestWorker.ack_alarm`; :meth:`IngestWorker.update_thresholds`
-sends a resident's new thresholds. Both are platform-signed :class:`protocols.messages.DownMessage` with a per-hub
-sequence number allocated durably in storage.
+for a (simulated) caregiver, never a record of the hub's installation test (:func:`is_alarm`; ``docs/protocol.md``
+§3.10: such a record is stored with its mark and only logged as test data). The caregiver answers with
+:meth:`IngestWorker.ack_alarm`; :meth:`IngestWorker.update_thresholds` sends a resident's new thresholds. Both are
+platform-signed :class:`protocols.messages.DownMessage` with a per-hub sequence number allocated durably in storage.
 """
 
 from __future__ import annotations
@@ -76,12 +77,21 @@ __all__ = [
     "IngestWorker",
     "PlatformWire",
     "WorkerSettings",
+    "is_alarm",
     "publish_down",
 ]
 
 _log = logging.getLogger(__name__)
 
 ALARM_KINDS = frozenset({RecordKind.ALARM, RecordKind.PANIC})
+
+
+def is_alarm(record: Record) -> bool:
+    """Whether a stored record is offered to the caregiver as an alarm: an alarm or panic record that is not
+    installation-test data (``docs/protocol.md`` §3.10: the installer's test press is no call for help)."""
+    return record.kind in ALARM_KINDS and not record.installation_test
+
+
 # Refusals a stale key cache could cause: the signer enrolled (or re-enrolled with a new key) since it was cached.
 _KEY_REFUSALS = frozenset({EnvelopeRejection.UNKNOWN_HUB, EnvelopeRejection.BAD_SIGNATURE})
 
@@ -575,7 +585,16 @@ class IngestWorker:
     def _offer_alarms(self, env: OpenedEnvelope, new_record_ids: Sequence[str]) -> None:
         new = set(new_record_ids)
         for record in env.decoded:
-            if record.kind in ALARM_KINDS and record.record_id.hex() in new:
+            if record.record_id.hex() not in new:
+                continue
+            if record.installation_test:
+                _log.info(
+                    "platform: installation-test %s %s from %s stored (test data, not an alarm)",
+                    record.kind.value,
+                    record.record_id.hex(),
+                    record.hub_id,
+                )
+            elif is_alarm(record):
                 try:
                     self.alarms.put_nowait(record)
                 except asyncio.QueueFull:

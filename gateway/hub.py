@@ -49,7 +49,7 @@ from gateway.core.downlink import (
     parse_seq,
     thresholds_cursor,
 )
-from gateway.core.measurements import measure, raw_reading
+from gateway.core.measurements import installation_test_event, measure, raw_reading
 from gateway.core.pendant_link import PendantLink, Rejected, cursor_key, event_kind
 from gateway.core.sealer import Draft, Sealer
 from gateway.decode_counts import DecodeTally, decode_cursor_key
@@ -139,6 +139,10 @@ class Hub:
         self._downlink = Downlink(self._base)
         #: Ids (hex) of raised alarm records, for the task that waits for the platform's ack of each.
         self.alarm_records = self._alarm_fx.awaiting_ack
+        #: Set by `carehub provision test` (gateway.provision.testrun) before any device is heard: every reading and
+        #: pendant event is then recorded as installation-test data (docs/protocol.md §3.10): never judged by the
+        #: rules, never a call for help or a check-in, still sealed, sent and acknowledged like any record.
+        self.installation_test = False
 
     def set_pendant_writer(self, writer: PendantWriter) -> None:
         """Where pendant feedback frames go (the BLE manager, once it runs)."""
@@ -213,10 +217,10 @@ class Hub:
             for reading in readings:
                 address = reading.device.address
                 try:
-                    measured = measure(reading)
+                    measured = measure(reading, installation_test=self.installation_test)
                 except DecodeError as exc:  # kept as it came, sealed and sent (issue 14 item 5)
                     _log.warning("undecodable %04X from %s kept raw: %s", reading.uuid, address, exc)
-                    drafts.append(raw_reading(reading, exc))
+                    drafts.append(raw_reading(reading, exc, installation_test=self.installation_test))
                     self.counters.raw_readings += 1
                     self.decode_tally.count(address, raw=True)
                     tallied.append(address)
@@ -277,7 +281,10 @@ class Hub:
         now = self._now()
         drafts: list[Draft] = []
         kind = event_kind(event.event)
-        if kind is not None:
+        if kind is not None and self.installation_test:  # the installer's press: recorded and sent, no call (§3.10)
+            _log.info("pendant %s: installation-test %s recorded (no call for help)", address, kind.value)
+            drafts.append(installation_test_event(address, kind, event.counter, event.battery, now))
+        elif kind is not None:
             actions = self._panic.on_event(
                 pendant=address,
                 resident=device.resident,
@@ -308,7 +315,7 @@ class Hub:
                 lambda: self._pendants.cursor_value(address, checked),
                 lambda: self._pendants.accept(address, checked),
             )
-            if kind is PanicEventType.PRESS:  # a call for help (a long press or a cancel asks to cancel)
+            if kind is PanicEventType.PRESS and not self.installation_test:  # a call for help (not a test press)
                 await self._effects.escalate_unstored(device, self._panic.open_call(device.address))
             return None
         self._pendants.accept(address, checked)

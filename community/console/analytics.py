@@ -16,8 +16,10 @@ hub's own reminder window by default: 4 h before, 1 h after, ``gateway.rules.Sch
 ``gateway.config`` ``grace_s``); a count-per-day slot is met by a reading on that local day. Each reading meets at
 most one slot. A slot is counted once its tolerance has ended (``closes <= now``) and when it falls due inside the
 window and after the plan started. A home under 90 % is *failing* (the community programme's rule, issue 18).
-Records carry no "installation test" marking; readings of the installation day do not count because slots before
-the plan's ``starts`` are not scheduled, and a glucose control-solution test is flagged unreliable by the hub.
+Installation-test data (:func:`is_installation_test`, ``docs/protocol.md`` §3.10): what the hub recorded during
+``carehub provision test`` (the installer's cuff reading, a control-solution strip, the test press) is never one of
+the resident's readings: :func:`vital_readings` leaves it out, so it is in no risk tier, upload rate, trend, latest
+value or chart. A glucose control-solution test outside the installation test is flagged unreliable by the hub.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ __all__ = [
     "assess_risk",
     "combine_upload_rates",
     "devices_summary",
+    "is_installation_test",
     "latest_vitals",
     "open_alarms",
     "reading_level",
@@ -284,6 +287,12 @@ def _is_vital_record(reading: StoredReading) -> bool:
     return reading.kind == RecordKind.MEASUREMENT.value and reading.body.get("uuid") in _SOURCES
 
 
+def is_installation_test(reading: StoredReading) -> bool:
+    """Recorded during the hub's installation test (``installation_test`` on its body, ``docs/protocol.md`` §3.10):
+    not the resident's data. Records stored before the mark existed have no such key and are not test data."""
+    return reading.body.get("installation_test") is True
+
+
 def undecodable(readings: Iterable[StoredReading]) -> tuple[str, ...]:
     """Record ids of vital-sign measurement records whose raw value does not decode (left out of every figure)."""
     return tuple(r.record_id for r in readings if _is_vital_record(r) and _decode(r) is None)
@@ -295,8 +304,8 @@ def vital_readings(
     """The vital-sign readings among ``readings`` (of ``resident_id`` only, if given), by time taken.
 
     Glucose readings get the meal context of the Glucose Measurement Context record with the same meter and
-    sequence number. Records of other kinds, readings without any vital sign and raw values that do not decode
-    (:func:`undecodable`) are left out.
+    sequence number. Records of other kinds, readings without any vital sign, raw values that do not decode
+    (:func:`undecodable`) and installation-test readings (:func:`is_installation_test`) are left out.
     """
     stored = list(readings)
     meals: dict[tuple[str, str | None, int], MealContext] = {}
@@ -308,6 +317,8 @@ def vital_readings(
     out: list[VitalReading] = []
     for r in stored:
         if not _is_vital_record(r) or (resident_id is not None and r.resident_id != resident_id):
+            continue
+        if is_installation_test(r):
             continue
         measurement = _decode(r)
         if measurement is None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final
 
-from community.console.analytics import taken_at
+from community.console.analytics import is_installation_test, taken_at
 from community.fhir import codes
 from community.fhir.codes import Concept, DeviceType
 from community.storage import StoredReading
@@ -204,7 +204,16 @@ not Observations of their own; :func:`exportable` says why."""
 
 
 def exportable(reading: StoredReading) -> str | None:
-    """``None`` when ``reading`` becomes an Observation; otherwise why not (a short reason, for the export's count)."""
+    """``None`` when ``reading`` becomes an Observation; otherwise why not (a short reason, for the export's count).
+
+    Installation-test data (``docs/protocol.md`` §3.10) is never exported: it is not the resident's. It is left out
+    rather than exported with a ``meta.tag`` or a ``status``, because a FHIR client that does not look at tags would
+    chart it as the patient's (security labels such as v3-ActReason ``HTEST`` are not honoured by every client), and
+    no Observation status means "a check of the device" (``entered-in-error`` would claim a mistake). The platform
+    keeps the record; ``carehub platform readings`` shows it with its mark.
+    """
+    if is_installation_test(reading):
+        return f"installation-test {reading.kind}"
     if reading.kind != RecordKind.MEASUREMENT.value:
         return f"{reading.kind} record"
     uuid = reading.body.get("uuid")

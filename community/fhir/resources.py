@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
 
+from community.console.analytics import is_installation_test
 from community.fhir import codes
 from community.fhir.codes import DeviceType
 from community.fhir.mapping import SPECS, exportable, fhir_string, identifier, observation, reference, resource_id
@@ -105,6 +106,9 @@ class _Builder:
         self.skipped: Counter[str] = Counter()
 
     def add(self, r: StoredReading) -> None:
+        if is_installation_test(r):  # not the resident's: no Observation, no call (community.fhir.mapping.exportable)
+            self.skipped[f"installation-test {r.kind}"] += 1
+            return
         if r.device is not None:
             key = (r.hub, r.device)
             kind = _device_kind(r)

@@ -17,6 +17,10 @@ What a reading means (issue 14 item 6, ``docs/ble.md``):
   the last field and reserved flag bits are accepted, and the record names what was tolerated (``tolerated``); a
   value that does not decode even so is kept as a raw reading (:func:`raw_reading`: its bytes, device,
   characteristic and receive time), sealed and sent like any reading, never only logged;
+* installation-test data (issue 16 item 2, ``docs/protocol.md`` §3.10): while ``carehub provision test`` runs the
+  hub, :func:`measure` and :func:`raw_reading` mark every record ``installation_test`` and :func:`measure` returns no
+  observation, so the rules never judge the installer's test reading (a cuff tried on whoever is at hand, a
+  control-solution strip); :func:`installation_test_event` records a test press of the pendant without a call for help;
 * which readings a session's clock offset applies to (:class:`ClockFinding`): only those stamped on the meter's
   current clock, i.e. not later than the meter's clock when the hub read it, and not followed by an earlier stamp
   (a clock reset between them). The device's own time stays on the record either way.
@@ -40,8 +44,11 @@ from protocols.errors import DecodeError
 from protocols.record import (
     MAX_RAW_BYTES,
     MeasurementBody,
+    PanicBody,
+    PanicEventType,
     RawReadingBody,
     measurement_record_id,
+    panic_record_id,
     raw_reading_record_id,
 )
 
@@ -50,6 +57,7 @@ __all__ = [
     "Filing",
     "Measured",
     "filing_of",
+    "installation_test_event",
     "is_control_solution",
     "measure",
     "observation_of",
@@ -194,8 +202,11 @@ def observation_of(
     )
 
 
-def measure(reading: Reading) -> Measured:
+def measure(reading: Reading, *, installation_test: bool = False) -> Measured:
     """Decode ``reading`` (tolerantly: ``protocols.gatt.tolerant``) into its record draft and observation.
+
+    With ``installation_test`` (the hub is running ``carehub provision test``) the record is marked as
+    installation-test data and there is no observation: nothing of it is judged.
 
     The record's ``hub_time`` is when the hub received the reading (``reading.received_at``), the same time a
     reading with neither sequence number nor device timestamp takes its id from (``docs/protocol.md`` §3.7), so a
@@ -222,7 +233,8 @@ def measure(reading: Reading) -> Measured:
         device_time,
         reading.received_at,
     )
-    observation = observation_of(reading.device, measurement, record_id.hex(), corrected or reading.received_at)
+    judged = observation_of(reading.device, measurement, record_id.hex(), corrected or reading.received_at)
+    observation = None if installation_test else judged
     body = MeasurementBody(
         uuid=reading.uuid,
         raw=reading.data,
@@ -230,21 +242,40 @@ def measure(reading: Reading) -> Measured:
         resident_id=reading.device.resident if filing_of(reading.device, measurement) is Filing.RESIDENT else None,
         clock_corrected=corrected is not None,
         corrected_time=corrected,
-        unreliable=bool(observation and observation.unreliable) or is_control_solution(measurement),
+        unreliable=bool(judged and judged.unreliable) or is_control_solution(measurement),
         tolerated=tolerated.tolerances,
+        installation_test=installation_test,
     )
     draft = Draft(body, Lane.ROUTINE, reading.received_at, record_id, reading.device.address, device_time)
     return Measured(draft, record_id, observation, tolerated.tolerances)
 
 
-def raw_reading(reading: Reading, error: DecodeError) -> Draft:
+def raw_reading(reading: Reading, error: DecodeError, *, installation_test: bool = False) -> Draft:
     """The record draft keeping a reading that does not decode: its bytes as received, the characteristic, the device
     and its resident, the receive time as ``hub_time`` and the decoder's reason. Its id derives from those
-    (:func:`protocols.record.raw_reading_record_id`), so a reading replayed from the journal is stored once."""
+    (:func:`protocols.record.raw_reading_record_id`), so a reading replayed from the journal is stored once.
+    ``installation_test`` marks it as received during ``carehub provision test``."""
     reason = " ".join(str(error).split()) or "does not decode"
     if len(reason) > _REASON_MAX:
         reason = reason[: _REASON_MAX - 1] + "…"
     raw = reading.data[:MAX_RAW_BYTES]  # a GATT value is at most 512 bytes: nothing is cut from a real one
-    body = RawReadingBody(uuid=reading.uuid, raw=raw, reason=reason, resident_id=reading.device.resident)
+    body = RawReadingBody(
+        uuid=reading.uuid,
+        raw=raw,
+        reason=reason,
+        resident_id=reading.device.resident,
+        installation_test=installation_test,
+    )
     record_id = raw_reading_record_id(reading.device.address, reading.uuid, raw, reading.received_at)
     return Draft(body, Lane.ROUTINE, reading.received_at, record_id, reading.device.address, None)
+
+
+def installation_test_event(
+    pendant: str, event: PanicEventType, counter: int, battery: int | None, received_at: datetime
+) -> Draft:
+    """A pendant event during ``carehub provision test``: a priority-lane ``panic`` record marked
+    ``installation_test``, with no alarm (the installer's press is no call for help, a check-in none of the
+    resident's). Its id is the event's own (:func:`protocols.record.panic_record_id`), so a re-sent frame is stored
+    once."""
+    body = PanicBody(pendant_id=pendant, event=event, counter=counter, battery=battery, installation_test=True)
+    return Draft(body, Lane.PRIORITY, received_at, panic_record_id(pendant, counter, event), pendant)

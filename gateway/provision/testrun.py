@@ -6,7 +6,11 @@ How it runs (only public gateway API is used):
 1. :func:`gateway.app.open_gateway` runs the hub from its config with ``ble=False``; this module starts the
    :class:`gateway.ble.BleManager` itself with a :class:`TappingSink` between the BLE sessions and the hub core.
    The tap passes every call through unchanged and notes, once the hub has made it durable (the sink's coroutine
-   returned), which device it came from. Nothing else changes: same rules, same outbox, same uplink.
+   returned), which device it came from. Same outbox, same uplink; one difference (issue 16 item 2): the hub is
+   told it is under test (``Hub.installation_test``) before any device is heard, so every reading and pendant event
+   of the test is recorded as installation-test data (``docs/protocol.md`` §3.10): the rules never judge it (the
+   test cuff reading raises no alarm, the control-solution strip is no glucose of the resident's), the test press
+   is no call for help, and the platform stores it marked, never as an alarm or as the resident's figures.
 2. Devices are tested one at a time, pendant last. For each, the installer is told what to do; the device's first
    reading (for the pendant: an authenticated press) that the hub commits is its *arrival*.
 3. Delivery: the platform's application-level ack removes envelopes from the outbox, and nothing else does but
@@ -191,6 +195,7 @@ async def open_hub_under_test(
 
     async with contextlib.AsyncExitStack() as stack:
         gateway = await stack.enter_async_context(open_gateway(config, feedback=feedback or LogFeedback(), ble=False))
+        gateway.hub.installation_test = True  # before the radio starts: nothing of the test is the resident's
         tap = TappingSink(gateway.hub)
         manager = await stack.enter_async_context(
             BleManager(config, tap, scanner_backend=scanner_backend, client_backend=client_backend)
