@@ -2,11 +2,14 @@
 
 Topics, one set per hub::
 
-    carehub/v1/<hub>/up     hub -> platform   uplink frames (sealed envelopes)
+    carehub/v1/<hub>/up     hub -> platform   uplink frames (sealed envelopes), routine lane
+    carehub/v1/<hub>/alarm  hub -> platform   uplink frames of the priority lane (alarms, panics, evictions)
     carehub/v1/<hub>/ack    platform -> hub   signed acks (protocols.acks)
     carehub/v1/<hub>/down   platform -> hub   signed messages (protocols.messages)
 
-Platform ingest workers share every hub's uplink through ``$share/<group>/carehub/v1/+/up``.
+Platform ingest workers share every hub's uplink through ``$share/<group>/carehub/v1/+/up`` and
+``$share/<group>/carehub/v1/+/alarm``. The alarm topic exists so a platform can read alarms apart from a backlog of
+routine frames (its own stream and consumers on NATS JetStream, ``community.nats_ingest``); ``docs/protocol.md`` §5.
 
 An uplink frame is the deterministic CBOR map ``{"v": 1, "envelopes": [bstr, ...]}`` with 1 to
 :data:`MAX_UPLINK_ENVELOPES` envelopes and at most :data:`MAX_UPLINK_BYTES` bytes in all.
@@ -24,6 +27,7 @@ from protocols import cbor
 from protocols.errors import DecodeError, EncodeError, quote
 
 __all__ = [
+    "ALARM_FILTER",
     "HUB_ID_PATTERN",
     "MAX_UPLINK_BYTES",
     "MAX_UPLINK_ENVELOPES",
@@ -33,12 +37,14 @@ __all__ = [
     "TopicError",
     "TopicKind",
     "ack_topic",
+    "alarm_topic",
     "decode_uplink",
     "down_topic",
     "encode_uplink",
     "hub_topic",
     "is_valid_hub_id",
     "parse_topic",
+    "shared_alarm_filter",
     "shared_uplink_filter",
     "up_topic",
 ]
@@ -47,6 +53,7 @@ TOPIC_PREFIX: Final = "carehub/v1"
 HUB_ID_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")
 """A hub id: 2 to 63 characters, lowercase ASCII letters, digits and ``-``, not starting with ``-``."""
 UPLINK_FILTER: Final = f"{TOPIC_PREFIX}/+/up"
+ALARM_FILTER: Final = f"{TOPIC_PREFIX}/+/alarm"
 MAX_UPLINK_ENVELOPES: Final = 64
 MAX_UPLINK_BYTES: Final = 262_144
 _FRAME_VERSION: Final = 1
@@ -62,9 +69,10 @@ class TopicError(DecodeError):
 
 
 class TopicKind(enum.Enum):
-    """The three per-hub topics."""
+    """The per-hub topics."""
 
     UP = "up"
+    ALARM = "alarm"
     ACK = "ack"
     DOWN = "down"
 
@@ -103,6 +111,11 @@ def up_topic(hub_id: str) -> str:
     return hub_topic(hub_id, TopicKind.UP)
 
 
+def alarm_topic(hub_id: str) -> str:
+    """The hub's priority-lane uplink topic ``carehub/v1/<hub>/alarm``."""
+    return hub_topic(hub_id, TopicKind.ALARM)
+
+
 def ack_topic(hub_id: str) -> str:
     """The hub's ack topic ``carehub/v1/<hub>/ack``."""
     return hub_topic(hub_id, TopicKind.ACK)
@@ -117,7 +130,7 @@ def parse_topic(topic: str) -> ParsedTopic:
     """Take a received topic name apart.
 
     Raises:
-        TopicError: not ``carehub/v1/<valid hub id>/{up,ack,down}``.
+        TopicError: not ``carehub/v1/<valid hub id>/{up,alarm,ack,down}``.
     """
     parts = topic.split("/")
     if len(parts) != 4 or f"{parts[0]}/{parts[1]}" != TOPIC_PREFIX:
@@ -141,6 +154,16 @@ def shared_uplink_filter(group: str) -> str:
     if _SHARE_GROUP.fullmatch(group) is None:
         raise EncodeError(f"{group!r} is not a valid share group name")
     return f"$share/{group}/{UPLINK_FILTER}"
+
+
+def shared_alarm_filter(group: str) -> str:
+    """The shared-subscription filter ``$share/<group>/carehub/v1/+/alarm`` (the priority lane's uplink).
+
+    Raises:
+        EncodeError: as :func:`shared_uplink_filter`.
+    """
+    shared_uplink_filter(group)
+    return f"$share/{group}/{ALARM_FILTER}"
 
 
 def encode_uplink(envelopes: Sequence[bytes]) -> bytes:

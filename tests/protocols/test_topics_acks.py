@@ -20,11 +20,13 @@ from protocols.topics import (
     TopicError,
     TopicKind,
     ack_topic,
+    alarm_topic,
     decode_uplink,
     down_topic,
     encode_uplink,
     is_valid_hub_id,
     parse_topic,
+    shared_alarm_filter,
     shared_uplink_filter,
     up_topic,
 )
@@ -39,11 +41,19 @@ def test_topic_layout() -> None:
     assert ack_topic("home-0042") == "carehub/v1/home-0042/ack"
     assert down_topic("home-0042") == "carehub/v1/home-0042/down"
     assert shared_uplink_filter("ingest") == "$share/ingest/carehub/v1/+/up"
+    assert alarm_topic("home-0042") == "carehub/v1/home-0042/alarm"
+    assert shared_alarm_filter("ingest") == "$share/ingest/carehub/v1/+/alarm"
 
 
 @given(hub_ids, st.sampled_from(TopicKind))
 def test_topics_parse_back(hub: str, kind: TopicKind) -> None:
-    topic = {TopicKind.UP: up_topic, TopicKind.ACK: ack_topic, TopicKind.DOWN: down_topic}[kind](hub)
+    makers = {
+        TopicKind.UP: up_topic,
+        TopicKind.ALARM: alarm_topic,
+        TopicKind.ACK: ack_topic,
+        TopicKind.DOWN: down_topic,
+    }
+    topic = makers[kind](hub)
     assert parse_topic(topic) == ParsedTopic(hub, kind)
 
 
