@@ -124,11 +124,12 @@ def acl_text(hubs: list[str] | tuple[str, ...], platform_user: str | tuple[str, 
             f"topic read {TOPIC_ROOT}/+/up",
             f"topic write {TOPIC_ROOT}/+/ack",
             f"topic write {TOPIC_ROOT}/+/down",
+            f"topic read {TOPIC_ROOT}/+/alarm",
         ]
     for hub in sorted(set(hubs)):
         lines += ["", f"user {_check_user(hub)}"]
         lines += [f"topic write {TOPIC_ROOT}/{hub}/up", f"topic read {TOPIC_ROOT}/{hub}/ack"]
-        lines += [f"topic read {TOPIC_ROOT}/{hub}/down"]
+        lines += [f"topic read {TOPIC_ROOT}/{hub}/down", f"topic write {TOPIC_ROOT}/{hub}/alarm"]
     return "\n".join(lines) + "\n"
 
 

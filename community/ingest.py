@@ -103,6 +103,10 @@ class PlatformWire(Protocol):
         """The shared-subscription filter for every hub's uplink."""
         ...
 
+    def alarm_filter(self, share_group: str) -> str:
+        """The shared-subscription filter for every hub's priority-lane uplink (``carehub/v1/+/alarm``)."""
+        ...
+
     def hub_of_uplink(self, topic: str) -> str | None:
         """The hub id in an uplink topic, or ``None`` if the topic is not an uplink."""
         ...
@@ -417,6 +421,7 @@ class IngestWorker:
         )
         async with client:
             await keep_cancellation(client.subscribe(self.wire.uplink_filter(s.share_group), qos=1))
+            await keep_cancellation(client.subscribe(self.wire.alarm_filter(s.share_group), qos=1))
             self._client = client
             self.connected.set()
             self._attempt = 0

@@ -25,6 +25,7 @@ from protocols.errors import ProtocolError
 from protocols.keys import SIGNATURE_LEN, PlatformIdentity, PlatformPublicKeys
 from protocols.messages import DownMessage, sign_message
 from protocols.topics import (
+    ALARM_FILTER,
     UPLINK_FILTER,
     TopicError,
     TopicKind,
@@ -33,6 +34,7 @@ from protocols.topics import (
     down_topic,
     is_valid_hub_id,
     parse_topic,
+    shared_alarm_filter,
     shared_uplink_filter,
 )
 
@@ -61,13 +63,17 @@ class PlatformCodec:
         broker without shared subscriptions, such as the embedded one the demo falls back to)."""
         return shared_uplink_filter(share_group) if share_group else UPLINK_FILTER
 
+    def alarm_filter(self, share_group: str) -> str:
+        """``$share/<group>/carehub/v1/+/alarm`` (the priority lane's uplink); without a group, the plain filter."""
+        return shared_alarm_filter(share_group) if share_group else ALARM_FILTER
+
     def hub_of_uplink(self, topic: str) -> str | None:
-        """The hub id of ``carehub/v1/<hub>/up``, or ``None`` for any other topic."""
+        """The hub id of ``carehub/v1/<hub>/up`` or ``carehub/v1/<hub>/alarm``, or ``None`` for any other topic."""
         try:
             parsed = parse_topic(topic)
         except TopicError:
             return None
-        return parsed.hub_id if parsed.kind is TopicKind.UP else None
+        return parsed.hub_id if parsed.kind in (TopicKind.UP, TopicKind.ALARM) else None
 
     def ack_topic(self, hub: str) -> str:
         """``carehub/v1/<hub>/ack``."""

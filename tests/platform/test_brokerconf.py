@@ -37,8 +37,10 @@ def test_acl_confines_hubs():
         "topic write carehub/v1/hubA/up",
         "topic read carehub/v1/hubA/ack",
         "topic read carehub/v1/hubA/down",
+        "topic write carehub/v1/hubA/alarm",
     ]
     assert "topic read carehub/v1/+/up" in blocks["user platform"]
+    assert "topic read carehub/v1/+/alarm" in blocks["user platform"]
     with pytest.raises(ValueError, match="user name"):
         acl_text(["hub A"], "platform")
 
