@@ -13,8 +13,10 @@ Invariant 1: an envelope leaves the outbox only when a platform-signed ack names
 refused); an MQTT PUBACK is not delivery. Invariant 4: the priority lane is read first, a priority put wakes the
 sender at once, and priority frames have a window of their own.
 
-* Frames go QoS 1 to ``carehub/v1/<hub>/up``; acks arrive on ``carehub/v1/<hub>/ack`` and down-messages
-  (:class:`protocols.messages.DownMessage`, verified, for :attr:`Uplink.down`) on ``carehub/v1/<hub>/down``.
+* Frames go QoS 1 to ``carehub/v1/<hub>/up``, priority-lane frames to ``carehub/v1/<hub>/alarm`` (so a platform
+  can read them apart from a routine backlog, ``docs/protocol.md`` §5); acks arrive on ``carehub/v1/<hub>/ack``
+  and down-messages (:class:`protocols.messages.DownMessage`, verified, for :attr:`Uplink.down`) on
+  ``carehub/v1/<hub>/down``.
 * A frame not acked in time is sent again after an exponentially growing, jittered wait; a lost connection is
   retried with :func:`gateway.backoff.backoff_delay` (jittered) and everything in flight is sent again. A lost
   connection is the network's business, not a failure: the runner reconnects for as long as it takes.
@@ -268,7 +270,7 @@ class Uplink:
 
     async def _send(self, transport: Transport) -> None:
         delivery, outbox, clock = self._delivery, self.outbox, self._clock
-        up_topic = self.wire.up_topic()
+        up_topic, alarm_topic = self.wire.up_topic(), self.wire.alarm_topic()
         while True:
             self._wake.clear()
             outbox.item_put.clear()
@@ -291,7 +293,8 @@ class Uplink:
                     break
                 self._arm(frame)
                 self._acks.update_gauges()
-                await transport.publish(up_topic, self.wire.encode_frame([i.envelope for i in frame.items]))
+                topic = alarm_topic if frame.priority else up_topic  # the priority lane's own topic (item 4)
+                await transport.publish(topic, self.wire.encode_frame([i.envelope for i in frame.items]))
                 self.metrics.frames_sent += 1
                 self.metrics.envelopes_sent += len(frame.items)
                 sent = True

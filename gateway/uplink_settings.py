@@ -60,6 +60,10 @@ class UplinkWire(Protocol):
         """This hub's uplink topic."""
         ...
 
+    def alarm_topic(self) -> str:
+        """This hub's uplink topic for priority-lane frames."""
+        ...
+
     def ack_topic(self) -> str:
         """This hub's ack topic."""
         ...

@@ -18,7 +18,7 @@ from protocols.envelope import seal
 from protocols.keys import HubIdentity, PlatformPublicKeys
 from protocols.messages import DownMessage, verify_message
 from protocols.record import Record
-from protocols.topics import ack_topic, down_topic, encode_uplink, up_topic
+from protocols.topics import ack_topic, alarm_topic, down_topic, encode_uplink, up_topic
 
 __all__ = ["HubWire"]
 
@@ -63,6 +63,10 @@ class HubWire:
     def up_topic(self) -> str:
         """``carehub/v1/<hub>/up``."""
         return up_topic(self.hub_id)
+
+    def alarm_topic(self) -> str:
+        """``carehub/v1/<hub>/alarm``: priority-lane frames (alarms, panics, evictions; docs/protocol.md §5)."""
+        return alarm_topic(self.hub_id)
 
     def ack_topic(self) -> str:
         """``carehub/v1/<hub>/ack``."""

@@ -34,6 +34,7 @@ from sim.broker import MosquittoBroker, mosquitto_available
 
 BOUND = 20  # seconds: an upper bound for awaiting events, never a sleep
 UP, ACK = "carehub/v1/hub-a/up", "carehub/v1/hub-a/ack"
+ALARM = "carehub/v1/hub-a/alarm"  # the priority lane's uplink (protocol revision 6)
 
 _ids = itertools.count()
 
@@ -136,7 +137,7 @@ async def test_only_verified_acks_delete_and_refusals_are_final(tmp_path, networ
     forger = PlatformCodec(PlatformIdentity.generate())
     async with (
         open_outbox(tmp_path / "o.db") as ob,
-        network.platform.session([UP]) as platform,
+        network.platform.session([UP, ALARM]) as platform,
     ):
         await ob.put_many([item(wires.hub, s) for s in range(3)])
         async with Uplink(settings(), ob, wires.hub, connector=network.hub) as up:
@@ -168,7 +169,7 @@ async def test_only_verified_acks_delete_and_refusals_are_final(tmp_path, networ
 async def test_priority_bypasses_a_full_window_and_unacked_frames_are_resent(tmp_path, network, wires):
     async with (
         open_outbox(tmp_path / "o.db") as ob,
-        network.platform.session([UP]) as platform,
+        network.platform.session([UP, ALARM]) as platform,
     ):
         await ob.put_many([item(wires.hub, s) for s in range(5)])
         cfg = settings(max_inflight_frames=1, frame_max_envelopes=1, ack_timeout=0.5, ack_timeout_cap=1.0)
@@ -200,7 +201,7 @@ async def test_a_reconnect_sends_everything_in_flight_again(tmp_path, network, w
         cfg = settings(frame_max_envelopes=2, ack_timeout=1.0, ack_timeout_cap=2.0)
         async with Uplink(cfg, ob, wires.hub, connector=network.hub) as up:
             async with contextlib.AsyncExitStack() as first:
-                platform = await first.enter_async_context(network.platform.session([UP]))
+                platform = await first.enter_async_context(network.platform.session([UP, ALARM]))
                 sent = await frames(platform, 2)
                 assert sorted(s for f in sent for s in wires.seqs(f)) == [0, 1, 2, 3]
                 await network.stop()
@@ -208,7 +209,7 @@ async def test_a_reconnect_sends_everything_in_flight_again(tmp_path, network, w
                     await up.disconnected.wait()
                 assert up.inflight_seqs == frozenset()
             await network.start()
-            async with network.platform.session([UP]) as platform:
+            async with network.platform.session([UP, ALARM]) as platform:
                 # Whatever the hub resent before this session subscribed comes again after its ack wait.
                 while await rows(ob):
                     [owed] = await frames(platform, 1)
@@ -224,7 +225,7 @@ async def test_odd_acks_are_counted_and_delivery_goes_on(tmp_path, network, wire
     must not stop the uplink; the envelopes it does name are deleted, the rest ignored."""
     async with (
         open_outbox(tmp_path / "o.db") as ob,
-        network.platform.session([UP]) as platform,
+        network.platform.session([UP, ALARM]) as platform,
     ):
         await ob.put(item(wires.hub, 0))
         async with Uplink(settings(), ob, wires.hub, connector=network.hub) as up:
@@ -254,7 +255,7 @@ async def test_a_signed_ack_naming_2_to_the_63_does_not_stop_the_uplink(tmp_path
     signed = sign_detached(wires.platform.signing_key, ACK_DOMAIN, body) + body
     async with (
         open_outbox(tmp_path / "o.db") as ob,
-        network.platform.session([UP]) as platform,
+        network.platform.session([UP, ALARM]) as platform,
     ):
         await ob.put(item(wires.hub, 0))
         async with Uplink(settings(), ob, wires.hub, connector=network.hub) as up:
@@ -290,7 +291,7 @@ async def test_an_unexpected_error_is_logged_counted_and_the_uplink_restarts(tmp
     codec = PlatformCodec(platform_id)
     async with (
         open_outbox(tmp_path / "o.db") as ob,
-        network.platform.session([UP]) as platform,
+        network.platform.session([UP, ALARM]) as platform,
     ):
         await ob.put(item(flaky, 0))
         with caplog.at_level(logging.ERROR, logger="gateway.uplink"):
@@ -333,7 +334,7 @@ async def test_an_uplink_that_keeps_failing_makes_the_gateway_supervisor_give_up
     codec = PlatformCodec(platform_id)
     policy = SupervisionPolicy(max_restarts=1, base_delay=0.0, max_delay=0.0)
     supervisor = Supervisor(policy)
-    async with open_outbox(tmp_path / "o.db") as ob, network.platform.session([UP]) as platform:
+    async with open_outbox(tmp_path / "o.db") as ob, network.platform.session([UP, ALARM]) as platform:
         await ob.put(item(broken, 0))
         up = Uplink(settings(), ob, broken, connector=network.hub, supervisor=supervisor)
 
@@ -379,7 +380,7 @@ async def test_an_outbox_read_that_fails_on_a_full_disk_is_retried_not_a_crash(t
     sender: the runner crashed and, the disk staying full, the supervisor gave up and the hub exited."""
     async with (
         open_outbox(tmp_path / "o.db") as ob,
-        network.platform.session([UP]) as platform,
+        network.platform.session([UP, ALARM]) as platform,
     ):
         await ob.put(item(wires.hub, 0))
         real_peek = ob.peek_batch

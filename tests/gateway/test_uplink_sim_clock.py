@@ -19,6 +19,7 @@ from sim.clock import CompressedClock
 
 BOUND = 20  # real seconds: an upper bound for awaiting an event, never a sleep
 UP = "carehub/v1/hub-a/up"
+ALARM = "carehub/v1/hub-a/alarm"  # the priority lane's uplink (protocol revision 6)
 
 
 async def test_an_unacked_frame_is_resent_when_the_injected_clock_passes_its_deadline(tmp_path: Path) -> None:
@@ -31,7 +32,7 @@ async def test_an_unacked_frame_is_resent_when_the_injected_clock_passes_its_dea
     broker = MemoryBroker()
     async with (
         open_outbox(tmp_path / "o.db") as outbox,
-        broker.connector().session([UP]) as platform,
+        broker.connector().session([UP, ALARM]) as platform,
     ):
         await outbox.put(item)
         async with Uplink(settings, outbox, wire, connector=broker.connector(), clock=clock) as up:

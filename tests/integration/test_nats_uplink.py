@@ -5,6 +5,7 @@ subscription (SUBACK 0x80, which NATS sends when JetStream cannot create the sub
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import itertools
 import sys
@@ -16,7 +17,14 @@ import aiomqtt
 import pytest
 from nats_server import NatsNode, nats_server_path
 
-from gateway.transport import MqttConnector, TransportError
+from community.samples import T0, bp_record, panic_record
+from community.wire import PlatformCodec
+from gateway.outbox import Lane, OutboxItem, open_outbox
+from gateway.transport import MemoryBroker, MqttConnector, TransportError
+from gateway.uplink import Uplink, UplinkSettings
+from gateway.wire import HubWire
+from protocols.keys import HubIdentity, PlatformIdentity
+from protocols.topics import decode_uplink
 
 pytestmark = pytest.mark.integration
 
@@ -81,3 +89,31 @@ async def test_a_refused_subscription_is_a_transport_error(tmp_path):
                 pass
         async with connector.session(["carehub/v1/hub-a/ack"]):
             pass  # one consumer is allowed: granted
+
+
+async def test_priority_frames_go_to_the_alarm_topic_routine_frames_to_up(tmp_path):
+    """Protocol revision 6 (issue 15 item 4): the hub publishes its priority lane on ``carehub/v1/<hub>/alarm``."""
+    platform_id = PlatformIdentity.generate()
+    hub_id = HubIdentity.generate("hub-a")
+    wire = HubWire(hub_id, platform_id.public)
+    broker = MemoryBroker()
+    settings = UplinkSettings(hub_id="hub-a", host="127.0.0.1", backoff_base=0.05, backoff_cap=0.5)
+    records = {1: bp_record("hub-a", 1), 2: panic_record("hub-a", "pendant-1", 1, "panic-1", 2)}
+    async with (
+        open_outbox(tmp_path / "o.db") as ob,
+        broker.connector().session(["carehub/v1/hub-a/up", "carehub/v1/hub-a/alarm"]) as platform,
+    ):
+        for seq, lane in ((1, Lane.ROUTINE), (2, Lane.PRIORITY)):
+            rec = records[seq]
+            await ob.put(OutboxItem(seq, wire.seal(seq, [rec], T0), lane, rec.kind.value, (rec.record_id.hex(),), 0.0))
+        async with Uplink(settings, ob, wire, connector=broker.connector()):
+            got: dict[str, list[int]] = {}
+            async with asyncio.timeout(20):
+                async for message in platform.incoming():
+                    codec = PlatformCodec(platform_id)
+                    keys = {"hub-a": hub_id.public.verify_key}
+                    seqs = [codec.open(e, keys, "hub-a").seq for e in decode_uplink(message.payload)]
+                    got.setdefault(message.topic, []).extend(seqs)
+                    if sum(map(len, got.values())) == 2:
+                        break
+    assert got == {"carehub/v1/hub-a/alarm": [2], "carehub/v1/hub-a/up": [1]}
