@@ -184,7 +184,7 @@ async def test_panic_is_stored_and_acked_while_5000_routine_envelopes_wait(tmp_p
     through the alarm stream's own consumer before it has acked even half of the backlog: ack order recorded by an
     MQTT client subscribed to every hub's ack topic."""
     n_routine = 5000
-    panic = panic_record("hub-a", "panic-1", 9000)
+    panic = panic_record("hub-a", "pendant-1", 1, "panic-1", 9000)
     backlog_wire = keys.hub_wire("hub-b")
     backlog = [bp_record("hub-b", n) for n in range(n_routine)]
     async with (
@@ -194,7 +194,7 @@ async def test_panic_is_stored_and_acked_while_5000_routine_envelopes_wait(tmp_p
     ):
         for h in ("hub-a", "hub-b"):
             await storage.enroll_hub(keys.hubs[h].public)
-        settings = NatsSettings(servers=(node.url,), batch=4, max_ack_pending=8, fetch_wait_s=0.2)
+        settings = NatsSettings(servers=(node.url,), batch=4, alarm_batch=4, max_ack_pending=8, fetch_wait_s=0.2)
         nc = await nats.connect(node.url)
         try:
             await ensure_streams(nc.jetstream(), settings)
@@ -216,7 +216,7 @@ async def test_panic_is_stored_and_acked_while_5000_routine_envelopes_wait(tmp_p
                     info = await nc.jetstream().stream_info("CAREHUB_UP")
                     assert info.state.messages == len(frames)  # the backlog waits in the stream
                     order: list[tuple[str, tuple[int, ...]]] = []
-                    async with worker_on([node.url], storage, keys, batch=4, max_ack_pending=8):
+                    async with worker_on([node.url], storage, keys, batch=4, alarm_batch=4, max_ack_pending=8):
                         async with asyncio.timeout(BOUND):
                             async for message in watch.messages:
                                 hub = str(message.topic).split("/")[2]
