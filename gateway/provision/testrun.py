@@ -78,7 +78,7 @@ _TEST_PROMPTS: Final[dict[DeviceKind, str]] = {
     DeviceKind.THERMOMETER: "Take a temperature reading.",
     DeviceKind.SCALE: "Ask the resident to step on the scale.",
     DeviceKind.HEART_RATE: "Put the band on and wait for a pulse.",
-    DeviceKind.PENDANT: "Tell the monitoring centre a TEST call is coming, then press the pendant's button once.",
+    DeviceKind.PENDANT: "Press the pendant's button once (a test: it is recorded as such, no call for help is made).",
 }
 
 
