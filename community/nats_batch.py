@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from community.hubkeys import HubKeyCache
-from community.ingest import ALARM_KINDS, IngestStats, PlatformWire
+from community.ingest import IngestStats, PlatformWire, is_alarm
 from community.storage import EnvelopeOutcome, EnvelopeToStore, Outcome, Refusal, Storage, UnstorableError
 from protocols.acks import Ack, Rejected
 from protocols.envelope import OpenedEnvelope, ReplayWindow, SeqStatus
@@ -242,7 +242,7 @@ class BatchIngest:
     def _offer_alarms(self, env: OpenedEnvelope, new_record_ids: Sequence[str]) -> None:
         new = set(new_record_ids)
         for record in env.decoded:
-            if record.kind in ALARM_KINDS and record.record_id.hex() in new:
+            if is_alarm(record) and record.record_id.hex() in new:  # never installation-test data (§3.10)
                 try:
                     self.alarms.put_nowait(record)
                 except asyncio.QueueFull:
