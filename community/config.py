@@ -16,6 +16,9 @@ Example::
     [keys]
     identity = "keys/platform.key"    # protocols.keys platform identity file (Ed25519 seed, X25519 key), mode 0600
 
+A district's workers read a NATS JetStream cluster instead of Mosquitto: a ``[nats]`` table (then ``[broker]`` is
+optional) or ``[broker] url = "nats://host:4222"``; see :mod:`community.nats_config` and ``docs/platform-nats.md``.
+
 ``carehub platform init --dir DIR`` writes this file (``--broker``, ``--username``, ``--client-id``) with the identity
 file and the public key file (``keys/platform.pub``) to install on hubs; run again, it checks them and changes
 nothing. ``carehub platform keygen`` writes only the two key files.
@@ -27,8 +30,9 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
+from community.nats_config import NatsConfigError, NatsSettings, nats_from_config, parse_nats_url
 from protocols.errors import KeyFileError
 from protocols.keys import PlatformIdentity, load_platform_identity
 from protocols.topics import shared_uplink_filter
@@ -55,6 +59,9 @@ class PlatformConfig:
     identity_file: Path
     postgres_url: str | None = None
     """PostgreSQL's libpq URL when the platform stores on PostgreSQL; None: SQLite at :attr:`database`."""
+    nats: NatsSettings | None = None
+    """A ``[nats]`` table (or ``[broker] url = "nats://..."``): the worker reads JetStream (community.nats_ingest);
+    :attr:`host` and :attr:`port` then name its first server."""
 
     def identity(self) -> PlatformIdentity:
         """The platform's private keys, from :attr:`identity_file` (refused unless mode 0600).
@@ -75,6 +82,11 @@ def _get(table: dict[str, Any], key: str, path: Path, section: str, *, default: 
     if not isinstance(value, str):
         raise PlatformConfigError(f"{path}: [{section}] {key} must be a string")
     return value
+
+
+def _first_nats_server(table: object) -> object:
+    servers = table.get("servers") if isinstance(table, dict) else None
+    return servers[0] if isinstance(servers, list) and servers else "nats://"  # nats_from_config names the error
 
 
 def _postgres_url(storage: dict[str, Any], path: Path) -> str | None:
@@ -102,11 +114,21 @@ def load_platform_config(path: Path) -> PlatformConfig:
     sections: dict[str, dict[str, Any]] = {}
     for name in ("broker", "storage", "keys"):
         table = data.get(name)
+        if table is None and name == "broker" and "nats" in data:
+            table = {"url": _first_nats_server(data["nats"])}  # a JetStream worker (community.nats_config)
         if not isinstance(table, dict):
             raise PlatformConfigError(f"{path}: section [{name}] is required")
         sections[name] = table
     broker, storage, keys = sections["broker"], sections["storage"], sections["keys"]
     url = urlsplit(_get(broker, "url", path, "broker"))
+    nats: NatsSettings | None = None
+    if url.scheme == "nats" or "nats" in data:
+        client_id = _get(broker, "client_id", path, "broker", default="carehub-platform")
+        try:
+            nats = nats_from_config(data.get("nats"), urlunsplit(url), path, client_id)
+        except NatsConfigError as exc:
+            raise PlatformConfigError(str(exc)) from None
+        url = urlsplit("mqtt://{}:{}".format(*parse_nats_url(nats.servers[0])))
     if url.scheme != "mqtt" or not url.hostname:
         raise PlatformConfigError(f"{path}: [broker] url must look like mqtt://host:port (TLS: use a local bridge)")
     try:
@@ -139,4 +161,5 @@ def load_platform_config(path: Path) -> PlatformConfig:
         database=rel(_get(storage, "database", path, "storage", default=None if url_text is None else "platform.db")),
         identity_file=rel(_get(keys, "identity", path, "keys")),
         postgres_url=url_text,
+        nats=nats,
     )

@@ -30,6 +30,7 @@ __all__ = [
     "UP_SUBJECTS",
     "NatsConfigError",
     "NatsSettings",
+    "nats_from_config",
     "parse_nats_table",
     "parse_nats_url",
 ]
@@ -155,3 +156,16 @@ def parse_nats_table(table: dict[str, Any], path: Path, client_name: str) -> Nat
         return NatsSettings(servers=tuple(servers), client_name=client_name, **given)
     except NatsConfigError as exc:
         raise NatsConfigError(f"{path}: [nats] {exc}") from None
+
+
+def nats_from_config(table: object, broker_url: str | None, path: Path, client_name: str) -> NatsSettings:
+    """The worker's NATS settings from ``platform.toml``: its ``[nats]`` table, or ``[broker] url = "nats://..."``.
+
+    Raises:
+        NatsConfigError: a missing or wrong key (the message names the file and key).
+    """
+    if table is None:
+        table = {"servers": [broker_url]}
+    if not isinstance(table, dict):
+        raise NatsConfigError(f"{path}: [nats] must be a table")
+    return parse_nats_table(table, path, client_name)
