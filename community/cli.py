@@ -27,6 +27,7 @@ from community.down_types import QueuedDown
 from community.downbox import queue_message
 from community.enrollment import bundle_command
 from community.ingest import IngestWorker, WorkerSettings
+from community.nats_config import NatsSettings
 from community.storage import QuarantinedEnvelope, Storage, StorageError, StoredReading
 from community.storage_open import migrate as migrate_schema
 from community.storage_open import open_storage, schema_status
@@ -133,8 +134,23 @@ def run(
                     await printer
             return worker.failure
 
+    async def main_nats(settings: NatsSettings) -> BaseException | None:
+        # A district's worker on a NATS JetStream cluster ([nats] in platform.toml; docs/platform-nats.md).
+        from community.nats_run import run_nats_worker  # noqa: PLC0415 - nats-py only for a JetStream worker
+
+        servers = ", ".join(settings.servers)
+        return await run_nats_worker(
+            settings,
+            open_storage(cfg),
+            codec,
+            on_ready=lambda: _out.print(f"platform worker {cfg.client_id} ingesting from JetStream at {servers}"),
+            on_alarm=lambda record: _out.print(_alarm_line(record), highlight=False),
+        )
+
+    if cfg.nats is not None and address is not None:
+        raise _fail("--metrics is not served by the JetStream worker yet (docs/platform-nats.md)")
     try:
-        failure = aio.run(main())
+        failure = aio.run(main() if cfg.nats is None else main_nats(cfg.nats))
     except StorageError as exc:
         raise _fail(str(exc), 1) from None
     reason = "unknown" if failure is None else f"{type(failure).__name__}: {failure}"
