@@ -330,8 +330,20 @@ def broker_config(  # noqa: PLR0917 - typer options are parameters
         typer.Option("--tls-dir", help="Site CA directory (carehub platform tls init): adds the hubs' TLS listener."),
     ] = None,
     tls_port: Annotated[int, typer.Option("--tls-port", help="The hubs' TLS listener port.")] = 8883,
+    nats_nodes: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--nats-node",
+            metavar="NAME=HOST[:CLIENT:ROUTE:MQTT]",
+            help="Write a NATS JetStream cluster's node configs instead of Mosquitto's (repeat for each node).",
+        ),
+    ] = None,
+    nats_store: Annotated[Path, typer.Option("--nats-store", help="JetStream's store directory on every node.")] = Path(
+        "/var/lib/nats/jetstream"
+    ),
 ) -> None:
-    """Write a Mosquitto config, password file and per-hub ACL (client ids bound to users, sizes bounded).
+    """Write a Mosquitto config, password file and per-hub ACL (client ids bound to users, sizes bounded), or with
+    --nats-node a NATS cluster's node configs (per-hub permissions, bcrypt password hashes, TLS on every listener).
 
     The plaintext listener is on 127.0.0.1 only (the platform's workers on this machine, the demo); hubs connect
     to the TLS listener that --tls-dir adds, with the site CA's broker certificate.
@@ -348,6 +360,9 @@ def broker_config(  # noqa: PLR0917 - typer options are parameters
         if missing:
             raise _fail(f"--tls-dir {tls_dir}: no {', '.join(missing)}; run carehub platform tls init first")
         tls = TlsListener(tls_dir / "ca.pem", tls_dir / "broker.pem", tls_dir / "broker.key", tls_port)
+    if nats_nodes:
+        _nats_config(out, hubs, nats_nodes, platform_user, workers, tls, nats_store)
+        return
     try:
         files = write_broker_config(out, hubs, platform_user=platform_user, workers=workers, port=port, tls=tls)
     except (ValueError, OSError) as exc:
@@ -356,6 +371,28 @@ def broker_config(  # noqa: PLR0917 - typer options are parameters
         f"wrote {files.config}, {files.password_file}, {files.acl_file}; credentials in {files.credentials}",
         highlight=False,
     )
+
+
+def _nats_config(  # noqa: PLR0917 - the options of broker-config, passed on
+    out: Path,
+    hubs: list[str],
+    specs: list[str],
+    platform_user: str,
+    workers: int,
+    tls: TlsListener | None,
+    store: Path,
+) -> None:
+    from community.brokerconf_nats import NatsNode, write_nats_config  # noqa: PLC0415  bcrypt only when used
+
+    try:
+        nodes = [NatsNode.parse(spec) for spec in specs]
+        files = write_nats_config(
+            out, hubs, nodes, platform_user=platform_user, workers=workers, tls=tls, store_dir=store
+        )
+    except (ValueError, OSError) as exc:
+        raise _fail(f"--nats-node: {exc}") from None
+    written = ", ".join(str(p) for p in files.configs.values())
+    _out.print(f"wrote {written}; credentials in {files.credentials}", highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -1,0 +1,230 @@
+"""NATS cluster configuration for a district (issue 15 items 3 and 8): one config file per node, users, permissions.
+
+Each node runs JetStream (the uplink streams of ``community.nats_config`` and the MQTT sessions), an MQTT listener
+for the hubs, a client listener for the ingest workers, and routes to the other nodes. What a node's file says:
+
+- **Hubs** log in to the MQTT listener with their hub id as user name and may publish only their own uplink subjects
+  (``carehub.v1.<hub>.up`` and the priority lane's ``.alarm``, MQTT ``carehub/v1/<hub>/...``) and subscribe only to
+  their own ``ack`` and ``down`` subjects, plus ``$MQTT.sub.>``, the per-session delivery subjects through which
+  NATS hands a QoS 1 subscription its messages (without it the subscription is granted and never delivers). A publish
+  elsewhere is dropped and logged as a violation; a subscription elsewhere is refused in the SUBACK.
+- **Ingest workers** (``platform`` or ``platform-1`` .. ``platform-N``) may use every subject: they read the
+  streams, publish acks and down-messages and manage their consumers.
+- Passwords are stored as bcrypt hashes (NATS verifies ``$2a$``/``$2b$`` hashes itself); the plain ones are written
+  once to ``credentials.toml`` (mode 0600) for the hubs' enrolment and the workers' ``platform.toml``.
+- **TLS**: with a site CA (``carehub platform tls``), the MQTT listener, the client listener and the routes all use
+  the broker certificate (its names must cover every node's address). Without TLS every address must be loopback
+  (a test or a demo on one machine): hubs never send credentials in the clear over a network.
+- **Sizes**: ``max_payload`` is the protocol's largest message plus MQTT overhead (``community.brokerconf``).
+
+A limit of NATS, checked on 2.9.10 and 2.15.1: it has no equivalent of Mosquitto's ``use_username_as_clientid``.
+A client holding any hub's credentials can connect with another hub's MQTT client id and so disconnect that hub
+(the broker logs "Replacing old client"). Hubs use clean sessions, so no subscription or queued message passes to
+the intruder and the hub reconnects within its backoff; nothing is lost (QoS 1 and the platform's acks), but a
+district should alert on that log line. Mosquitto's one-box install is not exposed to this.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import bcrypt
+
+from community.brokerconf import MAX_PACKET_BYTES, TlsListener, platform_users
+from community.tls import is_loopback_host
+from protocols import atomic
+from protocols.topics import is_valid_hub_id
+
+__all__ = ["NatsFiles", "NatsNode", "node_config_text", "write_nats_config"]
+
+_MAX_PORT: Final = 65535
+_BCRYPT_COST: Final = 11
+_NAME_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+
+
+@dataclass(frozen=True, slots=True)
+class NatsNode:
+    """One node of the cluster.
+
+    Attributes:
+        name: the server name (unique in the cluster; JetStream needs it).
+        host: the address the other nodes, the workers and the hubs reach it at.
+        client_port: the NATS client listener (ingest workers).
+        route_port: the cluster route listener.
+        mqtt_port: the hubs' MQTT listener.
+    """
+
+    name: str
+    host: str
+    client_port: int = 4222
+    route_port: int = 6222
+    mqtt_port: int = 8883
+
+    def __post_init__(self) -> None:
+        if not self.name or not set(self.name) <= _NAME_CHARS or len(self.name) > 64:
+            raise ValueError(f"node name {self.name!r}: 1-64 of A-Z a-z 0-9 - _")
+        if not self.host or any(c.isspace() or c in "\"'{}[]," for c in self.host):
+            raise ValueError(f"node {self.name}: {self.host!r} is not a host name or address")
+        ports = (self.client_port, self.route_port, self.mqtt_port)
+        for port in ports:
+            if type(port) is not int or not 1 <= port <= _MAX_PORT:
+                raise ValueError(f"node {self.name}: port {port!r} is not a TCP port (1..{_MAX_PORT})")
+        if len(set(ports)) != len(ports):
+            raise ValueError(f"node {self.name}: the client, route and MQTT ports must differ")
+
+    @classmethod
+    def parse(cls, text: str) -> NatsNode:
+        """``name=host`` or ``name=host:client:route:mqtt`` (the command line's ``--nats-node``)."""
+        name, sep, rest = text.partition("=")
+        if not sep:
+            raise ValueError(f"{text!r}: expected name=host or name=host:client_port:route_port:mqtt_port")
+        host, *ports = rest.split(":")
+        if ports and len(ports) != 3:
+            raise ValueError(f"{text!r}: give all three ports (client:route:mqtt) or none")
+        try:
+            numbers = [int(p) for p in ports]
+        except ValueError:
+            raise ValueError(f"{text!r}: ports must be numbers") from None
+        return cls(name, host, *numbers)
+
+
+@dataclass(frozen=True, slots=True)
+class NatsFiles:
+    """What :func:`write_nats_config` wrote: one config per node (by name) and the credentials file."""
+
+    configs: Mapping[str, Path]
+    credentials: Path
+
+
+def _hash(password: str) -> str:
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(_BCRYPT_COST)).decode()
+
+
+def _quoted(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _tls_block(indent: str, tls: TlsListener) -> list[str]:
+    return [
+        f"{indent}tls {{",
+        f"{indent}  cert_file: {_quoted(str(tls.cert_file.resolve()))}",
+        f"{indent}  key_file: {_quoted(str(tls.key_file.resolve()))}",
+        f"{indent}  ca_file: {_quoted(str(tls.ca_file.resolve()))}",
+        f"{indent}}}",
+    ]
+
+
+def _hub_permissions(hub: str) -> str:
+    own = f"carehub.v1.{hub}"
+    publish = f'["{own}.up", "{own}.alarm"]'
+    subscribe = f'["{own}.ack", "{own}.down", "$MQTT.sub.>"]'
+    return f"{{publish: {{allow: {publish}}}, subscribe: {{allow: {subscribe}}}}}"
+
+
+def node_config_text(
+    node: NatsNode,
+    cluster: Sequence[NatsNode],
+    hashes: Mapping[str, str],
+    hubs: Sequence[str],
+    *,
+    tls: TlsListener | None,
+    store_dir: Path,
+) -> str:
+    """One node's config: listeners, JetStream, routes to the other nodes, and the users (``hashes``: bcrypt hashes
+    by user name; hub users are those in ``hubs``, every other user is an ingest worker)."""
+    lines = [
+        "# written by carehub platform broker-config --nats-node (community/brokerconf_nats.py)",
+        f"server_name: {node.name}",
+        f"listen: {node.host}:{node.client_port}",
+        f"max_payload: {MAX_PACKET_BYTES}",
+        "jetstream {",
+        f"  store_dir: {_quoted(str(store_dir))}",
+        "}",
+        "mqtt {",
+        f"  listen: {node.host}:{node.mqtt_port}",
+        # Sessions and QoS 1 messages are replicated like the uplink streams (a node may be lost).
+        f"  stream_replicas: {min(3, len(cluster))}",
+        '  ack_wait: "30s"',
+        *([] if tls is None else _tls_block("  ", tls)),
+        "}",
+    ]
+    if tls is not None:
+        lines += _tls_block("", tls)
+    if len(cluster) > 1:
+        routes = ", ".join(f"nats-route://{n.host}:{n.route_port}" for n in cluster if n.name != node.name)
+        lines += [
+            "cluster {",
+            "  name: carehub",
+            f"  listen: {node.host}:{node.route_port}",
+            f"  routes: [{routes}]",
+            *([] if tls is None else _tls_block("  ", tls)),
+            "}",
+        ]
+    hub_set = set(hubs)
+    users = []
+    for user, hashed in hashes.items():
+        permissions = _hub_permissions(user) if user in hub_set else '{publish: ">", subscribe: ">"}'
+        users.append(f"    {{user: {_quoted(user)}, password: {_quoted(hashed)}, permissions: {permissions}}}")
+    lines += ["authorization {", "  users: [", *users, "  ]", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_nats_config(
+    out_dir: Path,
+    hubs: Sequence[str],
+    nodes: Sequence[NatsNode],
+    *,
+    platform_user: str = "platform",
+    workers: int = 1,
+    passwords: Mapping[str, str] | None = None,
+    tls: TlsListener | None = None,
+    store_dir: Path = Path("/var/lib/nats/jetstream"),
+) -> NatsFiles:
+    """Write ``nats-<node>.conf`` for every node and ``credentials.toml`` (0600) into ``out_dir``.
+
+    Raises:
+        ValueError: no hubs or nodes, a bad hub id, clashing names, or a non-loopback address without TLS.
+    """
+    if not hubs:
+        raise ValueError("at least one hub is needed")
+    if not nodes:
+        raise ValueError("at least one NATS node is needed")
+    for hub in hubs:
+        if not is_valid_hub_id(hub):
+            raise ValueError(f"{hub!r} is not a hub id")
+    names = [n.name for n in nodes]
+    if len(set(names)) != len(names):
+        raise ValueError("node names must differ")
+    if tls is None:
+        exposed = [n.host for n in nodes if not is_loopback_host(n.host)]
+        if exposed:
+            raise ValueError(f"{exposed[0]} is not a loopback address: hubs and workers must use TLS there (--tls-dir)")
+    workers_users = platform_users(platform_user, workers)
+    users = [*workers_users, *hubs]
+    if len(set(users)) != len(users):
+        raise ValueError("hub ids and the platform users must all differ")
+    chosen = {user: (passwords or {}).get(user) or _token() for user in users}
+    hashes = {user: _hash(password) for user, password in chosen.items()}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    configs: dict[str, Path] = {}
+    for node in nodes:
+        path = out_dir / f"nats-{node.name}.conf"
+        _write_private(path, node_config_text(node, nodes, hashes, hubs, tls=tls, store_dir=store_dir))
+        configs[node.name] = path
+    credentials = out_dir / "credentials.toml"
+    lines = ["# NATS credentials written by carehub platform broker-config; keep private", ""]
+    lines += [f"{_quoted(user)} = {_quoted(password)}" for user, password in chosen.items()]
+    _write_private(credentials, "\n".join(lines) + "\n")
+    return NatsFiles(configs, credentials)
+
+
+def _token() -> str:
+    return secrets.token_urlsafe(18)
+
+
+def _write_private(path: Path, text: str) -> None:
+    atomic.write_atomic(path, text.encode(), mode=0o600)
