@@ -10,7 +10,10 @@ How it runs (only public gateway API is used):
    told it is under test (``Hub.installation_test``) before any device is heard, so every reading and pendant event
    of the test is recorded as installation-test data (``docs/protocol.md`` §3.10): the rules never judge it (the
    test cuff reading raises no alarm, the control-solution strip is no glucose of the resident's), the test press
-   is no call for help, and the platform stores it marked, never as an alarm or as the resident's figures.
+   is no call for help, and the platform stores it marked, never as an alarm or as the resident's figures. The mark
+   covers everything the hub receives while the test runs, so stored records a meter sends from its memory during
+   the test (readings taken before it, not yet collected) are marked too: kept and listed with the mark, not judged.
+   The hub cannot tell them apart reliably (a meter's clock may be wrong, and its memory holds no test flag).
 2. Devices are tested one at a time, pendant last. For each, the installer is told what to do; the device's first
    reading (for the pendant: an authenticated press) that the hub commits is its *arrival*.
 3. Delivery: the platform's application-level ack removes envelopes from the outbox, and nothing else does but
