@@ -20,7 +20,7 @@ from pg_server import PostgresServer
 from community.nats_config import NatsSettings
 from community.nats_ingest import NatsIngestWorker, ensure_streams
 from community.samples import T0, alarm_record, bp_record, panic_record
-from community.storage import SqliteStorage, Storage
+from community.storage import SqliteStorage, Storage, StorageError
 from community.wire import PlatformCodec
 from gateway.outbox import Lane, Outbox, OutboxItem, open_outbox
 from gateway.uplink import Uplink, UplinkSettings
@@ -250,3 +250,38 @@ class _Counter:
 
     async def reach(self, n: int) -> None:
         await until(self.changed, lambda: self.n >= n)
+
+
+class _FailingOnce(SqliteStorage):
+    """The real SQLite storage whose first store_batch fails as a database outage would (nothing written)."""
+
+    failed = False
+
+    async def store_batch(self, envelopes, refused=()):  # type: ignore[no-untyped-def]
+        if not self.failed:
+            self.failed = True
+            raise StorageError("disk I/O error (injected)")
+        return await super().store_batch(envelopes, refused)
+
+
+async def test_a_database_failure_naks_and_jetstream_delivers_the_frame_again(tmp_path, keys):
+    """Nothing is acked (to the hub or to JetStream) when the commit fails; the nak'ed frame comes back from the
+    stream, without the hub resending it, and is stored once."""
+    wire = keys.hub_wire("hub-a")
+    async with (
+        NatsNode(tmp_path / "nats") as node,
+        _FailingOnce(tmp_path / "platform.db") as storage,
+        aiomqtt.Client(node.host, node.mqtt_port, identifier="carehub-hub-hub-a") as hub,
+    ):
+        await storage.enroll_hub(keys.hubs["hub-a"].public)
+        async with worker_on([node.url], storage, keys) as worker:
+            await hub.subscribe("carehub/v1/hub-a/ack", qos=1)
+            records = [bp_record("hub-a", n) for n in range(3)]
+            await hub.publish("carehub/v1/hub-a/up", wire.encode_frame([wire.seal(1, records, T0)]), qos=1)
+            async with asyncio.timeout(BOUND):
+                async for message in hub.messages:
+                    assert wire.open_ack(bytes(message.payload)).stored == (1,)
+                    break
+            assert worker.stats.storage_errors == 1
+            assert worker.stats.acks_sent == 1
+        assert sorted(r.record_id for r in await storage.readings()) == sorted(rid(r) for r in records)
