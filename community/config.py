@@ -120,6 +120,8 @@ def load_platform_config(path: Path) -> PlatformConfig:
             raise PlatformConfigError(f"{path}: section [{name}] is required")
         sections[name] = table
     broker, storage, keys = sections["broker"], sections["storage"], sections["keys"]
+    if "nats" in data and "url" not in broker:
+        broker = {**broker, "url": _first_nats_server(data["nats"])}  # [broker] may only name the worker
     url = urlsplit(_get(broker, "url", path, "broker"))
     nats: NatsSettings | None = None
     if url.scheme == "nats" or "nats" in data:

@@ -35,6 +35,12 @@ def test_a_nats_broker_url_is_the_short_form(tmp_path):
     assert cfg.nats.alarm_durable == "ingest-alarm"
 
 
+def test_a_broker_table_may_only_name_the_worker(tmp_path):
+    cfg = load(tmp_path, '[broker]\nclient_id = "w2"\n[nats]\nservers = ["nats://127.0.0.1:4333"]\n')
+    assert cfg.nats is not None
+    assert (cfg.nats.servers, cfg.nats.client_name, cfg.port) == (("nats://127.0.0.1:4333",), "w2", 4333)
+
+
 def test_an_mqtt_broker_stays_mosquitto(tmp_path):
     assert load(tmp_path, '[broker]\nurl = "mqtt://127.0.0.1:1883"\n').nats is None
 
