@@ -106,6 +106,8 @@ class DownBox:
         self.lock = asyncio.Lock()
         self.resends = 0
         self.confirmations = 0
+        #: Set after each publish has been counted in storage (cleared by whoever waits on it).
+        self.published = asyncio.Event()
 
     async def send(self, client: DownPublisher, hub: str, body: DownBody) -> DownMessage:
         """Store ``body`` as ``hub``'s next message, then publish it (QoS 1).
@@ -123,6 +125,7 @@ class DownBox:
         """Publish a stored message (QoS 1) and count the send."""
         await client.publish(self._wire.down_topic(queued.hub), queued.payload, qos=1)
         await self._storage.mark_down_sent(queued.hub, queued.seq, self._now())
+        self.published.set()
 
     async def confirm(self, hub: str, records: Iterable[Record], new_record_ids: Sequence[str]) -> None:
         """Record the hub's ``down_applied`` / ``down_refused`` records among newly stored ``records``."""

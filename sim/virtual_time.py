@@ -125,11 +125,10 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     """
 
     def __init__(self, *, grace: float = 0.0, pace: float | None = None) -> None:
-        if grace < 0:
-            raise ValueError("grace must not be negative")
-        if pace is not None and pace <= 0:
-            raise ValueError("pace must be positive")
         super().__init__(selectors.DefaultSelector())
+        if grace < 0 or (pace is not None and pace <= 0):
+            self.close()
+            raise ValueError("grace must not be negative and pace must be positive")
         self._selector: selectors.BaseSelector = _VirtualSelector(self._selector, self)
         self.grace = grace
         self._pace = pace

@@ -44,7 +44,6 @@ from typing import Any
 
 import pytest
 import pytest_timeout  # type: ignore[import-untyped]
-from pg_server import PostgresServer, PostgresUnavailableError
 
 from gateway import aio
 from sim.broker import MosquittoBroker, mosquitto_available
@@ -433,9 +432,12 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session")
-def pg_server() -> Generator[PostgresServer, None, None]:
+def pg_server() -> Generator[Any, None, None]:
     """One real PostgreSQL server per test worker (``pg_server.PostgresServer``); each test makes its own database
     with ``pg_server.create_database()``. Skips only when PostgreSQL's server is not installed."""
+    # Imported here: tests/test_harness.py runs copies of this conftest where tests/ is not on the path.
+    from pg_server import PostgresServer, PostgresUnavailableError  # noqa: PLC0415
+
     try:
         server = PostgresServer()
     except PostgresUnavailableError as exc:
