@@ -94,6 +94,10 @@ def run(
         str | None,
         typer.Option("--metrics", help="Serve /metrics (Prometheus) and /healthz at HOST:PORT, e.g. 127.0.0.1:9464."),
     ] = None,
+    console_at: Annotated[
+        str | None,
+        typer.Option("--console", help="Serve the doctor's web console at HOST:PORT, e.g. 127.0.0.1:8080."),
+    ] = None,
 ) -> None:
     """Run one ingest worker until interrupted; exit 1 if it fails repeatedly (so systemd restarts it)."""
     cfg = _config(config)
@@ -105,14 +109,26 @@ def run(
             address = MetricsAddress.parse(metrics)
         except ValueError as exc:
             raise _fail(f"--metrics: {exc}") from None
+    console_address = None
+    console_errors: tuple[type[Exception], ...] = ()
+    if console_at is not None:
+        from community.console.web import ConsoleError  # noqa: PLC0415 - the console's parts only when asked
+        from community.metrics import MetricsAddress  # noqa: PLC0415
+
+        console_errors = (ConsoleError,)
+        try:
+            console_address = MetricsAddress.parse(console_at)
+        except ValueError as exc:
+            raise _fail(f"--console: {exc}") from None
     codec = _codec(cfg)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    async def console(worker: IngestWorker) -> None:
+    async def console(worker: IngestWorker, on_alarm: Callable[[], None]) -> None:
         await worker.connected.wait()
         _out.print(f"platform worker {cfg.client_id} ingesting from {cfg.host}:{cfg.port}", highlight=False)
         while True:
             _out.print(_alarm_line(await worker.alarms.get()), highlight=False)
+            on_alarm()
 
     async def main() -> BaseException | None:
         async with (
@@ -125,7 +141,17 @@ def run(
 
                 port = await extras.enter_async_context(serve_metrics(worker, address))
                 _out.print(f"metrics on http://{address.host}:{port}/metrics (health: /healthz)", highlight=False)
-            printer = asyncio.create_task(console(worker), name="platform-console")
+            on_alarm: Callable[[], None] = _nothing
+            if console_address is not None:
+                from community.console.web import open_console, serve_console  # noqa: PLC0415
+
+                web_console = await extras.enter_async_context(open_console(storage, worker, cfg.database))
+                web_port = await extras.enter_async_context(
+                    serve_console(web_console, console_address.host, console_address.port)
+                )
+                _out.print(f"console on http://{console_address.host}:{web_port}/", highlight=False)
+                on_alarm = web_console.feed.publish
+            printer = asyncio.create_task(console(worker, on_alarm), name="platform-console")
             try:
                 await worker.failed.wait()
             finally:
@@ -149,12 +175,18 @@ def run(
 
     if cfg.nats is not None and address is not None:
         raise _fail("--metrics is not served by the JetStream worker yet (docs/platform-nats.md)")
+    if cfg.nats is not None and console_address is not None:
+        raise _fail("--console is not served by the JetStream worker yet (docs/console.md)")
     try:
         failure = aio.run(main() if cfg.nats is None else main_nats(cfg.nats))
-    except StorageError as exc:
+    except (StorageError, *console_errors) as exc:
         raise _fail(str(exc), 1) from None
     reason = "unknown" if failure is None else f"{type(failure).__name__}: {failure}"
     raise _fail(f"platform worker {cfg.client_id} stopped after repeated failures (last: {reason})", 1)
+
+
+def _nothing() -> None:
+    """No console to wake."""
 
 
 def _alarm_line(record: Record) -> str:
