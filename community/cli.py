@@ -110,12 +110,12 @@ def run(
         except ValueError as exc:
             raise _fail(f"--metrics: {exc}") from None
     console_address = None
-    console_errors: tuple[type[Exception], ...] = ()
+    console_errors: tuple[type[Exception], ...] = (StorageError,)
     if console_at is not None:
         from community.console.web import ConsoleError  # noqa: PLC0415 - the console's parts only when asked
         from community.metrics import MetricsAddress  # noqa: PLC0415
 
-        console_errors = (ConsoleError,)
+        console_errors = (StorageError, ConsoleError)
         try:
             console_address = MetricsAddress.parse(console_at)
         except ValueError as exc:
@@ -179,7 +179,7 @@ def run(
         raise _fail("--console is not served by the JetStream worker yet (docs/console.md)")
     try:
         failure = aio.run(main() if cfg.nats is None else main_nats(cfg.nats))
-    except (StorageError, *console_errors) as exc:
+    except console_errors as exc:
         raise _fail(str(exc), 1) from None
     reason = "unknown" if failure is None else f"{type(failure).__name__}: {failure}"
     raise _fail(f"platform worker {cfg.client_id} stopped after repeated failures (last: {reason})", 1)
