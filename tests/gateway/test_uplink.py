@@ -298,10 +298,14 @@ async def test_an_unexpected_error_is_logged_counted_and_the_uplink_restarts(tmp
             async with Uplink(settings(), ob, flaky, connector=network.hub) as up:
                 await frames(platform, 1)
                 await platform.publish(ACK, codec.encode_ack(ack("hub-a", (0,))))
-                # Restarted: the envelope in flight is sent again on the new connection and acked this time.
+                # Restarted: the envelope in flight is sent again on the new connection and acked this time. Wait for
+                # that frame (the hub has subscribed to its acks by then) even when the crash was already counted:
+                # an ack published before the new connection subscribed would be lost (flaky under load).
                 async with asyncio.timeout(BOUND):
-                    while not up.metrics.crashes:
+                    while True:
                         await frames(platform, 1)
+                        if up.metrics.crashes:
+                            break
                 await platform.publish(ACK, codec.encode_ack(ack("hub-a", (0,))))
                 async with asyncio.timeout(BOUND):
                     await up.wait_acked(rid(0))
