@@ -22,21 +22,25 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from community.console.accounts import Account, AccountStore, Session, accounts_path
-from community.console.audit import AuditLog, SqliteAuditStore, audit_path
+from community.console.accounts import Account, AccountError, AccountStore, Session, accounts_path
+from community.console.audit import AuditError, AuditLog, SqliteAuditStore, audit_path
 from community.console.careplan import CarePlanStore, console_database
 from community.console.web_i18n import Lang, choose_lang, t
 from community.console.web_render import page, queue_rows
-from community.console.web_store import ConsoleStore, console_web_path
+from community.console.web_store import ConsoleStore, ConsoleStoreError, console_web_path
 from community.console.web_views import queue_items
 from community.fhir.api import fhir_app
 from community.storage import Storage
 from protocols.messages import DownMessage
 
-__all__ = ["AlarmFeed", "Console", "ConsoleSettings", "DownSender", "console_app", "serve_console"]
+__all__ = ["AlarmFeed", "Console", "ConsoleError", "ConsoleSettings", "DownSender", "console_app", "serve_console"]
 
 COOKIE = "carehub_session"
 LANG_COOKIE = "carehub_lang"
+
+
+class ConsoleError(Exception):
+    """The console cannot start (a file it keeps cannot be opened)."""
 
 
 class DownSender(Protocol):
@@ -104,6 +108,8 @@ class Console:
 
 
 CONSOLE = web.AppKey("console", Console)
+_ACCOUNT = web.RequestKey("carehub.account", Account)
+_SESSION = web.RequestKey("carehub.session", Session)
 _PUBLIC = frozenset({"/login"})
 
 
@@ -117,10 +123,9 @@ def _same_origin(request: web.Request) -> bool:
 
 def current(request: web.Request) -> tuple[Account, Session]:
     """The logged-in account and session (set by the middleware)."""
-    account, session = request["carehub.account"], request["carehub.session"]
-    if not isinstance(account, Account) or not isinstance(session, Session):
+    if _ACCOUNT not in request or _SESSION not in request:
         raise web.HTTPUnauthorized(text="log in first")
-    return account, session
+    return request[_ACCOUNT], request[_SESSION]
 
 
 @web.middleware
@@ -143,7 +148,7 @@ async def _guard(
             if not console.accounts.csrf_ok(session, presented):
                 console.audit.record(account.username, "csrf.refused", None, request.path)
                 raise web.HTTPForbidden(text="bad or missing CSRF token")
-        request["carehub.account"], request["carehub.session"] = account, session
+        request[_ACCOUNT], request[_SESSION] = account, session
         if request.path.startswith("/fhir"):
             console.audit.record(account.username, "fhir.read", None, request.path_qs)
     response = await handler(request)
@@ -179,8 +184,6 @@ async def _login_form(request: web.Request, error: str = "", status: int = 200) 
 
 
 async def _login(request: web.Request) -> web.StreamResponse:
-    from community.console.accounts import AccountError  # noqa: PLC0415 - kept beside its only use
-
     console = request.config_dict[CONSOLE]
     form = await request.post()
     username, password = str(form.get("username", "")), str(form.get("password", ""))
@@ -304,10 +307,17 @@ async def open_console(
     clock: Callable[[], _dt.datetime] = lambda: _dt.datetime.now(_dt.UTC),
     settings: ConsoleSettings | None = None,
 ) -> AsyncIterator[Console]:
-    """The console's parts beside the platform database ``database`` (accounts, audit log, care plans, its own)."""
-    accounts = AccountStore(accounts_path(database), clock)
-    audit_store = SqliteAuditStore(audit_path(database))
-    store = ConsoleStore(console_web_path(database))
+    """The console's parts beside the platform database ``database`` (accounts, audit log, care plans, its own).
+
+    Raises:
+        ConsoleError: one of its files cannot be opened.
+    """
+    try:
+        accounts = AccountStore(accounts_path(database), clock)
+        audit_store = SqliteAuditStore(audit_path(database))
+        store = ConsoleStore(console_web_path(database))
+    except (AccountError, AuditError, ConsoleStoreError) as exc:
+        raise ConsoleError(str(exc)) from None
     try:
         async with CarePlanStore(console_database(database)) as plans:
             yield Console(
