@@ -13,7 +13,7 @@ from pathlib import Path
 
 import argon2
 import pytest
-from aiohttp import ClientResponse
+from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from community.console.accounts import AccountStore, Role, Sharing, SharingLevel, accounts_path
@@ -27,6 +27,7 @@ from protocols.record import AlarmBody, Record
 
 FAST = argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)  # the tests' cost, not production's
 NOW = T0 + _dt.timedelta(minutes=10)
+Client = TestClient[web.Request, web.Application]
 
 
 class Recorder:
@@ -73,7 +74,7 @@ def seed_accounts(database: Path) -> None:
 
 class Setup:
     def __init__(
-        self, client: TestClient, console: Console, sender: Recorder, storage: SqliteStorage, database: Path
+        self, client: Client, console: Console, sender: Recorder, storage: SqliteStorage, database: Path
     ) -> None:
         self.client, self.console, self.sender, self.storage, self.database = client, console, sender, storage, database
         self.origin = str(client.make_url("/")).rstrip("/")
