@@ -318,7 +318,12 @@ def pair(
     ] = None,
     name: Annotated[str | None, typer.Option("--name", help="A label, e.g. 'bedroom cuff'.")] = None,
     pendant_key: Annotated[
-        str | None, typer.Option("--pendant-key", help="A pendant's factory key: 64 hex digits or @FILE.")
+        str | None,
+        typer.Option(
+            "--pendant-key",
+            help="The key loaded into the pendant (64 hex digits or @FILE); the pendant must prove it before it is "
+            "saved. Not needed to pair a pendant again with the key the hub keeps.",
+        ),
     ] = None,
     move: Annotated[
         bool, typer.Option("--move", help="Give a device paired for another resident to this one.")
@@ -338,6 +343,7 @@ def pair(
         add_device,
         check_assignment,
         check_user_id,
+        pendant_key_to_check,
         provision_pendant_key,
     )
 
@@ -346,7 +352,7 @@ def pair(
         load_document(paths)
         address = check_assignment(paths, address, resident_id, move=move)
         check_user_id(user)
-        key = _pendant_key_arg(pendant_key)
+        key = pendant_key_to_check(paths, address, _pendant_key_arg(pendant_key))
     except ProvisionError as exc:
         raise _fail(exc, 2) from None
     try:
@@ -356,20 +362,18 @@ def pair(
         async def main() -> Any:
             async with open_radio(_link(config, link), keystore=paths.bonds) as (scanner, client):
                 return await pair_device(
-                    address, expect=kind, scanner_backend=scanner, client_backend=client, give_up_after=timeout
+                    address,
+                    expect=kind,
+                    scanner_backend=scanner,
+                    client_backend=client,
+                    give_up_after=timeout,
+                    pendant_key=key,
                 )
 
         result = aio.run(main())
         key_file = None
         if result.kind is DeviceKind.PENDANT:
-            key_file, _, fresh = provision_pendant_key(paths, result.address, key)
-            if key is None and fresh:
-                _out.print(
-                    f"A new pendant key was made ({key_file}, mode 0600). The pendant (protocol v1) has no key "
-                    "characteristic: load this key into it with the kit's USB tool before it is used, or pair again "
-                    "with --pendant-key if it came with one.",
-                    highlight=False,
-                )
+            key_file, _, _ = provision_pendant_key(paths, result.address, key)  # proved by pair_device (§9.7)
         cfg = add_device(
             paths,
             address=result.address,

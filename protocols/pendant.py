@@ -1,13 +1,20 @@
 """The panic pendant's GATT service (carehub wire protocol v1, ``docs/protocol.md`` §9).
 
-A custom 128-bit service with four characteristics; every frame is a fixed little-endian layout that MicroPython can
+A custom 128-bit service with five characteristics; every frame is a fixed little-endian layout that MicroPython can
 take apart with ``struct``, followed by a 16-byte tag::
 
     tag = HMAC-SHA256(key, label || len(pendant_id) || pendant_id || frame-without-tag)[:16]      (RFC 2104)
 
 ``key`` is the pendant's 32-byte key provisioned at pairing, ``pendant_id`` its ASCII id (1 byte of length, then the
-bytes), and ``label`` one byte naming the frame type (``E`` event, ``C`` confirm, ``F`` feedback) so that a frame of
-one type can never pass as another. HMAC-SHA256 needs only ``hashlib.sha256``, which MicroPython has.
+bytes), and ``label`` one byte naming the frame type (``E`` event, ``C`` confirm, ``F`` feedback, ``K`` key check) so
+that a frame of one type can never pass as another.
+
+Key check (``docs/protocol.md`` §9.7, document revision 5): at pairing the hub writes a :class:`KeyChallenge` (a
+fresh random nonce) to the Key Check characteristic and the pendant answers with a :class:`KeyAnswer` (the nonce and
+its tag under the pendant's key), indicated and readable. The hub saves the key only once the answer verifies, so a
+mistyped key is refused at pairing instead of silencing every later press.
+
+HMAC-SHA256 needs only ``hashlib.sha256``, which MicroPython has.
 
 Frames are at most 27 bytes: the hub requests an ATT MTU of at least 30 (``ATT_MTU - 3`` bytes fit in an
 indication or a write request).
@@ -32,6 +39,7 @@ import enum
 import hashlib
 import hmac
 import re
+import secrets
 import struct
 import uuid
 from dataclasses import dataclass
@@ -48,7 +56,10 @@ __all__ = [
     "EVENT_CHAR_UUID",
     "FEEDBACK",
     "FEEDBACK_CHAR_UUID",
+    "KEY_CHECK",
+    "KEY_CHECK_CHAR_UUID",
     "KEY_LEN",
+    "NONCE_LEN",
     "PROTOCOL_VERSION",
     "REKEY_DUE_AT",
     "SERVICE_UUID",
@@ -57,6 +68,8 @@ __all__ = [
     "DeviceInfo",
     "FeedbackFrame",
     "FeedbackState",
+    "KeyAnswer",
+    "KeyChallenge",
     "PendantCounterState",
     "PendantEvent",
     "PendantEventType",
@@ -75,6 +88,8 @@ FEEDBACK_CHAR_UUID: Final = uuid.UUID("978716cd-37a7-4944-8e50-bcfb9fb6a9d0")
 """Feedback: write (with response). The hub sets what the pendant shows."""
 DEVICE_INFO_CHAR_UUID: Final = uuid.UUID("978716ce-37a7-4944-8e50-bcfb9fb6a9d0")
 """Device Info: read. Protocol version and pendant id."""
+KEY_CHECK_CHAR_UUID: Final = uuid.UUID("978716cf-37a7-4944-8e50-bcfb9fb6a9d0")
+"""Key Check: write (with response), read, indicate. The hub's challenge in, the pendant's answer out (§9.7)."""
 
 PROTOCOL_VERSION: Final = 1
 KEY_LEN: Final = 32
@@ -96,10 +111,14 @@ CONFIRM: Final = struct.Struct("<BI")
 FEEDBACK: Final = struct.Struct("<BBIH")
 # version u8 | pendant id length u8, then the id's ASCII bytes                                   (2 + n bytes)
 DEVICE_INFO: Final = struct.Struct("<BB")
+# version u8 | nonce (8): the challenge as written; the answer is the same, then tag             (9 bytes, 9 + 16)
+KEY_CHECK: Final = struct.Struct("<B8s")
+NONCE_LEN: Final = 8
 
 _LABEL_EVENT: Final = b"E"
 _LABEL_CONFIRM: Final = b"C"
 _LABEL_FEEDBACK: Final = b"F"
+_LABEL_KEY_CHECK: Final = b"K"
 _BATTERY_UNKNOWN: Final = 0xFF
 
 
@@ -146,7 +165,7 @@ def compute_tag(key: bytes, label: bytes, pendant_id: str, header: bytes) -> byt
 
     Args:
         key: the pendant's 32-byte key.
-        label: ``b"E"``, ``b"C"`` or ``b"F"``.
+        label: ``b"E"``, ``b"C"``, ``b"F"`` or ``b"K"``.
         pendant_id: the pendant's id.
         header: the frame without its tag.
     """
@@ -595,3 +614,94 @@ class DeviceInfo:
             return cls(raw.decode("ascii"), version)
         except (UnicodeDecodeError, EncodeError) as exc:
             raise DecodeError(what, DEVICE_INFO.size, "invalid pendant id") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class KeyChallenge:
+    """A Key Check write (9 bytes): ``version u8 | nonce (8)``, a fresh random nonce from the hub (§9.7).
+
+    Attributes:
+        nonce: 8 random bytes, new for every challenge.
+    """
+
+    nonce: bytes
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.nonce, bytes) or len(self.nonce) != NONCE_LEN:
+            raise EncodeError(f"a key check nonce has {NONCE_LEN} bytes")
+
+    @classmethod
+    def fresh(cls) -> Self:
+        """A challenge with a new random nonce (``secrets``)."""
+        return cls(secrets.token_bytes(NONCE_LEN))
+
+    def __bytes__(self) -> bytes:
+        return KEY_CHECK.pack(PROTOCOL_VERSION, self.nonce)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        """Parse a challenge (the pendant's side).
+
+        Raises:
+            DecodeError: wrong length or version.
+        """
+        _exact(data, KEY_CHECK.size, "pendant key challenge")
+        _check_version(data, "pendant key challenge")
+        return cls(bytes(data[1:]))
+
+    def answer(self, pendant_id: str, key: bytes) -> KeyAnswer:
+        """The pendant's answer: this nonce and its tag under ``key``."""
+        return KeyAnswer(self.nonce, compute_tag(key, _LABEL_KEY_CHECK, pendant_id, bytes(self)))
+
+
+@dataclass(frozen=True, slots=True)
+class KeyAnswer:
+    """The Key Check value after a challenge (25 bytes): ``version u8 | nonce (8) | tag (16)``.
+
+    ``tag = HMAC-SHA256(key, "K" || len(id) || id || version || nonce)[:16]``: only a pendant holding ``key`` under
+    ``id`` can make it for a nonce it has not seen before.
+
+    Attributes:
+        nonce: the nonce of the challenge answered.
+        tag: the authentication tag.
+    """
+
+    nonce: bytes
+    tag: bytes
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.nonce, bytes) or len(self.nonce) != NONCE_LEN:
+            raise EncodeError(f"a key check nonce has {NONCE_LEN} bytes")
+        if not isinstance(self.tag, bytes) or len(self.tag) != TAG_LEN:
+            raise EncodeError(f"tag must be {TAG_LEN} bytes")
+
+    def __bytes__(self) -> bytes:
+        return KEY_CHECK.pack(PROTOCOL_VERSION, self.nonce) + self.tag
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        """Parse the Key Check value (without checking its tag).
+
+        Raises:
+            DecodeError: wrong length (an empty value: the pendant has answered no challenge yet) or version.
+        """
+        what = "pendant key answer"
+        _exact(data, KEY_CHECK.size + TAG_LEN, what)
+        _check_version(data, what)
+        return cls(bytes(data[1 : KEY_CHECK.size]), bytes(data[KEY_CHECK.size :]))
+
+    def answers(self, challenge: KeyChallenge) -> bool:
+        """Whether this is the answer to ``challenge`` (same nonce), whatever its tag."""
+        return hmac.compare_digest(self.nonce, challenge.nonce)
+
+    def verify(self, challenge: KeyChallenge, pendant_id: str, key: bytes) -> None:
+        """Check that the pendant answered ``challenge`` under ``key`` and ``pendant_id`` (the hub's side).
+
+        Raises:
+            AuthenticationError: another nonce (a stale answer), or the tag is wrong (another key or id).
+        """
+        if not self.answers(challenge):
+            raise AuthenticationError(f"pendant {pendant_id}: key check answers another challenge")
+        expected = compute_tag(key, _LABEL_KEY_CHECK, pendant_id, bytes(challenge))
+        if not hmac.compare_digest(self.tag, expected):
+            raise AuthenticationError(f"pendant {pendant_id}: key check tag does not verify")

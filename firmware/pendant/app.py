@@ -14,7 +14,8 @@
 # - keeper: bond keys the BLE IRQ handed over (kept in RAM there) are written to flash from this task;
 # - receiver: the hub's writes: Confirm (valid tag, counter not above the last issued one) drops every pending
 #   event up to it; Feedback (valid tag, event counter not above the last issued one, (counter, seq) above the last
-#   accepted pair) plays its pattern.
+#   accepted pair) plays its pattern; a Key Check challenge (at pairing, docs/protocol.md §9.7) is answered with its
+#   tag under our key, so the hub can refuse a key that is not the one we hold.
 #
 # Concurrency cases:
 # - a gesture while an event is being indicated: queued behind it, sent after it is confirmed (oldest first);
@@ -35,7 +36,7 @@ import battery
 import button
 import feedback
 import frames
-from ble_link import WRITE_CONFIRM, Link
+from ble_link import WRITE_CONFIRM, WRITE_KEY_CHECK, Link
 from hal import Board
 from micropython import const
 from store import FLAG_BATTERY_LOW_SENT, CounterExhausted, Store
@@ -155,6 +156,13 @@ class Pendant:
         key, pid = self._store.key, self._store.pendant_id
         if key is None or pid is None:
             return False
+        if kind == WRITE_KEY_CHECK:
+            answer = frames.key_answer(key, pid, data)
+            if answer is None or self._link is None:
+                return False
+            self._link.answer_key_check(answer)
+            self._active_at = time.ticks_ms()  # the installer is pairing: stay awake for the rest of it
+            return True
         if kind == WRITE_CONFIRM:
             counter = frames.confirm_counter(key, pid, data)
             if counter == 0 or counter > self._store.last_issued:

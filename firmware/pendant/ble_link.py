@@ -1,7 +1,7 @@
 # The pendant's GATT server over MicroPython's low-level `bluetooth` API (the BLE object comes from hal.Board).
 #
 # Service (protocols.pendant, docs/protocol.md §9): Event (read, indicate), Confirm (write), Feedback (write),
-# Device Info (read). Attribute permissions do not demand encryption: the frames carry their own HMAC tags, and a
+# Device Info (read), Key Check (write, read, indicate: the hub's challenge at pairing, §9.7). Attribute permissions do not demand encryption: the frames carry their own HMAC tags, and a
 # failed pairing must never stop a call for help from reaching the hub. Bonding is still requested (hal.ble_on) and
 # the bond keys persist in the `bonds` file, so a bonded hub reconnects encrypted.
 #
@@ -52,9 +52,11 @@ EVENT_UUID = "978716cb-37a7-4944-8e50-bcfb9fb6a9d0"
 CONFIRM_UUID = "978716cc-37a7-4944-8e50-bcfb9fb6a9d0"
 FEEDBACK_UUID = "978716cd-37a7-4944-8e50-bcfb9fb6a9d0"
 INFO_UUID = "978716ce-37a7-4944-8e50-bcfb9fb6a9d0"
+KEY_CHECK_UUID = "978716cf-37a7-4944-8e50-bcfb9fb6a9d0"
 
 WRITE_CONFIRM = const(1)
 WRITE_FEEDBACK = const(2)
+WRITE_KEY_CHECK = const(3)
 
 
 def _uuid128_le(text: str) -> bytes:
@@ -162,7 +164,7 @@ class Link:
         self.indicating = False
         self.connect_flag = asyncio.ThreadSafeFlag()
         self.write_flag = asyncio.ThreadSafeFlag()
-        self._writes: list[tuple[int, bytes]] = []  # (WRITE_CONFIRM | WRITE_FEEDBACK, bytes)
+        self._writes: list[tuple[int, bytes]] = []  # (WRITE_CONFIRM | WRITE_FEEDBACK | WRITE_KEY_CHECK, bytes)
         self._adv = advert(SERVICE_UUID)
         ble.irq(self._irq)
         service = (
@@ -172,11 +174,15 @@ class Link:
                 (uuid(CONFIRM_UUID), _FLAG_WRITE),
                 (uuid(FEEDBACK_UUID), _FLAG_WRITE),
                 (uuid(INFO_UUID), _FLAG_READ),
+                (uuid(KEY_CHECK_UUID), _FLAG_READ | _FLAG_WRITE | _FLAG_INDICATE),
             ),
         )
-        ((self._h_event, self._h_confirm, self._h_feedback, self._h_info),) = ble.gatts_register_services((service,))
+        ((self._h_event, self._h_confirm, self._h_feedback, self._h_info, self._h_key),) = (
+            ble.gatts_register_services((service,))
+        )
         ble.gatts_set_buffer(self._h_confirm, _WRITE_BUFFER)
         ble.gatts_set_buffer(self._h_feedback, _WRITE_BUFFER)
+        ble.gatts_set_buffer(self._h_key, _WRITE_BUFFER)  # the answer (25 bytes) is written into the same buffer
         ble.gatts_write(self._h_info, info)
 
     def _irq(self, event: int, data: tuple[Any, ...]) -> object:
@@ -206,6 +212,8 @@ class Link:
                 kind = WRITE_CONFIRM
             elif handle == self._h_feedback:
                 kind = WRITE_FEEDBACK
+            elif handle == self._h_key:
+                kind = WRITE_KEY_CHECK
             else:
                 return None
             if len(self._writes) >= _MAX_WRITES:
@@ -213,7 +221,7 @@ class Link:
             self._writes.append((kind, bytes(self._ble.gatts_read(handle))))
             self.write_flag.set()
         elif event == _IRQ_GATTS_INDICATE_DONE:
-            if data[0] == self.conn:
+            if data[0] == self.conn and data[1] == self._h_event:
                 self.indicating = False
         elif event == _IRQ_ENCRYPTION_UPDATE:
             if data[0] == self.conn:
@@ -268,6 +276,18 @@ class Link:
             self.indicating = False
             return False
         return True
+
+    def answer_key_check(self, answer: bytes) -> None:
+        """Make `answer` the Key Check value and indicate it. If the indication cannot go out now (the link dropped,
+        or the stack refuses a second indication while an Event one is unconfirmed), the hub reads the value."""
+        self._ble.gatts_write(self._h_key, answer)
+        conn = self.conn
+        if conn is None:
+            return
+        try:
+            self._ble.gatts_indicate(conn, self._h_key)
+        except OSError:
+            pass
 
     async def keep_secrets(self) -> None:
         """The keeper task: whenever the IRQ changed the bond records in RAM, write them to flash (here, not there)."""

@@ -4,7 +4,7 @@
 #
 #     tag = HMAC-SHA256(key, label || len(pendant_id) || pendant_id || frame-without-tag)[:16]
 #
-# with label b"E" (event), b"C" (confirm) or b"F" (feedback). The hub's PendantVerifier checks what event_frame()
+# with label b"E" (event), b"C" (confirm), b"F" (feedback) or b"K" (key check, docs/protocol.md §9.7). The hub's PendantVerifier checks what event_frame()
 # builds; confirm_counter() and feedback() check what the hub's ConfirmFrame/FeedbackFrame.sign() build. The test
 # tests/firmware/test_firmware.py crosses both interpreters byte for byte.
 
@@ -55,6 +55,9 @@ _FEEDBACK_LEN = const(8)
 _LABEL_EVENT = b"E"
 _LABEL_CONFIRM = b"C"
 _LABEL_FEEDBACK = b"F"
+_LABEL_KEY_CHECK = b"K"
+# version u8 | nonce (8): the hub's key challenge; the answer is the same 9 bytes, then tag      (9 bytes, 9 + 16)
+_CHALLENGE_LEN = const(9)
 
 
 def check_id(pendant_id: bytes) -> bool:
@@ -118,6 +121,16 @@ def feedback(key: bytes, pendant_id: bytes, data: bytes) -> tuple[int, int, int]
     if counter > COUNTER_CEILING:
         return None
     return (state, counter, seq)
+
+
+def key_answer(key: bytes, pendant_id: bytes, data: bytes) -> bytes | None:
+    """The Key Check answer to the hub's challenge `data` (version | nonce | tag), or None when it is malformed.
+
+    The hub checks it at pairing, before it saves the key it was given (protocols.pendant.KeyAnswer.verify)."""
+    if len(data) != _CHALLENGE_LEN or data[0] != VERSION:
+        return None
+    challenge = bytes(data)
+    return challenge + tag(key, _LABEL_KEY_CHECK, pendant_id, challenge)
 
 
 def device_info(pendant_id: bytes) -> bytes:

@@ -16,6 +16,7 @@ MODULES = (
     "test_feedback",
     "test_link",
     "test_app",
+    "test_keycheck",
 )
 
 

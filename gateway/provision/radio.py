@@ -6,6 +6,12 @@ the hub), or the simulated radio's classes (``sim.ble.backend_for(link)``).
 On the platform's backend, a hub whose Bluetooth stack cannot be reached (no system D-Bus socket, bluetoothd not
 running, no adapter, the adapter off) ends the first radio step with :class:`BluetoothUnavailableError` and a one-line
 fix, never with the D-Bus library's traceback (issue 16.5).
+
+A pendant is paired with the key loaded into it, and the key is proved before anything is saved (issue 16.3,
+``docs/protocol.md`` §9.7): over the same link the hub reads Device Info (the pendant's id must be its Bluetooth
+identity address, which the hub verifies every frame against), writes a fresh :class:`~protocols.pendant.KeyChallenge`
+to Key Check and verifies the answer under the key given. A mistyped key ends pairing with
+:class:`PendantKeyMismatchError` ("the pendant's key does not match: ...").
 """
 
 from __future__ import annotations
@@ -36,13 +42,19 @@ from gateway.provision.errors import (
     DeviceNotFoundError,
     ProvisionError,
 )
+from protocols.errors import AuthenticationError, DecodeError
+from protocols.pendant import DEVICE_INFO_CHAR_UUID, KEY_CHECK_CHAR_UUID, DeviceInfo, KeyAnswer, KeyChallenge
 from protocols.pendant import SERVICE_UUID as PENDANT_SERVICE
 
 __all__ = [
     "INSTRUCTIONS",
+    "LOAD_PENDANT_KEY",
     "SERVICE_KINDS",
     "Found",
     "PairResult",
+    "PendantIdentityError",
+    "PendantKeyMismatchError",
+    "check_pendant_key",
     "kind_of",
     "open_radio",
     "pair_device",
@@ -75,8 +87,26 @@ INSTRUCTIONS: Final[dict[DeviceKind, str]] = {
     DeviceKind.THERMOMETER: "Press the thermometer's button once; it advertises for a minute.",
     DeviceKind.SCALE: "Step on the scale and off again; it advertises while the weight is shown.",
     DeviceKind.HEART_RATE: "Put the band on (the contacts must be moist); it advertises while it sees a pulse.",
-    DeviceKind.PENDANT: "Press and hold the pendant's button for 5 seconds until its light blinks blue.",
+    # firmware/pendant/app.py: a provisioned pendant stays awake and connectable for a minute (AWAKE_MS) after it
+    # boots or after its last gesture; a double press is a check-in (button.DOUBLE), never a call for help. Its
+    # LED is single-colour and shows nothing while it waits (firmware/README.md, "LED and buzzer patterns").
+    DeviceKind.PENDANT: "Wake the pendant without calling for help: right after its key was loaded (mpremote reset) "
+    "it is reachable for a minute; later, double-press its button (a check-in). Its light stays off while it waits.",
 }
+#: How a key gets into a pendant: over USB with mpremote, as ``firmware/README.md`` ("Provisioning") shows.
+LOAD_PENDANT_KEY: Final = (
+    "load it over USB: mpremote exec \"import store; store.provision('', b'ADDRESS', bytes.fromhex('KEY'))\" "
+    "then mpremote reset (firmware/README.md, 'Provisioning')"
+)
+_ANSWER_WAIT_S: Final = 5.0  # the firmware answers within a scheduler turn; a lost indication is read instead
+
+
+class PendantKeyMismatchError(ProvisionError):
+    """The pendant's answer to the key challenge does not verify under the key given: it holds another key."""
+
+
+class PendantIdentityError(ProvisionError):
+    """The pendant's id (Device Info) is not its Bluetooth identity address, which the hub verifies frames against."""
 
 
 _NO_BLUEZ_FIX: Final = "install bluez and start bluetoothd, or pass --link for the simulated radio"
@@ -206,12 +236,88 @@ class PairResult:
         kind: its kind, from its GATT services.
         name: its advertised name.
         battery: battery level read after bonding, if it has the Battery service.
+        key_checked: a pendant that proved it holds the key given (``docs/protocol.md`` §9.7).
     """
 
     address: str
     kind: DeviceKind
     name: str | None
     battery: int | None
+    key_checked: bool = False
+
+
+def _key_needed(address: str) -> ProvisionError:
+    return ProvisionError(
+        f"{address} is a pendant, and a pendant is paired with the key loaded into it",
+        "give that key with --pendant-key (64 hex digits); to make one and " + LOAD_PENDANT_KEY,
+    )
+
+
+def _parse_answer(raw: bytes) -> KeyAnswer | None:
+    try:
+        return KeyAnswer.from_bytes(bytes(raw))
+    except DecodeError:
+        return None  # empty (nothing answered yet) or the hub's own challenge, still the value
+
+
+async def check_pendant_key(client: BleakClient, identity: str, key: bytes) -> None:
+    """Prove over ``client`` that the pendant at ``identity`` holds ``key`` under the id the hub will verify.
+
+    Raises:
+        PendantIdentityError: its Device Info names another id.
+        PendantKeyMismatchError: its answer to a fresh challenge does not verify under ``key``.
+        ProvisionError: its firmware has no Key Check, or it did not answer.
+        BleakError: the link failed.
+    """
+    try:
+        info = DeviceInfo.from_bytes(bytes(await client.read_gatt_char(str(DEVICE_INFO_CHAR_UUID))))
+    except DecodeError as exc:
+        raise ProvisionError(f"{identity}: unreadable pendant Device Info ({exc})", "update its firmware") from exc
+    if info.pendant_id != identity:
+        raise PendantIdentityError(
+            f"the pendant at {identity} was provisioned with the id {info.pendant_id!r}, but the hub verifies its "
+            f"calls against its Bluetooth address {identity}",
+            "load its key again with the id " + LOAD_PENDANT_KEY.replace("ADDRESS", identity),
+        )
+    char = client.services.get_characteristic(str(KEY_CHECK_CHAR_UUID))
+    if char is None:
+        raise ProvisionError(
+            f"the pendant at {identity} cannot prove its key (no Key Check, docs/protocol.md §9.7)",
+            "update its firmware (firmware/README.md) and pair again",
+        )
+    challenge = KeyChallenge.fresh()
+    answers: asyncio.Queue[bytes] = asyncio.Queue()
+    await client.start_notify(char, lambda _char, data: answers.put_nowait(bytes(data)))
+    try:
+        await client.write_gatt_char(char, bytes(challenge), response=True)
+        answer: KeyAnswer | None = None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_ANSWER_WAIT_S):
+                while answer is None:
+                    candidate = _parse_answer(await answers.get())
+                    if candidate is not None and candidate.answers(challenge):
+                        answer = candidate
+        if answer is None:  # the indication was lost or refused (one at a time): the answer is still the value
+            candidate = _parse_answer(bytes(await client.read_gatt_char(char)))
+            if candidate is not None and candidate.answers(challenge):
+                answer = candidate
+    finally:
+        with contextlib.suppress(BleakError):
+            await client.stop_notify(char)
+    if answer is None:
+        raise ProvisionError(
+            f"the pendant at {identity} did not answer the hub's key check",
+            "update its firmware (firmware/README.md) and pair again",
+        )
+    try:
+        answer.verify(challenge, identity, key)
+    except AuthenticationError as exc:
+        raise PendantKeyMismatchError(
+            f"the pendant's key does not match: {identity} answered the hub's challenge under another key ({exc})",
+            "check the 64 hex digits of the key given, or "
+            + LOAD_PENDANT_KEY.replace("ADDRESS", identity)
+            + "; nothing was saved",
+        ) from exc
 
 
 def _bond_refused(address: str, kind: DeviceKind | None, exc: BaseException) -> BondRefusedError:
@@ -230,16 +336,23 @@ async def pair_device(
     scanner_backend: type[BaseBleakScanner] | None = None,
     client_backend: type[BaseBleakClient] | None = None,
     give_up_after: float = 20.0,
+    pendant_key: bytes | None = None,
 ) -> PairResult:
     """Find the device, connect, bond (LE Secure Connections), and check it offers the service of its kind.
+
+    A pendant must prove it holds ``pendant_key`` (:func:`check_pendant_key`) before this returns.
 
     Raises:
         DeviceNotFoundError: nothing advertises at ``address`` within ``give_up_after`` seconds.
         BluetoothUnavailableError: the platform's Bluetooth stack cannot be used (see the module docstring).
         BondRefusedError: the device refused bonding.
-        ProvisionError: the device is not the expected kind, or the link failed.
+        PendantKeyMismatchError, PendantIdentityError: a pendant that does not hold ``pendant_key`` under its
+            address.
+        ProvisionError: the device is not the expected kind, a pendant without ``pendant_key``, or the link failed.
     """
     wanted = address.upper()
+    if expect is DeviceKind.PENDANT and pendant_key is None:
+        raise _key_needed(wanted)
     how = INSTRUCTIONS.get(expect, "") if expect else "Put the device in pairing mode."
     extra: dict[str, Any] = {} if scanner_backend is None else {"backend": scanner_backend}
     with _bluetooth_needed(scanner_backend is None):
@@ -265,6 +378,10 @@ async def pair_device(
                 raise ProvisionError(
                     f"{wanted} is a {kind.value}, not a {expect.value}", f"pair it as --kind {kind.value}"
                 )
+            if kind is DeviceKind.PENDANT:
+                if pendant_key is None:
+                    raise _key_needed(wanted)
+                await check_pendant_key(client, identity, pendant_key)
             battery: int | None = None
             if client.services.get_characteristic(_BATTERY_LEVEL) is not None:
                 try:
@@ -279,7 +396,7 @@ async def pair_device(
             f"the Bluetooth link to {wanted} failed ({exc or type(exc).__name__})",
             f"bring the device next to the hub; {how[0].lower()}{how[1:]} and pair again",
         ) from exc
-    return PairResult(identity, kind, device.name, battery)
+    return PairResult(identity, kind, device.name, battery, key_checked=kind is DeviceKind.PENDANT)
 
 
 @contextlib.asynccontextmanager

@@ -60,6 +60,7 @@ __all__ = [
     "init_hub",
     "load_platform_keys",
     "parse_edit",
+    "pendant_key_to_check",
     "provision_pendant_key",
     "set_resident",
 ]
@@ -476,6 +477,24 @@ def provision_pendant_key(paths: HubPaths, address: str, key: bytes | None = Non
     except KeyFileError as exc:
         raise ConfigWriteError(f"could not write the pendant key: {exc}", "free space on the hub's storage") from exc
     return path, new, True
+
+
+def pendant_key_to_check(paths: HubPaths, address: str, key: bytes | None) -> bytes | None:
+    """The key a pendant must prove at pairing (``docs/protocol.md`` §9.7): ``key`` if the installer gave one, else
+    the one the hub already keeps for ``address`` (pairing again), else None (pairing a pendant then stops).
+
+    Raises:
+        ProvisionError: the kept key file is unusable.
+    """
+    if key is not None:
+        return key
+    path = paths.pendant_key(address)
+    if not path.exists():
+        return None
+    try:
+        return load_pendant_key(path)[1]
+    except KeyFileError as exc:
+        raise ProvisionError(f"the pendant key file is unusable: {exc}", f"delete {path} and pair again") from exc
 
 
 def check_address(text: str) -> str:

@@ -21,6 +21,9 @@ A button worn by the resident. What it does, as the firmware (``firmware/pendant
     ``(event counter, seq)`` is above the last accepted pair (after a boot the floor is ``(own counter, 0xFFFF)``).
 
   What it ignored is recorded in :attr:`Pendant.rejected` (the simulation's own bookkeeping; the hub sees nothing).
+* **Key check** (``docs/protocol.md`` §9.7): a challenge written to Key Check is answered as the firmware answers
+  it: the value becomes ``version | nonce | tag`` under the pendant's key and id, indicated to a subscribed hub and
+  readable; a malformed write stays the value and is recorded in :attr:`Pendant.rejected`.
 * **Feedback** becomes an LED/buzzer pattern, recorded in :attr:`Pendant.patterns` as ``(at, state, pattern)``; the
   pattern per state is :data:`PATTERNS` (the firmware's table, ``firmware/pendant/feedback.py``, with LED colours).
 * **Reads.** Event: the oldest unconfirmed frame; with none pending, the last frame that was the oldest; empty
@@ -68,6 +71,7 @@ from protocols.pendant import (
     DEVICE_INFO_CHAR_UUID,
     EVENT_CHAR_UUID,
     FEEDBACK_CHAR_UUID,
+    KEY_CHECK_CHAR_UUID,
     KEY_LEN,
     SERVICE_UUID,
     DeviceInfo,
@@ -339,7 +343,21 @@ class Pendant(SimDevice):
         info: gatt.Characteristic[bytes] = gatt.Characteristic(
             UUID(str(DEVICE_INFO_CHAR_UUID)), P.READ, READABLE, bytes(DeviceInfo(self.pendant_id))
         )
-        return [gatt.Service(UUID(str(SERVICE_UUID)), [self.event_char, confirm, feedback, info])]
+        self.key_check_char: gatt.Characteristic[bytes] = gatt.Characteristic(
+            UUID(str(KEY_CHECK_CHAR_UUID)),
+            P.READ | P.WRITE | P.INDICATE,
+            READABLE | WRITEABLE,
+            gatt.CharacteristicValue[bytes](read=self._read_key_check, write=self._on_key_check),
+        )
+        self.key_check_char.descriptors = [
+            gatt.Descriptor(
+                gatt.GATT_CLIENT_CHARACTERISTIC_CONFIGURATION_DESCRIPTOR,
+                READABLE | WRITEABLE,
+                device.gatt_server.make_descriptor_value(self.key_check_char),
+            )
+        ]
+        chars = [self.event_char, confirm, feedback, info, self.key_check_char]
+        return [gatt.Service(UUID(str(SERVICE_UUID)), chars)]
 
     def advertised_uuids(self) -> list[str]:
         """The pendant service's 128-bit UUID."""
@@ -409,6 +427,23 @@ class Pendant(SimDevice):
         else:
             _log.warning("%s: confirm write ignored: %s", self.id, state.rejected[-1].reason)
         self._notify_changed()
+
+    def _read_key_check(self, _connection: Connection) -> bytes:
+        return self._state.key_check_value
+
+    def _on_key_check(self, _connection: Connection, value: bytes) -> None:
+        answer = self._state.on_key_check(bytes(value), self.clock.now())
+        if answer is None:
+            _log.warning("%s: key check write ignored: %s", self.id, self._state.rejected[-1].reason)
+        else:
+            _log.info("%s: answered a key check", self.id)
+            self.spawn(self._indicate_answer(answer), name=f"{self.id}-key-check")
+        self._notify_changed()
+
+    async def _indicate_answer(self, answer: bytes) -> None:
+        """Indicate the answer after the write's response (a hub that did not subscribe reads it instead)."""
+        with contextlib.suppress(OSError, RuntimeError, att.ATT_Error):
+            await self.indicate(self.key_check_char, answer)
 
     def _on_feedback(self, _connection: Connection, value: bytes) -> None:
         state = self._state

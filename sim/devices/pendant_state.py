@@ -1,6 +1,6 @@
 """The simulated pendant's memory and rules, without radio, clock or files: what the firmware keeps in RAM
 (``firmware/pendant/app.py``: pending events, the Event value, the feedback floor) and how it answers the hub's
-writes (``Pendant.on_write``), per ``docs/protocol.md`` §9.4 and §9.6.
+writes (``Pendant.on_write``), per ``docs/protocol.md`` §9.4, §9.6 and §9.7 (the key check at pairing).
 
 :class:`PendantState` takes the time of each write as an argument and returns what happened; the GATT shell
 (:mod:`sim.devices.pendant`) persists the counter, logs the ground truth and paces the indications.
@@ -23,6 +23,7 @@ from protocols.pendant import (
     ConfirmFrame,
     FeedbackFrame,
     FeedbackState,
+    KeyChallenge,
     PendantEvent,
     PendantEventType,
 )
@@ -51,6 +52,7 @@ class Written(enum.Enum):
 
     CONFIRM = "confirm"
     FEEDBACK = "feedback"
+    KEY_CHECK = "key_check"
 
 
 class Refusal(enum.Enum):
@@ -151,6 +153,9 @@ class PendantState:
         self.confirmed_at: dict[int, datetime] = {}
         self.duplicate_confirms = 0
         self._feedback_floor = (counter, _FEEDBACK_SEQ_FLOOR)
+        self.key_check_value = b""
+        """The Key Check characteristic's value: empty at boot, then what the hub last wrote, replaced by the
+        answer when that was a challenge (the firmware's stack keeps a written value, then the pendant answers)."""
 
     @property
     def counter(self) -> int:
@@ -171,6 +176,7 @@ class PendantState:
         self._counter = max(self._counter, counter)
         self.pending.clear()
         self.event_value = b""
+        self.key_check_value = b""
         self.showing = FeedbackState.IDLE
         self._feedback_floor = (self._counter, _FEEDBACK_SEQ_FLOOR)
         return self.rekey_if_exhausted()
@@ -244,6 +250,21 @@ class PendantState:
         self.showing = frame.state
         self.patterns.append(Shown(now, frame.state, PATTERNS[frame.state]))
         return True
+
+    def on_key_check(self, value: bytes, now: datetime) -> bytes | None:
+        """A Key Check write (§9.7): the answer to a well-formed challenge (also the new value), else None.
+
+        A malformed write is recorded in :attr:`rejected` and left as the value, as the firmware's stack keeps it.
+        """
+        self.key_check_value = bytes(value)
+        try:
+            challenge = KeyChallenge.from_bytes(value)
+        except DecodeError as error:
+            self._ignore(Written.KEY_CHECK, Refusal.NOT_AUTHENTIC, str(error), value, now)
+            return None
+        answer = bytes(challenge.answer(self.pendant_id, self.key))
+        self.key_check_value = answer
+        return answer
 
     def _append(self, event: PendantEvent) -> Queued:
         queued = Queued(event, bytes(event))
