@@ -32,7 +32,9 @@ async def next_event(stream: aiohttp.StreamReader) -> str:
 
 
 @pytest.mark.integration
-async def test_platform_run_serves_the_console_live_and_sends_the_doctors_ack(tmp_path: Path, mosquitto: MosquittoBroker) -> None:
+async def test_platform_run_serves_the_console_live_and_sends_the_doctors_ack(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
     platform, hub = PlatformIdentity.generate(), HubIdentity.generate("hub-a")
     cfg = write_platform(tmp_path, mosquitto, platform)
     await enroll(tmp_path / "platform.db", hub)
@@ -74,7 +76,9 @@ async def test_platform_run_serves_the_console_live_and_sends_the_doctors_ack(tm
         await stop(proc)
 
 
-async def test_platform_run_refuses_a_bad_console_address_in_one_line(tmp_path: Path, mosquitto: MosquittoBroker) -> None:
+async def test_platform_run_refuses_a_bad_console_address_in_one_line(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
     cfg = write_platform(tmp_path, mosquitto, PlatformIdentity.generate())
     proc = await spawn(["platform", "run", "-c", str(cfg), "--console", "nowhere"])
     _, err = await proc.communicate()
