@@ -249,7 +249,8 @@ class PairResult:
 def _key_needed(address: str) -> ProvisionError:
     return ProvisionError(
         f"{address} is a pendant, and a pendant is paired with the key loaded into it",
-        "give that key with --pendant-key (64 hex digits); to make one and " + LOAD_PENDANT_KEY,
+        "give that key with --pendant-key (64 hex digits); to make one (python3 -c 'import secrets; "
+        "print(secrets.token_hex(32))') and " + LOAD_PENDANT_KEY.replace("ADDRESS", address),
     )
 
 
