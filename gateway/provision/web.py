@@ -54,6 +54,7 @@ from gateway.provision.steps import (
     enroll_hub,
     init_hub,
     parse_edit,
+    pendant_key_to_check,
     provision_pendant_key,
     set_resident,
 )
@@ -364,7 +365,7 @@ async def _pair(request: web.Request) -> web.Response:
         except ValueError:
             key = b""
         if len(key) != 32:
-            raise ProvisionError("the pendant key is not 64 hex digits", "copy it from the pendant's card")
+            raise ProvisionError("the pendant key is not 64 hex digits", "copy the key loaded into the pendant")
     move = data.get("move") is True
     address = check_assignment(settings.paths, address, resident, move=move)  # before the radio: fail fast
     check_user_id(user)
@@ -372,14 +373,16 @@ async def _pair(request: web.Request) -> web.Response:
     if lock.locked():
         raise _busy()
     scanner, client = request.app[_RADIO]
-    async with lock:
-        result = await pair_device(address, expect=kind, scanner_backend=scanner, client_backend=client)
+    key = pendant_key_to_check(settings.paths, address, key)  # typed, else the one kept for this pendant
+    async with lock:  # a pendant proves the key before anything is saved (docs/protocol.md §9.7)
+        result = await pair_device(
+            address, expect=kind, scanner_backend=scanner, client_backend=client, pendant_key=key
+        )
     key_file = None
     note = ""
     if result.kind is DeviceKind.PENDANT:
-        key_file, _, fresh = provision_pendant_key(settings.paths, result.address, key)
-        if key is None and fresh:
-            note = "A new pendant key was made: load it into the pendant with the kit's USB tool before use."
+        key_file, _, _ = provision_pendant_key(settings.paths, result.address, key)
+        note = "The pendant proved it holds this key."
     config = add_device(
         settings.paths,
         address=result.address,
@@ -575,7 +578,7 @@ pre{white-space:pre-wrap;font-size:.85rem;background:#f4f6f8;padding:.5rem}.row{
 <div id="pair-form" class="hidden"><p id="pair-what"></p><p id="pair-how"></p>
 <label for="pres">Resident</label><select id="pres"></select>
 <label for="puser">Meter user (multi-user meters: its User ID, 0 to 254)</label><input id="puser" inputmode="numeric">
-<label for="pkey">Pendant key from its card (pendants; empty makes a new one)</label><input id="pkey">
+<label for="pkey">Key loaded into the pendant (64 hex digits; empty: the one the hub keeps)</label><input id="pkey">
 <button id="pair-btn">Pair</button></div><p id="pair-msg"></p></section>
 <section id="thr-sec"><h2>5. Doctor's thresholds</h2><label for="tres">Resident</label><select id="tres"></select>
 <div id="profiles"></div><label for="tset">Changes, one per line (bp.systolic.critical_high=175)</label>
