@@ -23,7 +23,13 @@ from community.console.web import CONSOLE, Console, current, html
 from community.console.web_i18n import Lang, t
 from community.console.web_render import page, resident_card, threshold_rows
 from community.console.web_store import AlarmAction, ThresholdChange
-from community.console.web_views import alarm_resident, hub_of_resident, residents_of, threshold_status
+from community.console.web_views import (
+    alarm_resident,
+    hub_of_resident,
+    queue_items,
+    residents_of,
+    threshold_status,
+)
 from community.down_types import QueuedDown
 from community.storage import StoredReading
 from protocols.thresholds import Key, ThresholdError, Thresholds, resolve_thresholds
@@ -80,6 +86,8 @@ async def _alarm_action(request: web.Request) -> web.StreamResponse:
         detail += f" at revision {revision}"
     console.audit.record(account.username, f"alarm.{action}", resident, detail)
     console.feed.publish()
+    if request.path.startswith("/api/"):
+        return web.json_response({"hub": hub, "alarm_id": alarm_id, "action": action, "detail": detail})
     raise web.HTTPSeeOther("/")
 
 
@@ -222,7 +230,48 @@ async def _change_thresholds(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(f"/residents/{quote(resident)}")
 
 
+async def _api_session(request: web.Request) -> web.Response:
+    account, session = current(request)
+    return web.json_response({"username": account.username, "role": account.role.value, "csrf": session.csrf})
+
+
+async def _api_alarms(request: web.Request) -> web.Response:
+    """The queue as JSON, for programs (the demo's simulated doctor): what the page shows, same access rules."""
+    console = request.config_dict[CONSOLE]
+    account, _ = current(request)
+    items = queue_items(
+        await console.storage.readings(),
+        account,
+        console.accounts.sharing,
+        console.store.actions(),
+        console.store.resolved(),
+        now=console.clock(),
+        escalate_after=console.settings.escalate_after,
+    )
+    for resident in sorted({i.alarm.resident_id for i in items if i.alarm.resident_id}):
+        console.audit.record(account.username, "view.queue", resident, "api")
+    return web.json_response(
+        [
+            {
+                "hub": i.alarm.hub,
+                "alarm_id": i.alarm.alarm_id,
+                "resident": i.alarm.resident_id,
+                "condition": i.alarm.condition,
+                "tier": i.alarm.tier.value,
+                "state": i.alarm.state.value,
+                "raised_at": i.alarm.raised_at.isoformat(),
+                "acknowledged": i.alarm.acknowledged or bool(i.acks),
+                "escalated": i.escalated,
+            }
+            for i in items
+        ]
+    )
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/session", _api_session)
+    app.router.add_get("/api/alarms", _api_alarms)
+    app.router.add_post("/api/alarms/{hub}/{alarm_id}/{action}", _alarm_action)
     app.router.add_post("/alarms/{hub}/{alarm_id}/{action}", _alarm_action)
     app.router.add_get("/residents", _residents)
     app.router.add_get("/residents/{resident}", _resident_page)

@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from community.console.accounts import AccountStore, Role, Sharing, SharingLevel, accounts_path
 from community.console.audit import SqliteAuditStore, audit_path, verify
+from community.console.client import ConsoleClient, ConsoleClientError
 from community.console.web import Console, ConsoleSettings, console_app, open_console
 from community.down_types import DownState, QueuedDown
 from community.samples import T0, alarm_record, bp_record
@@ -248,3 +249,20 @@ async def test_fhir_is_mounted_and_reading_it_is_audited(setup: Setup) -> None:
     assert r.status == 200
     assert (await r.json())["resourceType"] == "CapabilityStatement"
     assert ("dr-li", "fhir.read", None) in setup.audit()
+
+
+async def test_the_console_client_logs_in_lists_and_acknowledges_through_the_api(setup: Setup) -> None:
+    async with ConsoleClient(setup.origin) as bad:
+        with pytest.raises(ConsoleClientError, match="401"):
+            await bad.login("dr-li", "wrong horse")
+    async with ConsoleClient(setup.origin) as doctor:
+        await doctor.login("dr-li", "correct horse")
+        [alarm] = await doctor.alarms()
+        assert (alarm.hub, alarm.alarm_id, alarm.resident, alarm.tier) == ("hub-a", "alarm-1", "resident-1", "critical")
+        assert alarm.escalated
+        await doctor.ack("hub-a", "alarm-1")
+        with pytest.raises(ConsoleClientError, match="403"):
+            await doctor.ack("hub-b", "alarm-2")
+    [sent] = setup.sender.sent
+    assert sent.body == AlarmAcknowledgement("alarm-1", "Dr Li", NOW, "doctor", None)
+    assert ("dr-li", "access.denied", "resident-2") in setup.audit()
