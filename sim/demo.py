@@ -26,6 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from community.console.client import ConsoleClient
 from community.ingest import IngestWorker, WorkerSettings
 from community.storage import SqliteStorage
 from community.wire import PlatformCodec
@@ -88,6 +89,7 @@ class DemoOptions:
     broker: str = "auto"  # auto | mosquitto | embedded
     caregiver_delay_s: float = 120.0  # simulated seconds before the caregiver answers a panic call
     settle_timeout_s: float = 900.0  # simulated seconds at most to wait for the last deliveries (all acked: ends)
+    console: str | None = None  # HOST:PORT: serve the doctor's console; the simulated doctor acts through its API
 
     def real_speed(self) -> float:
         """The compression factor in use."""
@@ -290,8 +292,11 @@ async def run_demo(options: DemoOptions, *, say: Callable[[str], None] = lambda 
                     clock=clock,
                     tick_interval=1.0,
                 ) as gateway,
+                contextlib.AsyncExitStack() as console_stack,
                 asyncio.TaskGroup() as tasks,
             ):
+                if options.console is not None:
+                    await _serve_console(console_stack, options.console, platform, scenario, workdir, clock, say)
                 caregiver = tasks.create_task(
                     platform.caregiver(clock, options.caregiver_delay_s, say), name="demo.caregiver"
                 )
@@ -310,6 +315,33 @@ async def run_demo(options: DemoOptions, *, say: Callable[[str], None] = lambda 
             await sim_ble.close_centrals()
     summary.elapsed_s = round(time.monotonic() - started, 2)
     return summary
+
+
+async def _serve_console(  # noqa: PLR0917 - the demo's parts, each once
+    stack: contextlib.AsyncExitStack,
+    address: str,
+    platform: DemoPlatform,
+    scenario: Scenario,
+    workdir: Path,
+    clock: LoopClock,
+    say: Callable[[str], None],
+) -> None:
+    """Serve the doctor's console on the demo's platform; the simulated doctor logs in and acts through it."""
+    from community.console.demo_console import attach_console  # noqa: PLC0415 - the console only when asked
+
+    host, _, port = address.rpartition(":")
+    served = await attach_console(
+        stack,
+        storage=platform.storage,
+        worker=platform.worker,
+        database=workdir / _PLATFORM_DB,
+        residents=[r.id for r in scenario.residents],
+        host=host.strip("[]") or "127.0.0.1",
+        port=int(port),
+        clock=clock.now,
+    )
+    platform.doctor, platform.on_alarm = served.doctor, served.on_alarm
+    say(f"console: {served.url} (log in as {served.username}, password {served.password})")
 
 
 async def _play(home: Home, clock: LoopClock, end: datetime) -> None:
@@ -403,6 +435,10 @@ def summary_json(summary: DemoSummary) -> str:
     return json.dumps(summary.as_dict(), ensure_ascii=False)
 
 
+def _no_console() -> None:
+    """No console to wake."""
+
+
 class DemoPlatform:
     """The reference platform as the demo runs it: storage, one ingest worker, and a simulated caregiver."""
 
@@ -421,6 +457,9 @@ class DemoPlatform:
         self._stack = contextlib.AsyncExitStack()
         self._worker: IngestWorker | None = None
         self._storage: SqliteStorage | None = None
+        #: The simulated doctor's console session (carehub demo --console), and the console queue's wake-up call.
+        self.doctor: ConsoleClient | None = None
+        self.on_alarm: Callable[[], None] = _no_console
 
     @property
     def worker(self) -> IngestWorker:
@@ -460,6 +499,7 @@ class DemoPlatform:
         async with asyncio.TaskGroup() as answers:
             while True:
                 record = await self.worker.alarms.get()
+                self.on_alarm()
                 body = record.body
                 if not isinstance(body, AlarmBody):
                     continue
@@ -481,13 +521,19 @@ class DemoPlatform:
         if alarm_id in cancelled:
             say(f"{clock.now():%H:%M} platform: call {alarm_id} was cancelled by the resident; noted, no callback")
             return
-        await self.worker.ack_alarm(self._hub.hub_id, alarm_id, "Dr. Li", clock.now(), role="family doctor")
+        await self._ack(alarm_id, clock)
         say(f"{clock.now():%H:%M} platform: Dr. Li (family doctor) answered panic call {alarm_id}")
 
     async def _take_on(self, body: AlarmBody, clock: LoopClock, delay_s: float, say: Callable[[str], None]) -> None:
         await clock.sleep(delay_s)
-        await self.worker.ack_alarm(self._hub.hub_id, body.alarm_id, "Dr. Li", clock.now(), role="family doctor")
+        await self._ack(body.alarm_id, clock)
         say(f"{clock.now():%H:%M} platform: Dr. Li (family doctor) took on alarm {body.condition} and will call")
+
+    async def _ack(self, alarm_id: str, clock: LoopClock) -> None:
+        if self.doctor is not None:  # through the console's HTTP API, as Dr. Li logged in (carehub demo --console)
+            await self.doctor.ack(self._hub.hub_id, alarm_id)
+        else:
+            await self.worker.ack_alarm(self._hub.hub_id, alarm_id, "Dr. Li", clock.now(), role="family doctor")
 
     async def measurements(self) -> list[tuple[str | None, bytes]]:
         """(device, raw GATT bytes) of every stored measurement record."""
