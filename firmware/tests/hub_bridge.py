@@ -10,7 +10,10 @@
 #   write confirm|feedback <hex|-> -> "WROTE <status> ACTED <0|1> PENDING <c,c..|-> STATE <n>"   the ATT status
 #                                     the stack answered; once the firmware took the write: whether it acted on it
 #                                     (app.Pendant.on_write's answer), what is pending and what is shown
-#   read event|info                -> "READ <status> <hex|->"   a Read Request as the stack answers it
+#   read event|info|keycheck       -> "READ <status> <hex|->"   a Read Request as the stack answers it
+#   keycheck <hex|->               -> "KEYCHECK <status> ACTED <0|1> INDICATED <hex|->"   a key challenge written
+#                                     (docs/protocol.md §9.7): the ATT status, whether the firmware answered it, and
+#                                     the answer it indicated on Key Check
 #   quit                           -> (exit)
 #
 # Usage: micropython hub_bridge.py ROOT KEY_HEX PENDANT_ID [FIRST_COUNTER] (MICROPYPATH as for run.py). The pendant is
@@ -92,8 +95,18 @@ async def serve(root: str) -> None:
             pending = ",".join(str(p[0]) for p in rig.pendant.pending) or "-"
             print("WROTE", status, "ACTED", int(bool(acted and acted[0])), "PENDING", pending, "STATE", rig.player.state)
         elif cmd == "read":
-            status, value = rig.fake.central_read_att(ble_link.EVENT_UUID if words[1] == "event" else ble_link.INFO_UUID)
+            uuid = {"event": ble_link.EVENT_UUID, "info": ble_link.INFO_UUID, "keycheck": ble_link.KEY_CHECK_UUID}
+            status, value = rig.fake.central_read_att(uuid[words[1]])
             print("READ", status, value.hex() or "-")
+        elif cmd == "keycheck":
+            handle = rig.fake.by_uuid[ble_link.KEY_CHECK_UUID]
+            before = len(rig.fake.indications)
+            del acted[:]
+            status = rig.fake.central_write(ble_link.KEY_CHECK_UUID, b"" if words[1] == "-" else bytes.fromhex(words[1]))
+            if status == 0:
+                await support.until(lambda: acted)
+            answers = [v for _, h, v in rig.fake.indications[before:] if h == handle]
+            print("KEYCHECK", status, "ACTED", int(bool(acted and acted[0])), "INDICATED", answers[-1].hex() if answers else "-")
         elif cmd == "reboot":
             task.cancel()
             await asyncio.sleep_ms(0)
