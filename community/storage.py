@@ -584,7 +584,10 @@ class SqliteStorage(SqliteDownStore):
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
             conn.execute("COMMIT")
-            make_private(self.path)
+            # Not make_private(self.path) again here: opening and closing the database file while this connection
+            # is open drops the POSIX locks it holds on it (fcntl locks belong to the process), so another process
+            # closing its last connection would checkpoint and delete the WAL this one still writes to (acked
+            # readings invisible, lost on SIGKILL). SQLite creates -wal/-shm with the database file's mode (0600).
         except (sqlite3.Error, OSError) as exc:
             raise StorageError(f"platform database {self.path}: {exc}") from exc
         self._conn = conn
