@@ -1,0 +1,243 @@
+"""``carehub bench platform``: the community platform's figures, all measured in one run on this machine.
+
+A real Mosquitto and a real ``carehub platform run`` worker process (SQLite, or PostgreSQL with ``--postgres``)
+take a reconnect storm from :mod:`sim.fleet` (``hubs`` hubs, one MQTT connection each, ``backlog`` envelopes each,
+``panics`` panic presses during the storm). Figures (one JSON object with ``--json``):
+
+* ``crypto_open_verify_us``: the bare cost of opening and verifying one envelope with PyNaCl
+  (:func:`protocols.envelope.open_envelope`, one core, this run);
+* ``worker_cpu_per_envelope_us``: the worker process's CPU time (``/proc/<pid>/stat`` utime + stime, all its
+  threads) from the storm's start to the drain, divided by the envelopes the hubs produced;
+* ``cpu_ratio_to_crypto``: the two above, divided (issue 15's target: at most 2);
+* ``envelopes_per_s``: envelopes stored and acked per second (produced / drain time);
+* ``storm_panic_p50_ms``, ``storm_panic_p99_ms``: panic press to the hub's receipt of the platform's ack;
+* ``storm_amplification``: envelopes the hubs published / envelopes produced (1.0: nothing sent twice);
+* ``storm_drain_s``, ``stored``, ``lost``, ``duplicated``, ``worker_peak_rss_mb`` (VmHWM) and the run's size.
+
+Sizes: ``--quick`` 50 hubs x 20 envelopes, 5 panics (seconds, for tests); the default 1,000 hubs x 20, 10 panics
+(about a minute on a 2-core machine); issue 15's full storm is ``carehub bench platform --hubs 10000 --backlog 100
+--json`` (1,000,000 envelopes; hours with a worker at today's speed). Nothing is asserted: a run that loses or
+duplicates a record fails in one line instead of printing figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import resource
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from community.samples import T0, bp_record
+from gateway.wire import HubWire
+from protocols.envelope import open_envelope
+from protocols.keys import HubIdentity, PlatformIdentity, save_platform_identity
+from sim.broker import MosquittoBroker
+from sim.fleet import FleetError, FleetOptions, FleetReport, run_fleet
+
+__all__ = [
+    "PlatformBenchOptions",
+    "crypto_open_verify_us",
+    "platform_worker",
+    "process_cpu_s",
+    "run_platform_bench",
+    "write_platform_config",
+]
+
+_START_BOUND_S: Final = 60.0  # the worker must say "ingesting from" within this (a bound, never a sleep)
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformBenchOptions:
+    """One ``carehub bench platform`` run (``None``: the size ``quick`` selects)."""
+
+    hubs: int | None = None
+    backlog: int | None = None
+    panics: int | None = None
+    processes: int | None = None
+    postgres: str | None = None
+    quick: bool = False
+
+    def size(self) -> tuple[int, int, int]:
+        """(hubs, backlog, panics) of this run."""
+        hubs, backlog, panics = (50, 20, 5) if self.quick else (1000, 20, 10)
+        return (
+            hubs if self.hubs is None else self.hubs,
+            backlog if self.backlog is None else self.backlog,
+            panics if self.panics is None else self.panics,
+        )
+
+
+def crypto_open_verify_us(envelopes: int = 2000) -> float:
+    """Microseconds to open (X25519 sealed box) and verify (Ed25519) one single-record envelope, on one core."""
+    platform, hub = PlatformIdentity.generate(), HubIdentity.generate("bench-hub")
+    wire = HubWire(hub, platform.public)
+    sealed = [wire.seal(n + 1, [bp_record(hub.hub_id, n, seq=n + 1)], T0) for n in range(envelopes)]
+    known = {hub.hub_id: hub.verify_key}
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        for data in sealed:
+            open_envelope(data, platform.box_key, known, expected_hub=hub.hub_id)
+        best = min(best, time.perf_counter() - start)
+    return best / envelopes * 1e6
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` and all its threads so far (``/proc/<pid>/stat``)."""
+    text = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    fields = text[text.rindex(")") + 2 :].split()
+    # After the command name: state is field 3; utime and stime are fields 14 and 15 (proc(5)).
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"/proc/{pid}/status has no VmHWM")
+
+
+def write_platform_config(workdir: Path, broker_url: str, *, postgres: str | None = None) -> Path:
+    """A platform (keys and ``platform.toml``) in ``workdir`` for ``broker_url``; SQLite unless ``postgres``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    save_platform_identity(workdir / "platform.key", PlatformIdentity.generate())
+    storage = 'database = "platform.db"' if postgres is None else f'url = "{postgres}"'
+    config = workdir / "platform.toml"
+    config.write_text(
+        f'[broker]\nurl = "{broker_url}"\nclient_id = "bench-platform"\n'
+        f'[storage]\n{storage}\n[keys]\nidentity = "platform.key"\n',
+        encoding="utf-8",
+    )
+    return config
+
+
+@contextlib.asynccontextmanager
+async def platform_worker(config: Path) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A real ``carehub platform run`` process on ``config``, once it is ingesting; stopped with SIGINT on exit."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "from carehub.cli import main; main()",
+        *("platform", "run", "--config", str(config)),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"},
+    )
+    assert proc.stdout is not None  # noqa: S101  piped above
+    seen: list[str] = []
+    drain: asyncio.Task[None] | None = None
+    try:
+        async with asyncio.timeout(_START_BOUND_S):
+            while "ingesting from" not in (seen[-1] if seen else ""):
+                line = (await proc.stdout.readline()).decode(errors="replace")
+                if not line:
+                    raise RuntimeError("carehub platform run exited: " + " | ".join(s.strip() for s in seen[-3:]))
+                seen.append(line)
+        # It prints a line per alarm; unread, a full pipe would stop it mid-run.
+        drain = asyncio.create_task(_discard(proc.stdout), name="bench-platform-output")
+        yield proc
+    finally:
+        if drain is not None:
+            drain.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await drain
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                async with asyncio.timeout(10):
+                    await proc.communicate()
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+async def _discard(stream: asyncio.StreamReader) -> None:
+    while await stream.read(1 << 16):
+        pass
+
+
+def _raise_fd_limit() -> None:
+    """One connection per hub: Mosquitto (started from here) inherits the raised limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+async def run_platform_bench(options: PlatformBenchOptions) -> dict[str, float | int | str | bool]:
+    """Every platform figure, as one flat dict.
+
+    Raises:
+        FleetError: the storm could not run, or the platform lost or duplicated a record.
+    """
+    hubs, backlog, panics = options.size()
+    crypto_us = crypto_open_verify_us(500 if options.quick else 2000)
+    _raise_fd_limit()
+    cpu: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="carehub-bench-platform-") as tmp:
+        base = Path(tmp)
+        async with MosquittoBroker(base / "broker", extra_lines=["set_tcp_nodelay true"]) as broker:
+            config = write_platform_config(base / "platform", broker.url, postgres=options.postgres)
+            async with platform_worker(config) as worker:
+                pid = worker.pid
+                fleet = FleetOptions(
+                    config=config,
+                    hubs=hubs,
+                    backlog=backlog,
+                    panics=panics,
+                    panic_from=1.0 if options.quick else 2.0,
+                    panic_to=3.0 if options.quick else 6.0,
+                    processes=options.processes,
+                    timeout_s=3600.0,
+                )
+
+                def started() -> None:
+                    cpu["before"] = process_cpu_s(pid)
+
+                report = await run_fleet(fleet, on_go=started)
+                cpu["after"] = process_cpu_s(pid)
+                peak_mb = _peak_rss_mb(pid)
+    return _figures(options, report, crypto_us, cpu["after"] - cpu["before"], peak_mb)
+
+
+def _figures(
+    options: PlatformBenchOptions, report: FleetReport, crypto_us: float, worker_cpu_s: float, peak_mb: float
+) -> dict[str, float | int | str | bool]:
+    if not report.ok:
+        raise FleetError(
+            f"the platform lost {report.lost}, duplicated {report.duplicated} and invented {report.unexpected}"
+            f" of {report.records} records (lost: {', '.join(report.lost_examples) or '-'})"
+        )
+    if report.panic_p99_ms is None or report.panic_p50_ms is None:
+        raise FleetError("the storm needs at least one panic (--panics)")
+    per_envelope_us = worker_cpu_s / report.envelopes * 1e6
+    return {
+        "quick": options.quick,
+        "engine": "sqlite" if options.postgres is None else "postgresql",
+        "hubs": report.hubs,
+        "backlog": report.backlog,
+        "panics": report.panics,
+        "fleet_processes": report.processes,
+        "envelopes": report.envelopes,
+        "stored": report.stored,
+        "lost": report.lost,
+        "duplicated": report.duplicated,
+        "crypto_open_verify_us": round(crypto_us, 1),
+        "worker_cpu_per_envelope_us": round(per_envelope_us, 1),
+        "cpu_ratio_to_crypto": round(per_envelope_us / crypto_us, 2),
+        "envelopes_per_s": report.envelopes_per_s,
+        "storm_drain_s": report.drain_s,
+        "storm_panic_p50_ms": report.panic_p50_ms,
+        "storm_panic_p99_ms": report.panic_p99_ms,
+        "storm_amplification": report.amplification,
+        "storm_frames_sent": report.frames_sent,
+        "worker_peak_rss_mb": round(peak_mb, 1),
+    }

@@ -1,0 +1,391 @@
+"""``carehub sim fleet``: a district of protocol-level hubs storming a platform, and what the platform made of it.
+
+N hubs (no radio) each seal real envelopes with :mod:`protocols` into a real outbox and deliver them with the hub's
+own :class:`gateway.uplink.Uplink` (its window, resend backoff and reconnect jitter: ``docs/protocol.md`` §6.1), one
+MQTT connection per hub, spread over K worker processes (:mod:`sim.fleet_hub`) so no one process holds 10,000
+connections. Every hub starts with ``backlog`` envelopes in its outbox and all connect at the same moment (a broker
+restart's reconnect storm); ``panics`` panic presses go into hubs' priority lanes at spread times during it.
+
+The hubs are enrolled in the platform's database first (its ``platform.toml``; SQLite or PostgreSQL). When every
+outbox is empty, :class:`FleetReport` compares what the hubs produced with the platform's stored readings: stored,
+lost, duplicated; the panic press -> hub-received-ack latency; frames and envelopes published against envelopes
+produced (the resend amplification); and the drain time. Every figure is measured, or the run fails in one line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import secrets
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+from urllib.parse import urlsplit
+
+import nacl.signing
+
+from community.config import PlatformConfig, PlatformConfigError, load_platform_config
+from community.storage import Enrolment, StorageError
+from community.storage_open import open_storage
+from protocols.keys import HubIdentity
+from sim.fleet_hub import HubPlan, ProcessPlan, ProcessResult
+
+__all__ = ["FleetError", "FleetOptions", "FleetReport", "percentile", "run_fleet"]
+
+_REPO: Final = Path(__file__).resolve().parents[1]
+_GO_MARGIN_S: Final = 0.3  # seconds between the go line and the storm, so every process starts together
+_ENROL_CHUNK: Final = 2000
+
+
+class FleetError(RuntimeError):
+    """The fleet could not run or its report would be incomplete; the message is one line."""
+
+
+@dataclass(frozen=True, slots=True)
+class FleetOptions:
+    """One fleet run.
+
+    Attributes:
+        config: the platform's ``platform.toml`` (its database receives the enrolments and is read for the report).
+        hubs: hubs in the fleet.
+        backlog: envelopes in each hub's outbox when it connects.
+        panics: panic presses during the storm, spread over hubs and over ``panic_from`` .. ``panic_to``.
+        panic_from: seconds after the storm starts that the first panic is pressed.
+        panic_to: seconds after the storm starts that the last panic is pressed.
+        broker: ``mqtt://host:port`` (default: the platform config's broker).
+        processes: worker processes (default: one per 1,000 hubs).
+        timeout_s: the longest a run may take to drain before it fails.
+        workdir: where the outboxes go (default: a temporary directory, on /dev/shm when there is one).
+    """
+
+    config: Path
+    hubs: int = 20
+    backlog: int = 10
+    panics: int = 2
+    panic_from: float = 1.0
+    panic_to: float = 3.0
+    broker: str | None = None
+    processes: int | None = None
+    timeout_s: float = 600.0
+    workdir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.hubs < 1 or self.backlog < 0 or self.panics < 0:
+            raise ValueError("--hubs must be at least 1, --backlog and --panics at least 0")
+        if not 0 <= self.panic_from <= self.panic_to:
+            raise ValueError("panic times need 0 <= --panic-from <= --panic-to")
+        if self.processes is not None and not 1 <= self.processes <= self.hubs:
+            raise ValueError(f"--processes must be between 1 and the number of hubs ({self.hubs})")
+        if self.timeout_s <= 0:
+            raise ValueError("--timeout must be positive")
+
+    @property
+    def process_count(self) -> int:
+        """Worker processes the hubs are spread over."""
+        return self.processes or max(1, math.ceil(self.hubs / 1000))
+
+
+@dataclass(frozen=True, slots=True)
+class FleetReport:
+    """What a fleet run measured (every field measured in that run).
+
+    Attributes:
+        hubs, processes, backlog, panics: the run's size.
+        envelopes: envelopes the hubs produced (backlog and panics); records: the records in them.
+        stored: of those records, how many the platform stored; lost: produced, not stored; duplicated: stored
+            more than once; unexpected: stored for the fleet's hubs but never produced.
+        refused: envelopes the platform refused for good.
+        frames_sent, envelopes_sent: what the hubs published, first sends and resends.
+        amplification: envelopes_sent / envelopes (1.0: nothing sent twice).
+        resends: envelopes released for a resend; connects, connection_failures: the hubs' MQTT sessions.
+        panic_p50_ms, panic_p99_ms, panic_max_ms: press to the hub's receipt of the platform's ack (None: no panic).
+        drain_s: the storm's start to the moment the last hub's outbox was first empty (its backlog, and the panics
+            pressed by then, acked); envelopes_per_s: backlog envelopes (hubs x backlog) / drain_s.
+        lost_examples: up to five lost records as ``hub record_id``, to look for in the platform's logs.
+    """
+
+    hubs: int
+    processes: int
+    backlog: int
+    panics: int
+    envelopes: int
+    records: int
+    stored: int
+    lost: int
+    duplicated: int
+    unexpected: int
+    refused: int
+    frames_sent: int
+    envelopes_sent: int
+    amplification: float
+    resends: int
+    connects: int
+    connection_failures: int
+    panic_p50_ms: float | None
+    panic_p99_ms: float | None
+    panic_max_ms: float | None
+    drain_s: float
+    envelopes_per_s: float
+    lost_examples: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """Every record stored exactly once, nothing else stored, every panic acked."""
+        return self.lost == 0 and self.duplicated == 0 and self.unexpected == 0
+
+    def to_json(self) -> str:
+        """The report as one JSON object."""
+        return json.dumps(dataclasses.asdict(self))
+
+    def lines(self) -> Iterator[str]:
+        """The report as ``figure: value`` lines."""
+        for key, value in dataclasses.asdict(self).items():
+            yield f"{key}: {'-' if value is None else value}"
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The nearest-rank ``q``-th percentile (0 < q <= 100) of a non-empty list."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def _broker(options: FleetOptions, cfg: PlatformConfig) -> tuple[str, int]:
+    if options.broker is None:
+        return cfg.host, cfg.port
+    url = urlsplit(options.broker)
+    try:
+        port = url.port or 1883
+    except ValueError:
+        port = -1
+    if url.scheme != "mqtt" or not url.hostname or not 0 < port < 65536:
+        raise FleetError(f"--broker {options.broker!r} must look like mqtt://host:port")
+    return url.hostname, port
+
+
+def _plans(options: FleetOptions, host: str, port: int, cfg: PlatformConfig, workdir: Path) -> list[ProcessPlan]:
+    try:
+        public = cfg.identity().public
+    except PlatformConfigError as exc:
+        raise FleetError(str(exc)) from exc
+    token = secrets.token_hex(3)
+    panics: dict[int, list[float]] = collections.defaultdict(list)
+    for i in range(options.panics):
+        share = i / (options.panics - 1) if options.panics > 1 else 0.0
+        panics[(i * options.hubs) // options.panics].append(
+            options.panic_from + (options.panic_to - options.panic_from) * share
+        )
+    hubs = [
+        HubPlan(f"fleet-{token}-{n:06d}", secrets.token_hex(32), options.backlog, tuple(panics.get(n, ())))
+        for n in range(options.hubs)
+    ]
+    k = options.process_count
+    return [
+        ProcessPlan(
+            index=i,
+            host=host,
+            port=port,
+            workdir=str(workdir),
+            platform_verify=bytes(public.verify_key).hex(),
+            platform_box=bytes(public.box_key).hex(),
+            timeout_s=options.timeout_s,
+            hubs=tuple(hubs[i::k]),
+        )
+        for i in range(k)
+    ]
+
+
+async def _enrol(cfg: PlatformConfig, plans: list[ProcessPlan]) -> None:
+    enrolments = [
+        Enrolment(HubIdentity(h.hub_id, nacl.signing.SigningKey(bytes.fromhex(h.seed))).public, ("resident-1",))
+        for p in plans
+        for h in p.hubs
+    ]
+    async with open_storage(cfg) as storage:
+        for start in range(0, len(enrolments), _ENROL_CHUNK):
+            await storage.enroll_hubs(enrolments[start : start + _ENROL_CHUNK])
+
+
+class _Worker:
+    """One :mod:`sim.fleet_hub` process: its plan on stdin, JSON lines on stdout, stderr kept for errors."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, index: int) -> None:
+        self.proc = proc
+        self.index = index
+        self.stderr: collections.deque[str] = collections.deque(maxlen=5)
+        self._drain = asyncio.create_task(self._read_stderr(), name=f"fleet-stderr:{index}")
+
+    async def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None  # noqa: S101  piped by _workers
+        async for line in self.proc.stderr:
+            self.stderr.append(line.decode(errors="replace").rstrip())
+
+    async def message(self) -> dict[str, object]:
+        """The next JSON line; an ``error`` line or an early exit is a :class:`FleetError`."""
+        assert self.proc.stdout is not None  # noqa: S101  piped by _workers
+        line = await self.proc.stdout.readline()
+        if not line:
+            await self.proc.wait()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._drain
+            last = self.stderr[-1] if self.stderr else "no output"
+            raise FleetError(f"fleet process {self.index} exited with {self.proc.returncode}: {last}")
+        data = json.loads(line)
+        if not isinstance(data, dict):
+            raise FleetError(f"fleet process {self.index} printed {line[:80]!r}")
+        if "error" in data:
+            raise FleetError(str(data["error"]))
+        return data
+
+    async def send(self, text: str) -> None:
+        """Write one line to the process's stdin."""
+        assert self.proc.stdin is not None  # noqa: S101  piped by _workers
+        self.proc.stdin.write(text.encode() + b"\n")
+        await self.proc.stdin.drain()
+
+    async def stop(self) -> None:
+        """Kill the process if it still runs, and reap it."""
+        if self.proc.returncode is None:
+            self.proc.kill()
+        await self.proc.wait()
+        self._drain.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._drain
+
+
+@contextlib.asynccontextmanager
+async def _workers(plans: list[ProcessPlan]) -> AsyncIterator[list[_Worker]]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(_REPO), os.environ.get("PYTHONPATH"))))}
+    workers: list[_Worker] = []
+    try:
+        for plan in plans:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "sim.fleet_hub",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=env,
+                limit=1 << 26,
+            )
+            workers.append(_Worker(proc, plan.index))
+            await workers[-1].send(plan.to_json())
+        yield workers
+    finally:
+        await asyncio.gather(*(w.stop() for w in workers))
+
+
+@contextlib.contextmanager
+def _workdir(options: FleetOptions) -> Iterator[Path]:
+    if options.workdir is not None:
+        options.workdir.mkdir(parents=True, exist_ok=True)
+        yield options.workdir
+        return
+    shm = Path("/dev/shm")  # noqa: S108  the outboxes' fsyncs are the hubs' cost, not the platform's
+    base = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+    with tempfile.TemporaryDirectory(prefix="carehub-fleet-", dir=base) as tmp:
+        yield Path(tmp)
+
+
+def _produced(results: list[ProcessResult]) -> collections.Counter[tuple[str, str]]:
+    produced: collections.Counter[tuple[str, str]] = collections.Counter()
+    for result in results:
+        for line in Path(result.produced_file).read_text(encoding="utf-8").splitlines():
+            hub, _, rid = line.partition(" ")
+            produced[hub, rid] += 1
+    return produced
+
+
+async def _stored(cfg: PlatformConfig, hubs: set[str] | None) -> collections.Counter[tuple[str, str]]:
+    async with open_storage(cfg) as storage:
+        readings = await storage.readings()
+    return collections.Counter((r.hub, r.record_id) for r in readings if hubs is None or r.hub in hubs)
+
+
+async def run_fleet(options: FleetOptions, *, on_go: Callable[[], None] | None = None) -> FleetReport:
+    """Enrol, prepare, storm, drain and compare (``on_go``: called just before the storm starts).
+
+    Raises:
+        FleetError: the config, broker, database or a worker process failed, or the fleet did not drain in time.
+    """
+    try:
+        cfg = load_platform_config(options.config)
+    except PlatformConfigError as exc:
+        raise FleetError(str(exc)) from exc
+    host, port = _broker(options, cfg)
+    with _workdir(options) as workdir:
+        plans = _plans(options, host, port, cfg, workdir)
+        try:
+            await _enrol(cfg, plans)
+        except (StorageError, OSError) as exc:
+            raise FleetError(f"cannot enrol the fleet in the platform's database: {exc}") from exc
+        async with _workers(plans) as workers:
+            for worker in workers:
+                await worker.message()  # {"ready": true}: its outboxes hold their backlogs
+            if on_go is not None:
+                on_go()
+            go = time.time() + _GO_MARGIN_S
+            for worker in workers:
+                await worker.send(f"go {go!r}")
+            try:
+                results = [ProcessResult.from_json(await w.message()) for w in workers]
+            except ValueError as exc:
+                raise FleetError(str(exc)) from exc
+        produced = _produced(results)
+    try:
+        stored = await _stored(cfg, {h.hub_id for p in plans for h in p.hubs})
+    except (StorageError, OSError) as exc:
+        raise FleetError(f"cannot read the platform's readings: {exc}") from exc
+    return _report(options, results, produced, stored)
+
+
+def _report(
+    options: FleetOptions,
+    results: list[ProcessResult],
+    produced: collections.Counter[tuple[str, str]],
+    stored: collections.Counter[tuple[str, str]],
+) -> FleetReport:
+    latencies = [x for r in results for x in r.panic_latencies_ms]
+    if len(latencies) != options.panics:
+        raise FleetError(f"{len(latencies)} of {options.panics} panics were acked")
+    envelopes = sum(r.envelopes for r in results)
+    sent = sum(r.envelopes_sent for r in results)
+    drain = max(r.drain_s for r in results)
+
+    def ms(q: float) -> float | None:
+        return round(percentile(latencies, q), 3) if latencies else None
+
+    return FleetReport(
+        hubs=options.hubs,
+        processes=len(results),
+        backlog=options.backlog,
+        panics=options.panics,
+        envelopes=envelopes,
+        records=sum(produced.values()),
+        stored=sum(1 for key in produced if stored[key] > 0),
+        lost=sum(1 for key in produced if stored[key] == 0),
+        duplicated=sum(n - 1 for n in stored.values() if n > 1) + sum(n - 1 for n in produced.values() if n > 1),
+        unexpected=sum(1 for key in stored if key not in produced),
+        refused=sum(r.refused for r in results),
+        frames_sent=sum(r.frames_sent for r in results),
+        envelopes_sent=sent,
+        amplification=round(sent / envelopes, 4) if envelopes else 0.0,
+        resends=sum(r.resends for r in results),
+        connects=sum(r.connects for r in results),
+        connection_failures=sum(r.connection_failures for r in results),
+        panic_p50_ms=ms(50),
+        panic_p99_ms=ms(99),
+        panic_max_ms=ms(100),
+        drain_s=round(drain, 3),
+        envelopes_per_s=round(options.hubs * options.backlog / drain, 1) if drain > 0 else 0.0,
+        lost_examples=tuple(f"{hub} {rid}" for hub, rid in produced if stored[hub, rid] == 0)[:5],
+    )

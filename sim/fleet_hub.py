@@ -1,0 +1,309 @@
+"""One worker process of ``carehub sim fleet``: many protocol-level hubs on the hub's own uplink and outbox.
+
+Run as ``python -m sim.fleet_hub``. It reads one :class:`ProcessPlan` as JSON on stdin, prepares every hub (a real
+:func:`gateway.outbox.open_outbox` on its own SQLite file, the backlog sealed with :mod:`protocols` and put in the
+routine lane), prints ``{"ready": ...}`` and waits for a line ``go <epoch seconds>``. Then every hub connects at once
+through a real :class:`gateway.uplink.Uplink` (hub defaults: window, resend backoff, reconnect jitter: the rules of
+``docs/protocol.md`` §6.1, not a copy of them), panics are put in the priority lane at their planned offsets, and
+the process prints one :class:`ProcessResult` as JSON when every outbox is empty and every panic acked, or one
+``{"error": ...}`` line and exits 1. The (hub, record id) pairs it produced go to a file for the parent to compare
+with what the platform stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as _dt
+import json
+import logging
+import resource
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import nacl.public
+import nacl.signing
+
+from community.samples import T0, bp_record, panic_record
+from gateway.errors import GatewayError
+from gateway.outbox import Lane, Outbox, OutboxItem, open_outbox
+from gateway.uplink import Uplink, UplinkSettings, refusal_counts
+from gateway.uplink_settings import REFUSED_CURSOR_PREFIX
+from gateway.wire import HubWire
+from protocols.errors import EnvelopeRejection
+from protocols.keys import HubIdentity, PlatformPublicKeys
+from runtime import output
+
+__all__ = ["HubPlan", "ProcessPlan", "ProcessResult", "main", "run_process"]
+
+_PUT_CHUNK: Final = 500  # envelopes per outbox transaction while the backlog is prepared
+_PENDANT: Final = "fleet-pendant"
+
+
+@dataclass(frozen=True, slots=True)
+class HubPlan:
+    """One hub: its id, its Ed25519 seed (hex), its backlog and the offsets (s after go) of its panic presses."""
+
+    hub_id: str
+    seed: str
+    backlog: int
+    panics: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessPlan:
+    """What one worker process runs."""
+
+    index: int
+    host: str
+    port: int
+    workdir: str
+    platform_verify: str
+    platform_box: str
+    timeout_s: float
+    hubs: tuple[HubPlan, ...]
+
+    def to_json(self) -> str:
+        """The plan as one JSON line."""
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ProcessPlan:
+        """Parse :meth:`to_json`'s output.
+
+        Raises:
+            ValueError: not a plan.
+        """
+        try:
+            data = json.loads(text)
+            hubs = tuple(
+                HubPlan(str(h["hub_id"]), str(h["seed"]), int(h["backlog"]), tuple(float(p) for p in h["panics"]))
+                for h in data["hubs"]
+            )
+            return cls(
+                index=int(data["index"]),
+                host=str(data["host"]),
+                port=int(data["port"]),
+                workdir=str(data["workdir"]),
+                platform_verify=str(data["platform_verify"]),
+                platform_box=str(data["platform_box"]),
+                timeout_s=float(data["timeout_s"]),
+                hubs=hubs,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a fleet process plan ({type(exc).__name__}: {exc})") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessResult:
+    """What one worker process measured.
+
+    Attributes:
+        index: the process's index.
+        hubs: hubs it ran.
+        envelopes: envelopes its hubs produced (backlog and panics).
+        records: records in them.
+        produced_file: the file listing ``hub record_id`` of every record produced, one per line.
+        frames_sent: frames its hubs published (first sends and resends).
+        envelopes_sent: envelopes in those frames.
+        resends: envelopes released for a resend (ack timeouts and reconnects).
+        connects: successful connections.
+        connection_failures: connections lost or refused.
+        refused: envelopes the platform refused for good (dropped from the outboxes).
+        panic_latencies_ms: press (before sealing) to the hub's receipt of the platform's ack, one per panic.
+        drain_s: go to the moment the last of its hubs first had an empty outbox (its backlog, and the panics
+            pressed by then, acked); the process reports only once every panic is acked as well.
+    """
+
+    index: int
+    hubs: int
+    envelopes: int
+    records: int
+    produced_file: str
+    frames_sent: int
+    envelopes_sent: int
+    resends: int
+    connects: int
+    connection_failures: int
+    refused: int
+    panic_latencies_ms: tuple[float, ...]
+    drain_s: float
+
+    def to_json(self) -> str:
+        """The result as one JSON line."""
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> ProcessResult:
+        """Parse the object :meth:`to_json` printed.
+
+        Raises:
+            ValueError: not a result.
+        """
+        try:
+            fields = {f.name: data[f.name] for f in dataclasses.fields(cls)}
+        except KeyError as exc:
+            raise ValueError(f"not a fleet process result (no {exc})") from exc
+        latencies = fields.pop("panic_latencies_ms")
+        if not isinstance(latencies, list):
+            raise ValueError("not a fleet process result (panic_latencies_ms is not a list)")  # noqa: TRY004
+        try:
+            return cls(panic_latencies_ms=tuple(float(x) for x in latencies), **fields)  # type: ignore[arg-type]
+        except TypeError as exc:
+            raise ValueError(f"not a fleet process result ({exc})") from exc
+
+
+@dataclass(slots=True)
+class _Hub:
+    plan: HubPlan
+    wire: HubWire
+    outbox: Outbox
+    next_seq: int
+    produced: list[str]
+    latencies: list[float] = dataclasses.field(default_factory=list)
+    drained_at: float = 0.0
+
+
+def _raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+async def _prepare(stack: contextlib.AsyncExitStack, plan: ProcessPlan, hub: HubPlan) -> _Hub:
+    identity = HubIdentity(hub.hub_id, nacl.signing.SigningKey(bytes.fromhex(hub.seed)))
+    platform = PlatformPublicKeys(
+        nacl.signing.VerifyKey(bytes.fromhex(plan.platform_verify)),
+        nacl.public.PublicKey(bytes.fromhex(plan.platform_box)),
+    )
+    wire = HubWire(identity, platform)
+    outbox = await stack.enter_async_context(open_outbox(Path(plan.workdir) / f"{hub.hub_id}.db"))
+    produced: list[str] = []
+    if hub.backlog:
+        seqs = await outbox.allocate_seqs(hub.backlog)
+        items = []
+        for n, seq in enumerate(seqs):
+            record = bp_record(hub.hub_id, n, seq=seq)
+            envelope = wire.seal(seq, [record], T0 + _dt.timedelta(minutes=n, seconds=3))
+            rid = record.record_id.hex()
+            items.append(OutboxItem(seq, envelope, Lane.ROUTINE, "measurement", (rid,), time.time()))
+            produced.append(rid)
+        for start in range(0, len(items), _PUT_CHUNK):
+            await outbox.put_many(items[start : start + _PUT_CHUNK])
+    return _Hub(hub, wire, outbox, seqs.stop if hub.backlog else 1, produced)
+
+
+async def _press(hub: _Hub, uplink: Uplink, counter: int, at: float) -> None:
+    await asyncio.sleep(max(0.0, at - time.time()))
+    pressed = time.perf_counter()
+    seq = hub.next_seq
+    hub.next_seq += 1
+    alarm_id = f"panic-{hub.plan.hub_id}-{counter}"
+    record = panic_record(hub.plan.hub_id, _PENDANT, counter, alarm_id, seq)
+    envelope = hub.wire.seal(seq, [record], _dt.datetime.now(_dt.UTC))
+    rid = record.record_id.hex()
+    hub.produced.append(rid)
+    await hub.outbox.put(OutboxItem(seq, envelope, Lane.PRIORITY, "panic", (rid,), time.time()))
+    await uplink.wait_acked(rid)
+    hub.latencies.append((time.perf_counter() - pressed) * 1000.0)
+
+
+async def _drained(hub: _Hub, uplink: Uplink) -> None:
+    while True:
+        uplink.acked.clear()
+        if (await hub.outbox.stats()).rows == 0:
+            hub.drained_at = time.time()
+            return
+        await uplink.acked.wait()
+
+
+async def _refused(outbox: Outbox) -> int:
+    cursors = {}
+    for reason in EnvelopeRejection:
+        key = REFUSED_CURSOR_PREFIX + reason.value
+        value = await outbox.get_cursor(key)
+        if value is not None:
+            cursors[key] = value
+    return sum(refusal_counts(cursors).values())
+
+
+async def _run_hub(hub: _Hub, plan: ProcessPlan, go: float) -> Uplink:
+    settings = UplinkSettings(hub_id=hub.plan.hub_id, host=plan.host, port=plan.port)
+    async with Uplink(settings, hub.outbox, hub.wire) as uplink, asyncio.TaskGroup() as tg:
+        for counter, offset in enumerate(hub.plan.panics, start=1):
+            tg.create_task(_press(hub, uplink, counter, go + offset), name=f"press:{hub.plan.hub_id}:{counter}")
+        tg.create_task(_drained(hub, uplink), name=f"drain:{hub.plan.hub_id}")
+    return uplink
+
+
+async def run_process(plan: ProcessPlan, go_time: Callable[[], Awaitable[float]]) -> ProcessResult:
+    """Prepare every hub of ``plan``, await ``go_time()`` (the epoch second the storm starts), run them to the drain."""
+    async with contextlib.AsyncExitStack() as stack:
+        hubs = [await _prepare(stack, plan, h) for h in plan.hubs]
+        go = await go_time()
+        await asyncio.sleep(max(0.0, go - time.time()))
+        uplinks: list[Uplink] = []
+
+        async def one(hub: _Hub) -> None:
+            uplinks.append(await _run_hub(hub, plan, go))
+
+        try:
+            async with asyncio.timeout(plan.timeout_s), asyncio.TaskGroup() as tg:
+                for hub in hubs:
+                    tg.create_task(one(hub), name=f"hub:{hub.plan.hub_id}")
+        except TimeoutError:
+            raise TimeoutError(
+                f"fleet process {plan.index}: {len(plan.hubs) - len(uplinks)} of {len(plan.hubs)} hubs not drained"
+                f" after {plan.timeout_s:g} s"
+            ) from None
+        refused = sum([await _refused(h.outbox) for h in hubs])
+    produced_file = Path(plan.workdir) / f"produced-{plan.index}.txt"
+    produced_file.write_text("".join(f"{h.plan.hub_id} {rid}\n" for h in hubs for rid in h.produced), encoding="utf-8")
+    metrics = [u.metrics for u in uplinks]
+    return ProcessResult(
+        index=plan.index,
+        hubs=len(hubs),
+        envelopes=sum(h.plan.backlog + len(h.plan.panics) for h in hubs),
+        records=sum(len(h.produced) for h in hubs),
+        produced_file=str(produced_file),
+        frames_sent=sum(m.frames_sent for m in metrics),
+        envelopes_sent=sum(m.envelopes_sent for m in metrics),
+        resends=sum(m.resends for m in metrics),
+        connects=sum(m.connects for m in metrics),
+        connection_failures=sum(m.connection_failures for m in metrics),
+        refused=refused,
+        panic_latencies_ms=tuple(x for h in hubs for x in h.latencies),
+        drain_s=max(0.0, max(h.drained_at for h in hubs) - go),
+    )
+
+
+async def _ready_then_go() -> float:
+    output.emit(json.dumps({"ready": True}))
+    line = await asyncio.to_thread(sys.stdin.readline)
+    word, _, value = line.strip().partition(" ")
+    if word != "go":
+        raise ValueError(f"expected 'go <epoch>' on stdin, got {line.strip()!r}")
+    return float(value)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Read a plan on stdin, run it, print the result (or one error line and exit 1)."""
+    del argv
+    logging.basicConfig(level=logging.CRITICAL)  # connection warnings of a storm are counted, not printed
+    _raise_fd_limit()
+    try:
+        plan = ProcessPlan.from_json(sys.stdin.readline())
+        result = asyncio.run(run_process(plan, _ready_then_go))
+    except (ValueError, OSError, TimeoutError, GatewayError) as exc:
+        output.emit(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
+        sys.exit(1)
+    output.emit(result.to_json())
+
+
+if __name__ == "__main__":
+    main()
