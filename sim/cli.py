@@ -98,3 +98,47 @@ def soak(
     output.emit(report_json(report) if as_json else report.table())
     if not report.ok:
         raise typer.Exit(1)
+
+
+@app.command()
+def fleet(  # noqa: PLR0917 - typer options are parameters
+    config: Annotated[Path, typer.Option(help="The platform's platform.toml (hubs are enrolled in its database).")],
+    hubs: Annotated[int, typer.Option(help="Hubs in the fleet, one MQTT connection each.", min=1)] = 20,
+    backlog: Annotated[int, typer.Option(help="Envelopes in each hub's outbox when the storm starts.", min=0)] = 10,
+    panics: Annotated[int, typer.Option(help="Panic presses during the storm, spread over hubs and time.", min=0)] = 2,
+    panic_from: Annotated[float, typer.Option(help="Seconds into the storm of the first press.")] = 1.0,
+    panic_to: Annotated[float, typer.Option(help="Seconds into the storm of the last press.")] = 3.0,
+    broker: Annotated[str | None, typer.Option(help="mqtt://host:port (default: the platform config's).")] = None,
+    processes: Annotated[int | None, typer.Option(help="Worker processes (default: one per 1,000 hubs).")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds the fleet may take to drain.")] = 600.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
+) -> None:
+    """Storm a platform with HUBS protocol-level hubs (the hub's own outbox and uplink, no radio), each with BACKLOG
+    envelopes, and PANICS panic presses; report stored/lost/duplicated, panic latency, amplification, drain time.
+    Exit 1 when a record was lost or duplicated."""
+    from gateway import aio  # noqa: PLC0415 - see the module docstring
+    from sim.fleet import FleetError, FleetOptions, run_fleet  # noqa: PLC0415
+
+    try:
+        options = FleetOptions(
+            config=config.absolute(),
+            hubs=hubs,
+            backlog=backlog,
+            panics=panics,
+            panic_from=panic_from,
+            panic_to=panic_to,
+            broker=broker,
+            processes=processes,
+            timeout_s=timeout,
+        )
+    except ValueError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        report = aio.run(run_fleet(options))
+    except FleetError as error:
+        typer.echo(f"error: {' '.join(str(error).split())}", err=True)
+        raise typer.Exit(1) from None
+    output.emit(report.to_json() if as_json else "\n".join(report.lines()))
+    if not report.ok:
+        raise typer.Exit(1)
