@@ -102,7 +102,7 @@ def _peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError(f"/proc/{pid}/status has no VmHWM")
+    raise FleetError(f"/proc/{pid}/status has no VmHWM")
 
 
 def write_platform_config(workdir: Path, broker_url: str, *, postgres: str | None = None) -> Path:
@@ -140,7 +140,7 @@ async def platform_worker(config: Path) -> AsyncIterator[asyncio.subprocess.Proc
             while "ingesting from" not in (seen[-1] if seen else ""):
                 line = (await proc.stdout.readline()).decode(errors="replace")
                 if not line:
-                    raise RuntimeError("carehub platform run exited: " + " | ".join(s.strip() for s in seen[-3:]))
+                    raise FleetError("carehub platform run exited: " + " | ".join(s.strip() for s in seen[-3:]))
                 seen.append(line)
         # It prints a line per alarm; unread, a full pipe would stop it mid-run.
         drain = asyncio.create_task(_discard(proc.stdout), name="bench-platform-output")
@@ -172,7 +172,7 @@ def _raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-async def run_platform_bench(options: PlatformBenchOptions) -> dict[str, float | int | str | bool]:
+async def run_platform_bench(options: PlatformBenchOptions) -> dict[str, float | int | str]:
     """Every platform figure, as one flat dict.
 
     Raises:
@@ -210,7 +210,7 @@ async def run_platform_bench(options: PlatformBenchOptions) -> dict[str, float |
 
 def _figures(
     options: PlatformBenchOptions, report: FleetReport, crypto_us: float, worker_cpu_s: float, peak_mb: float
-) -> dict[str, float | int | str | bool]:
+) -> dict[str, float | int | str]:
     if not report.ok:
         raise FleetError(
             f"the platform lost {report.lost}, duplicated {report.duplicated} and invented {report.unexpected}"

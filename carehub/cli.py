@@ -256,20 +256,30 @@ def bench(
     which: Annotated[
         str | None,
         typer.Argument(
-            metavar="[fhir]", help="Only these figures: fhir (the FHIR export; no broker needed).", show_default=False
+            metavar="[fhir|platform]",
+            help="Only these figures: fhir (the FHIR export; no broker needed), or platform (a real platform worker"
+            " under a fleet's reconnect storm; see carehub.bench_platform).",
+            show_default=False,
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
     quick: Annotated[bool, typer.Option("--quick", help="Smaller counts (seconds, for smoke tests).")] = False,
+    hubs: Annotated[int | None, typer.Option(help="platform: hubs in the storm (default 1000).", min=1)] = None,
+    backlog: Annotated[int | None, typer.Option(help="platform: envelopes per hub (default 20).", min=1)] = None,
+    panics: Annotated[int | None, typer.Option(help="platform: panic presses (default 10).", min=1)] = None,
+    processes: Annotated[int | None, typer.Option(help="platform: fleet processes (default 1 per 1000).")] = None,
+    postgres: Annotated[str | None, typer.Option(help="platform: store on this PostgreSQL URL.")] = None,
 ) -> None:
     """Measure the hub's speed figures on this machine: codec, outbox, end to end, panic latency, memory, and the
-    platform's FHIR export (carehub bench fhir: that figure alone)."""
+    platform's FHIR export (carehub bench fhir: that figure alone; carehub bench platform: the platform's)."""
     from carehub.bench import format_rows, run_all
     from gateway import aio
     from sim.broker import mosquitto_available
 
-    if which not in (None, "fhir"):
-        raise _fail(f"unknown bench {which!r}: carehub bench (every figure) or carehub bench fhir")
+    if which not in (None, "fhir", "platform"):
+        raise _fail(f"unknown bench {which!r}: carehub bench (every figure), carehub bench fhir or ... platform")
+    if which != "platform" and any(x is not None for x in (hubs, backlog, panics, processes, postgres)):
+        raise _fail("--hubs, --backlog, --panics, --processes and --postgres are for carehub bench platform")
     if which == "fhir":
         from community.fhir.bench import fhir_figures
 
@@ -277,7 +287,18 @@ def bench(
     else:
         if not mosquitto_available():
             raise _fail("carehub bench needs mosquitto (apt-get install mosquitto)", 1)
-        results = aio.run(run_all(quick=quick))
+        if which == "platform":
+            from carehub.bench_platform import PlatformBenchOptions, run_platform_bench
+            from sim.broker import BrokerError
+            from sim.fleet import FleetError
+
+            options = PlatformBenchOptions(hubs, backlog, panics, processes, postgres, quick)
+            try:
+                results = aio.run(run_platform_bench(options))
+            except (FleetError, BrokerError, OSError) as exc:
+                raise _fail(f"carehub bench platform: {exc}", 1) from None
+        else:
+            results = aio.run(run_all(quick=quick))
     if as_json:
         output.emit(json.dumps(results))
         return
