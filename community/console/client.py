@@ -14,7 +14,11 @@ __all__ = ["ConsoleAlarm", "ConsoleClient", "ConsoleClientError"]
 
 
 class ConsoleClientError(Exception):
-    """The console refused a request or could not be reached."""
+    """The console refused a request (``status``: its HTTP status) or could not be reached (``status`` None)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -39,6 +43,7 @@ class ConsoleClient:
         self._base = base_url.rstrip("/")
         self._http: aiohttp.ClientSession | None = None
         self._csrf = ""
+        self._login: tuple[str, str] | None = None
 
     async def __aenter__(self) -> Self:
         self._http = aiohttp.ClientSession(
@@ -63,7 +68,8 @@ class ConsoleClient:
         try:
             async with self._session().request(method, self._base + path, **kw) as response:
                 if response.status >= 400:
-                    raise ConsoleClientError(f"{method} {path}: HTTP {response.status} {(await response.text())[:200]}")
+                    text = (await response.text())[:200]
+                    raise ConsoleClientError(f"{method} {path}: HTTP {response.status} {text}", response.status)
                 if response.content_type == "application/json":
                     return await response.json()
                 return await response.text()
@@ -77,6 +83,7 @@ class ConsoleClient:
         if not isinstance(session, dict) or session.get("username") != username:
             raise ConsoleClientError(f"not logged in as {username}")
         self._csrf = str(session["csrf"])
+        self._login = (username, password)
 
     async def alarms(self) -> list[ConsoleAlarm]:
         """The open alarms this account may see, most urgent first."""
@@ -87,7 +94,13 @@ class ConsoleClient:
         """``ack``, ``note`` (with ``text``) or ``resolve`` an alarm."""
         data = {"text": text} if text else {}
         path = f"/api/alarms/{quote(hub, safe='')}/{quote(alarm_id, safe='')}/{action}"
-        await self._call("POST", path, data=data, headers={"X-CSRF-Token": self._csrf})
+        try:
+            await self._call("POST", path, data=data, headers={"X-CSRF-Token": self._csrf})
+        except ConsoleClientError as exc:
+            if exc.status != 401 or self._login is None:
+                raise
+            await self.login(*self._login)  # the session expired (8 hours): log in again, once
+            await self._call("POST", path, data=data, headers={"X-CSRF-Token": self._csrf})
 
     async def ack(self, hub: str, alarm_id: str) -> None:
         """Acknowledge an alarm: the console sends the signed acknowledgement down to the hub."""
