@@ -216,6 +216,14 @@ def demo(
             callback=optional_absolute_path,
         ),
     ] = None,
+    console: Annotated[
+        str | None,
+        typer.Option(
+            "--console",
+            metavar="HOST:PORT",
+            help="Serve the doctor's web console during the day (e.g. 127.0.0.1:8080); the doctor acts through it.",
+        ),
+    ] = None,
 ) -> None:
     """Play a resident's day end to end: meters, pendant, hub, broker, platform, caregiver."""
     from sim.demo import PLATFORM_CONFIG, DemoOptions, play_demo
@@ -223,6 +231,13 @@ def demo(
 
     if broker not in ("auto", "mosquitto", "embedded"):
         raise _fail(f"--broker: expected auto, mosquitto or embedded, got {broker!r}")
+    if console is not None:
+        from community.metrics import MetricsAddress
+
+        try:
+            MetricsAddress.parse(console)
+        except ValueError as exc:
+            raise _fail(f"--console: {exc}") from None
     if keep is not None:
         if keep.exists() and not keep.is_dir():
             raise _fail(f"--keep {keep}: not a directory")
@@ -232,7 +247,9 @@ def demo(
 
     # Connection warnings during the staged outage are expected; the demo reports the outage itself.
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
-    options = DemoOptions(hours=hours, speed=speed, seed=seed, outage=outage, broker=broker, workdir=keep)
+    options = DemoOptions(
+        hours=hours, speed=speed, seed=seed, outage=outage, broker=broker, workdir=keep, console=console
+    )
     view = DemoView(_err if as_json else _out, quiet=as_json)
     with view:
         summary = play_demo(options, say=view.say)
