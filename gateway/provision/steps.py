@@ -18,7 +18,7 @@ from typing import Any, Final, Protocol
 from urllib.parse import urlsplit
 
 from gateway.clock import ZoneNameError, ZoneSource, system_zone, zone_named
-from gateway.config import ADDRESS, DeviceKind, GatewayConfig
+from gateway.config import ADDRESS, DeviceConfig, DeviceKind, GatewayConfig
 from gateway.provision.document import commit_document, load_document, relative, upsert_device, upsert_resident
 from gateway.provision.errors import (
     ConfigWriteError,
@@ -29,7 +29,7 @@ from gateway.provision.errors import (
 from gateway.provision.files import HubPaths, Writer, mark_step
 from gateway.thresholds import PROFILES, Key, ThresholdError, ThresholdProblem, Thresholds, resolve_thresholds
 from protocols import atomic
-from protocols.errors import KeyFileError
+from protocols.errors import DecodeError, KeyFileError
 from protocols.keys import (
     HubIdentity,
     HubPublicKey,
@@ -43,6 +43,7 @@ from protocols.keys import (
     save_pendant_key,
     save_platform_public_keys,
 )
+from protocols.pendant import PendantEvent
 from protocols.topics import is_valid_hub_id
 
 __all__ = [
@@ -60,6 +61,7 @@ __all__ = [
     "init_hub",
     "load_platform_keys",
     "parse_edit",
+    "pendant_frame_refusal",
     "pendant_key_to_check",
     "provision_pendant_key",
     "set_resident",
@@ -495,6 +497,30 @@ def pendant_key_to_check(paths: HubPaths, address: str, key: bytes | None) -> by
         return load_pendant_key(path)[1]
     except KeyFileError as exc:
         raise ProvisionError(f"the pendant key file is unusable: {exc}", f"delete {path} and pair again") from exc
+
+
+def pendant_frame_refusal(device: DeviceConfig, data: bytes) -> ProvisionError | None:
+    """Why the hub refused an Event frame from ``device``, when the cause is its key (the installation test's cause).
+
+    Returns:
+        The error to report when the frame is a well-formed event whose tag does not verify under the key paired for
+        the pendant and its address (the pendant holds another key); None for any other refusal.
+    """
+    if device.pendant_key_file is None:
+        return None
+    try:
+        _, key = load_pendant_key(device.pendant_key_file)
+        event = PendantEvent.from_bytes(data)
+    except (KeyFileError, DecodeError):
+        return None
+    if event.tag_valid(device.address, key):
+        return None
+    return ProvisionError(
+        f"the pendant's press was refused: pendant {device.address}: event tag does not verify under the key paired "
+        "for it (the pendant holds another key)",
+        "pair it again with the key loaded into it: carehub provision pair "
+        f"{device.address} --resident {device.resident} --pendant-key KEY (the pendant proves it)",
+    )
 
 
 def check_address(text: str) -> str:

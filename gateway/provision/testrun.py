@@ -45,9 +45,10 @@ from gateway.config import DeviceConfig, DeviceKind, GatewayConfig
 from gateway.events import BatteryLevel, DeviceReport, PendantFrame
 from gateway.feedback import Feedback, LogFeedback
 from gateway.outbox import Outbox
-from gateway.provision.errors import InstallationTestError
+from gateway.provision.errors import InstallationTestError, ProvisionError
 from gateway.provision.files import HubPaths, Writer, write_atomic
 from gateway.provision.radio import INSTRUCTIONS
+from gateway.provision.steps import pendant_frame_refusal
 from gateway.thresholds import DEFAULTS, resolve_thresholds
 from protocols.errors import DecodeError, KeyFileError
 from protocols.keys import load_hub_identity, load_platform_public_keys, sign_detached
@@ -91,15 +92,18 @@ class Arrival:
 
     Attributes:
         address: the device.
-        what: ``"reading"``, ``"press"`` (a pendant button press) or ``"battery"``.
+        what: ``"reading"``, ``"press"`` (a pendant button press), ``"battery"`` or ``"refused"`` (a pendant frame
+            the hub refused because its tag does not verify under the key paired for it).
         battery: a battery level, when the arrival carried one.
         at: event-loop time when the hub's commit returned.
+        refusal: why a ``"refused"`` frame was refused (issue 16 item 3: the cause, not "no press").
     """
 
     address: str
     what: str
     battery: int | None
     at: float
+    refusal: ProvisionError | None = None
 
 
 class TappingSink:
@@ -109,8 +113,8 @@ class TappingSink:
         self._inner = inner
         self.arrivals: asyncio.Queue[Arrival] = asyncio.Queue()
 
-    def _note(self, address: str, what: str, battery: int | None = None) -> None:
-        self.arrivals.put_nowait(Arrival(address, what, battery, asyncio.get_running_loop().time()))
+    def _note(self, address: str, what: str, battery: int | None = None, refusal: ProvisionError | None = None) -> None:
+        self.arrivals.put_nowait(Arrival(address, what, battery, asyncio.get_running_loop().time(), refusal))
 
     async def store_readings(self, readings: Sequence[Reading], cursor: tuple[str, int] | None = None) -> None:
         """Forward, then note one arrival per device."""
@@ -131,7 +135,11 @@ class TappingSink:
     async def pendant_frame(self, frame: PendantFrame) -> bytes | None:
         """Forward; an authenticated, durable press is an arrival."""
         confirm = await self._inner.pendant_frame(frame)
-        if confirm is not None:
+        if confirm is None:
+            refusal = pendant_frame_refusal(frame.device, frame.data)
+            if refusal is not None:
+                self._note(frame.device.address, "refused", refusal=refusal)
+        else:
             try:
                 event = PendantEvent.from_bytes(frame.data)
             except DecodeError:
@@ -309,17 +317,24 @@ class _Progress:
     early: list[Arrival] = field(default_factory=list)  # arrivals of devices whose turn has not come yet
 
 
+def _refused_or(arrival: Arrival) -> Arrival:
+    """``arrival``, unless it is a refused frame: then its cause ends the device's test (issue 16 item 3)."""
+    if arrival.refusal is not None:
+        raise InstallationTestError(arrival.refusal.what, arrival.refusal.fix)
+    return arrival
+
+
 async def _next_arrival(hub: HubUnderTest, device: DeviceConfig, want: str, progress: _Progress) -> Arrival:
     """The device's first arrival of kind ``want``, including one that came before its turn (kept, not lost)."""
     for i, arrival in enumerate(progress.early):
-        if arrival.address == device.address and arrival.what == want:
-            return progress.early.pop(i)
+        if arrival.address == device.address and arrival.what in (want, "refused"):
+            return _refused_or(progress.early.pop(i))
     while True:
         arrival = await hub.arrivals.get()
         if arrival.battery is not None:
             progress.batteries[arrival.address] = arrival.battery
-        if arrival.address == device.address and arrival.what == want:
-            return arrival
+        if arrival.address == device.address and arrival.what in (want, "refused"):
+            return _refused_or(arrival)
         if arrival.what != "battery":
             progress.early.append(arrival)
 
