@@ -1,0 +1,147 @@
+"""``carehub sim fleet`` (issue 15 item 9): protocol-level hubs on the hub's own outbox and uplink storm a real
+``carehub platform run`` worker through a real Mosquitto; the report compares what they produced with what the
+platform stored. Figures are checked for completeness and consistency, never for speed."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from carehub.bench_platform import platform_worker, write_platform_config
+from sim.broker import MosquittoBroker, free_port
+from sim.fleet import FleetOptions, percentile
+from sim.fleet_hub import HubPlan, ProcessPlan, ProcessResult
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def carehub(*args: str | Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "from carehub.cli import main; main()", *map(str, args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.mark.integration
+async def test_a_storm_of_20_hubs_is_stored_exactly_once_and_its_panics_are_acked(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
+    """20 hubs x 10 backlogged envelopes + 2 panics, all connecting at once, against a real worker process that
+    stays up while the fleet enrols its hubs and reads the readings from another process. (Before the fix in
+    community/storage.py this lost every record: the enrolment's closing connection deleted the worker's WAL.)"""
+    config = write_platform_config(tmp_path / "platform", mosquitto.url)
+    async with platform_worker(config):
+        result = carehub(
+            "sim", "fleet", "--config", config, "--hubs", "20", "--backlog", "10", "--panics", "2", "--processes", "2",
+            "--panic-from", "0.2", "--panic-to", "0.5", "--timeout", "120", "--json",
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["hubs"], report["processes"], report["backlog"], report["panics"]) == (20, 2, 10, 2)
+    assert report["envelopes"] == report["records"] == 202
+    assert report["stored"] == 202
+    assert (report["lost"], report["duplicated"], report["unexpected"], report["refused"]) == (0, 0, 0, 0)
+    assert report["lost_examples"] == []
+    assert report["connects"] >= 20
+    assert report["envelopes_sent"] >= 202
+    assert report["amplification"] == pytest.approx(report["envelopes_sent"] / 202, abs=1e-3)
+    assert report["frames_sent"] >= 20 + 2  # every hub's backlog fits one frame; each panic travels alone
+    for key in ("panic_p50_ms", "panic_p99_ms", "panic_max_ms", "drain_s", "envelopes_per_s"):
+        assert isinstance(report[key], float), key
+        assert math.isfinite(report[key]), key
+        assert report[key] > 0, key
+    assert report["panic_p50_ms"] <= report["panic_p99_ms"] <= report["panic_max_ms"]
+    listed = carehub("platform", "readings", "-c", config, "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert len(json.loads(listed.stdout)) == 202
+
+
+@pytest.mark.integration
+def test_a_fleet_that_cannot_drain_fails_in_one_line(tmp_path: Path) -> None:
+    """No broker at the address: the hubs keep reconnecting (as hubs do) and the run fails loudly at its timeout."""
+    config = write_platform_config(tmp_path / "platform", "mqtt://127.0.0.1:1883")
+    result = carehub(
+        "sim", "fleet", "--config", config, "--hubs", "3", "--backlog", "2", "--panics", "0",
+        "--broker", f"mqtt://127.0.0.1:{free_port()}", "--timeout", "2",
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "3 of 3 hubs not drained after 2 s" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--hubs", "0"), "--hubs"),
+        (("--broker", "http://x:1"), "must look like mqtt://host:port"),
+        (("--processes", "5", "--hubs", "2"), "--processes must be between 1 and the number of hubs"),
+        (("--panic-from", "3", "--panic-to", "1"), "--panic-from"),
+    ],
+)
+def test_bad_options_fail_in_one_line(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
+    config = write_platform_config(tmp_path / "platform", "mqtt://127.0.0.1:1883")
+    result = carehub("sim", "fleet", "--config", config, *args, timeout=60)
+    assert result.returncode != 0
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert message in result.stderr
+
+
+def test_a_missing_platform_config_fails_in_one_line(tmp_path: Path) -> None:
+    result = carehub("sim", "fleet", "--config", tmp_path / "nope.toml", timeout=60)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "nope.toml" in lines[0]
+
+
+def test_options_default_to_one_process_per_thousand_hubs(tmp_path: Path) -> None:
+    assert FleetOptions(config=tmp_path, hubs=1000).process_count == 1
+    assert FleetOptions(config=tmp_path, hubs=10_000).process_count == 10
+    assert FleetOptions(config=tmp_path, hubs=10_000, processes=4).process_count == 4
+
+
+@given(st.lists(st.floats(min_value=0, max_value=1e6), min_size=1, max_size=200), st.floats(0.1, 100))
+def test_percentile_is_a_member_and_monotonic(values: list[float], q: float) -> None:
+    p = percentile(values, q)
+    assert p in values
+    assert min(values) <= p <= percentile(values, 100) == max(values)
+    assert percentile(values, min(100.0, q + 1)) >= p
+
+
+@given(
+    st.lists(
+        st.builds(
+            HubPlan,
+            st.from_regex(r"[a-z0-9][a-z0-9-]{1,20}", fullmatch=True),
+            st.text("0123456789abcdef", min_size=64, max_size=64),
+            st.integers(0, 1000),
+            st.lists(st.floats(0, 100), max_size=3).map(tuple),
+        ),
+        max_size=5,
+    ).map(tuple)
+)
+def test_a_process_plan_survives_its_json(hubs: tuple[HubPlan, ...]) -> None:
+    plan = ProcessPlan(0, "127.0.0.1", 1883, "/tmp/x", "00" * 32, "11" * 32, 60.0, hubs)  # noqa: S108 - not opened
+    assert ProcessPlan.from_json(plan.to_json()) == plan
+
+
+def test_a_truncated_result_is_refused() -> None:
+    result = ProcessResult(0, 1, 2, 2, "f", 1, 2, 0, 1, 0, 0, (1.5,), 0.25)
+    assert ProcessResult.from_json(json.loads(result.to_json())) == result
+    broken = json.loads(result.to_json())
+    del broken["drain_s"]
+    with pytest.raises(ValueError, match="drain_s"):
+        ProcessResult.from_json(broken)
