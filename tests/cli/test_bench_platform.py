@@ -1,0 +1,79 @@
+"""``carehub bench platform --quick --json`` (issue 15 item 9): one run prints every figure, measured (types and
+consistency only: no timing is asserted; the figures go into the README)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from carehub.bench_platform import crypto_open_verify_us, process_cpu_s
+from sim.broker import mosquitto_available
+
+REPO = Path(__file__).resolve().parents[2]
+
+FIGURES = (
+    "crypto_open_verify_us",
+    "worker_cpu_per_envelope_us",
+    "cpu_ratio_to_crypto",
+    "envelopes_per_s",
+    "storm_drain_s",
+    "storm_panic_p50_ms",
+    "storm_panic_p99_ms",
+    "storm_amplification",
+    "worker_peak_rss_mb",
+)
+
+
+def carehub(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "from carehub.cli import main; main()", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not mosquitto_available(), reason="mosquitto is not installed (scripts/test installs it)")
+def test_quick_platform_bench_prints_every_figure() -> None:
+    result = carehub("bench", "platform", "--quick", "--json")
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert figures["quick"] is True
+    assert figures["engine"] == "sqlite"
+    assert (figures["hubs"], figures["backlog"], figures["panics"]) == (50, 20, 5)
+    assert figures["envelopes"] == figures["stored"] == 50 * 20 + 5
+    assert (figures["lost"], figures["duplicated"]) == (0, 0)
+    for key in FIGURES:
+        value = figures[key]
+        assert isinstance(value, float), key
+        assert math.isfinite(value), key
+        assert value > 0, key
+    assert figures["storm_panic_p50_ms"] <= figures["storm_panic_p99_ms"]
+    assert figures["storm_amplification"] >= 1.0
+    ratio = figures["worker_cpu_per_envelope_us"] / figures["crypto_open_verify_us"]
+    assert figures["cpu_ratio_to_crypto"] == pytest.approx(ratio, rel=0.05)
+
+
+def test_platform_options_are_refused_for_other_benches() -> None:
+    result = carehub("bench", "fhir", "--hubs", "10")
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "carehub bench platform" in result.stderr
+
+
+def test_crypto_cost_and_process_cpu_are_measured() -> None:
+    assert crypto_open_verify_us(20) > 0
+    before, own = process_cpu_s(os.getpid()), time.process_time()
+    while time.process_time() - own < 0.2:  # burn 0.2 s of this process's CPU
+        sum(i * i for i in range(10_000))
+    assert process_cpu_s(os.getpid()) - before >= 0.1  # /proc counts it too (in clock ticks)
