@@ -741,6 +741,7 @@ app.add_typer(__import__("community.tls_cli", fromlist=["app"]).app, name="tls")
 app.add_typer(__import__("community.console.careplan", fromlist=["app"]).app, name="careplan")
 app.add_typer(__import__("community.console.audit", fromlist=["app"]).app, name="audit")
 app.add_typer(__import__("community.console.accounts", fromlist=["app"]).app, name="account")
+app.add_typer(__import__("community.console.sharing_cli", fromlist=["app"]).app, name="sharing")
 app.command("export")(__import__("community.fhir.cli", fromlist=["export_command"]).export_command)
 
 
