@@ -22,6 +22,7 @@ from protocols.pendant import (
     DEVICE_INFO_CHAR_UUID,
     EVENT_CHAR_UUID,
     FEEDBACK_CHAR_UUID,
+    KEY_CHECK_CHAR_UUID,
     SERVICE_UUID,
     ConfirmFrame,
     DeviceInfo,
@@ -138,6 +139,7 @@ async def test_service_surface_and_device_info(hub: Hub, clock: ManualClock) -> 
                 CONFIRM: {"write"},
                 FEEDBACK: {"write"},
                 str(DEVICE_INFO_CHAR_UUID): {"read"},
+                str(KEY_CHECK_CHAR_UUID): {"read", "write", "indicate"},
             }
             info = DeviceInfo.from_bytes(bytes(await client.read_gatt_char(str(DEVICE_INFO_CHAR_UUID))))
             assert info == DeviceInfo(ADDRESS)
