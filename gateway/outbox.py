@@ -8,7 +8,9 @@ the async facade; the parts it is made of:
 * :mod:`gateway.outbox_schema`: the SQLite schema, its migrations and the connection's set-up (WAL,
   ``synchronous=FULL``: a commit returns only after the WAL is fsynced; a database written by a newer carehub is
   refused);
-* :mod:`gateway.outbox_store`: the synchronous store, its group commit and eviction, run on the outbox's thread.
+* :mod:`gateway.outbox_store`: the synchronous store, its group commit and eviction, run on the outbox's thread;
+* :mod:`gateway.disk_reserve`: the space held back so that alarms and panic calls are still stored when another
+  program has filled the file system (issue 17 item 2).
 
 How the facade works:
 
@@ -40,6 +42,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from gateway.clock import Clock, SystemClock
+from gateway.disk_reserve import DEFAULT_RESERVE_BYTES, FullDiskEpisode, ReserveStatus
 from gateway.errors import OutboxClosedError, OutboxError
 from gateway.outbox_rows import CursorValue, Eviction, Lane, OutboxItem, OutboxStats, PutResult
 from gateway.outbox_schema import MIGRATIONS, SCHEMA_VERSION, read_cursor, read_eviction_log, write_cursor
@@ -76,8 +79,11 @@ class Outbox:
         clock: Clock,
         group_commit: bool,
         commit_hook: Callable[[int], None] | None,
+        reserve_bytes: int = 0,
     ) -> None:
-        self._store = OutboxStore(path, max_bytes=max_bytes, clock=clock, commit_hook=commit_hook)
+        self._store = OutboxStore(
+            path, max_bytes=max_bytes, clock=clock, commit_hook=commit_hook, reserve_bytes=reserve_bytes
+        )
         self.path = path
         self.max_bytes = max_bytes
         self._max_group = _MAX_GROUP if group_commit else 1
@@ -163,9 +169,9 @@ class Outbox:
             loop.call_soon(self._hand_over)
         return loop.create_future()
 
-    def _enqueue(self, fn: Callable[[Any], _T], write: bool) -> asyncio.Future[_T]:
+    def _enqueue(self, fn: Callable[[Any], _T], write: bool, essential: bool = False) -> asyncio.Future[_T]:
         future: asyncio.Future[_T] = self._future()
-        self._submitted.append(Job(future, fn, write))
+        self._submitted.append(Job(future, fn, write, essential=essential))
         return future
 
     def _enqueue_put(
@@ -178,8 +184,8 @@ class Outbox:
         self._submitted.append(Job(future, None, True, items, priority, copied, settle))
         return future
 
-    async def _submit(self, fn: Callable[[Any], _T], *, write: bool) -> _T:
-        return await self._enqueue(fn, write)
+    async def _submit(self, fn: Callable[[Any], _T], *, write: bool, essential: bool = False) -> _T:
+        return await self._enqueue(fn, write, essential)
 
     def _hand_over(self) -> None:
         """Pass the jobs submitted since the last hand-over to the database thread (runs on the event loop)."""
@@ -266,13 +272,15 @@ class Outbox:
         seqs = tuple(envelope_seqs)
         if not seqs:
             return 0
-        return await self._submit(lambda conn: self._store.delete(conn, seqs), write=True)
+        # Essential on a full disk: deleting delivered rows frees pages for the next alarm.
+        return await self._submit(lambda conn: self._store.delete(conn, seqs), write=True, essential=True)
 
     async def allocate_seqs(self, count: int = 1) -> range:
         """Durably reserve ``count`` envelope sequence numbers; they are never handed out again."""
         if count <= 0:
             raise ValueError(f"count must be > 0, got {count}")
-        return await self._submit(lambda conn: self._store.allocate(conn, count), write=True)
+        # Essential on a full disk: an alarm cannot be sealed without its sequence numbers.
+        return await self._submit(lambda conn: self._store.allocate(conn, count), write=True, essential=True)
 
     async def get_cursor(self, key: str, default: CursorValue | None = None) -> CursorValue | None:
         """A cursor's committed value, or ``default``."""
@@ -290,6 +298,10 @@ class Outbox:
         """Row counts, bytes, commits and eviction totals."""
         return await self._submit(self._store.stats, write=False)
 
+    async def disk_reserve(self) -> tuple[ReserveStatus | None, FullDiskEpisode | None]:
+        """The disk reserve as it is on disk (``None`` when opened without one) and the last full-disk episode."""
+        return await self._submit(self._store.reserve, write=False)
+
 
 @contextlib.asynccontextmanager
 async def open_outbox(
@@ -299,6 +311,7 @@ async def open_outbox(
     clock: Clock | None = None,
     group_commit: bool = True,
     commit_hook: Callable[[int], None] | None = None,
+    reserve_bytes: int = DEFAULT_RESERVE_BYTES,
 ) -> AsyncIterator[Outbox]:
     """Open (creating or migrating) the outbox at ``path`` and close it on exit.
 
@@ -308,6 +321,8 @@ async def open_outbox(
         clock: wall clock for eviction timestamps.
         group_commit: ``False`` commits each job separately (the naive baseline for benchmarks).
         commit_hook: called on the database thread after every commit with the number of write jobs it held.
+        reserve_bytes: space held back next to ``path`` for alarms and panic calls on a full file system
+            (:mod:`gateway.disk_reserve`); 0 keeps no reserve.
 
     Raises:
         OutboxCorruptError: the file is not a usable SQLite database.
@@ -320,6 +335,7 @@ async def open_outbox(
         clock=clock or SystemClock(),
         group_commit=group_commit,
         commit_hook=commit_hook,
+        reserve_bytes=reserve_bytes,
     )
     await outbox._start()
     try:

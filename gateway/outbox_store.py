@@ -13,6 +13,9 @@ once its row is on disk):
   so.
 * Row and byte counts are kept in memory (rebuilt from the table after a rollback), so statistics and the eviction
   check cost no query.
+* A full file system (issue 17 item 2): a reserve file next to the outbox is given up for essential writes (priority
+  rows, acknowledgements) when a group fails with ``SQLITE_FULL``, routine writes are refused while it is released,
+  and it is re-created once space returns; see :mod:`gateway.disk_reserve` for the design.
 
 Everything here runs on one thread; nothing here awaits.
 """
@@ -20,6 +23,7 @@ Everything here runs on one thread; nothing here awaits.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import sqlite3
@@ -29,6 +33,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway.clock import Clock
+from gateway.disk_reserve import (
+    EPISODE_CURSOR,
+    DiskFullError,
+    DiskReserve,
+    FullDiskEpisode,
+    ReserveStatus,
+    free_bytes,
+    is_disk_full,
+    reserve_path,
+)
 from gateway.errors import OutboxClosedError, OutboxError, OutboxUnwritableError
 from gateway.outbox_rows import CursorValue, Eviction, Lane, OutboxItem, OutboxStats, PutResult
 from gateway.outbox_schema import (
@@ -38,6 +52,7 @@ from gateway.outbox_schema import (
     classify_open_error,
     encode_row,
     prepare,
+    read_cursor,
     rows_to_send,
     write_cursor,
 )
@@ -68,6 +83,12 @@ class Job:
     priority: bool = False  # some of the items are in the priority lane
     cursors: Mapping[str, CursorValue] | None = None
     settle: Eviction | None = None
+    essential: bool = False  # admitted while the disk reserve is released (priority puts, acks, sequence numbers)
+
+    @property
+    def routine_write(self) -> bool:
+        """A write refused while the disk reserve is released."""
+        return self.write and not (self.essential or self.priority)
 
 
 class OutboxStore:
@@ -78,11 +99,25 @@ class OutboxStore:
         max_bytes: budget for stored envelope bytes; routine rows are evicted beyond it.
         clock: wall clock for eviction timestamps.
         commit_hook: called after every commit with the number of write jobs it held.
+        reserve_bytes: space held back for the priority lane on a full disk (0: no reserve).
     """
 
-    def __init__(self, path: Path, *, max_bytes: int, clock: Clock, commit_hook: Callable[[int], None] | None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_bytes: int,
+        clock: Clock,
+        commit_hook: Callable[[int], None] | None,
+        reserve_bytes: int = 0,
+    ) -> None:
         if max_bytes <= 0:
             raise ValueError(f"max_bytes must be > 0, got {max_bytes}")
+        if reserve_bytes < 0:
+            raise ValueError(f"reserve_bytes must be >= 0, got {reserve_bytes}")
+        self._reserve = DiskReserve(reserve_path(path), reserve_bytes) if reserve_bytes else None
+        self._episode: FullDiskEpisode | None = None  # the last (or current) full-disk episode
+        self._episode_dirty = False  # it changed since it was last committed to its cursor
         self.path = path
         self.max_bytes = max_bytes
         self._clock = clock
@@ -120,7 +155,28 @@ class OutboxStore:
         except sqlite3.Error as exc:
             conn.close()
             raise classify_open_error(path, exc) from exc
+        try:
+            self._open_reserve(conn)
+        except (OSError, sqlite3.Error, ValueError) as exc:
+            conn.close()
+            raise OutboxUnwritableError(path, f"cannot set up the disk reserve {reserve_path(path)} ({exc})") from exc
         self._conn = conn
+
+    def _open_reserve(self, conn: sqlite3.Connection) -> None:
+        stored = read_cursor(conn, EPISODE_CURSOR, None)
+        if stored is not None:
+            self._episode = FullDiskEpisode.decode(stored)
+        if self._reserve is None:
+            return
+        if not self._reserve.ensure():
+            _log.warning(
+                "outbox %s: too little free space for the disk reserve (%d bytes); routine writes wait for space",
+                self.path,
+                self._reserve.size,
+            )
+            self._begin_episode()
+        else:
+            self._end_episode()
 
     def close(self, _conn: sqlite3.Connection | None = None) -> None:
         """Close the database (idempotent)."""
@@ -131,11 +187,99 @@ class OutboxStore:
     # ---------------------------------------------------------------- group commit
 
     def execute(self, batch: list[Job]) -> list[Outcome]:
-        """Run ``batch`` in one transaction (reads without one); one outcome per job, in order."""
+        """Run ``batch`` in one transaction (reads without one); one outcome per job, in order.
+
+        On a full disk the reserve is given up for the group's essential jobs, which run again at once; routine
+        writes are refused while it is released (see :mod:`gateway.disk_reserve`).
+        """
         conn = self._conn
         if conn is None:
             # Only the open and close jobs run without a connection.
             return [self._call(job, None) for job in batch]
+        reserve = self._reserve
+        if reserve is None or not any(job.write for job in batch):
+            return self._commit_group(batch, conn)
+        self._maintain_reserve(reserve)
+        outcomes: dict[int, Outcome] = {}
+        if not reserve.held:
+            self._refuse([i for i, job in enumerate(batch) if job.routine_write], outcomes)
+        run = [i for i in range(len(batch)) if i not in outcomes]
+        results = self._commit_group([batch[i] for i in run], conn)
+        if any(not ok and isinstance(value, DiskFullError) for ok, value in results):
+            self._begin_episode()
+            if reserve.held and any(batch[i].write and not batch[i].routine_write for i in run):
+                freed = reserve.release()
+                _log.warning(
+                    "outbox %s: the file system is full; released the %d-byte disk reserve for alarms and panic "
+                    "calls, routine writes wait for space",
+                    self.path,
+                    freed,
+                )
+                self._refuse([i for i in run if batch[i].routine_write], outcomes)
+                run = [i for i in run if i not in outcomes]
+                results = self._commit_group([batch[i] for i in run], conn)
+        for i, (ok, value) in zip(run, results, strict=True):
+            if not ok and isinstance(value, DiskFullError) and batch[i].routine_write:
+                self._count_refused(1)
+            outcomes[i] = (ok, value)
+        return [outcomes[i] for i in range(len(batch))]
+
+    def _refuse(self, indexes: list[int], outcomes: dict[int, Outcome]) -> None:
+        if not indexes:
+            return
+        error = DiskFullError(self.path, "the file system is full; the disk reserve is kept for alarms, not stored")
+        for i in indexes:
+            outcomes[i] = (False, error)
+        self._count_refused(len(indexes))
+
+    def _count_refused(self, count: int) -> None:
+        episode = self._episode
+        if episode is not None and episode.ended is None:
+            self._episode = dataclasses.replace(episode, refused=episode.refused + count)
+            self._episode_dirty = True
+
+    def _begin_episode(self) -> None:
+        if self._episode is None or self._episode.ended is not None:
+            self._episode = FullDiskEpisode(started=self._clock.wall(), ended=None, priority_commits=0, refused=0)
+            self._episode_dirty = True
+
+    def _end_episode(self) -> None:
+        episode = self._episode
+        if episode is not None and episode.ended is None:
+            self._episode = dataclasses.replace(episode, ended=self._clock.wall())
+            self._episode_dirty = True
+            _log.warning("outbox %s: space has returned; the disk reserve is in place again", self.path)
+
+    def _maintain_reserve(self, reserve: DiskReserve) -> None:
+        """Re-create a released reserve once space has returned, ending the full-disk episode."""
+        episode_open = self._episode is not None and self._episode.ended is None
+        if reserve.held and not episode_open:
+            return
+        try:
+            held = reserve.ensure()
+        except OSError as exc:
+            _log.error("outbox %s: cannot re-create the disk reserve: %s", self.path, exc)
+            return
+        if held and free_bytes(self.path.parent) >= reserve.size:
+            self._end_episode()
+
+    def reserve(self, _conn: sqlite3.Connection | None = None) -> tuple[ReserveStatus | None, FullDiskEpisode | None]:
+        """The reserve on disk (``None`` without one) and the last full-disk episode."""
+        return (None if self._reserve is None else self._reserve.status()), self._episode
+
+    def _episode_to_commit(self, batch: list[Job], outcomes: list[Outcome]) -> FullDiskEpisode | None:
+        """The episode to write with this commit, counting it when it stores priority rows from the reserve."""
+        episode = self._episode
+        if episode is None:
+            return None
+        reserve = self._reserve
+        from_reserve = reserve is not None and not reserve.held and episode.ended is None
+        if from_reserve and any(ok and job.priority for job, (ok, _) in zip(batch, outcomes, strict=True)):
+            return dataclasses.replace(episode, priority_commits=episode.priority_commits + 1)
+        return episode if self._episode_dirty else None
+
+    def _commit_group(self, batch: list[Job], conn: sqlite3.Connection) -> list[Outcome]:
+        """Run ``batch`` in one transaction (reads without one); one outcome per job, in order."""
         outcomes: list[Outcome] = []
         in_txn = False
         try:
@@ -158,8 +302,13 @@ class OutboxStore:
                     in_txn = True
                     outcomes = [self._isolated(job, conn) for job in batch]
             if in_txn:
+                episode = self._episode_to_commit(batch, outcomes)
+                if episode is not None:
+                    write_cursor(conn, EPISODE_CURSOR, episode.encode())
                 conn.execute("COMMIT")
                 in_txn = False
+                if episode is not None:
+                    self._episode, self._episode_dirty = episode, False
                 self._commits += 1
                 if self._commit_hook is not None:
                     self._commit_hook(sum(1 for job in batch if job.write))
@@ -169,7 +318,8 @@ class OutboxStore:
                     conn.execute("ROLLBACK")
                 with contextlib.suppress(sqlite3.Error):
                     self._recount(conn)
-            error = OutboxError(self.path, f"commit failed, nothing in this group was stored ({exc})")
+            kind = DiskFullError if is_disk_full(exc, self.path.parent) else OutboxError
+            error = kind(self.path, f"commit failed, nothing in this group was stored ({exc})")
             outcomes = [(False, error)] * len(batch)
         return outcomes
 
@@ -213,7 +363,8 @@ class OutboxStore:
         try:
             return True, fn()
         except sqlite3.Error as exc:
-            return False, OutboxError(self.path, str(exc))
+            kind = DiskFullError if is_disk_full(exc, self.path.parent) else OutboxError
+            return False, kind(self.path, str(exc))
         except Exception as exc:  # noqa: BLE001 - handed to the awaiting caller, which re-raises it
             return False, exc
 

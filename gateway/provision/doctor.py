@@ -2,11 +2,13 @@
 
 Checks, in order: the config loads; key files exist, parse, and private ones are mode 0600 (the config too, as it
 may hold the broker password); the clock is plausible; the home's time zone (a warning with the config's
-``timezone_note`` when it is a guess); free space on the storage; the outbox backlog; envelopes the platform refused
-for good (counted per reason in the outbox's cursors, :func:`gateway.uplink.refusal_counts`); the broker is
-reachable (TCP, then an MQTT CONNECT with the hub's credentials, both bounded); and per device what the hub can read
-at rest. A device whose installation test failed, and a pendant that has used up its event counters (it can no
-longer call for help, ``docs/protocol.md`` §9.6), fail their check, so ``carehub doctor`` exits non-zero.
+``timezone_note`` when it is a guess); free space on the storage; the outbox backlog; the disk reserve held for
+alarms on a full file system and the last full-disk episode (:mod:`gateway.disk_reserve`; the episode is an outbox
+cursor); envelopes the platform refused for good (counted per reason in the outbox's cursors,
+:func:`gateway.uplink.refusal_counts`); the broker is reachable (TCP, then an MQTT CONNECT with the hub's
+credentials, both bounded); and per device what the hub can read at rest. A device whose installation test
+failed, and a pendant that has used up its event counters (it can no longer call for help, ``docs/protocol.md``
+§9.6), fail their check, so ``carehub doctor`` exits non-zero.
 
 What can be read per device: everything the hub learns from a device is sealed to the platform before it is stored
 (invariant 3), so the outbox cannot say when a device was last heard or its battery level. The doctor reads the
@@ -37,6 +39,7 @@ from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.core.downlink import REFUSED_CURSOR, describe_refusals
 from gateway.core.pendant_link import RekeyNeed, cursor_key, describe_counter, stored_rekey_need
 from gateway.decode_counts import DecodeCounts, decode_cursor_key
+from gateway.disk_reserve import DEFAULT_RESERVE_BYTES, EPISODE_CURSOR, FullDiskEpisode, reserve_path, reserve_status
 from gateway.errors import UplinkError
 from gateway.outbox import SCHEMA_VERSION, Lane
 from gateway.provision.files import HubPaths
@@ -258,6 +261,42 @@ def _outbox_checks(config: GatewayConfig, now: float) -> tuple[list[Check], Mapp
     return [_ok("outbox", detail)], summary["cursors"]
 
 
+def _when(wall: float) -> str:
+    return datetime.fromtimestamp(wall, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _mib(size: float) -> str:
+    return f"{size / 2**20:.1f} MiB"
+
+
+def _reserve_check(config: GatewayConfig, cursors: Mapping[str, Any]) -> Check:
+    """The disk reserve next to the outbox and the last full-disk episode the hub recorded."""
+    path = reserve_path(config.storage_path)
+    if not path.parent.exists():
+        return _ok("disk reserve", f"{path} not created yet (the hub has not run)")
+    try:
+        episode = None if EPISODE_CURSOR not in cursors else FullDiskEpisode.decode(cursors[EPISODE_CURSOR])
+    except ValueError as exc:
+        return Check("disk reserve", Status.WARN, f"outbox cursor {EPISODE_CURSOR}: {exc}", "report this to support")
+    try:
+        held = reserve_status(path, DEFAULT_RESERVE_BYTES)
+    except OSError as exc:
+        return Check("disk reserve", Status.WARN, f"{path}: {exc}", "check the storage directory's permissions")
+    detail = f"{_mib(held.allocated)} of {_mib(held.target)} held at {path}, {_mib(held.free)} free"
+    if episode is not None:
+        span = "still full" if episode.ended is None else f"to {_when(episode.ended)}"
+        detail += (
+            f"; last full disk from {_when(episode.started)} {span}: {episode.priority_commits} alarm/panic "
+            f"commit(s) stored from the reserve, {episode.refused} routine write(s) refused"
+        )
+    need = f"the hub re-creates the reserve once {_mib(2 * held.target)} are free"
+    if episode is not None and episode.ended is None:
+        return Check("disk reserve", Status.FAIL, detail, f"free space (sudo journalctl --vacuum-size=50M): {need}")
+    if not held.present:
+        return Check("disk reserve", Status.WARN, detail, f"free space or start the hub: {need}")
+    return _ok("disk reserve", detail)
+
+
 async def check_broker(config: GatewayConfig, *, limit_s: float = 5.0) -> Check:
     """TCP connect, then MQTT CONNECT with the configured credentials and TLS, each within ``limit_s`` seconds.
 
@@ -395,6 +434,7 @@ async def run_doctor(
     checks.append(_storage_check(config, disk_usage))
     outbox, cursors = _outbox_checks(config, now().timestamp())
     checks += outbox
+    checks.append(_reserve_check(config, cursors))
     checks.append(_refusal_check(cursors))
     checks.append(await check_broker(config, limit_s=broker_limit_s))
     checks += _device_checks(config, cursors, HubPaths.for_config(config_path))

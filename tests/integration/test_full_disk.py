@@ -1,6 +1,8 @@
-"""Issue 19 item 1, end to end on real processes and a really full file system: a panic press that cannot be stored
-is not confirmed to the pendant, the resident still gets the siren and the voice and the fallback notifier runs, and
-once space returns the press reaches the platform exactly once.
+"""Issue 17 item 2 (and issue 19 item 1 before it), end to end on real processes and a really full file system: with
+the outbox's disk reserve (:mod:`gateway.disk_reserve`) a panic press is still stored and confirmed to the pendant,
+with its alarm record, while another program's log fills the disk; the resident gets the siren and the voice; the
+press and the alarm reach the platform exactly once; once space returns the hub puts its reserve back by itself,
+and ``carehub doctor`` reports the reserve and the full-disk episode.
 
 OS processes: the carehub BLE relay and the hub daemon (``python -m gateway``, as its service runs it) with its
 outbox on a 16 MiB tmpfs; in this process: Mosquitto (fixture), the reference platform and the simulated pendant on
@@ -15,6 +17,7 @@ import contextlib
 import inspect
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Iterator
@@ -25,6 +28,7 @@ import pytest
 from community.ingest import IngestWorker, WorkerSettings
 from community.storage import SqliteStorage, StoredReading
 from community.wire import PlatformCodec
+from gateway.disk_reserve import DEFAULT_RESERVE_BYTES
 from protocols.keys import HubIdentity, PlatformIdentity, save_hub_identity, save_pendant_key, save_platform_public_keys
 from protocols.pendant import PendantEventType
 from sim import ble as sim_ble
@@ -43,6 +47,8 @@ HUB_ID = "disk-hub"
 PENDANT = "C0:33:00:00:00:01"
 PENDANT_KEY = bytes(range(32))
 BOUND = 60.0  # seconds for any one step
+CAREHUB = (sys.executable, "-c", "from carehub.cli import main; main()")  # as tests/cli/clirun.py runs carehub
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextlib.contextmanager
@@ -123,6 +129,15 @@ async def panic_records(storage: SqliteStorage, counter: int) -> list[StoredRead
     return [r for r in await storage.readings(HUB_ID) if r.kind == "panic" and r.body["counter"] == counter]
 
 
+async def kinds(storage: SqliteStorage) -> list[str]:
+    return [r.kind for r in await storage.readings(HUB_ID)]
+
+
+def reserve_held(disk: Path) -> bool:
+    reserve = disk / "outbox.sqlite-reserve"
+    return reserve.exists() and reserve.stat().st_blocks * 512 >= DEFAULT_RESERVE_BYTES
+
+
 async def until(predicate: Callable[[], object | Awaitable[object]], what: str) -> None:
     """Poll an outside process's observable state (a file, the platform's database) until it holds."""
     try:
@@ -138,7 +153,7 @@ async def until(predicate: Callable[[], object | Awaitable[object]], what: str) 
         pytest.fail(f"waited {BOUND} s for {what}")
 
 
-async def test_a_press_on_a_full_disk_is_escalated_locally_not_confirmed_then_stored_once(
+async def test_a_press_on_a_full_disk_is_stored_from_the_reserve_and_confirmed(
     tmp_path: Path, mosquitto: MosquittoBroker
 ) -> None:
     hub = HubIdentity.generate(HUB_ID)
@@ -177,30 +192,65 @@ async def test_a_press_on_a_full_disk_is_escalated_locally_not_confirmed_then_st
             stack.push_async_callback(daemon.wait)
             stack.callback(daemon.kill)
 
-            # A first press while there is room: everything is connected and works.
+            # A first press while there is room: everything is connected and works, and the reserve is held.
             first = await pendant.press(PendantEventType.PRESS)
             async with asyncio.timeout(BOUND):
                 await pendant.wait_confirmed(first.sequence)
             await until(lambda: panic_records(storage, first.sequence), "the first press at the platform")
+            assert reserve_held(disk)
             cancel = await pendant.press(PendantEventType.CANCEL)
             async with asyncio.timeout(BOUND):
-                await pendant.wait_confirmed(cancel.sequence)  # stored before the disk fills (it would be resent first)
+                await pendant.wait_confirmed(cancel.sequence)
+            alarms_before = (await kinds(storage)).count("alarm")
 
-            filler = fill(disk)
+            filler = fill(disk)  # someone else's log takes every byte left
+            assert os.statvfs(disk).f_bavail == 0
             second = await pendant.press(PendantEventType.PRESS)
-            await until(marker.exists, "the fallback notifier")
-            assert "cannot store" in marker.read_text()
+            async with asyncio.timeout(BOUND):
+                await pendant.wait_confirmed(second.sequence)  # stored from the reserve, so confirmed (section 9.4)
+            await until(
+                lambda: panic_records(storage, second.sequence), "the press made on the full disk at the platform"
+            )
+            await until(
+                lambda: _more_alarms(storage, alarms_before), "an alarm record made on the full disk at the platform"
+            )
+            assert filler.exists()
+            assert not reserve_held(disk)  # given up for the press
             text = log.read_text(errors="replace")
-            assert "light=siren sound=siren" in text  # the resident hears the siren and the voice at once
-            assert second.sequence not in pendant.confirmed_at  # not stored, so not confirmed (section 9.4)
-            assert second.sequence in pendant.pending
-            assert await panic_records(storage, second.sequence) == []
+            # The resident hears the ordinary "help is being called" (a stored call), not the can't-store siren.
+            assert text.count("light=help_called sound=alarm") == 2, text[-2000:]
+            assert "light=siren" not in text
+            assert "released the" in text
+            assert not marker.exists()  # stored, so the fallback notifier for an unstorable call did not run
 
             filler.unlink()  # the other program's log is rotated: space returns
+            third = await pendant.press(PendantEventType.PRESS)  # a write that lets the hub see the space
             async with asyncio.timeout(BOUND):
-                await pendant.wait_confirmed(second.sequence)
-            await until(lambda: panic_records(storage, second.sequence), "the second press at the platform")
+                await pendant.wait_confirmed(third.sequence)
+            await until(lambda: reserve_held(disk), "the reserve put back once space returned")
+            await until(lambda: panic_records(storage, third.sequence), "the press after the disk emptied")
             assert daemon.returncode is None, log.read_text(errors="replace")[-2000:]
-            stored = await panic_records(storage, second.sequence)
-            assert len(stored) == 1
-            assert len(await panic_records(storage, first.sequence)) == 1
+            for press in (first, second, third):
+                assert len(await panic_records(storage, press.sequence)) == 1
+
+            # carehub doctor, through its entry point, reports the reserve and the episode the hub recorded.
+            doctor = await asyncio.create_subprocess_exec(  # the console-script entry point, as tests/cli runs it
+                *CAREHUB,
+                *("doctor", "--config", str(tmp_path / "hub.toml"), "--json", "--timeout", "5"),
+                stdout=asyncio.subprocess.PIPE,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+            )
+            async with asyncio.timeout(BOUND):
+                out, _ = await doctor.communicate()
+            found = {c["check"]: c for c in json.loads(out)}
+            reserve = found["disk reserve"]
+            assert reserve["status"] == "ok", reserve
+            assert reserve["detail"].startswith("2.0 MiB of 2.0 MiB held at "), reserve
+            assert "last full disk from " in reserve["detail"], reserve
+            assert re.search(
+                r"to \S+ \S+ UTC: [1-9]\d* alarm/panic commit\(s\) stored from the reserve", reserve["detail"]
+            )
+
+
+async def _more_alarms(storage: SqliteStorage, before: int) -> bool:
+    return (await kinds(storage)).count("alarm") > before
