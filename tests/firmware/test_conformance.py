@@ -38,9 +38,11 @@ from protocols.pendant import (
     DEVICE_INFO_CHAR_UUID,
     EVENT_CHAR_UUID,
     FEEDBACK_CHAR_UUID,
+    KEY_CHECK_CHAR_UUID,
     ConfirmFrame,
     FeedbackFrame,
     FeedbackState,
+    KeyChallenge,
     PendantEvent,
     PendantEventType,
     compute_tag,
@@ -97,8 +99,21 @@ class Wrote:
     shown: FeedbackState | None  # what the pendant shows, when it acted on a Feedback
 
 
+@dataclass(frozen=True, slots=True)
+class KeyChecked:
+    """A key challenge written (docs/protocol.md §9.7): ATT status, whether the pendant answered, the value after."""
+
+    status: int
+    acted: bool
+    value: bytes
+
+
+_READ_UUIDS = {"event": EVENT_CHAR_UUID, "info": DEVICE_INFO_CHAR_UUID, "keycheck": KEY_CHECK_CHAR_UUID}
+
+
 class PendantUnderTest(Protocol):
     async def read(self, what: str) -> Read: ...
+    async def keycheck(self, data: bytes) -> KeyChecked: ...
     async def gesture(self, name: str) -> int: ...
     async def indication(self) -> Frame: ...
     async def repeat(self) -> Frame: ...
@@ -126,7 +141,7 @@ class SimPendant:
         self.frames.put_nowait(bytes(data))
 
     async def read(self, what: str) -> Read:
-        uuid = str(EVENT_CHAR_UUID if what == "event" else DEVICE_INFO_CHAR_UUID)
+        uuid = str(_READ_UUIDS[what])
         try:
             value = bytes(await self.client.read_gatt_char(uuid))
         except BleakGATTProtocolError as error:
@@ -156,6 +171,16 @@ class SimPendant:
         acted = len(self.pendant.rejected) == ignored
         shown = self.pendant.showing if acted and what == "feedback" else None
         return Wrote(0, acted, tuple(self.pendant.pending), shown)
+
+    async def keycheck(self, data: bytes) -> KeyChecked:
+        uuid = str(KEY_CHECK_CHAR_UUID)
+        ignored = len(self.pendant.rejected)
+        try:
+            await self.client.write_gatt_char(uuid, data, response=True)
+        except BleakGATTProtocolError as error:
+            return KeyChecked(int(error.code), False, b"")
+        acted = len(self.pendant.rejected) == ignored
+        return KeyChecked(0, acted, bytes(await self.client.read_gatt_char(uuid)))
 
 
 class FirmwarePendant:
@@ -199,6 +224,11 @@ class FirmwarePendant:
         shown = FeedbackState(int(state)) if acted == "1" and what == "feedback" else None
         return Wrote(int(status), acted == "1", counters, shown)
 
+    async def keycheck(self, data: bytes) -> KeyChecked:
+        _, status, _, acted, _, _ = await self._ask(f"keycheck {data.hex() or '-'}")
+        _, _, value = await self._ask("read keycheck")
+        return KeyChecked(int(status), acted == "1", b"" if value == "-" else bytes.fromhex(value))
+
 
 def confirm(counter: int, key: bytes = KEY) -> bytes:
     return bytes(ConfirmFrame(counter).sign(PENDANT_ID, key))
@@ -208,8 +238,14 @@ def feedback(state: FeedbackState, counter: int, seq: int, key: bytes = KEY) -> 
     return bytes(FeedbackFrame(state, counter, seq).sign(PENDANT_ID, key))
 
 
+CHALLENGE = bytes(KeyChallenge(bytes(range(0xA0, 0xA8))))
+
 SCRIPT: list[tuple[str, Callable[[PendantUnderTest], Awaitable[object]]]] = [
     ("device info, unencrypted", lambda p: p.read("info")),
+    ("key check before any challenge", lambda p: p.read("keycheck")),
+    ("key challenge", lambda p: p.keycheck(CHALLENGE)),
+    ("key challenge of another version", lambda p: p.keycheck(b"\x02" + CHALLENGE[1:])),
+    ("key challenge, too short", lambda p: p.keycheck(CHALLENGE[:-1])),
     ("event before any event", lambda p: p.read("event")),
     ("press", lambda p: p.gesture("press")),
     ("its indication", lambda p: p.indication()),
@@ -238,6 +274,7 @@ SCRIPT: list[tuple[str, Callable[[PendantUnderTest], Awaitable[object]]]] = [
     ("an old confirm replayed", lambda p: p.write("confirm", confirm(2))),
     ("feedback checkin_ok", lambda p: p.write("feedback", feedback(FeedbackState.CHECKIN_OK, 3, 0))),
     ("feedback idle", lambda p: p.write("feedback", feedback(FeedbackState.IDLE, 3, 1))),
+    ("key challenge with events confirmed", lambda p: p.keycheck(CHALLENGE)),
 ]
 
 
@@ -333,6 +370,11 @@ async def test_the_script_exercises_what_matters(firmware: FirmwarePendant) -> N
     assert answers["event read after both confirmed"] == Read(0, cancel, b"")
     assert answers["an old confirm replayed"] == Wrote(0, True, (), None)
     assert answers["feedback idle"] == Wrote(0, True, (), FeedbackState.IDLE)
+    assert answers["key check before any challenge"] == Read(0, None, b"")
+    answer = bytes(KeyChallenge.from_bytes(CHALLENGE).answer(PENDANT_ID, KEY))
+    assert answers["key challenge"] == KeyChecked(0, True, answer)
+    assert answers["key challenge, too short"] == KeyChecked(0, False, CHALLENGE[:-1])
+    assert answers["key challenge with events confirmed"] == KeyChecked(0, True, answer)
 
 
 # -- any sequence of writes, reads and gestures --------------------------------------------------------------------
@@ -367,6 +409,11 @@ operations = st.one_of(
         st.integers(0, 3),
         keys,
     ),
+    st.builds(
+        lambda data: (f"keycheck {data.hex()}", lambda p: p.keycheck(data)),
+        st.one_of(st.binary(min_size=8, max_size=8).map(lambda n: bytes(KeyChallenge(n))), st.binary(max_size=32)),
+    ),
+    st.just(("read keycheck", lambda p: p.read("keycheck"))),
     st.builds(
         lambda what, data: (f"{what} {data.hex()}", lambda p: p.write(what, data)),
         st.sampled_from(["confirm", "feedback"]),
