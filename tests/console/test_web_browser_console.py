@@ -144,15 +144,18 @@ async def test_a_panic_reaches_the_doctor_live_is_acknowledged_to_the_hub_and_hi
         assert "wang-fang" in text
         assert "Panic call" in text
 
-        await doctor.click('tr[data-hub="home-wang"] button[value="ack"]')  # type: ignore[attr-defined]
-        await until(worker.stored, lambda: any(c.state.value == "answered" for c in gw.hub.panic_calls()))
-        assert "panic_answered" in feedback.messages()  # the resident hears that help is on the way
-
+        # While the call is open: a doctor without access to Wang Fang sees an empty queue, and is refused her page.
         other = await login(chromium, url, "dr-chen", "battery staple")
+        await other.wait_for_selector("#empty")  # type: ignore[attr-defined]
         assert await other.query_selector('tr[data-hub="home-wang"]') is None  # type: ignore[attr-defined]
         response = await other.goto(f"{url}/residents/wang-fang")  # type: ignore[attr-defined]
         assert response.status == 403
         await other.wait_for_selector("#forbidden")  # type: ignore[attr-defined]
+        assert not any(c.state.value == "answered" for c in gw.hub.panic_calls())  # still open then
+
+        await doctor.click('tr[data-hub="home-wang"] button[value="ack"]')  # type: ignore[attr-defined]
+        await until(worker.stored, lambda: any(c.state.value == "answered" for c in gw.hub.panic_calls()))
+        assert "panic_answered" in feedback.messages()  # the resident hears that help is on the way
         pump.cancel()
 
     with SqliteAuditStore(audit_path(database)) as store:
