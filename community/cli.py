@@ -98,6 +98,12 @@ def run(
         str | None,
         typer.Option("--console", help="Serve the doctor's web console at HOST:PORT, e.g. 127.0.0.1:8080."),
     ] = None,
+    escalate_after: Annotated[
+        float,
+        typer.Option(
+            "--escalate-after", min=1.0, help="Seconds before the console shows an unanswered critical alarm escalated."
+        ),
+    ] = 300.0,
 ) -> None:
     """Run one ingest worker until interrupted; exit 1 if it fails repeatedly (so systemd restarts it)."""
     cfg = _config(config)
@@ -143,9 +149,12 @@ def run(
                 _out.print(f"metrics on http://{address.host}:{port}/metrics (health: /healthz)", highlight=False)
             on_alarm: Callable[[], None] = _nothing
             if console_address is not None:
-                from community.console.web import open_console, serve_console  # noqa: PLC0415
+                from community.console.web import ConsoleSettings, open_console, serve_console  # noqa: PLC0415
 
-                web_console = await extras.enter_async_context(open_console(storage, worker, cfg.database))
+                settings = ConsoleSettings(escalate_after=_dt.timedelta(seconds=escalate_after))
+                web_console = await extras.enter_async_context(
+                    open_console(storage, worker, cfg.database, settings=settings)
+                )
                 web_port = await extras.enter_async_context(
                     serve_console(web_console, console_address.host, console_address.port)
                 )
