@@ -41,7 +41,7 @@ async def test_platform_run_serves_the_console_live_and_sends_the_doctors_ack(
     with AccountStore(accounts_path(tmp_path / "platform.db"), lambda: T0, FAST) as accounts:
         accounts.add("dr-li", Role.DOCTOR, "correct horse", "Dr Li")
         accounts.set_sharing(Sharing("resident-1", "dr-li", SharingLevel.OWN_DOCTOR))
-    proc = await spawn(["platform", "run", "-c", str(cfg), "--console", "127.0.0.1:0"])
+    proc = await spawn(["platform", "run", "-c", str(cfg), "--console", "127.0.0.1:0", "--escalate-after", "60"])
     try:
         assert proc.stdout is not None
         async with asyncio.timeout(BOUND):
@@ -63,7 +63,9 @@ async def test_platform_run_serves_the_console_live_and_sends_the_doctors_ack(
             assert "alarm-9" not in await next_event(events.content)
             await client.subscribe("carehub/v1/hub-a/down", qos=1)
             await client.publish("carehub/v1/hub-a/alarm", frame(wire, 1, [alarm_record("hub-a", "alarm-9", 1)]), qos=1)
-            assert 'data-alarm="alarm-9"' in await next_event(events.content)  # no reload: the stream woke
+            live = await next_event(events.content)
+            assert 'data-alarm="alarm-9"' in live  # no reload: the stream woke
+            assert "escalated" in live  # critical, raised (T0) far more than 60 s ago, unanswered
             events.close()
             ack = await http.post(f"{base}/alarms/hub-a/alarm-9/ack", data={"csrf": csrf}, allow_redirects=False)
             assert ack.status == 303
