@@ -71,7 +71,7 @@ def home(
 def soak(
     days: Annotated[int, typer.Option(help="Simulated days to play (day 0 is a warm-up).", min=2, max=366)] = 30,
     quick: Annotated[
-        bool, typer.Option("--quick", help="CI pass: 3 days, an outage and a hub restart every day, 5 s ticks.")
+        bool, typer.Option("--quick", help="CI pass: 2 days, an outage and a hub restart every day, 5 s ticks.")
     ] = False,
     seed: Annotated[int, typer.Option(help="Seed of the month's values and timing jitter.")] = 17,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
