@@ -40,7 +40,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -402,8 +402,8 @@ class _Soak:
         clock = LoopClock(scenario.start_time)
         midnight = scenario.midnight
         self.say(f"broker: {broker.name}; {options.days} days, hub storage in {config.storage_path.parent}")
-        await broker.impl.start()
-        _refresh_children()
+        async with _broker_changing():
+            await broker.impl.start()
         try:
             async with (
                 DemoPlatform(
@@ -443,11 +443,11 @@ class _Soak:
                             break
                         if options.outage_every and day % options.outage_every == options.outage_every - 1:
                             await sleep_until(clock, today + _OUTAGE_AT)
-                            await broker.impl.stop()
-                            _refresh_children()
+                            async with _broker_changing():
+                                await broker.impl.stop()
                             await clock.sleep(options.outage_minutes * 60)
-                            await broker.impl.start()
-                            _refresh_children()
+                            async with _broker_changing():
+                                await broker.impl.start()
                             report.outages += 1
                             self.say(f"day {day}: broker outage of {options.outage_minutes:g} min")
                         if options.restart_every and day % options.restart_every == options.restart_every - 1:
@@ -551,24 +551,35 @@ class _SoakLoop(VirtualTimeLoop):
 
     The base class lists ``/proc`` for child processes at every idle moment (a few hundred thousand a simulated
     day: the MQTT clients' one-second housekeeping timers and the hub's ticker); the soak knows when its only child,
-    the broker, starts and calls :meth:`refresh_children` then. Threads of this process are looked at every time, as
-    in the base class.
+    the broker, starts or stops: inside :meth:`children_changing` every idle moment looks as the base class does, and
+    on leaving it the child processes' threads are listed once. Threads of this process are looked at every time.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self._child_stats: list[str] = []
+        self._changing = 0
+        self._listed = False  # until the first listing: as the base class
 
-    def refresh_children(self) -> None:
-        """List the threads of the child processes now (after the broker started or stopped)."""
-        stats: list[str] = []
-        for pid in _children():
-            with contextlib.suppress(OSError):
-                stats.extend(f"/proc/{pid}/task/{tid}/stat" for tid in os.listdir(f"/proc/{pid}/task"))
-        self._child_stats = stats
+    @contextlib.asynccontextmanager
+    async def children_changing(self) -> AsyncIterator[None]:
+        """While the broker starts or stops: look for child processes at every idle moment; list them after."""
+        self._changing += 1
+        try:
+            yield
+        finally:
+            self._changing -= 1
+            stats: list[str] = []
+            for pid in _children():
+                with contextlib.suppress(OSError):
+                    stats.extend(f"/proc/{pid}/task/{tid}/stat" for tid in os.listdir(f"/proc/{pid}/task"))
+            self._child_stats = stats
+            self._listed = True
 
     def others_busy(self) -> bool:
         """As :meth:`VirtualTimeLoop.others_busy`, with the child processes' threads as last listed."""
+        if self._changing or not self._listed:
+            return super().others_busy()
         main = threading.get_native_id()
         for thread in threading.enumerate():
             tid = thread.native_id
@@ -577,10 +588,11 @@ class _SoakLoop(VirtualTimeLoop):
         return any(_state(path) in _BUSY_STATES for path in self._child_stats)
 
 
-def _refresh_children() -> None:
+def _broker_changing() -> contextlib.AbstractAsyncContextManager[None]:
     loop = asyncio.get_running_loop()
     if isinstance(loop, _SoakLoop):
-        loop.refresh_children()
+        return loop.children_changing()
+    return contextlib.nullcontext()
 
 
 def play_soak(options: SoakOptions, *, say: Callable[[str], None] = lambda _m: None) -> SoakReport:
