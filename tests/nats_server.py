@@ -202,7 +202,11 @@ class NatsNode:
 
     async def __aenter__(self) -> Self:
         await self.start()
-        await wait_jetstream([self.url])
+        try:
+            await wait_jetstream([self.url])
+        except BaseException:
+            await self.stop()
+            raise
         return self
 
     async def __aexit__(
