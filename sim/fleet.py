@@ -22,6 +22,7 @@ import json
 import math
 import os
 import secrets
+import shutil
 import sys
 import tempfile
 import time
@@ -291,7 +292,9 @@ def _workdir(options: FleetOptions) -> Iterator[Path]:
         yield options.workdir
         return
     shm = Path("/dev/shm")  # noqa: S108  the outboxes' fsyncs are the hubs' cost, not the platform's
-    base = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+    # /dev/shm is memory: used only with room to spare (an outbox takes ~20 KB here; 1 MiB per hub is the margin).
+    roomy = shm.is_dir() and os.access(shm, os.W_OK) and shutil.disk_usage(shm).free > options.hubs * 2**20
+    base = str(shm) if roomy else None
     with tempfile.TemporaryDirectory(prefix="carehub-fleet-", dir=base) as tmp:
         yield Path(tmp)
 
