@@ -157,7 +157,7 @@ class OutboxStore:
             raise classify_open_error(path, exc) from exc
         try:
             self._open_reserve(conn)
-        except (OSError, sqlite3.Error, ValueError) as exc:
+        except (OSError, sqlite3.Error) as exc:
             conn.close()
             raise OutboxUnwritableError(path, f"cannot set up the disk reserve {reserve_path(path)} ({exc})") from exc
         self._conn = conn
@@ -165,7 +165,10 @@ class OutboxStore:
     def _open_reserve(self, conn: sqlite3.Connection) -> None:
         stored = read_cursor(conn, EPISODE_CURSOR, None)
         if stored is not None:
-            self._episode = FullDiskEpisode.decode(stored)
+            try:
+                self._episode = FullDiskEpisode.decode(stored)
+            except ValueError as exc:  # a diagnostic record must not keep the hub from storing alarms
+                _log.warning("outbox %s: ignoring cursor %s: %s", self.path, EPISODE_CURSOR, exc)
         if self._reserve is None:
             return
         if not self._reserve.ensure():

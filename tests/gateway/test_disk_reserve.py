@@ -213,3 +213,12 @@ def test_an_episode_round_trips_through_its_cursor_text(
 def test_a_malformed_episode_cursor_is_a_typed_error(value: object) -> None:
     with pytest.raises(ValueError, match="not a full-disk episode"):
         FullDiskEpisode.decode(value)
+
+
+async def test_a_garbled_episode_cursor_does_not_keep_the_outbox_from_opening(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite"
+    async with open_outbox(path, reserve_bytes=RESERVE) as ob:
+        await ob.set_cursor(EPISODE_CURSOR, "{garbled")
+    async with open_outbox(path, reserve_bytes=RESERVE) as ob:
+        assert (await ob.disk_reserve())[1] is None
+        await ob.put(item(1, Lane.PRIORITY))
