@@ -6,10 +6,14 @@ Everything handed over in the same turn of the event loop (meters reporting toge
 the reading that raised it) is numbered, sealed (`gateway.core.sealer`) and committed in one transaction; each
 caller returns once that transaction is fsynced. Nothing waits for a timer.
 
-When a commit fails (``OutboxError``: a full disk, a broken card) every caller gets the error and nothing of it is
-stored. Its priority drafts (alarm steps, panic events) are kept and offered again with the next commit, and so is
-each cursor registered with :meth:`Committer.defer`, whose callback runs once it is stored: a pendant's press is
-accepted (and its re-send confirmed as a repeat) only with the commit that stored it.
+A commit that carries a priority draft succeeds on a full file system as long as the outbox's disk reserve lasts
+(:mod:`gateway.disk_reserve`): the store gives the reserve up for it, so a press is stored and confirmed as usual;
+a commit of routine drafts only fails with ``DiskFullError`` meanwhile (the meter keeps its readings).
+
+When a commit fails (``OutboxError``: a full disk with the reserve used up, a broken card) every caller gets the
+error and nothing of it is stored. Its priority drafts (alarm steps, panic events) are kept and offered again with
+the next commit, and so is each cursor registered with :meth:`Committer.defer`, whose callback runs once it is
+stored: a pendant's press is accepted (and its re-send confirmed as a repeat) only with the commit that stored it.
 """
 
 from __future__ import annotations
