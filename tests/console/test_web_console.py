@@ -69,7 +69,8 @@ def seed_accounts(database: Path) -> None:
     with AccountStore(accounts_path(database), lambda: NOW, FAST) as accounts:
         accounts.add("dr-li", Role.DOCTOR, "correct horse", "Dr Li")
         accounts.add("dr-chen", Role.DOCTOR, "battery staple", "Dr Chen")
-        accounts.set_sharing(Sharing("resident-1", "dr-li", SharingLevel.OWN_DOCTOR))
+        accounts.add("mei", Role.FAMILY, "daughter pass", "Mei Lin")
+        accounts.set_sharing(Sharing("resident-1", "dr-li", SharingLevel.FAMILY, "mei"))
         accounts.set_sharing(Sharing("resident-2", "dr-chen", SharingLevel.OWN_DOCTOR))
 
 
@@ -266,3 +267,16 @@ async def test_the_console_client_logs_in_lists_and_acknowledges_through_the_api
     [sent] = setup.sender.sent
     assert sent.body == AlarmAcknowledgement("alarm-1", "Dr Li", NOW, "doctor", None)
     assert ("dr-li", "access.denied", "resident-2") in setup.audit()
+
+
+async def test_a_family_member_sees_the_status_only(setup: Setup) -> None:
+    await setup.login("mei", "daughter pass")
+    queue = await (await setup.client.get("/")).text()
+    assert 'id="empty"' in queue  # no alarms, no readings
+    residents = await (await setup.client.get("/residents")).text()
+    assert "Status only" in residents
+    assert 'class="badge red"' in residents
+    assert "mmHg" not in residents  # no vitals
+    assert (await setup.client.get("/residents/resident-1")).status == 403
+    assert ("mei", "view.residents", "resident-1") in setup.audit()
+    assert ("mei", "access.denied", "resident-1") in setup.audit()
