@@ -7,13 +7,16 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from provision_kit import PENDANT, PENDANT_KEY, Home
 from test_radio_doctor import hub
 from typer.testing import CliRunner, Result
 
 from carehub.provision_cli import app
 from gateway.config import DeviceKind, load_config
+from gateway.provision import radio
 from gateway.provision.files import HubPaths
+from gateway.provision.radio import open_radio
 from protocols.keys import load_pendant_key
 from sim.devices.options import DeviceOptions
 from sim.devices.pendant import Pendant
@@ -106,3 +109,32 @@ async def test_a_pendant_provisioned_under_another_id_is_refused(tmp_path: Path,
     assert "provisioned with the id 'pendant-0001'" in line
     assert f"b'{address}'" in line  # the mpremote line with the right id
     nothing_saved(paths, address)
+
+
+async def test_an_answer_whose_indication_is_lost_is_read(
+    tmp_path: Path, home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # NimBLE refuses a second indication while an Event one is unconfirmed (docs/protocol.md §9.7): the firmware
+    # then only sets the value, and the hub reads it once its wait for the indication is over.
+    async def no_indication(_answer: bytes) -> None:
+        return None
+
+    monkeypatch.setattr(home.pendant, "_indicate_answer", no_indication)
+    monkeypatch.setattr(radio, "_ANSWER_WAIT_S", 0.0)
+    paths = hub(tmp_path, link=home.link)
+    home.pendant.wake()
+    async with open_radio(home.link, keystore=paths.bonds) as (scanner, client):
+        paired = await radio.pair_device(
+            PENDANT,
+            expect=DeviceKind.PENDANT,
+            scanner_backend=scanner,
+            client_backend=client,
+            give_up_after=5,
+            pendant_key=PENDANT_KEY,
+        )
+        assert paired.key_checked
+        home.pendant.wake()
+        with pytest.raises(radio.PendantKeyMismatchError, match="the pendant's key does not match"):
+            await radio.pair_device(
+                PENDANT, scanner_backend=scanner, client_backend=client, give_up_after=5, pendant_key=WRONG_KEY
+            )
