@@ -298,7 +298,9 @@ def _pendant_key_arg(value: str | None) -> bytes | None:
     except ValueError:
         key = b""
     if len(key) != 32:
-        raise ProvisionError("--pendant-key is not 32 bytes of hex", "copy the 64 hex digits from the pendant's card")
+        raise ProvisionError(
+            "--pendant-key is not 32 bytes of hex", "copy the 64 hex digits of the key loaded into the pendant"
+        )
     return key
 
 

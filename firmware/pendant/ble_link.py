@@ -1,8 +1,9 @@
 # The pendant's GATT server over MicroPython's low-level `bluetooth` API (the BLE object comes from hal.Board).
 #
 # Service (protocols.pendant, docs/protocol.md §9): Event (read, indicate), Confirm (write), Feedback (write),
-# Device Info (read), Key Check (write, read, indicate: the hub's challenge at pairing, §9.7). Attribute permissions do not demand encryption: the frames carry their own HMAC tags, and a
-# failed pairing must never stop a call for help from reaching the hub. Bonding is still requested (hal.ble_on) and
+# Device Info (read), Key Check (write, read, indicate: the hub's challenge at pairing, §9.7). Attribute permissions
+# do not demand encryption: the frames carry their own HMAC tags, and a failed pairing must never stop a call for
+# help from reaching the hub. Bonding is still requested (hal.ble_on) and
 # the bond keys persist in the `bonds` file, so a bonded hub reconnects encrypted.
 #
 # Interrupts become asyncio state, as in aioble: _irq() only records what happened and sets a ThreadSafeFlag.
