@@ -22,7 +22,16 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from community.console.accounts import Account, AccountError, AccountStore, Session, accounts_path
+from community.console.accounts import (
+    Access,
+    Account,
+    AccountError,
+    AccountStore,
+    Role,
+    Session,
+    access,
+    accounts_path,
+)
 from community.console.audit import AuditError, AuditLog, SqliteAuditStore, audit_path
 from community.console.careplan import CarePlanStore, console_database
 from community.console.web_i18n import Lang, choose_lang, t
@@ -150,11 +159,24 @@ async def _guard(
                 raise web.HTTPForbidden(text="bad or missing CSRF token")
         request[_ACCOUNT], request[_SESSION] = account, session
         if request.path.startswith("/fhir"):
-            console.audit.record(account.username, "fhir.read", None, request.path_qs)
+            await _fhir_allowed(console, account, request.path_qs)
     response = await handler(request)
     if "lang" in request.query and request.query["lang"] in (Lang.EN.value, Lang.ZH.value):
         response.set_cookie(LANG_COOKIE, lang.value, httponly=True, samesite="Strict", path="/")
     return response
+
+
+async def _fhir_allowed(console: Console, account: Account, path: str) -> None:
+    """The FHIR API serves every stored resident's resources, unfiltered: only to an account with full access to
+    every resident named in the stored records (else 403, audited ``access.denied``); each read is audited."""
+    named = {r.resident_id for r in await console.storage.readings() if r.resident_id}
+    hidden = sorted(r for r in named if access(account, console.accounts.sharing(r)) is not Access.FULL)
+    if hidden or account.role not in (Role.DOCTOR, Role.NURSE):
+        console.audit.record(
+            account.username, "access.denied", None, f"fhir {path}: {len(hidden)} residents not shared"
+        )
+        raise web.HTTPForbidden(text="the FHIR API needs access to every resident's data")
+    console.audit.record(account.username, "fhir.read", None, path)
 
 
 def html(text: str, status: int = 200) -> web.Response:

@@ -246,6 +246,10 @@ async def test_language_from_accept_language_and_the_toggle(setup: Setup) -> Non
 
 async def test_fhir_is_mounted_and_reading_it_is_audited(setup: Setup) -> None:
     await setup.login("dr-li", "correct horse")
+    # Unfiltered by sharing, so refused while one stored resident (resident-2) is not shared with dr-li.
+    assert (await setup.client.get("/fhir/Observation")).status == 403
+    assert ("dr-li", "access.denied", None) in setup.audit()
+    setup.console.accounts.set_sharing(Sharing("resident-2", "dr-li", SharingLevel.OWN_DOCTOR))
     r = await setup.client.get("/fhir/metadata")
     assert r.status == 200
     assert (await r.json())["resourceType"] == "CapabilityStatement"
