@@ -55,7 +55,7 @@ from sim.clock import LoopClock, sleep_until
 from sim.demo import DEFAULT_SCENARIO, DemoPlatform, _Broker, _provision
 from sim.home import Home
 from sim.scenario import Event, EventKind, Scenario, load_scenario
-from sim.virtual_time import _BUSY_STATES, VirtualTimeLoop, _children, _state
+from sim.virtual_time import _BUSY_STATES, VirtualTimeLoop, _children
 
 __all__ = [
     "QUICK_DAYS",
@@ -547,17 +547,21 @@ class _Soak:
 
 
 class _SoakLoop(VirtualTimeLoop):
-    """The demo's simulated-time loop, with the child processes' threads listed once per broker start.
+    """The demo's simulated-time loop, with cheaper looks at the other threads and the broker.
 
-    The base class lists ``/proc`` for child processes at every idle moment (a few hundred thousand a simulated
-    day: the MQTT clients' one-second housekeeping timers and the hub's ticker); the soak knows when its only child,
-    the broker, starts or stops: inside :meth:`children_changing` every idle moment looks as the base class does, and
-    on leaving it the child processes' threads are listed once. Threads of this process are looked at every time.
+    The base class lists ``/proc`` for child processes and opens each thread's ``stat`` file at every idle moment (a
+    few hundred thousand a simulated day: the MQTT clients' one-second housekeeping timers and the hub's ticker);
+    that was two thirds of a soak's CPU. Here the soak says when its only child, the broker, starts or stops: inside
+    :meth:`children_changing` every idle moment looks as the base class does, and on leaving it the child processes'
+    threads are listed once. Each watched thread's ``stat`` file stays open and is re-read with one ``pread``. The
+    loop therefore holds one descriptor per watched thread: a constant in the soak's descriptor count, closed when
+    the thread ends.
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self._child_stats: list[str] = []
+        self._child_fds: list[int] = []
+        self._thread_fds: dict[int, int] = {}
         self._changing = 0
         self._listed = False  # until the first listing: as the base class
 
@@ -569,11 +573,14 @@ class _SoakLoop(VirtualTimeLoop):
             yield
         finally:
             self._changing -= 1
-            stats: list[str] = []
+            for fd in self._child_fds:
+                os.close(fd)
+            self._child_fds = []
             for pid in _children():
                 with contextlib.suppress(OSError):
-                    stats.extend(f"/proc/{pid}/task/{tid}/stat" for tid in os.listdir(f"/proc/{pid}/task"))
-            self._child_stats = stats
+                    for tid in os.listdir(f"/proc/{pid}/task"):
+                        with contextlib.suppress(OSError):
+                            self._child_fds.append(os.open(f"/proc/{pid}/task/{tid}/stat", os.O_RDONLY))
             self._listed = True
 
     def others_busy(self) -> bool:
@@ -581,11 +588,38 @@ class _SoakLoop(VirtualTimeLoop):
         if self._changing or not self._listed:
             return super().others_busy()
         main = threading.get_native_id()
-        for thread in threading.enumerate():
-            tid = thread.native_id
-            if tid is not None and tid != main and _state(f"/proc/self/task/{tid}/stat") in _BUSY_STATES:
+        live = {t.native_id for t in threading.enumerate()} - {None, main}
+        for gone in self._thread_fds.keys() - live:
+            os.close(self._thread_fds.pop(gone))
+        for tid in live:
+            if tid is None:
+                continue
+            fd = self._thread_fds.get(tid)
+            if fd is None:
+                try:
+                    fd = self._thread_fds[tid] = os.open(f"/proc/self/task/{tid}/stat", os.O_RDONLY)
+                except OSError:
+                    continue  # the thread ended meanwhile
+            if _fd_state(fd) in _BUSY_STATES:
                 return True
-        return any(_state(path) in _BUSY_STATES for path in self._child_stats)
+        return any(_fd_state(fd) in _BUSY_STATES for fd in self._child_fds)
+
+    def close(self) -> None:
+        """Close the watched ``stat`` files, then the loop."""
+        for fd in [*self._child_fds, *self._thread_fds.values()]:
+            os.close(fd)
+        self._child_fds, self._thread_fds = [], {}
+        super().close()
+
+
+def _fd_state(fd: int) -> str | None:
+    """The scheduler state letter in an open ``/proc/.../stat`` file, or None once its task is gone."""
+    try:
+        text = os.pread(fd, 1024, 0).decode("ascii", "replace")
+    except OSError:
+        return None
+    end = text.rfind(")")
+    return text[end + 2 : end + 3] if end >= 0 else None
 
 
 def _broker_changing() -> contextlib.AbstractAsyncContextManager[None]:

@@ -142,8 +142,10 @@ def test_a_quick_soak_in_its_own_process_grows_nothing() -> None:
     assert report["outages"] >= 2
     assert report["lost"] == 0
     assert report["findings"] == []
-    assert len({s["fds"] for s in samples}) == 1  # the same descriptors open after every restart
-    assert len({s["tasks"] for s in samples}) == 1
+    # Two restarts and two outages later, no more descriptors, tasks or threads than after the first day.
+    assert samples[-1]["fds"] <= samples[0]["fds"]
+    assert samples[-1]["tasks"] <= samples[0]["tasks"]
+    assert samples[-1]["threads"] <= samples[0]["threads"]
     assert all(s["outbox_rows"] == 0 for s in samples)
     # The figures are differences of the process's write counter, over the records the home produced that day.
     for before, after in itertools.pairwise(samples):
