@@ -16,6 +16,7 @@ import nats
 import pytest
 from nats_server import NatsCluster, NatsNode, nats_server_path
 from pg_server import PostgresServer
+from test_platform_supervision import enroll, spawn, stop, wait_ingesting
 
 from community.nats_config import NatsSettings
 from community.nats_ingest import NatsIngestWorker, ensure_streams
@@ -25,7 +26,7 @@ from community.wire import PlatformCodec
 from gateway.outbox import Lane, Outbox, OutboxItem, open_outbox
 from gateway.uplink import Uplink, UplinkSettings
 from gateway.wire import HubWire
-from protocols.keys import HubIdentity, PlatformIdentity
+from protocols.keys import HubIdentity, PlatformIdentity, save_platform_identity
 from protocols.record import Record
 from protocols.topics import encode_uplink
 
@@ -285,3 +286,63 @@ async def test_a_database_failure_naks_and_jetstream_delivers_the_frame_again(tm
             assert worker.stats.storage_errors == 1
             assert worker.stats.acks_sent == 1
         assert sorted(r.record_id for r in await storage.readings()) == sorted(rid(r) for r in records)
+
+
+async def test_a_sigkilled_worker_process_loses_and_duplicates_nothing(tmp_path, keys):
+    """Chaos on real processes: two ``carehub platform run`` workers on a 3-node cluster (one SQLite file), two hubs'
+    real uplinks; once a third of the envelopes is acked, one worker process is SIGKILLed (whatever it had fetched
+    and not acked comes back after ack_wait_s) and started again. Every record is stored exactly once and every
+    outbox drains. (A NATS node SIGKILLed mid-run: test_three_node_cluster_... above.)"""
+    per_hub = 400
+    hubs = ("hub-a", "hub-b")
+    records = {h: [bp_record(h, n) for n in range(per_hub)] for h in hubs}
+    async with NatsCluster(tmp_path / "cluster") as cluster:
+        await enroll(tmp_path / "platform.db", *(keys.hubs[h] for h in hubs))
+        save_platform_identity(tmp_path / "platform.key", keys.platform)
+
+        def config(name: str, order: tuple[int, ...]) -> Path:
+            servers = ", ".join(f'"{cluster.nodes[i].url}"' for i in order)
+            path = tmp_path / f"{name}.toml"
+            path.write_text(
+                f'[broker]\nclient_id = "{name}"\n'
+                f"[nats]\nservers = [{servers}]\nreplicas = 3\nack_wait_s = 3\nbatch = 8\n"
+                '[storage]\ndatabase = "platform.db"\n[keys]\nidentity = "platform.key"\n'
+            )
+            return path
+
+        configs = [config("w0", (0, 1, 2)), config("w1", (1, 2, 0))]
+        procs = [await spawn(["platform", "run", "-c", str(c)]) for c in configs]
+        try:
+            for proc in procs:
+                await wait_ingesting(proc)
+            async with contextlib.AsyncExitStack() as stack:
+                watch = await stack.enter_async_context(
+                    aiomqtt.Client(cluster.nodes[2].host, cluster.nodes[2].mqtt_port, identifier="ack-watch")
+                )
+                await watch.subscribe("carehub/v1/+/ack", qos=1)
+                outboxes: dict[str, Outbox] = {}
+                uplinks: dict[str, Uplink] = {}
+                for i, h in enumerate(hubs):
+                    outboxes[h] = await stack.enter_async_context(open_outbox(tmp_path / f"{h}.db"))
+                    await put_records(outboxes[h], keys.hub_wire(h), records[h])
+                    settings = uplink_settings(cluster.nodes[1 + i], h, frame_max_envelopes=8)
+                    uplinks[h] = await stack.enter_async_context(Uplink(settings, outboxes[h], keys.hub_wire(h)))
+                acked = 0
+                async with asyncio.timeout(BOUND):
+                    async for message in watch.messages:
+                        hub = str(message.topic).split("/")[2]
+                        acked += len(keys.hub_wire(hub).open_ack(bytes(message.payload)).stored)
+                        if acked >= len(hubs) * per_hub // 3:
+                            break
+                await stop(procs[0])  # SIGKILL, mid-batch or not
+                procs[0] = await spawn(["platform", "run", "-c", str(config("w0", (1, 2, 0)))])
+                await wait_ingesting(procs[0])
+                for h in hubs:
+                    await until(uplinks[h].acked, lambda h=h: empty(outboxes[h]))
+        finally:
+            for proc in procs:
+                await stop(proc)
+    async with SqliteStorage(tmp_path / "platform.db") as storage:
+        ids = [(r.hub, r.record_id) for r in await storage.readings()]
+    assert len(ids) == len(set(ids))  # nothing duplicated
+    assert sorted(ids) == sorted((h, rid(r)) for h in hubs for r in records[h])  # nothing lost
