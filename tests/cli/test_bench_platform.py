@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,6 +63,18 @@ def test_quick_platform_bench_prints_every_figure() -> None:
     assert figures["storm_amplification"] >= 1.0
     ratio = figures["worker_cpu_per_envelope_us"] / figures["crypto_open_verify_us"]
     assert figures["cpu_ratio_to_crypto"] == pytest.approx(ratio, rel=0.05)
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not mosquitto_available(), reason="mosquitto is not installed (scripts/test installs it)")
+def test_quick_platform_bench_on_postgresql(pg_server: Any) -> None:
+    result = carehub("bench", "platform", "--quick", "--postgres", pg_server.create_database(), "--json")
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert figures["engine"] == "postgresql"
+    assert figures["envelopes"] == figures["stored"] == 1005
+    assert (figures["lost"], figures["duplicated"]) == (0, 0)
+    assert all(isinstance(figures[key], float) and figures[key] > 0 for key in FIGURES)
 
 
 def test_platform_options_are_refused_for_other_benches() -> None:
