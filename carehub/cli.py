@@ -294,7 +294,7 @@ def bench(
     from sim.broker import mosquitto_available
 
     if which not in (None, "fhir", "platform"):
-        raise _fail(f"unknown bench {which!r}: carehub bench (every figure), carehub bench fhir or ... platform")
+        raise _fail(f"unknown bench {which!r}: carehub bench [fhir|platform] (none: every hub figure)")
     if which != "platform" and any(x is not None for x in (hubs, backlog, panics, processes, postgres)):
         raise _fail("--hubs, --backlog, --panics, --processes and --postgres are for carehub bench platform")
     if which == "fhir":
