@@ -11,7 +11,8 @@ down-messages. For each input, in this order (invariant 5, then invariants 1-4):
    in the same loop turn share one commit (:meth:`Hub._commit`); the coroutine returns only after the commit is
    fsynced, and cursors (a meter's RACP position, a pendant's counter, the down-message ``seq`` and a resident's
    threshold overrides) are committed in the same transaction;
-4. confirm to the pendant only after its event is durable (``docs/protocol.md`` §9.4): when the commit fails the
+4. confirm to the pendant only after its event is durable (``docs/protocol.md`` §9.4; on a full disk the outbox
+   stores priority commits from its reserve, `gateway.disk_reserve`): when the commit fails all the same the
    pendant gets no confirm, its re-send is treated as new, the resident still gets the siren, the voice and the
    fallback notifier, and the priority records of the failed commit are offered again with the next commit.
 
