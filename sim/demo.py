@@ -24,9 +24,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
-from community.console.client import ConsoleClient
 from community.ingest import IngestWorker, WorkerSettings
 from community.storage import SqliteStorage
 from community.wire import PlatformCodec
@@ -51,6 +50,9 @@ from sim.embedded_broker import EmbeddedBroker
 from sim.home import Home
 from sim.scenario import Scenario, load_scenario
 from sim.virtual_time import VirtualTimeLoop
+
+if TYPE_CHECKING:  # aiohttp (the console's client) is not in the [sim] extra: imported only with --console
+    from community.console.client import ConsoleClient
 
 __all__ = [
     "DEFAULT_SCENARIO",
