@@ -44,12 +44,32 @@ def _contract() -> ModuleType:
 
 
 _c = _contract()
-# The contract's tests, collected here with this module's ``network`` fixture (a NATS node).
-test_subscribed_topics_arrive_in_order_others_do_not = _c.test_subscribed_topics_arrive_in_order_others_do_not
+# The contract's tests, collected here with this module's ``network`` fixture (a NATS node). Its order test asks for
+# one order across two subscriptions, more than MQTT promises (§4.6: per topic); NATS keeps each QoS 1 subscription
+# in a JetStream consumer of its own, so that one is replaced by a per-topic version below.
 test_a_broker_that_is_down_refuses_the_session = _c.test_a_broker_that_is_down_refuses_the_session
 test_a_lost_connection_ends_the_iterator_and_publish_with_transport_error = (
     _c.test_a_lost_connection_ends_the_iterator_and_publish_with_transport_error
 )
+
+
+async def test_subscribed_topics_arrive_in_order_per_topic_others_do_not(network) -> None:
+    async with (
+        network.connector.session(["t/hub-a/ack", "t/+/down"]) as receiver,
+        network.connector.session([]) as sender,
+    ):
+        await sender.publish("t/hub-b/ack", b"not for us")
+        for n in range(20):
+            await sender.publish("t/hub-a/ack" if n % 2 else "t/hub-a/down", bytes([n]) * n)
+        await sender.publish("t/hub-a/ack", b"\x00" * 70_000)
+        got = await _c.take(receiver, 21)
+    by_topic: dict[str, list[bytes]] = {}
+    for m in got:
+        by_topic.setdefault(m.topic, []).append(m.payload)
+    assert by_topic == {
+        "t/hub-a/ack": [bytes([n]) * n for n in range(1, 20, 2)] + [b"\x00" * 70_000],
+        "t/hub-a/down": [bytes([n]) * n for n in range(0, 20, 2)],
+    }
 
 
 @pytest.fixture
