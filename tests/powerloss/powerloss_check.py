@@ -252,7 +252,7 @@ async def _check_outbox(path: Path, exists: bool, ack: Acknowledged, findings: F
     if not exists and not ack.puts_done and not ack.alloc_end:
         return set()
     try:
-        async with open_outbox(path, max_bytes=work.MAX_BYTES) as outbox:
+        async with open_outbox(path, max_bytes=work.MAX_BYTES, reserve_bytes=0) as outbox:
             items = await outbox.peek_batch(1 << 30, 1 << 40)
             evicted = await outbox.pending_evictions()
             counter = await outbox.get_cursor(_SEQ_KEY)
