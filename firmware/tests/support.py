@@ -86,7 +86,7 @@ async def wait(flag, ms=2000) -> None:
         raise Failed("timed out waiting")
 
 
-async def until(cond, ms=2000) -> None:
+async def until(cond, ms=10000) -> None:
     """Yield to the firmware's tasks until cond() holds; fail after ms (a guard, not a synchronisation sleep)."""
     import time
 
