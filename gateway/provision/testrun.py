@@ -357,7 +357,9 @@ async def _test_device(hub: HubUnderTest, device: DeviceConfig, limit_s: float, 
         ok, detail = True, "reached the platform and was acknowledged"
     except TimeoutError:
         if arrival_s is None:
-            ok, detail = False, f"no {want} within {limit_s:g} s: {INSTRUCTIONS[device.kind]} Then test again."
+            # The test's own prompt (what to do now), not the pairing instruction (how to wake a device to pair it).
+            prompt = _TEST_PROMPTS.get(device.kind, INSTRUCTIONS[device.kind])
+            ok, detail = False, f"no {want} within {limit_s:g} s: {prompt} Then test again."
         else:
             ok, detail = (
                 False,

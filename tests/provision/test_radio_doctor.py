@@ -115,7 +115,7 @@ async def test_silent_device_fails_the_test_and_the_report_is_signed(tmp_path: P
     assert (cuff.ok, cuff.battery) == (True, 64)
     assert not scale.ok
     assert "no reading within 0.2 s" in scale.detail
-    assert "Step on the scale" in scale.detail
+    assert "Ask the resident to step on the scale." in scale.detail  # the test's prompt, not the pairing one
     identity = load_hub_identity(config.hub_key_file)
     verify_detached(identity.verify_key, REPORT_DOMAIN, report.canonical(), bytes.fromhex(report.signature))
     assert "FAILED" in report.to_text()
