@@ -6,6 +6,7 @@ Example (``docs/platform-nats.md``)::
     servers = ["nats://10.0.0.1:4222", "nats://10.0.0.2:4222", "nats://10.0.0.3:4222"]
     # username = "platform"           # optional, with password
     # password = "..."
+    # ca_file = "tls/ca.pem"          # the site CA: connect with TLS (carehub platform broker-config --tls-dir)
     durable = "ingest"                # the shared durable pull consumers (one per stream) every worker reads
     batch = 64                        # frames fetched (and committed in one transaction) at a time
     max_ack_pending = 1024            # frames handed out and not yet acked, across all workers of the consumer
@@ -54,6 +55,8 @@ class NatsSettings:
     Attributes:
         servers: client URLs of the cluster's nodes (``nats://host:port``); the client fails over between them.
         username, password: credentials, if the cluster requires them.
+        ca_file: the site CA (``carehub platform tls``) the nodes' certificates are checked against; the worker
+            then connects with TLS (what ``carehub platform broker-config --nats-node --tls-dir`` writes).
         durable: the name of the durable pull consumers every worker shares (``<durable>`` on the routine stream,
             ``<durable>-alarm`` on the alarm stream).
         batch: routine frames fetched at a time, stored in one transaction, acked after it.
@@ -70,6 +73,7 @@ class NatsSettings:
     servers: tuple[str, ...]
     username: str | None = None
     password: str | None = None
+    ca_file: Path | None = None
     durable: str = "ingest"
     batch: int = 64
     alarm_batch: int = 16
@@ -134,6 +138,7 @@ def parse_nats_table(table: dict[str, Any], path: Path, client_name: str) -> Nat
     kinds: dict[str, tuple[type, ...]] = {
         "username": (str,),
         "password": (str,),
+        "ca_file": (str,),
         "durable": (str,),
         "batch": (int,),
         "alarm_batch": (int,),
@@ -152,6 +157,11 @@ def parse_nats_table(table: dict[str, Any], path: Path, client_name: str) -> Nat
             if isinstance(value, bool) or not isinstance(value, types):
                 raise NatsConfigError(f"{path}: [nats] {key} must be {' or '.join(t.__name__ for t in types)}")
             given[key] = value
+    if "ca_file" in given:
+        ca = Path(given["ca_file"])
+        given["ca_file"] = ca if ca.is_absolute() else path.parent / ca
+        if not given["ca_file"].is_file():
+            raise NatsConfigError(f"{path}: [nats] ca_file {given['ca_file']} is not a file")
     try:
         return NatsSettings(servers=tuple(servers), client_name=client_name, **given)
     except NatsConfigError as exc:

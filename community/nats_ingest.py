@@ -30,6 +30,7 @@ import contextlib
 import datetime as _dt
 import logging
 import random
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
@@ -214,6 +215,7 @@ class NatsIngestWorker:
             name=s.client_name,
             user=s.username,
             password=s.password,
+            tls=None if s.ca_file is None else ssl.create_default_context(cafile=str(s.ca_file)),
             connect_timeout=5,
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,

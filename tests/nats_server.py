@@ -17,7 +17,7 @@ import contextlib
 import os
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -272,3 +272,31 @@ class NatsCluster:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.stop()
+
+
+@contextlib.asynccontextmanager
+async def running_configs(configs: Sequence[Path]) -> AsyncIterator[None]:
+    """nats-server on each of ``configs`` (written by ``carehub platform broker-config --nats-node``), ready when
+    entered, killed on exit."""
+    exe = nats_server_path()
+    if exe is None:
+        raise NatsUnavailableError("nats-server is not installed (scripts/test installs it)")
+    procs: list[asyncio.subprocess.Process] = []
+    try:
+        for config in configs:
+            proc = await asyncio.create_subprocess_exec(
+                exe, "-c", str(config), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+            )
+            procs.append(proc)
+        for proc in procs:
+            assert proc.stdout is not None
+            async with asyncio.timeout(_START_LIMIT_S):
+                while _READY not in (line := await proc.stdout.readline()):
+                    if not line:
+                        raise NatsUnavailableError(f"nats-server exited with {await proc.wait()} at startup")
+        yield
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()

@@ -5,15 +5,14 @@ written for TLS forms its routes and carries a hub's frame from one node to a wo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiomqtt
 import nats
 import pytest
 from nats_server import nats_server_path
+from nats_server import running_configs as running
 
 from community.brokerconf import TlsListener
 from community.brokerconf_nats import NatsNode, write_nats_config
@@ -27,30 +26,6 @@ PASSWORDS = {"platform": "pw-platform", "hub-a": "pw-hub-a", "hub-b": "pw-hub-b"
 
 def node(name: str) -> NatsNode:
     return NatsNode(name, "127.0.0.1", free_port(), free_port(), free_port())
-
-
-@contextlib.asynccontextmanager
-async def running(configs: list[Path]) -> AsyncIterator[None]:
-    exe = nats_server_path()
-    assert exe is not None
-    procs = []
-    try:
-        for config in configs:
-            proc = await asyncio.create_subprocess_exec(
-                exe, "-c", str(config), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-            )
-            procs.append(proc)
-        for proc in procs:
-            assert proc.stdout is not None
-            async with asyncio.timeout(BOUND):
-                while b"Server is ready" not in (line := await proc.stdout.readline()):
-                    assert line, "nats-server exited at startup"
-        yield
-    finally:
-        for proc in procs:
-            if proc.returncode is None:
-                proc.kill()
-            await proc.wait()
 
 
 async def test_hubs_are_confined_to_their_own_subjects(tmp_path: Path) -> None:
