@@ -26,4 +26,4 @@ def test_bench_fhir_reports_observations_per_second_and_the_goal_ratio():
 def test_an_unknown_bench_is_one_line():
     result = carehub("bench", "fhri")
     assert result.returncode == 2
-    assert "carehub bench fhir" in one_error_line(result)
+    assert "carehub bench [fhir|platform]" in one_error_line(result)
