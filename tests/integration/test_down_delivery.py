@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from test_uplink_platform import BOUND, REPO, Keys, put_records, uplink_settings
+from test_platform_postgres import carehub
+from test_uplink_platform import BOUND, Keys, put_records, uplink_settings
 
 from community.down_types import DownState, QueuedDown
 from community.downbox import queue_message
@@ -89,17 +88,6 @@ async def test_an_ack_made_while_the_hub_is_offline_reaches_it_and_is_confirmed(
             assert (no.reason, no.detail) == ("unknown_resident", "no such resident")
             assert await storage.down_messages(open_only=True) == []
             assert worker.downbox.confirmations == 2
-
-
-def carehub(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "from carehub.cli import main; main()", *map(str, args)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 async def test_ack_alarm_with_the_broker_down_keeps_the_message_and_lists_it(tmp_path: Path, keys: Keys) -> None:
