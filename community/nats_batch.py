@@ -22,7 +22,7 @@ import datetime as _dt
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from community.hubkeys import HubKeyCache
@@ -80,6 +80,7 @@ class BatchIngest:
         alarms: newly stored alarm and panic records are offered here (dropped with a log line when full).
         wall_time: seconds since the epoch, for ``received_at`` and the acks' ``at``.
         hub_keys: the verify-key cache; by default one over ``storage``.
+        on_stored: called after the commit with each stored envelope's hub, records and newly stored record ids.
     """
 
     def __init__(
@@ -91,8 +92,10 @@ class BatchIngest:
         *,
         wall_time: Callable[[], float] = time.time,
         hub_keys: HubKeyCache | None = None,
+        on_stored: Callable[[str, Sequence[Record], Sequence[str]], Awaitable[None]] | None = None,
     ) -> None:
         self.storage = storage
+        self._on_stored = on_stored
         self.wire = wire
         self.stats = stats
         self.alarms = alarms
@@ -178,6 +181,8 @@ class BatchIngest:
                 await self._replayed(env.hub_id, env.seq)
                 continue
             self._offer_alarms(env, outcome.new_record_ids)
+            if self._on_stored is not None:  # the hubs' down_applied / down_refused records (community.downbox)
+                await self._on_stored(env.hub_id, env.decoded, outcome.new_record_ids)
             self.stats.envelopes_stored += 1
             self.stats.records_stored += len(outcome.new_record_ids)
             self.stats.records_duplicate += len(outcome.duplicate_record_ids)

@@ -83,6 +83,10 @@ class NatsSettings:
     fetch_wait_s: float = 1.0
     client_name: str = "carehub-platform"
     max_consecutive_failures: int = 5
+    down_resend_after_s: float = 30.0
+    """An unconfirmed down-message is published again this long after its last publish (community.downbox)."""
+    down_sweep_every_s: float = 30.0
+    """How often the worker looks for unconfirmed down-messages to publish again."""
 
     def __post_init__(self) -> None:
         if not self.servers:
@@ -103,6 +107,8 @@ class NatsSettings:
             raise NatsConfigError("fetch_wait_s must be 0.05..60 seconds")
         if self.max_consecutive_failures < 1:
             raise NatsConfigError("max_consecutive_failures must be at least 1")
+        if self.down_resend_after_s <= 0 or self.down_sweep_every_s <= 0:
+            raise NatsConfigError("down_resend_after_s and down_sweep_every_s must be positive")
 
     @property
     def alarm_durable(self) -> str:

@@ -44,6 +44,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
 
+from community.downbox import DownBox
 from community.hubkeys import HubKeyCache
 from community.ingest import IngestStats, PlatformWire
 from community.nats_batch import BatchIngest, Frame, topic_to_subject
@@ -80,6 +81,19 @@ async def ensure_streams(js: JetStreamContext, settings: NatsSettings) -> None:
             await js.update_stream(config)
 
 
+class _NatsPublisher:
+    """community.downbox's publisher on a NATS connection: an MQTT topic becomes its subject (the hub's MQTT
+    subscription receives it through NATS's MQTT listener)."""
+
+    def __init__(self, nc: NatsClient) -> None:
+        self._nc = nc
+
+    async def publish(self, topic: str, payload: bytes, qos: int) -> None:
+        del qos  # NATS core publish; the hub's QoS 1 subscription takes it, and the downbox resends until confirmed
+        await self._nc.publish(topic_to_subject(topic), payload)
+        await self._nc.flush()
+
+
 class NatsIngestWorker:
     """One JetStream ingest worker; ``async with NatsIngestWorker(settings, storage, wire) as worker``.
 
@@ -108,11 +122,26 @@ class NatsIngestWorker:
         self.failed = asyncio.Event()
         self.failure: BaseException | None = None
         self._wall_time = wall_time
-        self._core = BatchIngest(storage, wire, self.stats, self.alarms, wall_time=wall_time, hub_keys=hub_keys)
+        #: Down-messages kept until the hub confirms them (community.downbox), as the Mosquitto worker keeps them.
+        self.downbox = DownBox(
+            storage,
+            wire,
+            self._now,
+            resend_after_s=settings.down_resend_after_s,
+            sweep_every_s=settings.down_sweep_every_s,
+        )
+        self._core = BatchIngest(
+            storage,
+            wire,
+            self.stats,
+            self.alarms,
+            wall_time=wall_time,
+            hub_keys=hub_keys,
+            on_stored=self.downbox.confirm,
+        )
         self._nc: NatsClient | None = None
         self._runner: asyncio.Task[None] | None = None
         self._rng = random.Random()  # noqa: S311 - backoff jitter, not cryptography
-        self._down_lock = asyncio.Lock()
         self._consecutive_failures = 0
         self._attempt = 0
 
@@ -166,13 +195,11 @@ class NatsIngestWorker:
         nc = self._nc
         if nc is None or not self.connected.is_set():
             raise nats.errors.ConnectionClosedError
-        subject = topic_to_subject(self.wire.down_topic(hub))  # refuses an invalid hub id before a seq is allocated
-        async with self._down_lock:  # a later seq must not overtake an earlier one
-            now = _dt.datetime.fromtimestamp(self._wall_time(), _dt.UTC)
-            message = DownMessage(hub, await self.storage.next_down_seq(hub), now, body)
-            await nc.publish(subject, self.wire.encode_down(message))
-            await nc.flush()
-        return message
+        # Stored before it is published, sent again until the hub confirms it; one at a time (DownBox.lock).
+        return await self.downbox.send(_NatsPublisher(nc), hub, body)
+
+    def _now(self) -> _dt.datetime:
+        return _dt.datetime.fromtimestamp(self._wall_time(), _dt.UTC)
 
     async def _supervise(self) -> None:
         s = self.settings
@@ -247,6 +274,7 @@ class NatsIngestWorker:
             asyncio.create_task(self._lane(nc, sub, batch), name=f"{self.task_name}:{name}")
             for (sub, batch), name in zip(subs, ("up", "alarm"), strict=True)
         ]
+        tasks.append(asyncio.create_task(self.downbox.run_sweeps(_NatsPublisher(nc)), name=f"{self.task_name}:down"))
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         finally:
@@ -285,4 +313,7 @@ class NatsIngestWorker:
             self.stats.acks_sent += 1
         for m in messages:
             await m.ack()
+        publisher = _NatsPublisher(nc)
+        for hub in {ack.hub_id for ack in acks if ack.stored}:  # online: what it has not confirmed goes again, if due
+            await self.downbox.on_hub_seen(publisher, hub)
         self._consecutive_failures = 0
