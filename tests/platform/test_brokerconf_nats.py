@@ -10,6 +10,8 @@ from pathlib import Path
 
 import aiomqtt
 import nats
+import nats.errors
+import nats.js.errors
 import pytest
 from nats_server import nats_server_path
 from nats_server import running_configs as running
@@ -91,9 +93,24 @@ async def test_a_three_node_tls_cluster_forms_and_routes_a_hubs_frame(tmp_path: 
 
             await nc.subscribe("carehub.v1.hub-a.up", cb=cb)
             await nc.flush()
+            # A new cluster elects its JetStream leader after the routes are up; MQTT QoS 1 needs JetStream (its
+            # streams, replicated), so wait until the cluster answers JetStream requests (each try is a request).
+            js = nc.jetstream(timeout=2)
+            async with asyncio.timeout(BOUND):
+                while True:
+                    try:
+                        await js.account_info()
+                        break
+                    except (nats.errors.TimeoutError, nats.js.errors.APIError, nats.errors.NoRespondersError):
+                        continue
             hub_tls = aiomqtt.TLSParameters(ca_certs=str(ca.cert_file))
             async with aiomqtt.Client(
-                "127.0.0.1", nodes[2].mqtt_port, username="hub-a", password=PASSWORDS["hub-a"], tls_params=hub_tls
+                "127.0.0.1",
+                nodes[2].mqtt_port,
+                username="hub-a",
+                password=PASSWORDS["hub-a"],
+                tls_params=hub_tls,
+                timeout=BOUND,  # the first QoS 1 publish creates the MQTT streams on the cluster
             ) as hub:
                 await hub.publish("carehub/v1/hub-a/up", b"frame", qos=1)
                 async with asyncio.timeout(BOUND):
