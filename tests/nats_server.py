@@ -31,7 +31,7 @@ from sim.broker import free_port
 __all__ = ["NatsCluster", "NatsNode", "NatsUnavailableError", "nats_server_path"]
 
 _READY = b"Server is ready"
-_START_LIMIT_S = 30.0
+_START_LIMIT_S = 90.0  # a bound on start-up and JetStream readiness, not a wait (slow under load)
 
 
 class NatsUnavailableError(RuntimeError):

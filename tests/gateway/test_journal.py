@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gateway.journal
@@ -98,6 +98,7 @@ def test_a_torn_last_line_is_ignored(tmp_path: Path) -> None:
     assert [e.address for e in IndicationJournal(path).pending()] == ["A"]
 
 
+@settings(deadline=None)  # each example fsyncs a file: its time is the disk's, not the code's
 @given(st.lists(st.tuples(st.integers(0, 0xFFFF), st.binary(max_size=40)), max_size=10))
 def test_round_trip(items: list[tuple[int, bytes]]) -> None:
     with tempfile.TemporaryDirectory() as tmp, IndicationJournal(Path(tmp) / "j") as journal:
