@@ -17,6 +17,16 @@ Keys of ``[hub]``:
   key is absent the hub takes the system's zone (``TZ``, ``/etc/localtime``; see `gateway.clock.system_zone`) and
   falls back to UTC, with a note (:attr:`GatewayConfig.timezone_note`, for ``carehub doctor`` to show), when the
   system names none.
+
+Keys of ``[broker]`` (where the uplink connects):
+
+- ``url``: ``mqtts://HOST[:PORT]`` (or ``mqtt://``), one broker; or
+- ``urls``: several such URLs, the MQTT listeners of one broker cluster's nodes (a NATS cluster's, issue 15 item 3),
+  tried in this order: the uplink connects to the first, and moves on to the next (wrapping round) whenever a
+  connection cannot be made or is lost. All with the same scheme: the TLS settings (``ca_file``, ``client_cert``,
+  ``client_key``), credentials and client id are the same for each node. Give ``url`` or ``urls``, not both.
+- ``username``, ``password`` or ``password_file``, ``ca_file``, ``client_cert``, ``client_key``, ``keepalive_s``,
+  ``reconnect_max_s``.
 """
 
 from __future__ import annotations
@@ -42,9 +52,11 @@ from protocols.devices import DeviceKind
 __all__ = [
     "ADDRESS",
     "ID_MAX",
+    "MAX_BROKER_NODES",
     "MAX_CONFIG_BYTES",
     "NAME_MAX",
     "BrokerConfig",
+    "BrokerNode",
     "ConfigError",
     "DeviceConfig",
     "DeviceKind",
@@ -64,9 +76,32 @@ ADDRESS = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}(/P)?$")
 _LANGUAGES = ("en", "zh")
 
 
+#: The most broker URLs ``[broker] urls`` may list (a cluster's nodes; NATS clusters are 3 or 5 nodes).
+MAX_BROKER_NODES = 16
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerNode:
+    """One broker node's MQTT listener: a host name or address and a port."""
+
+    host: str
+    port: int
+
+    def __post_init__(self) -> None:
+        if not self.host or not 0 < self.port < 65536:
+            raise ValueError(f"a broker node needs a host and a port 1..65535, got {self.host!r}:{self.port}")
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
 @dataclass(frozen=True, slots=True)
 class BrokerConfig:
-    """Where the uplink connects, and how it authenticates."""
+    """Where the uplink connects, and how it authenticates.
+
+    ``host`` and ``port`` are the first (or only) node; ``other_nodes`` the further nodes of a cluster, in the order
+    the uplink tries them (:attr:`nodes` is all of them). TLS, credentials and keepalive apply to every node.
+    """
 
     host: str
     port: int
@@ -78,6 +113,17 @@ class BrokerConfig:
     client_key: Path | None
     keepalive_s: int
     reconnect_max_s: float = 30.0
+    other_nodes: tuple[BrokerNode, ...] = ()
+
+    @property
+    def nodes(self) -> tuple[BrokerNode, ...]:
+        """Every node, the first one first."""
+        return (BrokerNode(self.host, self.port), *self.other_nodes)
+
+    def urls(self) -> tuple[str, ...]:
+        """The nodes as ``mqtt(s)://HOST:PORT`` URLs, in order (what ``[broker] url``/``urls`` holds)."""
+        scheme = "mqtts" if self.tls else "mqtt"
+        return tuple(f"{scheme}://{node}" for node in self.nodes)
 
 
 # Measurements a doctor can schedule, by the name used in the config -> the rule engine's vital sign.
@@ -197,15 +243,41 @@ def _parse_zone(hub: TableReader) -> HomeZone:
         raise hub.fail("timezone", f'expected an IANA time zone name like "Asia/Shanghai": {exc}') from None
 
 
-def _parse_broker(r: TableReader) -> BrokerConfig:
-    url = r.str_("url")
+def _parse_node(r: TableReader, key: str, url: object) -> tuple[bool, BrokerNode]:
+    """One broker URL: whether it is ``mqtts``, and its node (``key`` names it in errors)."""
+    if not isinstance(url, str) or not url:
+        raise r.fail(key, f"expected a non-empty string mqtt(s)://HOST[:PORT], got {url!r}")
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-        raise r.fail("url", f"expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT], got {url!r}")
+        raise r.fail(key, f"expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT], got {url!r}")
     try:
         port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
     except ValueError:
-        raise r.fail("url", f"port out of range in {url!r}") from None
+        raise r.fail(key, f"port out of range in {url!r}") from None
+    return parts.scheme == "mqtts", BrokerNode(parts.hostname, port)
+
+
+def _parse_nodes(r: TableReader) -> tuple[bool, tuple[BrokerNode, ...]]:
+    """``[broker] url`` (one node) or ``urls`` (a cluster's nodes, in the order they are tried)."""
+    if "url" in r.table and "urls" in r.table:
+        raise r.fail("urls", "give url (one broker) or urls (a cluster's nodes), not both")
+    if "urls" not in r.table:
+        tls, node = _parse_node(r, "url", r.str_("url"))
+        return tls, (node,)
+    urls = r.list_("urls")
+    if not 1 <= len(urls) <= MAX_BROKER_NODES:
+        raise r.fail("urls", f"expected 1..{MAX_BROKER_NODES} broker URLs, got {len(urls)}")
+    parsed = [_parse_node(r, f"urls[{i}]", url) for i, url in enumerate(urls)]
+    if len({tls for tls, _ in parsed}) > 1:
+        raise r.fail("urls", "expected every URL with the same scheme (mqtts:// or mqtt://): TLS applies to every node")
+    nodes = tuple(node for _, node in parsed)
+    if len(set(nodes)) != len(nodes):
+        raise r.fail("urls", f"expected each node once, got {', '.join(str(n) for n in nodes)}")
+    return parsed[0][0], nodes
+
+
+def _parse_broker(r: TableReader) -> BrokerConfig:
+    tls, nodes = _parse_nodes(r)
     password = r.opt_str("password")
     password_file = r.opt_path("password_file")
     if password is None and password_file is not None:
@@ -214,9 +286,9 @@ def _parse_broker(r: TableReader) -> BrokerConfig:
         except OSError as exc:
             raise r.fail("password_file", f"cannot read {password_file}: {exc.strerror}") from None
     return BrokerConfig(
-        host=parts.hostname,
-        port=port,
-        tls=parts.scheme == "mqtts",
+        host=nodes[0].host,
+        port=nodes[0].port,
+        tls=tls,
         username=r.opt_str("username"),
         password=password,
         ca_file=r.opt_path("ca_file"),
@@ -224,6 +296,7 @@ def _parse_broker(r: TableReader) -> BrokerConfig:
         client_key=r.opt_path("client_key"),
         keepalive_s=r.int_("keepalive_s", 30, lo=5, hi=3600),
         reconnect_max_s=r.float_("reconnect_max_s", 30.0, lo=0.5, hi=3600.0),
+        other_nodes=nodes[1:],
     )
 
 

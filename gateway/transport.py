@@ -5,7 +5,9 @@ MQTT: connect and subscribe (QoS 1), publish QoS 1, iterate over what arrives, a
 the connection is gone. :class:`Connector` and :class:`Transport` are exactly that; :class:`MqttConnector` is the
 real adapter (aiomqtt, where ``aiomqtt.MqttError`` and ``OSError`` are classified once into
 :class:`TransportError`), :class:`MemoryBroker` an in-process broker for tests and protocol-level fleets. Both pass
-the contract tests in ``tests/gateway/test_delivery_transport.py``.
+the contract tests in ``tests/gateway/test_delivery_transport.py``. :class:`FailoverConnector` puts the connectors of
+a broker cluster's nodes behind one: each session goes to the current node, and a session that fails or is lost
+moves on to the next node (``tests/gateway/test_failover.py``).
 
 A PUBACK is not delivery (invariant 1): :meth:`Transport.publish` returning says only that the broker took the
 message; the platform's signed ack is what counts.
@@ -29,6 +31,7 @@ from gateway.errors import GatewayError
 
 __all__ = [
     "Connector",
+    "FailoverConnector",
     "Incoming",
     "MemoryBroker",
     "MqttConnector",
@@ -61,6 +64,12 @@ class Incoming:
 
 class Transport(Protocol):
     """One live connection with its subscriptions in place."""
+
+    @property
+    def node(self) -> str:
+        """The broker node this connection is to (``HOST:PORT``, or a memory broker's name): for logs and
+        ``carehub doctor``."""
+        ...
 
     async def publish(self, topic: str, payload: bytes) -> None:
         """Publish QoS 1; return once the broker took it.
@@ -105,10 +114,11 @@ def _code(code: int | ReasonCode) -> int:
 
 
 class _MqttTransport:
-    __slots__ = ("_client",)
+    __slots__ = ("_client", "node")
 
-    def __init__(self, client: aiomqtt.Client) -> None:
+    def __init__(self, client: aiomqtt.Client, node: str) -> None:
         self._client = client
+        self.node = node
 
     async def publish(self, topic: str, payload: bytes) -> None:
         try:
@@ -130,12 +140,14 @@ class MqttConnector:
 
     Args:
         client_factory: makes a new, unconnected client for each session.
+        node: the broker node the clients connect to (``HOST:PORT``), as :attr:`Transport.node` names it.
     """
 
-    __slots__ = ("_factory",)
+    __slots__ = ("_factory", "node")
 
-    def __init__(self, client_factory: Callable[[], aiomqtt.Client]) -> None:
+    def __init__(self, client_factory: Callable[[], aiomqtt.Client], *, node: str = "broker") -> None:
         self._factory = client_factory
+        self.node = node
 
     @contextlib.asynccontextmanager
     async def session(self, subscriptions: Sequence[str]) -> AsyncIterator[Transport]:
@@ -153,9 +165,78 @@ class MqttConnector:
                         # when JetStream cannot create the subscription's consumer, e.g. while a node is down):
                         # without this the hub would publish on and never hear an ack.
                         raise TransportError(f"the broker refused the subscription to {topic} ({refused[0]})")
-                yield _MqttTransport(client)
+                yield _MqttTransport(client, self.node)
         except (aiomqtt.MqttError, OSError) as exc:
             raise TransportError(f"{type(exc).__name__}: {exc}") from exc
+
+
+# ---------------------------------------------------------------------------------------------------- failover
+
+
+class FailoverConnector:
+    """One :class:`Connector` over the nodes of a broker cluster, tried in turn (issue 15 item 3).
+
+    Each session goes to the current node. A session that cannot be opened, or that ends other than by its body
+    returning (the connection lost, a subscription refused, the runner cancelled or crashed), makes the next node
+    current, wrapping round after the last. The caller's reconnect backoff (:class:`gateway.uplink.Uplink`'s) is
+    unchanged: a dead node costs one failed attempt and one backoff delay, then the next attempt goes to the next
+    node; while every node is down, the nodes are tried in turn with the delay growing to its cap.
+
+    No I/O of its own and no clock: which node is tried is a pure function of how the sessions ended.
+
+    Args:
+        nodes: ``(name, connector)`` per node, in the order they are tried; the first is tried first.
+
+    Raises:
+        ValueError: no nodes, or a name given twice.
+    """
+
+    __slots__ = ("_connected", "_index", "_nodes", "moves")
+
+    def __init__(self, nodes: Sequence[tuple[str, Connector]]) -> None:
+        if not nodes:
+            raise ValueError("a failover connector needs at least one node")
+        names = [name for name, _ in nodes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"each node once, got {', '.join(names)}")
+        self._nodes = tuple(nodes)
+        self._index = 0
+        self._connected: str | None = None
+        #: How many times a failed or lost session moved on to the next node.
+        self.moves = 0
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        """The nodes' names, in the order they are tried."""
+        return tuple(name for name, _ in self._nodes)
+
+    @property
+    def current(self) -> str:
+        """The node the next session goes to (or the open one is on)."""
+        return self._nodes[self._index][0]
+
+    @property
+    def connected(self) -> str | None:
+        """The node of the open session, or ``None``."""
+        return self._connected
+
+    @contextlib.asynccontextmanager
+    async def session(self, subscriptions: Sequence[str]) -> AsyncIterator[Transport]:
+        """A session on the current node; the next node becomes current unless the body returns normally."""
+        index = self._index
+        name, connector = self._nodes[index]
+        returned = False
+        try:
+            async with connector.session(subscriptions) as transport:
+                self._connected = name
+                yield transport
+            returned = True
+        finally:
+            self._connected = None
+            if not returned:
+                self._index = (index + 1) % len(self._nodes)
+                self.moves += 1
+                _log.info("broker node %s failed or was lost; the next session goes to %s", name, self.current)
 
 
 # ---------------------------------------------------------------------------------------------------- in memory
@@ -181,13 +262,14 @@ _CLOSED: Final = _Closed()
 
 
 class _MemorySession:
-    __slots__ = ("_broker", "_filters", "_queue", "open")
+    __slots__ = ("_broker", "_filters", "_queue", "node", "open")
 
     def __init__(self, broker: MemoryBroker, filters: Sequence[str]) -> None:
         self._broker = broker
         self._filters = tuple(filters)
         self._queue: asyncio.Queue[Incoming | _Closed] = asyncio.Queue(maxsize=_MEMORY_QUEUE + 1)
         self.open = True
+        self.node = broker.name
 
     def wants(self, topic: str) -> bool:
         return any(topic_matches(f, topic) for f in self._filters)
@@ -237,9 +319,14 @@ class MemoryBroker:
 
     Like Mosquitto without persistence: messages for a session that is gone are lost, a stopped broker refuses new
     sessions, and each session queues at most 1,024 messages (more are dropped and counted in :attr:`dropped`).
+
+    Args:
+        name: the node name its sessions report (:attr:`Transport.node`).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "memory") -> None:
+        #: The node name its sessions report.
+        self.name = name
         self._sessions: set[_MemorySession] = set()
         self._running = True
         #: Messages dropped because a subscriber's queue was full.

@@ -19,7 +19,10 @@ sender at once, and priority frames have a window of their own.
   ``carehub/v1/<hub>/down``.
 * A frame not acked in time is sent again after an exponentially growing, jittered wait; a lost connection is
   retried with :func:`gateway.backoff.backoff_delay` (jittered) and everything in flight is sent again. A lost
-  connection is the network's business, not a failure: the runner reconnects for as long as it takes.
+  connection is the network's business, not a failure: the runner reconnects for as long as it takes. With several
+  broker nodes (a cluster, ``[broker] urls``) each failed or lost connection moves on to the next node
+  (:class:`gateway.transport.FailoverConnector`); the node connected to is noted in the outbox's cursor
+  :data:`gateway.uplink_settings.NODE_CURSOR` for ``carehub doctor``.
 * Supervision: the runner is one task of a :class:`gateway.supervise.Supervisor` (the gateway's, or one of the
   uplink's own). An unexpected exception releases every frame in flight, is counted in
   :attr:`UplinkMetrics.crashes` and ends the runner; the supervisor logs it with its traceback and restarts the
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 from types import TracebackType
@@ -42,9 +46,18 @@ from gateway.delivery import Delivery, Frame
 from gateway.errors import OutboxError
 from gateway.outbox import Outbox
 from gateway.supervise import SupervisionPolicy, Supervisor
-from gateway.transport import Connector, MqttConnector, Transport, TransportError
+from gateway.transport import Connector, FailoverConnector, MqttConnector, Transport, TransportError
 from gateway.uplink_acks import AckHandler, UplinkMetrics
-from gateway.uplink_settings import REFUSED_CURSOR_PREFIX, UplinkSettings, UplinkWire, mqtt_client, refusal_counts
+from gateway.uplink_settings import (
+    NODE_CURSOR,
+    REFUSED_CURSOR_PREFIX,
+    NodeStatus,
+    UplinkSettings,
+    UplinkWire,
+    mqtt_client,
+    mqtt_connector,
+    refusal_counts,
+)
 from protocols.messages import DownMessage
 
 __all__ = [
@@ -115,7 +128,8 @@ class Uplink:
         self.disconnected.set()
         self._clock = clock or SystemClock()
         self._rng = rng or random.Random()  # noqa: S311 - backoff jitter, not cryptography
-        self._connector: Connector = connector or MqttConnector(lambda: mqtt_client(settings))
+        self._connector: Connector = connector or mqtt_connector(settings)
+        self._node: NodeStatus | None = None  # the broker node connected to (lost_at set once the session ended)
         self._delivery = Delivery(settings.policy(), rng=self._rng)
         self._wake = asyncio.Event()  # the sender: room in the window, or envelopes released for a resend
         self._rearm = asyncio.Event()  # the timer: a deadline earlier than the one it sleeps for
@@ -147,7 +161,7 @@ class Uplink:
         return f"uplink:{self.settings.hub_id}"
 
     async def __aenter__(self) -> Self:
-        if isinstance(self._connector, MqttConnector):
+        if isinstance(self._connector, MqttConnector | FailoverConnector):
             mqtt_client(self.settings)  # configuration errors (missing TLS files) surface here, not in the background
         supervisor = self._supervisor
         if supervisor is None:
@@ -178,6 +192,12 @@ class Uplink:
     def inflight_seqs(self) -> frozenset[int]:
         """Envelope sequence numbers sent and not yet acked."""
         return self._delivery.inflight_seqs
+
+    @property
+    def node(self) -> str | None:
+        """The broker node the uplink is connected to (``HOST:PORT``), or ``None`` while it is not connected."""
+        node = self._node
+        return None if node is None or node.lost_at is not None else node.node
 
     @property
     def delivery(self) -> Delivery:
@@ -218,9 +238,11 @@ class Uplink:
                     self._delivery.on_connected()
                     self.disconnected.clear()
                     self.connected.set()
-                    _log.info("uplink %s connected to %s:%d", hub, self.settings.host, self.settings.port)
+                    self._node = NodeStatus(transport.node, self._clock.now())
+                    _log.info("uplink %s connected to %s", hub, transport.node)
                     try:
                         async with asyncio.TaskGroup() as tg:
+                            tg.create_task(self._note_node(), name=f"uplink-node:{hub}")
                             tg.create_task(self._receive(transport), name=f"uplink-receive:{hub}")
                             tg.create_task(self._send(transport), name=f"uplink-send:{hub}")
                             tg.create_task(self._expire(), name=f"uplink-expire:{hub}")
@@ -233,6 +255,9 @@ class Uplink:
             except* Exception as group:
                 self._crashed(group)
                 raise
+            if self._node is not None and self._node.lost_at is None:
+                self._node = dataclasses.replace(self._node, lost_at=self._clock.now())
+                await self._note_node()
             delay = backoff_delay(
                 attempt,
                 base=self.settings.backoff_base,
@@ -242,6 +267,15 @@ class Uplink:
             )
             attempt += 1
             await asyncio.sleep(delay)
+
+    async def _note_node(self) -> None:
+        """Note the broker node (connected or lost) in the outbox's cursors, for ``carehub doctor``; never fails."""
+        if self._node is None:
+            return
+        try:
+            await self.outbox.set_cursor(NODE_CURSOR, self._node.to_cursor())
+        except OutboxError as exc:
+            _log.warning("uplink %s: could not note the broker node in the outbox (%s)", self.settings.hub_id, exc)
 
     def _disconnected(self) -> None:
         self.connected.clear()

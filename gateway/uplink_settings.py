@@ -1,37 +1,49 @@
 """What the uplink is configured with and speaks: broker settings, the MQTT client, the wire format, refusal cursors.
 
-* :class:`UplinkSettings`: broker address, credentials, TLS, window sizes and timings (validated when built).
-* :func:`mqtt_client`: the aiomqtt client the uplink connects with (``carehub doctor`` checks the broker with the
-  same one): TLS verifying the broker's certificate and name unless ``tls_insecure``, TCP_NODELAY.
+* :class:`UplinkSettings`: broker address (one node, or a cluster's nodes in the order they are tried), credentials,
+  TLS, window sizes and timings (validated when built).
+* :func:`mqtt_client`: the aiomqtt client the uplink connects with to one node (``carehub doctor`` checks each node
+  with the same one): TLS verifying the node's certificate and name unless ``tls_insecure``, TCP_NODELAY; the same
+  client id on every node.
 * :class:`UplinkWire`: the topics and frame/ack/down codecs the uplink needs (:class:`gateway.wire.HubWire`).
 * :data:`REFUSED_CURSOR_PREFIX` and :func:`refusal_counts`: the permanent refusals the uplink records in the
   outbox's cursors, read by ``carehub doctor``.
+* :data:`NODE_CURSOR` and :class:`NodeStatus`: the broker node the uplink is connected to (or was last), recorded in
+  the outbox's cursors for ``carehub doctor``.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import socket
 import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, Protocol
 
 import aiomqtt
 
-from gateway.config import GatewayConfig
+from gateway.config import BrokerNode, GatewayConfig
 from gateway.delivery_timing import DeliveryPolicy
 from gateway.errors import UplinkError
 from gateway.outbox_rows import CursorValue
+from gateway.transport import Connector, FailoverConnector, MqttConnector
 from protocols.acks import Ack
 from protocols.errors import EnvelopeRejection
 from protocols.messages import DownMessage
 
 __all__ = [
+    "NODE_CURSOR",
     "REFUSED_CURSOR_PREFIX",
+    "BrokerNode",
+    "NodeStatus",
     "UplinkSettings",
     "UplinkWire",
     "mqtt_client",
+    "mqtt_connector",
     "refusal_counts",
 ]
 
@@ -47,6 +59,60 @@ def refusal_counts(cursors: Mapping[str, CursorValue]) -> dict[EnvelopeRejection
         if isinstance(value, int) and value > 0:
             counts[reason] = value
     return counts
+
+
+NODE_CURSOR: Final = "uplink.node"
+"""Outbox cursor: the broker node the uplink connected to last, when, and when that connection ended
+(:class:`NodeStatus` as JSON text)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    """The broker node the uplink is on (``lost_at`` is ``None``) or was on last, as ``carehub doctor`` shows it.
+
+    Attributes:
+        node: the node, ``HOST:PORT``.
+        connected_at: when the connection was made (UTC).
+        lost_at: when it ended (UTC), or ``None`` while it lasts (or when the hub stopped without noting it).
+    """
+
+    node: str
+    connected_at: datetime
+    lost_at: datetime | None = None
+
+    def to_cursor(self) -> str:
+        """The cursor's text (JSON; times as ISO 8601)."""
+        lost = None if self.lost_at is None else self.lost_at.isoformat()
+        return json.dumps({"node": self.node, "connected_at": self.connected_at.isoformat(), "lost_at": lost})
+
+    @classmethod
+    def from_cursor(cls, value: CursorValue | None) -> NodeStatus | None:
+        """The status in a cursor's value; ``None`` when the uplink never connected.
+
+        Raises:
+            ValueError: the value is not what :meth:`to_cursor` writes.
+        """
+        if value is None:
+            return None
+        text = value if isinstance(value, str) else repr(value)
+        try:
+            data = json.loads(text)
+            node, connected, lost = data["node"], data["connected_at"], data["lost_at"]
+            status = cls(node, _utc(connected), None if lost is None else _utc(lost))
+        except (ValueError, KeyError, TypeError):
+            raise ValueError(f"{NODE_CURSOR} holds {text[:80]!r}, not a node status") from None
+        if not isinstance(status.node, str) or not status.node:
+            raise ValueError(f"{NODE_CURSOR} holds {text[:80]!r}, not a node status")
+        return status
+
+
+def _utc(text: object) -> datetime:
+    if not isinstance(text, str):
+        raise TypeError(f"expected an ISO 8601 time, got {type(text).__name__}")
+    when = datetime.fromisoformat(text)
+    if when.tzinfo is None:
+        raise ValueError(f"{text!r} names no time zone")
+    return when.astimezone(UTC)
 
 
 class UplinkWire(Protocol):
@@ -99,8 +165,10 @@ class UplinkSettings:
 
     Attributes:
         hub_id: this hub's id (also the MQTT client id suffix).
-        host: broker host name.
+        host: broker host name (the first node of a cluster).
         port: broker port.
+        other_nodes: a cluster's further nodes, tried in this order after ``host:port`` (then round again) whenever
+            a connection cannot be made or is lost; credentials, TLS and client id are the same for every node.
         username: broker user name (``None`` for anonymous).
         password: broker password.
         tls: connect with TLS.
@@ -126,6 +194,7 @@ class UplinkSettings:
     hub_id: str
     host: str
     port: int = 1883
+    other_nodes: tuple[BrokerNode, ...] = ()
     username: str | None = None
     password: str | None = None
     tls: bool = False
@@ -155,6 +224,17 @@ class UplinkSettings:
             raise UplinkError("reconnect backoff needs 0 < backoff_base <= backoff_cap and a jitter in [0, 1]")
         if self.client_key is not None and self.client_cert is None:
             raise UplinkError("client_key given without client_cert")
+        try:
+            nodes = self.nodes
+        except ValueError as exc:
+            raise UplinkError(str(exc)) from exc
+        if len(set(nodes)) != len(nodes):
+            raise UplinkError(f"each broker node once, got {', '.join(str(n) for n in nodes)}")
+
+    @property
+    def nodes(self) -> tuple[BrokerNode, ...]:
+        """Every broker node in the order the uplink tries them: ``host:port`` first."""
+        return (BrokerNode(self.host, self.port), *self.other_nodes)
 
     def policy(self) -> DeliveryPolicy:
         """The window and resend part, for :class:`gateway.delivery.Delivery`.
@@ -181,6 +261,7 @@ class UplinkSettings:
             hub_id=config.hub_id,
             host=b.host,
             port=b.port,
+            other_nodes=b.other_nodes,
             username=b.username,
             password=b.password,
             tls=b.tls,
@@ -193,12 +274,18 @@ class UplinkSettings:
 
 
 def mqtt_client(
-    settings: UplinkSettings, *, identifier: str | None = None, timeout: float | None = None
+    settings: UplinkSettings,
+    *,
+    node: BrokerNode | None = None,
+    identifier: str | None = None,
+    timeout: float | None = None,
 ) -> aiomqtt.Client:
-    """The MQTT client the uplink connects with (``carehub doctor`` checks the broker with the same one).
+    """The MQTT client the uplink connects to ``node`` with (default: the first); ``carehub doctor`` checks each
+    node with the same one.
 
-    TLS verifies the broker's certificate against ``ca_file`` (or the system's CAs) and its name or address against
-    ``host``, unless ``tls_insecure``; TCP_NODELAY, as acks are small.
+    TLS verifies the node's certificate against ``ca_file`` (or the system's CAs) and its name or address against
+    the node's host, unless ``tls_insecure``; TCP_NODELAY, as acks are small. The client id is
+    ``carehub-hub-<hub>`` on every node: a cluster sees one client whichever node it comes through.
 
     Raises:
         UplinkError: a configured TLS file does not exist.
@@ -215,9 +302,10 @@ def mqtt_client(
             keyfile=None if s.client_key is None else str(s.client_key),
             cert_reqs=ssl.CERT_REQUIRED,
         )
+    where = node or s.nodes[0]
     return aiomqtt.Client(
-        s.host,
-        s.port,
+        where.host,
+        where.port,
         username=s.username,
         password=s.password,
         identifier=identifier or f"carehub-hub-{s.hub_id}",
@@ -229,3 +317,15 @@ def mqtt_client(
         max_queued_incoming_messages=1024,
         timeout=timeout,
     )
+
+
+def mqtt_connector(settings: UplinkSettings) -> Connector:
+    """The uplink's transport to the broker: one :class:`MqttConnector` for one node, a :class:`FailoverConnector`
+    over one per node (tried in ``settings.nodes`` order) for a cluster."""
+    connectors: list[tuple[str, Connector]] = [
+        (str(node), MqttConnector(functools.partial(mqtt_client, settings, node=node), node=str(node)))
+        for node in settings.nodes
+    ]
+    if len(connectors) == 1:
+        return connectors[0][1]
+    return FailoverConnector(connectors)
