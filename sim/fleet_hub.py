@@ -1,13 +1,13 @@
 """One worker process of ``carehub sim fleet``: many protocol-level hubs on the hub's own uplink and outbox.
 
-Run as ``python -m sim.fleet_hub``. It reads one :class:`ProcessPlan` as JSON on stdin, prepares every hub (a real
-:func:`gateway.outbox.open_outbox` on its own SQLite file, the backlog sealed with :mod:`protocols` and put in the
-routine lane), prints ``{"ready": ...}`` and waits for a line ``go <epoch seconds>``. Then every hub connects at once
-through a real :class:`gateway.uplink.Uplink` (hub defaults: window, resend backoff, reconnect jitter: the rules of
-``docs/protocol.md`` §6.1, not a copy of them), panics are put in the priority lane at their planned offsets, and
-the process prints one :class:`ProcessResult` as JSON when every outbox is empty and every panic acked, or one
-``{"error": ...}`` line and exits 1. The (hub, record id) pairs it produced go to a file for the parent to compare
-with what the platform stored.
+Run as ``python -m sim.fleet_hub``. It reads one :class:`ProcessPlan` as JSON on stdin, prepares every hub (an
+in-memory outbox with the real outbox's interface, :class:`sim.fleet_outbox.MemoryOutbox`, the backlog sealed with
+:mod:`protocols` and put in the routine lane), prints ``{"ready": ...}`` and waits for a line ``go <epoch seconds>``.
+Then every hub (a few asyncio tasks, no thread) connects at once through a real :class:`gateway.uplink.Uplink` (hub
+defaults: window, resend backoff, reconnect jitter: the rules of ``docs/protocol.md`` §6.1, not a copy of them), panics
+are put in the priority lane at their planned offsets, and the process prints one :class:`ProcessResult` as JSON
+when every outbox is empty and every panic acked, or one ``{"error": ...}`` line and exits 1. The (hub, record id)
+pairs it produced go to a file for the parent to compare with what the platform stored.
 """
 
 from __future__ import annotations
@@ -31,13 +31,14 @@ import nacl.signing
 
 from community.samples import T0, bp_record, panic_record
 from gateway.errors import GatewayError
-from gateway.outbox import Lane, Outbox, OutboxItem, open_outbox
+from gateway.outbox import Lane, Outbox, OutboxItem
 from gateway.uplink import Uplink, UplinkSettings, refusal_counts
 from gateway.uplink_settings import REFUSED_CURSOR_PREFIX
 from gateway.wire import HubWire
 from protocols.errors import EnvelopeRejection
 from protocols.keys import HubIdentity, PlatformPublicKeys
 from runtime import output
+from sim.fleet_outbox import MemoryOutbox
 
 __all__ = ["HubPlan", "ProcessPlan", "ProcessResult", "main", "run_process"]
 
@@ -181,10 +182,10 @@ async def _prepare(stack: contextlib.AsyncExitStack, plan: ProcessPlan, hub: Hub
         nacl.public.PublicKey(bytes.fromhex(plan.platform_box)),
     )
     wire = HubWire(identity, platform)
-    # Without the hub's 2 MiB full-disk reserve file (not what a fleet tests): 10,000 of them on /dev/shm took 20 GB
-    # of the machine's memory.
-    path = Path(plan.workdir) / f"{hub.hub_id}.db"
-    outbox = await stack.enter_async_context(open_outbox(path, reserve_bytes=0))
+    # The outbox contract in memory (sim.fleet_outbox): a real SQLite outbox per hub is a database thread per hub,
+    # and 10,000 of them in one process left the fleet, not the platform, the bottleneck.
+    outbox = MemoryOutbox(hub.hub_id)
+    stack.callback(outbox.close)
     produced: list[str] = []
     if hub.backlog:
         seqs = await outbox.allocate_seqs(hub.backlog)

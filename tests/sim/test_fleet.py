@@ -107,9 +107,9 @@ def test_a_missing_platform_config_fails_in_one_line(tmp_path: Path) -> None:
     assert "nope.toml" in lines[0]
 
 
-def test_options_default_to_one_process_per_thousand_hubs(tmp_path: Path) -> None:
+def test_options_default_to_one_process_per_5000_hubs(tmp_path: Path) -> None:
     assert FleetOptions(config=tmp_path, hubs=1000).process_count == 1
-    assert FleetOptions(config=tmp_path, hubs=10_000).process_count == 10
+    assert FleetOptions(config=tmp_path, hubs=10_000).process_count == 2
     assert FleetOptions(config=tmp_path, hubs=10_000, processes=4).process_count == 4
 
 
