@@ -109,7 +109,7 @@ def fleet(  # noqa: PLR0917 - typer options are parameters
     panic_from: Annotated[float, typer.Option(help="Seconds into the storm of the first press.")] = 1.0,
     panic_to: Annotated[float, typer.Option(help="Seconds into the storm of the last press.")] = 3.0,
     broker: Annotated[str | None, typer.Option(help="mqtt://host:port (default: the platform config's).")] = None,
-    processes: Annotated[int | None, typer.Option(help="Worker processes (default: one per 1,000 hubs).")] = None,
+    processes: Annotated[int | None, typer.Option(help="Worker processes (default: one per 5,000 hubs).")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds the fleet may take to drain.")] = 600.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
 ) -> None:
