@@ -1,12 +1,15 @@
 """``carehub bench platform``: the community platform's figures, all measured in one run on this machine.
 
-A real Mosquitto and a real ``carehub platform run`` worker process (SQLite, or PostgreSQL with ``--postgres``)
-take a reconnect storm from :mod:`sim.fleet` (``hubs`` hubs, one MQTT connection each, ``backlog`` envelopes each,
-``panics`` panic presses during the storm). Figures (one JSON object with ``--json``):
+A real broker and real ``carehub platform run`` worker processes (SQLite, or PostgreSQL with ``--postgres``) take a
+reconnect storm from :mod:`sim.fleet` (``hubs`` hubs, one MQTT connection each, ``backlog`` envelopes each,
+``panics`` panic presses during the storm). The broker is Mosquitto (the one-box install: workers on its shared
+subscription), or with ``--nats`` a single nats-server with JetStream whose MQTT listener the hubs connect to while
+the workers read its streams (the district's path, :mod:`community.nats_ingest`); ``--workers N`` runs N workers.
+Figures (one JSON object with ``--json``):
 
 * ``crypto_open_verify_us``: the bare cost of opening and verifying one envelope with PyNaCl
   (:func:`protocols.envelope.open_envelope`, one core, this run: best of three rounds, before and after the storm);
-* ``worker_cpu_per_envelope_us``: the worker process's CPU time (``/proc/<pid>/stat`` utime + stime, all its
+* ``worker_cpu_per_envelope_us``: the worker processes' CPU time (``/proc/<pid>/stat`` utime + stime, all their
   threads) from the storm's start to the drain, divided by the envelopes the hubs produced;
 * ``cpu_ratio_to_crypto``: the two above, divided (issue 15's target: at most 2);
 * ``envelopes_per_s``: envelopes stored and acked per second (produced / drain time);
@@ -41,6 +44,7 @@ from protocols.envelope import open_envelope
 from protocols.keys import HubIdentity, PlatformIdentity, save_platform_identity
 from sim.broker import MosquittoBroker
 from sim.fleet import FleetError, FleetOptions, FleetReport, run_fleet
+from sim.nats_broker import NatsBroker
 
 __all__ = [
     "PlatformBenchOptions",
@@ -64,6 +68,8 @@ class PlatformBenchOptions:
     processes: int | None = None
     postgres: str | None = None
     quick: bool = False
+    nats: bool = False
+    workers: int = 1
 
     def size(self) -> tuple[int, int, int]:
         """(hubs, backlog, panics) of this run."""
@@ -105,14 +111,20 @@ def _peak_rss_mb(pid: int) -> float:
     raise FleetError(f"/proc/{pid}/status has no VmHWM")
 
 
-def write_platform_config(workdir: Path, broker_url: str, *, postgres: str | None = None) -> Path:
-    """A platform (keys and ``platform.toml``) in ``workdir`` for ``broker_url``; SQLite unless ``postgres``."""
+def write_platform_config(
+    workdir: Path, broker_url: str, *, postgres: str | None = None, client_id: str = "bench-platform"
+) -> Path:
+    """A platform (keys and ``platform.toml``) in ``workdir`` for ``broker_url`` (``mqtt://``: Mosquitto;
+    ``nats://``: a JetStream worker); SQLite unless ``postgres``. A second call with another ``client_id`` adds a
+    worker's config (``platform-<client_id>.toml``) sharing the keys and the database."""
     workdir.mkdir(parents=True, exist_ok=True)
-    save_platform_identity(workdir / "platform.key", PlatformIdentity.generate())
+    key = workdir / "platform.key"
+    if not key.exists():
+        save_platform_identity(key, PlatformIdentity.generate())
     storage = 'database = "platform.db"' if postgres is None else f'url = "{postgres}"'
-    config = workdir / "platform.toml"
+    config = workdir / ("platform.toml" if client_id == "bench-platform" else f"platform-{client_id}.toml")
     config.write_text(
-        f'[broker]\nurl = "{broker_url}"\nclient_id = "bench-platform"\n'
+        f'[broker]\nurl = "{broker_url}"\nclient_id = "{client_id}"\n'
         f'[storage]\n{storage}\n[keys]\nidentity = "platform.key"\n',
         encoding="utf-8",
     )
@@ -172,11 +184,23 @@ def _raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+@contextlib.asynccontextmanager
+async def _broker(options: PlatformBenchOptions, base: Path) -> AsyncIterator[tuple[str, str | None]]:
+    """The broker the run uses: (the workers' broker URL, the hubs' MQTT URL when it differs)."""
+    if options.nats:
+        async with NatsBroker(base / "nats") as nats:
+            yield nats.url, nats.mqtt_url
+    else:
+        async with MosquittoBroker(base / "broker", extra_lines=["set_tcp_nodelay true"]) as broker:
+            yield broker.url, None
+
+
 async def run_platform_bench(options: PlatformBenchOptions) -> dict[str, float | int | str]:
     """Every platform figure, as one flat dict.
 
     Raises:
         FleetError: the storm could not run, or the platform lost or duplicated a record.
+        BrokerError: the broker would not start.
     """
     hubs, backlog, panics = options.size()
     crypto_us = crypto_open_verify_us(500 if options.quick else 2000)
@@ -184,27 +208,35 @@ async def run_platform_bench(options: PlatformBenchOptions) -> dict[str, float |
     cpu: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="carehub-bench-platform-") as tmp:
         base = Path(tmp)
-        async with MosquittoBroker(base / "broker", extra_lines=["set_tcp_nodelay true"]) as broker:
-            config = write_platform_config(base / "platform", broker.url, postgres=options.postgres)
-            async with platform_worker(config) as worker:
-                pid = worker.pid
-                fleet = FleetOptions(
-                    config=config,
-                    hubs=hubs,
-                    backlog=backlog,
-                    panics=panics,
-                    panic_from=1.0 if options.quick else 2.0,
-                    panic_to=3.0 if options.quick else 6.0,
-                    processes=options.processes,
-                    timeout_s=3600.0,
+        async with _broker(options, base) as (worker_url, hub_url), contextlib.AsyncExitStack() as stack:
+            configs = [
+                write_platform_config(
+                    base / "platform",
+                    worker_url,
+                    postgres=options.postgres,
+                    client_id="bench-platform" if n == 0 else f"bench-platform-{n}",
                 )
+                for n in range(options.workers)
+            ]
+            pids = [(await stack.enter_async_context(platform_worker(c))).pid for c in configs]
+            fleet = FleetOptions(
+                config=configs[0],
+                hubs=hubs,
+                backlog=backlog,
+                panics=panics,
+                panic_from=1.0 if options.quick else 2.0,
+                panic_to=3.0 if options.quick else 6.0,
+                broker=hub_url,
+                processes=options.processes,
+                timeout_s=3600.0,
+            )
 
-                def started() -> None:
-                    cpu["before"] = process_cpu_s(pid)
+            def started() -> None:
+                cpu["before"] = sum(process_cpu_s(pid) for pid in pids)
 
-                report = await run_fleet(fleet, on_go=started)
-                cpu["after"] = process_cpu_s(pid)
-                peak_mb = _peak_rss_mb(pid)
+            report = await run_fleet(fleet, on_go=started)
+            cpu["after"] = sum(process_cpu_s(pid) for pid in pids)
+            peak_mb = max(_peak_rss_mb(pid) for pid in pids)
     # Measured again after the storm; the lower of the two is the bare cost least disturbed by other work.
     crypto_us = min(crypto_us, crypto_open_verify_us(500 if options.quick else 2000))
     return _figures(options, report, crypto_us, cpu["after"] - cpu["before"], peak_mb)
@@ -224,6 +256,8 @@ def _figures(
     return {
         "quick": options.quick,
         "engine": "sqlite" if options.postgres is None else "postgresql",
+        "broker": "nats" if options.nats else "mosquitto",
+        "workers": options.workers,
         "hubs": report.hubs,
         "backlog": report.backlog,
         "panics": report.panics,

@@ -284,8 +284,12 @@ def bench(
     hubs: Annotated[int | None, typer.Option(help="platform: hubs in the storm (default 1000).", min=1)] = None,
     backlog: Annotated[int | None, typer.Option(help="platform: envelopes per hub (default 20).", min=1)] = None,
     panics: Annotated[int | None, typer.Option(help="platform: panic presses (default 10).", min=1)] = None,
-    processes: Annotated[int | None, typer.Option(help="platform: fleet processes (default 1 per 1000).")] = None,
+    processes: Annotated[int | None, typer.Option(help="platform: fleet processes (default 1 per 5000).")] = None,
     postgres: Annotated[str | None, typer.Option(help="platform: store on this PostgreSQL URL.")] = None,
+    nats: Annotated[
+        bool, typer.Option("--nats", help="platform: a nats-server with JetStream (hubs on its MQTT listener).")
+    ] = False,
+    workers: Annotated[int | None, typer.Option(help="platform: platform worker processes (default 1).", min=1)] = None,
 ) -> None:
     """Measure the hub's speed figures on this machine: codec, outbox, end to end, panic latency, memory, and the
     platform's FHIR export (carehub bench fhir: that figure alone; carehub bench platform: the platform's)."""
@@ -295,21 +299,24 @@ def bench(
 
     if which not in (None, "fhir", "platform"):
         raise _fail(f"unknown bench {which!r}: carehub bench [fhir|platform] (none: every hub figure)")
-    if which != "platform" and any(x is not None for x in (hubs, backlog, panics, processes, postgres)):
-        raise _fail("--hubs, --backlog, --panics, --processes and --postgres are for carehub bench platform")
+    platform_only = (hubs, backlog, panics, processes, postgres, workers)
+    if which != "platform" and (nats or any(x is not None for x in platform_only)):
+        raise _fail(
+            "--hubs, --backlog, --panics, --processes, --postgres, --nats, --workers are for carehub bench platform"
+        )
     if which == "fhir":
         from community.fhir.bench import fhir_figures
 
         results: dict[str, float | int | str] = {"quick": quick, **fhir_figures(quick=quick)}
     else:
-        if not mosquitto_available():
+        if not nats and not mosquitto_available():
             raise _fail("carehub bench needs mosquitto (apt-get install mosquitto)", 1)
         if which == "platform":
             from carehub.bench_platform import PlatformBenchOptions, run_platform_bench
             from sim.broker import BrokerError
             from sim.fleet import FleetError
 
-            options = PlatformBenchOptions(hubs, backlog, panics, processes, postgres, quick)
+            options = PlatformBenchOptions(hubs, backlog, panics, processes, postgres, quick, nats, workers or 1)
             try:
                 results = aio.run(run_platform_bench(options))
             except (FleetError, BrokerError, OSError) as exc:

