@@ -15,6 +15,9 @@ that changes one behaviour, listed in :data:`QUIRKS` with what it imitates:
 * ``rfu-flags-cuff``: a cuff that sets the reserved flag bits 5-7 of every Blood Pressure Measurement;
 * ``truncating-cuff``: a cuff whose measurement indications lose their last two bytes (the last field its flags
   promise): no decoder can read them, and the hub keeps them as raw readings;
+* ``passkey-cuff``: a cuff with a display and no keyboard that bonds only by passkey entry with MITM protection
+  (as the Accu-Chek Guide and many cuffs do): it shows a 6-digit PIN (:attr:`PasskeyCuff.passkey`) and refuses Just
+  Works, so a hub that cannot type the PIN never bonds, and its encrypted attributes stay closed;
 * ``control-solution`` and ``clock-reset`` need no product of their own: any glucose meter takes
   ``measure(..., control_solution=True)``, and any meter's clock resets with ``change_battery()``; they are listed
   so a scenario can name them.
@@ -25,11 +28,13 @@ for the Blood Pressure, Glucose or Current Time services, so these build on the 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
 from bumble import att
-from bumble.device import Connection
+from bumble.device import Connection, Device
+from bumble.pairing import PairingConfig, PairingDelegate
 
 from protocols.gatt.racp import RacpOpCode, RacpResponseCode
 from sim.clock import Clock
@@ -43,6 +48,7 @@ __all__ = [
     "QUIRKS",
     "ClockRefusingCuff",
     "PaddingCuff",
+    "PasskeyCuff",
     "Quirk",
     "RacpNotCompletedMeter",
     "RacpSilentMeter",
@@ -156,6 +162,51 @@ class RacpSilentMeter(GlucoseMeter):
         self._procedure = None  # ready for the next request, but this one is never answered
 
 
+class _ShowsPasskey(PairingDelegate):
+    """A display-only meter's side of SMP: it shows its passkey and refuses Just Works (no MITM protection)."""
+
+    def __init__(self, cuff: PasskeyCuff, connection: Connection) -> None:
+        super().__init__(io_capability=PairingDelegate.IoCapability.DISPLAY_OUTPUT_ONLY)
+        self._cuff = cuff
+        self._connection = connection
+
+    async def accept(self) -> bool:
+        return self._cuff.may_bond(str(self._connection.peer_address))
+
+    async def generate_passkey(self) -> int:
+        return self._cuff.passkey
+
+    async def display_number(self, number: int, digits: int) -> None:
+        del digits
+        self._cuff.shown.append(number)
+
+    async def confirm(self, auto: bool = False) -> bool:
+        del auto
+        return False  # Just Works: keys without MITM protection, which this meter will not bond with
+
+
+class PasskeyCuff(BloodPressureCuff):
+    """A cuff that bonds only by passkey entry: it shows `passkey` (six digits; by default the last three bytes of
+    its address, modulo 10^6) on its display, listed in `shown` each time, and needs a bond for every attribute."""
+
+    def __init__(self, options: DeviceOptions, clock: Clock, *, passkey: int | None = None) -> None:
+        super().__init__(dataclasses.replace(options, bonding_required=True), clock)
+        default = int(options.address.replace(":", "")[-6:], 16) % 1_000_000
+        self.passkey = default if passkey is None else passkey
+        if not 0 <= self.passkey < 1_000_000:
+            raise ValueError("a passkey has six digits")
+        self.shown: list[int] = []
+
+    @contextlib.asynccontextmanager
+    async def attach(self, device: Device) -> AsyncIterator[SimDevice]:
+        """Attach as any cuff, then pair only by passkey entry."""
+        async with super().attach(device) as attached:
+            device.pairing_config_factory = lambda connection: PairingConfig(
+                sc=True, mitm=True, bonding=True, delegate=_ShowsPasskey(self, connection)
+            )
+            yield attached
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Quirk:
     """A named quirk: what it imitates and how to build a meter that has it."""
@@ -177,6 +228,7 @@ QUIRKS: dict[str, Quirk] = {
         ),
         Quirk("rfu-flags-cuff", "cuffs setting reserved flag bits on their measurements", RfuFlagsCuff),
         Quirk("truncating-cuff", "a measurement cut short: undecodable, kept as a raw reading", TruncatingCuff),
+        Quirk("passkey-cuff", "meters that show a 6-digit PIN and bond only by passkey entry", PasskeyCuff),
         Quirk("control-solution", "a control-solution test (type 10, location 4)", GlucoseMeter),
         Quirk("clock-reset", "a clock back at its factory default after a battery change", GlucoseMeter),
     )
