@@ -10,6 +10,12 @@ and optionally ``"broker_ca"``: the site CA's certificate in PEM (`community.tls
 ``mqtts://`` broker. Plain ``mqtt://`` is accepted only for a broker on the hub's own machine (loopback): it would
 carry the hub's broker password in clear.
 
+Version 2 (issue 15 item 3) names the MQTT listeners of a broker cluster's nodes, in the order the hub tries them:
+``"carehub_enrollment": 2`` with ``"broker_urls": ["mqtts://nats1...:8883", "mqtts://nats2...:8883", ...]`` (1 to
+16 URLs, one scheme, each node once) in place of ``"broker_url"``; everything else is as in version 1, and the CA,
+user and password hold for every node. :func:`create_bundle` writes version 1 when there is one URL (so hubs of any
+version read it) and version 2 only for several; :func:`read_bundle` reads both.
+
 ``signature = Ed25519(platform key, "carehub/v1/enrollment-bundle\\0" || canonical JSON without "signature")``,
 where canonical JSON has sorted keys, no spaces and ASCII escapes. The signature proves the bundle was not altered;
 that it came from *your* platform is proven by comparing the platform key id (as ``carehub platform keygen``
@@ -24,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,13 +49,24 @@ from protocols.errors import AuthenticationError, KeyFileError
 from protocols.keys import PlatformIdentity, PlatformPublicKeys, sign_detached, verify_detached
 from protocols.topics import is_valid_hub_id
 
-__all__ = ["BUNDLE_VERSION", "BundleError", "EnrollmentBundle", "bundle_command", "create_bundle", "read_bundle"]
+__all__ = [
+    "BUNDLE_VERSION",
+    "MAX_BROKER_URLS",
+    "BundleError",
+    "EnrollmentBundle",
+    "bundle_command",
+    "create_bundle",
+    "read_bundle",
+]
 
-BUNDLE_VERSION: Final = 1
+BUNDLE_VERSION: Final = 2
+"""The newest bundle version (2: ``broker_urls``, a cluster's nodes); version 1 (one ``broker_url``) is still read
+and still written for one broker."""
+_ONE_URL_VERSION: Final = 1
+MAX_BROKER_URLS: Final = 16  # as many nodes as a hub config's [broker] urls takes
 _DOMAIN: Final = b"carehub/v1/enrollment-bundle\0"
 _MAX_BUNDLE: Final = 16 * 1024
-_FIELDS: Final = (
-    "broker_url",
+_COMMON: Final = (
     "carehub_enrollment",
     "hub_id",
     "issued_at",
@@ -58,6 +76,7 @@ _FIELDS: Final = (
     "signature",
     "username",
 )
+_FIELDS: Final = {1: ("broker_url", *_COMMON), 2: ("broker_urls", *_COMMON)}  # by version
 _OPTIONAL: Final = ("broker_ca",)  # the site CA the hub pins (issue 15 item 8), for mqtts:// brokers
 
 
@@ -71,7 +90,8 @@ class EnrollmentBundle:
 
     Attributes:
         hub_id: the hub id the platform expects (also its broker user name unless ``username`` says otherwise).
-        broker_url: ``mqtt://`` or ``mqtts://`` host and port.
+        broker_urls: ``mqtt://`` or ``mqtts://`` host and port of the broker, or of each node of a broker cluster in
+            the order the hub tries them (one scheme; the CA and credentials hold for each).
         username: the hub's broker user.
         password: the hub's broker password.
         platform: the platform's public keys.
@@ -81,12 +101,17 @@ class EnrollmentBundle:
     """
 
     hub_id: str
-    broker_url: str
+    broker_urls: tuple[str, ...]
     username: str
     password: str
     platform: PlatformPublicKeys
     issued_at: datetime
     broker_ca: str | None = None
+
+    @property
+    def broker_url(self) -> str:
+        """The first (or only) broker URL."""
+        return self.broker_urls[0]
 
     @property
     def platform_key_id(self) -> str:
@@ -98,19 +123,37 @@ def _canonical(fields: dict[str, Any]) -> bytes:
     return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
-def _check(hub_id: str, broker_url: str, username: str, password: str, broker_ca: str | None = None) -> None:
-    if not is_valid_hub_id(hub_id):
-        raise BundleError(f"hub id {hub_id!r} is not valid (lowercase letters, digits and '-', 2..63 long)")
+def _node(broker_url: str) -> tuple[str, str, int]:
+    """A broker URL's scheme, host and port (checked)."""
     parts = urlsplit(broker_url)
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
         raise BundleError(f"broker url {broker_url!r} is not mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
-    if not username or not password:
-        raise BundleError("a bundle needs the hub's broker user name and password")
+    try:
+        port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+    except ValueError:
+        raise BundleError(f"broker url {broker_url!r}: port out of range") from None
     if parts.scheme == "mqtt" and not is_loopback_host(parts.hostname):
         # Plaintext MQTT carries the hub's broker password: only to a broker on the same machine (the demo).
         raise BundleError(f"broker url {broker_url!r}: plain mqtt:// only to a loopback broker; use mqtts://")
+    return parts.scheme, parts.hostname, port
+
+
+def _check(
+    hub_id: str, broker_urls: tuple[str, ...], username: str, password: str, broker_ca: str | None = None
+) -> None:
+    if not is_valid_hub_id(hub_id):
+        raise BundleError(f"hub id {hub_id!r} is not valid (lowercase letters, digits and '-', 2..63 long)")
+    if not 1 <= len(broker_urls) <= MAX_BROKER_URLS:
+        raise BundleError(f"a bundle names 1..{MAX_BROKER_URLS} broker urls, not {len(broker_urls)}")
+    nodes = [_node(url) for url in broker_urls]
+    if len({scheme for scheme, _, _ in nodes}) > 1:
+        raise BundleError("every broker url needs the same scheme (mqtts://): the hub's TLS settings hold for each")
+    if len(set(nodes)) != len(nodes):
+        raise BundleError(f"each broker node once, got {', '.join(broker_urls)}")
+    if not username or not password:
+        raise BundleError("a bundle needs the hub's broker user name and password")
     if broker_ca is not None:
-        if parts.scheme != "mqtts":
+        if nodes[0][0] != "mqtts":
             raise BundleError("a broker CA is for an mqtts:// broker url")
         try:
             check_ca_pem(broker_ca)
@@ -122,7 +165,7 @@ def create_bundle(
     identity: PlatformIdentity,
     *,
     hub_id: str,
-    broker_url: str,
+    broker_url: str | Sequence[str],
     username: str,
     password: str,
     issued_at: datetime | None = None,
@@ -130,15 +173,23 @@ def create_bundle(
 ) -> bytes:
     """The signed bundle's bytes.
 
+    ``broker_url`` is one URL (a version 1 bundle) or a cluster's nodes in the order the hub tries them (version 2
+    when there are several).
+
     Raises:
         BundleError: an invalid hub id, broker url or missing credentials.
     """
-    _check(hub_id, broker_url, username, password, broker_ca)
+    urls = (broker_url,) if isinstance(broker_url, str) else tuple(broker_url)
+    _check(hub_id, urls, username, password, broker_ca)
     public = identity.public
+    where: dict[str, Any] = (
+        {"carehub_enrollment": _ONE_URL_VERSION, "broker_url": urls[0]}
+        if len(urls) == 1
+        else {"carehub_enrollment": BUNDLE_VERSION, "broker_urls": list(urls)}
+    )
     fields: dict[str, Any] = {
-        "carehub_enrollment": BUNDLE_VERSION,
+        **where,
         "hub_id": hub_id,
-        "broker_url": broker_url,
         "username": username,
         "password": password,
         "platform_verify_key": bytes(public.verify_key).hex(),
@@ -179,12 +230,20 @@ def read_bundle(data: bytes, *, expect_key_id: str | None = None) -> EnrollmentB
         fields = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise BundleError(f"not JSON ({exc})") from None
-    if not isinstance(fields, dict) or fields.get("carehub_enrollment") != BUNDLE_VERSION:
-        raise BundleError(f"not a carehub enrollment bundle version {BUNDLE_VERSION}")
-    if not set(_FIELDS) <= set(fields) <= {*_FIELDS, *_OPTIONAL}:
-        raise BundleError(f"expected the fields {', '.join(_FIELDS)} (and optionally {', '.join(_OPTIONAL)})")
-    if not all(isinstance(fields[k], str) for k in fields if k != "carehub_enrollment"):
-        raise BundleError("every field but carehub_enrollment is a string")
+    version = fields.get("carehub_enrollment") if isinstance(fields, dict) else None
+    if not isinstance(version, int) or isinstance(version, bool) or version not in _FIELDS:
+        raise BundleError(f"not a carehub enrollment bundle of version 1..{BUNDLE_VERSION}")
+    expected = _FIELDS[version]
+    if not set(expected) <= set(fields) <= {*expected, *_OPTIONAL}:
+        raise BundleError(
+            f"a version {version} bundle has the fields {', '.join(sorted(expected))}"
+            f" (and optionally {', '.join(_OPTIONAL)})"
+        )
+    if not all(isinstance(fields[k], str) for k in fields if k not in ("carehub_enrollment", "broker_urls")):
+        raise BundleError("every field but carehub_enrollment and broker_urls is a string")
+    listed = fields.get("broker_urls", [fields.get("broker_url")])
+    if not isinstance(listed, list) or not all(isinstance(url, str) for url in listed):
+        raise BundleError("broker_urls is a list of strings")
     verify = nacl.signing.VerifyKey(_key32(fields, "platform_verify_key"))
     box = nacl.public.PublicKey(_key32(fields, "platform_box_key"))
     made_by = PlatformPublicKeys(verify, box).key_id
@@ -197,14 +256,15 @@ def read_bundle(data: bytes, *, expect_key_id: str | None = None) -> EnrollmentB
     except (ValueError, AuthenticationError):
         raise BundleError("the signature does not verify: the bundle was altered or damaged") from None
     broker_ca = fields.get("broker_ca")
-    _check(fields["hub_id"], fields["broker_url"], fields["username"], fields["password"], broker_ca)
+    broker_urls = tuple(listed)
+    _check(fields["hub_id"], broker_urls, fields["username"], fields["password"], broker_ca)
     try:
         issued = datetime.fromisoformat(fields["issued_at"])
     except ValueError:
         raise BundleError(f"issued_at {fields['issued_at']!r} is not an ISO 8601 time") from None
     return EnrollmentBundle(
         hub_id=fields["hub_id"],
-        broker_url=fields["broker_url"],
+        broker_urls=broker_urls,
         username=fields["username"],
         password=fields["password"],
         platform=PlatformPublicKeys(verify, box),
@@ -233,7 +293,14 @@ def _password_from(credentials: Path | None, user: str) -> str:
 def bundle_command(  # noqa: PLR0917 - typer options are parameters
     config: Annotated[Path, typer.Option("--config", "-c", help="The platform's TOML config file.")],
     hub: Annotated[str, typer.Option("--hub", help="The new hub's id.")],
-    broker_url: Annotated[str, typer.Option("--broker-url", help="mqtt(s)://HOST[:PORT] as the hub will reach it.")],
+    broker_url: Annotated[
+        list[str],
+        typer.Option(
+            "--broker-url",
+            help="mqtt(s)://HOST[:PORT] as the hub will reach it; repeat it for each node of a broker cluster, in the"
+            " order the hub should try them.",
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", help="Where to write the bundle (mode 0600).")],
     credentials: Annotated[
         Path | None, typer.Option("--credentials", help="credentials.toml from `carehub platform broker-config`.")
@@ -247,7 +314,7 @@ def bundle_command(  # noqa: PLR0917 - typer options are parameters
         typer.Option("--broker-ca", help="The site CA (ca.pem from `carehub platform tls init`) the hub will pin."),
     ] = None,
 ) -> None:
-    """Write a signed enrollment bundle for a new hub: platform keys, broker address and the hub's credentials."""
+    """Write a signed enrollment bundle for a new hub: platform keys, broker address(es) and the hub's credentials."""
     user = username or hub
     try:
         cfg = load_platform_config(config)
