@@ -19,22 +19,20 @@ the stream, on disk, not in a worker's memory.
 deep the routine stream's backlog, an alarm frame is fetched at once and waits at most for the one routine batch
 whose commit is under way.
 
-Supervision as :class:`community.ingest.IngestWorker`: a lost cluster is retried with backoff, a defect is logged,
-counted and restarted, and after ``max_consecutive_failures`` of them in a row :attr:`NatsIngestWorker.failed` is set.
+The store-and-ack path, the down-message commands and supervision are the Mosquitto worker's
+(:mod:`community.ingest_core`): a lost cluster is retried with backoff, a defect is logged, counted and restarted, and
+after ``max_consecutive_failures`` of them in a row :attr:`NatsIngestWorker.failed` is set. :meth:`stream_lag` reads
+each consumer's ``num_pending`` and ``num_ack_pending`` from the cluster for ``/metrics`` (:mod:`community.metrics`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as _dt
 import logging
-import random
 import ssl
 import time
-from collections.abc import Callable, Mapping
-from types import TracebackType
-from typing import Self
+from collections.abc import Callable, Sequence
 
 import nats
 import nats.errors
@@ -44,21 +42,18 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
 
-from community.downbox import DownBox
 from community.hubkeys import HubKeyCache
-from community.ingest import IngestStats, PlatformWire
-from community.nats_batch import BatchIngest, Frame, topic_to_subject
+from community.ingest_core import DownUnavailable, IngestWorkerBase, PlatformWire, StreamLag, Supervision
+from community.nats_batch import Frame, topic_to_subject
 from community.nats_config import ALARM_STREAM, ALARM_SUBJECTS, UP_STREAM, UP_SUBJECTS, NatsSettings
 from community.storage import Storage, StorageError
-from protocols.backoff import backoff_delay
-from protocols.messages import AlarmAcknowledgement, AlarmSnooze, DownBody, DownMessage, ThresholdUpdate
-from protocols.record import Record
 
 __all__ = ["NatsIngestWorker", "ensure_streams"]
 
 _log = logging.getLogger(__name__)
 _STREAM_IN_USE = 10058  # JetStream: "stream name already in use with a different configuration"
 _NAK_DELAY_S = 2.0  # a frame not stored because the database failed comes back after this
+_LAG_TIMEOUT_S = 2.0  # a scrape waits at most this for the cluster's consumer info
 
 
 async def ensure_streams(js: JetStreamContext, settings: NatsSettings) -> None:
@@ -82,24 +77,33 @@ async def ensure_streams(js: JetStreamContext, settings: NatsSettings) -> None:
 
 
 class _NatsPublisher:
-    """community.downbox's publisher on a NATS connection: an MQTT topic becomes its subject (the hub's MQTT
-    subscription receives it through NATS's MQTT listener)."""
+    """A publisher (community.downbox.DownPublisher) on a NATS connection: an MQTT topic becomes its subject (the
+    hub's MQTT subscription receives it through NATS's MQTT listener)."""
 
-    def __init__(self, nc: NatsClient) -> None:
+    def __init__(self, nc: NatsClient, *, flush: bool) -> None:
         self._nc = nc
+        self._flush = flush
 
     async def publish(self, topic: str, payload: bytes, qos: int) -> None:
-        del qos  # NATS core publish; the hub's QoS 1 subscription takes it, and the downbox resends until confirmed
-        await self._nc.publish(topic_to_subject(topic), payload)
-        await self._nc.flush()
+        """Publish on the topic's subject; with ``flush``, wait until the server has it (a down-message is counted
+        as sent only then; acks need no wait: the stream's own acks follow them on the same connection)."""
+        del qos  # NATS core publish; the hub's QoS 1 subscription takes it, the downbox resends until confirmed
+        try:
+            await self._nc.publish(topic_to_subject(topic), payload)
+            if self._flush:
+                await self._nc.flush()
+        except nats.errors.Error as exc:
+            raise DownUnavailable(f"not published to the cluster: {exc!r}") from exc
 
 
-class NatsIngestWorker:
+class NatsIngestWorker(IngestWorkerBase):
     """One JetStream ingest worker; ``async with NatsIngestWorker(settings, storage, wire) as worker``.
 
-    Its public face is :class:`community.ingest.IngestWorker`'s: :attr:`stats`, :attr:`alarms`, :attr:`stored`,
-    :attr:`connected`, :attr:`failed`, :meth:`ack_alarm`, :meth:`update_thresholds`.
+    Its public face is :class:`community.ingest.IngestWorker`'s (:class:`community.ingest_core.IngestWorkerBase`).
     """
+
+    connection_errors = (nats.errors.Error, OSError, DownUnavailable)
+    task_prefix = "nats-ingest"
 
     def __init__(
         self,
@@ -110,130 +114,35 @@ class NatsIngestWorker:
         wall_time: Callable[[], float] = time.time,
         hub_keys: HubKeyCache | None = None,
     ) -> None:
-        self.settings = settings
-        self.storage = storage
-        self.wire = wire
-        self.stats = IngestStats()
-        self.alarms: asyncio.Queue[Record] = asyncio.Queue(maxsize=1024)
-        #: Set after every committed batch (cleared by whoever waits on it).
-        self.stored = asyncio.Event()
-        #: Set while connected with both consumers bound.
-        self.connected = asyncio.Event()
-        self.failed = asyncio.Event()
-        self.failure: BaseException | None = None
-        self._wall_time = wall_time
-        #: Down-messages kept until the hub confirms them (community.downbox), as the Mosquitto worker keeps them.
-        self.downbox = DownBox(
+        super().__init__(
             storage,
             wire,
-            self._now,
-            resend_after_s=settings.down_resend_after_s,
-            sweep_every_s=settings.down_sweep_every_s,
-        )
-        self._core = BatchIngest(
-            storage,
-            wire,
-            self.stats,
-            self.alarms,
+            name=settings.client_name,
+            supervision=Supervision(settings.max_consecutive_failures),
+            down_resend_after_s=settings.down_resend_after_s,
+            down_sweep_every_s=settings.down_sweep_every_s,
             wall_time=wall_time,
             hub_keys=hub_keys,
-            on_stored=self.downbox.confirm,
         )
-        self._nc: NatsClient | None = None
-        self._runner: asyncio.Task[None] | None = None
-        self._rng = random.Random()  # noqa: S311 - backoff jitter, not cryptography
-        self._consecutive_failures = 0
-        self._attempt = 0
+        self.settings = settings
+        self._js: JetStreamContext | None = None
 
-    @property
-    def task_name(self) -> str:
-        """The name of the worker's task, as its log lines give it."""
-        return f"nats-ingest:{self.settings.client_name}"
-
-    async def __aenter__(self) -> Self:
-        self._runner = asyncio.create_task(self._supervise(), name=self.task_name)
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await runner
-
-    async def ack_alarm(
-        self,
-        hub: str,
-        alarm_id: str,
-        caregiver: str,
-        at: _dt.datetime,
-        *,
-        role: str | None = None,
-        note: str | None = None,
-    ) -> DownMessage:
-        """Publish a caregiver's signed acknowledgement of an alarm on ``carehub.v1.<hub>.down``.
-
-        Raises:
-            nats.errors.Error: not connected to the cluster.
-            EncodeError: an argument the protocol cannot carry.
-        """
-        return await self._send_down(hub, AlarmAcknowledgement(alarm_id, caregiver, at, role, note))
-
-    async def update_thresholds(
-        self, hub: str, resident_id: str, thresholds: Mapping[str, float | None]
-    ) -> DownMessage:
-        """Publish a resident's new threshold settings (see :meth:`community.ingest.IngestWorker.update_thresholds`)."""
-        return await self._send_down(hub, ThresholdUpdate(resident_id, thresholds))
-
-    async def snooze_alarm(self, hub: str, alarm_id: str, by: str, duration_s: int, at: _dt.datetime) -> DownMessage:
-        """Ask the hub to stop re-announcing an alarm for ``duration_s``."""
-        return await self._send_down(hub, AlarmSnooze(alarm_id, by, duration_s, at))
-
-    async def _send_down(self, hub: str, body: DownBody) -> DownMessage:
-        nc = self._nc
-        if nc is None or not self.connected.is_set():
-            raise nats.errors.ConnectionClosedError
-        # Stored before it is published, sent again until the hub confirms it; one at a time (DownBox.lock).
-        return await self.downbox.send(_NatsPublisher(nc), hub, body)
-
-    def _now(self) -> _dt.datetime:
-        return _dt.datetime.fromtimestamp(self._wall_time(), _dt.UTC)
-
-    async def _supervise(self) -> None:
+    async def stream_lag(self) -> Sequence[StreamLag]:
+        """Each stream's consumer: frames not yet handed out and handed out but not yet acked, as the cluster
+        reports them now; none while not connected or when the cluster does not answer within a moment."""
+        js = self._js
+        if js is None or not self.connected.is_set():
+            return ()
         s = self.settings
-        while True:
-            defect = False
-            try:
-                await self._run()
-            except (nats.errors.Error, OSError) as exc:
-                _log.warning("platform worker %s: cluster connection lost (%s)", s.client_name, exc)
-            except Exception as exc:  # noqa: BLE001 - supervision: a defect is logged, counted, restarted or fatal
-                self.stats.failures += 1
-                self._consecutive_failures += 1
-                if self._consecutive_failures >= s.max_consecutive_failures:
-                    _log.critical(
-                        "task %s failed %d times in a row without handling a batch; giving up",
-                        self.task_name,
-                        self._consecutive_failures,
-                        exc_info=exc,
-                    )
-                    self.failure = exc
-                    self.failed.set()
-                    return
-                defect = True
-                _log.error("task %s failed; restarting its loop", self.task_name, exc_info=exc)
-            finally:
-                self.connected.clear()
-                nc, self._nc = self._nc, None
-                if nc is not None:
-                    with contextlib.suppress(nats.errors.Error, OSError):
-                        await nc.close()
-            del defect
-            delay = backoff_delay(self._attempt, base=0.2, cap=10.0, jitter_fraction=0.2, rng=self._rng)
-            self._attempt += 1
-            await asyncio.sleep(delay)
+        lags: list[StreamLag] = []
+        try:
+            for stream, durable in ((UP_STREAM, s.durable), (ALARM_STREAM, s.alarm_durable)):
+                info = await js.consumer_info(stream, durable, timeout=_LAG_TIMEOUT_S)
+                lags.append(StreamLag(stream, info.num_pending or 0, info.num_ack_pending or 0))
+        except (nats.errors.Error, TimeoutError) as exc:
+            _log.warning("platform worker %s: consumer info not read (%r)", s.client_name, exc)
+            return ()
+        return lags
 
     async def _run(self) -> None:
         s = self.settings
@@ -248,7 +157,15 @@ class NatsIngestWorker:
             reconnect_time_wait=0.5,
             allow_reconnect=True,
         )
-        self._nc = nc
+        try:
+            await self._consume(nc)
+        finally:
+            self._js = None
+            with contextlib.suppress(nats.errors.Error, OSError):
+                await nc.close()
+
+    async def _consume(self, nc: NatsClient) -> None:
+        s = self.settings
         js = nc.jetstream(timeout=10)
         await ensure_streams(js, s)
         lanes = (
@@ -268,13 +185,15 @@ class NatsIngestWorker:
             )
             sub = await js.pull_subscribe(subjects, durable=durable, stream=stream, config=config)
             subs.append((sub, batch))
-        self.connected.set()
-        self._attempt = 0
+        self._js = js
+        publisher = _NatsPublisher(nc, flush=True)
+        self._connected_through(publisher)
+        acks_out = _NatsPublisher(nc, flush=False)
         tasks = [
-            asyncio.create_task(self._lane(nc, sub, batch), name=f"{self.task_name}:{name}")
+            asyncio.create_task(self._lane(nc, (publisher, acks_out), sub, batch), name=f"{self.task_name}:{name}")
             for (sub, batch), name in zip(subs, ("up", "alarm"), strict=True)
         ]
-        tasks.append(asyncio.create_task(self.downbox.run_sweeps(_NatsPublisher(nc)), name=f"{self.task_name}:down"))
+        tasks.append(asyncio.create_task(self.downbox.run_sweeps(publisher), name=f"{self.task_name}:down"))
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         finally:
@@ -284,7 +203,15 @@ class NatsIngestWorker:
         for task in done:
             task.result()  # the lane's failure, as it was raised (the supervisor tells a lost cluster from a defect)
 
-    async def _lane(self, nc: NatsClient, sub: JetStreamContext.PullSubscription, batch: int) -> None:
+    async def _lane(
+        self,
+        nc: NatsClient,
+        out: tuple[_NatsPublisher, _NatsPublisher],
+        sub: JetStreamContext.PullSubscription,
+        batch: int,
+    ) -> None:
+        """Fetch, store and ack one lane's frames until the connection ends; ``out``: the down-message and the ack
+        publishers."""
         s = self.settings
         while True:
             try:
@@ -293,9 +220,10 @@ class NatsIngestWorker:
                 if nc.is_closed:
                     raise nats.errors.ConnectionClosedError from None
                 continue
-            await self._handle(nc, messages)
+            await self._handle(out, messages)
 
-    async def _handle(self, nc: NatsClient, messages: list[Msg]) -> None:
+    async def _handle(self, out: tuple[_NatsPublisher, _NatsPublisher], messages: list[Msg]) -> None:
+        downs, acks_out = out
         frames = [Frame(m.subject, bytes(m.data)) for m in messages]
         try:
             acks = await self._core.handle(frames)
@@ -308,12 +236,10 @@ class NatsIngestWorker:
                     await m.nak(delay=_NAK_DELAY_S)
             return
         self.stored.set()
-        for ack in acks:
-            await nc.publish(topic_to_subject(self.wire.ack_topic(ack.hub_id)), self.wire.encode_ack(ack))
-            self.stats.acks_sent += 1
+        await self._core.publish_acks(acks_out, acks)
         for m in messages:
             await m.ack()
-        publisher = _NatsPublisher(nc)
-        for hub in {ack.hub_id for ack in acks if ack.stored}:  # online: what it has not confirmed goes again, if due
-            await self.downbox.on_hub_seen(publisher, hub)
-        self._consecutive_failures = 0
+        for ack in acks:  # online: what it has not confirmed goes again, if due
+            if ack.stored:
+                await self.downbox.on_hub_seen(downs, ack.hub_id)
+        self._handled()
