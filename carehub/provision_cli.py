@@ -158,7 +158,7 @@ def init(
                 paths,
                 hub_id=parsed.hub_id,
                 platform=parsed.platform,
-                broker_url=parsed.broker_url,
+                broker_url=parsed.broker_urls,
                 username=parsed.username,
                 password=parsed.password,
                 link=link,

@@ -143,7 +143,7 @@ def init_hub(
     *,
     hub_id: str,
     platform: PlatformPublicKeys,
-    broker_url: str,
+    broker_url: str | Sequence[str],
     username: str | None,
     password: str | None,
     link: str | None = None,
@@ -163,6 +163,9 @@ def init_hub(
     `broker_ca` is the site CA (PEM) of the platform's broker, from the enrollment bundle: written to
     ``keys/broker-ca.pem`` and pinned as ``[broker] ca_file`` (only that CA is trusted for the broker).
 
+    `broker_url` is one broker URL (written as ``[broker] url``) or the MQTT listeners of a broker cluster's nodes in
+    the order the hub tries them (``[broker] urls``; from a version 2 bundle), all with one scheme.
+
     Raises:
         ProvisionError: invalid input, or an existing hub set up differently (nothing is written).
         ConfigWriteError: the disk refused a write (the previous config is unchanged).
@@ -171,11 +174,17 @@ def init_hub(
         raise ProvisionError(
             f"{hub_id!r} is not a valid hub id", "use lowercase letters, digits and '-', 2 to 63 characters"
         )
-    parts = urlsplit(broker_url)
-    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-        raise ProvisionError(
-            f"broker url {broker_url!r} is not usable", "give it as mqtts://HOST:PORT (or mqtt:// on a local network)"
-        )
+    urls = [broker_url] if isinstance(broker_url, str) else list(broker_url)
+    if not urls:
+        raise ProvisionError("no broker url given", "give it as mqtts://HOST:PORT (or mqtt:// on a local network)")
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ProvisionError(
+                f"broker url {url!r} is not usable", "give it as mqtts://HOST:PORT (or mqtt:// on a local network)"
+            )
+    if len({urlsplit(url).scheme for url in urls}) > 1:
+        raise ProvisionError("the broker urls mix mqtt:// and mqtts://", "give every node as mqtts://HOST:PORT")
     zone = _init_zone(timezone)
     data = _load_existing(paths)
     existing_id = data.get("hub", {}).get("id") if isinstance(data.get("hub"), dict) else None
@@ -190,8 +199,13 @@ def init_hub(
     if zone is not None and (timezone is not None or "timezone" not in data["hub"]):
         data["hub"]["timezone"] = zone
     data["platform"] = {**data.get("platform", {}), "public_key_file": relative(paths, platform_file)}
-    broker: dict[str, Any] = {**data.get("broker", {}), "url": broker_url}
-    broker.pop("password_file", None)
+    broker: dict[str, Any] = {
+        k: v for k, v in data.get("broker", {}).items() if k not in ("url", "urls", "password_file")
+    }
+    if len(urls) == 1:
+        broker["url"] = urls[0]
+    else:
+        broker["urls"] = urls
     if broker_ca is not None:
         if parts.scheme != "mqtts":
             raise ProvisionError("a broker CA was given for a plaintext broker url", "use the bundle's mqtts:// url")

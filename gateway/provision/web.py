@@ -259,7 +259,7 @@ async def _init(request: web.Request) -> web.Response:
         settings.paths,
         hub_id=bundle.hub_id,
         platform=bundle.platform,
-        broker_url=bundle.broker_url,
+        broker_url=bundle.broker_urls,
         username=bundle.username,
         password=bundle.password,
         link=settings.link,
