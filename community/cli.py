@@ -27,7 +27,7 @@ from community.down_types import QueuedDown
 from community.downbox import queue_message
 from community.enrollment import bundle_command
 from community.ingest import IngestWorker, WorkerSettings
-from community.nats_config import NatsSettings
+from community.ingest_core import IngestWorkerBase
 from community.storage import QuarantinedEnvelope, Storage, StorageError, StoredReading
 from community.storage_open import migrate as migrate_schema
 from community.storage_open import open_storage, schema_status
@@ -129,9 +129,19 @@ def run(
     codec = _codec(cfg)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    async def console(worker: IngestWorker, on_alarm: Callable[[], None]) -> None:
+    # A district's worker reads a NATS JetStream cluster ([nats] in platform.toml; docs/platform-nats.md).
+    source = f"{cfg.host}:{cfg.port}" if cfg.nats is None else f"JetStream at {', '.join(cfg.nats.servers)}"
+
+    def worker_on(storage: Storage) -> IngestWorkerBase:
+        if cfg.nats is None:
+            return IngestWorker(_worker_settings(cfg), storage, codec)
+        from community.nats_ingest import NatsIngestWorker  # noqa: PLC0415 - nats-py only for a JetStream worker
+
+        return NatsIngestWorker(cfg.nats, storage, codec)
+
+    async def console(worker: IngestWorkerBase, on_alarm: Callable[[], None]) -> None:
         await worker.connected.wait()
-        _out.print(f"platform worker {cfg.client_id} ingesting from {cfg.host}:{cfg.port}", highlight=False)
+        _out.print(f"platform worker {cfg.client_id} ingesting from {source}", highlight=False)
         while True:
             _out.print(_alarm_line(await worker.alarms.get()), highlight=False)
             on_alarm()
@@ -139,7 +149,7 @@ def run(
     async def main() -> BaseException | None:
         async with (
             open_storage(cfg) as storage,
-            IngestWorker(_worker_settings(cfg), storage, codec) as worker,
+            worker_on(storage) as worker,
             contextlib.AsyncExitStack() as extras,
         ):
             if address is not None:
@@ -169,25 +179,8 @@ def run(
                     await printer
             return worker.failure
 
-    async def main_nats(settings: NatsSettings) -> BaseException | None:
-        # A district's worker on a NATS JetStream cluster ([nats] in platform.toml; docs/platform-nats.md).
-        from community.nats_run import run_nats_worker  # noqa: PLC0415 - nats-py only for a JetStream worker
-
-        servers = ", ".join(settings.servers)
-        return await run_nats_worker(
-            settings,
-            open_storage(cfg),
-            codec,
-            on_ready=lambda: _out.print(f"platform worker {cfg.client_id} ingesting from JetStream at {servers}"),
-            on_alarm=lambda record: _out.print(_alarm_line(record), highlight=False),
-        )
-
-    if cfg.nats is not None and address is not None:
-        raise _fail("--metrics is not served by the JetStream worker yet (docs/platform-nats.md)")
-    if cfg.nats is not None and console_address is not None:
-        raise _fail("--console is not served by the JetStream worker yet (docs/console.md)")
     try:
-        failure = aio.run(main() if cfg.nats is None else main_nats(cfg.nats))
+        failure = aio.run(main())
     except console_errors as exc:
         raise _fail(str(exc), 1) from None
     reason = "unknown" if failure is None else f"{type(failure).__name__}: {failure}"

@@ -1,9 +1,12 @@
 """An ingest worker's Prometheus metrics and health endpoint (issue 15 item 10).
 
-``carehub platform run --metrics HOST:PORT`` serves, next to the worker:
+``carehub platform run --metrics HOST:PORT`` serves, next to the worker (the Mosquitto worker and the JetStream worker
+alike, :class:`~community.ingest_core.IngestWorkerBase`):
 
 - ``GET /metrics``: the Prometheus text format, read from the worker's own counters (:class:`IngestStats`) at
-  scrape time, so nothing is counted twice and a scrape costs nothing between scrapes;
+  scrape time, so nothing is counted twice and a scrape costs nothing between scrapes; a JetStream worker also
+  asks the cluster, at scrape time, how far each stream's consumer is behind (``carehub_ingest_stream_pending``,
+  ``carehub_ingest_stream_ack_pending``, labelled by stream: the routine and the alarm stream);
 - ``GET /healthz``: ``200 {"status": "ok"}`` while the worker is connected to the broker and subscribed, else
   ``503`` with the reason (``connecting`` or ``failed``), for a load balancer, systemd or Kubernetes probe.
 
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -26,7 +29,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
-from community.ingest import COMMIT_BUCKETS_S, IngestWorker
+from community.ingest_core import COMMIT_BUCKETS_S, IngestWorkerBase, StreamLag
 
 __all__ = ["SEEN_WINDOWS_S", "Health", "MetricsAddress", "WorkerCollector", "health_of", "metrics_app", "serve_metrics"]
 
@@ -47,11 +50,12 @@ _COUNTERS: Final = (
 
 
 class WorkerCollector(Collector):
-    """Reads one worker's counters at scrape time."""
+    """Reads one worker's counters at scrape time; :attr:`lag` is what the scrape asked the stream for."""
 
-    def __init__(self, worker: IngestWorker, wall_time: Callable[[], float] = time.time) -> None:
+    def __init__(self, worker: IngestWorkerBase, wall_time: Callable[[], float] = time.time) -> None:
         self._worker = worker
         self._wall_time = wall_time
+        self.lag: Sequence[StreamLag] = ()
 
     def collect(self) -> Iterable[Metric]:
         """The worker's metrics now."""
@@ -84,6 +88,21 @@ class WorkerCollector(Collector):
             count = sum(1 for at in stats.hubs_last_seen.values() if now - at <= window)
             seen.add_metric([f"{window}s"], count)
         yield seen
+        pending = GaugeMetricFamily(
+            "carehub_ingest_stream_pending",
+            "Frames in the stream not yet handed to any worker by its consumer (JetStream num_pending).",
+            labels=["stream"],
+        )
+        ack_pending = GaugeMetricFamily(
+            "carehub_ingest_stream_ack_pending",
+            "Frames handed to a worker by the stream's consumer and not yet acked (JetStream num_ack_pending).",
+            labels=["stream"],
+        )
+        for lag in self.lag:
+            pending.add_metric([lag.stream], lag.pending)
+            ack_pending.add_metric([lag.stream], lag.ack_pending)
+        yield pending
+        yield ack_pending
         yield GaugeMetricFamily(
             "carehub_ingest_connected",
             "1 while the worker is connected to the broker and subscribed.",
@@ -99,7 +118,7 @@ class Health:
     status: str
 
 
-def health_of(worker: IngestWorker) -> Health:
+def health_of(worker: IngestWorkerBase) -> Health:
     """``ok`` while connected and subscribed; ``failed`` once it gave up; else ``connecting``."""
     if worker.failed.is_set():
         return Health(False, "failed")
@@ -108,12 +127,14 @@ def health_of(worker: IngestWorker) -> Health:
     return Health(False, "connecting")
 
 
-def metrics_app(worker: IngestWorker, wall_time: Callable[[], float] = time.time) -> web.Application:
+def metrics_app(worker: IngestWorkerBase, wall_time: Callable[[], float] = time.time) -> web.Application:
     """The ``/metrics`` and ``/healthz`` endpoints of one worker."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(WorkerCollector(worker, wall_time))
+    collector = WorkerCollector(worker, wall_time)
+    registry.register(collector)
 
     async def metrics(_request: web.Request) -> web.Response:
+        collector.lag = await worker.stream_lag()
         return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(_request: web.Request) -> web.Response:
@@ -149,7 +170,7 @@ class MetricsAddress:
 
 
 @contextlib.asynccontextmanager
-async def serve_metrics(worker: IngestWorker, address: MetricsAddress) -> AsyncIterator[int]:
+async def serve_metrics(worker: IngestWorkerBase, address: MetricsAddress) -> AsyncIterator[int]:
     """Serve the endpoints while the block runs; yields the port listened on."""
     runner = web.AppRunner(metrics_app(worker), access_log=None)
     await runner.setup()
