@@ -6,9 +6,10 @@ may hold the broker password); the clock is plausible; the home's time zone (a w
 alarms on a full file system and the last full-disk episode (:mod:`gateway.disk_reserve`; the episode is an outbox
 cursor); envelopes the platform refused for good (counted per reason in the outbox's cursors,
 :func:`gateway.uplink.refusal_counts`); the broker is reachable (TCP, then an MQTT CONNECT with the hub's
-credentials, both bounded); and per device what the hub can read at rest. A device whose installation test
-failed, and a pendant that has used up its event counters (it can no longer call for help, ``docs/protocol.md``
-§9.6), fail their check, so ``carehub doctor`` exits non-zero.
+credentials, both bounded; every node of a cluster, ``[broker] urls``), with the node the hub's uplink noted it is
+connected to (the outbox cursor :data:`gateway.uplink_settings.NODE_CURSOR`); and per device what the hub can read
+at rest. A device whose installation test failed, and a pendant that has used up its event counters (it can no
+longer call for help, ``docs/protocol.md`` §9.6), fail their check, so ``carehub doctor`` exits non-zero.
 
 What can be read per device: everything the hub learns from a device is sealed to the platform before it is stored
 (invariant 3), so the outbox cannot say when a device was last heard or its battery level. The doctor reads the
@@ -22,6 +23,7 @@ levels and test time. The outbox is opened read-only (SQLite ``mode=ro``) so a d
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import shutil
 import sqlite3
@@ -35,7 +37,7 @@ from typing import Any, Final
 
 import aiomqtt
 
-from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.config import BrokerNode, ConfigError, GatewayConfig, load_config
 from gateway.core.downlink import REFUSED_CURSOR, describe_refusals
 from gateway.core.pendant_link import RekeyNeed, cursor_key, describe_counter, stored_rekey_need
 from gateway.decode_counts import DecodeCounts, decode_cursor_key
@@ -44,6 +46,7 @@ from gateway.errors import UplinkError
 from gateway.outbox import SCHEMA_VERSION, Lane
 from gateway.provision.files import HubPaths
 from gateway.uplink import UplinkSettings, mqtt_client, refusal_counts
+from gateway.uplink_settings import NODE_CURSOR, NodeStatus
 from protocols.errors import EnvelopeRejection, KeyFileError
 from protocols.keys import load_hub_identity, load_pendant_key, load_platform_public_keys
 
@@ -297,17 +300,60 @@ def _reserve_check(config: GatewayConfig, cursors: Mapping[str, Any]) -> Check:
     return _ok("disk reserve", detail)
 
 
-async def check_broker(config: GatewayConfig, *, limit_s: float = 5.0) -> Check:
-    """TCP connect, then MQTT CONNECT with the configured credentials and TLS, each within ``limit_s`` seconds.
+async def check_broker(
+    config: GatewayConfig, *, limit_s: float = 5.0, cursors: Mapping[str, Any] | None = None
+) -> Check:
+    """TCP connect, then MQTT CONNECT with the configured credentials and TLS, each within ``limit_s`` seconds; for a
+    cluster (``[broker] urls``) to every node at once: all reachable is OK, some not a warning (the hub uses the
+    others), none a failure.
 
-    The MQTT client is the uplink's own (:func:`gateway.uplink.mqtt_client`): the check verifies the broker's
-    certificate exactly as the running hub will.
+    The MQTT client is the uplink's own (:func:`gateway.uplink.mqtt_client`): the check verifies each node's
+    certificate exactly as the running hub will. With the outbox's ``cursors``, the detail also says which node the
+    hub's uplink noted it is connected to (or lost last).
     """
+    nodes = config.broker.nodes
+    results = await asyncio.gather(*(_check_node(config, node, limit_s) for node in nodes))
+    failed = [r for r in results if r.status is not Status.OK]
+    if len(results) == 1:
+        check = results[0]
+    elif not failed:
+        check = _ok("broker", f"{len(nodes)} nodes: " + "; ".join(r.detail for r in results))
+    else:
+        status = Status.FAIL if len(failed) == len(results) else Status.WARN
+        fix = failed[0].fix if status is Status.FAIL else f"{failed[0].fix} (meanwhile the hub uses the other nodes)"
+        check = Check(
+            "broker",
+            status,
+            f"{len(failed)} of {len(nodes)} nodes failing: " + "; ".join(r.detail for r in results),
+            fix,
+        )
+    if cursors is None:
+        return check
+    return dataclasses.replace(check, detail=f"{check.detail}; {_describe_node(cursors.get(NODE_CURSOR))}")
+
+
+def _describe_node(value: object) -> str:
+    """What the uplink noted about the broker node it is on (outbox cursor ``uplink.node``)."""
+    try:
+        status = NodeStatus.from_cursor(value if isinstance(value, int | str | bytes) else None)
+    except ValueError as exc:
+        return f"the uplink's note of its node is unreadable ({exc})"
+    if status is None:
+        return "the hub's uplink has not connected yet"
+    since = status.connected_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+    if status.lost_at is None:
+        return f"the hub's uplink is connected to {status.node} (since {since})"
+    lost = status.lost_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"the hub's uplink lost {status.node} at {lost} (connected since {since}) and is trying the next node"
+
+
+async def _check_node(config: GatewayConfig, node: BrokerNode, limit_s: float) -> Check:
+    """:func:`check_broker` for one node."""
     b = config.broker
-    where = f"{b.host}:{b.port}"
+    where = str(node)
     try:
         async with asyncio.timeout(limit_s):
-            _, writer = await asyncio.open_connection(b.host, b.port)
+            _, writer = await asyncio.open_connection(node.host, node.port)
             writer.close()
             await writer.wait_closed()
     except (OSError, TimeoutError) as exc:
@@ -320,6 +366,7 @@ async def check_broker(config: GatewayConfig, *, limit_s: float = 5.0) -> Check:
     try:
         client = mqtt_client(
             UplinkSettings.from_config(config),
+            node=node,
             identifier=f"carehub-doctor-{config.hub_id}-{uuid.uuid4().hex[:8]}",  # never the running hub's session
             timeout=limit_s,
         )
@@ -436,7 +483,7 @@ async def run_doctor(
     checks += outbox
     checks.append(_reserve_check(config, cursors))
     checks.append(_refusal_check(cursors))
-    checks.append(await check_broker(config, limit_s=broker_limit_s))
+    checks.append(await check_broker(config, limit_s=broker_limit_s, cursors=cursors))
     checks += _device_checks(config, cursors, HubPaths.for_config(config_path))
     refusals = describe_refusals(cursors.get(REFUSED_CURSOR))
     if refusals is not None:
