@@ -1,5 +1,5 @@
 """The JetStream worker's template unit (issue 15 item 10, docs/district.md): systemd accepts it, and it runs
-`carehub platform run` with a per-worker config and no --metrics (which the JetStream worker refuses)."""
+`carehub platform run` with a per-worker config and its metrics on a per-worker loopback port."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from community.metrics import MetricsAddress
+
 UNIT = Path(__file__).resolve().parents[2] / "deploy" / "carehub-platform-jetstream@.service"
 
 
@@ -17,12 +19,15 @@ def _exec_start() -> list[str]:
     return line.removeprefix("ExecStart=").split()
 
 
-def test_the_unit_runs_platform_run_with_a_config_per_worker_and_no_metrics() -> None:
+def test_the_unit_runs_platform_run_with_a_config_and_metrics_per_worker() -> None:
     program, *args = _exec_start()
     assert program.endswith("/carehub")
     assert args[:2] == ["platform", "run"]
     assert "%i" in args[args.index("--config") + 1]
-    assert "--metrics" not in args
+    address = args[args.index("--metrics") + 1]
+    assert address.startswith("127.0.0.1:")
+    assert address.endswith("%i")
+    MetricsAddress.parse(address.replace("%i", "1"))
     assert "nats-server.service" in UNIT.read_text(encoding="utf-8")
 
 

@@ -55,14 +55,3 @@ async def test_platform_run_with_a_nats_table_stores_and_acks_through_jetstream(
     async with SqliteStorage(tmp_path / "platform.db") as storage:
         kinds = sorted(r.kind for r in await storage.readings("hub-a"))
     assert kinds == ["alarm", "measurement"]
-
-
-async def test_metrics_are_refused_in_one_line_for_a_jetstream_worker(tmp_path: Path) -> None:
-    platform = PlatformIdentity.generate()
-    async with NatsNode(tmp_path / "nats") as node:
-        cfg = write_config(tmp_path, node, platform)
-        proc = await spawn(["platform", "run", "-c", str(cfg), "--metrics", "127.0.0.1:0"])
-        _, err = await proc.communicate()
-    assert proc.returncode == 2
-    assert len(err.decode().strip().splitlines()) == 1
-    assert "--metrics is not served by the JetStream worker yet" in err.decode()
