@@ -236,13 +236,13 @@ class Uplink:
                     self.metrics.connects += 1
                     attempt = 0
                     self._delivery.on_connected()
+                    self._node = NodeStatus(transport.node, self._clock.now())
+                    await self._note_node()  # before `connected`: whoever saw it connected finds the node noted
                     self.disconnected.clear()
                     self.connected.set()
-                    self._node = NodeStatus(transport.node, self._clock.now())
                     _log.info("uplink %s connected to %s", hub, transport.node)
                     try:
                         async with asyncio.TaskGroup() as tg:
-                            tg.create_task(self._note_node(), name=f"uplink-node:{hub}")
                             tg.create_task(self._receive(transport), name=f"uplink-receive:{hub}")
                             tg.create_task(self._send(transport), name=f"uplink-send:{hub}")
                             tg.create_task(self._expire(), name=f"uplink-expire:{hub}")
