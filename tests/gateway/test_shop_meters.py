@@ -288,6 +288,7 @@ def test_the_quirk_zoo_names_its_meters() -> None:
         "padding-cuff",
         "rfu-flags-cuff",
         "truncating-cuff",
+        "passkey-cuff",
         "control-solution",
         "clock-reset",
     }
