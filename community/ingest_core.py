@@ -41,6 +41,7 @@ import nacl.signing
 from community.downbox import RESEND_AFTER_S, SWEEP_EVERY_S, DownBox, DownPublisher
 from community.hubkeys import HubKeyCache
 from community.storage import EnvelopeOutcome, EnvelopeToStore, Outcome, Refusal, Storage, UnstorableError
+from community.storage_common import StorageError
 from protocols.acks import Ack, Rejected
 from protocols.backoff import backoff_delay
 from protocols.envelope import OpenedEnvelope, ReplayWindow, SeqStatus
@@ -271,6 +272,9 @@ class IngestCore:
         self.stored = asyncio.Event()
         #: Set after every counted refusal or replay.
         self.rejected = asyncio.Event()
+        #: Set while the database is failing: the last batch's storage call raised StorageError (nothing acked,
+        #: the frames come again); cleared by the next batch that gets through. Never a refusal.
+        self.database_down = asyncio.Event()
         self._on_stored = on_stored
         self._wall_time = wall_time
         self._keys = hub_keys if hub_keys is not None else HubKeyCache(storage)
@@ -285,14 +289,23 @@ class IngestCore:
         """
         received_at = self._wall_time()
         pending = _Pending()
-        await self._keys.refresh_if_due()
-        for frame in frames:
-            await self._take(frame, received_at, pending)
-        if pending.to_store or pending.refused:
-            started = time.perf_counter()
-            outcomes = await self.storage.store_batch(pending.to_store, pending.refused)
-            self.stats.observe_commit(time.perf_counter() - started)
-            await self._committed(pending, outcomes)
+        try:
+            await self._keys.refresh_if_due()
+            for frame in frames:
+                await self._take(frame, received_at, pending)
+            if pending.to_store or pending.refused:
+                started = time.perf_counter()
+                outcomes = await self.storage.store_batch(pending.to_store, pending.refused)
+                self.stats.observe_commit(time.perf_counter() - started)
+                await self._committed(pending, outcomes)
+        except StorageError:
+            if not self.database_down.is_set():
+                _log.error("platform: the database is unavailable; frames are not acked until it answers")
+            self.database_down.set()
+            raise
+        if self.database_down.is_set():
+            _log.warning("platform: the database answers again")
+            self.database_down.clear()
         return self._acks(pending, received_at)
 
     async def publish_acks(self, publisher: DownPublisher, acks: Iterable[Ack]) -> None:
@@ -513,6 +526,8 @@ class IngestWorkerBase(abc.ABC):
         self.stored = self._core.stored
         #: Set after every counted refusal or replay (cleared by whoever waits on it).
         self.rejected = self._core.rejected
+        #: Set while the database is failing (:attr:`IngestCore.database_down`): /healthz is not ready.
+        self.database_down = self._core.database_down
         #: Where down-messages are published while connected (set by :meth:`_run`).
         self._down_client: DownPublisher | None = None
         self._runner: asyncio.Task[None] | None = None

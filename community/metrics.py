@@ -119,9 +119,12 @@ class Health:
 
 
 def health_of(worker: IngestWorkerBase) -> Health:
-    """``ok`` while connected and subscribed; ``failed`` once it gave up; else ``connecting``."""
+    """``ok`` while connected and subscribed; ``failed`` once it gave up; ``database unavailable`` while its last
+    batch could not be stored (the frames wait in the broker or stream); else ``connecting``."""
     if worker.failed.is_set():
         return Health(False, "failed")
+    if worker.database_down.is_set():
+        return Health(False, "database unavailable")
     if worker.connected.is_set():
         return Health(True, "ok")
     return Health(False, "connecting")
