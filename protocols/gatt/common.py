@@ -65,11 +65,13 @@ class RfuFlagsError(DecodeError):
 
     Attributes:
         bits: the reserved bits that were set (a mask of the Flags byte).
+        at: the offset of the Flags byte (0, except where a size field comes first, as in CGM Measurement).
     """
 
-    def __init__(self, what: str, bits: int) -> None:
+    def __init__(self, what: str, bits: int, at: int = 0) -> None:
         self.bits = bits
-        super().__init__(what, 0, f"reserved (RFU) flag bits 0x{bits:02X} are set")
+        self.at = at
+        super().__init__(what, at, f"reserved (RFU) flag bits 0x{bits:02X} are set")
 
 
 class Measurement(abc.ABC):

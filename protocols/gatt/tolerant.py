@@ -70,12 +70,14 @@ class Tolerated:
         tolerances: the deviations accepted; empty when the strict decoder accepts the value as it is.
         padding: the trailing bytes dropped (empty without :attr:`DecodeTolerance.TRAILING_BYTES`).
         rfu_flags: the reserved flag bits that were set (0 without :attr:`DecodeTolerance.RFU_FLAGS`).
+        rfu_at: the offset of the Flags byte they were set in (0 but for CGM Measurement, whose Size comes first).
     """
 
     measurement: Measurement
     tolerances: frozenset[DecodeTolerance] = frozenset()
     padding: bytes = b""
     rfu_flags: int = 0
+    rfu_at: int = 0
 
     @property
     def strict(self) -> bool:
@@ -101,16 +103,17 @@ def tolerate(strict: _StrictDecode, data: bytes) -> Tolerated:
     current = bytes(data)
     tolerances: set[DecodeTolerance] = set()
     padding = b""
-    rfu = 0
+    rfu = at = 0
     for _ in range(_MAX_RETRIES):
         try:
-            return Tolerated(strict(current), frozenset(tolerances), padding, rfu)
+            return Tolerated(strict(current), frozenset(tolerances), padding, rfu, at)
         except RfuFlagsError as exc:
             if rfu:
                 raise
             rfu = exc.bits
             tolerances.add(DecodeTolerance.RFU_FLAGS)
-            current = bytes([current[0] & ~exc.bits & 0xFF]) + current[1:]
+            at = exc.at
+            current = current[:at] + bytes([current[at] & ~exc.bits & 0xFF]) + current[at + 1 :]
         except TrailingBytesError as exc:
             if padding:
                 raise
@@ -118,6 +121,6 @@ def tolerate(strict: _StrictDecode, data: bytes) -> Tolerated:
             tolerances.add(DecodeTolerance.TRAILING_BYTES)
             current = current[: exc.end]
     try:
-        return Tolerated(strict(current), frozenset(tolerances), padding, rfu)
+        return Tolerated(strict(current), frozenset(tolerances), padding, rfu, at)
     except (RfuFlagsError, TrailingBytesError) as exc:  # both were tolerated once: a decoder defect, say so
         raise DecodeError(exc.what, exc.offset, f"{exc.reason} (after tolerating {sorted(tolerances)})") from None

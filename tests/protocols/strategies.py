@@ -286,6 +286,25 @@ MEASUREMENT_STRATEGIES: dict[int, st.SearchStrategy[Measurement]] = {
 }
 
 
+def _add_cgm() -> None:
+    """The CGM characteristics' strategies (their own module, which draws on the helpers above)."""
+    import cgm_strategies as cgm  # noqa: PLC0415 - it imports this module's helpers
+
+    MEASUREMENT_STRATEGIES.update(
+        {
+            0x2AA7: cgm.cgm_measurement(),
+            0x2AA8: cgm.cgm_feature(),
+            0x2AA9: cgm.cgm_status(),
+            0x2AAA: cgm.cgm_start_time(),
+            0x2AAB: cgm.cgm_run_time(),
+            0x2AAC: cgm.cgm_socp(),
+        }
+    )
+
+
+_add_cgm()
+
+
 def measurements() -> st.SearchStrategy[Measurement]:
     """Any characteristic value."""
     return st.one_of(*MEASUREMENT_STRATEGIES.values())

@@ -21,8 +21,9 @@ from protocols.errors import DecodeError, UnknownCharacteristicError
 
 UUIDS = sorted(MEASUREMENT_STRATEGIES)
 FAST = settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow], deadline=None)
-# Layouts fixed by their leading bytes: Heart Rate's RR-Intervals fill the value to its end, RACP has raw operands.
-FIXED_LAYOUT = [u for u in UUIDS if u not in (0x2A37, 0x2A52)]
+# Layouts fixed by their leading bytes: Heart Rate's RR-Intervals fill the value to its end, RACP has raw operands;
+# padding after a CGM value can read as another record or as an E2E-CRC (tests/protocols/test_gatt_cgm.py).
+FIXED_LAYOUT = [u for u in UUIDS if u not in (0x2A37, 0x2A52, 0x2AA7, 0x2AA9, 0x2AAA, 0x2AAB, 0x2AAC)]
 # The reserved bits of each measurement's Flags byte (/work/shared/gatt-formats.md, the "Flags" rows).
 RFU_FLAG_BITS = {
     0x2A35: 0xE0,
@@ -35,6 +36,7 @@ RFU_FLAG_BITS = {
     0x2A9D: 0xF0,
     0x2A37: 0xE0,
 }
+# CGM Measurement's Flags byte follows its Size byte: its reserved bits (2-4) are tested in test_gatt_cgm.py.
 
 
 def hx(text: str) -> bytes:
@@ -129,7 +131,8 @@ def test_any_bytes_give_a_flagged_value_or_a_decode_error(number: int, blob: byt
     json.dumps(tolerated.measurement.as_dict(), allow_nan=False)
     corrected = blob[: len(blob) - len(tolerated.padding)]
     if tolerated.rfu_flags:
-        corrected = bytes([corrected[0] & ~tolerated.rfu_flags & 0xFF]) + corrected[1:]
+        at = tolerated.rfu_at  # the Flags byte: first, but second in a CGM Measurement (after its Size)
+        corrected = corrected[:at] + bytes([corrected[at] & ~tolerated.rfu_flags & 0xFF]) + corrected[at + 1 :]
     assert gatt.decode(number, corrected) == tolerated.measurement
     assert (gatt.DecodeTolerance.TRAILING_BYTES in tolerated.tolerances) == bool(tolerated.padding)
     assert (gatt.DecodeTolerance.RFU_FLAGS in tolerated.tolerances) == bool(tolerated.rfu_flags)
