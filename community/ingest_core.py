@@ -303,7 +303,7 @@ class IngestCore:
                 _log.error("platform: the database is unavailable; frames are not acked until it answers")
             self.database_down.set()
             raise
-        if self.database_down.is_set():
+        if frames and self.database_down.is_set():  # a batch with frames always reads or writes the database
             _log.warning("platform: the database answers again")
             self.database_down.clear()
         return self._acks(pending, received_at)
