@@ -220,7 +220,8 @@ class NatsIngestWorker(IngestWorkerBase):
                 if nc.is_closed:
                     raise nats.errors.ConnectionClosedError from None
                 continue
-            await self._handle(out, messages)
+            if messages:
+                await self._handle(out, messages)
 
     async def _handle(self, out: tuple[_NatsPublisher, _NatsPublisher], messages: list[Msg]) -> None:
         downs, acks_out = out
@@ -239,7 +240,10 @@ class NatsIngestWorker(IngestWorkerBase):
         await self._core.publish_acks(acks_out, acks)
         for m in messages:
             await m.ack()
-        for ack in acks:  # online: what it has not confirmed goes again, if due
-            if ack.stored:
-                await self.downbox.on_hub_seen(downs, ack.hub_id)
+        try:
+            for ack in acks:  # online: what it has not confirmed goes again, if due
+                if ack.stored:
+                    await self.downbox.on_hub_seen(downs, ack.hub_id)
+        except StorageError as exc:  # stored and acked already; the next sweep publishes what is due
+            _log.error("platform: down-messages not checked (%s)", exc)
         self._handled()
