@@ -32,6 +32,12 @@ queue cannot take is read back from the journal once it has drained (``docs/ble.
 disconnects or falls idle; failures are classified once, by type (:func:`classify_error`), and the device is retried
 after a per-device delay that depends on the class (`gateway.backoff.RetryPolicy`), never in a tight loop. At most
 `max_connections` sessions run at once.
+
+Pairing: on BlueZ (no backend given) the manager registers the hub's pairing agent (`gateway.ble_agent`) for as
+long as it runs, so bluetoothd can pair the kit's meters; the daemon has nobody to type a meter's PIN, so a passkey
+request is refused. An AUTH failure (the meter refused to pair or lost its bond, `gateway.ble_errors`) is retried at
+the AUTH class's slow pace and counted in a durable outbox cursor (``auth:<address>``, the failures in a row, back
+to 0 after a good session), which ``carehub doctor`` reports with the command that pairs the meter again.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import sys
 from collections.abc import Coroutine
 from types import TracebackType
 from typing import Any, Self
@@ -49,10 +56,13 @@ from bleak.backends.client import BaseBleakClient
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
 from bleak.exc import BleakBluetoothNotAvailableError, BleakError
+from dbus_fast.errors import AuthError, InvalidAddressError
 
 from gateway.aio import raise_if_cancelling
 from gateway.backoff import RetryPolicy
-from gateway.ble_errors import RETRY, classify_error
+from gateway.ble_agent import AgentRegistrationError, bluez_agent
+from gateway.ble_errors import RETRY, auth_cursor_key, classify_error
+from gateway.ble_passkey import PasskeyDesk
 from gateway.ble_session import SessionRunner
 from gateway.ble_types import BleStats, DeviceInformation, DeviceState, ReadingSink, SessionStep, uuid16
 from gateway.clock import Clock, SystemClock
@@ -96,7 +106,10 @@ class BleManager:
         connect_timeout: float = 10.0,
         idle_disconnect: float = 5.0,
         journal: IndicationJournal | None = None,
+        pairing_agent: bool | None = None,
     ) -> None:
+        """`pairing_agent`: register the hub's BlueZ pairing agent while running (default: on Linux when no client
+        backend is given, i.e. when bleak uses BlueZ)."""
         self._config = config
         self._sink = sink
         self._scanner_backend = scanner_backend
@@ -116,6 +129,12 @@ class BleManager:
         self._stack = contextlib.AsyncExitStack()
         self.stats = BleStats()
         self.scanning = asyncio.Event()
+        if pairing_agent is None:
+            pairing_agent = client_backend is None and sys.platform == "linux"
+        self._pairing_agent = pairing_agent
+        # Nobody types a PIN for the daemon: a passkey request is refused; Just Works only for provisioned devices.
+        self.passkeys = PasskeyDesk(known=lambda address: config.device(address) is not None)
+        self._auth_failures: dict[str, int] = {}  # the auth:<address> cursors as last read or written
 
     @property
     def journal(self) -> IndicationJournal | None:
@@ -125,6 +144,8 @@ class BleManager:
     async def __aenter__(self) -> Self:
         await self._replay_journal()
         async with contextlib.AsyncExitStack() as stack:
+            if self._pairing_agent:
+                await self._register_agent(stack)
             self._tasks = await stack.enter_async_context(asyncio.TaskGroup())
             self._start(self._scan(), "ble.scan")
             self._stack = stack.pop_all()
@@ -136,6 +157,15 @@ class BleManager:
         for task in list(self._running):
             task.cancel()
         await self._stack.__aexit__(None, None, None)
+
+    async def _register_agent(self, stack: contextlib.AsyncExitStack) -> None:
+        """The hub's BlueZ pairing agent, for as long as the manager runs. Without it the hub still reads meters
+        that pair with Just Works (bluetoothd pairs as NoInputNoOutput), so a failure is logged, not fatal; a hub
+        without a system bus or bluetoothd fails its scan next, with its own retry."""
+        try:
+            await stack.enter_async_context(bluez_agent(self.passkeys))
+        except (AgentRegistrationError, OSError, AuthError, InvalidAddressError) as exc:
+            _log.warning("BLE: no pairing agent (%s); meters that show a PIN cannot pair with this hub", exc)
 
     def _start(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         if self._tasks is None:
@@ -254,6 +284,7 @@ class BleManager:
                 )
                 await runner.run(cfg, device, state)
             state.attempts, state.last_failure = 0, None
+            await self._note_auth(cfg, failed=False)
         except (BleakError, TimeoutError, OSError) as exc:
             kind = classify_error(exc)
             self.stats.failures[kind] += 1
@@ -265,6 +296,8 @@ class BleManager:
             _log.warning("session with %s failed (%s: %s); retry in %.1f s", cfg.address, kind, exc, delay)
             try:
                 await self._sink.report(LinkFailed(cfg, kind, str(exc)))
+                if kind is ErrorClass.AUTH:
+                    await self._note_auth(cfg, failed=True)
             except OutboxError as storage:
                 self._storage_failed(cfg, state, storage)
         except OutboxError as exc:
@@ -275,6 +308,21 @@ class BleManager:
         finally:
             state.pendant_client = None
             self._active.discard(cfg.address)
+
+    async def _note_auth(self, cfg: DeviceConfig, *, failed: bool) -> None:
+        """Count an AUTH failure in the device's durable ``auth:`` cursor, or set it back to 0 after a good session
+        (written only when it changes; read once per run)."""
+        key = auth_cursor_key(cfg.address)
+        before = self._auth_failures.get(cfg.address)
+        if before is None:
+            before = self._auth_failures[cfg.address] = await self._sink.get_cursor(key) or 0
+        after = before + 1 if failed else 0
+        if after == before:
+            return
+        await self._sink.store_readings([], cursor=(key, after))
+        self._auth_failures[cfg.address] = after
+        if failed and after == 1:
+            _log.error("%s refused to pair or lost its bond: pair it again with `carehub provision pair`", cfg.address)
 
     def _storage_failed(self, cfg: DeviceConfig, state: DeviceState, exc: OutboxError) -> None:
         """Count a session that ended because its data could not be stored; retry the device at the transient pace."""

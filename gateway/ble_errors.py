@@ -15,7 +15,15 @@ from bleak.exc import (
 from gateway.backoff import RetryPolicy
 from gateway.events import ErrorClass
 
-__all__ = ["ATT_AUTH", "ATT_BUSY", "DBUS_CLASSES", "RETRY", "ProtocolViolationError", "classify_error"]
+__all__ = [
+    "ATT_AUTH",
+    "ATT_BUSY",
+    "DBUS_CLASSES",
+    "RETRY",
+    "ProtocolViolationError",
+    "auth_cursor_key",
+    "classify_error",
+]
 
 
 class ProtocolViolationError(BleakError):
@@ -63,6 +71,12 @@ RETRY = {
     ErrorClass.PROTOCOL: RetryPolicy(base=30.0, cap=1800.0),  # retrying soon would fail the same way
     ErrorClass.AUTH: RetryPolicy(base=60.0, cap=3600.0),  # a lost bond needs the installer, not a tight loop
 }
+
+
+def auth_cursor_key(address: str) -> str:
+    """The outbox cursor counting a device's AUTH failures in a row (0 once a session succeeds again): stored in the
+    clear so that ``carehub doctor`` can tell the installer which meter lost its bond and needs pairing again."""
+    return f"auth:{address.upper()}"
 
 
 def classify_error(exc: BaseException) -> ErrorClass:

@@ -12,10 +12,10 @@ from bleak import BleakClient
 from bleak.backends.characteristic import BleakGATTCharacteristic
 from bleak.backends.client import BaseBleakClient
 from bleak.backends.device import BLEDevice
-from bleak.exc import BleakError
+from bleak.exc import BleakError, BleakGATTProtocolError
 
 from gateway.aio import raise_if_cancelling
-from gateway.ble_errors import ProtocolViolationError, classify_error
+from gateway.ble_errors import ATT_AUTH, ProtocolViolationError, classify_error
 from gateway.ble_racp import BATCH, RacpProgress, device_time, take
 from gateway.ble_steps import BestEffortSteps
 from gateway.ble_types import BleStats, DeviceState, Notification, ReadingSink, SessionStep, uuid16
@@ -49,6 +49,8 @@ _MEASUREMENTS: dict[DeviceKind, tuple[int, ...]] = {
     DeviceKind.HEART_RATE: (0x2A37,),
     DeviceKind.PENDANT: (),
 }
+# Kinds bonded before anything else (their profiles ask for it); any other meter is bonded on demand, when the first
+# subscription (or RACP) is refused for want of authentication or encryption (a scale whose CCCD needs a bond).
 NEEDS_BOND = frozenset({DeviceKind.BLOOD_PRESSURE, DeviceKind.GLUCOSE, DeviceKind.PENDANT})
 _RACP = 0x2A52
 # Notifications of one device waiting to be stored: more than a meter's memory holds (glucose meters keep up to about
@@ -134,7 +136,7 @@ class SessionRunner:
 
             if cfg.kind is DeviceKind.PENDANT:
                 state.pendant_client = client
-                await self._subscribe(client, subscriptions, str(EVENT_CHAR_UUID), bridge(0))
+                await self._subscribe(client, subscriptions, str(EVENT_CHAR_UUID), bridge(0), cfg)
                 await self._consume(cfg, client, queue, disconnected, None, deferred=deferred)
                 return
             chars = {c.uuid for s in client.services for c in s.characteristics}
@@ -142,7 +144,7 @@ class SessionRunner:
             # can keep the meter's readings from the hub.
             for uuid in _MEASUREMENTS[cfg.kind]:
                 if uuid16(uuid) in chars:
-                    await self._subscribe(client, subscriptions, uuid16(uuid), bridge(uuid))
+                    await self._subscribe(client, subscriptions, uuid16(uuid), bridge(uuid), cfg)
             clock = await self._steps.sync_clock(client, cfg, chars)
             await self._steps.read_battery(client, cfg, chars)
             await self._steps.read_device_information(client, cfg, chars)
@@ -158,9 +160,32 @@ class SessionRunner:
         subscriptions: contextlib.AsyncExitStack,
         uuid: str,
         callback: Callable[[BleakGATTCharacteristic, bytearray], None],
+        cfg: DeviceConfig,
     ) -> None:
-        await client.start_notify(uuid, callback)
+        await self._start_notify(client, cfg, uuid, callback)
         subscriptions.push_async_callback(self._unsubscribe, client, uuid)
+
+    async def _start_notify(
+        self,
+        client: BleakClient,
+        cfg: DeviceConfig,
+        uuid: str,
+        callback: Callable[[BleakGATTCharacteristic, bytearray], None],
+    ) -> None:
+        """start_notify, pairing on demand: a meter that refuses the CCCD write with ATT insufficient authentication,
+        authorization, encryption or key size (0x05, 0x08, 0x0F, 0x0C) is bonded (BlueZ asks the hub's agent what the
+        meter's pairing method needs, `gateway.ble_agent`) and the write is tried once more. A second refusal, or a
+        pairing the meter refuses, ends the session as an AUTH failure (slow retry, `carehub doctor`)."""
+        try:
+            await client.start_notify(uuid, callback)
+        except BleakGATTProtocolError as exc:
+            if exc.code not in ATT_AUTH:
+                raise
+            _log.info("%s wants a bond to subscribe to %s (ATT 0x%02X): pairing", cfg.address, uuid, int(exc.code))
+        else:
+            return
+        await client.pair()
+        await client.start_notify(uuid, callback)
 
     async def _unsubscribe(self, client: BleakClient, uuid: str) -> None:
         """Undo a start_notify as a session ends: bleak drops the callback, BlueZ its notify session, and the device
@@ -302,7 +327,7 @@ class SessionRunner:
                 return
             responses.put_nowait(bytes(data))
 
-        await client.start_notify(uuid16(_RACP), on_response)
+        await self._start_notify(client, cfg, uuid16(_RACP), on_response)
         try:
             request = gatt.RacpRequest.report_greater_or_equal(progress.start)
             await client.write_gatt_char(uuid16(_RACP), bytes(request), response=True)

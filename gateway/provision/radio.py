@@ -12,6 +12,14 @@ A pendant is paired with the key loaded into it, and the key is proved before an
 identity address, which the hub verifies every frame against), writes a fresh :class:`~protocols.pendant.KeyChallenge`
 to Key Check and verifies the answer under the key given. A mistyped key ends pairing with
 :class:`PendantKeyMismatchError` ("the pendant's key does not match: ...").
+
+A meter that shows a 6-digit PIN (passkey entry, issue 14 item 3) asks for it while it bonds. :func:`open_radio` given
+a :class:`~gateway.ble_passkey.PasskeyDesk` makes whichever backend it opens ask that desk (BlueZ through the hub's
+pairing agent, `gateway.ble_agent`; the simulated radio through the hub central's SMP delegate), and
+:func:`pair_device` routes the request to the installer's :class:`~gateway.ble_passkey.PasskeySource` for the
+pairing. A PIN the meter refuses ends pairing with :class:`PasskeyRejectedError`, a PIN the installer did not give with
+:class:`PasskeyNeededError`; nothing is saved either way. Any bond the hub held with the device is forgotten before it
+pairs again, so a meter that lost its bond (reset, batteries out, paired with a phone) is paired afresh.
 """
 
 from __future__ import annotations
@@ -35,6 +43,8 @@ from bleak.exc import (
     BleakError,
 )
 
+from gateway.ble_agent import AgentRegistrationError, bluez_agent
+from gateway.ble_passkey import NoPasskey, PasskeyDesk, PasskeyLog, PasskeySource
 from gateway.config import DeviceKind
 from gateway.provision.errors import (
     BluetoothUnavailableError,
@@ -52,6 +62,8 @@ __all__ = [
     "SERVICE_KINDS",
     "Found",
     "PairResult",
+    "PasskeyNeededError",
+    "PasskeyRejectedError",
     "PendantIdentityError",
     "PendantKeyMismatchError",
     "check_pendant_key",
@@ -107,6 +119,14 @@ class PendantKeyMismatchError(ProvisionError):
 
 class PendantIdentityError(ProvisionError):
     """The pendant's id (Device Info) is not its Bluetooth identity address, which the hub verifies frames against."""
+
+
+class PasskeyRejectedError(BondRefusedError):
+    """The meter refused the PIN the installer gave (a wrong passkey): it did not bond, nothing was saved."""
+
+
+class PasskeyNeededError(BondRefusedError):
+    """The meter asked for the PIN it shows and none was given: it did not bond, nothing was saved."""
 
 
 _NO_BLUEZ_FIX: Final = "install bluez and start bluetoothd, or pass --link for the simulated radio"
@@ -321,7 +341,21 @@ async def check_pendant_key(client: BleakClient, identity: str, key: bytes) -> N
         ) from exc
 
 
-def _bond_refused(address: str, kind: DeviceKind | None, exc: BaseException) -> BondRefusedError:
+def _bond_refused(
+    address: str, kind: DeviceKind | None, exc: BaseException, log: PasskeyLog | None = None
+) -> BondRefusedError:
+    if log is not None and log.was_asked:
+        if log.given is not None:
+            return PasskeyRejectedError(
+                f"{address} refused the PIN {log.given:06d}",
+                "type the 6 digits the meter shows now (it may show new ones for each try) and pair again; "
+                "nothing was saved",
+            )
+        return PasskeyNeededError(
+            f"{address} shows a 6-digit PIN and asked for it, but none was given",
+            "pair again with --passkey followed by the 6 digits on the meter's display (or type them when asked); "
+            "nothing was saved",
+        )
     how = INSTRUCTIONS.get(kind, "Put the device in pairing mode") if kind else "Put the device in pairing mode"
     return BondRefusedError(
         f"{address} refused to pair ({exc})",
@@ -338,15 +372,21 @@ async def pair_device(
     client_backend: type[BaseBleakClient] | None = None,
     give_up_after: float = 20.0,
     pendant_key: bytes | None = None,
+    desk: PasskeyDesk | None = None,
+    passkeys: PasskeySource | None = None,
 ) -> PairResult:
-    """Find the device, connect, bond (LE Secure Connections), and check it offers the service of its kind.
+    """Forget any bond the hub held with the device, find it, connect, bond (LE Secure Connections), and check it
+    offers the service of its kind.
 
-    A pendant must prove it holds ``pendant_key`` (:func:`check_pendant_key`) before this returns.
+    A pendant must prove it holds ``pendant_key`` (:func:`check_pendant_key`) before this returns. A meter that
+    shows a PIN asks ``desk`` (the one :func:`open_radio` installed), which asks ``passkeys`` (none: the request is
+    refused).
 
     Raises:
         DeviceNotFoundError: nothing advertises at ``address`` within ``give_up_after`` seconds.
         BluetoothUnavailableError: the platform's Bluetooth stack cannot be used (see the module docstring).
-        BondRefusedError: the device refused bonding.
+        BondRefusedError: the device refused bonding; :class:`PasskeyRejectedError` when it refused the PIN given,
+            :class:`PasskeyNeededError` when it asked for one and none was given.
         PendantKeyMismatchError, PendantIdentityError: a pendant that does not hold ``pendant_key`` under its
             address.
         ProvisionError: the device is not the expected kind, a pendant without ``pendant_key``, or the link failed.
@@ -357,6 +397,7 @@ async def pair_device(
     how = INSTRUCTIONS.get(expect, "") if expect else "Put the device in pairing mode."
     extra: dict[str, Any] = {} if scanner_backend is None else {"backend": scanner_backend}
     with _bluetooth_needed(scanner_backend is None):
+        await _forget_bond(wanted, client_backend)
         device = await BleakScanner.find_device_by_address(wanted, timeout=give_up_after, **extra)
     if device is None:
         raise DeviceNotFoundError(
@@ -364,10 +405,11 @@ async def pair_device(
         )
     try:
         async with BleakClient(device, backend=client_backend, timeout=give_up_after) as client:
-            try:
-                await client.pair()
-            except BleakError as exc:
-                raise _bond_refused(wanted, expect, exc) from exc
+            with desk.pairing(wanted, passkeys or NoPasskey()) if desk else contextlib.nullcontext() as log:
+                try:
+                    await client.pair()
+                except BleakError as exc:
+                    raise _bond_refused(wanted, expect, exc, log) from exc
             identity = client.address.upper()  # bleak follows BlueZ's Address change when the bond resolves an RPA
             uuids = {s.uuid.lower() for s in client.services}
             kind = kind_of(uuids)
@@ -400,23 +442,54 @@ async def pair_device(
     return PairResult(identity, kind, device.name, battery, key_checked=kind is DeviceKind.PENDANT)
 
 
+async def _forget_bond(address: str, client_backend: type[BaseBleakClient] | None) -> None:
+    """Drop the bond the hub holds with `address`, if any (BlueZ: RemoveDevice; the simulated radio: its key
+    store), so that pairing makes a fresh one: a meter that lost its own copy refuses the old keys for good."""
+    with contextlib.suppress(BleakDeviceNotFoundError):  # no bond (BlueZ: no such device): nothing to forget
+        await BleakClient(address, backend=client_backend).unpair()
+
+
 @contextlib.asynccontextmanager
 async def open_radio(
-    link: str | None, *, keystore: Path | None = None
+    link: str | None, *, keystore: Path | None = None, desk: PasskeyDesk | None = None
 ) -> AsyncIterator[tuple[type[BaseBleakScanner] | None, type[BaseBleakClient] | None]]:
     """The bleak backends to use: the platform's (``link`` None) or the simulated radio on ``link``.
 
     With a simulated link, the hub's central is opened here with the bond key store the gateway runner uses
-    (``data/bonds.json``), so bonds made while pairing are the ones the gateway later re-encrypts with.
+    (``data/bonds.json``), so bonds made while pairing are the ones the gateway later re-encrypts with. With a
+    ``desk``, pairing asks it for passkeys and yes/no answers: on BlueZ through the hub's pairing agent (registered
+    here), on the simulated radio through the hub central's SMP delegate.
+
+    Raises:
+        BluetoothUnavailableError: with a ``desk`` on the platform's backend, bluetoothd cannot be reached.
     """
     if link is None:
-        yield None, None
+        if desk is None:
+            yield None, None
+            return
+        async with contextlib.AsyncExitStack() as stack:
+            with _bluetooth_needed(True):
+                try:
+                    await stack.enter_async_context(bluez_agent(desk))
+                except AgentRegistrationError as exc:
+                    if exc.dbus_error in _NO_BLUEZ_SERVICE:
+                        raise BluetoothUnavailableError(
+                            "Bluetooth is not available (bluetoothd is not running)", _NO_BLUEZ_FIX
+                        ) from exc
+                    raise ProvisionError(
+                        f"bluetoothd did not take the hub's pairing agent ({exc})",
+                        "restart bluetoothd (systemctl restart bluetooth) and pair again",
+                    ) from exc
+            yield None, None
         return
     import sim.ble  # noqa: PLC0415 - the simulated radio is needed only when a link is named
+    import sim.ble.world  # noqa: PLC0415
 
     try:
         spec = sim.ble.parse_link(link)
     except sim.ble.LinkConfigError as exc:
         raise ProvisionError(f"--link {link!r} is not usable ({exc})", "use local[:NAME] or tcp:HOST:PORT") from exc
-    async with sim.ble.open_central(spec, keystore=None if keystore is None else str(keystore)):
+    async with sim.ble.open_central(spec, keystore=None if keystore is None else str(keystore)) as central:
+        if desk is not None:
+            sim.ble.world.answer_pairing_with(central.device, desk)
         yield sim.ble.backend_for(spec)

@@ -25,7 +25,7 @@ from sim.ble.config import LinkSpec, current_settings
 from sim.ble.errors import classify, translated
 from sim.ble.scanner import bleak_uuid
 
-__all__ = ["BumbleClient"]
+__all__ = ["BumbleClient", "PairingFailedError"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,23 @@ _T = TypeVar("_T")
 # The ATT MTU the hub asks for (the largest LE allows, Core v5.4 Vol 3 Part F 3.2.8); the peer may grant less.
 _PREFERRED_MTU = 517
 _CCCD = "00002902-0000-1000-8000-00805f9b34fb"
+
+
+class PairingFailedError(BleakError):
+    """The peer (or the hub's own side) ended pairing with an SMP *Pairing Failed* reason (Core v5.4 Vol 3 Part H
+    3.5.5): e.g. ``CONFIRM_VALUE_FAILED`` for a mistyped passkey, ``PASSKEY_ENTRY_FAILED`` when none was typed,
+    ``AUTHENTICATION_REQUIREMENTS`` when the meter wants MITM protection the hub could not give. The message starts
+    with ``pair <address>:``, as every pairing failure of this backend does.
+
+    Attributes:
+        reason: the SMP reason's name.
+        code: its number.
+    """
+
+    def __init__(self, address: str, reason: str, code: int) -> None:
+        super().__init__(f"pair {address}: pairing failed, SMP {reason} (0x{code:02X})")
+        self.reason = reason
+        self.code = code
 
 
 def _properties(flags: int) -> list[CharacteristicPropertyName]:
@@ -172,11 +189,27 @@ class BumbleClient(BaseBleakClient):
         await self._teardown()
 
     async def pair(self, *args: Any, **kwargs: Any) -> None:
-        """Pair with LE Secure Connections and bond; a no-op when already bonded and encrypted."""
+        """Pair with LE Secure Connections and bond; a no-op when already bonded and encrypted. What the hub's side
+        answers (a passkey, a yes) is the hub central's pairing delegate (`sim.ble.world.answer_pairing_with`).
+
+        Raises:
+            PairingFailedError: the pairing ended with an SMP reason (a wrong or missing passkey among them).
+            BleakError: the link failed meanwhile.
+        """
         connection = self._require()
         if connection.is_encrypted and await self._bond_keys(connection) is not None:
             return
-        await self._call(connection.pair(), "pair")
+        try:
+            await self._call(connection.pair(), "pair")
+        except BleakError as error:
+            cause = error.__cause__
+            if (
+                isinstance(cause, core.ProtocolError)
+                and cause.error_namespace == "smp"
+                and cause.error_code is not None
+            ):
+                raise PairingFailedError(self.address, cause.error_name, cause.error_code) from cause
+            raise
 
     async def unpair(self) -> None:
         """Forget the bond keys (the peer keeps its own) and disconnect."""

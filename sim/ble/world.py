@@ -17,26 +17,30 @@ import weakref
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Protocol
 
 from bumble import hci, ll
 from bumble.controller import Controller
 from bumble.core import UUID, AdvertisingData
-from bumble.device import Device, DeviceConfiguration
+from bumble.device import Connection, Device, DeviceConfiguration
 from bumble.host import Host
 from bumble.keys import JsonKeyStore, MemoryKeyStore
 from bumble.link import LocalLink
-from bumble.pairing import PairingDelegate
+from bumble.pairing import PairingConfig, PairingDelegate
 from bumble.transport import open_transport
 from bumble.transport.common import AsyncPipeSink
 
+from gateway.ble_passkey import PasskeySource
 from sim.ble.config import LinkKind, LinkSpec, normalize_address, parse_link
 from sim.ble.errors import RelayError
 from sim.ble.keystore import DurableJsonKeyStore
 
 __all__ = [
     "DEFAULT_ADVERTISING_INTERVAL_MS",
+    "HubPairingDelegate",
     "SimController",
     "advertising_data",
+    "answer_pairing_with",
     "drop_controller",
     "local_link",
     "open_device",
@@ -256,3 +260,51 @@ def advertising_data(
     if tx_power is not None:
         structures.append((AdvertisingData.TX_POWER_LEVEL, tx_power.to_bytes(1, "little", signed=True)))
     return bytes(AdvertisingData(structures))
+
+
+class _Desk(PasskeySource, Protocol):
+    """What the hub's side of pairing consults (`gateway.ble_passkey.PasskeyDesk`): passkeys and yes/no answers."""
+
+    def confirm(self, address: str) -> bool:
+        """Yes or no to a numeric comparison the hub cannot display."""
+        ...
+
+    def trusts(self, address: str) -> bool:
+        """Whether a Just Works pairing with `address` may go ahead."""
+        ...
+
+
+class HubPairingDelegate(PairingDelegate):
+    """The hub's side of SMP on the simulated radio, answering as the hub's BlueZ agent does (`gateway.ble_agent`):
+    KeyboardDisplay, the passkey a meter shows from the desk (none: the pairing fails with *passkey entry failed*),
+    numeric comparison and Just Works only for a device the desk trusts."""
+
+    def __init__(self, desk: _Desk, connection: Connection) -> None:
+        super().__init__(io_capability=PairingDelegate.IoCapability.DISPLAY_OUTPUT_AND_KEYBOARD_INPUT)
+        self._desk = desk
+        self._connection = connection
+
+    def _address(self) -> str:
+        return str(self._connection.peer_address.to_string(False)).upper()
+
+    async def get_number(self) -> int | None:
+        """The passkey the meter shows, or None to refuse."""
+        return await self._desk.passkey_for(self._address())
+
+    async def compare_numbers(self, number: int, digits: int) -> bool:
+        """Numeric comparison: yes for a trusted device (the hub has no display to compare on)."""
+        del number, digits
+        return self._desk.confirm(self._address())
+
+    async def confirm(self, auto: bool = False) -> bool:
+        """Just Works: yes for a trusted device."""
+        del auto
+        return self._desk.trusts(self._address())
+
+
+def answer_pairing_with(device: Device, desk: _Desk) -> None:
+    """Make the hub's bumble `device` pair as the hub's BlueZ agent does, asking `desk` (LE Secure Connections,
+    bonding, MITM protection asked for where the meter can give it)."""
+    device.pairing_config_factory = lambda connection: PairingConfig(
+        sc=True, mitm=True, bonding=True, delegate=HubPairingDelegate(desk, connection)
+    )
