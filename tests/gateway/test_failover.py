@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from community.samples import T0, bp_record
 from community.wire import PlatformCodec
@@ -324,3 +326,50 @@ async def _until_empty(up: Uplink, ob: Outbox) -> None:
             up.acked.clear()
             if (await ob.stats()).rows:
                 await up.acked.wait()
+
+
+# ---------------------------------------------------------------------------------------------------- properties
+
+
+class _LostError(Exception):
+    """A session body ending in an error (as the uplink's does when its connection is lost)."""
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 5), ends=st.lists(st.sampled_from(["refused", "lost", "returned"]), max_size=30))
+def test_the_node_tried_is_the_count_of_failed_sessions_round_the_list(n: int, ends: list[str]) -> None:
+    """Whatever the sequence of outcomes, each session goes to node (failed or lost sessions so far) mod n."""
+
+    async def main() -> list[str]:
+        brokers = [MemoryBroker(f"n{i}") for i in range(n)]
+        failover = FailoverConnector([(b.name, b.connector()) for b in brokers])
+        tried: list[str] = []
+        for end in ends:
+            broker = brokers[[b.name for b in brokers].index(failover.current)]
+            if end == "refused":
+                await broker.stop()
+            with contextlib.suppress(TransportError, _LostError):
+                async with failover.session([ACK]) as transport:
+                    tried.append(transport.node)
+                    if end == "lost":
+                        raise _LostError
+            if end == "refused":
+                tried.append(broker.name)
+                await broker.start()
+        return tried
+
+    tried = asyncio.run(main())
+    failed = 0
+    for end, node in zip(ends, tried, strict=True):
+        assert node == f"n{failed % n}"
+        failed += end != "returned"
+
+
+@given(
+    node=st.text(min_size=1, max_size=40),
+    connected=st.datetimes(timezones=st.just(UTC)),
+    lost=st.none() | st.datetimes(timezones=st.just(UTC)),
+)
+def test_node_status_round_trips_any_value(node: str, connected: datetime, lost: datetime | None) -> None:
+    status = NodeStatus(node, connected, lost)
+    assert NodeStatus.from_cursor(status.to_cursor()) == status
