@@ -26,26 +26,16 @@ from bleak.args.bluez import BlueZScannerArgs, OrPattern
 from bleak.assigned_numbers import AdvertisementDataType
 
 from gateway.config import DeviceConfig, DeviceKind
-from protocols.pendant import SERVICE_UUID
+from protocols.profiles import profile_of
 
 __all__ = ["MAX_OR_PATTERNS", "ScanMode", "ScanPlan", "plan_scan"]
 
 MAX_OR_PATTERNS = 16  # the kernel's HCI_MAX_ADV_MONITOR_NUM_PATTERNS: more and bluetoothd releases the monitor
 
-# The service each kind advertises (GATT assigned numbers) and whether devices of that kind sold today put it in the
-# advertising PDU, where a passive scan can see it. Oximeters often advertise no service UUID at all (BerryMed and
-# its clones use a vendor service), and many cuffs list 0x1810 in the scan response only: both need an active scan.
-_SIG_SERVICE: dict[DeviceKind, int] = {
-    DeviceKind.BLOOD_PRESSURE: 0x1810,
-    DeviceKind.GLUCOSE: 0x1808,
-    DeviceKind.OXIMETER: 0x1822,
-    DeviceKind.THERMOMETER: 0x1809,
-    DeviceKind.SCALE: 0x181D,
-    DeviceKind.HEART_RATE: 0x180D,
-}
-_UUID_IN_ADVERT = frozenset(
-    {DeviceKind.GLUCOSE, DeviceKind.THERMOMETER, DeviceKind.SCALE, DeviceKind.HEART_RATE, DeviceKind.PENDANT}
-)
+# The service each kind advertises and whether devices of that kind sold today put it in the advertising PDU, where a
+# passive scan can see it, are the kind's profile (``protocols.profiles``: ``service``, ``service_in_advert``).
+# Oximeters often advertise no service UUID at all (BerryMed and its clones use a vendor service), and many cuffs list
+# 0x1810 in the scan response only: both need an active scan.
 
 
 class ScanMode(enum.StrEnum):
@@ -89,9 +79,10 @@ def _patterns(kind: DeviceKind) -> list[OrPattern]:
     or second in the complete list (meters often list Device Information or Battery beside it) and first in an
     incomplete one. The pendant (carehub's own firmware) advertises its 128-bit UUID alone, in a complete list.
     """
-    if kind is DeviceKind.PENDANT:
-        return [OrPattern(0, AdvertisementDataType.COMPLETE_LIST_SERVICE_UUID128, _le(SERVICE_UUID))]
-    short = _le(_SIG_SERVICE[kind])
+    service = profile_of(kind).service
+    if isinstance(service, uuid.UUID):
+        return [OrPattern(0, AdvertisementDataType.COMPLETE_LIST_SERVICE_UUID128, _le(service))]
+    short = _le(service)
     return [
         OrPattern(0, AdvertisementDataType.COMPLETE_LIST_SERVICE_UUID16, short),
         OrPattern(2, AdvertisementDataType.COMPLETE_LIST_SERVICE_UUID16, short),
@@ -105,7 +96,7 @@ def plan_scan(devices: Iterable[DeviceConfig]) -> ScanPlan:
     kinds = sorted({d.kind for d in devices})
     if not kinds:
         return ScanPlan(ScanMode.ACTIVE, reason="nothing provisioned: strangers are only counted")
-    unseen = [k for k in kinds if k not in _UUID_IN_ADVERT]
+    unseen = [k for k in kinds if not profile_of(k).service_in_advert]
     if unseen:
         names = ", ".join(k.value for k in unseen)
         return ScanPlan(ScanMode.ACTIVE, reason=f"{names} may carry no service UUID in the advertising PDU")

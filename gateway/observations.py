@@ -1,30 +1,18 @@
-"""An observation: one reading from one device in canonical units, as the rules judge it. Pure values."""
+"""An observation: one reading from one device in canonical units, as the rules judge it. Pure values.
+
+:class:`Vital` lives in ``protocols.vitals`` (the device profiles map measurements to it) and is re-exported here."""
 
 from __future__ import annotations
 
-import enum
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
 from gateway.config import DeviceKind
+from protocols.vitals import Vital
 
 __all__ = ["Observation", "Vital"]
-
-
-class Vital(enum.StrEnum):
-    """What a value measures, with its canonical unit."""
-
-    SYSTOLIC = "systolic"  # mmHg
-    DIASTOLIC = "diastolic"  # mmHg
-    MEAN_ARTERIAL = "mean_arterial"  # mmHg (reported, no rule: the MAP <65 trigger is unverified in thresholds.md)
-    PULSE = "pulse"  # beats per minute, from a cuff, an oximeter or a heart-rate band
-    GLUCOSE = "glucose"  # mg/dL
-    SPO2 = "spo2"  # percent
-    TEMPERATURE = "temperature"  # °C
-    WEIGHT = "weight"  # kg
-    BATTERY = "battery"  # percent of the device's battery
 
 
 @dataclass(frozen=True, slots=True)

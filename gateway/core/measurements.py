@@ -29,7 +29,6 @@ What a reading means (issue 14 item 6, ``docs/ble.md``):
 from __future__ import annotations
 
 import enum
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -37,10 +36,11 @@ from datetime import UTC, datetime, timedelta
 from gateway.config import DeviceConfig
 from gateway.core.sealer import Draft
 from gateway.events import Reading
-from gateway.observations import Observation, Vital
+from gateway.observations import Observation
 from gateway.outbox_rows import Lane
 from protocols import gatt
 from protocols.errors import DecodeError
+from protocols.profiles import profile_of_characteristic
 from protocols.record import (
     MAX_RAW_BYTES,
     MeasurementBody,
@@ -144,51 +144,17 @@ class Measured:
     tolerated: frozenset[gatt.DecodeTolerance] = frozenset()
 
 
-def _finite(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
-
-
 def observation_of(
     device: DeviceConfig, measurement: gatt.Measurement, record_id: str, at: datetime
 ) -> Observation | None:
     """The rule engine's view of a decoded measurement, in canonical units; None for what has no vital sign."""
     if filing_of(device, measurement) is not Filing.RESIDENT or is_control_solution(measurement):
         return None  # not the resident's body: another user's reading or a check of the meter
-    values: dict[Vital, float] = {}
-    unreliable = False
-
-    def put(vital: Vital, value: float | None) -> None:
-        v = _finite(value)
-        if v is not None:
-            values[vital] = v
-
-    match measurement:
-        case gatt.BloodPressureMeasurement():
-            put(Vital.SYSTOLIC, measurement.systolic_mmhg)
-            put(Vital.DIASTOLIC, measurement.diastolic_mmhg)
-            put(Vital.MEAN_ARTERIAL, measurement.mean_arterial_mmhg)
-            put(Vital.PULSE, measurement.pulse_rate_bpm)
-            # Body movement, cuff too loose or improper position: the cuff says the reading is not trustworthy.
-            status = measurement.measurement_status or 0
-            unreliable = bool(status & (0x01 | 0x02 | 0x20))
-        case gatt.GlucoseMeasurement():
-            put(Vital.GLUCOSE, measurement.mg_dl)
-            unreliable = bool(measurement.out_of_device_range) or bool(
-                (measurement.sensor_status or 0) & ~0x0001  # anything but "battery low" makes the value doubtful
-            )
-        case gatt.PlxSpotCheckMeasurement() | gatt.PlxContinuousMeasurement():
-            put(Vital.SPO2, measurement.spo2_percent)
-            put(Vital.PULSE, measurement.pulse_bpm)
-            unreliable = measurement.is_unreliable
-        case gatt.TemperatureMeasurement():
-            put(Vital.TEMPERATURE, measurement.celsius)
-        case gatt.WeightMeasurement():
-            put(Vital.WEIGHT, measurement.kg)
-        case gatt.HeartRateMeasurement():
-            put(Vital.PULSE, measurement.bpm)
-            unreliable = bool(measurement.skin_contact_lost)
-        case _:
-            return None
+    profile = profile_of_characteristic(measurement)
+    reading = None if profile is None else profile.observe(measurement)  # the kind's own mapping (its profile)
+    if reading is None:
+        return None
+    values, unreliable = dict(reading.values), reading.unreliable
     if not values and not unreliable:
         return None
     return Observation(
@@ -224,7 +190,11 @@ def measure(reading: Reading, *, installation_test: bool = False) -> Measured:
     corrected: datetime | None = None
     if reading.clock_offset is not None and isinstance(device_dt, datetime):
         corrected = (device_dt - reading.clock_offset).replace(tzinfo=UTC)
-    sequence = values.get("sequence_number")
+    # The record's place in the meter's store anchors its id: a glucose meter's sequence number, a CGM's time
+    # offset (its profile's record_position); else a sequence number the value itself names.
+    profile = profile_of_characteristic(measurement)
+    position = None if profile is None else profile.record_position(measurement)
+    sequence = position if position is not None else values.get("sequence_number")
     record_id = measurement_record_id(
         reading.device.address,
         reading.uuid,
