@@ -34,24 +34,15 @@ from gateway.journal import IndicationJournal, JournalEntry
 from protocols import gatt
 from protocols.errors import DecodeError
 from protocols.pendant import CONFIRM_CHAR_UUID, EVENT_CHAR_UUID
+from protocols.profiles import PROFILES, profile_of
 
 __all__ = ["NEEDS_BOND", "SessionRunner"]
 
 _log = logging.getLogger("gateway.ble")
 
-# What each kind of device is subscribed to (GATT assigned numbers); what it advertises is in gateway.discovery.
-_MEASUREMENTS: dict[DeviceKind, tuple[int, ...]] = {
-    DeviceKind.BLOOD_PRESSURE: (0x2A35,),
-    DeviceKind.GLUCOSE: (0x2A18, 0x2A34),
-    DeviceKind.OXIMETER: (0x2A5E, 0x2A5F),
-    DeviceKind.THERMOMETER: (0x2A1C,),
-    DeviceKind.SCALE: (0x2A9D,),
-    DeviceKind.HEART_RATE: (0x2A37,),
-    DeviceKind.PENDANT: (),
-}
-# Kinds bonded before anything else (their profiles ask for it); any other meter is bonded on demand, when the first
-# subscription (or RACP) is refused for want of authentication or encryption (a scale whose CCCD needs a bond).
-NEEDS_BOND = frozenset({DeviceKind.BLOOD_PRESSURE, DeviceKind.GLUCOSE, DeviceKind.PENDANT})
+# What each kind of device is subscribed to, whether it is bonded first and whether its stored records are read
+# through the RACP are the kind's profile (protocols.profiles); what it advertises is in gateway.discovery.
+NEEDS_BOND = frozenset(kind for kind, profile in PROFILES.items() if profile.needs_bond)
 _RACP = 0x2A52
 # Notifications of one device waiting to be stored: more than a meter's memory holds (glucose meters keep up to about
 # a thousand records, cuffs a few hundred), so a whole RACP transfer fits even while a commit is slow; a queue that is
@@ -142,14 +133,14 @@ class SessionRunner:
             chars = {c.uuid for s in client.services for c in s.characteristics}
             # Subscribe first: what arrives waits in the queue (stored once the clock is known), and no later step
             # can keep the meter's readings from the hub.
-            for uuid in _MEASUREMENTS[cfg.kind]:
+            for uuid in profile_of(cfg.kind).uuids:
                 if uuid16(uuid) in chars:
                     await self._subscribe(client, subscriptions, uuid16(uuid), bridge(uuid), cfg)
             clock = await self._steps.sync_clock(client, cfg, chars)
             await self._steps.read_battery(client, cfg, chars)
             await self._steps.read_device_information(client, cfg, chars)
             complete = True
-            if cfg.kind is DeviceKind.GLUCOSE and uuid16(_RACP) in chars:
+            if profile_of(cfg.kind).racp and uuid16(_RACP) in chars:
                 complete = await self._transfer_records(cfg, client, queue, clock)
             # A transfer the meter cut short ends the session at once: the next connection asks for the rest.
             await self._consume(cfg, client, queue, disconnected, clock, deferred=deferred, linger=complete)
@@ -283,7 +274,7 @@ class SessionRunner:
                 _log.warning("undecodable %04X from %s, kept raw: %s", item.uuid, cfg.address, exc)
                 measurement = None
             if racp is not None and measurement is not None:
-                racp.saw(measurement.as_dict().get("sequence_number"))
+                racp.saw(profile_of(cfg.kind).record_position(measurement))
             decoded.append((item, measurement))
         stamps = [None if measurement is None else device_time(measurement) for _, measurement in decoded]
         readings = []
