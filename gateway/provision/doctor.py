@@ -37,6 +37,7 @@ from typing import Any, Final
 
 import aiomqtt
 
+from gateway.ble_errors import auth_cursor_key
 from gateway.config import BrokerNode, ConfigError, GatewayConfig, load_config
 from gateway.core.downlink import REFUSED_CURSOR, describe_refusals
 from gateway.core.pendant_link import RekeyNeed, cursor_key, describe_counter, stored_rekey_need
@@ -428,6 +429,15 @@ def _device_checks(config: GatewayConfig, cursors: Mapping[str, Any], paths: Hub
             parts.append(f"last event counter {describe_counter(stored)}")
             need = stored_rekey_need(stored)
         entry = tested.get(device.address)
+        refusals = cursors.get(auth_cursor_key(device.address))
+        if isinstance(refusals, int) and refusals > 0:  # AUTH failures in a row since its last good session
+            parts.append(f"refused the hub {refusals} time(s) in a row (it lost its bond, or wants the PIN it shows)")
+            fix = (
+                f"pair it again: carehub provision pair {device.address} --resident {device.resident} "
+                f"--kind {device.kind.value} (add --passkey with the 6 digits if it shows a PIN)"
+            )
+            checks.append(Check(f"device {device.address}", Status.FAIL, "; ".join(parts), fix))
+            continue
         if need is not RekeyNeed.NONE:
             status = Status.FAIL if need is RekeyNeed.EXHAUSTED else Status.WARN
             checks.append(
