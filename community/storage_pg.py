@@ -12,7 +12,9 @@ Same contract as the SQLite engine (``tests/platform/test_storage_contract.py`` 
 * Workers may run side by side on one database: a re-sent envelope committed by another worker is seen as replayed
   (the unique key waits for the other transaction to finish).
 * Every database failure (server down, connection lost, pool exhausted) is a :class:`StorageError` naming the
-  database without its password: transient, never a refusal.
+  database without its password: transient, never a refusal. The pool outlives a server restart: a lost connection
+  makes it test its idle ones and replace the dead, reconnecting in the background with backoff, so the store
+  serves again as soon as the server does (``tests/integration/test_pg_restart.py``).
 
 Opening runs the pending schema migrations (:mod:`community.storage_pg_schema`) on a connection of its own, then opens
 the pool.
@@ -142,11 +144,18 @@ class PostgresStorage(PostgresDownStore):
     @asynccontextmanager
     async def _conn(self) -> AsyncIterator[_Conn]:
         """A pooled connection (autocommit: one statement, or an explicit ``conn.transaction()``)."""
-        if self._pool is None:
+        pool = self._pool
+        if pool is None:
             raise StorageError(f"platform database {self.name} is not open")
         try:
-            async with self._pool.connection() as conn:
+            async with pool.connection() as conn:
                 yield conn
+        except psycopg.OperationalError as exc:
+            # The server went away (a restart, a failover) or cannot be reached: the idle connections of the pool
+            # are most likely dead as well. Test them now, so that once the server is back the next batch gets a
+            # new connection rather than failing on a stale one (the pool reconnects in the background).
+            await pool.check()
+            raise self._error(exc) from exc
         except psycopg.Error as exc:
             raise self._error(exc) from exc
 

@@ -15,6 +15,7 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -187,11 +188,13 @@ class PostgresServer:
                     ready.set()
         ready.set()  # the server exited: wake the starter, which sees it gone
 
-    def stop(self) -> None:
-        """Fast shutdown (SIGINT: roll back open transactions, write a checkpoint) and wait for it to exit."""
+    def stop(self, *, immediate: bool = False) -> None:
+        """Fast shutdown (SIGINT: roll back open transactions, write a checkpoint) and wait for it to exit; with
+        ``immediate``, ``pg_ctl stop -m immediate`` (SIGQUIT: every backend quits at once, no checkpoint, the next
+        :meth:`start` runs crash recovery)."""
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
-            proc.send_signal(2)
+            proc.send_signal(signal.SIGQUIT if immediate else signal.SIGINT)
             try:
                 proc.wait(60)
             except subprocess.TimeoutExpired:
