@@ -54,7 +54,7 @@ from gateway.provision.errors import (
 )
 from protocols.errors import AuthenticationError, DecodeError
 from protocols.pendant import DEVICE_INFO_CHAR_UUID, KEY_CHECK_CHAR_UUID, DeviceInfo, KeyAnswer, KeyChallenge
-from protocols.pendant import SERVICE_UUID as PENDANT_SERVICE
+from protocols.profiles import PROFILES
 
 __all__ = [
     "INSTRUCTIONS",
@@ -79,32 +79,13 @@ def _uuid16(short: int) -> str:
 
 
 # Bluetooth SIG assigned numbers (GATT services) and the carehub pendant service (docs/protocol.md §9).
-SERVICE_KINDS: Final[dict[str, DeviceKind]] = {
-    _uuid16(0x1810): DeviceKind.BLOOD_PRESSURE,
-    _uuid16(0x1808): DeviceKind.GLUCOSE,
-    _uuid16(0x1822): DeviceKind.OXIMETER,
-    _uuid16(0x1809): DeviceKind.THERMOMETER,
-    _uuid16(0x181D): DeviceKind.SCALE,
-    _uuid16(0x180D): DeviceKind.HEART_RATE,
-    str(PENDANT_SERVICE): DeviceKind.PENDANT,
-}
+# The service that identifies each kind, and how the installer makes a device of that kind advertise for pairing, are
+# the kind's profile (protocols.profiles).
+SERVICE_KINDS: Final[dict[str, DeviceKind]] = {p.service_uuid: kind for kind, p in PROFILES.items()}
 _SERVICE_OF: Final = {kind: uuid for uuid, kind in SERVICE_KINDS.items()}
 _BATTERY_LEVEL: Final = _uuid16(0x2A19)
 
-INSTRUCTIONS: Final[dict[DeviceKind, str]] = {
-    DeviceKind.BLOOD_PRESSURE: "Hold the cuff's Bluetooth (or START) button until 'P' blinks on the display.",
-    DeviceKind.GLUCOSE: "Turn the meter on with a strip-less press of its main button and hold it until the "
-    "Bluetooth symbol blinks.",
-    DeviceKind.OXIMETER: "Put the oximeter on a finger; it advertises while it measures.",
-    DeviceKind.THERMOMETER: "Press the thermometer's button once; it advertises for a minute.",
-    DeviceKind.SCALE: "Step on the scale and off again; it advertises while the weight is shown.",
-    DeviceKind.HEART_RATE: "Put the band on (the contacts must be moist); it advertises while it sees a pulse.",
-    # firmware/pendant/app.py: a provisioned pendant stays awake and connectable for a minute (AWAKE_MS) after it
-    # boots or after its last gesture; a double press is a check-in (button.DOUBLE), never a call for help. Its
-    # LED is single-colour and shows nothing while it waits (firmware/README.md, "LED and buzzer patterns").
-    DeviceKind.PENDANT: "Wake the pendant without calling for help: right after its key was loaded (mpremote reset) "
-    "it is reachable for a minute; later, double-press its button (a check-in). Its light stays off while it waits.",
-}
+INSTRUCTIONS: Final[dict[DeviceKind, str]] = {kind: p.instructions for kind, p in PROFILES.items()}
 #: How a key gets into a pendant: over USB with mpremote, as ``firmware/README.md`` ("Provisioning") shows.
 LOAD_PENDANT_KEY: Final = (
     "load it over USB: mpremote exec \"import store; store.provision('', b'ADDRESS', bytes.fromhex('KEY'))\" "

@@ -53,6 +53,7 @@ from gateway.thresholds import DEFAULTS, resolve_thresholds
 from protocols.errors import DecodeError, KeyFileError
 from protocols.keys import load_hub_identity, load_platform_public_keys, sign_detached
 from protocols.pendant import PendantEvent, PendantEventType
+from protocols.profiles import PROFILES
 
 __all__ = [
     "REPORT_DOMAIN",
@@ -75,15 +76,7 @@ SERVICE_UNIT: Final = "carehub-hub"
 #: What the installer is told before the test starts.
 STOP_SERVICE: Final = f"Stop the hub service first (sudo systemctl stop {SERVICE_UNIT}); the test runs the hub itself."
 
-_TEST_PROMPTS: Final[dict[DeviceKind, str]] = {
-    DeviceKind.BLOOD_PRESSURE: "Put the cuff on the resident's arm and press START; wait for the result.",
-    DeviceKind.GLUCOSE: "Take a test reading with a control-solution strip (not the resident's blood).",
-    DeviceKind.OXIMETER: "Put the oximeter on a finger and wait for the reading.",
-    DeviceKind.THERMOMETER: "Take a temperature reading.",
-    DeviceKind.SCALE: "Ask the resident to step on the scale.",
-    DeviceKind.HEART_RATE: "Put the band on and wait for a pulse.",
-    DeviceKind.PENDANT: "Press the pendant's button once (a test: it is recorded as such, no call for help is made).",
-}
+_TEST_PROMPTS: Final[dict[DeviceKind, str]] = {kind: p.test_prompt for kind, p in PROFILES.items()}  # their profiles
 
 
 @dataclass(frozen=True, slots=True)
