@@ -41,22 +41,18 @@ import datetime as _dt
 import itertools
 import logging
 import socket
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aiomqtt
 
 from community.downbox import RESEND_AFTER_S, SWEEP_EVERY_S, queue_message
-from community.hubkeys import HubKeyCache
 from community.ingest_core import (
     ALARM_KINDS,
     COMMIT_BUCKETS_S,
     IngestStats,
     IngestWorkerBase,
     PlatformWire,
-    Supervision,
     UplinkFrame,
     is_alarm,
 )
@@ -148,42 +144,20 @@ class WorkerSettings:
         if self.down_resend_after_s <= 0 or self.down_sweep_every_s <= 0:
             raise ValueError("down_resend_after_s and down_sweep_every_s must be positive")
 
+    @property
+    def worker_name(self) -> str:
+        """Its MQTT client id."""
+        return self.client_id
+
 
 class IngestWorker(IngestWorkerBase):
-    """One ingest worker on an MQTT broker; ``async with IngestWorker(settings, storage, wire) as worker``.
+    """One ingest worker on an MQTT broker; ``async with IngestWorker(settings, storage, wire) as worker``
+    (``settings``: broker address and credentials, share group; the rest as
+    :class:`~community.ingest_core.IngestWorkerBase`). One frame is stored in one transaction."""
 
-    Args:
-        settings: broker address and credentials, share group.
-        storage: where records go (one transaction per frame).
-        wire: frame, envelope and ack codecs.
-        wall_time: the wall clock for ``received_at``, in seconds since the Unix epoch.
-        hub_keys: the enrolled hubs' verify keys; by default a :class:`~community.hubkeys.HubKeyCache` over
-            ``storage``.
-    """
-
+    settings: WorkerSettings
     connection_errors = (aiomqtt.MqttError,)
     task_prefix = "ingest"
-
-    def __init__(
-        self,
-        settings: WorkerSettings,
-        storage: Storage,
-        wire: PlatformWire,
-        *,
-        wall_time: Callable[[], float] = time.time,
-        hub_keys: HubKeyCache | None = None,
-    ) -> None:
-        super().__init__(
-            storage,
-            wire,
-            name=settings.client_id,
-            supervision=Supervision(settings.max_consecutive_failures, settings.backoff_base, settings.backoff_cap),
-            down_resend_after_s=settings.down_resend_after_s,
-            down_sweep_every_s=settings.down_sweep_every_s,
-            wall_time=wall_time,
-            hub_keys=hub_keys,
-        )
-        self.settings = settings
 
     async def _run(self) -> None:
         s = self.settings
@@ -215,9 +189,7 @@ class IngestWorker(IngestWorkerBase):
             try:
                 acks = await self._core.handle([UplinkFrame(topic, bytes(message.payload))])
                 await self._core.publish_acks(client, acks)
-                for ack in acks:
-                    if ack.stored:  # the hub is online: what it has not confirmed goes to it again (if due)
-                        await self.downbox.on_hub_seen(client, ack.hub_id)
+                await self._resend_to_acked_hubs(client, acks)
             except StorageError as exc:
                 # Transient: nothing more is acked or refused for this frame; the hub sends it again.
                 self.stats.storage_errors += 1

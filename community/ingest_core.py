@@ -38,7 +38,7 @@ from typing import Final, Protocol, Self
 import aiomqtt
 import nacl.signing
 
-from community.downbox import RESEND_AFTER_S, SWEEP_EVERY_S, DownBox, DownPublisher
+from community.downbox import DownBox, DownPublisher
 from community.hubkeys import HubKeyCache
 from community.storage import EnvelopeOutcome, EnvelopeToStore, Outcome, Refusal, Storage, UnstorableError
 from community.storage_common import StorageError
@@ -61,6 +61,7 @@ __all__ = [
     "StreamLag",
     "Uplink",
     "UplinkFrame",
+    "WorkerPolicy",
     "is_alarm",
     "refusal_of",
 ]
@@ -454,24 +455,49 @@ class IngestCore:
                     _log.error("platform: alarm console queue full; %s not offered", record.record_id.hex())
 
 
-@dataclass(frozen=True, slots=True)
-class Supervision:
-    """How a worker's loop is restarted: backoff between attempts, how many defects in a row end it."""
+class WorkerPolicy(Protocol):
+    """What every worker's settings say beyond its transport (:class:`community.ingest.WorkerSettings`,
+    :class:`community.nats_config.NatsSettings`)."""
 
-    max_consecutive_failures: int = 5
-    backoff_base: float = 0.2
-    backoff_cap: float = 10.0
+    @property
+    def worker_name(self) -> str:
+        """The worker's name in its task and log lines (its client id or connection name)."""
+        ...
+
+    @property
+    def max_consecutive_failures(self) -> int:
+        """Defects in a row after which the worker gives up."""
+        ...
+
+    @property
+    def backoff_base(self) -> float:
+        """The first reconnect delay, in seconds (doubling, jittered)."""
+        ...
+
+    @property
+    def backoff_cap(self) -> float:
+        """The longest reconnect delay, in seconds."""
+        ...
+
+    @property
+    def down_resend_after_s(self) -> float:
+        """An unconfirmed down-message is published again this long after its last publish."""
+        ...
+
+    @property
+    def down_sweep_every_s(self) -> float:
+        """How often the worker looks for unconfirmed down-messages to publish again."""
+        ...
 
 
 class IngestWorkerBase(abc.ABC):
-    """One ingest worker: ``async with Worker(...) as worker``; see the module docstring.
+    """One ingest worker: ``async with Worker(settings, storage, wire) as worker``; see the module docstring.
 
     Args:
+        settings: the transport's settings, with the :class:`WorkerPolicy` every worker follows (a subclass
+            narrows :attr:`settings` to its own settings class).
         storage: where records go.
         wire: frame, envelope and ack codecs.
-        name: the worker's name in its task and log lines (its client id).
-        supervision: restart policy.
-        down_resend_after_s, down_sweep_every_s: the down-message store's pacing (:class:`DownBox`).
         wall_time: the wall clock for ``received_at``, in seconds since the Unix epoch.
         hub_keys: the enrolled hubs' verify keys; by default a :class:`~community.hubkeys.HubKeyCache` over
             ``storage``.
@@ -484,20 +510,17 @@ class IngestWorkerBase(abc.ABC):
 
     def __init__(
         self,
+        settings: WorkerPolicy,
         storage: Storage,
         wire: PlatformWire,
         *,
-        name: str,
-        supervision: Supervision,
-        down_resend_after_s: float = RESEND_AFTER_S,
-        down_sweep_every_s: float = SWEEP_EVERY_S,
         wall_time: Callable[[], float] = time.time,
         hub_keys: HubKeyCache | None = None,
     ) -> None:
+        self.settings = settings
         self.storage = storage
         self.wire = wire
-        self.name = name
-        self.supervision = supervision
+        self.name = settings.worker_name
         self.stats = IngestStats()
         #: Newly stored alarm and panic records, for the caregiver console.
         self.alarms: asyncio.Queue[Record] = asyncio.Queue(maxsize=1024)
@@ -511,7 +534,11 @@ class IngestWorkerBase(abc.ABC):
         self._wall_time = wall_time
         #: Down-messages kept until the hub confirms them (sent, re-sent, confirmed).
         self.downbox = DownBox(
-            storage, wire, self._now, resend_after_s=down_resend_after_s, sweep_every_s=down_sweep_every_s
+            storage,
+            wire,
+            self._now,
+            resend_after_s=settings.down_resend_after_s,
+            sweep_every_s=settings.down_sweep_every_s,
         )
         self._core = IngestCore(
             storage,
@@ -610,6 +637,17 @@ class IngestWorkerBase(abc.ABC):
     def _now(self) -> _dt.datetime:
         return _dt.datetime.fromtimestamp(self._wall_time(), _dt.UTC)
 
+    async def _resend_to_acked_hubs(self, client: DownPublisher, acks: Iterable[Ack]) -> None:
+        """The hubs whose envelopes were just acked as stored are online: publish what they have not confirmed
+        again, if due (:meth:`DownBox.on_hub_seen`).
+
+        Raises:
+            StorageError: the open messages cannot be read (the frames are handled; the next frame tries again).
+        """
+        for ack in acks:
+            if ack.stored:
+                await self.downbox.on_hub_seen(client, ack.hub_id)
+
     def _connected_through(self, client: DownPublisher) -> None:
         """Connected and subscribed: down-messages go through ``client``; the next lost connection backs off from
         the start again."""
@@ -628,7 +666,7 @@ class IngestWorkerBase(abc.ABC):
 
     async def _supervise(self) -> None:
         """Run the ingest loop; restart it with backoff after a defect, give up after too many in a row."""
-        s = self.supervision
+        s = self.settings
         while True:
             defect = False
             try:

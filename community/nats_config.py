@@ -83,6 +83,10 @@ class NatsSettings:
     fetch_wait_s: float = 1.0
     client_name: str = "carehub-platform"
     max_consecutive_failures: int = 5
+    backoff_base: float = 0.2
+    """The first delay before reconnecting to the cluster after a lost connection or a defect (doubling, jittered)."""
+    backoff_cap: float = 10.0
+    """The longest such delay."""
     down_resend_after_s: float = 30.0
     """An unconfirmed down-message is published again this long after its last publish (community.downbox)."""
     down_sweep_every_s: float = 30.0
@@ -109,6 +113,13 @@ class NatsSettings:
             raise NatsConfigError("max_consecutive_failures must be at least 1")
         if self.down_resend_after_s <= 0 or self.down_sweep_every_s <= 0:
             raise NatsConfigError("down_resend_after_s and down_sweep_every_s must be positive")
+        if not 0 < self.backoff_base <= self.backoff_cap:
+            raise NatsConfigError("backoff_base must be positive and at most backoff_cap")
+
+    @property
+    def worker_name(self) -> str:
+        """Its connection's name."""
+        return self.client_name
 
     @property
     def alarm_durable(self) -> str:

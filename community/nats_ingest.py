@@ -31,8 +31,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import nats
 import nats.errors
@@ -42,11 +41,10 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
 
-from community.hubkeys import HubKeyCache
-from community.ingest_core import DownUnavailable, IngestWorkerBase, PlatformWire, StreamLag, Supervision
+from community.ingest_core import DownUnavailable, IngestWorkerBase, StreamLag
 from community.nats_batch import Frame, topic_to_subject
 from community.nats_config import ALARM_STREAM, ALARM_SUBJECTS, UP_STREAM, UP_SUBJECTS, NatsSettings
-from community.storage import Storage, StorageError
+from community.storage import StorageError
 
 __all__ = ["NatsIngestWorker", "ensure_streams"]
 
@@ -102,30 +100,10 @@ class NatsIngestWorker(IngestWorkerBase):
     Its public face is :class:`community.ingest.IngestWorker`'s (:class:`community.ingest_core.IngestWorkerBase`).
     """
 
+    settings: NatsSettings
     connection_errors = (nats.errors.Error, OSError, DownUnavailable)
     task_prefix = "nats-ingest"
-
-    def __init__(
-        self,
-        settings: NatsSettings,
-        storage: Storage,
-        wire: PlatformWire,
-        *,
-        wall_time: Callable[[], float] = time.time,
-        hub_keys: HubKeyCache | None = None,
-    ) -> None:
-        super().__init__(
-            storage,
-            wire,
-            name=settings.client_name,
-            supervision=Supervision(settings.max_consecutive_failures),
-            down_resend_after_s=settings.down_resend_after_s,
-            down_sweep_every_s=settings.down_sweep_every_s,
-            wall_time=wall_time,
-            hub_keys=hub_keys,
-        )
-        self.settings = settings
-        self._js: JetStreamContext | None = None
+    _js: JetStreamContext | None = None
 
     async def stream_lag(self) -> Sequence[StreamLag]:
         """Each stream's consumer: frames not yet handed out and handed out but not yet acked, as the cluster
@@ -241,9 +219,7 @@ class NatsIngestWorker(IngestWorkerBase):
         for m in messages:
             await m.ack()
         try:
-            for ack in acks:  # online: what it has not confirmed goes again, if due
-                if ack.stored:
-                    await self.downbox.on_hub_seen(downs, ack.hub_id)
+            await self._resend_to_acked_hubs(downs, acks)
         except StorageError as exc:  # stored and acked already; the next sweep publishes what is due
             _log.error("platform: down-messages not checked (%s)", exc)
         self._handled()
