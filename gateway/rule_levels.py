@@ -81,6 +81,23 @@ LEVEL_RULES: tuple[LevelRule, ...] = (
             Level(Tier.NOTICE, Key.GLUCOSE_HIGH_NOTICE, "glucose_high"),
         ),
     ),
+    # A continuous glucose monitor's readings (interstitial glucose): their own thresholds (protocols.thresholds).
+    LevelRule(
+        "cgm.low",
+        Vital.CGM_GLUCOSE,
+        (
+            Level(Tier.CRITICAL, Key.CGM_LOW_CRITICAL, "glucose_hypo_critical"),
+            Level(Tier.WARNING, Key.CGM_LOW_WARNING, "glucose_low"),
+        ),
+    ),
+    LevelRule(
+        "cgm.high",
+        Vital.CGM_GLUCOSE,
+        (
+            Level(Tier.WARNING, Key.CGM_HIGH_WARNING, "glucose_very_high"),
+            Level(Tier.NOTICE, Key.CGM_HIGH_NOTICE, "glucose_high"),
+        ),
+    ),
     LevelRule(
         "spo2.low",
         Vital.SPO2,

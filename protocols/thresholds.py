@@ -35,6 +35,10 @@ glucose.high.critical                     mg/dL    600      >=    ADA/EASD 2024 
 glucose.swing.enabled                     0/1      1        --    community programme: swing -> medication review
 glucose.swing.percent                     %        30       >     community programme: >30% between readings
 glucose.swing.window_s                    s        86400    --    only consecutive readings this close are compared
+cgm.low.warning                           mg/dL    70       <     ADA level 1 hypoglycaemia (<70), on a CGM
+cgm.low.critical                          mg/dL    54       <     ADA level 2 hypoglycaemia (<54), on a CGM
+cgm.high.notice                           mg/dL    180      >     Battelino 2019 CGM hyperglycaemia level 1 (>180)
+cgm.high.warning                          mg/dL    250      >     same: level 2 (>250)
 spo2.low.notice                           %        95       <=    NEWS2 scale 1: 94-95 scores 1
 spo2.low.warning                          %        93       <=    NEWS2 scale 1: 92-93 scores 2; NHS @home <=92
 spo2.low.critical                         %        91       <=    NEWS2 scale 1: <=91 scores 3
@@ -63,6 +67,11 @@ Notes on choices that depart from, or add to, the section 8 mapping:
   threshold, so a meter reading can only ever catch it at level 2). ``glucose.low.warning`` keeps the section 8
   tier: it equals the critical level by default (an empty band); a doctor who lowers ``glucose.low.critical``
   opens a warning band between the two.
+- A continuous glucose monitor (``cgm.*``, interstitial glucose every 5 minutes) has its own keys: level 1
+  hypoglycaemia is a *warning* there (a trend the sensor catches before symptoms, worth a look today), level 2 is
+  critical as for a strip; the strip meter's swing rule does not apply (thresholds.md §2 and §8, item 3: "ADA
+  hypoglycaemia levels 1 / 2 / 3, and CGM hyperglycaemia levels 1 / 2"). A persisting low raises one alarm, re-raised
+  at its tier's pace (``gateway.alarms``), not one per reading.
 - NEWS2's SBP 101-110 band (score 1) is left out: it is common in treated elderly hypertensives and would be noise.
 - Pulse has no low warning tier and temperature no high critical tier: the sources give none.
 - The community programme's "BP > 180/110" trigger is what the ``hypertension`` profile uses for diastolic.
@@ -182,6 +191,10 @@ class Key(enum.StrEnum):
     GLUCOSE_SWING_ENABLED = "glucose.swing.enabled"
     GLUCOSE_SWING_PERCENT = "glucose.swing.percent"
     GLUCOSE_SWING_WINDOW_S = "glucose.swing.window_s"
+    CGM_LOW_WARNING = "cgm.low.warning"
+    CGM_LOW_CRITICAL = "cgm.low.critical"
+    CGM_HIGH_NOTICE = "cgm.high.notice"
+    CGM_HIGH_WARNING = "cgm.high.warning"
     SPO2_LOW_NOTICE = "spo2.low.notice"
     SPO2_LOW_WARNING = "spo2.low.warning"
     SPO2_LOW_CRITICAL = "spo2.low.critical"
@@ -255,6 +268,12 @@ _SPECS: tuple[KeySpec, ...] = (
     _spec(Key.GLUCOSE_SWING_ENABLED, "0/1", 1, Cmp.NONE, (0, 1), switch=True),
     _spec(Key.GLUCOSE_SWING_PERCENT, "%", 30, Cmp.GT, (5, 200)),
     _spec(Key.GLUCOSE_SWING_WINDOW_S, "s", 86400, Cmp.NONE, (600, 7 * 86400)),
+    # Continuous glucose monitoring (thresholds.md §2: ADA Standards of Care §6 level 1 <70 and level 2 <54 mg/dL;
+    # §8 item 3: CGM hyperglycaemia levels 1 >180 and 2 >250, Battelino 2019 consensus).
+    _spec(Key.CGM_LOW_WARNING, "mg/dL", 70, Cmp.LT, (20, 1000)),
+    _spec(Key.CGM_LOW_CRITICAL, "mg/dL", 54, Cmp.LT, (20, 1000)),
+    _spec(Key.CGM_HIGH_NOTICE, "mg/dL", 180, Cmp.GT, (20, 1000)),
+    _spec(Key.CGM_HIGH_WARNING, "mg/dL", 250, Cmp.GT, (20, 1000)),
     # RCP NEWS2 scale 1: 94-95 = 1, 92-93 = 2, <=91 = 3; BTS 2017 target 94-98 %; NHS Oximetry @home <=92 severe.
     _spec(Key.SPO2_LOW_NOTICE, "%", 95, Cmp.LE, (50, 100)),
     _spec(Key.SPO2_LOW_WARNING, "%", 93, Cmp.LE, (50, 100)),
@@ -301,6 +320,9 @@ _ORDER: tuple[tuple[Key, Key], ...] = (
     (Key.GLUCOSE_LOW_NOTICE, Key.GLUCOSE_HIGH_NOTICE),
     (Key.GLUCOSE_HIGH_NOTICE, Key.GLUCOSE_HIGH_WARNING),
     (Key.GLUCOSE_HIGH_WARNING, Key.GLUCOSE_HIGH_CRITICAL),
+    (Key.CGM_LOW_CRITICAL, Key.CGM_LOW_WARNING),
+    (Key.CGM_LOW_WARNING, Key.CGM_HIGH_NOTICE),
+    (Key.CGM_HIGH_NOTICE, Key.CGM_HIGH_WARNING),
     (Key.SPO2_LOW_CRITICAL, Key.SPO2_LOW_WARNING),
     (Key.SPO2_LOW_WARNING, Key.SPO2_LOW_NOTICE),
     (Key.PULSE_LOW_CRITICAL, Key.PULSE_LOW_NOTICE),
@@ -319,6 +341,7 @@ _STRICT: frozenset[tuple[Key, Key]] = frozenset(
         (Key.BP_SYS_WARNING_LOW, Key.BP_SYS_NOTICE_HIGH),
         (Key.BP_CONFIRM_DELAY_S, Key.BP_CONFIRM_DEADLINE_S),
         (Key.GLUCOSE_LOW_NOTICE, Key.GLUCOSE_HIGH_NOTICE),
+        (Key.CGM_LOW_WARNING, Key.CGM_HIGH_NOTICE),
         (Key.PULSE_LOW_NOTICE, Key.PULSE_HIGH_NOTICE),
         (Key.TEMP_LOW_NOTICE, Key.TEMP_HIGH_NOTICE),
     }
