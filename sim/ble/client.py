@@ -53,6 +53,18 @@ class PairingFailedError(BleakError):
         self.code = code
 
 
+def _drop_subscriber(client: Any, proxy: CharacteristicProxy[bytes], deliver: Callable[[bytes], None]) -> None:
+    """Undo what bumble's ``subscribe`` registered before its CCCD write failed (it keeps the subscriber, so a
+    subscription tried again after pairing would deliver every value twice), without writing the CCCD again."""
+    for table in (client.notification_subscribers, client.indication_subscribers):
+        subscribers = table.get(proxy.handle)
+        if subscribers is None:
+            continue
+        subscribers.discard(deliver)
+        if subscribers <= {proxy}:
+            del table[proxy.handle]
+
+
 def _properties(flags: int) -> list[CharacteristicPropertyName]:
     return [name for bit, name in CHARACTERISTIC_PROPERTIES.items() if bit <= 0x80 and flags & bit]
 
@@ -313,6 +325,7 @@ class BumbleClient(BaseBleakClient):
             )
         except BaseException:
             self._subscriptions.pop(characteristic.handle, None)
+            _drop_subscriber(connection.gatt_client, proxy, deliver)
             raise
 
     async def stop_notify(self, characteristic: BleakGATTCharacteristic) -> None:

@@ -33,7 +33,7 @@ from bleak import BleakClient, BleakScanner
 from bleak.backends.characteristic import BleakGATTCharacteristic
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
-from bleak.exc import BleakError, BleakGATTProtocolError
+from bleak.exc import BleakDeviceNotFoundError, BleakError, BleakGATTProtocolError
 from bumble.device import Advertisement, Connection
 from bumble.pairing import PairingConfig, PairingDelegate
 from dbus_fast import Message, MessageType, PropertyAccess, Variant
@@ -772,7 +772,13 @@ class Bluetoothd:
         device = next((d for d in self.devices.values() if d.path == path), None)
         if device is None:
             raise DBusError("org.bluez.Error.DoesNotExist", "Does Not Exist")
+        self.calls.append(f"RemoveDevice {device.address}")
         await self.disconnect(device)
+        if device.paired:
+            # bluetoothd deletes the bond with the device (its keys under /var/lib/bluetooth): the next Pair pairs
+            # afresh, asking the agent again.
+            with contextlib.suppress(BleakDeviceNotFoundError):
+                await BleakClient(device.identity, backend=self._client_backend).unpair()
         del self.devices[device.address]
         self.bus.unexport(path)
 
