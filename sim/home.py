@@ -24,23 +24,12 @@ from protocols.pendant import PendantEventType
 from sim.ble import open_peripheral_device
 from sim.clock import Clock, sleep_until
 from sim.devices.base import Produced, SimDevice
-from sim.devices.blood_pressure import BloodPressureCuff
-from sim.devices.glucose import GlucoseMeter
 from sim.devices.pendant import Pendant
-from sim.devices.vitals import HeartRateBand, PulseOximeter, Scale, Thermometer
+from sim.devices.registry import peripheral_class
 from sim.scenario import EventKind, Scenario, Scheduled
 
 _log = logging.getLogger(__name__)
 
-_FACTORIES: dict[DeviceKind, type[SimDevice]] = {
-    DeviceKind.BLOOD_PRESSURE: BloodPressureCuff,
-    DeviceKind.GLUCOSE: GlucoseMeter,
-    DeviceKind.OXIMETER: PulseOximeter,
-    DeviceKind.THERMOMETER: Thermometer,
-    DeviceKind.SCALE: Scale,
-    DeviceKind.HEART_RATE: HeartRateBand,
-    DeviceKind.PENDANT: Pendant,
-}
 
 _PRESSES: dict[EventKind, PendantEventType] = {
     EventKind.PRESS: PendantEventType.PRESS,
@@ -80,7 +69,7 @@ class Home:
         self._say = on_event or (lambda _line: None)
         self._stack = contextlib.AsyncExitStack()
         for spec in scenario.devices:
-            factory = _FACTORIES[spec.kind]
+            factory = peripheral_class(spec.kind)  # the kind's profile names its peripheral
             on_produced = self._pressed if spec.kind is DeviceKind.PENDANT else self._produced
             self.devices[spec.id] = factory(spec.options, clock, on_produced=on_produced)
 
