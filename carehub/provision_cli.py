@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -334,13 +335,22 @@ def pair(
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds to find and bond the device.", callback=positive_number)
     ] = 30.0,
+    passkey: Annotated[
+        str | None,
+        typer.Option(
+            "--passkey",
+            help="The 6-digit PIN a meter shows while it pairs (Accu-Chek Guide, many cuffs). Without it, you are "
+            "asked for the PIN on a terminal when the meter wants one.",
+        ),
+    ] = None,
 ) -> None:
     """Bond a device, assign it to a resident (and user slot), provision a pendant's key, add it to the config.
 
     The address, the resident, the user and the pendant key are checked before the radio is used (exit status 2).
     """
+    from gateway.ble_passkey import PasskeyDesk  # noqa: PLC0415
     from gateway.provision.document import load_document  # noqa: PLC0415
-    from gateway.provision.radio import INSTRUCTIONS, open_radio, pair_device  # noqa: PLC0415
+    from gateway.provision.radio import INSTRUCTIONS, installer_passkeys, open_radio, pair_device  # noqa: PLC0415
     from gateway.provision.steps import (  # noqa: PLC0415
         add_device,
         check_assignment,
@@ -355,6 +365,7 @@ def pair(
         address = check_assignment(paths, address, resident_id, move=move)
         check_user_id(user)
         key = pendant_key_to_check(paths, address, _pendant_key_arg(pendant_key))
+        passkeys = installer_passkeys(passkey, interactive=sys.stdin.isatty())
     except ProvisionError as exc:
         raise _fail(exc, 2) from None
     try:
@@ -362,7 +373,8 @@ def pair(
             _out.print(f"[bold]{escape(INSTRUCTIONS[kind])}[/]", highlight=False)
 
         async def main() -> Any:
-            async with open_radio(_link(config, link), keystore=paths.bonds) as (scanner, client):
+            desk = PasskeyDesk()  # a meter's PIN request goes to passkeys, on BlueZ and the simulated radio alike
+            async with open_radio(_link(config, link), keystore=paths.bonds, desk=desk) as (scanner, client):
                 return await pair_device(
                     address,
                     expect=kind,
@@ -370,6 +382,8 @@ def pair(
                     client_backend=client,
                     give_up_after=timeout,
                     pendant_key=key,
+                    desk=desk,
+                    passkeys=passkeys,
                 )
 
         result = aio.run(main())

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 from collections.abc import AsyncIterator, Collection, Iterator
 from dataclasses import dataclass
@@ -44,7 +45,16 @@ from bleak.exc import (
 )
 
 from gateway.ble_agent import AgentRegistrationError, bluez_agent
-from gateway.ble_passkey import NoPasskey, PasskeyDesk, PasskeyLog, PasskeySource
+from gateway.ble_passkey import (
+    FixedPasskey,
+    NoPasskey,
+    PasskeyDesk,
+    PasskeyFormatError,
+    PasskeyLog,
+    PasskeySource,
+    PromptedPasskey,
+    parse_passkey,
+)
 from gateway.config import DeviceKind
 from gateway.provision.errors import (
     BluetoothUnavailableError,
@@ -67,6 +77,7 @@ __all__ = [
     "PendantIdentityError",
     "PendantKeyMismatchError",
     "check_pendant_key",
+    "installer_passkeys",
     "kind_of",
     "open_radio",
     "pair_device",
@@ -320,6 +331,47 @@ async def check_pendant_key(client: BleakClient, identity: str, key: bytes) -> N
             + LOAD_PENDANT_KEY.replace("ADDRESS", identity)
             + "; nothing was saved",
         ) from exc
+
+
+_PROMPT_TRIES: Final = 3
+
+
+def _ask_terminal(address: str) -> int | None:
+    """Ask on the terminal for the PIN the meter shows (blocking: run in a thread); None when the installer gives
+    up (an empty line, end of input, or three entries that are not six digits)."""
+    for _ in range(_PROMPT_TRIES):
+        sys.stderr.write(f"{address} shows a 6-digit PIN; type it (empty to give up): ")
+        sys.stderr.flush()
+        line = sys.stdin.readline()
+        if not line.strip():
+            return None
+        try:
+            return parse_passkey(line)
+        except PasskeyFormatError as exc:
+            sys.stderr.write(f"{exc}\n")
+    return None
+
+
+async def _terminal_passkey(address: str) -> int | None:
+    return await asyncio.to_thread(_ask_terminal, address)
+
+
+def installer_passkeys(passkey: str | None, *, interactive: bool) -> PasskeySource:
+    """The installer's passkey source for ``carehub provision pair``: the ``--passkey`` given, else a prompt on the
+    terminal when there is one (``interactive``: standard input is a TTY), else none (a meter that asks for its
+    PIN then ends pairing with :class:`PasskeyNeededError`).
+
+    Raises:
+        ProvisionError: ``passkey`` is not six digits (checked before the radio is used).
+    """
+    if passkey is not None:
+        try:
+            return FixedPasskey(parse_passkey(passkey))
+        except PasskeyFormatError as exc:
+            raise ProvisionError(
+                f"--passkey: {exc}", "give the 6 digits the meter shows, e.g. --passkey 042917"
+            ) from exc
+    return PromptedPasskey(_terminal_passkey) if interactive else NoPasskey()
 
 
 def _bond_refused(
