@@ -133,7 +133,12 @@ def init(
         ),
     ] = None,
     broker_url: Annotated[
-        str | None, typer.Option("--broker-url", help="mqtts://HOST:PORT (without --bundle).")
+        list[str] | None,
+        typer.Option(
+            "--broker-url",
+            help="mqtts://HOST:PORT (without --bundle); repeat it for each node of a broker cluster, in the order the"
+            " hub should try them.",
+        ),
     ] = None,
     username: Annotated[str | None, typer.Option("--username", help="Broker user (default: the hub id).")] = None,
     password: Annotated[
@@ -165,7 +170,7 @@ def init(
                 link=link,
                 broker_ca=parsed.broker_ca,
             )
-        elif hub_id is None or platform_keys is None or broker_url is None:
+        elif hub_id is None or platform_keys is None or not broker_url:
             raise _fail(
                 ProvisionError(
                     "init needs a bundle, or --hub-id, --platform-keys and --broker-url",
