@@ -121,3 +121,23 @@ def test_bad_node_lists_are_one_line(tmp_path: Path) -> None:
     assert twice.returncode == 2
     assert "each broker node once" in one_error_line(twice)
     assert not (tmp_path / "b.json").exists()
+
+
+def test_provision_init_without_a_bundle_takes_a_broker_url_per_node(tmp_path: Path) -> None:
+    _ok("platform", "init", "--dir", tmp_path / "p")
+    hub_toml = tmp_path / "hub" / "hub.toml"
+    urls = ["mqtts://nats1.example:8883", "mqtts://nats2.example:8883"]
+    _ok(
+        "provision", "init", "--config", hub_toml, "--hub-id", HUB,
+        "--platform-keys", tmp_path / "p" / "keys" / "platform.pub",
+        "--broker-url", urls[0], "--broker-url", urls[1], "--password", "pw",
+    )  # fmt: skip
+    assert tomllib.loads(hub_toml.read_text())["broker"]["urls"] == urls
+    assert [str(n) for n in load_config(hub_toml).broker.nodes] == ["nats1.example:8883", "nats2.example:8883"]
+    mixed = carehub(
+        "provision", "init", "--config", tmp_path / "other" / "hub.toml", "--hub-id", HUB,
+        "--platform-keys", tmp_path / "p" / "keys" / "platform.pub",
+        "--broker-url", urls[0], "--broker-url", "mqtt://127.0.0.1:1883", "--password", "pw",
+    )  # fmt: skip
+    assert mixed.returncode != 0
+    assert "mix mqtt:// and mqtts://" in one_error_line(mixed)
