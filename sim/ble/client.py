@@ -53,6 +53,17 @@ class PairingFailedError(BleakError):
         self.code = code
 
 
+class _PairingFailureRaised(logging.Filter):
+    """bumble's SMP logs every pairing failure as a warning; this backend raises it (:class:`PairingFailedError`),
+    so the log line would only repeat it, and a command's one-line error would get a second line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("pairing failure")
+
+
+logging.getLogger("bumble.smp").addFilter(_PairingFailureRaised())
+
+
 def _drop_subscriber(client: Any, proxy: CharacteristicProxy[bytes], deliver: Callable[[bytes], None]) -> None:
     """Undo what bumble's ``subscribe`` registered before its CCCD write failed (it keeps the subscriber, so a
     subscription tried again after pairing would deliver every value twice), without writing the CCCD again."""
