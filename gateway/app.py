@@ -46,19 +46,13 @@ from gateway.thresholds import resolve_thresholds
 from gateway.uplink import Uplink, UplinkSettings
 from gateway.wire import HubWire
 from protocols.keys import load_hub_identity, load_pendant_key, load_platform_public_keys
+from protocols.profiles import profile_of
 
 __all__ = ["Gateway", "open_gateway"]
 
 _log = logging.getLogger(__name__)
 
 _DOWN_RETRY_CAP_S = 60.0  # longest wait before applying a down-message whose commit failed again
-
-# How long each kind may stay silent before the hub warns (a daily meter gets a day and a half; the pendant sends a
-# heartbeat every few hours).
-_SILENT_AFTER = {
-    DeviceKind.PENDANT: timedelta(hours=12),
-    DeviceKind.HEART_RATE: timedelta(days=2),
-}
 
 
 @dataclass(slots=True)
@@ -78,7 +72,7 @@ def _rule_engine(config: GatewayConfig, now: datetime, clock: Clock) -> RuleEngi
     residents = {}
     for resident in config.residents:
         watches = tuple(
-            DeviceWatch(d.address, _SILENT_AFTER.get(d.kind, timedelta(hours=36)))
+            DeviceWatch(d.address, profile_of(d.kind).silent_after)  # how long the kind may stay silent
             for d in config.devices
             if d.resident == resident.id
         )

@@ -14,6 +14,7 @@ import enum
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from protocols.devices import DeviceKind
 from protocols.gatt.common import Measurement
@@ -69,6 +70,7 @@ class DeviceProfile:
         instructions: how the installer makes the device advertise for pairing.
         test_prompt: what the installation test asks for.
         sim_peripheral: ``"module:Class"`` of the simulated peripheral (resolved by ``sim.devices.registry``).
+        silent_after: how long a device of this kind may go unheard before the hub warns (``device.silent``).
     """
 
     kind: DeviceKind
@@ -83,6 +85,7 @@ class DeviceProfile:
     racp: bool = False
     record_position: Callable[[Measurement], int | None] = _no_position
     observe: Callable[[Measurement], VitalReading | None] = _nothing
+    silent_after: timedelta = timedelta(hours=36)  # a daily meter gets a day and a half
 
     def __post_init__(self) -> None:
         if self.racp and self.record_position is _no_position:

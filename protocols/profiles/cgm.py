@@ -8,6 +8,8 @@ hypoglycaemia, ``protocols.thresholds``) rather than the strip meter's, and neve
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from protocols import gatt
 from protocols.devices import DeviceKind
 from protocols.gatt.cgm import CgmMeasurement
@@ -41,6 +43,9 @@ PROFILE = DeviceProfile(
     instructions="Start the sensor's session in its app or reader first; the sensor then advertises every few "
     "minutes. Keep the phone's app closed while pairing.",
     test_prompt="Wait for the sensor's next reading (every 5 minutes).",
+    silent_after=timedelta(
+        hours=1
+    ),  # a reading every 5 minutes: an hour without one is a sensor that fell off, ended its session or lost the link
     sim_peripheral="sim.devices.cgm:CgmSensor",
     observe=observe,
 )

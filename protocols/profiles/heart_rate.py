@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from protocols import gatt
 from protocols.devices import DeviceKind
 from protocols.profiles.base import Channel, Delivery, DeviceProfile
@@ -25,6 +27,7 @@ PROFILE = DeviceProfile(
     needs_bond=False,
     instructions="Put the band on (the contacts must be moist); it advertises while it sees a pulse.",
     test_prompt="Put the band on and wait for a pulse.",
+    silent_after=timedelta(days=2),  # worn on some days only
     sim_peripheral="sim.devices.vitals:HeartRateBand",
     observe=observe,
 )

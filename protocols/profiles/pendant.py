@@ -3,6 +3,8 @@ BLE session and ``gateway.core.pendant_link`` handle them; the profile carries w
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from protocols.devices import DeviceKind
 from protocols.pendant import SERVICE_UUID
 from protocols.profiles.base import DeviceProfile
@@ -20,5 +22,6 @@ PROFILE = DeviceProfile(
     instructions="Wake the pendant without calling for help: right after its key was loaded (mpremote reset) "
     "it is reachable for a minute; later, double-press its button (a check-in). Its light stays off while it waits.",
     test_prompt="Press the pendant's button once (a test: it is recorded as such, no call for help is made).",
+    silent_after=timedelta(hours=12),  # the pendant sends a heartbeat every few hours
     sim_peripheral="sim.devices.pendant:Pendant",
 )
