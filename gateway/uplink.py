@@ -235,9 +235,9 @@ class Uplink:
                     self._raise_if_closing()
                     self.metrics.connects += 1
                     attempt = 0
-                    self._delivery.on_connected()
                     self._node = NodeStatus(transport.node, self._clock.now())
                     await self._note_node()  # before `connected`: whoever saw it connected finds the node noted
+                    self._delivery.on_connected()
                     self.disconnected.clear()
                     self.connected.set()
                     _log.info("uplink %s connected to %s", hub, transport.node)
