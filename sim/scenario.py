@@ -53,7 +53,9 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from protocols.devices import DeviceKind
+from protocols.profiles import profile_of
 from sim.devices.options import DeviceOptions
+from sim.devices.registry import peripheral_class
 
 _ADDRESS = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}$")
 _TIME = re.compile(r"^(\d{2}):(\d{2})(?::(\d{2}))?$")
@@ -86,32 +88,9 @@ class EventKind(enum.Enum):
 
 PENDANT_EVENTS = frozenset({EventKind.PRESS, EventKind.LONG_PRESS, EventKind.CANCEL, EventKind.CHECKIN})
 
-MEAL_CONTEXTS = ("preprandial", "postprandial", "fasting", "casual", "bedtime")
-CARBOHYDRATES = ("breakfast", "lunch", "dinner", "snack", "drink", "supper", "brunch")
-TEMPERATURE_SITES = ("armpit", "body", "ear", "finger", "gi_tract", "mouth", "rectum", "toe", "tympanum")
-PLX_MODES = ("spot", "continuous")
+# What a ``measure`` event may give each kind is its simulated peripheral's ``MEASURE_FIELDS`` (the peripheral its
+# device profile names, ``sim.devices.registry``): value name -> (type, required).
 
-#: Per device kind: value name -> (type, required). Types: "number", "bool", or a tuple of allowed strings.
-MEASURE_FIELDS: Mapping[DeviceKind, Mapping[str, tuple[str | tuple[str, ...], bool]]] = {
-    DeviceKind.BLOOD_PRESSURE: {
-        "systolic": ("number", True),
-        "diastolic": ("number", True),
-        "mean_arterial": ("number", False),
-        "pulse": ("number", False),
-        "irregular_pulse": ("bool", False),
-        "body_movement": ("bool", False),
-    },
-    DeviceKind.GLUCOSE: {
-        "mg_dl": ("number", True),
-        "meal": (MEAL_CONTEXTS, False),
-        "carbohydrate": (CARBOHYDRATES, False),
-        "carbohydrate_g": ("number", False),
-    },
-    DeviceKind.OXIMETER: {"spo2": ("number", True), "pulse": ("number", True), "mode": (PLX_MODES, False)},
-    DeviceKind.THERMOMETER: {"celsius": ("number", True), "site": (TEMPERATURE_SITES, False)},
-    DeviceKind.SCALE: {"kg": ("number", True)},
-    DeviceKind.HEART_RATE: {"bpm": ("number", True)},
-}
 
 _DEVICE_KEYS = {
     "id",
@@ -419,7 +398,8 @@ class _Parser:
         max_bonds = table.get("max_bonds")
         if max_bonds is not None:
             max_bonds = self.integer(table, "max_bonds", where, 1, low=1, high=16)
-        bonded_default = kind in (DeviceKind.BLOOD_PRESSURE, DeviceKind.GLUCOSE)
+        # Meters whose profile bonds refuse unencrypted access by default; the simulated pendant checks its key instead.
+        bonded_default = kind is not DeviceKind.PENDANT and profile_of(kind).needs_bond
         device_id = self.ident(table, "id", where)
         options = DeviceOptions(
             id=device_id,
@@ -464,7 +444,7 @@ class _Parser:
         if kind is EventKind.MEASURE:
             if device_kind is DeviceKind.PENDANT:
                 raise self.fail(f"{where}.kind", "press, long_press, cancel or checkin for a pendant", kind.value)
-            fields = MEASURE_FIELDS[device_kind]
+            fields = peripheral_class(device_kind).MEASURE_FIELDS
             self.unknown(table, common | set(fields), where)
             values: dict[str, float | int | str | bool] = {}
             for name, (kind_of_value, required) in fields.items():

@@ -24,6 +24,7 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from datetime import datetime, timedelta
+from types import MappingProxyType
 from typing import ClassVar
 
 from bumble import att, gatt
@@ -39,6 +40,9 @@ from sim.clock import Clock
 from sim.devices.options import DEFAULT_CLOCK, DeviceOptions
 
 _log = logging.getLogger(__name__)
+
+MeasureField = tuple[str | tuple[str, ...], bool]
+"""A ``measure`` value's type ("number", "bool" or the allowed words) and whether a scenario must give it."""
 
 
 #: ATT error codes used by the health profiles (GLS 1.0 §2.6 / common profile CSS Part B §1.2).
@@ -170,6 +174,9 @@ class SimDevice(abc.ABC):
 
     KIND: ClassVar[str] = ""
     SERVICE_UUID: ClassVar[int] = 0
+    #: What a scenario's ``measure`` event may give this device (the keyword arguments of its ``measure``): value
+    #: name -> (type, required); types are "number", "bool" or a tuple of allowed words.
+    MEASURE_FIELDS: ClassVar[Mapping[str, MeasureField]] = MappingProxyType({})
 
     def __init__(
         self,

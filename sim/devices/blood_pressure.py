@@ -11,6 +11,7 @@ Bytes come from :mod:`protocols.gatt.bp`.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from types import MappingProxyType
 
 from bumble import gatt
 from bumble.device import Device
@@ -31,6 +32,16 @@ class BloodPressureCuff(SimDevice):
 
     KIND = "blood_pressure"
     SERVICE_UUID = 0x1810
+    MEASURE_FIELDS = MappingProxyType(
+        {
+            "systolic": ("number", True),
+            "diastolic": ("number", True),
+            "mean_arterial": ("number", False),
+            "pulse": ("number", False),
+            "irregular_pulse": ("bool", False),
+            "body_movement": ("bool", False),
+        }
+    )
 
     #: Body movement and irregular pulse detection (BLS 1.0 §3.3); multiple bonds unless limited to one central.
     def features(self) -> int:

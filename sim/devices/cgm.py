@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import timedelta
+from types import MappingProxyType
 
 from bumble import gatt
 from bumble.device import Connection, Device
@@ -49,6 +50,7 @@ class CgmSensor(GlucoseMeter):
 
     KIND = "cgm"
     SERVICE_UUID = 0x181F
+    MEASURE_FIELDS = MappingProxyType({"mg_dl": ("number", True)})
 
     def __init__(
         self,

@@ -20,6 +20,7 @@ import enum
 from collections import deque
 from collections.abc import Callable, Iterable
 from decimal import Decimal
+from types import MappingProxyType
 
 from bumble import att, gatt
 from bumble.device import Connection, Device
@@ -43,6 +44,9 @@ from sim.devices.options import DeviceOptions
 #: GLS 1.0 §3.108 Glucose Feature bits used here: low battery detection (b0), multiple bond support (b10).
 _FEATURE_LOW_BATTERY = 0x0001
 _FEATURE_MULTIPLE_BOND = 0x0400
+#: The meal contexts and carbohydrate sources a scenario may name (Glucose Measurement Context, GLS 1.0).
+MEAL_CONTEXTS = ("preprandial", "postprandial", "fasting", "casual", "bedtime")
+CARBOHYDRATES = ("breakfast", "lunch", "dinner", "snack", "drink", "supper", "brunch")
 #: Battery level at or below which the sensor status annunciation reports "battery low".
 _LOW_BATTERY = 10
 
@@ -74,6 +78,14 @@ class GlucoseMeter(SimDevice):
 
     KIND = "glucose"
     SERVICE_UUID = 0x1808
+    MEASURE_FIELDS = MappingProxyType(
+        {
+            "mg_dl": ("number", True),
+            "meal": (MEAL_CONTEXTS, False),
+            "carbohydrate": (CARBOHYDRATES, False),
+            "carbohydrate_g": ("number", False),
+        }
+    )
 
     def __init__(
         self,

@@ -7,6 +7,7 @@ confirmation); continuous SpO2 and heart rate are live notifications only. Bytes
 from __future__ import annotations
 
 from collections.abc import Iterable
+from types import MappingProxyType
 
 from bumble import gatt
 from bumble.device import Device
@@ -30,6 +31,7 @@ _SITES = {
     "tympanum": TemperatureType.TYMPANUM,
 }
 
+PLX_MODES = ("spot", "continuous")
 #: Weight resolution of the 0x2A9D field in SI units (WSS 1.0 §3.1): 0.005 kg.
 _KG_STEP = 0.005
 #: 0x2A9E: time stamp supported (b0); weight resolution 0.05 kg (value 4 in b3-6).
@@ -47,6 +49,7 @@ class PulseOximeter(_Attached):
 
     KIND = "oximeter"
     SERVICE_UUID = 0x1822
+    MEASURE_FIELDS = MappingProxyType({"spo2": ("number", True), "pulse": ("number", True), "mode": (PLX_MODES, False)})
 
     def profile_services(self, device: Device) -> Iterable[gatt.Service]:
         self.spot_char = self.characteristic(device, 0x2A5E, P.INDICATE)
@@ -81,6 +84,7 @@ class Thermometer(_Attached):
 
     KIND = "thermometer"
     SERVICE_UUID = 0x1809
+    MEASURE_FIELDS = MappingProxyType({"celsius": ("number", True), "site": (tuple(_SITES), False)})
 
     def profile_services(self, device: Device) -> Iterable[gatt.Service]:
         self.measurement_char = self.characteristic(device, 0x2A1C, P.INDICATE)
@@ -109,6 +113,7 @@ class Scale(_Attached):
 
     KIND = "scale"
     SERVICE_UUID = 0x181D
+    MEASURE_FIELDS = MappingProxyType({"kg": ("number", True)})
 
     def profile_services(self, device: Device) -> Iterable[gatt.Service]:
         self.measurement_char = self.characteristic(device, 0x2A9D, P.INDICATE)
@@ -134,6 +139,7 @@ class HeartRateBand(_Attached):
 
     KIND = "heart_rate"
     SERVICE_UUID = 0x180D
+    MEASURE_FIELDS = MappingProxyType({"bpm": ("number", True)})
     _HELD = 8
 
     def profile_services(self, device: Device) -> Iterable[gatt.Service]:
