@@ -21,6 +21,13 @@ Rules (invariants 1 and 4 of the architecture):
 * **Resend with backoff.** A frame not fully acked by its deadline is released and its remaining envelopes are
   offered again; the wait for an ack grows while rounds go unacknowledged and follows the platform's ack latency
   (:class:`gateway.delivery_timing.ResendTimer`).
+* **Probe before resending routine data.** An unacknowledged round usually means the frames still wait in the
+  broker's or the stream's queue behind a storm, not that they were lost; sending them all again would double the
+  queue. So after a round expires, the routine lane sends ONE released envelope alone (the probe) and holds the
+  other released ones back (:attr:`Room.exclude`) until the probe is acked: the platform has then worked through
+  everything this hub sent before the probe, so what is still unacked was lost and goes again at once, in full
+  frames. A probe that expires is released and probed again after the doubled wait. Envelopes never sent are not
+  held back, and the priority lane never probes: an alarm is resent whole.
 * **Reconnect.** A lost connection releases every frame in flight; they are sent again on the next connection
   (whose timing, jittered, is the shell's :func:`gateway.backoff.backoff_delay`). The backoff level is kept: a new
   connection says nothing about how fast the platform acks.
@@ -81,6 +88,8 @@ class Delivery:
         "_next_frame",
         "_policy",
         "_priority_frames",
+        "_probe",
+        "_probing",
         "_released",
         "_routine_frames",
         "_settling",
@@ -100,6 +109,8 @@ class Delivery:
         self._bytes = 0  # routine bytes in flight
         self._highest_sent = -1
         self._connected = False
+        self._probing = False  # a routine round expired: released routine envelopes wait for a probe's ack
+        self._probe: int | None = None  # the frame id of the probe in flight
 
     # ---------------------------------------------------------------- observation
 
@@ -163,9 +174,19 @@ class Delivery:
         """The transport is up and subscribed to acks: frames may be sent."""
         self._connected = True
 
+    @property
+    def probing(self) -> bool:
+        """Whether released routine envelopes are held back until a probe is acked (see the module docstring)."""
+        return self._probing
+
     def on_disconnected(self) -> int:
-        """The transport is gone: every frame in flight is released for a resend; returns how many envelopes."""
+        """The transport is gone: every frame in flight is released for a resend; returns how many envelopes.
+
+        A new session may be on a broker that lost its queue: what was in flight is sent again in full, unprobed.
+        """
         self._connected = False
+        self._probing = False
+        self._probe = None
         return self._release(list(self._frames))
 
     # ---------------------------------------------------------------- sending
@@ -177,8 +198,17 @@ class Delivery:
         routine_ok, priority_ok = self._window()
         if not (routine_ok or priority_ok):
             return None
-        busy = frozenset(self._inflight.keys() | self._settling if self._settling else self._inflight)
-        return Room(self._policy.frame_max_envelopes, self._policy.frame_max_bytes, busy)
+        busy = self._inflight.keys() | self._settling if self._settling else self._inflight.keys()
+        held = self._held_back()
+        if held:
+            busy = busy | held
+        return Room(self._policy.frame_max_envelopes, self._policy.frame_max_bytes, frozenset(busy))
+
+    def _held_back(self) -> set[int]:
+        """Released routine envelopes waiting for the probe in flight to be acked."""
+        if self._probe is None:
+            return set()
+        return {seq for seq, item in self._released.items() if item.lane is Lane.ROUTINE}
 
     def prepare(self, offered: Sequence[OutboxItem], now: float) -> Frame | None:
         """Choose the next frame from what the outbox offered (oldest first, priority lane first) and record it.
@@ -191,19 +221,23 @@ class Delivery:
         routine_ok, priority_ok = self._window()
         priority: list[OutboxItem] = []
         routine: list[OutboxItem] = []
+        held = self._held_back()
         for item in offered:
             seq = item.envelope_seq
-            if seq in self._inflight or seq in self._settling:
+            if seq in self._inflight or seq in self._settling or seq in held:
                 continue
             (priority if item.lane is Lane.PRIORITY else routine).append(item)
         if priority and priority_ok:
-            chosen, is_priority = priority, True
-        elif routine and routine_ok:
-            chosen, is_priority = routine, False
-        else:
+            return self._record(tuple(self._fit(priority)), True, now)
+        if not (routine and routine_ok):
             return None
-        chosen = self._fit(chosen)
-        return self._record(tuple(chosen), is_priority, now)
+        if self._probing and self._probe is None:
+            probe = next((item for item in routine if item.envelope_seq in self._released), None)
+            if probe is not None:
+                frame = self._record((probe,), False, now)
+                self._probe = frame.frame_id
+                return frame
+        return self._record(tuple(self._fit(routine)), False, now)
 
     def _fit(self, items: list[OutboxItem]) -> list[OutboxItem]:
         limit, max_bytes = self._policy.frame_max_envelopes, self._policy.frame_max_bytes
@@ -276,6 +310,12 @@ class Delivery:
                     refused.append(entry)
                 else:
                     deferred.append(entry)
+        released = self._released
+        # An ack that also names held-back envelopes answers their first send: it cannot tell whether the probe
+        # itself got through (Karn's ambiguity), so it does not end the probing.
+        ambiguous = self._probe is not None and any(
+            seq in released and released[seq].lane is Lane.ROUTINE for seq in (*stored, *(r.seq for r in refused))
+        )
         delivered: list[OutboxItem] = []
         sampled = False
         for seq in stored:
@@ -288,6 +328,11 @@ class Delivery:
             self._settle(entry.seq, None)
         delete = (*stored, *(r.seq for r in refused))
         self._settling.update(delete)
+        if self._probe is not None and self._probe not in self._frames:
+            # The probe was answered: everything sent before it has been through the platform, so what is still
+            # unacked was lost and goes again in full frames (unless the answer was ambiguous: probe again).
+            self._probe = None
+            self._probing = ambiguous
         return AckOutcome(delete, tuple(delivered), tuple(refused), tuple(deferred), tuple(unknown))
 
     def _settle(self, seq: int, sample_at: float | None) -> OutboxItem | None:
@@ -330,6 +375,8 @@ class Delivery:
         expired = [fid for fid, f in self._frames.items() if f.deadline <= now]
         if not expired:
             return None
+        if any(not self._frames[fid].priority for fid in expired):
+            self._probing = True
         envelopes = self._release(expired)
         self._timer.unacked_round()
         return Expiry(len(expired), envelopes, self._timer.ack_wait_ceiling())
@@ -338,6 +385,8 @@ class Delivery:
         released = 0
         for fid in frame_ids:
             frame = self._frames.pop(fid)
+            if fid == self._probe:
+                self._probe = None  # released unanswered: the next probe goes after the doubled wait
             if frame.priority:
                 self._priority_frames -= 1
             else:
