@@ -15,12 +15,19 @@ Routes::
     POST /api/enroll         {"replace"?}  (needs the server's --platform-config)
     POST /api/resident       {"id", "name"?, "language"?}
     GET  /api/scan           SSE: "devices" (rows) ... "done"
-    POST /api/pair           {"address", "resident", "kind"?, "user_id"?, "name"?, "pendant_key"?}
+    POST /api/pair           {"address", "resident", "kind"?, "user_id"?, "name"?, "pendant_key"?, "passkey"?}
+    GET  /api/passkey        {"waiting": the address of a meter asking for its PIN right now, or null}
+    POST /api/passkey        {"passkey": 6 digits} -> handed to the pairing in progress | 400 none asks, not 6 digits
     POST /api/thresholds     {"resident", "profiles"?, "set": ["key=value", ...]}
     GET  /api/test?installer=NAME   SSE: "prompt" / "arrived" / "result" ... "report" | "failed"
     GET  /api/report         the latest installation report (Markdown text)
 
 Every failure answers ``{"error": what happened, "fix": what to do}`` and changes nothing.
+
+A meter that shows a 6-digit PIN asks for it while it bonds (issue 14 item 3): the radio's pairing asks the app's
+:class:`~gateway.ble_passkey.PasskeyDesk`, which hands the request to the page (``GET /api/passkey`` names the meter
+asking; the page polls it while a pairing runs and shows a PIN field) unless the pair request carried the PIN; the
+installer's ``POST /api/passkey`` answers it. A wrong PIN fails the pairing with one message and nothing saved.
 """
 
 from __future__ import annotations
@@ -38,6 +45,14 @@ from aiohttp import web
 from bleak.backends.client import BaseBleakClient
 from bleak.backends.scanner import BaseBleakScanner
 
+from gateway.ble_passkey import (
+    FixedPasskey,
+    PasskeyDesk,
+    PasskeyFormatError,
+    PasskeySource,
+    WaitingPasskey,
+    parse_passkey,
+)
 from gateway.config import ConfigError, DeviceKind, load_config
 from gateway.provision.document import load_document
 from gateway.provision.errors import LockedOutError, NotInitialisedError, ProvisionError, WrongPinError
@@ -91,6 +106,9 @@ _GATE: Final = web.AppKey("gate", PinGate)
 _SESSIONS: Final = web.AppKey("sessions", dict[str, str])  # session cookie -> its CSRF token
 _RADIO: Final = web.AppKey("radio", tuple)
 _BUSY: Final = web.AppKey("busy", asyncio.Lock)
+_DESK: Final = web.AppKey("desk", PasskeyDesk)
+_ASKING: Final = web.AppKey("asking", WaitingPasskey)
+_PIN_PATIENCE: Final = 60.0  # seconds the page has to type a meter's PIN once it asks
 
 
 def _problem(status: int, what: str, fix: str, **extra: Any) -> web.Response:
@@ -367,6 +385,10 @@ async def _pair(request: web.Request) -> web.Response:
         if len(key) != 32:
             raise ProvisionError("the pendant key is not 64 hex digits", "copy the key loaded into the pendant")
     move = data.get("move") is True
+    passkey_text = _text(data, "passkey", required=False)
+    passkeys: PasskeySource = request.app[_ASKING]  # the page types the PIN when the meter asks
+    if passkey_text:
+        passkeys = FixedPasskey(_passkey(passkey_text))
     address = check_assignment(settings.paths, address, resident, move=move)  # before the radio: fail fast
     check_user_id(user)
     lock = request.app[_BUSY]
@@ -376,7 +398,13 @@ async def _pair(request: web.Request) -> web.Response:
     key = pendant_key_to_check(settings.paths, address, key)  # typed, else the one kept for this pendant
     async with lock:  # a pendant proves the key before anything is saved (docs/protocol.md §9.7)
         result = await pair_device(
-            address, expect=kind, scanner_backend=scanner, client_backend=client, pendant_key=key
+            address,
+            expect=kind,
+            scanner_backend=scanner,
+            client_backend=client,
+            pendant_key=key,
+            desk=request.app[_DESK],
+            passkeys=passkeys,
         )
     key_file = None
     note = ""
@@ -402,6 +430,25 @@ async def _pair(request: web.Request) -> web.Response:
             "devices": len(config.devices),
         }
     )
+
+
+def _passkey(text: str) -> int:
+    try:
+        return parse_passkey(text)
+    except PasskeyFormatError as exc:
+        raise ProvisionError(str(exc), "type the 6 digits the meter shows on its display") from exc
+
+
+async def _get_passkey(request: web.Request) -> web.Response:
+    return web.json_response({"waiting": request.app[_ASKING].waiting})
+
+
+async def _post_passkey(request: web.Request) -> web.Response:
+    data = await _json(request)
+    passkey = _passkey(_text(data, "passkey") or "")
+    if not request.app[_ASKING].answer(passkey):
+        raise ProvisionError("no meter is asking for a PIN now", "press Pair, then type the PIN when the page asks")
+    return web.json_response({"accepted": True})
 
 
 async def _thresholds(request: web.Request) -> web.Response:
@@ -485,26 +532,32 @@ def make_app(
     *,
     gate: PinGate | None = None,
     radio: tuple[type[BaseBleakScanner] | None, type[BaseBleakClient] | None] | None = None,
+    desk: PasskeyDesk | None = None,
 ) -> web.Application:
     """The web application.
 
     Args:
         settings: what to work on.
         gate: the PIN gate (default: one over the hub's PIN file with the standard limits).
-        radio: bleak backends to use; None opens them from ``settings.link`` for the app's lifetime.
+        radio: bleak backends to use; None opens them from ``settings.link`` for the app's lifetime, pairing through
+            the app's passkey desk.
+        desk: the passkey desk pairing asks (default: a new one); with ``radio`` given, its backend must already
+            ask this desk (`gateway.provision.radio.open_radio`'s ``desk``).
     """
     app = web.Application(middlewares=[_guard], client_max_size=_MAX_BODY)
     app[_SETTINGS] = settings
     app[_GATE] = gate or PinGate(settings.paths)
     app[_SESSIONS] = {}
     app[_BUSY] = asyncio.Lock()
+    app[_DESK] = desk or PasskeyDesk()
+    app[_ASKING] = WaitingPasskey(_PIN_PATIENCE)
 
     async def radio_context(application: web.Application) -> AsyncIterator[None]:
         if radio is not None:
             application[_RADIO] = radio
             yield
             return
-        async with open_radio(settings.link, keystore=settings.paths.bonds) as backends:
+        async with open_radio(settings.link, keystore=settings.paths.bonds, desk=application[_DESK]) as backends:
             application[_RADIO] = backends
             yield
 
@@ -517,6 +570,8 @@ def make_app(
     app.router.add_post("/api/resident", _resident)
     app.router.add_get("/api/scan", _scan)
     app.router.add_post("/api/pair", _pair)
+    app.router.add_get("/api/passkey", _get_passkey)
+    app.router.add_post("/api/passkey", _post_passkey)
     app.router.add_post("/api/thresholds", _thresholds)
     app.router.add_get("/api/test", _test)
     app.router.add_get("/api/report", _report)
@@ -579,7 +634,10 @@ pre{white-space:pre-wrap;font-size:.85rem;background:#f4f6f8;padding:.5rem}.row{
 <label for="pres">Resident</label><select id="pres"></select>
 <label for="puser">Meter user (multi-user meters: its User ID, 0 to 254)</label><input id="puser" inputmode="numeric">
 <label for="pkey">Key loaded into the pendant (64 hex digits; empty: the one the hub keeps)</label><input id="pkey">
-<button id="pair-btn">Pair</button></div><p id="pair-msg"></p></section>
+<button id="pair-btn">Pair</button></div>
+<div id="mpin-form" class="hidden"><p id="mpin-what"></p><label for="mpin">PIN on the meter's display</label>
+<input id="mpin" inputmode="numeric" autocomplete="off" maxlength="7"><button id="mpin-btn">Send PIN</button>
+<p id="mpin-msg"></p></div><p id="pair-msg"></p></section>
 <section id="thr-sec"><h2>5. Doctor's thresholds</h2><label for="tres">Resident</label><select id="tres"></select>
 <div id="profiles"></div><label for="tset">Changes, one per line (bp.systolic.critical_high=175)</label>
 <textarea id="tset" rows="3"></textarea><button id="thr-btn">Apply</button><p id="thr-msg"></p></section>
@@ -589,7 +647,7 @@ pre{white-space:pre-wrap;font-size:.85rem;background:#f4f6f8;padding:.5rem}.row{
 <script nonce="{nonce}">
 "use strict";
 const $ = (id) => document.getElementById(id);
-let state = null, chosen = null, csrf = "";
+let state = null, chosen = null, csrf = "", pairing = false, asking = null;
 function say(id, text, good) { const el = $(id); el.textContent = text; el.className = good ? "ok" : "err"; }
 function problem(body) { return body.error + (body.fix ? ". Fix: " + body.fix : ""); }
 async function api(path, body) {
@@ -663,13 +721,34 @@ $("scan-btn").onclick = () => {
     say("pair-msg", "scan done", true); });
   es.onerror = () => { es.close(); $("scan-btn").disabled = false; };
 };
+// While a pairing runs, ask the hub whether the meter wants its PIN; show the PIN field while it does.
+function showPin(address) {
+  asking = address; $("mpin-form").classList.toggle("hidden", !address);
+  if (address) { $("mpin-what").textContent = address + " shows a 6-digit PIN: type it here.";
+    $("mpin").value = ""; $("mpin-msg").textContent = ""; $("mpin").focus(); }
+}
+async function watchPin() {
+  while (pairing) {
+    try { const r = await api("/api/passkey"); if (pairing && r.waiting !== asking) showPin(r.waiting); }
+    catch (e) { say("pair-msg", e.message); }
+    await new Promise(done => setTimeout(done, 300));
+  }
+  showPin(null);
+}
+$("mpin-btn").onclick = async () => {
+  try { await api("/api/passkey", {passkey: $("mpin").value.replace(/\\s/g, "")}); showPin(null);
+    say("pair-msg", "PIN sent; pairing...", true);
+  } catch (e) { say("mpin-msg", e.message); }
+};
 $("pair-btn").onclick = async () => {
   $("pair-btn").disabled = true; say("pair-msg", "pairing...", true);
+  pairing = true; watchPin();
   try { const r = await api("/api/pair", {address: chosen.address, kind: chosen.kind, resident: $("pres").value,
       user_id: $("puser").value, pendant_key: $("pkey").value});
     say("pair-msg", "Paired " + r.address + " (" + r.kind + ")" + (r.note ? ". " + r.note : ""), true);
     $("pair-form").classList.add("hidden"); await refresh();
   } catch (e) { say("pair-msg", e.message); }
+  pairing = false; showPin(null);
   $("pair-btn").disabled = false;
 };
 $("thr-btn").onclick = async () => {
