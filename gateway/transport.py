@@ -176,11 +176,12 @@ class MqttConnector:
 class FailoverConnector:
     """One :class:`Connector` over the nodes of a broker cluster, tried in turn (issue 15 item 3).
 
-    Each session goes to the current node. A session that cannot be opened, or that ends other than by its body
-    returning (the connection lost, a subscription refused, the runner cancelled or crashed), makes the next node
-    current, wrapping round after the last. The caller's reconnect backoff (:class:`gateway.uplink.Uplink`'s) is
-    unchanged: a dead node costs one failed attempt and one backoff delay, then the next attempt goes to the next
-    node; while every node is down, the nodes are tried in turn with the delay growing to its cap.
+    Each session goes to the current node. A session that cannot be opened, or that ends in an error (the
+    connection lost, a subscription refused, the caller crashed), makes the next node current, wrapping round after
+    the last; one whose body returns or is cancelled (the caller closing) keeps its node. The caller's reconnect
+    backoff (:class:`gateway.uplink.Uplink`'s) is unchanged: a dead node costs one failed attempt and one backoff
+    delay, then the next attempt goes to the next node; while every node is down, the nodes are tried in turn with the
+    delay growing to its cap.
 
     No I/O of its own and no clock: which node is tried is a pure function of how the sessions ended.
 
@@ -222,7 +223,7 @@ class FailoverConnector:
 
     @contextlib.asynccontextmanager
     async def session(self, subscriptions: Sequence[str]) -> AsyncIterator[Transport]:
-        """A session on the current node; the next node becomes current unless the body returns normally."""
+        """A session on the current node; the next node becomes current if it fails or ends in an error."""
         index = self._index
         name, connector = self._nodes[index]
         returned = False
@@ -231,6 +232,9 @@ class FailoverConnector:
                 self._connected = name
                 yield transport
             returned = True
+        except asyncio.CancelledError:
+            returned = True  # the caller is closing: not the node's fault
+            raise
         finally:
             self._connected = None
             if not returned:

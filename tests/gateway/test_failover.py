@@ -373,3 +373,26 @@ def test_the_node_tried_is_the_count_of_failed_sessions_round_the_list(n: int, e
 def test_node_status_round_trips_any_value(node: str, connected: datetime, lost: datetime | None) -> None:
     status = NodeStatus(node, connected, lost)
     assert NodeStatus.from_cursor(status.to_cursor()) == status
+
+
+def test_a_cancelled_session_keeps_its_node() -> None:
+    """The caller closing (its task cancelled) is not the node's fault: the next session goes to the same node."""
+
+    async def main() -> None:
+        brokers = [MemoryBroker("A"), MemoryBroker("B")]
+        failover = FailoverConnector([(b.name, b.connector()) for b in brokers])
+        entered = asyncio.Event()
+
+        async def hold() -> None:
+            async with failover.session([ACK]):
+                entered.set()
+                await asyncio.Event().wait()
+
+        task = asyncio.create_task(hold())
+        await entered.wait()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert (failover.current, failover.moves) == ("A", 0)
+
+    asyncio.run(main())
