@@ -17,10 +17,13 @@ from bleak.backends.device import BLEDevice
 import gateway.ble
 import sim.ble
 from gateway.ble_errors import RETRY, auth_cursor_key
+from gateway.ble_passkey import PasskeyDesk
 from gateway.clock import ManualClock as HubClock
 from gateway.config import GatewayConfig, parse_config
 from gateway.events import DeviceReport, ErrorClass, LinkFailed, PendantFrame, Reading
+from gateway.provision.radio import open_radio, pair_device
 from sim.clock import ManualClock
+from sim.devices.blood_pressure import BloodPressureCuff
 from sim.devices.options import DeviceOptions
 from sim.devices.quirks import PasskeyCuff
 from sim.devices.vitals import Scale
@@ -137,4 +140,45 @@ async def test_a_meter_refusing_the_daemon_is_an_auth_failure_counted_for_the_do
             await manager._note_auth(cfg, failed=False)  # what a good session does next
     finally:
         await sim.ble.close_centrals()
+    assert sink.cursors[key] == 0
+
+
+async def test_a_meter_that_lost_its_bond_is_an_auth_failure_until_the_installer_pairs_it_again(
+    tmp_path: Path,
+) -> None:
+    """The cuff forgot the hub (batteries out, paired with a phone): the hub's stored keys no longer encrypt the link,
+    the session fails as AUTH (counted for `carehub doctor`, which names the re-pair command); `provision pair`
+    forgets the hub's old bond and pairs afresh, and the next session reads the cuff."""
+    link = f"local:on-demand-{next(_links)}"
+    clock = ManualClock(START)
+    cuff = BloodPressureCuff(DeviceOptions(id="cuff", address=CUFF, name="Cuff", bonding_required=True), clock)
+    sink = Sink()
+    hub_clock = HubClock(monotonic=1000.0)
+    config = _config(tmp_path, [(CUFF, "blood_pressure")])
+    (cfg,) = config.devices
+    key = auth_cursor_key(CUFF)
+    desk = PasskeyDesk()
+    async with (
+        sim.ble.open_peripheral_device(link, CUFF, "Cuff") as radio,
+        cuff.attach(radio),
+        open_radio(link, keystore=tmp_path / "bonds.json", desk=desk) as (scanner, client),
+    ):
+        manager = gateway.ble.BleManager(
+            config, sink, scanner_backend=scanner, client_backend=client, clock=hub_clock, idle_disconnect=0.2
+        )
+        cuff.wake()
+        await pair_device(CUFF, scanner_backend=scanner, client_backend=client, give_up_after=BOUND, desk=desk)
+        assert radio.keystore is not None
+        await radio.keystore.delete_all()  # the cuff lost its bond; the hub still has its keys
+        cuff.bonded.clear()
+        await cuff.measure(131, 84)
+        await manager._session(cfg, BLEDevice(CUFF, "Cuff", None))
+        (failure,) = [r for r in sink.reports if isinstance(r, LinkFailed)]
+        assert failure.error_class is ErrorClass.AUTH
+        assert sink.cursors[key] == 1
+        assert not sink.readings
+
+        await pair_device(CUFF, scanner_backend=scanner, client_backend=client, give_up_after=BOUND, desk=desk)
+        await manager._session(cfg, BLEDevice(CUFF, "Cuff", None))
+    assert len(sink.readings) == 1
     assert sink.cursors[key] == 0
