@@ -151,6 +151,15 @@ _GLU_MOLES_PLASMA = _loinc("14749-6", "Glucose [Moles/volume] in Serum or Plasma
 _GLU_MASS_ISF = _loinc("99504-3", "Glucose [Mass/volume] in Interstitial fluid")
 _GLU_MOLES_ISF = _loinc("105272-9", "Glucose [Moles/volume] in Interstitial fluid")
 
+# --- continuous glucose monitoring (0x2AA7) ------------------------------------------------------------------------
+# A CGM measures glucose in interstitial fluid, in mg/dL (CGMS): MDC_CONC_GLU_ISF and LOINC 99504-3 [HDDT], the codes
+# of a strip meter's interstitial-fluid sample (type 9), with the method saying it came from a continuous monitor.
+CGM_GLUCOSE: Final = Concept(
+    "Glucose, interstitial fluid, continuous glucose monitor", (_GLU_MASS_ISF, _mdc(160212, "MDC_CONC_GLU_ISF"))
+)
+CGM_METHOD: Final = "continuous glucose monitoring (Bluetooth CGM Service 0x181F)"
+"""``Observation.method`` text of a CGM reading (what tells it from a strip's interstitial-fluid reading)."""
+
 GLUCOSE_CONTROL_SOLUTION: Final = 10
 """GLS sample type 10: a control-solution test of the meter, not the resident's blood (never exported)."""
 
@@ -223,6 +232,7 @@ UCUM_UNITS: Final[dict[str, str]] = {
     "%": "%",
     "/min": "/min",
     "kg/m2": "kg/m2",
+    "mg/dL": "mg/dL",
 }
 DECODED_UNITS: Final[dict[str, str]] = {ucum: word for word, ucum in UCUM_UNITS.items()}
 
@@ -235,7 +245,10 @@ class DeviceType(enum.Enum):
     OXIMETER = ("pulse oximeter", 528388, "MDC_DEV_SPEC_PROFILE_PULS_OXIM")  # 8::4100, in the PHD value set
     THERMOMETER = ("thermometer", 528392, "MDC_DEV_SPEC_PROFILE_TEMP")  # 8::4104
     SCALE = ("weight scale", 528399, "MDC_DEV_SPEC_PROFILE_SCALE")  # 8::4111
-    HEART_RATE = ("heart rate monitor", 528409, "MDC_DEV_SPEC_PROFILE_HF_CARDIO")  # 8::4137
+    # 8::4137 = 8 * 65536 + 4137 = 528425 (528409 is 8::4121, the CGM's: [HDDT] and the x73 device-specialisation
+    # tables list MDC_DEV_SPEC_PROFILE_CGM 8::4121 and MDC_DEV_SPEC_PROFILE_HF_CARDIO 8::4137).
+    HEART_RATE = ("heart rate monitor", 528425, "MDC_DEV_SPEC_PROFILE_HF_CARDIO")  # 8::4137
+    CGM = ("continuous glucose monitor", 528409, "MDC_DEV_SPEC_PROFILE_CGM")  # 8::4121 [HDDT]
     PENDANT = ("panic pendant", None, None)  # carehub's own device: no MDC specialisation
 
     @property

@@ -137,6 +137,7 @@ class Spec:
     components: tuple[Field, ...]
     category: str
     device: DeviceType
+    method: str | None = None  # ``Observation.method`` text, where the code alone does not tell the method
 
     def fields(self) -> tuple[Field, ...]:
         return self.components if self.primary is None else (self.primary, *self.components)
@@ -189,6 +190,14 @@ SPECS: Final[Mapping[int, Spec]] = MappingProxyType(
             (Field("bmi", codes.BMI, fixed_unit="kg/m2"), Field("height", codes.BODY_HEIGHT, unit_key="height_unit")),
             "vital-signs",
             DeviceType.SCALE,
+        ),
+        gatt.CgmMeasurement.UUID: Spec(
+            _fixed(codes.CGM_GLUCOSE),
+            Field("glucose", None, unit_key="unit"),  # the latest record of the value (protocols.gatt.cgm)
+            (),
+            "laboratory",
+            DeviceType.CGM,
+            method=codes.CGM_METHOD,
         ),
         gatt.HeartRateMeasurement.UUID: Spec(
             _fixed(codes.HEART_RATE),
@@ -292,6 +301,8 @@ def observation(reading: StoredReading, zone: _dt.tzinfo | None = None) -> dict[
         obs["extension"] = extensions
     if reading.resident_id is not None:
         obs["subject"] = reference("Patient", hub, "resident", reading.resident_id, "pat")
+    if spec.method is not None:
+        obs["method"] = {"text": spec.method}
     obs["effectiveDateTime"] = _iso(taken_at(reading, zone))
     obs["issued"] = _iso(reading.hub_time)
     if spec.primary is not None:

@@ -108,7 +108,8 @@ def observation_facts(obs: Mapping[str, Any]) -> ObservationFacts:
     if not (sys_.startswith(prefix) and sys_.endswith(suffix)):
         raise ExportError(f"identifier system {sys_!r} is not a carehub record")
     codings = {(c["system"], c["code"]) for c in obs["code"]["coding"]}
-    spec = next((s for s in SPECS.values() if _spec_codes(s) & codings), None)
+    method = obs.get("method", {}).get("text")  # a CGM's reading shares its codes with a strip's ISF reading
+    spec = next((s for s in SPECS.values() if _spec_codes(s) & codings and s.method == method), None)
     if spec is None:
         raise ExportError(f"Observation code {sorted(codings)} is not one of carehub's")
     found: dict[str, Any] = {}
