@@ -42,7 +42,7 @@ from bleak.backends.scanner import BaseBleakScanner
 
 from gateway.ble import BleManager, Reading, ReadingSink
 from gateway.config import DeviceConfig, DeviceKind, GatewayConfig
-from gateway.events import BatteryLevel, DeviceReport, PendantFrame
+from gateway.events import BatteryLevel, DeviceReport, ErrorClass, LinkFailed, PendantFrame
 from gateway.feedback import Feedback, LogFeedback
 from gateway.outbox import Outbox
 from gateway.provision.errors import InstallationTestError, ProvisionError
@@ -86,7 +86,8 @@ class Arrival:
     Attributes:
         address: the device.
         what: ``"reading"``, ``"press"`` (a pendant button press), ``"battery"`` or ``"refused"`` (a pendant frame
-            the hub refused because its tag does not verify under the key paired for it).
+            the hub refused because its tag does not verify under the key paired for it, or a device that refused
+            the hub: an AUTH failure, issue 14 item 3).
         battery: a battery level, when the arrival carried one.
         at: event-loop time when the hub's commit returned.
         refusal: why a ``"refused"`` frame was refused (issue 16 item 3: the cause, not "no press").
@@ -124,6 +125,19 @@ class TappingSink:
         await self._inner.report(event)
         if isinstance(event, BatteryLevel):
             self._note(event.device.address, "battery", event.level)
+        elif isinstance(event, LinkFailed) and event.error_class is ErrorClass.AUTH:
+            # The meter refused the hub (it lost its bond, or wants its PIN): no reading can come until it is
+            # paired again, and the next try waits the slow AUTH pace, so the device's test ends here.
+            device = event.device
+            self._note(
+                device.address,
+                "refused",
+                refusal=ProvisionError(
+                    f"{device.address} refused the hub (it lost its bond, or wants the PIN it shows): {event.detail}",
+                    f"pair it again: carehub provision pair {device.address} --resident {device.resident} "
+                    f"--kind {device.kind.value} (add --passkey with the 6 digits if it shows a PIN), then test again",
+                ),
+            )
 
     async def pendant_frame(self, frame: PendantFrame) -> bytes | None:
         """Forward; an authenticated, durable press is an arrival."""
