@@ -4,6 +4,8 @@ come (issue 14 item 3)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from gateway.config import DeviceConfig, DeviceKind
 from gateway.events import DeviceReport, ErrorClass, LinkFailed, PendantFrame, Reading
 from gateway.provision.testrun import TappingSink
@@ -12,7 +14,7 @@ CUFF = "C0:00:00:00:0A:61"
 
 
 class _Hub:
-    async def store_readings(self, readings: list[Reading], cursor: tuple[str, int] | None = None) -> None:
+    async def store_readings(self, readings: Sequence[Reading], cursor: tuple[str, int] | None = None) -> None:
         del readings, cursor
 
     async def get_cursor(self, key: str) -> int | None:
