@@ -155,6 +155,9 @@ _SOURCES: Final = MappingProxyType(
         gatt.TemperatureMeasurement.UUID: MeasurementKind.TEMPERATURE,
         gatt.WeightMeasurement.UUID: MeasurementKind.WEIGHT,
         gatt.HeartRateMeasurement.UUID: MeasurementKind.PULSE,
+        # A continuous glucose monitor's readings are charted and counted as glucose readings (interstitial fluid,
+        # mg/dL; the hub judges them with its own cgm.* thresholds, the FHIR export names the method).
+        gatt.CgmMeasurement.UUID: MeasurementKind.GLUCOSE,
     }
 )
 # Which vital a plan kind needs a reading to carry.
@@ -278,6 +281,8 @@ def _vitals_of(measurement: gatt.Measurement) -> dict[Vital, float]:
             _put(values, Vital.WEIGHT, measurement.kg)
         case gatt.HeartRateMeasurement():
             _put(values, Vital.PULSE, float(measurement.bpm))
+        case gatt.CgmMeasurement():
+            _put(values, Vital.GLUCOSE, measurement.mg_dl)
         case _:
             pass
     return values
