@@ -12,7 +12,9 @@ Figures (one JSON object with ``--json``):
 * ``worker_cpu_per_envelope_us``: the worker processes' CPU time (``/proc/<pid>/stat`` utime + stime, all their
   threads) from the storm's start to the drain, divided by the envelopes the hubs produced;
 * ``cpu_ratio_to_crypto``: the two above, divided (issue 15's target: at most 2);
-* ``envelopes_per_s``: envelopes stored and acked per second (produced / drain time);
+* ``envelopes_per_s``: envelopes stored and acked per second (produced / drain time, the reconnect storm included);
+* ``peak_envelopes_per_s``: the most envelopes acked as stored in any 5 s of the storm, per second (-1: it drained
+  in under 5 s); ``storm_connected_s``: seconds until the last hub first connected;
 * ``storm_panic_p50_ms``, ``storm_panic_p99_ms``: panic press to the hub's receipt of the platform's ack;
 * ``storm_amplification``: envelopes the hubs published / envelopes produced (1.0: nothing sent twice);
 * ``storm_drain_s``, ``stored``, ``lost``, ``duplicated``, ``worker_peak_rss_mb`` (VmHWM) and the run's size.
@@ -271,6 +273,8 @@ def _figures(
         "cpu_ratio_to_crypto": round(per_envelope_us / crypto_us, 2),
         "envelopes_per_s": report.envelopes_per_s,
         "storm_drain_s": report.drain_s,
+        "storm_connected_s": report.connected_s,
+        "peak_envelopes_per_s": -1.0 if report.peak_envelopes_per_s is None else report.peak_envelopes_per_s,
         "storm_panic_p50_ms": report.panic_p50_ms,
         "storm_panic_p99_ms": report.panic_p99_ms,
         "storm_amplification": report.amplification,

@@ -26,7 +26,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -40,11 +40,12 @@ from community.storage_open import open_storage
 from protocols.keys import HubIdentity
 from sim.fleet_hub import HubPlan, ProcessPlan, ProcessResult
 
-__all__ = ["FleetError", "FleetOptions", "FleetReport", "percentile", "run_fleet"]
+__all__ = ["FleetError", "FleetOptions", "FleetReport", "peak_rate", "percentile", "run_fleet"]
 
 _REPO: Final = Path(__file__).resolve().parents[1]
 _GO_MARGIN_S: Final = 0.3  # seconds between the go line and the storm, so every process starts together
 _ENROL_CHUNK: Final = 2000
+_PEAK_WINDOW_S: Final = 5
 _HUBS_PER_PROCESS: Final = 5000  # one process ran 10,000 hubs at about 65 % of a core (README)
 
 
@@ -112,6 +113,9 @@ class FleetReport:
         panic_p50_ms, panic_p99_ms, panic_max_ms: press to the hub's receipt of the platform's ack (None: no panic).
         drain_s: the storm's start to the moment the last hub's outbox was first empty (its backlog, and the panics
             pressed by then, acked); envelopes_per_s: backlog envelopes (hubs x backlog) / drain_s.
+        connected_s: the storm's start to the moment the last hub first connected (the reconnect storm itself).
+        peak_envelopes_per_s: the most envelopes acked as stored in any 5 s of the storm, per second (sampled every
+            second by each fleet process; None when the storm drained in under 5 s).
         lost_examples: up to five lost records as ``hub record_id``, to look for in the platform's logs.
     """
 
@@ -137,6 +141,8 @@ class FleetReport:
     panic_max_ms: float | None
     drain_s: float
     envelopes_per_s: float
+    connected_s: float = 0.0
+    peak_envelopes_per_s: float | None = None
     lost_examples: tuple[str, ...] = ()
 
     @property
@@ -152,6 +158,16 @@ class FleetReport:
         """The report as ``figure: value`` lines."""
         for key, value in dataclasses.asdict(self).items():
             yield f"{key}: {'-' if value is None else value}"
+
+
+def peak_rate(series: Sequence[Sequence[int]], window: int) -> float | None:
+    """The largest increase over ``window`` consecutive samples of the summed cumulative ``series`` (one sample a
+    second, each process's own), per sample; ``None`` when the longest series is shorter than the window."""
+    length = max((len(s) for s in series), default=0)
+    if length <= window:
+        return None
+    total = [sum(s[min(k, len(s) - 1)] if s else 0 for s in series) for k in range(length)]
+    return round(max(total[k + window] - total[k] for k in range(length - window)) / window, 1)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -391,5 +407,7 @@ def _report(
         panic_max_ms=ms(100),
         drain_s=round(drain, 3),
         envelopes_per_s=round(options.hubs * options.backlog / drain, 1) if drain > 0 else 0.0,
+        connected_s=round(max(r.connected_s for r in results), 3),
+        peak_envelopes_per_s=peak_rate([r.acked_series for r in results], _PEAK_WINDOW_S),
         lost_examples=tuple(f"{hub} {rid}" for hub, rid in produced if stored[hub, rid] == 0)[:5],
     )

@@ -43,6 +43,7 @@ from sim.fleet_outbox import MemoryOutbox
 __all__ = ["HubPlan", "ProcessPlan", "ProcessResult", "main", "run_process"]
 
 _PUT_CHUNK: Final = 500  # envelopes per outbox transaction while the backlog is prepared
+_SAMPLE_S: Final = 1.0  # seconds between samples of the envelopes acked so far (a measurement, not a wait)
 _PENDANT: Final = "fleet-pendant"
 
 
@@ -119,6 +120,8 @@ class ProcessResult:
         panic_latencies_ms: press (before sealing) to the hub's receipt of the platform's ack, one per panic.
         drain_s: go to the moment the last of its hubs first had an empty outbox (its backlog, and the panics
             pressed by then, acked); the process reports only once every panic is acked as well.
+        connected_s: go to the moment the last of its hubs first connected (the reconnect storm's length).
+        acked_series: the envelopes its hubs had seen acked as stored at 1, 2, 3... seconds after go.
     """
 
     index: int
@@ -134,6 +137,8 @@ class ProcessResult:
     refused: int
     panic_latencies_ms: tuple[float, ...]
     drain_s: float
+    connected_s: float = 0.0
+    acked_series: tuple[int, ...] = ()
 
     def to_json(self) -> str:
         """The result as one JSON line."""
@@ -151,10 +156,15 @@ class ProcessResult:
         except KeyError as exc:
             raise ValueError(f"not a fleet process result (no {exc})") from exc
         latencies = fields.pop("panic_latencies_ms")
-        if not isinstance(latencies, list):
-            raise ValueError("not a fleet process result (panic_latencies_ms is not a list)")  # noqa: TRY004
+        series = fields.pop("acked_series")
+        if not isinstance(latencies, list) or not isinstance(series, list):
+            raise ValueError("not a fleet process result (panic_latencies_ms or acked_series is not a list)")  # noqa: TRY004
         try:
-            return cls(panic_latencies_ms=tuple(float(x) for x in latencies), **fields)  # type: ignore[arg-type]
+            return cls(
+                panic_latencies_ms=tuple(float(x) for x in latencies),
+                acked_series=tuple(int(x) for x in series),
+                **fields,  # type: ignore[arg-type]
+            )
         except TypeError as exc:
             raise ValueError(f"not a fleet process result ({exc})") from exc
 
@@ -167,6 +177,8 @@ class _Hub:
     produced: list[str]
     latencies: list[float] = dataclasses.field(default_factory=list)
     drained_at: float = 0.0
+    connected_at: float = 0.0
+    uplink: Uplink | None = None
 
 
 def _raise_fd_limit() -> None:
@@ -215,6 +227,18 @@ async def _press(hub: _Hub, uplink: Uplink, counter: int, at: float) -> None:
     hub.latencies.append((time.perf_counter() - pressed) * 1000.0)
 
 
+async def _first_connect(hub: _Hub, uplink: Uplink) -> None:
+    await uplink.connected.wait()
+    hub.connected_at = time.time()
+
+
+async def _sample(hubs: Sequence[_Hub], go: float, series: list[int]) -> None:
+    """Every second after go: the envelopes acked so far (the storm's throughput over time)."""
+    while True:
+        await asyncio.sleep(max(0.0, go + _SAMPLE_S * (len(series) + 1) - time.time()))
+        series.append(sum(h.uplink.metrics.delivered_envelopes for h in hubs if h.uplink is not None))
+
+
 async def _drained(hub: _Hub, uplink: Uplink) -> None:
     while True:
         uplink.acked.clear()
@@ -237,6 +261,8 @@ async def _refused(outbox: Outbox) -> int:
 async def _run_hub(hub: _Hub, plan: ProcessPlan, go: float) -> Uplink:
     settings = UplinkSettings(hub_id=hub.plan.hub_id, host=plan.host, port=plan.port)
     async with Uplink(settings, hub.outbox, hub.wire) as uplink, asyncio.TaskGroup() as tg:
+        hub.uplink = uplink
+        tg.create_task(_first_connect(hub, uplink), name=f"connect:{hub.plan.hub_id}")
         for counter, offset in enumerate(hub.plan.panics, start=1):
             tg.create_task(_press(hub, uplink, counter, go + offset), name=f"press:{hub.plan.hub_id}:{counter}")
         tg.create_task(_drained(hub, uplink), name=f"drain:{hub.plan.hub_id}")
@@ -250,10 +276,12 @@ async def run_process(plan: ProcessPlan, go_time: Callable[[], Awaitable[float]]
         go = await go_time()
         await asyncio.sleep(max(0.0, go - time.time()))
         uplinks: list[Uplink] = []
+        series: list[int] = []
 
         async def one(hub: _Hub) -> None:
             uplinks.append(await _run_hub(hub, plan, go))
 
+        sampler = asyncio.create_task(_sample(hubs, go, series), name="fleet-sampler")
         try:
             async with asyncio.timeout(plan.timeout_s), asyncio.TaskGroup() as tg:
                 for hub in hubs:
@@ -263,6 +291,10 @@ async def run_process(plan: ProcessPlan, go_time: Callable[[], Awaitable[float]]
                 f"fleet process {plan.index}: {len(plan.hubs) - len(uplinks)} of {len(plan.hubs)} hubs not drained"
                 f" after {plan.timeout_s:g} s"
             ) from None
+        finally:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
         refused = sum([await _refused(h.outbox) for h in hubs])
     produced_file = Path(plan.workdir) / f"produced-{plan.index}.txt"
     produced_file.write_text("".join(f"{h.plan.hub_id} {rid}\n" for h in hubs for rid in h.produced), encoding="utf-8")
@@ -281,6 +313,8 @@ async def run_process(plan: ProcessPlan, go_time: Callable[[], Awaitable[float]]
         refused=refused,
         panic_latencies_ms=tuple(x for h in hubs for x in h.latencies),
         drain_s=max(0.0, max(h.drained_at for h in hubs) - go),
+        connected_s=max(0.0, max(h.connected_at for h in hubs) - go),
+        acked_series=tuple(series),
     )
 
 

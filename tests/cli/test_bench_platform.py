@@ -25,6 +25,7 @@ FIGURES = (
     "cpu_ratio_to_crypto",
     "envelopes_per_s",
     "storm_drain_s",
+    "storm_connected_s",
     "storm_panic_p50_ms",
     "storm_panic_p99_ms",
     "storm_amplification",

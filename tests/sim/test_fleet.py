@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from carehub.bench_platform import platform_worker, write_platform_config
 from sim.broker import MosquittoBroker, free_port
-from sim.fleet import FleetOptions, percentile
+from sim.fleet import FleetOptions, peak_rate, percentile
 from sim.fleet_hub import HubPlan, ProcessPlan, ProcessResult
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,6 +62,7 @@ async def test_a_storm_of_20_hubs_is_stored_exactly_once_and_its_panics_are_acke
         assert math.isfinite(report[key]), key
         assert report[key] > 0, key
     assert report["panic_p50_ms"] <= report["panic_p99_ms"] <= report["panic_max_ms"]
+    assert 0 < report["connected_s"] <= report["drain_s"]
     listed = carehub("platform", "readings", "-c", config, "--json")
     assert listed.returncode == 0, listed.stderr
     assert len(json.loads(listed.stdout)) == 202
@@ -113,6 +114,13 @@ def test_options_default_to_one_process_per_5000_hubs(tmp_path: Path) -> None:
     assert FleetOptions(config=tmp_path, hubs=10_000, processes=4).process_count == 4
 
 
+def test_the_peak_rate_is_the_best_window_of_the_summed_series() -> None:
+    # The second process stopped sampling at its drain: its last count holds for the rest of the storm.
+    assert peak_rate([[0, 10, 30, 60], [5, 5, 5]], 2) == 25.0
+    assert peak_rate([[1, 2], [3]], 5) is None
+    assert peak_rate([], 1) is None
+
+
 @given(st.lists(st.floats(min_value=0, max_value=1e6), min_size=1, max_size=200), st.floats(0.1, 100))
 def test_percentile_is_a_member_and_monotonic(values: list[float], q: float) -> None:
     p = percentile(values, q)
@@ -139,7 +147,7 @@ def test_a_process_plan_survives_its_json(hubs: tuple[HubPlan, ...]) -> None:
 
 
 def test_a_truncated_result_is_refused() -> None:
-    result = ProcessResult(0, 1, 2, 2, "f", 1, 2, 0, 1, 0, 0, (1.5,), 0.25)
+    result = ProcessResult(0, 1, 2, 2, "f", 1, 2, 0, 1, 0, 0, (1.5,), 0.25, 0.1, (0, 2))
     assert ProcessResult.from_json(json.loads(result.to_json())) == result
     broken = json.loads(result.to_json())
     del broken["drain_s"]
