@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -99,13 +100,18 @@ async def open_gateway(
     ble: bool = True,
     supervision: SupervisionPolicy | None = None,
     clock: Clock | None = None,
+    rng: random.Random | None = None,
 ) -> AsyncIterator[Gateway]:
     """Build and run the hub daemon; leaving the block shuts everything down in order.
 
     `clock` is the hub's one clock: its wall time stamps records and drives schedules, its monotonic time measures
-    every timeout (so a stepped wall clock moves none of them).
+    every timeout (so a stepped wall clock moves none of them), the uplink's ack waits included. `rng` is the source
+    of the uplink's and the BLE manager's backoff jitter (each gets a generator seeded from it; default: unseeded),
+    so a simulation with a seed replays the same reconnects.
     """
     clock = clock or SystemClock()
+    uplink_rng = None if rng is None else random.Random(rng.getrandbits(64))  # noqa: S311 - jitter, not secrets
+    ble_rng = None if rng is None else random.Random(rng.getrandbits(64))  # noqa: S311 - jitter, not secrets
     identity = load_hub_identity(config.hub_key_file)
     platform = load_platform_public_keys(config.platform_key_file)
     pendant_keys = {}
@@ -143,7 +149,9 @@ async def open_gateway(
         await hub.restore()
         await hub.report_evictions()
         supervisor = await stack.enter_async_context(Supervisor(supervision))
-        uplink = await stack.enter_async_context(Uplink(settings, outbox, wire, supervisor=supervisor))
+        uplink = await stack.enter_async_context(
+            Uplink(settings, outbox, wire, clock=clock, rng=uplink_rng, supervisor=supervisor)
+        )
         supervisor.start("gateway.down", lambda: _down_messages(uplink, hub))
         supervisor.start("gateway.alarm-acks", lambda: _alarm_deliveries(uplink, hub))
         supervisor.start("gateway.tick", lambda: _ticker(hub, tick_interval))
@@ -157,6 +165,7 @@ async def open_gateway(
                     scanner_backend=scanner_backend,
                     client_backend=client_backend,
                     clock=clock,
+                    rng=ble_rng,
                     journal=journal,
                 )
             )
