@@ -501,6 +501,7 @@ class IngestWorkerBase(abc.ABC):
         wall_time: the wall clock for ``received_at``, in seconds since the Unix epoch.
         hub_keys: the enrolled hubs' verify keys; by default a :class:`~community.hubkeys.HubKeyCache` over
             ``storage``.
+        rng: the reconnect backoff's jitter (default: unseeded; ``carehub demo`` seeds it for a repeatable day).
     """
 
     #: Exceptions that mean the broker or cluster connection ended (retried with backoff, not a defect).
@@ -516,6 +517,7 @@ class IngestWorkerBase(abc.ABC):
         *,
         wall_time: Callable[[], float] = time.time,
         hub_keys: HubKeyCache | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
         self.storage = storage
@@ -558,7 +560,7 @@ class IngestWorkerBase(abc.ABC):
         #: Where down-messages are published while connected (set by :meth:`_run`).
         self._down_client: DownPublisher | None = None
         self._runner: asyncio.Task[None] | None = None
-        self._rng = random.Random()  # noqa: S311 - backoff jitter, not cryptography
+        self._rng = rng or random.Random()  # noqa: S311 - backoff jitter (seeded by a simulation), not cryptography
         self._consecutive_failures = 0
         self._attempt = 0
         self._log = logging.getLogger(type(self).__module__)
