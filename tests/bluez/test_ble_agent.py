@@ -245,3 +245,26 @@ async def test_the_daemon_pairs_a_scale_on_demand_and_refuses_a_pin_it_cannot_ty
     scale_device = bluetoothd.device_of(SCALE)
     assert scale_device is not None
     assert scale_device.paired
+
+
+async def test_a_passkey_meter_paired_by_the_installer_is_read_by_the_daemon(
+    bluetoothd: Bluetoothd, link: str, tmp_path: Path
+) -> None:
+    """Provisioning types the PIN through the hub's agent once; the daemon (its own agent, nobody to type a PIN)
+    then reads the cuff over the bond, without asking again."""
+    clock = ManualClock(START)
+    cuff = PasskeyCuff(DeviceOptions(id="cuff", address=CUFF, name="Cuff"), clock, passkey=PIN)
+    sink = Sink()
+    desk = PasskeyDesk()
+    async with sim.ble.open_peripheral_device(link, CUFF, "Cuff") as radio, cuff.attach(radio):
+        cuff.wake()
+        async with open_radio(None, desk=desk):
+            await pair_device(CUFF, give_up_after=BOUND, desk=desk, passkeys=FixedPasskey(PIN))
+        assert bluetoothd.agent_calls == ["RequestPasskey"]
+        async with gateway.ble.BleManager(_config(tmp_path, [(CUFF, "blood_pressure")]), sink):
+            produced = await cuff.measure(127, 81)
+            await sink.until(lambda: sink.readings)
+    assert [r.data for r in sink.readings] == [produced.raw]
+    assert bluetoothd.agent_calls == ["RequestPasskey"]  # the bond was used, nobody asked for the PIN again
+    assert cuff.shown == [PIN]
+    assert sink.cursors.get(auth_cursor_key(CUFF), 0) == 0
