@@ -18,6 +18,9 @@ that changes one behaviour, listed in :data:`QUIRKS` with what it imitates:
 * ``passkey-cuff``: a cuff with a display and no keyboard that bonds only by passkey entry with MITM protection
   (as the Accu-Chek Guide and many cuffs do): it shows a 6-digit PIN (:attr:`PasskeyCuff.passkey`) and refuses Just
   Works, so a hub that cannot type the PIN never bonds, and its encrypted attributes stay closed;
+* ``uds-scale``: a family scale (Weight Scale plus User Data Service) that sends a registered user's weights only
+  after the client wrote that user's consent code to the User Control Point, and answers a wrong code "user not
+  authorized" (:mod:`sim.devices.uds_scale`);
 * ``control-solution`` and ``clock-reset`` need no product of their own: any glucose meter takes
   ``measure(..., control_solution=True)``, and any meter's clock resets with ``change_battery()``; they are listed
   so a scenario can name them.
@@ -42,6 +45,7 @@ from sim.devices.base import ATT_PROCEDURE_ALREADY_IN_PROGRESS, Produced, SimDev
 from sim.devices.blood_pressure import BloodPressureCuff
 from sim.devices.glucose import GlucoseMeter
 from sim.devices.options import DeviceOptions
+from sim.devices.uds_scale import UdsScale
 
 __all__ = [
     "ATT_APPLICATION_ERROR",
@@ -229,6 +233,7 @@ QUIRKS: dict[str, Quirk] = {
         Quirk("rfu-flags-cuff", "cuffs setting reserved flag bits on their measurements", RfuFlagsCuff),
         Quirk("truncating-cuff", "a measurement cut short: undecodable, kept as a raw reading", TruncatingCuff),
         Quirk("passkey-cuff", "meters that show a 6-digit PIN and bond only by passkey entry", PasskeyCuff),
+        Quirk("uds-scale", "family scales that send a user's weights only after that user's consent (UDS)", UdsScale),
         Quirk("control-solution", "a control-solution test (type 10, location 4)", GlucoseMeter),
         Quirk("clock-reset", "a clock back at its factory default after a battery change", GlucoseMeter),
     )
