@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import math
+import random
 import tempfile
 import time
 from collections import Counter
@@ -284,6 +285,7 @@ async def run_demo(options: DemoOptions, *, say: Callable[[str], None] = lambda 
                     platform_identity,
                     hub_public,
                     shared=isinstance(broker.impl, MosquittoBroker),
+                    rng=_seeded(options.seed, "platform"),
                 ) as platform,
                 Home(scenario, link=link, clock=clock, seed=options.seed, on_event=say) as home,
                 open_gateway(
@@ -293,6 +295,7 @@ async def run_demo(options: DemoOptions, *, say: Callable[[str], None] = lambda 
                     client_backend=client,
                     clock=clock,
                     tick_interval=1.0,
+                    rng=_seeded(options.seed, "hub"),
                 ) as gateway,
                 contextlib.AsyncExitStack() as console_stack,
                 asyncio.TaskGroup() as tasks,
@@ -317,6 +320,11 @@ async def run_demo(options: DemoOptions, *, say: Callable[[str], None] = lambda 
             await sim_ble.close_centrals()
     summary.elapsed_s = round(time.monotonic() - started, 2)
     return summary
+
+
+def _seeded(seed: int | None, part: str) -> random.Random:
+    """The randomness of one part of the demo (reconnect jitter): from the seed, so a seed replays the same day."""
+    return random.Random(f"{seed}:{part}") if seed is not None else random.Random()  # noqa: S311 - not secrets
 
 
 async def _serve_console(  # noqa: PLR0917 - the demo's parts, each once
@@ -445,9 +453,18 @@ class DemoPlatform:
     """The reference platform as the demo runs it: storage, one ingest worker, and a simulated caregiver."""
 
     def __init__(
-        self, workdir: Path, host: str, port: int, identity: PlatformIdentity, hub: HubPublicKey, *, shared: bool
+        self,
+        workdir: Path,
+        host: str,
+        port: int,
+        identity: PlatformIdentity,
+        hub: HubPublicKey,
+        *,
+        shared: bool,
+        rng: random.Random | None = None,
     ) -> None:
         self._workdir = workdir
+        self._rng = rng
         self._settings = WorkerSettings(
             host,
             port,
@@ -482,7 +499,7 @@ class DemoPlatform:
             storage = await stack.enter_async_context(SqliteStorage(self._workdir / _PLATFORM_DB))
             await storage.enroll_hub(self._hub)
             self._worker = await stack.enter_async_context(
-                IngestWorker(self._settings, storage, PlatformCodec(self._identity))
+                IngestWorker(self._settings, storage, PlatformCodec(self._identity), rng=self._rng)
             )
             self._storage = storage
             self._stack = stack.pop_all()
