@@ -168,6 +168,9 @@ class DeviceConfig:
     name: str | None
     user_id: int | None
     pendant_key_file: Path | None
+    # A multi-user scale's User Data Service consent code for `user_id` (its user index), written before each
+    # session's subscriptions (issue 14 item 6); None: the meter needs no consent.
+    consent_code: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,9 +393,18 @@ def _parse_device(r: TableReader, residents: set[str]) -> DeviceConfig:
         kind=kind,
         resident=resident,
         name=None if (name := r.opt_str("name")) is None else _label(r, "name", name, NAME_MAX),
-        user_id=r.opt_int("user_id", lo=0, hi=254),
+        user_id=(user_id := r.opt_int("user_id", lo=0, hi=254)),
         pendant_key_file=key_file,
+        consent_code=_consent_code(r, user_id),
     )
+
+
+def _consent_code(r: TableReader, user_id: int | None) -> int | None:
+    """A device's UDS consent code (0..9999), which belongs to its ``user_id`` (the scale's user index)."""
+    code = r.opt_int("consent_code", lo=0, hi=9999)
+    if code is not None and user_id is None:
+        raise r.fail("consent_code", "needs user_id: the scale's user index the consent code was registered for")
+    return code
 
 
 def parse_config(text: str, source: Path) -> GatewayConfig:
