@@ -131,6 +131,9 @@ class SessionRunner:
                 await self._consume(cfg, client, queue, disconnected, None, deferred=deferred)
                 return
             chars = {c.uuid for s in client.services for c in s.characteristics}
+            # A multi-user scale sends its user's weights only under consent given on this connection (UDS): asked
+            # before subscribing, best-effort (`gateway.ble_steps`; a refusal slows the next try down).
+            await self._steps.give_consent(client, cfg, chars, state)
             # Subscribe first: what arrives waits in the queue (stored once the clock is known), and no later step
             # can keep the meter's readings from the hub.
             for uuid in profile_of(cfg.kind).uuids:

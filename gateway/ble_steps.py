@@ -1,16 +1,29 @@
-"""The best-effort steps of a meter's session: the clock, the battery, what the meter says it is.
+"""The best-effort steps of a meter's session: UDS consent, the clock, the battery, what the meter says it is.
 
 A session (`gateway.ble_session`) subscribes first, so nothing here can keep a meter's readings from the hub. Each
 step is independent (issue 14 item 4): a meter that refuses the Current Time write (ATT 0x80, seen on Omron cuffs)
 or has no Battery Service still delivers its readings; a failed step is classified, counted in
 :class:`gateway.ble_types.BleStats` and logged, reported as misbehaviour when the device refused it, and only a lost
 link ends the session.
+
+UDS consent (issue 14 item 6): a multi-user scale (Weight Scale Service with the User Data Service, 0x181C) sends a
+registered user's weights only over a connection on which the client wrote that user's consent code to the User
+Control Point (0x2A9F, :mod:`protocols.gatt.uds`). For a device provisioned with ``user_id`` (the scale's user index)
+and ``consent_code``, :meth:`BestEffortSteps.give_consent` writes Consent before the session subscribes to the
+weights and awaits the indicated answer. A refusal (0x05 "user not authorized": a wrong code; 0x03 "invalid
+parameter": no such user on the scale) is the installer's to fix, not a passing fault: it is reported as the device's
+misbehaviour (one record, one log line naming the fix), counted in the durable outbox cursor ``consent:<address>``
+(refusals in a row, back to 0 after a consent the scale accepts) that ``carehub doctor`` reports, and the device is
+not connected again before the AUTH class's slow delay. The session goes on all the same: the scale's guest
+weights (User ID 0xFF) still arrive and are filed by the user-index mapping (`gateway.core.measurements`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import random
 from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
@@ -18,16 +31,17 @@ from typing import TypeVar
 from bleak import BleakClient
 from bleak.exc import BleakError
 
-from gateway.ble_errors import classify_error
-from gateway.ble_types import BleStats, DeviceInformation, ReadingSink, SessionStep, uuid16
+from gateway.ble_errors import RETRY, classify_error
+from gateway.ble_types import BleStats, DeviceInformation, DeviceState, ReadingSink, SessionStep, uuid16
 from gateway.clock import Clock
 from gateway.config import DeviceConfig, GatewayConfig
 from gateway.core.measurements import ClockFinding
 from gateway.events import BatteryLevel, ClockCorrected, ErrorClass, Misbehaviour
 from protocols import gatt
 from protocols.errors import DecodeError
+from protocols.gatt import uds
 
-__all__ = ["BestEffortSteps"]
+__all__ = ["BestEffortSteps", "consent_cursor_key"]
 
 _log = logging.getLogger("gateway.ble")
 _T = TypeVar("_T")
@@ -39,6 +53,14 @@ _CURRENT_TIME = 0x2A2B
 # How far a reading's stamp may run past the device clock the hub read, on that same clock, beyond the time elapsed
 # since the read: the Date Time stamps' whole seconds and the meter's own rounding.
 _STAMP_SLACK = timedelta(seconds=2)
+# The consent refusals that are the installer's to fix: a wrong consent code, a user index the scale does not have.
+_CONSENT_REFUSALS = frozenset({uds.UcpResult.USER_NOT_AUTHORIZED, uds.UcpResult.INVALID_PARAMETER})
+
+
+def consent_cursor_key(address: str) -> str:
+    """The outbox cursor counting a scale's consent refusals in a row (0 once it accepts the consent again): stored
+    in the clear so that ``carehub doctor`` can tell the installer which scale has a wrong consent code."""
+    return f"consent:{address.upper()}"
 
 
 class BestEffortSteps:
@@ -49,7 +71,9 @@ class BestEffortSteps:
         self._sink = sink
         self.stats = stats
         self._now = clock.now
+        self._monotonic = clock.monotonic
         self._timeout = timeout
+        self._rng = random.Random()  # noqa: S311  backoff jitter, not cryptography
 
     async def best_effort(self, cfg: DeviceConfig, step: SessionStep, call: Awaitable[_T]) -> _T | None:
         """Run one best-effort step of a session: its failure is classified, counted and logged (and reported when
@@ -137,3 +161,83 @@ class BestEffortSteps:
             return None
         to_utc = device_dt - hub_now.astimezone(UTC).replace(tzinfo=None)
         return ClockFinding(to_utc, device_dt, hub_now, _STAMP_SLACK)
+
+    async def give_consent(self, client: BleakClient, cfg: DeviceConfig, chars: set[str], state: DeviceState) -> None:
+        """Write the UDS Consent for the device's user index and consent code and check the scale's answer (see the
+        module docstring); nothing to do for a device provisioned without a consent code."""
+        if cfg.consent_code is None or cfg.user_id is None:
+            return
+        if uuid16(uds.USER_CONTROL_POINT) not in chars:
+            self.stats.step_failures[(SessionStep.CONSENT, ErrorClass.PROTOCOL)] += 1
+            _log.warning("%s has a consent code but no User Data Service; nothing to consent to", cfg.address)
+            await self._sink.report(Misbehaviour(cfg, "consent code provisioned, but no User Data Service"))
+            return
+        request = uds.Consent(cfg.user_id, cfg.consent_code)
+        raw = await self.best_effort(cfg, SessionStep.CONSENT, self._ask(client, request))
+        if raw is None:
+            return
+        try:
+            answer = uds.decode_response(raw)
+        except DecodeError as exc:
+            self.stats.malformed += 1
+            self.stats.step_failures[(SessionStep.CONSENT, ErrorClass.PROTOCOL)] += 1
+            await self._sink.report(Misbehaviour(cfg, f"UDS consent answer: {exc}", raw))
+            return
+        if answer.request_op_code != uds.UcpOpCode.CONSENT:
+            self.stats.step_failures[(SessionStep.CONSENT, ErrorClass.PROTOCOL)] += 1
+            await self._sink.report(Misbehaviour(cfg, f"UDS consent answered as op code {answer.request_op_code}", raw))
+            return
+        if answer.result is uds.UcpResult.SUCCESS:
+            await self._note_consent(cfg, refused=False)
+            return
+        what = answer.result.name.lower().replace("_", " ")
+        if answer.result not in _CONSENT_REFUSALS:
+            self.stats.step_failures[(SessionStep.CONSENT, ErrorClass.PROTOCOL)] += 1
+            _log.warning("%s could not take the consent for user %d (%s)", cfg.address, cfg.user_id, what)
+            await self._sink.report(Misbehaviour(cfg, f"UDS consent for user {cfg.user_id}: {what}", raw))
+            return
+        self.stats.step_failures[(SessionStep.CONSENT, ErrorClass.AUTH)] += 1
+        refusals = await self._note_consent(cfg, refused=True)
+        delay = RETRY[ErrorClass.AUTH].delay(refusals, self._rng)
+        state.not_before = max(state.not_before, self._monotonic() + delay)
+        _log.error(
+            "%s refused the consent for user %d (%s): set the consent code registered on the scale for that user "
+            "with `carehub provision pair`; next try in %.0f s",
+            cfg.address,
+            cfg.user_id,
+            what,
+            delay,
+        )
+        await self._sink.report(Misbehaviour(cfg, f"UDS consent for user {cfg.user_id} refused: {what}", raw))
+
+    async def _ask(self, client: BleakClient, request: uds.UcpRequest) -> bytes:
+        """Write `request` to the User Control Point (indications on first, as UDS requires) and return the
+        indicated answer; indications are turned off again while the link is up."""
+        answers: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)
+
+        def on_answer(_char: object, data: bytearray) -> None:
+            if answers.full():  # one answer per request: more is the scale misbehaving
+                self.stats.malformed += 1
+                _log.warning("unrequested UDS answer ignored: %s", bytes(data).hex())
+                return
+            answers.put_nowait(bytes(data))
+
+        ucp = uuid16(uds.USER_CONTROL_POINT)
+        await client.start_notify(ucp, on_answer)
+        try:
+            await client.write_gatt_char(ucp, bytes(request), response=True)
+            return await answers.get()
+        finally:
+            if client.is_connected:
+                with contextlib.suppress(BleakError, TimeoutError):
+                    await client.stop_notify(ucp)
+
+    async def _note_consent(self, cfg: DeviceConfig, *, refused: bool) -> int:
+        """Count a refusal in the scale's ``consent:`` cursor, or set it back to 0 (written only when it changes);
+        returns the refusals in a row."""
+        key = consent_cursor_key(cfg.address)
+        before = await self._sink.get_cursor(key) or 0
+        after = before + 1 if refused else 0
+        if after != before:
+            await self._sink.store_readings([], cursor=(key, after))
+        return after

@@ -38,6 +38,7 @@ class SessionStep(enum.Enum):
     BATTERY = "battery level"
     DEVICE_INFORMATION = "device information"
     RACP_REPORT = "RACP report"  # a report ended with a failure code after some records (which are kept)
+    CONSENT = "UDS consent"  # a multi-user scale's User Data Service consent for the resident's user index
 
 
 class ReadingSink(Protocol):
