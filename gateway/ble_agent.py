@@ -13,6 +13,7 @@ The agent talks to bluetoothd on its own D-Bus connection (bleak keeps its own);
 """
 
 # No `from __future__ import annotations`: dbus-fast reads the D-Bus signatures from the live annotations.
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -59,12 +60,15 @@ def address_of(device: str) -> str:
 
 
 class BluezAgent(ServiceInterface):
-    """``org.bluez.Agent1`` answering from `desk`; what it was asked is kept in :attr:`requests` (oldest first)."""
+    """``org.bluez.Agent1`` answering from `desk`; what it was asked is kept in :attr:`requests` (oldest first), how
+    often bluetoothd took it in :attr:`registrations`."""
 
     def __init__(self, desk: PasskeyDesk) -> None:
         super().__init__("org.bluez.Agent1")
         self._desk = desk
         self.requests: list[str] = []
+        self.registrations = 0  # with bluetoothd: once, and again after each restart of it
+        self.registered = asyncio.Event()  # set at each registration
 
     @dbus_method()
     def Release(self) -> None:  # noqa: N802  (D-Bus member names)
@@ -158,10 +162,22 @@ def _check(reply: Message, member: str) -> None:
         )
 
 
+async def _register(bus: MessageBus) -> None:
+    _check(await _call(bus, "RegisterAgent", "os", [AGENT_PATH, CAPABILITY]), "RegisterAgent")
+    _check(await _call(bus, "RequestDefaultAgent", "o", [AGENT_PATH]), "RequestDefaultAgent")
+
+
+# bluetoothd taking (or retaking) its name on the bus: a restarted bluetoothd has forgotten every agent.
+_BLUEZ_OWNER_RULE: Final = (
+    "type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',"
+    "member='NameOwnerChanged',arg0='org.bluez'"
+)
+
+
 @contextlib.asynccontextmanager
 async def bluez_agent(desk: PasskeyDesk, *, bus_address: str | None = None) -> AsyncIterator[BluezAgent]:
     """Export the agent, register it with bluetoothd as ``KeyboardDisplay`` and make it the default agent; undone
-    on exit.
+    on exit. A bluetoothd that restarts meanwhile (it forgets its agents) is given the agent again.
 
     Raises:
         AgentRegistrationError: bluetoothd did not take it.
@@ -170,14 +186,51 @@ async def bluez_agent(desk: PasskeyDesk, *, bus_address: str | None = None) -> A
     bus = MessageBus(bus_address=bus_address) if bus_address else MessageBus(bus_type=BusType.SYSTEM)
     await bus.connect()
     agent = BluezAgent(desk)
+    again: set[asyncio.Task[None]] = set()
+
+    async def register_again() -> None:
+        try:
+            await _register(bus)
+        except AgentRegistrationError as exc:
+            _log.error("the restarted bluetoothd did not take the pairing agent: %s", exc)
+            return
+        agent.registrations += 1
+        agent.registered.set()
+        _log.info("BlueZ pairing agent registered again with the restarted bluetoothd")
+
+    def on_message(msg: Message) -> None:
+        if msg.message_type is MessageType.SIGNAL and msg.member == "NameOwnerChanged":
+            name, _old, new = msg.body
+            if name == "org.bluez" and new:
+                task = asyncio.get_running_loop().create_task(register_again(), name="ble.agent.register")
+                again.add(task)
+                task.add_done_callback(again.discard)
+
     try:
         bus.export(AGENT_PATH, agent)
-        _check(await _call(bus, "RegisterAgent", "os", [AGENT_PATH, CAPABILITY]), "RegisterAgent")
+        await _register(bus)
+        agent.registrations = 1
+        agent.registered.set()
         try:
-            _check(await _call(bus, "RequestDefaultAgent", "o", [AGENT_PATH]), "RequestDefaultAgent")
+            bus.add_message_handler(on_message)
+            match = await bus.call(
+                Message(
+                    destination="org.freedesktop.DBus",
+                    path="/org/freedesktop/DBus",
+                    interface="org.freedesktop.DBus",
+                    member="AddMatch",
+                    signature="s",
+                    body=[_BLUEZ_OWNER_RULE],
+                )
+            )
+            if match is None or match.message_type is MessageType.ERROR:
+                _log.warning("cannot follow bluetoothd restarts; the agent is lost if it restarts")
             _log.info("BlueZ pairing agent registered (%s)", CAPABILITY)
             yield agent
         finally:
+            bus.remove_message_handler(on_message)
+            for task in list(again):
+                task.cancel()
             if bus.connected:
                 reply = await _call(bus, "UnregisterAgent", "o", [AGENT_PATH])
                 if reply.message_type is MessageType.ERROR:

@@ -268,3 +268,22 @@ async def test_a_passkey_meter_paired_by_the_installer_is_read_by_the_daemon(
     assert bluetoothd.agent_calls == ["RequestPasskey"]  # the bond was used, nobody asked for the PIN again
     assert cuff.shown == [PIN]
     assert sink.cursors.get(auth_cursor_key(CUFF), 0) == 0
+
+
+async def test_a_restarted_bluetoothd_is_given_the_agent_again(system_bus: str, link: str) -> None:
+    """bluetoothd forgets its agents when it restarts; the hub's agent registers again when org.bluez reappears."""
+    first = Bluetoothd(system_bus, link)
+    await first.__aenter__()
+    try:
+        async with bluez_agent(PasskeyDesk()) as agent:
+            assert first.default_agent is not None
+            agent.registered.clear()
+            await first.__aexit__(None, None, None)  # bluetoothd stops ...
+            async with Bluetoothd(system_bus, link) as second:  # ... and starts again, with no agent
+                async with asyncio.timeout(BOUND):
+                    await agent.registered.wait()
+                assert second.default_agent is not None
+                assert second.default_agent.path == AGENT_PATH
+                assert agent.registrations == 2
+    finally:
+        await sim.ble.close_centrals()
