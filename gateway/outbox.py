@@ -68,6 +68,10 @@ _T = TypeVar("_T")
 _MAX_GROUP: Final = 2048  # jobs per commit; bounds the latency of the first job in a burst
 
 
+def _nothing() -> None:
+    """No hold to release."""
+
+
 class Outbox:
     """The durable outbox. Create it with :func:`open_outbox`; every method is safe to call from the event loop."""
 
@@ -94,6 +98,10 @@ class Outbox:
         self._thread = threading.Thread(target=self._run, name=f"outbox:{path.name}", daemon=True)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        #: Jobs handed to the database thread whose outcome the event loop has not received yet. A loop on
+        #: simulated time (``sim.virtual_time``) keeps its clock still while this is not zero.
+        self.jobs_in_flight = 0
+        self._unhold: Callable[[], None] = _nothing
         #: Set whenever a put commits a priority row; the uplink clears it when it has looked.
         self.priority_put = asyncio.Event()
         #: Set whenever any put commits; the uplink clears it when it has looked.
@@ -105,6 +113,9 @@ class Outbox:
 
     async def _start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        hold_while = getattr(self._loop, "hold_while", None)  # a loop on simulated time waits for this thread
+        if hold_while is not None:
+            self._unhold = hold_while(lambda: self.jobs_in_flight > 0)
         self._thread.start()
         try:
             await self._submit(self._store.open, write=False)
@@ -118,12 +129,14 @@ class Outbox:
         self._closed = True
         done = asyncio.get_running_loop().create_future()
         self._hand_over()
+        self.jobs_in_flight += 1
         self._jobs.put([Job(done, self._store.close, write=False)])
         self._jobs.put(None)
         with contextlib.suppress(OutboxError):
             # Close the connection even if the awaiting task is being cancelled.
             await asyncio.shield(done)
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+        self._unhold()
 
     # ---------------------------------------------------------------- the database thread
 
@@ -190,6 +203,7 @@ class Outbox:
     def _hand_over(self) -> None:
         """Pass the jobs submitted since the last hand-over to the database thread (runs on the event loop)."""
         if self._submitted:
+            self.jobs_in_flight += len(self._submitted)
             self._jobs.put(self._submitted)
             self._submitted = []
 
@@ -199,6 +213,7 @@ class Outbox:
         The events are set here, once per group, rather than by each caller: a row that is committed is
         signalled even when the task that put it has been cancelled meanwhile.
         """
+        self.jobs_in_flight -= len(batch)
         stored = priority = evicted = False
         for job, (ok, value) in zip(batch, outcomes, strict=True):
             if ok and job.items:
