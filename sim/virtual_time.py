@@ -12,24 +12,31 @@ order of their deadlines. Given the same scenario and seed, the day is the same.
 "Nothing to do" means, each time the loop would block waiting for its next timer:
 
 - no callback is ready (asyncio's own rule: the loop only selects with a timeout when its ready queue is empty);
-- no socket or pipe is readable after a zero-timeout poll, and none after a second poll ``grace`` real seconds
-  later (in-process peers on loopback: their bytes are already queued when the writer's ``send`` returns; the grace
-  covers peers in other processes);
-- no other thread of this process, and no child process (an MQTT broker), is running or in uninterruptible I/O
-  (state ``R`` or ``D`` in ``/proc/<pid>/task/<tid>/stat``; a thread blocked on a queue, a lock or ``epoll`` is
-  ``S``): the hub's outbox commits in its own thread, and a broker answers from its own process or thread. The
-  states are read before the last zero-timeout poll, so whatever such a thread or process wrote before it went to
-  sleep is already seen by that poll.
+- no job handed to a thread with :meth:`~VirtualTimeLoop.run_in_executor` (or ``asyncio.to_thread``) is still
+  running: its result comes back through the loop's self-pipe;
+- no registered hold is on (:meth:`~VirtualTimeLoop.hold_while`): a thread that works for the loop outside an
+  executor says so itself. The hub's outbox registers its database thread this way (busy while a job it was handed
+  has not been settled on the loop), so a commit never takes simulated time, however long the disk or the scheduler
+  takes;
+- no child process started through this loop has exited without the loop having been told (the exit is delivered by
+  asyncio's child watcher, a thread);
+- no child process (an MQTT broker: Mosquitto, or amqtt run as a child by :mod:`sim.embedded_broker`) is running or
+  in uninterruptible I/O (state ``R`` or ``D`` in ``/proc/<pid>/task/<tid>/stat``; a process waiting for a CPU is
+  ``R`` too; one blocked in ``epoll`` is ``S``). The states are read before the last zero-timeout poll, so whatever
+  the process wrote before it went to sleep is already seen by that poll;
+- no socket or pipe is readable after that zero-timeout poll, and none after a second poll ``grace`` real seconds
+  later (in-process peers on loopback: their bytes are already queued when the writer's ``send`` returns).
 
 Only then does simulated time move, straight to the earliest deadline. ``pace`` (simulated seconds per real
 second) optionally holds a jump back so a person can watch the day unfold; it changes how long the run takes, never
 what happens in it.
 
-Limits: a thread that is runnable but waiting for the interpreter lock shows as sleeping; the hub's threads spend
-their time in SQLite with the lock released, and a misjudged idle moment moves simulated time only to the next
-timer (the hub's ticker keeps one at most a second ahead). Threads of C libraries that are not Python threads are
-not looked at. Real-time reads (``time.monotonic``) still measure real time: latencies the hub reports in real
-seconds stay real.
+Why threads are not judged from ``/proc``: a Python thread that is runnable but waiting for the interpreter lock
+sleeps on a futex and shows as ``S``, so "no thread is running" cannot be read from the scheduler; a thread whose
+work matters to the loop must be accounted for explicitly (an executor job or a hold). Threads that never report
+back to the loop (the indication journal's writer: its flush is awaited through ``asyncio.to_thread``) need no hold.
+A child process has no such lock: waiting for a CPU it is ``R``. Limits: threads of C libraries are not looked at;
+real-time reads (``time.monotonic``) still measure real time, so latencies the hub reports in real seconds stay real.
 """
 
 from __future__ import annotations
@@ -38,7 +45,6 @@ import asyncio
 import concurrent.futures
 import os
 import selectors
-import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -46,8 +52,9 @@ from typing import Any, TypeVar
 __all__ = ["VirtualTimeLoop"]
 
 _T = TypeVar("_T")
-_BUSY_POLL_S = 0.0005  # real seconds between looks at a busy thread or process
+_BUSY_POLL_S = 0.0005  # real seconds between looks at a hold, an exiting child or a busy child process
 _BUSY_STATES = frozenset({"R", "D"})
+_GONE_STATES = frozenset({None, "Z", "X"})  # exited (a zombie until reaped, then no /proc entry)
 
 
 def _children() -> list[str]:
@@ -70,6 +77,15 @@ def _state(stat_path: str) -> str | None:
     except OSError:
         return None
     return text[text.rindex(")") + 2 :][:1]  # the command name in parentheses may hold spaces
+
+
+def _process_busy(pid: str) -> bool:
+    """Whether a thread of process ``pid`` is running, waiting for a CPU or in uninterruptible I/O."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return False
+    return any(_state(f"/proc/{pid}/task/{tid}/stat") in _BUSY_STATES for tid in tids)
 
 
 class _VirtualSelector(selectors.BaseSelector):
@@ -101,13 +117,13 @@ class _VirtualSelector(selectors.BaseSelector):
         if ready:
             return ready
         loop = self._loop
-        while loop.threads_in_flight or loop.others_busy():
-            # A thread's result comes back through the loop's self-pipe, a broker's answer on its socket: wait for
-            # them in real time.
-            ready = self._real.select(None if timeout is None and loop.threads_in_flight else _BUSY_POLL_S)
+        while loop.busy():
+            # A thread's result comes back through the loop's self-pipe, a child's exit and a broker's answer on a
+            # pipe or socket: wait for them in real time.
+            ready = self._real.select(_BUSY_POLL_S)
             if ready:
                 return ready
-        ready = self._real.select(loop.grace)
+        ready = self._real.select(loop.grace)  # the last poll: after busy() found everything idle
         if ready:
             return ready
         if timeout is None:
@@ -136,25 +152,38 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         self._real_start = time.monotonic()
         self.threads_in_flight = 0
         self.jumps = 0
-        self._main_tid = threading.get_native_id()
+        self._holds: dict[int, Callable[[], bool]] = {}
+        self._next_hold = 0
+        self._processes: list[asyncio.SubprocessTransport] = []
 
-    def others_busy(self) -> bool:
-        """Whether another thread of this process, or a child process (an MQTT broker), is running or in
-        uninterruptible I/O."""
-        for thread in threading.enumerate():
-            tid = thread.native_id
-            if tid is None or tid == self._main_tid:
-                continue
-            if _state(f"/proc/self/task/{tid}/stat") in _BUSY_STATES:
-                return True
-        for pid in _children():
-            try:
-                tids = os.listdir(f"/proc/{pid}/task")
-            except OSError:
-                continue
-            if any(_state(f"/proc/{pid}/task/{tid}/stat") in _BUSY_STATES for tid in tids):
-                return True
-        return False
+    def hold_while(self, busy: Callable[[], bool]) -> Callable[[], None]:
+        """Keep simulated time still whenever ``busy()`` is true; returns the function that removes the hold.
+
+        For a thread that works for this loop outside an executor: ``busy`` (called on the loop's thread, often)
+        must be true from the moment work is handed to the thread until its outcome is visible to the loop (a
+        callback it scheduled with ``call_soon_threadsafe`` has run, or bytes it wrote are readable). The loop then
+        waits for it in real time, polling ``busy`` and its file descriptors.
+        """
+        key = self._next_hold
+        self._next_hold += 1
+        self._holds[key] = busy
+
+        def release() -> None:
+            self._holds.pop(key, None)
+
+        return release
+
+    def busy(self) -> bool:
+        """Whether anything outside the loop's own callbacks still works for it: an executor job, a hold, a child
+        whose exit the loop has not been told, or a child process running or in uninterruptible I/O."""
+        if self.threads_in_flight or any(busy() for busy in list(self._holds.values())):
+            return True
+        if self._processes:
+            self._processes = [t for t in self._processes if t.get_returncode() is None]
+            for transport in self._processes:
+                if _state(f"/proc/{transport.get_pid()}/stat") in _GONE_STATES:
+                    return True  # exited or reaped; asyncio's watcher thread has not delivered the exit yet
+        return any(_process_busy(pid) for pid in _children())
 
     def time(self) -> float:
         """Simulated seconds since the loop was made; moves only in :meth:`advance`."""
@@ -183,3 +212,19 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
 
     def _thread_done(self, _future: asyncio.Future[Any]) -> None:
         self.threads_in_flight -= 1
+
+    async def subprocess_exec(  # type: ignore[override]  # same signature as the base class
+        self, protocol_factory: Callable[[], asyncio.SubprocessProtocol], *args: Any, **kwargs: Any
+    ) -> tuple[asyncio.SubprocessTransport, asyncio.SubprocessProtocol]:
+        """As the base class; simulated time stands still from the child's exit until the loop is told of it."""
+        transport, protocol = await super().subprocess_exec(protocol_factory, *args, **kwargs)
+        self._processes.append(transport)
+        return transport, protocol
+
+    async def subprocess_shell(  # type: ignore[override]  # same signature as the base class
+        self, protocol_factory: Callable[[], asyncio.SubprocessProtocol], cmd: str | bytes, **kwargs: Any
+    ) -> tuple[asyncio.SubprocessTransport, asyncio.SubprocessProtocol]:
+        """As :meth:`subprocess_exec`."""
+        transport, protocol = await super().subprocess_shell(protocol_factory, cmd, **kwargs)
+        self._processes.append(transport)
+        return transport, protocol

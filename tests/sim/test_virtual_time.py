@@ -1,15 +1,19 @@
-"""sim.virtual_time: simulated time moves only when the loop, its threads and its child processes are idle."""
+"""sim.virtual_time: simulated time moves only when the loop, its executor jobs, its holds (threads that report their
+work) and its child processes are idle."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 import time
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
+from gateway.outbox import Lane, OutboxItem, open_outbox
 from sim.virtual_time import VirtualTimeLoop
 
 _T = TypeVar("_T")
@@ -71,6 +75,91 @@ def test_a_busy_child_process_is_waited_for() -> None:
     assert play(main()) == ["answer", "timer"]
 
 
+def _spin(seconds: float) -> None:
+    """CPU work for about ``seconds`` of real time (the thread is runnable throughout, competing for the GIL)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        sum(range(1000))
+
+
+def test_a_held_thread_finishes_before_a_due_timer() -> None:
+    """A thread of its own (no executor) that blocks on I/O, then computes, holding the loop with hold_while: the
+    due timer waits until the thread reports idle. Without the hold the loop judges the thread from /proc, where a
+    thread blocked on a disk or waiting for the interpreter lock sleeps ('S'), and fires the timer first."""
+
+    async def main() -> list[tuple[str, float]]:
+        loop = asyncio.get_running_loop()
+        assert isinstance(loop, VirtualTimeLoop)
+        order: list[tuple[str, float]] = []
+        done = threading.Event()
+
+        def work() -> None:
+            time.sleep(0.2)  # stands for a blocked fsync: the thread sleeps, yet its work is not done
+            _spin(0.2)
+            order.append(("thread", loop.time()))
+            done.set()
+
+        release = loop.hold_while(lambda: not done.is_set())
+        loop.call_later(0.001, lambda: order.append(("timer", loop.time())))
+        thread = threading.Thread(target=work)
+        thread.start()
+        await asyncio.sleep(1)
+        release()
+        thread.join()
+        return order
+
+    assert play(main()) == [("thread", 0.0), ("timer", 0.001)]
+
+
+def test_a_released_hold_lets_time_move() -> None:
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        assert isinstance(loop, VirtualTimeLoop)
+        loop.hold_while(lambda: True)()  # held and released at once
+        await asyncio.sleep(3_600.0)
+        return loop.time()
+
+    assert play(main()) == 3_600.0
+
+
+def test_an_outbox_commit_takes_no_simulated_time(tmp_path: Path) -> None:
+    """The hub's outbox holds the loop while its database thread has a job: a slow commit (the hook blocks the
+    thread, as a slow SD card does) is stored before a timer due a millisecond later."""
+
+    async def main() -> list[str]:
+        loop = asyncio.get_running_loop()
+        order: list[str] = []
+
+        def slow_disk(_writes: int) -> None:
+            time.sleep(0.3)  # the database thread blocked in fsync: state 'S' in /proc
+
+        async with open_outbox(tmp_path / "outbox.sqlite", max_bytes=1 << 20, commit_hook=slow_disk) as outbox:
+            loop.call_later(0.001, lambda: order.append("timer"))
+            await outbox.put(OutboxItem(1, b"sealed", Lane.PRIORITY, "alarm", ("r-1",), 0.0))
+            order.append("stored")
+            assert outbox.jobs_in_flight == 0
+            await asyncio.sleep(1)
+        return order
+
+    assert play(main()) == ["stored", "timer"]
+
+
+def test_a_child_exit_is_seen_before_a_timer() -> None:
+    """asyncio learns of a child's exit through a watcher thread; time stands still until it has."""
+
+    async def main() -> list[str]:
+        loop = asyncio.get_running_loop()
+        order: list[str] = []
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+        loop.call_later(0.001, lambda: order.append("timer"))
+        await proc.wait()
+        order.append("exited")
+        await asyncio.sleep(1)
+        return order
+
+    assert play(main()) == ["exited", "timer"]
+
+
 def test_pace_holds_simulated_time_back() -> None:
     async def main() -> None:
         await asyncio.sleep(100.0)
@@ -83,4 +172,4 @@ def test_pace_holds_simulated_time_back() -> None:
 @pytest.mark.parametrize("kwargs", [{"grace": -1.0}, {"pace": 0.0}])
 def test_bad_settings_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match=r"grace|pace"):
-        VirtualTimeLoop(**kwargs)  # type: ignore[arg-type]
+        VirtualTimeLoop(**kwargs)
