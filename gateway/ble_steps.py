@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
@@ -41,7 +41,7 @@ from protocols import gatt
 from protocols.errors import DecodeError
 from protocols.gatt import uds
 
-__all__ = ["BestEffortSteps", "consent_cursor_key"]
+__all__ = ["BestEffortSteps", "ask_user_control_point", "consent_cursor_key"]
 
 _log = logging.getLogger("gateway.ble")
 _T = TypeVar("_T")
@@ -61,6 +61,36 @@ def consent_cursor_key(address: str) -> str:
     """The outbox cursor counting a scale's consent refusals in a row (0 once it accepts the consent again): stored
     in the clear so that ``carehub doctor`` can tell the installer which scale has a wrong consent code."""
     return f"consent:{address.upper()}"
+
+
+async def ask_user_control_point(
+    client: BleakClient, request: uds.UcpRequest, unrequested: Callable[[bytes], None] | None = None
+) -> bytes:
+    """Write `request` to a scale's UDS User Control Point and return the answer it indicates (not decoded). The
+    indications are turned on first, as UDS requires, and off again while the link is up; a second answer goes to
+    `unrequested` (one answer per request: more is the scale misbehaving).
+
+    Raises:
+        BleakError: the scale refused the subscription or the write, or the link failed.
+    """
+    answers: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)
+
+    def on_answer(_char: object, data: bytearray) -> None:
+        if answers.full():
+            if unrequested is not None:
+                unrequested(bytes(data))
+            return
+        answers.put_nowait(bytes(data))
+
+    ucp = uuid16(uds.USER_CONTROL_POINT)
+    await client.start_notify(ucp, on_answer)
+    try:
+        await client.write_gatt_char(ucp, bytes(request), response=True)
+        return await answers.get()
+    finally:
+        if client.is_connected:
+            with contextlib.suppress(BleakError, TimeoutError):
+                await client.stop_notify(ucp)
 
 
 class BestEffortSteps:
@@ -173,7 +203,9 @@ class BestEffortSteps:
             await self._sink.report(Misbehaviour(cfg, "consent code provisioned, but no User Data Service"))
             return
         request = uds.Consent(cfg.user_id, cfg.consent_code)
-        raw = await self.best_effort(cfg, SessionStep.CONSENT, self._ask(client, request))
+        raw = await self.best_effort(
+            cfg, SessionStep.CONSENT, ask_user_control_point(client, request, self._unrequested)
+        )
         if raw is None:
             return
         try:
@@ -210,27 +242,9 @@ class BestEffortSteps:
         )
         await self._sink.report(Misbehaviour(cfg, f"UDS consent for user {cfg.user_id} refused: {what}", raw))
 
-    async def _ask(self, client: BleakClient, request: uds.UcpRequest) -> bytes:
-        """Write `request` to the User Control Point (indications on first, as UDS requires) and return the
-        indicated answer; indications are turned off again while the link is up."""
-        answers: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)
-
-        def on_answer(_char: object, data: bytearray) -> None:
-            if answers.full():  # one answer per request: more is the scale misbehaving
-                self.stats.malformed += 1
-                _log.warning("unrequested UDS answer ignored: %s", bytes(data).hex())
-                return
-            answers.put_nowait(bytes(data))
-
-        ucp = uuid16(uds.USER_CONTROL_POINT)
-        await client.start_notify(ucp, on_answer)
-        try:
-            await client.write_gatt_char(ucp, bytes(request), response=True)
-            return await answers.get()
-        finally:
-            if client.is_connected:
-                with contextlib.suppress(BleakError, TimeoutError):
-                    await client.stop_notify(ucp)
+    def _unrequested(self, data: bytes) -> None:
+        self.stats.malformed += 1
+        _log.warning("unrequested UDS answer ignored: %s", data.hex())
 
     async def _note_consent(self, cfg: DeviceConfig, *, refused: bool) -> int:
         """Count a refusal in the scale's ``consent:`` cursor, or set it back to 0 (written only when it changes);

@@ -56,6 +56,7 @@ from gateway.ble_passkey import (
     parse_passkey,
 )
 from gateway.config import DeviceKind
+from gateway.provision.consent import check_consent
 from gateway.provision.errors import (
     BluetoothUnavailableError,
     BondRefusedError,
@@ -63,6 +64,7 @@ from gateway.provision.errors import (
     ProvisionError,
 )
 from protocols.errors import AuthenticationError, DecodeError
+from protocols.gatt.uds import Consent
 from protocols.pendant import DEVICE_INFO_CHAR_UUID, KEY_CHECK_CHAR_UUID, DeviceInfo, KeyAnswer, KeyChallenge
 from protocols.profiles import PROFILES
 
@@ -407,6 +409,7 @@ async def pair_device(
     pendant_key: bytes | None = None,
     desk: PasskeyDesk | None = None,
     passkeys: PasskeySource | None = None,
+    consent: Consent | None = None,
 ) -> PairResult:
     """Forget any bond the hub held with the device, find it, connect, bond (LE Secure Connections), and check it
     offers the service of its kind.
@@ -422,6 +425,8 @@ async def pair_device(
             :class:`PasskeyNeededError` when it asked for one and none was given.
         PendantKeyMismatchError, PendantIdentityError: a pendant that does not hold ``pendant_key`` under its
             address.
+        ConsentRefusedError: a multi-user scale refused ``consent`` (its User Data Service consent for the
+            resident's user index, `gateway.provision.consent`).
         ProvisionError: the device is not the expected kind, a pendant without ``pendant_key``, or the link failed.
     """
     wanted = address.upper()
@@ -458,6 +463,8 @@ async def pair_device(
                 if pendant_key is None:
                     raise _key_needed(wanted)
                 await check_pendant_key(client, identity, pendant_key)
+            if consent is not None:
+                await check_consent(client, wanted, consent)
             battery: int | None = None
             if client.services.get_characteristic(_BATTERY_LEVEL) is not None:
                 try:
