@@ -324,6 +324,14 @@ def pair(
             "numbers its users (255 means unknown user). Leave out for a single-user meter.",
         ),
     ] = None,
+    consent_code: Annotated[
+        int | None,
+        typer.Option(
+            "--consent-code",
+            help="On a multi-user scale with the User Data Service, the consent code (0 to 9999) chosen when the "
+            "resident's --user was registered on it; tried on the scale while pairing.",
+        ),
+    ] = None,
     name: Annotated[str | None, typer.Option("--name", help="A label, e.g. 'bedroom cuff'.")] = None,
     pendant_key: Annotated[
         str | None,
@@ -354,6 +362,7 @@ def pair(
     The address, the resident, the user and the pendant key are checked before the radio is used (exit status 2).
     """
     from gateway.ble_passkey import PasskeyDesk  # noqa: PLC0415
+    from gateway.provision.consent import consent_to_check  # noqa: PLC0415
     from gateway.provision.document import load_document  # noqa: PLC0415
     from gateway.provision.radio import INSTRUCTIONS, installer_passkeys, open_radio, pair_device  # noqa: PLC0415
     from gateway.provision.steps import (  # noqa: PLC0415
@@ -369,6 +378,7 @@ def pair(
         load_document(paths)
         address = check_assignment(paths, address, resident_id, move=move)
         check_user_id(user)
+        consent = consent_to_check(user, consent_code)
         key = pendant_key_to_check(paths, address, _pendant_key_arg(pendant_key))
         passkeys = installer_passkeys(passkey, interactive=sys.stdin.isatty())
     except ProvisionError as exc:
@@ -389,6 +399,7 @@ def pair(
                     pendant_key=key,
                     desk=desk,
                     passkeys=passkeys,
+                    consent=consent,
                 )
 
         result = aio.run(main())
@@ -404,6 +415,7 @@ def pair(
             user_id=user,
             pendant_key_file=key_file,
             move=move,
+            consent_code=consent_code,
         )
     except ProvisionError as exc:
         raise _fail(exc) from None

@@ -610,6 +610,7 @@ def add_device(
     pendant_key_file: Path | None = None,
     move: bool = False,
     writer: Writer = os.write,
+    consent_code: int | None = None,
 ) -> GatewayConfig:
     """Add (or replace) a device in the config.
 
@@ -626,6 +627,7 @@ def add_device(
         "resident": resident,
         "name": name,
         "user_id": user_id,
+        "consent_code": consent_code,  # a multi-user scale's UDS consent code for user_id (issue 14 item 6)
         "pendant_key_file": None if pendant_key_file is None else relative(paths, pendant_key_file),
     }
     upsert_device(data, entry)
