@@ -16,6 +16,7 @@ import pytest
 
 from carehub.bench_platform import crypto_open_verify_us, process_cpu_s
 from sim.broker import mosquitto_available
+from sim.nats_broker import nats_server_available
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -73,6 +74,21 @@ def test_quick_platform_bench_on_postgresql(pg_server: Any) -> None:
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout)
     assert figures["engine"] == "postgresql"
+    assert figures["envelopes"] == figures["stored"] == 1005
+    assert (figures["lost"], figures["duplicated"]) == (0, 0)
+    assert all(isinstance(figures[key], float) and figures[key] > 0 for key in FIGURES)
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not nats_server_available(), reason="nats-server is not installed (scripts/test installs it)")
+def test_quick_platform_bench_through_nats_jetstream_on_postgresql(pg_server: Any) -> None:
+    """The district's path: hubs on nats-server's MQTT listener, two JetStream workers, PostgreSQL."""
+    result = carehub(
+        "bench", "platform", "--quick", "--nats", "--workers", "2", "--postgres", pg_server.create_database(), "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert (figures["engine"], figures["broker"], figures["workers"]) == ("postgresql", "nats", 2)
     assert figures["envelopes"] == figures["stored"] == 1005
     assert (figures["lost"], figures["duplicated"]) == (0, 0)
     assert all(isinstance(figures[key], float) and figures[key] > 0 for key in FIGURES)
