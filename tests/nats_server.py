@@ -26,6 +26,7 @@ import nats
 import nats.errors
 import nats.js.errors
 
+from runtime.ready import NotReadyError, ReadyProcess, start_ready
 from sim.broker import free_port
 
 __all__ = ["NatsCluster", "NatsNode", "NatsUnavailableError", "nats_server_path"]
@@ -81,8 +82,7 @@ class NatsNode:
         self.extra = extra
         self.config_path = workdir / "nats.conf"
         self.log_path = workdir / "nats.log"
-        self._proc: asyncio.subprocess.Process | None = None
-        self._drain: asyncio.Task[None] | None = None
+        self._proc: ReadyProcess | None = None
 
     @property
     def url(self) -> str:
@@ -92,7 +92,7 @@ class NatsNode:
     @property
     def running(self) -> bool:
         """Whether the process is up."""
-        return self._proc is not None and self._proc.returncode is None
+        return self._proc is not None and self._proc.running
 
     def config_text(self) -> str:
         """The server's config."""
@@ -135,36 +135,12 @@ class NatsNode:
             raise NatsUnavailableError("nats-server is not installed (scripts/test installs it)")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(self.config_text(), encoding="utf-8")
-        proc = await asyncio.create_subprocess_exec(
-            exe, "-c", str(self.config_path), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-        )
-        assert proc.stdout is not None
-        seen: list[bytes] = []
         try:
-            async with asyncio.timeout(_START_LIMIT_S):
-                while True:
-                    line = await proc.stdout.readline()
-                    if not line:
-                        await proc.wait()
-                        text = b"".join(seen).decode(errors="replace").strip()
-                        raise NatsUnavailableError(f"nats-server exited with {proc.returncode} at startup: {text}")
-                    seen.append(line)
-                    if _READY in line:
-                        break
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            raise NatsUnavailableError(f"nats-server did not report ready within {_START_LIMIT_S:g} s") from None
-        self._proc = proc
-        with self.log_path.open("ab") as log:
-            log.writelines(seen)
-        self._drain = asyncio.create_task(self._drain_log(proc.stdout), name=f"nats-log:{self.name}")
-
-    async def _drain_log(self, stream: asyncio.StreamReader) -> None:
-        with self.log_path.open("ab") as log:
-            async for line in stream:
-                log.write(line)
-                log.flush()
+            self._proc = await start_ready(
+                [exe, "-c", str(self.config_path)], _READY, self.log_path, limit_s=_START_LIMIT_S, name="nats-server"
+            )
+        except NotReadyError as exc:
+            raise NatsUnavailableError(str(exc)) from None
 
     async def kill(self) -> None:
         """SIGKILL the server (a crash) and wait for it."""
@@ -176,22 +152,8 @@ class NatsNode:
 
     async def _end(self, *, kill: bool) -> None:
         proc, self._proc = self._proc, None
-        if proc is not None and proc.returncode is None:
-            if kill:
-                proc.kill()
-            else:
-                proc.terminate()
-            try:
-                async with asyncio.timeout(10):
-                    await proc.wait()
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-        drain, self._drain = self._drain, None
-        if drain is not None:
-            drain.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await drain
+        if proc is not None:
+            await proc.stop(kill=kill)
 
     def log_text(self) -> str:
         """What the server logged so far."""
@@ -277,26 +239,26 @@ class NatsCluster:
 @contextlib.asynccontextmanager
 async def running_configs(configs: Sequence[Path]) -> AsyncIterator[None]:
     """nats-server on each of ``configs`` (written by ``carehub platform broker-config --nats-node``), ready when
-    entered, killed on exit."""
+    entered (each logs beside its config, ``<config>.log``), killed on exit."""
     exe = nats_server_path()
     if exe is None:
         raise NatsUnavailableError("nats-server is not installed (scripts/test installs it)")
-    procs: list[asyncio.subprocess.Process] = []
+    procs: list[ReadyProcess] = []
     try:
         for config in configs:
-            proc = await asyncio.create_subprocess_exec(
-                exe, "-c", str(config), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-            )
-            procs.append(proc)
-        for proc in procs:
-            assert proc.stdout is not None
-            async with asyncio.timeout(_START_LIMIT_S):
-                while _READY not in (line := await proc.stdout.readline()):
-                    if not line:
-                        raise NatsUnavailableError(f"nats-server exited with {await proc.wait()} at startup")
+            try:
+                procs.append(
+                    await start_ready(
+                        [exe, "-c", str(config)],
+                        _READY,
+                        config.with_suffix(".log"),
+                        limit_s=_START_LIMIT_S,
+                        name="nats-server",
+                    )
+                )
+            except NotReadyError as exc:
+                raise NatsUnavailableError(str(exc)) from None
         yield
     finally:
         for proc in procs:
-            if proc.returncode is None:
-                proc.kill()
-            await proc.wait()
+            await proc.stop(kill=True)
