@@ -33,6 +33,7 @@ from sim.devices.blood_pressure import BloodPressureCuff
 from sim.devices.glucose import GlucoseMeter
 from sim.devices.options import DEFAULT_CLOCK
 from sim.devices.quirks import QUIRKS, ClockRefusingCuff, RacpNotCompletedMeter, RacpSilentMeter, TwoUserCuff
+from sim.devices.uds_scale import UdsScale
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 BP2 = "C0:00:00:00:10:03"
@@ -289,13 +290,14 @@ def test_the_quirk_zoo_names_its_meters() -> None:
         "rfu-flags-cuff",
         "truncating-cuff",
         "passkey-cuff",
+        "uds-scale",
         "control-solution",
         "clock-reset",
     }
     clock = ManualClock(START)
     for quirk in QUIRKS.values():
         device = quirk.build(options(GLUCOSE), clock)
-        assert isinstance(device, BloodPressureCuff | GlucoseMeter)
+        assert isinstance(device, BloodPressureCuff | GlucoseMeter | UdsScale)
 
 
 # -- the pure parts -----------------------------------------------------------------------------------------------
