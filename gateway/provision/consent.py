@@ -86,5 +86,7 @@ async def check_consent(client: BleakClient, address: str, consent: uds.Consent)
     else:
         fix = "try again with the scale awake; if it persists, pair it without --consent-code"
     raise ConsentRefusedError(
-        f"{address} refused the consent code for user {consent.user_index} ({what})", fix, answer.result
+        f"{address} refused the consent code for user {consent.user_index} ({what})",
+        f"{fix}, and pair again; nothing was saved",
+        answer.result,
     )
