@@ -15,7 +15,9 @@ What can be read per device: everything the hub learns from a device is sealed t
 (invariant 3), so the outbox cannot say when a device was last heard or its battery level. The doctor reads the
 outbox's cursors, which are stored in the clear - a glucose meter's next RACP record number (``racp:<address>``),
 a pendant's last authenticated event counter (``pendant:<address>``) and a meter's count of readings decoded only
-tolerantly or kept raw (``decode:<address>``, :mod:`gateway.decode_counts`; raw ones make the check a warning) - and
+tolerantly or kept raw (``decode:<address>``, :mod:`gateway.decode_counts`; raw ones make the check a warning), a
+meter's AUTH failures in a row (``auth:<address>``) and a multi-user scale's refusals of its consent code
+(``consent:<address>``, :mod:`gateway.ble_steps`; either fails the check with the command that pairs it again) - and
 the latest installation report's battery
 levels and test time. The outbox is opened read-only (SQLite ``mode=ro``) so a doctor run never writes to it.
 """
@@ -38,6 +40,7 @@ from typing import Any, Final
 import aiomqtt
 
 from gateway.ble_errors import auth_cursor_key
+from gateway.ble_steps import consent_cursor_key
 from gateway.config import BrokerNode, ConfigError, GatewayConfig, load_config
 from gateway.core.downlink import REFUSED_CURSOR, describe_refusals
 from gateway.core.pendant_link import RekeyNeed, cursor_key, describe_counter, stored_rekey_need
@@ -435,6 +438,19 @@ def _device_checks(config: GatewayConfig, cursors: Mapping[str, Any], paths: Hub
             fix = (
                 f"pair it again: carehub provision pair {device.address} --resident {device.resident} "
                 f"--kind {device.kind.value} (add --passkey with the 6 digits if it shows a PIN)"
+            )
+            checks.append(Check(f"device {device.address}", Status.FAIL, "; ".join(parts), fix))
+            continue
+        refused = cursors.get(consent_cursor_key(device.address))
+        if isinstance(refused, int) and refused > 0:  # UDS consent refusals in a row (issue 14 item 6)
+            parts.append(
+                f"refused the consent for user {device.user_id} {refused} time(s) in a row (a wrong consent code): "
+                "the resident's weights stay on the scale"
+            )
+            fix = (
+                f"pair it again with the code registered on the scale for that user: carehub provision pair "
+                f"{device.address} --resident {device.resident} --kind {device.kind.value} --user {device.user_id} "
+                "--consent-code NNNN"
             )
             checks.append(Check(f"device {device.address}", Status.FAIL, "; ".join(parts), fix))
             continue
