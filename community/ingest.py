@@ -36,6 +36,7 @@ platform-signed :class:`protocols.messages.DownMessage` with a per-hub sequence 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as _dt
 import itertools
 import logging
@@ -158,43 +159,29 @@ class IngestWorker(IngestWorkerBase):
     connection_errors = (aiomqtt.MqttError,)
     task_prefix = "ingest"
 
-    def _mqtt_client(self, identifier: str) -> aiomqtt.Client:
+    async def _run(self) -> None:
         s = self.settings
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             s.host,
             s.port,
             username=s.username,
             password=s.password,
-            identifier=identifier,
+            identifier=s.client_id,
             clean_session=True,
             socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
             queue_type=AlarmsFirst,
         )
-
-    async def _run(self) -> None:
-        s = self.settings
-        client = self._mqtt_client(s.client_id)
-        # The alarm lane on a connection of its own (issue 15 item 4): a broker sends each connection its messages in
-        # order, so on one shared connection a panic waited behind the routine backlog queued for this worker
-        # (10,000 hubs reconnecting: p99 over 20 s), however the worker ordered what it had read.
-        alarms = self._mqtt_client(f"{s.client_id}-alarm")
-        async with client, alarms:
+        async with client:
             await keep_cancellation(client.subscribe(self.wire.uplink_filter(s.share_group), qos=1))
-            await keep_cancellation(alarms.subscribe(self.wire.alarm_filter(s.share_group), qos=1))
+            await keep_cancellation(client.subscribe(self.wire.alarm_filter(s.share_group), qos=1))
             self._connected_through(client)
-            tasks = [
-                asyncio.create_task(self.downbox.run_sweeps(client), name=f"{self.task_name}:down"),
-                asyncio.create_task(self._consume(client), name=f"{self.task_name}:up"),
-                asyncio.create_task(self._consume(alarms), name=f"{self.task_name}:alarm"),
-            ]
+            sweeps = asyncio.create_task(self.downbox.run_sweeps(client), name=f"{self.task_name}:down")
             try:
-                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+                await self._consume(client)
             finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-            for task in done:
-                task.result()  # the first failure as raised (the supervisor tells a lost broker from a defect)
+                sweeps.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeps
 
     async def _consume(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
