@@ -15,7 +15,8 @@ Routes::
     POST /api/enroll         {"replace"?}  (needs the server's --platform-config)
     POST /api/resident       {"id", "name"?, "language"?}
     GET  /api/scan           SSE: "devices" (rows) ... "done"
-    POST /api/pair           {"address", "resident", "kind"?, "user_id"?, "name"?, "pendant_key"?, "passkey"?}
+    POST /api/pair           {"address", "resident", "kind"?, "user_id"?, "consent_code"?, "name"?, "pendant_key"?,
+                              "passkey"?}
     GET  /api/passkey        {"waiting": the address of a meter asking for its PIN right now, or null}
     POST /api/passkey        {"passkey": 6 digits} -> handed to the pairing in progress | 400 none asks, not 6 digits
     POST /api/thresholds     {"resident", "profiles"?, "set": ["key=value", ...]}
@@ -54,6 +55,7 @@ from gateway.ble_passkey import (
     parse_passkey,
 )
 from gateway.config import ConfigError, DeviceKind, load_config
+from gateway.provision.consent import consent_to_check
 from gateway.provision.document import load_document
 from gateway.provision.errors import LockedOutError, NotInitialisedError, ProvisionError, WrongPinError
 from gateway.provision.files import HubPaths, load_state, mark_step
@@ -375,6 +377,16 @@ async def _pair(request: web.Request) -> web.Response:
         raise ProvisionError(
             "the meter user must be a number", "type the meter's User ID for this person (0 to 254) or leave it empty"
         )
+    consent_code = data.get("consent_code")  # a multi-user scale's UDS consent code (issue 14 item 6)
+    if consent_code in ("", None):
+        consent_code = None
+    elif isinstance(consent_code, str) and consent_code.isdigit():
+        consent_code = int(consent_code)
+    if consent_code is not None and (isinstance(consent_code, bool) or not isinstance(consent_code, int)):
+        raise ProvisionError(
+            "the consent code must be a number",
+            "type the code registered on the scale for this person (0 to 9999) or leave it empty",
+        )
     key_text = _text(data, "pendant_key", required=False)
     key: bytes | None = None
     if key_text:
@@ -391,6 +403,7 @@ async def _pair(request: web.Request) -> web.Response:
         passkeys = FixedPasskey(_passkey(passkey_text))
     address = check_assignment(settings.paths, address, resident, move=move)  # before the radio: fail fast
     check_user_id(user)
+    consent = consent_to_check(user, consent_code)
     lock = request.app[_BUSY]
     if lock.locked():
         raise _busy()
@@ -405,6 +418,7 @@ async def _pair(request: web.Request) -> web.Response:
             pendant_key=key,
             desk=request.app[_DESK],
             passkeys=passkeys,
+            consent=consent,
         )
     key_file = None
     note = ""
@@ -420,6 +434,7 @@ async def _pair(request: web.Request) -> web.Response:
         user_id=user,
         move=move,
         pendant_key_file=key_file,
+        consent_code=consent_code,
     )
     return web.json_response(
         {
@@ -633,6 +648,8 @@ pre{white-space:pre-wrap;font-size:.85rem;background:#f4f6f8;padding:.5rem}.row{
 <div id="pair-form" class="hidden"><p id="pair-what"></p><p id="pair-how"></p>
 <label for="pres">Resident</label><select id="pres"></select>
 <label for="puser">Meter user (multi-user meters: its User ID, 0 to 254)</label><input id="puser" inputmode="numeric">
+<label for="pconsent">Consent code (multi-user scales: the code registered for this user, 0 to 9999)</label>
+<input id="pconsent" inputmode="numeric" autocomplete="off">
 <label for="pkey">Key loaded into the pendant (64 hex digits; empty: the one the hub keeps)</label><input id="pkey">
 <button id="pair-btn">Pair</button></div>
 <div id="mpin-form" class="hidden"><p id="mpin-what"></p><label for="mpin">PIN on the meter's display</label>
@@ -744,7 +761,7 @@ $("pair-btn").onclick = async () => {
   $("pair-btn").disabled = true; say("pair-msg", "pairing...", true);
   pairing = true; watchPin();
   try { const r = await api("/api/pair", {address: chosen.address, kind: chosen.kind, resident: $("pres").value,
-      user_id: $("puser").value, pendant_key: $("pkey").value});
+      user_id: $("puser").value, consent_code: $("pconsent").value, pendant_key: $("pkey").value});
     say("pair-msg", "Paired " + r.address + " (" + r.kind + ")" + (r.note ? ". " + r.note : ""), true);
     $("pair-form").classList.add("hidden"); await refresh();
   } catch (e) { say("pair-msg", e.message); }
