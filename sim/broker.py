@@ -10,8 +10,6 @@ broker can read password and ACL files in private temporary directories.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 import random
@@ -22,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self
+
+from runtime.ready import NotReadyError, ReadyProcess, start_ready
 
 __all__ = ["BrokerError", "BrokerSecurity", "MosquittoBroker", "free_port", "mosquitto_available", "mosquitto_path"]
 
@@ -122,8 +122,7 @@ class MosquittoBroker:
         self.extra_lines = tuple(extra_lines)
         self.config_path = workdir / "mosquitto.conf"
         self.log_path = workdir / "mosquitto.log"
-        self._proc: asyncio.subprocess.Process | None = None
-        self._drain: asyncio.Task[None] | None = None
+        self._proc: ReadyProcess | None = None
 
     @property
     def url(self) -> str:
@@ -133,7 +132,7 @@ class MosquittoBroker:
     @property
     def running(self) -> bool:
         """Whether the broker process is up."""
-        return self._proc is not None and self._proc.returncode is None
+        return self._proc is not None and self._proc.running
 
     def config_text(self) -> str:
         """The Mosquitto config this broker runs with."""
@@ -177,61 +176,19 @@ class MosquittoBroker:
             raise BrokerError("mosquitto is not installed (apt-get install mosquitto)")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(self.config_text(), encoding="utf-8")
-        proc = await asyncio.create_subprocess_exec(
-            exe,
-            "-c",
-            str(self.config_path),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        stdout = proc.stdout
-        if stdout is None:
-            raise BrokerError("mosquitto started without a log pipe")
-        seen: list[bytes] = []
         try:
-            async with asyncio.timeout(20):
-                while True:
-                    line = await stdout.readline()
-                    if not line:
-                        await proc.wait()
-                        text = b"".join(seen).decode(errors="replace").strip()
-                        raise BrokerError(f"mosquitto exited with {proc.returncode} at startup: {text}")
-                    seen.append(line)
-                    if _READY_MARKER in line:
-                        break
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            raise BrokerError("mosquitto did not report running within 20 s") from None
-        self._proc = proc
-        with self.log_path.open("ab") as log:
-            log.writelines(seen)
-        self._drain = asyncio.create_task(self._drain_log(stdout), name=f"mosquitto-log:{self.port}")
-        _log.info("mosquitto running on %s:%d (pid %d)", self.host, self.port, proc.pid)
-
-    async def _drain_log(self, stream: asyncio.StreamReader) -> None:
-        # The pipe must be read, or a chatty broker blocks on a full pipe.
-        with self.log_path.open("ab") as log:
-            async for line in stream:
-                log.write(line)
-                log.flush()
+            self._proc = await start_ready(
+                [exe, "-c", str(self.config_path)], _READY_MARKER, self.log_path, limit_s=20.0, name="mosquitto"
+            )
+        except NotReadyError as exc:
+            raise BrokerError(str(exc)) from None
+        _log.info("mosquitto running on %s:%d (pid %d)", self.host, self.port, self._proc.pid)
 
     async def stop(self) -> None:
         """Terminate the broker (SIGTERM, then SIGKILL after 10 s) and wait for it to exit."""
         proc, self._proc = self._proc, None
-        if proc is not None and proc.returncode is None:
-            proc.terminate()
-            try:
-                async with asyncio.timeout(10):
-                    await proc.wait()
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-        drain, self._drain = self._drain, None
-        if drain is not None:
-            drain.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await drain
+        if proc is not None:
+            await proc.stop()
 
     def log_text(self) -> str:
         """Everything the broker has logged so far."""
