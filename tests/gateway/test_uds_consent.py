@@ -22,7 +22,7 @@ import sim.ble
 from gateway.app import open_gateway
 from gateway.ble import SessionStep
 from gateway.ble_steps import consent_cursor_key
-from gateway.config import parse_config
+from gateway.config import ConfigError, parse_config
 from gateway.events import ErrorClass, LinkDown, Misbehaviour
 from protocols.gatt.uds import UNKNOWN_USER, UcpOpCode, UcpResponse, UcpResult
 from protocols.keys import HubIdentity, PlatformIdentity, save_hub_identity, save_platform_public_keys
@@ -145,3 +145,23 @@ async def test_a_wrong_consent_code_is_reported_and_retried_only_slowly(
         assert guest.raw in {b.raw for b in bodies}
         assert all(b.resident_id is None for b in bodies)
         assert scale.held(1) == 1
+
+
+@pytest.mark.parametrize(
+    ("lines", "words"),
+    [
+        (["consent_code = 1234"], "needs user_id"),
+        (["user_id = 1", "consent_code = 10000"], "consent_code"),
+        (["user_id = 1", "consent_code = -1"], "consent_code"),
+    ],
+)
+def test_a_consent_code_in_hub_toml_needs_its_user_and_fits_four_digits(
+    tmp_path: Path, lines: list[str], words: str
+) -> None:
+    text = _config(tmp_path, "mqtt://127.0.0.1:9", [(SCALE, "scale")], {SCALE: lines})
+    with pytest.raises(ConfigError) as refused:
+        parse_config(text, tmp_path / "hub.toml")
+    assert words in str(refused.value)
+    good = _config(tmp_path, "mqtt://127.0.0.1:9", [(SCALE, "scale")], {SCALE: ["user_id = 0", "consent_code = 0"]})
+    (device,) = parse_config(good, tmp_path / "hub.toml").devices
+    assert (device.user_id, device.consent_code) == (0, 0)
