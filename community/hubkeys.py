@@ -179,6 +179,9 @@ class HubKeyCache:
             self._unknown.move_to_end(hub)
             await self._refresh(self._monotonic())
             return hub in self._keys
+        # What the failed open had, read before the await: another lane of the worker may cache this very key
+        # while the row is read, and that must not turn "found" into "nothing new" (a refusal, unknown_hub).
+        cached = self._keys.get(hub)
         key = await self._source.hub_key(hub)
         if key is None:
             self._keys.pop(hub, None)
@@ -187,6 +190,5 @@ class HubKeyCache:
                 if len(self._unknown) > self._negative_capacity:
                     self._unknown.popitem(last=False)
             return False
-        cached = self._keys.get(hub)
         self._remember(hub, key)
         return cached is None or bytes(cached) != bytes(key)
