@@ -457,6 +457,20 @@ def pg_server() -> Generator[Any, None, None]:
 
 
 @pytest.fixture
+def own_pg_server() -> Generator[Any, None, None]:
+    """A PostgreSQL server of the test's own (``pg_server.PostgresServer``), for a test that stops or restarts it:
+    the session's ``pg_server`` is shared. Skips only when PostgreSQL's server is not installed."""
+    from pg_server import PostgresServer, PostgresUnavailableError  # noqa: PLC0415  (see pg_server above)
+
+    try:
+        server = PostgresServer()
+    except PostgresUnavailableError as exc:
+        pytest.skip(str(exc))
+    with server:
+        yield server
+
+
+@pytest.fixture
 async def mosquitto(tmp_path: Path) -> AsyncIterator[MosquittoBroker]:
     """An anonymous Mosquitto on 127.0.0.1; ``stop()``/``start()`` bring it down and back on the same port."""
     if not mosquitto_available():
