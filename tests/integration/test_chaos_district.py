@@ -26,7 +26,7 @@ import collections
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,7 +35,7 @@ import nats
 import pytest
 from nats.aio.msg import Msg
 from nats_server import NatsCluster, NatsNode, nats_server_path
-from pg_server import PostgresServer, PostgresUnavailableError
+from pg_server import PostgresServer
 from test_platform_supervision import spawn
 
 from community.storage_pg import PostgresStorage
@@ -171,21 +171,12 @@ def worker_config(tmp_path: Path, name: str, nodes: list[NatsNode], url: str) ->
     return path
 
 
-@pytest.fixture
-def own_pg() -> AsyncIterator[PostgresServer]:  # type: ignore[misc]
-    """A PostgreSQL server of this test's own (it is restarted; the session's shared one must stay up)."""
-    try:
-        server = PostgresServer()
-    except PostgresUnavailableError as exc:
-        pytest.skip(str(exc))
-    with server:
-        yield server  # type: ignore[misc]
-
-
-async def test_sigkilled_workers_node_and_a_postgresql_restart_lose_and_duplicate_nothing(tmp_path, own_pg):
+async def test_sigkilled_workers_node_and_a_postgresql_restart_lose_and_duplicate_nothing(
+    tmp_path: Path, own_pg_server: PostgresServer
+) -> None:
     platform = PlatformIdentity.generate()
     save_platform_identity(tmp_path / "platform.key", platform)
-    url = own_pg.create_database()
+    url = own_pg_server.create_database()
     async with PostgresStorage(url):
         pass  # the schema, before two workers start
     started = time.monotonic()
@@ -237,7 +228,7 @@ async def test_sigkilled_workers_node_and_a_postgresql_restart_lose_and_duplicat
         phase(f"w1 killed ({watch.acked})")
         # 2. PostgreSQL down at once (an immediate shutdown cuts every connection), with frames left to store: the
         #    other worker keeps them in the stream, acks and refuses nothing, and is not ready.
-        await asyncio.to_thread(own_pg.stop, immediate=True)
+        await asyncio.to_thread(own_pg_server.stop, immediate=True)
         acked_at_outage = watch.acked
         phase(f"postgresql stopped ({acked_at_outage})")
         await w0.said("the database is unavailable")
@@ -250,7 +241,7 @@ async def test_sigkilled_workers_node_and_a_postgresql_restart_lose_and_duplicat
         await n0.kill()
         phase(f"n0 killed ({watch.acked})")
         # PostgreSQL back (crash recovery), the killed worker started again, w0 storing and ready again.
-        await asyncio.to_thread(own_pg.start)
+        await asyncio.to_thread(own_pg_server.start)
         phase("postgresql started")
         await w1.start()
         phase(f"w1 started ({watch.acked})")

@@ -5,16 +5,18 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import aiomqtt
 import pytest
 from nats_server import NatsNode, nats_server_path
-from pg_server import PostgresServer, PostgresUnavailableError
+from pg_server import PostgresServer
 from test_nats_ingest import BOUND, Keys, rid, until, worker_on
 
 from community.metrics import Health, health_of
 from community.samples import T0, bp_record
 from community.storage_pg import PostgresStorage
+from protocols.acks import Ack
 from protocols.keys import HubIdentity, PlatformIdentity
 
 pytestmark = [
@@ -28,23 +30,14 @@ def keys() -> Keys:
     return Keys(PlatformIdentity.generate(), {"hub-a": HubIdentity.generate("hub-a")})
 
 
-@pytest.fixture
-def own_pg():  # type: ignore[no-untyped-def]
-    """A PostgreSQL server of this test's own (it is restarted: the session's shared one must stay up)."""
-    try:
-        server = PostgresServer()
-    except PostgresUnavailableError as exc:
-        pytest.skip(str(exc))
-    with server:
-        yield server
-
-
-async def test_a_postgresql_restart_is_waited_out_never_refused(tmp_path, keys: Keys, own_pg: PostgresServer):
+async def test_a_postgresql_restart_is_waited_out_never_refused(
+    tmp_path: Path, keys: Keys, own_pg_server: PostgresServer
+) -> None:
     """The database goes down (immediate shutdown: every connection of the pool is cut) while frames arrive: the
     worker acks nothing, refuses nothing, reports not-ready on /healthz; once the database is back the very same
     pool serves again, the frames held in the stream are stored once and acked, and the worker is ready again."""
     wire = keys.hub_wire("hub-a")
-    url = own_pg.create_database()
+    url = own_pg_server.create_database()
     first = [bp_record("hub-a", n) for n in range(3)]
     during = [bp_record("hub-a", n) for n in range(3, 9)]
     async with (
@@ -57,7 +50,7 @@ async def test_a_postgresql_restart_is_waited_out_never_refused(tmp_path, keys: 
             await hub.subscribe("carehub/v1/hub-a/ack", qos=1)
             acks = hub.messages
 
-            async def next_ack():  # type: ignore[no-untyped-def]
+            async def next_ack() -> Ack:
                 async with asyncio.timeout(BOUND):
                     message = await anext(aiter(acks))
                 return wire.open_ack(bytes(message.payload))
@@ -66,7 +59,7 @@ async def test_a_postgresql_restart_is_waited_out_never_refused(tmp_path, keys: 
             assert (await next_ack()).stored == (1,)
             assert health_of(worker) == Health(True, "ok")
 
-            await asyncio.to_thread(own_pg.stop, immediate=True)
+            await asyncio.to_thread(own_pg_server.stop, immediate=True)
             frames = [wire.encode_frame([wire.seal(2 + i, [r], T0)]) for i, r in enumerate(during)]
             for frame in frames:
                 await hub.publish("carehub/v1/hub-a/up", frame, qos=1)
@@ -77,7 +70,7 @@ async def test_a_postgresql_restart_is_waited_out_never_refused(tmp_path, keys: 
             assert worker.stats.acks_sent == 1
             assert worker.stats.rejections == {}
 
-            await asyncio.to_thread(own_pg.start)
+            await asyncio.to_thread(own_pg_server.start)
             acked: set[int] = set()
             while len(acked) < len(during):
                 ack = await next_ack()
