@@ -165,3 +165,31 @@ def test_a_consent_code_in_hub_toml_needs_its_user_and_fits_four_digits(
     good = _config(tmp_path, "mqtt://127.0.0.1:9", [(SCALE, "scale")], {SCALE: ["user_id = 0", "consent_code = 0"]})
     (device,) = parse_config(good, tmp_path / "hub.toml").devices
     assert (device.user_id, device.consent_code) == (0, 0)
+
+
+class _FailingScale(UdsScale):
+    """A scale that cannot take any consent right now ("operation failed")."""
+
+    def _answer(self, connection: object, request: object) -> UcpResponse:
+        return UcpResponse(UcpOpCode.CONSENT, UcpResult.OPERATION_FAILED)
+
+
+async def test_a_consent_the_scale_cannot_take_is_a_protocol_step_failure_not_a_slow_retry(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
+    """Only a refusal the installer must fix (a wrong code, no such user) slows the scale's retries and reaches
+    `carehub doctor`; "operation failed" is the scale's passing trouble: counted, reported, the session goes on."""
+    clock = ManualClock(START)
+    scale = _FailingScale(options(SCALE, name="Family scale"), clock)
+    async with scale_rig(tmp_path, mosquitto, scale, ["user_id = 1", "consent_code = 1234"]) as r:
+        assert r.gw.ble is not None
+        await scale.set_in_range(False)
+        guest = await scale.measure(95.0)
+        await scale.set_in_range(True)
+        await r.probe.until(lambda: r.probe.readings_of(SCALE) and r.probe.status_with(SCALE, LinkDown))
+        (report,) = r.probe.status_with(SCALE, Misbehaviour)
+        assert report.reason == "UDS consent for user 1: operation failed"
+        assert r.gw.ble.stats.step_failures[(SessionStep.CONSENT, ErrorClass.PROTOCOL)] == 1
+        assert r.gw.ble._states[SCALE].not_before <= clock.monotonic()
+        assert await r.gw.hub.get_cursor(consent_cursor_key(SCALE)) is None
+        assert [b.raw for b in await _bodies(r)] == [guest.raw]
