@@ -32,6 +32,7 @@ from sim.broker import free_port
 __all__ = ["NatsCluster", "NatsNode", "NatsUnavailableError", "nats_server_path"]
 
 _READY = b"Server is ready"
+_PORT_ATTEMPTS = 3  # first starts whose client or MQTT port was taken meanwhile by another process
 _START_LIMIT_S = 90.0  # a bound on start-up and JetStream readiness, not a wait (slow under load)
 
 
@@ -83,6 +84,7 @@ class NatsNode:
         self.config_path = workdir / "nats.conf"
         self.log_path = workdir / "nats.log"
         self._proc: ReadyProcess | None = None
+        self._ever_started = False
 
     @property
     def url(self) -> str:
@@ -134,13 +136,25 @@ class NatsNode:
         if exe is None:
             raise NatsUnavailableError("nats-server is not installed (scripts/test installs it)")
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(self.config_text(), encoding="utf-8")
-        try:
-            self._proc = await start_ready(
-                [exe, "-c", str(self.config_path)], _READY, self.log_path, limit_s=_START_LIMIT_S, name="nats-server"
-            )
-        except NotReadyError as exc:
-            raise NatsUnavailableError(str(exc)) from None
+        for attempt in range(_PORT_ATTEMPTS):
+            self.config_path.write_text(self.config_text(), encoding="utf-8")
+            try:
+                self._proc = await start_ready(
+                    [exe, "-c", str(self.config_path)],
+                    _READY,
+                    self.log_path,
+                    limit_s=_START_LIMIT_S,
+                    name="nats-server",
+                )
+            except NotReadyError as exc:
+                # free_port() is free a moment before the server binds it; a parallel test may take it meanwhile.
+                # On a first start, pick other client and MQTT ports (a restart must come back on its own).
+                if self._ever_started or "address already in use" not in str(exc) or attempt == _PORT_ATTEMPTS - 1:
+                    raise NatsUnavailableError(str(exc)) from None
+                self.port, self.mqtt_port = free_port(), free_port()
+            else:
+                self._ever_started = True
+                return
 
     async def kill(self) -> None:
         """SIGKILL the server (a crash) and wait for it."""
