@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import tempfile
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -16,7 +16,9 @@ from bleak.backends.client import BaseBleakClient
 from bleak.backends.scanner import BaseBleakScanner
 
 from gateway import aio
-from gateway.app import open_gateway
+from gateway.app import Gateway, open_gateway
+from gateway.ble_passkey import PasskeyDesk
+from gateway.clock import Clock
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import OutboxError
 from gateway.feedback import (
@@ -39,7 +41,16 @@ from gateway.watchdog import (
 from protocols.errors import KeyFileError
 from protocols.keys import load_hub_identity, load_pendant_key, load_platform_public_keys
 
-__all__ = ["GatewayStartError", "check_gateway", "load_checked", "run_gateway", "serve", "summary"]
+__all__ = [
+    "GatewayStartError",
+    "broker_nodes",
+    "check_gateway",
+    "load_checked",
+    "open_daemon",
+    "run_gateway",
+    "serve",
+    "summary",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -83,15 +94,54 @@ def _feedback(voice: bool) -> Feedback:
     return FanOutFeedback(targets)
 
 
-def _backends(config: GatewayConfig) -> tuple[type[BaseBleakScanner] | None, type[BaseBleakClient] | None]:
-    """bleak's platform backend, or the simulated radio when the config names a sim link."""
-    if config.ble_link is None:
-        return None, None
-    import sim.ble  # noqa: PLC0415  the simulated radio is needed only when the config asks for it
+@contextlib.asynccontextmanager
+async def open_daemon(
+    config: GatewayConfig, *, feedback: Feedback | None = None, clock: Clock | None = None
+) -> AsyncIterator[Gateway]:
+    """The daemon's radio and gateway, opened together; leaving the block closes both.
 
-    keystore = str(config.storage_path.parent / "bonds.json")
-    sim.ble.configure(link=config.ble_link, keystore=keystore, address=os.environ.get("CAREHUB_BLE_ADDRESS"))
-    return sim.ble.backend_for(config.ble_link)
+    The radio is bleak's platform backend (BlueZ on the hub), or the simulated radio when the config names a
+    ``[ble] link``. Either way the meters' pairing requests are answered from one desk, the BLE manager's
+    (:attr:`gateway.ble.BleManager.passkeys`): on BlueZ through the hub's pairing agent (the manager registers it),
+    on the simulated radio through the hub central's SMP delegate (`sim.ble.world.answer_pairing_with`), attached
+    here. The daemon has no installer: a meter asking for its PIN is refused (provisioning keeps no PIN to give), and
+    Just Works is accepted for provisioned devices only (issue 14 item 3).
+
+    Raises:
+        GatewayStartError: the simulated radio's relay cannot be reached.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        scanner: type[BaseBleakScanner] | None = None
+        client: type[BaseBleakClient] | None = None
+        central_device = None
+        if config.ble_link is not None:
+            import sim.ble  # noqa: PLC0415  the simulated radio is needed only when the config asks for it
+            import sim.ble.world  # noqa: PLC0415
+
+            keystore = str(config.storage_path.parent / "bonds.json")
+            sim.ble.configure(link=config.ble_link, keystore=keystore, address=os.environ.get("CAREHUB_BLE_ADDRESS"))
+            try:
+                central = await stack.enter_async_context(sim.ble.open_central(config.ble_link))
+            except sim.ble.RelayError as exc:
+                raise GatewayStartError(f"[ble] link {config.ble_link}: {exc}") from None
+            # Until the manager's desk answers (attached below, before its scan has run once), nobody may pair.
+            sim.ble.world.answer_pairing_with(central.device, PasskeyDesk())
+            central_device = central.device
+            scanner, client = sim.ble.backend_for(config.ble_link)
+        gateway = await stack.enter_async_context(
+            open_gateway(config, feedback=feedback, scanner_backend=scanner, client_backend=client, clock=clock)
+        )
+        if central_device is not None and gateway.ble is not None:
+            sim.ble.world.answer_pairing_with(central_device, gateway.ble.passkeys)
+        yield gateway
+
+
+def broker_nodes(config: GatewayConfig) -> str:
+    """The broker nodes the uplink tries, in order, as one phrase for logs and reports."""
+    urls = config.broker.urls()
+    if len(urls) == 1:
+        return urls[0]
+    return f"{', '.join(urls)} (a cluster of {len(urls)} nodes, tried in this order)"
 
 
 async def run_gateway(config: GatewayConfig, *, voice: bool = True) -> None:
@@ -106,17 +156,14 @@ async def run_gateway(config: GatewayConfig, *, voice: bool = True) -> None:
     except WatchdogUnavailableError as exc:
         raise GatewayStartError(str(exc)) from None
     install_stall_hook(loop, notifier)
-    scanner, client = _backends(config)
     try:
-        async with open_gateway(
-            config, feedback=_feedback(voice), scanner_backend=scanner, client_backend=client
-        ) as gateway:
+        async with open_daemon(config, feedback=_feedback(voice)) as gateway:
             probes = [uplink_probe(gateway.uplink)]
             if gateway.ble is not None:
                 probes.append(ble_probe(gateway.ble))
             watchdog = Watchdog(notifier, probes, interval_s=watchdog_interval())
             watchdog.ready(f"hub {config.hub_id} running")
-            _log.info("hub %s running", config.hub_id)
+            _log.info("hub %s running; broker %s", config.hub_id, broker_nodes(config))
             async with asyncio.TaskGroup() as tasks:
                 pinger = tasks.create_task(watchdog.run(), name="gateway.watchdog")
                 await stop.wait()
@@ -145,7 +192,7 @@ def summary(config: GatewayConfig, path: Path) -> str:
     """One line saying what a valid config provisions (``--check``)."""
     return (
         f"{path}: hub {config.hub_id}, {len(config.residents)} resident(s), {len(config.devices)} device(s), "
-        f"broker {config.broker.host}:{config.broker.port}"
+        f"broker {broker_nodes(config)}"
     )
 
 
