@@ -25,7 +25,9 @@ What this simulated scale does, by procedure:
 * Database Change Increment (0x2A99, read/write/notify) is per user and open only under consent (ATT error 0x80,
   "user data access not permitted", otherwise); User Index (0x2A9A) reads the consented user, 0xFF when none.
 
-Consent lasts for the connection it was given on, as on the real scales: each hub session gives it again.
+Consent lasts for the connection it was given on, as on the real scales: each hub session gives it again. bumble
+ships no User Data Service profile class (``bumble.profiles`` has Battery, Device Information and Heart Rate among the
+health ones), so this builds on the simulator's own GATT server, with the bytes from :mod:`protocols.gatt.uds`.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ from protocols.gatt.uds import (
 )
 from protocols.gatt.weight import WeightMeasurement, WeightScaleFeature
 from sim.clock import Clock
-from sim.devices.base import P, Produced, SimDevice, uuid16
+from sim.devices.base import P, Produced, SimDevice
 from sim.devices.options import DeviceOptions
 from sim.devices.vitals import Scale
 
@@ -130,7 +132,7 @@ class UdsScale(Scale):
         self.index_char = self.characteristic(device, USER_INDEX, P.READ, read=self._read_index)
         return [
             gatt.Service(gatt.GATT_WEIGHT_SCALE_SERVICE, [self.measurement_char, self.feature_char]),
-            gatt.Service(uuid16(SERVICE), [self.ucp_char, self.increment_char, self.index_char]),
+            gatt.Service(gatt.GATT_USER_DATA_SERVICE, [self.ucp_char, self.increment_char, self.index_char]),
         ]
 
     def advertised_uuids(self) -> list[str]:
