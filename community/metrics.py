@@ -8,7 +8,8 @@ alike, :class:`~community.ingest_core.IngestWorkerBase`):
   asks the cluster, at scrape time, how far each stream's consumer is behind (``carehub_ingest_stream_pending``,
   ``carehub_ingest_stream_ack_pending``, labelled by stream: the routine and the alarm stream);
 - ``GET /healthz``: ``200 {"status": "ok"}`` while the worker is connected to the broker and subscribed, else
-  ``503`` with the reason (``connecting`` or ``failed``), for a load balancer, systemd or Kubernetes probe.
+  ``503`` with the reason (``connecting``, ``database unavailable`` or ``failed``), for a load balancer, systemd or
+  Kubernetes probe.
 
 Metric names follow Prometheus' conventions (``_total`` counters, seconds, a ``reason`` label whose values are the
 protocol's rejection reasons, a bounded set). Hubs are not a label: a district has up to 200,000, far too many
