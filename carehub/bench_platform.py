@@ -192,14 +192,14 @@ def _raise_fd_limit() -> None:
 
 
 @contextlib.asynccontextmanager
-async def _broker(options: PlatformBenchOptions, base: Path) -> AsyncIterator[tuple[str, str | None]]:
-    """The broker the run uses: (the workers' broker URL, the hubs' MQTT URL when it differs)."""
+async def _broker(options: PlatformBenchOptions, base: Path) -> AsyncIterator[tuple[str, str | None, str]]:
+    """The broker the run uses: (the workers' broker URL, the hubs' MQTT URL when it differs, its name)."""
     if options.nats:
         async with NatsBroker(base / "nats") as nats:
-            yield nats.url, nats.mqtt_url
+            yield nats.url, nats.mqtt_url, f"nats-server {nats.version}"
     else:
         async with MosquittoBroker(base / "broker", extra_lines=["set_tcp_nodelay true"]) as broker:
-            yield broker.url, None
+            yield broker.url, None, "mosquitto"
 
 
 async def run_platform_bench(options: PlatformBenchOptions) -> dict[str, float | int | str]:
@@ -215,7 +215,7 @@ async def run_platform_bench(options: PlatformBenchOptions) -> dict[str, float |
     cpu: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="carehub-bench-platform-") as tmp:
         base = Path(tmp)
-        async with _broker(options, base) as (worker_url, hub_url), contextlib.AsyncExitStack() as stack:
+        async with _broker(options, base) as (worker_url, hub_url, broker_name), contextlib.AsyncExitStack() as stack:
             configs = [
                 write_platform_config(
                     base / "platform",
@@ -246,7 +246,7 @@ async def run_platform_bench(options: PlatformBenchOptions) -> dict[str, float |
             peak_mb = max(_peak_rss_mb(pid) for pid in pids)
     # Measured again after the storm; the lower of the two is the bare cost least disturbed by other work.
     crypto_us = min(crypto_us, crypto_open_verify_us(500 if options.quick else 2000))
-    return _figures(options, report, crypto_us, cpu["after"] - cpu["before"], peak_mb)
+    return {**_figures(options, report, crypto_us, cpu["after"] - cpu["before"], peak_mb), "broker": broker_name}
 
 
 def _figures(

@@ -88,7 +88,8 @@ def test_quick_platform_bench_through_nats_jetstream_on_postgresql(pg_server: An
     )
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout)
-    assert (figures["engine"], figures["broker"], figures["workers"]) == ("postgresql", "nats", 2)
+    assert (figures["engine"], figures["workers"]) == ("postgresql", 2)
+    assert figures["broker"].startswith("nats-server 2.")
     assert figures["envelopes"] == figures["stored"] == 1005
     assert (figures["lost"], figures["duplicated"]) == (0, 0)
     assert all(isinstance(figures[key], float) and figures[key] > 0 for key in FIGURES)
