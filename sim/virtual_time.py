@@ -54,7 +54,6 @@ __all__ = ["VirtualTimeLoop"]
 _T = TypeVar("_T")
 _BUSY_POLL_S = 0.0005  # real seconds between looks at a hold, an exiting child or a busy child process
 _BUSY_STATES = frozenset({"R", "D"})
-_GONE_STATES = frozenset({None, "Z", "X"})  # exited (a zombie until reaped, then no /proc entry)
 
 
 def _children() -> list[str]:
@@ -77,6 +76,14 @@ def _state(stat_path: str) -> str | None:
     except OSError:
         return None
     return text[text.rindex(")") + 2 :][:1]  # the command name in parentheses may hold spaces
+
+
+def _exited(pid: int) -> bool:
+    """Whether child ``pid`` has exited (a zombie, left for asyncio's watcher to reap, or already reaped)."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True  # reaped
 
 
 def _process_busy(pid: str) -> bool:
@@ -180,9 +187,13 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
             return True
         if self._processes:
             self._processes = [t for t in self._processes if t.get_returncode() is None]
-            for transport in self._processes:
-                if _state(f"/proc/{transport.get_pid()}/stat") in _GONE_STATES:
-                    return True  # exited or reaped; asyncio's watcher thread has not delivered the exit yet
+            if any(_exited(transport.get_pid()) for transport in self._processes):
+                return True  # asyncio's watcher thread has not delivered the exit yet
+        return self.others_busy()
+
+    def others_busy(self) -> bool:
+        """Whether a child process of this process (an MQTT broker) is running, waiting for a CPU or in
+        uninterruptible I/O (a subclass may look more cheaply, e.g. at the children it knows of)."""
         return any(_process_busy(pid) for pid in _children())
 
     def time(self) -> float:
