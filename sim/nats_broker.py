@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -42,6 +43,16 @@ def _binary() -> str | None:
 def nats_server_available() -> bool:
     """Whether a nats-server binary is installed."""
     return _binary() is not None
+
+
+async def _version(exe: str) -> tuple[int, ...]:
+    """``nats-server --version`` as numbers (``(2, 15, 1)``); ``()`` when it does not say."""
+    proc = await asyncio.create_subprocess_exec(
+        exe, "--version", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await proc.communicate()
+    found = re.search(rb"v?(\d+)\.(\d+)\.(\d+)", out)
+    return tuple(int(x) for x in found.groups()) if found else ()
 
 
 async def _until_ready(stream: asyncio.StreamReader) -> str:
@@ -85,12 +96,15 @@ class NatsBroker:
         """The MQTT listener, ``mqtt://127.0.0.1:PORT``."""
         return f"mqtt://127.0.0.1:{self.mqtt_port}"
 
-    def _config(self) -> str:
+    def _config(self, version: tuple[int, ...]) -> str:
+        # From 2.15 a stream takes at most 1,000 consumers unless told otherwise, and each hub's QoS 1 subscriptions
+        # are consumers of one MQTT stream: 10,000 hubs were refused ("maximum consumers limit reached").
+        limits = "  limits {\n    default_max_consumers: -1\n  }\n" if version >= (2, 15) else ""
         return (
             "server_name: bench\n"
             f"listen: 127.0.0.1:{self.port}\n"
             "max_payload: 1MB\n"
-            f'jetstream {{\n  store_dir: "{self.workdir / "jetstream"}"\n  max_file_store: 8GB\n}}\n'
+            f'jetstream {{\n  store_dir: "{self.workdir / "jetstream"}"\n  max_file_store: 8GB\n{limits}}}\n'
             # Each hub's QoS 1 subscriptions (ack, down) are JetStream consumers: held in memory they are made at
             # hundreds per second; on disk a 10,000-hub reconnect storm set up about 20 sessions a second.
             f"mqtt {{\n  listen: 127.0.0.1:{self.mqtt_port}\n  consumer_memory_storage: true\n}}\n"
@@ -102,7 +116,7 @@ class NatsBroker:
             raise BrokerError("nats-server is not installed (apt-get install nats-server)")
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "nats.conf"
-        config.write_text(self._config(), encoding="utf-8")
+        config.write_text(self._config(await _version(exe)), encoding="utf-8")
         proc = await asyncio.create_subprocess_exec(
             exe, "-c", str(config), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
         )
