@@ -484,7 +484,11 @@ async def pair_device(
 
 async def _forget_bond(address: str, client_backend: type[BaseBleakClient] | None) -> None:
     """Drop the bond the hub holds with `address`, if any (BlueZ: RemoveDevice; the simulated radio: its key
-    store), so that pairing makes a fresh one: a meter that lost its own copy refuses the old keys for good."""
+    store), so that pairing makes a fresh one: a meter that lost its own copy refuses the old keys for good.
+
+    A bond is kept under the meter's identity address. The simulated radio's key store resolves a private address
+    typed here with its bonds' IRKs (`sim.ble.client.BumbleClient.unpair`); BlueZ does not give its IRKs over D-Bus
+    (bluetoothd resolves a bonded meter's private addresses itself and reports the identity, which is what to type)."""
     with contextlib.suppress(BleakDeviceNotFoundError):  # no bond (BlueZ: no such device): nothing to forget
         await BleakClient(address, backend=client_backend).unpair()
 

@@ -15,7 +15,7 @@ from bleak.backends.descriptor import BleakGATTDescriptor
 from bleak.backends.device import BLEDevice
 from bleak.backends.service import BleakGATTService, BleakGATTServiceCollection
 from bleak.exc import BleakDeviceNotFoundError, BleakError
-from bumble import core
+from bumble import core, smp
 from bumble.device import Connection
 from bumble.gatt_client import CharacteristicProxy, ServiceProxy
 from bumble.keys import PairingKeys
@@ -172,6 +172,13 @@ class BumbleClient(BaseBleakClient):
         except BaseException:
             await self._teardown()
             raise
+        self._follow_identity(connection)
+
+    def _follow_identity(self, connection: Connection) -> None:
+        """Name the peer by its identity address once the stack resolved its private address (with a bond's IRK, or
+        the one it distributed while pairing), as bleak's BlueZ backend follows bluetoothd's ``Address`` change."""
+        if connection.peer_resolvable_address is not None:
+            self.address = str(connection.peer_address.to_string(False)).upper()
 
     async def _bond_keys(self, connection: Connection) -> PairingKeys | None:
         keystore = connection.device.keystore
@@ -233,18 +240,30 @@ class BumbleClient(BaseBleakClient):
             ):
                 raise PairingFailedError(self.address, cause.error_name, cause.error_code) from cause
             raise
+        self._follow_identity(connection)
 
     async def unpair(self) -> None:
-        """Forget the bond keys (the peer keeps its own) and disconnect."""
+        """Forget the bond keys (the peer keeps its own) and disconnect.
+
+        Bonds are kept under the peer's identity address; a resolvable private address is resolved with the bonds'
+        IRKs, so the bond of a meter given at the private address it advertises now is found too.
+
+        Raises:
+            BleakDeviceNotFoundError: the hub holds no bond with the peer.
+        """
         central = self._central or await get_central(self._link)
         keystore = central.device.keystore
         if self._connection is not None:
             await self._teardown()
         if keystore is None:
             return
-        name = str(central.peer_address(self.address))
+        peer = central.peer_address(self.address)
+        name = str(peer)
         if await keystore.get(name) is None:
-            raise BleakDeviceNotFoundError(self.address, f"{self.address} is not bonded")
+            identity = smp.AddressResolver(await keystore.get_resolving_keys()).resolve(peer)
+            if identity is None or await keystore.get(str(identity)) is None:
+                raise BleakDeviceNotFoundError(self.address, f"{self.address} is not bonded")
+            name = str(identity)
         await keystore.delete(name)
 
     # Services
