@@ -35,7 +35,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, runtime_checkable
 
 from bleak.backends.client import BaseBleakClient
 from bleak.backends.scanner import BaseBleakScanner
@@ -50,6 +50,7 @@ from gateway.provision.files import HubPaths, Writer, write_atomic
 from gateway.provision.radio import INSTRUCTIONS
 from gateway.provision.steps import pendant_frame_refusal
 from gateway.thresholds import DEFAULTS, resolve_thresholds
+from gateway.uplink import Uplink
 from protocols.errors import DecodeError, KeyFileError
 from protocols.keys import load_hub_identity, load_platform_public_keys, sign_detached
 from protocols.pendant import PendantEvent, PendantEventType
@@ -175,12 +176,30 @@ class HubUnderTest(Protocol):
         ...
 
 
+@runtime_checkable
+class _OnBroker(Protocol):
+    """A hub under test that can tell which broker node it is connected to (the real one can)."""
+
+    @property
+    def broker_node(self) -> str | None:
+        """The broker node (``HOST:PORT``) the uplink is connected to now, or None."""
+        ...
+
+
 @dataclass(slots=True)
 class _GatewayUnderTest:
     config: GatewayConfig
     tap: TappingSink
     outbox: Outbox
-    acked: asyncio.Event
+    uplink: Uplink
+
+    @property
+    def acked(self) -> asyncio.Event:
+        return self.uplink.acked
+
+    @property
+    def broker_node(self) -> str | None:
+        return self.uplink.node
 
     @property
     def arrivals(self) -> asyncio.Queue[Arrival]:
@@ -219,7 +238,7 @@ async def open_hub_under_test(
             BleManager(config, tap, scanner_backend=scanner_backend, client_backend=client_backend)
         )
         gateway.hub.set_pendant_writer(manager.write_pendant_state)
-        yield _GatewayUnderTest(config, tap, gateway.outbox, gateway.uplink.acked)
+        yield _GatewayUnderTest(config, tap, gateway.outbox, gateway.uplink)
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +252,8 @@ class DeviceOutcome:
         arrival_s: seconds from the prompt until the hub had the reading durably.
         delivery_s: seconds from then until the platform's acknowledgement.
         battery: the last battery level seen, percent.
+        broker_node: the broker node (``HOST:PORT``) the hub was connected to when the platform's acknowledgement
+            arrived (one of a cluster's nodes, issue 15 item 3), or None when it was not acknowledged.
     """
 
     address: str
@@ -245,6 +266,7 @@ class DeviceOutcome:
     arrival_s: float | None
     delivery_s: float | None
     battery: int | None
+    broker_node: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +274,8 @@ class InstallationReport:
     """The signed-off record of an installation.
 
     ``signature`` is the hub's Ed25519 signature over ``REPORT_DOMAIN || canonical JSON of every other field``.
+    ``broker`` lists every broker URL the hub tries, in order (``mqtt://a:1883, mqtt://b:1883`` for a cluster's
+    nodes); each device's ``broker_node`` says which node its acknowledgement came through.
     """
 
     hub_id: str
@@ -265,6 +289,10 @@ class InstallationReport:
     residents: tuple[Mapping[str, Any], ...]
     passed: bool
     signature: str = ""
+
+    def nodes_used(self) -> tuple[str, ...]:
+        """The broker nodes the acknowledgements came through, in the order first used."""
+        return tuple(dict.fromkeys(d.broker_node for d in self.devices if d.broker_node is not None))
 
     def body(self) -> dict[str, Any]:
         """Every field but the signature, as JSON values."""
@@ -291,6 +319,7 @@ class InstallationReport:
             f"- installer: {self.installer}",
             f"- tested: {self.started_at} to {self.finished_at}",
             f"- hub key id: {self.hub_key_id}; platform key id: {self.platform_key_id}; broker: {self.broker}",
+            f"- acknowledged through broker node: {', '.join(self.nodes_used()) or 'none'}",
             "",
             "## Devices",
             "",
@@ -354,6 +383,7 @@ async def _test_device(hub: HubUnderTest, device: DeviceConfig, limit_s: float, 
     started = loop.time()
     arrival_s: float | None = None
     delivery_s: float | None = None
+    broker_node: str | None = None
     try:
         async with asyncio.timeout(limit_s):
             arrival = await _next_arrival(hub, device, want, progress)
@@ -361,6 +391,7 @@ async def _test_device(hub: HubUnderTest, device: DeviceConfig, limit_s: float, 
             progress.say("arrived", {"address": device.address, "seconds": round(arrival_s, 3)})
             await hub.wait_delivered()
             delivery_s = loop.time() - max(arrival.at, started)
+            broker_node = hub.broker_node if isinstance(hub, _OnBroker) else None
         ok, detail = True, "reached the platform and was acknowledged"
     except TimeoutError:
         if arrival_s is None:
@@ -388,6 +419,7 @@ async def _test_device(hub: HubUnderTest, device: DeviceConfig, limit_s: float, 
         arrival_s=None if arrival_s is None else round(arrival_s, 3),
         delivery_s=None if delivery_s is None else round(delivery_s, 3),
         battery=progress.batteries.get(device.address),
+        broker_node=broker_node,
     )
     progress.say("result", asdict(outcome))
     return outcome
@@ -440,12 +472,11 @@ async def run_installation_test(
         for device in order:  # one at a time: the installer handles one device at once
             outcome = await _test_device(hub, device, per_device_timeout, state)
             outcomes.append(outcome)
-    broker = config.broker
     report = InstallationReport(
         hub_id=config.hub_id,
         hub_key_id=identity.key_id,
         platform_key_id=platform.key_id,
-        broker=f"{'mqtts' if broker.tls else 'mqtt'}://{broker.host}:{broker.port}",
+        broker=", ".join(config.broker.urls()),
         installer=installer,
         started_at=started.isoformat(timespec="seconds"),
         finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
