@@ -140,6 +140,7 @@ class SessionRunner:
                 if uuid16(uuid) in chars:
                     await self._subscribe(client, subscriptions, uuid16(uuid), bridge(uuid), cfg)
             clock = await self._steps.sync_clock(client, cfg, chars)
+            clock = await self._steps.read_session_clock(client, cfg, chars, clock)  # a CGM's session start
             await self._steps.read_battery(client, cfg, chars)
             await self._steps.read_device_information(client, cfg, chars)
             complete = True
@@ -290,7 +291,8 @@ class SessionRunner:
                 self.stats.unassigned += 1
             if measurement is not None and is_control_solution(measurement):
                 self.stats.control_solution += 1
-            readings.append(Reading(cfg, item.uuid, item.data, item.received_at, offset))
+            session_start = None if clock is None else clock.session_start
+            readings.append(Reading(cfg, item.uuid, item.data, item.received_at, offset, session_start))
         cursor = None if racp is None else racp.take_cursor()
         if readings or cursor is not None:
             self.stats.readings += len(readings)

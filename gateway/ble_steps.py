@@ -25,6 +25,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
@@ -40,6 +41,7 @@ from gateway.events import BatteryLevel, ClockCorrected, ErrorClass, Misbehaviou
 from protocols import gatt
 from protocols.errors import DecodeError
 from protocols.gatt import uds
+from protocols.profiles import profile_of
 
 __all__ = ["BestEffortSteps", "ask_user_control_point", "consent_cursor_key"]
 
@@ -191,6 +193,31 @@ class BestEffortSteps:
             return None
         to_utc = device_dt - hub_now.astimezone(UTC).replace(tzinfo=None)
         return ClockFinding(to_utc, device_dt, hub_now, _STAMP_SLACK)
+
+    async def read_session_clock(
+        self, client: BleakClient, cfg: DeviceConfig, chars: set[str], clock: ClockFinding | None
+    ) -> ClockFinding | None:
+        """For a device that stamps readings relative to its session (its profile's ``session_clock``: a CGM's
+        Status), read how long the session has run and note when it started on the hub's clock. Best-effort: a
+        failed or undecodable read leaves `clock` as it was (the readings then keep their receive time)."""
+        session = profile_of(cfg.kind).session_clock
+        if session is None or uuid16(session.uuid) not in chars:
+            return clock
+        raw = await self.best_effort(cfg, SessionStep.CLOCK_READ, client.read_gatt_char(uuid16(session.uuid)))
+        if raw is None:
+            return clock
+        hub_now = self._now()
+        try:
+            minutes = session.minutes_now(bytes(raw))
+        except DecodeError as exc:
+            self.stats.malformed += 1
+            await self._sink.report(Misbehaviour(cfg, f"session clock {session.uuid:04X}: {exc}", bytes(raw)))
+            return clock
+        start = hub_now.astimezone(UTC) - timedelta(minutes=minutes)
+        if clock is not None:
+            return replace(clock, session_start=start)
+        # No wall clock to correct: an offset of zero changes no stamp (a CGM's records carry none).
+        return ClockFinding(timedelta(0), hub_now.astimezone(UTC).replace(tzinfo=None), hub_now, _STAMP_SLACK, start)
 
     async def give_consent(self, client: BleakClient, cfg: DeviceConfig, chars: set[str], state: DeviceState) -> None:
         """Write the UDS Consent for the device's user index and consent code and check the scale's answer (see the

@@ -56,6 +56,8 @@ class Reading:
         data: the characteristic value as received.
         received_at: hub time of arrival (UTC-aware).
         clock_offset: device clock minus hub clock, when the session found the device clock wrong.
+        session_start: when the device's session started on the hub's clock (UTC-aware), for a device that stamps
+            readings relative to it (a CGM, ``protocols.profiles`` ``session_clock``); None otherwise.
     """
 
     device: DeviceConfig
@@ -63,6 +65,7 @@ class Reading:
     data: bytes
     received_at: datetime
     clock_offset: timedelta | None = None
+    session_start: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -110,12 +110,15 @@ class ClockFinding:
         device_now: the meter's clock then (local, no zone).
         read_at: the hub's time then (UTC-aware).
         slack: how far a stamp may run past the clock the hub read (whole-second stamps, the meter's rounding).
+        session_start: for a device that stamps readings relative to its session (a CGM: ``protocols.profiles``
+            ``session_clock``), when that session started on the hub's clock (UTC-aware); None otherwise.
     """
 
     offset: timedelta
     device_now: datetime
     read_at: datetime
     slack: timedelta
+    session_start: datetime | None = None
 
     def offset_for(
         self, device_time: datetime | None, received_at: datetime, later: Sequence[datetime] = ()
@@ -190,6 +193,12 @@ def measure(reading: Reading, *, installation_test: bool = False) -> Measured:
     corrected: datetime | None = None
     if reading.clock_offset is not None and isinstance(device_dt, datetime):
         corrected = (device_dt - reading.clock_offset).replace(tzinfo=UTC)
+    session = profile_of_characteristic(measurement)
+    session_clock = None if session is None else session.session_clock
+    minutes = None if session_clock is None else session_clock.minutes_of(measurement)
+    if reading.session_start is not None and minutes is not None:
+        # A CGM record: taken its time offset after the session start the hub worked out when it connected.
+        corrected = reading.session_start + timedelta(minutes=minutes)
     # The record's place in the meter's store anchors its id: a glucose meter's sequence number, a CGM's time
     # offset (its profile's record_position); else a sequence number the value itself names.
     profile = profile_of_characteristic(measurement)

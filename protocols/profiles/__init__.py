@@ -1,6 +1,6 @@
 """Device profiles: one module per kind of device, registered in :mod:`protocols.profiles.registry`."""
 
-from protocols.profiles.base import Channel, Delivery, DeviceProfile
+from protocols.profiles.base import Channel, Delivery, DeviceProfile, SessionClock
 from protocols.profiles.registry import (
     PROFILES,
     UnknownKindError,
@@ -14,6 +14,7 @@ __all__ = [
     "Channel",
     "Delivery",
     "DeviceProfile",
+    "SessionClock",
     "UnknownKindError",
     "kind_of_service",
     "profile_of",

@@ -20,7 +20,7 @@ from protocols.devices import DeviceKind
 from protocols.gatt.common import Measurement
 from protocols.vitals import VitalReading
 
-__all__ = ["Channel", "Delivery", "DeviceProfile"]
+__all__ = ["Channel", "Delivery", "DeviceProfile", "SessionClock"]
 
 
 class Delivery(enum.StrEnum):
@@ -41,6 +41,20 @@ class Channel:
     def uuid(self) -> int:
         """The 16-bit characteristic UUID."""
         return self.codec.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class SessionClock:
+    """How a device that keeps relative time says when its readings were taken: `uuid` is read once per connection
+    and `minutes_now` decodes how many minutes its session has run (so the session started that long before the
+    hub's time of the read); `minutes_of` is a measurement's minutes since the session start.
+
+    ``minutes_now`` raises ``DecodeError`` for a value it cannot read; ``minutes_of`` gives None for a measurement
+    that carries no time offset."""
+
+    uuid: int
+    minutes_now: Callable[[bytes], int]
+    minutes_of: Callable[[Measurement], int | None]
 
 
 def _no_position(_m: Measurement) -> int | None:
@@ -71,6 +85,8 @@ class DeviceProfile:
         test_prompt: what the installation test asks for.
         sim_peripheral: ``"module:Class"`` of the simulated peripheral (resolved by ``sim.devices.registry``).
         silent_after: how long a device of this kind may go unheard before the hub warns (``device.silent``).
+        session_clock: for a device that stamps readings relative to its session start (a CGM), how the hub learns
+            when each was taken; None for devices with their own clock (or none).
     """
 
     kind: DeviceKind
@@ -86,6 +102,7 @@ class DeviceProfile:
     record_position: Callable[[Measurement], int | None] = _no_position
     observe: Callable[[Measurement], VitalReading | None] = _nothing
     silent_after: timedelta = timedelta(hours=36)  # a daily meter gets a day and a half
+    session_clock: SessionClock | None = None
 
     def __post_init__(self) -> None:
         if self.racp and self.record_position is _no_position:

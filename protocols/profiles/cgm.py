@@ -12,8 +12,8 @@ from datetime import timedelta
 
 from protocols import gatt
 from protocols.devices import DeviceKind
-from protocols.gatt.cgm import CgmMeasurement
-from protocols.profiles.base import Channel, Delivery, DeviceProfile
+from protocols.gatt.cgm import CgmMeasurement, CgmStatus
+from protocols.profiles.base import Channel, Delivery, DeviceProfile, SessionClock
 from protocols.profiles.values import finite_values
 from protocols.vitals import Vital, VitalReading
 
@@ -29,6 +29,11 @@ def observe(m: gatt.Measurement) -> VitalReading | None:
 def record_position(m: gatt.Measurement) -> int | None:
     """The latest record's time offset: the RACP filter value and the record's stable-id anchor."""
     return m.time_offset if isinstance(m, CgmMeasurement) else None
+
+
+def minutes_now(value: bytes) -> int:
+    """The CGM Status's time offset: how long the session has run, in minutes (raises DecodeError)."""
+    return CgmStatus.from_bytes(value).time_offset
 
 
 PROFILE = DeviceProfile(
@@ -48,4 +53,7 @@ PROFILE = DeviceProfile(
     ),  # a reading every 5 minutes: an hour without one is a sensor that fell off, ended its session or lost the link
     sim_peripheral="sim.devices.cgm:CgmSensor",
     observe=observe,
+    # Records carry minutes since the session start, not a date: the hub reads CGM Status at each connection, so
+    # the session started that many minutes before the read, and a record was taken its own offset after that.
+    session_clock=SessionClock(CgmStatus.UUID, minutes_now, record_position),
 )

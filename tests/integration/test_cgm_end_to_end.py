@@ -2,15 +2,17 @@
 radio, the hub daemon as its service runs it (``python -m gateway``), real Mosquitto and the reference platform.
 
 The sensor measures 110 mg/dL before the hub knows it (a stored record, read through the RACP with CGMS's time-offset
-filter) and 52 mg/dL five minutes later (ADA level 2 hypoglycaemia, < 54 mg/dL, ``/work/shared/thresholds.md`` §2).
+filter) and 52 mg/dL at time offset 5 (ADA level 2 hypoglycaemia, < 54 mg/dL, ``/work/shared/thresholds.md`` §2).
 The platform stores both as CGM measurements (uuid 0x2AA7, mg/dL, time offsets 0 and 5) filed under the resident,
-and a critical ``cgm.low`` alarm raised for the second.
+taken five minutes apart by the session clock the hub read from CGM Status, and a critical ``cgm.low`` alarm raised
+for the second.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as _dt
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -152,6 +154,10 @@ async def test_cgm_readings_reach_the_platform_and_a_level_2_hypo_is_critical(
     ]
     assert all(r.body["values"]["unit"] == "mg/dL" and r.resident_id == "r1" for r in measured)
     assert len({r.record_id for r in measured}) == 2  # each reading stored once
+    # Taken at the session start (the hub read CGM Status: how long the session had run) plus each time offset.
+    taken = {r.body["values"]["time_offset_min"]: r.body["corrected_time"] for r in measured}
+    assert all(r.body["clock_corrected"] for r in measured)
+    assert _dt.datetime.fromisoformat(taken[5]) - _dt.datetime.fromisoformat(taken[0]) == _dt.timedelta(minutes=5)
     alarms = [r for r in readings if r.kind == "alarm" and r.body.get("condition") == "cgm.low"]
     assert alarms[0].body["tier"] == "critical"
     assert alarms[0].body["state"] == "raised"
