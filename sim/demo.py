@@ -1,7 +1,7 @@
 """`carehub demo`: a resident's day in about a minute, end to end, with nothing to configure.
 
-What runs, all on this machine: an MQTT broker (Mosquitto when installed, otherwise amqtt in-process), the reference
-platform (`community`), a simulated home with every device type on a software Bluetooth link (`sim.home`,
+What runs, all on this machine: an MQTT broker (Mosquitto when installed, otherwise amqtt as a child process), the
+reference platform (`community`), a simulated home with every device type on a software Bluetooth link (`sim.home`,
 `sim.ble`), and the real hub daemon (`gateway.app`) talking to the meters through bleak. A simulated caregiver
 answers panic calls on the platform. Midway, the broker is stopped for a while (an internet outage); the hub keeps
 acting locally and buffers, and everything arrives when the broker is back.
