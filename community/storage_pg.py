@@ -23,6 +23,7 @@ the pool.
 from __future__ import annotations
 
 import collections
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -153,8 +154,10 @@ class PostgresStorage(PostgresDownStore):
         except psycopg.OperationalError as exc:
             # The server went away (a restart, a failover) or cannot be reached: the idle connections of the pool
             # are most likely dead as well. Test them now, so that once the server is back the next batch gets a
-            # new connection rather than failing on a stale one (the pool reconnects in the background).
-            await pool.check()
+            # new connection rather than failing on a stale one (the pool reconnects in the background). Best
+            # effort: the error raised is this one, whatever the check meets (a pool closed meanwhile).
+            with contextlib.suppress(psycopg.Error):
+                await pool.check()
             raise self._error(exc) from exc
         except psycopg.Error as exc:
             raise self._error(exc) from exc
