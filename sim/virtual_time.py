@@ -35,8 +35,16 @@ Why threads are not judged from ``/proc``: a Python thread that is runnable but 
 sleeps on a futex and shows as ``S``, so "no thread is running" cannot be read from the scheduler; a thread whose
 work matters to the loop must be accounted for explicitly (an executor job or a hold). Threads that never report
 back to the loop (the indication journal's writer: its flush is awaited through ``asyncio.to_thread``) need no hold.
-A child process has no such lock: waiting for a CPU it is ``R``. Limits: threads of C libraries are not looked at;
-real-time reads (``time.monotonic``) still measure real time, so latencies the hub reports in real seconds stay real.
+A child process has no such lock: waiting for a CPU it is ``R``.
+
+What the code on the loop must do for the day to repeat: measure every timeout on the loop's clock (the hub's uplink
+once took its ack deadlines from ``time.monotonic`` while sleeping on the loop, so a resend came after 20 real
+seconds: a load-dependent number of simulated minutes), and take its randomness (reconnect jitter) from the seed.
+
+Limits: threads of C libraries are not looked at; a child's bytes on loopback are taken to be in the receiving
+socket when its ``send`` returns (Linux delivers loopback packets in the sender's system call unless it defers them
+to ``ksoftirqd`` under heavy network load); real-time reads (``time.monotonic``) still measure real time, so
+latencies the hub reports in real seconds stay real.
 """
 
 from __future__ import annotations
