@@ -286,6 +286,7 @@ async def run_demo(options: DemoOptions, *, say: Callable[[str], None] = lambda 
                     hub_public,
                     shared=isinstance(broker.impl, MosquittoBroker),
                     rng=_seeded(options.seed, "platform"),
+                    wall_time=clock.wall,
                 ) as platform,
                 Home(scenario, link=link, clock=clock, seed=options.seed, on_event=say) as home,
                 open_gateway(
@@ -462,9 +463,11 @@ class DemoPlatform:
         *,
         shared: bool,
         rng: random.Random | None = None,
+        wall_time: Callable[[], float] = time.time,
     ) -> None:
         self._workdir = workdir
         self._rng = rng
+        self._wall_time = wall_time
         self._settings = WorkerSettings(
             host,
             port,
@@ -499,7 +502,9 @@ class DemoPlatform:
             storage = await stack.enter_async_context(SqliteStorage(self._workdir / _PLATFORM_DB))
             await storage.enroll_hub(self._hub)
             self._worker = await stack.enter_async_context(
-                IngestWorker(self._settings, storage, PlatformCodec(self._identity), rng=self._rng)
+                IngestWorker(
+                    self._settings, storage, PlatformCodec(self._identity), wall_time=self._wall_time, rng=self._rng
+                )
             )
             self._storage = storage
             self._stack = stack.pop_all()
