@@ -108,7 +108,13 @@ def fleet(  # noqa: PLR0917 - typer options are parameters
     panics: Annotated[int, typer.Option(help="Panic presses during the storm, spread over hubs and time.", min=0)] = 2,
     panic_from: Annotated[float, typer.Option(help="Seconds into the storm of the first press.")] = 1.0,
     panic_to: Annotated[float, typer.Option(help="Seconds into the storm of the last press.")] = 3.0,
-    broker: Annotated[str | None, typer.Option(help="mqtt://host:port (default: the platform config's).")] = None,
+    broker: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="mqtt://host:port (default: the platform config's); repeat it for each node of a broker cluster: the"
+            " hubs are spread over the nodes round-robin."
+        ),
+    ] = None,
     processes: Annotated[int | None, typer.Option(help="Worker processes (default: one per 5,000 hubs).")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds the fleet may take to drain.")] = 600.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
@@ -127,7 +133,7 @@ def fleet(  # noqa: PLR0917 - typer options are parameters
             panics=panics,
             panic_from=panic_from,
             panic_to=panic_to,
-            broker=broker,
+            broker=tuple(broker) if broker else None,
             processes=processes,
             timeout_s=timeout,
         )

@@ -64,8 +64,10 @@ class FleetOptions:
         panics: panic presses during the storm, spread over hubs and over ``panic_from`` .. ``panic_to``.
         panic_from: seconds after the storm starts that the first panic is pressed.
         panic_to: seconds after the storm starts that the last panic is pressed.
-        broker: ``mqtt://host:port`` (default: the platform config's broker).
-        processes: worker processes (default: one per 5,000 hubs).
+        broker: ``mqtt://host:port``, or several: the MQTT listeners of a broker cluster's nodes, which the hubs are
+            spread over round-robin (hub n on node n mod N; issue 15 item 3). Default: the platform config's broker.
+        processes: worker processes (default: one per 5,000 hubs; with several nodes, a multiple of their number,
+            :meth:`processes_for`).
         timeout_s: the longest a run may take to drain before it fails.
         workdir: where the outboxes go (default: a temporary directory, on /dev/shm when there is one).
     """
@@ -76,7 +78,7 @@ class FleetOptions:
     panics: int = 2
     panic_from: float = 1.0
     panic_to: float = 3.0
-    broker: str | None = None
+    broker: str | tuple[str, ...] | None = None
     processes: int | None = None
     timeout_s: float = 600.0
     workdir: Path | None = None
@@ -95,6 +97,22 @@ class FleetOptions:
     def process_count(self) -> int:
         """Worker processes the hubs are spread over."""
         return self.processes or max(1, math.ceil(self.hubs / _HUBS_PER_PROCESS))
+
+    @property
+    def brokers(self) -> tuple[str, ...]:
+        """The broker URLs given, in order (none: the platform config's broker)."""
+        if self.broker is None:
+            return ()
+        return (self.broker,) if isinstance(self.broker, str) else tuple(self.broker)
+
+    def processes_for(self, nodes: int) -> int:
+        """Worker processes over ``nodes`` broker nodes. Each process connects its hubs to one node (process i to node
+        i mod N) and takes hub n when n mod K = i, so K is rounded up to a multiple of N (at most one process per hub):
+        hub n is then on node n mod N."""
+        k = self.process_count
+        if nodes > 1:
+            k = min(self.hubs, math.ceil(k / nodes) * nodes)
+        return k
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +135,7 @@ class FleetReport:
         peak_envelopes_per_s: the most envelopes acked as stored in any 5 s of the storm, per second (sampled every
             second by each fleet process; None when the storm drained in under 5 s).
         lost_examples: up to five lost records as ``hub record_id``, to look for in the platform's logs.
+        hubs_per_node: ``(HOST:PORT, hubs)`` for each broker node, in the order given.
     """
 
     hubs: int
@@ -144,6 +163,7 @@ class FleetReport:
     connected_s: float = 0.0
     peak_envelopes_per_s: float | None = None
     lost_examples: tuple[str, ...] = ()
+    hubs_per_node: tuple[tuple[str, int], ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -176,20 +196,28 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
-def _broker(options: FleetOptions, cfg: PlatformConfig) -> tuple[str, int]:
-    if options.broker is None:
-        return cfg.host, cfg.port
-    url = urlsplit(options.broker)
-    try:
-        port = url.port or 1883
-    except ValueError:
-        port = -1
-    if url.scheme != "mqtt" or not url.hostname or not 0 < port < 65536:
-        raise FleetError(f"--broker {options.broker!r} must look like mqtt://host:port")
-    return url.hostname, port
+def _brokers(options: FleetOptions, cfg: PlatformConfig) -> tuple[tuple[str, int], ...]:
+    """The broker nodes as ``(host, port)``, in the order given (none given: the platform config's)."""
+    if not options.brokers:
+        return ((cfg.host, cfg.port),)
+    nodes: list[tuple[str, int]] = []
+    for text in options.brokers:
+        url = urlsplit(text)
+        try:
+            port = url.port or 1883
+        except ValueError:
+            port = -1
+        if url.scheme != "mqtt" or not url.hostname or not 0 < port < 65536:
+            raise FleetError(f"--broker {text!r} must look like mqtt://host:port")
+        if (url.hostname, port) in nodes:
+            raise FleetError(f"--broker {text!r} is given twice: give each node once")
+        nodes.append((url.hostname, port))
+    return tuple(nodes)
 
 
-def _plans(options: FleetOptions, host: str, port: int, cfg: PlatformConfig, workdir: Path) -> list[ProcessPlan]:
+def _plans(
+    options: FleetOptions, nodes: Sequence[tuple[str, int]], cfg: PlatformConfig, workdir: Path
+) -> list[ProcessPlan]:
     try:
         public = cfg.identity().public
     except PlatformConfigError as exc:
@@ -205,12 +233,12 @@ def _plans(options: FleetOptions, host: str, port: int, cfg: PlatformConfig, wor
         HubPlan(f"fleet-{token}-{n:06d}", secrets.token_hex(32), options.backlog, tuple(panics.get(n, ())))
         for n in range(options.hubs)
     ]
-    k = options.process_count
+    k = options.processes_for(len(nodes))
     return [
         ProcessPlan(
             index=i,
-            host=host,
-            port=port,
+            host=nodes[i % len(nodes)][0],
+            port=nodes[i % len(nodes)][1],
             workdir=str(workdir),
             platform_verify=bytes(public.verify_key).hex(),
             platform_box=bytes(public.box_key).hex(),
@@ -341,9 +369,9 @@ async def run_fleet(options: FleetOptions, *, on_go: Callable[[], None] | None =
         cfg = load_platform_config(options.config)
     except PlatformConfigError as exc:
         raise FleetError(str(exc)) from exc
-    host, port = _broker(options, cfg)
+    nodes = _brokers(options, cfg)
     with _workdir(options) as workdir:
-        plans = _plans(options, host, port, cfg, workdir)
+        plans = _plans(options, nodes, cfg, workdir)
         try:
             await _enrol(cfg, plans)
         except (StorageError, OSError) as exc:
@@ -365,7 +393,16 @@ async def run_fleet(options: FleetOptions, *, on_go: Callable[[], None] | None =
         stored = await _stored(cfg, {h.hub_id for p in plans for h in p.hubs})
     except (StorageError, OSError) as exc:
         raise FleetError(f"cannot read the platform's readings: {exc}") from exc
-    return _report(options, results, produced, stored)
+    return _report(options, results, produced, stored, _hubs_per_node(plans))
+
+
+def _hubs_per_node(plans: Sequence[ProcessPlan]) -> tuple[tuple[str, int], ...]:
+    """``(HOST:PORT, hubs)`` per broker node, in the order of the processes that use them."""
+    count: dict[str, int] = {}
+    for plan in plans:
+        node = f"[{plan.host}]:{plan.port}" if ":" in plan.host else f"{plan.host}:{plan.port}"
+        count[node] = count.get(node, 0) + len(plan.hubs)
+    return tuple(count.items())
 
 
 def _report(
@@ -373,6 +410,7 @@ def _report(
     results: list[ProcessResult],
     produced: collections.Counter[tuple[str, str]],
     stored: collections.Counter[tuple[str, str]],
+    hubs_per_node: tuple[tuple[str, int], ...] = (),
 ) -> FleetReport:
     latencies = [x for r in results for x in r.panic_latencies_ms]
     if len(latencies) != options.panics:
@@ -410,4 +448,5 @@ def _report(
         connected_s=round(max(r.connected_s for r in results), 3),
         peak_envelopes_per_s=peak_rate([r.acked_series for r in results], _PEAK_WINDOW_S),
         lost_examples=tuple(f"{hub} {rid}" for hub, rid in produced if stored[hub, rid] == 0)[:5],
+        hubs_per_node=hubs_per_node,
     )
