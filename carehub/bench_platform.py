@@ -279,6 +279,7 @@ def _figures(
         "envelopes_per_s": report.envelopes_per_s,
         "storm_drain_s": report.drain_s,
         "storm_connected_s": report.connected_s,
+        "storm_panics_unconnected": report.panics_unconnected,
         "peak_envelopes_per_s": -1.0 if report.peak_envelopes_per_s is None else report.peak_envelopes_per_s,
         "storm_panic_p50_ms": report.panic_p50_ms,
         "storm_panic_p99_ms": report.panic_p99_ms,

@@ -132,6 +132,7 @@ class FleetReport:
         drain_s: the storm's start to the moment the last hub's outbox was first empty (its backlog, and the panics
             pressed by then, acked); envelopes_per_s: backlog envelopes (hubs x backlog) / drain_s.
         connected_s: the storm's start to the moment the last hub first connected (the reconnect storm itself).
+        panics_unconnected: panics pressed before their hub had connected (they wait for the broker too).
         peak_envelopes_per_s: the most envelopes acked as stored in any 5 s of the storm, per second (sampled every
             second by each fleet process; None when the storm drained in under 5 s).
         lost_examples: up to five lost records as ``hub record_id``, to look for in the platform's logs.
@@ -162,6 +163,7 @@ class FleetReport:
     envelopes_per_s: float
     connected_s: float = 0.0
     peak_envelopes_per_s: float | None = None
+    panics_unconnected: int = 0
     lost_examples: tuple[str, ...] = ()
     hubs_per_node: tuple[tuple[str, int], ...] = ()
 
@@ -447,6 +449,7 @@ def _report(
         envelopes_per_s=round(options.hubs * options.backlog / drain, 1) if drain > 0 else 0.0,
         connected_s=round(max(r.connected_s for r in results), 3),
         peak_envelopes_per_s=peak_rate([r.acked_series for r in results], _PEAK_WINDOW_S),
+        panics_unconnected=sum(r.panics_unconnected for r in results),
         lost_examples=tuple(f"{hub} {rid}" for hub, rid in produced if stored[hub, rid] == 0)[:5],
         hubs_per_node=hubs_per_node,
     )

@@ -121,6 +121,8 @@ class ProcessResult:
         drain_s: go to the moment the last of its hubs first had an empty outbox (its backlog, and the panics
             pressed by then, acked); the process reports only once every panic is acked as well.
         connected_s: go to the moment the last of its hubs first connected (the reconnect storm's length).
+        panics_unconnected: panics pressed while their hub had not yet connected (their latency includes the wait
+            for the broker to take the hub's session).
         acked_series: the envelopes its hubs had seen acked as stored at 1, 2, 3... seconds after go.
     """
 
@@ -139,6 +141,7 @@ class ProcessResult:
     drain_s: float
     connected_s: float = 0.0
     acked_series: tuple[int, ...] = ()
+    panics_unconnected: int = 0
 
     def to_json(self) -> str:
         """The result as one JSON line."""
@@ -179,6 +182,7 @@ class _Hub:
     drained_at: float = 0.0
     connected_at: float = 0.0
     uplink: Uplink | None = None
+    panics_unconnected: int = 0
 
 
 def _raise_fd_limit() -> None:
@@ -216,6 +220,8 @@ async def _prepare(stack: contextlib.AsyncExitStack, plan: ProcessPlan, hub: Hub
 async def _press(hub: _Hub, uplink: Uplink, counter: int, at: float) -> None:
     await asyncio.sleep(max(0.0, at - time.time()))
     pressed = time.perf_counter()
+    if not uplink.connected.is_set():
+        hub.panics_unconnected += 1
     (seq,) = await hub.outbox.allocate_seqs(1)  # as the hub does: durably, before sealing
     alarm_id = f"panic-{hub.plan.hub_id}-{counter}"
     record = panic_record(hub.plan.hub_id, _PENDANT, counter, alarm_id, seq)
@@ -315,6 +321,7 @@ async def run_process(plan: ProcessPlan, go_time: Callable[[], Awaitable[float]]
         drain_s=max(0.0, max(h.drained_at for h in hubs) - go),
         connected_s=max(0.0, max(h.connected_at for h in hubs) - go),
         acked_series=tuple(series),
+        panics_unconnected=sum(h.panics_unconnected for h in hubs),
     )
 
 
