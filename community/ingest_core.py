@@ -294,6 +294,9 @@ class IngestCore:
             await self._keys.refresh_if_due()
             for frame in frames:
                 await self._take(frame, received_at, pending)
+                # Opening a frame's envelopes never awaits anything slow; without this a batch of routine frames
+                # held the event loop (and the alarm lane's fetch) for all its signatures (issue 15 item 4).
+                await asyncio.sleep(0)
             if pending.to_store or pending.refused:
                 started = time.perf_counter()
                 outcomes = await self.storage.store_batch(pending.to_store, pending.refused)
