@@ -251,10 +251,10 @@ async def test_sigkilled_workers_node_and_a_postgresql_restart_lose_and_duplicat
         # 3. The node w0 reads through first, SIGKILLed while the database is still down (w0 fails over), once
         #    every hub has published its backlog and every panic, and the streams hold them (replicated).
         #    Otherwise the kill tests what NATS does not promise and only the hubs' resends recover, after their
-        #    default 20 s ack wait or longer (docs/platform-nats.md, "Not done yet"): a frame the MQTT listener
-        #    took but the stream leader had not replicated is lost with the leader, and a frame published while a
-        #    stream elects its new leader is dropped; a hub still setting up its session may be refused its
-        #    subscriptions meanwhile and back off for up to 30 s.
+        #    default 20 s ack wait or longer (docs/platform-nats.md, "Not done yet"): a frame published while a
+        #    stream elects its new leader is dropped, and one the leader had not yet replicated presumably dies
+        #    with it (killed right after the last frames, one run of ~10 left a hub undrained after 120 s); a hub
+        #    still setting up its session may be refused its subscriptions meanwhile and back off up to 30 s.
         await until(watch.changed, lambda: len(watch.published) == HUBS and watch.alarms >= PANICS)
         js = watcher.jetstream(timeout=5)
         await _stream_holds(js, UP_STREAM, lambda: watch.frames["up"])
