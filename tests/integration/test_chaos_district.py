@@ -4,7 +4,7 @@ never reported as refusals").
 
 A district in miniature: PostgreSQL, a 3-node NATS JetStream cluster (R3 streams), two ``carehub platform run``
 worker processes and ``carehub sim fleet``'s protocol-level hubs (the hub's own uplink, its default timings, one
-MQTT connection each) with backlogs and panic presses. While the fleet drains, driven by the acks the workers
+MQTT connection each, spread over the MQTT listeners of the two nodes that stay up) with backlogs and panic presses. While the fleet drains, driven by the acks the workers
 publish (a watcher on the cluster counts them), never by sleeps:
 
 1. one worker process is SIGKILLed at the first ack (probably mid-batch);
@@ -223,8 +223,8 @@ async def test_sigkilled_workers_node_and_a_postgresql_restart_lose_and_duplicat
             panics=PANICS,
             panic_from=0.5,
             panic_to=3.0,
-            broker=f"mqtt://{n1.host}:{n1.mqtt_port}",
-            processes=1,
+            broker=tuple(f"mqtt://{n.host}:{n.mqtt_port}" for n in (n1, n2)),  # hubs on the nodes that stay up
+            processes=2,
             timeout_s=BOUND,
             workdir=tmp_path / "fleet",
         )
