@@ -3,9 +3,10 @@ during a fleet run: 0 lost, 0 duplicated, all outboxes drained"; item 6: "transi
 never reported as refusals").
 
 A district in miniature: PostgreSQL, a 3-node NATS JetStream cluster (R3 streams), two ``carehub platform run``
-worker processes and ``carehub sim fleet``'s protocol-level hubs (the hub's own uplink, its default timings, one
-MQTT connection each, spread over the MQTT listeners of the two nodes that stay up) with backlogs and panic presses. While the fleet drains, driven by the acks the workers
-publish (a watcher on the cluster counts them), never by sleeps:
+worker processes and ``carehub sim fleet``'s protocol-level hubs (the hub's own uplink, its default timings, one MQTT
+connection each, spread over the MQTT listeners of the two nodes that stay up) with backlogs and panic presses.
+While the fleet drains, driven by the acks the workers publish (a watcher on the cluster counts them) and by the
+workers' own log lines, never by sleeps:
 
 1. one worker process is SIGKILLed at the first ack (probably mid-batch);
 2. PostgreSQL is stopped as ``pg_ctl stop -m immediate`` does (every connection cut, no checkpoint); once the other
