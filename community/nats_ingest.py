@@ -50,6 +50,7 @@ __all__ = ["NatsIngestWorker", "ensure_streams"]
 
 _log = logging.getLogger(__name__)
 _STREAM_IN_USE = 10058  # JetStream: "stream name already in use with a different configuration"
+_TOP_UP_S = 0.01  # a batch's top-up fetch takes what is in the stream; it waits this long when nothing is
 _NAK_DELAY_S = 2.0  # a frame not stored because the database failed comes back after this
 _LAG_TIMEOUT_S = 2.0  # a scrape waits at most this for the cluster's consumer info
 
@@ -193,11 +194,16 @@ class NatsIngestWorker(IngestWorkerBase):
         s = self.settings
         while True:
             try:
-                messages = await sub.fetch(batch, timeout=s.fetch_wait_s)
+                # One frame first: a fetch of a whole batch that finds the stream empty waits for the batch to fill
+                # or for fetch_wait_s to pass, so a lone panic waited up to a second (issue 15 item 4).
+                messages = await sub.fetch(1, timeout=s.fetch_wait_s)
             except (nats.errors.TimeoutError, TimeoutError):  # no frame within fetch_wait_s (or the node went)
                 if nc.is_closed:
                     raise nats.errors.ConnectionClosedError from None
                 continue
+            if batch > 1:  # then whatever else is already waiting, up to the batch (no waiting for more)
+                with contextlib.suppress(nats.errors.TimeoutError, TimeoutError):
+                    messages += await sub.fetch(batch - 1, timeout=_TOP_UP_S)
             if messages:
                 await self._handle(out, messages)
 
