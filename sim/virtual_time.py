@@ -20,10 +20,11 @@ order of their deadlines. Given the same scenario and seed, the day is the same.
   takes;
 - no child process started through this loop has exited without the loop having been told (the exit is delivered by
   asyncio's child watcher, a thread);
-- no child process (an MQTT broker: Mosquitto, or amqtt run as a child by :mod:`sim.embedded_broker`) is running or
-  in uninterruptible I/O (state ``R`` or ``D`` in ``/proc/<pid>/task/<tid>/stat``; a process waiting for a CPU is
-  ``R`` too; one blocked in ``epoll`` is ``S``). The states are read before the last zero-timeout poll, so whatever
-  the process wrote before it went to sleep is already seen by that poll;
+- no child process started through this loop (an MQTT broker: Mosquitto, or amqtt run as a child by
+  :mod:`sim.embedded_broker`) is running or in uninterruptible I/O (state ``R`` or ``D`` in
+  ``/proc/<pid>/task/<tid>/stat``; a process waiting for a CPU is ``R`` too; one blocked in ``epoll`` is ``S``). The
+  states are read before the last zero-timeout poll, so whatever the process wrote before it went to sleep is
+  already seen by that poll;
 - no socket or pipe is readable after that zero-timeout poll, and none after a second poll ``grace`` real seconds
   later (in-process peers on loopback: their bytes are already queued when the writer's ``send`` returns).
 
@@ -60,7 +61,8 @@ from typing import Any, TypeVar
 __all__ = ["VirtualTimeLoop"]
 
 _T = TypeVar("_T")
-_BUSY_POLL_S = 0.0005  # real seconds between looks at a hold, an exiting child or a busy child process
+_BUSY_POLL_S = 0.0005  # real seconds between looks at an exiting or busy child process
+_THREAD_POLL_S = 0.005  # real seconds between looks at a hold (a thread's outcome wakes the loop before)
 _BUSY_STATES = frozenset({"R", "D"})
 
 
@@ -132,10 +134,15 @@ class _VirtualSelector(selectors.BaseSelector):
         if ready:
             return ready
         loop = self._loop
-        while loop.busy():
-            # A thread's result comes back through the loop's self-pipe, a child's exit and a broker's answer on a
-            # pipe or socket: wait for them in real time.
-            ready = self._real.select(_BUSY_POLL_S)
+        while True:
+            # A thread's result comes back through the loop's self-pipe (which ends the wait at once), a child's exit
+            # and a broker's answer on a pipe or socket: wait for them in real time.
+            if loop.threads_busy():
+                ready = self._real.select(_THREAD_POLL_S)
+            elif loop.processes_busy():
+                ready = self._real.select(_BUSY_POLL_S)
+            else:
+                break
             if ready:
                 return ready
         ready = self._real.select(loop.grace)  # the last poll: after busy() found everything idle
@@ -191,8 +198,14 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     def busy(self) -> bool:
         """Whether anything outside the loop's own callbacks still works for it: an executor job, a hold, a child
         whose exit the loop has not been told, or a child process running or in uninterruptible I/O."""
-        if self.threads_in_flight or any(busy() for busy in list(self._holds.values())):
-            return True
+        return self.threads_busy() or self.processes_busy()
+
+    def threads_busy(self) -> bool:
+        """Whether an executor job is running or a hold is on."""
+        return bool(self.threads_in_flight) or any(busy() for busy in list(self._holds.values()))
+
+    def processes_busy(self) -> bool:
+        """Whether a child started through this loop has exited unannounced, or one is busy (:meth:`others_busy`)."""
         if self._processes:
             self._processes = [t for t in self._processes if t.get_returncode() is None]
             if any(_exited(transport.get_pid()) for transport in self._processes):
@@ -200,9 +213,9 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         return self.others_busy()
 
     def others_busy(self) -> bool:
-        """Whether a child process of this process (an MQTT broker) is running, waiting for a CPU or in
-        uninterruptible I/O (a subclass may look more cheaply, e.g. at the children it knows of)."""
-        return any(_process_busy(pid) for pid in _children())
+        """Whether a child process started through this loop (an MQTT broker) is running, waiting for a CPU or in
+        uninterruptible I/O (a subclass may look differently, e.g. at every child of the process)."""
+        return any(_process_busy(str(transport.get_pid())) for transport in self._processes)
 
     def time(self) -> float:
         """Simulated seconds since the loop was made; moves only in :meth:`advance`."""
