@@ -32,8 +32,8 @@ def test_demo_day_is_true_to_the_readme(tmp_path: Path) -> None:
     _readme_day(summary, first)
 
 
-# Two whole days on simulated time: about 80 s of CPU; on a loaded CI machine (three busy loops on two cores) the test
-# took 195 s, so its bound is wider than the suite's 300 s (a bound on a hang, not a wait).
+# Two whole days on simulated time: with three busy loops on the two cores the test took 195 s, so its bound is wider
+# than the suite's 300 s (a bound on a hang, not a wait).
 @pytest.mark.timeout(900)
 @needs_mosquitto
 def test_demo_day_is_the_same_story_for_a_seed(tmp_path: Path) -> None:
