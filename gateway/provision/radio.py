@@ -43,6 +43,8 @@ from bleak.exc import (
     BleakDeviceNotFoundError,
     BleakError,
 )
+from dbus_fast import BusType, Message, MessageType
+from dbus_fast.aio import MessageBus
 
 from gateway.ble_agent import AgentRegistrationError, bluez_agent
 from gateway.ble_passkey import (
@@ -435,8 +437,14 @@ async def pair_device(
     how = INSTRUCTIONS.get(expect, "") if expect else "Put the device in pairing mode."
     extra: dict[str, Any] = {} if scanner_backend is None else {"backend": scanner_backend}
     with _bluetooth_needed(scanner_backend is None):
-        await _forget_bond(wanted, client_backend)
+        moved = await _forget_bond(wanted, client_backend)
         device = await BleakScanner.find_device_by_address(wanted, timeout=give_up_after, **extra)
+    if device is None and moved:
+        raise DeviceNotFoundError(
+            f"nothing is advertising at {wanted}: its old bond is removed, and without it the hub cannot recognise "
+            "the private addresses it advertises under",
+            f"{how} Then find it with `carehub provision scan` and pair the private address it shows now.",
+        )
     if device is None:
         raise DeviceNotFoundError(
             f"nothing is advertising at {wanted}", f"{how} Then pair again within a minute (bring it near the hub)."
@@ -482,15 +490,60 @@ async def pair_device(
     return PairResult(identity, kind, device.name, battery, key_checked=kind is DeviceKind.PENDANT)
 
 
-async def _forget_bond(address: str, client_backend: type[BaseBleakClient] | None) -> None:
+async def _forget_bond(address: str, client_backend: type[BaseBleakClient] | None) -> bool:
     """Drop the bond the hub holds with `address`, if any (BlueZ: RemoveDevice; the simulated radio: its key
     store), so that pairing makes a fresh one: a meter that lost its own copy refuses the old keys for good.
 
     A bond is kept under the meter's identity address. The simulated radio's key store resolves a private address
-    typed here with its bonds' IRKs (`sim.ble.client.BumbleClient.unpair`); BlueZ does not give its IRKs over D-Bus
-    (bluetoothd resolves a bonded meter's private addresses itself and reports the identity, which is what to type)."""
-    with contextlib.suppress(BleakDeviceNotFoundError):  # no bond (BlueZ: no such device): nothing to forget
+    typed here with its bonds' IRKs (`sim.ble.client.BumbleClient.unpair`). BlueZ gives no IRKs over D-Bus (it
+    resolves a bonded meter's private addresses itself and reports the identity, which is what to type), but keeps
+    the bond in an object named after the address the meter was first seen at: one bonded at a private address is
+    found by its ``Address`` (:func:`_forget_bluez_identity`).
+
+    Returns:
+        True when the bond removed was one BlueZ kept under another address (the meter advertises under private
+        addresses, which BlueZ cannot resolve without the bond).
+    """
+    try:
         await BleakClient(address, backend=client_backend).unpair()
+    except BleakDeviceNotFoundError:  # no bond under that name (BlueZ: no such object)
+        return client_backend is None and await _forget_bluez_identity(address)
+    return False
+
+
+_BLUEZ_DEVICE: Final = "org.bluez.Device1"
+
+
+async def _forget_bluez_identity(address: str) -> bool:
+    """Remove bluetoothd's bonded device objects whose ``Address`` is `address` (their path names the private address
+    they were first seen at); whether one was removed."""
+    bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+    try:
+        reply = await bus.call(
+            Message(
+                destination="org.bluez", path="/", interface="org.freedesktop.DBus.ObjectManager",
+                member="GetManagedObjects",
+            )
+        )  # fmt: skip
+        if reply is None or reply.message_type is MessageType.ERROR:
+            return False
+        removed = False
+        for path, interfaces in reply.body[0].items():
+            device = interfaces.get(_BLUEZ_DEVICE)
+            if device is None or str(device["Address"].value).upper() != address:
+                continue
+            if "Paired" in device and not device["Paired"].value:
+                continue
+            gone = await bus.call(
+                Message(
+                    destination="org.bluez", path=str(device["Adapter"].value), interface="org.bluez.Adapter1",
+                    member="RemoveDevice", signature="o", body=[path],
+                )
+            )  # fmt: skip
+            removed = removed or (gone is not None and gone.message_type is not MessageType.ERROR)
+        return removed
+    finally:
+        bus.disconnect()
 
 
 @contextlib.asynccontextmanager
