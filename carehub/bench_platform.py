@@ -73,6 +73,7 @@ class PlatformBenchOptions:
     quick: bool = False
     nats: bool = False
     workers: int = 1
+    panics_after_connect: bool = False
 
     def size(self) -> tuple[int, int, int]:
         """(hubs, backlog, panics) of this run."""
@@ -233,6 +234,7 @@ async def run_platform_bench(options: PlatformBenchOptions) -> dict[str, float |
                 panics=panics,
                 panic_from=1.0 if options.quick else 2.0,
                 panic_to=3.0 if options.quick else 6.0,
+                panics_after_connect=options.panics_after_connect,
                 broker=hub_url,
                 processes=options.processes,
                 timeout_s=3600.0,
@@ -280,6 +282,7 @@ def _figures(
         "storm_drain_s": report.drain_s,
         "storm_connected_s": report.connected_s,
         "storm_panics_unconnected": report.panics_unconnected,
+        "storm_panics_after_connect": options.panics_after_connect,
         "peak_envelopes_per_s": -1.0 if report.peak_envelopes_per_s is None else report.peak_envelopes_per_s,
         "storm_panic_p50_ms": report.panic_p50_ms,
         "storm_panic_p99_ms": report.panic_p99_ms,

@@ -290,6 +290,10 @@ def bench(
         bool, typer.Option("--nats", help="platform: a nats-server with JetStream (hubs on its MQTT listener).")
     ] = False,
     workers: Annotated[int | None, typer.Option(help="platform: platform worker processes (default 1).", min=1)] = None,
+    panics_after_connect: Annotated[
+        bool,
+        typer.Option("--panics-after-connect", help="platform: press each panic 2-6 s after its hub connected."),
+    ] = False,
 ) -> None:
     """Measure the hub's speed figures on this machine: codec, outbox, end to end, panic latency, memory, and the
     platform's FHIR export (carehub bench fhir: that figure alone; carehub bench platform: the platform's)."""
@@ -300,7 +304,7 @@ def bench(
     if which not in (None, "fhir", "platform"):
         raise _fail(f"unknown bench {which!r}: carehub bench [fhir|platform] (none: every hub figure)")
     platform_only = (hubs, backlog, panics, processes, postgres, workers)
-    if which != "platform" and (nats or any(x is not None for x in platform_only)):
+    if which != "platform" and (nats or panics_after_connect or any(x is not None for x in platform_only)):
         raise _fail(
             "--hubs, --backlog, --panics, --processes, --postgres, --nats, --workers are for carehub bench platform"
         )
@@ -316,7 +320,9 @@ def bench(
             from sim.broker import BrokerError
             from sim.fleet import FleetError
 
-            options = PlatformBenchOptions(hubs, backlog, panics, processes, postgres, quick, nats, workers or 1)
+            options = PlatformBenchOptions(
+                hubs, backlog, panics, processes, postgres, quick, nats, workers or 1, panics_after_connect
+            )
             try:
                 results = aio.run(run_platform_bench(options))
             except (FleetError, BrokerError, OSError) as exc:

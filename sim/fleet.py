@@ -64,6 +64,8 @@ class FleetOptions:
         panics: panic presses during the storm, spread over hubs and over ``panic_from`` .. ``panic_to``.
         panic_from: seconds after the storm starts that the first panic is pressed.
         panic_to: seconds after the storm starts that the last panic is pressed.
+        panics_after_connect: count the panic times from each pressing hub's first connection instead (a panic
+            during the drain rather than while the broker is still taking the reconnect storm's sessions).
         broker: ``mqtt://host:port``, or several: the MQTT listeners of a broker cluster's nodes, which the hubs are
             spread over round-robin (hub n on node n mod N; issue 15 item 3). Default: the platform config's broker.
         processes: worker processes (default: one per 5,000 hubs; with several nodes, a multiple of their number,
@@ -78,6 +80,7 @@ class FleetOptions:
     panics: int = 2
     panic_from: float = 1.0
     panic_to: float = 3.0
+    panics_after_connect: bool = False
     broker: str | tuple[str, ...] | None = None
     processes: int | None = None
     timeout_s: float = 600.0
@@ -246,6 +249,7 @@ def _plans(
             platform_box=bytes(public.box_key).hex(),
             timeout_s=options.timeout_s,
             hubs=tuple(hubs[i::k]),
+            panics_after_connect=options.panics_after_connect,
         )
         for i in range(k)
     ]

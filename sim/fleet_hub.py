@@ -69,6 +69,9 @@ class ProcessPlan:
     platform_box: str
     timeout_s: float
     hubs: tuple[HubPlan, ...]
+    panics_after_connect: bool = False
+    """Panic offsets count from the hub's first connection, not from go (a panic during the drain, not in the
+    reconnect storm)."""
 
     def to_json(self) -> str:
         """The plan as one JSON line."""
@@ -96,6 +99,7 @@ class ProcessPlan:
                 platform_box=str(data["platform_box"]),
                 timeout_s=float(data["timeout_s"]),
                 hubs=hubs,
+                panics_after_connect=bool(data.get("panics_after_connect", False)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not a fleet process plan ({type(exc).__name__}: {exc})") from exc
@@ -217,7 +221,10 @@ async def _prepare(stack: contextlib.AsyncExitStack, plan: ProcessPlan, hub: Hub
     return _Hub(hub, wire, outbox, produced)
 
 
-async def _press(hub: _Hub, uplink: Uplink, counter: int, at: float) -> None:
+async def _press(hub: _Hub, uplink: Uplink, counter: int, at: float, *, after_connect: float | None = None) -> None:
+    if after_connect is not None:  # ``after_connect`` seconds after the hub's first connection instead of at ``at``
+        await uplink.connected.wait()
+        at = time.time() + after_connect
     await asyncio.sleep(max(0.0, at - time.time()))
     pressed = time.perf_counter()
     if not uplink.connected.is_set():
@@ -270,7 +277,11 @@ async def _run_hub(hub: _Hub, plan: ProcessPlan, go: float) -> Uplink:
         hub.uplink = uplink
         tg.create_task(_first_connect(hub, uplink), name=f"connect:{hub.plan.hub_id}")
         for counter, offset in enumerate(hub.plan.panics, start=1):
-            tg.create_task(_press(hub, uplink, counter, go + offset), name=f"press:{hub.plan.hub_id}:{counter}")
+            after = offset if plan.panics_after_connect else None
+            tg.create_task(
+                _press(hub, uplink, counter, go + offset, after_connect=after),
+                name=f"press:{hub.plan.hub_id}:{counter}",
+            )
         tg.create_task(_drained(hub, uplink), name=f"drain:{hub.plan.hub_id}")
     return uplink
 
