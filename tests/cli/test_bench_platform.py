@@ -84,8 +84,9 @@ def test_quick_platform_bench_on_postgresql(pg_server: Any) -> None:
 def test_quick_platform_bench_through_nats_jetstream_on_postgresql(pg_server: Any) -> None:
     """The district's path: hubs on nats-server's MQTT listener, two JetStream workers, PostgreSQL."""
     result = carehub(
-        "bench", "platform", "--quick", "--nats", "--workers", "2", "--postgres", pg_server.create_database(), "--json"
-    )
+        "bench", "platform", "--quick", "--nats", "--workers", "2", "--panics-after-connect",
+        "--postgres", pg_server.create_database(), "--json",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout)
     assert (figures["engine"], figures["workers"]) == ("postgresql", 2)
@@ -93,6 +94,9 @@ def test_quick_platform_bench_through_nats_jetstream_on_postgresql(pg_server: An
     assert figures["envelopes"] == figures["stored"] == 1005
     assert (figures["lost"], figures["duplicated"]) == (0, 0)
     assert all(isinstance(figures[key], float) and figures[key] > 0 for key in FIGURES)
+    # Each panic was pressed after its hub had connected: the alarm lane's latency, not the broker's session set-up.
+    assert figures["storm_panics_after_connect"] is True
+    assert figures["storm_panics_unconnected"] == 0
 
 
 def test_platform_options_are_refused_for_other_benches() -> None:

@@ -146,6 +146,12 @@ def test_a_process_plan_survives_its_json(hubs: tuple[HubPlan, ...]) -> None:
     assert ProcessPlan.from_json(plan.to_json()) == plan
 
 
+def test_a_plan_keeps_its_panic_timing_through_json() -> None:
+    hubs = (HubPlan("h1", "00" * 32, 3, (1.5,)),)
+    plan = ProcessPlan(1, "127.0.0.1", 1883, "/tmp/y", "00" * 32, "11" * 32, 9.0, hubs, panics_after_connect=True)  # noqa: S108
+    assert ProcessPlan.from_json(plan.to_json()).panics_after_connect is True
+
+
 def test_a_truncated_result_is_refused() -> None:
     result = ProcessResult(0, 1, 2, 2, "f", 1, 2, 0, 1, 0, 0, (1.5,), 0.25, 0.1, (0, 2))
     assert ProcessResult.from_json(json.loads(result.to_json())) == result
