@@ -16,6 +16,8 @@ Figures (one JSON object with ``--json``):
 * ``peak_envelopes_per_s``: the most envelopes acked as stored in any 5 s of the storm, per second (-1: it drained
   in under 5 s); ``storm_connected_s``: seconds until the last hub first connected;
 * ``storm_panic_p50_ms``, ``storm_panic_p99_ms``: panic press to the hub's receipt of the platform's ack;
+  ``storm_panic_hub_max_ms``, ``storm_panic_puback_max_ms``, ``storm_panic_platform_max_ms``: the longest part of
+  any panic's latency spent in the hub, waiting for the broker's PUBACK, and after it (:mod:`sim.fleet_hub`);
 * ``storm_amplification``: envelopes the hubs published / envelopes produced (1.0: nothing sent twice);
 * ``storm_drain_s``, ``stored``, ``lost``, ``duplicated``, ``worker_peak_rss_mb`` (VmHWM) and the run's size.
 
@@ -251,6 +253,10 @@ async def run_platform_bench(options: PlatformBenchOptions) -> dict[str, float |
     return {**_figures(options, report, crypto_us, cpu["after"] - cpu["before"], peak_mb), "broker": broker_name}
 
 
+def _or_minus(value: float | None) -> float:
+    return -1.0 if value is None else value
+
+
 def _figures(
     options: PlatformBenchOptions, report: FleetReport, crypto_us: float, worker_cpu_s: float, peak_mb: float
 ) -> dict[str, float | int | str]:
@@ -283,6 +289,9 @@ def _figures(
         "storm_connected_s": report.connected_s,
         "storm_panics_unconnected": report.panics_unconnected,
         "storm_panics_after_connect": options.panics_after_connect,
+        "storm_panic_hub_max_ms": _or_minus(report.panic_hub_max_ms),
+        "storm_panic_puback_max_ms": _or_minus(report.panic_puback_max_ms),
+        "storm_panic_platform_max_ms": _or_minus(report.panic_platform_max_ms),
         "peak_envelopes_per_s": -1.0 if report.peak_envelopes_per_s is None else report.peak_envelopes_per_s,
         "storm_panic_p50_ms": report.panic_p50_ms,
         "storm_panic_p99_ms": report.panic_p99_ms,

@@ -136,6 +136,9 @@ class FleetReport:
             pressed by then, acked); envelopes_per_s: backlog envelopes (hubs x backlog) / drain_s.
         connected_s: the storm's start to the moment the last hub first connected (the reconnect storm itself).
         panics_unconnected: panics pressed before their hub had connected (they wait for the broker too).
+        panic_hub_max_ms, panic_puback_max_ms, panic_platform_max_ms: the longest part of any panic's latency spent
+            in the hub (press to the alarm frame's publish), in the broker's PUBACK, and after it (stream, worker,
+            commit, the ack's way back); see :class:`sim.fleet_hub.ProcessResult`.
         peak_envelopes_per_s: the most envelopes acked as stored in any 5 s of the storm, per second (sampled every
             second by each fleet process; None when the storm drained in under 5 s).
         lost_examples: up to five lost records as ``hub record_id``, to look for in the platform's logs.
@@ -167,6 +170,9 @@ class FleetReport:
     connected_s: float = 0.0
     peak_envelopes_per_s: float | None = None
     panics_unconnected: int = 0
+    panic_hub_max_ms: float | None = None
+    panic_puback_max_ms: float | None = None
+    panic_platform_max_ms: float | None = None
     lost_examples: tuple[str, ...] = ()
     hubs_per_node: tuple[tuple[str, int], ...] = ()
 
@@ -428,6 +434,11 @@ def _report(
     def ms(q: float) -> float | None:
         return round(percentile(latencies, q), 3) if latencies else None
 
+    parts = [x for r in results for x in r.panic_split_ms]
+
+    def split(i: int) -> float | None:
+        return round(max(p[i] for p in parts), 3) if parts else None
+
     return FleetReport(
         hubs=options.hubs,
         processes=len(results),
@@ -454,6 +465,9 @@ def _report(
         connected_s=round(max(r.connected_s for r in results), 3),
         peak_envelopes_per_s=peak_rate([r.acked_series for r in results], _PEAK_WINDOW_S),
         panics_unconnected=sum(r.panics_unconnected for r in results),
+        panic_hub_max_ms=split(0),
+        panic_puback_max_ms=split(1),
+        panic_platform_max_ms=split(2),
         lost_examples=tuple(f"{hub} {rid}" for hub, rid in produced if stored[hub, rid] == 0)[:5],
         hubs_per_node=hubs_per_node,
     )

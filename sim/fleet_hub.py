@@ -21,7 +21,7 @@ import logging
 import resource
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -32,8 +32,9 @@ import nacl.signing
 from community.samples import T0, bp_record, panic_record
 from gateway.errors import GatewayError
 from gateway.outbox import Lane, Outbox, OutboxItem
+from gateway.transport import Connector, Incoming, Transport
 from gateway.uplink import Uplink, UplinkSettings, refusal_counts
-from gateway.uplink_settings import REFUSED_CURSOR_PREFIX
+from gateway.uplink_settings import REFUSED_CURSOR_PREFIX, mqtt_connector
 from gateway.wire import HubWire
 from protocols.errors import EnvelopeRejection
 from protocols.keys import HubIdentity, PlatformPublicKeys
@@ -127,6 +128,9 @@ class ProcessResult:
         connected_s: go to the moment the last of its hubs first connected (the reconnect storm's length).
         panics_unconnected: panics pressed while their hub had not yet connected (their latency includes the wait
             for the broker to take the hub's session).
+        panic_split_ms: per panic, where its latency went: press to the hub handing the first alarm-lane frame
+            after it to MQTT (the hub's outbox, window and connection), that publish to the broker's PUBACK, and the
+            PUBACK to the platform's ack at the hub (the stream, the worker, the commit, the ack's way back).
         acked_series: the envelopes its hubs had seen acked as stored at 1, 2, 3... seconds after go.
     """
 
@@ -146,6 +150,7 @@ class ProcessResult:
     connected_s: float = 0.0
     acked_series: tuple[int, ...] = ()
     panics_unconnected: int = 0
+    panic_split_ms: tuple[tuple[float, float, float], ...] = ()
 
     def to_json(self) -> str:
         """The result as one JSON line."""
@@ -164,12 +169,14 @@ class ProcessResult:
             raise ValueError(f"not a fleet process result (no {exc})") from exc
         latencies = fields.pop("panic_latencies_ms")
         series = fields.pop("acked_series")
-        if not isinstance(latencies, list) or not isinstance(series, list):
+        split = fields.pop("panic_split_ms")
+        if not isinstance(latencies, list) or not isinstance(series, list) or not isinstance(split, list):
             raise ValueError("not a fleet process result (panic_latencies_ms or acked_series is not a list)")  # noqa: TRY004
         try:
             return cls(
                 panic_latencies_ms=tuple(float(x) for x in latencies),
                 acked_series=tuple(int(x) for x in series),
+                panic_split_ms=tuple((float(a), float(b), float(c)) for a, b, c in split),
                 **fields,  # type: ignore[arg-type]
             )
         except TypeError as exc:
@@ -187,6 +194,8 @@ class _Hub:
     connected_at: float = 0.0
     uplink: Uplink | None = None
     panics_unconnected: int = 0
+    alarm_publishes: list[tuple[float, float]] = dataclasses.field(default_factory=list)
+    panic_split: list[tuple[float, float, float]] = dataclasses.field(default_factory=list)
 
 
 def _raise_fd_limit() -> None:
@@ -237,7 +246,42 @@ async def _press(hub: _Hub, uplink: Uplink, counter: int, at: float, *, after_co
     hub.produced.append(rid)
     await hub.outbox.put(OutboxItem(seq, envelope, Lane.PRIORITY, "panic", (rid,), time.time()))
     await uplink.wait_acked(rid)
-    hub.latencies.append((time.perf_counter() - pressed) * 1000.0)
+    acked = time.perf_counter()
+    hub.latencies.append((acked - pressed) * 1000.0)
+    start, end = next(((a, b) for a, b in hub.alarm_publishes if a >= pressed), (acked, acked))
+    hub.panic_split.append(((start - pressed) * 1000.0, (end - start) * 1000.0, (acked - end) * 1000.0))
+
+
+class _TimedTransport:
+    """The hub's real MQTT transport, noting when each alarm-lane publish started and when the broker took it."""
+
+    def __init__(self, inner: Transport, hub: _Hub) -> None:
+        self._inner = inner
+        self._hub = hub
+
+    @property
+    def node(self) -> str:
+        return self._inner.node
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        start = time.perf_counter()
+        await self._inner.publish(topic, payload)
+        if topic.endswith("/alarm"):
+            self._hub.alarm_publishes.append((start, time.perf_counter()))
+
+    def incoming(self) -> AsyncIterator[Incoming]:
+        return self._inner.incoming()
+
+
+class _TimedConnector:
+    def __init__(self, inner: Connector, hub: _Hub) -> None:
+        self._inner = inner
+        self._hub = hub
+
+    @contextlib.asynccontextmanager
+    async def session(self, subscriptions: Sequence[str]) -> AsyncIterator[Transport]:
+        async with self._inner.session(subscriptions) as transport:
+            yield _TimedTransport(transport, self._hub)
 
 
 async def _first_connect(hub: _Hub, uplink: Uplink) -> None:
@@ -273,7 +317,8 @@ async def _refused(outbox: Outbox) -> int:
 
 async def _run_hub(hub: _Hub, plan: ProcessPlan, go: float) -> Uplink:
     settings = UplinkSettings(hub_id=hub.plan.hub_id, host=plan.host, port=plan.port)
-    async with Uplink(settings, hub.outbox, hub.wire) as uplink, asyncio.TaskGroup() as tg:
+    connector = _TimedConnector(mqtt_connector(settings), hub)
+    async with Uplink(settings, hub.outbox, hub.wire, connector=connector) as uplink, asyncio.TaskGroup() as tg:
         hub.uplink = uplink
         tg.create_task(_first_connect(hub, uplink), name=f"connect:{hub.plan.hub_id}")
         for counter, offset in enumerate(hub.plan.panics, start=1):
@@ -333,6 +378,7 @@ async def run_process(plan: ProcessPlan, go_time: Callable[[], Awaitable[float]]
         connected_s=max(0.0, max(h.connected_at for h in hubs) - go),
         acked_series=tuple(series),
         panics_unconnected=sum(h.panics_unconnected for h in hubs),
+        panic_split_ms=tuple(x for h in hubs for x in h.panic_split),
     )
 
 
