@@ -63,6 +63,10 @@ async def test_a_storm_of_20_hubs_is_stored_exactly_once_and_its_panics_are_acke
         assert report[key] > 0, key
     assert report["panic_p50_ms"] <= report["panic_p99_ms"] <= report["panic_max_ms"]
     assert 0 < report["connected_s"] <= report["drain_s"]
+    # Where the panics' latency went: each part is measured, none longer than the longest whole latency.
+    for part in ("panic_hub_max_ms", "panic_puback_max_ms", "panic_platform_max_ms"):
+        assert isinstance(report[part], float), part
+        assert 0 <= report[part] <= report["panic_max_ms"] + 1e-3, part
     listed = carehub("platform", "readings", "-c", config, "--json")
     assert listed.returncode == 0, listed.stderr
     assert len(json.loads(listed.stdout)) == 202
@@ -153,7 +157,7 @@ def test_a_plan_keeps_its_panic_timing_through_json() -> None:
 
 
 def test_a_truncated_result_is_refused() -> None:
-    result = ProcessResult(0, 1, 2, 2, "f", 1, 2, 0, 1, 0, 0, (1.5,), 0.25, 0.1, (0, 2))
+    result = ProcessResult(0, 1, 2, 2, "f", 1, 2, 0, 1, 0, 0, (1.5,), 0.25, 0.1, (0, 2), 0, ((0.5, 0.25, 0.75),))
     assert ProcessResult.from_json(json.loads(result.to_json())) == result
     broken = json.loads(result.to_json())
     del broken["drain_s"]
