@@ -69,6 +69,7 @@ class _InFlight:
     sent_at: float
     deadline: float
     resend: bool
+    round: int  # the resend timer's round when it was sent
 
 
 class Delivery:
@@ -264,7 +265,7 @@ class Delivery:
             size += len(item.envelope)
             self._highest_sent = max(self._highest_sent, seq)
         deadline = now + self._timer.ack_wait()
-        self._frames[frame_id] = _InFlight(frame_id, by_seq, priority, size, now, deadline, resend)
+        self._frames[frame_id] = _InFlight(frame_id, by_seq, priority, size, now, deadline, resend, self._timer.round)
         if priority:
             self._priority_frames += 1
         else:
@@ -377,8 +378,9 @@ class Delivery:
             return None
         if any(not self._frames[fid].priority for fid in expired):
             self._probing = True
+        latest_round = max(self._frames[fid].round for fid in expired)
         envelopes = self._release(expired)
-        self._timer.unacked_round()
+        self._timer.unacked_round(latest_round)  # once per round, not once per frame
         return Expiry(len(expired), envelopes, self._timer.ack_wait_ceiling())
 
     def _release(self, frame_ids: Sequence[int]) -> int:

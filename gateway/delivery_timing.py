@@ -5,8 +5,10 @@ its ack before it is resent:
 
 * The wait is ``backoff_delay(level, base=max(ack_timeout, 2 x smoothed ack latency), cap=ack_timeout_cap)`` with
   jitter (removed, never added, so the cap stays a ceiling).
-* Every round that ends unacknowledged raises ``level`` (doubling the wait); an ack for a frame sent once lowers it
-  to 0 and feeds the smoothed latency. A resent frame's latency is ambiguous (Karn's rule) and is not sampled. A
+* Every ROUND that ends unacknowledged raises ``level`` (doubling the wait) once, however many of its frames time
+  out: a round is the frames sent since the level last changed (:attr:`ResendTimer.round`), so frames sent at an
+  older round that expire afterwards do not raise it again. An ack for a frame sent once lowers it to 0, starts a
+  new round and feeds the smoothed latency. A resent frame's latency is ambiguous (Karn's rule) and is not sampled. A
   slow platform thus sees fewer and fewer duplicates instead of a fixed-period resend storm.
 
 Nothing here awaits, sleeps or reads a clock: times are plain floats passed in.
@@ -73,18 +75,24 @@ class ResendTimer:
         rng: randomness for the jitter (seed it in tests).
     """
 
-    __slots__ = ("_level", "_policy", "_rng", "_srtt")
+    __slots__ = ("_level", "_policy", "_rng", "_round", "_srtt")
 
     def __init__(self, policy: DeliveryPolicy, *, rng: random.Random) -> None:
         self._policy = policy
         self._rng = rng
         self._level = 0
+        self._round = 0
         self._srtt: float | None = None
 
     @property
     def level(self) -> int:
         """How many ack rounds in a row ended unacknowledged (the backoff's exponent)."""
         return self._level
+
+    @property
+    def round(self) -> int:
+        """The current round's number: note it when a frame is sent, pass it to :meth:`unacked_round` on expiry."""
+        return self._round
 
     @property
     def smoothed_ack_latency(self) -> float | None:
@@ -114,7 +122,15 @@ class ResendTimer:
         sample = max(0.0, now - sent_at)
         self._srtt = sample if self._srtt is None else self._srtt + _SRTT_GAIN * (sample - self._srtt)
         self._level = 0
+        self._round += 1
 
-    def unacked_round(self) -> None:
-        """Frames reached their deadline unacknowledged: the next wait doubles (up to the cap)."""
+    def unacked_round(self, sent_round: int) -> None:
+        """Frames sent at ``sent_round`` (the latest of those expired) reached their deadline unacknowledged.
+
+        The next wait doubles (up to the cap) once per round: frames of a round already backed off (or answered
+        since) change nothing.
+        """
+        if sent_round != self._round:
+            return
         self._level = min(self._level + 1, _MAX_LEVEL)
+        self._round += 1
