@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import random
+import sqlite3
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -24,10 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from crash_diagnosis import journal_readings, locate, outbox_readings, report
 
 from community.ingest import IngestWorker, WorkerSettings
 from community.storage import SqliteStorage
 from community.wire import PlatformCodec
+from protocols.errors import EnvelopeError
 from protocols.keys import HubIdentity, PlatformIdentity, save_hub_identity, save_platform_public_keys
 from sim.broker import MosquittoBroker, mosquitto_available
 
@@ -276,9 +279,29 @@ async def test_hub_sigkilled_at_random_moments_loses_and_duplicates_nothing(tmp_
             lost = sorted(key for key in expected if got[key] < expected[key])
             duplicated = sorted(key for key in got if got[key] > expected.get(key, 0))
             tail = "\n".join(gateway.lines[-20:])
+            diagnosis = ""
+            if lost:
+                # Post-mortem: stop the last hub (its files then hold exactly what it kept), then look for each
+                # missing reading in its journal, its outbox and the platform's database.
+                await gateway.kill()
+                outbox_path = tmp_path / "outbox.sqlite"
+                logs = {p.what: p.lines for p in procs if p.what.startswith("gateway") or p.what == "home"}
+                platform_rows = Counter((d or "", raw) for d, raw, _ in await stored())
+                try:
+                    found = locate(
+                        lost,
+                        journal=journal_readings(outbox_path),
+                        outbox=outbox_readings(
+                            outbox_path, PlatformCodec(platform_identity), HUB_ID, hub_identity.verify_key
+                        ),
+                        platform=platform_rows,
+                    )
+                    diagnosis = report(found, logs)
+                except (EnvelopeError, sqlite3.Error, OSError) as exc:
+                    diagnosis = f"post-mortem failed: {exc!r}"
             assert not lost, (
                 f"{len(lost)} of {len(expected)} readings never reached the platform: {lost}\n"
-                f"{tail}\n(process logs: {tmp_path / 'logs'})"
+                f"{diagnosis}\n{tail}\n(process logs: {tmp_path / 'logs'})"
             )
             assert not duplicated, f"readings stored more than once or never produced: {duplicated}"
             assert all(n == 1 for n in ids.values())
