@@ -55,6 +55,8 @@ def home(
         clock = CompressedClock(parsed.start_time, speed)
         async with Home(parsed, link=link, clock=clock, seed=seed, on_event=output.emit) as running:
             await running.run()
+            held = ", ".join(f"{device_id} {device.stored_count()}" for device_id, device in running.devices.items())
+            output.emit(f"unconfirmed in meter memory at the end: {held}")
         return [json.dumps(p.as_dict()) for p in running.log]
 
     lines = aio.run(run())
