@@ -11,7 +11,9 @@ in tests). Its parts:
 
 Invariant 1: an envelope leaves the outbox only when a platform-signed ack names it as stored (or permanently
 refused); an MQTT PUBACK is not delivery. Invariant 4: the priority lane is read first, a priority put wakes the
-sender at once, and priority frames have a window of their own.
+sender at once, and priority frames have a window of their own. The sender never awaits a PUBACK: each frame is
+published by a task of its own under its lane's bound, so an alarm is never held behind a routine frame's PUBACK
+from a slow broker (issue 15 item 4).
 
 * Frames go QoS 1 to ``carehub/v1/<hub>/up``, priority-lane frames to ``carehub/v1/<hub>/alarm`` (so a platform
   can read them apart from a routine backlog, ``docs/protocol.md`` §5); acks arrive on ``carehub/v1/<hub>/ack``
@@ -244,7 +246,7 @@ class Uplink:
                     try:
                         async with asyncio.TaskGroup() as tg:
                             tg.create_task(self._receive(transport), name=f"uplink-receive:{hub}")
-                            tg.create_task(self._send(transport), name=f"uplink-send:{hub}")
+                            tg.create_task(self._send(transport, tg), name=f"uplink-send:{hub}")
                             tg.create_task(self._expire(), name=f"uplink-expire:{hub}")
                     finally:
                         # However the session ends, what was in flight may never be acked on it: it is all sent
@@ -302,9 +304,16 @@ class Uplink:
 
     # ---------------------------------------------------------------- sending
 
-    async def _send(self, transport: Transport) -> None:
+    async def _send(self, transport: Transport, tg: asyncio.TaskGroup) -> None:
         delivery, outbox, clock = self._delivery, self.outbox, self._clock
         up_topic, alarm_topic = self.wire.up_topic(), self.wire.alarm_topic()
+        policy = self.settings.policy()
+        # Each lane has its own bound on publishes awaiting their PUBACK; the sender never awaits one, so an alarm
+        # put while a routine frame waits for a slow broker's PUBACK is published at once (issue 15 item 4).
+        lanes = (
+            asyncio.Semaphore(policy.max_inflight_frames),
+            asyncio.Semaphore(policy.max_inflight_priority_frames),
+        )
         while True:
             self._wake.clear()
             outbox.item_put.clear()
@@ -328,13 +337,26 @@ class Uplink:
                 self._arm(frame)
                 self._acks.update_gauges()
                 topic = alarm_topic if frame.priority else up_topic  # the priority lane's own topic (item 4)
-                await transport.publish(topic, self.wire.encode_frame([i.envelope for i in frame.items]))
-                self.metrics.frames_sent += 1
-                self.metrics.envelopes_sent += len(frame.items)
+                payload = self.wire.encode_frame([i.envelope for i in frame.items])
+                lane = lanes[1] if frame.priority else lanes[0]
+                # Tasks start in creation order, so frames reach the wire in the order the core chose them.
+                tg.create_task(self._publish(transport, lane, topic, payload, len(frame.items)), name="uplink-pub")
                 sent = True
             if not sent:
                 raise_if_cancelling()
                 await _wait_any(self._wake, outbox.item_put, outbox.priority_put)
+
+    async def _publish(
+        self, transport: Transport, lane: asyncio.Semaphore, topic: str, payload: bytes, envelopes: int
+    ) -> None:
+        """Publish one frame (QoS 1) under its lane's bound; returns at its PUBACK, which is not delivery.
+
+        A :class:`TransportError` ends the session's task group like any lost connection.
+        """
+        async with lane:
+            await transport.publish(topic, payload)
+        self.metrics.frames_sent += 1
+        self.metrics.envelopes_sent += envelopes
 
     def _arm(self, frame: Frame) -> None:
         if self._armed_for is None or frame.deadline < self._armed_for:
