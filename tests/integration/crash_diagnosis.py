@@ -46,7 +46,10 @@ class Whereabouts:
             return "LATE: in the hub's journal, not yet committed to the outbox (replayed at the next start)"
         if self.platform:
             return "LATE: reached the platform after the drain bound"
-        return "NOT IN THE HUB: in the meter's memory (never confirmed) or LOST (confirmed, then dropped)"
+        return (
+            "NOT IN THE HUB: still in the meter's memory when the home ended (see its 'unconfirmed in meter memory'"
+            " line: never collected) or LOST (confirmed to the meter, then dropped by a hub)"
+        )
 
 
 def _hex(value: object) -> str | None:
@@ -113,6 +116,10 @@ def report(found: list[Whereabouts], logs: Mapping[str, list[str]]) -> str:
         out.append(f"missing {w.address} {w.raw}: journal={w.journal} outbox={list(w.outbox)} platform={w.platform}")
         out.append(f"  -> {w.verdict()}")
         for what, lines in logs.items():
-            mentions = [line for line in lines if w.address in line or "SIGKILLED" in line]
+            mentions = [
+                line
+                for line in lines
+                if w.address in line or "SIGKILLED" in line or "unconfirmed in meter memory" in line
+            ]
             out.extend(f"  [{what}] {line}" for line in mentions[-8:])
     return "\n".join(out)

@@ -27,6 +27,11 @@ def test_a_reading_nowhere_in_the_hub_is_not_called_late() -> None:
     )
     assert (found.journal, found.outbox, found.platform) == (0, (), 0)
     assert found.verdict().startswith("NOT IN THE HUB")
-    text = report([found], {"gateway 3": [f"session {ADDRESS} up", "other device", "SIGKILLED after home reading 4"]})
+    logs = {
+        "gateway 3": [f"session {ADDRESS} up", "other device", "SIGKILLED after home reading 4"],
+        "home": ["unconfirmed in meter memory at the end: bp-1 1"],
+    }
+    text = report([found], logs)
     assert f"[gateway 3] session {ADDRESS} up" in text
+    assert "[home] unconfirmed in meter memory at the end: bp-1 1" in text
     assert "other device" not in text
