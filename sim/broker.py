@@ -60,6 +60,10 @@ def _ephemeral_low() -> int:
         return 32768
 
 
+_HANDED_OUT: set[int] = set()
+"""Every port :func:`free_port` has returned in this process."""
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago, below the kernel's ephemeral range.
 
@@ -67,21 +71,32 @@ def free_port() -> int:
     range can meanwhile be taken by a client's own connection attempt: a client reconnecting to 127.0.0.1:P that
     happens to be given P as its source port connects to itself (TCP simultaneous open) and holds the port; with a
     client retrying every second for hours that happened in about one demo day in three.
+
+    A port is never handed out twice by one process: ports chosen together (a NATS node's client, MQTT and route
+    ports) are all still unbound when the next is chosen, so "free a moment ago" alone once gave one node the same
+    port for its MQTT listener and its cluster route, and the node exited.
     """
     high = _ephemeral_low() - 1
     rng = random.SystemRandom()
     for _ in range(200):
         port = rng.randint(min(10_000, high - 1), high)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # a crowded range: any free port
-        sock.bind(("127.0.0.1", 0))
-        chosen: int = sock.getsockname()[1]
-        return chosen
+        _HANDED_OUT.add(port)
+        return port
+    for _ in range(200):  # a crowded range: any free port the kernel offers
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            chosen: int = sock.getsockname()[1]
+        if chosen not in _HANDED_OUT:
+            _HANDED_OUT.add(chosen)
+            return chosen
+    raise OSError("no free TCP port on 127.0.0.1 that this process has not already handed out")
 
 
 @dataclass(frozen=True, slots=True)
