@@ -215,12 +215,16 @@ async def test_a_press_on_a_full_disk_is_stored_from_the_reserve_and_confirmed(
                 lambda: _more_alarms(storage, alarms_before), "an alarm record made on the full disk at the platform"
             )
             assert filler.exists()
-            assert not reserve_held(disk)  # given up for the press
             text = log.read_text(errors="replace")
+            # Given up for the press when SQLite needed a new block for it. SQLite may instead write the press into
+            # pages its files already hold (the WAL is rewritten from its start after a checkpoint), and then the disk
+            # being full never reaches it: one clean-clone run in about ten stored the press that way. Either way
+            # the press is stored and confirmed; tests/gateway/test_disk_reserve.py covers the release itself.
+            released = not reserve_held(disk)
+            assert ("released the" in text) == released, text[-2000:]
             # The resident hears the ordinary "help is being called" (a stored call), not the can't-store siren.
             assert text.count("light=help_called sound=alarm") == 2, text[-2000:]
             assert "light=siren" not in text
-            assert "released the" in text
             assert not marker.exists()  # stored, so the fallback notifier for an unstorable call did not run
 
             filler.unlink()  # the other program's log is rotated: space returns
@@ -246,10 +250,13 @@ async def test_a_press_on_a_full_disk_is_stored_from_the_reserve_and_confirmed(
             reserve = found["disk reserve"]
             assert reserve["status"] == "ok", reserve
             assert reserve["detail"].startswith("2.0 MiB of 2.0 MiB held at "), reserve
-            assert "last full disk from " in reserve["detail"], reserve
-            assert re.search(
-                r"to \S+ \S+ UTC: [1-9]\d* alarm/panic commit\(s\) stored from the reserve", reserve["detail"]
-            )
+            if released:
+                assert "last full disk from " in reserve["detail"], reserve
+                assert re.search(
+                    r"to \S+ \S+ UTC: [1-9]\d* alarm/panic commit\(s\) stored from the reserve", reserve["detail"]
+                )
+            else:  # SQLite never saw the disk full: there was no episode
+                assert "last full disk" not in reserve["detail"], reserve
 
 
 async def _more_alarms(storage: SqliteStorage, before: int) -> bool:
