@@ -11,13 +11,13 @@ import json
 import os
 import pty
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from clirun import CAREHUB, carehub, environment, one_error_line
+from relay_process import running_relay
 
 import sim.ble
 from gateway.config import DeviceKind, load_config
@@ -38,21 +38,8 @@ PIN = 519_370
 @pytest.fixture
 async def relay() -> AsyncIterator[str]:
     """``python -m sim.ble.relay --port 0``: its ``tcp:`` link, reachable from the carehub process."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sim.ble.relay", "--port", "0", stdout=asyncio.subprocess.PIPE
-    )
-    try:
-        assert process.stdout is not None
-        async with asyncio.timeout(BOUND):
-            while True:
-                line = (await process.stdout.readline()).decode()
-                assert line, "the relay exited before it was ready"
-                if line.startswith("READY"):
-                    break
-        yield f"tcp:127.0.0.1:{line.split()[1]}"
-    finally:
-        process.kill()
-        await process.wait()
+    async with running_relay(BOUND) as link:
+        yield link
 
 
 @contextlib.asynccontextmanager

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from relay_process import running_relay
 
 from community.ingest import IngestWorker, WorkerSettings
 from community.storage import SqliteStorage, StoredReading
@@ -66,19 +67,6 @@ def config_text(broker: MosquittoBroker, link: str, tmp: Path) -> str:
     )
 
 
-async def start_relay() -> tuple[asyncio.subprocess.Process, str]:
-    relay = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sim.ble.relay", "--port", "0", stdout=asyncio.subprocess.PIPE
-    )
-    assert relay.stdout is not None
-    async with asyncio.timeout(BOUND):
-        while True:
-            line = (await relay.stdout.readline()).decode()
-            assert line, "the relay exited before it was ready"
-            if line.startswith("READY"):
-                return relay, f"tcp:127.0.0.1:{line.split()[1]}"
-
-
 async def until(predicate: Callable[[], Awaitable[object]], what: str, log: Path) -> None:
     """Poll the platform's database (another process's progress has no event to await here) until it holds."""
     try:
@@ -106,13 +94,11 @@ async def test_cgm_readings_reach_the_platform_and_a_level_2_hypo_is_critical(
     platform = PlatformIdentity.generate()
     save_hub_identity(tmp_path / "hub.key", hub)
     save_platform_public_keys(tmp_path / "platform.pub", platform.public)
-    relay, link = await start_relay()
     sensor = CgmSensor(DeviceOptions(id="cgm-1", address=SENSOR, name="CGM", bonding_required=True), RealClock())
-    (tmp_path / "hub.toml").write_text(config_text(mosquitto, link, tmp_path), encoding="utf-8")
     log = tmp_path / "hub.log"
     async with contextlib.AsyncExitStack() as stack:
-        stack.push_async_callback(relay.wait)
-        stack.callback(relay.kill)
+        link = await stack.enter_async_context(running_relay(BOUND))
+        (tmp_path / "hub.toml").write_text(config_text(mosquitto, link, tmp_path), encoding="utf-8")
         storage = await stack.enter_async_context(SqliteStorage(tmp_path / "platform.sqlite"))
         await storage.enroll_hub(hub.public)
         settings = WorkerSettings(mosquitto.host, mosquitto.port, client_id="cgm-test-platform")

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from relay_process import running_relay
 
 from community.ingest import IngestWorker, WorkerSettings
 from community.storage import SqliteStorage, StoredReading
@@ -112,19 +113,6 @@ def config_text(broker: MosquittoBroker, link: str, disk: Path, marker: Path) ->
     )
 
 
-async def start_relay() -> tuple[asyncio.subprocess.Process, str]:
-    relay = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sim.ble.relay", "--port", "0", stdout=asyncio.subprocess.PIPE
-    )
-    assert relay.stdout is not None
-    async with asyncio.timeout(BOUND):
-        while True:
-            line = (await relay.stdout.readline()).decode()
-            assert line, "the relay exited before it was ready"
-            if line.startswith("READY"):
-                return relay, f"tcp:127.0.0.1:{line.split()[1]}"
-
-
 async def panic_records(storage: SqliteStorage, counter: int) -> list[StoredReading]:
     return [r for r in await storage.readings(HUB_ID) if r.kind == "panic" and r.body["counter"] == counter]
 
@@ -162,16 +150,14 @@ async def test_a_press_on_a_full_disk_is_stored_from_the_reserve_and_confirmed(
     save_platform_public_keys(tmp_path / "platform.pub", platform.public)
     save_pendant_key(tmp_path / "pendant.key", PENDANT, PENDANT_KEY)
     marker = tmp_path / "fallback-notified.txt"
-    relay, link = await start_relay()
     pendant = Pendant(
         DeviceOptions(id="pendant-1", address=PENDANT, name="Pendant", bonding_required=True, key=PENDANT_KEY),
         RealClock(),
     )
     with small_disk(tmp_path / "disk") as disk:
-        (tmp_path / "hub.toml").write_text(config_text(mosquitto, link, disk, marker), encoding="utf-8")
         async with contextlib.AsyncExitStack() as stack:
-            stack.push_async_callback(relay.wait)
-            stack.callback(relay.kill)
+            link = await stack.enter_async_context(running_relay(BOUND))
+            (tmp_path / "hub.toml").write_text(config_text(mosquitto, link, disk, marker), encoding="utf-8")
             storage = await stack.enter_async_context(SqliteStorage(tmp_path / "platform.sqlite"))
             await storage.enroll_hub(hub.public)
             settings = WorkerSettings(mosquitto.host, mosquitto.port, client_id="disk-test-platform")

@@ -4,12 +4,12 @@ home (blood-pressure cuff and pendant) on that relay, so CLI commands running on
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from provision_kit import BOUND, Home, Platform, make_home
+from relay_process import running_relay
 
 from community.ingest import IngestWorker, WorkerSettings
 from community.storage import SqliteStorage
@@ -42,21 +42,8 @@ async def platform(tmp_path: Path, mosquitto: MosquittoBroker) -> AsyncIterator[
 @pytest.fixture
 async def relay_link() -> AsyncIterator[str]:
     """``python -m sim.ble.relay --port 0``; the value is its ``tcp:`` link."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sim.ble.relay", "--port", "0", stdout=asyncio.subprocess.PIPE
-    )
-    try:
-        assert process.stdout is not None
-        async with asyncio.timeout(BOUND):
-            while True:
-                line = (await process.stdout.readline()).decode()
-                assert line, "the relay exited before it was ready"
-                if line.startswith("READY"):
-                    break
-        yield f"tcp:127.0.0.1:{line.split()[1]}"
-    finally:
-        process.kill()
-        await process.wait()
+    async with running_relay(BOUND) as link:
+        yield link
 
 
 @pytest.fixture
