@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import dataclasses
 import datetime as _dt
 import enum
 import json
@@ -50,6 +49,7 @@ from community.storage_common import (
     EPOCH,
     StorageError,
     UnstorableError,
+    body_json,
     check_text,
     make_private,
     micros,
@@ -87,29 +87,6 @@ MAX_DETAIL_CHARS: Final = 512
 """A refusal's detail text is cut to this length in the quarantine (it may quote what a sender chose)."""
 MAX_RESIDENT_CHARS: Final = 256
 """Resident ids are text of 1..256 characters, as in ``protocols.messages``."""
-
-
-def _jsonable(value: object) -> Any:
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, _dt.datetime):
-        return value.isoformat()
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, set | frozenset):  # a measurement's `tolerated`: its names, sorted (as on the wire)
-        return sorted(_jsonable(v) for v in value)
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    return value
-
-
-def body_json(body: Body) -> dict[str, Any]:
-    """A record body as JSON-ready data: its field names, enums as their values, bytes (raw GATT values, record
-    ids) as lowercase hex, times as ISO 8601 in UTC; a measurement's ``values`` exactly as decoded on the hub."""
-    out: dict[str, Any] = _jsonable(dataclasses.asdict(body))
-    return out
 
 
 def _encode_body(body: Mapping[str, Any]) -> str:

@@ -12,18 +12,23 @@ in both engines, so an envelope is stored or refused the same way whichever engi
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
+import enum
+import functools
 import logging
 import os
 import stat
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 __all__ = [
     "EPOCH",
     "PRIVATE_MODE",
     "StorageError",
     "UnstorableError",
+    "body_json",
     "check_text",
     "make_private",
     "micros",
@@ -67,6 +72,46 @@ def seq_from_db(value: object) -> int:
     if type(value) is not int:
         raise StorageError(f"a sequence number column holds {value!r}")
     return value + _BIAS
+
+
+_PLAIN: Final = frozenset({str, int, float, bool, type(None)})
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
+def _jsonable(value: object) -> Any:
+    if type(value) in _PLAIN:  # most of a body (exact types: an IntEnum or a bool subclass goes on)
+        return value
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, _dt.datetime):
+        return value.isoformat()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {name: _jsonable(getattr(value, name)) for name in _field_names(type(value))}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, set | frozenset):  # a measurement's `tolerated`: its names, sorted (as on the wire)
+        return sorted(_jsonable(v) for v in value)
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def body_json(body: object) -> dict[str, Any]:
+    """A record body (a :mod:`protocols.record` body dataclass) as JSON-ready data: its field names, enums as their
+    values, bytes (raw GATT values, record ids) as lowercase hex, times as ISO 8601 in UTC, nested dataclasses as
+    maps; a measurement's ``values`` exactly as decoded on the hub.
+
+    What ``dataclasses.asdict`` and then a conversion of each value gave, in one walk and without ``asdict``'s deep
+    copy of every value (a third of the ingest worker's CPU beyond opening the envelope, issue 15).
+    """
+    out: dict[str, Any] = _jsonable(body)
+    return out
 
 
 def micros(t: _dt.datetime) -> int:

@@ -1,0 +1,177 @@
+"""``python -m carehub.bench_ingest``: the ingest core's CPU per envelope without a broker, repeatable (issue 15).
+
+``carehub bench platform`` measures the worker processes end to end, broker client, idle fetching and all, on a
+machine shared with the load generator. This harness measures the part the platform's code decides: a real
+:class:`community.ingest_core.IngestCore` over a real storage engine (SQLite in a temporary directory, or
+PostgreSQL with ``--postgres URL``) handling pre-sealed uplink frames (one single-record envelope per sample
+reading, as ``sim.fleet`` seals them) in batches of ``--frames-per-batch`` frames (1: the Mosquitto worker; 16: the
+JetStream worker as the bench configures it), the acks signed as the workers sign them. It prints:
+
+* ``crypto_open_verify_us``: :func:`protocols.envelope.open_envelope` alone on the same envelopes (best of three);
+* ``core_cpu_per_envelope_us``: this process's CPU time (all threads: SQLite's included, PostgreSQL's server not)
+  for handling every frame and signing every ack, divided by the envelopes; ``wall_per_envelope_us`` likewise;
+* ``cpu_ratio_to_crypto``: the two divided.
+
+``--enrolled N`` enrols N more hubs (real keys, in chunks) before the run, so the same run can be compared with 10
+and with 200,000 hubs enrolled. ``--profile FILE`` writes a cProfile of the handling to ``FILE`` (``.prof``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import json
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from community.ingest_core import IngestCore, IngestStats, UplinkFrame
+from community.samples import T0, bp_record
+from community.storage import Enrolment, SqliteStorage, Storage
+from community.wire import PlatformCodec
+from protocols.envelope import open_envelope, seal
+from protocols.keys import HubIdentity, HubPublicKey, PlatformIdentity
+from protocols.record import Record
+from protocols.topics import encode_uplink, up_topic
+
+__all__ = ["IngestBenchOptions", "enroll_extra_hubs", "main", "run_ingest_bench"]
+
+_ENROL_CHUNK = 5_000
+
+
+@dataclass(frozen=True, slots=True)
+class IngestBenchOptions:
+    """One run: ``hubs`` hubs with ``backlog`` envelopes each, ``frame`` envelopes per frame."""
+
+    hubs: int = 200
+    backlog: int = 20
+    frame: int = 20
+    frames_per_batch: int = 1
+    enrolled: int = 0
+    postgres: str | None = None
+    profile: Path | None = None
+
+
+async def enroll_extra_hubs(storage: Storage, count: int, *, prefix: str = "extra") -> None:
+    """Enrol ``count`` hubs nobody runs (fresh Ed25519 keys, ``<prefix>-<n>``), ``_ENROL_CHUNK`` per transaction."""
+    for start in range(0, count, _ENROL_CHUNK):
+        chunk = [
+            Enrolment(HubIdentity.generate(f"{prefix}-{n}").public, ("resident-1",))
+            for n in range(start, min(count, start + _ENROL_CHUNK))
+        ]
+        await storage.enroll_hubs(chunk)
+
+
+def _frames(
+    platform: PlatformIdentity, hubs: Sequence[HubIdentity], backlog: int, per_frame: int
+) -> tuple[list[UplinkFrame], list[tuple[str, bytes]]]:
+    frames: list[UplinkFrame] = []
+    envelopes: list[tuple[str, bytes]] = []
+    for hub in hubs:
+        sealed: list[bytes] = []
+        for n in range(backlog):
+            record: Record = bp_record(hub.hub_id, n, seq=n + 1)
+            sealed.append(seal(hub, platform.public.box_key, n + 1, T0, [record.to_cbor()]))
+        envelopes.extend((hub.hub_id, e) for e in sealed)
+        topic = up_topic(hub.hub_id)
+        chunks = (sealed[i : i + per_frame] for i in range(0, backlog, per_frame))
+        frames.extend(UplinkFrame(topic, encode_uplink(chunk)) for chunk in chunks)
+    return frames, envelopes
+
+
+def _crypto_us(
+    platform: PlatformIdentity, hubs: Sequence[HubIdentity], envelopes: Sequence[tuple[str, bytes]]
+) -> float:
+    known = {h.hub_id: h.verify_key for h in hubs}
+    best = float("inf")
+    for _ in range(3):
+        start = time.process_time()
+        for hub, data in envelopes:
+            open_envelope(data, platform.box_key, known, expected_hub=hub)
+        best = min(best, time.process_time() - start)
+    return best / len(envelopes) * 1e6
+
+
+@contextlib.asynccontextmanager
+async def _storage(options: IngestBenchOptions, tmp: Path) -> AsyncIterator[Storage]:
+    if options.postgres is None:
+        async with SqliteStorage(tmp / "platform.db") as sqlite:
+            yield sqlite
+    else:
+        from community.storage_pg import PostgresStorage  # noqa: PLC0415 - psycopg only when asked for
+
+        async with PostgresStorage(options.postgres) as pg:
+            yield pg
+
+
+async def run_ingest_bench(options: IngestBenchOptions) -> dict[str, float | int | str]:
+    """Seal, enrol, handle every frame once; the figures as one flat dict."""
+    platform = PlatformIdentity.generate()
+    hubs = [HubIdentity.generate(f"bench-{n}") for n in range(options.hubs)]
+    frames, envelopes = _frames(platform, hubs, options.backlog, options.frame)
+    crypto_us = _crypto_us(platform, hubs, envelopes)
+    wire = PlatformCodec(platform)
+    with tempfile.TemporaryDirectory(prefix="carehub-bench-ingest-") as tmp:
+        async with _storage(options, Path(tmp)) as storage:
+            await enroll_extra_hubs(storage, options.enrolled)
+            await storage.enroll_hubs([Enrolment(HubPublicKey(h.hub_id, h.verify_key), ("resident-1",)) for h in hubs])
+            core = IngestCore(storage, wire, IngestStats(), asyncio.Queue(maxsize=1024))
+            profiler = cProfile.Profile() if options.profile is not None else None
+            step = options.frames_per_batch
+            cpu0, wall0, main0 = time.process_time(), time.perf_counter(), time.thread_time()
+            if profiler is not None:
+                profiler.enable()
+            signed = 0
+            for i in range(0, len(frames), step):
+                acks = await core.handle(frames[i : i + step])
+                for ack in acks:
+                    signed += len(wire.encode_ack(ack))
+            if profiler is not None:
+                profiler.disable()
+            cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+            main_cpu = time.thread_time() - main0
+            stored = core.stats.envelopes_stored
+    if profiler is not None and options.profile is not None:
+        profiler.dump_stats(str(options.profile))
+    if stored != len(envelopes):
+        raise RuntimeError(f"stored {stored} of {len(envelopes)} envelopes")
+    per_env = cpu / len(envelopes) * 1e6
+    return {
+        "engine": "sqlite" if options.postgres is None else "postgresql",
+        "hubs": options.hubs,
+        "enrolled_extra": options.enrolled,
+        "envelopes": len(envelopes),
+        "envelopes_per_frame": options.frame,
+        "frames_per_batch": options.frames_per_batch,
+        "crypto_open_verify_us": round(crypto_us, 1),
+        "core_cpu_per_envelope_us": round(per_env, 1),
+        "main_thread_cpu_per_envelope_us": round(main_cpu / len(envelopes) * 1e6, 1),
+        "wall_per_envelope_us": round(wall / len(envelopes) * 1e6, 1),
+        "cpu_ratio_to_crypto": round(per_env / crypto_us, 2),
+        "ack_bytes": signed,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Command line: see the module docstring."""
+    parser = argparse.ArgumentParser(prog="python -m carehub.bench_ingest", description=__doc__.splitlines()[0])
+    parser.add_argument("--hubs", type=int, default=200)
+    parser.add_argument("--backlog", type=int, default=20)
+    parser.add_argument("--frame", type=int, default=20, help="envelopes per frame")
+    parser.add_argument("--frames-per-batch", type=int, default=1)
+    parser.add_argument("--enrolled", type=int, default=0, help="extra hubs enrolled before the run")
+    parser.add_argument("--postgres", metavar="URL")
+    parser.add_argument("--profile", type=Path, metavar="FILE")
+    a = parser.parse_args(argv)
+    options = IngestBenchOptions(a.hubs, a.backlog, a.frame, a.frames_per_batch, a.enrolled, a.postgres, a.profile)
+    json.dump(asyncio.run(run_ingest_bench(options)), sys.stdout)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()
