@@ -218,7 +218,7 @@ class PostgresStorage(PostgresDownStore):
             return set()
         keys = sorted({(env.hub, seq_to_db(env.envelope_seq, "envelope seq")) for env in batch})
         cur = await conn.execute(
-            "INSERT INTO envelopes (hub, seq) SELECT h, s FROM unnest(%s::text[], %s::bigint[]) AS t (h, s)"
+            "INSERT INTO envelopes (hub, seq) SELECT h, s FROM unnest(%b::text[], %b::bigint[]) AS t (h, s)"
             " ORDER BY h, s ON CONFLICT DO NOTHING RETURNING hub, seq",
             ([h for h, _ in keys], [s for _, s in keys]),
         )
@@ -232,9 +232,9 @@ class PostgresStorage(PostgresDownStore):
         cur = await conn.execute(
             "INSERT INTO readings (hub, record_id, kind, record_seq, device, body, hub_time, device_time,"
             " envelope_seq, received_at, resident, alarm_id)"
-            " SELECT h, rid, k, rs, d, b::json, ht, dt, es, ra, res, al FROM unnest(%s::text[], %s::text[],"
-            " %s::text[], %s::bigint[], %s::text[], %s::text[], %s::timestamptz[], %s::text[], %s::bigint[],"
-            " %s::float8[], %s::text[], %s::text[])"
+            " SELECT h, rid, k, rs, d, b::json, ht, dt, es, ra, res, al FROM unnest(%b::text[], %b::text[],"
+            " %b::text[], %b::bigint[], %b::text[], %b::text[], %b::timestamptz[], %b::text[], %b::bigint[],"
+            " %b::float8[], %b::text[], %b::text[])"
             " WITH ORDINALITY AS t (h, rid, k, rs, d, b, ht, dt, es, ra, res, al, n) ORDER BY n"
             " ON CONFLICT (hub, record_id) DO NOTHING RETURNING hub, record_id",
             (
@@ -247,7 +247,7 @@ class PostgresStorage(PostgresDownStore):
                 [r.hub_time for r in readings],
                 [r.device_time for r in readings],
                 [seq_to_db(r.envelope_seq, "envelope seq") for r in readings],
-                [r.received_at for r in readings],
+                [float(r.received_at) for r in readings],
                 [r.resident_id for r in readings],
                 [r.alarm_id for r in readings],
             ),
@@ -257,11 +257,11 @@ class PostgresStorage(PostgresDownStore):
     async def _quarantine(self, conn: _Conn, refusals: Sequence[Refusal]) -> None:
         await conn.execute(
             "INSERT INTO quarantine (received_at, topic_hub, claimed_hub, seq, reason, detail, size, digest)"
-            " SELECT ra, th, ch, s, r, d, sz, dg FROM unnest(%s::float8[], %s::text[], %s::text[], %s::bigint[],"
-            " %s::text[], %s::text[],"
-            " %s::bigint[], %s::text[]) WITH ORDINALITY AS t (ra, th, ch, s, r, d, sz, dg, n) ORDER BY n",
+            " SELECT ra, th, ch, s, r, d, sz, dg FROM unnest(%b::float8[], %b::text[], %b::text[], %b::bigint[],"
+            " %b::text[], %b::text[],"
+            " %b::bigint[], %b::text[]) WITH ORDINALITY AS t (ra, th, ch, s, r, d, sz, dg, n) ORDER BY n",
             (
-                [q.received_at for q in refusals],
+                [float(q.received_at) for q in refusals],
                 [q.topic_hub for q in refusals],
                 [q.claimed_hub for q in refusals],
                 [None if q.envelope_seq is None else seq_to_db(q.envelope_seq, "envelope seq") for q in refusals],
@@ -278,7 +278,7 @@ class PostgresStorage(PostgresDownStore):
     async def _bump(conn: _Conn, counts: collections.Counter[tuple[str, str]]) -> None:
         keys = sorted(counts)
         await conn.execute(
-            "INSERT INTO rejections (reason, hub, count) SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[])"
+            "INSERT INTO rejections (reason, hub, count) SELECT * FROM unnest(%b::text[], %b::text[], %b::bigint[])"
             " ON CONFLICT (reason, hub) DO UPDATE SET count = rejections.count + excluded.count",
             ([r for r, _ in keys], [h for _, h in keys], [counts[k] for k in keys]),
         )
@@ -327,14 +327,14 @@ class PostgresStorage(PostgresDownStore):
             if row is None:
                 raise StorageError(f"platform database {self.name}: the hub registry row is missing")
             await conn.execute(
-                "INSERT INTO hubs (hub, verify_key, generation) SELECT h, k, %s FROM unnest(%s::text[], %s::bytea[])"
+                "INSERT INTO hubs (hub, verify_key, generation) SELECT h, k, %s FROM unnest(%b::text[], %b::bytea[])"
                 " AS t (h, k) ON CONFLICT (hub) DO UPDATE SET verify_key = excluded.verify_key,"
                 " generation = excluded.generation",
                 (row[0], hubs, [keys[h] for h in hubs]),
             )
             if residents:
                 await conn.execute(
-                    "INSERT INTO residents (hub, resident) SELECT * FROM unnest(%s::text[], %s::text[])"
+                    "INSERT INTO residents (hub, resident) SELECT * FROM unnest(%b::text[], %b::text[])"
                     " ON CONFLICT DO NOTHING",
                     ([h for h, _ in residents], [r for _, r in residents]),
                 )
