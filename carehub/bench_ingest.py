@@ -30,16 +30,18 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from community.config import load_platform_config
 from community.ingest_core import IngestCore, IngestStats, UplinkFrame
 from community.samples import T0, bp_record
 from community.storage import Enrolment, SqliteStorage, Storage
+from community.storage_open import open_storage
 from community.wire import PlatformCodec
 from protocols.envelope import open_envelope, seal
 from protocols.keys import HubIdentity, HubPublicKey, PlatformIdentity
 from protocols.record import Record
 from protocols.topics import encode_uplink, up_topic
 
-__all__ = ["IngestBenchOptions", "enroll_extra_hubs", "main", "run_ingest_bench"]
+__all__ = ["IngestBenchOptions", "enroll_extra_hubs", "enroll_extra_hubs_at", "main", "run_ingest_bench"]
 
 _ENROL_CHUNK = 5_000
 
@@ -65,6 +67,12 @@ async def enroll_extra_hubs(storage: Storage, count: int, *, prefix: str = "extr
             for n in range(start, min(count, start + _ENROL_CHUNK))
         ]
         await storage.enroll_hubs(chunk)
+
+
+async def enroll_extra_hubs_at(config: Path, count: int) -> None:
+    """:func:`enroll_extra_hubs` into the database of the platform whose ``platform.toml`` is ``config``."""
+    async with open_storage(load_platform_config(config)) as storage:
+        await enroll_extra_hubs(storage, count)
 
 
 def _frames(

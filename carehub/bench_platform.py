@@ -19,7 +19,10 @@ Figures (one JSON object with ``--json``):
   ``storm_panic_hub_max_ms``, ``storm_panic_puback_max_ms``, ``storm_panic_platform_max_ms``: the longest part of
   any panic's latency spent in the hub, waiting for the broker's PUBACK, and after it (:mod:`sim.fleet_hub`);
 * ``storm_amplification``: envelopes the hubs published / envelopes produced (1.0: nothing sent twice);
-* ``storm_drain_s``, ``stored``, ``lost``, ``duplicated``, ``worker_peak_rss_mb`` (VmHWM) and the run's size.
+* ``storm_drain_s``, ``stored``, ``lost``, ``duplicated``, ``worker_peak_rss_mb`` (VmHWM) and the run's size;
+* ``enrolled_extra``: hubs enrolled besides the fleet's before the workers start (``--enrolled N``: real keys, in
+  chunks, :func:`carehub.bench_ingest.enroll_extra_hubs`), so one storm is measured with 200,000 hubs enrolled as
+  with its own (issue 15: CPU per envelope must not depend on how many hubs are enrolled).
 
 Sizes: ``--quick`` 50 hubs x 20 envelopes, 5 panics (seconds, for tests); the default 1,000 hubs x 20, 10 panics
 (about a minute on a 2-core machine); issue 15's full storm is ``carehub bench platform --hubs 10000 --backlog 100
@@ -42,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from carehub.bench_ingest import enroll_extra_hubs_at
 from community.samples import T0, bp_record
 from gateway.wire import HubWire
 from protocols.envelope import open_envelope
@@ -76,6 +80,7 @@ class PlatformBenchOptions:
     nats: bool = False
     workers: int = 1
     panics_after_connect: bool = False
+    enrolled: int = 0
 
     def size(self) -> tuple[int, int, int]:
         """(hubs, backlog, panics) of this run."""
@@ -228,6 +233,8 @@ async def run_platform_bench(options: PlatformBenchOptions) -> dict[str, float |
                 )
                 for n in range(options.workers)
             ]
+            if options.enrolled:
+                await enroll_extra_hubs_at(configs[0], options.enrolled)
             pids = [(await stack.enter_async_context(platform_worker(c))).pid for c in configs]
             fleet = FleetOptions(
                 config=configs[0],
@@ -274,6 +281,7 @@ def _figures(
         "broker": "nats" if options.nats else "mosquitto",
         "workers": options.workers,
         "hubs": report.hubs,
+        "enrolled_extra": options.enrolled,
         "backlog": report.backlog,
         "panics": report.panics,
         "fleet_processes": report.processes,

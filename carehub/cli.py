@@ -294,6 +294,9 @@ def bench(
         bool,
         typer.Option("--panics-after-connect", help="platform: press each panic 2-6 s after its hub connected."),
     ] = False,
+    enrolled: Annotated[
+        int | None, typer.Option(help="platform: hubs enrolled besides the fleet's, before the storm.", min=0)
+    ] = None,
 ) -> None:
     """Measure the hub's speed figures on this machine: codec, outbox, end to end, panic latency, memory, and the
     platform's FHIR export (carehub bench fhir: that figure alone; carehub bench platform: the platform's)."""
@@ -303,10 +306,11 @@ def bench(
 
     if which not in (None, "fhir", "platform"):
         raise _fail(f"unknown bench {which!r}: carehub bench [fhir|platform] (none: every hub figure)")
-    platform_only = (hubs, backlog, panics, processes, postgres, workers)
+    platform_only = (hubs, backlog, panics, processes, postgres, workers, enrolled)
     if which != "platform" and (nats or panics_after_connect or any(x is not None for x in platform_only)):
         raise _fail(
-            "--hubs, --backlog, --panics, --processes, --postgres, --nats, --workers are for carehub bench platform"
+            "--hubs, --backlog, --panics, --processes, --postgres, --nats, --workers, --enrolled are for carehub bench"
+            " platform"
         )
     if which == "fhir":
         from community.fhir.bench import fhir_figures
@@ -321,7 +325,16 @@ def bench(
             from sim.fleet import FleetError
 
             options = PlatformBenchOptions(
-                hubs, backlog, panics, processes, postgres, quick, nats, workers or 1, panics_after_connect
+                hubs,
+                backlog,
+                panics,
+                processes,
+                postgres,
+                quick,
+                nats,
+                workers or 1,
+                panics_after_connect,
+                enrolled or 0,
             )
             try:
                 results = aio.run(run_platform_bench(options))
