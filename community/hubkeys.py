@@ -18,6 +18,11 @@ What the cache reads from the database (:class:`HubKeySource`, implemented by th
   replaced stops being accepted within ``refresh_s`` (a key replaced because it leaked; the hub's new key was
   accepted at once already), and a hub in the negative cache that was enrolled since is accepted.
 
+Before a batch is opened, :meth:`HubKeyCache.prefetch` reads in ONE query the keys of the hubs whose topics its
+frames arrived on and that are neither cached nor remembered as not enrolled (when the source can,
+:class:`HubKeyBatchSource`): in a reconnect storm of 10,000 hubs each hub's first frame cost a row read and its first
+envelope was opened twice (once to learn the signer, once with its key); now a batch of 16 new hubs costs one read.
+
 So in steady state a frame reads no row at all, and each read above is one row (plus one per changed hub), with 10
 hubs enrolled as with 200,000. Both caches are bounded (least recently used first out).
 """
@@ -26,8 +31,8 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
-from typing import Final, Protocol
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Final, Protocol, runtime_checkable
 
 import nacl.signing
 
@@ -37,6 +42,7 @@ __all__ = [
     "DEFAULT_CAPACITY",
     "DEFAULT_NEGATIVE_CAPACITY",
     "DEFAULT_REFRESH_S",
+    "HubKeyBatchSource",
     "HubKeyCache",
     "HubKeySource",
     "KeyLookup",
@@ -59,6 +65,15 @@ class HubKeySource(Protocol):
 
     async def hub_key_changes(self, since: int | None) -> HubKeyChanges:
         """The registry's generation and the hubs (re-)enrolled after ``since`` (``None``: the generation alone)."""
+        ...
+
+
+@runtime_checkable
+class HubKeyBatchSource(Protocol):
+    """A registry that can also read many hubs' keys in one query (both storage engines)."""
+
+    async def hub_keys(self, hubs: Sequence[str]) -> dict[str, nacl.signing.VerifyKey]:
+        """The verify keys of those of ``hubs`` that are enrolled."""
         ...
 
 
@@ -166,6 +181,31 @@ class HubKeyCache:
         self._keys.move_to_end(hub)
         if len(self._keys) > self._capacity:
             self._keys.popitem(last=False)
+
+    async def prefetch(self, hubs: Iterable[str]) -> None:
+        """Read, in one query, the keys of those of ``hubs`` that are neither cached nor remembered as not enrolled
+        (the hubs whose topics a batch's frames arrived on); nothing when the source reads one hub at a time.
+
+        A hub found not enrolled is left to :meth:`reload` (which remembers it as such). What was read is dropped if
+        the registry's generation moved while it was read (a re-enrolment in between could make it stale; the
+        envelope's own miss reads the row again).
+
+        Raises:
+            StorageError: the registry cannot be read.
+        """
+        source = self._source
+        if not isinstance(source, HubKeyBatchSource):
+            return
+        missing = sorted({h for h in hubs if h not in self._keys and h not in self._unknown})
+        if not missing:
+            return
+        generation = self._generation
+        found = await source.hub_keys(missing)
+        if self._generation != generation:
+            return
+        for hub, key in found.items():
+            if hub not in self._keys:  # another lane's reload may have cached it meanwhile; that read is as new
+                self._remember(hub, key)
 
     async def reload(self, hub: str) -> bool:
         """Read ``hub``'s key after it was missing or did not verify; whether a key the cache lacked was found.

@@ -292,6 +292,8 @@ class IngestCore:
         pending = _Pending()
         try:
             await self._keys.refresh_if_due()
+            # The keys of the batch's hubs not cached yet, in one read (a new hub's first envelope opened once).
+            await self._keys.prefetch({h for f in frames if (h := self.wire.hub_of_uplink(f.topic)) is not None})
             for frame in frames:
                 await self._take(frame, received_at, pending)
                 # Opening a frame's envelopes never awaits anything slow; without this a batch of routine frames

@@ -760,6 +760,21 @@ class SqliteStorage(SqliteDownStore):
 
         return await self._run_db(read)
 
+    async def hub_keys(self, hubs: Sequence[str]) -> dict[str, nacl.signing.VerifyKey]:
+        """The verify keys of those of ``hubs`` that are enrolled (by primary key, 500 a statement)."""
+        names = list(hubs)
+
+        def read() -> dict[str, nacl.signing.VerifyKey]:
+            keys: dict[str, nacl.signing.VerifyKey] = {}
+            for start in range(0, len(names), 500):
+                chunk = names[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = self._db().execute(f"SELECT hub, verify_key FROM hubs WHERE hub IN ({marks})", chunk)  # noqa: S608 - only "?" marks
+                keys.update((str(h), nacl.signing.VerifyKey(bytes(k))) for h, k in rows)
+            return keys
+
+        return await self._run_db(read)
+
     async def hub_key_changes(self, since: int | None) -> HubKeyChanges:
         """The registry's generation and the hubs (re-)enrolled after generation ``since``, read in one snapshot
         (``None``: the generation alone). One row, plus one per changed hub (by index on the generation)."""

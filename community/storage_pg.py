@@ -349,6 +349,13 @@ class PostgresStorage(PostgresDownStore):
         rows = await self._rows("SELECT verify_key FROM hubs WHERE hub = %s", (hub,))
         return nacl.signing.VerifyKey(bytes(rows[0][0])) if rows else None
 
+    async def hub_keys(self, hubs: Sequence[str]) -> dict[str, nacl.signing.VerifyKey]:
+        """The verify keys of those of ``hubs`` that are enrolled, in one statement (by primary key)."""
+        if not hubs:
+            return {}
+        rows = await self._rows("SELECT hub, verify_key FROM hubs WHERE hub = ANY(%b::text[])", (list(hubs),))
+        return {str(h): nacl.signing.VerifyKey(bytes(k)) for h, k in rows}
+
     async def hub_key_changes(self, since: int | None) -> HubKeyChanges:
         """The registry's generation and the hubs (re-)enrolled after generation ``since`` (``None``: the generation
         alone), in one statement (one snapshot): one row, plus one per changed hub (by index)."""

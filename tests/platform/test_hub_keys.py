@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -227,3 +227,57 @@ def test_a_refresh_reads_only_the_changed_hubs_and_loads_none_it_was_not_asked_f
 def test_bounds_are_checked(argument, value):
     with pytest.raises(ValueError, match=argument):
         HubKeyCache(Registry(), **{argument: value})
+
+
+class BatchRegistry(Registry):
+    """A :class:`Registry` that also reads many hubs' keys at once (:class:`community.hubkeys.HubKeyBatchSource`),
+    counting its reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batch_reads: list[list[str]] = []
+        self.during_read: Callable[[], None] = lambda: None
+
+    async def hub_keys(self, hubs: Sequence[str]) -> dict[str, nacl.signing.VerifyKey]:
+        self.batch_reads.append(list(hubs))
+        found = {h: self.keys[h][1] for h in hubs if h in self.keys}
+        self.during_read()
+        return found
+
+
+def test_a_prefetch_reads_the_new_hubs_of_a_batch_in_one_read():
+    registry, clock = BatchRegistry(), ManualClock()
+    for name in ("hub-a", "hub-b", "hub-c"):
+        registry.enroll(name, 0)
+    cache = HubKeyCache(registry, refresh_s=REFRESH_S, monotonic=clock.monotonic)
+    run(cache.refresh_if_due())
+    assert not run(cache.reload("hub-x"))  # remembered as not enrolled
+    assert run(cache.reload("hub-a"))  # cached
+    rows = registry.rows
+    run(cache.prefetch(["hub-c", "hub-a", "hub-b", "hub-x", "hub-y", "hub-b"]))
+    assert registry.batch_reads == [["hub-b", "hub-c", "hub-y"]]  # neither cached nor known unknown, once each
+    assert registry.rows == rows  # no row read one at a time
+    assert cache.lookup()["hub-b"] == key(0)
+    assert cache.lookup()["hub-c"] == key(0)
+    assert "hub-y" not in cache.lookup()
+    assert not cache.is_known_unknown("hub-y")  # left to the envelope's own miss, which remembers it
+    run(cache.prefetch(["hub-a", "hub-b", "hub-c", "hub-x"]))
+    assert len(registry.batch_reads) == 1  # nothing missing: no read
+
+
+def test_a_prefetch_keeps_nothing_read_while_the_registry_moved():
+    registry, clock = BatchRegistry(), ManualClock()
+    registry.enroll("hub-a", 0)
+    cache = HubKeyCache(registry, refresh_s=0.0, monotonic=clock.monotonic)
+    run(cache.refresh_if_due())
+
+    def re_enrolled_and_refreshed() -> None:  # another lane's refresh saw the re-enrolment while the read ran
+        registry.during_read = lambda: None
+        registry.enroll("hub-a", 1)
+        run(cache.refresh_if_due())
+
+    registry.during_read = re_enrolled_and_refreshed
+    run(cache.prefetch(["hub-a"]))
+    assert "hub-a" not in cache.lookup()  # the key read before the re-enrolment is not kept
+    assert run(cache.reload("hub-a"))
+    assert cache.lookup()["hub-a"] == key(1)

@@ -16,8 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pg_server import PostgresServer
 
+from community.hubkeys import HubKeyBatchSource
 from community.samples import alarm_record, bp_record
-from community.storage import EnvelopeToStore, Outcome, Refusal, SqliteStorage, Storage, StoredReading
+from community.storage import Enrolment, EnvelopeToStore, Outcome, Refusal, SqliteStorage, Storage, StoredReading
 from community.storage_pg import PostgresStorage
 from protocols.errors import EnvelopeRejection
 from protocols.keys import HubIdentity
@@ -136,3 +137,13 @@ async def test_random_batches_with_duplicates_store_each_record_exactly_once(fre
                     if expect_new:
                         seen_records.append(r.record_id)
         assert [r.record_id for r in await db.readings("hub-a")] == seen_records
+
+
+async def test_many_hub_keys_in_one_read(fresh):
+    keys = {f"hub-{n}": HubIdentity.generate(f"hub-{n}").public for n in range(0, 1400, 2)}
+    async with opened(fresh) as db:
+        assert isinstance(db, HubKeyBatchSource)  # the ingest worker's cache reads a batch's new hubs at once
+        await db.enroll_hubs([Enrolment(k) for k in keys.values()])
+        found = await db.hub_keys([f"hub-{n}" for n in range(1400)])
+        assert found == {name: k.verify_key for name, k in keys.items()}
+        assert await db.hub_keys([]) == {}
