@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import aiomqtt
@@ -53,6 +53,11 @@ class CountingStorage(SqliteStorage):
         key = await super().hub_key(hub)
         self.registry_rows += 1
         return key
+
+    async def hub_keys(self, hubs: Sequence[str]) -> dict[str, nacl.signing.VerifyKey]:
+        keys = await super().hub_keys(hubs)  # a batch's new hubs, read before it is opened (HubKeyCache.prefetch)
+        self.registry_rows += len(keys)
+        return keys
 
     async def hub_key_changes(self, since: int | None) -> HubKeyChanges:
         changes = await super().hub_key_changes(since)
