@@ -12,7 +12,8 @@ in tests). Its parts:
 Invariant 1: an envelope leaves the outbox only when a platform-signed ack names it as stored (or permanently
 refused); an MQTT PUBACK is not delivery. Invariant 4: the priority lane is read first, a priority put wakes the
 sender at once, and priority frames have a window of their own. The sender never awaits a PUBACK: each frame is
-published by a task of its own under its lane's bound, so an alarm is never held behind a routine frame's PUBACK
+published by a task of its own, at most a window of them per lane awaiting their PUBACK however many ack deadlines
+pass (a broker that never answers holds no more), so an alarm is never held behind a routine frame's PUBACK
 from a slow broker (issue 15 item 4).
 
 * Frames go QoS 1 to ``carehub/v1/<hub>/up``, priority-lane frames to ``carehub/v1/<hub>/alarm`` (so a platform
@@ -47,6 +48,7 @@ from gateway.clock import Clock, SystemClock
 from gateway.delivery import Delivery, Frame
 from gateway.errors import OutboxError
 from gateway.outbox import Outbox
+from gateway.outbox_rows import Lane
 from gateway.supervise import SupervisionPolicy, Supervisor
 from gateway.transport import Connector, FailoverConnector, MqttConnector, Transport, TransportError
 from gateway.uplink_acks import AckHandler, UplinkMetrics
@@ -308,12 +310,13 @@ class Uplink:
         delivery, outbox, clock = self._delivery, self.outbox, self._clock
         up_topic, alarm_topic = self.wire.up_topic(), self.wire.alarm_topic()
         policy = self.settings.policy()
-        # Each lane has its own bound on publishes awaiting their PUBACK; the sender never awaits one, so an alarm
-        # put while a routine frame waits for a slow broker's PUBACK is published at once (issue 15 item 4).
-        lanes = (
-            asyncio.Semaphore(policy.max_inflight_frames),
-            asyncio.Semaphore(policy.max_inflight_priority_frames),
-        )
+        # Each lane has its own bound on publishes awaiting their PUBACK (indexed by Lane: priority, routine); the
+        # sender never awaits one, so an alarm put while a routine frame waits for a slow broker's PUBACK is
+        # published at once (issue 15 item 4). A lane at its bound takes no new frame: a frame whose ack deadline
+        # passed leaves the core's window while its publish may still await the PUBACK, and a broker that never
+        # answers would otherwise collect a new publish task per lane for every deadline.
+        bounds = (policy.max_inflight_priority_frames, policy.max_inflight_frames)
+        publishing = [0, 0]
         while True:
             self._wake.clear()
             outbox.item_put.clear()
@@ -331,6 +334,11 @@ class Uplink:
                         async with asyncio.timeout(_READ_RETRY_S):
                             await _wait_any(outbox.item_put, outbox.priority_put)
                     continue
+                if (
+                    publishing[Lane.PRIORITY] >= bounds[Lane.PRIORITY]
+                    or publishing[Lane.ROUTINE] >= bounds[Lane.ROUTINE]
+                ):
+                    items = [i for i in items if publishing[i.lane] < bounds[i.lane]]
                 frame = delivery.prepare(items, clock.monotonic())
                 if frame is None:
                     break
@@ -338,23 +346,31 @@ class Uplink:
                 self._acks.update_gauges()
                 topic = alarm_topic if frame.priority else up_topic  # the priority lane's own topic (item 4)
                 payload = self.wire.encode_frame([i.envelope for i in frame.items])
-                lane = lanes[1] if frame.priority else lanes[0]
+                lane = Lane.PRIORITY if frame.priority else Lane.ROUTINE
+                publishing[lane] += 1
                 # Tasks start in creation order, so frames reach the wire in the order the core chose them.
-                tg.create_task(self._publish(transport, lane, topic, payload, len(frame.items)), name="uplink-pub")
+                tg.create_task(
+                    self._publish(transport, publishing, lane, topic, payload, envelopes=len(frame.items)),
+                    name="uplink-pub",
+                )
                 sent = True
             if not sent:
                 raise_if_cancelling()
                 await _wait_any(self._wake, outbox.item_put, outbox.priority_put)
 
     async def _publish(
-        self, transport: Transport, lane: asyncio.Semaphore, topic: str, payload: bytes, envelopes: int
+        self, transport: Transport, publishing: list[int], lane: Lane, topic: str, payload: bytes, *, envelopes: int
     ) -> None:
-        """Publish one frame (QoS 1) under its lane's bound; returns at its PUBACK, which is not delivery.
+        """Publish one frame (QoS 1); returns at its PUBACK, which is not delivery. Its lane's count of publishes
+        awaiting a PUBACK goes down when it returns, and the sender is woken: the lane may take a frame again.
 
         A :class:`TransportError` ends the session's task group like any lost connection.
         """
-        async with lane:
+        try:
             await transport.publish(topic, payload)
+        finally:
+            publishing[lane] -= 1
+            self._wake.set()
         self.metrics.frames_sent += 1
         self.metrics.envelopes_sent += envelopes
 

@@ -18,6 +18,8 @@ from gateway.wire import HubWire
 from protocols.acks import Ack
 from protocols.keys import HubIdentity, PlatformIdentity
 from protocols.topics import decode_uplink
+from sim.clock import LoopClock
+from sim.virtual_time import VirtualTimeLoop
 
 BOUND = 10  # seconds: an upper bound for awaiting events, never a sleep
 UP, ACK, ALARM = "carehub/v1/hub-a/up", "carehub/v1/hub-a/ack", "carehub/v1/hub-a/alarm"
@@ -94,3 +96,74 @@ async def test_a_panic_is_published_while_a_routine_frame_awaits_its_puback(tmp_
             async with asyncio.timeout(BOUND):
                 await up.wait_acked(bp_record("hub-a", 99).record_id.hex())
             assert [i.envelope_seq for i in await ob.peek_batch(10, 10**7)] == [0]
+
+
+class _NeverPubackTransport:
+    """A session whose broker takes every publish and never answers it: ``publish`` never returns."""
+
+    def __init__(self, inner: Transport, calls: list[str]) -> None:
+        self._inner, self._calls = inner, calls
+
+    @property
+    def node(self) -> str:
+        return self._inner.node
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        self._calls.append(topic)
+        await asyncio.Event().wait()  # no PUBACK, ever (the connection itself stays up)
+
+    def incoming(self) -> AsyncIterator[Incoming]:
+        return self._inner.incoming()
+
+
+class NeverPuback:
+    """A :class:`Connector` whose sessions never PUBACK anything."""
+
+    def __init__(self, inner: Connector) -> None:
+        self._inner = inner
+        self.calls: list[str] = []
+
+    @contextlib.asynccontextmanager
+    async def session(self, subscriptions: Sequence[str]) -> AsyncIterator[Transport]:
+        async with self._inner.session(subscriptions) as transport:
+            yield _NeverPubackTransport(transport, self.calls)
+
+
+def test_publishes_awaiting_a_puback_that_never_comes_stay_within_each_lanes_window(tmp_path: Path) -> None:
+    """A broker that accepts the connection but never PUBACKs (issue 15): every ack deadline releases the window's
+    frames for a resend, but a lane whose publishes all still await their PUBACK takes no new frame, so the publish
+    tasks (and the frames they hold) stay within the delivery window however many deadlines pass."""
+    routine_window, priority_window = 2, 3
+
+    async def main() -> None:
+        hub = HubIdentity.generate("hub-a")
+        wire = HubWire(hub, PlatformIdentity.generate().public)
+        never = NeverPuback(MemoryBroker().connector())
+        cfg = UplinkSettings(
+            hub_id="hub-a",
+            host="unused",
+            frame_max_envelopes=1,
+            max_inflight_frames=routine_window,
+            max_inflight_priority_frames=priority_window,
+            ack_timeout=1.0,
+            ack_timeout_cap=2.0,
+        )
+        async with open_outbox(tmp_path / "o.db") as ob:
+            for seq in range(10):
+                await ob.put(item(wire, seq))
+            for seq in range(10, 10 + priority_window):
+                await ob.put(item(wire, seq, Lane.PRIORITY))
+            async with Uplink(cfg, ob, wire, connector=never, clock=LoopClock(T0)) as up:
+                # 600 s of simulated time pass (the loop's clock is the uplink's): 300 times the longest ack wait.
+                await asyncio.sleep(600.0)
+                publishing = [t for t in asyncio.all_tasks() if t.get_name() == "uplink-pub" and not t.done()]
+                assert len(publishing) <= routine_window + priority_window
+                # Every frame's deadline passed and released it for a resend; none was published again, as each
+                # lane's publishes all still await their PUBACK.
+                assert up.metrics.resends == routine_window + priority_window
+                assert never.calls.count(UP) == routine_window
+                assert never.calls.count(ALARM) == priority_window
+                assert up.connected.is_set()  # one session throughout: nothing was lost, only never answered
+
+    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+        runner.run(main())
