@@ -17,7 +17,19 @@ Figures (one JSON object with ``--json``):
   in under 5 s); ``storm_connected_s``: seconds until the last hub first connected;
 * ``storm_panic_p50_ms``, ``storm_panic_p99_ms``: panic press to the hub's receipt of the platform's ack;
   ``storm_panic_hub_max_ms``, ``storm_panic_puback_max_ms``, ``storm_panic_platform_max_ms``: the longest part of
-  any panic's latency spent in the hub, waiting for the broker's PUBACK, and after it (:mod:`sim.fleet_hub`);
+  any panic's latency spent in the hub (press to the publish of the frame carrying it), waiting for the broker's
+  PUBACK, and after it; the hub's part split into ``storm_panic_seal_max_ms`` (press to the outbox put),
+  ``storm_panic_offer_max_ms`` (put to the uplink reading it) and ``storm_panic_dispatch_max_ms`` (that read to the
+  publish); ``storm_panic_losses``: panics whose hub lost its session before the ack
+  (:class:`sim.fleet_hub.PanicTrace`). The pressing hubs run in a probe process of their own
+  (:attr:`sim.fleet.FleetOptions.panic_probe`: a real hub has its own CPU), storming like every other hub;
+* ``storm_loop_lag_max_ms``, ``storm_loop_lag_p99_ms``: the bulk fleet processes' event-loop lag over the storm (how
+  late a timer due every 50 ms ran; the worst process), ``storm_probe_loop_lag_max_ms`` the probe's, and
+  ``storm_panic_loop_lag_max_ms`` the probe's worst during a panic's wait; ``storm_fleet_cpu_busy_max``: the busiest
+  fleet process's CPU seconds per second (1.0: a saturated core). A bulk loop seconds late is the load generator's
+  limit (thousands of hubs on one core), not a hub's;
+* ``storm_reconnects``: MQTT sessions beyond each hub's first; ``storm_connection_failures``: sessions lost or
+  connection attempts that failed;
 * ``storm_amplification``: envelopes the hubs published / envelopes produced (1.0: nothing sent twice);
 * ``storm_drain_s``, ``stored``, ``lost``, ``duplicated``, ``worker_peak_rss_mb`` (VmHWM) and the run's size;
 * ``enrolled_extra``: hubs enrolled besides the fleet's before the workers start (``--enrolled N``: real keys, in
@@ -300,6 +312,17 @@ def _figures(
         "storm_panic_hub_max_ms": _or_minus(report.panic_hub_max_ms),
         "storm_panic_puback_max_ms": _or_minus(report.panic_puback_max_ms),
         "storm_panic_platform_max_ms": _or_minus(report.panic_platform_max_ms),
+        "storm_panic_seal_max_ms": _or_minus(report.panic_seal_max_ms),
+        "storm_panic_offer_max_ms": _or_minus(report.panic_offer_max_ms),
+        "storm_panic_dispatch_max_ms": _or_minus(report.panic_dispatch_max_ms),
+        "storm_panic_loop_lag_max_ms": _or_minus(report.panic_loop_lag_max_ms),
+        "storm_panic_losses": report.panic_losses,
+        "storm_loop_lag_max_ms": report.loop_lag_max_ms,
+        "storm_loop_lag_p99_ms": report.loop_lag_p99_ms,
+        "storm_probe_loop_lag_max_ms": _or_minus(report.probe_loop_lag_max_ms),
+        "storm_fleet_cpu_busy_max": max(report.fleet_cpu_busy, default=0.0),
+        "storm_reconnects": report.reconnects,
+        "storm_connection_failures": report.connection_failures,
         "peak_envelopes_per_s": -1.0 if report.peak_envelopes_per_s is None else report.peak_envelopes_per_s,
         "storm_panic_p50_ms": report.panic_p50_ms,
         "storm_panic_p99_ms": report.panic_p99_ms,

@@ -38,7 +38,7 @@ from community.config import PlatformConfig, PlatformConfigError, load_platform_
 from community.storage import Enrolment, StorageError
 from community.storage_open import open_storage
 from protocols.keys import HubIdentity
-from sim.fleet_hub import HubPlan, ProcessPlan, ProcessResult
+from sim.fleet_hub import HubPlan, PanicTrace, ProcessPlan, ProcessResult
 
 __all__ = ["FleetError", "FleetOptions", "FleetReport", "peak_rate", "percentile", "run_fleet"]
 
@@ -66,10 +66,15 @@ class FleetOptions:
         panic_to: seconds after the storm starts that the last panic is pressed.
         panics_after_connect: count the panic times from each pressing hub's first connection instead (a panic
             during the drain rather than while the broker is still taking the reconnect storm's sessions).
+        panic_probe: run the hubs that press panics in a process of their own (one per broker node), beside the
+            bulk processes that run every other hub. A real hub has a CPU of its own; a fleet process runs
+            thousands of hubs on one event loop, and in a 10,000-hub storm that loop ran seconds late (README
+            "Platform at scale"), so a panic measured there measured the load generator. The pressing hubs still
+            storm with their backlogs like every other hub: the load is the same, only where it is measured moves.
         broker: ``mqtt://host:port``, or several: the MQTT listeners of a broker cluster's nodes, which the hubs are
             spread over round-robin (hub n on node n mod N; issue 15 item 3). Default: the platform config's broker.
-        processes: worker processes (default: one per 5,000 hubs; with several nodes, a multiple of their number,
-            :meth:`processes_for`).
+        processes: worker processes for the bulk of the hubs (default: one per 5,000 hubs; with several nodes, a
+            multiple of their number, :meth:`processes_for`); the probe processes come on top.
         timeout_s: the longest a run may take to drain before it fails.
         workdir: where the outboxes go (default: a temporary directory, on /dev/shm when there is one).
     """
@@ -81,6 +86,7 @@ class FleetOptions:
     panic_from: float = 1.0
     panic_to: float = 3.0
     panics_after_connect: bool = False
+    panic_probe: bool = True
     broker: str | tuple[str, ...] | None = None
     processes: int | None = None
     timeout_s: float = 600.0
@@ -137,8 +143,23 @@ class FleetReport:
         connected_s: the storm's start to the moment the last hub first connected (the reconnect storm itself).
         panics_unconnected: panics pressed before their hub had connected (they wait for the broker too).
         panic_hub_max_ms, panic_puback_max_ms, panic_platform_max_ms: the longest part of any panic's latency spent
-            in the hub (press to the alarm frame's publish), in the broker's PUBACK, and after it (stream, worker,
-            commit, the ack's way back); see :class:`sim.fleet_hub.ProcessResult`.
+            in the hub (press to the publish of the frame carrying it), in the broker's PUBACK, and after it (stream,
+            worker, commit, the ack's way back); see :class:`sim.fleet_hub.PanicTrace`.
+        panic_seal_max_ms, panic_offer_max_ms, panic_dispatch_max_ms: the hub's part split: press to the outbox
+            put (seal), put to the sender reading it (offer), and that read to the publish (dispatch).
+        panic_losses: panics whose hub lost its session between the press and the ack.
+        panic_loop_lag_max_ms: the worst event-loop lag of a fleet process during any panic's wait.
+        loop_lag_max_ms, loop_lag_p99_ms: the worst of the bulk fleet processes' event-loop lag over the storm
+            (how late a timer due every 50 ms ran: a loop seconds late delays every hub it runs, so its hubs' reconnect
+            and resend timing is the load generator's as well as the broker's).
+        loop_lag_series_ms: the worst bulk process's loop lag in each second of the storm.
+        probe_processes: processes that ran only the pressing hubs (:attr:`FleetOptions.panic_probe`).
+        probe_loop_lag_max_ms, probe_loop_lag_p99_ms: the same for the probe processes (``None``: none ran); the
+            panics' latency is measured there.
+        fleet_cpu_busy: each fleet process's CPU seconds per second of the storm (1.0: a saturated core), bulk
+            processes first.
+        reconnects: sessions beyond each hub's first (connects - hubs).
+        panic_traces: every panic's :class:`sim.fleet_hub.PanicTrace`, slowest first.
         peak_envelopes_per_s: the most envelopes acked as stored in any 5 s of the storm, per second (sampled every
             second by each fleet process; None when the storm drained in under 5 s).
         lost_examples: up to five lost records as ``hub record_id``, to look for in the platform's logs.
@@ -175,6 +196,20 @@ class FleetReport:
     panic_platform_max_ms: float | None = None
     lost_examples: tuple[str, ...] = ()
     hubs_per_node: tuple[tuple[str, int], ...] = ()
+    panic_seal_max_ms: float | None = None
+    panic_offer_max_ms: float | None = None
+    panic_dispatch_max_ms: float | None = None
+    panic_losses: int = 0
+    panic_loop_lag_max_ms: float | None = None
+    loop_lag_max_ms: float = 0.0
+    loop_lag_p99_ms: float = 0.0
+    fleet_cpu_busy: tuple[float, ...] = ()
+    reconnects: int = 0
+    panic_traces: tuple[PanicTrace, ...] = ()
+    probe_processes: int = 0
+    probe_loop_lag_max_ms: float | None = None
+    probe_loop_lag_p99_ms: float | None = None
+    loop_lag_series_ms: tuple[float, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -245,19 +280,31 @@ def _plans(
         for n in range(options.hubs)
     ]
     k = options.processes_for(len(nodes))
+    probe = options.panic_probe and options.panics > 0
+    groups: list[tuple[tuple[str, int], list[HubPlan], bool]] = []
+    for i in range(k):
+        bulk = [h for h in hubs[i::k] if not (probe and h.panics)]
+        if bulk:
+            groups.append((nodes[i % len(nodes)], bulk, False))
+    if probe:  # one probe process per node with pressing hubs: hub n stays on node n mod N
+        for j, node in enumerate(nodes):
+            pressing = [h for n, h in enumerate(hubs) if h.panics and n % len(nodes) == j]
+            if pressing:
+                groups.append((node, pressing, True))
     return [
         ProcessPlan(
             index=i,
-            host=nodes[i % len(nodes)][0],
-            port=nodes[i % len(nodes)][1],
+            host=host,
+            port=port,
             workdir=str(workdir),
             platform_verify=bytes(public.verify_key).hex(),
             platform_box=bytes(public.box_key).hex(),
             timeout_s=options.timeout_s,
-            hubs=tuple(hubs[i::k]),
+            hubs=tuple(group),
             panics_after_connect=options.panics_after_connect,
+            probe=is_probe,
         )
-        for i in range(k)
+        for i, ((host, port), group, is_probe) in enumerate(groups)
     ]
 
 
@@ -434,10 +481,14 @@ def _report(
     def ms(q: float) -> float | None:
         return round(percentile(latencies, q), 3) if latencies else None
 
-    parts = [x for r in results for x in r.panic_split_ms]
+    traces = sorted((t for r in results for t in r.panic_traces), key=lambda t: -t.acked_ms)
+    bulk = [r for r in results if not r.probe]
+    probes = [r for r in results if r.probe]
 
-    def split(i: int) -> float | None:
-        return round(max(p[i] for p in parts), 3) if parts else None
+    def part(start: Callable[[PanicTrace], float], end: Callable[[PanicTrace], float]) -> float | None:
+        """The longest ``end - start`` of the panics where both steps were seen."""
+        spans = [end(t) - start(t) for t in traces if start(t) >= 0 and end(t) >= 0]
+        return round(max(spans), 3) if spans else None
 
     return FleetReport(
         hubs=options.hubs,
@@ -465,9 +516,26 @@ def _report(
         connected_s=round(max(r.connected_s for r in results), 3),
         peak_envelopes_per_s=peak_rate([r.acked_series for r in results], _PEAK_WINDOW_S),
         panics_unconnected=sum(r.panics_unconnected for r in results),
-        panic_hub_max_ms=split(0),
-        panic_puback_max_ms=split(1),
-        panic_platform_max_ms=split(2),
+        panic_hub_max_ms=part(lambda t: 0.0, lambda t: t.publish_ms),
+        panic_puback_max_ms=part(lambda t: t.publish_ms, lambda t: t.puback_ms),
+        panic_platform_max_ms=part(lambda t: t.puback_ms, lambda t: t.acked_ms),
         lost_examples=tuple(f"{hub} {rid}" for hub, rid in produced if stored[hub, rid] == 0)[:5],
         hubs_per_node=hubs_per_node,
+        panic_seal_max_ms=part(lambda t: 0.0, lambda t: t.put_ms),
+        panic_offer_max_ms=part(lambda t: t.put_ms, lambda t: t.offered_ms),
+        panic_dispatch_max_ms=part(lambda t: t.offered_ms, lambda t: t.publish_ms),
+        panic_losses=sum(1 for t in traces if t.losses),
+        panic_loop_lag_max_ms=max((t.loop_lag_max_ms for t in traces), default=None),
+        loop_lag_max_ms=max((r.loop_lag_max_ms for r in bulk), default=0.0),
+        loop_lag_p99_ms=max((r.loop_lag_p99_ms for r in bulk), default=0.0),
+        fleet_cpu_busy=tuple(round(r.cpu_s / r.run_s, 3) if r.run_s > 0 else 0.0 for r in (*bulk, *probes)),
+        reconnects=sum(r.connects for r in results) - options.hubs,
+        panic_traces=tuple(traces),
+        probe_processes=len(probes),
+        probe_loop_lag_max_ms=max((r.loop_lag_max_ms for r in probes), default=None),
+        probe_loop_lag_p99_ms=max((r.loop_lag_p99_ms for r in probes), default=None),
+        loop_lag_series_ms=tuple(
+            max(r.loop_lag_series_ms[k] if k < len(r.loop_lag_series_ms) else 0.0 for r in bulk)
+            for k in range(max((len(r.loop_lag_series_ms) for r in bulk), default=0))
+        ),
     )

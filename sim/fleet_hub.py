@@ -18,10 +18,11 @@ import dataclasses
 import datetime as _dt
 import json
 import logging
+import math
 import resource
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -41,11 +42,13 @@ from protocols.keys import HubIdentity, PlatformPublicKeys
 from runtime import output
 from sim.fleet_outbox import MemoryOutbox
 
-__all__ = ["HubPlan", "ProcessPlan", "ProcessResult", "main", "run_process"]
+__all__ = ["LAG_TICK_S", "HubPlan", "PanicTrace", "ProcessPlan", "ProcessResult", "main", "run_process"]
 
 _PUT_CHUNK: Final = 500  # envelopes per outbox transaction while the backlog is prepared
 _SAMPLE_S: Final = 1.0  # seconds between samples of the envelopes acked so far (a measurement, not a wait)
 _PENDANT: Final = "fleet-pendant"
+LAG_TICK_S: Final = 0.05
+"""Seconds between the event-loop lag timer's ticks (:attr:`ProcessResult.loop_lag_max_ms`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +76,9 @@ class ProcessPlan:
     panics_after_connect: bool = False
     """Panic offsets count from the hub's first connection, not from go (a panic during the drain, not in the
     reconnect storm)."""
+    probe: bool = False
+    """This process runs only hubs that press panics (their latency measured on a loop of their own, as a real hub
+    has its own CPU; :class:`sim.fleet.FleetOptions`)."""
 
     def to_json(self) -> str:
         """The plan as one JSON line."""
@@ -101,9 +107,68 @@ class ProcessPlan:
                 timeout_s=float(data["timeout_s"]),
                 hubs=hubs,
                 panics_after_connect=bool(data.get("panics_after_connect", False)),
+                probe=bool(data.get("probe", False)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not a fleet process plan ({type(exc).__name__}: {exc})") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class PanicTrace:
+    """Where one panic's latency went: milliseconds after the press of each step (``-1``: the step was not seen).
+
+    Attributes:
+        pressed_s: the press, seconds after go.
+        connected: whether its hub was connected at the press.
+        put_ms: sealed (a sequence number allocated, signed, encrypted) and put in the outbox's priority lane.
+        offered_ms: the uplink's sender last read it from the outbox (and chose the frame) before that frame's
+            publish: put -> offered is the sender waking up and reading.
+        publish_ms: the frame carrying it (found by the envelope's bytes in the payload) handed to MQTT, after its
+            lane's bound: offered -> publish is the publish task starting.
+        puback_ms: the broker's PUBACK for that frame (``-1`` also when it was read only after the platform's ack).
+        acked_ms: the platform's ack at the hub (the panic's latency).
+        publishes: frames carrying it that were handed to MQTT (more than one: resent).
+        connects, losses: sessions the hub made and lost between the press and the ack.
+        loop_lag_max_ms: the process's worst event-loop lag sampled between the press and the ack.
+    """
+
+    pressed_s: float
+    connected: bool
+    put_ms: float
+    offered_ms: float
+    publish_ms: float
+    puback_ms: float
+    acked_ms: float
+    publishes: int
+    connects: int
+    losses: int
+    loop_lag_max_ms: float
+
+    @classmethod
+    def from_dict(cls, data: object) -> PanicTrace:
+        """Parse one entry of :meth:`ProcessResult.to_json`'s ``panic_traces``.
+
+        Raises:
+            ValueError: not a trace.
+        """
+        if not isinstance(data, dict):
+            raise ValueError(f"not a panic trace: {data!r:.80}")  # noqa: TRY004
+        try:
+            return cls(
+                pressed_s=float(data["pressed_s"]),
+                connected=bool(data["connected"]),
+                put_ms=float(data["put_ms"]),
+                offered_ms=float(data["offered_ms"]),
+                publish_ms=float(data["publish_ms"]),
+                puback_ms=float(data["puback_ms"]),
+                acked_ms=float(data["acked_ms"]),
+                publishes=int(data["publishes"]),
+                connects=int(data["connects"]),
+                losses=int(data["losses"]),
+                loop_lag_max_ms=float(data["loop_lag_max_ms"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a panic trace ({type(exc).__name__}: {exc})") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,10 +193,17 @@ class ProcessResult:
         connected_s: go to the moment the last of its hubs first connected (the reconnect storm's length).
         panics_unconnected: panics pressed while their hub had not yet connected (their latency includes the wait
             for the broker to take the hub's session).
-        panic_split_ms: per panic, where its latency went: press to the hub handing the first alarm-lane frame
-            after it to MQTT (the hub's outbox, window and connection), that publish to the broker's PUBACK, and the
-            PUBACK to the platform's ack at the hub (the stream, the worker, the commit, the ack's way back).
         acked_series: the envelopes its hubs had seen acked as stored at 1, 2, 3... seconds after go.
+        panic_traces: per panic, where its latency went (:class:`PanicTrace`: the frame carrying it is found by
+            its envelope's bytes, not by time).
+        loop_lag_max_ms, loop_lag_p99_ms: how late this process's event loop ran a timer due every
+            :data:`LAG_TICK_S` from go to the end (the worst and the 99th percentile): a loop that is seconds late
+            delays every hub it runs, so a panic's latency then measures the load generator, not the hub.
+        cpu_s: this process's CPU seconds (all threads) from go to the end; ``cpu_s / run_s`` near 1 is a saturated
+            core.
+        run_s: go to the end (the last hub drained and every panic acked).
+        loop_lag_series_ms: the worst event-loop lag in each second after go.
+        probe: whether this process ran only the hubs that press panics (:attr:`ProcessPlan.probe`).
     """
 
     index: int
@@ -150,7 +222,13 @@ class ProcessResult:
     connected_s: float = 0.0
     acked_series: tuple[int, ...] = ()
     panics_unconnected: int = 0
-    panic_split_ms: tuple[tuple[float, float, float], ...] = ()
+    panic_traces: tuple[PanicTrace, ...] = ()
+    loop_lag_max_ms: float = 0.0
+    loop_lag_p99_ms: float = 0.0
+    cpu_s: float = 0.0
+    run_s: float = 0.0
+    loop_lag_series_ms: tuple[float, ...] = ()
+    probe: bool = False
 
     def to_json(self) -> str:
         """The result as one JSON line."""
@@ -169,33 +247,102 @@ class ProcessResult:
             raise ValueError(f"not a fleet process result (no {exc})") from exc
         latencies = fields.pop("panic_latencies_ms")
         series = fields.pop("acked_series")
-        split = fields.pop("panic_split_ms")
-        if not isinstance(latencies, list) or not isinstance(series, list) or not isinstance(split, list):
-            raise ValueError("not a fleet process result (panic_latencies_ms or acked_series is not a list)")  # noqa: TRY004
+        traces = fields.pop("panic_traces")
+        lags = fields.pop("loop_lag_series_ms")
+        if not isinstance(lags, list):
+            raise ValueError("not a fleet process result (loop_lag_series_ms is not a list)")  # noqa: TRY004
+        if not isinstance(latencies, list) or not isinstance(series, list) or not isinstance(traces, list):
+            raise ValueError("not a fleet process result (panic_latencies_ms, acked_series or panic_traces)")  # noqa: TRY004
         try:
             return cls(
                 panic_latencies_ms=tuple(float(x) for x in latencies),
                 acked_series=tuple(int(x) for x in series),
-                panic_split_ms=tuple((float(a), float(b), float(c)) for a, b, c in split),
+                panic_traces=tuple(PanicTrace.from_dict(t) for t in traces),
+                loop_lag_series_ms=tuple(float(x) for x in lags),
                 **fields,  # type: ignore[arg-type]
             )
-        except TypeError as exc:
+        except (TypeError, AttributeError) as exc:
             raise ValueError(f"not a fleet process result ({exc})") from exc
+
+
+@dataclass(slots=True)
+class _Publish:
+    """One alarm-lane publish: when it was handed to MQTT, when the broker's PUBACK came (``None``: never)."""
+
+    start: float
+    end: float | None
+    payload: bytes
+
+
+class _WatchedOutbox(MemoryOutbox):
+    """The fleet's outbox, noting when the uplink's sender reads a watched envelope (a pressed panic's)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.offered: dict[int, list[float]] = {}  # watched envelope seq -> monotonic times the sender read it
+
+    async def peek_batch(self, limit: int, max_bytes: int, *, exclude: Collection[int] = ()) -> list[OutboxItem]:
+        """:meth:`MemoryOutbox.peek_batch`, noting the time for each watched envelope it returns."""
+        items = await super().peek_batch(limit, max_bytes, exclude=exclude)
+        if self.offered:
+            now = time.monotonic()
+            for item in items:
+                times = self.offered.get(item.envelope_seq)
+                if times is not None:
+                    times.append(now)
+        return items
 
 
 @dataclass(slots=True)
 class _Hub:
     plan: HubPlan
     wire: HubWire
-    outbox: Outbox
+    outbox: _WatchedOutbox
     produced: list[str]
     latencies: list[float] = dataclasses.field(default_factory=list)
     drained_at: float = 0.0
     connected_at: float = 0.0
     uplink: Uplink | None = None
     panics_unconnected: int = 0
-    alarm_publishes: list[tuple[float, float]] = dataclasses.field(default_factory=list)
-    panic_split: list[tuple[float, float, float]] = dataclasses.field(default_factory=list)
+    alarm_publishes: list[_Publish] = dataclasses.field(default_factory=list)
+    traces: list[PanicTrace] = dataclasses.field(default_factory=list)
+
+
+class _LoopLag:
+    """How late the event loop runs a timer due every :data:`LAG_TICK_S` (a measurement, not a wait)."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, float]] = []  # (monotonic time, seconds late)
+
+    async def run(self) -> None:
+        while True:
+            due = time.monotonic() + LAG_TICK_S
+            await asyncio.sleep(LAG_TICK_S)
+            now = time.monotonic()
+            self.samples.append((now, max(0.0, now - due)))
+
+    def worst(self, since: float, until: float) -> float:
+        """The largest lag, in ms, of the samples that cover ``since`` .. ``until`` (monotonic)."""
+        late = [lag for t, lag in self.samples if since <= t <= until + LAG_TICK_S + lag]
+        return max(late, default=0.0) * 1000.0
+
+    def series(self, since: float) -> tuple[float, ...]:
+        """The largest lag, in ms, in each second after ``since`` (0: no sample in it)."""
+        worst: list[float] = []
+        for t, lag in self.samples:
+            k = int(t - since)
+            if k < 0:
+                continue
+            worst.extend([0.0] * (k + 1 - len(worst)))
+            worst[k] = max(worst[k], round(lag * 1000.0, 1))
+        return tuple(worst)
+
+    def summary(self, since: float) -> tuple[float, float]:
+        """(max, p99) in ms of the samples after ``since``."""
+        late = sorted(lag for t, lag in self.samples if t >= since)
+        if not late:
+            return 0.0, 0.0
+        return late[-1] * 1000.0, late[max(0, math.ceil(0.99 * len(late)) - 1)] * 1000.0
 
 
 def _raise_fd_limit() -> None:
@@ -213,7 +360,7 @@ async def _prepare(stack: contextlib.AsyncExitStack, plan: ProcessPlan, hub: Hub
     wire = HubWire(identity, platform)
     # The outbox contract in memory (sim.fleet_outbox): a real SQLite outbox per hub is a database thread per hub,
     # and 10,000 of them in one process left the fleet, not the platform, the bottleneck.
-    outbox = MemoryOutbox(hub.hub_id)
+    outbox = _WatchedOutbox(hub.hub_id)
     stack.callback(outbox.close)
     produced: list[str] = []
     if hub.backlog:
@@ -230,26 +377,58 @@ async def _prepare(stack: contextlib.AsyncExitStack, plan: ProcessPlan, hub: Hub
     return _Hub(hub, wire, outbox, produced)
 
 
-async def _press(hub: _Hub, uplink: Uplink, counter: int, at: float, *, after_connect: float | None = None) -> None:
+async def _press(
+    hub: _Hub, uplink: Uplink, lag: _LoopLag, counter: int, at: float, *, go: float, after_connect: float | None = None
+) -> None:
     if after_connect is not None:  # ``after_connect`` seconds after the hub's first connection instead of at ``at``
         await uplink.connected.wait()
         at = time.time() + after_connect
     await asyncio.sleep(max(0.0, at - time.time()))
-    pressed = time.perf_counter()
-    if not uplink.connected.is_set():
+    pressed = time.monotonic()
+    pressed_s = time.time() - go
+    connected = uplink.connected.is_set()
+    if not connected:
         hub.panics_unconnected += 1
+    connects, losses = uplink.metrics.connects, uplink.metrics.connection_failures
     (seq,) = await hub.outbox.allocate_seqs(1)  # as the hub does: durably, before sealing
     alarm_id = f"panic-{hub.plan.hub_id}-{counter}"
     record = panic_record(hub.plan.hub_id, _PENDANT, counter, alarm_id, seq)
     envelope = hub.wire.seal(seq, [record], _dt.datetime.now(_dt.UTC))
     rid = record.record_id.hex()
     hub.produced.append(rid)
+    offered = hub.outbox.offered.setdefault(seq, [])
     await hub.outbox.put(OutboxItem(seq, envelope, Lane.PRIORITY, "panic", (rid,), time.time()))
+    put = time.monotonic()
     await uplink.wait_acked(rid)
-    acked = time.perf_counter()
+    acked = time.monotonic()
+    del hub.outbox.offered[seq]
     hub.latencies.append((acked - pressed) * 1000.0)
-    start, end = next(((a, b) for a, b in hub.alarm_publishes if a >= pressed), (acked, acked))
-    hub.panic_split.append(((start - pressed) * 1000.0, (end - start) * 1000.0, (acked - end) * 1000.0))
+    carrying = [p for p in hub.alarm_publishes if p.start >= pressed and envelope in p.payload]
+    # The publish the ack answered: the first whose PUBACK came before the ack (a frame lost with its connection is
+    # sent again in another), else the first (its PUBACK was read after the platform's ack, or never).
+    answered = [p for p in carrying if p.end is not None and p.end <= acked]
+    publish = answered[0] if answered else next(iter(carrying), None)
+    puback = None if publish is None or publish.end is None or publish.end > acked else publish.end
+
+    def ms(t: float | None) -> float:
+        return -1.0 if t is None else round((t - pressed) * 1000.0, 3)
+
+    chosen = None if publish is None else max((t for t in offered if t <= publish.start), default=None)
+    hub.traces.append(
+        PanicTrace(
+            pressed_s=round(pressed_s, 3),
+            connected=connected,
+            put_ms=ms(put),
+            offered_ms=ms(chosen),
+            publish_ms=ms(None if publish is None else publish.start),
+            puback_ms=ms(puback),
+            acked_ms=ms(acked),
+            publishes=len(carrying),
+            connects=uplink.metrics.connects - connects,
+            losses=uplink.metrics.connection_failures - losses,
+            loop_lag_max_ms=round(lag.worst(pressed, acked), 3),
+        )
+    )
 
 
 class _TimedTransport:
@@ -264,10 +443,13 @@ class _TimedTransport:
         return self._inner.node
 
     async def publish(self, topic: str, payload: bytes) -> None:
-        start = time.perf_counter()
+        if not topic.endswith("/alarm"):
+            await self._inner.publish(topic, payload)
+            return
+        noted = _Publish(time.monotonic(), None, payload)
+        self._hub.alarm_publishes.append(noted)
         await self._inner.publish(topic, payload)
-        if topic.endswith("/alarm"):
-            self._hub.alarm_publishes.append((start, time.perf_counter()))
+        noted.end = time.monotonic()
 
     def incoming(self) -> AsyncIterator[Incoming]:
         return self._inner.incoming()
@@ -315,7 +497,7 @@ async def _refused(outbox: Outbox) -> int:
     return sum(refusal_counts(cursors).values())
 
 
-async def _run_hub(hub: _Hub, plan: ProcessPlan, go: float) -> Uplink:
+async def _run_hub(hub: _Hub, plan: ProcessPlan, go: float, lag: _LoopLag) -> Uplink:
     settings = UplinkSettings(hub_id=hub.plan.hub_id, host=plan.host, port=plan.port)
     connector = _TimedConnector(mqtt_connector(settings), hub)
     async with Uplink(settings, hub.outbox, hub.wire, connector=connector) as uplink, asyncio.TaskGroup() as tg:
@@ -324,7 +506,7 @@ async def _run_hub(hub: _Hub, plan: ProcessPlan, go: float) -> Uplink:
         for counter, offset in enumerate(hub.plan.panics, start=1):
             after = offset if plan.panics_after_connect else None
             tg.create_task(
-                _press(hub, uplink, counter, go + offset, after_connect=after),
+                _press(hub, uplink, lag, counter, go + offset, go=go, after_connect=after),
                 name=f"press:{hub.plan.hub_id}:{counter}",
             )
         tg.create_task(_drained(hub, uplink), name=f"drain:{hub.plan.hub_id}")
@@ -339,11 +521,14 @@ async def run_process(plan: ProcessPlan, go_time: Callable[[], Awaitable[float]]
         await asyncio.sleep(max(0.0, go - time.time()))
         uplinks: list[Uplink] = []
         series: list[int] = []
+        lag = _LoopLag()
+        started, cpu_start = time.monotonic(), time.process_time()
 
         async def one(hub: _Hub) -> None:
-            uplinks.append(await _run_hub(hub, plan, go))
+            uplinks.append(await _run_hub(hub, plan, go, lag))
 
         sampler = asyncio.create_task(_sample(hubs, go, series), name="fleet-sampler")
+        lag_timer = asyncio.create_task(lag.run(), name="fleet-loop-lag")
         try:
             async with asyncio.timeout(plan.timeout_s), asyncio.TaskGroup() as tg:
                 for hub in hubs:
@@ -354,13 +539,16 @@ async def run_process(plan: ProcessPlan, go_time: Callable[[], Awaitable[float]]
                 f" after {plan.timeout_s:g} s"
             ) from None
         finally:
-            sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sampler
+            cpu_s, run_s = time.process_time() - cpu_start, time.monotonic() - started
+            for task in (sampler, lag_timer):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         refused = sum([await _refused(h.outbox) for h in hubs])
     produced_file = Path(plan.workdir) / f"produced-{plan.index}.txt"
     produced_file.write_text("".join(f"{h.plan.hub_id} {rid}\n" for h in hubs for rid in h.produced), encoding="utf-8")
     metrics = [u.metrics for u in uplinks]
+    lag_max, lag_p99 = lag.summary(started)
     return ProcessResult(
         index=plan.index,
         hubs=len(hubs),
@@ -378,7 +566,13 @@ async def run_process(plan: ProcessPlan, go_time: Callable[[], Awaitable[float]]
         connected_s=max(0.0, max(h.connected_at for h in hubs) - go),
         acked_series=tuple(series),
         panics_unconnected=sum(h.panics_unconnected for h in hubs),
-        panic_split_ms=tuple(x for h in hubs for x in h.panic_split),
+        panic_traces=tuple(t for h in hubs for t in h.traces),
+        loop_lag_max_ms=round(lag_max, 3),
+        loop_lag_p99_ms=round(lag_p99, 3),
+        cpu_s=round(cpu_s, 3),
+        run_s=round(run_s, 3),
+        loop_lag_series_ms=lag.series(started),
+        probe=plan.probe,
     )
 
 

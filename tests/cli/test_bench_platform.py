@@ -32,6 +32,17 @@ FIGURES = (
     "storm_amplification",
     "worker_peak_rss_mb",
 )
+LAG_AND_SPLIT = (
+    "storm_panic_seal_max_ms",
+    "storm_panic_offer_max_ms",
+    "storm_panic_dispatch_max_ms",
+    "storm_panic_hub_max_ms",
+    "storm_panic_loop_lag_max_ms",
+    "storm_loop_lag_max_ms",
+    "storm_loop_lag_p99_ms",
+    "storm_probe_loop_lag_max_ms",
+    "storm_fleet_cpu_busy_max",
+)
 
 
 def carehub(*args: str) -> subprocess.CompletedProcess[str]:
@@ -63,6 +74,15 @@ def test_quick_platform_bench_prints_every_figure() -> None:
         assert value > 0, key
     assert figures["storm_panic_p50_ms"] <= figures["storm_panic_p99_ms"]
     assert figures["storm_amplification"] >= 1.0
+    # Where the panics' time went, and how late the load generator's loops ran (measured, never judged here).
+    for key in LAG_AND_SPLIT:
+        assert isinstance(figures[key], float), key
+        assert figures[key] >= 0, key
+    assert figures["storm_loop_lag_p99_ms"] <= figures["storm_loop_lag_max_ms"]
+    assert figures["storm_panic_hub_max_ms"] <= figures["storm_panic_p99_ms"] + 1e-3
+    assert figures["fleet_processes"] == 2  # the bulk process and the pressing hubs' probe process
+    assert isinstance(figures["storm_reconnects"], int)
+    assert isinstance(figures["storm_panic_losses"], int)
     ratio = figures["worker_cpu_per_envelope_us"] / figures["crypto_open_verify_us"]
     assert figures["cpu_ratio_to_crypto"] == pytest.approx(ratio, rel=0.05)
 

@@ -4,6 +4,7 @@ platform stored. Figures are checked for completeness and consistency, never for
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -15,9 +16,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from carehub.bench_platform import platform_worker, write_platform_config
+from community.config import load_platform_config
 from sim.broker import MosquittoBroker, free_port
-from sim.fleet import FleetOptions, peak_rate, percentile
-from sim.fleet_hub import HubPlan, ProcessPlan, ProcessResult
+from sim.fleet import FleetOptions, _brokers, _plans, peak_rate, percentile
+from sim.fleet_hub import HubPlan, PanicTrace, ProcessPlan, ProcessResult
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -48,7 +50,7 @@ async def test_a_storm_of_20_hubs_is_stored_exactly_once_and_its_panics_are_acke
         )  # fmt: skip
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert (report["hubs"], report["processes"], report["backlog"], report["panics"]) == (20, 2, 10, 2)
+    assert (report["hubs"], report["processes"], report["backlog"], report["panics"]) == (20, 3, 10, 2)
     assert report["envelopes"] == report["records"] == 202
     assert report["stored"] == 202
     assert (report["lost"], report["duplicated"], report["unexpected"], report["refused"]) == (0, 0, 0, 0)
@@ -67,6 +69,21 @@ async def test_a_storm_of_20_hubs_is_stored_exactly_once_and_its_panics_are_acke
     for part in ("panic_hub_max_ms", "panic_puback_max_ms", "panic_platform_max_ms"):
         assert isinstance(report[part], float), part
         assert 0 <= report[part] <= report["panic_max_ms"] + 1e-3, part
+    # The two pressing hubs ran in a probe process of their own; each panic's steps are in order.
+    assert report["probe_processes"] == 1
+    assert len(report["fleet_cpu_busy"]) == 3
+    traces = report["panic_traces"]
+    assert len(traces) == 2
+    for trace in traces:
+        assert trace["connected"] in (True, False)
+        assert 0 <= trace["put_ms"] <= trace["offered_ms"] <= trace["publish_ms"] <= trace["acked_ms"], trace
+        assert trace["publishes"] >= 1
+        assert 0 <= trace["loop_lag_max_ms"] <= report["probe_loop_lag_max_ms"] + 1e-3
+    assert max(t["acked_ms"] for t in traces) == report["panic_max_ms"]
+    for key in ("loop_lag_max_ms", "loop_lag_p99_ms", "probe_loop_lag_max_ms", "probe_loop_lag_p99_ms"):
+        assert isinstance(report[key], float), key
+        assert report[key] >= 0, key
+    assert report["loop_lag_p99_ms"] <= report["loop_lag_max_ms"]
     listed = carehub("platform", "readings", "-c", config, "--json")
     assert listed.returncode == 0, listed.stderr
     assert len(json.loads(listed.stdout)) == 202
@@ -156,10 +173,43 @@ def test_a_plan_keeps_its_panic_timing_through_json() -> None:
     assert ProcessPlan.from_json(plan.to_json()).panics_after_connect is True
 
 
+TRACE = PanicTrace(2.5, True, 0.5, 0.625, 0.75, 1.5, 2.25, 1, 0, 0, 0.125)
+
+
 def test_a_truncated_result_is_refused() -> None:
-    result = ProcessResult(0, 1, 2, 2, "f", 1, 2, 0, 1, 0, 0, (1.5,), 0.25, 0.1, (0, 2), 0, ((0.5, 0.25, 0.75),))
+    result = ProcessResult(
+        0, 1, 2, 2, "f", 1, 2, 0, 1, 0, 0, (1.5,), 0.25, 0.1, (0, 2), 0, (TRACE,), 12.5, 3.25, 0.5, 1.0, (0.0, 12.5),
+        probe=True,
+    )  # fmt: skip
     assert ProcessResult.from_json(json.loads(result.to_json())) == result
     broken = json.loads(result.to_json())
     del broken["drain_s"]
     with pytest.raises(ValueError, match="drain_s"):
         ProcessResult.from_json(broken)
+    garbled = json.loads(result.to_json())
+    del garbled["panic_traces"][0]["puback_ms"]
+    with pytest.raises(ValueError, match="puback_ms"):
+        ProcessResult.from_json(garbled)
+
+
+@pytest.mark.parametrize("nodes", [1, 2, 3])
+def test_the_pressing_hubs_run_in_probe_processes_and_the_storm_keeps_its_size(tmp_path: Path, nodes: int) -> None:
+    """A real hub has its own CPU: the hubs that press panics run on a loop of their own (one probe process per node
+    they are on), every other hub in the bulk processes; every hub is planned once, with its backlog, on node
+    n mod N as before."""
+    config = load_platform_config(write_platform_config(tmp_path / "platform", "mqtt://127.0.0.1:1883"))
+    brokers = tuple(f"mqtt://127.0.0.1:{1000 + k}" for k in range(nodes))
+    options = FleetOptions(config=tmp_path, hubs=40, backlog=7, panics=5, processes=2, broker=brokers)
+    plans = _plans(options, _brokers(options, config), config, tmp_path)
+    planned = [(h, p) for p in plans for h in p.hubs]
+    assert len(planned) == len({h.hub_id for h, _ in planned}) == 40
+    assert all(h.backlog == 7 for h, _ in planned)
+    assert sum(len(h.panics) for h, _ in planned) == 5
+    assert all(p.probe == bool(h.panics) for h, p in planned)
+    order = sorted(h.hub_id for h, _ in planned)  # hub n is fleet-<token>-<n>
+    for hub, plan in planned:
+        assert plan.port == 1000 + order.index(hub.hub_id) % nodes
+    assert sorted(p.index for p in plans) == list(range(len(plans)))
+    unprobed = _plans(dataclasses.replace(options, panic_probe=False), _brokers(options, config), config, tmp_path)
+    assert not any(p.probe for p in unprobed)
+    assert sum(len(p.hubs) for p in unprobed) == 40

@@ -59,7 +59,8 @@ async def test_the_hubs_are_spread_over_the_nodes_round_robin(tmp_path: Path) ->
     report = json.loads(result.stdout)
     assert (report["lost"], report["duplicated"], report["unexpected"]) == (0, 0, 0)
     assert report["stored"] == HUBS * 3 + 1
-    assert report["processes"] == 2
+    assert report["processes"] == 3  # two bulk processes, one per node, and the pressing hub's probe process
+    assert report["probe_processes"] == 1
     assert report["hubs_per_node"] == [[f"127.0.0.1:{broker.port}", HUBS // 2], [f"127.0.0.1:{second}", HUBS // 2]]
     on_second = re.findall(rf"New connection from \S+ on port {second}\b", log)
     assert len(on_second) >= HUBS // 2  # every hub of the second node connected through it (more after a resend)
