@@ -29,7 +29,7 @@ Figures (one JSON object with ``--json``):
   fleet process's CPU seconds per second (1.0: a saturated core). A bulk loop seconds late is the load generator's
   limit (thousands of hubs on one core), not a hub's;
 * ``storm_reconnects``: MQTT sessions beyond each hub's first; ``storm_connection_failures``: sessions lost or
-  connection attempts that failed;
+  connection attempts that failed; ``storm_connection_errors``: the four commonest reasons, with counts;
 * ``storm_amplification``: envelopes the hubs published / envelopes produced (1.0: nothing sent twice);
 * ``storm_drain_s``, ``stored``, ``lost``, ``duplicated``, ``worker_peak_rss_mb`` (VmHWM) and the run's size;
 * ``enrolled_extra``: hubs enrolled besides the fleet's before the workers start (``--enrolled N``: real keys, in
@@ -323,6 +323,7 @@ def _figures(
         "storm_fleet_cpu_busy_max": max(report.fleet_cpu_busy, default=0.0),
         "storm_reconnects": report.reconnects,
         "storm_connection_failures": report.connection_failures,
+        "storm_connection_errors": "; ".join(f"{kind} x{n}" for kind, n in report.connection_errors[:4]),
         "peak_envelopes_per_s": -1.0 if report.peak_envelopes_per_s is None else report.peak_envelopes_per_s,
         "storm_panic_p50_ms": report.panic_p50_ms,
         "storm_panic_p99_ms": report.panic_p99_ms,

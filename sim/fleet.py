@@ -159,6 +159,8 @@ class FleetReport:
         fleet_cpu_busy: each fleet process's CPU seconds per second of the storm (1.0: a saturated core), bulk
             processes first.
         reconnects: sessions beyond each hub's first (connects - hubs).
+        connection_errors: ``(kind, count)`` of what failed the hubs' connection attempts (``connect: ...``) or
+            ended their sessions (``lost: ...``), most frequent first.
         panic_traces: every panic's :class:`sim.fleet_hub.PanicTrace`, slowest first.
         peak_envelopes_per_s: the most envelopes acked as stored in any 5 s of the storm, per second (sampled every
             second by each fleet process; None when the storm drained in under 5 s).
@@ -210,6 +212,7 @@ class FleetReport:
     probe_loop_lag_max_ms: float | None = None
     probe_loop_lag_p99_ms: float | None = None
     loop_lag_series_ms: tuple[float, ...] = ()
+    connection_errors: tuple[tuple[str, int], ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -483,6 +486,9 @@ def _report(
 
     traces = sorted((t for r in results for t in r.panic_traces), key=lambda t: -t.acked_ms)
     bulk = [r for r in results if not r.probe]
+    errors: collections.Counter[str] = collections.Counter()
+    for r in results:
+        errors.update(dict(r.connection_errors))
     probes = [r for r in results if r.probe]
 
     def part(start: Callable[[PanicTrace], float], end: Callable[[PanicTrace], float]) -> float | None:
@@ -538,4 +544,5 @@ def _report(
             max(r.loop_lag_series_ms[k] if k < len(r.loop_lag_series_ms) else 0.0 for r in bulk)
             for k in range(max((len(r.loop_lag_series_ms) for r in bulk), default=0))
         ),
+        connection_errors=tuple(sorted(errors.items(), key=lambda kv: (-kv[1], kv[0]))),
     )

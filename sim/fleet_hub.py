@@ -19,6 +19,7 @@ import datetime as _dt
 import json
 import logging
 import math
+import re
 import resource
 import sys
 import time
@@ -33,7 +34,7 @@ import nacl.signing
 from community.samples import T0, bp_record, panic_record
 from gateway.errors import GatewayError
 from gateway.outbox import Lane, Outbox, OutboxItem
-from gateway.transport import Connector, Incoming, Transport
+from gateway.transport import Connector, Incoming, Transport, TransportError
 from gateway.uplink import Uplink, UplinkSettings, refusal_counts
 from gateway.uplink_settings import REFUSED_CURSOR_PREFIX, mqtt_connector
 from gateway.wire import HubWire
@@ -42,7 +43,16 @@ from protocols.keys import HubIdentity, PlatformPublicKeys
 from runtime import output
 from sim.fleet_outbox import MemoryOutbox
 
-__all__ = ["LAG_TICK_S", "HubPlan", "PanicTrace", "ProcessPlan", "ProcessResult", "main", "run_process"]
+__all__ = [
+    "LAG_TICK_S",
+    "HubPlan",
+    "PanicTrace",
+    "ProcessPlan",
+    "ProcessResult",
+    "error_kind",
+    "main",
+    "run_process",
+]
 
 _PUT_CHUNK: Final = 500  # envelopes per outbox transaction while the backlog is prepared
 _SAMPLE_S: Final = 1.0  # seconds between samples of the envelopes acked so far (a measurement, not a wait)
@@ -204,6 +214,8 @@ class ProcessResult:
         run_s: go to the end (the last hub drained and every panic acked).
         loop_lag_series_ms: the worst event-loop lag in each second after go.
         probe: whether this process ran only the hubs that press panics (:attr:`ProcessPlan.probe`).
+        connection_errors: ``(kind, count)`` of what failed a connection attempt (``connect: ...``) or ended a
+            session (``lost: ...``), most frequent first (:func:`error_kind`).
     """
 
     index: int
@@ -229,6 +241,7 @@ class ProcessResult:
     run_s: float = 0.0
     loop_lag_series_ms: tuple[float, ...] = ()
     probe: bool = False
+    connection_errors: tuple[tuple[str, int], ...] = ()
 
     def to_json(self) -> str:
         """The result as one JSON line."""
@@ -249,8 +262,9 @@ class ProcessResult:
         series = fields.pop("acked_series")
         traces = fields.pop("panic_traces")
         lags = fields.pop("loop_lag_series_ms")
-        if not isinstance(lags, list):
-            raise ValueError("not a fleet process result (loop_lag_series_ms is not a list)")  # noqa: TRY004
+        errors = fields.pop("connection_errors")
+        if not isinstance(lags, list) or not isinstance(errors, list):
+            raise ValueError("not a fleet process result (loop_lag_series_ms or connection_errors)")  # noqa: TRY004
         if not isinstance(latencies, list) or not isinstance(series, list) or not isinstance(traces, list):
             raise ValueError("not a fleet process result (panic_latencies_ms, acked_series or panic_traces)")  # noqa: TRY004
         try:
@@ -259,6 +273,7 @@ class ProcessResult:
                 acked_series=tuple(int(x) for x in series),
                 panic_traces=tuple(PanicTrace.from_dict(t) for t in traces),
                 loop_lag_series_ms=tuple(float(x) for x in lags),
+                connection_errors=tuple((str(kind), int(n)) for kind, n in errors),
                 **fields,  # type: ignore[arg-type]
             )
         except (TypeError, AttributeError) as exc:
@@ -306,6 +321,7 @@ class _Hub:
     panics_unconnected: int = 0
     alarm_publishes: list[_Publish] = dataclasses.field(default_factory=list)
     traces: list[PanicTrace] = dataclasses.field(default_factory=list)
+    errors: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 class _LoopLag:
@@ -455,15 +471,32 @@ class _TimedTransport:
         return self._inner.incoming()
 
 
+_HUB_TOPIC = re.compile(r"carehub/v1/[^/]+/")
+
+
+def error_kind(exc: BaseException, *, connected: bool) -> str:
+    """What ended a session or failed a connection, without the hub's id: ``connect: ...`` or ``lost: ...``."""
+    return f"{'lost' if connected else 'connect'}: {_HUB_TOPIC.sub('carehub/v1/<hub>/', str(exc))[:120]}"
+
+
 class _TimedConnector:
+    """The hub's real connector, counting what failed each connection attempt or ended each session."""
+
     def __init__(self, inner: Connector, hub: _Hub) -> None:
         self._inner = inner
         self._hub = hub
 
     @contextlib.asynccontextmanager
     async def session(self, subscriptions: Sequence[str]) -> AsyncIterator[Transport]:
-        async with self._inner.session(subscriptions) as transport:
-            yield _TimedTransport(transport, self._hub)
+        connected = False
+        try:
+            async with self._inner.session(subscriptions) as transport:
+                connected = True
+                yield _TimedTransport(transport, self._hub)
+        except TransportError as exc:
+            kind = error_kind(exc, connected=connected)
+            self._hub.errors[kind] = self._hub.errors.get(kind, 0) + 1
+            raise
 
 
 async def _first_connect(hub: _Hub, uplink: Uplink) -> None:
@@ -549,6 +582,10 @@ async def run_process(plan: ProcessPlan, go_time: Callable[[], Awaitable[float]]
     produced_file.write_text("".join(f"{h.plan.hub_id} {rid}\n" for h in hubs for rid in h.produced), encoding="utf-8")
     metrics = [u.metrics for u in uplinks]
     lag_max, lag_p99 = lag.summary(started)
+    errors: dict[str, int] = {}
+    for h in hubs:
+        for kind, n in h.errors.items():
+            errors[kind] = errors.get(kind, 0) + n
     return ProcessResult(
         index=plan.index,
         hubs=len(hubs),
@@ -573,6 +610,7 @@ async def run_process(plan: ProcessPlan, go_time: Callable[[], Awaitable[float]]
         run_s=round(run_s, 3),
         loop_lag_series_ms=lag.series(started),
         probe=plan.probe,
+        connection_errors=tuple(sorted(errors.items(), key=lambda kv: (-kv[1], kv[0]))),
     )
 
 

@@ -17,9 +17,10 @@ from hypothesis import strategies as st
 
 from carehub.bench_platform import platform_worker, write_platform_config
 from community.config import load_platform_config
+from gateway.transport import TransportError
 from sim.broker import MosquittoBroker, free_port
 from sim.fleet import FleetOptions, _brokers, _plans, peak_rate, percentile
-from sim.fleet_hub import HubPlan, PanicTrace, ProcessPlan, ProcessResult
+from sim.fleet_hub import HubPlan, PanicTrace, ProcessPlan, ProcessResult, error_kind
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -213,3 +214,10 @@ def test_the_pressing_hubs_run_in_probe_processes_and_the_storm_keeps_its_size(t
     unprobed = _plans(dataclasses.replace(options, panic_probe=False), _brokers(options, config), config, tmp_path)
     assert not any(p.probe for p in unprobed)
     assert sum(len(p.hubs) for p in unprobed) == 40
+
+
+def test_connection_errors_are_counted_by_kind_without_the_hubs_id() -> None:
+    lost = TransportError("publish to carehub/v1/fleet-ab12-000042/up failed: Operation timed out")
+    assert error_kind(lost, connected=True) == "lost: publish to carehub/v1/<hub>/up failed: Operation timed out"
+    refused = TransportError("MqttError: Operation timed out")
+    assert error_kind(refused, connected=False) == "connect: MqttError: Operation timed out"
