@@ -10,8 +10,11 @@ One worker subscribes to ``$share/<group>/carehub/v1/+/up`` so several can share
    reads one hub's row on a miss and the registry's changes at most once a second, never the whole registry: the
    cost of an envelope is the same with 10 hubs enrolled as with 200,000;
 3. stores every accepted envelope of the frame and quarantines every refused one in ONE transaction
-   (:meth:`Storage.store_batch`), where a re-sent envelope (same hub and sequence number) is recognised as a replay
-   and its records' ids dedup any record that arrives again in a new envelope; a
+   (:meth:`Storage.store_batch`); frames that are already waiting in the worker's queue when it takes one are
+   stored with it, up to :attr:`WorkerSettings.batch_frames` (:func:`batches`: one commit, one fsync, for a
+   storm's queued frames instead of one each; a batch that starts with priority-lane frames takes no routine
+   one). A re-sent envelope (same hub and sequence number) is recognised as a replay and its records' ids dedup any
+   record that arrives again in a new envelope; a
    :class:`protocols.envelope.ReplayWindow` of what this worker committed recognises most re-sends without a
    transaction (the database stays the authority);
 4. only after that commit, publishes the platform-signed :class:`protocols.acks.Ack` to ``carehub/v1/<hub>/ack``
@@ -41,8 +44,9 @@ import datetime as _dt
 import itertools
 import logging
 import socket
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiomqtt
 
@@ -66,8 +70,10 @@ __all__ = [
     "AlarmsFirst",
     "IngestStats",
     "IngestWorker",
+    "MessageQueue",
     "PlatformWire",
     "WorkerSettings",
+    "batches",
     "is_alarm",
     "publish_down",
 ]
@@ -118,6 +124,42 @@ class AlarmsFirst(asyncio.PriorityQueue[Any]):
         return message
 
 
+class MessageQueue(Protocol):
+    """The received messages as aiomqtt hands them out (``client.messages``): the next one, and how many wait."""
+
+    def __len__(self) -> int:
+        """Messages received and not yet taken."""
+        ...
+
+    def __anext__(self) -> Awaitable[aiomqtt.Message]:
+        """The next message (waits for one)."""
+        ...
+
+
+def _priority(message: aiomqtt.Message) -> bool:
+    return str(message.topic).endswith("/alarm")
+
+
+async def batches(messages: MessageQueue, limit: int) -> AsyncIterator[list[aiomqtt.Message]]:
+    """The messages in batches to store together: the next one, waited for, and those already waiting behind it, up
+    to ``limit`` in all; never waits for a batch to fill. A batch that starts with a priority-lane frame (the queue
+    hands those out first, :class:`AlarmsFirst`) ends before the first routine one, which starts the next batch, so a
+    panic's commit never carries routine envelopes."""
+    carry: aiomqtt.Message | None = None
+    while True:
+        first = carry if carry is not None else await anext(messages)
+        carry = None
+        batch = [first]
+        priority = _priority(first)
+        while len(batch) < limit and len(messages) > 0:
+            message = await anext(messages)
+            if priority and not _priority(message):
+                carry = message
+                break
+            batch.append(message)
+        yield batch
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerSettings:
     """Broker access for one ingest worker."""
@@ -135,12 +177,16 @@ class WorkerSettings:
     """An unconfirmed down-message is published again this long after its last publish (community.downbox)."""
     down_sweep_every_s: float = SWEEP_EVERY_S
     """How often the worker looks for unconfirmed down-messages to publish again, whichever hub they are for."""
+    batch_frames: int = 4
+    """At most this many frames already waiting in the worker's queue are stored in one transaction."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.port <= 65535:
             raise ValueError(f"broker port {self.port} is outside 1..65535")
         if self.max_consecutive_failures < 1:
             raise ValueError("max_consecutive_failures must be at least 1")
+        if self.batch_frames < 1:
+            raise ValueError("batch_frames must be at least 1")
         if self.down_resend_after_s <= 0 or self.down_sweep_every_s <= 0:
             raise ValueError("down_resend_after_s and down_sweep_every_s must be positive")
 
@@ -153,7 +199,8 @@ class WorkerSettings:
 class IngestWorker(IngestWorkerBase):
     """One ingest worker on an MQTT broker; ``async with IngestWorker(settings, storage, wire) as worker``
     (``settings``: broker address and credentials, share group; the rest as
-    :class:`~community.ingest_core.IngestWorkerBase`). One frame is stored in one transaction."""
+    :class:`~community.ingest_core.IngestWorkerBase`). The frames waiting in its queue are stored in one transaction,
+    up to ``settings.batch_frames`` (:func:`batches`)."""
 
     settings: WorkerSettings
     connection_errors = (aiomqtt.MqttError,)
@@ -184,15 +231,17 @@ class IngestWorker(IngestWorkerBase):
                     await sweeps
 
     async def _consume(self, client: aiomqtt.Client) -> None:
-        async for message in client.messages:
-            topic = str(message.topic)
+        async for batch in batches(client.messages, self.settings.batch_frames):
+            frames = [UplinkFrame(str(m.topic), bytes(m.payload)) for m in batch]
             try:
-                acks = await self._core.handle([UplinkFrame(topic, bytes(message.payload))])
+                acks = await self._core.handle(frames)
                 await self._core.publish_acks(client, acks)
                 await self._resend_to_acked_hubs(client, acks)
             except StorageError as exc:
-                # Transient: nothing more is acked or refused for this frame; the hub sends it again.
+                # Transient: nothing more is acked or refused for these frames; the hubs send them again.
                 self.stats.storage_errors += 1
-                _log.error("platform: frame on %s not handled, not acked (%s)", topic, exc)
+                _log.error(
+                    "platform: %d frame(s) from %s not handled, not acked (%s)", len(frames), frames[0].topic, exc
+                )
                 continue
             self._handled()
