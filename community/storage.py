@@ -89,9 +89,13 @@ MAX_RESIDENT_CHARS: Final = 256
 """Resident ids are text of 1..256 characters, as in ``protocols.messages``."""
 
 
+# One encoder for every body (json.dumps with options builds a new one per call: 2 us of 7 per reading).
+_BODY_ENCODER: Final = json.JSONEncoder(sort_keys=True, ensure_ascii=False, allow_nan=False)
+
+
 def _encode_body(body: Mapping[str, Any]) -> str:
     try:
-        return json.dumps(body, sort_keys=True, ensure_ascii=False, allow_nan=False)
+        return _BODY_ENCODER.encode(body)
     except (TypeError, ValueError) as exc:
         raise UnstorableError(f"record body cannot be stored as JSON: {exc}") from exc
 
