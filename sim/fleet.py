@@ -10,6 +10,13 @@ The hubs are enrolled in the platform's database first (its ``platform.toml``; S
 outbox is empty, :class:`FleetReport` compares what the hubs produced with the platform's stored readings: stored,
 lost, duplicated; the panic press -> hub-received-ack latency; frames and envelopes published against envelopes
 produced (the resend amplification); and the drain time. Every figure is measured, or the run fails in one line.
+
+Where a panic's latency is measured: the hubs that press panics run in a probe process of their own
+(:attr:`FleetOptions.panic_probe`), storming with their backlogs like the rest, because a bulk process runs thousands
+of hubs on one event loop and on a 2-core machine beside the broker and the platform that loop ran seconds late (a
+real hub has a CPU of its own). Each process reports its loop lag (:attr:`FleetReport.loop_lag_max_ms` for the bulk,
+:attr:`FleetReport.probe_loop_lag_max_ms` for the probe) so the generator's own saturation is in every report, and
+each panic's trace (:class:`sim.fleet_hub.PanicTrace`) says where its time went.
 """
 
 from __future__ import annotations

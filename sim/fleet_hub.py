@@ -8,6 +8,11 @@ defaults: window, resend backoff, reconnect jitter: the rules of ``docs/protocol
 are put in the priority lane at their planned offsets, and the process prints one :class:`ProcessResult` as JSON
 when every outbox is empty and every panic acked, or one ``{"error": ...}`` line and exits 1. The (hub, record id)
 pairs it produced go to a file for the parent to compare with what the platform stored.
+
+Measured on the way (:class:`ProcessResult`): each panic's :class:`PanicTrace` (the outbox put, the uplink reading
+it, the publish of the frame carrying it - found by the envelope's bytes in the payload - its PUBACK, the ack, and
+the sessions made or lost meanwhile), the event loop's lag (a timer due every :data:`LAG_TICK_S`: how late it ran),
+the process's CPU time, and what failed each connection attempt or ended each session (:func:`error_kind`).
 """
 
 from __future__ import annotations
