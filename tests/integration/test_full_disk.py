@@ -14,25 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 import os
 import re
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from relay_process import running_relay
+from home_setup import running_home
 
-from community.ingest import IngestWorker, WorkerSettings
 from community.storage import SqliteStorage, StoredReading
-from community.wire import PlatformCodec
 from gateway.disk_reserve import DEFAULT_RESERVE_BYTES
-from protocols.keys import HubIdentity, PlatformIdentity, save_hub_identity, save_pendant_key, save_platform_public_keys
+from protocols.keys import save_pendant_key
 from protocols.pendant import PendantEventType
-from sim import ble as sim_ble
 from sim.broker import MosquittoBroker, mosquitto_available
 from sim.clock import RealClock
 from sim.devices.options import DeviceOptions
@@ -83,36 +79,6 @@ def fill(directory: Path) -> Path:
     return filler
 
 
-def config_text(broker: MosquittoBroker, link: str, disk: Path, marker: Path) -> str:
-    notifier = f"import sys, pathlib; pathlib.Path({str(marker)!r}).write_text(sys.argv[-1])"
-    return "\n".join(
-        [
-            "[hub]",
-            f'id = "{HUB_ID}"',
-            'key_file = "hub.key"',
-            'timezone = "UTC"',
-            "[platform]",
-            'public_key_file = "platform.pub"',
-            "[broker]",
-            f'url = "{broker.url}"',
-            "[storage]",
-            f'path = "{disk / "outbox.sqlite"}"',
-            "[ble]",
-            f'link = "{link}"',
-            "[alarms]",
-            f"fallback_command = {json.dumps([sys.executable, '-c', notifier])}",
-            "[[residents]]",
-            'id = "r1"',
-            'name = "Resident"',
-            "[[devices]]",
-            f'address = "{PENDANT}"',
-            'kind = "pendant"',
-            'resident = "r1"',
-            'pendant_key_file = "pendant.key"',
-        ]
-    )
-
-
 async def panic_records(storage: SqliteStorage, counter: int) -> list[StoredReading]:
     return [r for r in await storage.readings(HUB_ID) if r.kind == "panic" and r.body["counter"] == counter]
 
@@ -126,63 +92,36 @@ def reserve_held(disk: Path) -> bool:
     return reserve.exists() and reserve.stat().st_blocks * 512 >= DEFAULT_RESERVE_BYTES
 
 
-async def until(predicate: Callable[[], object | Awaitable[object]], what: str) -> None:
-    """Poll an outside process's observable state (a file, the platform's database) until it holds."""
-    try:
-        async with asyncio.timeout(BOUND):
-            while True:
-                value = predicate()
-                if inspect.isawaitable(value):
-                    value = await value
-                if value:
-                    return
-                await asyncio.sleep(0.05)  # another process's progress has no event to await here
-    except TimeoutError:
-        pytest.fail(f"waited {BOUND} s for {what}")
-
-
 async def test_a_press_on_a_full_disk_is_stored_from_the_reserve_and_confirmed(
     tmp_path: Path, mosquitto: MosquittoBroker
 ) -> None:
-    hub = HubIdentity.generate(HUB_ID)
-    platform = PlatformIdentity.generate()
-    save_hub_identity(tmp_path / "hub.key", hub)
-    save_platform_public_keys(tmp_path / "platform.pub", platform.public)
     save_pendant_key(tmp_path / "pendant.key", PENDANT, PENDANT_KEY)
     marker = tmp_path / "fallback-notified.txt"
+    notifier = f"import sys, pathlib; pathlib.Path({str(marker)!r}).write_text(sys.argv[-1])"
     pendant = Pendant(
         DeviceOptions(id="pendant-1", address=PENDANT, name="Pendant", bonding_required=True, key=PENDANT_KEY),
         RealClock(),
     )
     with small_disk(tmp_path / "disk") as disk:
-        async with contextlib.AsyncExitStack() as stack:
-            link = await stack.enter_async_context(running_relay(BOUND))
-            (tmp_path / "hub.toml").write_text(config_text(mosquitto, link, disk, marker), encoding="utf-8")
-            storage = await stack.enter_async_context(SqliteStorage(tmp_path / "platform.sqlite"))
-            await storage.enroll_hub(hub.public)
-            settings = WorkerSettings(mosquitto.host, mosquitto.port, client_id="disk-test-platform")
-            await stack.enter_async_context(IngestWorker(settings, storage, PlatformCodec(platform)))
-            device = await stack.enter_async_context(sim_ble.open_peripheral_device(link, PENDANT, "Pendant"))
-            await stack.enter_async_context(pendant.attach(device))
-            log = tmp_path / "hub.log"
-            daemon = await asyncio.create_subprocess_exec(  # the hub daemon as its unit runs it
-                sys.executable,
-                "-m",
-                "gateway",
-                "--config",
-                str(tmp_path / "hub.toml"),
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=stack.enter_context(log.open("wb")),
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-            stack.push_async_callback(daemon.wait)
-            stack.callback(daemon.kill)
+        async with running_home(
+            tmp_path,
+            mosquitto,
+            pendant,
+            hub_id=HUB_ID,
+            kind="pendant",
+            bound=BOUND,
+            outbox=disk / "outbox.sqlite",
+            sections=["[alarms]", f"fallback_command = {json.dumps([sys.executable, '-c', notifier])}"],
+            device_lines=['pendant_key_file = "pendant.key"'],
+        ) as home:
+            storage, log = home.storage, home.log
+            daemon = await home.start_hub()  # the hub daemon as its unit runs it
 
             # A first press while there is room: everything is connected and works, and the reserve is held.
             first = await pendant.press(PendantEventType.PRESS)
             async with asyncio.timeout(BOUND):
                 await pendant.wait_confirmed(first.sequence)
-            await until(lambda: panic_records(storage, first.sequence), "the first press at the platform")
+            await home.until_stored(lambda: panic_records(storage, first.sequence), "the first press at the platform")
             assert reserve_held(disk)
             cancel = await pendant.press(PendantEventType.CANCEL)
             async with asyncio.timeout(BOUND):
@@ -194,10 +133,10 @@ async def test_a_press_on_a_full_disk_is_stored_from_the_reserve_and_confirmed(
             second = await pendant.press(PendantEventType.PRESS)
             async with asyncio.timeout(BOUND):
                 await pendant.wait_confirmed(second.sequence)  # stored from the reserve, so confirmed (section 9.4)
-            await until(
+            await home.until_stored(
                 lambda: panic_records(storage, second.sequence), "the press made on the full disk at the platform"
             )
-            await until(
+            await home.until_stored(
                 lambda: _more_alarms(storage, alarms_before), "an alarm record made on the full disk at the platform"
             )
             assert filler.exists()
@@ -217,8 +156,10 @@ async def test_a_press_on_a_full_disk_is_stored_from_the_reserve_and_confirmed(
             third = await pendant.press(PendantEventType.PRESS)  # a write that lets the hub see the space
             async with asyncio.timeout(BOUND):
                 await pendant.wait_confirmed(third.sequence)
-            await until(lambda: reserve_held(disk), "the reserve put back once space returned")
-            await until(lambda: panic_records(storage, third.sequence), "the press after the disk emptied")
+            # The reserve is put back before the third press's commit (OutboxStore._maintain_reserve runs first in
+            # every batch that writes), and the pendant is confirmed only once the press is stored: it is back now.
+            assert reserve_held(disk), home.tail()
+            await home.until_stored(lambda: panic_records(storage, third.sequence), "the press after the disk emptied")
             assert daemon.returncode is None, log.read_text(errors="replace")[-2000:]
             for press in (first, second, third):
                 assert len(await panic_records(storage, press.sequence)) == 1
