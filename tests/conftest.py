@@ -44,6 +44,7 @@ from typing import Any
 
 import pytest
 import pytest_timeout  # type: ignore[import-untyped]
+from relay_process import running_relay
 
 from gateway import aio
 from sim.broker import MosquittoBroker, mosquitto_available
@@ -477,3 +478,11 @@ async def mosquitto(tmp_path: Path) -> AsyncIterator[MosquittoBroker]:
         pytest.skip("mosquitto is not installed (scripts/test installs it)")
     async with MosquittoBroker(tmp_path / "mosquitto") as broker:
         yield broker
+
+
+@pytest.fixture
+async def relay_link() -> AsyncIterator[str]:
+    """The simulated radio's relay in its own process (``python -m sim.ble.relay --port 0``): its ``tcp:`` link,
+    reachable from a hub or carehub command in another process."""
+    async with running_relay(60.0) as link:
+        yield link
