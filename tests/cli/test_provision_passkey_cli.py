@@ -6,27 +6,17 @@ terminal the installer is asked for the PIN when the meter asks."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import os
 import pty
 import subprocess
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from clirun import CAREHUB, carehub, environment, one_error_line
-from relay_process import running_relay
+from hub_files import awake_on, bonded_peers, new_hub, passkey_cuff
 
-import sim.ble
 from gateway.config import DeviceKind, load_config
 from gateway.provision.files import HubPaths
-from gateway.provision.steps import init_hub, set_resident
-from protocols.keys import PlatformIdentity
-from sim.clock import ManualClock
-from sim.devices.options import DeviceOptions
-from sim.devices.quirks import PasskeyCuff
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -35,58 +25,21 @@ CUFF = "C0:00:00:00:63:01"
 PIN = 519_370
 
 
-@pytest.fixture
-async def relay() -> AsyncIterator[str]:
-    """``python -m sim.ble.relay --port 0``: its ``tcp:`` link, reachable from the carehub process."""
-    async with running_relay(BOUND) as link:
-        yield link
-
-
-@contextlib.asynccontextmanager
-async def passkey_cuff(link: str) -> AsyncIterator[PasskeyCuff]:
-    options = DeviceOptions(id="cuff", address=CUFF, name="Cuff", advertise_seconds=3600)
-    cuff = PasskeyCuff(options, ManualClock(datetime(2024, 3, 4, 7, 0, tzinfo=UTC)), passkey=PIN)
-    async with sim.ble.open_peripheral_device(link, CUFF, "Cuff") as radio, cuff.attach(radio):
-        cuff.wake()
-        yield cuff
-
-
-def _hub(tmp_path: Path, link: str) -> HubPaths:
-    paths = HubPaths.for_config(tmp_path / "hub" / "hub.toml")
-    init_hub(
-        paths,
-        hub_id="hub-0001",
-        platform=PlatformIdentity.generate().public,
-        broker_url="mqtt://127.0.0.1:9",
-        username=None,
-        password=None,
-        link=link,
-    )
-    set_resident(paths, "r1", name="Wang Fang")
-    return paths
-
-
-def _bonds(paths: HubPaths) -> list[str]:
-    if not paths.bonds.exists():
-        return []
-    data = json.loads(paths.bonds.read_text(encoding="utf-8"))
-    return [peer for namespace in data.values() for peer in namespace]
-
-
 async def _pair(paths: HubPaths, *extra: str) -> subprocess.CompletedProcess[str]:
     args = ["provision", "pair", CUFF, "--resident", "r1", "--kind", "blood_pressure", "--timeout", "20"]
     return await asyncio.to_thread(carehub, *args, *extra, "--config", paths.config)
 
 
-async def test_the_pin_given_bonds_the_meter_and_saves_it(tmp_path: Path, relay: str) -> None:
-    paths = _hub(tmp_path, relay)
-    async with passkey_cuff(relay) as cuff:
+async def test_the_pin_given_bonds_the_meter_and_saves_it(tmp_path: Path, relay_link: str) -> None:
+    paths = new_hub(tmp_path, relay_link)
+    cuff = passkey_cuff(CUFF, PIN)
+    async with awake_on(relay_link, cuff):
         result = await _pair(paths, "--passkey", f"{PIN:06d}")
     assert result.returncode == 0, result.stderr
     assert f"paired {CUFF} (blood_pressure" in result.stdout
     assert cuff.shown == [PIN]
     assert [(d.address, d.kind) for d in load_config(paths.config).devices] == [(CUFF, DeviceKind.BLOOD_PRESSURE)]
-    assert len(_bonds(paths)) == 1
+    assert len(bonded_peers(paths)) == 1
 
 
 @pytest.mark.parametrize(
@@ -98,20 +51,20 @@ async def test_the_pin_given_bonds_the_meter_and_saves_it(tmp_path: Path, relay:
     ids=["wrong", "none"],
 )
 async def test_a_wrong_or_missing_pin_is_one_line_and_nothing_is_kept(
-    tmp_path: Path, relay: str, extra: tuple[str, ...], words: str
+    tmp_path: Path, relay_link: str, extra: tuple[str, ...], words: str
 ) -> None:
-    paths = _hub(tmp_path, relay)
-    async with passkey_cuff(relay):
+    paths = new_hub(tmp_path, relay_link)
+    async with awake_on(relay_link, passkey_cuff(CUFF, PIN)):
         result = await _pair(paths, *extra)  # standard input is not a terminal: nobody to ask
     assert result.returncode == 1, result.stderr
     assert one_error_line(result).startswith(words)
     assert "nothing was saved" in result.stderr
     assert load_config(paths.config).devices == ()
-    assert _bonds(paths) == []
+    assert bonded_peers(paths) == []
 
 
 def test_a_pin_that_is_not_six_digits_is_refused_before_the_radio(tmp_path: Path) -> None:
-    paths = _hub(tmp_path, "tcp:127.0.0.1:9")  # nothing listens there: the radio must not be reached
+    paths = new_hub(tmp_path, "tcp:127.0.0.1:9")  # nothing listens there: the radio must not be reached
     for bad in ("12345", "1234567", "12a456"):
         result = carehub(
             "provision", "pair", CUFF, "--resident", "r1", "--passkey", bad, "--config", paths.config
@@ -121,12 +74,13 @@ def test_a_pin_that_is_not_six_digits_is_refused_before_the_radio(tmp_path: Path
         assert line.startswith("error: --passkey: the PIN must be the 6 digits the meter shows"), line
 
 
-async def test_on_a_terminal_the_installer_is_asked_for_the_pin(tmp_path: Path, relay: str) -> None:
-    paths = _hub(tmp_path, relay)
+async def test_on_a_terminal_the_installer_is_asked_for_the_pin(tmp_path: Path, relay_link: str) -> None:
+    paths = new_hub(tmp_path, relay_link)
     master, slave = pty.openpty()
     args = ["provision", "pair", CUFF, "--resident", "r1", "--timeout", "20", "--config", str(paths.config)]
+    cuff = passkey_cuff(CUFF, PIN)
     try:
-        async with passkey_cuff(relay) as cuff:
+        async with awake_on(relay_link, cuff):
             process = await asyncio.create_subprocess_exec(
                 *CAREHUB,
                 *args,

@@ -1,5 +1,6 @@
-"""Fixtures for provisioning: the reference platform on a real Mosquitto, the carehub radio relay, and a simulated
-home (blood-pressure cuff and pendant) on that relay, so CLI commands running on their own event loop reach them."""
+"""Fixtures for provisioning: the reference platform on a real Mosquitto, and a simulated home (blood-pressure cuff
+and pendant) on the carehub radio relay (``relay_link``, tests/conftest.py), so CLI commands running on their own
+event loop reach them."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from provision_kit import BOUND, Home, Platform, make_home
-from relay_process import running_relay
 
 from community.ingest import IngestWorker, WorkerSettings
 from community.storage import SqliteStorage
@@ -37,13 +37,6 @@ async def platform(tmp_path: Path, mosquitto: MosquittoBroker) -> AsyncIterator[
             async with asyncio.timeout(BOUND):
                 await worker.connected.wait()
             yield Platform(root, config, root / "platform.pub", identity, storage, worker, mosquitto)
-
-
-@pytest.fixture
-async def relay_link() -> AsyncIterator[str]:
-    """``python -m sim.ble.relay --port 0``; the value is its ``tcp:`` link."""
-    async with running_relay(BOUND) as link:
-        yield link
 
 
 @pytest.fixture

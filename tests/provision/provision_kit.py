@@ -1,15 +1,21 @@
-"""Shared pieces of the provisioning tests: the platform, the simulated home, constants."""
+"""Shared pieces of the provisioning tests: the platform, the simulated home, the installer page served, constants."""
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from aiohttp import web
+
 import sim.ble
 from community.ingest import IngestWorker
 from community.storage import SqliteStorage
+from gateway.ble_passkey import PasskeyDesk
+from gateway.provision.files import HubPaths
+from gateway.provision.web import WebSettings, make_app
 from protocols.keys import PlatformIdentity
 from sim.broker import MosquittoBroker
 from sim.clock import ManualClock
@@ -69,3 +75,34 @@ def make_home(link: str, *, cuff_max_bonds: int | None = None) -> Home:
         DeviceOptions(id="pendant-1", address=PENDANT, name="Pendant", bonding_required=True, key=PENDANT_KEY), clock
     )
     return Home(link, clock, cuff, pendant)
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[str]:
+    """``app`` served on a free loopback port until exit; the value is its base URL (``http://127.0.0.1:PORT``)."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def pairing_page(paths: HubPaths, link: str, device: SimDevice) -> AsyncIterator[str]:
+    """The installer page for the hub at ``paths``, its radio the central on ``link`` (bonds in the hub's store),
+    which answers the meters' passkey requests through the page's desk; ``device`` is on the air (not woken).
+    The value is the page's base URL."""
+    desk = PasskeyDesk()
+    options = device.options
+    async with (
+        sim.ble.open_central(link, keystore=str(paths.bonds)) as central,
+        sim.ble.open_peripheral_device(link, options.address, options.name) as radio,
+        device.attach(radio),
+    ):
+        sim.ble.world.answer_pairing_with(central.device, desk)
+        app = make_app(WebSettings(paths, link=link, scan_seconds=2.0), radio=sim.ble.backend_for(link), desk=desk)
+        async with serving(app) as url:
+            yield url

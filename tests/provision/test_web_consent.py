@@ -6,23 +6,16 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
+from hub_files import family_scale, new_hub
+from provision_kit import pairing_page
 
-import sim.ble
-from gateway.ble_passkey import PasskeyDesk
 from gateway.config import load_config
 from gateway.provision.files import HubPaths
 from gateway.provision.pin import issue_pin
-from gateway.provision.steps import init_hub, set_resident
-from gateway.provision.web import WebSettings, make_app
-from protocols.keys import PlatformIdentity
-from sim.clock import ManualClock
-from sim.devices.options import DeviceOptions
 from sim.devices.uds_scale import UdsScale
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -34,32 +27,12 @@ _links = itertools.count()
 async def served(tmp_path: Path) -> AsyncIterator[tuple[HubPaths, UdsScale, str, str]]:
     """The page for a hub whose radio has a two-user scale on it: (paths, scale, url, installer PIN)."""
     link = f"local:web-consent-{next(_links)}"
-    paths = HubPaths.for_config(tmp_path / "hub" / "hub.toml")
-    init_hub(
-        paths, hub_id="hub-uds", platform=PlatformIdentity.generate().public, broker_url="mqtt://127.0.0.1:9",
-        username=None, password=None, link=link,
-    )  # fmt: skip
-    set_resident(paths, "r1", name="Wang Fang")
+    paths = new_hub(tmp_path, link, hub_id="hub-uds")
     pin = issue_pin(paths)
-    options = DeviceOptions(id="scale", address=SCALE, name="Family scale", advertise_seconds=3600)
-    scale = UdsScale(options, ManualClock(datetime(2024, 3, 4, 7, 0, tzinfo=UTC)), users={1: 1234, 2: 4321})
-    desk = PasskeyDesk()
-    async with (
-        sim.ble.open_central(link, keystore=str(paths.bonds)) as central,
-        sim.ble.open_peripheral_device(link, SCALE, "Family scale") as radio,
-        scale.attach(radio),
-    ):
+    scale = family_scale(SCALE)
+    async with pairing_page(paths, link, scale) as url:
         scale.wake()
-        sim.ble.world.answer_pairing_with(central.device, desk)
-        app = make_app(WebSettings(paths, link=link, scan_seconds=2.0), radio=sim.ble.backend_for(link), desk=desk)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        try:
-            yield paths, scale, f"http://127.0.0.1:{runner.addresses[0][1]}", pin
-        finally:
-            await runner.cleanup()
+        yield paths, scale, url, pin
 
 
 async def test_the_pair_route_tries_and_saves_the_consent_code(served: tuple[HubPaths, UdsScale, str, str]) -> None:

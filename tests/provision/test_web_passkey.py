@@ -5,26 +5,17 @@ message, nothing saved and no bond kept; the right one pairs it. The routes' ref
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
-from provision_kit import BOUND
+from hub_files import bonded_peers, new_hub, passkey_cuff
+from provision_kit import BOUND, pairing_page
 
-import sim.ble
-from gateway.ble_passkey import PasskeyDesk
 from gateway.config import load_config
 from gateway.provision.files import HubPaths
 from gateway.provision.pin import issue_pin
-from gateway.provision.steps import init_hub, set_resident
-from gateway.provision.web import WebSettings, make_app
-from protocols.keys import PlatformIdentity
-from sim.clock import ManualClock
-from sim.devices.options import DeviceOptions
 from sim.devices.quirks import PasskeyCuff
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -34,51 +25,15 @@ _links = itertools.count()
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 
 
-def _hub(tmp_path: Path, link: str) -> HubPaths:
-    paths = HubPaths.for_config(tmp_path / "hub" / "hub.toml")
-    init_hub(
-        paths,
-        hub_id="hub-pin",
-        platform=PlatformIdentity.generate().public,
-        broker_url="mqtt://127.0.0.1:9",
-        username=None,
-        password=None,
-        link=link,
-    )
-    set_resident(paths, "r1", name="Wang Fang")
-    return paths
-
-
-def _bonds(paths: HubPaths) -> list[str]:
-    if not paths.bonds.exists():
-        return []
-    return [peer for ns in json.loads(paths.bonds.read_text(encoding="utf-8")).values() for peer in ns]
-
-
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[tuple[HubPaths, PasskeyCuff, str, str]]:
     """The page on 127.0.0.1 for a hub whose radio has the passkey cuff on it: (paths, cuff, url, installer PIN)."""
     link = f"local:web-passkey-{next(_links)}"
-    paths = _hub(tmp_path, link)
+    paths = new_hub(tmp_path, link, hub_id="hub-pin")
     pin = issue_pin(paths)
-    options = DeviceOptions(id="cuff", address=CUFF, name="Cuff", advertise_seconds=3600)
-    cuff = PasskeyCuff(options, ManualClock(datetime(2024, 3, 4, 7, 0, tzinfo=UTC)), passkey=PIN)
-    desk = PasskeyDesk()
-    async with (
-        sim.ble.open_central(link, keystore=str(paths.bonds)) as central,
-        sim.ble.open_peripheral_device(link, CUFF, "Cuff") as radio,
-        cuff.attach(radio),
-    ):
-        sim.ble.world.answer_pairing_with(central.device, desk)
-        app = make_app(WebSettings(paths, link=link, scan_seconds=2.0), radio=sim.ble.backend_for(link), desk=desk)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        try:
-            yield paths, cuff, f"http://127.0.0.1:{runner.addresses[0][1]}", pin
-        finally:
-            await runner.cleanup()
+    cuff = passkey_cuff(CUFF, PIN)
+    async with pairing_page(paths, link, cuff) as url:
+        yield paths, cuff, url, pin
 
 
 async def test_the_passkey_routes_refuse_what_they_cannot_use(served: tuple[HubPaths, PasskeyCuff, str, str]) -> None:
@@ -130,7 +85,7 @@ async def test_the_page_asks_for_the_pin_the_meter_shows(served: tuple[HubPaths,
             assert "nothing was saved" in await page.inner_text("#pair-msg")
             await page.wait_for_selector("#mpin-form", state="hidden")
             assert load_config(paths.config).devices == ()
-            assert _bonds(paths) == []
+            assert bonded_peers(paths) == []
 
             await page.click("#pair-btn")  # again, with the right PIN
             await page.wait_for_selector(f"#mpin-what:has-text('{CUFF} shows a 6-digit PIN')")
@@ -142,4 +97,4 @@ async def test_the_page_asks_for_the_pin_the_meter_shows(served: tuple[HubPaths,
             await browser.close()
     assert cuff.shown == [PIN, PIN]
     assert [d.address for d in load_config(paths.config).devices] == [CUFF]
-    assert len(_bonds(paths)) == 1
+    assert len(bonded_peers(paths)) == 1
