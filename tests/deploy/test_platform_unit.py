@@ -3,24 +3,17 @@ per-worker config and metrics address that `carehub platform run` accepts."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
-import pytest
+from unit_files import DEPLOY, assert_systemd_accepts, exec_start, needs_systemd_analyze
 
 from community.metrics import MetricsAddress
 
-UNIT = Path(__file__).resolve().parents[2] / "deploy" / "carehub-platform@.service"
-
-
-def _exec_start() -> list[str]:
-    (line,) = [line for line in UNIT.read_text(encoding="utf-8").splitlines() if line.startswith("ExecStart=")]
-    return line.removeprefix("ExecStart=").split()
+UNIT = DEPLOY / "carehub-platform@.service"
 
 
 def test_the_unit_runs_platform_run_with_a_config_and_metrics_per_worker() -> None:
-    program, *args = _exec_start()
+    program, *args = exec_start(UNIT)
     assert program.endswith("/carehub")
     assert args[:2] == ["platform", "run"]
     config = args[args.index("--config") + 1]
@@ -33,17 +26,6 @@ def test_the_unit_runs_platform_run_with_a_config_and_metrics_per_worker() -> No
         assert address.port == int(f"946{instance}")
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+@needs_systemd_analyze
 def test_systemd_analyze_accepts_the_unit(tmp_path: Path) -> None:
-    # verify insists that ExecStart's program exists: the same unit, its program pointing at a stand-in.
-    program = _exec_start()[0]
-    stand_in = tmp_path / "carehub"
-    stand_in.write_text("#!/bin/sh\n", encoding="utf-8")
-    stand_in.chmod(0o755)
-    copy = tmp_path / "carehub-platform@1.service"
-    copy.write_text(UNIT.read_text(encoding="utf-8").replace(program, str(stand_in)), encoding="utf-8")
-    result = subprocess.run(
-        ["systemd-analyze", "verify", "--man=no", str(copy)], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stderr == "", "systemd warns about the unit (an unknown key, a bad value)"
+    assert_systemd_accepts(UNIT, exec_start(UNIT)[0], tmp_path, "carehub-platform@1.service")
