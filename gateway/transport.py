@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -122,7 +123,11 @@ class _MqttTransport:
 
     async def publish(self, topic: str, payload: bytes) -> None:
         try:
-            await keep_cancellation(self._client.publish(topic, payload, qos=1))
+            # No timeout of its own (aiomqtt's default is the client's 10 s): a PUBACK slower than that is a broker
+            # busy with a storm, not a lost connection, and ending the session for it resent everything in flight
+            # at once and added a session set-up to the broker's load. A dead connection ends the session through
+            # keepalive, which ends this wait; the uplink bounds the publishes waiting per lane.
+            await keep_cancellation(self._client.publish(topic, payload, qos=1, timeout=math.inf))
         except (aiomqtt.MqttError, OSError) as exc:
             raise TransportError(f"publish to {topic} failed: {exc}") from exc
 

@@ -315,6 +315,9 @@ def mqtt_client(
         tls_insecure=s.tls_insecure if s.tls else None,
         socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
         max_queued_incoming_messages=1024,
+        # Every frame the uplink hands over goes on the wire at once: paho holds back QoS 1 publishes beyond its
+        # in-flight limit (20 by default), which would queue an alarm behind routine frames awaiting their PUBACK.
+        max_inflight_messages=s.max_inflight_frames + s.max_inflight_priority_frames,
         timeout=timeout,
     )
 

@@ -1,19 +1,24 @@
 """An alarm never waits for a routine frame's PUBACK (issue 15 item 4): the hub's sender does not await PUBACKs in
 line. A transport behind the real interface holds the PUBACK of every routine publish (the message reaches the
-broker, the broker never answers, as a slow broker under a storm); a panic put afterwards is published at once."""
+broker, the broker never answers, as a slow broker under a storm); a panic put afterwards is published at once.
+Publishes awaiting a PUBACK stay within each lane's window, and with the real MQTT client (aiomqtt) against a broker
+that answers no PUBACK (:class:`SilentBroker`, MQTT 3.1.1 on a socket) a slow PUBACK neither ends the session nor
+holds an alarm in the client's own queue."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from community.samples import T0, bp_record
 from community.wire import PlatformCodec
 from gateway.outbox import Lane, OutboxItem, open_outbox
-from gateway.transport import Connector, Incoming, MemoryBroker, Transport
+from gateway.transport import Connector, Incoming, MemoryBroker, MqttConnector, Transport
 from gateway.uplink import Uplink, UplinkSettings
+from gateway.uplink_settings import mqtt_client
 from gateway.wire import HubWire
 from protocols.acks import Ack
 from protocols.keys import HubIdentity, PlatformIdentity
@@ -164,6 +169,104 @@ def test_publishes_awaiting_a_puback_that_never_comes_stay_within_each_lanes_win
                 assert never.calls.count(UP) == routine_window
                 assert never.calls.count(ALARM) == priority_window
                 assert up.connected.is_set()  # one session throughout: nothing was lost, only never answered
+
+    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+        runner.run(main())
+
+
+async def _packet(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One MQTT control packet: (first byte, body)."""
+    first = (await reader.readexactly(1))[0]
+    length, shift = 0, 0
+    while True:
+        byte = (await reader.readexactly(1))[0]
+        length |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return first, await reader.readexactly(length)
+
+
+class SilentBroker:
+    """MQTT 3.1.1 just enough for a hub (CONNACK, SUBACK granting QoS 1, PINGRESP) that takes every PUBLISH and
+    never answers it: the PUBACK of a broker stalled for longer than any client timeout."""
+
+    def __init__(self) -> None:
+        self.connects = 0
+        self.topics: list[str] = []  # of every PUBLISH received, in order
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                first, body = await _packet(reader)
+                kind = first >> 4
+                if kind == 1:  # CONNECT -> CONNACK, accepted
+                    self.connects += 1
+                    writer.write(b"\x20\x02\x00\x00")
+                elif kind == 8:  # SUBSCRIBE (one filter) -> SUBACK granting QoS 1, same packet id
+                    writer.write(b"\x90\x03" + body[:2] + b"\x01")
+                elif kind == 12:  # PINGREQ -> PINGRESP
+                    writer.write(b"\xd0\x00")
+                elif kind == 3:  # PUBLISH: taken, never PUBACKed
+                    self.topics.append(body[2 : 2 + int.from_bytes(body[:2], "big")].decode())
+                elif kind == 14:  # DISCONNECT
+                    return
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        finally:
+            writer.close()
+
+
+@contextlib.asynccontextmanager
+async def silent_broker() -> AsyncIterator[tuple[SilentBroker, int]]:
+    broker = SilentBroker()
+    server = await asyncio.start_server(broker.serve, "127.0.0.1", 0)
+    try:
+        yield broker, server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+
+
+def test_a_puback_slower_than_the_clients_timeout_does_not_end_the_session(tmp_path: Path) -> None:
+    """aiomqtt gives up on a PUBACK after the client's timeout (10 s); the hub used to take that as a lost connection:
+    it reconnected and sent the frame again at once, long before its ack deadline, adding a session set-up to a
+    stalled broker's load (issue 15 storm). The session now stays up and the frame waits for its ack deadline."""
+
+    async def main() -> None:
+        wire = HubWire(HubIdentity.generate("hub-a"), PlatformIdentity.generate().public)
+        async with silent_broker() as (broker, port), open_outbox(tmp_path / "o.db") as ob:
+            cfg = UplinkSettings(hub_id="hub-a", host="127.0.0.1", port=port, ack_timeout=60.0, ack_timeout_cap=60.0)
+            connector = MqttConnector(functools.partial(mqtt_client, cfg), node=f"127.0.0.1:{port}")
+            await ob.put(item(wire, 1))
+            async with Uplink(cfg, ob, wire, connector=connector, clock=LoopClock(T0)) as up:
+                await asyncio.sleep(40.0)  # simulated: four client timeouts, short of the 45-60 s ack deadline
+                assert (up.metrics.connects, up.metrics.connection_failures) == (1, 0), up.metrics.last_error
+                assert broker.connects == 1
+                assert broker.topics == [UP]  # sent once: nothing released it for a resend
+
+    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+        runner.run(main())
+
+
+def test_an_alarm_is_not_held_in_the_clients_queue_behind_routine_frames_awaiting_their_puback(tmp_path: Path) -> None:
+    """Both windows full of frames awaiting a PUBACK (8 routine, then 16 alarms): every one is on the wire. paho
+    sends at most 20 QoS 1 publishes awaiting a PUBACK and queues the rest, so 4 alarms waited in the client."""
+
+    async def main() -> None:
+        wire = HubWire(HubIdentity.generate("hub-a"), PlatformIdentity.generate().public)
+        async with silent_broker() as (broker, port), open_outbox(tmp_path / "o.db") as ob:
+            cfg = UplinkSettings(hub_id="hub-a", host="127.0.0.1", port=port, frame_max_envelopes=1)
+            connector = MqttConnector(functools.partial(mqtt_client, cfg), node=f"127.0.0.1:{port}")
+            for seq in range(cfg.max_inflight_frames):
+                await ob.put(item(wire, seq))
+            async with Uplink(cfg, ob, wire, connector=connector, clock=LoopClock(T0)) as up:
+                await asyncio.sleep(1.0)  # simulated: the routine frames go out and await their PUBACK
+                for seq in range(100, 100 + cfg.max_inflight_priority_frames):
+                    await ob.put(item(wire, seq, Lane.PRIORITY))
+                await asyncio.sleep(1.0)
+                assert broker.topics.count(UP) == cfg.max_inflight_frames
+                assert broker.topics.count(ALARM) == cfg.max_inflight_priority_frames
+                assert up.metrics.connection_failures == 0
 
     with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
         runner.run(main())
