@@ -28,14 +28,17 @@ from sim.devices.uds_scale import UdsScale
 SCALE_USERS = {1: 1234, 2: 4321}
 
 
-def new_hub(tmp_path: Path, link: str | None, *, hub_id: str = "hub-0001") -> HubPaths:
-    """``tmp_path/hub/hub.toml`` initialised with a fresh platform key, its radio ``link``, and resident ``r1``."""
+def new_hub(
+    tmp_path: Path, link: str | None = None, *, hub_id: str = "hub-0001", broker: str = "mqtt://127.0.0.1:9"
+) -> HubPaths:
+    """``tmp_path/hub/hub.toml`` initialised with a fresh platform key, its radio ``link`` (None: the default) and
+    ``broker`` (by default a port nobody listens on), and resident ``r1``."""
     paths = HubPaths.for_config(tmp_path / "hub" / "hub.toml")
     init_hub(
         paths,
         hub_id=hub_id,
         platform=PlatformIdentity.generate().public,
-        broker_url="mqtt://127.0.0.1:9",
+        broker_url=broker,
         username=None,
         password=None,
         link=link,

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from aiohttp import web
+from bleak.backends.client import BaseBleakClient
+from bleak.backends.scanner import BaseBleakScanner
 
 import sim.ble
 from community.ingest import IngestWorker
 from community.storage import SqliteStorage
 from gateway.ble_passkey import PasskeyDesk
+from gateway.config import GatewayConfig
+from gateway.provision.doctor import Status, run_doctor
 from gateway.provision.files import HubPaths
+from gateway.provision.testrun import InstallationReport, run_installation_test
 from gateway.provision.web import WebSettings, make_app
 from protocols.keys import PlatformIdentity
 from sim.broker import MosquittoBroker
@@ -106,3 +113,45 @@ async def pairing_page(paths: HubPaths, link: str, device: SimDevice) -> AsyncIt
         app = make_app(WebSettings(paths, link=link, scan_seconds=2.0), radio=sim.ble.backend_for(link), desk=desk)
         async with serving(app) as url:
             yield url
+
+
+def write_test_report(paths: HubPaths, *devices: dict[str, object]) -> None:
+    """The hub's last installation test report (``reports/latest.json``), finished 2026-12-03 09:00 UTC, with one
+    entry per device (``address``, ``ok``, and ``battery`` or ``detail``)."""
+    paths.reports.mkdir(parents=True, exist_ok=True)
+    report = {"finished_at": "2026-12-03T09:00:00+00:00", "devices": list(devices)}
+    (paths.reports / "latest.json").write_text(json.dumps(report), encoding="utf-8")
+
+
+async def device_check(config: Path, address: str) -> tuple[Status, str, str]:
+    """``carehub doctor``'s check of the device at ``address``: its status, detail and fix."""
+    checks = {c.name: c for c in await run_doctor(config, broker_limit_s=0.2)}
+    check = checks[f"device {address}"]
+    return check.status, check.detail, check.fix
+
+
+async def installation_test_prompting(
+    config: GatewayConfig, scanner: type[BaseBleakScanner] | None, client: type[BaseBleakClient] | None
+) -> asyncio.Task[InstallationReport]:
+    """Start the installation test of ``config`` (installer Li Wei, each device within BOUND seconds) on the radio's
+    backends (``gateway.provision.radio.open_radio``'s) and return its task once it prompts the installer to
+    measure or press (its ``prompt`` progress event, awaited within BOUND seconds)."""
+    prompted = asyncio.Event()
+
+    def progress(kind: str, _data: Mapping[str, object]) -> None:
+        if kind == "prompt":
+            prompted.set()
+
+    test = asyncio.create_task(
+        run_installation_test(
+            config,
+            installer="Li Wei",
+            per_device_timeout=BOUND,
+            scanner_backend=scanner,
+            client_backend=client,
+            progress=progress,
+        )
+    )
+    async with asyncio.timeout(BOUND):
+        await prompted.wait()
+    return test

@@ -3,46 +3,38 @@ the ``decode:<address>`` cursor of :mod:`gateway.decode_counts`), and warns abou
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from test_radio_doctor import hub
+from hub_files import new_hub
+from provision_kit import device_check, write_test_report
 
 from gateway.config import DeviceKind, load_config
 from gateway.decode_counts import DecodeCounts, DecodeTally, decode_cursor_key
 from gateway.outbox import open_outbox
-from gateway.provision.doctor import Status, run_doctor
+from gateway.provision.doctor import Status
 from gateway.provision.steps import add_device
 
 CUFF = "C0:00:00:00:0E:01"
 
 
-async def _device_check(paths_config: Path) -> tuple[Status, str, str]:
-    checks = {c.name: c for c in await run_doctor(paths_config, broker_limit_s=0.2)}
-    check = checks[f"device {CUFF}"]
-    return check.status, check.detail, check.fix
-
-
 async def test_tolerated_readings_are_shown_and_raw_ones_make_a_warning(tmp_path: Path) -> None:
-    paths = hub(tmp_path)
+    paths = new_hub(tmp_path)
     add_device(paths, address=CUFF, kind=DeviceKind.BLOOD_PRESSURE, resident="r1")
-    paths.reports.mkdir(parents=True, exist_ok=True)
-    report = {"finished_at": "2026-12-03T09:00:00+00:00", "devices": [{"address": CUFF, "ok": True, "battery": 90}]}
-    (paths.reports / "latest.json").write_text(json.dumps(report), encoding="utf-8")
-    status, detail, _ = await _device_check(paths.config)
+    write_test_report(paths, {"address": CUFF, "ok": True, "battery": 90})
+    status, detail, _ = await device_check(paths.config, CUFF)
     assert status is Status.OK
     assert "tolerantly" not in detail
 
     storage = load_config(paths.config).storage_path
     async with open_outbox(storage) as outbox:
         await outbox.set_cursor(decode_cursor_key(CUFF), DecodeCounts(tolerated=4, raw=0).cursor_value())
-    status, detail, _ = await _device_check(paths.config)
+    status, detail, _ = await device_check(paths.config, CUFF)
     assert status is Status.OK
     assert "4 reading(s) decoded tolerantly (padding or reserved flag bits)" in detail
 
     async with open_outbox(storage) as outbox:
         await outbox.set_cursor(decode_cursor_key(CUFF), DecodeCounts(tolerated=4, raw=2).cursor_value())
-    status, detail, fix = await _device_check(paths.config)
+    status, detail, fix = await device_check(paths.config, CUFF)
     assert status is Status.WARN
     assert "2 undecodable reading(s) kept raw" in detail
     assert "carehub decode" in fix

@@ -9,7 +9,7 @@ import json
 import os
 from pathlib import Path
 
-from test_radio_doctor import hub
+from hub_files import new_hub
 from typer.testing import CliRunner
 
 from carehub.cli import build_app
@@ -38,7 +38,7 @@ def reserve_check(paths: HubPaths) -> tuple[Status, str, str]:
 
 
 def test_a_held_reserve_and_a_past_episode_are_ok(tmp_path: Path) -> None:
-    paths = hub(tmp_path)
+    paths = new_hub(tmp_path)
     storage = load_config(paths.config).storage_path
     asyncio.run(write_episode(storage, None))
     status, detail, _ = reserve_check(paths)
@@ -55,7 +55,7 @@ def test_a_held_reserve_and_a_past_episode_are_ok(tmp_path: Path) -> None:
 
 
 def test_a_disk_still_full_fails_and_a_missing_reserve_warns(tmp_path: Path) -> None:
-    paths = hub(tmp_path)
+    paths = new_hub(tmp_path)
     storage = load_config(paths.config).storage_path
     asyncio.run(write_episode(storage, FullDiskEpisode(STARTED, None, 1, 4).encode()))
     os.truncate(reserve_path(storage), 0)  # the hub gave it up for an alarm
@@ -74,7 +74,7 @@ def test_a_disk_still_full_fails_and_a_missing_reserve_warns(tmp_path: Path) -> 
 
 
 def test_a_garbled_episode_cursor_is_one_warning(tmp_path: Path) -> None:
-    paths = hub(tmp_path)
+    paths = new_hub(tmp_path)
     asyncio.run(write_episode(load_config(paths.config).storage_path, "{not json"))
     status, detail, _ = reserve_check(paths)
     assert status is Status.WARN

@@ -7,7 +7,8 @@ import asyncio
 import json
 from pathlib import Path
 
-from test_radio_doctor import hub
+from hub_files import new_hub
+from provision_kit import write_test_report
 from typer.testing import CliRunner
 
 from carehub.cli import build_app
@@ -35,7 +36,7 @@ def checks_of(paths: HubPaths) -> dict[str, tuple[Status, str, str]]:
 
 
 async def test_the_zone_is_shown_and_a_guessed_zone_is_a_warning_with_the_configs_note(tmp_path: Path) -> None:
-    paths = hub(tmp_path)
+    paths = new_hub(tmp_path)
     lines = [line for line in paths.config.read_text(encoding="utf-8").splitlines() if not line.startswith("timezone")]
     unset = "\n".join(lines) + "\n"
     paths.config.write_text(unset.replace("[hub]\n", '[hub]\ntimezone = "Asia/Shanghai"\n', 1), encoding="utf-8")
@@ -51,7 +52,7 @@ async def test_the_zone_is_shown_and_a_guessed_zone_is_a_warning_with_the_config
 
 
 async def test_envelopes_the_platform_refused_are_counted_per_reason(tmp_path: Path) -> None:
-    paths = hub(tmp_path)
+    paths = new_hub(tmp_path)
     clean = {c.name: c for c in await run_doctor(paths.config, broker_limit_s=0.2)}["refused envelopes"]
     assert clean.status is Status.OK
     async with open_outbox(load_config(paths.config).storage_path) as outbox:
@@ -64,14 +65,11 @@ async def test_envelopes_the_platform_refused_are_counted_per_reason(tmp_path: P
 
 
 def test_a_device_that_failed_its_installation_test_fails_the_doctor(tmp_path: Path) -> None:
-    paths = hub(tmp_path)
+    paths = new_hub(tmp_path)
     add_device(paths, address=CUFF, kind=DeviceKind.BLOOD_PRESSURE, resident="r1")
-    paths.reports.mkdir(parents=True, exist_ok=True)
-    report = {
-        "finished_at": "2026-12-03T09:00:00+00:00",
-        "devices": [{"address": CUFF, "ok": False, "detail": "no reading arrived: measure once during the test"}],
-    }
-    (paths.reports / "latest.json").write_text(json.dumps(report), encoding="utf-8")
+    write_test_report(
+        paths, {"address": CUFF, "ok": False, "detail": "no reading arrived: measure once during the test"}
+    )
     status, detail, fix = checks_of(paths)[f"device {CUFF}"]
     assert status is Status.FAIL
     assert "FAILED" in detail
@@ -79,7 +77,7 @@ def test_a_device_that_failed_its_installation_test_fails_the_doctor(tmp_path: P
 
 
 def test_a_pendant_that_needs_a_new_key_is_shown_and_an_exhausted_one_fails(tmp_path: Path) -> None:
-    paths = hub(tmp_path)
+    paths = new_hub(tmp_path)
     key = bytes(range(32))
     key_file = paths.config.parent / "pendant.key"
     save_pendant_key(key_file, PENDANT, key)

@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from hub_files import new_hub
 from provision_kit import CUFF, Home
-from test_radio_doctor import hub
 from typer.testing import CliRunner, Result
 
 from carehub.provision_cli import app
@@ -21,7 +21,7 @@ async def pair(config: Path, *args: str) -> Result:
 
 
 async def test_pair_checks_the_assignment_first_and_moves_a_device_only_when_told(tmp_path: Path, home: Home) -> None:
-    paths = hub(tmp_path, link=home.link)
+    paths = new_hub(tmp_path, link=home.link)
     set_resident(paths, "r2", name="Li Wei")
     home.cuff.wake()
     first = await pair(paths.config, CUFF, "--resident", "r1", "--kind", "blood_pressure", "--user", "0")
@@ -44,7 +44,7 @@ async def test_pair_checks_the_assignment_first_and_moves_a_device_only_when_tol
 
 async def test_typing_errors_end_pair_at_once_with_status_2(tmp_path: Path, relay_link: str) -> None:
     # Nothing advertises on this link: a check done after the radio would say "nothing is advertising" instead.
-    paths = hub(tmp_path, link=relay_link)
+    paths = new_hub(tmp_path, link=relay_link)
     for args, says in [
         (["C0:00:00:00:00:0"], "is not a Bluetooth address"),
         (["not-an-address"], "is not a Bluetooth address"),

@@ -8,8 +8,8 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from hub_files import new_hub
 from provision_kit import PENDANT, PENDANT_KEY, Home
-from test_radio_doctor import hub
 from typer.testing import CliRunner, Result
 
 from carehub.provision_cli import app
@@ -42,7 +42,7 @@ def nothing_saved(paths: HubPaths, address: str) -> None:
 
 
 async def test_a_mistyped_pendant_key_is_refused_at_pairing(tmp_path: Path, home: Home) -> None:
-    paths = hub(tmp_path, link=home.link)
+    paths = new_hub(tmp_path, link=home.link)
     home.pendant.wake()
     result = await pair(
         paths.config, PENDANT, "--resident", "r1", "--kind", "pendant", "--pendant-key", WRONG_KEY.hex()
@@ -57,7 +57,7 @@ async def test_a_mistyped_pendant_key_is_refused_at_pairing(tmp_path: Path, home
 
 
 async def test_the_right_key_is_proved_and_saved_and_kept_for_pairing_again(tmp_path: Path, home: Home) -> None:
-    paths = hub(tmp_path, link=home.link)
+    paths = new_hub(tmp_path, link=home.link)
     home.pendant.wake()
     result = await pair(
         paths.config, PENDANT, "--resident", "r1", "--kind", "pendant", "--pendant-key", PENDANT_KEY.hex()
@@ -78,7 +78,7 @@ async def test_the_right_key_is_proved_and_saved_and_kept_for_pairing_again(tmp_
 
 
 async def test_a_pendant_is_not_paired_without_its_key(tmp_path: Path, home: Home) -> None:
-    paths = hub(tmp_path, link=home.link)
+    paths = new_hub(tmp_path, link=home.link)
     home.pendant.wake()
     for args in ([PENDANT, "--kind", "pendant"], [PENDANT]):  # known as a pendant before or only after bonding
         result = await pair(paths.config, *args, "--resident", "r1")
@@ -99,7 +99,7 @@ async def test_a_pendant_provisioned_under_another_id_is_refused(tmp_path: Path,
         pendant_id="pendant-0001",
     )
     await home.attach(stray)
-    paths = hub(tmp_path, link=home.link)
+    paths = new_hub(tmp_path, link=home.link)
     stray.wake()
     result = await pair(
         paths.config, address, "--resident", "r1", "--kind", "pendant", "--pendant-key", PENDANT_KEY.hex()
@@ -121,7 +121,7 @@ async def test_an_answer_whose_indication_is_lost_is_read(
 
     monkeypatch.setattr(home.pendant, "_indicate_answer", no_indication)
     monkeypatch.setattr(radio, "_ANSWER_WAIT_S", 0.0)
-    paths = hub(tmp_path, link=home.link)
+    paths = new_hub(tmp_path, link=home.link)
     home.pendant.wake()
     async with open_radio(home.link, keystore=paths.bonds) as (scanner, client):
         paired = await radio.pair_device(

@@ -7,43 +7,25 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from provision_kit import BOUND, PENDANT, Home
-from test_radio_doctor import hub
+from hub_files import new_hub
+from provision_kit import BOUND, PENDANT, Home, installation_test_prompting
 
 from gateway.config import DeviceKind, load_config
 from gateway.provision.radio import open_radio
 from gateway.provision.steps import add_device
-from gateway.provision.testrun import run_installation_test
 from protocols.keys import save_pendant_key
 
 OTHER_KEY = bytes(range(1, 33))  # the hub's key file; the simulated pendant holds provision_kit.PENDANT_KEY
 
 
 async def test_a_pendant_with_another_key_fails_the_test_with_the_tag_cause(tmp_path: Path, home: Home) -> None:
-    paths = hub(tmp_path, link=home.link)
+    paths = new_hub(tmp_path, link=home.link)
     key_file = paths.keys / "pendant.key"
     save_pendant_key(key_file, PENDANT, OTHER_KEY)
     add_device(paths, address=PENDANT, kind=DeviceKind.PENDANT, resident="r1", pendant_key_file=key_file)
     config = load_config(paths.config)
-    prompted = asyncio.Event()
-
-    def progress(kind: str, _data: object) -> None:
-        if kind == "prompt":
-            prompted.set()
-
     async with open_radio(home.link, keystore=paths.bonds) as (scanner, client):
-        test = asyncio.create_task(
-            run_installation_test(
-                config,
-                installer="Li Wei",
-                per_device_timeout=BOUND,
-                scanner_backend=scanner,
-                client_backend=client,
-                progress=progress,
-            )
-        )
-        async with asyncio.timeout(BOUND):
-            await prompted.wait()
+        test = await installation_test_prompting(config, scanner, client)
         await home.pendant.press()
         async with asyncio.timeout(BOUND * 2):
             report = await test

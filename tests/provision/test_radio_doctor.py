@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hub_files import new_hub
 from provision_kit import CUFF, make_home
 from typer.testing import CliRunner
 
@@ -22,34 +23,18 @@ from gateway.config import DeviceKind, GatewayConfig, load_config
 from gateway.outbox import Lane, OutboxItem, open_outbox
 from gateway.provision.doctor import Status, outbox_summary, run_doctor
 from gateway.provision.errors import BondRefusedError, InstallationTestError
-from gateway.provision.files import HubPaths
 from gateway.provision.radio import pair_device
-from gateway.provision.steps import add_device, init_hub, set_resident
+from gateway.provision.steps import add_device
 from gateway.provision.testrun import REPORT_DOMAIN, Arrival, run_installation_test
-from protocols.keys import PlatformIdentity, load_hub_identity, verify_detached
+from protocols.keys import load_hub_identity, verify_detached
 from sim.broker import MosquittoBroker
 
 Usage = namedtuple("Usage", "total used free")
 
 
-def hub(tmp_path: Path, link: str | None = None, broker: str = "mqtt://127.0.0.1:9") -> HubPaths:
-    paths = HubPaths.for_config(tmp_path / "hub" / "hub.toml")
-    init_hub(
-        paths,
-        hub_id="hub-0001",
-        platform=PlatformIdentity.generate().public,
-        broker_url=broker,
-        username=None,
-        password=None,
-        link=link,
-    )
-    set_resident(paths, "r1", name="Wang Fang")
-    return paths
-
-
 async def test_device_that_refuses_to_bond(tmp_path: Path) -> None:
     link = "local:refuses"
-    paths = hub(tmp_path, link=link)
+    paths = new_hub(tmp_path, link=link)
     before = paths.config.read_bytes()
     home = make_home(link, cuff_max_bonds=1)
     home.cuff.bonded = {"11:22:33:44:55:66"}  # already bonded to the resident's phone
@@ -66,7 +51,7 @@ async def test_device_that_refuses_to_bond(tmp_path: Path) -> None:
 
 
 async def test_pairing_a_device_that_is_not_there(tmp_path: Path, relay_link: str) -> None:
-    paths = hub(tmp_path, link=relay_link)
+    paths = new_hub(tmp_path, link=relay_link)
     args = [
         "pair",
         "C0:00:00:00:00:99",
@@ -97,7 +82,7 @@ class FakeHub:
 
 
 async def test_silent_device_fails_the_test_and_the_report_is_signed(tmp_path: Path) -> None:
-    paths = hub(tmp_path)
+    paths = new_hub(tmp_path)
     add_device(paths, address=CUFF, kind=DeviceKind.BLOOD_PRESSURE, resident="r1")
     add_device(paths, address="C0:00:00:00:00:02", kind=DeviceKind.SCALE, resident="r1")
     config = load_config(paths.config)
@@ -122,20 +107,20 @@ async def test_silent_device_fails_the_test_and_the_report_is_signed(tmp_path: P
 
 
 async def test_installation_test_without_devices_says_pair_first(tmp_path: Path) -> None:
-    paths = hub(tmp_path)
+    paths = new_hub(tmp_path)
     with pytest.raises(InstallationTestError) as info:
         await run_installation_test(load_config(paths.config), installer="x")
     assert "carehub provision pair" in info.value.fix
 
 
 async def test_doctor_healthy_hub_against_a_real_broker(tmp_path: Path, mosquitto: MosquittoBroker) -> None:
-    paths = hub(tmp_path, broker=f"mqtt://{mosquitto.host}:{mosquitto.port}")
+    paths = new_hub(tmp_path, broker=f"mqtt://{mosquitto.host}:{mosquitto.port}")
     checks = {c.name: c for c in await run_doctor(paths.config, broker_limit_s=5)}
     assert all(c.status is Status.OK for c in checks.values()), checks
 
 
 async def test_doctor_finds_each_problem_with_a_fix(tmp_path: Path) -> None:
-    paths = hub(tmp_path)
+    paths = new_hub(tmp_path)
     add_device(paths, address=CUFF, kind=DeviceKind.BLOOD_PRESSURE, resident="r1")
     paths.hub_key.chmod(0o644)
     config = load_config(paths.config)
@@ -165,7 +150,7 @@ async def test_doctor_finds_each_problem_with_a_fix(tmp_path: Path) -> None:
 
 
 async def test_doctor_reads_the_outbox_without_writing(tmp_path: Path) -> None:
-    paths = hub(tmp_path)
+    paths = new_hub(tmp_path)
     config = load_config(paths.config)
     async with open_outbox(config.storage_path):
         pass

@@ -12,13 +12,12 @@ import asyncio
 import socket
 from pathlib import Path
 
-from provision_kit import BOUND, CUFF, Home, Platform
+from provision_kit import BOUND, CUFF, Home, Platform, installation_test_prompting
 
 from gateway.config import DeviceKind, load_config
 from gateway.provision.files import HubPaths
 from gateway.provision.radio import open_radio, pair_device
 from gateway.provision.steps import add_device, init_hub, set_resident
-from gateway.provision.testrun import run_installation_test
 from gateway.runner import summary
 from protocols.keys import load_hub_identity
 
@@ -53,24 +52,7 @@ async def test_the_report_lists_the_cluster_and_the_node_that_acknowledged(
         add_device(paths, address=paired.address, kind=DeviceKind.BLOOD_PRESSURE, resident="r1")
         config = load_config(paths.config)
         assert f"broker {dead}, {platform.broker_url}" in summary(config, paths.config)  # `hub run --check`
-        prompted = asyncio.Event()
-
-        def progress(kind: str, _data: object) -> None:
-            if kind == "prompt":
-                prompted.set()
-
-        test = asyncio.create_task(
-            run_installation_test(
-                config,
-                installer="Li Wei",
-                per_device_timeout=BOUND,
-                scanner_backend=scanner,
-                client_backend=client,
-                progress=progress,
-            )
-        )
-        async with asyncio.timeout(BOUND):
-            await prompted.wait()
+        test = await installation_test_prompting(config, scanner, client)
         await home.cuff.measure(128, 82)
         async with asyncio.timeout(BOUND * 2):
             report = await test

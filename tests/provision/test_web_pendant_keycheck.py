@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from aiohttp.test_utils import TestClient, TestServer
+from hub_files import new_hub
 from provision_kit import PENDANT, PENDANT_KEY, Home
-from test_radio_doctor import hub
 
 from gateway.config import load_config
 from gateway.provision.pin import PinGate, issue_pin
@@ -18,7 +18,7 @@ from protocols.keys import load_pendant_key
 
 
 async def test_the_page_refuses_a_mistyped_pendant_key_and_saves_the_proved_one(tmp_path: Path, home: Home) -> None:
-    paths = hub(tmp_path, link=home.link)
+    paths = new_hub(tmp_path, link=home.link)
     async with open_radio(home.link, keystore=paths.bonds) as backends:
         app = make_app(WebSettings(paths, link=home.link), gate=PinGate(paths), radio=backends)
         async with TestClient(TestServer(app)) as c:
