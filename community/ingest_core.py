@@ -235,6 +235,8 @@ class _Pending:
     refused: list[Refusal] = field(default_factory=list)
     acked: dict[str, list[int]] = field(default_factory=dict)
     seen: set[tuple[str, int]] = field(default_factory=set)
+    #: Envelopes recognised as stored before (re-sends), by hub: counted in one write per batch, logged per hub.
+    replays: dict[str, list[int]] = field(default_factory=dict)
 
 
 StoredHook = Callable[[str, Sequence[Record], Sequence[str]], Awaitable[None]]
@@ -304,6 +306,7 @@ class IngestCore:
                 outcomes = await self.storage.store_batch(pending.to_store, pending.refused)
                 self.stats.observe_commit(time.perf_counter() - started)
                 await self._committed(pending, outcomes)
+            await self._count_replays(pending.replays)
         except StorageError:
             if not self.database_down.is_set():
                 _log.error("platform: the database is unavailable; frames are not acked until it answers")
@@ -353,7 +356,7 @@ class IngestCore:
                 continue
             key = (hub, opened.seq)
             if key in pending.seen or self._window.check(hub, opened.seq) is SeqStatus.DUPLICATE:
-                await self._replayed(hub, opened.seq)
+                pending.replays.setdefault(hub, []).append(opened.seq)
                 acked.append(opened.seq)
                 continue
             try:
@@ -383,7 +386,7 @@ class IngestCore:
             self._window.mark(env.hub_id, env.seq)
             pending.acked[env.hub_id].append(env.seq)
             if outcome.outcome is Outcome.REPLAYED:
-                await self._replayed(env.hub_id, env.seq)
+                pending.replays.setdefault(env.hub_id, []).append(env.seq)
                 continue
             self._offer_alarms(env, outcome.new_record_ids)
             if self._on_stored is not None:  # the hubs' down_applied / down_refused records (community.downbox)
@@ -434,11 +437,20 @@ class IngestCore:
                 raise
         return self.wire.open(raw, self._keys.lookup(), topic_hub)
 
-    async def _replayed(self, hub: str, seq: int) -> None:
-        self.stats.replays += 1
-        self.stats.count_rejection(EnvelopeRejection.REPLAYED)
-        await self.storage.count_rejection(EnvelopeRejection.REPLAYED.value, hub)
-        _log.warning("platform: rejected from %s (%s): envelope %s seen before", hub, "replayed", seq)
+    async def _count_replays(self, replays: Mapping[str, Sequence[int]]) -> None:
+        """Count a batch's re-sent envelopes: in memory, in the database in ONE write for the whole batch (a resend
+        storm wrote, and fsynced, one row per envelope), and one log line per hub."""
+        if not replays:
+            return
+        reason = EnvelopeRejection.REPLAYED
+        for hub, seqs in replays.items():
+            self.stats.replays += len(seqs)
+            self.stats.rejections[reason.value] = self.stats.rejections.get(reason.value, 0) + len(seqs)
+            shown = ", ".join(str(seq) for seq in seqs[:8]) + (", ..." if len(seqs) > 8 else "")
+            _log.warning(
+                "platform: rejected from %s (%s): %d envelope(s) seen before: %s", hub, reason.value, len(seqs), shown
+            )
+        await self.storage.count_rejections({(reason.value, hub): len(seqs) for hub, seqs in replays.items()})
         self.rejected.set()
 
     def _offer_alarms(self, env: OpenedEnvelope, new_record_ids: Sequence[str]) -> None:

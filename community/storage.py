@@ -368,6 +368,10 @@ class Storage(Protocol):
         """Add to the rejection counter for ``(reason, hub)``."""
         ...
 
+    async def count_rejections(self, counts: Mapping[tuple[str, str], int]) -> None:
+        """Add to several rejection counters, keyed ``(reason, hub)`` (hub ``""`` when unknown), in one write."""
+        ...
+
     async def rejections(self) -> dict[str, int]:
         """Rejection totals per reason."""
         ...
@@ -660,6 +664,24 @@ class SqliteStorage(SqliteDownStore):
     async def count_rejection(self, reason: str, hub: str | None, count: int = 1) -> None:
         """Add to the rejection counter for ``(reason, hub)`` (hub ``""`` when unknown)."""
         await self._run_db(lambda: self._bump(self._db(), reason, hub, count))
+
+    async def count_rejections(self, counts: Mapping[tuple[str, str], int]) -> None:
+        """Add to several rejection counters, keyed ``(reason, hub)`` (hub ``""`` when unknown), in one transaction."""
+        items = sorted(counts.items())
+
+        def bump() -> None:
+            conn = self._db()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for (reason, hub), count in items:
+                    self._bump(conn, reason, hub, count)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        if items:
+            await self._run_db(bump)
 
     async def rejections(self) -> dict[str, int]:
         """Rejection totals per reason."""

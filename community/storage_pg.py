@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Final, LiteralString, Self
@@ -287,6 +287,12 @@ class PostgresStorage(PostgresDownStore):
         """Add to the rejection counter for ``(reason, hub)`` (hub ``""`` when unknown)."""
         async with self._conn() as conn:
             await self._bump(conn, collections.Counter({(reason, hub or ""): count}))
+
+    async def count_rejections(self, counts: Mapping[tuple[str, str], int]) -> None:
+        """Add to several rejection counters, keyed ``(reason, hub)`` (hub ``""`` when unknown), in one statement."""
+        if counts:
+            async with self._conn() as conn:
+                await self._bump(conn, collections.Counter(counts))
 
     async def rejections(self) -> dict[str, int]:
         """Rejection totals per reason."""

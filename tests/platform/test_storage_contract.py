@@ -147,3 +147,11 @@ async def test_many_hub_keys_in_one_read(fresh):
         found = await db.hub_keys([f"hub-{n}" for n in range(1400)])
         assert found == {name: k.verify_key for name, k in keys.items()}
         assert await db.hub_keys([]) == {}
+
+
+async def test_several_rejection_counters_in_one_write(fresh):
+    async with opened(fresh) as db:
+        await db.count_rejections({})
+        await db.count_rejection("replayed", "hub-a")
+        await db.count_rejections({("replayed", "hub-a"): 2, ("replayed", "hub-b"): 3, ("malformed", ""): 1})
+        assert await db.rejections() == {"replayed": 6, "malformed": 1}
