@@ -127,6 +127,26 @@ def _check_status(measurement_status: int | None, device_status: int | None, pai
     check_sfloat("pulse_amplitude_index", pai)
 
 
+# Both PLX measurements end with the same three optional fields, each present when its flag bit is set (PLXS 1.0
+# §3.1.1.4-6 and §3.2.1.4-6): ``[measurement status uint16] | [device and sensor status uint24] | [PAI SFLOAT]``.
+_Status = tuple[int | None, int | None, MderFloat | None]
+
+
+def _read_status(r: Reader, flags: int, status_bit: int, device_bit: int, pai_bit: int) -> _Status:
+    status = r.u16("Measurement Status") if flags & status_bit else None
+    device = r.u24("Device and Sensor Status") if flags & device_bit else None
+    pai = r.sfloat("Pulse Amplitude Index") if flags & pai_bit else None
+    return status, device, pai
+
+
+def _status_bytes(measurement_status: int | None, device_status: int | None, pai: MderFloat | None) -> bytes:
+    return (
+        (b"" if measurement_status is None else U16.pack(measurement_status))
+        + (b"" if device_status is None else u24_bytes(device_status))
+        + (b"" if pai is None else sfloat_bytes(pai))
+    )
+
+
 _SC_TIMESTAMP: Final = 0x01
 _SC_STATUS: Final = 0x02
 _SC_DEVICE: Final = 0x04
@@ -170,9 +190,7 @@ class PlxSpotCheckMeasurement(Measurement):
         spo2 = r.sfloat("SpO2")
         pulse = r.sfloat("PR")
         timestamp = r.date_time("Timestamp") if flags & _SC_TIMESTAMP else None
-        status = r.u16("Measurement Status") if flags & _SC_STATUS else None
-        device = r.u24("Device and Sensor Status") if flags & _SC_DEVICE else None
-        pai = r.sfloat("Pulse Amplitude Index") if flags & _SC_PAI else None
+        status, device, pai = _read_status(r, flags, _SC_STATUS, _SC_DEVICE, _SC_PAI)
         r.finish()
         with decoding("2A5E"):
             return cls(spo2, pulse, timestamp, status, device, pai, bool(flags & _SC_CLOCK_NOT_SET))
@@ -188,12 +206,7 @@ class PlxSpotCheckMeasurement(Measurement):
         out = bytearray(U8.pack(flags) + sfloat_bytes(self.spo2) + sfloat_bytes(self.pulse_rate))
         if self.timestamp is not None:
             out += bytes(self.timestamp)
-        if self.measurement_status is not None:
-            out += U16.pack(self.measurement_status)
-        if self.device_and_sensor_status is not None:
-            out += u24_bytes(self.device_and_sensor_status)
-        if self.pulse_amplitude_index is not None:
-            out += sfloat_bytes(self.pulse_amplitude_index)
+        out += _status_bytes(self.measurement_status, self.device_and_sensor_status, self.pulse_amplitude_index)
         return bytes(out)
 
     @property
@@ -277,9 +290,7 @@ class PlxContinuousMeasurement(Measurement):
         pulse = r.sfloat("SpO2PR-Normal PR")
         fast = (r.sfloat("SpO2PR-Fast SpO2"), r.sfloat("SpO2PR-Fast PR")) if flags & _C_FAST else (None, None)
         slow = (r.sfloat("SpO2PR-Slow SpO2"), r.sfloat("SpO2PR-Slow PR")) if flags & _C_SLOW else (None, None)
-        status = r.u16("Measurement Status") if flags & _C_STATUS else None
-        device = r.u24("Device and Sensor Status") if flags & _C_DEVICE else None
-        pai = r.sfloat("Pulse Amplitude Index") if flags & _C_PAI else None
+        status, device, pai = _read_status(r, flags, _C_STATUS, _C_DEVICE, _C_PAI)
         r.finish()
         with decoding("2A5F"):
             return cls(
@@ -307,12 +318,7 @@ class PlxContinuousMeasurement(Measurement):
             out += sfloat_bytes(self.spo2_fast) + sfloat_bytes(self.pulse_rate_fast)
         if self.spo2_slow is not None and self.pulse_rate_slow is not None:
             out += sfloat_bytes(self.spo2_slow) + sfloat_bytes(self.pulse_rate_slow)
-        if self.measurement_status is not None:
-            out += U16.pack(self.measurement_status)
-        if self.device_and_sensor_status is not None:
-            out += u24_bytes(self.device_and_sensor_status)
-        if self.pulse_amplitude_index is not None:
-            out += sfloat_bytes(self.pulse_amplitude_index)
+        out += _status_bytes(self.measurement_status, self.device_and_sensor_status, self.pulse_amplitude_index)
         return bytes(out)
 
     @property
