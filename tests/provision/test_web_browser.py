@@ -8,8 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiohttp import web
-from provision_kit import BOUND, CUFF, Platform, make_home
+from provision_kit import BOUND, CUFF, Platform, make_home, serving
 
 import sim.ble
 from gateway.config import load_config
@@ -76,15 +75,10 @@ async def test_pair_and_test_from_a_phone(tmp_path: Path, platform: Platform, br
         app = make_app(
             WebSettings(paths, link=link, scan_seconds=2.0, test_timeout=BOUND), radio=sim.ble.backend_for(link)
         )
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        try:
+        async with serving(app) as url:
             page = await browser.new_page(viewport={"width": 390, "height": 844})  # type: ignore[attr-defined]
             page.set_default_timeout(BOUND * 1000)
-            await page.goto(f"http://127.0.0.1:{port}/")
+            await page.goto(url + "/")
 
             wrong = "000000" if pin != "000000" else "111111"
             await page.fill("#pin", wrong)
@@ -114,8 +108,6 @@ async def test_pair_and_test_from_a_phone(tmp_path: Path, platform: Platform, br
             assert "Li Wei" in report
             assert CUFF in report
             assert (paths.reports / "latest.json").exists()
-        finally:
-            await runner.cleanup()
 
 
 async def test_thresholds_keep_the_doctors_profile_and_steps_show_done(
@@ -141,15 +133,10 @@ async def test_thresholds_keep_the_doctors_profile_and_steps_show_done(
     assert before[Key.BP_DIA_CRITICAL_HIGH] == 110.0  # the hypertension profile (shared/thresholds.md)
     pin = issue_pin(paths)
     app = make_app(WebSettings(paths, link="local:web-thr", scan_seconds=1.0, test_timeout=BOUND))
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
+    async with serving(app) as url:
         page = await browser.new_page(viewport={"width": 390, "height": 844})  # type: ignore[attr-defined]
         page.set_default_timeout(BOUND * 1000)
-        await page.goto(f"http://127.0.0.1:{port}/")
+        await page.goto(url + "/")
         await page.fill("#pin", pin)
         await page.click("#login-btn")
         await page.wait_for_selector("#hub:has-text('hub-thr')")
@@ -161,8 +148,6 @@ async def test_thresholds_keep_the_doctors_profile_and_steps_show_done(
         await page.click("#thr-btn")
         await page.wait_for_selector("#thr-msg:has-text('saved')")
         assert await page.is_checked(".profile[value='hypertension']")
-    finally:
-        await runner.cleanup()
     config = load_config(paths.config)
     assert config.resident("r1").profiles == ("hypertension",)
     after = effective_thresholds(config, "r1")
