@@ -10,11 +10,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import typer
 from aiohttp import web
 from bleak.backends.client import BaseBleakClient
 from bleak.backends.scanner import BaseBleakScanner
+from typer.testing import CliRunner, Result
 
 import sim.ble
+from community.enrollment import create_bundle
 from community.ingest import IngestWorker
 from community.storage import SqliteStorage
 from gateway.ble_passkey import PasskeyDesk
@@ -35,6 +38,8 @@ BOUND = 60.0  # seconds: an upper bound for awaiting events, never a sleep
 CUFF = "C0:00:00:00:00:01"
 PENDANT = "C0:00:00:00:00:0A"
 PENDANT_KEY = bytes(range(32))
+#: ``carehub provision pair PENDANT --config ...``'s other arguments: the home's pendant, for r1, with its factory key.
+PAIR_PENDANT = ("--resident", "r1", "--kind", "pendant", "--pendant-key", PENDANT_KEY.hex())
 
 
 @dataclass
@@ -155,3 +160,27 @@ async def installation_test_prompting(
     async with asyncio.timeout(BOUND):
         await prompted.wait()
     return test
+
+
+def write_bundle(platform: Platform, path: Path, hub_id: str) -> Path:
+    """A signed enrolment bundle at ``path`` for ``hub_id`` on the platform's broker, the hub id as its user name."""
+    password = "not-checked-by-an-anonymous-broker"  # noqa: S105 - a test credential
+    path.write_bytes(
+        create_bundle(
+            platform.identity, hub_id=hub_id, broker_url=platform.broker_url, username=hub_id, password=password
+        )
+    )
+    return path
+
+
+async def invoke(cli: typer.Typer, *args: str) -> Result:
+    """Invoke ``carehub ARGS`` (the commands of ``cli``) on a worker thread, its own event loop, within 3 x BOUND."""
+    runner = CliRunner()
+    async with asyncio.timeout(BOUND * 3):
+        return await asyncio.to_thread(runner.invoke, cli, list(args))
+
+
+def ok(result: Result) -> str:
+    """The output of a command that must have succeeded."""
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result.output

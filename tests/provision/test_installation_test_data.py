@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import json
 import os
 import subprocess
@@ -22,12 +23,10 @@ import sys
 from pathlib import Path
 
 import typer
-from provision_kit import BOUND, CUFF, PENDANT, PENDANT_KEY, Home, Platform
-from typer.testing import CliRunner, Result
+from provision_kit import BOUND, CUFF, PAIR_PENDANT, PENDANT, Home, Platform, invoke, ok, write_bundle
 
 from carehub.provision_cli import app
 from community.console.analytics import resident_overview, vital_readings
-from community.enrollment import create_bundle
 from community.fhir.resources import build_export
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,15 +35,7 @@ cli.add_typer(app, name="provision")
 cli.command("noop")(lambda: None)  # a second command keeps "provision" a subcommand
 
 
-async def run(*args: str) -> Result:
-    runner = CliRunner()
-    async with asyncio.timeout(BOUND * 3):
-        return await asyncio.to_thread(runner.invoke, cli, list(args))
-
-
-def ok(result: Result) -> str:
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    return result.output
+run = functools.partial(invoke, cli)
 
 
 def carehub(*args: str) -> subprocess.CompletedProcess[str]:
@@ -63,16 +54,7 @@ def carehub(*args: str) -> subprocess.CompletedProcess[str]:
 async def test_the_installation_test_is_test_data_end_to_end(tmp_path: Path, platform: Platform, home: Home) -> None:
     config = tmp_path / "hub" / "hub.toml"
     c = ("--config", str(config))
-    bundle = tmp_path / "bundle.json"
-    bundle.write_bytes(
-        create_bundle(
-            platform.identity,
-            hub_id="hub-0002",
-            broker_url=platform.broker_url,
-            username="hub-0002",
-            password="not-checked-by-an-anonymous-broker",  # noqa: S106 - a test credential
-        )
-    )
+    bundle = write_bundle(platform, tmp_path / "bundle.json", "hub-0002")
     key_id = platform.identity.public.key_id
     ok(await run("provision", "init", *c, "--bundle", str(bundle), "--link", home.link, "--platform-key-id", key_id))
     ok(await run("provision", "enroll", *c, "--platform-config", str(platform.config)))
@@ -80,20 +62,7 @@ async def test_the_installation_test_is_test_data_end_to_end(tmp_path: Path, pla
     home.cuff.wake()
     home.pendant.wake()
     ok(await run("provision", "pair", CUFF, *c, "--resident", "r1", "--kind", "blood_pressure"))
-    ok(
-        await run(
-            "provision",
-            "pair",
-            PENDANT,
-            *c,
-            "--resident",
-            "r1",
-            "--kind",
-            "pendant",
-            "--pendant-key",
-            PENDANT_KEY.hex(),
-        )
-    )
+    ok(await run("provision", "pair", PENDANT, *c, *PAIR_PENDANT))
 
     test = asyncio.create_task(run("provision", "test", *c, "--installer", "Li Wei", "--timeout", str(BOUND)))
     await home.cuff.measure(148, 92, 70)  # the test reading: over 140/90, a notice if it were the resident's

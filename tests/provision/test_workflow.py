@@ -9,16 +9,15 @@ devices and the platform run on the test's loop and meet the hub over the radio 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import stat
 from pathlib import Path
 
 import typer
-from provision_kit import BOUND, CUFF, PENDANT, PENDANT_KEY, Home, Platform
-from typer.testing import CliRunner, Result
+from provision_kit import BOUND, CUFF, PAIR_PENDANT, PENDANT, Home, Platform, invoke, ok, write_bundle
 
 from carehub.provision_cli import app, doctor_command
-from community.enrollment import create_bundle
 from gateway.config import DeviceKind, load_config
 from gateway.provision.testrun import REPORT_DOMAIN
 from protocols.keys import load_hub_identity, verify_detached
@@ -28,31 +27,13 @@ cli.add_typer(app, name="provision")
 cli.command("doctor")(doctor_command)
 
 
-async def run(*args: str) -> Result:
-    """Invoke `carehub ...` on a worker thread (its own event loop), bounded."""
-    runner = CliRunner()
-    async with asyncio.timeout(BOUND * 3):
-        return await asyncio.to_thread(runner.invoke, cli, list(args))
-
-
-def ok(result: Result) -> str:
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    return result.output
+run = functools.partial(invoke, cli)
 
 
 async def test_blank_hub_to_signed_report(tmp_path: Path, platform: Platform, home: Home) -> None:
     config = tmp_path / "hub" / "hub.toml"
     c = ("--config", str(config))
-    bundle = tmp_path / "bundle.json"
-    bundle.write_bytes(
-        create_bundle(
-            platform.identity,
-            hub_id="hub-0001",
-            broker_url=platform.broker_url,
-            username="hub-0001",
-            password="not-checked-by-an-anonymous-broker",  # noqa: S106 - a test credential
-        )
-    )
+    bundle = write_bundle(platform, tmp_path / "bundle.json", "hub-0001")
 
     out = ok(
         await run(
@@ -84,20 +65,7 @@ async def test_blank_hub_to_signed_report(tmp_path: Path, platform: Platform, ho
 
     out = ok(await run("provision", "pair", CUFF, *c, "--resident", "r1", "--kind", "blood_pressure", "--user", "1"))
     assert out.rstrip().endswith("; 1 device now")
-    out = ok(
-        await run(
-            "provision",
-            "pair",
-            PENDANT,
-            *c,
-            "--resident",
-            "r1",
-            "--kind",
-            "pendant",
-            "--pendant-key",
-            PENDANT_KEY.hex(),
-        )
-    )
+    out = ok(await run("provision", "pair", PENDANT, *c, *PAIR_PENDANT))
     assert out.rstrip().endswith("; 2 devices now")
     cfg = load_config(config)
     assert [(d.address, d.kind, d.user_id) for d in cfg.devices] == [
