@@ -38,8 +38,6 @@ BOUND = 60.0  # seconds: an upper bound for awaiting events, never a sleep
 CUFF = "C0:00:00:00:00:01"
 PENDANT = "C0:00:00:00:00:0A"
 PENDANT_KEY = bytes(range(32))
-#: ``carehub provision pair PENDANT --config ...``'s other arguments: the home's pendant, for r1, with its factory key.
-PAIR_PENDANT = ("--resident", "r1", "--kind", "pendant", "--pendant-key", PENDANT_KEY.hex())
 
 
 @dataclass
@@ -75,6 +73,12 @@ class Home:
             sim.ble.open_peripheral_device(self.link, opts.address, opts.name)
         )
         await self.stack.enter_async_context(device.attach(bumble))
+
+
+def pendant_pairing(key: bytes = PENDANT_KEY) -> tuple[str, ...]:
+    """``carehub provision pair ADDRESS``'s arguments for a pendant of resident r1 holding ``key`` (by default the
+    home pendant's factory key)."""
+    return ("--resident", "r1", "--kind", "pendant", "--pendant-key", key.hex())
 
 
 def make_home(link: str, *, cuff_max_bonds: int | None = None) -> Home:

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 import typer
-from provision_kit import BOUND, CUFF, PAIR_PENDANT, PENDANT, Home, Platform, invoke, ok, write_bundle
+from provision_kit import BOUND, CUFF, PENDANT, Home, Platform, invoke, ok, pendant_pairing, write_bundle
 
 from carehub.provision_cli import app
 from community.console.analytics import resident_overview, vital_readings
@@ -62,7 +62,7 @@ async def test_the_installation_test_is_test_data_end_to_end(tmp_path: Path, pla
     home.cuff.wake()
     home.pendant.wake()
     ok(await run("provision", "pair", CUFF, *c, "--resident", "r1", "--kind", "blood_pressure"))
-    ok(await run("provision", "pair", PENDANT, *c, *PAIR_PENDANT))
+    ok(await run("provision", "pair", PENDANT, *c, *pendant_pairing()))
 
     test = asyncio.create_task(run("provision", "test", *c, "--installer", "Li Wei", "--timeout", str(BOUND)))
     await home.cuff.measure(148, 92, 70)  # the test reading: over 140/90, a notice if it were the resident's

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from hub_files import new_hub
-from provision_kit import PENDANT, PENDANT_KEY, Home
+from provision_kit import PENDANT, PENDANT_KEY, Home, pendant_pairing
 from typer.testing import CliRunner, Result
 
 from carehub.provision_cli import app
@@ -44,9 +44,7 @@ def nothing_saved(paths: HubPaths, address: str) -> None:
 async def test_a_mistyped_pendant_key_is_refused_at_pairing(tmp_path: Path, home: Home) -> None:
     paths = new_hub(tmp_path, link=home.link)
     home.pendant.wake()
-    result = await pair(
-        paths.config, PENDANT, "--resident", "r1", "--kind", "pendant", "--pendant-key", WRONG_KEY.hex()
-    )
+    result = await pair(paths.config, PENDANT, *pendant_pairing(WRONG_KEY))
     assert result.exit_code == 1, result.output
     line = one_error_line(result)
     assert "the pendant's key does not match" in line
@@ -59,9 +57,7 @@ async def test_a_mistyped_pendant_key_is_refused_at_pairing(tmp_path: Path, home
 async def test_the_right_key_is_proved_and_saved_and_kept_for_pairing_again(tmp_path: Path, home: Home) -> None:
     paths = new_hub(tmp_path, link=home.link)
     home.pendant.wake()
-    result = await pair(
-        paths.config, PENDANT, "--resident", "r1", "--kind", "pendant", "--pendant-key", PENDANT_KEY.hex()
-    )
+    result = await pair(paths.config, PENDANT, *pendant_pairing(PENDANT_KEY))
     assert result.exit_code == 0, result.output
     assert [(d.address, d.kind) for d in load_config(paths.config).devices] == [(PENDANT, DeviceKind.PENDANT)]
     assert load_pendant_key(paths.pendant_key(PENDANT)) == (PENDANT, PENDANT_KEY)
@@ -101,9 +97,7 @@ async def test_a_pendant_provisioned_under_another_id_is_refused(tmp_path: Path,
     await home.attach(stray)
     paths = new_hub(tmp_path, link=home.link)
     stray.wake()
-    result = await pair(
-        paths.config, address, "--resident", "r1", "--kind", "pendant", "--pendant-key", PENDANT_KEY.hex()
-    )
+    result = await pair(paths.config, address, *pendant_pairing(PENDANT_KEY))
     assert result.exit_code == 1, result.output
     line = one_error_line(result)
     assert "provisioned with the id 'pendant-0001'" in line

@@ -30,6 +30,15 @@ def wrong(pin: str) -> str:
     return "000000" if pin != "000000" else "111111"
 
 
+def lock_out(gate: PinGate, pin: str, client: str) -> None:
+    """Five wrong PINs from ``client``: four are refused as wrong, the fifth locks it out."""
+    for _ in range(4):
+        with pytest.raises(WrongPinError):
+            gate.check(wrong(pin), client)
+    with pytest.raises(LockedOutError):
+        gate.check(wrong(pin), client)
+
+
 def test_pin_is_one_time_and_stored_hashed(tmp_path: Path) -> None:
     paths = HubPaths.for_config(tmp_path / "hub.toml")
     pin = issue_pin(paths)
@@ -212,11 +221,7 @@ def test_a_strangers_wrong_pins_do_not_lock_the_installer_out(tmp_path: Path) ->
     pin = issue_pin(paths)
     clock = FakeClock()
     gate = PinGate(paths, clock=clock)
-    for _ in range(4):
-        with pytest.raises(WrongPinError):
-            gate.check(wrong(pin), "192.168.1.66")
-    with pytest.raises(LockedOutError):
-        gate.check(wrong(pin), "192.168.1.66")
+    lock_out(gate, pin, "192.168.1.66")
     gate.check(pin, "192.168.1.20")
 
 
@@ -226,11 +231,7 @@ def test_a_lockout_survives_a_restart_of_the_web_server(tmp_path: Path) -> None:
     pin = issue_pin(paths)
     clock = FakeClock()
     first = PinGate(paths, clock=clock)
-    for _ in range(4):
-        with pytest.raises(WrongPinError):
-            first.check(wrong(pin), "10.0.0.9")
-    with pytest.raises(LockedOutError):
-        first.check(wrong(pin), "10.0.0.9")
+    lock_out(first, pin, "10.0.0.9")
     assert stat.S_IMODE(paths.pin.with_name("pin-lockout").stat().st_mode) == 0o600
     restarted = PinGate(paths, clock=clock)
     clock.now += 100

@@ -15,7 +15,7 @@ import stat
 from pathlib import Path
 
 import typer
-from provision_kit import BOUND, CUFF, PAIR_PENDANT, PENDANT, Home, Platform, invoke, ok, write_bundle
+from provision_kit import BOUND, CUFF, PENDANT, Home, Platform, invoke, ok, pendant_pairing, write_bundle
 
 from carehub.provision_cli import app, doctor_command
 from gateway.config import DeviceKind, load_config
@@ -65,7 +65,7 @@ async def test_blank_hub_to_signed_report(tmp_path: Path, platform: Platform, ho
 
     out = ok(await run("provision", "pair", CUFF, *c, "--resident", "r1", "--kind", "blood_pressure", "--user", "1"))
     assert out.rstrip().endswith("; 1 device now")
-    out = ok(await run("provision", "pair", PENDANT, *c, *PAIR_PENDANT))
+    out = ok(await run("provision", "pair", PENDANT, *c, *pendant_pairing()))
     assert out.rstrip().endswith("; 2 devices now")
     cfg = load_config(config)
     assert [(d.address, d.kind, d.user_id) for d in cfg.devices] == [
