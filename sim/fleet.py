@@ -170,7 +170,8 @@ class FleetReport:
             ended their sessions (``lost: ...``), most frequent first.
         panic_traces: every panic's :class:`sim.fleet_hub.PanicTrace`, slowest first.
         peak_envelopes_per_s: the most envelopes acked as stored in any 5 s of the storm, per second (sampled every
-            second by each fleet process; None when the storm drained in under 5 s).
+            second by each fleet process and read at the times the samples were really taken; None when the storm
+            drained in under 5 s).
         lost_examples: up to five lost records as ``hub record_id``, to look for in the platform's logs.
         hubs_per_node: ``(HOST:PORT, hubs)`` for each broker node, in the order given.
     """
@@ -236,14 +237,48 @@ class FleetReport:
             yield f"{key}: {'-' if value is None else value}"
 
 
-def peak_rate(series: Sequence[Sequence[int]], window: int) -> float | None:
+def peak_rate(
+    series: Sequence[Sequence[int]], window: int, times: Sequence[Sequence[float]] | None = None
+) -> float | None:
     """The largest increase over ``window`` consecutive samples of the summed cumulative ``series`` (one sample a
-    second, each process's own), per sample; ``None`` when the longest series is shorter than the window."""
+    second, each process's own), per sample; ``None`` when the longest series is shorter than the window.
+
+    With ``times`` (when each sample was really taken, seconds after the start), each series is first read on a
+    one-second grid, interpolated between the samples around each second: a process whose loop ran late took its
+    samples late and bunched, and counted as one a second they overstated the peak.
+    """
+    if times is not None:
+        series = [_on_grid(s, t) for s, t in zip(series, times, strict=True)]
     length = max((len(s) for s in series), default=0)
     if length <= window:
         return None
     total = [sum(s[min(k, len(s) - 1)] if s else 0 for s in series) for k in range(length)]
     return round(max(total[k + window] - total[k] for k in range(length - window)) / window, 1)
+
+
+def _on_grid(samples: Sequence[int], taken: Sequence[float]) -> list[int]:
+    """``samples`` (cumulative, taken at ``taken`` seconds after the start, 0 at the start) read at 1, 2, 3... s,
+    interpolated linearly between the samples around each second (samples taken at the same time: the last)."""
+    if not samples or len(taken) != len(samples):
+        return list(samples)
+    points: list[tuple[float, int]] = [(0.0, 0)]
+    for t, value in zip(taken, samples, strict=True):
+        if t <= points[-1][0]:
+            points[-1] = (points[-1][0], max(points[-1][1], value))
+        else:
+            points.append((t, value))
+    grid: list[int] = []
+    n = 0
+    for k in range(1, math.ceil(points[-1][0]) + 1):
+        while n + 1 < len(points) and points[n + 1][0] <= k:
+            n += 1
+        (t0, v0), following = points[n], points[n + 1] if n + 1 < len(points) else None
+        if following is None:
+            grid.append(v0)
+        else:
+            t1, v1 = following
+            grid.append(round(v0 + (v1 - v0) * (k - t0) / (t1 - t0)))
+    return grid
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -527,7 +562,9 @@ def _report(
         drain_s=round(drain, 3),
         envelopes_per_s=round(options.hubs * options.backlog / drain, 1) if drain > 0 else 0.0,
         connected_s=round(max(r.connected_s for r in results), 3),
-        peak_envelopes_per_s=peak_rate([r.acked_series for r in results], _PEAK_WINDOW_S),
+        peak_envelopes_per_s=peak_rate(
+            [r.acked_series for r in results], _PEAK_WINDOW_S, [r.acked_times for r in results]
+        ),
         panics_unconnected=sum(r.panics_unconnected for r in results),
         panic_hub_max_ms=part(lambda t: 0.0, lambda t: t.publish_ms),
         panic_puback_max_ms=part(lambda t: t.publish_ms, lambda t: t.puback_ms),

@@ -209,6 +209,8 @@ class ProcessResult:
         panics_unconnected: panics pressed while their hub had not yet connected (their latency includes the wait
             for the broker to take the hub's session).
         acked_series: the envelopes its hubs had seen acked as stored at 1, 2, 3... seconds after go.
+        acked_times: when each of those samples was really taken, seconds after go (later than due while the loop
+            lags).
         panic_traces: per panic, where its latency went (:class:`PanicTrace`: the frame carrying it is found by
             its envelope's bytes, not by time).
         loop_lag_max_ms, loop_lag_p99_ms: how late this process's event loop ran a timer due every
@@ -247,6 +249,7 @@ class ProcessResult:
     loop_lag_series_ms: tuple[float, ...] = ()
     probe: bool = False
     connection_errors: tuple[tuple[str, int], ...] = ()
+    acked_times: tuple[float, ...] = ()
 
     def to_json(self) -> str:
         """The result as one JSON line."""
@@ -268,7 +271,8 @@ class ProcessResult:
         traces = fields.pop("panic_traces")
         lags = fields.pop("loop_lag_series_ms")
         errors = fields.pop("connection_errors")
-        if not isinstance(lags, list) or not isinstance(errors, list):
+        times = fields.pop("acked_times")
+        if not isinstance(lags, list) or not isinstance(errors, list) or not isinstance(times, list):
             raise ValueError("not a fleet process result (loop_lag_series_ms or connection_errors)")  # noqa: TRY004
         if not isinstance(latencies, list) or not isinstance(series, list) or not isinstance(traces, list):
             raise ValueError("not a fleet process result (panic_latencies_ms, acked_series or panic_traces)")  # noqa: TRY004
@@ -279,6 +283,7 @@ class ProcessResult:
                 panic_traces=tuple(PanicTrace.from_dict(t) for t in traces),
                 loop_lag_series_ms=tuple(float(x) for x in lags),
                 connection_errors=tuple((str(kind), int(n)) for kind, n in errors),
+                acked_times=tuple(float(x) for x in times),
                 **fields,  # type: ignore[arg-type]
             )
         except (TypeError, AttributeError) as exc:
@@ -509,11 +514,13 @@ async def _first_connect(hub: _Hub, uplink: Uplink) -> None:
     hub.connected_at = time.time()
 
 
-async def _sample(hubs: Sequence[_Hub], go: float, series: list[int]) -> None:
-    """Every second after go: the envelopes acked so far (the storm's throughput over time)."""
+async def _sample(hubs: Sequence[_Hub], go: float, series: list[int], times: list[float]) -> None:
+    """Every second after go: the envelopes acked so far (the storm's throughput over time), and when the sample was
+    really taken (a loop running seconds late takes them late and bunched)."""
     while True:
         await asyncio.sleep(max(0.0, go + _SAMPLE_S * (len(series) + 1) - time.time()))
         series.append(sum(h.uplink.metrics.delivered_envelopes for h in hubs if h.uplink is not None))
+        times.append(round(time.time() - go, 3))
 
 
 async def _drained(hub: _Hub, uplink: Uplink) -> None:
@@ -565,7 +572,8 @@ async def run_process(plan: ProcessPlan, go_time: Callable[[], Awaitable[float]]
         async def one(hub: _Hub) -> None:
             uplinks.append(await _run_hub(hub, plan, go, lag))
 
-        sampler = asyncio.create_task(_sample(hubs, go, series), name="fleet-sampler")
+        sampled_at: list[float] = []
+        sampler = asyncio.create_task(_sample(hubs, go, series, sampled_at), name="fleet-sampler")
         lag_timer = asyncio.create_task(lag.run(), name="fleet-loop-lag")
         try:
             async with asyncio.timeout(plan.timeout_s), asyncio.TaskGroup() as tg:
@@ -607,6 +615,7 @@ async def run_process(plan: ProcessPlan, go_time: Callable[[], Awaitable[float]]
         drain_s=max(0.0, max(h.drained_at for h in hubs) - go),
         connected_s=max(0.0, max(h.connected_at for h in hubs) - go),
         acked_series=tuple(series),
+        acked_times=tuple(sampled_at[: len(series)]),
         panics_unconnected=sum(h.panics_unconnected for h in hubs),
         panic_traces=tuple(t for h in hubs for t in h.traces),
         loop_lag_max_ms=round(lag_max, 3),

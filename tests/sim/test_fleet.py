@@ -143,6 +143,16 @@ def test_the_peak_rate_is_the_best_window_of_the_summed_series() -> None:
     assert peak_rate([], 1) is None
 
 
+def test_the_peak_rate_reads_late_samples_at_the_time_they_were_taken() -> None:
+    """A loop that ran late took the samples due at 2, 3 and 4 s all at 4.5 s: counted as one a second, 10 -> 60 in
+    two samples read as 25/s; on the clock 80 came in the 3.5 s from 1 to 4.5 s, about 23/s."""
+    late = [10, 40, 60, 90, 100, 110]
+    taken = [1.0, 4.5, 4.5, 4.5, 5.0, 6.0]
+    assert peak_rate([late], 2) == 25.0
+    assert peak_rate([late], 2, [taken]) == 23.0  # grid 1..6 s: 10, 33, 56, 79, 100, 110
+    assert peak_rate([[0, 10, 30, 60]], 2, [[1.0, 2.0, 3.0, 4.0]]) == peak_rate([[0, 10, 30, 60]], 2)
+
+
 @given(st.lists(st.floats(min_value=0, max_value=1e6), min_size=1, max_size=200), st.floats(0.1, 100))
 def test_percentile_is_a_member_and_monotonic(values: list[float], q: float) -> None:
     p = percentile(values, q)
@@ -180,7 +190,7 @@ TRACE = PanicTrace(2.5, True, 0.5, 0.625, 0.75, 1.5, 2.25, 1, 0, 0, 0.125)
 def test_a_truncated_result_is_refused() -> None:
     result = ProcessResult(
         0, 1, 2, 2, "f", 1, 2, 0, 1, 0, 0, (1.5,), 0.25, 0.1, (0, 2), 0, (TRACE,), 12.5, 3.25, 0.5, 1.0, (0.0, 12.5),
-        probe=True,
+        probe=True, connection_errors=(("lost: x", 2),), acked_times=(1.0, 2.5),
     )  # fmt: skip
     assert ProcessResult.from_json(json.loads(result.to_json())) == result
     broken = json.loads(result.to_json())
