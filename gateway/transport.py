@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from gateway.aio import keep_cancellation
 from gateway.errors import GatewayError
 
 __all__ = [
+    "DEFAULT_PUBACK_TIMEOUT_S",
     "Connector",
     "FailoverConnector",
     "Incoming",
@@ -43,6 +43,9 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
+#: How long a publish waits for its PUBACK before the hub takes the session as lost: three default ack timeouts
+#: (``UplinkSettings.ack_timeout``, 20 s), longer than the slowest PUBACK seen in a 10,000-hub storm (16.6 s).
+DEFAULT_PUBACK_TIMEOUT_S: Final = 60.0
 _MEMORY_QUEUE: Final = 1024  # messages queued per in-memory session (Mosquitto's max_queued_messages default: 1000)
 
 
@@ -115,19 +118,21 @@ def _code(code: int | ReasonCode) -> int:
 
 
 class _MqttTransport:
-    __slots__ = ("_client", "node")
+    __slots__ = ("_client", "_puback_timeout", "node")
 
-    def __init__(self, client: aiomqtt.Client, node: str) -> None:
+    def __init__(self, client: aiomqtt.Client, node: str, puback_timeout: float) -> None:
         self._client = client
         self.node = node
+        self._puback_timeout = puback_timeout
 
     async def publish(self, topic: str, payload: bytes) -> None:
         try:
-            # No timeout of its own (aiomqtt's default is the client's 10 s): a PUBACK slower than that is a broker
-            # busy with a storm, not a lost connection, and ending the session for it resent everything in flight
-            # at once and added a session set-up to the broker's load. A dead connection ends the session through
-            # keepalive, which ends this wait; the uplink bounds the publishes waiting per lane.
-            await keep_cancellation(self._client.publish(topic, payload, qos=1, timeout=math.inf))
+            # Not aiomqtt's default (the client's 10 s): a PUBACK slower than that is a broker busy with a storm, not
+            # a lost connection, and ending the session for it resent everything in flight at once and added a
+            # session set-up to the broker's load. But not forever either: a broker that answers PINGREQ yet never
+            # PUBACKs (a publish it took and dropped) would hold each lane's window full with keepalive never
+            # ending the session, and no frame of that lane, alarms included, would be sent again.
+            await keep_cancellation(self._client.publish(topic, payload, qos=1, timeout=self._puback_timeout))
         except (aiomqtt.MqttError, OSError) as exc:
             raise TransportError(f"publish to {topic} failed: {exc}") from exc
 
@@ -146,13 +151,24 @@ class MqttConnector:
     Args:
         client_factory: makes a new, unconnected client for each session.
         node: the broker node the clients connect to (``HOST:PORT``), as :attr:`Transport.node` names it.
+        puback_timeout: seconds a publish waits for its PUBACK before the session is taken as lost
+            (:class:`TransportError`; ``math.inf``: for as long as the connection lives).
     """
 
-    __slots__ = ("_factory", "node")
+    __slots__ = ("_factory", "_puback_timeout", "node")
 
-    def __init__(self, client_factory: Callable[[], aiomqtt.Client], *, node: str = "broker") -> None:
+    def __init__(
+        self,
+        client_factory: Callable[[], aiomqtt.Client],
+        *,
+        node: str = "broker",
+        puback_timeout: float = DEFAULT_PUBACK_TIMEOUT_S,
+    ) -> None:
+        if not puback_timeout > 0:
+            raise ValueError("puback_timeout must be positive")
         self._factory = client_factory
         self.node = node
+        self._puback_timeout = puback_timeout
 
     @contextlib.asynccontextmanager
     async def session(self, subscriptions: Sequence[str]) -> AsyncIterator[Transport]:
@@ -170,7 +186,7 @@ class MqttConnector:
                         # when JetStream cannot create the subscription's consumer, e.g. while a node is down):
                         # without this the hub would publish on and never hear an ack.
                         raise TransportError(f"the broker refused the subscription to {topic} ({refused[0]})")
-                yield _MqttTransport(client, self.node)
+                yield _MqttTransport(client, self.node, self._puback_timeout)
         except (aiomqtt.MqttError, OSError) as exc:
             raise TransportError(f"{type(exc).__name__}: {exc}") from exc
 

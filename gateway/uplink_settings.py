@@ -30,7 +30,7 @@ from gateway.config import BrokerNode, GatewayConfig
 from gateway.delivery_timing import DeliveryPolicy
 from gateway.errors import UplinkError
 from gateway.outbox_rows import CursorValue
-from gateway.transport import Connector, FailoverConnector, MqttConnector
+from gateway.transport import DEFAULT_PUBACK_TIMEOUT_S, Connector, FailoverConnector, MqttConnector
 from protocols.acks import Ack
 from protocols.errors import EnvelopeRejection
 from protocols.messages import DownMessage
@@ -189,6 +189,8 @@ class UplinkSettings:
         backoff_cap: longest reconnect delay.
         backoff_jitter: fraction of the reconnect delay removed at random (spreads a fleet after a broker restart).
         keepalive: MQTT keepalive in seconds.
+        puback_timeout: seconds a publish waits for the broker's PUBACK before the session is taken as lost and
+            everything in flight is sent again on a new one (a broker that answers PINGREQ but dropped the publish).
     """
 
     hub_id: str
@@ -214,6 +216,7 @@ class UplinkSettings:
     backoff_cap: float = 30.0
     backoff_jitter: float = 0.5
     keepalive: int = 30
+    puback_timeout: float = DEFAULT_PUBACK_TIMEOUT_S
 
     def __post_init__(self) -> None:
         try:
@@ -224,6 +227,8 @@ class UplinkSettings:
             raise UplinkError("reconnect backoff needs 0 < backoff_base <= backoff_cap and a jitter in [0, 1]")
         if self.client_key is not None and self.client_cert is None:
             raise UplinkError("client_key given without client_cert")
+        if not self.puback_timeout > 0:
+            raise UplinkError("puback_timeout must be positive")
         try:
             nodes = self.nodes
         except ValueError as exc:
@@ -326,7 +331,14 @@ def mqtt_connector(settings: UplinkSettings) -> Connector:
     """The uplink's transport to the broker: one :class:`MqttConnector` for one node, a :class:`FailoverConnector`
     over one per node (tried in ``settings.nodes`` order) for a cluster."""
     connectors: list[tuple[str, Connector]] = [
-        (str(node), MqttConnector(functools.partial(mqtt_client, settings, node=node), node=str(node)))
+        (
+            str(node),
+            MqttConnector(
+                functools.partial(mqtt_client, settings, node=node),
+                node=str(node),
+                puback_timeout=settings.puback_timeout,
+            ),
+        )
         for node in settings.nodes
     ]
     if len(connectors) == 1:

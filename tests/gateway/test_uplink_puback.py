@@ -13,12 +13,15 @@ import functools
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
+import pytest
+
 from community.samples import T0, bp_record
 from community.wire import PlatformCodec
+from gateway.errors import UplinkError
 from gateway.outbox import Lane, OutboxItem, open_outbox
 from gateway.transport import Connector, Incoming, MemoryBroker, MqttConnector, Transport
 from gateway.uplink import Uplink, UplinkSettings
-from gateway.uplink_settings import mqtt_client
+from gateway.uplink_settings import mqtt_client, mqtt_connector
 from gateway.wire import HubWire
 from protocols.acks import Ack
 from protocols.keys import HubIdentity, PlatformIdentity
@@ -246,6 +249,41 @@ def test_a_puback_slower_than_the_clients_timeout_does_not_end_the_session(tmp_p
 
     with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
         runner.run(main())
+
+
+def test_a_puback_that_never_comes_ends_the_session_after_the_puback_timeout(tmp_path: Path) -> None:
+    """A broker that answers PINGREQ but never PUBACKs a publish it took (dropped it) would otherwise keep the
+    session up for ever with each lane's window full of publishes awaiting their PUBACK: no frame of that lane,
+    alarms included, could be sent again. After ``puback_timeout`` the session is taken as lost and the frame goes
+    out again on a new one, well before its (here 300 s) ack deadline would release it."""
+
+    async def main() -> None:
+        wire = HubWire(HubIdentity.generate("hub-a"), PlatformIdentity.generate().public)
+        async with silent_broker() as (broker, port), open_outbox(tmp_path / "o.db") as ob:
+            cfg = UplinkSettings(
+                hub_id="hub-a",
+                host="127.0.0.1",
+                port=port,
+                ack_timeout=300.0,
+                ack_timeout_cap=300.0,
+                puback_timeout=30.0,
+            )
+            await ob.put(item(wire, 1, Lane.PRIORITY))
+            async with Uplink(cfg, ob, wire, connector=mqtt_connector(cfg), clock=LoopClock(T0)) as up:
+                await asyncio.sleep(29.0)  # simulated: short of the PUBACK timeout, one session, one publish
+                assert (broker.connects, broker.topics) == (1, [ALARM])
+                await asyncio.sleep(2.0)  # past it: the session ends; the reconnect comes 0.25-0.5 s later
+                assert up.metrics.connection_failures == 1
+                assert "publish to" in up.metrics.last_error
+                assert (broker.connects, broker.topics) == (2, [ALARM, ALARM])
+
+    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+        runner.run(main())
+
+
+def test_a_puback_timeout_must_be_positive() -> None:
+    with pytest.raises(UplinkError, match="puback_timeout"):
+        UplinkSettings(hub_id="hub-a", host="127.0.0.1", puback_timeout=0.0)
 
 
 def test_an_alarm_is_not_held_in_the_clients_queue_behind_routine_frames_awaiting_their_puback(tmp_path: Path) -> None:
