@@ -154,6 +154,14 @@ class IngestStats:
     commit_buckets: list[int] = field(default_factory=lambda: [0] * len(COMMIT_BUCKETS_S))
     #: When (wall time, seconds since the epoch) each hub last had an envelope stored or acked by this worker.
     hubs_last_seen: dict[str, float] = field(default_factory=dict)
+    #: JetStream only (issue 15: where re-received envelopes come from). Frames the stream delivered again
+    #: (``num_delivered`` > 1: fetched before and not acked within ack_wait), and the replays they carried.
+    redelivered_frames: int = 0
+    redelivered_replays: int = 0
+    #: Frames delivered for the first time whose payload an earlier stream message (another stream sequence)
+    #: already carried to this worker: the same publish stored twice in the stream; and the replays they carried.
+    duplicate_message_frames: int = 0
+    duplicate_message_replays: int = 0
 
     def observe_commit(self, seconds: float) -> None:
         """Count one commit of ``seconds``; one beyond the last bucket counts only in the total."""
@@ -237,6 +245,9 @@ class _Pending:
     seen: set[tuple[str, int]] = field(default_factory=set)
     #: Envelopes recognised as stored before (re-sends), by hub: counted in one write per batch, logged per hub.
     replays: dict[str, list[int]] = field(default_factory=dict)
+    #: The index of the frame each of :attr:`accepted` came in, and the replays each frame of the batch carried.
+    frame_of: list[int] = field(default_factory=list)
+    replays_by_frame: list[int] = field(default_factory=list)
 
 
 StoredHook = Callable[[str, Sequence[Record], Sequence[str]], Awaitable[None]]
@@ -290,14 +301,24 @@ class IngestCore:
         Raises:
             StorageError: the database failed; nothing of the batch was stored or may be acked.
         """
+        acks, _ = await self.handle_counted(frames)
+        return acks
+
+    async def handle_counted(self, frames: Sequence[Uplink]) -> tuple[list[Ack], list[int]]:
+        """:meth:`handle`, also returning how many envelopes of each frame (in order) were replays (already
+        stored); lanes run concurrently, so this is per call, never kept on the core.
+
+        Raises:
+            StorageError: the database failed; nothing of the batch was stored or may be acked.
+        """
         received_at = self._wall_time()
-        pending = _Pending()
+        pending = _Pending(replays_by_frame=[0] * len(frames))
         try:
             await self._keys.refresh_if_due()
             # The keys of the batch's hubs not cached yet, in one read (a new hub's first envelope opened once).
             await self._keys.prefetch({h for f in frames if (h := self.wire.hub_of_uplink(f.topic)) is not None})
-            for frame in frames:
-                await self._take(frame, received_at, pending)
+            for index, frame in enumerate(frames):
+                await self._take(index, frame, received_at, pending)
                 # Opening a frame's envelopes never awaits anything slow; without this a batch of routine frames
                 # held the event loop (and the alarm lane's fetch) for all its signatures (issue 15 item 4).
                 await asyncio.sleep(0)
@@ -315,7 +336,7 @@ class IngestCore:
         if frames and self.database_down.is_set():  # a batch with frames always reads or writes the database
             _log.warning("platform: the database answers again")
             self.database_down.clear()
-        return self._acks(pending, received_at)
+        return self._acks(pending, received_at), pending.replays_by_frame
 
     async def publish_acks(self, publisher: DownPublisher, acks: Iterable[Ack]) -> None:
         """Publish each ack (QoS 1) to its hub's ack topic, counting it."""
@@ -325,7 +346,7 @@ class IngestCore:
             )
             self.stats.acks_sent += 1
 
-    async def _take(self, frame: Uplink, received_at: float, pending: _Pending) -> None:
+    async def _take(self, index: int, frame: Uplink, received_at: float, pending: _Pending) -> None:
         hub = self.wire.hub_of_uplink(frame.topic)
         if hub is None:
             detail = f"not an uplink topic: {frame.topic!r}"
@@ -357,6 +378,7 @@ class IngestCore:
             key = (hub, opened.seq)
             if key in pending.seen or self._window.check(hub, opened.seq) is SeqStatus.DUPLICATE:
                 pending.replays.setdefault(hub, []).append(opened.seq)
+                pending.replays_by_frame[index] += 1
                 acked.append(opened.seq)
                 continue
             try:
@@ -368,6 +390,7 @@ class IngestCore:
                 )
                 continue
             pending.accepted.append(opened)
+            pending.frame_of.append(index)
             pending.seen.add(key)
 
     async def _committed(self, pending: _Pending, outcomes: Sequence[EnvelopeOutcome]) -> None:
@@ -382,11 +405,12 @@ class IngestCore:
             )
         if pending.refused:
             self.rejected.set()
-        for env, outcome in zip(pending.accepted, outcomes, strict=True):
+        for env, index, outcome in zip(pending.accepted, pending.frame_of, outcomes, strict=True):
             self._window.mark(env.hub_id, env.seq)
             pending.acked[env.hub_id].append(env.seq)
             if outcome.outcome is Outcome.REPLAYED:
                 pending.replays.setdefault(env.hub_id, []).append(env.seq)
+                pending.replays_by_frame[index] += 1
                 continue
             self._offer_alarms(env, outcome.new_record_ids)
             if self._on_stored is not None:  # the hubs' down_applied / down_refused records (community.downbox)

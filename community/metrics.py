@@ -47,6 +47,26 @@ _COUNTERS: Final = (
     ("rejected_in_acks", "carehub_ingest_rejected_in_acks", "Envelopes refused by name in an ack."),
     ("storage_errors", "carehub_ingest_storage_errors", "Frames not acked because the database failed."),
     ("failures", "carehub_ingest_failures", "Unexpected failures the worker restarted after."),
+    (
+        "redelivered_frames",
+        "carehub_ingest_redelivered_frames",
+        "Frames JetStream delivered again (not acked within ack_wait); 0 on Mosquitto.",
+    ),
+    (
+        "redelivered_replays",
+        "carehub_ingest_redelivered_replays",
+        "Envelopes already stored that came in a frame JetStream delivered again.",
+    ),
+    (
+        "duplicate_message_frames",
+        "carehub_ingest_duplicate_message_frames",
+        "First deliveries of a frame whose payload an earlier stream message brought this worker (stored twice).",
+    ),
+    (
+        "duplicate_message_replays",
+        "carehub_ingest_duplicate_message_replays",
+        "Envelopes already stored that came in a payload an earlier stream message carried.",
+    ),
 )
 
 

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import hashlib
 import logging
 import ssl
 from collections.abc import Sequence
@@ -53,6 +55,7 @@ _STREAM_IN_USE = 10058  # JetStream: "stream name already in use with a differen
 _TOP_UP_S = 0.01  # a batch's top-up fetch takes what is in the stream; it waits this long when nothing is
 _NAK_DELAY_S = 2.0  # a frame not stored because the database failed comes back after this
 _LAG_TIMEOUT_S = 2.0  # a scrape waits at most this for the cluster's consumer info
+_SEEN_PAYLOADS = 65_536  # digests of recent first-delivered payloads kept to spot one publish stored twice (~8 MB)
 
 
 async def ensure_streams(js: JetStreamContext, settings: NatsSettings) -> None:
@@ -105,6 +108,11 @@ class NatsIngestWorker(IngestWorkerBase):
     connection_errors = (nats.errors.Error, OSError, DownUnavailable)
     task_prefix = "nats-ingest"
     _js: JetStreamContext | None = None
+
+    @functools.cached_property
+    def _seen_payloads(self) -> dict[bytes, int]:
+        """Digest of each recent first-delivered frame's payload -> its stream sequence (oldest first, bounded)."""
+        return {}
 
     async def stream_lag(self) -> Sequence[StreamLag]:
         """Each stream's consumer: frames not yet handed out and handed out but not yet acked, as the cluster
@@ -207,11 +215,36 @@ class NatsIngestWorker(IngestWorkerBase):
             if messages:
                 await self._handle(out, messages)
 
+    def _classify(self, messages: Sequence[Msg], replays_by_frame: Sequence[int]) -> None:
+        """Count where a batch's frames came from (issue 15: envelopes re-received though stored): frames JetStream
+        delivered again, and first deliveries of a payload an earlier stream message carried (one publish stored
+        twice); each with the replays they carried. A digest per frame, a few counters: no log line, no write."""
+        stats, seen = self.stats, self._seen_payloads
+        for m, replays in zip(messages, replays_by_frame, strict=True):
+            try:
+                meta = m.metadata
+            except nats.errors.NotJSMessageError:
+                continue
+            if meta.num_delivered > 1:
+                stats.redelivered_frames += 1
+                stats.redelivered_replays += replays
+                continue
+            digest = hashlib.blake2b(m.data, digest_size=16).digest()
+            earlier = seen.get(digest)
+            if earlier is not None and earlier != meta.sequence.stream:
+                stats.duplicate_message_frames += 1
+                stats.duplicate_message_replays += replays
+                continue
+            seen[digest] = meta.sequence.stream
+            if len(seen) > _SEEN_PAYLOADS:
+                del seen[next(iter(seen))]
+
     async def _handle(self, out: tuple[_NatsPublisher, _NatsPublisher], messages: list[Msg]) -> None:
         downs, acks_out = out
         frames = [Frame(m.subject, bytes(m.data)) for m in messages]
         try:
-            acks = await self._core.handle(frames)
+            acks, replays_by_frame = await self._core.handle_counted(frames)
+            self._classify(messages, replays_by_frame)
         except StorageError as exc:
             # Transient: nothing is acked to the hub or to JetStream; the frames come back after the delay.
             self.stats.storage_errors += 1
