@@ -32,6 +32,13 @@ Figures (one JSON object with ``--json``):
   connection attempts that failed; ``storm_connection_errors``: the four commonest reasons, with counts;
 * ``storm_amplification``: envelopes the hubs published / envelopes produced (1.0: nothing sent twice);
 * ``storm_drain_s``, ``stored``, ``lost``, ``duplicated``, ``worker_peak_rss_mb`` (VmHWM) and the run's size;
+* the workers' own counters at the drain, summed over the workers (each serves ``--metrics``; scraped once at the
+  end): ``worker_frames``, ``worker_replayed_envelopes`` (envelopes received though already stored), and on NATS
+  where those came from (issue 15): ``worker_redelivered_frames`` / ``worker_redelivered_replays`` (frames JetStream
+  delivered again, not acked within ack_wait, and the replays in them), ``worker_duplicate_message_frames`` /
+  ``worker_duplicate_message_replays`` (a payload an earlier stream message brought the same worker: one publish
+  stored twice), and ``worker_other_replays``, the rest (a new stream message with a new payload: the hub re-sent
+  the envelope in another frame, or the first copy went to the other worker);
 * ``enrolled_extra``: hubs enrolled besides the fleet's before the workers start (``--enrolled N``: real keys, in
   chunks, :func:`carehub.bench_ingest.enroll_extra_hubs`), so one storm is measured with 200,000 hubs enrolled as
   with its own (issue 15: CPU per envelope must not depend on how many hubs are enrolled).
@@ -47,6 +54,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import resource
 import signal
 import sys
@@ -56,6 +64,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
+
+import aiohttp
 
 from carehub.bench_ingest import enroll_extra_hubs_at
 from community.samples import T0, bp_record
@@ -67,11 +77,13 @@ from sim.fleet import FleetError, FleetOptions, FleetReport, run_fleet
 from sim.nats_broker import NatsBroker
 
 __all__ = [
+    "BenchWorker",
     "PlatformBenchOptions",
     "crypto_open_verify_us",
     "platform_worker",
     "process_cpu_s",
     "run_platform_bench",
+    "scrape_worker_counters",
     "write_platform_config",
 ]
 
@@ -158,14 +170,32 @@ def write_platform_config(
     return config
 
 
+@dataclass(frozen=True, slots=True)
+class BenchWorker:
+    """A running worker process; ``metrics_url``: its ``/metrics`` when started with ``metrics``."""
+
+    proc: asyncio.subprocess.Process
+    metrics_url: str | None
+
+    @property
+    def pid(self) -> int:
+        """The process id."""
+        return self.proc.pid
+
+
+_METRICS_LINE: Final = re.compile(r"metrics on (http://\S+/metrics)")
+
+
 @contextlib.asynccontextmanager
-async def platform_worker(config: Path) -> AsyncIterator[asyncio.subprocess.Process]:
-    """A real ``carehub platform run`` process on ``config``, once it is ingesting; stopped with SIGINT on exit."""
+async def platform_worker(config: Path, *, metrics: bool = False) -> AsyncIterator[BenchWorker]:
+    """A real ``carehub platform run`` process on ``config``, once it is ingesting; stopped with SIGINT on exit;
+    with ``metrics`` it serves ``/metrics`` on a free local port."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
         "from carehub.cli import main; main()",
         *("platform", "run", "--config", str(config)),
+        *(("--metrics", "127.0.0.1:0") if metrics else ()),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
@@ -183,7 +213,10 @@ async def platform_worker(config: Path) -> AsyncIterator[asyncio.subprocess.Proc
                 seen.append(line)
         # It prints a line per alarm; unread, a full pipe would stop it mid-run.
         drain = asyncio.create_task(_discard(proc.stdout), name="bench-platform-output")
-        yield proc
+        urls = [m.group(1) for line in seen if (m := _METRICS_LINE.search(line))]
+        if metrics and not urls:
+            raise FleetError("carehub platform run did not say where /metrics is: " + " | ".join(seen[-3:]))
+        yield BenchWorker(proc, urls[0] if urls else None)
     finally:
         if drain is not None:
             drain.cancel()
@@ -197,6 +230,40 @@ async def platform_worker(config: Path) -> AsyncIterator[asyncio.subprocess.Proc
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
+
+
+_WORKER_COUNTERS: Final = (
+    ("worker_frames", "carehub_ingest_frames_total"),
+    ("worker_replayed_envelopes", "carehub_ingest_replays_total"),
+    ("worker_redelivered_frames", "carehub_ingest_redelivered_frames_total"),
+    ("worker_redelivered_replays", "carehub_ingest_redelivered_replays_total"),
+    ("worker_duplicate_message_frames", "carehub_ingest_duplicate_message_frames_total"),
+    ("worker_duplicate_message_replays", "carehub_ingest_duplicate_message_replays_total"),
+)
+
+
+async def scrape_worker_counters(urls: list[str]) -> dict[str, int]:
+    """The workers' counters (:data:`_WORKER_COUNTERS`), summed, from one scrape of each ``/metrics``; plus
+    ``worker_other_replays``: replays neither redelivered nor in a duplicate stream message."""
+    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+
+    totals = dict.fromkeys((key for key, _ in _WORKER_COUNTERS), 0)
+    by_name = {name: key for key, name in _WORKER_COUNTERS}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        for url in urls:
+            async with http.get(url) as response:
+                response.raise_for_status()
+                text = await response.text()
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    if sample.name in by_name and not sample.labels:
+                        totals[by_name[sample.name]] += int(sample.value)
+    totals["worker_other_replays"] = (
+        totals["worker_replayed_envelopes"]
+        - totals["worker_redelivered_replays"]
+        - totals["worker_duplicate_message_replays"]
+    )
+    return totals
 
 
 async def _discard(stream: asyncio.StreamReader) -> None:
@@ -247,7 +314,8 @@ async def run_platform_bench(options: PlatformBenchOptions) -> dict[str, float |
             ]
             if options.enrolled:
                 await enroll_extra_hubs_at(configs[0], options.enrolled)
-            pids = [(await stack.enter_async_context(platform_worker(c))).pid for c in configs]
+            workers = [await stack.enter_async_context(platform_worker(c, metrics=True)) for c in configs]
+            pids = [w.pid for w in workers]
             fleet = FleetOptions(
                 config=configs[0],
                 hubs=hubs,
@@ -267,9 +335,11 @@ async def run_platform_bench(options: PlatformBenchOptions) -> dict[str, float |
             report = await run_fleet(fleet, on_go=started)
             cpu["after"] = sum(process_cpu_s(pid) for pid in pids)
             peak_mb = max(_peak_rss_mb(pid) for pid in pids)
+            counters = await scrape_worker_counters([w.metrics_url for w in workers if w.metrics_url is not None])
     # Measured again after the storm; the lower of the two is the bare cost least disturbed by other work.
     crypto_us = min(crypto_us, crypto_open_verify_us(500 if options.quick else 2000))
-    return {**_figures(options, report, crypto_us, cpu["after"] - cpu["before"], peak_mb), "broker": broker_name}
+    figures = _figures(options, report, crypto_us, cpu["after"] - cpu["before"], peak_mb)
+    return {**figures, **counters, "broker": broker_name}
 
 
 def _or_minus(value: float | None) -> float:
