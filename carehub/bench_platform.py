@@ -38,7 +38,10 @@ Figures (one JSON object with ``--json``):
   delivered again, not acked within ack_wait, and the replays in them), ``worker_duplicate_message_frames`` /
   ``worker_duplicate_message_replays`` (a payload an earlier stream message brought the same worker: one publish
   stored twice), and ``worker_other_replays``, the rest (a new stream message with a new payload: the hub re-sent
-  the envelope in another frame, or the first copy went to the other worker);
+  the envelope in another frame, or the first copy went to the other worker); on NATS also
+  ``nats_stream_frames``: messages the routine and alarm streams ever stored (their last sequences), to set beside
+  ``storm_frames_sent`` (frames the hubs had PUBACKed: a publish whose PUBACK a lost session never brought is stored
+  but not counted there) and ``worker_frames``;
 * ``enrolled_extra``: hubs enrolled besides the fleet's before the workers start (``--enrolled N``: real keys, in
   chunks, :func:`carehub.bench_ingest.enroll_extra_hubs`), so one storm is measured with 200,000 hubs enrolled as
   with its own (issue 15: CPU per envelope must not depend on how many hubs are enrolled).
@@ -84,6 +87,7 @@ __all__ = [
     "process_cpu_s",
     "run_platform_bench",
     "scrape_worker_counters",
+    "stream_frames",
     "write_platform_config",
 ]
 
@@ -266,6 +270,20 @@ async def scrape_worker_counters(urls: list[str]) -> dict[str, int]:
     return totals
 
 
+async def stream_frames(url: str) -> int:
+    """Messages the routine and alarm streams ever stored (the sum of their last sequences)."""
+    import nats  # noqa: PLC0415 - only on a NATS run
+
+    from community.nats_config import ALARM_STREAM, UP_STREAM  # noqa: PLC0415
+
+    nc = await nats.connect(url, connect_timeout=5)
+    try:
+        js = nc.jetstream(timeout=10)
+        return sum([(await js.stream_info(name)).state.last_seq for name in (UP_STREAM, ALARM_STREAM)])
+    finally:
+        await nc.close()
+
+
 async def _discard(stream: asyncio.StreamReader) -> None:
     while await stream.read(1 << 16):
         pass
@@ -336,6 +354,8 @@ async def run_platform_bench(options: PlatformBenchOptions) -> dict[str, float |
             cpu["after"] = sum(process_cpu_s(pid) for pid in pids)
             peak_mb = max(_peak_rss_mb(pid) for pid in pids)
             counters = await scrape_worker_counters([w.metrics_url for w in workers if w.metrics_url is not None])
+            if options.nats:
+                counters["nats_stream_frames"] = await stream_frames(worker_url)
     # Measured again after the storm; the lower of the two is the bare cost least disturbed by other work.
     crypto_us = min(crypto_us, crypto_open_verify_us(500 if options.quick else 2000))
     figures = _figures(options, report, crypto_us, cpu["after"] - cpu["before"], peak_mb)
