@@ -41,7 +41,9 @@ Figures (one JSON object with ``--json``):
   the envelope in another frame, or the first copy went to the other worker); on NATS also
   ``nats_stream_frames``: messages the routine and alarm streams ever stored (their last sequences), to set beside
   ``storm_frames_sent`` (frames the hubs had PUBACKed: a publish whose PUBACK a lost session never brought is stored
-  but not counted there) and ``worker_frames``;
+  but not counted there) and ``worker_frames``; and at the drain, ``nats_stream_left`` (messages still in the
+  streams), ``nats_consumer_pending`` (not yet handed to a worker) and ``nats_consumer_ack_pending`` (handed out,
+  not acked);
 * ``enrolled_extra``: hubs enrolled besides the fleet's before the workers start (``--enrolled N``: real keys, in
   chunks, :func:`carehub.bench_ingest.enroll_extra_hubs`), so one storm is measured with 200,000 hubs enrolled as
   with its own (issue 15: CPU per envelope must not depend on how many hubs are enrolled).
@@ -270,18 +272,30 @@ async def scrape_worker_counters(urls: list[str]) -> dict[str, int]:
     return totals
 
 
-async def stream_frames(url: str) -> int:
-    """Messages the routine and alarm streams ever stored (the sum of their last sequences)."""
+async def stream_frames(url: str) -> dict[str, int]:
+    """The routine and alarm streams now, summed: messages ever stored (last sequences), still stored, and their
+    consumers' pending and ack-pending counts."""
     import nats  # noqa: PLC0415 - only on a NATS run
 
-    from community.nats_config import ALARM_STREAM, UP_STREAM  # noqa: PLC0415
+    from community.nats_config import ALARM_STREAM, UP_STREAM, NatsSettings  # noqa: PLC0415
 
+    settings = NatsSettings(servers=(url,))
+    figures = dict.fromkeys(
+        ("nats_stream_frames", "nats_stream_left", "nats_consumer_pending", "nats_consumer_ack_pending"), 0
+    )
     nc = await nats.connect(url, connect_timeout=5)
     try:
         js = nc.jetstream(timeout=10)
-        return sum([(await js.stream_info(name)).state.last_seq for name in (UP_STREAM, ALARM_STREAM)])
+        for name, durable in ((UP_STREAM, settings.durable), (ALARM_STREAM, settings.alarm_durable)):
+            state = (await js.stream_info(name)).state
+            figures["nats_stream_frames"] += state.last_seq
+            figures["nats_stream_left"] += state.messages
+            info = await js.consumer_info(name, durable)
+            figures["nats_consumer_pending"] += info.num_pending or 0
+            figures["nats_consumer_ack_pending"] += info.num_ack_pending or 0
     finally:
         await nc.close()
+    return figures
 
 
 async def _discard(stream: asyncio.StreamReader) -> None:
@@ -355,7 +369,7 @@ async def run_platform_bench(options: PlatformBenchOptions) -> dict[str, float |
             peak_mb = max(_peak_rss_mb(pid) for pid in pids)
             counters = await scrape_worker_counters([w.metrics_url for w in workers if w.metrics_url is not None])
             if options.nats:
-                counters["nats_stream_frames"] = await stream_frames(worker_url)
+                counters.update(await stream_frames(worker_url))
     # Measured again after the storm; the lower of the two is the bare cost least disturbed by other work.
     crypto_us = min(crypto_us, crypto_open_verify_us(500 if options.quick else 2000))
     figures = _figures(options, report, crypto_us, cpu["after"] - cpu["before"], peak_mb)
