@@ -43,7 +43,9 @@ Figures (one JSON object with ``--json``):
   ``storm_frames_sent`` (frames the hubs had PUBACKed: a publish whose PUBACK a lost session never brought is stored
   but not counted there) and ``worker_frames``; and at the drain, ``nats_stream_left`` (messages still in the
   streams), ``nats_consumer_pending`` (not yet handed to a worker) and ``nats_consumer_ack_pending`` (handed out,
-  not acked);
+  not acked); then the run waits (at most :data:`_EMPTY_BOUND_S`) until the streams are empty, every frame the
+  hubs sent handled, and reports ``nats_stream_empty_after_s`` (-1: not within the bound) and the worker counters
+  again with the suffix ``_final`` (the replays the workers open after the hubs had all their acks);
 * ``enrolled_extra``: hubs enrolled besides the fleet's before the workers start (``--enrolled N``: real keys, in
   chunks, :func:`carehub.bench_ingest.enroll_extra_hubs`), so one storm is measured with 200,000 hubs enrolled as
   with its own (issue 15: CPU per envelope must not depend on how many hubs are enrolled).
@@ -95,6 +97,8 @@ __all__ = [
 
 _NATS_BATCH: Final = 16
 _START_BOUND_S: Final = 60.0  # the worker must say "ingesting from" within this (a bound, never a sleep)
+_EMPTY_BOUND_S: Final = 600.0  # after the drain, the streams are awaited this long to be empty
+_EMPTY_POLL_S: Final = 0.5  # how often the streams are asked meanwhile (a poll of the cluster, not a sync sleep)
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,9 +371,21 @@ async def run_platform_bench(options: PlatformBenchOptions) -> dict[str, float |
             report = await run_fleet(fleet, on_go=started)
             cpu["after"] = sum(process_cpu_s(pid) for pid in pids)
             peak_mb = max(_peak_rss_mb(pid) for pid in pids)
-            counters = await scrape_worker_counters([w.metrics_url for w in workers if w.metrics_url is not None])
+            counters: dict[str, float] = {
+                **await scrape_worker_counters([w.metrics_url for w in workers if w.metrics_url is not None])
+            }
             if options.nats:
                 counters.update(await stream_frames(worker_url))
+                started_wait = time.monotonic()
+                empty_after = -1.0
+                while time.monotonic() - started_wait < _EMPTY_BOUND_S:
+                    if (await stream_frames(worker_url))["nats_stream_left"] == 0:
+                        empty_after = round(time.monotonic() - started_wait, 1)
+                        break
+                    await asyncio.sleep(_EMPTY_POLL_S)
+                counters["nats_stream_empty_after_s"] = empty_after
+                final = await scrape_worker_counters([w.metrics_url for w in workers if w.metrics_url is not None])
+                counters.update({f"{key}_final": value for key, value in final.items()})
     # Measured again after the storm; the lower of the two is the bare cost least disturbed by other work.
     crypto_us = min(crypto_us, crypto_open_verify_us(500 if options.quick else 2000))
     figures = _figures(options, report, crypto_us, cpu["after"] - cpu["before"], peak_mb)
