@@ -17,13 +17,12 @@ import contextlib
 import json
 import os
 import re
-import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from home_setup import running_home
+from small_disk import small_disk
 
 from community.storage import SqliteStorage, StoredReading
 from gateway.disk_reserve import DEFAULT_RESERVE_BYTES
@@ -46,22 +45,6 @@ PENDANT_KEY = bytes(range(32))
 BOUND = 60.0  # seconds for any one step
 CAREHUB = (sys.executable, "-c", "from carehub.cli import main; main()")  # as tests/cli/clirun.py runs carehub
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@contextlib.contextmanager
-def small_disk(path: Path, size: str = "16m") -> Iterator[Path]:
-    path.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
-        capture_output=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 def fill(directory: Path) -> Path:
@@ -102,7 +85,7 @@ async def test_a_press_on_a_full_disk_is_stored_from_the_reserve_and_confirmed(
         DeviceOptions(id="pendant-1", address=PENDANT, name="Pendant", bonding_required=True, key=PENDANT_KEY),
         RealClock(),
     )
-    with small_disk(tmp_path / "disk") as disk:
+    with small_disk(tmp_path / "disk", "16m") as disk:
         async with running_home(
             tmp_path,
             mosquitto,
