@@ -36,9 +36,10 @@ Figures (one JSON object with ``--json``):
   end): ``worker_frames``, ``worker_replayed_envelopes`` (envelopes received though already stored), and on NATS
   where those came from (issue 15): ``worker_redelivered_frames`` / ``worker_redelivered_replays`` (frames JetStream
   delivered again, not acked within ack_wait, and the replays in them), ``worker_duplicate_message_frames`` /
-  ``worker_duplicate_message_replays`` (a payload an earlier stream message brought the same worker: one publish
-  stored twice), and ``worker_other_replays``, the rest (a new stream message with a new payload: the hub re-sent
-  the envelope in another frame, or the first copy went to the other worker); on NATS also
+  ``worker_duplicate_message_replays`` (a payload an earlier stream message brought the same worker: the same
+  bytes published twice, by the MQTT layer or by a hub re-sending an identical frame), and
+  ``worker_other_replays``, the rest (a new stream message with a new payload: the hub re-sent the envelope in
+  another frame, or the first copy went to the other worker); on NATS also
   ``nats_stream_frames``: messages the routine and alarm streams ever stored (their last sequences), to set beside
   ``storm_frames_sent`` (frames the hubs had PUBACKed: a publish whose PUBACK a lost session never brought is stored
   but not counted there) and ``worker_frames``; and at the drain, ``nats_stream_left`` (messages still in the

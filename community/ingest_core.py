@@ -159,7 +159,8 @@ class IngestStats:
     redelivered_frames: int = 0
     redelivered_replays: int = 0
     #: Frames delivered for the first time whose payload an earlier stream message (another stream sequence)
-    #: already carried to this worker: the same publish stored twice in the stream; and the replays they carried.
+    #: already carried to this worker, and the replays they carried: the same bytes published twice, by the MQTT
+    #: layer storing one PUBLISH twice or by a hub re-sending an identical frame (the bytes cannot tell which).
     duplicate_message_frames: int = 0
     duplicate_message_replays: int = 0
 

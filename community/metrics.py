@@ -60,7 +60,7 @@ _COUNTERS: Final = (
     (
         "duplicate_message_frames",
         "carehub_ingest_duplicate_message_frames",
-        "First deliveries of a frame whose payload an earlier stream message brought this worker (stored twice).",
+        "First deliveries of a frame whose bytes an earlier stream message brought this worker (published twice).",
     ),
     (
         "duplicate_message_replays",

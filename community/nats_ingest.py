@@ -217,8 +217,9 @@ class NatsIngestWorker(IngestWorkerBase):
 
     def _classify(self, messages: Sequence[Msg], replays_by_frame: Sequence[int]) -> None:
         """Count where a batch's frames came from (issue 15: envelopes re-received though stored): frames JetStream
-        delivered again, and first deliveries of a payload an earlier stream message carried (one publish stored
-        twice); each with the replays they carried. A digest per frame, a few counters: no log line, no write."""
+        delivered again, and first deliveries of a payload an earlier stream message carried (the same bytes
+        published twice: one MQTT PUBLISH stored twice, or a hub re-sending an identical frame); each with the
+        replays they carried. A digest per frame, a few counters: no log line, no write."""
         stats, seen = self.stats, self._seen_payloads
         for m, replays in zip(messages, replays_by_frame, strict=True):
             try:
