@@ -29,6 +29,7 @@ from bleak.exc import (
 )
 from hypothesis import given
 from hypothesis import strategies as st
+from null_sink import NullSink
 
 import gateway.ble
 import gateway.ble_errors
@@ -45,7 +46,6 @@ from gateway.events import (
     LinkDown,
     LinkFailed,
     Misbehaviour,
-    PendantFrame,
 )
 from gateway.journal import IndicationJournal
 from protocols import gatt
@@ -448,24 +448,6 @@ async def test_reading_indicated_while_an_idle_session_closes_is_not_lost(tmp_pa
         assert sorted(raws) == sorted([first.raw, late[0].raw])
 
 
-class _NullSink:
-    """A sink for manager tests that never reach a session."""
-
-    async def store_readings(self, readings: Sequence[Reading], cursor: tuple[str, int] | None = None) -> None:
-        del readings, cursor
-
-    async def get_cursor(self, key: str) -> int | None:
-        del key
-        return None
-
-    async def report(self, event: DeviceReport) -> None:
-        del event
-
-    async def pendant_frame(self, frame: PendantFrame) -> bytes | None:
-        del frame
-        return None
-
-
 class _StartLosesTheCancellation(BaseBleakScanner):
     """A scanner whose start swallows the cancellation that arrives while it runs, as bumble's HCI commands do on
     Python 3.11 when it arrives in the loop turn their answer does (they await through asyncio.wait_for)."""
@@ -492,7 +474,7 @@ async def test_the_manager_closes_when_starting_the_scan_lost_its_cancellation(t
     after it opened)."""
     config = parse_config(_config(tmp_path, "mqtt://127.0.0.1:1", [(BP, "blood_pressure")], {}), tmp_path / "hub.toml")
     _StartLosesTheCancellation.starting = asyncio.Event()
-    manager = gateway.ble.BleManager(config, _NullSink(), scanner_backend=_StartLosesTheCancellation)
+    manager = gateway.ble.BleManager(config, NullSink(), scanner_backend=_StartLosesTheCancellation)
     async with manager:
         await _StartLosesTheCancellation.starting.wait()
     assert not manager.scanning.is_set()
@@ -540,7 +522,7 @@ def test_each_class_backs_off_at_its_own_pace() -> None:
     assert retry[ErrorClass.GONE].cap < retry[ErrorClass.TRANSIENT].cap  # back at its next advertisement
 
 
-class _Recorder(_NullSink):
+class _Recorder(NullSink):
     def __init__(self) -> None:
         self.reports: list[DeviceReport] = []
 

@@ -4,33 +4,17 @@ come (issue 14 item 3)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from null_sink import NullSink
 
 from gateway.config import DeviceConfig, DeviceKind
-from gateway.events import DeviceReport, ErrorClass, LinkFailed, PendantFrame, Reading
+from gateway.events import ErrorClass, LinkFailed
 from gateway.provision.testrun import TappingSink
 
 CUFF = "C0:00:00:00:0A:61"
 
 
-class _Hub:
-    async def store_readings(self, readings: Sequence[Reading], cursor: tuple[str, int] | None = None) -> None:
-        del readings, cursor
-
-    async def get_cursor(self, key: str) -> int | None:
-        del key
-        return None
-
-    async def report(self, event: DeviceReport) -> None:
-        del event
-
-    async def pendant_frame(self, frame: PendantFrame) -> bytes | None:
-        del frame
-        return None
-
-
 async def test_a_meter_refusing_the_hub_during_the_test_is_a_refusal_with_the_re_pair_command() -> None:
-    tap = TappingSink(_Hub())
+    tap = TappingSink(NullSink())
     cuff = DeviceConfig(CUFF, DeviceKind.BLOOD_PRESSURE, "r1", None, None, None)
     await tap.report(LinkFailed(cuff, ErrorClass.TRANSIENT, "le-connection-abort-by-local"))
     assert tap.arrivals.empty()  # a transient failure is retried: the test keeps waiting
