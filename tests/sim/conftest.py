@@ -102,13 +102,6 @@ async def spawn() -> AsyncIterator[Callable[..., Awaitable[Process]]]:
         await process.kill()
 
 
-@pytest.fixture
-async def relay_link() -> AsyncIterator[str]:
-    """A relay process on a free loopback port; the value is its ``tcp:`` link."""
-    async with relay_process() as (_, link):
-        yield link
-
-
 @dataclass
 class Home:
     """A simulated home with one test peripheral, and the hub's central open on the same link."""
