@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 from clirun import carehub, one_error_line
+from hub_files import new_hub
 
-from gateway.provision.files import HubPaths
-from gateway.provision.steps import init_hub, set_resident
-from protocols.keys import PlatformIdentity
+from gateway.provision.steps import set_resident
 
 CUFF = "C0:00:00:00:0E:01"
 # The system bus is a socket that does not exist: bleak's BlueZ backend fails to connect (FileNotFoundError).
@@ -21,17 +20,7 @@ FIX = "Fix: install bluez and start bluetoothd, or pass --link for the simulated
 
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
-    paths = HubPaths.for_config(tmp_path / "hub" / "hub.toml")
-    init_hub(
-        paths,
-        hub_id="hub-0001",
-        platform=PlatformIdentity.generate().public,
-        broker_url="mqtt://127.0.0.1:9",
-        username=None,
-        password=None,
-        link=None,
-    )
-    set_resident(paths, "r1", name="Wang Fang")
+    paths = new_hub(tmp_path)
     set_resident(paths, "r2", name="Li Wei")
     return paths.config
 
