@@ -30,7 +30,10 @@ Figures (one JSON object with ``--json``):
   limit (thousands of hubs on one core), not a hub's;
 * ``storm_reconnects``: MQTT sessions beyond each hub's first; ``storm_connection_failures``: sessions lost or
   connection attempts that failed; ``storm_connection_errors``: the four commonest reasons, with counts;
-* ``storm_amplification``: envelopes the hubs published / envelopes produced (1.0: nothing sent twice);
+* ``storm_amplification``: envelopes the hubs handed to MQTT, PUBACKed or not / envelopes produced (1.0: nothing
+  sent twice); ``storm_amplification_pubacked``: only those the broker PUBACKed (what ``storm_amplification``
+  counted in the README's runs before 12:00 UTC on 2026-12-04; it misses publishes the broker stored on a session
+  lost before their PUBACK);
 * ``storm_drain_s``, ``stored``, ``lost``, ``duplicated``, ``worker_peak_rss_mb`` (VmHWM) and the run's size;
 * the workers' own counters at the drain, summed over the workers (each serves ``--metrics``; scraped once at the
   end): ``worker_frames``, ``worker_replayed_envelopes`` (envelopes received though already stored), and on NATS
@@ -449,6 +452,7 @@ def _figures(
         "storm_panic_p50_ms": report.panic_p50_ms,
         "storm_panic_p99_ms": report.panic_p99_ms,
         "storm_amplification": report.amplification,
+        "storm_amplification_pubacked": report.amplification_pubacked,
         "storm_frames_sent": report.frames_sent,
         "worker_peak_rss_mb": round(peak_mb, 1),
     }

@@ -366,6 +366,8 @@ class Uplink:
 
         A :class:`TransportError` ends the session's task group like any lost connection.
         """
+        self.metrics.frames_published += 1
+        self.metrics.envelopes_published += envelopes
         try:
             await transport.publish(topic, payload)
         finally:

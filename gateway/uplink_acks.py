@@ -51,6 +51,10 @@ class UplinkMetrics:
             totals across runs are in the outbox's cursors, see :func:`gateway.uplink_settings.refusal_counts`).
         deferred: transient refusals by reason (kept and resent; never counted as refusals).
         odd_acks: verified acks naming envelopes this hub never sent (ignored).
+        frames_sent, envelopes_sent: frames (and the envelopes in them) the broker PUBACKed.
+        frames_published, envelopes_published: frames (and envelopes) handed to MQTT, PUBACKed or not: a publish
+            whose session was lost before its PUBACK may still have been stored by the broker, so these count what
+            the hub put on the wire, resends included.
         crashes: unexpected exceptions in the uplink's runner (each released what was in flight and ended the
             runner; its supervisor logged the traceback and restarted it).
     """
@@ -59,6 +63,8 @@ class UplinkMetrics:
     connection_failures: int = 0
     frames_sent: int = 0
     envelopes_sent: int = 0
+    frames_published: int = 0
+    envelopes_published: int = 0
     resends: int = 0
     delivered_envelopes: int = 0
     delivered_priority: int = 0

@@ -141,8 +141,12 @@ class FleetReport:
         stored: of those records, how many the platform stored; lost: produced, not stored; duplicated: stored
             more than once; unexpected: stored for the fleet's hubs but never produced.
         refused: envelopes the platform refused for good.
-        frames_sent, envelopes_sent: what the hubs published, first sends and resends.
-        amplification: envelopes_sent / envelopes (1.0: nothing sent twice).
+        frames_sent, envelopes_sent: what the hubs published and the broker PUBACKed, first sends and resends.
+        envelopes_published: envelopes the hubs handed to MQTT, PUBACKed or not (a publish whose session was lost
+            before its PUBACK may have been stored by the broker all the same, and is sent again).
+        amplification: envelopes_published / envelopes (1.0: nothing sent twice).
+        amplification_pubacked: envelopes_sent / envelopes (what the figure was before publishes without a PUBACK
+            were counted).
         resends: envelopes released for a resend; connects, connection_failures: the hubs' MQTT sessions.
         panic_p50_ms, panic_p99_ms, panic_max_ms: press to the hub's receipt of the platform's ack (None: no panic).
         drain_s: the storm's start to the moment the last hub's outbox was first empty (its backlog, and the panics
@@ -221,6 +225,8 @@ class FleetReport:
     probe_loop_lag_p99_ms: float | None = None
     loop_lag_series_ms: tuple[float, ...] = ()
     connection_errors: tuple[tuple[str, int], ...] = ()
+    envelopes_published: int = 0
+    amplification_pubacked: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -521,6 +527,7 @@ def _report(
         raise FleetError(f"{len(latencies)} of {options.panics} panics were acked")
     envelopes = sum(r.envelopes for r in results)
     sent = sum(r.envelopes_sent for r in results)
+    published = sum(r.envelopes_published for r in results)
     drain = max(r.drain_s for r in results)
 
     def ms(q: float) -> float | None:
@@ -552,7 +559,7 @@ def _report(
         refused=sum(r.refused for r in results),
         frames_sent=sum(r.frames_sent for r in results),
         envelopes_sent=sent,
-        amplification=round(sent / envelopes, 4) if envelopes else 0.0,
+        amplification=round(published / envelopes, 4) if envelopes else 0.0,
         resends=sum(r.resends for r in results),
         connects=sum(r.connects for r in results),
         connection_failures=sum(r.connection_failures for r in results),
@@ -589,4 +596,6 @@ def _report(
             for k in range(max((len(r.loop_lag_series_ms) for r in bulk), default=0))
         ),
         connection_errors=tuple(sorted(errors.items(), key=lambda kv: (-kv[1], kv[0]))),
+        envelopes_published=published,
+        amplification_pubacked=round(sent / envelopes, 4) if envelopes else 0.0,
     )

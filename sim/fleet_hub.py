@@ -198,6 +198,8 @@ class ProcessResult:
         produced_file: the file listing ``hub record_id`` of every record produced, one per line.
         frames_sent: frames its hubs published (first sends and resends).
         envelopes_sent: envelopes in those frames.
+        envelopes_published: envelopes its hubs handed to MQTT, PUBACKed or not (a publish whose session was lost
+            before its PUBACK may be stored by the broker all the same).
         resends: envelopes released for a resend (ack timeouts and reconnects).
         connects: successful connections.
         connection_failures: connections lost or refused.
@@ -250,6 +252,7 @@ class ProcessResult:
     probe: bool = False
     connection_errors: tuple[tuple[str, int], ...] = ()
     acked_times: tuple[float, ...] = ()
+    envelopes_published: int = 0
 
     def to_json(self) -> str:
         """The result as one JSON line."""
@@ -625,6 +628,7 @@ async def run_process(plan: ProcessPlan, go_time: Callable[[], Awaitable[float]]
         loop_lag_series_ms=lag.series(started),
         probe=plan.probe,
         connection_errors=tuple(sorted(errors.items(), key=lambda kv: (-kv[1], kv[0]))),
+        envelopes_published=sum(m.envelopes_published for m in metrics),
     )
 
 
