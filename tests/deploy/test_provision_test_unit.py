@@ -3,29 +3,15 @@
 from __future__ import annotations
 
 import configparser
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
+
+from clirun import carehub
 
 from gateway.provision.testrun import SERVICE_UNIT, STOP_SERVICE
 from protocols.keys import PlatformIdentity, save_platform_public_keys
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _carehub(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "400"}
-    return subprocess.run(
-        [sys.executable, "-c", "from carehub.cli import main; main()", *map(str, args)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def test_the_named_unit_is_the_shipped_unit_file_and_runs_the_daemon() -> None:
@@ -40,14 +26,14 @@ def test_the_named_unit_is_the_shipped_unit_file_and_runs_the_daemon() -> None:
 def test_provision_test_tells_the_installer_to_stop_carehub_hub(tmp_path: Path) -> None:
     save_platform_public_keys(tmp_path / "platform.pub", PlatformIdentity.generate().public)
     config = tmp_path / "hub" / "hub.toml"
-    init = _carehub(
+    init = carehub(
         "provision", "init", "--config", config, "--hub-id", "hub-0001",
         "--platform-keys", tmp_path / "platform.pub", "--broker-url", "mqtt://127.0.0.1:1",
         cwd=tmp_path,
     )  # fmt: skip
     assert init.returncode == 0, init.stderr
     args = ("--config", config, "--installer", "me", "--link", "local:none")
-    result = _carehub("provision", "test", *args, cwd=tmp_path)
+    result = carehub("provision", "test", *args, cwd=tmp_path)
     # No device is paired, so the test stops there; the instruction comes first.
     assert "no devices are paired yet" in result.stderr
     assert "sudo systemctl stop carehub-hub)" in result.stdout

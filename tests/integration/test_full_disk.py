@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from clirun import CAREHUB
 from home_setup import running_home
 from small_disk import small_disk
 
@@ -43,7 +44,6 @@ HUB_ID = "disk-hub"
 PENDANT = "C0:33:00:00:00:01"
 PENDANT_KEY = bytes(range(32))
 BOUND = 60.0  # seconds for any one step
-CAREHUB = (sys.executable, "-c", "from carehub.cli import main; main()")  # as tests/cli/clirun.py runs carehub
 ROOT = Path(__file__).resolve().parents[2]
 
 

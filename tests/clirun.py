@@ -1,4 +1,5 @@
-"""Running ``carehub`` and ``carehub-hub`` as real processes, the way a shell runs them."""
+"""Running ``carehub`` and ``carehub-hub`` as real processes, the way a shell runs them (for any test directory:
+tests/ is on the import path, ``from clirun import carehub``)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ CAREHUB = (sys.executable, "-c", "from carehub.cli import main; main()")
 #: ``carehub-hub ARGS...`` (:func:`gateway.__main__.main`).
 CAREHUB_HUB = (sys.executable, "-m", "gateway")
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
