@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import sqlite3
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from analytics_data import RESIDENT, Home, store
+from clirun import carehub, one_error_line
 
 from community.config import load_platform_config
 from community.console.careplan import (
@@ -30,27 +28,7 @@ from community.console.careplan import (
 )
 from gateway.config import SCHEDULABLE, ScheduleConfig
 
-ROOT = Path(__file__).resolve().parents[2]
 NOW = _dt.datetime(2026, 3, 8, 6, 0, tzinfo=_dt.UTC)
-
-
-def carehub(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), COLUMNS="400")
-    return subprocess.run(
-        [sys.executable, "-c", "from carehub.cli import main; main()", *map(str, args)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
-def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: "), result.stderr
-    return lines[0]
 
 
 @pytest.mark.parametrize(
