@@ -44,7 +44,6 @@ from typing import Any
 
 import pytest
 import pytest_timeout  # type: ignore[import-untyped]
-from relay_process import running_relay
 
 from gateway import aio
 from sim.broker import MosquittoBroker, mosquitto_available
@@ -484,5 +483,9 @@ async def mosquitto(tmp_path: Path) -> AsyncIterator[MosquittoBroker]:
 async def relay_link() -> AsyncIterator[str]:
     """The simulated radio's relay in its own process (``python -m sim.ble.relay --port 0``): its ``tcp:`` link,
     reachable from a hub or carehub command in another process."""
+    # Imported here, not at the top: tests/test_harness.py runs this conftest alone in a scratch tree without the
+    # other helper modules of tests/ (as pg_server's fixture does).
+    from relay_process import running_relay  # noqa: PLC0415
+
     async with running_relay(60.0) as link:
         yield link
