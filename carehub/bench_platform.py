@@ -49,7 +49,10 @@ Figures (one JSON object with ``--json``):
   streams), ``nats_consumer_pending`` (not yet handed to a worker) and ``nats_consumer_ack_pending`` (handed out,
   not acked); then the run waits (at most :data:`_EMPTY_BOUND_S`) until the streams are empty, every frame the
   hubs sent handled, and reports ``nats_stream_empty_after_s`` (-1: not within the bound) and the worker counters
-  again with the suffix ``_final`` (the replays the workers open after the hubs had all their acks);
+  again with the suffix ``_final`` (the replays the workers open after the hubs had all their acks), and
+  ``nats_ingest_drop_warnings``: the lines the server logged on dropping PUBACKed frames from a full stream ingest
+  queue (0: none dropped; the bench's server has the limits a district's config gets, or with
+  ``--nats-default-ingest-buffer`` the server's own, 10,000 messages and 128 MB);
 * ``enrolled_extra``: hubs enrolled besides the fleet's before the workers start (``--enrolled N``: real keys, in
   chunks, :func:`carehub.bench_ingest.enroll_extra_hubs`), so one storm is measured with 200,000 hubs enrolled as
   with its own (issue 15: CPU per envelope must not depend on how many hubs are enrolled).
@@ -79,6 +82,7 @@ from typing import Final
 import aiohttp
 
 from carehub.bench_ingest import enroll_extra_hubs_at
+from community.brokerconf_nats import IngestBuffer
 from community.samples import T0, bp_record
 from gateway.wire import HubWire
 from protocols.envelope import open_envelope
@@ -119,6 +123,7 @@ class PlatformBenchOptions:
     workers: int = 1
     panics_after_connect: bool = False
     enrolled: int = 0
+    nats_default_ingest_buffer: bool = False
 
     def size(self) -> tuple[int, int, int]:
         """(hubs, backlog, panics) of this run."""
@@ -318,15 +323,26 @@ def _raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+@dataclass(frozen=True, slots=True)
+class _Broker:
+    """The broker a run uses: the workers' URL, the hubs' MQTT URL when it differs, its name, and the NATS server
+    (``None``: Mosquitto)."""
+
+    worker_url: str
+    hub_url: str | None
+    name: str
+    nats: NatsBroker | None = None
+
+
 @contextlib.asynccontextmanager
-async def _broker(options: PlatformBenchOptions, base: Path) -> AsyncIterator[tuple[str, str | None, str]]:
-    """The broker the run uses: (the workers' broker URL, the hubs' MQTT URL when it differs, its name)."""
+async def _broker(options: PlatformBenchOptions, base: Path) -> AsyncIterator[_Broker]:
     if options.nats:
-        async with NatsBroker(base / "nats") as nats:
-            yield nats.url, nats.mqtt_url, f"nats-server {nats.version}"
+        district = None if options.nats_default_ingest_buffer else IngestBuffer.for_hubs(options.size()[0])
+        async with NatsBroker(base / "nats", ingest_buffer=district) as nats:
+            yield _Broker(nats.url, nats.mqtt_url, f"nats-server {nats.version}", nats)
     else:
         async with MosquittoBroker(base / "broker", extra_lines=["set_tcp_nodelay true"]) as broker:
-            yield broker.url, None, "mosquitto"
+            yield _Broker(broker.url, None, "mosquitto")
 
 
 async def run_platform_bench(options: PlatformBenchOptions) -> dict[str, float | int | str]:
@@ -342,7 +358,8 @@ async def run_platform_bench(options: PlatformBenchOptions) -> dict[str, float |
     cpu: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="carehub-bench-platform-") as tmp:
         base = Path(tmp)
-        async with _broker(options, base) as (worker_url, hub_url, broker_name), contextlib.AsyncExitStack() as stack:
+        async with _broker(options, base) as broker, contextlib.AsyncExitStack() as stack:
+            worker_url, hub_url = broker.worker_url, broker.hub_url
             configs = [
                 write_platform_config(
                     base / "platform",
@@ -388,12 +405,14 @@ async def run_platform_bench(options: PlatformBenchOptions) -> dict[str, float |
                         break
                     await asyncio.sleep(_EMPTY_POLL_S)
                 counters["nats_stream_empty_after_s"] = empty_after
+                assert broker.nats is not None  # noqa: S101  options.nats
+                counters["nats_ingest_drop_warnings"] = broker.nats.ingest_drop_warnings
                 final = await scrape_worker_counters([w.metrics_url for w in workers if w.metrics_url is not None])
                 counters.update({f"{key}_final": value for key, value in final.items()})
     # Measured again after the storm; the lower of the two is the bare cost least disturbed by other work.
     crypto_us = min(crypto_us, crypto_open_verify_us(500 if options.quick else 2000))
     figures = _figures(options, report, crypto_us, cpu["after"] - cpu["before"], peak_mb)
-    return {**figures, **counters, "broker": broker_name}
+    return {**figures, **counters, "broker": broker.name}
 
 
 def _or_minus(value: float | None) -> float:

@@ -297,6 +297,13 @@ def bench(
     enrolled: Annotated[
         int | None, typer.Option(help="platform: hubs enrolled besides the fleet's, before the storm.", min=0)
     ] = None,
+    nats_default_ingest_buffer: Annotated[
+        bool,
+        typer.Option(
+            "--nats-default-ingest-buffer",
+            help="platform --nats: keep nats-server's default stream ingest limits instead of a district's.",
+        ),
+    ] = False,
 ) -> None:
     """Measure the hub's speed figures on this machine: codec, outbox, end to end, panic latency, memory, and the
     platform's FHIR export (carehub bench fhir: that figure alone; carehub bench platform: the platform's)."""
@@ -307,7 +314,8 @@ def bench(
     if which not in (None, "fhir", "platform"):
         raise _fail(f"unknown bench {which!r}: carehub bench [fhir|platform] (none: every hub figure)")
     platform_only = (hubs, backlog, panics, processes, postgres, workers, enrolled)
-    if which != "platform" and (nats or panics_after_connect or any(x is not None for x in platform_only)):
+    platform_flags = (nats, panics_after_connect, nats_default_ingest_buffer)
+    if which != "platform" and (any(platform_flags) or any(x is not None for x in platform_only)):
         raise _fail(
             "--hubs, --backlog, --panics, --processes, --postgres, --nats, --workers, --enrolled are for carehub bench"
             " platform"
@@ -335,6 +343,7 @@ def bench(
                 workers or 1,
                 panics_after_connect,
                 enrolled or 0,
+                nats_default_ingest_buffer,
             )
             try:
                 results = aio.run(run_platform_bench(options))

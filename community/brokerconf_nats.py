@@ -16,6 +16,15 @@ for the hubs, a client listener for the ingest workers, and routes to the other 
   the broker certificate (its names must cover every node's address). Without TLS every address must be loopback
   (a test or a demo on one machine): hubs never send credentials in the clear over a network.
 - **Sizes**: ``max_payload`` is the protocol's largest message plus MQTT overhead (``community.brokerconf``).
+- **Stream ingest buffer** (nats-server 2.11 and later): a hub's MQTT QoS 1 publish enters the uplink stream the way
+  a core NATS publish does, without a JetStream ack, and the broker PUBACKs it before the stream has stored it. The
+  server queues such messages per stream and, once the queue holds ``max_buffered_msgs`` or ``max_buffered_size``
+  (defaults 10,000 messages and 128 MB), drops what arrives, logging "Dropping messages due to excessive stream
+  ingest rate". Nothing is lost (the hub resends what the platform never acked) but every dropped frame is sent
+  twice: in a 10,000-hub reconnect storm on 2.15 this was most of a 1.31 resend amplification (README "Platform at
+  scale"). :class:`IngestBuffer` sizes the queue for every hub's full window at once; older servers have no such
+  limit and refuse the keys, so they are written only for a server known to take them (``--nats-version``, or
+  this machine's nats-server).
 
 A limit of NATS, checked on 2.9.10 and 2.15.1: it has no equivalent of Mosquitto's ``use_username_as_clientid``.
 A client holding any hub's credentials can connect with another hub's MQTT client id and so disconnect that hub
@@ -26,7 +35,11 @@ district should alert on that log line. Mosquitto's one-box install is not expos
 
 from __future__ import annotations
 
+import os
+import re
 import secrets
+import shutil
+import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,11 +52,89 @@ from community.tls import is_loopback_host
 from protocols import atomic
 from protocols.topics import is_valid_hub_id
 
-__all__ = ["NatsFiles", "NatsNode", "node_config_text", "write_nats_config"]
+__all__ = [
+    "IngestBuffer",
+    "NatsFiles",
+    "NatsNode",
+    "local_server_version",
+    "node_config_text",
+    "parse_version",
+    "write_nats_config",
+]
 
 _MAX_PORT: Final = 65535
 _BCRYPT_COST: Final = 11
 _NAME_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+_BUFFER_SINCE: Final = (2, 11)  # the first nats-server with stream ingest limits (and the config keys)
+# A hub keeps at most 8 routine and 16 priority frames unacknowledged (docs/protocol.md section 7's windows): every hub
+# publishing its whole window at once, as after a broker restart, is the most a stream can be handed in one burst.
+_FRAMES_PER_HUB: Final = 24
+_BYTES_PER_HUB: Final = 64 * 1024  # a storm frame is 4-6 KB; the routine window's 8 frames fit with room to spare
+_SERVER_DEFAULT_MSGS: Final = 10_000
+_SERVER_DEFAULT_BYTES: Final = 128 * 1024 * 1024
+_MAX_BUFFER_BYTES: Final = 4 * 1024 * 1024 * 1024  # a bound on one stream's queued memory, whatever the district
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    """``2.15.1`` or ``nats-server: v2.15.1`` as ``(2, 15, 1)``.
+
+    Raises:
+        ValueError: no ``MAJOR.MINOR`` in the text.
+    """
+    found = re.search(r"v?(\d+)\.(\d+)(?:\.(\d+))?", text)
+    if found is None:
+        raise ValueError(f"{text!r} is not a nats-server version (e.g. 2.15.1)")
+    return tuple(int(x) for x in found.groups() if x is not None)
+
+
+def local_server_version() -> tuple[int, ...] | None:
+    """The version of this machine's ``nats-server`` (on the PATH, or Debian's /usr/sbin one); ``None`` when there is
+    none or it does not say."""
+    exe = shutil.which("nats-server") or (
+        "/usr/sbin/nats-server" if os.access("/usr/sbin/nats-server", os.X_OK) else None
+    )
+    if exe is None:
+        return None
+    try:
+        done = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=10, check=False)  # noqa: S603
+        return parse_version(done.stdout + done.stderr)
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class IngestBuffer:
+    """The stream ingest queue's limits (``jetstream { max_buffered_msgs, max_buffered_size }``).
+
+    Attributes:
+        messages: messages queued for one stream before the server drops what arrives.
+        size_bytes: their bytes, likewise.
+    """
+
+    messages: int
+    size_bytes: int
+
+    @classmethod
+    def for_hubs(cls, hubs: int) -> IngestBuffer:
+        """Room for every hub's whole window at once, never below the server's defaults, and at most 4 GiB."""
+        return cls(
+            messages=max(_SERVER_DEFAULT_MSGS, hubs * _FRAMES_PER_HUB),
+            size_bytes=min(_MAX_BUFFER_BYTES, max(_SERVER_DEFAULT_BYTES, hubs * _BYTES_PER_HUB)),
+        )
+
+    @staticmethod
+    def supported(version: tuple[int, ...] | None) -> bool:
+        """Whether a server of ``version`` takes the keys (``None``: unknown, so not: an older server refuses the
+        whole config, while a newer one without them only resends more)."""
+        return version is not None and version >= _BUFFER_SINCE
+
+    def config_lines(self, indent: str) -> list[str]:
+        """The keys, for inside a ``jetstream`` block."""
+        return [
+            f"{indent}# every hub's window at once: a full stream ingest queue drops frames the broker PUBACKed",
+            f"{indent}max_buffered_msgs: {self.messages}",
+            f"{indent}max_buffered_size: {self.size_bytes}",
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,9 +224,11 @@ def node_config_text(
     *,
     tls: TlsListener | None,
     store_dir: Path,
+    buffer: IngestBuffer | None = None,
 ) -> str:
     """One node's config: listeners, JetStream, routes to the other nodes, and the users (``hashes``: bcrypt hashes
-    by user name; hub users are those in ``hubs``, every other user is an ingest worker)."""
+    by user name; hub users are those in ``hubs``, every other user is an ingest worker). ``buffer``: the stream
+    ingest limits to write (``None``: a server older than 2.11, which has none)."""
     lines = [
         "# written by carehub platform broker-config --nats-node (community/brokerconf_nats.py)",
         f"server_name: {node.name}",
@@ -143,6 +236,11 @@ def node_config_text(
         f"max_payload: {MAX_PACKET_BYTES}",
         "jetstream {",
         f"  store_dir: {_quoted(str(store_dir))}",
+        *(
+            ["  # nats-server before 2.11: no stream ingest limits to raise"]
+            if buffer is None
+            else buffer.config_lines("  ")
+        ),
         "}",
         "mqtt {",
         f"  listen: {node.host}:{node.mqtt_port}",
@@ -183,8 +281,12 @@ def write_nats_config(
     passwords: Mapping[str, str] | None = None,
     tls: TlsListener | None = None,
     store_dir: Path = Path("/var/lib/nats/jetstream"),
+    server_version: tuple[int, ...] | None = None,
 ) -> NatsFiles:
     """Write ``nats-<node>.conf`` for every node and ``credentials.toml`` (0600) into ``out_dir``.
+
+    ``server_version``: the nats-server the nodes run (``None``: unknown); the stream ingest limits
+    (:class:`IngestBuffer`, sized for ``hubs``) are written only for one known to take them.
 
     Raises:
         ValueError: no hubs or nodes, a bad hub id, clashing names, or a non-loopback address without TLS.
@@ -211,9 +313,10 @@ def write_nats_config(
     hashes = {user: _hash(password) for user, password in chosen.items()}
     out_dir.mkdir(parents=True, exist_ok=True)
     configs: dict[str, Path] = {}
+    buffer = IngestBuffer.for_hubs(len(hubs)) if IngestBuffer.supported(server_version) else None
     for node in nodes:
         path = out_dir / f"nats-{node.name}.conf"
-        _write_private(path, node_config_text(node, nodes, hashes, hubs, tls=tls, store_dir=store_dir))
+        _write_private(path, node_config_text(node, nodes, hashes, hubs, tls=tls, store_dir=store_dir, buffer=buffer))
         configs[node.name] = path
     credentials = out_dir / "credentials.toml"
     lines = ["# NATS credentials written by carehub platform broker-config; keep private", ""]

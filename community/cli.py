@@ -375,6 +375,15 @@ def broker_config(  # noqa: PLR0917 - typer options are parameters
     nats_store: Annotated[Path, typer.Option("--nats-store", help="JetStream's store directory on every node.")] = Path(
         "/var/lib/nats/jetstream"
     ),
+    nats_version: Annotated[
+        str | None,
+        typer.Option(
+            "--nats-version",
+            metavar="X.Y[.Z]",
+            help="The nodes' nats-server version (default: this machine's nats-server's); "
+            "2.11 and later get stream ingest limits sized for the hubs.",
+        ),
+    ] = None,
 ) -> None:
     """Write a Mosquitto config, password file and per-hub ACL (client ids bound to users, sizes bounded), or with
     --nats-node a NATS cluster's node configs (per-hub permissions, bcrypt password hashes, TLS on every listener).
@@ -395,7 +404,7 @@ def broker_config(  # noqa: PLR0917 - typer options are parameters
             raise _fail(f"--tls-dir {tls_dir}: no {', '.join(missing)}; run carehub platform tls init first")
         tls = TlsListener(tls_dir / "ca.pem", tls_dir / "broker.pem", tls_dir / "broker.key", tls_port)
     if nats_nodes:
-        _nats_config(out, hubs, nats_nodes, platform_user, workers, tls, nats_store)
+        _nats_config(out, hubs, nats_nodes, platform_user, workers, tls, nats_store, nats_version)
         return
     try:
         files = write_broker_config(out, hubs, platform_user=platform_user, workers=workers, port=port, tls=tls)
@@ -415,18 +424,45 @@ def _nats_config(  # noqa: PLR0917 - the options of broker-config, passed on
     workers: int,
     tls: TlsListener | None,
     store: Path,
+    version_text: str | None,
 ) -> None:
-    from community.brokerconf_nats import NatsNode, write_nats_config  # noqa: PLC0415  bcrypt only when used
+    from community.brokerconf_nats import (  # noqa: PLC0415  bcrypt only when used
+        IngestBuffer,
+        NatsNode,
+        local_server_version,
+        parse_version,
+        write_nats_config,
+    )
 
+    try:
+        version = local_server_version() if version_text is None else parse_version(version_text)
+    except ValueError as exc:
+        raise _fail(f"--nats-version: {exc}") from None
     try:
         nodes = [NatsNode.parse(spec) for spec in specs]
         files = write_nats_config(
-            out, hubs, nodes, platform_user=platform_user, workers=workers, tls=tls, store_dir=store
+            out,
+            hubs,
+            nodes,
+            platform_user=platform_user,
+            workers=workers,
+            tls=tls,
+            store_dir=store,
+            server_version=version,
         )
     except (ValueError, OSError) as exc:
         raise _fail(f"--nats-node: {exc}") from None
     written = ", ".join(str(p) for p in files.configs.values())
-    _out.print(f"wrote {written}; credentials in {files.credentials}", highlight=False, soft_wrap=True)
+    if version is None:
+        limits = "an unknown nats-server, without stream ingest limits (give --nats-version for 2.11 and later)"
+    else:
+        with_ = "with" if IngestBuffer.supported(version) else "without"
+        limits = f"nats-server {'.'.join(map(str, version))}, {with_} stream ingest limits"
+    _out.print(
+        f"wrote {written} for {limits}; credentials in {files.credentials}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command()

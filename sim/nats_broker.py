@@ -18,12 +18,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
+from community.brokerconf_nats import IngestBuffer
 from sim.broker import BrokerError, free_port
 
 __all__ = ["NatsBroker", "nats_server_available"]
 
 _READY: Final = b"Server is ready"
 _START_BOUND_S: Final = 90.0  # a bound on start-up (JetStream recovers its store first), not a wait
+# What nats-server (2.11 and later) logs when a stream's ingest queue is full and it drops what arrives: for a hub's
+# MQTT QoS 1 publish, a frame already PUBACKed (community.brokerconf_nats, "Stream ingest buffer").
+_INGEST_DROP: Final = b"Dropping messages due to excessive stream ingest rate"
 
 
 def _binary() -> str | None:
@@ -71,15 +75,34 @@ async def _until_ready(stream: asyncio.StreamReader) -> str:
 
 
 class NatsBroker:
-    """One nats-server process: JetStream (file store in ``workdir``), a client listener and an MQTT listener."""
+    """One nats-server process: JetStream (file store in ``workdir``), a client listener and an MQTT listener.
 
-    def __init__(self, workdir: Path) -> None:
+    Args:
+        workdir: config, log (``nats.log``) and JetStream store.
+        ingest_buffer: the stream ingest limits to write, on servers that have them (2.11 and later); a district's
+            config sizes them for its hubs (:meth:`community.brokerconf_nats.IngestBuffer.for_hubs`). ``None``
+            leaves the server's defaults (10,000 messages, 128 MB), to measure what they cost.
+    """
+
+    def __init__(self, workdir: Path, *, ingest_buffer: IngestBuffer | None = None) -> None:
         self.workdir = workdir
         self.port = free_port()
         self.mqtt_port = free_port()
         self._proc: asyncio.subprocess.Process | None = None
         self._log: asyncio.Task[None] | None = None
         self._version = "?"
+        self._buffer = ingest_buffer
+        self._server_version: tuple[int, ...] = ()
+        self.ingest_drop_warnings = 0
+        """Lines the server logged on dropping messages from a full stream ingest queue (it does not log every
+        message: a count of episodes, 0 when none was dropped)."""
+        self.ingest_dropped = asyncio.Event()
+        """Set at the first such line."""
+
+    @property
+    def ingest_limits(self) -> bool:
+        """Whether the server runs with :attr:`ingest_buffer`'s limits (known once it started)."""
+        return self._buffer is not None and IngestBuffer.supported(self._server_version)
 
     @property
     def version(self) -> str:
@@ -100,6 +123,8 @@ class NatsBroker:
         # From 2.15 a stream takes at most 1,000 consumers unless told otherwise, and each hub's QoS 1 subscriptions
         # are consumers of one MQTT stream: 10,000 hubs were refused ("maximum consumers limit reached").
         limits = "  limits {\n    default_max_consumers: -1\n  }\n" if version >= (2, 15) else ""
+        if self._buffer is not None and IngestBuffer.supported(version):
+            limits += "".join(f"{line}\n" for line in self._buffer.config_lines("  "))
         return (
             "server_name: bench\n"
             f"listen: 127.0.0.1:{self.port}\n"
@@ -116,7 +141,8 @@ class NatsBroker:
             raise BrokerError("nats-server is not installed (apt-get install nats-server)")
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "nats.conf"
-        config.write_text(self._config(await _version(exe)), encoding="utf-8")
+        self._server_version = await _version(exe)
+        config.write_text(self._config(self._server_version), encoding="utf-8")
         proc = await asyncio.create_subprocess_exec(
             exe, "-c", str(config), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
         )
@@ -138,6 +164,9 @@ class NatsBroker:
         with (self.workdir / "nats.log").open("ab") as log:
             async for line in stream:
                 log.write(line)
+                if _INGEST_DROP in line:
+                    self.ingest_drop_warnings += 1
+                    self.ingest_dropped.set()
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

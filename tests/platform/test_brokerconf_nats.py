@@ -17,7 +17,7 @@ from nats_server import nats_server_path
 from nats_server import running_configs as running
 
 from community.brokerconf import TlsListener
-from community.brokerconf_nats import NatsNode, write_nats_config
+from community.brokerconf_nats import IngestBuffer, NatsNode, parse_version, write_nats_config
 from community.tls import SiteAuthority
 from sim.broker import free_port
 
@@ -151,3 +151,58 @@ def test_broker_config_writes_a_cluster_and_refuses_bad_nodes_in_one_line(tmp_pa
         refused = carehub("platform", "broker-config", "--out", str(out), "--hub", "hub-a", "--nats-node", bad)
         assert refused.returncode == 2
         assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+
+
+def test_the_ingest_buffer_holds_every_hubs_window_within_bounds() -> None:
+    assert IngestBuffer.for_hubs(10) == IngestBuffer(10_000, 128 * 1024 * 1024)  # the server's defaults at least
+    assert IngestBuffer.for_hubs(10_000) == IngestBuffer(240_000, 10_000 * 64 * 1024)
+    assert IngestBuffer.for_hubs(200_000) == IngestBuffer(4_800_000, 4 * 1024 * 1024 * 1024)  # memory bounded
+    assert parse_version("nats-server: v2.15.1") == (2, 15, 1)
+    assert parse_version("2.11") == (2, 11)
+    with pytest.raises(ValueError, match="not a nats-server version"):
+        parse_version("latest")
+
+
+def test_ingest_limits_are_written_only_for_a_server_that_takes_them(tmp_path: Path) -> None:
+    """2.11 added the stream ingest limits; an older server refuses the keys, and with them the whole config."""
+    import subprocess  # noqa: PLC0415
+
+    exe = nats_server_path()
+    assert exe is not None
+    local = parse_version(subprocess.run([exe, "--version"], capture_output=True, text=True, check=True).stdout)
+    n1 = node("n1")
+    for version, written in (((2, 15, 1), True), ((2, 11), True), ((2, 9, 10), False), (None, False)):
+        out = tmp_path / f"v{version}"
+        files = write_nats_config(out, ["hub-a"], [n1], passwords=PASSWORDS, server_version=version, store_dir=out)
+        text = files.configs["n1"].read_text()
+        assert ("max_buffered_msgs: 10000" in text and "max_buffered_size: 134217728" in text) is written, text
+        checked = subprocess.run(
+            [exe, "-c", str(files.configs["n1"]), "-t"], check=False, capture_output=True, text=True
+        )
+        if written and local < (2, 11):
+            assert checked.returncode != 0, checked  # what writing them for every server would do
+            assert "max_buffered_msgs" in checked.stdout + checked.stderr
+        else:
+            assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_broker_config_takes_the_nodes_version(tmp_path: Path) -> None:
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    def carehub(*args: str) -> subprocess.CompletedProcess[str]:
+        program = [sys.executable, "-c", "from carehub.cli import main; main()"]
+        return subprocess.run([*program, *args], capture_output=True, text=True, timeout=60, check=False)
+
+    common = ("platform", "broker-config", "--out", str(tmp_path), "--hub", "hub-a", "--nats-node", "n1=127.0.0.1")
+    done = carehub(*common, "--nats-version", "2.15.1")
+    assert done.returncode == 0, done.stderr
+    assert "nats-server 2.15.1, with stream ingest limits" in done.stdout
+    assert "max_buffered_msgs: 10000" in (tmp_path / "nats-n1.conf").read_text()
+    older = carehub(*common, "--nats-version", "2.9.10")
+    assert "nats-server 2.9.10, without stream ingest limits" in older.stdout
+    assert "max_buffered_msgs" not in (tmp_path / "nats-n1.conf").read_text()
+    refused = carehub(*common, "--nats-version", "latest")
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [refused.stderr.strip()]
+    assert "--nats-version" in refused.stderr
