@@ -13,6 +13,8 @@ Figures (one JSON object with ``--json``):
   threads) from the storm's start to the drain, divided by the envelopes the hubs produced;
 * ``cpu_ratio_to_crypto``: the two above, divided (issue 15's target: at most 2);
 * ``envelopes_per_s``: envelopes stored and acked per second (produced / drain time, the reconnect storm included);
+* ``connected_envelopes_per_s``: the same once every hub had connected (backlog envelopes acked from
+  ``storm_connected_s`` to the drain, per second; -1: under 5 s): the rate with all the hubs connected;
 * ``peak_envelopes_per_s``: the most envelopes acked as stored in any 5 s of the storm, per second (-1: it drained
   in under 5 s); ``storm_connected_s``: seconds until the last hub first connected;
 * ``storm_panic_p50_ms``, ``storm_panic_p99_ms``: panic press to the hub's receipt of the platform's ack;
@@ -448,6 +450,7 @@ def _figures(
         "worker_cpu_per_envelope_us": round(per_envelope_us, 1),
         "cpu_ratio_to_crypto": round(per_envelope_us / crypto_us, 2),
         "envelopes_per_s": report.envelopes_per_s,
+        "connected_envelopes_per_s": _or_minus(report.connected_envelopes_per_s),
         "storm_drain_s": report.drain_s,
         "storm_connected_s": report.connected_s,
         "storm_panics_unconnected": report.panics_unconnected,

@@ -152,6 +152,8 @@ class FleetReport:
         drain_s: the storm's start to the moment the last hub's outbox was first empty (its backlog, and the panics
             pressed by then, acked); envelopes_per_s: backlog envelopes (hubs x backlog) / drain_s.
         connected_s: the storm's start to the moment the last hub first connected (the reconnect storm itself).
+        connected_envelopes_per_s: backlog envelopes acked from ``connected_s`` to ``drain_s``, per second: the rate
+            with every hub connected (None: that span was under 5 s).
         panics_unconnected: panics pressed before their hub had connected (they wait for the broker too).
         panic_hub_max_ms, panic_puback_max_ms, panic_platform_max_ms: the longest part of any panic's latency spent
             in the hub (press to the publish of the frame carrying it), in the broker's PUBACK, and after it (stream,
@@ -227,6 +229,7 @@ class FleetReport:
     connection_errors: tuple[tuple[str, int], ...] = ()
     envelopes_published: int = 0
     amplification_pubacked: float = 0.0
+    connected_envelopes_per_s: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -260,6 +263,25 @@ def peak_rate(
         return None
     total = [sum(s[min(k, len(s) - 1)] if s else 0 for s in series) for k in range(length)]
     return round(max(total[k + window] - total[k] for k in range(length - window)) / window, 1)
+
+
+def rate_after(
+    series: Sequence[Sequence[int]], times: Sequence[Sequence[float]], start_s: float, end_s: float, end_total: int
+) -> float | None:
+    """Per second from ``start_s`` to ``end_s``: ``end_total`` (what was acked by ``end_s``) less the summed
+    cumulative ``series`` read at ``start_s`` (each on the grid of its real sample times, interpolated between the
+    seconds around ``start_s``); ``None`` for a span under :data:`_PEAK_WINDOW_S` seconds, too short to say."""
+    if end_s - start_s < _PEAK_WINDOW_S:
+        return None
+    grids = [_on_grid(s, t) for s, t in zip(series, times, strict=True)]
+
+    def at(grid: Sequence[int], k: int) -> int:
+        return 0 if k <= 0 or not grid else grid[min(k, len(grid)) - 1]
+
+    below = math.floor(start_s)
+    frac = start_s - below
+    acked = sum(at(g, below) + (at(g, below + 1) - at(g, below)) * frac for g in grids)
+    return round((end_total - acked) / (end_s - start_s), 1)
 
 
 def _on_grid(samples: Sequence[int], taken: Sequence[float]) -> list[int]:
@@ -529,6 +551,7 @@ def _report(
     sent = sum(r.envelopes_sent for r in results)
     published = sum(r.envelopes_published for r in results)
     drain = max(r.drain_s for r in results)
+    connected = max(r.connected_s for r in results)
 
     def ms(q: float) -> float | None:
         return round(percentile(latencies, q), 3) if latencies else None
@@ -568,7 +591,14 @@ def _report(
         panic_max_ms=ms(100),
         drain_s=round(drain, 3),
         envelopes_per_s=round(options.hubs * options.backlog / drain, 1) if drain > 0 else 0.0,
-        connected_s=round(max(r.connected_s for r in results), 3),
+        connected_s=round(connected, 3),
+        connected_envelopes_per_s=rate_after(
+            [r.acked_series for r in results],
+            [r.acked_times for r in results],
+            connected,
+            drain,
+            options.hubs * options.backlog,
+        ),
         peak_envelopes_per_s=peak_rate(
             [r.acked_series for r in results], _PEAK_WINDOW_S, [r.acked_times for r in results]
         ),

@@ -19,7 +19,7 @@ from carehub.bench_platform import platform_worker, write_platform_config
 from community.config import load_platform_config
 from gateway.transport import TransportError
 from sim.broker import MosquittoBroker, free_port
-from sim.fleet import FleetOptions, _brokers, _plans, peak_rate, percentile
+from sim.fleet import FleetOptions, _brokers, _plans, peak_rate, percentile, rate_after
 from sim.fleet_hub import HubPlan, PanicTrace, ProcessPlan, ProcessResult, error_kind
 
 REPO = Path(__file__).resolve().parents[2]
@@ -143,6 +143,14 @@ def test_the_peak_rate_is_the_best_window_of_the_summed_series() -> None:
     assert peak_rate([[0, 10, 30, 60], [5, 5, 5]], 2) == 25.0
     assert peak_rate([[1, 2], [3]], 5) is None
     assert peak_rate([], 1) is None
+
+
+def test_the_connected_rate_counts_what_was_acked_after_the_last_hub_connected() -> None:
+    # Two processes; at 2.5 s they had 20 + 5 acked (halfway between their 2 s and 3 s samples).
+    series, times = [[0, 10, 30, 60], [5, 5, 5]], [[1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0]]
+    assert rate_after(series, times, 2.5, 10.0, 100) == round((100 - 25) / 7.5, 1)
+    assert rate_after(series, times, 0.0, 10.0, 100) == 10.0  # from the start: the overall rate
+    assert rate_after(series, times, 6.0, 10.0, 100) is None  # 4 s: too short to say
 
 
 def test_the_peak_rate_reads_late_samples_at_the_time_they_were_taken() -> None:
