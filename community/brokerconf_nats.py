@@ -25,6 +25,12 @@ for the hubs, a client listener for the ingest workers, and routes to the other 
   scale"). :class:`IngestBuffer` sizes the queue for every hub's full window at once; older servers have no such
   limit and refuse the keys, so they are written only for a server known to take them (``--nats-version``, or
   this machine's nats-server).
+- **Consumers** (:class:`ServerTuning`): every QoS 1 subscription of a hub (its ``ack`` and ``down`` topics) is a
+  JetStream consumer of one MQTT stream. From 2.15 a stream takes at most 1,000 consumers unless the config lifts
+  it (``jetstream.limits.default_max_consumers: -1``; 2.9 refuses that key): without it a district's 501st hub was
+  refused. The consumers are kept in memory (``mqtt.consumer_memory_storage``): hubs use clean sessions, so a
+  session's consumers are made anew at each connection and never need to outlive a node, and in memory a
+  10,000-hub reconnect storm had its sessions set up at hundreds a second instead of about 20.
 
 A limit of NATS, checked on 2.9.10 and 2.15.1: it has no equivalent of Mosquitto's ``use_username_as_clientid``.
 A client holding any hub's credentials can connect with another hub's MQTT client id and so disconnect that hub
@@ -56,6 +62,7 @@ __all__ = [
     "IngestBuffer",
     "NatsFiles",
     "NatsNode",
+    "ServerTuning",
     "local_server_version",
     "node_config_text",
     "parse_version",
@@ -66,6 +73,7 @@ _MAX_PORT: Final = 65535
 _BCRYPT_COST: Final = 11
 _NAME_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
 _BUFFER_SINCE: Final = (2, 11)  # the first nats-server with stream ingest limits (and the config keys)
+_CONSUMER_LIMIT_SINCE: Final = (2, 15)  # a stream's default limit of 1,000 consumers (2.9 has no such key)
 # A hub keeps at most 8 routine and 16 priority frames unacknowledged (docs/protocol.md section 7's windows): every hub
 # publishing its whole window at once, as after a broker restart, is the most a stream can be handed in one burst.
 _FRAMES_PER_HUB: Final = 24
@@ -134,6 +142,48 @@ class IngestBuffer:
             f"{indent}# every hub's window at once: a full stream ingest queue drops frames the broker PUBACKed",
             f"{indent}max_buffered_msgs: {self.messages}",
             f"{indent}max_buffered_size: {self.size_bytes}",
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTuning:
+    """What a node's config sets beyond nats-server's defaults for a district's hubs, by server version.
+
+    Attributes:
+        version: the nodes' nats-server (``None``: unknown; only what every version takes is written).
+        buffer: the stream ingest limits (``None``: the server's defaults).
+    """
+
+    version: tuple[int, ...] | None
+    buffer: IngestBuffer | None
+
+    @classmethod
+    def for_hubs(cls, version: tuple[int, ...] | None, hubs: int) -> ServerTuning:
+        """The tuning for ``hubs`` hubs on a ``version`` server."""
+        return cls(version, IngestBuffer.for_hubs(hubs))
+
+    def jetstream_lines(self, indent: str) -> list[str]:
+        """For inside the ``jetstream`` block."""
+        lines: list[str] = []
+        if self.version is not None and self.version >= _CONSUMER_LIMIT_SINCE:
+            lines += [
+                f"{indent}# each hub's QoS 1 subscriptions are consumers of one MQTT stream: no limit of 1,000",
+                f"{indent}limits {{",
+                f"{indent}  default_max_consumers: -1",
+                f"{indent}}}",
+            ]
+        if self.buffer is not None and IngestBuffer.supported(self.version):
+            lines += self.buffer.config_lines(indent)
+        elif self.buffer is not None:
+            lines.append(f"{indent}# nats-server before 2.11 (or not known): no stream ingest limits to raise")
+        return lines
+
+    @staticmethod
+    def mqtt_lines(indent: str) -> list[str]:
+        """For inside the ``mqtt`` block."""
+        return [
+            f"{indent}# hubs use clean sessions: their consumers are made at each connection, never outlive a node",
+            f"{indent}consumer_memory_storage: true",
         ]
 
 
@@ -224,11 +274,12 @@ def node_config_text(
     *,
     tls: TlsListener | None,
     store_dir: Path,
-    buffer: IngestBuffer | None = None,
+    tuning: ServerTuning | None = None,
 ) -> str:
     """One node's config: listeners, JetStream, routes to the other nodes, and the users (``hashes``: bcrypt hashes
-    by user name; hub users are those in ``hubs``, every other user is an ingest worker). ``buffer``: the stream
-    ingest limits to write (``None``: a server older than 2.11, which has none)."""
+    by user name; hub users are those in ``hubs``, every other user is an ingest worker). ``tuning``: by the nodes'
+    server version (default: a version not known, sized for ``hubs``)."""
+    tuning = tuning or ServerTuning.for_hubs(None, len(hubs))
     lines = [
         "# written by carehub platform broker-config --nats-node (community/brokerconf_nats.py)",
         f"server_name: {node.name}",
@@ -236,14 +287,11 @@ def node_config_text(
         f"max_payload: {MAX_PACKET_BYTES}",
         "jetstream {",
         f"  store_dir: {_quoted(str(store_dir))}",
-        *(
-            ["  # nats-server before 2.11: no stream ingest limits to raise"]
-            if buffer is None
-            else buffer.config_lines("  ")
-        ),
+        *tuning.jetstream_lines("  "),
         "}",
         "mqtt {",
         f"  listen: {node.host}:{node.mqtt_port}",
+        *ServerTuning.mqtt_lines("  "),
         # Sessions and QoS 1 messages are replicated like the uplink streams (a node may be lost).
         f"  stream_replicas: {min(3, len(cluster))}",
         '  ack_wait: "30s"',
@@ -285,8 +333,9 @@ def write_nats_config(
 ) -> NatsFiles:
     """Write ``nats-<node>.conf`` for every node and ``credentials.toml`` (0600) into ``out_dir``.
 
-    ``server_version``: the nats-server the nodes run (``None``: unknown); the stream ingest limits
-    (:class:`IngestBuffer`, sized for ``hubs``) are written only for one known to take them.
+    ``server_version``: the nats-server the nodes run (``None``: unknown); what only some versions take
+    (:class:`ServerTuning`: the stream ingest limits sized for ``hubs``, the consumer limit lifted) is written only
+    for one known to take it.
 
     Raises:
         ValueError: no hubs or nodes, a bad hub id, clashing names, or a non-loopback address without TLS.
@@ -313,10 +362,10 @@ def write_nats_config(
     hashes = {user: _hash(password) for user, password in chosen.items()}
     out_dir.mkdir(parents=True, exist_ok=True)
     configs: dict[str, Path] = {}
-    buffer = IngestBuffer.for_hubs(len(hubs)) if IngestBuffer.supported(server_version) else None
+    tuning = ServerTuning.for_hubs(server_version, len(hubs))
     for node in nodes:
         path = out_dir / f"nats-{node.name}.conf"
-        _write_private(path, node_config_text(node, nodes, hashes, hubs, tls=tls, store_dir=store_dir, buffer=buffer))
+        _write_private(path, node_config_text(node, nodes, hashes, hubs, tls=tls, store_dir=store_dir, tuning=tuning))
         configs[node.name] = path
     credentials = out_dir / "credentials.toml"
     lines = ["# NATS credentials written by carehub platform broker-config; keep private", ""]

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
-from community.brokerconf_nats import IngestBuffer
+from community.brokerconf_nats import IngestBuffer, ServerTuning
 from sim.broker import BrokerError, free_port
 
 __all__ = ["NatsBroker", "nats_server_available"]
@@ -120,19 +120,18 @@ class NatsBroker:
         return f"mqtt://127.0.0.1:{self.mqtt_port}"
 
     def _config(self, version: tuple[int, ...]) -> str:
-        # From 2.15 a stream takes at most 1,000 consumers unless told otherwise, and each hub's QoS 1 subscriptions
-        # are consumers of one MQTT stream: 10,000 hubs were refused ("maximum consumers limit reached").
-        limits = "  limits {\n    default_max_consumers: -1\n  }\n" if version >= (2, 15) else ""
-        if self._buffer is not None and IngestBuffer.supported(version):
-            limits += "".join(f"{line}\n" for line in self._buffer.config_lines("  "))
+        # The same tuning as a district's node config (community.brokerconf_nats.ServerTuning): the consumer limit
+        # lifted (2.15 refused hubs beyond 1,000 consumers: "maximum consumers limit reached"), consumers in memory
+        # (on disk a 10,000-hub reconnect storm set up about 20 sessions a second), the ingest limits.
+        tuning = ServerTuning(version or None, self._buffer)
+        jetstream = "".join(f"{line}\n" for line in tuning.jetstream_lines("  "))
+        mqtt = "".join(f"{line}\n" for line in ServerTuning.mqtt_lines("  "))
         return (
             "server_name: bench\n"
             f"listen: 127.0.0.1:{self.port}\n"
             "max_payload: 1MB\n"
-            f'jetstream {{\n  store_dir: "{self.workdir / "jetstream"}"\n  max_file_store: 8GB\n{limits}}}\n'
-            # Each hub's QoS 1 subscriptions (ack, down) are JetStream consumers: held in memory they are made at
-            # hundreds per second; on disk a 10,000-hub reconnect storm set up about 20 sessions a second.
-            f"mqtt {{\n  listen: 127.0.0.1:{self.mqtt_port}\n  consumer_memory_storage: true\n}}\n"
+            f'jetstream {{\n  store_dir: "{self.workdir / "jetstream"}"\n  max_file_store: 8GB\n{jetstream}}}\n'
+            f"mqtt {{\n  listen: 127.0.0.1:{self.mqtt_port}\n{mqtt}}}\n"
         )
 
     async def __aenter__(self) -> Self:

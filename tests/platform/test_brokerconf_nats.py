@@ -164,7 +164,8 @@ def test_the_ingest_buffer_holds_every_hubs_window_within_bounds() -> None:
 
 
 def test_ingest_limits_are_written_only_for_a_server_that_takes_them(tmp_path: Path) -> None:
-    """2.11 added the stream ingest limits; an older server refuses the keys, and with them the whole config."""
+    """2.11 added the stream ingest limits and 2.15 a stream's limit of 1,000 consumers (each hub's QoS 1 subscriptions
+    are two); an older server refuses the keys, and with them the whole config."""
     import subprocess  # noqa: PLC0415
 
     exe = nats_server_path()
@@ -176,6 +177,8 @@ def test_ingest_limits_are_written_only_for_a_server_that_takes_them(tmp_path: P
         files = write_nats_config(out, ["hub-a"], [n1], passwords=PASSWORDS, server_version=version, store_dir=out)
         text = files.configs["n1"].read_text()
         assert ("max_buffered_msgs: 10000" in text and "max_buffered_size: 134217728" in text) is written, text
+        assert ("default_max_consumers: -1" in text) is (version is not None and version >= (2, 15)), text
+        assert "consumer_memory_storage: true" in text
         checked = subprocess.run(
             [exe, "-c", str(files.configs["n1"]), "-t"], check=False, capture_output=True, text=True
         )
