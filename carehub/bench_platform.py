@@ -15,6 +15,8 @@ Figures (one JSON object with ``--json``):
 * ``envelopes_per_s``: envelopes stored and acked per second (produced / drain time, the reconnect storm included);
 * ``connected_envelopes_per_s``: the same once every hub had connected (backlog envelopes acked from
   ``storm_connected_s`` to the drain, per second; -1: under 5 s): the rate with all the hubs connected;
+* ``steady_envelopes_per_s``: the same until 99 % of the backlog was acked (-1: under 5 s), without the drain's
+  tail, when a few hubs wait out their resend timers and the platform has little left to do;
 * ``peak_envelopes_per_s``: the most envelopes acked as stored in any 5 s of the storm, per second (-1: it drained
   in under 5 s); ``storm_connected_s``: seconds until the last hub first connected;
 * ``storm_panic_p50_ms``, ``storm_panic_p99_ms``: panic press to the hub's receipt of the platform's ack;
@@ -55,6 +57,10 @@ Figures (one JSON object with ``--json``):
   ``nats_ingest_drop_warnings``: the lines the server logged on dropping PUBACKed frames from a full stream ingest
   queue (0: none dropped; the bench's server has the limits a district's config gets, or with
   ``--nats-default-ingest-buffer`` the server's own, 10,000 messages and 128 MB);
+* ``machine_cpu_busy`` (the share of the machine's CPU time busy over the storm, all cores), ``machine_cpu_s`` (busy
+  CPU seconds) and ``cpu_s_by_process``: the CPU seconds each kind of process used over the storm, most first
+  (``platform workers``, ``fleet (load generator)``, ``nats-server``, ``postgres``, ``mosquitto``, anything else by
+  name): who had the cores;
 * ``enrolled_extra``: hubs enrolled besides the fleet's before the workers start (``--enrolled N``: real keys, in
   chunks, :func:`carehub.bench_ingest.enroll_extra_hubs`), so one storm is measured with 200,000 hubs enrolled as
   with its own (issue 15: CPU per envelope must not depend on how many hubs are enrolled).
@@ -154,9 +160,69 @@ def crypto_open_verify_us(envelopes: int = 2000) -> float:
 
 def process_cpu_s(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` and all its threads so far (``/proc/<pid>/stat``)."""
-    text = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
-    fields = text[text.rindex(")") + 2 :].split()
+    return process_cpu_from_stat(Path(f"/proc/{pid}/stat").read_text(encoding="ascii"))
+
+
+@dataclass(frozen=True, slots=True)
+class CpuSnapshot:
+    """Every process's CPU seconds (by pid, with its name) and the machine's busy and total CPU seconds, at one time."""
+
+    processes: dict[int, tuple[str, float]]
+    busy_s: float
+    total_s: float
+
+    @classmethod
+    def take(cls) -> CpuSnapshot:
+        """Read ``/proc`` now (processes that end while it reads are skipped)."""
+        processes: dict[int, tuple[str, float]] = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                text = (entry / "stat").read_text(encoding="ascii", errors="replace")
+            except OSError:
+                continue
+            name = text[text.index("(") + 1 : text.rindex(")")]
+            if name.startswith("python"):
+                name = _python_label(entry)
+            processes[int(entry.name)] = (name, process_cpu_from_stat(text))
+        # /proc/stat's first line: user nice system idle iowait irq softirq steal ... in clock ticks (proc(5)).
+        ticks = [int(x) for x in Path("/proc/stat").read_text(encoding="ascii").split("\n", 1)[0].split()[1:9]]
+        hz = os.sysconf("SC_CLK_TCK")
+        idle = ticks[3] + ticks[4]
+        return cls(processes, (sum(ticks) - idle) / hz, sum(ticks) / hz)
+
+    def since(self, start: CpuSnapshot, labels: dict[int, str]) -> tuple[tuple[str, float], ...]:
+        """CPU seconds each group of processes used between ``start`` and this snapshot, most first: the processes in
+        ``labels`` under their label, the others under their name (a process that started meanwhile counts whole,
+        one that ended meanwhile not at all)."""
+        used: dict[str, float] = {}
+        for pid, (name, cpu_s) in self.processes.items():
+            before = start.processes.get(pid)
+            spent = cpu_s - (before[1] if before is not None else 0.0)  # kernel threads rename themselves
+            if spent > 0:
+                label = labels.get(pid, name)
+                used[label] = used.get(label, 0.0) + spent
+        return tuple(sorted(((k, round(v, 1)) for k, v in used.items()), key=lambda kv: -kv[1]))
+
+
+def _python_label(proc: Path) -> str:
+    """A Python process by what it runs: the fleet's hub processes, this bench, or anything else."""
+    try:
+        argv = (proc / "cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "python (other)"
+    if b"sim.fleet_hub" in argv:
+        return "fleet (load generator)"
+    if b"bench" in argv and b"platform" in argv:
+        return "bench"
+    return "python (other)"
+
+
+def process_cpu_from_stat(text: str) -> float:
+    """User + system CPU seconds from the text of a ``/proc/<pid>/stat``."""
     # After the command name: state is field 3; utime and stime are fields 14 and 15 (proc(5)).
+    fields = text[text.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -388,11 +454,18 @@ async def run_platform_bench(options: PlatformBenchOptions) -> dict[str, float |
                 timeout_s=3600.0,
             )
 
+            snapshots: list[CpuSnapshot] = []
+
             def started() -> None:
                 cpu["before"] = sum(process_cpu_s(pid) for pid in pids)
+                snapshots.append(CpuSnapshot.take())
 
             report = await run_fleet(fleet, on_go=started)
             cpu["after"] = sum(process_cpu_s(pid) for pid in pids)
+            snapshots.append(CpuSnapshot.take())
+            machine = _machine_figures(
+                snapshots[0], snapshots[1], dict.fromkeys(pids, "platform workers"), report.fleet_cpu_s
+            )
             peak_mb = max(_peak_rss_mb(pid) for pid in pids)
             counters: dict[str, float] = {
                 **await scrape_worker_counters([w.metrics_url for w in workers if w.metrics_url is not None])
@@ -414,7 +487,21 @@ async def run_platform_bench(options: PlatformBenchOptions) -> dict[str, float |
     # Measured again after the storm; the lower of the two is the bare cost least disturbed by other work.
     crypto_us = min(crypto_us, crypto_open_verify_us(500 if options.quick else 2000))
     figures = _figures(options, report, crypto_us, cpu["after"] - cpu["before"], peak_mb)
-    return {**figures, **counters, "broker": broker.name}
+    return {**figures, **counters, **machine, "broker": broker.name}
+
+
+def _machine_figures(
+    start: CpuSnapshot, end: CpuSnapshot, labels: dict[int, str], fleet_cpu_s: float
+) -> dict[str, float | str]:
+    """The machine's busy share over the storm and the CPU seconds each kind of process used (who had the cores; the
+    fleet's processes have ended by then and report their own)."""
+    span = end.total_s - start.total_s
+    by_process = sorted((*end.since(start, labels), ("fleet (load generator)", fleet_cpu_s)), key=lambda kv: -kv[1])
+    return {
+        "machine_cpu_busy": round((end.busy_s - start.busy_s) / span, 3) if span > 0 else 0.0,
+        "machine_cpu_s": round(end.busy_s - start.busy_s, 1),
+        "cpu_s_by_process": "; ".join(f"{label} {seconds:g}" for label, seconds in by_process[:8]),
+    }
 
 
 def _or_minus(value: float | None) -> float:
@@ -451,6 +538,7 @@ def _figures(
         "cpu_ratio_to_crypto": round(per_envelope_us / crypto_us, 2),
         "envelopes_per_s": report.envelopes_per_s,
         "connected_envelopes_per_s": _or_minus(report.connected_envelopes_per_s),
+        "steady_envelopes_per_s": _or_minus(report.steady_envelopes_per_s),
         "storm_drain_s": report.drain_s,
         "storm_connected_s": report.connected_s,
         "storm_panics_unconnected": report.panics_unconnected,

@@ -53,6 +53,7 @@ _REPO: Final = Path(__file__).resolve().parents[1]
 _GO_MARGIN_S: Final = 0.3  # seconds between the go line and the storm, so every process starts together
 _ENROL_CHUNK: Final = 2000
 _PEAK_WINDOW_S: Final = 5
+_STEADY_SHARE: Final = 0.99  # the steady rate runs from the last hub's connection until this share was acked
 _HUBS_PER_PROCESS: Final = 5000  # one process ran 10,000 hubs at about 65 % of a core (README)
 
 
@@ -154,6 +155,9 @@ class FleetReport:
         connected_s: the storm's start to the moment the last hub first connected (the reconnect storm itself).
         connected_envelopes_per_s: backlog envelopes acked from ``connected_s`` to ``drain_s``, per second: the rate
             with every hub connected (None: that span was under 5 s).
+        fleet_cpu_s: CPU seconds the fleet's processes used over the storm, all of them.
+        steady_envelopes_per_s: the same until 99 % of the backlog was acked, without the drain's tail (the last
+            hubs' resends after their ack timeouts, when the platform has little left to do; None: under 5 s).
         panics_unconnected: panics pressed before their hub had connected (they wait for the broker too).
         panic_hub_max_ms, panic_puback_max_ms, panic_platform_max_ms: the longest part of any panic's latency spent
             in the hub (press to the publish of the frame carrying it), in the broker's PUBACK, and after it (stream,
@@ -230,6 +234,8 @@ class FleetReport:
     envelopes_published: int = 0
     amplification_pubacked: float = 0.0
     connected_envelopes_per_s: float | None = None
+    steady_envelopes_per_s: float | None = None
+    fleet_cpu_s: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -265,6 +271,17 @@ def peak_rate(
     return round(max(total[k + window] - total[k] for k in range(length - window)) / window, 1)
 
 
+def acked_at(grids: Sequence[Sequence[int]], at_s: float) -> float:
+    """The summed cumulative ``grids`` (values at 1, 2, 3... s; 0 at the start) at ``at_s``, interpolated."""
+
+    def value(grid: Sequence[int], k: int) -> int:
+        return 0 if k <= 0 or not grid else grid[min(k, len(grid)) - 1]
+
+    below = math.floor(at_s)
+    frac = at_s - below
+    return sum(value(g, below) + (value(g, below + 1) - value(g, below)) * frac for g in grids)
+
+
 def rate_after(
     series: Sequence[Sequence[int]], times: Sequence[Sequence[float]], start_s: float, end_s: float, end_total: int
 ) -> float | None:
@@ -274,14 +291,27 @@ def rate_after(
     if end_s - start_s < _PEAK_WINDOW_S:
         return None
     grids = [_on_grid(s, t) for s, t in zip(series, times, strict=True)]
+    return round((end_total - acked_at(grids, start_s)) / (end_s - start_s), 1)
 
-    def at(grid: Sequence[int], k: int) -> int:
-        return 0 if k <= 0 or not grid else grid[min(k, len(grid)) - 1]
 
-    below = math.floor(start_s)
-    frac = start_s - below
-    acked = sum(at(g, below) + (at(g, below + 1) - at(g, below)) * frac for g in grids)
-    return round((end_total - acked) / (end_s - start_s), 1)
+def steady_rate(
+    series: Sequence[Sequence[int]], times: Sequence[Sequence[float]], start_s: float, total: int, share: float
+) -> float | None:
+    """Per second from ``start_s`` until ``share`` of ``total`` was acked (the summed series first reaching it, read
+    on each series' real sample times): the rate while there is work queued for the platform, without the tail of
+    a drain, when only the last hubs' resends are left. ``None``: not reached, or in under :data:`_PEAK_WINDOW_S` s."""
+    grids = [_on_grid(s, t) for s, t in zip(series, times, strict=True)]
+    length = max((len(g) for g in grids), default=0)
+    goal = share * total
+    for k in range(math.ceil(start_s), length + 1):
+        now = acked_at(grids, k)
+        if now >= goal:
+            before = acked_at(grids, k - 1)
+            reached = k - 1 + ((goal - before) / (now - before) if now > before else 1.0)
+            if reached - start_s < _PEAK_WINDOW_S:
+                return None
+            return round((goal - acked_at(grids, start_s)) / (reached - start_s), 1)
+    return None
 
 
 def _on_grid(samples: Sequence[int], taken: Sequence[float]) -> list[int]:
@@ -592,6 +622,13 @@ def _report(
         drain_s=round(drain, 3),
         envelopes_per_s=round(options.hubs * options.backlog / drain, 1) if drain > 0 else 0.0,
         connected_s=round(connected, 3),
+        steady_envelopes_per_s=steady_rate(
+            [r.acked_series for r in results],
+            [r.acked_times for r in results],
+            connected,
+            options.hubs * options.backlog,
+            _STEADY_SHARE,
+        ),
         connected_envelopes_per_s=rate_after(
             [r.acked_series for r in results],
             [r.acked_times for r in results],
@@ -615,6 +652,7 @@ def _report(
         panic_loop_lag_max_ms=max((t.loop_lag_max_ms for t in traces), default=None),
         loop_lag_max_ms=max((r.loop_lag_max_ms for r in bulk), default=0.0),
         loop_lag_p99_ms=max((r.loop_lag_p99_ms for r in bulk), default=0.0),
+        fleet_cpu_s=round(sum(r.cpu_s for r in results), 1),
         fleet_cpu_busy=tuple(round(r.cpu_s / r.run_s, 3) if r.run_s > 0 else 0.0 for r in (*bulk, *probes)),
         reconnects=sum(r.connects for r in results) - options.hubs,
         panic_traces=tuple(traces),

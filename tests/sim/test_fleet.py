@@ -19,7 +19,7 @@ from carehub.bench_platform import platform_worker, write_platform_config
 from community.config import load_platform_config
 from gateway.transport import TransportError
 from sim.broker import MosquittoBroker, free_port
-from sim.fleet import FleetOptions, _brokers, _plans, peak_rate, percentile, rate_after
+from sim.fleet import FleetOptions, _brokers, _plans, peak_rate, percentile, rate_after, steady_rate
 from sim.fleet_hub import HubPlan, PanicTrace, ProcessPlan, ProcessResult, error_kind
 
 REPO = Path(__file__).resolve().parents[2]
@@ -151,6 +151,16 @@ def test_the_connected_rate_counts_what_was_acked_after_the_last_hub_connected()
     assert rate_after(series, times, 2.5, 10.0, 100) == round((100 - 25) / 7.5, 1)
     assert rate_after(series, times, 0.0, 10.0, 100) == 10.0  # from the start: the overall rate
     assert rate_after(series, times, 6.0, 10.0, 100) is None  # 4 s: too short to say
+
+
+def test_the_steady_rate_stops_where_the_drains_tail_begins() -> None:
+    # 10 a second until 90 of 100 at 9 s, then a tail: the last 10 take until 30 s.
+    series = [[10 * k for k in range(1, 10)] + [90 + (k - 9) // 3 for k in range(10, 31)]]
+    times = [[float(k) for k in range(1, 31)]]
+    assert steady_rate(series, times, 2.0, 100, 0.9) == 10.0  # from 20 at 2 s to 90 at 9 s
+    assert steady_rate(series, times, 2.0, 100, 0.95) == round((95 - 20) / (24 - 2), 1)  # 95 first at 24 s
+    assert steady_rate(series, times, 2.0, 100, 1.0) is None  # never reached
+    assert steady_rate(series, times, 7.0, 100, 0.9) is None  # 2 s: too short to say
 
 
 def test_the_peak_rate_reads_late_samples_at_the_time_they_were_taken() -> None:
