@@ -49,6 +49,7 @@ _INSERT: Final = (
     "INSERT INTO down_messages (hub, seq, type, payload, state, queued_at) VALUES (?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (hub, seq) DO NOTHING RETURNING seq"
 )
+_OPEN_HUBS: Final = f"SELECT DISTINCT hub FROM down_messages WHERE state IN {_OPEN}"  # noqa: S608  constants only
 _SENT: Final = (
     f"UPDATE down_messages SET state = 'sent', sends = sends + 1, sent_at = ?"  # noqa: S608  constants only
     f" WHERE hub = ? AND seq = ? AND state IN {_OPEN}"
@@ -170,6 +171,10 @@ class DownSql:
     ) -> list[QueuedDown]:
         """Stored down-messages by hub and seq; only open ones, only those not published since a time, if asked."""
         return [_row(r) for r in await self.down_rows(_listing(hub, open_only, sent_before))]
+
+    async def open_down_hubs(self: DownSqlEngine) -> list[str]:
+        """The hubs with open (``queued`` or ``sent``) down-messages, each once (by the open messages' index)."""
+        return [str(hub) for (hub,) in await self.down_rows((_OPEN_HUBS, ()))]
 
 
 class SqliteHost(Protocol):

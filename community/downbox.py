@@ -9,6 +9,14 @@ hub was offline. :meth:`DownBox.confirm` records it. Until then the ingest worke
 - when the hub is heard from (it sent a frame: it is online and subscribed), at most once per ``resend_after_s``;
 - and on a sweep every ``sweep_every_s``, for messages not published within ``resend_after_s``.
 
+Hearing from a hub costs no query when it has nothing open: the box keeps the set of hubs with open messages, read
+in one query (:meth:`~community.storage.Storage.open_down_hubs`) at most once per ``open_refresh_s`` while hubs
+are heard from, and only a hub in that set has its messages read. A message this worker queues puts its hub in the
+set at once; one queued by another process (``carehub platform ack-alarm``, the console, another worker) is seen
+at the next read, at most ``open_refresh_s`` later (before, every hub cost a query on its first frame and then at
+most every ``resend_after_s``, which also left a message queued meanwhile unsent until that much had passed). A
+message is never missed for good: the sweep reads the messages themselves.
+
 Re-sending is safe: the hub ignores a ``seq`` it has already accepted. Publishing is serialised per worker
 (:attr:`DownBox.lock`) so a later ``seq`` never overtakes an earlier one from the same worker.
 """
@@ -28,12 +36,13 @@ from community.storage_common import StorageError
 from protocols.messages import DownBody, DownMessage
 from protocols.record import DownAppliedBody, DownRefusedBody, Record
 
-__all__ = ["RESEND_AFTER_S", "SWEEP_EVERY_S", "DownBox", "DownPublisher", "DownWire", "queue_message"]
+__all__ = ["OPEN_REFRESH_S", "RESEND_AFTER_S", "SWEEP_EVERY_S", "DownBox", "DownPublisher", "DownWire", "queue_message"]
 
 _log = logging.getLogger(__name__)
 
 RESEND_AFTER_S = 30.0
 SWEEP_EVERY_S = 30.0
+OPEN_REFRESH_S = 1.0
 
 
 class DownWire(Protocol):
@@ -81,7 +90,9 @@ class DownBox:
         now: the wall clock (aware UTC) stamping sends and confirmations.
         resend_after_s: an open message is published again once this long has passed since its last publish.
         sweep_every_s: how often :meth:`run_sweeps` looks for open messages to publish again.
-        monotonic: the clock pacing the per-hub checks.
+        open_refresh_s: the longest time the set of hubs with open messages is used before it is read again
+            (while hubs are heard from); >= 0 (0: read on every hub heard from).
+        monotonic: the clock pacing the per-hub checks and the reads of that set.
     """
 
     def __init__(
@@ -92,17 +103,24 @@ class DownBox:
         *,
         resend_after_s: float = RESEND_AFTER_S,
         sweep_every_s: float = SWEEP_EVERY_S,
+        open_refresh_s: float = OPEN_REFRESH_S,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if resend_after_s <= 0 or sweep_every_s <= 0:
             raise ValueError("resend_after_s and sweep_every_s must be positive")
+        if open_refresh_s < 0:
+            raise ValueError("open_refresh_s must be >= 0")
         self._storage = storage
         self._wire = wire
         self._now = now
         self._resend_after = _dt.timedelta(seconds=resend_after_s)
         self._sweep_every_s = sweep_every_s
         self._monotonic = monotonic
+        self._open_refresh_s = open_refresh_s
         self._checked: dict[str, float] = {}
+        #: Hubs with open (unconfirmed) messages as last read, and when (monotonic; None: never).
+        self._open_hubs: set[str] = set()
+        self._open_read_at: float | None = None
         self.lock = asyncio.Lock()
         self.resends = 0
         self.confirmations = 0
@@ -118,6 +136,7 @@ class DownBox:
         """
         async with self.lock:
             message, queued = await queue_message(self._storage, self._wire, hub, body, self._now())
+            self._open_hubs.add(hub)
             await self.publish(client, queued)
         return message
 
@@ -146,13 +165,33 @@ class DownBox:
             self.confirmations += 1
 
     async def on_hub_seen(self, client: DownPublisher, hub: str) -> int:
-        """The hub sent a frame (it is online): publish its open messages again if due; returns how many."""
+        """The hub sent a frame (it is online): publish its open messages again if due; returns how many.
+
+        A hub without open messages (as last read, see the module docstring) costs no query.
+
+        Raises:
+            StorageError: the open messages cannot be read.
+        """
         mono = self._monotonic()
         last = self._checked.get(hub)
         if last is not None and mono - last < self._resend_after.total_seconds():
             return 0
+        if not await self._has_open(hub, mono):
+            return 0
         self._checked[hub] = mono
         return await self._resend(client, hub)
+
+    async def _has_open(self, hub: str, mono: float) -> bool:
+        """Whether ``hub`` had open messages at the last read of the set, read again first if it is older than
+        ``open_refresh_s``."""
+        read_at = self._open_read_at
+        if read_at is None or mono - read_at >= self._open_refresh_s:
+            # Under the lock: a message this worker queues meanwhile (send) is added after the read, not lost by it.
+            async with self.lock:
+                if self._open_read_at == read_at:  # not read by another caller while this one waited
+                    self._open_hubs = set(await self._storage.open_down_hubs())
+                    self._open_read_at = mono
+        return hub in self._open_hubs
 
     async def sweep(self, client: DownPublisher) -> int:
         """Publish again every open message not published within ``resend_after_s``; returns how many."""
