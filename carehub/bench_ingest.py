@@ -5,7 +5,8 @@ machine shared with the load generator. This harness measures the part the platf
 :class:`community.ingest_core.IngestCore` over a real storage engine (SQLite in a temporary directory, or
 PostgreSQL with ``--postgres URL``) handling pre-sealed uplink frames (one single-record envelope per sample
 reading, as ``sim.fleet`` seals them) in batches of ``--frames-per-batch`` frames (1: the Mosquitto worker; 16: the
-JetStream worker as the bench configures it), the acks signed as the workers sign them. It prints:
+JetStream worker as the bench configures it), the acks signed as the workers sign them, on the event loop the workers
+run on (uvloop, :func:`runtime.aio.run`). It prints:
 
 * ``crypto_open_verify_us``: :func:`protocols.envelope.open_envelope` alone on the same envelopes (best of three);
 * ``core_cpu_per_envelope_us``: this process's CPU time (all threads: SQLite's included, PostgreSQL's server not)
@@ -40,6 +41,7 @@ from protocols.envelope import open_envelope, seal
 from protocols.keys import HubIdentity, HubPublicKey, PlatformIdentity
 from protocols.record import Record
 from protocols.topics import encode_uplink, up_topic
+from runtime import aio
 
 __all__ = ["IngestBenchOptions", "enroll_extra_hubs", "enroll_extra_hubs_at", "main", "run_ingest_bench"]
 
@@ -177,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--profile", type=Path, metavar="FILE")
     a = parser.parse_args(argv)
     options = IngestBenchOptions(a.hubs, a.backlog, a.frame, a.frames_per_batch, a.enrolled, a.postgres, a.profile)
-    json.dump(asyncio.run(run_ingest_bench(options)), sys.stdout)
+    json.dump(aio.run(run_ingest_bench(options)), sys.stdout)
     sys.stdout.write("\n")
 
 

@@ -53,6 +53,7 @@ from runtime.aio import keep_cancellation
 __all__ = [
     "ALARM_KINDS",
     "COMMIT_BUCKETS_S",
+    "STORED_HOOK_KINDS",
     "DownUnavailable",
     "IngestCore",
     "IngestStats",
@@ -252,7 +253,19 @@ class _Pending:
 
 
 StoredHook = Callable[[str, Sequence[Record], Sequence[str]], Awaitable[None]]
-"""Called after a commit with a stored envelope's hub, its records and the ids of those stored for the first time."""
+"""Called after a commit with a stored envelope's hub, its records and the ids of those stored for the first time,
+for an envelope that carries a record of a kind in :data:`STORED_HOOK_KINDS` (the hub's confirmations of
+down-messages); other envelopes are not shown to it."""
+
+STORED_HOOK_KINDS: Final = frozenset({RecordKind.DOWN_APPLIED, RecordKind.DOWN_REFUSED})
+# Records that need a look after their commit: alarms offered to the caregiver, confirmations for the hook, and any
+# installation-test record (logged as test data). A routine measurement needs none, so its envelope costs nothing
+# there (issue 15: a set and a hex id per record, and an awaited hook, per envelope).
+_WATCHED_KINDS: Final = ALARM_KINDS | STORED_HOOK_KINDS
+
+
+def _needs_look(records: Sequence[Record]) -> bool:
+    return any(r.kind in _WATCHED_KINDS or r.installation_test for r in records)
 
 
 class IngestCore:
@@ -367,7 +380,11 @@ class IngestCore:
             return
         for raw in envelopes:
             try:
-                opened = await self._open(raw, hub)
+                keys = self._keys.lookup()
+                try:  # the cached keys, without a coroutine per envelope; a missing or stale key is read once
+                    opened = self.wire.open(raw, keys, hub)
+                except EnvelopeError as exc:
+                    opened = await self._open_again(raw, hub, keys.asked, exc)
             except EnvelopeError as exc:
                 pending.refused.append(refusal_of(self.wire, hub, raw, exc.reason, exc.detail, received_at=received_at))
                 continue
@@ -413,9 +430,10 @@ class IngestCore:
                 pending.replays.setdefault(env.hub_id, []).append(env.seq)
                 pending.replays_by_frame[index] += 1
                 continue
-            self._offer_alarms(env, outcome.new_record_ids)
-            if self._on_stored is not None:  # the hubs' down_applied / down_refused records (community.downbox)
-                await self._on_stored(env.hub_id, env.decoded, outcome.new_record_ids)
+            if outcome.new_record_ids and _needs_look(env.decoded):
+                self._offer_alarms(env, outcome.new_record_ids)
+                if self._on_stored is not None and any(r.kind in STORED_HOOK_KINDS for r in env.decoded):
+                    await self._on_stored(env.hub_id, env.decoded, outcome.new_record_ids)  # community.downbox
             self.stats.envelopes_stored += 1
             self.stats.records_stored += len(outcome.new_record_ids)
             self.stats.records_duplicate += len(outcome.duplicate_record_ids)
@@ -445,21 +463,19 @@ class IngestCore:
             self.stats.rejected_in_acks += len(rejected)
         return acks
 
-    async def _open(self, raw: bytes, topic_hub: str) -> OpenedEnvelope:
-        """Open one envelope with the cached keys; on a missing key, or a cached key that did not verify it, read
-        the signer's row once and, if that gave a key the cache lacked, open it again.
+    async def _open_again(
+        self, raw: bytes, topic_hub: str, signer: str | None, refusal: EnvelopeError
+    ) -> OpenedEnvelope:
+        """After the cached keys refused an envelope (``refusal``; ``signer``: the hub whose key was asked for): on
+        a missing key, or a cached key that did not verify it, read the signer's row once and, if that gave a key
+        the cache lacked, open it again; otherwise raise ``refusal``.
 
         Raises:
             EnvelopeError, ProtocolError: refused (see :meth:`PlatformWire.open`).
             StorageError: the signer's row cannot be read.
         """
-        keys = self._keys.lookup()
-        try:
-            return self.wire.open(raw, keys, topic_hub)
-        except EnvelopeError as exc:
-            signer = keys.asked
-            if signer is None or exc.reason not in _KEY_REFUSALS or not await self._keys.reload(signer):
-                raise
+        if signer is None or refusal.reason not in _KEY_REFUSALS or not await self._keys.reload(signer):
+            raise refusal
         return self.wire.open(raw, self._keys.lookup(), topic_hub)
 
     async def _count_replays(self, replays: Mapping[str, Sequence[int]]) -> None:
