@@ -593,6 +593,9 @@ async def run_process(plan: ProcessPlan, go_time: Callable[[], Awaitable[float]]
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            # A last sample at the end: the sampler's last one may predate the last acks by up to a second.
+            series.append(sum(u.metrics.delivered_envelopes for u in uplinks))
+            sampled_at.append(round(time.time() - go, 3))
         refused = sum([await _refused(h.outbox) for h in hubs])
     produced_file = Path(plan.workdir) / f"produced-{plan.index}.txt"
     produced_file.write_text("".join(f"{h.plan.hub_id} {rid}\n" for h in hubs for rid in h.produced), encoding="utf-8")
