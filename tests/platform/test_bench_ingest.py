@@ -18,4 +18,6 @@ def test_the_harness_stores_every_envelope_and_prints_its_figures(
     figures = json.loads(capsys.readouterr().out)
     assert (figures["engine"], figures["envelopes"], figures["frames_per_batch"]) == ("sqlite", 15, int(per_batch))
     assert figures["cpu_ratio_to_crypto"] > 0
+    assert figures["crypto_interleaved_us"] > 0
+    assert figures["cpu_ratio_to_interleaved_crypto"] > 0
     assert figures["ack_bytes"] > 0
