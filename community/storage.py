@@ -32,7 +32,6 @@ import asyncio
 import concurrent.futures
 import datetime as _dt
 import enum
-import functools
 import json
 import logging
 import sqlite3
@@ -503,87 +502,6 @@ SQLITE_SCHEMA_VERSION = _SCHEMA_VERSION
 """The schema version :class:`SqliteStorage` migrates a file to (``PRAGMA user_version``)."""
 _INTERIM_SCHEMA = 1  # written by the interim wire codec; its readings are not protocol v1 records
 
-# store_batch writes a batch's envelope keys, then the readings of its new envelopes, with multi-row INSERTs (one
-# statement per chunk of rows instead of one execute per row, which was about 10 % of the Mosquitto worker's CPU,
-# issue 15). RETURNING names the rows that went in; any other row was stored before (a re-send) or earlier in the
-# same batch (the same key twice: stored once, at its first place, as the statement-per-row loop did). Chunks are
-# powers of two, so a few prepared statements (sqlite3 caches them by text) serve every batch size.
-_CHUNKS: Final = (256, 128, 64, 32, 16, 8, 4, 2, 1)
-_ENVELOPE_INSERT: Final = (
-    "INSERT OR IGNORE INTO envelopes (hub, seq, received_at) VALUES ",
-    "(?, ?, strftime('%s', 'now'))",
-    " RETURNING hub, seq",
-)
-_READING_INSERT: Final = (
-    "INSERT OR IGNORE INTO readings (hub, record_id, kind, record_seq, device, body_json, hub_time_us, device_time,"
-    " envelope_seq, received_at, resident, alarm_id) VALUES ",
-    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    " RETURNING hub, envelope_seq, record_id",
-)
-
-
-@functools.cache
-def _statement(insert: tuple[str, str, str], rows: int) -> str:
-    head, row, tail = insert
-    return head + ", ".join([row] * rows) + tail
-
-
-def _insert_rows(
-    conn: sqlite3.Connection, insert: tuple[str, str, str], rows: Sequence[tuple[Any, ...]]
-) -> set[tuple[Any, ...]]:
-    """Insert ``rows`` in order (``INSERT OR IGNORE``), a power-of-two chunk per statement; the RETURNING values of
-    those that went in."""
-    inserted: set[tuple[Any, ...]] = set()
-    start, total = 0, len(rows)
-    while start < total:
-        size = next(n for n in _CHUNKS if n <= total - start)
-        params = [value for row in rows[start : start + size] for value in row]
-        inserted.update(conn.execute(_statement(insert, size), params).fetchall())
-        start += size
-    return inserted
-
-
-def _reading_row(r: StoredReading) -> tuple[Any, ...]:
-    return (
-        r.hub,
-        r.record_id,
-        r.kind,
-        seq_to_db(r.record_seq, "record seq"),
-        r.device,
-        r.body_text,
-        micros(r.hub_time),
-        r.device_time,
-        seq_to_db(r.envelope_seq, "envelope seq"),
-        r.received_at,
-        r.resident_id,
-        r.alarm_id,
-    )
-
-
-def _outcomes(
-    envelopes: Sequence[EnvelopeToStore], first: Sequence[EnvelopeToStore], new_records: set[tuple[Any, ...]]
-) -> list[EnvelopeOutcome]:
-    """Each envelope's outcome, in order: ``first`` are the envelopes stored now, ``new_records`` the ``(hub,
-    envelope seq as stored, record id)`` of the readings that went in (each claimed by its first occurrence)."""
-    stored = {id(env) for env in first}
-    outcomes: list[EnvelopeOutcome] = []
-    for env in envelopes:
-        if id(env) not in stored:
-            outcomes.append(EnvelopeOutcome(env.hub, env.envelope_seq, Outcome.REPLAYED, (), ()))
-            continue
-        stored.discard(id(env))
-        new: list[str] = []
-        dup: list[str] = []
-        for r in env.readings:
-            key = (r.hub, seq_to_db(r.envelope_seq, "envelope seq"), r.record_id)
-            if key in new_records:
-                new_records.discard(key)
-                new.append(r.record_id)
-            else:
-                dup.append(r.record_id)
-        outcomes.append(EnvelopeOutcome(env.hub, env.envelope_seq, Outcome.STORED, tuple(new), tuple(dup)))
-    return outcomes
-
 
 class SqliteStorage(SqliteDownStore):
     """:class:`Storage` on one SQLite file (WAL, ``synchronous=FULL``), all work on one thread.
@@ -670,20 +588,41 @@ class SqliteStorage(SqliteDownStore):
 
     def _store(self, envelopes: Sequence[EnvelopeToStore], refused: Sequence[Refusal]) -> list[EnvelopeOutcome]:
         conn = self._db()
+        outcomes: list[EnvelopeOutcome] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
-            new_envelopes = _insert_rows(
-                conn,
-                _ENVELOPE_INSERT,
-                [(env.hub, seq_to_db(env.envelope_seq, "envelope seq")) for env in envelopes],
-            )
-            first: list[EnvelopeToStore] = []
             for env in envelopes:
-                key = (env.hub, seq_to_db(env.envelope_seq, "envelope seq"))
-                if key in new_envelopes:
-                    new_envelopes.discard(key)  # the same envelope again later in the batch is a replay
-                    first.append(env)
-            new_records = _insert_rows(conn, _READING_INSERT, [_reading_row(r) for env in first for r in env.readings])
+                inserted = conn.execute(
+                    "INSERT OR IGNORE INTO envelopes (hub, seq, received_at) VALUES (?, ?, strftime('%s', 'now'))",
+                    (env.hub, seq_to_db(env.envelope_seq, "envelope seq")),
+                ).rowcount
+                if inserted == 0:
+                    outcomes.append(EnvelopeOutcome(env.hub, env.envelope_seq, Outcome.REPLAYED, (), ()))
+                    continue
+                new: list[str] = []
+                dup: list[str] = []
+                for r in env.readings:
+                    cur = conn.execute(
+                        "INSERT OR IGNORE INTO readings (hub, record_id, kind, record_seq, device, body_json,"
+                        " hub_time_us, device_time, envelope_seq, received_at, resident, alarm_id)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            r.hub,
+                            r.record_id,
+                            r.kind,
+                            seq_to_db(r.record_seq, "record seq"),
+                            r.device,
+                            r.body_text,
+                            micros(r.hub_time),
+                            r.device_time,
+                            seq_to_db(r.envelope_seq, "envelope seq"),
+                            r.received_at,
+                            r.resident_id,
+                            r.alarm_id,
+                        ),
+                    )
+                    (new if cur.rowcount == 1 else dup).append(r.record_id)
+                outcomes.append(EnvelopeOutcome(env.hub, env.envelope_seq, Outcome.STORED, tuple(new), tuple(dup)))
             for refusal in refused:
                 conn.execute(
                     "INSERT INTO quarantine (received_at, topic_hub, claimed_hub, seq, reason, detail, size, digest)"
@@ -704,7 +643,7 @@ class SqliteStorage(SqliteDownStore):
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        return _outcomes(envelopes, first, new_records)
+        return outcomes
 
     async def store_batch(
         self, envelopes: Sequence[EnvelopeToStore], refused: Sequence[Refusal] = ()

@@ -1,6 +1,6 @@
-"""``store_batch`` on both engines with batches larger than one statement's chunk (SQLite writes a batch's rows in
-multi-row INSERTs of power-of-two chunks and learns from RETURNING which went in): each envelope's outcome and each
-record's new/duplicate attribution follow an exact model, in order, across chunk boundaries and re-sends."""
+"""``store_batch`` on both engines with large batches (700 envelopes) and repeats: each envelope's outcome and each
+record's new/duplicate attribution follow an exact model, in order, within an envelope, a batch and across
+batches."""
 
 from __future__ import annotations
 
