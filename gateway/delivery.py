@@ -31,6 +31,11 @@ Rules (invariants 1 and 4 of the architecture):
 * **Reconnect.** A lost connection releases every frame in flight; they are sent again on the next connection
   (whose timing, jittered, is the shell's :func:`gateway.backoff.backoff_delay`). The backoff level is kept: a new
   connection says nothing about how fast the platform acks.
+* **Offers answer a room.** The shell reads the outbox for a :class:`Room` with an await, during which a deadline,
+  an ack or a lost connection may make an envelope that room excluded offerable again (a released frame, a failed
+  delete, held-back envelopes freed by the probe's answer). The offer then lacks it: sending it would put envelopes
+  never sent ahead of released older ones and skip the probe for a whole ack round. Such an offer is stale
+  (:meth:`Delivery.is_stale`) and :meth:`Delivery.prepare` refuses it; the shell asks for room again.
 * **Transient refusals are not refusals.** An envelope refused for a transient reason (``unknown_hub``) stays in
   the outbox and in flight until its frame's deadline, then is resent like any unacked one.
 """
@@ -87,6 +92,7 @@ class Delivery:
         "_highest_sent",
         "_inflight",
         "_next_frame",
+        "_offer_epoch",
         "_policy",
         "_priority_frames",
         "_probe",
@@ -112,6 +118,7 @@ class Delivery:
         self._connected = False
         self._probing = False  # a routine round expired: released routine envelopes wait for a probe's ack
         self._probe: int | None = None  # the frame id of the probe in flight
+        self._offer_epoch = 0  # bumped whenever an envelope excluded from offers becomes offerable again (Room.epoch)
 
     # ---------------------------------------------------------------- observation
 
@@ -203,7 +210,12 @@ class Delivery:
         held = self._held_back()
         if held:
             busy = busy | held
-        return Room(self._policy.frame_max_envelopes, self._policy.frame_max_bytes, frozenset(busy))
+        p = self._policy
+        return Room(p.frame_max_envelopes, p.frame_max_bytes, frozenset(busy), self._offer_epoch)
+
+    def is_stale(self, room: Room) -> bool:
+        """Whether an offer read for ``room`` may lack envelopes offerable since (ask for room again)."""
+        return room.epoch != self._offer_epoch
 
     def _held_back(self) -> set[int]:
         """Released routine envelopes waiting for the probe in flight to be acked."""
@@ -211,13 +223,15 @@ class Delivery:
             return set()
         return {seq for seq, item in self._released.items() if item.lane is Lane.ROUTINE}
 
-    def prepare(self, offered: Sequence[OutboxItem], now: float) -> Frame | None:
+    def prepare(self, offered: Sequence[OutboxItem], now: float, *, room: Room | None = None) -> Frame | None:
         """Choose the next frame from what the outbox offered (oldest first, priority lane first) and record it.
 
         The frame holds the priority envelopes offered if their window has room, else the routine ones if theirs
-        has; envelopes in flight or being deleted are skipped. ``None``: nothing to send now.
+        has; envelopes in flight or being deleted are skipped. ``room`` is the :meth:`room` the offer was read for;
+        pass it whenever the core may have changed while the outbox was read. ``None``: nothing to send now, or
+        the offer is stale (:meth:`is_stale`: ask for room again).
         """
-        if not self._connected:
+        if not self._connected or (room is not None and room.epoch != self._offer_epoch):
             return None
         routine_ok, priority_ok = self._window()
         priority: list[OutboxItem] = []
@@ -334,6 +348,7 @@ class Delivery:
             # unacked was lost and goes again in full frames (unless the answer was ambiguous: probe again).
             self._probe = None
             self._probing = ambiguous
+            self._offer_epoch += 1  # the held-back envelopes are offered again
         return AckOutcome(delete, tuple(delivered), tuple(refused), tuple(deferred), tuple(unknown))
 
     def _settle(self, seq: int, sample_at: float | None) -> OutboxItem | None:
@@ -368,6 +383,7 @@ class Delivery:
     def delete_failed(self, seqs: Sequence[int]) -> None:
         """The outbox could not delete ``seqs``: they stay there and are offered (and acked) again."""
         self._settling.difference_update(seqs)
+        self._offer_epoch += 1
 
     # ---------------------------------------------------------------- time
 
@@ -385,6 +401,7 @@ class Delivery:
 
     def _release(self, frame_ids: Sequence[int]) -> int:
         released = 0
+        self._offer_epoch += 1  # offerable again (the probe's held-back envelopes too, if the probe is released)
         for fid in frame_ids:
             frame = self._frames.pop(fid)
             if fid == self._probe:

@@ -22,11 +22,16 @@ class Room:
         limit: at most this many envelopes.
         max_bytes: at most this many envelope bytes.
         exclude: envelope sequence numbers in flight or being deleted; do not offer them.
+        epoch: the core's count of changes that made envelopes offerable again (released at a deadline or a lost
+            connection, a failed delete, held-back envelopes freed by a probe's answer) when it gave this room. An
+            offer read for an older epoch may lack such an envelope and is stale
+            (:meth:`gateway.delivery.Delivery.is_stale`).
     """
 
     limit: int
     max_bytes: int
     exclude: frozenset[int]
+    epoch: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -339,7 +339,11 @@ class Uplink:
                     or publishing[Lane.ROUTINE] >= bounds[Lane.ROUTINE]
                 ):
                     items = [i for i in items if publishing[i.lane] < bounds[i.lane]]
-                frame = delivery.prepare(items, clock.monotonic())
+                if delivery.is_stale(room):
+                    # A deadline, an ack or a failed delete made an envelope the read excluded offerable again
+                    # (while it ran): the offer may lack an older, released envelope or the probe. Read again.
+                    continue
+                frame = delivery.prepare(items, clock.monotonic(), room=room)
                 if frame is None:
                     break
                 self._arm(frame)

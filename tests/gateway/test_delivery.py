@@ -255,6 +255,7 @@ class DeliveryMachine(RuleBasedStateMachine):
         self.deleted: set[int] = set()
         self.pending_delete: tuple[int, ...] | None = None
         self.released_at: dict[int, int] = {}  # seq -> index in on_wire at which it was last released
+        self.reading: tuple[Room, list[OutboxItem]] | None = None  # the shell's outbox read, awaited meanwhile
         self.d.on_connected()
 
     # ----- inputs
@@ -292,6 +293,33 @@ class DeliveryMachine(RuleBasedStateMachine):
             assert 1 <= len(frame.items) <= self.policy.frame_max_envelopes
             assert len(frame.items) == 1 or sum(i.size for i in frame.items) <= self.policy.frame_max_bytes
             assert frame.deadline > self.now
+            self.on_wire.append(Sent(tuple(i.envelope_seq for i in frame.items), frame.priority))
+
+    @rule()
+    @precondition(lambda self: self.reading is None)
+    def read_starts(self) -> None:
+        """The shell asks for room and reads the outbox with an await: other rules may run before it returns."""
+        room = self.d.room()
+        if room is not None:
+            self.reading = (room, self.ob.peek(room))
+
+    @rule()
+    @precondition(lambda self: self.reading is not None)
+    def read_returns(self) -> None:
+        assert self.reading is not None
+        room, offered = self.reading
+        self.reading = None
+        if self.d.is_stale(room):
+            assert self.d.prepare(offered, self.now, room=room) is None
+            return
+        # A current offer: nothing still in the outbox that the read excluded has become offerable since (else
+        # the offer could lack a released envelope, older than those it holds, or the probe).
+        fresh = self.d.room()
+        if fresh is not None:
+            assert room.exclude & set(self.ob.rows) <= fresh.exclude
+        frame = self.d.prepare(offered, self.now, room=room)
+        if frame is not None:
+            assert len({i.lane for i in frame.items}) == 1
             self.on_wire.append(Sent(tuple(i.envelope_seq for i in frame.items), frame.priority))
 
     @rule(

@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 
 from community.samples import T0
-from gateway.delivery import Delivery, DeliveryPolicy
+from gateway.delivery import Delivery, DeliveryPolicy, Room
 from gateway.outbox_rows import Lane, OutboxItem
 from protocols.acks import Ack
 
@@ -112,3 +112,61 @@ def test_a_reconnect_and_the_priority_lane_resend_whole() -> None:
     assert not probing(hub)
     hub.core.on_connected()
     assert hub.send(WAIT + 1.0) == [[0, 1], [2, 3, 4]]
+
+
+def offer(hub: Hub, room: Room) -> list[OutboxItem]:
+    """What the outbox returns for ``room`` (the shell reads it with an await, during which the core may change)."""
+    rows = sorted(hub.rows.values(), key=lambda r: (r.lane, r.envelope_seq))
+    return [row for row in rows if row.envelope_seq not in room.exclude][: room.limit]
+
+
+def test_an_offer_read_before_a_frame_expired_is_stale_and_the_probe_still_goes_first() -> None:
+    """The uplink test's 1-in-30 failure (`[1, 99] != [0, 99]`): the sender asked for room while routine seq 0 was in
+    flight (excluded), the ack deadline released seq 0 while the outbox read ran, and the offer - seq 1, never sent -
+    became a new routine frame in the freed window. The released seq 0 then waited a whole extra ack round, and the
+    probe with it. An offer read for an older room is refused; the room asked again offers the probe."""
+    hub = Hub(max_inflight_frames=1, frame_max_envelopes=1)
+    hub.put(*range(5))
+    assert hub.send(0.0) == [[0]]
+    hub.put(99, lane=Lane.PRIORITY)
+    assert hub.send(1.0) == [[99]]
+    room = hub.core.room()  # the priority window has room: the sender reads the outbox
+    assert room is not None
+    offered = offer(hub, room)
+    assert [i.envelope_seq for i in offered] == [1]
+    assert hub.core.on_timer(WAIT) is not None  # seq 0's deadline passes during that read
+    assert hub.core.is_stale(room)
+    assert hub.core.prepare(offered, WAIT, room=room) is None
+    assert hub.send(WAIT) == [[0]]  # the probe, alone, before any envelope never sent
+    assert hub.core.inflight_seqs == {0, 99}
+
+
+def test_every_change_that_makes_an_envelope_offerable_again_makes_older_offers_stale() -> None:
+    hub = Hub(frame_max_envelopes=3)
+    hub.put(*range(6))
+    assert hub.send(0.0) == [[0, 1, 2], [3, 4, 5]]
+    # An ack moves envelopes from flight to settling: still excluded, the offer stays current.
+    room = hub.core.room()
+    assert room is not None
+    outcome = hub.core.on_ack(Ack("hub-a", 1, T0, (3,)), 1.0)
+    assert not hub.core.is_stale(room)
+    # A failed delete offers them again.
+    hub.core.delete_failed(outcome.delete)
+    assert hub.core.is_stale(room)
+    hub.core.deleted(hub.core.on_ack(Ack("hub-a", 1, T0, (3,)), 1.0).delete)
+    hub.rows.pop(3)
+    # Released by a deadline, held back behind the probe, then freed by the probe's unambiguous answer.
+    hub.core.on_timer(WAIT)
+    assert hub.send(WAIT) == [[0]]
+    room = hub.core.room()
+    assert room is not None
+    hub.ack(WAIT + 1.0, 0)
+    assert hub.core.is_stale(room)
+    room = hub.core.room()
+    assert room is not None
+    # A lost connection releases everything in flight.
+    assert hub.send(WAIT + 1.0) == [[1, 2, 4], [5]]
+    room = hub.core.room()
+    assert room is not None
+    hub.core.on_disconnected()
+    assert hub.core.is_stale(room)
