@@ -47,6 +47,7 @@ from community.ingest_core import DownUnavailable, IngestWorkerBase, StreamLag
 from community.nats_batch import Frame, topic_to_subject
 from community.nats_config import ALARM_STREAM, ALARM_SUBJECTS, UP_STREAM, UP_SUBJECTS, NatsSettings
 from community.storage import StorageError
+from runtime.aio import keep_cancellation, raise_if_cancelling
 
 __all__ = ["NatsIngestWorker", "ensure_streams"]
 
@@ -201,17 +202,21 @@ class NatsIngestWorker(IngestWorkerBase):
         publishers."""
         s = self.settings
         while True:
+            # nats-py's fetch waits through asyncio.wait_for, which on Python 3.11 may return a result and lose this
+            # task's cancellation (runtime.aio.keep_cancellation): the lane would fetch on and the worker's shutdown
+            # wait for it for ever (seen once, under load, in the 5,000-envelope panic test).
+            raise_if_cancelling()
             try:
                 # One frame first: a fetch of a whole batch that finds the stream empty waits for the batch to fill
                 # or for fetch_wait_s to pass, so a lone panic waited up to a second (issue 15 item 4).
-                messages = await sub.fetch(1, timeout=s.fetch_wait_s)
+                messages = await keep_cancellation(sub.fetch(1, timeout=s.fetch_wait_s))
             except (nats.errors.TimeoutError, TimeoutError):  # no frame within fetch_wait_s (or the node went)
                 if nc.is_closed:
                     raise nats.errors.ConnectionClosedError from None
                 continue
             if batch > 1:  # then whatever else is already waiting, up to the batch (no waiting for more)
                 with contextlib.suppress(nats.errors.TimeoutError, TimeoutError):
-                    messages += await sub.fetch(batch - 1, timeout=_TOP_UP_S)
+                    messages += await keep_cancellation(sub.fetch(batch - 1, timeout=_TOP_UP_S))
             if messages:
                 await self._handle(out, messages)
 
