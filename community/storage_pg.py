@@ -199,6 +199,7 @@ class PostgresStorage(PostgresDownStore):
             if id(env) not in stored:
                 outcomes.append(EnvelopeOutcome(env.hub, env.envelope_seq, Outcome.REPLAYED, (), ()))
                 continue
+            stored.discard(id(env))  # the same object given twice: stored at its first place only
             new: list[str] = []
             dup: list[str] = []
             for r in env.readings:

@@ -81,6 +81,14 @@ async def test_store_replay_dedup_and_decoded_fields(fresh):
         assert await db.knows_resident("hub-a", "resident-1")
 
 
+async def test_the_same_envelope_object_twice_in_a_batch_is_stored_at_its_first_place(fresh):
+    async with opened(fresh) as db:
+        env = EnvelopeToStore("hub-a", 3, (reading("hub-a", 3, 3),))
+        outcomes = await db.store_batch([env, env])
+        assert [o.outcome for o in outcomes] == [Outcome.STORED, Outcome.REPLAYED]
+        assert outcomes[0].new_record_ids == (reading("hub-a", 3, 3).record_id,)
+
+
 async def test_refusals_counters_hubs_and_down_seqs_survive_reopen(fresh):
     open_db = fresh()
     hub = HubIdentity.generate("hub-a")
