@@ -6,30 +6,23 @@ from __future__ import annotations
 import datetime as _dt
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pg_server import PostgresServer
 
 from community.down_types import DownState, QueuedDown
 from community.storage import SqliteStorage, Storage
 from community.storage_common import StorageError
-from community.storage_pg import PostgresStorage
 
 T0 = _dt.datetime(2026, 12, 4, 8, 0, tzinfo=_dt.UTC)
 Opener = Callable[[], AbstractAsyncContextManager[Storage]]
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def fresh(request: pytest.FixtureRequest, tmp_path: Path, pg_server: PostgresServer) -> Opener:
-    """How to open a new, empty database of the engine."""
-    if request.param == "sqlite":
-        path = tmp_path / "down.db"
-        return lambda: SqliteStorage(path)
-    url = pg_server.create_database()
-    return lambda: PostgresStorage(url)
+@pytest.fixture
+def fresh(one_database: Opener) -> Opener:
+    """A new, empty database of each engine (tests/platform/conftest.py)."""
+    return one_database
 
 
 def queued(hub: str, seq: int, minutes: int = 0) -> QueuedDown:

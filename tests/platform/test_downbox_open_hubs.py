@@ -9,16 +9,13 @@ import datetime as _dt
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
-from pg_server import PostgresServer
 
 from community.down_types import DownState, QueuedDown
 from community.downbox import DownBox, queue_message
-from community.storage import SqliteStorage, Storage
-from community.storage_pg import PostgresStorage
+from community.storage import Storage
 from community.wire import PlatformCodec
 from protocols.keys import PlatformIdentity
 from protocols.messages import AlarmAcknowledgement
@@ -27,14 +24,10 @@ T0 = _dt.datetime(2026, 12, 4, 8, 0, tzinfo=_dt.UTC)
 Opener = Callable[[], AbstractAsyncContextManager[Storage]]
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def fresh(request: pytest.FixtureRequest, tmp_path: Path, pg_server: PostgresServer) -> Opener:
-    """How to open (again and again: several connections) one new, empty database of the engine."""
-    if request.param == "sqlite":
-        path = tmp_path / "down.db"
-        return lambda: SqliteStorage(path)
-    url = pg_server.create_database()
-    return lambda: PostgresStorage(url)
+@pytest.fixture
+def fresh(one_database: Opener) -> Opener:
+    """A new, empty database of each engine (tests/platform/conftest.py)."""
+    return one_database
 
 
 @pytest.fixture

@@ -6,46 +6,26 @@ new. The tests skip only when PostgreSQL's server is not installed at all (scrip
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pg_server import PostgresServer
 
 from community.hubkeys import HubKeyBatchSource
 from community.samples import alarm_record, bp_record
-from community.storage import Enrolment, EnvelopeToStore, Outcome, Refusal, SqliteStorage, Storage, StoredReading
-from community.storage_pg import PostgresStorage
+from community.storage import Enrolment, EnvelopeToStore, Outcome, Refusal, Storage, StoredReading
 from protocols.errors import EnvelopeRejection
 from protocols.keys import HubIdentity
 
 Opener = Callable[[], AbstractAsyncContextManager[Storage]]
 
 
-_n = itertools.count()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def fresh(request: pytest.FixtureRequest, tmp_path: Path, pg_server: PostgresServer) -> Callable[[], Opener]:
-    """Makes a new empty database of the engine and returns how to open it (again and again)."""
-    if request.param == "sqlite":
-
-        def sqlite() -> Opener:
-            path = tmp_path / f"p{next(_n)}.db"
-            return lambda: SqliteStorage(path)
-
-        return sqlite
-    server = pg_server
-
-    def postgres() -> Opener:
-        url = server.create_database()
-        return lambda: PostgresStorage(url)
-
-    return postgres
+@pytest.fixture
+def fresh(new_database: Callable[[], Opener]) -> Callable[[], Opener]:
+    """New, empty databases of each engine (tests/platform/conftest.py)."""
+    return new_database
 
 
 @asynccontextmanager

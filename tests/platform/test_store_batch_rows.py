@@ -4,41 +4,23 @@ batches."""
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pg_server import PostgresServer
 
 from community.samples import bp_record
-from community.storage import EnvelopeOutcome, EnvelopeToStore, Outcome, SqliteStorage, Storage, StoredReading
-from community.storage_pg import PostgresStorage
+from community.storage import EnvelopeOutcome, EnvelopeToStore, Outcome, Storage, StoredReading
 
 Opener = Callable[[], AbstractAsyncContextManager[Storage]]
 
-_n = itertools.count()
 
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def fresh(request: pytest.FixtureRequest, tmp_path: Path, pg_server: PostgresServer) -> Callable[[], Opener]:
-    """Makes a new empty database of the engine and returns how to open it."""
-    if request.param == "sqlite":
-
-        def sqlite() -> Opener:
-            path = tmp_path / f"p{next(_n)}.db"
-            return lambda: SqliteStorage(path)
-
-        return sqlite
-
-    def postgres() -> Opener:
-        url = pg_server.create_database()
-        return lambda: PostgresStorage(url)
-
-    return postgres
+@pytest.fixture
+def fresh(new_database: Callable[[], Opener]) -> Callable[[], Opener]:
+    """New, empty databases of each engine (tests/platform/conftest.py)."""
+    return new_database
 
 
 def reading(hub: str, n: int, seq: int) -> StoredReading:
