@@ -492,6 +492,18 @@ def error_kind(exc: BaseException, *, connected: bool) -> str:
     return f"{'lost' if connected else 'connect'}: {_HUB_TOPIC.sub('carehub/v1/<hub>/', str(exc))[:120]}"
 
 
+def transport_error(exc: BaseException) -> TransportError | None:
+    """``exc`` if it is a :class:`TransportError`, else the first one in it when it is an exception group."""
+    if isinstance(exc, TransportError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = transport_error(inner)
+            if found is not None:
+                return found
+    return None
+
+
 class _TimedConnector:
     """The hub's real connector, counting what failed each connection attempt or ended each session."""
 
@@ -506,9 +518,12 @@ class _TimedConnector:
             async with self._inner.session(subscriptions) as transport:
                 connected = True
                 yield _TimedTransport(transport, self._hub)
-        except TransportError as exc:
-            kind = error_kind(exc, connected=connected)
-            self._hub.errors[kind] = self._hub.errors.get(kind, 0) + 1
+        except BaseException as exc:
+            # A session the uplink's tasks ended arrives here as their task group's exception group.
+            lost = transport_error(exc)
+            if lost is not None:
+                kind = error_kind(lost, connected=connected)
+                self._hub.errors[kind] = self._hub.errors.get(kind, 0) + 1
             raise
 
 

@@ -4,6 +4,7 @@ platform stored. Figures are checked for completeness and consistency, never for
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import math
@@ -20,7 +21,7 @@ from community.config import load_platform_config
 from gateway.transport import TransportError
 from sim.broker import MosquittoBroker, free_port
 from sim.fleet import FleetOptions, _brokers, _plans, peak_rate, percentile, rate_after, steady_rate
-from sim.fleet_hub import HubPlan, PanicTrace, ProcessPlan, ProcessResult, error_kind
+from sim.fleet_hub import HubPlan, PanicTrace, ProcessPlan, ProcessResult, error_kind, transport_error
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -251,3 +252,14 @@ def test_connection_errors_are_counted_by_kind_without_the_hubs_id() -> None:
     assert error_kind(lost, connected=True) == "lost: publish to carehub/v1/<hub>/up failed: Operation timed out"
     refused = TransportError("MqttError: Operation timed out")
     assert error_kind(refused, connected=False) == "connect: MqttError: Operation timed out"
+
+
+def test_a_session_ended_by_the_uplinks_task_group_is_counted_by_its_transport_error() -> None:
+    """The uplink's tasks end a lost session through their task group, so the fleet's connector sees an exception
+    group, not the TransportError inside it (before, every such session went uncounted in connection_errors)."""
+    lost = TransportError("no PUBACK within 60 s")
+    assert transport_error(lost) is lost
+    assert transport_error(ExceptionGroup("tasks", [ValueError("x"), ExceptionGroup("inner", [lost])])) is lost
+    assert transport_error(ExceptionGroup("tasks", [ValueError("x")])) is None
+    assert transport_error(asyncio.CancelledError()) is None
+    assert error_kind(lost, connected=True) == "lost: no PUBACK within 60 s"
