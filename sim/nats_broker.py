@@ -11,14 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import shutil
 import sys
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
-from community.brokerconf_nats import IngestBuffer, ServerTuning
+from community.brokerconf_nats import IngestBuffer, ServerTuning, parse_version
 from sim.broker import BrokerError, free_port
 
 __all__ = ["NatsBroker", "nats_server_available"]
@@ -55,8 +54,10 @@ async def _version(exe: str) -> tuple[int, ...]:
         exe, "--version", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
     )
     out, _ = await proc.communicate()
-    found = re.search(rb"v?(\d+)\.(\d+)\.(\d+)", out)
-    return tuple(int(x) for x in found.groups()) if found else ()
+    try:
+        return parse_version(out.decode(errors="replace"))
+    except ValueError:
+        return ()
 
 
 async def _until_ready(stream: asyncio.StreamReader) -> str:
